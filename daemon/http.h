@@ -1,0 +1,108 @@
+/*
+ * http.h - the HTTP engine of avenpingd: libcurl's multi interface driven
+ * by a libuv loop.
+ *
+ * "Submit a request, get a completion callback": the scheduler decides what
+ * may start now and hands it here; nothing waits inside libcurl for a
+ * connection slot (connection caps are not rate limits).
+ *
+ * Integration follows libcurl's documented event-driven API:
+ * CURLMOPT_SOCKETFUNCTION + CURLMOPT_TIMERFUNCTION, curl_multi_socket_action,
+ * one uv_poll_t per socket, completions drained with curl_multi_info_read
+ * after every action, sockets opened and closed through
+ * CURLOPT_OPENSOCKETFUNCTION / CURLOPT_CLOSESOCKETFUNCTION so that a poll
+ * handle is always stopped and closed before its fd, poll contexts freed in
+ * their close callbacks. Completion callbacks run from the loop, never from
+ * inside a libcurl callback, so they may submit new requests.
+ *
+ * The token is copied into the engine's own header list and never appears
+ * in a result, an error message or anything the engine returns.
+ *
+ * Errors: 0 or negative (errno-style or HTTP_E* below); http_strerror().
+ * Threads: loop thread only.
+ */
+#ifndef AVP_HTTP_H
+#define AVP_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <uv.h>
+
+enum {
+    HTTP_ENOTSENT = -32001,   /* failed before the request left (connect, DNS) */
+    HTTP_EMAYBESENT = -32002, /* failed after it may have left (timeout, reset) */
+    HTTP_ECANCELLED = -32003, /* aborted by http_engine_cancel_all */
+    HTTP_EINVAL = -32004,
+    HTTP_ECURL = -32005,      /* libcurl refused a setup call */
+};
+
+#define HTTP_MAX_RESPONSE (1024 * 1024) /* response bodies are cut here */
+
+typedef struct http_options {
+    const char *api_base;   /* "http://127.0.0.1:8080" or "https://api.avenping.com"; copied */
+    const char *token;      /* sent as "Authorization: Bearer"; copied, never logged */
+    long timeout_ms;        /* whole request; 0: 30000 */
+    long connect_timeout_ms; /* 0: 10000 */
+    const char *ca_file;    /* NULL: system CAs; copied */
+    bool http2;             /* offer HTTP/2 (multiplexing, PIPEWAIT) */
+    long max_host_connections; /* 0: no cap */
+} http_options_t;
+
+typedef struct http_result {
+    int error;          /* 0: an HTTP answer arrived; else HTTP_ENOTSENT, HTTP_EMAYBESENT,
+                           HTTP_ECANCELLED */
+    int status;         /* HTTP status, 0 when error != 0 */
+    const char *body;   /* response body (NUL-terminated), valid during the callback only */
+    size_t body_len;
+    double retry_after; /* seconds from a Retry-After header, -1 when absent */
+    double total_time;  /* seconds, from libcurl */
+    const char *detail; /* libcurl's error text or "", for logs; never holds the token */
+} http_result_t;
+
+typedef void (*http_done_cb)(const http_result_t *res, void *user);
+
+typedef struct http_engine http_engine_t;
+
+/* Creates an engine on `loop` (curl_global_init is the caller's, once per
+ * process). `opt` is copied. */
+int http_engine_new(uv_loop_t *loop, const http_options_t *opt, http_engine_t **out);
+
+/*
+ * Starts POST api_base+path with a JSON body. `body` is not copied: it must
+ * stay valid until `cb` runs. `cb` runs exactly once, on a later loop turn
+ * (never inside this call), unless this call fails: then it never runs.
+ */
+int http_engine_post(http_engine_t *e, const char *path, const char *body, size_t len,
+                     http_done_cb cb, void *user);
+
+/* Starts GET api_base+path (e.g. "/v2/me" to probe the token). Same rules. */
+int http_engine_get(http_engine_t *e, const char *path, http_done_cb cb, void *user);
+
+/* Requests started and not yet completed. */
+size_t http_engine_inflight(const http_engine_t *e);
+
+/* Replaces the token for requests started from now on. */
+int http_engine_set_token(http_engine_t *e, const char *token);
+
+/* Aborts every running request; each callback runs with HTTP_ECANCELLED
+ * (from this call). */
+void http_engine_cancel_all(http_engine_t *e);
+
+/* Counters for stats and benchmarks. */
+typedef struct http_stats {
+    unsigned long long requests;    /* started */
+    unsigned long long connects;    /* new connections made (CURLINFO_NUM_CONNECTS summed) */
+    unsigned long long handshakes;  /* TLS handshakes (new connections over https) */
+} http_stats_t;
+void http_engine_stats(const http_engine_t *e, http_stats_t *out);
+
+/*
+ * Cancels what runs (callbacks with HTTP_ECANCELLED), closes every handle and
+ * frees the engine once they are closed (the loop must keep running until
+ * then). Accepts NULL.
+ */
+void http_engine_close(http_engine_t *e);
+
+const char *http_strerror(int err);
+
+#endif

@@ -1,0 +1,217 @@
+/*
+ * ipc.h - the socket server of avenpingd on libuv.
+ *
+ * Owns the Unix stream socket, NDJSON framing (one JSON object per line),
+ * parsing and validation of requests into plain C structs, and the encoding
+ * of answers. Knows nothing of LMDB or HTTP: the daemon gets a validated
+ * request through a callback and answers it, now or later.
+ *
+ * Ordering: requests of one connection may be pipelined; answers go out in
+ * request order whatever order the daemon answers them in (ipc holds early
+ * answers until the ones before them are given).
+ *
+ * Bounds: line length (default 4 MiB: an over-long line is answered
+ * BAD_REQUEST and the connection is closed), JSON nesting depth, message
+ * body size (2 MB), connections, and unanswered requests per connection (the
+ * server stops reading a connection while it has too many in flight, so a
+ * fast client cannot grow memory without bound).
+ *
+ * Errors: int, 0 or a negative errno-style code (libuv's UV_E* values are
+ * negative errnos) or IPC_E* below; ipc_strerror() names them.
+ * Threads: everything here runs on the loop thread.
+ */
+#ifndef AVP_IPC_H
+#define AVP_IPC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+#include <cjson/cJSON.h>
+
+enum {
+    IPC_EINVAL = -31001,   /* bad option or argument */
+    IPC_ECLOSED = -31002,  /* server closing */
+};
+
+/* Error codes of the protocol (socket-protocol.md). */
+#define IPC_ERR_BAD_REQUEST "BAD_REQUEST"
+#define IPC_ERR_VALIDATION "VALIDATION_ERROR"
+#define IPC_ERR_NOT_FOUND "NOT_FOUND"
+#define IPC_ERR_FORBIDDEN "FORBIDDEN"
+#define IPC_ERR_QUEUE_FULL "QUEUE_FULL"
+#define IPC_ERR_SHUTTING_DOWN "SHUTTING_DOWN"
+#define IPC_ERR_INTERNAL "INTERNAL_ERROR"
+
+#define IPC_MAX_LINE_DEFAULT (4u * 1024u * 1024u)
+#define IPC_MAX_BODY (2u * 1000u * 1000u) /* serialized `message`, bytes */
+#define IPC_MAX_DEPTH 64                  /* JSON nesting of one request */
+#define IPC_MAX_KEY_LEN 200               /* idempotencyKey, campaign, orderKey */
+#define IPC_MAX_ID_LEN 64                 /* phoneNumberId, to */
+
+typedef enum ipc_op {
+    IPC_OP_SEND = 1,
+    IPC_OP_TEMPLATE_SEND,
+    IPC_OP_GET,
+    IPC_OP_LIST,
+    IPC_OP_CAMPAIGN,
+    IPC_OP_CANCEL,
+    IPC_OP_PAUSE,
+    IPC_OP_RESUME,
+    IPC_OP_RETRY,
+    IPC_OP_STATS,
+    IPC_OP_WATCH,
+    IPC_OP_PING,
+} ipc_op_t;
+
+/* Message types; the same numbering as queue_type_t (1 text .. 6 template). */
+typedef enum ipc_type {
+    IPC_TYPE_TEXT = 1,
+    IPC_TYPE_MEDIA = 2,
+    IPC_TYPE_LOCATION = 3,
+    IPC_TYPE_INTERACTIVE = 4,
+    IPC_TYPE_SMART = 5,
+    IPC_TYPE_TEMPLATE = 6,
+} ipc_type_t;
+
+/* Same numbering as queue_priority_t. */
+typedef enum ipc_priority {
+    IPC_PRIO_HIGH = 0,
+    IPC_PRIO_NORMAL = 1,
+    IPC_PRIO_BULK = 2,
+} ipc_priority_t;
+
+/* A validated send/template_send. Strings are NUL-terminated, owned by the
+ * request, NULL when absent. */
+typedef struct ipc_submit {
+    ipc_type_t type;
+    const char *phone_number_id; /* message.phoneNumberId */
+    const char *to;              /* message.to, as given */
+    const char *idempotency_key;
+    const char *campaign;
+    const char *order_key;
+    ipc_priority_t priority;
+    double not_before;  /* 0: absent */
+    double expires_at;  /* 0: absent */
+    int max_attempts;   /* 0: absent; else 1..1000 */
+    const char *body;   /* `message`, compact JSON, the request body to send */
+    size_t body_len;
+} ipc_submit_t;
+
+/*
+ * A validated request. Only the fields of its op are set; the rest are
+ * zero/NULL. Strings are owned by the request and live until it is
+ * answered.
+ */
+typedef struct ipc_request {
+    ipc_op_t op;
+    ipc_submit_t submit;         /* send, template_send */
+    const char *job;             /* get, cancel, retry, pause, resume: job id string */
+    const char *idempotency_key; /* get */
+    const char *campaign;        /* list, campaign, cancel, pause, resume, retry, watch */
+    const char *state;           /* list, retry: a state name (validated) */
+    const char *after;           /* list: cursor */
+    int limit;                   /* list: 1..1000, default 100 */
+    const char *phone_number_id; /* pause, resume */
+    bool all;                    /* pause, resume */
+} ipc_request_t;
+
+typedef struct ipc_server ipc_server_t;
+typedef struct ipc_req ipc_req_t;
+
+/*
+ * Called on the loop thread for every valid request, in arrival order. The
+ * daemon must answer each request exactly once with one of the
+ * ipc_req_reply_* functions (now or later); the answer frees it. If the
+ * connection is gone by then, the answer is dropped silently. Bad lines never
+ * reach the callback: ipc answers them itself.
+ */
+typedef void (*ipc_request_cb)(ipc_req_t *req, void *user);
+
+typedef struct ipc_server_options {
+    size_t max_line;          /* 0: IPC_MAX_LINE_DEFAULT */
+    unsigned max_connections; /* 0: 1024; more are accepted and closed at once */
+    unsigned max_pending;     /* unanswered requests per connection before reading
+                                 pauses; 0: 4096 */
+    unsigned socket_mode;     /* permissions of the socket file; 0: 0660 */
+    const uid_t *allowed_uids; /* SO_PEERCRED check; NULL: any uid */
+    size_t n_allowed_uids;
+} ipc_server_options_t;
+
+/* Creates a server on `loop`; nothing listens yet. `opt` may be NULL; it is
+ * copied (allowed_uids too). `cb`/`user` receive requests. */
+int ipc_server_new(uv_loop_t *loop, const ipc_server_options_t *opt, ipc_request_cb cb,
+                   void *user, ipc_server_t **out);
+
+/* Binds and listens on `path`. A stale socket file (nobody accepting on it)
+ * is replaced; a live one gives UV_EADDRINUSE. Sets the file's mode. */
+int ipc_server_listen(ipc_server_t *s, const char *path);
+
+/* Listens on an already bound and listening socket `fd` (socket
+ * activation). The server owns fd from then on. */
+int ipc_server_adopt_fd(ipc_server_t *s, int fd);
+
+/* Stops accepting new connections; open connections keep working. */
+void ipc_server_stop_accepting(ipc_server_t *s);
+
+/* Number of open connections. */
+unsigned ipc_server_connections(const ipc_server_t *s);
+
+/*
+ * Closes the listener and every connection and frees the server once all
+ * its handles are closed (the loop must keep running until then). Requests
+ * not yet answered stay valid: answering them later is still required and
+ * only frees them. Unlinks the socket file it created. Accepts NULL.
+ */
+void ipc_server_close(ipc_server_t *s);
+
+/* The parsed request. Valid until the request is answered. */
+const ipc_request_t *ipc_req_request(const ipc_req_t *r);
+
+/* Peer credentials of the request's connection (SO_PEERCRED). */
+uid_t ipc_req_uid(const ipc_req_t *r);
+
+/* Answers a submit: {"id":..,"ok":true,"job":"<job_id>","duplicate":..}. */
+void ipc_req_reply_submit(ipc_req_t *r, uint64_t job_id, bool duplicate);
+
+/* Answers {"id":..,"ok":true, <members of fields>}. Takes ownership of
+ * `fields` (a cJSON object, or NULL). */
+void ipc_req_reply_ok(ipc_req_t *r, cJSON *fields);
+
+/* Answers {"id":..,"ok":false,"error":code,"message":<formatted>}. `code`
+ * is one of IPC_ERR_*. */
+void ipc_req_reply_error(ipc_req_t *r, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * Turns the request's connection into an event stream (for `watch`): answers
+ * {"id":..,"ok":true} and returns a stream handle; the request is freed. The
+ * connection reads no further requests. Events are sent with
+ * ipc_stream_send; when more than `max_buffered` bytes are queued unsent,
+ * events are dropped and counted, and the next event that fits is preceded
+ * by {"event":"gap","dropped":n}. Returns NULL if the connection is gone.
+ */
+typedef struct ipc_stream ipc_stream_t;
+ipc_stream_t *ipc_req_reply_stream(ipc_req_t *r, size_t max_buffered);
+
+/* Sends one event line (a compact JSON object, no newline); copies it.
+ * Returns 0, or IPC_ECLOSED once the peer has gone (then release the
+ * stream). */
+int ipc_stream_send(ipc_stream_t *st, const char *json, size_t len);
+
+/* Releases the daemon's reference to the stream. Accepts NULL. */
+void ipc_stream_release(ipc_stream_t *st);
+
+/* Parses and validates one line (without its '\n') into a request, as the
+ * server does; for tests and fuzzing. On failure returns IPC_EINVAL and
+ * fills code (an IPC_ERR_*) and msg. On success *out is owned by the caller
+ * and freed with ipc_request_free. *id_json (if not NULL) receives the
+ * request's "id" as compact JSON, or NULL; caller frees. */
+int ipc_request_parse(const char *line, size_t len, ipc_request_t **out, char **id_json,
+                      const char **code, char *msg, size_t msg_size);
+void ipc_request_free(ipc_request_t *req);
+
+const char *ipc_strerror(int err);
+
+#endif

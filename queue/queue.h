@@ -1,0 +1,290 @@
+/*
+ * queue.h - the durable job store of avenpingd, on LMDB.
+ *
+ * The store knows jobs, their records, their state machine and their
+ * indexes. It knows nothing of sockets, HTTP, JSON framing or libuv.
+ *
+ * Threads: one queue_t is shared by two threads at most - the loop thread,
+ * which reads (queue_job_get, queue_due_scan, ...) and allocates ids, and one
+ * writer thread, which calls queue_batch_commit. Reads and a commit may run
+ * at the same time (LMDB MVCC, MDB_NOTLS). Two commits never run at once:
+ * the caller serialises them. Growing the map on MDB_MAP_FULL waits for open
+ * read transactions to end; reads are short, so the wait is short.
+ *
+ * Errors: every int-returning function returns 0 or a negative code: a
+ * negative errno (-ENOMEM, -EIO, -ENOSPC, ...) or one of QUEUE_E* below.
+ * queue_strerror() names all of them.
+ *
+ * On-disk format (bump procedure): records start with a version byte
+ * (QUEUE_RECORD_VERSION). A reader accepts every version it knows and
+ * rewrites old records in the current version when it next updates them.
+ * An incompatible change of layout bumps QUEUE_SCHEMA_VERSION, which is
+ * stored under the "schema" key of the meta database; queue_open refuses an
+ * environment whose schema is newer than its own (QUEUE_ESCHEMA).
+ */
+#ifndef AVP_QUEUE_H
+#define AVP_QUEUE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define QUEUE_SCHEMA_VERSION 1
+#define QUEUE_RECORD_VERSION 1
+
+/* Project error codes, in their own band below every errno value. */
+enum {
+    QUEUE_ENOTFOUND = -30001, /* no such job or key */
+    QUEUE_EDUPLICATE = -30002, /* idempotency key already taken (batch result) */
+    QUEUE_ELOCKED = -30003,   /* another process holds the state dir */
+    QUEUE_ESCHEMA = -30004,   /* state dir written by an incompatible version */
+    QUEUE_ECORRUPT = -30005,  /* a record could not be decoded */
+    QUEUE_EFULL = -30006,     /* map at its configured maximum size */
+    QUEUE_EINVAL = -30007,    /* bad argument (a programmer error at the caller) */
+    QUEUE_ESTATE = -30008,    /* transition not allowed from the job's state */
+};
+
+/* Job states of the contract (socket-protocol.md). Values are on disk. */
+typedef enum queue_state {
+    QUEUE_STATE_QUEUED = 1,
+    QUEUE_STATE_SENDING = 2,
+    QUEUE_STATE_RETRYING = 3,
+    QUEUE_STATE_SENT = 4,
+    QUEUE_STATE_FAILED = 5,
+    QUEUE_STATE_EXPIRED = 6,
+    QUEUE_STATE_CANCELLED = 7,
+    QUEUE_STATE_UNCERTAIN = 8,
+} queue_state_t;
+#define QUEUE_STATE_MAX 8
+
+/* Job types; each maps to one v2 route. Values are on disk. */
+typedef enum queue_type {
+    QUEUE_TYPE_TEXT = 1,
+    QUEUE_TYPE_MEDIA = 2,
+    QUEUE_TYPE_LOCATION = 3,
+    QUEUE_TYPE_INTERACTIVE = 4,
+    QUEUE_TYPE_SMART = 5,
+    QUEUE_TYPE_TEMPLATE = 6,
+} queue_type_t;
+#define QUEUE_TYPE_MAX 6
+
+/* Lower value goes first. Values are on disk. */
+typedef enum queue_priority {
+    QUEUE_PRIO_HIGH = 0,
+    QUEUE_PRIO_NORMAL = 1,
+    QUEUE_PRIO_BULK = 2,
+} queue_priority_t;
+
+/* Limits of what a record may hold; the ipc layer validates before this. */
+#define QUEUE_MAX_KEY_LEN 200     /* idempotency key, campaign, order key */
+#define QUEUE_MAX_ID_LEN 64       /* phoneNumberId, to */
+#define QUEUE_MAX_WAMID_LEN 256
+#define QUEUE_ERR_CODE_LEN 64     /* lastError.code incl. NUL, truncated */
+#define QUEUE_ERR_MSG_LEN 256     /* lastError.message incl. NUL, truncated */
+
+/* The last error of a job. status == 0 means "no error recorded". */
+typedef struct queue_error_info {
+    int status;     /* HTTP status, 0 for a transport error */
+    long meta_code; /* Meta's code from details, 0 when none */
+    char code[QUEUE_ERR_CODE_LEN];   /* AvenPing error code or transport tag */
+    char message[QUEUE_ERR_MSG_LEN]; /* human text, never contains the token */
+} queue_error_info_t;
+
+/*
+ * A job as the store returns it. String fields are NULL when absent. All
+ * strings of a job returned by the store live in one allocation owned by the
+ * job: release it with queue_job_clear(). When a caller fills a queue_job_t
+ * to hand to queue_batch_add_job, the strings are the caller's and are
+ * copied by the batch.
+ */
+typedef struct queue_job {
+    uint64_t id;
+    uint8_t state;    /* queue_state_t */
+    uint8_t type;     /* queue_type_t */
+    uint8_t priority; /* queue_priority_t */
+    uint16_t attempts;     /* HTTP attempts made so far */
+    uint16_t max_attempts; /* 0: the daemon's default */
+    double created_at;      /* unix seconds */
+    double updated_at;
+    double next_attempt_at; /* due time while queued/retrying/sending */
+    double not_before;      /* 0: none */
+    double expires_at;      /* 0: none */
+    char *phone_number_id;
+    char *to;
+    char *campaign;
+    char *order_key;
+    char *idempotency_key;
+    char *wamid;
+    queue_error_info_t last_error;
+    void *priv_; /* the allocation behind the strings; store-owned */
+} queue_job_t;
+
+/* A state change of one job, recorded by queue_batch_add_update. */
+typedef struct queue_update {
+    uint64_t id;
+    uint8_t state;          /* new state */
+    uint16_t attempts;      /* new attempt count */
+    double updated_at;
+    double next_attempt_at; /* used when the new state is queued/retrying/sending */
+    const char *wamid;      /* NULL: keep; copied by the batch */
+    const queue_error_info_t *last_error; /* NULL: keep; copied by the batch */
+} queue_update_t;
+
+typedef struct queue_options {
+    size_t map_size;     /* initial map size in bytes; 0: 1 GiB */
+    size_t map_size_max; /* growth stops here (QUEUE_EFULL); 0: 64 GiB */
+    unsigned max_readers; /* 0: 126 */
+} queue_options_t;
+
+typedef struct queue queue_t;
+typedef struct queue_batch queue_batch_t;
+
+/* A light view of a due job, handed to queue_due_scan's callback. Pointers
+ * are valid only during the callback. */
+typedef struct queue_due_entry {
+    uint64_t id;
+    double due;        /* next_attempt_at */
+    uint8_t state;
+    uint8_t type;
+    uint8_t priority;
+    uint16_t attempts;
+    uint16_t max_attempts;
+    double expires_at;
+    const char *phone_number_id;
+    const char *to;
+    const char *order_key; /* NULL: default key */
+    const char *campaign;
+} queue_due_entry_t;
+
+/* Return 0 to continue the scan, non-zero to stop it. */
+typedef int (*queue_due_cb)(const queue_due_entry_t *e, void *user);
+
+/*
+ * Opens (creating if needed) the store in directory `dir`, which must exist.
+ * Takes an exclusive lock on `dir`/lock for the life of the handle; a second
+ * opener gets QUEUE_ELOCKED. Checks the schema version (QUEUE_ESCHEMA), runs
+ * mdb_reader_check. `opt` may be NULL. On success *out owns everything; free
+ * it with queue_close. On failure *out is NULL and nothing is left open.
+ */
+int queue_open(const char *dir, const queue_options_t *opt, queue_t **out);
+
+/* Closes the environment and releases the lock. Accepts NULL. No commit may
+ * be running. */
+void queue_close(queue_t *q);
+
+/* Next job id, strictly increasing across restarts. Loop thread only. The id
+ * is only reserved in memory; it becomes durable with the batch that uses
+ * it. */
+uint64_t queue_id_next(queue_t *q);
+
+/*
+ * Crash recovery, called once after queue_open and before anything else.
+ * Jobs found in state `sending` become `queued` (due at `now`) when
+ * at_most_once is false, or `uncertain` (off the due index) when it is true.
+ * *n_recovered (may be NULL) receives how many were changed. One synced txn.
+ */
+int queue_recover(queue_t *q, bool at_most_once, double now, size_t *n_recovered);
+
+/* --- Write batches (group commit) ------------------------------------- */
+
+/* A new empty batch, or NULL on ENOMEM. */
+queue_batch_t *queue_batch_new(void);
+
+/* Frees the batch and everything it copied. Accepts NULL. */
+void queue_batch_free(queue_batch_t *b);
+
+/* Empties the batch for reuse, keeping its memory. */
+void queue_batch_reset(queue_batch_t *b);
+
+/* Number of operations in the batch. */
+size_t queue_batch_count(const queue_batch_t *b);
+
+/*
+ * Adds a new job: `job` (id from queue_id_next, state QUEUED, times set) and
+ * its request body (`body`, `len` bytes, the JSON sent to the API). Both are
+ * copied. Returns the index of the operation (>= 0) or a negative error.
+ * If the job has an idempotency key that is already taken - in the store or
+ * by an earlier job of the same batch - the commit writes nothing for it and
+ * its result is QUEUE_EDUPLICATE with the original job's id.
+ */
+int queue_batch_add_job(queue_batch_t *b, const queue_job_t *job, const void *body, size_t len);
+
+/* Adds a state change; *u and its strings are copied. Returns the index of
+ * the operation or a negative error. At commit, an update of a job that no
+ * longer exists has result QUEUE_ENOTFOUND and does not fail the batch. */
+int queue_batch_add_update(queue_batch_t *b, const queue_update_t *u);
+
+/*
+ * Writes the whole batch in one write transaction and commits it with sync
+ * (fdatasync of data, then meta). Keeps the due index (queued, retrying and
+ * sending jobs, keyed by big-endian (due ms, id)), the idempotency index and
+ * the per-state counters in the same transaction. On MDB_MAP_FULL it grows
+ * the map (doubling, up to map_size_max) and retries.
+ *
+ * Returns 0 when the transaction committed: then every operation's own
+ * result is in queue_batch_result. Returns a negative error when it did not
+ * (-EIO, -ENOSPC, QUEUE_EFULL, ...): then nothing of the batch is in the
+ * store, and the store stays usable for the next batch.
+ * Writer thread (or loop thread when no writer thread exists); never two at
+ * once.
+ */
+int queue_batch_commit(queue_t *q, queue_batch_t *b);
+
+/* Result of operation `i` after a successful commit: 0, QUEUE_EDUPLICATE
+ * (then *orig_id, if not NULL, is the job that holds the key), or
+ * QUEUE_ENOTFOUND for an update of a missing job. */
+int queue_batch_result(const queue_batch_t *b, size_t i, uint64_t *orig_id);
+
+/* --- Reads (short read transactions) ---------------------------------- */
+
+/* Fills *out with job `id`; release with queue_job_clear. QUEUE_ENOTFOUND
+ * when absent. */
+int queue_job_get(queue_t *q, uint64_t id, queue_job_t *out);
+
+/* Same, by idempotency key. */
+int queue_job_get_by_key(queue_t *q, const char *idempotency_key, queue_job_t *out);
+
+/* Releases what the store allocated for *job and zeroes it. Accepts NULL and
+ * a zeroed job. */
+void queue_job_clear(queue_job_t *job);
+
+/* Copies job `id`'s request body into a new malloc'd buffer (*body, *len),
+ * NUL-terminated for convenience (the NUL is not counted). Caller frees. */
+int queue_job_body(queue_t *q, uint64_t id, char **body, size_t *len);
+
+/*
+ * Walks the due index in order (earliest due first, then by id), starting at
+ * the first entry whose (due, id) is greater than (after_due, after_id) - pass
+ * (0, 0) to start at the beginning - and stops after `limit` entries, when
+ * the callback returns non-zero, or at the first entry due after `until`.
+ * The walk uses one read transaction; keep `limit` modest (a few thousand).
+ */
+int queue_due_scan(queue_t *q, double after_due, uint64_t after_id, double until, size_t limit,
+                   queue_due_cb cb, void *user);
+
+/* Number of jobs in each state: counts[state] for state 1..QUEUE_STATE_MAX
+ * (counts[0] unused). Kept as counters in the store: O(1). */
+int queue_counts(queue_t *q, uint64_t counts[QUEUE_STATE_MAX + 1]);
+
+/* Current map size and bytes in use (for stats and tests). */
+int queue_space(queue_t *q, size_t *map_size, size_t *used);
+
+/* --- Names ------------------------------------------------------------ */
+
+/* Static strings; "unknown" for values out of range. */
+const char *queue_state_name(int state);
+const char *queue_type_name(int type);
+const char *queue_priority_name(int prio);
+
+/* Parse the names above; return the value or -1. */
+int queue_state_parse(const char *s);
+int queue_type_parse(const char *s);
+int queue_priority_parse(const char *s);
+
+/* True for sent, failed, expired, cancelled, uncertain. */
+bool queue_state_is_final(int state);
+
+/* A static description of any code these functions return. */
+const char *queue_strerror(int err);
+
+#endif
