@@ -1,0 +1,190 @@
+/*
+ * classify.c - answer classification (tables from whatsapp-limits.md).
+ */
+#include "classify.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+static const long meta_fail[] = {
+    130472, 131050, 130403, 131026, 131021, /* experiment, opted out, blocked, ... */
+    131047,                                 /* outside the 24 h window */
+    100,    131008, 131009, 131051, 132000, 132001, 132005,
+    132007, 132012, 132015, 132016, 135000, /* bad request or template problem */
+};
+static const long meta_transient[] = {1, 2, 131000, 131016, 133004};
+static const long meta_account_throttle[] = {4, 17, 32, 613, 80007, 80008};
+static const long meta_maintenance[] = {131057, 2494100};
+static const long meta_pause_sender[] = {131048, 131064, 3, 10, 131005, 368,
+                                         131031, 131042, 131045, 133010};
+static const long meta_pause_account[] = {0, 190};
+
+static bool in(long code, const long *set, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if (set[i] == code)
+            return true;
+    return false;
+}
+
+#define IN(code, set) in(code, set, sizeof(set) / sizeof(set[0]))
+
+static void copy_str(char *dst, size_t size, const char *src)
+{
+    snprintf(dst, size, "%s", src ? src : "");
+}
+
+/* Fills the error code/message and Meta's code from an error envelope. */
+static void parse_error(const cJSON *root, classify_result_t *out, bool *has_meta)
+{
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "error");
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(root, "message");
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(root, "details");
+    const cJSON *me, *code, *mmsg;
+
+    *has_meta = false;
+    if (cJSON_IsString(e))
+        copy_str(out->error.code, sizeof(out->error.code), e->valuestring);
+    if (cJSON_IsString(m))
+        copy_str(out->error.message, sizeof(out->error.message), m->valuestring);
+    /* details = Meta's {"error": {...}}; tolerate the inner object given bare. */
+    me = cJSON_GetObjectItemCaseSensitive(d, "error");
+    if (!cJSON_IsObject(me))
+        me = d;
+    code = cJSON_GetObjectItemCaseSensitive(me, "code");
+    if (cJSON_IsNumber(code)) {
+        out->error.meta_code = (long)code->valuedouble;
+        *has_meta = true;
+        mmsg = cJSON_GetObjectItemCaseSensitive(me, "message");
+        if (out->error.message[0] == '\0' && cJSON_IsString(mmsg))
+            copy_str(out->error.message, sizeof(out->error.message), mmsg->valuestring);
+    }
+}
+
+static int classify_meta(long code, classify_result_t *out)
+{
+    if (code == 130429)
+        return CLASSIFY_THROTTLE_SENDER;
+    if (code == 131056)
+        return CLASSIFY_RETRY_PAIR;
+    if (code == 131049)
+        return CLASSIFY_RESCHEDULE_DAY;
+    if (IN(code, meta_maintenance)) {
+        out->min_delay = 60;
+        return CLASSIFY_RETRY;
+    }
+    if (IN(code, meta_account_throttle)) {
+        out->min_delay = 300;
+        return CLASSIFY_THROTTLE_ACCOUNT;
+    }
+    if (IN(code, meta_transient))
+        return CLASSIFY_RETRY;
+    if (IN(code, meta_fail))
+        return CLASSIFY_FAIL;
+    if (IN(code, meta_pause_account))
+        return CLASSIFY_PAUSE_ACCOUNT;
+    if (IN(code, meta_pause_sender) || (code >= 200 && code <= 299))
+        return CLASSIFY_PAUSE_SENDER;
+    return 0; /* unknown: decide on the HTTP status */
+}
+
+static int classify_status(int status, const char *code, const char *message)
+{
+    if (status == 401)
+        return CLASSIFY_PAUSE_ACCOUNT;
+    if (status == 403) {
+        if (strcmp(code, "PLAN_EXPIRED") == 0 || strcmp(code, "DEVELOPER_PLAN_REQUIRED") == 0)
+            return CLASSIFY_PAUSE_ACCOUNT;
+        return CLASSIFY_PAUSE_SENDER; /* FORBIDDEN: number not owned */
+    }
+    if (status == 404 && strstr(message, "WhatsApp account not found") != NULL)
+        return CLASSIFY_PAUSE_ACCOUNT;
+    if (status == 429)
+        return CLASSIFY_THROTTLE_SENDER;
+    if (status == 408)
+        return CLASSIFY_RETRY;
+    if (status >= 400 && status < 500)
+        return CLASSIFY_FAIL;
+    return CLASSIFY_RETRY; /* 5xx and anything unexpected */
+}
+
+static void parse_wamid(const cJSON *root, classify_result_t *out)
+{
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(root, "data");
+    const cJSON *msgs = cJSON_GetObjectItemCaseSensitive(data, "messages");
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(msgs, 0), "id");
+
+    if (cJSON_IsString(id))
+        copy_str(out->wamid, sizeof(out->wamid), id->valuestring);
+}
+
+void classify_answer(const http_result_t *res, classify_result_t *out)
+{
+    cJSON *root = NULL;
+    bool has_meta = false;
+    int action = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (res->error != 0) {
+        out->action = CLASSIFY_RETRY;
+        out->maybe_sent = res->error == HTTP_EMAYBESENT;
+        copy_str(out->error.code, sizeof(out->error.code),
+                 res->error == HTTP_ENOTSENT     ? "CONNECT_ERROR"
+                 : res->error == HTTP_ECANCELLED ? "CANCELLED"
+                                                 : "TRANSPORT_ERROR");
+        copy_str(out->error.message, sizeof(out->error.message), res->detail);
+        return;
+    }
+    if (res->body != NULL && res->body_len > 0)
+        root = cJSON_ParseWithLength(res->body, res->body_len);
+    if (res->status >= 200 && res->status < 300) {
+        out->action = CLASSIFY_SENT;
+        if (root)
+            parse_wamid(root, out);
+        goto out;
+    }
+    out->error.status = res->status;
+    if (root)
+        parse_error(root, out, &has_meta);
+    if (out->error.code[0] == '\0')
+        snprintf(out->error.code, sizeof(out->error.code), "HTTP_%d", res->status);
+    if (has_meta)
+        action = classify_meta(out->error.meta_code, out);
+    if (action == 0)
+        action = classify_status(res->status, out->error.code, out->error.message);
+    out->action = action;
+    if (res->retry_after > out->min_delay)
+        out->min_delay = res->retry_after;
+out:
+    cJSON_Delete(root);
+}
+
+const char *classify_action_name(int action)
+{
+    switch (action) {
+    case CLASSIFY_SENT:
+        return "sent";
+    case CLASSIFY_FAIL:
+        return "fail";
+    case CLASSIFY_RETRY:
+        return "retry";
+    case CLASSIFY_RETRY_PAIR:
+        return "retry_pair";
+    case CLASSIFY_THROTTLE_SENDER:
+        return "throttle_sender";
+    case CLASSIFY_THROTTLE_ACCOUNT:
+        return "throttle_account";
+    case CLASSIFY_PAUSE_SENDER:
+        return "pause_sender";
+    case CLASSIFY_PAUSE_ACCOUNT:
+        return "pause_account";
+    case CLASSIFY_RESCHEDULE_DAY:
+        return "reschedule_day";
+    default:
+        return "unknown";
+    }
+}

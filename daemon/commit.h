@@ -1,0 +1,75 @@
+/*
+ * commit.h - group commit of store writes off the loop thread.
+ *
+ * Everything the loop wants written (new jobs, state changes) goes into the
+ * pending batch. When no commit is running, the pending batch is handed to
+ * a worker thread at the next loop turn (uv_queue_work) and a new pending
+ * batch starts; everything that arrives while that commit runs shares the
+ * next one. So the loop never waits for a disk flush, and each flush
+ * carries as many jobs as arrived during the previous one.
+ *
+ * A new job's callback runs once its batch committed (then, and only then,
+ * may the submit be acknowledged) or failed (then nothing of the batch is in
+ * the store and the submit must get an error). State changes have no
+ * callback; a failed batch puts them into the next one, retried after a
+ * pause.
+ *
+ * Errors: 0 or negative errno. Threads: the loop thread, except the commit
+ * itself.
+ */
+#ifndef AVP_COMMIT_H
+#define AVP_COMMIT_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "queue.h"
+
+typedef struct commit commit_t;
+
+/*
+ * rc: 0 when the batch committed, else its error (the job is not stored).
+ * When rc == 0, result is the job's own result: 0 or QUEUE_EDUPLICATE (then
+ * orig_id is the job holding the idempotency key).
+ */
+typedef void (*commit_job_cb)(int rc, int result, uint64_t orig_id, void *arg);
+
+/* Called after every successful commit, with the number of operations. */
+typedef void (*commit_stat_cb)(size_t ops, double seconds, void *arg);
+
+/* Creates a committer writing to `q` (which must outlive it). */
+int commit_new(uv_loop_t *loop, queue_t *q, commit_t **out);
+
+/* Queues a new job (copied). `cb` runs exactly once, from the loop, after
+ * the commit (never inside this call). On a negative return cb never runs. */
+int commit_add_job(commit_t *c, const queue_job_t *job, const void *body, size_t len,
+                   commit_job_cb cb, void *arg);
+
+/* Queues a state change (copied). */
+int commit_add_update(commit_t *c, const queue_update_t *u);
+
+/* Called once a state change is durable. */
+typedef void (*commit_update_cb)(void *arg);
+
+/* Queues a state change (copied) and calls `cb` from the loop once it is
+ * committed. A failed batch carries it into the next one, so `cb` runs only
+ * on success - or never, if the committer is drained while the store keeps
+ * failing (then cb(arg) is not called and arg is the caller's to free via
+ * the drain). On a negative return cb never runs. */
+int commit_add_update_cb(commit_t *c, const queue_update_t *u, commit_update_cb cb, void *arg);
+
+/* Operations waiting for a commit (pending + running). */
+size_t commit_backlog(const commit_t *c);
+
+/* Stats hook (may be NULL). */
+void commit_set_stat_cb(commit_t *c, commit_stat_cb cb, void *arg);
+
+/* Commits everything queued, then calls `done` (from the loop). After this
+ * call nothing may be added. */
+void commit_drain(commit_t *c, void (*done)(void *arg), void *arg);
+
+/* Frees the committer; only after commit_drain's callback ran, or if nothing
+ * was ever queued. Accepts NULL. */
+void commit_free(commit_t *c);
+
+#endif

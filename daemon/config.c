@@ -1,0 +1,585 @@
+/*
+ * config.c - defaults, config file, flags and token loading.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CONFIG_MAX_LINE 4096
+#define TOKEN_MAX 4096
+
+static void set_err(char *err, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t size, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || size == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, size, fmt, ap);
+    va_end(ap);
+}
+
+static int set_str(char **dst, const char *src)
+{
+    char *copy = strdup(src);
+
+    if (copy == NULL)
+        return -ENOMEM;
+    free(*dst);
+    *dst = copy;
+    return 0;
+}
+
+int config_init(config_t *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->log_level = CONFIG_LOG_INFO;
+    c->rate_per_number = 80;
+    c->burst_per_number = 0;
+    c->global_rate = 0;
+    c->pair_rate_interval_ms = 6000;
+    c->pair_burst = 45;
+    c->max_inflight = 256;
+    c->max_inflight_per_number = 64;
+    c->request_timeout_ms = 30000;
+    c->max_attempts = 10;
+    c->backoff_base_ms = 1000;
+    c->backoff_max_ms = 600000;
+    c->job_ttl_s = 86400;
+    c->retention_s = 604800;
+    c->at_most_once = false;
+    c->socket_mode = 0660;
+    c->shutdown_timeout_ms = 10000;
+    c->max_connections = 1024;
+    c->max_queued = 10000000;
+    c->map_size_max = (size_t)64 << 30;
+    c->http2 = true;
+    if (set_str(&c->socket, "/run/avenpingd/avenpingd.sock") != 0 ||
+        set_str(&c->state_dir, "/var/lib/avenpingd") != 0 ||
+        set_str(&c->api_base, "https://api.avenping.com") != 0) {
+        config_free(c);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+void config_free(config_t *c)
+{
+    if (c == NULL)
+        return;
+    free(c->socket);
+    free(c->state_dir);
+    free(c->api_base);
+    free(c->token_file);
+    free(c->config_file);
+    free(c->metrics_file);
+    free(c->ca_file);
+    memset(c, 0, sizeof(*c));
+}
+
+static char *trim(char *s)
+{
+    char *end;
+
+    while (isspace((unsigned char)*s))
+        s++;
+    end = s + strlen(s);
+    while (end > s && isspace((unsigned char)end[-1]))
+        *--end = '\0';
+    return s;
+}
+
+/* Parses a whole-string integer within [lo, hi]. */
+static int parse_long(const char *v, long lo, long hi, long *out)
+{
+    char *end;
+    long n;
+
+    errno = 0;
+    n = strtol(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || n < lo || n > hi)
+        return -EINVAL;
+    *out = n;
+    return 0;
+}
+
+static int parse_double(const char *v, double lo, double hi, double *out)
+{
+    char *end;
+    double n;
+
+    errno = 0;
+    n = strtod(v, &end);
+    if (errno != 0 || end == v || *end != '\0' || !isfinite(n) || n < lo || n > hi)
+        return -EINVAL;
+    *out = n;
+    return 0;
+}
+
+static int parse_level(const char *v)
+{
+    if (strcmp(v, "error") == 0)
+        return CONFIG_LOG_ERROR;
+    if (strcmp(v, "warn") == 0)
+        return CONFIG_LOG_WARN;
+    if (strcmp(v, "info") == 0)
+        return CONFIG_LOG_INFO;
+    if (strcmp(v, "debug") == 0)
+        return CONFIG_LOG_DEBUG;
+    return -1;
+}
+
+const char *config_log_level_name(int level)
+{
+    switch (level) {
+    case CONFIG_LOG_ERROR:
+        return "error";
+    case CONFIG_LOG_WARN:
+        return "warn";
+    case CONFIG_LOG_INFO:
+        return "info";
+    case CONFIG_LOG_DEBUG:
+        return "debug";
+    default:
+        return "unknown";
+    }
+}
+
+static bool is_digits(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s; s++)
+        if (!isdigit((unsigned char)*s))
+            return false;
+    return true;
+}
+
+static int parse_uids(config_t *c, const char *v)
+{
+    char buf[CONFIG_MAX_LINE];
+    char *save = NULL;
+    char *tok;
+    long n;
+
+    snprintf(buf, sizeof(buf), "%s", v);
+    c->n_allowed_uids = 0;
+    for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        tok = trim(tok);
+        if (parse_long(tok, 0, (long)INT_MAX, &n) != 0 || c->n_allowed_uids == CONFIG_MAX_UIDS)
+            return -EINVAL;
+        c->allowed_uids[c->n_allowed_uids++] = (uid_t)n;
+    }
+    return c->n_allowed_uids > 0 ? 0 : -EINVAL;
+}
+
+static int set_rate_override(config_t *c, const char *id, double rate)
+{
+    size_t i;
+
+    for (i = 0; i < c->n_rate_overrides; i++) {
+        if (strcmp(c->rate_overrides[i].phone_number_id, id) == 0) {
+            c->rate_overrides[i].rate = rate;
+            return 0;
+        }
+    }
+    if (c->n_rate_overrides == CONFIG_MAX_RATE_OVERRIDES)
+        return -ENOSPC;
+    snprintf(c->rate_overrides[i].phone_number_id, sizeof(c->rate_overrides[i].phone_number_id),
+             "%s", id);
+    c->rate_overrides[i].rate = rate;
+    c->n_rate_overrides++;
+    return 0;
+}
+
+/* One key = value. Returns 0, -ENOENT for an unknown key, -EINVAL for a bad
+ * value (with a hint in *why). */
+static int apply_key(config_t *c, const char *k, const char *v, const char **why)
+{
+    long n;
+    double d;
+
+    *why = "bad value";
+#define LONG_KEY(name, lo, hi)                                                                     \
+    if (strcmp(k, #name) == 0) {                                                                   \
+        *why = "expected an integer in [" #lo ", " #hi "]";                                        \
+        if (parse_long(v, lo, hi, &n) != 0)                                                        \
+            return -EINVAL;                                                                        \
+        c->name = n;                                                                               \
+        return 0;                                                                                  \
+    }
+#define RATE_KEY(name)                                                                             \
+    if (strcmp(k, #name) == 0) {                                                                   \
+        *why = "expected a number in [0, 1000000]";                                                \
+        if (parse_double(v, 0, 1e6, &d) != 0)                                                      \
+            return -EINVAL;                                                                        \
+        c->name = d;                                                                               \
+        return 0;                                                                                  \
+    }
+#define STR_KEY(name)                                                                              \
+    if (strcmp(k, #name) == 0) {                                                                   \
+        *why = "expected a non-empty value";                                                       \
+        if (*v == '\0')                                                                            \
+            return -EINVAL;                                                                        \
+        return set_str(&c->name, v);                                                               \
+    }
+    STR_KEY(socket)
+    STR_KEY(state_dir)
+    STR_KEY(api_base)
+    STR_KEY(token_file)
+    STR_KEY(metrics_file)
+    STR_KEY(ca_file)
+    RATE_KEY(rate_per_number)
+    RATE_KEY(burst_per_number)
+    RATE_KEY(global_rate)
+    LONG_KEY(pair_rate_interval_ms, 0, 86400000)
+    LONG_KEY(pair_burst, 1, 100000)
+    LONG_KEY(max_inflight, 1, 100000)
+    LONG_KEY(max_inflight_per_number, 1, 100000)
+    LONG_KEY(request_timeout_ms, 100, 3600000)
+    LONG_KEY(max_attempts, 1, 1000)
+    LONG_KEY(backoff_base_ms, 1, 86400000)
+    LONG_KEY(backoff_max_ms, 1, 86400000)
+    LONG_KEY(job_ttl_s, 1, 31536000)
+    LONG_KEY(retention_s, 0, 315360000)
+    LONG_KEY(shutdown_timeout_ms, 0, 3600000)
+    LONG_KEY(max_connections, 1, 65536)
+    LONG_KEY(max_queued, 1, 1000000000)
+#undef LONG_KEY
+#undef RATE_KEY
+#undef STR_KEY
+    if (strcmp(k, "log_level") == 0) {
+        int lvl = parse_level(v);
+        *why = "expected error, warn, info or debug";
+        if (lvl < 0)
+            return -EINVAL;
+        c->log_level = lvl;
+        return 0;
+    }
+    if (strcmp(k, "delivery") == 0) {
+        *why = "expected at-least-once or at-most-once";
+        if (strcmp(v, "at-least-once") == 0)
+            c->at_most_once = false;
+        else if (strcmp(v, "at-most-once") == 0)
+            c->at_most_once = true;
+        else
+            return -EINVAL;
+        return 0;
+    }
+    if (strcmp(k, "http2") == 0) {
+        *why = "expected yes or no";
+        if (strcmp(v, "yes") == 0 || strcmp(v, "true") == 0)
+            c->http2 = true;
+        else if (strcmp(v, "no") == 0 || strcmp(v, "false") == 0)
+            c->http2 = false;
+        else
+            return -EINVAL;
+        return 0;
+    }
+    if (strcmp(k, "socket_mode") == 0) {
+        char *end;
+        unsigned long m;
+        *why = "expected an octal mode such as 0660";
+        errno = 0;
+        m = strtoul(v, &end, 8);
+        if (errno != 0 || end == v || *end != '\0' || m > 0777)
+            return -EINVAL;
+        c->socket_mode = (unsigned)m;
+        return 0;
+    }
+    if (strcmp(k, "allowed_uids") == 0) {
+        *why = "expected a comma list of numeric uids";
+        return parse_uids(c, v);
+    }
+    if (strcmp(k, "map_size_max_mb") == 0) {
+        *why = "expected an integer in [16, 16777216]";
+        if (parse_long(v, 16, 16777216, &n) != 0)
+            return -EINVAL;
+        c->map_size_max = (size_t)n << 20;
+        return 0;
+    }
+    if (strncmp(k, "rate.", 5) == 0) {
+        *why = "expected rate.<digits> = number in [0, 1000000]";
+        if (!is_digits(k + 5) || strlen(k + 5) > 64 || parse_double(v, 0, 1e6, &d) != 0)
+            return -EINVAL;
+        if (set_rate_override(c, k + 5, d) != 0) {
+            *why = "too many rate.<id> overrides";
+            return -EINVAL;
+        }
+        return 0;
+    }
+    return -ENOENT;
+}
+
+int config_load_file(config_t *c, const char *path, char *err, size_t err_size)
+{
+    char line[CONFIG_MAX_LINE + 2];
+    FILE *f;
+    unsigned lineno = 0;
+    int rc = 0;
+
+    f = fopen(path, "re");
+    if (f == NULL) {
+        rc = -errno;
+        set_err(err, err_size, "%s: %s", path, strerror(errno));
+        return rc;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        char *s, *eq, *key, *val, *hash;
+        const char *why;
+        int r;
+
+        lineno++;
+        if (strchr(line, '\n') == NULL && !feof(f)) {
+            set_err(err, err_size, "%s:%u: line longer than %d bytes", path, lineno,
+                    CONFIG_MAX_LINE);
+            rc = -EINVAL;
+            goto out;
+        }
+        /* '#' starts a comment anywhere: no value needs one. */
+        hash = strchr(line, '#');
+        if (hash != NULL)
+            *hash = '\0';
+        s = trim(line);
+        if (*s == '\0')
+            continue;
+        eq = strchr(s, '=');
+        if (eq == NULL) {
+            set_err(err, err_size, "%s:%u: expected \"key = value\"", path, lineno);
+            rc = -EINVAL;
+            goto out;
+        }
+        *eq = '\0';
+        key = trim(s);
+        val = trim(eq + 1);
+        r = apply_key(c, key, val, &why);
+        if (r == -ENOENT) {
+            set_err(err, err_size, "%s:%u: %s: unknown key", path, lineno, key);
+            rc = -EINVAL;
+            goto out;
+        }
+        if (r != 0) {
+            set_err(err, err_size, "%s:%u: %s: %s", path, lineno, key,
+                    r == -ENOMEM ? "out of memory" : why);
+            rc = r == -ENOMEM ? r : -EINVAL;
+            goto out;
+        }
+    }
+    if (ferror(f)) {
+        rc = -EIO;
+        set_err(err, err_size, "%s: read error", path);
+        goto out;
+    }
+    rc = set_str(&c->config_file, path);
+out:
+    fclose(f);
+    return rc;
+}
+
+int config_flags_parse(int argc, char **argv, config_flags_t *f, char *err, size_t err_size)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+    } valued[] = {
+        {"--config", offsetof(config_flags_t, config)},
+        {"--socket", offsetof(config_flags_t, socket)},
+        {"--state-dir", offsetof(config_flags_t, state_dir)},
+        {"--api-base", offsetof(config_flags_t, api_base)},
+        {"--token-file", offsetof(config_flags_t, token_file)},
+        {"--log-level", offsetof(config_flags_t, log_level)},
+    };
+    int i;
+
+    memset(f, 0, sizeof(*f));
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        size_t j, n;
+        bool matched = false;
+
+        if (strcmp(a, "--version") == 0) {
+            f->version = true;
+            continue;
+        }
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            f->help = true;
+            continue;
+        }
+        for (j = 0; j < sizeof(valued) / sizeof(valued[0]); j++) {
+            const char **slot = (const char **)((char *)f + valued[j].off);
+            n = strlen(valued[j].name);
+            if (strncmp(a, valued[j].name, n) != 0)
+                continue;
+            if (a[n] == '=') {
+                *slot = a + n + 1;
+            } else if (a[n] == '\0') {
+                if (i + 1 >= argc) {
+                    set_err(err, err_size, "%s needs a value", valued[j].name);
+                    return -EINVAL;
+                }
+                *slot = argv[++i];
+            } else {
+                continue;
+            }
+            matched = true;
+            break;
+        }
+        if (!matched) {
+            set_err(err, err_size, "unknown argument \"%s\" (see --help)", a);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+int config_flags_apply(config_t *c, const config_flags_t *f, char *err, size_t err_size)
+{
+    int rc = 0;
+
+    if (f->socket && (rc = set_str(&c->socket, f->socket)) != 0)
+        return rc;
+    if (f->state_dir && (rc = set_str(&c->state_dir, f->state_dir)) != 0)
+        return rc;
+    if (f->api_base && (rc = set_str(&c->api_base, f->api_base)) != 0)
+        return rc;
+    if (f->token_file && (rc = set_str(&c->token_file, f->token_file)) != 0)
+        return rc;
+    if (f->log_level) {
+        int lvl = parse_level(f->log_level);
+        if (lvl < 0) {
+            set_err(err, err_size, "--log-level: expected error, warn, info or debug");
+            return -EINVAL;
+        }
+        c->log_level = lvl;
+    }
+    return 0;
+}
+
+/* Reads a whole small file into a NUL-terminated buffer; the token is
+ * wiped from every intermediate buffer. */
+static int read_token_file(const char *path, char **out)
+{
+    char buf[TOKEN_MAX + 1];
+    ssize_t n;
+    size_t len = 0;
+    int fd, rc = 0;
+    char *start, *end;
+
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    for (;;) {
+        n = read(fd, buf + len, sizeof(buf) - 1 - len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = -errno;
+            goto out;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        if (len == sizeof(buf) - 1) {
+            rc = -EFBIG;
+            goto out;
+        }
+    }
+    buf[len] = '\0';
+    start = trim(buf);
+    end = start + strlen(start);
+    if (start == end) {
+        rc = -ENODATA;
+        goto out;
+    }
+    /* A token is one line of printable characters; anything else would
+     * break the Authorization header. */
+    for (const char *p = start; p < end; p++) {
+        if (!isgraph((unsigned char)*p)) {
+            rc = -EINVAL;
+            goto out;
+        }
+    }
+    *out = strdup(start);
+    if (*out == NULL)
+        rc = -ENOMEM;
+out:
+    explicit_bzero(buf, sizeof(buf));
+    close(fd);
+    return rc;
+}
+
+static const char *token_problem(int rc)
+{
+    switch (rc) {
+    case -ENODATA:
+        return "empty";
+    case -EFBIG:
+        return "larger than 4096 bytes";
+    case -EINVAL:
+        return "contains whitespace or control characters";
+    default:
+        return strerror(-rc);
+    }
+}
+
+int config_token_load(const config_t *c, char **token, char *err, size_t err_size)
+{
+    char path[PATH_MAX];
+    const char *src = NULL;
+    const char *cred = getenv("CREDENTIALS_DIRECTORY");
+    const char *env;
+    int rc;
+
+    *token = NULL;
+    if (c->token_file != NULL) {
+        src = c->token_file;
+    } else if (cred != NULL && *cred != '\0') {
+        snprintf(path, sizeof(path), "%s/avenping-token", cred);
+        if (access(path, F_OK) == 0)
+            src = path;
+    }
+    if (src != NULL) {
+        rc = read_token_file(src, token);
+        if (rc != 0)
+            set_err(err, err_size, "token file %s: %s", src, token_problem(rc));
+        return rc;
+    }
+    env = getenv("AVENPING_TOKEN");
+    if (env != NULL && *env != '\0') {
+        for (const char *p = env; *p; p++) {
+            if (!isgraph((unsigned char)*p)) {
+                set_err(err, err_size, "AVENPING_TOKEN: %s", token_problem(-EINVAL));
+                return -EINVAL;
+            }
+        }
+        *token = strdup(env);
+        return *token ? 0 : -ENOMEM;
+    }
+    set_err(err, err_size,
+            "no API token: set token_file, --token-file, a systemd credential "
+            "\"avenping-token\" or AVENPING_TOKEN");
+    return -ENOENT;
+}
+
+double config_rate_for(const config_t *c, const char *phone_number_id)
+{
+    size_t i;
+
+    for (i = 0; i < c->n_rate_overrides; i++)
+        if (strcmp(c->rate_overrides[i].phone_number_id, phone_number_id) == 0)
+            return c->rate_overrides[i].rate;
+    return c->rate_per_number;
+}

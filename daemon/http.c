@@ -1,0 +1,909 @@
+/*
+ * http.c - libcurl multi driven by libuv. See http.h for the contract.
+ *
+ * Structure:
+ * - One CURLM, one uv_timer_t, and one http_sock_t (holding a uv_poll_t)
+ *   per socket. Sockets are opened and closed by our own
+ *   CURLOPT_OPENSOCKETFUNCTION / CURLOPT_CLOSESOCKETFUNCTION, so the engine
+ *   knows every fd's life: a poll handle is stopped and uv_close'd before
+ *   its fd is closed (the fd is closed in the poll's close callback), and
+ *   since the fd stays open until then the kernel cannot hand the same
+ *   number to a new socket while an old poll handle still exists.
+ * - The fd-indexed table `socks` is the authority for fd -> context. The
+ *   socketp libcurl passes to the socket callback is not used: after a
+ *   close that libcurl reports out of order (curl #14976) it can name a
+ *   context that is already on its way out, while the table never does.
+ * - A CURL_POLL_REMOVE only stops the poll handle; the context stays in the
+ *   table so that a re-add of the same fd reuses the same uv_poll_t (never
+ *   two poll handles on one fd). The context goes when libcurl closes the
+ *   socket.
+ * - Sockets libcurl creates without the open callback (the threaded
+ *   resolver's wake-up socketpair) get a "foreign" context whose fd we never
+ *   close; it is dropped on CURL_POLL_REMOVE.
+ * - Completions are drained with curl_multi_info_read after every
+ *   curl_multi_socket_action; user callbacks run from that drain, outside
+ *   any libcurl callback, so they may call http_engine_post/cancel/close.
+ *   http_engine_post never drives the multi itself: libcurl asks for a 0 ms
+ *   timeout when a handle is added, and the transfer starts from the loop.
+ * - Request structs each own one easy handle whose constant options are set
+ *   once; finished ones go to a free list and are reused (connections and
+ *   the DNS cache live in the multi handle).
+ * - The header list (with the token) is refcounted: each running request
+ *   holds a reference, so set_token never frees a list a transfer uses.
+ */
+#include "http.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define HTTP_BASE_MAX 1024        /* api_base length */
+#define HTTP_URL_MAX 4096         /* api_base + path */
+#define HTTP_TOKEN_MAX 4096       /* token length */
+#define HTTP_IDLE_MAX 1024        /* idle request structs kept for reuse */
+#define HTTP_BUF_FIRST 4096       /* first response buffer size */
+#define HTTP_BUF_KEEP (64 * 1024) /* bigger response buffers are freed on reuse */
+#define HTTP_DNS_CACHE_S 3600L    /* one API host: resolve it rarely */
+#define HTTP_RETRY_AFTER_MAX (86400.0 * 365) /* clamp for absurd delta-seconds */
+
+/* A header list shared by the engine (current token) and running requests. */
+typedef struct http_hdrs {
+    struct curl_slist *list;
+    unsigned long refs;
+} http_hdrs_t;
+
+typedef struct http_sock {
+    http_engine_t *e;
+    uv_poll_t poll;
+    curl_socket_t fd;
+    bool has_poll; /* poll initialised: it must be uv_close'd, freed in close cb */
+    bool close_fd; /* we close the fd once the poll handle is closed */
+} http_sock_t;
+
+typedef struct http_req {
+    http_engine_t *e;
+    CURL *easy;
+    struct http_req *prev, *next; /* active list, or idle list (next only) */
+    unsigned long long seq;       /* start order, for cancel_all */
+    http_done_cb cb;
+    void *user;
+    http_hdrs_t *hdrs; /* reference held while running */
+    char *buf;         /* response body, NUL-terminated on completion */
+    size_t len, cap;
+    double retry_after;
+    char errbuf[CURL_ERROR_SIZE];
+} http_req_t;
+
+struct http_engine {
+    uv_loop_t *loop;
+    CURLM *multi;
+    uv_timer_t timer;
+    char *base; /* api_base without a trailing '/' */
+    size_t base_len;
+    char *ca_file;
+    long timeout_ms, connect_timeout_ms;
+    bool https, http2, closing;
+    http_hdrs_t *hdrs; /* current list; the engine holds one reference */
+    http_req_t *active_head, *active_tail;
+    size_t inflight;
+    http_req_t *idle;
+    size_t nidle;
+    unsigned long long seq;
+    http_sock_t **socks; /* indexed by fd */
+    size_t nsocks;
+    size_t open_handles; /* uv handles whose close callback has not run yet */
+    http_stats_t stats;
+};
+
+/* ---------------------------------------------------------------- headers */
+
+/* The token must fit in one header line: no CR, LF or other control bytes. */
+static int hdrs_check_token(const char *token)
+{
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *)token; *p; p++, n++) {
+        if (*p < 0x20 || *p == 0x7f || n >= HTTP_TOKEN_MAX)
+            return HTTP_EINVAL;
+    }
+    return 0;
+}
+
+static void hdrs_unref(http_hdrs_t *h)
+{
+    if (h == NULL || --h->refs > 0)
+        return;
+    /* Wipe the token before the memory goes back to the allocator. */
+    for (struct curl_slist *l = h->list; l != NULL; l = l->next)
+        explicit_bzero(l->data, strlen(l->data));
+    curl_slist_free_all(h->list);
+    free(h);
+}
+
+/* Builds the fixed request headers for `token` (NULL or "": no
+ * Authorization). Returns a list with one reference, or NULL (ENOMEM). */
+static http_hdrs_t *hdrs_new(const char *token)
+{
+    http_hdrs_t *h = calloc(1, sizeof(*h));
+    char line[sizeof("Authorization: Bearer ") + HTTP_TOKEN_MAX];
+    struct curl_slist *l;
+
+    if (h == NULL)
+        return NULL;
+    h->refs = 1;
+    l = curl_slist_append(NULL, "Content-Type: application/json");
+    if (l == NULL)
+        goto fail;
+    h->list = l;
+    /* An empty "Expect:" stops libcurl from waiting for 100-continue. */
+    l = curl_slist_append(h->list, "Expect:");
+    if (l == NULL)
+        goto fail;
+    if (token != NULL && token[0] != '\0') {
+        int n = snprintf(line, sizeof(line), "Authorization: Bearer %s", token);
+        l = NULL;
+        if (n > 0 && (size_t)n < sizeof(line))
+            l = curl_slist_append(h->list, line);
+        explicit_bzero(line, sizeof(line));
+        if (l == NULL)
+            goto fail;
+    }
+    return h;
+fail:
+    hdrs_unref(h);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- sockets */
+
+static void engine_free(http_engine_t *e);
+
+/* A uv handle of the engine finished closing; the last one frees a closing
+ * engine. */
+static void engine_handle_closed(http_engine_t *e)
+{
+    e->open_handles--;
+    if (e->closing && e->open_handles == 0)
+        engine_free(e);
+}
+
+static http_sock_t *sock_get(const http_engine_t *e, curl_socket_t fd)
+{
+    if (fd < 0 || (size_t)fd >= e->nsocks)
+        return NULL;
+    return e->socks[fd];
+}
+
+static int sock_put(http_engine_t *e, http_sock_t *s)
+{
+    size_t need = (size_t)s->fd + 1;
+
+    if (need > e->nsocks) {
+        size_t n = e->nsocks ? e->nsocks : 64;
+        http_sock_t **t;
+        while (n < need)
+            n *= 2;
+        t = realloc(e->socks, n * sizeof(*t));
+        if (t == NULL)
+            return -ENOMEM;
+        memset(t + e->nsocks, 0, (n - e->nsocks) * sizeof(*t));
+        e->socks = t;
+        e->nsocks = n;
+    }
+    e->socks[s->fd] = s;
+    return 0;
+}
+
+static void sock_close_cb(uv_handle_t *h)
+{
+    http_sock_t *s = h->data;
+    http_engine_t *e = s->e;
+
+    if (s->close_fd)
+        close(s->fd);
+    free(s);
+    engine_handle_closed(e);
+}
+
+/* Takes `s` out of the table and disposes of it: a poll handle is stopped
+ * and closed first, the fd (when ours) closed after it. */
+static void sock_release(http_engine_t *e, http_sock_t *s)
+{
+    if (e->socks[s->fd] == s)
+        e->socks[s->fd] = NULL;
+    if (s->has_poll) {
+        uv_poll_stop(&s->poll);
+        uv_close((uv_handle_t *)&s->poll, sock_close_cb);
+        return;
+    }
+    if (s->close_fd)
+        close(s->fd);
+    free(s);
+}
+
+static http_sock_t *sock_new(http_engine_t *e, curl_socket_t fd, bool owned)
+{
+    http_sock_t *s = calloc(1, sizeof(*s));
+
+    if (s == NULL)
+        return NULL;
+    s->e = e;
+    s->fd = fd;
+    s->close_fd = owned;
+    if (sock_put(e, s) != 0) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static curl_socket_t engine_opensocket_cb(void *clientp, curlsocktype purpose,
+                                          struct curl_sockaddr *addr)
+{
+    http_engine_t *e = clientp;
+    http_sock_t *stale;
+    int fd;
+
+    (void)purpose;
+    fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+    if (fd < 0)
+        return CURL_SOCKET_BAD;
+    /* A context can only be left on this number if a foreign fd was closed
+     * behind our back; its poll must go (its fd is not ours to close). */
+    stale = sock_get(e, fd);
+    if (stale != NULL) {
+        stale->close_fd = false;
+        sock_release(e, stale);
+    }
+    if (sock_new(e, fd, true) == NULL) {
+        close(fd);
+        return CURL_SOCKET_BAD;
+    }
+    return fd;
+}
+
+static int engine_closesocket_cb(void *clientp, curl_socket_t fd)
+{
+    http_engine_t *e = clientp;
+    http_sock_t *s = sock_get(e, fd);
+
+    if (s == NULL)
+        return close(fd);
+    s->close_fd = true;
+    sock_release(e, s);
+    return 0;
+}
+
+/* ------------------------------------------------------------- completion */
+
+static void req_destroy(http_req_t *r)
+{
+    if (r == NULL)
+        return;
+    curl_easy_cleanup(r->easy);
+    free(r->buf);
+    free(r);
+}
+
+/* Puts a finished request back on the free list (or frees it). */
+static void req_recycle(http_engine_t *e, http_req_t *r)
+{
+    r->cb = NULL;
+    r->user = NULL;
+    if (e->closing || e->nidle >= HTTP_IDLE_MAX) {
+        req_destroy(r);
+        return;
+    }
+    if (r->cap > HTTP_BUF_KEEP) {
+        free(r->buf);
+        r->buf = NULL;
+        r->cap = 0;
+    }
+    r->len = 0;
+    r->prev = NULL;
+    r->next = e->idle;
+    e->idle = r;
+    e->nidle++;
+}
+
+/* Detaches a running request from libcurl and from the active list. */
+static void req_detach(http_engine_t *e, http_req_t *r)
+{
+    if (e->multi != NULL)
+        curl_multi_remove_handle(e->multi, r->easy);
+    if (r->prev != NULL)
+        r->prev->next = r->next;
+    else
+        e->active_head = r->next;
+    if (r->next != NULL)
+        r->next->prev = r->prev;
+    else
+        e->active_tail = r->prev;
+    r->prev = r->next = NULL;
+    e->inflight--;
+    hdrs_unref(r->hdrs);
+    r->hdrs = NULL;
+}
+
+static bool curl_code_not_sent(CURLcode rc)
+{
+    return rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_COULDNT_RESOLVE_PROXY ||
+           rc == CURLE_COULDNT_CONNECT;
+}
+
+/* Runs the callback of a request libcurl reported done. */
+static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
+{
+    http_result_t res = {.retry_after = -1, .body = "", .detail = ""};
+    long status = 0, connects = 0, reqsize = 0;
+    double total = 0;
+    http_done_cb cb = r->cb;
+
+    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(r->easy, CURLINFO_NUM_CONNECTS, &connects);
+    curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &reqsize);
+    curl_easy_getinfo(r->easy, CURLINFO_TOTAL_TIME, &total);
+    req_detach(e, r);
+
+    if (connects > 0) {
+        e->stats.connects += (unsigned long long)connects;
+        if (e->https)
+            e->stats.handshakes += (unsigned long long)connects;
+    }
+    res.total_time = total;
+    if (rc == CURLE_OK) {
+        res.status = (int)status;
+        res.retry_after = r->retry_after;
+        if (r->buf != NULL) {
+            r->buf[r->len] = '\0';
+            res.body = r->buf;
+            res.body_len = r->len;
+        }
+    } else {
+        res.error = (curl_code_not_sent(rc) || reqsize == 0) ? HTTP_ENOTSENT : HTTP_EMAYBESENT;
+        /* libcurl's error buffer names hosts and reasons, never headers. */
+        res.detail = r->errbuf[0] != '\0' ? r->errbuf : curl_easy_strerror(rc);
+    }
+    cb(&res, r->user);
+    req_recycle(e, r);
+}
+
+/* Aborts a running request and runs its callback with HTTP_ECANCELLED. */
+static void req_cancel(http_engine_t *e, http_req_t *r)
+{
+    http_result_t res = {
+        .error = HTTP_ECANCELLED, .body = "", .retry_after = -1, .detail = "cancelled"};
+    http_done_cb cb = r->cb;
+
+    req_detach(e, r);
+    cb(&res, r->user);
+    req_recycle(e, r);
+}
+
+/* Runs the callbacks of every finished transfer. A callback may close the
+ * engine: then the multi handle is gone and draining stops. */
+static void engine_drain(http_engine_t *e)
+{
+    CURLMsg *m;
+    int left;
+
+    while (!e->closing && (m = curl_multi_info_read(e->multi, &left)) != NULL) {
+        CURL *easy = m->easy_handle;
+        CURLcode rc = m->data.result;
+        char *priv = NULL;
+
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv);
+        req_complete(e, (http_req_t *)(void *)priv, rc);
+    }
+}
+
+/* ------------------------------------------------------- libuv -> libcurl */
+
+static void engine_timeout_cb(uv_timer_t *t)
+{
+    http_engine_t *e = t->data;
+    int running;
+
+    curl_multi_socket_action(e->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    engine_drain(e);
+}
+
+static void sock_poll_cb(uv_poll_t *p, int status, int events)
+{
+    http_sock_t *s = p->data;
+    http_engine_t *e = s->e;
+    int flags = 0, running;
+
+    /* `s` may be released during the action: read what we need first. */
+    if (status < 0) {
+        flags = CURL_CSELECT_ERR;
+    } else {
+        if (events & UV_READABLE)
+            flags |= CURL_CSELECT_IN;
+        if (events & UV_WRITABLE)
+            flags |= CURL_CSELECT_OUT;
+    }
+    curl_multi_socket_action(e->multi, s->fd, flags, &running);
+    engine_drain(e);
+}
+
+/* ------------------------------------------------------- libcurl -> libuv */
+
+static int engine_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    http_engine_t *e = userp;
+
+    (void)multi;
+    if (timeout_ms < 0) {
+        uv_timer_stop(&e->timer);
+        return 0;
+    }
+    /* 0 is fine as is: the timer fires on the next loop turn (curl #17144). */
+    return uv_timer_start(&e->timer, engine_timeout_cb, (uint64_t)timeout_ms, 0) == 0 ? 0 : -1;
+}
+
+static int engine_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    http_engine_t *e = userp;
+    http_sock_t *s = sock_get(e, fd);
+    int events = 0;
+
+    (void)easy;
+    (void)socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (s == NULL)
+            return 0;
+        if (s->close_fd) {
+            /* Ours: keep the context for a re-add until the socket closes. */
+            if (s->has_poll)
+                uv_poll_stop(&s->poll);
+        } else {
+            sock_release(e, s);
+        }
+        return 0;
+    }
+    if (s == NULL) {
+        s = sock_new(e, fd, false);
+        if (s == NULL)
+            return -1;
+    }
+    if (!s->has_poll) {
+        if (uv_poll_init_socket(e->loop, &s->poll, fd) != 0)
+            return -1;
+        s->poll.data = s;
+        s->has_poll = true;
+        e->open_handles++;
+    }
+    if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
+        events |= UV_READABLE;
+    if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
+        events |= UV_WRITABLE;
+    return uv_poll_start(&s->poll, events, sock_poll_cb) == 0 ? 0 : -1;
+}
+
+/* --------------------------------------------------------------- requests */
+
+static size_t req_write_cb(char *data, size_t size, size_t nmemb, void *userp)
+{
+    http_req_t *r = userp;
+    size_t n = size * nmemb;
+    size_t take = HTTP_MAX_RESPONSE - r->len;
+
+    if (take > n)
+        take = n;
+    if (take == 0)
+        return n; /* beyond the cap: discarded, not an error */
+    if (r->len + take + 1 > r->cap) {
+        size_t cap = r->cap ? r->cap : HTTP_BUF_FIRST;
+        char *b;
+        while (cap < r->len + take + 1)
+            cap *= 2;
+        if (cap > HTTP_MAX_RESPONSE + 1)
+            cap = HTTP_MAX_RESPONSE + 1;
+        b = realloc(r->buf, cap);
+        if (b == NULL)
+            return 0; /* aborts the transfer (CURLE_WRITE_ERROR) */
+        r->buf = b;
+        r->cap = cap;
+    }
+    memcpy(r->buf + r->len, data, take);
+    r->len += take;
+    return n;
+}
+
+/* Parses a Retry-After value: delta-seconds, or an HTTP-date turned into
+ * seconds from now. -1 when it is neither. */
+static double parse_retry_after(const char *v, size_t n)
+{
+    char tmp[64];
+    time_t when, now;
+    char *end;
+    double d;
+
+    while (n > 0 && (*v == ' ' || *v == '\t'))
+        v++, n--;
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t' || v[n - 1] == '\r' || v[n - 1] == '\n'))
+        n--;
+    if (n == 0 || n >= sizeof(tmp))
+        return -1;
+    memcpy(tmp, v, n);
+    tmp[n] = '\0';
+    if (tmp[0] >= '0' && tmp[0] <= '9') {
+        errno = 0;
+        d = strtod(tmp, &end);
+        if (*end != '\0' || errno != 0)
+            return -1;
+        return d > HTTP_RETRY_AFTER_MAX ? HTTP_RETRY_AFTER_MAX : d;
+    }
+    when = curl_getdate(tmp, NULL);
+    if (when == (time_t)-1)
+        return -1;
+    now = time(NULL);
+    return when > now ? (double)(when - now) : 0;
+}
+
+static size_t req_header_cb(char *data, size_t size, size_t nmemb, void *userp)
+{
+    static const char name[] = "retry-after:";
+    http_req_t *r = userp;
+    size_t n = size * nmemb;
+
+    if (n >= 5 && memcmp(data, "HTTP/", 5) == 0)
+        r->retry_after = -1; /* a new response (after a 1xx) starts */
+    else if (n >= sizeof(name) - 1 && strncasecmp(data, name, sizeof(name) - 1) == 0)
+        r->retry_after = parse_retry_after(data + sizeof(name) - 1, n - (sizeof(name) - 1));
+    return n;
+}
+
+/* Allocates a request with its easy handle and every option that does not
+ * change between requests. */
+static http_req_t *req_new(http_engine_t *e)
+{
+    http_req_t *r = calloc(1, sizeof(*r));
+    CURLcode c = CURLE_OK;
+
+    if (r == NULL)
+        return NULL;
+    r->e = e;
+    r->easy = curl_easy_init();
+    if (r->easy == NULL)
+        goto fail;
+#define SET(opt, val)                                                                              \
+    do {                                                                                           \
+        if (c == CURLE_OK)                                                                         \
+            c = curl_easy_setopt(r->easy, opt, val);                                               \
+    } while (0)
+    SET(CURLOPT_PRIVATE, (void *)r);
+    SET(CURLOPT_NOSIGNAL, 1L);
+    SET(CURLOPT_PROTOCOLS_STR, "http,https");
+    SET(CURLOPT_ERRORBUFFER, r->errbuf);
+    SET(CURLOPT_WRITEFUNCTION, req_write_cb);
+    SET(CURLOPT_WRITEDATA, (void *)r);
+    SET(CURLOPT_HEADERFUNCTION, req_header_cb);
+    SET(CURLOPT_HEADERDATA, (void *)r);
+    SET(CURLOPT_OPENSOCKETFUNCTION, engine_opensocket_cb);
+    SET(CURLOPT_OPENSOCKETDATA, (void *)e);
+    SET(CURLOPT_CLOSESOCKETFUNCTION, engine_closesocket_cb);
+    SET(CURLOPT_CLOSESOCKETDATA, (void *)e);
+    SET(CURLOPT_TIMEOUT_MS, e->timeout_ms);
+    SET(CURLOPT_CONNECTTIMEOUT_MS, e->connect_timeout_ms);
+    SET(CURLOPT_DNS_CACHE_TIMEOUT, HTTP_DNS_CACHE_S);
+    SET(CURLOPT_TCP_NODELAY, 1L);
+    SET(CURLOPT_TCP_KEEPALIVE, 1L);
+    if (e->http2) {
+        SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+        /* Wait for the first connection's ALPN instead of opening one
+         * connection per transfer while it is pending (curl #736). */
+        SET(CURLOPT_PIPEWAIT, 1L);
+    } else {
+        SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    }
+    if (e->ca_file != NULL)
+        SET(CURLOPT_CAINFO, e->ca_file);
+#undef SET
+    if (c != CURLE_OK)
+        goto fail;
+    return r;
+fail:
+    req_destroy(r);
+    return NULL;
+}
+
+/* Starts one request; `body` NULL means GET. */
+static int engine_start(http_engine_t *e, const char *path, const char *body, size_t len,
+                        http_done_cb cb, void *user)
+{
+    char url[HTTP_URL_MAX];
+    size_t plen;
+    http_req_t *r;
+    CURLcode c;
+
+    if (e == NULL || path == NULL || path[0] != '/' || cb == NULL)
+        return HTTP_EINVAL;
+    if (e->closing)
+        return -ESHUTDOWN;
+    plen = strlen(path);
+    if (e->base_len + plen >= sizeof(url))
+        return HTTP_EINVAL;
+    memcpy(url, e->base, e->base_len);
+    memcpy(url + e->base_len, path, plen + 1); /* libcurl copies the URL */
+
+    if (e->idle != NULL) {
+        r = e->idle;
+        e->idle = r->next;
+        e->nidle--;
+        r->next = NULL;
+    } else {
+        r = req_new(e);
+        if (r == NULL)
+            return -ENOMEM;
+    }
+
+    c = curl_easy_setopt(r->easy, CURLOPT_URL, url);
+    if (c == CURLE_OK)
+        c = curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, e->hdrs->list);
+    if (c == CURLE_OK && body != NULL) {
+        /* The size first: setting it may reset a previous POSTFIELDS. */
+        c = curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+        if (c == CURLE_OK)
+            c = curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, body);
+    } else if (c == CURLE_OK) {
+        c = curl_easy_setopt(r->easy, CURLOPT_HTTPGET, 1L);
+    }
+    if (c != CURLE_OK) {
+        req_recycle(e, r);
+        return HTTP_ECURL;
+    }
+    r->cb = cb;
+    r->user = user;
+    r->len = 0;
+    r->retry_after = -1;
+    r->errbuf[0] = '\0';
+
+    /* Adding makes libcurl ask for a 0 ms timeout; the transfer starts from
+     * that timer, so the callback can never run inside this call. */
+    if (curl_multi_add_handle(e->multi, r->easy) != CURLM_OK) {
+        r->cb = NULL;
+        req_recycle(e, r);
+        return HTTP_ECURL;
+    }
+    r->hdrs = e->hdrs;
+    r->hdrs->refs++;
+    r->seq = ++e->seq;
+    r->prev = e->active_tail;
+    r->next = NULL;
+    if (e->active_tail != NULL)
+        e->active_tail->next = r;
+    else
+        e->active_head = r;
+    e->active_tail = r;
+    e->inflight++;
+    e->stats.requests++;
+    return 0;
+}
+
+/* ----------------------------------------------------------------- public */
+
+int http_engine_post(http_engine_t *e, const char *path, const char *body, size_t len,
+                     http_done_cb cb, void *user)
+{
+    if (body == NULL) {
+        if (len != 0)
+            return HTTP_EINVAL;
+        body = "";
+    }
+    return engine_start(e, path, body, len, cb, user);
+}
+
+int http_engine_get(http_engine_t *e, const char *path, http_done_cb cb, void *user)
+{
+    return engine_start(e, path, NULL, 0, cb, user);
+}
+
+size_t http_engine_inflight(const http_engine_t *e)
+{
+    return e != NULL ? e->inflight : 0;
+}
+
+int http_engine_set_token(http_engine_t *e, const char *token)
+{
+    http_hdrs_t *h;
+
+    if (e == NULL)
+        return HTTP_EINVAL;
+    if (token != NULL && hdrs_check_token(token) != 0)
+        return HTTP_EINVAL;
+    h = hdrs_new(token);
+    if (h == NULL)
+        return -ENOMEM;
+    /* Running requests keep their own reference to the old list. */
+    hdrs_unref(e->hdrs);
+    e->hdrs = h;
+    return 0;
+}
+
+void http_engine_cancel_all(http_engine_t *e)
+{
+    unsigned long long last;
+
+    if (e == NULL)
+        return;
+    /* Requests a callback starts from here are not cancelled; the list is in
+     * start order, so stop at the first one newer than `last`. Callbacks may
+     * cancel or close re-entrantly: always take the current head. */
+    last = e->seq;
+    while (e->active_head != NULL && e->active_head->seq <= last)
+        req_cancel(e, e->active_head);
+}
+
+void http_engine_stats(const http_engine_t *e, http_stats_t *out)
+{
+    if (out == NULL)
+        return;
+    if (e == NULL) {
+        memset(out, 0, sizeof(*out));
+        return;
+    }
+    *out = e->stats;
+}
+
+static void engine_free(http_engine_t *e)
+{
+    if (e == NULL)
+        return;
+    hdrs_unref(e->hdrs);
+    free(e->socks);
+    free(e->base);
+    free(e->ca_file);
+    free(e);
+}
+
+static void engine_timer_close_cb(uv_handle_t *h)
+{
+    engine_handle_closed(h->data);
+}
+
+void http_engine_close(http_engine_t *e)
+{
+    if (e == NULL || e->closing)
+        return;
+    e->closing = true; /* from here on, new requests are refused */
+    while (e->active_head != NULL)
+        req_cancel(e, e->active_head);
+    while (e->idle != NULL) {
+        http_req_t *r = e->idle;
+        e->idle = r->next;
+        req_destroy(r);
+    }
+    e->nidle = 0;
+    /* Closes the pooled connections through our close-socket callback. */
+    curl_multi_cleanup(e->multi);
+    e->multi = NULL;
+    for (size_t i = 0; i < e->nsocks; i++) {
+        if (e->socks[i] != NULL)
+            sock_release(e, e->socks[i]);
+    }
+    uv_close((uv_handle_t *)&e->timer, engine_timer_close_cb);
+}
+
+static int base_check(const char *base, size_t n)
+{
+    if (n >= HTTP_BASE_MAX)
+        return HTTP_EINVAL;
+    if (strncasecmp(base, "http://", 7) != 0 && strncasecmp(base, "https://", 8) != 0)
+        return HTTP_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)base[i];
+        if (ch <= 0x20 || ch == 0x7f)
+            return HTTP_EINVAL;
+    }
+    return 0;
+}
+
+int http_engine_new(uv_loop_t *loop, const http_options_t *opt, http_engine_t **out)
+{
+    http_engine_t *e = NULL;
+    size_t blen;
+    CURLMcode mc = CURLM_OK;
+    int rc = HTTP_EINVAL;
+
+    if (out != NULL)
+        *out = NULL;
+    if (loop == NULL || opt == NULL || out == NULL || opt->api_base == NULL ||
+        opt->timeout_ms < 0 || opt->connect_timeout_ms < 0 || opt->max_host_connections < 0)
+        return HTTP_EINVAL;
+    if (opt->token != NULL && hdrs_check_token(opt->token) != 0)
+        return HTTP_EINVAL;
+    blen = strlen(opt->api_base);
+    while (blen > 0 && opt->api_base[blen - 1] == '/')
+        blen--;
+    if (base_check(opt->api_base, blen) != 0)
+        return HTTP_EINVAL;
+
+    rc = -ENOMEM;
+    e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        goto fail;
+    e->loop = loop;
+    e->base = strndup(opt->api_base, blen);
+    if (e->base == NULL)
+        goto fail;
+    e->base_len = blen;
+    e->https = strncasecmp(e->base, "https://", 8) == 0;
+    e->http2 = opt->http2;
+    e->timeout_ms = opt->timeout_ms ? opt->timeout_ms : 30000;
+    e->connect_timeout_ms = opt->connect_timeout_ms ? opt->connect_timeout_ms : 10000;
+    if (opt->ca_file != NULL) {
+        e->ca_file = strdup(opt->ca_file);
+        if (e->ca_file == NULL)
+            goto fail;
+    }
+    e->hdrs = hdrs_new(opt->token);
+    if (e->hdrs == NULL)
+        goto fail;
+
+    rc = HTTP_ECURL;
+    e->multi = curl_multi_init();
+    if (e->multi == NULL)
+        goto fail;
+    mc = curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, engine_socket_cb);
+    if (mc == CURLM_OK)
+        mc = curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, (void *)e);
+    if (mc == CURLM_OK)
+        mc = curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, engine_timer_cb);
+    if (mc == CURLM_OK)
+        mc = curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, (void *)e);
+    if (mc == CURLM_OK)
+        mc = curl_multi_setopt(e->multi, CURLMOPT_PIPELINING,
+                               e->http2 ? (long)CURLPIPE_MULTIPLEX : (long)CURLPIPE_NOTHING);
+    if (mc == CURLM_OK && opt->max_host_connections > 0)
+        mc = curl_multi_setopt(e->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+                               opt->max_host_connections);
+    if (mc != CURLM_OK)
+        goto fail;
+
+    /* Last: it cannot fail, and from here the engine must be closed. */
+    uv_timer_init(loop, &e->timer);
+    e->timer.data = e;
+    e->open_handles = 1;
+    *out = e;
+    return 0;
+fail:
+    if (e != NULL) {
+        curl_multi_cleanup(e->multi);
+        engine_free(e);
+    }
+    return rc;
+}
+
+const char *http_strerror(int err)
+{
+    switch (err) {
+    case 0:
+        return "success";
+    case HTTP_ENOTSENT:
+        return "request not sent (connect or name resolution failed)";
+    case HTTP_EMAYBESENT:
+        return "request failed after it may have been sent";
+    case HTTP_ECANCELLED:
+        return "request cancelled";
+    case HTTP_EINVAL:
+        return "invalid argument";
+    case HTTP_ECURL:
+        return "libcurl refused a setup call";
+    case -ENOMEM:
+        return "out of memory";
+    case -ESHUTDOWN:
+        return "engine is closing";
+    default:
+        return err < 0 ? strerror(-err) : "unknown error";
+    }
+}

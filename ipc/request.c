@@ -1,0 +1,732 @@
+/*
+ * request.c - parsing and validation of one protocol line into an
+ * ipc_request_t. Pure: no libuv calls, no I/O, no globals; the fuzz target
+ * calls ipc_request_parse.
+ *
+ * Conventions of the validation (documented for users in the protocol):
+ * - a JSON null counts as an absent field (clients often serialise unset
+ *   optional fields as null), for "id" too (then no id is echoed);
+ * - unknown top-level fields are ignored, for forward compatibility;
+ * - the first problem found is reported, with the field named.
+ */
+#include "ipc_int.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Job ids are uint64 decimal strings. */
+#define JOB_MAX_DIGITS 20
+/* Largest integer a double holds exactly: the bound for a job id given as a
+ * JSON number. */
+#define JOB_MAX_NUMBER 9007199254740992.0
+/* Bodies up to this size are printed into a stack buffer first. */
+#define BODY_STACK 4096
+
+int ipc__buf_reserve(ipc__buf_t *b, size_t extra)
+{
+    if (b->cap - b->len >= extra)
+        return 0;
+    if (extra > SIZE_MAX / 2 - b->len)
+        return UV_ENOMEM;
+    size_t ncap = b->cap ? b->cap : 256;
+    while (ncap - b->len < extra)
+        ncap *= 2;
+    char *np = realloc(b->p, ncap);
+    if (!np)
+        return UV_ENOMEM;
+    b->p = np;
+    b->cap = ncap;
+    return 0;
+}
+
+int ipc__buf_put(ipc__buf_t *b, const void *d, size_t n)
+{
+    if (n == 0)
+        return 0;
+    int rc = ipc__buf_reserve(b, n);
+    if (rc)
+        return rc;
+    memcpy(b->p + b->len, d, n);
+    b->len += n;
+    return 0;
+}
+
+void ipc__buf_free(ipc__buf_t *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+size_t ipc__json_escape(char *dst, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    if (dst)
+        dst[o] = '"';
+    o++;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        char esc = 0;
+        switch (ch) {
+        case '"': esc = '"'; break;
+        case '\\': esc = '\\'; break;
+        case '\n': esc = 'n'; break;
+        case '\r': esc = 'r'; break;
+        case '\t': esc = 't'; break;
+        case '\b': esc = 'b'; break;
+        case '\f': esc = 'f'; break;
+        default: break;
+        }
+        if (esc) {
+            if (dst) {
+                dst[o] = '\\';
+                dst[o + 1] = esc;
+            }
+            o += 2;
+        } else if (ch < 0x20) {
+            if (dst) {
+                memcpy(dst + o, "\\u00", 4);
+                dst[o + 4] = hex[ch >> 4];
+                dst[o + 5] = hex[ch & 15];
+            }
+            o += 6;
+        } else {
+            if (dst)
+                dst[o] = (char)ch;
+            o++;
+        }
+    }
+    if (dst)
+        dst[o] = '"';
+    return o + 1;
+}
+
+/* Validation state of one request. String fields of `r` point into the
+ * cJSON tree (or at constants) until they are copied into the block. */
+struct vctx {
+    ipc_request_t r;
+    const char *code;
+    char *msg;
+    size_t msg_size;
+    char job_num[32]; /* job given as a JSON number, as a string */
+    char after_num[32];
+    const char *body; /* compact `message` */
+    size_t body_len;
+    char *body_heap; /* cJSON_PrintUnformatted result when it did not fit */
+};
+
+static int fail(struct vctx *v, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(struct vctx *v, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    v->code = code;
+    va_start(ap, fmt);
+    if (v->msg_size > 0)
+        vsnprintf(v->msg, v->msg_size, fmt, ap);
+    va_end(ap);
+    return IPC_EINVAL;
+}
+
+/* The member `name` of obj, NULL when absent or JSON null. */
+static const cJSON *member(const cJSON *obj, const char *name)
+{
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
+    return cJSON_IsNull(it) ? NULL : it;
+}
+
+/* A string field with 1..max bytes. *out stays NULL when the field is
+ * absent and not required. `path` is the name users see in messages. */
+static int str_field(struct vctx *v, const cJSON *obj, const char *name, const char *path,
+                     bool required, size_t max, const char **out)
+{
+    const cJSON *it = member(obj, name);
+    *out = NULL;
+    if (!it) {
+        if (required)
+            return fail(v, IPC_ERR_VALIDATION, "%s is required", path);
+        return 0;
+    }
+    if (!cJSON_IsString(it) || !it->valuestring)
+        return fail(v, IPC_ERR_VALIDATION, "%s must be a string", path);
+    size_t n = strlen(it->valuestring);
+    if (n == 0)
+        return fail(v, IPC_ERR_VALIDATION, "%s must not be empty", path);
+    if (n > max)
+        return fail(v, IPC_ERR_VALIDATION, "%s longer than %zu bytes", path, max);
+    *out = it->valuestring;
+    return 0;
+}
+
+/* A string field whose value is one of names[] (NULL-terminated). *idx is
+ * -1 when absent and not required. */
+static int enum_field(struct vctx *v, const cJSON *obj, const char *name, bool required,
+                      const char *const *names, const char *list, int *idx)
+{
+    const cJSON *it = member(obj, name);
+    *idx = -1;
+    if (!it) {
+        if (required)
+            return fail(v, IPC_ERR_VALIDATION, "%s is required", name);
+        return 0;
+    }
+    if (cJSON_IsString(it) && it->valuestring) {
+        for (int i = 0; names[i]; i++) {
+            if (strcmp(it->valuestring, names[i]) == 0) {
+                *idx = i;
+                return 0;
+            }
+        }
+    }
+    return fail(v, IPC_ERR_VALIDATION, "%s must be one of %s", name, list);
+}
+
+/* A job id: a string of 1..20 digits that fits uint64, or a non-negative
+ * integral JSON number (converted into numbuf). */
+static int job_field(struct vctx *v, const cJSON *obj, const char *name, char *numbuf,
+                     size_t numbuf_size, const char **out)
+{
+    const cJSON *it = member(obj, name);
+    *out = NULL;
+    if (!it)
+        return 0;
+    if (cJSON_IsNumber(it)) {
+        double d = it->valuedouble;
+        if (!(d >= 0 && d <= JOB_MAX_NUMBER) || floor(d) != d)
+            return fail(v, IPC_ERR_VALIDATION, "%s must be a job id (a string of digits)", name);
+        snprintf(numbuf, numbuf_size, "%llu", (unsigned long long)d);
+        *out = numbuf;
+        return 0;
+    }
+    if (!cJSON_IsString(it) || !it->valuestring)
+        return fail(v, IPC_ERR_VALIDATION, "%s must be a job id (a string of digits)", name);
+    const char *s = it->valuestring;
+    size_t n = strlen(s);
+    bool digits = n > 0 && n <= JOB_MAX_DIGITS;
+    for (size_t i = 0; digits && i < n; i++)
+        digits = s[i] >= '0' && s[i] <= '9';
+    /* 20 digits may overflow uint64: compare with its largest value. */
+    if (digits && n == JOB_MAX_DIGITS && strcmp(s, "18446744073709551615") > 0)
+        digits = false;
+    if (!digits)
+        return fail(v, IPC_ERR_VALIDATION, "%s must be a job id (a string of digits)", name);
+    *out = s;
+    return 0;
+}
+
+/* An optional integer lo..hi; *out stays `dflt` when absent. */
+static int int_field(struct vctx *v, const cJSON *obj, const char *name, int lo, int hi,
+                     int dflt, int *out)
+{
+    const cJSON *it = member(obj, name);
+    *out = dflt;
+    if (!it)
+        return 0;
+    double d = cJSON_IsNumber(it) ? it->valuedouble : NAN;
+    if (!(d >= lo && d <= hi) || floor(d) != d)
+        return fail(v, IPC_ERR_VALIDATION, "%s must be an integer from %d to %d", name, lo, hi);
+    *out = (int)d;
+    return 0;
+}
+
+/* An optional time: a finite non-negative number; 0 when absent. */
+static int time_field(struct vctx *v, const cJSON *obj, const char *name, double *out)
+{
+    const cJSON *it = member(obj, name);
+    *out = 0;
+    if (!it)
+        return 0;
+    double d = cJSON_IsNumber(it) ? it->valuedouble : NAN;
+    if (!(d >= 0 && isfinite(d)))
+        return fail(v, IPC_ERR_VALIDATION, "%s must be a non-negative number", name);
+    *out = d;
+    return 0;
+}
+
+static const char *const send_types[] = {"text", "media", "location", "interactive", "smart",
+                                         NULL};
+static const char *const media_types[] = {"image", "video", "audio", "document", NULL};
+static const char *const priorities[] = {"high", "normal", "bulk", NULL};
+static const char *const states[] = {"queued",  "sending",   "retrying",  "sent",
+                                     "failed",  "expired",   "cancelled", "uncertain",
+                                     NULL};
+static const char *const retry_states[] = {"failed", "expired", "uncertain", NULL};
+
+/* Prints `message` compact into v->body; bounded by IPC_MAX_BODY. */
+static int print_body(struct vctx *v, const cJSON *msg, size_t line_len, char *stack)
+{
+    /* A compact print is usually no longer than the line it came from;
+     * try the stack buffer then, and print to the heap only when needed. */
+    if (line_len < BODY_STACK - 8 &&
+        cJSON_PrintPreallocated((cJSON *)msg, stack, BODY_STACK, false)) {
+        v->body = stack;
+    } else {
+        v->body_heap = cJSON_PrintUnformatted(msg);
+        if (!v->body_heap) {
+            v->code = IPC_ERR_INTERNAL;
+            snprintf(v->msg, v->msg_size, "out of memory");
+            return UV_ENOMEM;
+        }
+        v->body = v->body_heap;
+    }
+    v->body_len = strlen(v->body);
+    if (v->body_len > IPC_MAX_BODY)
+        return fail(v, IPC_ERR_VALIDATION, "message larger than %u bytes", IPC_MAX_BODY);
+    return 0;
+}
+
+static int v_submit(struct vctx *v, const cJSON *root, bool tmpl, size_t line_len, char *stack)
+{
+    ipc_submit_t *s = &v->r.submit;
+    int idx, rc;
+
+    if (tmpl) {
+        const cJSON *t = member(root, "type");
+        if (t && !(cJSON_IsString(t) && t->valuestring && strcmp(t->valuestring, "template") == 0))
+            return fail(v, IPC_ERR_VALIDATION,
+                        "type must be \"template\" or absent for template_send");
+        s->type = IPC_TYPE_TEMPLATE;
+    } else {
+        if ((rc = enum_field(v, root, "type", true, send_types,
+                             "text, media, location, interactive, smart", &idx)))
+            return rc;
+        s->type = (ipc_type_t)(IPC_TYPE_TEXT + idx);
+    }
+
+    const cJSON *msg = member(root, "message");
+    if (!msg)
+        return fail(v, IPC_ERR_VALIDATION, "message is required");
+    if (!cJSON_IsObject(msg))
+        return fail(v, IPC_ERR_VALIDATION, "message must be an object");
+    if ((rc = str_field(v, msg, "phoneNumberId", "message.phoneNumberId", true, IPC_MAX_ID_LEN,
+                        &s->phone_number_id)))
+        return rc;
+    const cJSON *to = member(msg, "to");
+    if (!to)
+        return fail(v, IPC_ERR_VALIDATION, "message.to is required");
+    if (!cJSON_IsString(to) || !to->valuestring)
+        return fail(v, IPC_ERR_VALIDATION, "message.to must be a string");
+    if (strlen(to->valuestring) > IPC_MAX_ID_LEN)
+        return fail(v, IPC_ERR_VALIDATION, "message.to longer than %d bytes", IPC_MAX_ID_LEN);
+    if (!strpbrk(to->valuestring, "0123456789"))
+        return fail(v, IPC_ERR_VALIDATION, "message.to must contain a digit");
+    s->to = to->valuestring;
+
+    const char *unused;
+    if (s->type == IPC_TYPE_TEXT) {
+        if ((rc = str_field(v, msg, "text", "message.text", true, SIZE_MAX, &unused)))
+            return rc;
+    } else if (s->type == IPC_TYPE_MEDIA) {
+        const cJSON *media = member(msg, "media");
+        if (!media)
+            return fail(v, IPC_ERR_VALIDATION, "message.media is required");
+        if (!cJSON_IsObject(media))
+            return fail(v, IPC_ERR_VALIDATION, "message.media must be an object");
+        const cJSON *mt = member(media, "type");
+        if (!mt)
+            return fail(v, IPC_ERR_VALIDATION, "message.media.type is required");
+        bool ok = false;
+        for (int i = 0; !ok && media_types[i] && cJSON_IsString(mt) && mt->valuestring; i++)
+            ok = strcmp(mt->valuestring, media_types[i]) == 0;
+        if (!ok)
+            return fail(v, IPC_ERR_VALIDATION,
+                        "message.media.type must be one of image, video, audio, document");
+        if ((rc = str_field(v, media, "mediaId", "message.media.mediaId", true, SIZE_MAX,
+                            &unused)))
+            return rc;
+    } else if (s->type == IPC_TYPE_TEMPLATE) {
+        if ((rc = str_field(v, msg, "templateName", "message.templateName", true, SIZE_MAX,
+                            &unused)))
+            return rc;
+    }
+
+    if ((rc = str_field(v, root, "idempotencyKey", "idempotencyKey", false, IPC_MAX_KEY_LEN,
+                        &s->idempotency_key)) ||
+        (rc = str_field(v, root, "campaign", "campaign", false, IPC_MAX_KEY_LEN, &s->campaign)) ||
+        (rc = str_field(v, root, "orderKey", "orderKey", false, IPC_MAX_KEY_LEN, &s->order_key)))
+        return rc;
+    if ((rc = enum_field(v, root, "priority", false, priorities, "high, normal, bulk", &idx)))
+        return rc;
+    s->priority = idx < 0 ? IPC_PRIO_NORMAL : (ipc_priority_t)(IPC_PRIO_HIGH + idx);
+    if ((rc = time_field(v, root, "notBefore", &s->not_before)) ||
+        (rc = time_field(v, root, "expiresAt", &s->expires_at)) ||
+        (rc = int_field(v, root, "maxAttempts", 1, 1000, 0, &s->max_attempts)))
+        return rc;
+    return print_body(v, msg, line_len, stack);
+}
+
+static int campaign_field(struct vctx *v, const cJSON *root, bool required)
+{
+    return str_field(v, root, "campaign", "campaign", required, IPC_MAX_KEY_LEN,
+                     &v->r.campaign);
+}
+
+static int v_get(struct vctx *v, const cJSON *root)
+{
+    int rc;
+    if ((rc = job_field(v, root, "job", v->job_num, sizeof v->job_num, &v->r.job)) ||
+        (rc = str_field(v, root, "idempotencyKey", "idempotencyKey", false, IPC_MAX_KEY_LEN,
+                        &v->r.idempotency_key)))
+        return rc;
+    if (!v->r.job == !v->r.idempotency_key)
+        return fail(v, IPC_ERR_VALIDATION, "exactly one of job, idempotencyKey is required");
+    return 0;
+}
+
+static int v_list(struct vctx *v, const cJSON *root)
+{
+    int rc, idx;
+    if ((rc = campaign_field(v, root, true)))
+        return rc;
+    if ((rc = enum_field(v, root, "state", false, states,
+                         "queued, sending, retrying, sent, failed, expired, cancelled, uncertain",
+                         &idx)))
+        return rc;
+    v->r.state = idx < 0 ? NULL : states[idx];
+    if ((rc = job_field(v, root, "after", v->after_num, sizeof v->after_num, &v->r.after)))
+        return rc;
+    return int_field(v, root, "limit", 1, 1000, 100, &v->r.limit);
+}
+
+static int v_cancel(struct vctx *v, const cJSON *root)
+{
+    int rc;
+    if ((rc = job_field(v, root, "job", v->job_num, sizeof v->job_num, &v->r.job)) ||
+        (rc = campaign_field(v, root, false)))
+        return rc;
+    if (!v->r.job == !v->r.campaign)
+        return fail(v, IPC_ERR_VALIDATION, "exactly one of job, campaign is required");
+    return 0;
+}
+
+static int v_pause(struct vctx *v, const cJSON *root)
+{
+    int rc;
+    if ((rc = campaign_field(v, root, false)) ||
+        (rc = str_field(v, root, "phoneNumberId", "phoneNumberId", false, IPC_MAX_ID_LEN,
+                        &v->r.phone_number_id)))
+        return rc;
+    const cJSON *all = member(root, "all");
+    if (all && !cJSON_IsBool(all))
+        return fail(v, IPC_ERR_VALIDATION, "all must be a boolean");
+    v->r.all = cJSON_IsTrue(all);
+    int n = (v->r.campaign != NULL) + (v->r.phone_number_id != NULL) + v->r.all;
+    if (n != 1)
+        return fail(v, IPC_ERR_VALIDATION,
+                    "exactly one of campaign, phoneNumberId, all:true is required");
+    return 0;
+}
+
+static int v_retry(struct vctx *v, const cJSON *root)
+{
+    int rc, idx;
+    if ((rc = job_field(v, root, "job", v->job_num, sizeof v->job_num, &v->r.job)) ||
+        (rc = campaign_field(v, root, false)))
+        return rc;
+    if (!v->r.job == !v->r.campaign)
+        return fail(v, IPC_ERR_VALIDATION, "exactly one of job, campaign is required");
+    if (v->r.campaign) {
+        if ((rc = enum_field(v, root, "state", true, retry_states, "failed, expired, uncertain",
+                             &idx)))
+            return rc;
+        v->r.state = retry_states[idx];
+    }
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    ipc_op_t op;
+} op_table[] = {
+    {"send", IPC_OP_SEND},         {"template_send", IPC_OP_TEMPLATE_SEND},
+    {"get", IPC_OP_GET},           {"list", IPC_OP_LIST},
+    {"campaign", IPC_OP_CAMPAIGN}, {"cancel", IPC_OP_CANCEL},
+    {"pause", IPC_OP_PAUSE},       {"resume", IPC_OP_RESUME},
+    {"retry", IPC_OP_RETRY},       {"stats", IPC_OP_STATS},
+    {"watch", IPC_OP_WATCH},       {"ping", IPC_OP_PING},
+};
+
+static int v_op(struct vctx *v, const cJSON *root, size_t line_len, char *stack)
+{
+    const cJSON *op = member(root, "op");
+    if (!op)
+        return fail(v, IPC_ERR_VALIDATION, "op is required");
+    if (!cJSON_IsString(op) || !op->valuestring)
+        return fail(v, IPC_ERR_VALIDATION, "op must be a string");
+    for (size_t i = 0; i < sizeof op_table / sizeof op_table[0]; i++) {
+        if (strcmp(op->valuestring, op_table[i].name) == 0) {
+            v->r.op = op_table[i].op;
+            break;
+        }
+    }
+    switch (v->r.op) {
+    case IPC_OP_SEND: return v_submit(v, root, false, line_len, stack);
+    case IPC_OP_TEMPLATE_SEND: return v_submit(v, root, true, line_len, stack);
+    case IPC_OP_GET: return v_get(v, root);
+    case IPC_OP_LIST: return v_list(v, root);
+    case IPC_OP_CAMPAIGN: return campaign_field(v, root, true);
+    case IPC_OP_CANCEL: return v_cancel(v, root);
+    case IPC_OP_PAUSE:
+    case IPC_OP_RESUME: return v_pause(v, root);
+    case IPC_OP_RETRY: return v_retry(v, root);
+    case IPC_OP_WATCH: return campaign_field(v, root, false);
+    case IPC_OP_STATS:
+    case IPC_OP_PING: return 0;
+    }
+    /* Unknown: name it, but bounded and cut on a UTF-8 boundary. */
+    size_t n = strlen(op->valuestring);
+    if (n > 64) {
+        n = 64;
+        while (n > 0 && ((unsigned char)op->valuestring[n] & 0xC0) == 0x80)
+            n--;
+    }
+    return fail(v, IPC_ERR_VALIDATION, "unknown op \"%.*s\"", (int)n, op->valuestring);
+}
+
+/* Nesting depth of [ and { outside strings: a cheap linear scan that keeps
+ * cJSON's recursion bounded. Returns true when deeper than IPC_MAX_DEPTH. */
+static bool too_deep(const char *p, size_t n)
+{
+    int depth = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (in_str) {
+            if (ch == '\\')
+                i++;
+            else if (ch == '"')
+                in_str = false;
+        } else if (ch == '"') {
+            in_str = true;
+        } else if (ch == '[' || ch == '{') {
+            if (++depth > IPC_MAX_DEPTH)
+                return true;
+        } else if (ch == ']' || ch == '}') {
+            depth--;
+        }
+    }
+    return false;
+}
+
+/* Writes the compact JSON of an id (a string or a finite number) into dst,
+ * or measures it when dst is NULL. */
+static size_t id_json(char *dst, const cJSON *id)
+{
+    if (cJSON_IsString(id))
+        return ipc__json_escape(dst, id->valuestring, strlen(id->valuestring));
+    char tmp[40];
+    double d = id->valuedouble;
+    int n;
+    if (!isfinite(d)) {
+        n = snprintf(tmp, sizeof tmp, "null");
+    } else {
+        /* The shortest of 15 or 17 significant digits that reads back the
+         * same, as cJSON prints numbers. */
+        n = snprintf(tmp, sizeof tmp, "%1.15g", d);
+        if (strtod(tmp, NULL) != d)
+            n = snprintf(tmp, sizeof tmp, "%1.17g", d);
+    }
+    if (dst)
+        memcpy(dst, tmp, (size_t)n);
+    return (size_t)n;
+}
+
+/* Offsets of the string fields of ipc_request_t that are copied into the
+ * block (submit.body is handled on its own). */
+static const size_t str_fields[] = {
+    offsetof(ipc_request_t, submit.phone_number_id),
+    offsetof(ipc_request_t, submit.to),
+    offsetof(ipc_request_t, submit.idempotency_key),
+    offsetof(ipc_request_t, submit.campaign),
+    offsetof(ipc_request_t, submit.order_key),
+    offsetof(ipc_request_t, job),
+    offsetof(ipc_request_t, idempotency_key),
+    offsetof(ipc_request_t, campaign),
+    offsetof(ipc_request_t, state),
+    offsetof(ipc_request_t, after),
+    offsetof(ipc_request_t, phone_number_id),
+};
+
+static const char **str_slot(ipc_request_t *r, size_t off)
+{
+    return (const char **)(void *)((char *)r + off);
+}
+
+/* Copies the validated request, its strings, body and id into one block. */
+static struct ipc_req *build_block(struct vctx *v, const cJSON *id)
+{
+    size_t nf = sizeof str_fields / sizeof str_fields[0];
+    size_t lens[sizeof str_fields / sizeof str_fields[0]];
+    size_t total = sizeof(struct ipc_req);
+    for (size_t i = 0; i < nf; i++) {
+        const char *s = *str_slot(&v->r, str_fields[i]);
+        lens[i] = s ? strlen(s) : 0;
+        total += s ? lens[i] + 1 : 0;
+    }
+    if (v->body)
+        total += v->body_len + 1;
+    size_t idn = id ? id_json(NULL, id) : 0;
+    total += id ? idn + 1 : 0;
+
+    struct ipc_req *b = malloc(total);
+    if (!b)
+        return NULL;
+    memset(b, 0, sizeof *b);
+    b->block_size = total;
+    b->request = v->r;
+    char *p = (char *)(b + 1);
+    for (size_t i = 0; i < nf; i++) {
+        const char **slot = str_slot(&b->request, str_fields[i]);
+        if (!*slot)
+            continue;
+        memcpy(p, *slot, lens[i] + 1);
+        *slot = p;
+        p += lens[i] + 1;
+    }
+    if (v->body) {
+        memcpy(p, v->body, v->body_len);
+        p[v->body_len] = '\0';
+        b->request.submit.body = p;
+        b->request.submit.body_len = v->body_len;
+        p += v->body_len + 1;
+    }
+    if (id) {
+        id_json(p, id);
+        p[idn] = '\0';
+        b->id_json = p;
+        b->id_len = idn;
+    }
+    return b;
+}
+
+int ipc__parse(const char *line, size_t len, bool nul_terminated, struct ipc_req **out,
+               char **err_id, size_t *err_id_len, const char **code, char *msg, size_t msg_size)
+{
+    struct vctx v;
+    char *copy = NULL;
+    cJSON *root = NULL;
+    const cJSON *id = NULL;
+    char stack[BODY_STACK];
+    int rc;
+
+    memset(&v, 0, sizeof v);
+    v.msg = msg;
+    v.msg_size = msg_size;
+    if (msg_size > 0)
+        msg[0] = '\0';
+    *out = NULL;
+    *err_id = NULL;
+    *err_id_len = 0;
+
+    if (too_deep(line, len)) {
+        rc = fail(&v, IPC_ERR_BAD_REQUEST, "nesting deeper than %d", IPC_MAX_DEPTH);
+        goto done;
+    }
+    /* cJSON reads up to a terminating NUL; give it one, copying only when
+     * the caller's buffer has none. */
+    if (!nul_terminated) {
+        copy = malloc(len + 1);
+        if (!copy) {
+            rc = UV_ENOMEM;
+            v.code = IPC_ERR_INTERNAL;
+            snprintf(msg, msg_size, "out of memory");
+            goto done;
+        }
+        memcpy(copy, line, len);
+        copy[len] = '\0';
+        line = copy;
+    }
+    const char *end = NULL;
+    root = cJSON_ParseWithLengthOpts(line, len + 1, &end, true);
+    /* An embedded NUL ends cJSON's view early: the whole line must be used. */
+    if (!root || end != line + len) {
+        if (root || !end || end < line || end > line + len)
+            rc = fail(&v, IPC_ERR_BAD_REQUEST, "invalid JSON");
+        else
+            rc = fail(&v, IPC_ERR_BAD_REQUEST, "invalid JSON at byte %zu",
+                      (size_t)(end - line));
+        goto done;
+    }
+    if (!cJSON_IsObject(root)) {
+        rc = fail(&v, IPC_ERR_BAD_REQUEST, "request must be a JSON object");
+        goto done;
+    }
+    id = member(root, "id");
+    if (id && !cJSON_IsString(id) && !cJSON_IsNumber(id)) {
+        id = NULL;
+        rc = fail(&v, IPC_ERR_VALIDATION, "id must be a string or a number");
+        goto done;
+    }
+    rc = v_op(&v, root, len, stack);
+    if (rc)
+        goto done;
+    *out = build_block(&v, id);
+    if (!*out) {
+        rc = UV_ENOMEM;
+        v.code = IPC_ERR_INTERNAL;
+        snprintf(msg, msg_size, "out of memory");
+    }
+
+done:
+    if (rc && id) {
+        size_t n = id_json(NULL, id);
+        *err_id = malloc(n + 1);
+        if (*err_id) {
+            id_json(*err_id, id);
+            (*err_id)[n] = '\0';
+            *err_id_len = n;
+        }
+    }
+    *code = rc ? v.code : NULL;
+    cJSON_free(v.body_heap);
+    cJSON_Delete(root);
+    free(copy);
+    return rc;
+}
+
+int ipc_request_parse(const char *line, size_t len, ipc_request_t **out, char **id_json_out,
+                      const char **code, char *msg, size_t msg_size)
+{
+    struct ipc_req *b = NULL;
+    char *err_id = NULL;
+    size_t err_id_len;
+    const char *c = NULL;
+
+    *out = NULL;
+    if (id_json_out)
+        *id_json_out = NULL;
+    int rc = ipc__parse(line, len, false, &b, &err_id, &err_id_len, &c, msg, msg_size);
+    if (code)
+        *code = c;
+    if (rc) {
+        if (id_json_out)
+            *id_json_out = err_id;
+        else
+            free(err_id);
+        return rc;
+    }
+    if (id_json_out && b->id_json) {
+        *id_json_out = strdup(b->id_json);
+        if (!*id_json_out) {
+            free(b);
+            if (code)
+                *code = IPC_ERR_INTERNAL;
+            snprintf(msg, msg_size, "out of memory");
+            return UV_ENOMEM;
+        }
+    }
+    *out = &b->request;
+    return 0;
+}
+
+void ipc_request_free(ipc_request_t *req)
+{
+    if (!req)
+        return;
+    free((char *)req - offsetof(struct ipc_req, request));
+}

@@ -1,0 +1,891 @@
+/*
+ * queue.c - the LMDB environment: open/close, map growth, the write-txn
+ * runner, job updates, reads and crash recovery. Batches are in batch.c,
+ * the record format in record.c.
+ */
+#include "queue_int.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#define DEFAULT_MAP_SIZE ((uint64_t)1 << 30)
+#define DEFAULT_MAP_MAX ((uint64_t)64 << 30)
+#define DEFAULT_READERS 126u
+
+/* --- Errors -------------------------------------------------------------- */
+
+int queue__err_map(int rc)
+{
+    if (rc == 0)
+        return 0;
+    if (rc > 0)
+        return -rc; /* errno from LMDB's system calls */
+    if (rc < MDB_KEYEXIST || rc > MDB_LAST_ERRCODE)
+        return rc; /* already ours: negative errno or QUEUE_E* */
+    switch (rc) {
+    case MDB_NOTFOUND:
+        return QUEUE_ENOTFOUND;
+    case MDB_KEYEXIST:
+        return QUEUE_EDUPLICATE;
+    case MDB_MAP_FULL:
+        return QUEUE_EFULL;
+    case MDB_CORRUPTED:
+    case MDB_INVALID:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INCOMPATIBLE:
+        return QUEUE_ECORRUPT;
+    case MDB_VERSION_MISMATCH:
+        return QUEUE_ESCHEMA;
+    case MDB_TXN_FULL:
+    case MDB_CURSOR_FULL:
+        return -E2BIG;
+    case MDB_READERS_FULL:
+    case MDB_TLS_FULL:
+    case MDB_MAP_RESIZED:
+        return -EAGAIN;
+    case MDB_BAD_VALSIZE:
+    case MDB_BAD_RSLOT:
+    case MDB_BAD_TXN:
+    case MDB_BAD_DBI:
+    case MDB_DBS_FULL:
+        return QUEUE_EINVAL;
+    default: /* MDB_PANIC, MDB_PAGE_FULL: fatal inside LMDB */
+        return -EIO;
+    }
+}
+
+/* --- Reads: the shared lock and the cached read txn ---------------------- */
+
+typedef struct rd {
+    MDB_txn *txn;
+    bool cached;
+} rd_t;
+
+static int rd_begin(queue_t *q, rd_t *r)
+{
+    int rc;
+
+    r->txn = NULL;
+    r->cached = false;
+    rc = pthread_rwlock_rdlock(&q->rwlock);
+    if (rc != 0)
+        return -rc;
+    if (q->broken) {
+        rc = -EIO;
+        goto fail;
+    }
+    if (!atomic_flag_test_and_set(&q->rtxn_busy)) {
+        /* We own q->rtxn until rd_end. */
+        if (q->rtxn != NULL && mdb_txn_renew(q->rtxn) != 0) {
+            mdb_txn_abort(q->rtxn);
+            q->rtxn = NULL;
+        }
+        if (q->rtxn == NULL) {
+            rc = mdb_txn_begin(q->env, NULL, MDB_RDONLY, &q->rtxn);
+            if (rc != 0) {
+                q->rtxn = NULL;
+                atomic_flag_clear(&q->rtxn_busy);
+                rc = queue__err_map(rc);
+                goto fail;
+            }
+        }
+        r->txn = q->rtxn;
+        r->cached = true;
+        return 0;
+    }
+    /* Nested or concurrent read: a txn of its own (fine with MDB_NOTLS). */
+    rc = mdb_txn_begin(q->env, NULL, MDB_RDONLY, &r->txn);
+    if (rc != 0) {
+        r->txn = NULL;
+        rc = queue__err_map(rc);
+        goto fail;
+    }
+    return 0;
+fail:
+    pthread_rwlock_unlock(&q->rwlock);
+    return rc;
+}
+
+static void rd_end(queue_t *q, rd_t *r)
+{
+    if (r->cached) {
+        mdb_txn_reset(r->txn);
+        atomic_flag_clear(&q->rtxn_busy);
+    } else {
+        mdb_txn_abort(r->txn);
+    }
+    r->txn = NULL;
+    pthread_rwlock_unlock(&q->rwlock);
+}
+
+/* --- Map growth and the write runner ------------------------------------- */
+
+static size_t page_round(uint64_t n)
+{
+    long ps = sysconf(_SC_PAGESIZE);
+    uint64_t p = ps > 0 ? (uint64_t)ps : 4096;
+    n = (n + p - 1) / p * p;
+    return n > SIZE_MAX ? (size_t)(SIZE_MAX / p * p) : (size_t)n;
+}
+
+/* Doubles the map up to map_max. Called with no txn of ours open on this
+ * thread; waits for reads on other threads to end. */
+static int map_grow(queue_t *q)
+{
+    size_t next;
+    int rc;
+
+    if (q->map_size >= q->map_max)
+        return QUEUE_EFULL;
+    next = q->map_size > q->map_max / 2 ? q->map_max : page_round((uint64_t)q->map_size * 2);
+    rc = pthread_rwlock_wrlock(&q->rwlock);
+    if (rc != 0)
+        return -rc;
+    rc = mdb_env_set_mapsize(q->env, next);
+    if (rc == 0) {
+        q->map_size = next;
+    } else {
+        /* LMDB unmaps before it remaps: a failed remap leaves no map. */
+        q->broken = true;
+    }
+    pthread_rwlock_unlock(&q->rwlock);
+    return queue__err_map(rc);
+}
+
+static int counts_load(queue__wtxn_t *w)
+{
+    MDB_val k = {sizeof QUEUE__META_COUNTS - 1, QUEUE__META_COUNTS}, v;
+    int rc;
+
+    if (w->counts_loaded)
+        return 0;
+    rc = mdb_get(w->txn, w->q->db_meta, &k, &v);
+    if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size < 8 * QUEUE_STATE_MAX))
+        return QUEUE_ECORRUPT;
+    if (rc != 0)
+        return rc;
+    w->counts[0] = 0;
+    for (int i = 1; i <= QUEUE_STATE_MAX; i++)
+        w->counts[i] = queue__be64_get((const unsigned char *)v.mv_data + 8 * (i - 1));
+    w->counts_loaded = true;
+    return 0;
+}
+
+static int counts_store(queue__wtxn_t *w)
+{
+    unsigned char buf[8 * QUEUE_STATE_MAX];
+    MDB_val k = {sizeof QUEUE__META_COUNTS - 1, QUEUE__META_COUNTS}, v = {sizeof buf, buf};
+
+    for (int i = 1; i <= QUEUE_STATE_MAX; i++)
+        queue__be64_put(buf + 8 * (i - 1), w->counts[i]);
+    return mdb_put(w->txn, w->q->db_meta, &k, &v, 0);
+}
+
+int queue__counts_move(queue__wtxn_t *w, int from, int to)
+{
+    int rc = counts_load(w);
+    if (rc != 0)
+        return rc;
+    if (from >= 1 && from <= QUEUE_STATE_MAX && w->counts[from] > 0)
+        w->counts[from]--;
+    if (to >= 1 && to <= QUEUE_STATE_MAX)
+        w->counts[to]++;
+    w->counts_dirty = true;
+    return 0;
+}
+
+static int write_once(queue_t *q, queue__write_fn fn, void *arg)
+{
+    queue__wtxn_t w;
+    int rc;
+
+    memset(&w, 0, sizeof w);
+    w.q = q;
+    rc = mdb_txn_begin(q->env, NULL, 0, &w.txn);
+    if (rc != 0)
+        return rc;
+    rc = fn(&w, arg);
+    if (rc == 0 && w.counts_dirty)
+        rc = counts_store(&w);
+    if (rc != 0) {
+        mdb_txn_abort(w.txn);
+        return rc;
+    }
+    /* Syncs data, then meta (no MDB_NOSYNC/NOMETASYNC); frees the txn
+     * whether it succeeds or not. */
+    return mdb_txn_commit(w.txn);
+}
+
+int queue__write_run(queue_t *q, queue__write_fn fn, void *arg)
+{
+    int rc;
+
+    if (q->broken)
+        return -EIO;
+    for (;;) {
+        rc = write_once(q, fn, arg);
+        if (rc != MDB_MAP_FULL)
+            return queue__err_map(rc);
+        rc = map_grow(q);
+        if (rc != 0)
+            return rc;
+    }
+}
+
+/* --- Due index and job updates ------------------------------------------ */
+
+static void due_key(unsigned char key[16], uint64_t due_ms, uint64_t id)
+{
+    queue__be64_put(key, due_ms);
+    queue__be64_put(key + 8, id);
+}
+
+int queue__due_put(queue__wtxn_t *w, uint64_t due_ms, uint64_t id)
+{
+    unsigned char kb[16];
+    MDB_val k = {sizeof kb, kb}, v = {0, NULL};
+
+    due_key(kb, due_ms, id);
+    return mdb_put(w->txn, w->q->db_due, &k, &v, 0);
+}
+
+int queue__due_del(queue__wtxn_t *w, uint64_t due_ms, uint64_t id)
+{
+    unsigned char kb[16];
+    MDB_val k = {sizeof kb, kb};
+    int rc;
+
+    due_key(kb, due_ms, id);
+    rc = mdb_del(w->txn, w->q->db_due, &k, NULL);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+int queue__job_update(queue__wtxn_t *w, uint64_t id, const queue__patch_t *p, int *result)
+{
+    unsigned char kb[8], buf[QUEUE__REC_MAX_LEN];
+    MDB_val k = {sizeof kb, kb}, v;
+    queue__record_t r;
+    uint64_t old_ms, new_ms;
+    uint8_t old_state;
+    size_t len;
+    int rc;
+
+    *result = 0;
+    queue__be64_put(kb, id);
+    rc = mdb_get(w->txn, w->q->db_jobs, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        *result = QUEUE_ENOTFOUND;
+        return 0;
+    }
+    if (rc != 0)
+        return rc;
+    if (queue__record_parse(v.mv_data, v.mv_size, &r) != 0) {
+        *result = QUEUE_ECORRUPT;
+        return 0;
+    }
+    old_state = r.state;
+    old_ms = queue__due_ms(r.next_attempt_at);
+    r.state = p->state;
+    r.attempts = p->attempts;
+    r.updated_at = p->updated_at;
+    if (queue__state_is_due(p->state))
+        r.next_attempt_at = p->next_attempt_at;
+    if (p->wamid.p != NULL)
+        r.s[QUEUE__REC_WAMID] = p->wamid;
+    if (p->has_err) {
+        r.err_status = p->err_status;
+        r.err_meta_code = p->err_meta_code;
+        r.s[QUEUE__REC_ERR_CODE] = p->err_code;
+        r.s[QUEUE__REC_ERR_MSG] = p->err_msg;
+    }
+    new_ms = queue__due_ms(r.next_attempt_at);
+    /* Encode before the put: r's views point into the page being replaced. */
+    rc = queue__record_encode(&r, buf, sizeof buf, &len);
+    if (rc != 0)
+        return rc;
+    v.mv_data = buf;
+    v.mv_size = len;
+    rc = mdb_put(w->txn, w->q->db_jobs, &k, &v, 0);
+    if (rc != 0)
+        return rc;
+    if (queue__state_is_due(old_state) && queue__state_is_due(p->state) && old_ms == new_ms) {
+        /* Same index key: nothing to move. */
+    } else {
+        if (queue__state_is_due(old_state)) {
+            rc = queue__due_del(w, old_ms, id);
+            if (rc != 0)
+                return rc;
+        }
+        if (queue__state_is_due(p->state)) {
+            rc = queue__due_put(w, new_ms, id);
+            if (rc != 0)
+                return rc;
+        }
+    }
+    if (old_state != p->state)
+        return queue__counts_move(w, old_state, p->state);
+    return 0;
+}
+
+/* --- Open and close ------------------------------------------------------ */
+
+typedef struct open_ctx {
+    uint64_t hwm;     /* out: high water mark from meta */
+    uint64_t last_id; /* out: largest key of jobs */
+} open_ctx_t;
+
+static int open_dbs_fn(queue__wtxn_t *w, void *arg)
+{
+    open_ctx_t *oc = arg;
+    queue_t *q = w->q;
+    MDB_val k = {sizeof QUEUE__META_SCHEMA - 1, QUEUE__META_SCHEMA}, v, lk;
+    MDB_cursor *cur = NULL;
+    unsigned char sb[4];
+    int rc;
+
+    oc->hwm = 0;
+    oc->last_id = 0;
+    if ((rc = mdb_dbi_open(w->txn, QUEUE__DB_META, MDB_CREATE, &q->db_meta)) != 0 ||
+        (rc = mdb_dbi_open(w->txn, QUEUE__DB_JOBS, MDB_CREATE, &q->db_jobs)) != 0 ||
+        (rc = mdb_dbi_open(w->txn, QUEUE__DB_BODIES, MDB_CREATE, &q->db_bodies)) != 0 ||
+        (rc = mdb_dbi_open(w->txn, QUEUE__DB_DUE, MDB_CREATE, &q->db_due)) != 0 ||
+        (rc = mdb_dbi_open(w->txn, QUEUE__DB_IDEM, MDB_CREATE, &q->db_idem)) != 0)
+        return rc;
+
+    rc = mdb_cursor_open(w->txn, q->db_jobs, &cur);
+    if (rc != 0)
+        return rc;
+    rc = mdb_cursor_get(cur, &lk, &v, MDB_LAST);
+    if (rc == 0 && lk.mv_size == 8)
+        oc->last_id = queue__be64_get(lk.mv_data);
+    else if (rc == 0)
+        rc = QUEUE_ECORRUPT;
+    else if (rc == MDB_NOTFOUND)
+        rc = 0;
+    mdb_cursor_close(cur);
+    if (rc != 0)
+        return rc;
+
+    rc = mdb_get(w->txn, q->db_meta, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        /* A new environment, or one that is not ours. */
+        unsigned char zero[8 * QUEUE_STATE_MAX];
+        MDB_val ck = {sizeof QUEUE__META_COUNTS - 1, QUEUE__META_COUNTS};
+        MDB_val cv = {sizeof zero, zero};
+        if (oc->last_id != 0)
+            return QUEUE_ECORRUPT;
+        memset(zero, 0, sizeof zero);
+        queue__be32_put(sb, QUEUE_SCHEMA_VERSION);
+        v.mv_data = sb;
+        v.mv_size = sizeof sb;
+        rc = mdb_put(w->txn, q->db_meta, &k, &v, 0);
+        if (rc == 0)
+            rc = mdb_put(w->txn, q->db_meta, &ck, &cv, 0);
+        return rc;
+    }
+    if (rc != 0)
+        return rc;
+    if (v.mv_size != 4 || queue__be32_get(v.mv_data) == 0)
+        return QUEUE_ECORRUPT;
+    if (queue__be32_get(v.mv_data) > QUEUE_SCHEMA_VERSION)
+        return QUEUE_ESCHEMA;
+    rc = counts_load(w); /* present and well-formed, or ECORRUPT now */
+    if (rc != 0)
+        return rc;
+    k.mv_data = QUEUE__META_HWM;
+    k.mv_size = sizeof QUEUE__META_HWM - 1;
+    rc = mdb_get(w->txn, q->db_meta, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc != 0)
+        return rc;
+    if (v.mv_size != 8)
+        return QUEUE_ECORRUPT;
+    oc->hwm = queue__be64_get(v.mv_data);
+    return 0;
+}
+
+int queue_open(const char *dir, const queue_options_t *opt, queue_t **out)
+{
+    char path[PATH_MAX];
+    pthread_rwlockattr_t attr;
+    uint64_t map_size = DEFAULT_MAP_SIZE, map_max = DEFAULT_MAP_MAX;
+    unsigned readers = DEFAULT_READERS;
+    MDB_envinfo info;
+    open_ctx_t oc;
+    queue_t *q;
+    int rc, dead;
+
+    if (out == NULL)
+        return QUEUE_EINVAL;
+    *out = NULL;
+    if (dir == NULL || *dir == '\0')
+        return QUEUE_EINVAL;
+    if (opt != NULL) {
+        if (opt->map_size != 0)
+            map_size = opt->map_size;
+        if (opt->map_size_max != 0)
+            map_max = opt->map_size_max;
+        if (opt->max_readers != 0)
+            readers = opt->max_readers;
+    }
+    rc = snprintf(path, sizeof path, "%s/lock", dir);
+    if (rc < 0 || (size_t)rc >= sizeof path)
+        return -ENAMETOOLONG;
+
+    q = calloc(1, sizeof *q);
+    if (q == NULL)
+        return -ENOMEM;
+    q->lock_fd = -1;
+    atomic_flag_clear(&q->rtxn_busy);
+
+    /* The lock comes first: LMDB must never be opened twice in a process,
+     * and flock is per open file description, so even a second open in this
+     * process fails here. */
+    q->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (q->lock_fd < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    if (flock(q->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        rc = errno == EWOULDBLOCK ? QUEUE_ELOCKED : -errno;
+        goto fail;
+    }
+
+    rc = pthread_rwlockattr_init(&attr);
+    if (rc != 0) {
+        rc = -rc;
+        goto fail;
+    }
+    /* Reader-preferring (see struct queue): nested reads must not block. */
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_READER_NP);
+    rc = pthread_rwlock_init(&q->rwlock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    if (rc != 0) {
+        rc = -rc;
+        goto fail;
+    }
+    q->rwlock_ok = true;
+
+    rc = mdb_env_create(&q->env);
+    if (rc != 0) {
+        q->env = NULL;
+        goto fail_mdb;
+    }
+    q->map_size = page_round(map_size);
+    q->map_max = page_round(map_max);
+    if ((rc = mdb_env_set_maxdbs(q->env, QUEUE__MAX_DBS)) != 0 ||
+        (rc = mdb_env_set_maxreaders(q->env, readers)) != 0 ||
+        (rc = mdb_env_set_mapsize(q->env, q->map_size)) != 0)
+        goto fail_mdb;
+    /* Durable commits: no NOSYNC, NOMETASYNC or WRITEMAP. NOTLS because the
+     * cached read txn and reads may move between threads. */
+    rc = mdb_env_open(q->env, dir, MDB_NOTLS, 0600);
+    if (rc != 0)
+        goto fail_mdb;
+    rc = mdb_reader_check(q->env, &dead);
+    if (rc != 0)
+        goto fail_mdb;
+    /* LMDB keeps a larger size stored in the file: adopt what it chose. */
+    rc = mdb_env_info(q->env, &info);
+    if (rc != 0)
+        goto fail_mdb;
+    q->map_size = info.me_mapsize;
+    if (q->map_max < q->map_size)
+        q->map_max = q->map_size;
+
+    rc = queue__write_run(q, open_dbs_fn, &oc);
+    if (rc != 0)
+        goto fail;
+    q->next_id = (oc.hwm > oc.last_id ? oc.hwm : oc.last_id) + 1;
+    *out = q;
+    return 0;
+
+fail_mdb:
+    rc = queue__err_map(rc);
+fail:
+    queue_close(q);
+    return rc;
+}
+
+void queue_close(queue_t *q)
+{
+    if (q == NULL)
+        return;
+    if (q->rtxn != NULL)
+        mdb_txn_abort(q->rtxn);
+    if (q->env != NULL)
+        mdb_env_close(q->env);
+    if (q->rwlock_ok)
+        pthread_rwlock_destroy(&q->rwlock);
+    /* Closing the descriptor releases the flock. */
+    if (q->lock_fd >= 0)
+        close(q->lock_fd);
+    free(q);
+}
+
+uint64_t queue_id_next(queue_t *q)
+{
+    return q->next_id++;
+}
+
+/* --- Recovery ------------------------------------------------------------ */
+
+typedef struct recover_ctx {
+    bool at_most_once;
+    double now;
+    size_t n;
+} recover_ctx_t;
+
+typedef struct sending_job {
+    uint64_t id;
+    uint16_t attempts;
+} sending_job_t;
+
+static int recover_fn(queue__wtxn_t *w, void *arg)
+{
+    recover_ctx_t *ctx = arg;
+    sending_job_t *list = NULL;
+    size_t n = 0, cap = 0;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    uint64_t want;
+    int rc, op;
+
+    ctx->n = 0;
+    rc = counts_load(w);
+    if (rc != 0)
+        return rc;
+    want = w->counts[QUEUE_STATE_SENDING];
+    if (want == 0)
+        return 0;
+    /* Every sending job is in the due index; collect them first, then
+     * change them, so the cursor never walks a tree being modified. */
+    rc = mdb_cursor_open(w->txn, w->q->db_due, &cur);
+    if (rc != 0)
+        return rc;
+    for (op = MDB_FIRST; n < want; op = MDB_NEXT) {
+        unsigned char idb[8];
+        MDB_val jk = {sizeof idb, idb}, jv;
+        queue__record_t r;
+
+        rc = mdb_cursor_get(cur, &k, &v, op);
+        if (rc == MDB_NOTFOUND) {
+            rc = 0;
+            break;
+        }
+        if (rc != 0)
+            goto out;
+        if (k.mv_size != 16)
+            continue;
+        memcpy(idb, (const unsigned char *)k.mv_data + 8, 8);
+        rc = mdb_get(w->txn, w->q->db_jobs, &jk, &jv);
+        if (rc == MDB_NOTFOUND) {
+            rc = 0;
+            continue;
+        }
+        if (rc != 0)
+            goto out;
+        if (queue__record_parse(jv.mv_data, jv.mv_size, &r) != 0 ||
+            r.state != QUEUE_STATE_SENDING)
+            continue;
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            sending_job_t *nl = realloc(list, ncap * sizeof *nl);
+            if (nl == NULL) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            list = nl;
+            cap = ncap;
+        }
+        list[n].id = queue__be64_get(idb);
+        list[n].attempts = r.attempts;
+        n++;
+    }
+    mdb_cursor_close(cur);
+    cur = NULL;
+    for (size_t i = 0; i < n; i++) {
+        queue__patch_t p;
+        int res;
+
+        memset(&p, 0, sizeof p);
+        p.state = ctx->at_most_once ? QUEUE_STATE_UNCERTAIN : QUEUE_STATE_QUEUED;
+        p.attempts = list[i].attempts;
+        p.updated_at = ctx->now;
+        p.next_attempt_at = ctx->now;
+        rc = queue__job_update(w, list[i].id, &p, &res);
+        if (rc != 0)
+            goto out;
+        if (res == 0)
+            ctx->n++;
+    }
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    free(list);
+    return rc;
+}
+
+int queue_recover(queue_t *q, bool at_most_once, double now, size_t *n_recovered)
+{
+    recover_ctx_t ctx = {at_most_once, now, 0};
+    int rc;
+
+    if (n_recovered != NULL)
+        *n_recovered = 0;
+    if (q == NULL)
+        return QUEUE_EINVAL;
+    rc = queue__write_run(q, recover_fn, &ctx);
+    if (rc == 0 && n_recovered != NULL)
+        *n_recovered = ctx.n;
+    return rc;
+}
+
+/* --- Reads --------------------------------------------------------------- */
+
+static int job_get_txn(queue_t *q, MDB_txn *txn, uint64_t id, queue_job_t *out)
+{
+    unsigned char kb[8];
+    MDB_val k = {sizeof kb, kb}, v;
+    int rc;
+
+    queue__be64_put(kb, id);
+    rc = mdb_get(txn, q->db_jobs, &k, &v);
+    if (rc != 0)
+        return queue__err_map(rc);
+    rc = queue__record_decode(v.mv_data, v.mv_size, out);
+    if (rc == 0)
+        out->id = id;
+    return rc;
+}
+
+int queue_job_get(queue_t *q, uint64_t id, queue_job_t *out)
+{
+    rd_t r;
+    int rc;
+
+    if (out == NULL)
+        return QUEUE_EINVAL;
+    memset(out, 0, sizeof *out);
+    if (q == NULL)
+        return QUEUE_EINVAL;
+    rc = rd_begin(q, &r);
+    if (rc != 0)
+        return rc;
+    rc = job_get_txn(q, r.txn, id, out);
+    rd_end(q, &r);
+    return rc;
+}
+
+int queue_job_get_by_key(queue_t *q, const char *idempotency_key, queue_job_t *out)
+{
+    MDB_val k, v;
+    size_t len;
+    rd_t r;
+    int rc;
+
+    if (out == NULL)
+        return QUEUE_EINVAL;
+    memset(out, 0, sizeof *out);
+    if (q == NULL || idempotency_key == NULL)
+        return QUEUE_EINVAL;
+    len = strnlen(idempotency_key, QUEUE_MAX_KEY_LEN + 1);
+    if (len == 0 || len > QUEUE_MAX_KEY_LEN)
+        return QUEUE_EINVAL;
+    k.mv_data = (void *)idempotency_key;
+    k.mv_size = len;
+    rc = rd_begin(q, &r);
+    if (rc != 0)
+        return rc;
+    rc = mdb_get(r.txn, q->db_idem, &k, &v);
+    if (rc == 0 && v.mv_size != 8)
+        rc = QUEUE_ECORRUPT;
+    if (rc == 0)
+        rc = job_get_txn(q, r.txn, queue__be64_get(v.mv_data), out);
+    rd_end(q, &r);
+    return queue__err_map(rc);
+}
+
+void queue_job_clear(queue_job_t *job)
+{
+    if (job == NULL)
+        return;
+    free(job->priv_);
+    memset(job, 0, sizeof *job);
+}
+
+int queue_job_body(queue_t *q, uint64_t id, char **body, size_t *len)
+{
+    unsigned char kb[8];
+    MDB_val k = {sizeof kb, kb}, v;
+    char *copy = NULL;
+    rd_t r;
+    int rc;
+
+    if (body == NULL || len == NULL)
+        return QUEUE_EINVAL;
+    *body = NULL;
+    *len = 0;
+    if (q == NULL)
+        return QUEUE_EINVAL;
+    queue__be64_put(kb, id);
+    rc = rd_begin(q, &r);
+    if (rc != 0)
+        return rc;
+    rc = mdb_get(r.txn, q->db_bodies, &k, &v);
+    if (rc == 0) {
+        copy = malloc(v.mv_size + 1);
+        if (copy == NULL) {
+            rc = -ENOMEM;
+        } else {
+            memcpy(copy, v.mv_data, v.mv_size);
+            copy[v.mv_size] = '\0';
+            *body = copy;
+            *len = v.mv_size;
+        }
+    }
+    rd_end(q, &r);
+    return queue__err_map(rc);
+}
+
+int queue_due_scan(queue_t *q, double after_due, uint64_t after_id, double until, size_t limit,
+                   queue_due_cb cb, void *user)
+{
+    unsigned char start[16];
+    MDB_cursor *cur = NULL;
+    MDB_val k = {sizeof start, start}, v;
+    uint64_t until_ms = queue__due_ms(until);
+    size_t seen = 0;
+    rd_t r;
+    int rc;
+
+    if (q == NULL || cb == NULL)
+        return QUEUE_EINVAL;
+    if (limit == 0)
+        return 0;
+    due_key(start, queue__due_ms(after_due), after_id);
+    rc = rd_begin(q, &r);
+    if (rc != 0)
+        return rc;
+    rc = mdb_cursor_open(r.txn, q->db_due, &cur);
+    if (rc != 0)
+        goto out;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    /* Strictly after (after_due, after_id): skip an exact match. */
+    if (rc == 0 && k.mv_size == sizeof start && memcmp(k.mv_data, start, sizeof start) == 0)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    while (rc == 0 && seen < limit) {
+        /* Strings copied out so the callback gets NUL-terminated text. */
+        char sbuf[2 * (QUEUE_MAX_ID_LEN + 1) + 2 * (QUEUE_MAX_KEY_LEN + 1)];
+        static const int idx[4] = {QUEUE__REC_PHONE, QUEUE__REC_TO, QUEUE__REC_ORDER_KEY,
+                                   QUEUE__REC_CAMPAIGN};
+        const char *sp[4];
+        unsigned char idb[8];
+        MDB_val jk = {sizeof idb, idb}, jv;
+        queue_due_entry_t e;
+        queue__record_t rec;
+        char *w = sbuf;
+
+        if (k.mv_size != 16) {
+            rc = QUEUE_ECORRUPT;
+            break;
+        }
+        if (queue__be64_get(k.mv_data) > until_ms)
+            break;
+        memcpy(idb, (const unsigned char *)k.mv_data + 8, 8);
+        rc = mdb_get(r.txn, q->db_jobs, &jk, &jv);
+        if (rc == MDB_NOTFOUND)
+            rc = QUEUE_ECORRUPT; /* an index entry without its job */
+        if (rc != 0)
+            break;
+        rc = queue__record_parse(jv.mv_data, jv.mv_size, &rec);
+        if (rc != 0)
+            break;
+        for (int i = 0; i < 4; i++) {
+            const queue__str_t *s = &rec.s[idx[i]];
+            if (s->p == NULL) {
+                sp[i] = NULL;
+                continue;
+            }
+            memcpy(w, s->p, s->len);
+            w[s->len] = '\0';
+            sp[i] = w;
+            w += s->len + 1;
+        }
+        e.id = queue__be64_get(idb);
+        e.due = rec.next_attempt_at;
+        e.state = rec.state;
+        e.type = rec.type;
+        e.priority = rec.priority;
+        e.attempts = rec.attempts;
+        e.max_attempts = rec.max_attempts;
+        e.expires_at = rec.expires_at;
+        e.phone_number_id = sp[0];
+        e.to = sp[1];
+        e.order_key = sp[2];
+        e.campaign = sp[3];
+        seen++;
+        if (cb(&e, user) != 0)
+            break;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    rd_end(q, &r);
+    return queue__err_map(rc);
+}
+
+int queue_counts(queue_t *q, uint64_t counts[QUEUE_STATE_MAX + 1])
+{
+    MDB_val k = {sizeof QUEUE__META_COUNTS - 1, QUEUE__META_COUNTS}, v;
+    rd_t r;
+    int rc;
+
+    if (q == NULL || counts == NULL)
+        return QUEUE_EINVAL;
+    memset(counts, 0, sizeof(uint64_t) * (QUEUE_STATE_MAX + 1));
+    rc = rd_begin(q, &r);
+    if (rc != 0)
+        return rc;
+    rc = mdb_get(r.txn, q->db_meta, &k, &v);
+    if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size < 8 * QUEUE_STATE_MAX))
+        rc = QUEUE_ECORRUPT;
+    if (rc == 0)
+        for (int i = 1; i <= QUEUE_STATE_MAX; i++)
+            counts[i] = queue__be64_get((const unsigned char *)v.mv_data + 8 * (i - 1));
+    rd_end(q, &r);
+    return queue__err_map(rc);
+}
+
+int queue_space(queue_t *q, size_t *map_size, size_t *used)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    int rc;
+
+    if (q == NULL)
+        return QUEUE_EINVAL;
+    rc = pthread_rwlock_rdlock(&q->rwlock);
+    if (rc != 0)
+        return -rc;
+    rc = q->broken ? -EIO : mdb_env_info(q->env, &info);
+    if (rc == 0)
+        rc = mdb_env_stat(q->env, &st);
+    pthread_rwlock_unlock(&q->rwlock);
+    if (rc != 0)
+        return queue__err_map(rc);
+    if (map_size != NULL)
+        *map_size = info.me_mapsize;
+    if (used != NULL)
+        *used = (info.me_last_pgno + 1) * (size_t)st.ms_psize;
+    return 0;
+}

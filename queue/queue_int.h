@@ -1,0 +1,264 @@
+/*
+ * queue_int.h - internals shared by the files of the queue module.
+ *
+ * Not installed and not included outside queue/ except by the module's own
+ * tests and fuzz targets. Names here use the `queue__` prefix.
+ */
+#ifndef AVP_QUEUE_INT_H
+#define AVP_QUEUE_INT_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <lmdb.h>
+#include <pthread.h>
+
+#include "queue.h"
+
+/* --- Layout of the environment ----------------------------------------- */
+
+/* Named databases. `meta` holds the keys below; `jobs` maps the 8-byte
+ * big-endian id to a record; `bodies` maps the id to the request body (kept
+ * apart so a state change never rewrites a large body); `due` holds one
+ * empty-valued key (8-byte BE due ms, 8-byte BE id) per job in state queued,
+ * retrying or sending; `idem` maps an idempotency key to the 8-byte BE id. */
+#define QUEUE__DB_META "meta"
+#define QUEUE__DB_JOBS "jobs"
+#define QUEUE__DB_BODIES "bodies"
+#define QUEUE__DB_DUE "due"
+#define QUEUE__DB_IDEM "idem"
+/* Room for later indexes (campaign, order key) without reopening. */
+#define QUEUE__MAX_DBS 12
+
+/* Keys of `meta`. schema: u32 BE; hwm: u64 BE, the highest job id ever used
+ * by a committed batch; counts: QUEUE_STATE_MAX u64 BE, jobs per state 1..N. */
+#define QUEUE__META_SCHEMA "schema"
+#define QUEUE__META_HWM "hwm"
+#define QUEUE__META_COUNTS "counts"
+
+/* Store-level bound on one body; the daemon's own limit is far below. */
+#define QUEUE__MAX_BODY_LEN ((size_t)64 << 20)
+
+/* --- Big-endian helpers ------------------------------------------------ */
+
+static inline void queue__be64_put(unsigned char *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (unsigned char)(v & 0xff);
+        v >>= 8;
+    }
+}
+
+static inline uint64_t queue__be64_get(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static inline void queue__be32_put(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static inline uint32_t queue__be32_get(const unsigned char *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+/* Due-index time: unix seconds to whole milliseconds, rounded to nearest.
+ * NaN and values <= 0 give 0; values past the range give UINT64_MAX. The due
+ * index (ordering, `until`, `after_due`) has millisecond resolution. */
+static inline uint64_t queue__due_ms(double t)
+{
+    if (!(t > 0.0))
+        return 0;
+    double ms = t * 1000.0 + 0.5;
+    if (ms >= 18446744073709549568.0) /* largest double below 2^64 */
+        return UINT64_MAX;
+    return (uint64_t)ms;
+}
+
+static inline bool queue__state_is_due(int state)
+{
+    return state == QUEUE_STATE_QUEUED || state == QUEUE_STATE_RETRYING ||
+           state == QUEUE_STATE_SENDING;
+}
+
+/* --- Records ------------------------------------------------------------ */
+
+/*
+ * Record format, version 1 (all integers big-endian):
+ *   u8 version, u8 state, u8 type, u8 priority, u16 attempts,
+ *   u16 max_attempts, f64 created_at, f64 updated_at, f64 next_attempt_at,
+ *   f64 not_before, f64 expires_at (IEEE-754 bits), i32 last_error.status,
+ *   i64 last_error.meta_code, then QUEUE__REC_NSTR strings in the order of
+ *   the enum below, each a u16 length (0xFFFF: absent) and that many bytes
+ *   (no NUL, none inside). Nothing may follow the last string.
+ */
+enum {
+    QUEUE__REC_PHONE,
+    QUEUE__REC_TO,
+    QUEUE__REC_CAMPAIGN,
+    QUEUE__REC_ORDER_KEY,
+    QUEUE__REC_IDEM,
+    QUEUE__REC_WAMID,
+    QUEUE__REC_ERR_CODE,
+    QUEUE__REC_ERR_MSG,
+    QUEUE__REC_NSTR
+};
+
+#define QUEUE__REC_FIXED_LEN 60
+#define QUEUE__REC_ABSENT 0xFFFFu
+/* Upper bound of an encoded record: fixed part, prefixes, longest strings. */
+#define QUEUE__REC_MAX_LEN                                                                         \
+    (QUEUE__REC_FIXED_LEN + 2 * QUEUE__REC_NSTR + 2 * QUEUE_MAX_ID_LEN + 3 * QUEUE_MAX_KEY_LEN +  \
+     QUEUE_MAX_WAMID_LEN + QUEUE_ERR_CODE_LEN + QUEUE_ERR_MSG_LEN)
+
+/* A string view: p == NULL means absent. Not NUL-terminated. */
+typedef struct queue__str {
+    const char *p;
+    size_t len;
+} queue__str_t;
+
+/* A decoded record as views into the buffer it was parsed from (or into the
+ * caller's strings when built from a job). Lives no longer than those. */
+typedef struct queue__record {
+    uint8_t state;
+    uint8_t type;
+    uint8_t priority;
+    uint16_t attempts;
+    uint16_t max_attempts;
+    double created_at;
+    double updated_at;
+    double next_attempt_at;
+    double not_before;
+    double expires_at;
+    int32_t err_status;
+    int64_t err_meta_code;
+    queue__str_t s[QUEUE__REC_NSTR];
+} queue__record_t;
+
+/* Longest allowed length of string `i` of a record. */
+size_t queue__record_str_max(int i);
+
+/*
+ * Parses `len` bytes at `buf` (any bytes at all) into views. Returns 0, or
+ * QUEUE_ECORRUPT for anything that is not a well-formed record of a version
+ * this build knows (truncated, trailing bytes, newer version, values out of
+ * range, over-long strings, embedded NUL). `r` is unspecified on error.
+ */
+int queue__record_parse(const void *buf, size_t len, queue__record_t *r);
+
+/* Bytes that queue__record_encode will write for `r`. */
+size_t queue__record_size(const queue__record_t *r);
+
+/*
+ * Encodes `r` in the current version into `buf` (`cap` bytes). Returns 0 and
+ * sets *out_len, or QUEUE_EINVAL when a field is out of range or a string too
+ * long, or -ENOBUFS when `cap` is too small.
+ */
+int queue__record_encode(const queue__record_t *r, void *buf, size_t cap, size_t *out_len);
+
+/* Builds views of `job` (its strings are borrowed). QUEUE_EINVAL when a
+ * field is out of range or a string longer than its limit. */
+int queue__record_from_job(const queue_job_t *job, queue__record_t *r);
+
+/*
+ * Decodes arbitrary bytes into *out (safe on any input; the fuzz entry
+ * point). On success the strings live in one allocation owned by *out
+ * (release with queue_job_clear) and out->id is 0: the id is the key, not
+ * part of the record. On failure (QUEUE_ECORRUPT, -ENOMEM) *out is zeroed.
+ */
+int queue__record_decode(const void *buf, size_t len, queue_job_t *out);
+
+/* --- The handle and its write path ------------------------------------- */
+
+struct queue {
+    MDB_env *env;
+    MDB_dbi db_meta;
+    MDB_dbi db_jobs;
+    MDB_dbi db_bodies;
+    MDB_dbi db_due;
+    MDB_dbi db_idem;
+    int lock_fd;
+    bool rwlock_ok;
+    /* Reads hold it shared for the life of their txn; map growth holds it
+     * exclusive, because mdb_env_set_mapsize needs no txn open anywhere in
+     * the process. Reader-preferring, so a read nested in a scan callback
+     * cannot deadlock against a waiting grower. */
+    pthread_rwlock_t rwlock;
+    /* Set (under the exclusive lock) when a remap failed and the env is no
+     * longer usable; every later call fails with -EIO. */
+    bool broken;
+    /* A read txn kept reset between reads to skip reader-slot setup. Whoever
+     * wins rtxn_busy owns it until the read ends; others open their own. */
+    MDB_txn *rtxn;
+    atomic_flag rtxn_busy;
+    /* Writer-thread state. */
+    size_t map_size;
+    size_t map_max;
+    /* Loop-thread state. */
+    uint64_t next_id;
+};
+
+/* State of one write transaction, passed to the write callbacks. */
+typedef struct queue__wtxn {
+    queue_t *q;
+    MDB_txn *txn;
+    bool counts_loaded;
+    bool counts_dirty;
+    uint64_t counts[QUEUE_STATE_MAX + 1];
+} queue__wtxn_t;
+
+/* A write step: returns 0, a raw LMDB code, or a negative queue/errno code.
+ * It may run more than once (after map growth) and must start from scratch
+ * each time. */
+typedef int (*queue__write_fn)(queue__wtxn_t *w, void *arg);
+
+/* Runs `fn` in one synced write txn, growing the map and rerunning on
+ * MDB_MAP_FULL. The per-state counters loaded through w are written back
+ * before the commit. Returns 0 or a mapped negative code. */
+int queue__write_run(queue_t *q, queue__write_fn fn, void *arg);
+
+/* Adjusts the counters of w: one job leaves `from` (0: none) for `to`
+ * (0: none). Returns 0 or an error code of the write path. */
+int queue__counts_move(queue__wtxn_t *w, int from, int to);
+
+/* Puts or deletes the due-index key of (due_ms, id) in w's txn. A missing
+ * key on delete is not an error. */
+int queue__due_put(queue__wtxn_t *w, uint64_t due_ms, uint64_t id);
+int queue__due_del(queue__wtxn_t *w, uint64_t due_ms, uint64_t id);
+
+/* A state change to apply to one job (views borrowed from the caller). */
+typedef struct queue__patch {
+    uint8_t state;
+    uint16_t attempts;
+    double updated_at;
+    double next_attempt_at; /* applied only when `state` is a due state */
+    queue__str_t wamid;     /* p == NULL: keep the stored one */
+    bool has_err;           /* false: keep the stored last error */
+    int32_t err_status;
+    int64_t err_meta_code;
+    queue__str_t err_code; /* at most QUEUE_ERR_CODE_LEN - 1 bytes */
+    queue__str_t err_msg;  /* at most QUEUE_ERR_MSG_LEN - 1 bytes */
+} queue__patch_t;
+
+/* Read-modify-write of job `id` in w's txn, rewriting the record in the
+ * current version; keeps the due index and the counters. *result gets 0,
+ * QUEUE_ENOTFOUND, or QUEUE_ECORRUPT (an undecodable record is left alone).
+ * The return value is non-zero only for errors that must abort the txn. */
+int queue__job_update(queue__wtxn_t *w, uint64_t id, const queue__patch_t *p, int *result);
+
+/* Maps an LMDB return code, a positive errno, or an already negative code to
+ * the module's negative codes. */
+int queue__err_map(int rc);
+
+#endif

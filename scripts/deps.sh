@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what building, testing and running the demo need on Debian 12, and
+# nothing when everything is already there. Usage: scripts/deps.sh [--extra]
+# (--extra adds the tools of the lint/benchmark/fuzz steps).
+set -euo pipefail
+
+pkgs=(build-essential cmake pkg-config python3
+      libuv1-dev libcurl4-openssl-dev libcjson-dev liblmdb-dev libsystemd-dev
+      libmicrohttpd-dev)
+if [[ "${1:-}" == "--extra" ]]; then
+    pkgs+=(clang clang-format cppcheck valgrind lmdb-utils)
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+echo "deps: installing ${missing[*]}" >&2
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "deps: need root or sudo to install ${missing[*]}" >&2; exit 1; }
+    sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

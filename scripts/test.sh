@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds avenpingd and runs every test (unit + integration) with ctest.
+# Installs missing Debian packages first. With CI=true: warnings are errors,
+# and the suite runs a second time under ASan+UBSan.
+# Usage: scripts/test.sh [ctest args...]
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+scripts/deps.sh
+
+jobs=$(nproc 2>/dev/null || echo 2)
+werror=OFF
+[[ "${CI:-}" == "true" ]] && werror=ON
+
+run_suite() { # build-dir, extra cmake args...
+    local dir=$1; shift
+    cmake -S . -B "$dir" -DAVP_WERROR=$werror "$@" >/dev/null
+    cmake --build "$dir" -j"$jobs"
+    ctest --test-dir "$dir" --output-on-failure -j"$jobs" "${ctest_args[@]}"
+}
+
+ctest_args=("$@")
+run_suite build
+if [[ "${CI:-}" == "true" || "${AVP_SANITIZE_TOO:-}" == "1" ]]; then
+    echo "== the same suite under ASan+UBSan =="
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+        run_suite build-asan -DAVP_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+fi

@@ -1,0 +1,286 @@
+"""Harness for avenpingd's integration tests: real processes, real sockets.
+
+Starts the fake v2 API (avp-fakeapi) and the daemon (avenpingd) as child
+processes in a temporary directory, talks to the daemon over its Unix socket
+and judges from the fake API's side (its send log and counters).
+Standard library only.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+BUILD = os.environ.get("AVP_BUILD_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+DAEMON = os.environ.get("AVP_DAEMON", os.path.join(BUILD, "daemon", "avenpingd"))
+FAKEAPI = os.environ.get("AVP_FAKEAPI", os.path.join(BUILD, "tests", "fakeapi", "avp-fakeapi"))
+TOKEN = "test-token"
+SENDERS = ["1000001", "1000002", "1000003", "1000004", "1000005"]
+
+
+class TestFailure(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise TestFailure(what)
+
+
+def wait_for(pred, timeout, what, interval=0.02):
+    """Polls pred() until it is true. The condition is the event awaited;
+    the timeout only bounds a test that would otherwise hang."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise TestFailure("timed out after %.0fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+class Workdir:
+    def __init__(self, name):
+        self.path = tempfile.mkdtemp(prefix="avp-%s-" % name)
+        self.procs = []
+
+    def file(self, *parts):
+        return os.path.join(self.path, *parts)
+
+    def kill_all(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+
+    def cleanup(self):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+class FakeAPI:
+    def __init__(self, wd, *args):
+        self.log = wd.file("sends.jsonl")
+        port_file = wd.file("fakeapi.port")
+        self.proc = subprocess.Popen(
+            [FAKEAPI, "--port", "0", "--port-file", port_file, "--log", self.log,
+             "--token", TOKEN, "--seed", "42"] + list(args),
+            stdout=subprocess.DEVNULL, stderr=open(wd.file("fakeapi.err"), "w"))
+        wd.procs.append(self.proc)
+        self.port = int(wait_for(lambda: _read(port_file), 10, "the fake API's port file"))
+        self.base = "http://127.0.0.1:%d" % self.port
+
+    def _req(self, method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        r = urllib.request.Request(self.base + path, data=data, method=method,
+                                   headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(r, timeout=10) as f:
+            return json.loads(f.read())
+
+    def control(self, **kw):
+        return self._req("POST", "/_fake/control", kw)
+
+    def stats(self):
+        return self._req("GET", "/_fake/stats")
+
+    def sends(self):
+        """Every accepted send, in the order the fake API logged them."""
+        out = []
+        if not os.path.exists(self.log):
+            return out
+        with open(self.log) as f:
+            for line in f:
+                if line.endswith("\n"):
+                    out.append(json.loads(line))
+        return out
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            s = f.read().strip()
+            return s or None
+    except FileNotFoundError:
+        return None
+
+
+class Daemon:
+    def __init__(self, wd, api_base, config=None, state_dir=None, env=None, name="daemon"):
+        self.wd = wd
+        self.socket = wd.file("avenpingd.sock")
+        self.state_dir = state_dir or wd.file("state")
+        self.token_file = wd.file("token")
+        with open(self.token_file, "w") as f:
+            f.write(TOKEN + "\n")
+        cfg = {
+            "socket": self.socket,
+            "state_dir": self.state_dir,
+            "api_base": api_base,
+            "token_file": self.token_file,
+            "rate_per_number": 100000,
+            "backoff_base_ms": 20,
+            "backoff_max_ms": 500,
+            "request_timeout_ms": 5000,
+            "log_level": "info",
+        }
+        cfg.update(config or {})
+        self.config = wd.file("%s.conf" % name)
+        with open(self.config, "w") as f:
+            for k, v in cfg.items():
+                f.write("%s = %s\n" % (k, v))
+        self.errfile = wd.file("%s.err" % name)
+        self.env = dict(os.environ)
+        self.env.pop("AVENPING_TOKEN", None)
+        self.env.update(env or {})
+        self.proc = None
+
+    def start(self, wait=True):
+        self.proc = subprocess.Popen([DAEMON, "--config", self.config],
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=open(self.errfile, "a"), env=self.env)
+        self.wd.procs.append(self.proc)
+        if wait:
+            wait_for(self._connectable, 15, "the daemon's socket")
+        return self
+
+    def _connectable(self):
+        if self.proc.poll() is not None:
+            raise TestFailure("daemon exited with %s: %s" % (self.proc.returncode, self.stderr()))
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.connect(self.socket)
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    def stderr(self):
+        with open(self.errfile) as f:
+            return f.read()
+
+    def client(self):
+        return Client(self.socket)
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self, timeout=30):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            return self.proc.wait(timeout)
+        return self.proc.returncode if self.proc else None
+
+
+class Client:
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect(path)
+        self.buf = b""
+        self.next_id = 1
+
+    def close(self):
+        self.sock.close()
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def read_line(self, timeout=30):
+        self.sock.settimeout(timeout)
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise EOFError("connection closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def request(self, obj):
+        obj = dict(obj)
+        obj.setdefault("id", self.next_id)
+        self.next_id += 1
+        self.send_raw((json.dumps(obj) + "\n").encode())
+        return self.read_line()
+
+    def pipeline(self, objs, window=2000):
+        """Sends objs pipelined (at most `window` unanswered) and returns the
+        answers in order. Stops early, returning what was answered, if the
+        connection drops."""
+        answers = []
+        sent = 0
+        try:
+            while len(answers) < len(objs):
+                chunk = []
+                while sent < len(objs) and sent - len(answers) < window:
+                    chunk.append(json.dumps(objs[sent]) + "\n")
+                    sent += 1
+                if chunk:
+                    self.send_raw("".join(chunk).encode())
+                answers.append(self.read_line())
+        except (EOFError, ConnectionError, socket.timeout):
+            pass
+        return answers
+
+    def stats(self):
+        return self.request({"op": "stats"})["stats"]
+
+
+def text_job(i, sender=None, to=None, **extra):
+    sender = sender or SENDERS[i % len(SENDERS)]
+    to = to or "+1555%07d" % i
+    j = {"op": "send", "type": "text",
+         "message": {"phoneNumberId": sender, "to": to, "text": "job-%d" % i}}
+    j.update(extra)
+    return j
+
+
+def template_job(i, sender=None, to=None, **extra):
+    sender = sender or SENDERS[i % len(SENDERS)]
+    to = to or "1555%07d" % i
+    j = {"op": "template_send",
+         "message": {"phoneNumberId": sender, "to": to, "templateName": "promo",
+                     "language": "en_US",
+                     "components": [{"type": "body", "parameters": [
+                         {"type": "text", "text": "job-%d" % i}]}]}}
+    j.update(extra)
+    return j
+
+
+def marker(send):
+    """The job-<i> marker a test put into a logged send's body."""
+    b = send["body"]
+    if "text" in b:
+        return b["text"]
+    return b["components"][0]["parameters"][0]["text"]
+
+
+def run(test_fn):
+    """Runs one test function with a fresh work dir; exit code for ctest."""
+    name = test_fn.__name__
+    wd = Workdir(name)
+    t0 = time.monotonic()
+    try:
+        test_fn(wd)
+    except Exception as e:  # noqa: BLE001 - report every failure the same way
+        print("FAIL %s: %s: %s" % (name, type(e).__name__, e))
+        for f in sorted(os.listdir(wd.path)):
+            if f.endswith(".err"):
+                print("--- %s (tail)" % f)
+                print("".join(open(wd.file(f)).readlines()[-30:]))
+        print("work dir kept: %s" % wd.path)
+        wd.kill_all()
+        sys.exit(1)
+    wd.kill_all()
+    print("PASS %s (%.1fs)" % (name, time.monotonic() - t0))
+    wd.cleanup()

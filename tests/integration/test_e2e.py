@@ -1,0 +1,350 @@
+#!/usr/bin/env python3
+"""End-to-end tests: socket -> LMDB -> libcurl multi on libuv -> fake v2 API.
+
+Each case starts real processes and judges from the fake API's send log.
+Usage: test_e2e.py CASE   (see CASES at the bottom)
+"""
+import collections
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import avp  # noqa: E402
+from avp import check, wait_for  # noqa: E402
+
+
+def jobs_mixed(n, start=0):
+    return [avp.text_job(i) if i % 2 == 0 else avp.template_job(i) for i in range(start, start + n)]
+
+
+def unfinished(stats):
+    c = stats["counts"]
+    return c["queued"] + c["retrying"] + c["sending"]
+
+
+def wait_all_final(cl, timeout):
+    return wait_for(lambda: (lambda s: s if unfinished(s) == 0 else None)(cl.stats()),
+                    timeout, "every job to reach a final state", interval=0.1)
+
+
+def submit_all(d, jobs):
+    cl = d.client()
+    answers = cl.pipeline(jobs)
+    cl.close()
+    check(len(answers) == len(jobs), "answers for every submit: %d/%d" % (len(answers), len(jobs)))
+    bad = [a for a in answers if not a.get("ok")]
+    check(not bad, "all submits acknowledged, first failure: %s" % (bad[:1],))
+    ids = [a["job"] for a in answers]
+    check(len(set(ids)) == len(ids), "job ids unique")
+    check(all(isinstance(i, str) and i.isdigit() for i in ids), "job ids are digit strings")
+    return ids
+
+
+def count_markers(sends):
+    return collections.Counter(avp.marker(s) for s in sends)
+
+
+def e2e_10k(wd):
+    """10,000 jobs over 5 senders all reach `sent`; the API saw each once."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    n = 10000
+    jobs = jobs_mixed(n)
+    ids = submit_all(d, jobs)
+    cl = d.client()
+    st = wait_all_final(cl, 180)
+    check(st["counts"]["sent"] == n, "sent == %d: %s" % (n, st["counts"]))
+    sends = api.sends()
+    seen = count_markers(sends)
+    check(len(sends) == n, "the API accepted exactly %d sends, got %d" % (n, len(sends)))
+    check(set(seen) == {"job-%d" % i for i in range(n)}, "every job reached the API")
+    check(max(seen.values()) == 1, "no job sent twice")
+    per_sender = collections.Counter(s["phoneNumberId"] for s in sends)
+    check(all(per_sender[p] == n // 5 for p in avp.SENDERS), "per sender: %s" % per_sender)
+    routes = collections.Counter(s["route"] for s in sends)
+    check(routes == {"/v2/messages/send/text": n // 2, "/v2/templates/send": n // 2},
+          "routes: %s" % routes)
+    # The store's answers agree with the API's log: state and wamid per job.
+    wamid_of = {avp.marker(s): s["wamid"] for s in sends}
+    answers = cl.pipeline([{"op": "get", "job": i} for i in ids])
+    for i, a in enumerate(answers):
+        j = a["job"]
+        check(j["state"] == "sent", "job %s state %s" % (j["id"], j["state"]))
+        check(j["wamid"] == wamid_of["job-%d" % i], "job %s wamid matches the API's" % j["id"])
+        check(j["attempts"] == 1, "one attempt each")
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+def faults_500(wd):
+    """With 10% injected 500s (Meta 131000) every job still ends `sent`, once."""
+    api = avp.FakeAPI(wd, "--fail-rate", "0.1", "--fail-meta-code", "131000")
+    d = avp.Daemon(wd, api.base, {"max_attempts": 50}).start()
+    n = 3000
+    ids = submit_all(d, jobs_mixed(n))
+    cl = d.client()
+    st = wait_all_final(cl, 180)
+    check(st["counts"]["sent"] == n, "all sent: %s" % st["counts"])
+    fstats = api.stats()
+    check(fstats["by_status"].get("500", 0) >= n * 0.05,
+          "the fault was injected: %s" % fstats["by_status"])
+    seen = count_markers(api.sends())
+    check(len(seen) == n and max(seen.values()) == 1, "each job accepted exactly once")
+    answers = cl.pipeline([{"op": "get", "job": i} for i in ids])
+    retried = [a["job"] for a in answers if a["job"]["attempts"] > 1]
+    check(retried, "some jobs needed more than one attempt")
+    check(all(j["lastError"] is None or j["lastError"]["metaCode"] in (None, 131000)
+              for j in retried), "last error carries Meta's code")
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+def kill9(wd):
+    """kill -9 in the middle of a 20,000-job run, restart on the same state:
+    every acknowledged job ends `sent`; duplicates only among jobs the store
+    showed in flight."""
+    api = avp.FakeAPI(wd, "--latency-ms", "1")
+    cfg = {"max_inflight": 64}
+    d = avp.Daemon(wd, api.base, cfg).start()
+    n = 20000
+    jobs = jobs_mixed(n)
+    acked = []
+
+    def submitter():
+        cl = d.client()
+        answers = cl.pipeline(jobs, window=500)
+        acked.extend((i, a["job"]) for i, a in enumerate(answers) if a.get("ok"))
+
+    t = threading.Thread(target=submitter)
+    t.start()
+    wait_for(lambda: api.stats()["accepted"] >= 3000, 120, "3,000 sends before the kill")
+    d.kill9()
+    t.join(60)
+    check(not t.is_alive(), "submitter ended with the daemon")
+    check(len(acked) >= 3000, "some jobs acknowledged before the kill (%d)" % len(acked))
+    before = len(api.sends())
+
+    d2 = avp.Daemon(wd, api.base, cfg, state_dir=d.state_dir, name="daemon2").start()
+    cl = d2.client()
+    wait_all_final(cl, 240)
+    sends = api.sends()
+    seen = count_markers(sends)
+    missing = [i for i, _ in acked if seen["job-%d" % i] == 0]
+    check(not missing, "%d acknowledged jobs never sent, e.g. %s" % (len(missing), missing[:5]))
+    answers = cl.pipeline([{"op": "get", "job": j} for _, j in acked])
+    states = collections.Counter(a["job"]["state"] for a in answers)
+    check(states == {"sent": len(acked)}, "acknowledged jobs all sent: %s" % states)
+    dups = sum(c - 1 for c in seen.values() if c > 1)
+    log = d2.stderr()
+    recovered = 0
+    for line in log.splitlines():
+        if "were in flight at the last stop" in line:
+            recovered = int(line.split(">", 1)[1].split()[0])
+    check(dups <= recovered, "duplicates (%d) only among jobs in flight at the kill (%d)"
+          % (dups, recovered))
+    check(recovered <= cfg["max_inflight"] * 2, "in-flight bound: %d" % recovered)
+    print("kill9: %d acked, %d sent before kill, %d recovered in flight, %d duplicates"
+          % (len(acked), before, recovered, dups))
+    cl.close()
+    check(d2.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+def protocol_errors(wd):
+    """Bad lines get the right error codes; the connection stays usable."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    cl = d.client()
+
+    def ask(raw):
+        cl.send_raw(raw.encode() + b"\n")
+        return cl.read_line()
+
+    cases = [
+        ("not json", "BAD_REQUEST", None),
+        ("[1,2,3]", "BAD_REQUEST", None),
+        ('{"id":7}', "VALIDATION_ERROR", "op"),
+        ('{"id":8,"op":"frobnicate"}', "VALIDATION_ERROR", "frobnicate"),
+        ('{"id":9,"op":"send","type":"text"}', "VALIDATION_ERROR", "message"),
+        ('{"id":10,"op":"send","type":"fax","message":{"phoneNumberId":"1000001","to":"1","text":"x"}}',
+         "VALIDATION_ERROR", "type"),
+        ('{"id":11,"op":"send","type":"text","message":{"to":"15551234567","text":"x"}}',
+         "VALIDATION_ERROR", "phoneNumberId"),
+        ('{"id":12,"op":"send","type":"text","message":{"phoneNumberId":"1000001","text":"x"}}',
+         "VALIDATION_ERROR", "to"),
+        ('{"id":13,"op":"send","type":"text","message":{"phoneNumberId":"1000001","to":"155"}}',
+         "VALIDATION_ERROR", "text"),
+        ('{"id":14,"op":"send","type":"media","message":{"phoneNumberId":"1000001","to":"155","media":{"type":"image"}}}',
+         "VALIDATION_ERROR", "mediaId"),
+        ('{"id":15,"op":"template_send","message":{"phoneNumberId":"1000001","to":"155"}}',
+         "VALIDATION_ERROR", "templateName"),
+        ('{"id":16,"op":"get","job":"999999"}', "NOT_FOUND", None),
+        ('{"id":17,"op":"send","type":"text","priority":"urgent","message":{"phoneNumberId":"1000001","to":"155","text":"x"}}',
+         "VALIDATION_ERROR", "priority"),
+        ('{"id":18,"op":"send","type":"text","idempotencyKey":"' + "k" * 201 +
+         '","message":{"phoneNumberId":"1000001","to":"155","text":"x"}}',
+         "VALIDATION_ERROR", "idempotencyKey"),
+        ('{"id":' + "[" * 100 + "]" * 100 + '}', "BAD_REQUEST", None),
+    ]
+    for raw, code, word in cases:
+        a = ask(raw)
+        check(a.get("ok") is False and a.get("error") == code,
+              "%r -> %s, got %s" % (raw[:60], code, a))
+        check(isinstance(a.get("message"), str) and a["message"], "a message for %r" % raw[:40])
+        if word:
+            check(word in a["message"], "message for %r names %r: %s" % (raw[:40], word, a["message"]))
+        try:
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict) and "id" in parsed:
+            check(a.get("id") == parsed["id"], "id echoed for %r: %s" % (raw[:30], a))
+    # Still usable: a good request on the same connection.
+    a = cl.request({"op": "ping"})
+    check(a["ok"] and a["version"], "ping after errors: %s" % a)
+    a = cl.request(avp.text_job(1))
+    check(a["ok"] and a["duplicate"] is False, "a send after errors: %s" % a)
+    # Pipelined requests come back in order with their ids.
+    cl.send_raw(b"".join(b'{"op":"ping","id":"p%d"}\n' % i for i in range(100)))
+    got = [cl.read_line()["id"] for _ in range(100)]
+    check(got == ["p%d" % i for i in range(100)], "pipelined answers in order")
+    # A body over 2 MB is refused by name.
+    big = avp.text_job(2)
+    big["message"]["text"] = "x" * 2100000
+    a = cl.request(big)
+    check(a["error"] == "VALIDATION_ERROR" and "message" in a["message"], "2 MB bound: %s" % a)
+    # A line over 4 MiB: BAD_REQUEST, then the connection is closed.
+    try:
+        cl.send_raw(b'{"op":"ping","pad":"' + b"y" * (4 * 1024 * 1024 + 10) + b'"}\n')
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server may close before it read all of it
+    a = cl.read_line()
+    check(a["error"] == "BAD_REQUEST", "over-long line: %s" % a)
+    try:
+        cl.read_line(timeout=10)
+        check(False, "connection closed after an over-long line")
+    except (EOFError, ConnectionError):
+        pass
+    cl.close()
+    # ... and the daemon still serves others.
+    cl2 = d.client()
+    check(cl2.request({"op": "ping"})["ok"], "daemon alive after the over-long line")
+    st = cl2.stats()
+    check(st["counts"]["queued"] + st["counts"]["sending"] + st["counts"]["sent"] == 1,
+          "only the one good job was accepted: %s" % st["counts"])
+    cl2.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+def startup_errors(wd):
+    """No token: one clear line, non-zero exit. Two daemons on one state dir:
+    the second refuses."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, name="notoken")
+    os.unlink(d.token_file)
+    # Config names a missing token file: must fail, naming the file.
+    d.start(wait=False)
+    rc = d.proc.wait(15)
+    err = d.stderr().strip().splitlines()
+    check(rc != 0, "exit non-zero without a token")
+    check(len(err) == 1 and "token" in err[0], "one clear line: %s" % err)
+    # Token from the environment works; and it never shows in argv or logs.
+    d1 = avp.Daemon(wd, api.base, name="first")
+    cfg = open(d1.config).read().replace("token_file = %s\n" % d1.token_file, "")
+    open(d1.config, "w").write(cfg)
+    d1.env["AVENPING_TOKEN"] = avp.TOKEN
+    d1.start()
+    cl = d1.client()
+    a = cl.request(avp.text_job(1))
+    check(a["ok"], "send with token from env")
+    wait_for(lambda: cl.stats()["counts"]["sent"] == 1, 30, "the job sent")
+    cmdline = open("/proc/%d/cmdline" % d1.proc.pid, "rb").read()
+    check(avp.TOKEN.encode() not in cmdline, "token not in argv")
+    # Second daemon, same state dir, other socket: refused.
+    d2 = avp.Daemon(wd, api.base, {"socket": wd.file("other.sock")}, state_dir=d1.state_dir,
+                    name="second")
+    d2.start(wait=False)
+    rc2 = d2.proc.wait(15)
+    check(rc2 != 0, "second daemon on the same state dir exits non-zero")
+    check("in use" in d2.stderr(), "says why: %s" % d2.stderr())
+    check(cl.request({"op": "ping"})["ok"], "first daemon unaffected")
+    cl.close()
+    check(d1.stop() == 0, "SIGTERM exits 0")
+    check(avp.TOKEN not in d1.stderr(), "token never logged")
+    # Bad config: file, line and key named.
+    bad = avp.Daemon(wd, api.base, {"rate_per_numbr": 5}, name="badcfg")
+    bad.start(wait=False)
+    check(bad.proc.wait(15) != 0, "unknown key refused")
+    check("badcfg.conf:" in bad.stderr() and "rate_per_numbr" in bad.stderr(),
+          "names file, line, key: %s" % bad.stderr())
+    api.stop()
+
+
+def sigterm_inflight(wd):
+    """SIGTERM with requests in flight: they finish, the daemon exits 0, and
+    nothing acknowledged is lost across the restart."""
+    api = avp.FakeAPI(wd, "--latency-ms", "300")
+    cfg = {"max_inflight": 8}
+    d = avp.Daemon(wd, api.base, cfg).start()
+    ids = submit_all(d, jobs_mixed(200))
+    wait_for(lambda: api.stats()["requests"] >= 8, 30, "requests in flight")
+    t0 = time.monotonic()
+    rc = d.stop()
+    check(rc == 0, "exit 0 after SIGTERM, got %s" % rc)
+    check(time.monotonic() - t0 < 10, "stopped within the bound")
+    d2 = avp.Daemon(wd, api.base, cfg, state_dir=d.state_dir, name="daemon2").start()
+    api.control(latency_ms=0)
+    cl = d2.client()
+    wait_all_final(cl, 60)
+    answers = cl.pipeline([{"op": "get", "job": i} for i in ids])
+    check(all(a["job"]["state"] == "sent" for a in answers), "all sent after restart")
+    seen = count_markers(api.sends())
+    check(len(seen) == 200, "every job reached the API")
+    check(sum(c - 1 for c in seen.values()) == 0, "no duplicates after a clean stop")
+    cl.close()
+    check(d2.stop() == 0, "exit 0")
+    api.stop()
+
+
+def permanent_errors(wd):
+    """400/404 answers fail the job with the error stored; no retries."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    api.control(rules=[{"to": "15550000400", "status": 400, "error": "VALIDATION_ERROR",
+                        "meta": 131026, "times": -1}])
+    cl = d.client()
+    bad = cl.request(avp.text_job(1, to="+1 555 000 0400"))
+    tmpl = avp.template_job(3)
+    tmpl["message"]["templateName"] = "missing_template"
+    missing = cl.request(tmpl)
+    good = cl.request(avp.text_job(4))
+    wait_all_final(cl, 30)
+    j = cl.request({"op": "get", "job": bad["job"]})["job"]
+    check(j["state"] == "failed" and j["attempts"] == 1, "400 fails at once: %s" % j)
+    check(j["lastError"]["status"] == 400 and j["lastError"]["metaCode"] == 131026,
+          "error stored: %s" % j["lastError"])
+    j = cl.request({"op": "get", "job": missing["job"]})["job"]
+    check(j["state"] == "failed" and j["lastError"]["status"] == 404, "404 fails: %s" % j)
+    j = cl.request({"op": "get", "job": good["job"]})["job"]
+    check(j["state"] == "sent" and j["wamid"], "good one sent")
+    cl.close()
+    check(d.stop() == 0, "exit 0")
+    api.stop()
+
+
+CASES = {f.__name__: f for f in (e2e_10k, faults_500, kill9, protocol_errors, startup_errors,
+                                 sigterm_inflight, permanent_errors)}
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in CASES:
+        print("usage: test_e2e.py %s" % "|".join(CASES))
+        sys.exit(2)
+    avp.run(CASES[sys.argv[1]])

@@ -1,0 +1,802 @@
+/*
+ * test_http.c - unit tests of the HTTP engine against the stub server.
+ *
+ * One case per process: `test_http <case>` (ctest registers each case).
+ * Waiting is always on an event (a completion, or the server telling the
+ * loop through a uv_async that it received something), guarded by a
+ * watchdog timer that fails the test instead of hanging.
+ */
+#include "http.h"
+#include "stub_server.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+#define WATCHDOG_MS 10000
+
+typedef struct fx {
+    uv_loop_t loop;
+    uv_timer_t watchdog;
+    bool expired;
+    uv_async_t wake; /* the server's notify lands here */
+    bool has_wake;
+    unsigned long server_total; /* stub_total() as seen by the loop */
+    stub_t *stub;
+    http_engine_t *eng;
+    char base[64];
+    bool in_call; /* inside http_engine_post/get: a callback must not run now */
+} fx_t;
+
+/* One request's outcome. */
+typedef struct rec {
+    fx_t *f;
+    unsigned long done;
+    int error, status;
+    double retry_after, total_time;
+    size_t body_len;
+    char body[256];
+    char detail[CURL_ERROR_SIZE + 64];
+    const char *expect; /* when set: the whole body must equal it */
+    bool expect_ok;
+} rec_t;
+
+static void watchdog_cb(uv_timer_t *t)
+{
+    fx_t *f = t->data;
+    f->expired = true;
+}
+
+static void wake_cb(uv_async_t *a)
+{
+    fx_t *f = a->data;
+    f->server_total = stub_total(f->stub);
+}
+
+static void notify_loop(void *arg)
+{
+    uv_async_send(arg);
+}
+
+static void fx_engine(fx_t *f, const char *token, long timeout_ms)
+{
+    http_options_t o = {.api_base = f->base, .token = token, .timeout_ms = timeout_ms};
+    CHECK(http_engine_new(&f->loop, &o, &f->eng) == 0);
+    CHECK(f->eng != NULL);
+}
+
+/* threads: see stub_start. */
+static void fx_init(fx_t *f, unsigned threads, const char *token, long timeout_ms)
+{
+    memset(f, 0, sizeof(*f));
+    CHECK(uv_loop_init(&f->loop) == 0);
+    CHECK(uv_timer_init(&f->loop, &f->watchdog) == 0);
+    f->watchdog.data = f;
+    CHECK(stub_start(threads, &f->stub) == 0);
+    snprintf(f->base, sizeof(f->base), "http://127.0.0.1:%u/", (unsigned)stub_port(f->stub));
+    fx_engine(f, token, timeout_ms);
+}
+
+static void fx_wake_on_server(fx_t *f)
+{
+    CHECK(uv_async_init(&f->loop, &f->wake, wake_cb) == 0);
+    f->wake.data = f;
+    f->has_wake = true;
+    stub_set_notify(f->stub, notify_loop, &f->wake);
+}
+
+/* Closes everything and checks that the loop ends with no handle left. */
+static void fx_fini(fx_t *f)
+{
+    /* The server first: after it is stopped nothing calls uv_async_send. */
+    stub_stop(f->stub);
+    f->stub = NULL;
+    http_engine_close(f->eng);
+    f->eng = NULL;
+    if (f->has_wake)
+        uv_close((uv_handle_t *)&f->wake, NULL);
+    uv_close((uv_handle_t *)&f->watchdog, NULL);
+    CHECK(uv_run(&f->loop, UV_RUN_DEFAULT) == 0);
+    CHECK(uv_loop_close(&f->loop) == 0);
+}
+
+/* Runs the loop until *counter >= target; fails after WATCHDOG_MS. */
+static void run_until(fx_t *f, const unsigned long *counter, unsigned long target)
+{
+    f->expired = false;
+    CHECK(uv_timer_start(&f->watchdog, watchdog_cb, WATCHDOG_MS, 0) == 0);
+    while (*counter < target && !f->expired)
+        uv_run(&f->loop, UV_RUN_ONCE);
+    uv_timer_stop(&f->watchdog);
+    if (f->expired)
+        fprintf(stderr, "watchdog: %lu of %lu\n", *counter, target);
+    CHECK(!f->expired);
+}
+
+static void rec_cb(const http_result_t *r, void *user)
+{
+    rec_t *rc = user;
+
+    CHECK(!rc->f->in_call);
+    CHECK(r->body != NULL && r->detail != NULL);
+    CHECK(r->body[r->body_len] == '\0');
+    rc->done++;
+    rc->error = r->error;
+    rc->status = r->status;
+    rc->retry_after = r->retry_after;
+    rc->total_time = r->total_time;
+    rc->body_len = r->body_len;
+    snprintf(rc->body, sizeof(rc->body), "%s", r->body);
+    snprintf(rc->detail, sizeof(rc->detail), "%s", r->detail);
+    if (rc->expect != NULL)
+        rc->expect_ok = r->body_len == strlen(rc->expect) && memcmp(r->body, rc->expect,
+                                                                    r->body_len) == 0;
+}
+
+static int post(fx_t *f, const char *path, const char *body, rec_t *rc)
+{
+    int err;
+
+    rc->f = f;
+    f->in_call = true;
+    err = http_engine_post(f->eng, path, body, body ? strlen(body) : 0, rec_cb, rc);
+    f->in_call = false;
+    return err;
+}
+
+static int get(fx_t *f, const char *path, rec_t *rc)
+{
+    int err;
+
+    rc->f = f;
+    f->in_call = true;
+    err = http_engine_get(f->eng, path, rec_cb, rc);
+    f->in_call = false;
+    return err;
+}
+
+static void route(fx_t *f, const char *path, int status, const char *body, const char *retry,
+                  long delay_ms, bool drop)
+{
+    stub_route_t r = {.status = status, .body = body, .retry_after = retry,
+                      .delay_ms = delay_ms, .drop = drop};
+    CHECK(stub_route_set(f->stub, path, &r) == 0);
+}
+
+/* ------------------------------------------------------------------ cases */
+
+/* 200 with a body; the server sees the bearer token, the body, POST. */
+static void t_basic(void)
+{
+    fx_t f;
+    rec_t r = {0};
+    stub_seen_t seen;
+    http_stats_t st;
+
+    fx_init(&f, 1, "tok-basic", 0);
+    route(&f, "/v2/messages/send/text", 200, "{\"success\":true,\"data\":{\"id\":\"x\"}}", NULL,
+          0, false);
+    r.expect = "{\"success\":true,\"data\":{\"id\":\"x\"}}";
+    CHECK(post(&f, "/v2/messages/send/text", "{\"to\":\"123\",\"text\":\"hi\"}", &r) == 0);
+    CHECK(r.done == 0); /* never from inside the call */
+    CHECK(http_engine_inflight(f.eng) == 1);
+    run_until(&f, &r.done, 1);
+    CHECK(r.done == 1);
+    CHECK(r.error == 0);
+    CHECK(r.status == 200);
+    CHECK(r.expect_ok);
+    CHECK(r.retry_after == -1);
+    CHECK(strcmp(r.detail, "") == 0);
+    CHECK(r.total_time > 0);
+    CHECK(http_engine_inflight(f.eng) == 0);
+    stub_seen_get(f.stub, "/v2/messages/send/text", &seen);
+    CHECK(seen.hits == 1);
+    CHECK(strcmp(seen.auth, "Bearer tok-basic") == 0);
+    CHECK(strcmp(seen.api_token, "") == 0);
+    CHECK(strcmp(seen.method, "POST") == 0);
+    CHECK(strcmp(seen.body, "{\"to\":\"123\",\"text\":\"hi\"}") == 0);
+    http_engine_stats(f.eng, &st);
+    CHECK(st.requests == 1);
+    CHECK(st.connects == 1);
+    CHECK(st.handshakes == 0);
+    fx_fini(&f);
+}
+
+/* GET, and POST/GET alternating on reused easy handles. */
+static void t_get(void)
+{
+    fx_t f;
+    rec_t r1 = {0}, r2 = {0}, r3 = {0};
+    stub_seen_t seen;
+
+    fx_init(&f, 1, "tok", 0);
+    route(&f, "/v2/me", 200, "{\"me\":1}", NULL, 0, false);
+    CHECK(post(&f, "/p1", "{\"n\":1}", &r1) == 0);
+    run_until(&f, &r1.done, 1);
+    CHECK(get(&f, "/v2/me", &r2) == 0);
+    run_until(&f, &r2.done, 1);
+    CHECK(r2.error == 0 && r2.status == 200);
+    CHECK(strcmp(r2.body, "{\"me\":1}") == 0);
+    stub_seen_get(f.stub, "/v2/me", &seen);
+    CHECK(strcmp(seen.method, "GET") == 0);
+    CHECK(seen.body_len == 0);
+    CHECK(strcmp(seen.auth, "Bearer tok") == 0);
+    CHECK(post(&f, "/p3", "{\"n\":3}", &r3) == 0);
+    run_until(&f, &r3.done, 1);
+    stub_seen_get(f.stub, "/p3", &seen);
+    CHECK(strcmp(seen.method, "POST") == 0);
+    CHECK(strcmp(seen.body, "{\"n\":3}") == 0);
+    CHECK(r3.status == 200);
+    fx_fini(&f);
+}
+
+typedef struct many many_t;
+typedef struct many_slot {
+    many_t *m;
+    size_t id;
+} many_slot_t;
+
+struct many {
+    fx_t *f;
+    size_t n, next;
+    unsigned long completed, bad;
+    unsigned char *hits;
+    many_slot_t *slots;
+};
+
+static const char many_body[] = "{\"phoneNumberId\":\"1\",\"to\":\"15550001\",\"text\":\"hello\"}";
+
+static void many_cb(const http_result_t *r, void *user);
+
+static void many_submit(many_t *m)
+{
+    many_slot_t *s = &m->slots[m->next];
+    s->m = m;
+    s->id = m->next++;
+    m->f->in_call = true;
+    CHECK(http_engine_post(m->f->eng, "/v2/messages/send/text", many_body,
+                           sizeof(many_body) - 1, many_cb, s) == 0);
+    m->f->in_call = false;
+}
+
+static void many_cb(const http_result_t *r, void *user)
+{
+    many_slot_t *s = user;
+    many_t *m = s->m;
+
+    CHECK(!m->f->in_call);
+    m->hits[s->id]++;
+    if (r->error != 0 || r->status != 200)
+        m->bad++;
+    m->completed++;
+    if (m->next < m->n)
+        many_submit(m);
+}
+
+/* Many requests, a window in flight, callbacks submit the next. */
+static void t_many(void)
+{
+    fx_t f;
+    many_t m = {0};
+    size_t window = 200;
+    const char *env = getenv("AVP_HTTP_MANY_N");
+    uint64_t t0, t1;
+    http_stats_t st;
+
+    fx_init(&f, 1, "tok", 0);
+    route(&f, "/v2/messages/send/text", 200, "{\"success\":true,\"data\":{}}", NULL, 0, false);
+    m.f = &f;
+    m.n = env ? strtoul(env, NULL, 10) : 2000;
+    CHECK(m.n >= window);
+    m.hits = calloc(m.n, 1);
+    m.slots = calloc(m.n, sizeof(*m.slots));
+    CHECK(m.hits && m.slots);
+    t0 = uv_hrtime();
+    for (size_t i = 0; i < window; i++)
+        many_submit(&m);
+    CHECK(http_engine_inflight(f.eng) == window);
+    run_until(&f, &m.completed, m.n);
+    t1 = uv_hrtime();
+    CHECK(m.completed == m.n);
+    CHECK(m.bad == 0);
+    for (size_t i = 0; i < m.n; i++)
+        CHECK(m.hits[i] == 1);
+    CHECK(http_engine_inflight(f.eng) == 0);
+    CHECK(stub_total(f.stub) == m.n);
+    http_engine_stats(f.eng, &st);
+    CHECK(st.requests == m.n);
+    CHECK(st.connects >= 1 && st.connects <= 2 * window);
+    printf("many: %zu requests, %zu in flight, %llu connections, %.0f requests/s\n", m.n, window,
+           st.connects, (double)m.n / ((double)(t1 - t0) / 1e9));
+    free(m.hits);
+    free(m.slots);
+    fx_fini(&f);
+}
+
+typedef struct chain {
+    fx_t *f;
+    unsigned long done, bad, n;
+    const char *path;
+} chain_t;
+
+static void chain_cb(const http_result_t *r, void *user)
+{
+    chain_t *c = user;
+
+    CHECK(!c->f->in_call);
+    if (r->error != 0 || r->status != 200)
+        c->bad++;
+    if (++c->done < c->n) {
+        c->f->in_call = true;
+        CHECK(http_engine_get(c->f->eng, c->path, chain_cb, c) == 0);
+        c->f->in_call = false;
+    }
+}
+
+/* Sequential requests reuse one connection. */
+static void t_keepalive(void)
+{
+    fx_t f;
+    chain_t c = {.n = 50, .path = "/k"};
+    http_stats_t st;
+
+    fx_init(&f, 1, "tok", 0);
+    c.f = &f;
+    CHECK(http_engine_get(f.eng, c.path, chain_cb, &c) == 0);
+    run_until(&f, &c.done, c.n);
+    CHECK(c.bad == 0);
+    http_engine_stats(f.eng, &st);
+    CHECK(st.requests == 50);
+    CHECK(st.connects == 1);
+    CHECK(stub_total(f.stub) == 50);
+    fx_fini(&f);
+}
+
+/* A completion callback submits the next request (and never runs inside
+ * the submitting call: chain_cb checks in_call). */
+static void t_chain(void)
+{
+    fx_t f;
+    chain_t c = {.n = 10, .path = "/c"};
+    stub_seen_t seen;
+
+    fx_init(&f, 1, "tok", 0);
+    c.f = &f;
+    f.in_call = true;
+    CHECK(http_engine_get(f.eng, c.path, chain_cb, &c) == 0);
+    f.in_call = false;
+    run_until(&f, &c.done, c.n);
+    CHECK(c.done == 10 && c.bad == 0);
+    stub_seen_get(f.stub, "/c", &seen);
+    CHECK(seen.hits == 10);
+    fx_fini(&f);
+}
+
+static void t_retry_after(void)
+{
+    fx_t f;
+    rec_t r1 = {0}, r2 = {0}, r3 = {0}, r4 = {0};
+    char date[64];
+    time_t when = time(NULL) + 30;
+    struct tm tm;
+
+    fx_init(&f, 1, "tok", 0);
+    gmtime_r(&when, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    route(&f, "/r1", 429, "{\"success\":false}", "7", 0, false);
+    route(&f, "/r2", 503, NULL, date, 0, false);
+    route(&f, "/r3", 429, NULL, "soon", 0, false);
+    route(&f, "/r4", 429, NULL, NULL, 0, false);
+    CHECK(post(&f, "/r1", "{}", &r1) == 0);
+    CHECK(post(&f, "/r2", "{}", &r2) == 0);
+    CHECK(post(&f, "/r3", "{}", &r3) == 0);
+    CHECK(post(&f, "/r4", "{}", &r4) == 0);
+    run_until(&f, &r1.done, 1);
+    run_until(&f, &r2.done, 1);
+    run_until(&f, &r3.done, 1);
+    run_until(&f, &r4.done, 1);
+    CHECK(r1.error == 0 && r1.status == 429 && r1.retry_after == 7.0);
+    CHECK(strcmp(r1.body, "{\"success\":false}") == 0);
+    CHECK(r2.error == 0 && r2.status == 503);
+    CHECK(r2.retry_after >= 27 && r2.retry_after <= 31);
+    CHECK(r3.status == 429 && r3.retry_after == -1);
+    CHECK(r4.status == 429 && r4.retry_after == -1);
+    CHECK(r2.body_len == 0 && strcmp(r2.body, "") == 0);
+    fx_fini(&f);
+}
+
+/* Bodies beyond HTTP_MAX_RESPONSE are cut, not failed. */
+static void t_body_cap(void)
+{
+    fx_t f;
+    size_t n = HTTP_MAX_RESPONSE + 1000;
+    char *big = malloc(n + 1);
+    rec_t r = {0};
+
+    CHECK(big != NULL);
+    for (size_t i = 0; i < n; i++)
+        big[i] = (char)('a' + i % 26);
+    big[n] = '\0';
+    big[HTTP_MAX_RESPONSE] = '\0'; /* `expect` is the first HTTP_MAX_RESPONSE bytes */
+    fx_init(&f, 1, "tok", 0);
+    {
+        stub_route_t rt = {.status = 200, .body = big, .body_len = n};
+        big[HTTP_MAX_RESPONSE] = 'a' + HTTP_MAX_RESPONSE % 26;
+        CHECK(stub_route_set(f.stub, "/big", &rt) == 0);
+        big[HTTP_MAX_RESPONSE] = '\0';
+    }
+    r.expect = big;
+    CHECK(post(&f, "/big", "{}", &r) == 0);
+    run_until(&f, &r.done, 1);
+    CHECK(r.error == 0 && r.status == 200);
+    CHECK(r.body_len == HTTP_MAX_RESPONSE);
+    CHECK(r.expect_ok);
+    free(big);
+    fx_fini(&f);
+}
+
+/* The server read the request and never answers: maybe sent. */
+static void t_timeout(void)
+{
+    fx_t f;
+    rec_t r = {0};
+    stub_seen_t seen;
+
+    fx_init(&f, 0, "tok-secret", 200);
+    route(&f, "/slow", 200, "{}", NULL, 10000, false);
+    CHECK(post(&f, "/slow", "{\"a\":1}", &r) == 0);
+    run_until(&f, &r.done, 1);
+    CHECK(r.error == HTTP_EMAYBESENT);
+    CHECK(r.status == 0);
+    CHECK(r.detail[0] != '\0');
+    CHECK(strstr(r.detail, "tok-secret") == NULL);
+    CHECK(r.total_time >= 0.15);
+    stub_seen_get(f.stub, "/slow", &seen);
+    CHECK(seen.hits == 1);
+    fx_fini(&f);
+}
+
+/* Nothing listens: not sent. */
+static void t_refused(void)
+{
+    fx_t f;
+    rec_t r = {0};
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t sl = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    http_stats_t st;
+
+    /* Bound but not listening: the port is ours and refuses connections. */
+    CHECK(fd >= 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    CHECK(getsockname(fd, (struct sockaddr *)&sa, &sl) == 0);
+    fx_init(&f, 1, "tok", 0);
+    http_engine_close(f.eng);
+    snprintf(f.base, sizeof(f.base), "http://127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+    fx_engine(&f, "tok", 0);
+    CHECK(post(&f, "/v2/x", "{}", &r) == 0);
+    run_until(&f, &r.done, 1);
+    CHECK(r.error == HTTP_ENOTSENT);
+    CHECK(r.status == 0);
+    CHECK(r.detail[0] != '\0');
+    http_engine_stats(f.eng, &st);
+    CHECK(st.requests == 1);
+    fx_fini(&f);
+    close(fd);
+}
+
+/* The server reads the request and closes the connection: maybe sent. */
+static void t_drop(void)
+{
+    fx_t f;
+    rec_t r = {0};
+    stub_seen_t seen;
+
+    fx_init(&f, 0, "tok", 0);
+    route(&f, "/drop", 200, NULL, NULL, 0, true);
+    CHECK(post(&f, "/drop", "{\"a\":1}", &r) == 0);
+    run_until(&f, &r.done, 1);
+    CHECK(r.error == HTTP_EMAYBESENT);
+    CHECK(r.status == 0);
+    stub_seen_get(f.stub, "/drop", &seen);
+    CHECK(seen.hits == 1);
+    CHECK(strcmp(seen.body, "{\"a\":1}") == 0);
+    fx_fini(&f);
+}
+
+/* New requests carry the new token; a request started before keeps the
+ * old one even though its headers are sent after the change. */
+static void t_set_token(void)
+{
+    fx_t f;
+    rec_t ra = {0}, rb = {0}, rc = {0}, rd = {0}, re = {0};
+    stub_seen_t seen;
+
+    fx_init(&f, 1, "tok-A", 0);
+    CHECK(post(&f, "/a", "{}", &ra) == 0);
+    CHECK(http_engine_set_token(f.eng, "tok-B") == 0);
+    CHECK(post(&f, "/b", "{}", &rb) == 0);
+    run_until(&f, &ra.done, 1);
+    run_until(&f, &rb.done, 1);
+    stub_seen_get(f.stub, "/a", &seen);
+    CHECK(strcmp(seen.auth, "Bearer tok-A") == 0);
+    stub_seen_get(f.stub, "/b", &seen);
+    CHECK(strcmp(seen.auth, "Bearer tok-B") == 0);
+
+    CHECK(post(&f, "/c", "{}", &rc) == 0);
+    run_until(&f, &rc.done, 1);
+    stub_seen_get(f.stub, "/c", &seen);
+    CHECK(strcmp(seen.auth, "Bearer tok-B") == 0);
+
+    /* A token that would inject a header is refused; the old one stays. */
+    CHECK(http_engine_set_token(f.eng, "x\r\nX-Evil: 1") == HTTP_EINVAL);
+    CHECK(post(&f, "/d", "{}", &rd) == 0);
+    run_until(&f, &rd.done, 1);
+    stub_seen_get(f.stub, "/d", &seen);
+    CHECK(strcmp(seen.auth, "Bearer tok-B") == 0);
+
+    CHECK(http_engine_set_token(f.eng, NULL) == 0);
+    CHECK(get(&f, "/e", &re) == 0);
+    run_until(&f, &re.done, 1);
+    stub_seen_get(f.stub, "/e", &seen);
+    CHECK(strcmp(seen.auth, "") == 0);
+    fx_fini(&f);
+}
+
+typedef struct cancel_ctx {
+    fx_t *f;
+    bool in_cancel;
+    unsigned long cancelled, outside, resubmitted;
+    rec_t fresh[2];
+} cancel_ctx_t;
+
+static void cancel_cb(const http_result_t *r, void *user)
+{
+    cancel_ctx_t *c = user;
+
+    CHECK(r->error == HTTP_ECANCELLED);
+    CHECK(r->status == 0 && r->body != NULL && r->body_len == 0);
+    if (!c->in_cancel)
+        c->outside++;
+    c->cancelled++;
+    /* Requests started from a cancelled callback are not cancelled. */
+    if (c->resubmitted < 2) {
+        rec_t *fr = &c->fresh[c->resubmitted++];
+        fr->f = c->f;
+        CHECK(http_engine_post(c->f->eng, "/fast", "{}", 2, rec_cb, fr) == 0);
+    }
+}
+
+static void t_cancel_all(void)
+{
+    fx_t f;
+    cancel_ctx_t c = {0};
+    rec_t after = {0};
+
+    fx_init(&f, 0, "tok", 0);
+    fx_wake_on_server(&f);
+    c.f = &f;
+    route(&f, "/slow", 200, "{}", NULL, 10000, false);
+    for (int i = 0; i < 10; i++)
+        CHECK(http_engine_post(f.eng, "/slow", "{}", 2, cancel_cb, &c) == 0);
+    run_until(&f, &f.server_total, 10); /* all ten are on the wire */
+    c.in_cancel = true;
+    http_engine_cancel_all(f.eng);
+    c.in_cancel = false;
+    CHECK(c.cancelled == 10);
+    CHECK(c.outside == 0);
+    CHECK(http_engine_inflight(f.eng) == 2); /* the two started from callbacks */
+    run_until(&f, &c.fresh[0].done, 1);
+    run_until(&f, &c.fresh[1].done, 1);
+    CHECK(c.fresh[0].error == 0 && c.fresh[0].status == 200);
+    CHECK(c.fresh[1].error == 0 && c.fresh[1].status == 200);
+    CHECK(post(&f, "/fast", "{}", &after) == 0);
+    run_until(&f, &after.done, 1);
+    CHECK(after.status == 200);
+    CHECK(c.cancelled == 10);
+    http_engine_cancel_all(f.eng); /* nothing runs: no callback */
+    CHECK(c.cancelled == 10);
+    fx_fini(&f);
+}
+
+typedef struct close_ctx {
+    fx_t *f;
+    unsigned long cancelled, other, post_refused;
+} close_ctx_t;
+
+static void close_cb(const http_result_t *r, void *user)
+{
+    close_ctx_t *c = user;
+
+    if (r->error == HTTP_ECANCELLED)
+        c->cancelled++;
+    else
+        c->other++;
+    /* The engine is closing: new requests are refused. */
+    if (http_engine_post(c->f->eng, "/x", "{}", 2, close_cb, c) == -ESHUTDOWN)
+        c->post_refused++;
+}
+
+/* Close with requests on the wire: every callback runs once, everything is
+ * freed (ASan's leak check), the loop ends with no handle. */
+static void t_close_inflight(void)
+{
+    fx_t f;
+    close_ctx_t c = {0};
+
+    fx_init(&f, 0, "tok", 0);
+    fx_wake_on_server(&f);
+    c.f = &f;
+    route(&f, "/slow", 200, "{}", NULL, 10000, false);
+    for (int i = 0; i < 20; i++)
+        CHECK(http_engine_post(f.eng, "/slow", "{}", 2, close_cb, &c) == 0);
+    run_until(&f, &f.server_total, 20);
+    http_engine_close(f.eng);
+    CHECK(c.cancelled == 20 && c.other == 0 && c.post_refused == 20);
+    f.eng = NULL;
+    fx_fini(&f);
+}
+
+/* Close before the loop ever started the transfers. */
+static void t_close_early(void)
+{
+    fx_t f;
+    close_ctx_t c = {0};
+
+    fx_init(&f, 1, "tok", 0);
+    c.f = &f;
+    for (int i = 0; i < 5; i++)
+        CHECK(http_engine_post(f.eng, "/x", "{}", 2, close_cb, &c) == 0);
+    http_engine_close(f.eng);
+    CHECK(c.cancelled == 5 && c.other == 0);
+    f.eng = NULL;
+    fx_fini(&f);
+}
+
+typedef struct cfc {
+    fx_t *f;
+    unsigned long fast_done, cancelled;
+} cfc_t;
+
+static void cfc_slow_cb(const http_result_t *r, void *user)
+{
+    cfc_t *c = user;
+    CHECK(r->error == HTTP_ECANCELLED);
+    c->cancelled++;
+}
+
+static void cfc_fast_cb(const http_result_t *r, void *user)
+{
+    cfc_t *c = user;
+
+    CHECK(r->error == 0 && r->status == 200);
+    c->fast_done++;
+    /* Closing from a completion callback, during the engine's drain. */
+    http_engine_close(c->f->eng);
+    c->f->eng = NULL;
+    CHECK(c->cancelled == 5);
+}
+
+static void t_close_from_cb(void)
+{
+    fx_t f;
+    cfc_t c = {0};
+
+    fx_init(&f, 0, "tok", 0);
+    c.f = &f;
+    route(&f, "/slow", 200, "{}", NULL, 10000, false);
+    for (int i = 0; i < 5; i++)
+        CHECK(http_engine_post(f.eng, "/slow", "{}", 2, cfc_slow_cb, &c) == 0);
+    CHECK(http_engine_get(f.eng, "/fast", cfc_fast_cb, &c) == 0);
+    run_until(&f, &c.fast_done, 1);
+    CHECK(c.cancelled == 5);
+    fx_fini(&f);
+}
+
+static void nop_cb(const http_result_t *r, void *user)
+{
+    (void)r;
+    (void)user;
+    CHECK(0);
+}
+
+static void t_invalid(void)
+{
+    uv_loop_t loop;
+    http_engine_t *e = NULL;
+    http_options_t o = {.api_base = "ftp://127.0.0.1", .token = "t"};
+    http_stats_t st;
+
+    CHECK(uv_loop_init(&loop) == 0);
+    CHECK(http_engine_new(&loop, &o, &e) == HTTP_EINVAL && e == NULL);
+    o.api_base = "http://127.0.0.1:1";
+    o.token = "bad\ntoken";
+    CHECK(http_engine_new(&loop, &o, &e) == HTTP_EINVAL && e == NULL);
+    o.token = "t";
+    CHECK(http_engine_new(NULL, &o, &e) == HTTP_EINVAL);
+    CHECK(http_engine_new(&loop, &o, &e) == 0 && e != NULL);
+    CHECK(http_engine_post(e, "/x", "{}", 2, NULL, NULL) == HTTP_EINVAL);
+    CHECK(http_engine_post(e, "x", "{}", 2, nop_cb, NULL) == HTTP_EINVAL);
+    CHECK(http_engine_post(e, "/x", NULL, 5, nop_cb, NULL) == HTTP_EINVAL);
+    CHECK(http_engine_get(e, NULL, nop_cb, NULL) == HTTP_EINVAL);
+    {
+        char longpath[5000];
+        memset(longpath, 'a', sizeof(longpath));
+        longpath[0] = '/';
+        longpath[sizeof(longpath) - 1] = '\0';
+        CHECK(http_engine_get(e, longpath, nop_cb, NULL) == HTTP_EINVAL);
+    }
+    CHECK(http_engine_inflight(e) == 0);
+    http_engine_stats(e, &st);
+    CHECK(st.requests == 0);
+    CHECK(http_engine_inflight(NULL) == 0);
+    http_engine_close(NULL);
+    http_engine_close(e);
+    CHECK(uv_run(&loop, UV_RUN_DEFAULT) == 0);
+    CHECK(uv_loop_close(&loop) == 0);
+    {
+        const int codes[] = {0, HTTP_ENOTSENT, HTTP_EMAYBESENT, HTTP_ECANCELLED, HTTP_EINVAL,
+                             HTTP_ECURL, -ENOMEM, -ESHUTDOWN, -EIO};
+        for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++)
+            CHECK(http_strerror(codes[i]) != NULL && http_strerror(codes[i])[0] != '\0');
+        CHECK(strcmp(http_strerror(HTTP_ENOTSENT), http_strerror(HTTP_EMAYBESENT)) != 0);
+    }
+}
+
+static const struct {
+    const char *name;
+    void (*fn)(void);
+} cases[] = {
+    {"basic", t_basic},
+    {"get", t_get},
+    {"many", t_many},
+    {"keepalive", t_keepalive},
+    {"chain", t_chain},
+    {"retry_after", t_retry_after},
+    {"body_cap", t_body_cap},
+    {"timeout", t_timeout},
+    {"refused", t_refused},
+    {"drop", t_drop},
+    {"set_token", t_set_token},
+    {"cancel_all", t_cancel_all},
+    {"close_inflight", t_close_inflight},
+    {"close_early", t_close_early},
+    {"close_from_cb", t_close_from_cb},
+    {"invalid", t_invalid},
+};
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s <case>\n", argv[0]);
+        return 2;
+    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (strcmp(argv[1], cases[i].name) == 0) {
+            CHECK(curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK);
+            cases[i].fn();
+            curl_global_cleanup();
+            printf("%s: ok\n", argv[1]);
+            return 0;
+        }
+    }
+    fprintf(stderr, "unknown case %s\n", argv[1]);
+    return 2;
+}
