@@ -1,0 +1,1112 @@
+/*
+ * ipc.c - the socket server: listener, connections, NDJSON framing, the
+ * per-connection answer FIFO, backpressure and event streams.
+ *
+ * Lifetimes (the part that must survive any answer order):
+ * - A connection (struct ipc_conn) is reference counted: one reference for
+ *   its open libuv handle, one per request block that belongs to it (in the
+ *   FIFO or held by the daemon), one per stream reference the daemon holds.
+ *   It is freed when the count reaches zero, which may be long after its
+ *   handle closed and after the server itself was freed.
+ * - Once the handle's close callback ran, the connection no longer refers
+ *   to the server (srv is NULL) and answers to it only free.
+ * - The server counts its open handles (listener, idle, connections) and
+ *   is freed by the last close callback after ipc_server_close.
+ *
+ * Writes: at most one uv_write per connection is in flight. Answers are
+ * encoded straight into the connection's output buffer when they are next
+ * in line (the common case); an answer that overtakes an earlier one is
+ * encoded into its own buffer and waits in its FIFO slot. Output is flushed
+ * at the end of the read callback that produced it, or from an idle handle
+ * (one flush per loop turn, however many answers came in that turn).
+ */
+#include "ipc_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define READ_INITIAL (16u * 1024u)   /* first read buffer of a connection */
+#define READ_MIN_FREE (16u * 1024u)  /* least free space offered to one read */
+#define READ_KEEP_MAX (256u * 1024u) /* larger idle read buffers are released */
+#define WRITE_KEEP_MAX (1024u * 1024u)
+/* Reading pauses while this much output waits to be written, or while the
+ * requests in flight take this much memory. */
+#define WRITE_PAUSE_BYTES (8u * 1024u * 1024u)
+#define FIFO_PAUSE_BYTES (32u * 1024u * 1024u)
+#define STREAM_FLUSH_BYTES (64u * 1024u) /* a stream flushes at once from here */
+#define MAX_REJECTING 64                 /* refused connections still being told why */
+#define ERR_MSG_MAX 1024                 /* longest error message sent */
+
+enum conn_state { CONN_OPEN, CONN_CLOSING, CONN_CLOSED };
+
+struct ipc_stream {
+    struct ipc_conn *conn;
+    size_t max_buffered;
+    uint64_t dropped;
+};
+
+struct ipc_conn {
+    uv_pipe_t pipe;
+    ipc_server_t *srv; /* NULL once the handle is closed */
+    struct ipc_conn *prev, *next;   /* server's list of unclosed handles */
+    struct ipc_conn *dprev, *dnext; /* server's list of connections to kick */
+    unsigned refs;
+    enum conn_state state;
+    uid_t uid;
+    bool dirty;
+    bool counted;   /* counts against max_connections */
+    bool rejecting; /* refused: only the error line is written */
+    bool reading;
+    bool paused; /* reading stopped for backpressure */
+    bool eof;
+    bool stop_lines;        /* no further lines are parsed */
+    bool close_after_flush; /* close once everything is written */
+    bool streaming;
+    bool writing;
+    bool in_kick;
+    unsigned stream_refs;
+    /* Read buffer: [rpos, rlen) is unparsed; [rpos, rscan) is known to hold
+     * no '\n', so a long line arriving in pieces is scanned once. */
+    char *rbuf;
+    size_t rcap, rlen, rpos, rscan;
+    /* Answer FIFO: requests not yet written out, in arrival order. */
+    struct ipc_req *head, *tail;
+    unsigned n_fifo;
+    size_t fifo_bytes;
+    ipc__buf_t obuf; /* next write */
+    ipc__buf_t wbuf; /* the write in flight */
+    ipc__buf_t held; /* stream events waiting for the FIFO to drain */
+    uv_write_t wreq;
+    struct ipc_stream stream;
+    size_t max_line;
+    unsigned max_pending;
+};
+
+struct ipc_server {
+    uv_loop_t *loop;
+    ipc_request_cb cb;
+    void *user;
+    size_t max_line;
+    unsigned max_connections;
+    unsigned max_pending;
+    unsigned socket_mode;
+    uid_t *uids;
+    size_t n_uids;
+    bool check_uids;
+    uv_pipe_t listener;
+    bool listening;
+    bool listener_closed;
+    uv_idle_t idle;
+    char *path; /* the socket file we created; unlinked when we stop */
+    struct ipc_conn *conns;
+    struct ipc_conn *dirty;
+    unsigned n_conns;
+    unsigned n_rejecting;
+    unsigned handles; /* initialised handles whose close callback has not run */
+    bool closing;
+    ipc__counters_t ctr;
+};
+
+struct answer {
+    ipc__buf_t *b;
+    ipc__buf_t tmp;
+    size_t mark;
+};
+
+static void conn_kick(struct ipc_conn *c);
+
+/* ---- lifetimes ---- */
+
+static void server_maybe_free(ipc_server_t *s)
+{
+    if (!s->closing || s->handles > 0)
+        return;
+    free(s->uids);
+    free(s->path);
+    free(s);
+}
+
+static void on_server_handle_closed(uv_handle_t *h)
+{
+    ipc_server_t *s = h->data;
+    s->handles--;
+    server_maybe_free(s);
+}
+
+static void conn_unref(struct ipc_conn *c)
+{
+    if (--c->refs > 0)
+        return;
+    free(c->rbuf);
+    ipc__buf_free(&c->obuf);
+    ipc__buf_free(&c->wbuf);
+    ipc__buf_free(&c->held);
+    free(c);
+}
+
+/* Frees a request block and drops its reference on the connection. */
+static void req_free(struct ipc_req *r)
+{
+    struct ipc_conn *c = r->conn;
+    if (r->answer_owned)
+        free(r->answer);
+    free(r);
+    if (c)
+        conn_unref(c);
+}
+
+static void dirty_unlink(struct ipc_conn *c)
+{
+    if (!c->dirty)
+        return;
+    if (c->dprev)
+        c->dprev->dnext = c->dnext;
+    else
+        c->srv->dirty = c->dnext;
+    if (c->dnext)
+        c->dnext->dprev = c->dprev;
+    c->dprev = c->dnext = NULL;
+    c->dirty = false;
+}
+
+/* Schedules conn_kick for the next idle phase (flush, resume reading). A
+ * connection being kicked needs none: the kick flushes at its end. */
+static void mark_dirty(struct ipc_conn *c)
+{
+    if (c->state != CONN_OPEN || c->dirty || c->in_kick)
+        return;
+    ipc_server_t *s = c->srv;
+    c->dirty = true;
+    c->dprev = NULL;
+    c->dnext = s->dirty;
+    if (s->dirty)
+        s->dirty->dprev = c;
+    s->dirty = c;
+    if (!uv_is_active((uv_handle_t *)&s->idle))
+        uv_idle_start(&s->idle, NULL) == 0 ? (void)0 : (void)0;
+}
+
+static void on_conn_closed(uv_handle_t *h)
+{
+    struct ipc_conn *c = h->data;
+    ipc_server_t *s = c->srv;
+
+    /* Answered slots go now; unanswered ones belong to the daemon, whose
+     * answer will free them. */
+    struct ipc_req *r = c->head;
+    while (r) {
+        struct ipc_req *next = r->next;
+        r->next = NULL;
+        if (r->answered)
+            req_free(r); /* cannot free c: the handle reference is still held */
+        r = next;
+    }
+    c->head = c->tail = NULL;
+    c->n_fifo = 0;
+    c->fifo_bytes = 0;
+    c->state = CONN_CLOSED;
+
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    if (c->counted)
+        s->n_conns--;
+    if (c->rejecting)
+        s->n_rejecting--;
+    c->srv = NULL;
+    s->handles--;
+    server_maybe_free(s);
+    conn_unref(c);
+}
+
+static void conn_close(struct ipc_conn *c)
+{
+    if (c->state != CONN_OPEN)
+        return;
+    dirty_unlink(c);
+    c->state = CONN_CLOSING;
+    uv_close((uv_handle_t *)&c->pipe, on_conn_closed);
+}
+
+/* ---- output ---- */
+
+static size_t unsent_bytes(const struct ipc_conn *c)
+{
+    return c->obuf.len + c->held.len +
+           uv_stream_get_write_queue_size((const uv_stream_t *)&c->pipe);
+}
+
+static bool conn_saturated(const struct ipc_conn *c)
+{
+    return c->n_fifo >= c->max_pending || c->fifo_bytes >= FIFO_PAUSE_BYTES ||
+           unsent_bytes(c) > WRITE_PAUSE_BYTES;
+}
+
+static void on_write(uv_write_t *w, int status)
+{
+    struct ipc_conn *c = w->data;
+    c->writing = false;
+    c->wbuf.len = 0;
+    if (c->wbuf.cap > WRITE_KEEP_MAX)
+        ipc__buf_free(&c->wbuf);
+    if (status < 0) {
+        conn_close(c); /* a no-op when the write was cancelled by a close */
+        return;
+    }
+    conn_kick(c);
+}
+
+static void conn_flush(struct ipc_conn *c)
+{
+    if (c->state != CONN_OPEN || c->writing || c->obuf.len == 0)
+        return;
+    if (c->obuf.len > UINT_MAX) {
+        conn_close(c);
+        return;
+    }
+    ipc__buf_t t = c->wbuf;
+    c->wbuf = c->obuf;
+    c->obuf = t;
+    c->obuf.len = 0;
+    uv_buf_t b = uv_buf_init(c->wbuf.p, (unsigned)c->wbuf.len);
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->pipe, &b, 1, on_write) != 0) {
+        conn_close(c);
+        return;
+    }
+    c->writing = true;
+}
+
+/* Moves answered requests at the head of the FIFO into the output. */
+static void conn_pop(struct ipc_conn *c)
+{
+    struct ipc_req *r;
+    while ((r = c->head) && r->answered) {
+        if (r->answer && ipc__buf_put(&c->obuf, r->answer, r->answer_len)) {
+            conn_close(c);
+            return;
+        }
+        c->head = r->next;
+        if (!c->head)
+            c->tail = NULL;
+        c->n_fifo--;
+        c->fifo_bytes -= r->block_size;
+        req_free(r);
+    }
+    if (!c->head && c->held.len) {
+        if (ipc__buf_put(&c->obuf, c->held.p, c->held.len)) {
+            conn_close(c);
+            return;
+        }
+        ipc__buf_free(&c->held);
+    }
+    mark_dirty(c);
+}
+
+static void fifo_push(struct ipc_conn *c, struct ipc_req *r)
+{
+    r->conn = c;
+    r->next = NULL;
+    c->refs++;
+    if (c->tail)
+        c->tail->next = r;
+    else
+        c->head = r;
+    c->tail = r;
+    c->n_fifo++;
+    c->fifo_bytes += r->block_size;
+}
+
+static int put_str(ipc__buf_t *b, const char *s)
+{
+    return ipc__buf_put(b, s, strlen(s));
+}
+
+/* Appends `{"id":<id>,` or `{`. */
+static int put_head(ipc__buf_t *b, const char *id, size_t id_len)
+{
+    if (!id)
+        return ipc__buf_put(b, "{", 1);
+    int rc = ipc__buf_reserve(b, id_len + 7);
+    if (rc)
+        return rc;
+    memcpy(b->p + b->len, "{\"id\":", 6);
+    memcpy(b->p + b->len + 6, id, id_len);
+    b->p[b->len + 6 + id_len] = ',';
+    b->len += id_len + 7;
+    return 0;
+}
+
+static int put_json_str(ipc__buf_t *b, const char *s)
+{
+    size_t n = strlen(s);
+    size_t need = ipc__json_escape(NULL, s, n);
+    int rc = ipc__buf_reserve(b, need);
+    if (rc)
+        return rc;
+    ipc__json_escape(b->p + b->len, s, n);
+    b->len += need;
+    return 0;
+}
+
+static int encode_error(ipc__buf_t *b, const char *id, size_t id_len, const char *code,
+                        const char *msg)
+{
+    size_t mark = b->len;
+    int rc = put_head(b, id, id_len);
+    if (!rc)
+        rc = put_str(b, "\"ok\":false,\"error\":");
+    if (!rc)
+        rc = put_json_str(b, code);
+    if (!rc)
+        rc = put_str(b, ",\"message\":");
+    if (!rc)
+        rc = put_json_str(b, msg);
+    if (!rc)
+        rc = ipc__buf_put(b, "}\n", 2);
+    if (rc)
+        b->len = mark;
+    return rc;
+}
+
+/* Queues an answer that ipc gives itself (a bad line), in order. */
+static void push_error(struct ipc_conn *c, const char *id, size_t id_len, const char *code,
+                       const char *msg)
+{
+    ipc__buf_t t = {0};
+    struct ipc_req *r = calloc(1, sizeof *r);
+    if (!r || encode_error(&t, id, id_len, code, msg)) {
+        free(r);
+        ipc__buf_free(&t);
+        conn_close(c);
+        return;
+    }
+    r->block_size = sizeof *r + t.cap;
+    r->answer = t.p;
+    r->answer_len = t.len;
+    r->answer_owned = true;
+    r->answered = true;
+    fifo_push(c, r);
+    if (c->head == r)
+        conn_pop(c);
+}
+
+/* Starts answering r. Returns false when the answer is to be dropped (the
+ * connection is gone; r is freed or left for the close callback). */
+static bool answer_begin(struct ipc_req *r, struct answer *a)
+{
+    struct ipc_conn *c = r->conn;
+    if (c->state == CONN_CLOSED) {
+        req_free(r);
+        return false;
+    }
+    if (c->state == CONN_CLOSING) {
+        r->answered = true; /* on_conn_closed frees it */
+        return false;
+    }
+    memset(a, 0, sizeof *a);
+    a->b = r == c->head ? &c->obuf : &a->tmp;
+    a->mark = a->b->len;
+    return true;
+}
+
+static void answer_end(struct ipc_req *r, struct answer *a, int rc)
+{
+    struct ipc_conn *c = r->conn;
+    r->answered = true;
+    if (rc) {
+        /* Without this answer the order cannot be kept: give up on the
+         * connection (only on out of memory). */
+        a->b->len = a->mark;
+        ipc__buf_free(&a->tmp);
+        conn_close(c);
+        return;
+    }
+    if (a->b == &a->tmp) {
+        r->answer = a->tmp.p;
+        r->answer_len = a->tmp.len;
+        r->answer_owned = true;
+        return;
+    }
+    conn_pop(c);
+}
+
+/* ---- input ---- */
+
+static void line_too_long(struct ipc_conn *c)
+{
+    char msg[80];
+    snprintf(msg, sizeof msg, "line longer than %zu bytes", c->max_line);
+    push_error(c, NULL, 0, IPC_ERR_BAD_REQUEST, msg);
+    /* Keep reading (and discarding) until the answer is out, so that the
+     * peer's unsent rest does not turn our close into a reset. */
+    c->stop_lines = true;
+    c->close_after_flush = true;
+    c->rpos = c->rscan = c->rlen;
+}
+
+static void handle_line(struct ipc_conn *c, char *line, size_t len)
+{
+    if (len > 0 && line[len - 1] == '\r')
+        len--;
+    if (len == 0)
+        return;
+    line[len] = '\0'; /* the '\n', the '\r' or the spare byte after the data */
+
+    struct ipc_req *r;
+    char *eid;
+    size_t eid_len;
+    const char *code;
+    char msg[256];
+    if (ipc__parse(line, len, true, &r, &eid, &eid_len, &code, msg, sizeof msg)) {
+        push_error(c, eid, eid_len, code, msg);
+        free(eid);
+        return;
+    }
+    fifo_push(c, r);
+    c->srv->cb(r, c->srv->user);
+}
+
+/* Parses complete lines while the connection may take more requests. */
+static void conn_process(struct ipc_conn *c)
+{
+    while (c->state == CONN_OPEN && !c->stop_lines && !c->streaming && c->rpos < c->rlen &&
+           !conn_saturated(c)) {
+        char *base = c->rbuf;
+        char *nl = memchr(base + c->rscan, '\n', c->rlen - c->rscan);
+        char *line = base + c->rpos;
+        size_t len;
+        if (!nl) {
+            c->rscan = c->rlen;
+            if (c->rlen - c->rpos > c->max_line) {
+                line_too_long(c);
+                break;
+            }
+            if (!c->eof)
+                break;
+            /* The last line of a half-closed connection may lack its '\n';
+             * on_alloc always leaves a spare byte after the data for '\0'. */
+            len = c->rlen - c->rpos;
+            c->rpos = c->rscan = c->rlen;
+        } else {
+            len = (size_t)(nl - line);
+            if (len > c->max_line) {
+                line_too_long(c);
+                break;
+            }
+            c->rpos = c->rscan = (size_t)(nl - base) + 1;
+        }
+        handle_line(c, line, len);
+    }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    struct ipc_conn *c = h->data;
+    if (c->rpos == c->rlen) {
+        c->rpos = c->rlen = c->rscan = 0;
+        if (c->rcap > READ_KEEP_MAX) {
+            free(c->rbuf);
+            c->rbuf = NULL;
+            c->rcap = 0;
+        }
+    }
+    if (c->rcap - c->rlen < READ_MIN_FREE + 1 && c->rpos > 0) {
+        /* Moves only the unfinished line, which is at most max_line. */
+        memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+        c->rlen -= c->rpos;
+        c->rscan -= c->rpos;
+        c->rpos = 0;
+    }
+    if (c->rcap - c->rlen < READ_MIN_FREE + 1) {
+        /* Unparsed data never exceeds max_line here (a longer line ended
+         * parsing), so this bound always leaves room for one read. */
+        size_t limit = c->max_line + READ_MIN_FREE + 1;
+        size_t ncap = c->rcap ? c->rcap * 2 : READ_INITIAL;
+        if (ncap < c->rlen + READ_MIN_FREE + 1)
+            ncap = c->rlen + READ_MIN_FREE + 1;
+        if (ncap > limit)
+            ncap = limit;
+        char *np = ncap > c->rcap ? realloc(c->rbuf, ncap) : NULL;
+        if (!np) {
+            *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
+            return;
+        }
+        c->rbuf = np;
+        c->rcap = ncap;
+    }
+    *buf = uv_buf_init(c->rbuf + c->rlen, (unsigned)(c->rcap - c->rlen - 1));
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    struct ipc_conn *c = st->data;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        if (nread == UV_EOF && !c->streaming) {
+            /* Half-closed: answer what was asked, then close. */
+            c->eof = true;
+            c->reading = false; /* libuv stopped reading */
+            conn_kick(c);
+            return;
+        }
+        conn_close(c);
+        return;
+    }
+    if (c->stop_lines || c->streaming)
+        return; /* discarding */
+    c->rlen += (size_t)nread;
+    conn_kick(c);
+}
+
+static void conn_update_reading(struct ipc_conn *c)
+{
+    ipc_server_t *s = c->srv;
+    bool want;
+    if (c->eof || c->rejecting)
+        want = false;
+    else if (c->streaming || c->stop_lines)
+        want = true; /* discard input, notice the peer leaving */
+    else
+        want = !conn_saturated(c);
+
+    if (want && !c->reading) {
+        if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) != 0) {
+            conn_close(c);
+            return;
+        }
+        c->reading = true;
+        if (c->paused) {
+            c->paused = false;
+            s->ctr.read_resumes++;
+        }
+    } else if (!want && c->reading) {
+        uv_read_stop((uv_stream_t *)&c->pipe);
+        c->reading = false;
+        if (!c->eof && !c->rejecting) {
+            c->paused = true;
+            s->ctr.read_pauses++;
+        }
+    }
+}
+
+static void conn_maybe_finish(struct ipc_conn *c)
+{
+    if (c->state != CONN_OPEN)
+        return;
+    bool done_reading = c->close_after_flush || (c->eof && (c->stop_lines || c->rpos == c->rlen));
+    if (!done_reading || c->head || c->obuf.len || c->held.len || c->writing)
+        return;
+    conn_close(c);
+}
+
+/* Brings a connection up to date: parse what can be parsed, write what is
+ * ready, pause or resume reading, close when finished. */
+static void conn_kick(struct ipc_conn *c)
+{
+    if (c->state != CONN_OPEN || c->in_kick)
+        return;
+    c->in_kick = true;
+    dirty_unlink(c);
+    conn_process(c);
+    conn_flush(c);
+    c->in_kick = false;
+    if (c->state != CONN_OPEN)
+        return;
+    conn_update_reading(c);
+    conn_maybe_finish(c);
+}
+
+static void on_idle(uv_idle_t *h)
+{
+    ipc_server_t *s = h->data;
+    struct ipc_conn *c;
+    while ((c = s->dirty) != NULL)
+        conn_kick(c); /* unlinks c */
+    uv_idle_stop(h);
+}
+
+/* ---- accepting ---- */
+
+static void conn_reject(struct ipc_conn *c, const char *code, const char *msg)
+{
+    ipc_server_t *s = c->srv;
+    s->ctr.rejected++;
+    if (s->n_rejecting >= MAX_REJECTING) {
+        conn_close(c); /* a flood: no explanations */
+        return;
+    }
+    c->rejecting = true;
+    s->n_rejecting++;
+    c->stop_lines = true;
+    c->close_after_flush = true;
+    if (encode_error(&c->obuf, NULL, 0, code, msg)) {
+        conn_close(c);
+        return;
+    }
+    conn_kick(c);
+}
+
+static bool uid_allowed(const ipc_server_t *s, uid_t uid)
+{
+    if (!s->check_uids)
+        return true;
+    for (size_t i = 0; i < s->n_uids; i++)
+        if (s->uids[i] == uid)
+            return true;
+    return false;
+}
+
+static void on_connection(uv_stream_t *ls, int status)
+{
+    ipc_server_t *s = ls->data;
+    if (status < 0 || s->closing)
+        return;
+    /* Out of memory here leaves the connection in libuv's hands, which
+     * stops accepting until the next uv_accept; nothing better is possible
+     * without memory. */
+    struct ipc_conn *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    uv_pipe_init(s->loop, &c->pipe, 0);
+    c->pipe.data = c;
+    c->wreq.data = c;
+    c->srv = s;
+    c->refs = 1;
+    c->state = CONN_OPEN;
+    c->uid = (uid_t)-1;
+    c->max_line = s->max_line;
+    c->max_pending = s->max_pending;
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    s->handles++;
+    if (uv_accept(ls, (uv_stream_t *)&c->pipe) != 0) {
+        conn_close(c);
+        return;
+    }
+
+    uv_os_fd_t fd;
+    struct ucred cr;
+    socklen_t crlen = sizeof cr;
+    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) == 0 &&
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &crlen) == 0 && crlen == sizeof cr)
+        c->uid = cr.uid;
+
+    if (!uid_allowed(s, c->uid)) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "uid %ld not allowed",
+                 c->uid == (uid_t)-1 ? -1L : (long)c->uid);
+        conn_reject(c, IPC_ERR_FORBIDDEN, msg);
+        return;
+    }
+    if (s->n_conns >= s->max_connections) {
+        conn_reject(c, IPC_ERR_QUEUE_FULL, "too many connections");
+        return;
+    }
+    c->counted = true;
+    s->n_conns++;
+    conn_update_reading(c);
+}
+
+/* ---- server ---- */
+
+int ipc_server_new(uv_loop_t *loop, const ipc_server_options_t *opt, ipc_request_cb cb,
+                   void *user, ipc_server_t **out)
+{
+    ipc_server_options_t o;
+    if (!out)
+        return IPC_EINVAL;
+    *out = NULL;
+    if (!loop || !cb)
+        return IPC_EINVAL;
+    if (opt)
+        o = *opt;
+    else
+        memset(&o, 0, sizeof o);
+    if ((o.socket_mode & ~0777u) || (!o.allowed_uids && o.n_allowed_uids > 0) ||
+        o.max_line > SIZE_MAX / 4)
+        return IPC_EINVAL;
+
+    ipc_server_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return UV_ENOMEM;
+    if (o.allowed_uids) {
+        s->check_uids = true;
+        s->n_uids = o.n_allowed_uids;
+        if (s->n_uids > 0) {
+            s->uids = malloc(s->n_uids * sizeof *s->uids);
+            if (!s->uids) {
+                free(s);
+                return UV_ENOMEM;
+            }
+            memcpy(s->uids, o.allowed_uids, s->n_uids * sizeof *s->uids);
+        }
+    }
+    s->loop = loop;
+    s->cb = cb;
+    s->user = user;
+    s->max_line = o.max_line ? o.max_line : IPC_MAX_LINE_DEFAULT;
+    s->max_connections = o.max_connections ? o.max_connections : 1024;
+    s->max_pending = o.max_pending ? o.max_pending : 4096;
+    s->socket_mode = o.socket_mode ? o.socket_mode : 0660;
+    uv_pipe_init(loop, &s->listener, 0);
+    s->listener.data = s;
+    uv_idle_init(loop, &s->idle);
+    s->idle.data = s;
+    s->handles = 2;
+    *out = s;
+    return 0;
+}
+
+/* Removes a socket file nobody accepts on; a live one is UV_EADDRINUSE. */
+static int clear_stale(const char *path, const struct sockaddr_un *sa)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISSOCK(st.st_mode))
+        return UV_EADDRINUSE; /* never remove what is not a socket */
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    /* Non-blocking: a live listener with a full backlog gives EAGAIN
+     * instead of blocking us. */
+    int rc = connect(fd, (const struct sockaddr *)sa, sizeof *sa);
+    int err = rc == 0 ? 0 : errno;
+    close(fd);
+    if (rc == 0 || err == EAGAIN || err == EINPROGRESS)
+        return UV_EADDRINUSE;
+    if (err != ECONNREFUSED)
+        return -err;
+    if (unlink(path) != 0 && errno != ENOENT)
+        return -errno;
+    return 0;
+}
+
+static void listener_close(ipc_server_t *s)
+{
+    if (s->listener_closed)
+        return;
+    s->listener_closed = true;
+    s->listening = false;
+    /* Unlink before closing the fd, so we never remove a socket someone
+     * else bound after our close. */
+    if (s->path)
+        unlink(s->path);
+    uv_close((uv_handle_t *)&s->listener, on_server_handle_closed);
+}
+
+/* Opens the listener on a listening fd; closes fd on failure. */
+static int listener_open(ipc_server_t *s, int fd)
+{
+    int rc = uv_pipe_open(&s->listener, fd);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    rc = uv_listen((uv_stream_t *)&s->listener, SOMAXCONN, on_connection);
+    if (rc) {
+        listener_close(s); /* the handle owns fd now */
+        return rc;
+    }
+    s->listening = true;
+    return 0;
+}
+
+int ipc_server_listen(ipc_server_t *s, const char *path)
+{
+    struct sockaddr_un sa;
+    int fd = -1, rc;
+    char *copy = NULL;
+
+    if (!s || !path || !*path)
+        return IPC_EINVAL;
+    if (s->closing || s->listener_closed)
+        return IPC_ECLOSED;
+    if (s->listening)
+        return IPC_EINVAL;
+    if (strlen(path) >= sizeof sa.sun_path)
+        return UV_ENAMETOOLONG;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    copy = strdup(path);
+    if (!copy)
+        return UV_ENOMEM;
+
+    if ((rc = clear_stale(path, &sa)))
+        goto fail;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        rc = -errno;
+        goto fail;
+    }
+    /* Bind under a restrictive umask so that the file never exists with a
+     * wider mode than asked; chmod then sets the asked mode. The umask is
+     * process-wide: call this before starting threads that create files. */
+    mode_t old = umask(0177);
+    rc = bind(fd, (const struct sockaddr *)&sa, sizeof sa);
+    int err = errno;
+    umask(old);
+    if (rc != 0) {
+        rc = -err;
+        goto fail;
+    }
+    if (chmod(path, (mode_t)s->socket_mode) != 0 || listen(fd, SOMAXCONN) != 0) {
+        rc = -errno;
+        unlink(path);
+        goto fail;
+    }
+    rc = listener_open(s, fd);
+    fd = -1;
+    if (rc) {
+        unlink(path);
+        goto fail;
+    }
+    s->path = copy;
+    return 0;
+
+fail:
+    if (fd >= 0)
+        close(fd);
+    free(copy);
+    return rc;
+}
+
+int ipc_server_adopt_fd(ipc_server_t *s, int fd)
+{
+    int v = 0;
+    socklen_t vl = sizeof v;
+    if (!s || fd < 0 || s->listening || s->closing || s->listener_closed) {
+        if (fd >= 0)
+            close(fd);
+        return !s || fd < 0 || s->listening ? IPC_EINVAL : IPC_ECLOSED;
+    }
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &v, &vl) != 0 || !v) {
+        close(fd);
+        return IPC_EINVAL;
+    }
+    return listener_open(s, fd);
+}
+
+void ipc_server_stop_accepting(ipc_server_t *s)
+{
+    if (s)
+        listener_close(s);
+}
+
+unsigned ipc_server_connections(const ipc_server_t *s)
+{
+    return s ? s->n_conns : 0;
+}
+
+void ipc_server_close(ipc_server_t *s)
+{
+    if (!s || s->closing)
+        return;
+    s->closing = true;
+    listener_close(s);
+    uv_close((uv_handle_t *)&s->idle, on_server_handle_closed);
+    /* conn_close keeps c in the list until its close callback. */
+    for (struct ipc_conn *c = s->conns; c; c = c->next)
+        conn_close(c);
+}
+
+void ipc__server_counters(const ipc_server_t *s, ipc__counters_t *out)
+{
+    *out = s->ctr;
+}
+
+/* ---- answers ---- */
+
+const ipc_request_t *ipc_req_request(const ipc_req_t *r)
+{
+    return &r->request;
+}
+
+uid_t ipc_req_uid(const ipc_req_t *r)
+{
+    return r->conn ? r->conn->uid : (uid_t)-1;
+}
+
+void ipc_req_reply_submit(ipc_req_t *r, uint64_t job_id, bool duplicate)
+{
+    struct answer a;
+    if (!answer_begin(r, &a))
+        return;
+    int rc = put_head(a.b, r->id_json, r->id_len);
+    if (!rc)
+        rc = ipc__buf_reserve(a.b, 64);
+    if (!rc) {
+        int n = snprintf(a.b->p + a.b->len, a.b->cap - a.b->len,
+                         "\"ok\":true,\"job\":\"%" PRIu64 "\",\"duplicate\":%s}\n", job_id,
+                         duplicate ? "true" : "false");
+        a.b->len += (size_t)n;
+    }
+    answer_end(r, &a, rc);
+}
+
+void ipc_req_reply_ok(ipc_req_t *r, cJSON *fields)
+{
+    struct answer a;
+    char *txt = NULL;
+    int rc = 0;
+    if (!answer_begin(r, &a)) {
+        cJSON_Delete(fields);
+        return;
+    }
+    if (cJSON_IsObject(fields) && fields->child) {
+        txt = cJSON_PrintUnformatted(fields);
+        if (!txt)
+            rc = UV_ENOMEM;
+    }
+    if (!rc)
+        rc = put_head(a.b, r->id_json, r->id_len);
+    if (!rc)
+        rc = put_str(a.b, "\"ok\":true");
+    if (!rc && txt) {
+        /* "{a,b}" -> ",a,b" */
+        size_t n = strlen(txt);
+        txt[0] = ',';
+        rc = ipc__buf_put(a.b, txt, n - 1);
+    }
+    if (!rc)
+        rc = ipc__buf_put(a.b, "}\n", 2);
+    cJSON_free(txt);
+    cJSON_Delete(fields);
+    answer_end(r, &a, rc);
+}
+
+void ipc_req_reply_error(ipc_req_t *r, const char *code, const char *fmt, ...)
+{
+    struct answer a;
+    char small[256];
+    char *msg = small;
+    va_list ap;
+
+    if (!answer_begin(r, &a))
+        return;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        small[0] = '\0';
+    } else if ((size_t)n >= sizeof small) {
+        size_t cap = (size_t)n < ERR_MSG_MAX ? (size_t)n + 1 : ERR_MSG_MAX + 1;
+        char *big = malloc(cap);
+        if (big) {
+            va_start(ap, fmt);
+            vsnprintf(big, cap, fmt, ap);
+            va_end(ap);
+            msg = big;
+        }
+    }
+    int rc = encode_error(a.b, r->id_json, r->id_len, code ? code : IPC_ERR_INTERNAL, msg);
+    if (msg != small)
+        free(msg);
+    answer_end(r, &a, rc);
+}
+
+/* ---- streams ---- */
+
+ipc_stream_t *ipc_req_reply_stream(ipc_req_t *r, size_t max_buffered)
+{
+    struct ipc_conn *c = r->conn;
+    struct answer a;
+    if (!answer_begin(r, &a))
+        return NULL;
+    int rc = put_head(a.b, r->id_json, r->id_len);
+    if (!rc)
+        rc = put_str(a.b, "\"ok\":true}\n");
+    answer_end(r, &a, rc); /* may free r */
+    if (c->state != CONN_OPEN)
+        return NULL;
+    /* A second watch on the same connection shares the stream; each
+     * returned reference is released on its own. */
+    if (!c->streaming) {
+        c->streaming = true;
+        c->rpos = c->rscan = c->rlen; /* pipelined lines after watch are dropped */
+        c->stream.conn = c;
+        c->stream.max_buffered = max_buffered;
+        c->stream.dropped = 0;
+    }
+    c->refs++;
+    c->stream_refs++;
+    mark_dirty(c); /* keeps reading, to notice the peer leaving */
+    return &c->stream;
+}
+
+int ipc_stream_send(ipc_stream_t *st, const char *json, size_t len)
+{
+    struct ipc_conn *c = st->conn;
+    if (c->state != CONN_OPEN)
+        return IPC_ECLOSED;
+    if (unsent_bytes(c) + len + 1 > st->max_buffered) {
+        st->dropped++;
+        return 0;
+    }
+    ipc__buf_t *b = c->head ? &c->held : &c->obuf;
+    size_t mark = b->len;
+    int rc = 0;
+    if (st->dropped) {
+        char gap[64];
+        int n = snprintf(gap, sizeof gap, "{\"event\":\"gap\",\"dropped\":%" PRIu64 "}\n",
+                         st->dropped);
+        rc = ipc__buf_put(b, gap, (size_t)n);
+    }
+    if (!rc)
+        rc = ipc__buf_put(b, json, len);
+    if (!rc)
+        rc = ipc__buf_put(b, "\n", 1);
+    if (rc) {
+        b->len = mark;
+        st->dropped++;
+        return 0;
+    }
+    st->dropped = 0;
+    if (!c->writing && c->obuf.len >= STREAM_FLUSH_BYTES)
+        conn_flush(c);
+    else
+        mark_dirty(c);
+    return 0;
+}
+
+void ipc_stream_release(ipc_stream_t *st)
+{
+    if (!st)
+        return;
+    struct ipc_conn *c = st->conn;
+    if (--c->stream_refs == 0 && c->state == CONN_OPEN) {
+        /* Nobody will send events any more: finish the connection. */
+        c->close_after_flush = true;
+        mark_dirty(c);
+    }
+    conn_unref(c);
+}
+
+const char *ipc_strerror(int err)
+{
+    switch (err) {
+    case 0: return "success";
+    case IPC_EINVAL: return "invalid argument or option";
+    case IPC_ECLOSED: return "server closing";
+    default: break;
+    }
+    if (err < 0 && err > -4096)
+        return strerror(-err);
+    return "unknown error";
+}
