@@ -13,10 +13,13 @@
  *   socketp libcurl passes to the socket callback is not used: after a
  *   close that libcurl reports out of order (curl #14976) it can name a
  *   context that is already on its way out, while the table never does.
- * - A CURL_POLL_REMOVE only stops the poll handle; the context stays in the
- *   table so that a re-add of the same fd reuses the same uv_poll_t (never
- *   two poll handles on one fd). The context goes when libcurl closes the
- *   socket.
+ * - A CURL_POLL_REMOVE of one of our sockets leaves the context in the
+ *   table, so that a re-add of the same fd reuses the same uv_poll_t (never
+ *   two poll handles on one fd); the context goes when libcurl closes the
+ *   socket. The poll is stopped lazily: a keep-alive connection is removed
+ *   after every transfer and re-added for the next with the same events, and
+ *   each uv_poll_stop/uv_poll_start pair costs epoll_ctl calls. If an event
+ *   arrives while removed, the poll is stopped then and libcurl not called.
  * - Sockets libcurl creates without the open callback (the threaded
  *   resolver's wake-up socketpair) get a "foreign" context whose fd we never
  *   close; it is dropped on CURL_POLL_REMOVE.
@@ -63,8 +66,10 @@ typedef struct http_sock {
     http_engine_t *e;
     uv_poll_t poll;
     curl_socket_t fd;
+    int events;    /* UV_READABLE/UV_WRITABLE being watched, 0: poll stopped */
     bool has_poll; /* poll initialised: it must be uv_close'd, freed in close cb */
     bool close_fd; /* we close the fd once the poll handle is closed */
+    bool removed;  /* libcurl said CURL_POLL_REMOVE; poll still running (lazy) */
 } http_sock_t;
 
 typedef struct http_req {
@@ -422,8 +427,17 @@ static void sock_poll_cb(uv_poll_t *p, int status, int events)
     http_engine_t *e = s->e;
     int flags = 0, running;
 
+    if (s->removed) {
+        /* libcurl is not interested (e.g. the peer closed an idle pooled
+         * connection): stop watching until it asks again. */
+        uv_poll_stop(p);
+        s->events = 0;
+        s->removed = false;
+        return;
+    }
     /* `s` may be released during the action: read what we need first. */
     if (status < 0) {
+        s->events = 0; /* libuv stopped the handle on the error */
         flags = CURL_CSELECT_ERR;
     } else {
         if (events & UV_READABLE)
@@ -461,13 +475,10 @@ static int engine_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
     if (what == CURL_POLL_REMOVE) {
         if (s == NULL)
             return 0;
-        if (s->close_fd) {
-            /* Ours: keep the context for a re-add until the socket closes. */
-            if (s->has_poll)
-                uv_poll_stop(&s->poll);
-        } else {
+        if (s->close_fd)
+            s->removed = s->events != 0; /* ours: stopped lazily, see top */
+        else
             sock_release(e, s);
-        }
         return 0;
     }
     if (s == NULL) {
@@ -486,7 +497,16 @@ static int engine_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
         events |= UV_READABLE;
     if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
         events |= UV_WRITABLE;
-    return uv_poll_start(&s->poll, events, sock_poll_cb) == 0 ? 0 : -1;
+    s->removed = false;
+    if (events == s->events)
+        return 0; /* already watching exactly this */
+    if (uv_poll_start(&s->poll, events, sock_poll_cb) != 0) {
+        uv_poll_stop(&s->poll);
+        s->events = 0;
+        return -1;
+    }
+    s->events = events;
+    return 0;
 }
 
 /* --------------------------------------------------------------- requests */

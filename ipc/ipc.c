@@ -123,6 +123,7 @@ struct answer {
 };
 
 static void conn_kick(struct ipc_conn *c);
+static void on_idle(uv_idle_t *h);
 
 /* ---- lifetimes ---- */
 
@@ -192,7 +193,7 @@ static void mark_dirty(struct ipc_conn *c)
         s->dirty->dprev = c;
     s->dirty = c;
     if (!uv_is_active((uv_handle_t *)&s->idle))
-        uv_idle_start(&s->idle, NULL) == 0 ? (void)0 : (void)0;
+        (void)uv_idle_start(&s->idle, on_idle); /* cannot fail with a callback */
 }
 
 static void on_conn_closed(uv_handle_t *h)
@@ -633,8 +634,10 @@ static void on_idle(uv_idle_t *h)
 {
     ipc_server_t *s = h->data;
     struct ipc_conn *c;
-    while ((c = s->dirty) != NULL)
-        conn_kick(c); /* unlinks c */
+    while ((c = s->dirty) != NULL) {
+        dirty_unlink(c);
+        conn_kick(c);
+    }
     uv_idle_stop(h);
 }
 

@@ -26,8 +26,8 @@
 #define FAKE_MAX_TOKENS 64
 #define FAKE_MAX_TOKEN_LEN 512
 #define FAKE_MAX_NUMBERS 256
-#define FAKE_MAX_ID_LEN 63    /* phoneNumberId */
-#define FAKE_MAX_DIGITS 32    /* digits of a recipient */
+#define FAKE_MAX_ID_LEN 63 /* phoneNumberId */
+#define FAKE_MAX_DIGITS 32 /* digits of a recipient */
 #define FAKE_MAX_RULES 4096
 #define FAKE_MAX_LATENCY_MS 600000L
 #define FAKE_PAIR_MAX 1000000 /* tracked (sender, recipient) pairs */
@@ -41,15 +41,15 @@ typedef enum fake_account {
 
 /* The runtime switches; each one also settable through POST /_fake/control. */
 typedef struct fake_config {
-    long latency_ms;        /* delay of every answer to a send route */
-    double fail_rate;       /* probability of a 500 with fail_meta_code */
-    long fail_meta_code;    /* default 131000 */
-    double rate_limit;      /* sends/s per phoneNumberId, burst the same; 0 = off */
-    long pair_interval_ms;  /* one send per interval per (sender, recipient); 0 = off */
-    long pair_burst;        /* bucket size of the pair limit, >= 1 */
-    double reset_before;    /* probability of dropping a send unanswered, not accepted */
-    double reset_after;     /* probability of dropping an accepted send's answer */
-    bool token_revoked;     /* every authed route answers 401 */
+    long latency_ms;       /* delay of every answer to a send route */
+    double fail_rate;      /* probability of a 500 with fail_meta_code */
+    long fail_meta_code;   /* default 131000 */
+    double rate_limit;     /* sends/s per phoneNumberId, burst the same; 0 = off */
+    long pair_interval_ms; /* one send per interval per (sender, recipient); 0 = off */
+    long pair_burst;       /* bucket size of the pair limit, >= 1 */
+    double reset_before;   /* probability of dropping a send unanswered, not accepted */
+    double reset_after;    /* probability of dropping an accepted send's answer */
+    bool token_revoked;    /* every authed route answers 401 */
     fake_account_t account;
 } fake_config_t;
 
@@ -59,7 +59,7 @@ typedef struct fake_options {
     size_t ntokens;
     const char *const *numbers; /* owned phoneNumberIds; NULL: 1000001..1000010 */
     size_t nnumbers;
-    const char *log_path;       /* NULL: no send log */
+    const char *log_path; /* NULL: no send log */
     uint64_t seed;
     fake_config_t config;
 } fake_options_t;
@@ -75,17 +75,17 @@ typedef struct fake_request {
     const char *api_token;     /* "X-API-Token" header or NULL */
     const char *body;          /* NULL when empty or too big */
     size_t body_len;
-    bool body_too_big;         /* more than FAKE_BODY_MAX bytes arrived (and were dropped) */
+    bool body_too_big; /* more than FAKE_BODY_MAX bytes arrived (and were dropped) */
 } fake_request_t;
 
 /* What to do with a request. */
 typedef struct fake_answer {
-    bool drop;         /* close the connection without answering */
-    int status;        /* HTTP status when !drop */
-    char *body;        /* malloc'd JSON text when !drop; the caller frees it (or hands it on) */
+    bool drop;  /* close the connection without answering */
+    int status; /* HTTP status when !drop */
+    char *body; /* malloc'd JSON text when !drop; the caller frees it (or hands it on) */
     size_t body_len;
-    int retry_after;   /* seconds for a Retry-After header, -1: none */
-    long delay_ms;     /* answer (or drop) only after this long */
+    int retry_after; /* seconds for a Retry-After header, -1: none */
+    long delay_ms;   /* answer (or drop) only after this long */
 } fake_answer_t;
 
 typedef struct fake_server fake_server_t;

@@ -27,7 +27,7 @@
 
 #include <cjson/cJSON.h>
 
-#define PAIR_HEADS (1u << 17)            /* hash heads of the pair table */
+#define PAIR_HEADS (1u << 17)           /* hash heads of the pair table */
 #define PAIR_SWEEP_GAP_NS 1000000000ull /* at most one sweep of a full table per second */
 #define NSTATUS 600
 
@@ -40,16 +40,15 @@ typedef struct fake_rule {
     int status;
     char error[48];
     char message[256];
-    long meta;   /* Meta code in details, 0 = no details */
-    long times;  /* -1 = always; counts down to 0 = spent */
-    int reset;   /* RULE_RESET_* */
+    long meta;  /* Meta code in details, 0 = no details */
+    long times; /* -1 = always; counts down to 0 = spent */
+    int reset;  /* RULE_RESET_* */
     int retry_after;
 } fake_rule_t;
 
 typedef struct fake_sender {
     char id[FAKE_MAX_ID_LEN + 1]; /* immutable after creation: read without the lock */
-    uint64_t accepted, rejected_429, rejected_pair, failed, scripted, resets_before,
-        resets_after;
+    uint64_t accepted, rejected_429, rejected_pair, failed, scripted, resets_before, resets_after;
     double tokens; /* rate-limit bucket */
     uint64_t last_ns;
 } fake_sender_t;
@@ -221,8 +220,7 @@ static char **dup_tokens(const char *const *src, size_t n)
 /* ---- token buckets ---------------------------------------------------- */
 
 /* Refills a bucket of `burst` tokens at `rate` per second and takes one if it can. */
-static bool bucket_take(double *tokens, uint64_t *last_ns, double rate, double burst,
-                        uint64_t now)
+static bool bucket_take(double *tokens, uint64_t *last_ns, double rate, double burst, uint64_t now)
 {
     double add = (double)(now - *last_ns) * 1e-9 * rate;
     *last_ns = now;
@@ -428,11 +426,11 @@ static void log_send(fake_server_t *s, const char *route, const char *sender, co
     struct timespec ts;
     pthread_mutex_lock(&s->log_lock);
     clock_gettime(CLOCK_REALTIME, &ts);
-    int n = snprintf(head, sizeof(head),
-                     "{\"seq\":%" PRIu64 ",\"t\":%lld.%06ld,\"route\":\"%s\",\"phoneNumberId\":\"%s\","
-                     "\"to\":\"%s\",\"wamid\":\"%s\",\"body\":",
-                     ++s->log_seq, (long long)ts.tv_sec, ts.tv_nsec / 1000, route, sender, to,
-                     wamid);
+    int n =
+        snprintf(head, sizeof(head),
+                 "{\"seq\":%" PRIu64 ",\"t\":%lld.%06ld,\"route\":\"%s\",\"phoneNumberId\":\"%s\","
+                 "\"to\":\"%s\",\"wamid\":\"%s\",\"body\":",
+                 ++s->log_seq, (long long)ts.tv_sec, ts.tv_nsec / 1000, route, sender, to, wamid);
     struct iovec iov[3] = {
         {.iov_base = head, .iov_len = (size_t)n},
         {.iov_base = (void *)body_json, .iov_len = strlen(body_json)},
@@ -568,9 +566,8 @@ static send_outcome_t decide(fake_server_t *s, size_t sender, const char *to, fa
     *fail_code = s->cfg.fail_meta_code;
     if (rng_chance(s, s->cfg.reset_before)) {
         out = OUT_RESET_BEFORE;
-    } else if (s->cfg.rate_limit > 0 &&
-               !bucket_take(&sd->tokens, &sd->last_ns, s->cfg.rate_limit,
-                            fmax(1.0, s->cfg.rate_limit), now)) {
+    } else if (s->cfg.rate_limit > 0 && !bucket_take(&sd->tokens, &sd->last_ns, s->cfg.rate_limit,
+                                                     fmax(1.0, s->cfg.rate_limit), now)) {
         out = OUT_RATE_LIMITED;
     } else if (s->cfg.pair_interval_ms > 0 && !pair_take(s, sender, to, now)) {
         out = OUT_PAIR_LIMITED;
@@ -585,7 +582,7 @@ static send_outcome_t decide(fake_server_t *s, size_t sender, const char *to, fa
             if (r->times > 0)
                 r->times--;
             *rule = *r;
-            out = r->reset == RULE_RESET_BEFORE ? OUT_RESET_BEFORE
+            out = r->reset == RULE_RESET_BEFORE  ? OUT_RESET_BEFORE
                   : r->reset == RULE_RESET_AFTER ? OUT_ACCEPTED
                                                  : OUT_SCRIPTED;
             *reset_after = r->reset == RULE_RESET_AFTER;
@@ -677,8 +674,8 @@ static int handle_send(fake_server_t *s, const fake_request_t *rq, const char *r
         if (strcmp(s->senders[i].id, pnid->valuestring) == 0)
             sender = i;
     if (sender == s->nsenders) {
-        rc = answer_error(s, ans, 403, "FORBIDDEN",
-                          "phoneNumberId does not belong to this account", 0);
+        rc = answer_error(s, ans, 403, "FORBIDDEN", "phoneNumberId does not belong to this account",
+                          0);
         goto out;
     }
     const cJSON *to = cJSON_GetObjectItemCaseSensitive(doc, "to");
@@ -694,8 +691,8 @@ static int handle_send(fake_server_t *s, const fake_request_t *rq, const char *r
         goto out;
     }
     if (kind == ROUTE_TEMPLATE &&
-        strncmp(cJSON_GetObjectItemCaseSensitive(doc, "templateName")->valuestring, "missing",
-                7) == 0) {
+        strncmp(cJSON_GetObjectItemCaseSensitive(doc, "templateName")->valuestring, "missing", 7) ==
+            0) {
         rc = answer_error(s, ans, 404, "NOT_FOUND", "Template not found", 0);
         goto out;
     }
@@ -708,8 +705,8 @@ static int handle_send(fake_server_t *s, const fake_request_t *rq, const char *r
         ans->drop = true;
         break;
     case OUT_RATE_LIMITED:
-        rc = answer_error(s, ans, 429, "RATE_LIMITED", "Too many messages from this number",
-                          130429);
+        rc =
+            answer_error(s, ans, 429, "RATE_LIMITED", "Too many messages from this number", 130429);
         ans->retry_after = 1;
         break;
     case OUT_PAIR_LIMITED:
@@ -799,8 +796,7 @@ typedef struct patch {
     size_t ntokens;
 } patch_t;
 
-static const char *const account_names[] = {"ok", "no_account", "plan_expired",
-                                            "developer_plan"};
+static const char *const account_names[] = {"ok", "no_account", "plan_expired", "developer_plan"};
 
 /* Reads a number in [lo, hi]; integral when `integral`. */
 static bool num_in(const cJSON *v, double lo, double hi, bool integral, double *out)
@@ -1304,8 +1300,8 @@ int fake_server_new(const fake_options_t *opt, fake_server_t **out)
      * server processes in one test never collide. */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t y = ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec) ^
-                 ((uint64_t)getpid() << 32);
+    uint64_t y =
+        ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec) ^ ((uint64_t)getpid() << 32);
     snprintf(s->instance, sizeof(s->instance), "%012" PRIX64,
              (uint64_t)(splitmix64(&y) & 0xffffffffffffull));
 

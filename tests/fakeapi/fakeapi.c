@@ -242,8 +242,8 @@ static int body_append(struct MHD_Connection *conn, req_t *rq, const char *data,
         size_t cap = rq->cap;
         if (cap == 0) {
             /* Size the buffer from Content-Length when it is sane, to avoid regrowing. */
-            const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                         MHD_HTTP_HEADER_CONTENT_LENGTH);
+            const char *cl =
+                MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
             unsigned long long hint = cl ? strtoull(cl, NULL, 10) : 0;
             cap = hint > 0 && hint <= FAKE_BODY_MAX ? (size_t)hint : 4096;
         }
@@ -283,9 +283,8 @@ static enum MHD_Result deliver(struct MHD_Connection *conn, req_t *rq)
 }
 
 static enum MHD_Result access_cb(void *cls, struct MHD_Connection *conn, const char *url,
-                                 const char *method, const char *version,
-                                 const char *upload_data, size_t *upload_data_size,
-                                 void **con_cls)
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
 {
     app_t *app = cls;
     req_t *rq = *con_cls;
@@ -511,8 +510,8 @@ static int parse_cli(cli_t *c, int argc, char **argv)
             return -EINVAL;
         }
         if (!ok) {
-            fprintf(stderr, "avp-fakeapi: bad value for --%s: %s\n",
-                    longopts[o - O_PORT].name, optarg);
+            fprintf(stderr, "avp-fakeapi: bad value for --%s: %s\n", longopts[o - O_PORT].name,
+                    optarg);
             return -EINVAL;
         }
     }
@@ -523,8 +522,8 @@ static int parse_cli(cli_t *c, int argc, char **argv)
     if (!seeded) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        c->opt.seed = ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec) ^
-                      (uint64_t)getpid();
+        c->opt.seed =
+            ((uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec) ^ (uint64_t)getpid();
     }
     if (c->ntokens) {
         c->opt.tokens = c->tokens;
@@ -649,11 +648,11 @@ int main(int argc, char **argv)
         {MHD_OPTION_THREAD_POOL_SIZE, cli.threads, NULL},
         {MHD_OPTION_END, 0, NULL},
     };
-    mhd = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME, 0, NULL,
-                           NULL, access_cb, &app, MHD_OPTION_LISTEN_SOCKET, lfd,
+    mhd = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME, 0, NULL, NULL,
+                           access_cb, &app, MHD_OPTION_LISTEN_SOCKET, lfd,
                            MHD_OPTION_CONNECTION_LIMIT, cap, MHD_OPTION_NOTIFY_COMPLETED,
-                           completed_cb, &app, MHD_OPTION_ARRAY,
-                           cli.threads > 1 ? pool : pool + 1, MHD_OPTION_END);
+                           completed_cb, &app, MHD_OPTION_ARRAY, cli.threads > 1 ? pool : pool + 1,
+                           MHD_OPTION_END);
     if (!mhd) {
         fprintf(stderr, "avp-fakeapi: libmicrohttpd failed to start\n");
         goto out;

@@ -1,0 +1,1338 @@
+/*
+ * queue_test.c - unit tests of the LMDB job store. One binary; the case to
+ * run is argv[1] (ctest registers one test per case). Each case works in a
+ * temp dir of its own and removes it when it passes.
+ */
+#include "queue.h"
+#include "queue_int.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define CHECK(c)                                                                                   \
+    do {                                                                                           \
+        if (!(c)) {                                                                                \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c);                 \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+#define CHECK_RC(expr, want)                                                                       \
+    do {                                                                                           \
+        int rc_ = (expr);                                                                          \
+        if (rc_ != (want)) {                                                                       \
+            fprintf(stderr, "%s:%d: %s = %d (%s), want %d (%s)\n", __FILE__, __LINE__, #expr, rc_, \
+                    queue_strerror(rc_), (want), queue_strerror(want));                            \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+#define CHECK_OK(expr) CHECK_RC(expr, 0)
+
+static char g_dir[512];
+static const char *g_self;
+
+/* --- helpers ------------------------------------------------------------- */
+
+static void dir_make(void)
+{
+    const char *t = getenv("TMPDIR");
+    snprintf(g_dir, sizeof g_dir, "%s/avpq-XXXXXX", t != NULL && *t ? t : "/tmp");
+    CHECK(mkdtemp(g_dir) != NULL);
+}
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static void dir_remove(void)
+{
+    nftw(g_dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+static queue_t *open_q(const queue_options_t *opt)
+{
+    queue_t *q = NULL;
+    CHECK_OK(queue_open(g_dir, opt, &q));
+    CHECK(q != NULL);
+    return q;
+}
+
+/* A queued job with defaults, due at `due`. */
+static queue_job_t job_make(uint64_t id, double due)
+{
+    queue_job_t j;
+    memset(&j, 0, sizeof j);
+    j.id = id;
+    j.state = QUEUE_STATE_QUEUED;
+    j.type = QUEUE_TYPE_TEXT;
+    j.priority = QUEUE_PRIO_NORMAL;
+    j.created_at = 1700000000.0;
+    j.updated_at = 1700000000.0;
+    j.next_attempt_at = due;
+    j.phone_number_id = "1000001";
+    j.to = "+15551234567";
+    return j;
+}
+
+/* Commits one job with a small body; returns its op result. */
+static int put_one(queue_t *q, const queue_job_t *j, uint64_t *orig)
+{
+    queue_batch_t *b = queue_batch_new();
+    int rc;
+    CHECK(b != NULL);
+    CHECK_RC(queue_batch_add_job(b, j, "{}", 2), 0);
+    CHECK_OK(queue_batch_commit(q, b));
+    rc = queue_batch_result(b, 0, orig);
+    queue_batch_free(b);
+    return rc;
+}
+
+static int update_one(queue_t *q, uint64_t id, int state, double next, const char *wamid,
+                      const queue_error_info_t *err)
+{
+    queue_update_t u;
+    queue_batch_t *b = queue_batch_new();
+    int rc;
+    memset(&u, 0, sizeof u);
+    u.id = id;
+    u.state = (uint8_t)state;
+    u.attempts = 1;
+    u.updated_at = 1700000100.0;
+    u.next_attempt_at = next;
+    u.wamid = wamid;
+    u.last_error = err;
+    CHECK(b != NULL);
+    CHECK_RC(queue_batch_add_update(b, &u), 0);
+    CHECK_OK(queue_batch_commit(q, b));
+    rc = queue_batch_result(b, 0, NULL);
+    queue_batch_free(b);
+    return rc;
+}
+
+static int get_state(queue_t *q, uint64_t id)
+{
+    queue_job_t j;
+    int rc = queue_job_get(q, id, &j);
+    int st = rc == 0 ? j.state : rc;
+    queue_job_clear(&j);
+    return st;
+}
+
+/* Collects due entries (ids, dues) for checks. */
+typedef struct collect {
+    size_t n, stop_after;
+    uint64_t ids[256];
+    double dues[256];
+    queue_due_entry_t first;
+    char first_phone[80], first_to[80], first_order[256], first_campaign[256];
+    bool first_order_null, first_campaign_null;
+} collect_t;
+
+static int collect_cb(const queue_due_entry_t *e, void *user)
+{
+    collect_t *c = user;
+    CHECK(c->n < 256);
+    if (c->n == 0) {
+        c->first = *e;
+        snprintf(c->first_phone, sizeof c->first_phone, "%s", e->phone_number_id);
+        snprintf(c->first_to, sizeof c->first_to, "%s", e->to);
+        c->first_order_null = e->order_key == NULL;
+        c->first_campaign_null = e->campaign == NULL;
+        if (e->order_key)
+            snprintf(c->first_order, sizeof c->first_order, "%s", e->order_key);
+        if (e->campaign)
+            snprintf(c->first_campaign, sizeof c->first_campaign, "%s", e->campaign);
+    }
+    c->ids[c->n] = e->id;
+    c->dues[c->n] = e->due;
+    c->n++;
+    return c->stop_after != 0 && c->n >= c->stop_after;
+}
+
+static size_t scan(queue_t *q, double after_due, uint64_t after_id, double until, size_t limit,
+                   collect_t *c)
+{
+    memset(c, 0, sizeof *c);
+    CHECK_OK(queue_due_scan(q, after_due, after_id, until, limit, collect_cb, c));
+    return c->n;
+}
+
+static void counts_of(queue_t *q, uint64_t c[QUEUE_STATE_MAX + 1])
+{
+    CHECK_OK(queue_counts(q, c));
+}
+
+/* --- cases --------------------------------------------------------------- */
+
+static void t_roundtrip(void)
+{
+    queue_t *q = open_q(NULL);
+    queue_batch_t *b = queue_batch_new();
+    queue_job_t a, n, g, lng;
+    char phone[QUEUE_MAX_ID_LEN + 1], camp[QUEUE_MAX_KEY_LEN + 1], wamid[QUEUE_MAX_WAMID_LEN + 1];
+    char toolong[QUEUE_MAX_KEY_LEN + 2];
+
+    memset(&a, 0, sizeof a);
+    a.id = queue_id_next(q);
+    CHECK(a.id == 1);
+    a.state = QUEUE_STATE_QUEUED;
+    a.type = QUEUE_TYPE_MEDIA;
+    a.priority = QUEUE_PRIO_BULK;
+    a.attempts = 3;
+    a.max_attempts = 7;
+    a.created_at = 1700000000.123456;
+    a.updated_at = 1700000001.5;
+    a.next_attempt_at = 1700000002.25;
+    a.not_before = 1700000003.0625;
+    a.expires_at = 1700086400.875;
+    a.phone_number_id = "1000001";
+    a.to = "+15551234567";
+    a.campaign = "spring-promo";
+    a.order_key = "1000001:15551234567";
+    a.idempotency_key = "order-42";
+    a.wamid = "wamid.HBgLMTU1NTEyMzQ1Njc=";
+    a.last_error.status = 429;
+    a.last_error.meta_code = 131056;
+    snprintf(a.last_error.code, sizeof a.last_error.code, "RATE_LIMITED");
+    snprintf(a.last_error.message, sizeof a.last_error.message, "pair rate limit hit");
+
+    memset(&n, 0, sizeof n); /* every string absent except an empty campaign */
+    n.id = queue_id_next(q);
+    n.state = QUEUE_STATE_QUEUED;
+    n.type = QUEUE_TYPE_TEMPLATE;
+    n.priority = QUEUE_PRIO_HIGH;
+    n.campaign = "";
+    n.last_error.meta_code = -5;
+
+    memset(phone, '7', QUEUE_MAX_ID_LEN);
+    phone[QUEUE_MAX_ID_LEN] = '\0';
+    memset(camp, 'c', QUEUE_MAX_KEY_LEN);
+    camp[QUEUE_MAX_KEY_LEN] = '\0';
+    memset(wamid, 'w', QUEUE_MAX_WAMID_LEN);
+    wamid[QUEUE_MAX_WAMID_LEN] = '\0';
+    lng = job_make(queue_id_next(q), 5.0);
+    lng.phone_number_id = phone;
+    lng.to = phone;
+    lng.campaign = camp;
+    lng.order_key = camp;
+    lng.idempotency_key = camp;
+    lng.wamid = wamid;
+    memset(lng.last_error.code, 'x', sizeof lng.last_error.code); /* no NUL: cut to 63 */
+    memset(lng.last_error.message, 'm', sizeof lng.last_error.message);
+
+    CHECK(b != NULL);
+    CHECK_RC(queue_batch_add_job(b, &a, "A", 1), 0);
+    CHECK_RC(queue_batch_add_job(b, &n, NULL, 0), 1);
+    CHECK_RC(queue_batch_add_job(b, &lng, "L", 1), 2);
+    CHECK(queue_batch_count(b) == 3);
+    CHECK_OK(queue_batch_commit(q, b));
+    for (size_t i = 0; i < 3; i++)
+        CHECK_RC(queue_batch_result(b, i, NULL), 0);
+
+    CHECK_OK(queue_job_get(q, a.id, &g));
+    CHECK(g.id == a.id && g.state == a.state && g.type == a.type && g.priority == a.priority);
+    CHECK(g.attempts == 3 && g.max_attempts == 7);
+    CHECK(g.created_at == a.created_at && g.updated_at == a.updated_at);
+    CHECK(g.next_attempt_at == a.next_attempt_at && g.not_before == a.not_before);
+    CHECK(g.expires_at == a.expires_at);
+    CHECK(strcmp(g.phone_number_id, a.phone_number_id) == 0);
+    CHECK(strcmp(g.to, a.to) == 0);
+    CHECK(strcmp(g.campaign, a.campaign) == 0);
+    CHECK(strcmp(g.order_key, a.order_key) == 0);
+    CHECK(strcmp(g.idempotency_key, a.idempotency_key) == 0);
+    CHECK(strcmp(g.wamid, a.wamid) == 0);
+    CHECK(g.last_error.status == 429 && g.last_error.meta_code == 131056);
+    CHECK(strcmp(g.last_error.code, "RATE_LIMITED") == 0);
+    CHECK(strcmp(g.last_error.message, "pair rate limit hit") == 0);
+    queue_job_clear(&g);
+    CHECK(g.priv_ == NULL && g.to == NULL && g.id == 0);
+    queue_job_clear(&g); /* a zeroed job is fine */
+    queue_job_clear(NULL);
+
+    CHECK_OK(queue_job_get(q, n.id, &g));
+    CHECK(g.type == QUEUE_TYPE_TEMPLATE && g.priority == QUEUE_PRIO_HIGH);
+    CHECK(g.phone_number_id == NULL && g.to == NULL && g.order_key == NULL);
+    CHECK(g.idempotency_key == NULL && g.wamid == NULL);
+    CHECK(g.campaign != NULL && g.campaign[0] == '\0');
+    CHECK(g.last_error.status == 0 && g.last_error.meta_code == -5);
+    CHECK(g.last_error.code[0] == '\0' && g.last_error.message[0] == '\0');
+    queue_job_clear(&g);
+
+    CHECK_OK(queue_job_get(q, lng.id, &g));
+    CHECK(strcmp(g.phone_number_id, phone) == 0 && strcmp(g.campaign, camp) == 0);
+    CHECK(strcmp(g.wamid, wamid) == 0);
+    CHECK(strlen(g.last_error.code) == QUEUE_ERR_CODE_LEN - 1);
+    CHECK(strlen(g.last_error.message) == QUEUE_ERR_MSG_LEN - 1);
+    queue_job_clear(&g);
+
+    CHECK_OK(queue_job_get_by_key(q, "order-42", &g));
+    CHECK(g.id == a.id && g.attempts == 3);
+    queue_job_clear(&g);
+    CHECK_RC(queue_job_get_by_key(q, "nope", &g), QUEUE_ENOTFOUND);
+    CHECK(g.priv_ == NULL);
+    CHECK_RC(queue_job_get_by_key(q, "", &g), QUEUE_EINVAL);
+    CHECK_RC(queue_job_get(q, 999, &g), QUEUE_ENOTFOUND);
+
+    /* Limits are enforced when adding. */
+    memset(toolong, 'k', sizeof toolong - 1);
+    toolong[sizeof toolong - 1] = '\0';
+    lng.id = queue_id_next(q);
+    lng.campaign = toolong;
+    CHECK_RC(queue_batch_add_job(b, &lng, NULL, 0), QUEUE_EINVAL);
+    queue_batch_free(b);
+    queue_close(q);
+}
+
+static void t_body(void)
+{
+    queue_t *q = open_q(NULL);
+    queue_batch_t *b = queue_batch_new();
+    size_t big_len = 2u << 20, len;
+    char *big = malloc(big_len), *out;
+    queue_job_t j1 = job_make(queue_id_next(q), 1.0);
+    queue_job_t j2 = job_make(queue_id_next(q), 1.0);
+    queue_job_t j3 = job_make(queue_id_next(q), 1.0);
+    static const char with_nul[] = {'a', '\0', 'b'};
+
+    CHECK(big != NULL && b != NULL);
+    for (size_t i = 0; i < big_len; i++)
+        big[i] = (char)('a' + (i * 7919) % 26);
+    CHECK(queue_batch_add_job(b, &j1, big, big_len) == 0);
+    CHECK(queue_batch_add_job(b, &j2, NULL, 0) == 1);
+    CHECK(queue_batch_add_job(b, &j3, with_nul, sizeof with_nul) == 2);
+    CHECK_OK(queue_batch_commit(q, b));
+
+    CHECK_OK(queue_job_body(q, j1.id, &out, &len));
+    CHECK(len == big_len && memcmp(out, big, big_len) == 0 && out[len] == '\0');
+    free(out);
+    CHECK_OK(queue_job_body(q, j2.id, &out, &len));
+    CHECK(len == 0 && out != NULL && out[0] == '\0');
+    free(out);
+    CHECK_OK(queue_job_body(q, j3.id, &out, &len));
+    CHECK(len == 3 && memcmp(out, with_nul, 3) == 0);
+    free(out);
+    CHECK_RC(queue_job_body(q, 12345, &out, &len), QUEUE_ENOTFOUND);
+    CHECK(out == NULL && len == 0);
+
+    /* A state update leaves the body alone. */
+    CHECK_RC(update_one(q, j1.id, QUEUE_STATE_SENT, 0, "wamid.x", NULL), 0);
+    queue_close(q);
+    q = open_q(NULL);
+    CHECK_OK(queue_job_body(q, j1.id, &out, &len));
+    CHECK(len == big_len && memcmp(out, big, big_len) == 0);
+    free(out);
+    free(big);
+    queue_batch_free(b);
+    queue_close(q);
+}
+
+static void t_ids_reopen(void)
+{
+    queue_t *q = open_q(NULL);
+    queue_job_t j;
+    uint64_t orig, a, c;
+
+    CHECK(queue_id_next(q) == 1);
+    CHECK(queue_id_next(q) == 2);
+    j = job_make(2, 1.0);
+    CHECK_RC(put_one(q, &j, NULL), 0);
+    CHECK(queue_id_next(q) == 3);
+    queue_close(q);
+
+    q = open_q(NULL);
+    a = queue_id_next(q);
+    CHECK(a == 3);
+    c = queue_id_next(q); /* 4, never used */
+    j = job_make(queue_id_next(q), 1.0); /* 5 */
+    CHECK(j.id == 5 && c == 4);
+    j.idempotency_key = "k";
+    CHECK_RC(put_one(q, &j, NULL), 0);
+    queue_close(q);
+
+    /* The high water mark counts a duplicate's id even though no job was
+     * stored under it: an id is never handed out twice. */
+    q = open_q(NULL);
+    j = job_make(queue_id_next(q), 1.0);
+    CHECK(j.id == 6);
+    j.idempotency_key = "k";
+    CHECK_RC(put_one(q, &j, &orig), QUEUE_EDUPLICATE);
+    CHECK(orig == 5);
+    CHECK_RC(get_state(q, 6), QUEUE_ENOTFOUND);
+    queue_close(q);
+    q = open_q(NULL);
+    CHECK(queue_id_next(q) == 7);
+    queue_close(q);
+}
+
+static void t_idem(void)
+{
+    queue_t *q = open_q(NULL);
+    queue_batch_t *b = queue_batch_new();
+    queue_job_t a = job_make(queue_id_next(q), 1.0), x, y, z, g;
+    uint64_t orig, counts[QUEUE_STATE_MAX + 1];
+    collect_t c;
+    char *body;
+    size_t len;
+
+    a.idempotency_key = "k1";
+    CHECK_RC(put_one(q, &a, NULL), 0);
+
+    x = job_make(queue_id_next(q), 2.0);
+    x.idempotency_key = "k1"; /* taken in the store */
+    y = job_make(queue_id_next(q), 3.0);
+    y.idempotency_key = "k2";
+    z = job_make(queue_id_next(q), 4.0);
+    z.idempotency_key = "k2"; /* taken earlier in this batch */
+    CHECK(b != NULL);
+    CHECK(queue_batch_add_job(b, &x, "x", 1) == 0);
+    CHECK(queue_batch_add_job(b, &y, "y", 1) == 1);
+    CHECK(queue_batch_add_job(b, &z, "z", 1) == 2);
+    CHECK_OK(queue_batch_commit(q, b));
+    CHECK_RC(queue_batch_result(b, 0, &orig), QUEUE_EDUPLICATE);
+    CHECK(orig == a.id);
+    CHECK_RC(queue_batch_result(b, 1, &orig), 0);
+    CHECK(orig == 0);
+    CHECK_RC(queue_batch_result(b, 2, &orig), QUEUE_EDUPLICATE);
+    CHECK(orig == y.id);
+
+    CHECK_RC(get_state(q, x.id), QUEUE_ENOTFOUND);
+    CHECK_RC(get_state(q, z.id), QUEUE_ENOTFOUND);
+    CHECK_RC(queue_job_body(q, z.id, &body, &len), QUEUE_ENOTFOUND);
+    CHECK_OK(queue_job_get_by_key(q, "k2", &g));
+    CHECK(g.id == y.id);
+    queue_job_clear(&g);
+    CHECK(scan(q, 0, 0, INFINITY, 100, &c) == 2);
+    CHECK(c.ids[0] == a.id && c.ids[1] == y.id);
+    counts_of(q, counts);
+    CHECK(counts[QUEUE_STATE_QUEUED] == 2);
+    queue_batch_free(b);
+    queue_close(q);
+}
+
+static void t_due(void)
+{
+    static const double dues[] = {5, 3, 3, 1, 7, 2, 10.002, 10.001};
+    queue_t *q = open_q(NULL);
+    queue_batch_t *b = queue_batch_new();
+    collect_t c;
+    uint64_t id[8];
+
+    CHECK(b != NULL);
+    for (int i = 0; i < 8; i++) {
+        queue_job_t j = job_make(queue_id_next(q), dues[i]);
+        id[i] = j.id;
+        if (i == 3) {
+            j.type = QUEUE_TYPE_SMART;
+            j.priority = QUEUE_PRIO_HIGH;
+            j.attempts = 2;
+            j.max_attempts = 4;
+            j.expires_at = 99.5;
+            j.order_key = "ok-1";
+            j.campaign = "camp";
+        }
+        CHECK(queue_batch_add_job(b, &j, "{}", 2) == i);
+    }
+    CHECK_OK(queue_batch_commit(q, b));
+
+    /* Order by due then id. */
+    CHECK(scan(q, 0, 0, INFINITY, 100, &c) == 8);
+    {
+        uint64_t want[] = {id[3], id[5], id[1], id[2], id[0], id[4], id[7], id[6]};
+        for (int i = 0; i < 8; i++)
+            CHECK(c.ids[i] == want[i]);
+    }
+    CHECK(c.dues[0] == 1.0 && c.dues[6] == 10.001);
+    CHECK(c.first.type == QUEUE_TYPE_SMART && c.first.priority == QUEUE_PRIO_HIGH);
+    CHECK(c.first.attempts == 2 && c.first.max_attempts == 4 && c.first.expires_at == 99.5);
+    CHECK(c.first.state == QUEUE_STATE_QUEUED);
+    CHECK(strcmp(c.first_phone, "1000001") == 0 && strcmp(c.first_to, "+15551234567") == 0);
+    CHECK(!c.first_order_null && strcmp(c.first_order, "ok-1") == 0);
+    CHECK(!c.first_campaign_null && strcmp(c.first_campaign, "camp") == 0);
+
+    /* after: strictly after (3, id[1]); limit; until; callback stop. */
+    CHECK(scan(q, 3, id[1], INFINITY, 100, &c) == 5);
+    CHECK(c.ids[0] == id[2]);
+    CHECK(scan(q, 3, id[2], INFINITY, 2, &c) == 2);
+    CHECK(c.ids[0] == id[0] && c.ids[1] == id[4]);
+    CHECK(scan(q, 0, 0, 3.0, 100, &c) == 4);
+    CHECK(c.ids[3] == id[2]);
+    CHECK(scan(q, 0, 0, 0.5, 100, &c) == 0);
+    CHECK(scan(q, 0, 0, INFINITY, 0, &c) == 0);
+    memset(&c, 0, sizeof c);
+    c.stop_after = 3;
+    CHECK_OK(queue_due_scan(q, 0, 0, INFINITY, 100, collect_cb, &c));
+    CHECK(c.n == 3);
+
+    /* Updates move entries; final states leave the index. */
+    CHECK_RC(update_one(q, id[4], QUEUE_STATE_SENT, 0, "wamid.1", NULL), 0);
+    CHECK_RC(update_one(q, id[0], QUEUE_STATE_RETRYING, 0.5, NULL, NULL), 0);
+    CHECK_RC(update_one(q, id[1], QUEUE_STATE_SENDING, 3, NULL, NULL), 0);
+    CHECK_RC(update_one(q, id[3], QUEUE_STATE_FAILED, 0, NULL, NULL), 0);
+    CHECK_RC(update_one(q, id[6], QUEUE_STATE_SENDING, 20, NULL, NULL), 0);
+    CHECK(scan(q, 0, 0, INFINITY, 100, &c) == 6);
+    {
+        uint64_t want[] = {id[0], id[5], id[1], id[2], id[7], id[6]};
+        for (int i = 0; i < 6; i++)
+            CHECK(c.ids[i] == want[i]);
+    }
+    CHECK(c.dues[0] == 0.5 && c.dues[5] == 20.0);
+    /* A final job keeps its last due time on record but is off the index. */
+    CHECK(get_state(q, id[4]) == QUEUE_STATE_SENT);
+    /* Requeue of a final job puts it back. */
+    CHECK_RC(update_one(q, id[3], QUEUE_STATE_QUEUED, 0.25, NULL, NULL), 0);
+    CHECK(scan(q, 0, 0, INFINITY, 100, &c) == 7);
+    CHECK(c.ids[0] == id[3] && c.dues[0] == 0.25);
+    queue_batch_free(b);
+    queue_close(q);
+}
+
+static void t_counts(void)
+{
+    queue_t *q = open_q(NULL);
+    queue_batch_t *b = queue_batch_new();
+    uint64_t c[QUEUE_STATE_MAX + 1], ids[6];
+    queue_update_t u;
+
+    CHECK(b != NULL);
+    counts_of(q, c);
+    for (int s = 0; s <= QUEUE_STATE_MAX; s++)
+        CHECK(c[s] == 0);
+    for (int i = 0; i < 6; i++) {
+        queue_job_t j = job_make(queue_id_next(q), 1.0 + i);
+        ids[i] = j.id;
+        j.idempotency_key = i == 5 ? "dup" : NULL;
+        CHECK(queue_batch_add_job(b, &j, "{}", 2) == i);
+    }
+    {
+        queue_job_t d = job_make(queue_id_next(q), 1.0);
+        d.idempotency_key = "dup"; /* duplicate: must not count */
+        CHECK(queue_batch_add_job(b, &d, "{}", 2) == 6);
+    }
+    memset(&u, 0, sizeof u);
+    u.id = ids[0];
+    u.state = QUEUE_STATE_SENDING;
+    u.next_attempt_at = 1.0;
+    CHECK(queue_batch_add_update(b, &u) == 7); /* update of a job of this batch */
+    u.id = 424242;
+    CHECK(queue_batch_add_update(b, &u) == 8); /* missing: ENOTFOUND, not counted */
+    CHECK_OK(queue_batch_commit(q, b));
+    CHECK_RC(queue_batch_result(b, 6, NULL), QUEUE_EDUPLICATE);
+    CHECK_RC(queue_batch_result(b, 7, NULL), 0);
+    CHECK_RC(queue_batch_result(b, 8, NULL), QUEUE_ENOTFOUND);
+
+    CHECK_RC(update_one(q, ids[1], QUEUE_STATE_SENDING, 2, NULL, NULL), 0);
+    CHECK_RC(update_one(q, ids[1], QUEUE_STATE_SENT, 0, "w", NULL), 0);
+    CHECK_RC(update_one(q, ids[2], QUEUE_STATE_FAILED, 0, NULL, NULL), 0);
+    CHECK_RC(update_one(q, ids[3], QUEUE_STATE_RETRYING, 9, NULL, NULL), 0);
+    CHECK_RC(update_one(q, ids[3], QUEUE_STATE_RETRYING, 10, NULL, NULL), 0); /* same state */
+    CHECK_RC(update_one(q, ids[4], QUEUE_STATE_CANCELLED, 0, NULL, NULL), 0);
+
+    counts_of(q, c);
+    CHECK(c[QUEUE_STATE_QUEUED] == 1 && c[QUEUE_STATE_SENDING] == 1);
+    CHECK(c[QUEUE_STATE_RETRYING] == 1 && c[QUEUE_STATE_SENT] == 1);
+    CHECK(c[QUEUE_STATE_FAILED] == 1 && c[QUEUE_STATE_CANCELLED] == 1);
+    CHECK(c[QUEUE_STATE_EXPIRED] == 0 && c[QUEUE_STATE_UNCERTAIN] == 0);
+    queue_close(q);
+
+    q = open_q(NULL);
+    counts_of(q, c);
+    CHECK(c[QUEUE_STATE_QUEUED] == 1 && c[QUEUE_STATE_SENDING] == 1);
+    CHECK(c[QUEUE_STATE_RETRYING] == 1 && c[QUEUE_STATE_SENT] == 1);
+    CHECK(c[QUEUE_STATE_FAILED] == 1 && c[QUEUE_STATE_CANCELLED] == 1);
+    {
+        size_t n;
+        CHECK_OK(queue_recover(q, true, 50.0, &n));
+        CHECK(n == 1);
+    }
+    counts_of(q, c);
+    CHECK(c[QUEUE_STATE_SENDING] == 0 && c[QUEUE_STATE_UNCERTAIN] == 1);
+    queue_batch_free(b);
+    queue_close(q);
+}
+
+/* Three sending jobs among others; recover in mode `amo`. */
+static void recover_case(bool amo)
+{
+    queue_t *q = open_q(NULL);
+    queue_batch_t *b = queue_batch_new();
+    uint64_t ids[6], c[QUEUE_STATE_MAX + 1];
+    collect_t col;
+    size_t n = 99;
+    queue_job_t g;
+
+    CHECK(b != NULL);
+    for (int i = 0; i < 6; i++) {
+        queue_job_t j = job_make(queue_id_next(q), 100.0 + i);
+        ids[i] = j.id;
+        CHECK(queue_batch_add_job(b, &j, "{}", 2) == i);
+    }
+    CHECK_OK(queue_batch_commit(q, b));
+    CHECK_RC(update_one(q, ids[0], QUEUE_STATE_SENDING, 100, NULL, NULL), 0);
+    CHECK_RC(update_one(q, ids[2], QUEUE_STATE_SENDING, 102, NULL, NULL), 0);
+    CHECK_RC(update_one(q, ids[5], QUEUE_STATE_SENDING, 105, NULL, NULL), 0);
+    CHECK_RC(update_one(q, ids[3], QUEUE_STATE_SENT, 0, "w", NULL), 0);
+    queue_close(q); /* "crash" */
+
+    q = open_q(NULL);
+    CHECK_OK(queue_recover(q, amo, 500.0, &n));
+    CHECK(n == 3);
+    counts_of(q, c);
+    CHECK(c[QUEUE_STATE_SENDING] == 0 && c[QUEUE_STATE_SENT] == 1);
+    if (amo) {
+        CHECK(c[QUEUE_STATE_UNCERTAIN] == 3 && c[QUEUE_STATE_QUEUED] == 2);
+        CHECK(scan(q, 0, 0, INFINITY, 100, &col) == 2);
+        CHECK(col.ids[0] == ids[1] && col.ids[1] == ids[4]);
+        CHECK(get_state(q, ids[0]) == QUEUE_STATE_UNCERTAIN);
+        CHECK(get_state(q, ids[5]) == QUEUE_STATE_UNCERTAIN);
+    } else {
+        CHECK(c[QUEUE_STATE_QUEUED] == 5 && c[QUEUE_STATE_UNCERTAIN] == 0);
+        CHECK(scan(q, 0, 0, INFINITY, 100, &col) == 5);
+        CHECK(col.ids[0] == ids[1] && col.ids[1] == ids[4]);
+        CHECK(col.ids[2] == ids[0] && col.ids[3] == ids[2] && col.ids[4] == ids[5]);
+        CHECK(col.dues[2] == 500.0);
+        CHECK_OK(queue_job_get(q, ids[2], &g));
+        CHECK(g.state == QUEUE_STATE_QUEUED && g.next_attempt_at == 500.0);
+        CHECK(g.updated_at == 500.0 && g.attempts == 1);
+        queue_job_clear(&g);
+    }
+    CHECK_OK(queue_recover(q, amo, 600.0, &n));
+    CHECK(n == 0);
+    CHECK_OK(queue_recover(q, amo, 600.0, NULL));
+    queue_batch_free(b);
+    queue_close(q);
+}
+
+static void t_recover_requeue(void)
+{
+    recover_case(false);
+}
+
+static void t_recover_uncertain(void)
+{
+    recover_case(true);
+}
+
+/* Child side of t_locked: exit 0 if the dir is locked, 3 if it opened. */
+static int lock_child(const char *dir)
+{
+    queue_t *q = NULL;
+    int rc = queue_open(dir, NULL, &q);
+    if (rc == QUEUE_ELOCKED && q == NULL)
+        return 0;
+    if (rc == 0) {
+        queue_close(q);
+        return 3;
+    }
+    return 4;
+}
+
+static int run_child(void)
+{
+    int st;
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        execl("/proc/self/exe", g_self, "lock_child", g_dir, (char *)NULL);
+        _exit(127);
+    }
+    CHECK(waitpid(pid, &st, 0) == pid);
+    CHECK(WIFEXITED(st));
+    return WEXITSTATUS(st);
+}
+
+static void t_locked(void)
+{
+    queue_t *q = open_q(NULL), *q2 = (queue_t *)&q;
+    queue_job_t j = job_make(queue_id_next(q), 1.0);
+
+    CHECK_RC(put_one(q, &j, NULL), 0);
+    /* Same process: flock is per open file description. */
+    CHECK_RC(queue_open(g_dir, NULL, &q2), QUEUE_ELOCKED);
+    CHECK(q2 == NULL);
+    CHECK(run_child() == 0);
+    /* The first handle is unharmed. */
+    CHECK(get_state(q, j.id) == QUEUE_STATE_QUEUED);
+    queue_close(q);
+    CHECK(run_child() == 3);
+    q = open_q(NULL);
+    CHECK(get_state(q, j.id) == QUEUE_STATE_QUEUED);
+    queue_close(q);
+}
+
+static void t_growth(void)
+{
+    queue_options_t opt = {256 << 10, 64 << 20, 0};
+    queue_t *q = open_q(&opt);
+    queue_batch_t *b = queue_batch_new();
+    size_t map0, map1, used, len;
+    enum { NB = 40, PER = 100, BODY = 4000 };
+    char body[BODY], *out;
+    uint64_t first = 0, c[QUEUE_STATE_MAX + 1];
+
+    CHECK(b != NULL);
+    CHECK_OK(queue_space(q, &map0, &used));
+    CHECK(map0 == 256 << 10 && used > 0 && used <= map0);
+    for (int i = 0; i < NB; i++) {
+        queue_batch_reset(b);
+        for (int k = 0; k < PER; k++) {
+            queue_job_t j = job_make(queue_id_next(q), 1000.0 + k);
+            char key[32];
+            if (first == 0)
+                first = j.id;
+            snprintf(key, sizeof key, "key-%llu", (unsigned long long)j.id);
+            j.idempotency_key = key;
+            memset(body, 'a' + (int)(j.id % 26), sizeof body);
+            CHECK(queue_batch_add_job(b, &j, body, sizeof body) == k);
+        }
+        CHECK_OK(queue_batch_commit(q, b));
+        for (int k = 0; k < PER; k++)
+            CHECK_RC(queue_batch_result(b, (size_t)k, NULL), 0);
+    }
+    CHECK_OK(queue_space(q, &map1, &used));
+    /* 16 MB of bodies: at least six doublings from 256 KiB. */
+    CHECK(map1 >= (size_t)16 << 20 && map1 <= (size_t)64 << 20);
+    CHECK(used > (size_t)NB * PER * BODY);
+    for (uint64_t id = first; id < first + NB * PER; id++) {
+        queue_job_t g;
+        char key[32];
+        CHECK_OK(queue_job_body(q, id, &out, &len));
+        CHECK(len == BODY && out[0] == 'a' + (int)(id % 26) && out[BODY - 1] == out[0]);
+        free(out);
+        snprintf(key, sizeof key, "key-%llu", (unsigned long long)id);
+        CHECK_OK(queue_job_get_by_key(q, key, &g));
+        CHECK(g.id == id);
+        queue_job_clear(&g);
+    }
+    counts_of(q, c);
+    CHECK(c[QUEUE_STATE_QUEUED] == NB * PER);
+    queue_close(q);
+    /* Reopen with the small initial size: LMDB keeps the grown size. */
+    q = open_q(&opt);
+    CHECK_OK(queue_space(q, &map0, NULL));
+    CHECK(map0 >= map1);
+    CHECK_OK(queue_job_body(q, first, &out, &len));
+    CHECK(len == BODY);
+    free(out);
+    queue_batch_free(b);
+    queue_close(q);
+}
+
+static void t_full(void)
+{
+    queue_options_t opt = {256 << 10, 1 << 20, 0};
+    queue_t *q = open_q(&opt);
+    queue_batch_t *b = queue_batch_new();
+    enum { PER = 8, BODY = 32 << 10 };
+    char *body = malloc(BODY), *out;
+    uint64_t last_ok = 0, failed_first = 0, c[QUEUE_STATE_MAX + 1];
+    size_t committed = 0, map, len;
+    int rc = 0, i;
+
+    CHECK(b != NULL && body != NULL);
+    memset(body, 'z', BODY);
+    for (i = 0; i < 100; i++) {
+        uint64_t first = 0;
+        queue_batch_reset(b);
+        for (int k = 0; k < PER; k++) {
+            queue_job_t j = job_make(queue_id_next(q), 1.0);
+            if (k == 0)
+                first = j.id;
+            CHECK(queue_batch_add_job(b, &j, body, BODY) == k);
+        }
+        rc = queue_batch_commit(q, b);
+        if (rc != 0) {
+            failed_first = first;
+            break;
+        }
+        committed += PER;
+        last_ok = first + PER - 1;
+    }
+    CHECK_RC(rc, QUEUE_EFULL);
+    CHECK(committed > 0 && i > 1);
+    CHECK(strcmp(queue_strerror(rc), "unknown error") != 0);
+    CHECK_OK(queue_space(q, &map, NULL));
+    CHECK(map == 1 << 20);
+    /* Nothing of the failed batch, everything before it. */
+    CHECK_RC(get_state(q, failed_first), QUEUE_ENOTFOUND);
+    CHECK_RC(queue_job_body(q, failed_first, &out, &len), QUEUE_ENOTFOUND);
+    CHECK(get_state(q, last_ok) == QUEUE_STATE_QUEUED);
+    counts_of(q, c);
+    CHECK(c[QUEUE_STATE_QUEUED] == committed);
+    /* A small batch still fits into what the big one could not use. */
+    {
+        queue_job_t j = job_make(queue_id_next(q), 1.0);
+        CHECK_RC(put_one(q, &j, NULL), 0);
+        CHECK(get_state(q, j.id) == QUEUE_STATE_QUEUED);
+        committed++;
+    }
+    queue_close(q);
+    q = open_q(&opt);
+    counts_of(q, c);
+    CHECK(c[QUEUE_STATE_QUEUED] == committed);
+    CHECK_OK(queue_job_body(q, last_ok, &out, &len));
+    CHECK(len == BODY && out[BODY - 1] == 'z');
+    free(out);
+    free(body);
+    queue_batch_free(b);
+    queue_close(q);
+}
+
+/* xorshift64*, deterministic. */
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 2685821657736338717ull;
+}
+
+static void t_decoder(void)
+{
+    queue_job_t j = job_make(7, 123.5), out;
+    queue__record_t r, r2;
+    unsigned char buf[QUEUE__REC_MAX_LEN], buf2[QUEUE__REC_MAX_LEN + 8], junk[600];
+    size_t len, len2;
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    int ok = 0;
+
+    j.campaign = "c";
+    j.wamid = "w";
+    j.idempotency_key = "idem";
+    snprintf(j.last_error.code, sizeof j.last_error.code, "E");
+    CHECK_OK(queue__record_from_job(&j, &r));
+    CHECK_OK(queue__record_encode(&r, buf, sizeof buf, &len));
+    CHECK(len == queue__record_size(&r));
+    CHECK_RC(queue__record_encode(&r, buf2, len - 1, &len2), -ENOBUFS);
+
+    CHECK_OK(queue__record_decode(buf, len, &out));
+    CHECK(out.id == 0 && out.next_attempt_at == 123.5 && strcmp(out.campaign, "c") == 0);
+    CHECK(out.order_key == NULL && strcmp(out.last_error.code, "E") == 0);
+    queue_job_clear(&out);
+    /* parse -> encode reproduces the bytes */
+    CHECK_OK(queue__record_parse(buf, len, &r2));
+    CHECK_OK(queue__record_encode(&r2, buf2, sizeof buf2, &len2));
+    CHECK(len2 == len && memcmp(buf, buf2, len) == 0);
+
+    /* Every truncation, and one extra byte. */
+    for (size_t n = 0; n < len; n++) {
+        CHECK_RC(queue__record_decode(buf, n, &out), QUEUE_ECORRUPT);
+        CHECK(out.priv_ == NULL && out.to == NULL);
+    }
+    memcpy(buf2, buf, len);
+    buf2[len] = 0;
+    CHECK_RC(queue__record_decode(buf2, len + 1, &out), QUEUE_ECORRUPT);
+    CHECK_RC(queue__record_decode(NULL, 0, &out), QUEUE_ECORRUPT);
+
+    /* Single-field damage. */
+    {
+        struct {
+            size_t off;
+            unsigned char v;
+        } bad[] = {
+            {0, 2},                           /* newer record version */
+            {0, 0},                           /* no version 0 */
+            {0, 0xff},                        /* far future */
+            {1, 0},                           /* state 0 */
+            {1, QUEUE_STATE_MAX + 1},         /* state out of range */
+            {2, 0},                           /* type 0 */
+            {2, QUEUE_TYPE_MAX + 1},          /* type out of range */
+            {3, 3},                           /* priority out of range */
+            {QUEUE__REC_FIXED_LEN, 0x7f},     /* phone length past the end */
+            {QUEUE__REC_FIXED_LEN + 2, '\0'}, /* NUL inside phone */
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            memcpy(buf2, buf, len);
+            buf2[bad[i].off] = bad[i].v;
+            CHECK_RC(queue__record_decode(buf2, len, &out), QUEUE_ECORRUPT);
+        }
+    }
+    /* A string longer than its limit but well-framed. */
+    {
+        unsigned char big[QUEUE__REC_FIXED_LEN + 2 * QUEUE__REC_NSTR + 100];
+        size_t off = QUEUE__REC_FIXED_LEN;
+        memcpy(big, buf, QUEUE__REC_FIXED_LEN);
+        big[off++] = 0;
+        big[off++] = QUEUE_MAX_ID_LEN + 1; /* phone 65 bytes */
+        memset(big + off, '1', QUEUE_MAX_ID_LEN + 1);
+        off += QUEUE_MAX_ID_LEN + 1;
+        for (int i = 1; i < QUEUE__REC_NSTR; i++) {
+            big[off++] = 0xff;
+            big[off++] = 0xff;
+        }
+        CHECK_RC(queue__record_decode(big, off, &out), QUEUE_ECORRUPT);
+        big[QUEUE__REC_FIXED_LEN + 1] = QUEUE_MAX_ID_LEN; /* 64 + a stray byte */
+        CHECK_RC(queue__record_decode(big, off, &out), QUEUE_ECORRUPT);
+        CHECK_OK(queue__record_decode(big, off - 1, &out) == 0 ? 0 : 1);
+        queue_job_clear(&out);
+    }
+    /* Random garbage and random mutations: never a crash, only 0/ECORRUPT. */
+    for (int it = 0; it < 200000; it++) {
+        size_t n;
+        int rc;
+        if (it & 1) {
+            n = rnd(&seed) % sizeof junk;
+            for (size_t i = 0; i < n; i++)
+                junk[i] = (unsigned char)rnd(&seed);
+            if (n > 0 && (it & 2))
+                junk[0] = 1; /* get past the version check */
+        } else {
+            n = len;
+            memcpy(junk, buf, len);
+            for (int m = 0; m < 1 + (int)(rnd(&seed) % 3); m++)
+                junk[rnd(&seed) % len] = (unsigned char)rnd(&seed);
+        }
+        rc = queue__record_decode(junk, n, &out);
+        CHECK(rc == 0 || rc == QUEUE_ECORRUPT);
+        if (rc == 0) {
+            ok++;
+            CHECK(out.state >= 1 && out.state <= QUEUE_STATE_MAX);
+            CHECK(out.to == NULL || strlen(out.to) <= QUEUE_MAX_ID_LEN);
+            CHECK(strlen(out.last_error.message) < QUEUE_ERR_MSG_LEN);
+        }
+        queue_job_clear(&out);
+    }
+    CHECK(ok > 0); /* mutations of doubles etc. still decode */
+}
+
+static void t_schema(void)
+{
+    queue_t *q = open_q(NULL), *q2 = (queue_t *)&q;
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    unsigned char v2[4] = {0, 0, 0, QUEUE_SCHEMA_VERSION + 1};
+    MDB_val k = {6, "schema"}, v = {4, v2};
+    queue_job_t j = job_make(queue_id_next(q), 1.0);
+
+    CHECK_RC(put_one(q, &j, NULL), 0);
+    queue_close(q);
+    /* Pretend a newer build wrote the environment. */
+    CHECK(mdb_env_create(&env) == 0);
+    CHECK(mdb_env_set_maxdbs(env, QUEUE__MAX_DBS) == 0);
+    CHECK(mdb_env_open(env, g_dir, 0, 0600) == 0);
+    CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0);
+    CHECK(mdb_dbi_open(txn, QUEUE__DB_META, 0, &dbi) == 0);
+    CHECK(mdb_put(txn, dbi, &k, &v, 0) == 0);
+    CHECK(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+
+    CHECK_RC(queue_open(g_dir, NULL, &q2), QUEUE_ESCHEMA);
+    CHECK(q2 == NULL);
+    /* Nothing was left open: the lock is free for the next try. */
+    CHECK_RC(queue_open(g_dir, NULL, &q2), QUEUE_ESCHEMA);
+
+    /* A malformed schema value is corruption, not a version. */
+    CHECK(mdb_env_create(&env) == 0);
+    CHECK(mdb_env_set_maxdbs(env, QUEUE__MAX_DBS) == 0);
+    CHECK(mdb_env_open(env, g_dir, 0, 0600) == 0);
+    CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0);
+    CHECK(mdb_dbi_open(txn, QUEUE__DB_META, 0, &dbi) == 0);
+    v.mv_size = 3;
+    CHECK(mdb_put(txn, dbi, &k, &v, 0) == 0);
+    CHECK(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+    CHECK_RC(queue_open(g_dir, NULL, &q2), QUEUE_ECORRUPT);
+
+    /* Our own version opens again. */
+    CHECK(mdb_env_create(&env) == 0);
+    CHECK(mdb_env_set_maxdbs(env, QUEUE__MAX_DBS) == 0);
+    CHECK(mdb_env_open(env, g_dir, 0, 0600) == 0);
+    CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0);
+    CHECK(mdb_dbi_open(txn, QUEUE__DB_META, 0, &dbi) == 0);
+    v.mv_size = 4;
+    v2[3] = QUEUE_SCHEMA_VERSION;
+    CHECK(mdb_put(txn, dbi, &k, &v, 0) == 0);
+    CHECK(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+    q = open_q(NULL);
+    CHECK(get_state(q, j.id) == QUEUE_STATE_QUEUED);
+    queue_close(q);
+}
+
+static void t_updates(void)
+{
+    queue_t *q = open_q(NULL);
+    queue_batch_t *b = queue_batch_new();
+    queue_job_t j = job_make(queue_id_next(q), 1.0), g;
+    queue_error_info_t e;
+    queue_update_t u;
+
+    CHECK(b != NULL);
+    CHECK_RC(put_one(q, &j, NULL), 0);
+    memset(&e, 0, sizeof e);
+    e.status = 500;
+    e.meta_code = 2;
+    snprintf(e.code, sizeof e.code, "SERVER_ERROR");
+    snprintf(e.message, sizeof e.message, "boom");
+    CHECK_RC(update_one(q, j.id, QUEUE_STATE_RETRYING, 5, NULL, &e), 0);
+    CHECK_RC(update_one(q, j.id, QUEUE_STATE_SENDING, 5, NULL, NULL), 0); /* keep error */
+    CHECK_OK(queue_job_get(q, j.id, &g));
+    CHECK(g.state == QUEUE_STATE_SENDING && g.attempts == 1 && g.updated_at == 1700000100.0);
+    CHECK(g.last_error.status == 500 && g.last_error.meta_code == 2);
+    CHECK(strcmp(g.last_error.code, "SERVER_ERROR") == 0 && g.wamid == NULL);
+    queue_job_clear(&g);
+    CHECK_RC(update_one(q, j.id, QUEUE_STATE_SENT, 99, "wamid.A", NULL), 0);
+    CHECK_OK(queue_job_get(q, j.id, &g));
+    /* next_attempt_at is kept for a final state; wamid set; error kept */
+    CHECK(g.state == QUEUE_STATE_SENT && g.next_attempt_at == 5.0);
+    CHECK(strcmp(g.wamid, "wamid.A") == 0 && strcmp(g.last_error.message, "boom") == 0);
+    queue_job_clear(&g);
+    memset(&e, 0, sizeof e); /* an explicit "no error" clears it */
+    CHECK_RC(update_one(q, j.id, QUEUE_STATE_SENT, 0, NULL, &e), 0);
+    CHECK_OK(queue_job_get(q, j.id, &g));
+    CHECK(g.last_error.status == 0 && g.last_error.code[0] == '\0');
+    CHECK(strcmp(g.wamid, "wamid.A") == 0);
+    queue_job_clear(&g);
+
+    /* Bad updates are refused when added. */
+    memset(&u, 0, sizeof u);
+    u.id = j.id;
+    u.state = 0;
+    CHECK_RC(queue_batch_add_update(b, &u), QUEUE_EINVAL);
+    u.state = QUEUE_STATE_MAX + 1;
+    CHECK_RC(queue_batch_add_update(b, &u), QUEUE_EINVAL);
+    u.state = QUEUE_STATE_QUEUED;
+    u.id = 0;
+    CHECK_RC(queue_batch_add_update(b, &u), QUEUE_EINVAL);
+    {
+        char w[QUEUE_MAX_WAMID_LEN + 2];
+        memset(w, 'w', sizeof w - 1);
+        w[sizeof w - 1] = '\0';
+        u.id = j.id;
+        u.wamid = w;
+        CHECK_RC(queue_batch_add_update(b, &u), QUEUE_EINVAL);
+    }
+    CHECK(queue_batch_count(b) == 0);
+    queue_batch_free(b);
+    queue_close(q);
+}
+
+static void t_batch_api(void)
+{
+    queue_t *q = open_q(NULL);
+    queue_batch_t *b = queue_batch_new();
+    queue_job_t j = job_make(queue_id_next(q), 1.0), k;
+    uint64_t orig = 77;
+
+    CHECK(b != NULL);
+    CHECK(queue_batch_count(NULL) == 0);
+    queue_batch_free(NULL);
+    queue_batch_reset(NULL);
+    CHECK_OK(queue_batch_commit(q, b)); /* empty: nothing to do */
+    CHECK_RC(queue_batch_result(b, 0, &orig), QUEUE_EINVAL);
+    CHECK(orig == 0);
+    CHECK(queue_batch_add_job(b, &j, "{}", 2) == 0);
+    CHECK_RC(queue_batch_result(b, 0, NULL), QUEUE_EINVAL); /* not committed yet */
+
+    k = j;
+    k.id = 0;
+    CHECK_RC(queue_batch_add_job(b, &k, NULL, 0), QUEUE_EINVAL);
+    k = j;
+    k.state = 0;
+    CHECK_RC(queue_batch_add_job(b, &k, NULL, 0), QUEUE_EINVAL);
+    k = j;
+    k.type = QUEUE_TYPE_MAX + 1;
+    CHECK_RC(queue_batch_add_job(b, &k, NULL, 0), QUEUE_EINVAL);
+    k = j;
+    k.priority = 3;
+    CHECK_RC(queue_batch_add_job(b, &k, NULL, 0), QUEUE_EINVAL);
+    k = j;
+    k.idempotency_key = "";
+    CHECK_RC(queue_batch_add_job(b, &k, NULL, 0), QUEUE_EINVAL);
+    CHECK_RC(queue_batch_add_job(b, &j, NULL, 5), QUEUE_EINVAL);
+    CHECK(queue_batch_count(b) == 1);
+    CHECK_OK(queue_batch_commit(q, b));
+    CHECK_RC(queue_batch_result(b, 0, NULL), 0);
+    CHECK_RC(queue_batch_result(b, 1, NULL), QUEUE_EINVAL);
+
+    /* Reuse after reset; an id already stored fails the whole batch and
+     * leaves nothing of it behind. */
+    queue_batch_reset(b);
+    CHECK(queue_batch_count(b) == 0);
+    k = job_make(queue_id_next(q), 2.0);
+    CHECK(queue_batch_add_job(b, &k, "{}", 2) == 0);
+    CHECK(queue_batch_add_job(b, &j, "{}", 2) == 1); /* j.id reused */
+    CHECK_RC(queue_batch_commit(q, b), QUEUE_EINVAL);
+    CHECK_RC(get_state(q, k.id), QUEUE_ENOTFOUND);
+    queue_batch_reset(b);
+    CHECK(queue_batch_add_job(b, &k, "{}", 2) == 0);
+    CHECK_OK(queue_batch_commit(q, b));
+    CHECK(get_state(q, k.id) == QUEUE_STATE_QUEUED);
+    /* An id below the largest stored one still goes in (no APPEND). */
+    queue_batch_reset(b);
+    k = job_make(j.id + 1000, 3.0);
+    CHECK(queue_batch_add_job(b, &k, "{}", 2) == 0);
+    CHECK_OK(queue_batch_commit(q, b));
+    queue_batch_reset(b);
+    k = job_make(j.id + 500, 3.0);
+    CHECK(queue_batch_add_job(b, &k, "{}", 2) == 0);
+    CHECK_OK(queue_batch_commit(q, b));
+    CHECK(get_state(q, j.id + 500) == QUEUE_STATE_QUEUED);
+    queue_batch_free(b);
+    queue_close(q);
+
+    queue_close(NULL);
+    CHECK_RC(queue_open(NULL, NULL, &q), QUEUE_EINVAL);
+    CHECK_RC(queue_open("/nonexistent/dir/x", NULL, &q), -ENOENT);
+    CHECK(q == NULL);
+}
+
+static void t_names(void)
+{
+    static const int codes[] = {QUEUE_ENOTFOUND, QUEUE_EDUPLICATE, QUEUE_ELOCKED,
+                                QUEUE_ESCHEMA,   QUEUE_ECORRUPT,   QUEUE_EFULL,
+                                QUEUE_EINVAL,    QUEUE_ESTATE,     -EIO,
+                                -ENOSPC,         -ENOMEM,          0};
+    for (int s = 1; s <= QUEUE_STATE_MAX; s++)
+        CHECK(queue_state_parse(queue_state_name(s)) == s);
+    for (int t = 1; t <= QUEUE_TYPE_MAX; t++)
+        CHECK(queue_type_parse(queue_type_name(t)) == t);
+    for (int p = 0; p <= QUEUE_PRIO_BULK; p++)
+        CHECK(queue_priority_parse(queue_priority_name(p)) == p);
+    CHECK(strcmp(queue_state_name(0), "unknown") == 0);
+    CHECK(strcmp(queue_state_name(99), "unknown") == 0);
+    CHECK(strcmp(queue_type_name(-1), "unknown") == 0);
+    CHECK(strcmp(queue_priority_name(3), "unknown") == 0);
+    CHECK(strcmp(queue_state_name(QUEUE_STATE_UNCERTAIN), "uncertain") == 0);
+    CHECK(strcmp(queue_type_name(QUEUE_TYPE_TEMPLATE), "template") == 0);
+    CHECK(queue_state_parse("unknown") == -1 && queue_state_parse(NULL) == -1);
+    CHECK(queue_type_parse("TEXT") == -1 && queue_priority_parse("") == -1);
+    CHECK(!queue_state_is_final(QUEUE_STATE_QUEUED) && !queue_state_is_final(QUEUE_STATE_SENDING));
+    CHECK(!queue_state_is_final(QUEUE_STATE_RETRYING) && queue_state_is_final(QUEUE_STATE_SENT));
+    CHECK(queue_state_is_final(QUEUE_STATE_UNCERTAIN) && !queue_state_is_final(0));
+    for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+        CHECK(strcmp(queue_strerror(codes[i]), "unknown error") != 0);
+    CHECK(strcmp(queue_strerror(-29999), "unknown error") == 0);
+    CHECK(strcmp(queue_strerror(5), "unknown error") == 0);
+    CHECK(queue__err_map(MDB_MAP_FULL) == QUEUE_EFULL);
+    CHECK(queue__err_map(MDB_CORRUPTED) == QUEUE_ECORRUPT);
+    CHECK(queue__err_map(MDB_INVALID) == QUEUE_ECORRUPT);
+    CHECK(queue__err_map(MDB_VERSION_MISMATCH) == QUEUE_ESCHEMA);
+    CHECK(queue__err_map(EIO) == -EIO && queue__err_map(ENOSPC) == -ENOSPC);
+    CHECK(queue__err_map(MDB_NOTFOUND) == QUEUE_ENOTFOUND);
+    CHECK(queue__err_map(QUEUE_ELOCKED) == QUEUE_ELOCKED && queue__err_map(-ENOMEM) == -ENOMEM);
+}
+
+/* A scan callback that reads: nested reads must work. */
+typedef struct nested {
+    queue_t *q;
+    size_t n;
+} nested_t;
+
+static int nested_cb(const queue_due_entry_t *e, void *user)
+{
+    nested_t *nd = user;
+    queue_job_t g;
+    char *body;
+    size_t len;
+    uint64_t c[QUEUE_STATE_MAX + 1];
+    CHECK_OK(queue_job_get(nd->q, e->id, &g));
+    CHECK(g.id == e->id && g.next_attempt_at == e->due);
+    queue_job_clear(&g);
+    CHECK_OK(queue_job_body(nd->q, e->id, &body, &len));
+    CHECK(len == 2);
+    free(body);
+    CHECK_OK(queue_counts(nd->q, c));
+    nd->n++;
+    return 0;
+}
+
+static void t_nested_read(void)
+{
+    queue_t *q = open_q(NULL);
+    queue_batch_t *b = queue_batch_new();
+    nested_t nd = {q, 0};
+    CHECK(b != NULL);
+    for (int i = 0; i < 10; i++) {
+        queue_job_t j = job_make(queue_id_next(q), 10.0 - i);
+        CHECK(queue_batch_add_job(b, &j, "{}", 2) == i);
+    }
+    CHECK_OK(queue_batch_commit(q, b));
+    CHECK_OK(queue_due_scan(q, 0, 0, INFINITY, 100, nested_cb, &nd));
+    CHECK(nd.n == 10);
+    queue_batch_free(b);
+    queue_close(q);
+}
+
+/* --- concurrency --------------------------------------------------------- */
+
+enum { CC_BATCHES = 150, CC_PER = 100 };
+
+typedef struct cc {
+    queue_t *q;
+    uint64_t *ids; /* allocated by the main ("loop") thread */
+    atomic_size_t committed; /* jobs whose batch has committed */
+    atomic_int error;
+} cc_t;
+
+static void *cc_writer(void *arg)
+{
+    cc_t *cc = arg;
+    queue_batch_t *b = queue_batch_new();
+    char body[600];
+    memset(body, 'b', sizeof body);
+    if (b == NULL) {
+        atomic_store(&cc->error, -ENOMEM);
+        return NULL;
+    }
+    for (size_t i = 0; i < CC_BATCHES; i++) {
+        size_t base = i * CC_PER;
+        queue_batch_reset(b);
+        for (size_t k = 0; k < CC_PER; k++) {
+            queue_job_t j = job_make(cc->ids[base + k], (double)((base + k) % 997));
+            if (queue_batch_add_job(b, &j, body, sizeof body) < 0)
+                atomic_store(&cc->error, 1);
+        }
+        /* Move some earlier jobs along. */
+        for (size_t k = 0; base > 0 && k < CC_PER / 4; k++) {
+            queue_update_t u;
+            memset(&u, 0, sizeof u);
+            u.id = cc->ids[base - CC_PER + k * 4];
+            u.state = k % 2 ? QUEUE_STATE_SENT : QUEUE_STATE_SENDING;
+            u.next_attempt_at = (double)k;
+            u.wamid = "wamid.c";
+            if (queue_batch_add_update(b, &u) < 0)
+                atomic_store(&cc->error, 2);
+        }
+        int rc = queue_batch_commit(cc->q, b);
+        if (rc != 0) {
+            atomic_store(&cc->error, rc);
+            break;
+        }
+        atomic_store(&cc->committed, base + CC_PER);
+    }
+    queue_batch_free(b);
+    return NULL;
+}
+
+typedef struct order_chk {
+    uint64_t last_ms, last_id;
+    size_t n;
+    bool bad;
+} order_chk_t;
+
+static int order_cb(const queue_due_entry_t *e, void *user)
+{
+    order_chk_t *o = user;
+    uint64_t ms = queue__due_ms(e->due);
+    if (o->n > 0 && (ms < o->last_ms || (ms == o->last_ms && e->id <= o->last_id)))
+        o->bad = true;
+    if (!queue__state_is_due(e->state) || e->to == NULL || strcmp(e->to, "+15551234567") != 0)
+        o->bad = true;
+    o->last_ms = ms;
+    o->last_id = e->id;
+    o->n++;
+    return 0;
+}
+
+static void t_concurrent(void)
+{
+    /* A small map so that growth (exclusive lock) happens under reads. */
+    queue_options_t opt = {256 << 10, 1u << 30, 0};
+    cc_t cc;
+    pthread_t th;
+    uint64_t seed = 12345, c[QUEUE_STATE_MAX + 1];
+    size_t reads = 0, scans = 0, map;
+
+    memset(&cc, 0, sizeof cc);
+    cc.q = open_q(&opt);
+    cc.ids = malloc(sizeof(uint64_t) * CC_BATCHES * CC_PER);
+    CHECK(cc.ids != NULL);
+    for (size_t i = 0; i < (size_t)CC_BATCHES * CC_PER; i++)
+        cc.ids[i] = queue_id_next(cc.q);
+    atomic_init(&cc.committed, 0);
+    atomic_init(&cc.error, 0);
+    CHECK(pthread_create(&th, NULL, cc_writer, &cc) == 0);
+    for (;;) {
+        size_t done = atomic_load(&cc.committed);
+        order_chk_t o;
+        uint64_t total = 0;
+
+        if (done > 0) {
+            queue_job_t g;
+            size_t i = rnd(&seed) % done;
+            CHECK_OK(queue_job_get(cc.q, cc.ids[i], &g));
+            CHECK(g.id == cc.ids[i] && g.to != NULL);
+            queue_job_clear(&g);
+            reads++;
+        }
+        memset(&o, 0, sizeof o);
+        CHECK_OK(queue_due_scan(cc.q, (double)(rnd(&seed) % 500), 0, INFINITY, 500, order_cb, &o));
+        CHECK(!o.bad);
+        scans++;
+        CHECK_OK(queue_counts(cc.q, c));
+        for (int s = 1; s <= QUEUE_STATE_MAX; s++)
+            total += c[s];
+        CHECK(total >= done && total <= (uint64_t)CC_BATCHES * CC_PER);
+        if (done == (size_t)CC_BATCHES * CC_PER || atomic_load(&cc.error) != 0)
+            break;
+    }
+    CHECK(pthread_join(th, NULL) == 0);
+    CHECK_RC(atomic_load(&cc.error), 0);
+    CHECK_OK(queue_space(cc.q, &map, NULL));
+    CHECK(map > (size_t)(256 << 10)); /* it did grow */
+    counts_of(cc.q, c);
+    CHECK(c[QUEUE_STATE_QUEUED] + c[QUEUE_STATE_SENDING] + c[QUEUE_STATE_SENT] ==
+          (uint64_t)CC_BATCHES * CC_PER);
+    CHECK(reads > 0 && scans > 0);
+    free(cc.ids);
+    queue_close(cc.q);
+}
+
+/* --- runner -------------------------------------------------------------- */
+
+static const struct {
+    const char *name;
+    void (*fn)(void);
+} cases[] = {
+    {"roundtrip", t_roundtrip},
+    {"body", t_body},
+    {"ids_reopen", t_ids_reopen},
+    {"idem", t_idem},
+    {"due", t_due},
+    {"counts", t_counts},
+    {"recover_requeue", t_recover_requeue},
+    {"recover_uncertain", t_recover_uncertain},
+    {"locked", t_locked},
+    {"growth", t_growth},
+    {"full", t_full},
+    {"decoder", t_decoder},
+    {"schema", t_schema},
+    {"updates", t_updates},
+    {"batch_api", t_batch_api},
+    {"names", t_names},
+    {"nested_read", t_nested_read},
+    {"concurrent", t_concurrent},
+};
+
+int main(int argc, char **argv)
+{
+    g_self = argv[0];
+    if (argc == 3 && strcmp(argv[1], "lock_child") == 0)
+        return lock_child(argv[2]);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (argc > 1 && strcmp(argv[1], cases[i].name) != 0)
+            continue;
+        dir_make();
+        cases[i].fn();
+        dir_remove();
+        printf("ok %s\n", cases[i].name);
+        if (argc > 1)
+            return 0;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "unknown case %s\n", argv[1]);
+        return 2;
+    }
+    return 0;
+}
