@@ -1,0 +1,133 @@
+/* test_classify.c - answer classification tables. */
+#include "check.h"
+#include "classify.h"
+
+static classify_result_t answer(int status, const char *body, double retry_after)
+{
+    http_result_t r;
+    classify_result_t c;
+
+    memset(&r, 0, sizeof(r));
+    r.status = status;
+    r.body = body;
+    r.body_len = body ? strlen(body) : 0;
+    r.retry_after = retry_after;
+    r.detail = "";
+    classify_answer(&r, &c);
+    return c;
+}
+
+static classify_result_t meta(int status, long code)
+{
+    char body[512];
+
+    snprintf(body, sizeof(body),
+             "{\"success\":false,\"error\":\"INTERNAL_ERROR\",\"message\":\"upstream\","
+             "\"details\":{\"error\":{\"message\":\"m\",\"type\":\"OAuthException\",\"code\":%ld,"
+             "\"fbtrace_id\":\"x\"}}}",
+             code);
+    return answer(status, body, -1);
+}
+
+static void test_success(void)
+{
+    classify_result_t c = answer(
+        200,
+        "{\"success\":true,\"data\":{\"messaging_product\":\"whatsapp\",\"contacts\":[{\"input\":"
+        "\"1\",\"wa_id\":\"1\"}],\"messages\":[{\"id\":\"wamid.ABC\",\"message_status\":"
+        "\"accepted\"}]}}",
+        -1);
+    CHECK_EQ(c.action, CLASSIFY_SENT);
+    CHECK_STR(c.wamid, "wamid.ABC");
+    c = answer(200, "not json", -1);
+    CHECK_EQ(c.action, CLASSIFY_SENT); /* accepted even if the body is odd */
+    CHECK_STR(c.wamid, "");
+}
+
+static void test_status_classes(void)
+{
+    classify_result_t c;
+
+    c = answer(400, "{\"success\":false,\"error\":\"VALIDATION_ERROR\",\"message\":\"bad to\"}", -1);
+    CHECK_EQ(c.action, CLASSIFY_FAIL);
+    CHECK_EQ(c.error.status, 400);
+    CHECK_STR(c.error.code, "VALIDATION_ERROR");
+    CHECK_STR(c.error.message, "bad to");
+    c = answer(404, "{\"success\":false,\"error\":\"NOT_FOUND\",\"message\":\"template\"}", -1);
+    CHECK_EQ(c.action, CLASSIFY_FAIL);
+    c = answer(404,
+               "{\"success\":false,\"error\":\"NOT_FOUND\",\"message\":\"WhatsApp account not "
+               "found\"}",
+               -1);
+    CHECK_EQ(c.action, CLASSIFY_PAUSE_ACCOUNT);
+    c = answer(401, "{\"success\":false,\"error\":\"UNAUTHORIZED\",\"message\":\"x\"}", -1);
+    CHECK_EQ(c.action, CLASSIFY_PAUSE_ACCOUNT);
+    c = answer(403, "{\"success\":false,\"error\":\"PLAN_EXPIRED\",\"message\":\"x\"}", -1);
+    CHECK_EQ(c.action, CLASSIFY_PAUSE_ACCOUNT);
+    c = answer(403, "{\"success\":false,\"error\":\"DEVELOPER_PLAN_REQUIRED\",\"message\":\"x\"}",
+               -1);
+    CHECK_EQ(c.action, CLASSIFY_PAUSE_ACCOUNT);
+    c = answer(403, "{\"success\":false,\"error\":\"FORBIDDEN\",\"message\":\"x\"}", -1);
+    CHECK_EQ(c.action, CLASSIFY_PAUSE_SENDER);
+    c = answer(429, "", 7);
+    CHECK_EQ(c.action, CLASSIFY_THROTTLE_SENDER);
+    CHECK(c.min_delay == 7);
+    c = answer(500, "{\"success\":false,\"error\":\"INTERNAL_ERROR\",\"message\":\"x\"}", -1);
+    CHECK_EQ(c.action, CLASSIFY_RETRY);
+    c = answer(502, "<html>bad gateway</html>", -1);
+    CHECK_EQ(c.action, CLASSIFY_RETRY);
+    CHECK_STR(c.error.code, "HTTP_502");
+}
+
+static void test_meta_codes(void)
+{
+    CHECK_EQ(meta(500, 130429).action, CLASSIFY_THROTTLE_SENDER);
+    CHECK_EQ(meta(500, 131056).action, CLASSIFY_RETRY_PAIR);
+    CHECK_EQ(meta(500, 131000).action, CLASSIFY_RETRY);
+    CHECK_EQ(meta(500, 131057).action, CLASSIFY_RETRY);
+    CHECK(meta(500, 131057).min_delay >= 60);
+    CHECK_EQ(meta(500, 80007).action, CLASSIFY_THROTTLE_ACCOUNT);
+    CHECK_EQ(meta(500, 131048).action, CLASSIFY_PAUSE_SENDER);
+    CHECK_EQ(meta(500, 131064).action, CLASSIFY_PAUSE_SENDER);
+    CHECK_EQ(meta(500, 131049).action, CLASSIFY_RESCHEDULE_DAY);
+    CHECK_EQ(meta(500, 131026).action, CLASSIFY_FAIL);
+    CHECK_EQ(meta(500, 131047).action, CLASSIFY_FAIL);
+    CHECK_EQ(meta(500, 132001).action, CLASSIFY_FAIL);
+    CHECK_EQ(meta(500, 190).action, CLASSIFY_PAUSE_ACCOUNT);
+    CHECK_EQ(meta(500, 250).action, CLASSIFY_PAUSE_SENDER);
+    /* A Meta code overrides the HTTP status: 400 + transient stays transient. */
+    CHECK_EQ(meta(400, 131000).action, CLASSIFY_RETRY);
+    /* Unknown Meta code: decided by the status. */
+    CHECK_EQ(meta(500, 999999).action, CLASSIFY_RETRY);
+    CHECK_EQ(meta(400, 999999).action, CLASSIFY_FAIL);
+    CHECK_EQ(meta(500, 131026).error.meta_code, 131026);
+}
+
+static void test_transport(void)
+{
+    http_result_t r;
+    classify_result_t c;
+
+    memset(&r, 0, sizeof(r));
+    r.error = HTTP_ENOTSENT;
+    r.detail = "Failed to connect";
+    classify_answer(&r, &c);
+    CHECK_EQ(c.action, CLASSIFY_RETRY);
+    CHECK(!c.maybe_sent);
+    CHECK_STR(c.error.code, "CONNECT_ERROR");
+    r.error = HTTP_EMAYBESENT;
+    classify_answer(&r, &c);
+    CHECK_EQ(c.action, CLASSIFY_RETRY);
+    CHECK(c.maybe_sent);
+}
+
+int main(int argc, char **argv)
+{
+    static const test_case_t cases[] = {
+        {"success", test_success},
+        {"status_classes", test_status_classes},
+        {"meta_codes", test_meta_codes},
+        {"transport", test_transport},
+    };
+    return test_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
+}
