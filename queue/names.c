@@ -6,16 +6,16 @@
 #include <string.h>
 
 static const char *const state_names[QUEUE_STATE_MAX + 1] = {
-    [QUEUE_STATE_QUEUED] = "queued",     [QUEUE_STATE_SENDING] = "sending",
-    [QUEUE_STATE_RETRYING] = "retrying", [QUEUE_STATE_SENT] = "sent",
-    [QUEUE_STATE_FAILED] = "failed",     [QUEUE_STATE_EXPIRED] = "expired",
+    [QUEUE_STATE_QUEUED] = "queued",       [QUEUE_STATE_SENDING] = "sending",
+    [QUEUE_STATE_RETRYING] = "retrying",   [QUEUE_STATE_SENT] = "sent",
+    [QUEUE_STATE_FAILED] = "failed",       [QUEUE_STATE_EXPIRED] = "expired",
     [QUEUE_STATE_CANCELLED] = "cancelled", [QUEUE_STATE_UNCERTAIN] = "uncertain",
 };
 
 static const char *const type_names[QUEUE_TYPE_MAX + 1] = {
-    [QUEUE_TYPE_TEXT] = "text",   [QUEUE_TYPE_MEDIA] = "media",
+    [QUEUE_TYPE_TEXT] = "text",         [QUEUE_TYPE_MEDIA] = "media",
     [QUEUE_TYPE_LOCATION] = "location", [QUEUE_TYPE_INTERACTIVE] = "interactive",
-    [QUEUE_TYPE_SMART] = "smart", [QUEUE_TYPE_TEMPLATE] = "template",
+    [QUEUE_TYPE_SMART] = "smart",       [QUEUE_TYPE_TEMPLATE] = "template",
 };
 
 static const char *const prio_names[] = {
@@ -83,8 +83,6 @@ bool queue_state_is_final(int state)
 
 const char *queue_strerror(int err)
 {
-    const char *s;
-
     switch (err) {
     case 0:
         return "success";
@@ -109,7 +107,7 @@ const char *queue_strerror(int err)
     }
     if (err < 0 && err > -4096) {
         /* strerrordesc_np returns static text and is thread-safe. */
-        s = strerrordesc_np(-err);
+        const char *s = strerrordesc_np(-err);
         if (s != NULL)
             return s;
     }

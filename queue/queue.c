@@ -223,12 +223,10 @@ static int write_once(queue_t *q, queue__write_fn fn, void *arg)
 
 int queue__write_run(queue_t *q, queue__write_fn fn, void *arg)
 {
-    int rc;
-
     if (q->broken)
         return -EIO;
     for (;;) {
-        rc = write_once(q, fn, arg);
+        int rc = write_once(q, fn, arg);
         if (rc != MDB_MAP_FULL)
             return queue__err_map(rc);
         rc = map_grow(q);
@@ -417,6 +415,7 @@ int queue_open(const char *dir, const queue_options_t *opt, queue_t **out)
     uint64_t map_size = DEFAULT_MAP_SIZE, map_max = DEFAULT_MAP_MAX;
     unsigned readers = DEFAULT_READERS;
     MDB_envinfo info;
+    MDB_stat st;
     open_ctx_t oc;
     queue_t *q;
     int rc, dead;
@@ -491,13 +490,29 @@ int queue_open(const char *dir, const queue_options_t *opt, queue_t **out)
     rc = mdb_reader_check(q->env, &dead);
     if (rc != 0)
         goto fail_mdb;
-    /* LMDB keeps a larger size stored in the file: adopt what it chose. */
+    /* LMDB raises a configured size below the data to exactly the used
+     * pages, which would make the first commit grow the map. Start with room
+     * instead: at least twice what is used (within the maximum). */
     rc = mdb_env_info(q->env, &info);
+    if (rc == 0)
+        rc = mdb_env_stat(q->env, &st);
     if (rc != 0)
         goto fail_mdb;
     q->map_size = info.me_mapsize;
     if (q->map_max < q->map_size)
         q->map_max = q->map_size;
+    {
+        uint64_t used = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+        size_t want = page_round(used * 2);
+        if (want > q->map_max)
+            want = q->map_max;
+        if (want > q->map_size) {
+            rc = mdb_env_set_mapsize(q->env, want);
+            if (rc != 0)
+                goto fail_mdb;
+            q->map_size = want;
+        }
+    }
 
     rc = queue__write_run(q, open_dbs_fn, &oc);
     if (rc != 0)
@@ -591,8 +606,7 @@ static int recover_fn(queue__wtxn_t *w, void *arg)
         }
         if (rc != 0)
             goto out;
-        if (queue__record_parse(jv.mv_data, jv.mv_size, &r) != 0 ||
-            r.state != QUEUE_STATE_SENDING)
+        if (queue__record_parse(jv.mv_data, jv.mv_size, &r) != 0 || r.state != QUEUE_STATE_SENDING)
             continue;
         if (n == cap) {
             size_t ncap = cap ? cap * 2 : 64;

@@ -231,8 +231,10 @@ int queue_batch_add_update(queue_batch_t *b, const queue_update_t *u);
 int queue_batch_commit(queue_t *q, queue_batch_t *b);
 
 /* Result of operation `i` after a successful commit: 0, QUEUE_EDUPLICATE
- * (then *orig_id, if not NULL, is the job that holds the key), or
- * QUEUE_ENOTFOUND for an update of a missing job. */
+ * (then *orig_id, if not NULL, is the job that holds the key),
+ * QUEUE_ENOTFOUND for an update of a missing job, or QUEUE_ECORRUPT for an
+ * update of a job whose stored record cannot be decoded (left unchanged; the
+ * batch is not failed for it). QUEUE_EINVAL before a successful commit. */
 int queue_batch_result(const queue_batch_t *b, size_t i, uint64_t *orig_id);
 
 /* --- Reads (short read transactions) ---------------------------------- */
@@ -258,6 +260,8 @@ int queue_job_body(queue_t *q, uint64_t id, char **body, size_t *len);
  * (0, 0) to start at the beginning - and stops after `limit` entries, when
  * the callback returns non-zero, or at the first entry due after `until`.
  * The walk uses one read transaction; keep `limit` modest (a few thousand).
+ * The callback may call this store's read functions; it must not wait for a
+ * commit to finish (a map growth in that commit waits for this walk).
  */
 int queue_due_scan(queue_t *q, double after_due, uint64_t after_id, double until, size_t limit,
                    queue_due_cb cb, void *user);

@@ -119,7 +119,7 @@ enum {
 #define QUEUE__REC_ABSENT 0xFFFFu
 /* Upper bound of an encoded record: fixed part, prefixes, longest strings. */
 #define QUEUE__REC_MAX_LEN                                                                         \
-    (QUEUE__REC_FIXED_LEN + 2 * QUEUE__REC_NSTR + 2 * QUEUE_MAX_ID_LEN + 3 * QUEUE_MAX_KEY_LEN +  \
+    (QUEUE__REC_FIXED_LEN + 2 * QUEUE__REC_NSTR + 2 * QUEUE_MAX_ID_LEN + 3 * QUEUE_MAX_KEY_LEN +   \
      QUEUE_MAX_WAMID_LEN + QUEUE_ERR_CODE_LEN + QUEUE_ERR_MSG_LEN)
 
 /* A string view: p == NULL means absent. Not NUL-terminated. */

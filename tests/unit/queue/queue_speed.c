@@ -98,7 +98,7 @@ static void *writer(void *arg)
 
 int main(int argc, char **argv)
 {
-    char tmpl[256];
+    bool own_dir = false;
     const char *dir = argc > 1 ? argv[1] : NULL;
     size_t jobs = argc > 2 ? strtoul(argv[2], NULL, 10) : 200000;
     size_t per = argc > 3 ? strtoul(argv[3], NULL, 10) : 1000;
@@ -111,6 +111,7 @@ int main(int argc, char **argv)
     int rc;
 
     if (dir == NULL) {
+        static char tmpl[256]; /* static: dir points here after the block */
         const char *td = getenv("TMPDIR");
         snprintf(tmpl, sizeof tmpl, "%s/avpq-speed-XXXXXX", td && *td ? td : "/tmp");
         dir = mkdtemp(tmpl);
@@ -118,6 +119,7 @@ int main(int argc, char **argv)
             perror("mkdtemp");
             return 1;
         }
+        own_dir = true;
     }
     if (per == 0 || b[0] == NULL || b[1] == NULL)
         return 1;
@@ -185,9 +187,19 @@ int main(int argc, char **argv)
     printf("pipelined: %zu jobs in %zu batches of %zu: %.3f s, %.0f jobs/s (%.2f ms/commit)\n",
            nb * per, nb, per, t, (double)(nb * per) / t, p.commit_time * 1000.0 / (double)nb);
     if (queue_space(q, &map, &used) == 0)
-        printf("store: %zu MiB used of a %zu MiB map, in %s\n", used >> 20, map >> 20, dir);
+        printf("store: %zu MiB used of a %zu MiB map\n", used >> 20, map >> 20);
     queue_batch_free(b[0]);
     queue_batch_free(b[1]);
     queue_close(q);
+    if (own_dir) {
+        /* Remove what this run created: the env files, the lock, the dir. */
+        static const char *const files[] = {"data.mdb", "lock.mdb", "lock"};
+        for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+            char path[300];
+            snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+            unlink(path);
+        }
+        rmdir(dir);
+    }
     return 0;
 }
