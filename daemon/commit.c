@@ -9,9 +9,14 @@
 #include <string.h>
 
 #define RETRY_PAUSE_MS 500
+/* A batch is sealed at this size and the next one starts: one LMDB write
+ * transaction must stay well inside LMDB's dirty-page limit (about 512 MiB
+ * with 4 KiB pages), and a huge commit would delay every answer in it. */
+#define BATCH_MAX_OPS 50000
+#define BATCH_MAX_BYTES (64u << 20)
 
 typedef struct op {
-    commit_job_cb cb; /* NULL for an update */
+    commit_job_cb cb;     /* a new job's callback; NULL for an update */
     commit_update_cb ucb; /* an update's callback, or NULL */
     void *arg;
     queue_update_t u; /* updates: a copy to re-queue after a failed batch */
@@ -19,24 +24,28 @@ typedef struct op {
     queue_error_info_t *err;
 } op_t;
 
+/* One batch and the operations in it, in the order they were added. */
 typedef struct side {
     queue_batch_t *batch;
     op_t *ops;
     size_t n, cap;
+    size_t bytes;
+    struct side *next;
 } side_t;
 
 struct commit {
     uv_loop_t *loop;
     queue_t *q;
-    side_t sides[2];
-    side_t *pending, *running;
-    int rc; /* result of the running commit */
-    int failures; /* failed commits in a row */
+    side_t *head, *tail; /* FIFO of batches; the tail takes new operations */
+    side_t *spare;       /* recycled batches */
+    size_t backlog;      /* operations in all batches */
+    int rc;              /* result of the running commit */
+    int failures;        /* failed commits in a row */
     double seconds;
-    bool work_active;
+    bool work_active; /* the head is being committed */
     bool draining;
     uv_work_t work;
-    uv_idle_t idle;  /* starts a commit at the next loop turn */
+    uv_idle_t idle;   /* starts a commit at the next loop turn */
     uv_timer_t retry; /* pause after a failed commit */
     void (*drained)(void *);
     void *drained_arg;
@@ -46,6 +55,70 @@ struct commit {
 };
 
 static void start_soon(commit_t *c);
+
+static void side_reset(side_t *s)
+{
+    size_t i;
+
+    for (i = 0; i < s->n; i++) {
+        free(s->ops[i].wamid);
+        free(s->ops[i].err);
+    }
+    s->n = 0;
+    s->bytes = 0;
+    s->next = NULL;
+    queue_batch_reset(s->batch);
+}
+
+static void side_free(side_t *s)
+{
+    if (s == NULL)
+        return;
+    side_reset(s);
+    queue_batch_free(s->batch);
+    free(s->ops);
+    free(s);
+}
+
+static side_t *side_get(commit_t *c)
+{
+    side_t *s = c->spare;
+
+    if (s != NULL) {
+        c->spare = s->next;
+        s->next = NULL;
+        return s;
+    }
+    s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    s->batch = queue_batch_new();
+    if (s->batch == NULL) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* The batch new operations go into: the tail, unless it is being committed
+ * or full, in which case a new one is appended. */
+static side_t *open_side(commit_t *c)
+{
+    side_t *t = c->tail;
+
+    if (t != NULL && !(c->work_active && t == c->head) && t->n < BATCH_MAX_OPS &&
+        t->bytes < BATCH_MAX_BYTES)
+        return t;
+    t = side_get(c);
+    if (t == NULL)
+        return NULL;
+    if (c->tail)
+        c->tail->next = t;
+    else
+        c->head = t;
+    c->tail = t;
+    return t;
+}
 
 static int side_push(side_t *s, op_t **out)
 {
@@ -62,37 +135,15 @@ static int side_push(side_t *s, op_t **out)
     return 0;
 }
 
-static void side_reset(side_t *s)
-{
-    size_t i;
-
-    for (i = 0; i < s->n; i++) {
-        free(s->ops[i].wamid);
-        free(s->ops[i].err);
-    }
-    s->n = 0;
-    queue_batch_reset(s->batch);
-}
-
 int commit_new(uv_loop_t *loop, queue_t *q, commit_t **out)
 {
     commit_t *c = calloc(1, sizeof(*c));
-    int i;
 
     *out = NULL;
     if (c == NULL)
         return -ENOMEM;
     c->loop = loop;
     c->q = q;
-    for (i = 0; i < 2; i++) {
-        c->sides[i].batch = queue_batch_new();
-        if (c->sides[i].batch == NULL) {
-            commit_free(c);
-            return -ENOMEM;
-        }
-    }
-    c->pending = &c->sides[0];
-    c->running = &c->sides[1];
     uv_idle_init(loop, &c->idle);
     uv_timer_init(loop, &c->retry);
     c->idle.data = c;
@@ -105,29 +156,37 @@ int commit_new(uv_loop_t *loop, queue_t *q, commit_t **out)
 int commit_add_job(commit_t *c, const queue_job_t *job, const void *body, size_t len,
                    commit_job_cb cb, void *arg)
 {
+    side_t *s;
     op_t *op;
     int rc;
 
     if (c->draining)
         return -ESHUTDOWN;
-    if ((rc = side_push(c->pending, &op)) != 0)
+    if ((s = open_side(c)) == NULL)
+        return -ENOMEM;
+    if ((rc = side_push(s, &op)) != 0)
         return rc;
-    rc = queue_batch_add_job(c->pending->batch, job, body, len);
+    rc = queue_batch_add_job(s->batch, job, body, len);
     if (rc < 0)
         return rc;
     op->cb = cb;
     op->arg = arg;
-    c->pending->n++;
+    s->n++;
+    s->bytes += len + 256;
+    c->backlog++;
     start_soon(c);
     return 0;
 }
 
 static int add_update(commit_t *c, const queue_update_t *u, commit_update_cb ucb, void *arg)
 {
+    side_t *s;
     op_t *op;
     int rc;
 
-    if ((rc = side_push(c->pending, &op)) != 0)
+    if ((s = open_side(c)) == NULL)
+        return -ENOMEM;
+    if ((rc = side_push(s, &op)) != 0)
         return rc;
     op->u = *u;
     op->ucb = ucb;
@@ -146,13 +205,15 @@ static int add_update(commit_t *c, const queue_update_t *u, commit_update_cb ucb
     }
     op->u.wamid = op->wamid;
     op->u.last_error = op->err;
-    rc = queue_batch_add_update(c->pending->batch, &op->u);
+    rc = queue_batch_add_update(s->batch, &op->u);
     if (rc < 0) {
         free(op->wamid);
         free(op->err);
         return rc;
     }
-    c->pending->n++;
+    s->n++;
+    s->bytes += 128;
+    c->backlog++;
     return 0;
 }
 
@@ -172,7 +233,7 @@ int commit_add_update_cb(commit_t *c, const queue_update_t *u, commit_update_cb 
 
 size_t commit_backlog(const commit_t *c)
 {
-    return c->pending->n + (c->work_active ? c->running->n : 0);
+    return c->backlog;
 }
 
 void commit_set_stat_cb(commit_t *c, commit_stat_cb cb, void *arg)
@@ -187,14 +248,14 @@ static void work_cb(uv_work_t *w)
     uv_timeval64_t t0, t1;
 
     uv_gettimeofday(&t0);
-    c->rc = queue_batch_commit(c->q, c->running->batch);
+    c->rc = queue_batch_commit(c->q, c->head->batch);
     uv_gettimeofday(&t1);
     c->seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_usec - t0.tv_usec) / 1e6;
 }
 
 static void check_drained(commit_t *c)
 {
-    if (c->draining && !c->work_active && c->pending->n == 0 && c->drained) {
+    if (c->draining && !c->work_active && c->backlog == 0 && c->drained) {
         void (*cb)(void *) = c->drained;
         c->drained = NULL;
         cb(c->drained_arg);
@@ -203,24 +264,49 @@ static void check_drained(commit_t *c)
 
 static void retry_cb(uv_timer_t *h);
 
-static void fail_pending(commit_t *c, int rc)
+/* Takes the head batch off the FIFO into the spare list. */
+static void pop_head(commit_t *c)
 {
-    size_t i;
+    side_t *s = c->head;
 
-    for (i = 0; i < c->pending->n; i++)
-        if (c->pending->ops[i].cb)
-            c->pending->ops[i].cb(rc, 0, 0, c->pending->ops[i].arg);
-    side_reset(c->pending);
+    c->head = s->next;
+    if (c->head == NULL)
+        c->tail = NULL;
+    c->backlog -= s->n;
+    side_reset(s);
+    s->next = c->spare;
+    c->spare = s;
+}
+
+/* Stopping and the store keeps failing: give up on what is left. Submits
+ * get the error; lost state changes only mean their jobs are sent again
+ * after the restart (at-least-once). */
+static void fail_all(commit_t *c, int rc)
+{
+    while (c->head != NULL) {
+        side_t *s = c->head;
+        size_t i;
+        for (i = 0; i < s->n; i++)
+            if (s->ops[i].cb)
+                s->ops[i].cb(rc, 0, 0, s->ops[i].arg);
+        pop_head(c);
+    }
 }
 
 static void after_work_cb(uv_work_t *w, int status)
 {
     commit_t *c = w->data;
-    side_t *done = c->running;
+    side_t *done = c->head;
     int rc = status != 0 ? -ECANCELED : c->rc;
     size_t i;
 
     c->work_active = false;
+    /* Detach the batch first: callbacks may add operations, which must go
+     * into a later batch. */
+    c->head = done->next;
+    if (c->head == NULL)
+        c->tail = NULL;
+    c->backlog -= done->n;
     if (rc == 0 && c->stat_cb)
         c->stat_cb(done->n, c->seconds, c->stat_arg);
     for (i = 0; i < done->n; i++) {
@@ -230,7 +316,7 @@ static void after_work_cb(uv_work_t *w, int status)
             int res = rc == 0 ? queue_batch_result(done->batch, i, &orig) : 0;
             op->cb(rc, res, orig, op->arg);
         } else if (rc != 0) {
-            /* The state change is not in the store: carry it into the next
+            /* The state change is not in the store: carry it into a later
              * batch. Failing to queue it (no memory) loses only a state
              * change; the job stays due in the store and is sent again. */
             (void)add_update(c, &op->u, op->ucb, op->arg);
@@ -239,14 +325,13 @@ static void after_work_cb(uv_work_t *w, int status)
         }
     }
     side_reset(done);
+    done->next = c->spare;
+    c->spare = done;
     if (rc == 0) {
         c->failures = 0;
         start_soon(c);
     } else if (c->draining && ++c->failures >= 3) {
-        /* Stopping and the store keeps failing: give up on what is left.
-         * Submits get the error; lost state changes only mean their jobs
-         * are sent again after the restart (at-least-once). */
-        fail_pending(c, rc);
+        fail_all(c, rc);
     } else {
         c->failures++;
         uv_timer_start(&c->retry, retry_cb, RETRY_PAUSE_MS, 0);
@@ -256,29 +341,22 @@ static void after_work_cb(uv_work_t *w, int status)
 
 static void start_now(commit_t *c)
 {
-    side_t *t;
-
-    if (c->work_active || c->pending->n == 0)
+    if (c->work_active)
         return;
-    t = c->pending;
-    c->pending = c->running;
-    c->running = t;
+    while (c->head != NULL && c->head->n == 0 && c->head != c->tail)
+        pop_head(c); /* left empty by a failed add */
+    if (c->head == NULL || c->head->n == 0)
+        return;
     c->work.data = c;
     c->work_active = true;
-    if (uv_queue_work(c->loop, &c->work, work_cb, after_work_cb) != 0) {
-        /* Cannot happen with valid arguments; keep the ops pending. */
-        c->work_active = false;
-        c->running = c->pending;
-        c->pending = t;
-    }
+    if (uv_queue_work(c->loop, &c->work, work_cb, after_work_cb) != 0)
+        c->work_active = false; /* cannot happen with valid arguments */
 }
 
 static void idle_cb(uv_idle_t *h)
 {
-    commit_t *c = h->data;
-
     uv_idle_stop(h);
-    start_now(c);
+    start_now(h->data);
 }
 
 static void retry_cb(uv_timer_t *h)
@@ -288,7 +366,7 @@ static void retry_cb(uv_timer_t *h)
 
 static void start_soon(commit_t *c)
 {
-    if (c->work_active || c->pending->n == 0 || uv_is_active((uv_handle_t *)&c->retry))
+    if (c->work_active || c->backlog == 0 || uv_is_active((uv_handle_t *)&c->retry))
         return;
     uv_idle_start(&c->idle, idle_cb);
 }
@@ -307,11 +385,15 @@ static void handle_closed_cb(uv_handle_t *h)
     commit_t *c = h->data;
 
     if (--c->handles_open == 0) {
-        int i;
-        for (i = 0; i < 2; i++) {
-            side_reset(&c->sides[i]);
-            queue_batch_free(c->sides[i].batch);
-            free(c->sides[i].ops);
+        while (c->head) {
+            side_t *s = c->head;
+            c->head = s->next;
+            side_free(s);
+        }
+        while (c->spare) {
+            side_t *s = c->spare;
+            c->spare = s->next;
+            side_free(s);
         }
         free(c);
     }
@@ -319,16 +401,8 @@ static void handle_closed_cb(uv_handle_t *h)
 
 void commit_free(commit_t *c)
 {
-    int i;
-
     if (c == NULL)
         return;
-    if (c->handles_open == 0) { /* half-built by commit_new */
-        for (i = 0; i < 2; i++)
-            queue_batch_free(c->sides[i].batch);
-        free(c);
-        return;
-    }
     uv_close((uv_handle_t *)&c->idle, handle_closed_cb);
     uv_close((uv_handle_t *)&c->retry, handle_closed_cb);
 }
