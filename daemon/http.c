@@ -12,7 +12,9 @@
  * - The fd-indexed table `socks` is the authority for fd -> context. The
  *   socketp libcurl passes to the socket callback is not used: after a
  *   close that libcurl reports out of order (curl #14976) it can name a
- *   context that is already on its way out, while the table never does.
+ *   context that is already on its way out, while the table never does;
+ *   and some libcurl versions refuse curl_multi_assign from inside the
+ *   socket callback (CURLM_RECURSIVE_API_CALL).
  * - A CURL_POLL_REMOVE of one of our sockets leaves the context in the
  *   table, so that a re-add of the same fd reuses the same uv_poll_t (never
  *   two poll handles on one fd); the context goes when libcurl closes the
@@ -47,13 +49,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HTTP_BASE_MAX 1024        /* api_base length */
-#define HTTP_URL_MAX 4096         /* api_base + path */
-#define HTTP_TOKEN_MAX 4096       /* token length */
-#define HTTP_IDLE_MAX 1024        /* idle request structs kept for reuse */
-#define HTTP_BUF_FIRST 4096       /* first response buffer size */
-#define HTTP_BUF_KEEP (64 * 1024) /* bigger response buffers are freed on reuse */
-#define HTTP_DNS_CACHE_S 3600L    /* one API host: resolve it rarely */
+#define HTTP_BASE_MAX 1024                   /* api_base length */
+#define HTTP_URL_MAX 4096                    /* api_base + path */
+#define HTTP_TOKEN_MAX 4096                  /* token length */
+#define HTTP_IDLE_MAX 1024                   /* idle request structs kept for reuse */
+#define HTTP_BUF_FIRST 4096                  /* first response buffer size */
+#define HTTP_BUF_KEEP (64 * 1024)            /* bigger response buffers are freed on reuse */
+#define HTTP_DNS_CACHE_S 3600L               /* one API host: resolve it rarely */
 #define HTTP_RETRY_AFTER_MAX (86400.0 * 365) /* clamp for absurd delta-seconds */
 
 /* A header list shared by the engine (current token) and running requests. */
@@ -546,7 +548,6 @@ static double parse_retry_after(const char *v, size_t n)
     char tmp[64];
     time_t when, now;
     char *end;
-    double d;
 
     while (n > 0 && (*v == ' ' || *v == '\t'))
         v++, n--;
@@ -557,6 +558,7 @@ static double parse_retry_after(const char *v, size_t n)
     memcpy(tmp, v, n);
     tmp[n] = '\0';
     if (tmp[0] >= '0' && tmp[0] <= '9') {
+        double d;
         errno = 0;
         d = strtod(tmp, &end);
         if (*end != '\0' || errno != 0)
@@ -885,8 +887,7 @@ int http_engine_new(uv_loop_t *loop, const http_options_t *opt, http_engine_t **
         mc = curl_multi_setopt(e->multi, CURLMOPT_PIPELINING,
                                e->http2 ? (long)CURLPIPE_MULTIPLEX : (long)CURLPIPE_NOTHING);
     if (mc == CURLM_OK && opt->max_host_connections > 0)
-        mc = curl_multi_setopt(e->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-                               opt->max_host_connections);
+        mc = curl_multi_setopt(e->multi, CURLMOPT_MAX_HOST_CONNECTIONS, opt->max_host_connections);
     if (mc != CURLM_OK)
         goto fail;
 

@@ -87,8 +87,8 @@ static void stub_wait(stub_t *s, long ms)
 }
 
 static enum MHD_Result stub_handler(void *cls, struct MHD_Connection *c, const char *url,
-                                    const char *method, const char *version,
-                                    const char *upload, size_t *upload_size, void **con_cls)
+                                    const char *method, const char *version, const char *upload,
+                                    size_t *upload_size, void **con_cls)
 {
     stub_t *s = cls;
     stub_conn_t *sc = *con_cls;
@@ -217,11 +217,11 @@ int stub_start(unsigned threads, stub_t **out)
         flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL;
     else
         flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL;
-    s->d = MHD_start_daemon(flags, 0, NULL, NULL, stub_handler, s, MHD_OPTION_SOCK_ADDR, &sa,
-                            MHD_OPTION_NOTIFY_COMPLETED, stub_completed, s,
-                            MHD_OPTION_CONNECTION_TIMEOUT, 0u, MHD_OPTION_CONNECTION_LIMIT,
-                            4000u, MHD_OPTION_THREAD_POOL_SIZE, threads > 1 ? threads : 0u,
-                            MHD_OPTION_END);
+    s->d =
+        MHD_start_daemon(flags, 0, NULL, NULL, stub_handler, s, MHD_OPTION_SOCK_ADDR, &sa,
+                         MHD_OPTION_NOTIFY_COMPLETED, stub_completed, s,
+                         MHD_OPTION_CONNECTION_TIMEOUT, 0u, MHD_OPTION_CONNECTION_LIMIT, 4000u,
+                         MHD_OPTION_THREAD_POOL_SIZE, threads > 1 ? threads : 0u, MHD_OPTION_END);
     if (s->d == NULL)
         goto fail;
     info = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
