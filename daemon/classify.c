@@ -11,14 +11,14 @@
 static const long meta_fail[] = {
     130472, 131050, 130403, 131026, 131021, /* experiment, opted out, blocked, ... */
     131047,                                 /* outside the 24 h window */
-    100,    131008, 131009, 131051, 132000, 132001, 132005,
-    132007, 132012, 132015, 132016, 135000, /* bad request or template problem */
+    100,    131008, 131009, 131051, 132000, 132001,
+    132005, 132007, 132012, 132015, 132016, 135000, /* bad request or template problem */
 };
 static const long meta_transient[] = {1, 2, 131000, 131016, 133004};
 static const long meta_account_throttle[] = {4, 17, 32, 613, 80007, 80008};
 static const long meta_maintenance[] = {131057, 2494100};
-static const long meta_pause_sender[] = {131048, 131064, 3, 10, 131005, 368,
-                                         131031, 131042, 131045, 133010};
+static const long meta_pause_sender[] = {131048, 131064, 3,      10,     131005,
+                                         368,    131031, 131042, 131045, 133010};
 static const long meta_pause_account[] = {0, 190};
 
 static bool in(long code, const long *set, size_t n)

@@ -12,21 +12,21 @@
 #include "queue.h"
 
 typedef enum classify_action {
-    CLASSIFY_SENT = 1,        /* accepted; wamid set when the answer had one */
-    CLASSIFY_FAIL,            /* permanent for this job */
-    CLASSIFY_RETRY,           /* transient: exponential backoff, counts an attempt */
-    CLASSIFY_RETRY_PAIR,      /* 131056: this recipient only, 4^X s */
-    CLASSIFY_THROTTLE_SENDER, /* 429 / 130429: retry and slow the sender down */
+    CLASSIFY_SENT = 1,         /* accepted; wamid set when the answer had one */
+    CLASSIFY_FAIL,             /* permanent for this job */
+    CLASSIFY_RETRY,            /* transient: exponential backoff, counts an attempt */
+    CLASSIFY_RETRY_PAIR,       /* 131056: this recipient only, 4^X s */
+    CLASSIFY_THROTTLE_SENDER,  /* 429 / 130429: retry and slow the sender down */
     CLASSIFY_THROTTLE_ACCOUNT, /* Graph app/account throttling: retry after minutes */
-    CLASSIFY_PAUSE_SENDER,    /* sender-level: pause the number, keep its jobs */
-    CLASSIFY_PAUSE_ACCOUNT,   /* account-level: pause everything, fail nothing */
-    CLASSIFY_RESCHEDULE_DAY,  /* 131049: once, not before 24 h, then fail */
+    CLASSIFY_PAUSE_SENDER,     /* sender-level: pause the number, keep its jobs */
+    CLASSIFY_PAUSE_ACCOUNT,    /* account-level: pause everything, fail nothing */
+    CLASSIFY_RESCHEDULE_DAY,   /* 131049: once, not before 24 h, then fail */
 } classify_action_t;
 
 typedef struct classify_result {
-    int action;            /* classify_action_t */
-    bool maybe_sent;       /* a transport failure after the request may have left */
-    double min_delay;      /* seconds the retry must wait at least (Retry-After, ...); 0 */
+    int action;               /* classify_action_t */
+    bool maybe_sent;          /* a transport failure after the request may have left */
+    double min_delay;         /* seconds the retry must wait at least (Retry-After, ...); 0 */
     queue_error_info_t error; /* filled for everything but CLASSIFY_SENT */
     char wamid[QUEUE_MAX_WAMID_LEN]; /* CLASSIFY_SENT: data.messages[0].id or "" */
 } classify_result_t;

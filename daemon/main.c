@@ -54,10 +54,10 @@ typedef struct daemon {
     http_engine_t *http;
     sched_t *sched;
     uv_signal_t sig_int, sig_term, sig_hup;
-    uv_timer_t wake;          /* next due job or rate token */
-    uv_idle_t pump_idle;      /* runs the pump once at the next loop turn */
-    uv_timer_t stop_timer;    /* bound on in-flight requests at shutdown */
-    bool spill;               /* the store holds due jobs not in the active set */
+    uv_timer_t wake;       /* next due job or rate token */
+    uv_idle_t pump_idle;   /* runs the pump once at the next loop turn */
+    uv_timer_t stop_timer; /* bound on in-flight requests at shutdown */
+    bool spill;            /* the store holds due jobs not in the active set */
     bool stopping;
     bool stop_finishing;
     bool closing;
@@ -167,8 +167,7 @@ static uint64_t unfinished(daemon_t *d)
 
     if (queue_counts(d->q, counts) != 0)
         return 0;
-    return counts[QUEUE_STATE_QUEUED] + counts[QUEUE_STATE_RETRYING] +
-           counts[QUEUE_STATE_SENDING];
+    return counts[QUEUE_STATE_QUEUED] + counts[QUEUE_STATE_RETRYING] + counts[QUEUE_STATE_SENDING];
 }
 
 static void handle_submit(daemon_t *d, ipc_req_t *req, const ipc_submit_t *s)

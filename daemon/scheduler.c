@@ -31,8 +31,8 @@ struct sched_sender {
     unsigned inflight;
     int state;
     bucket_t bucket;
-    double wake;         /* while SENDER_SLEEP */
-    size_t heap_idx;     /* in the sleep heap */
+    double wake;     /* while SENDER_SLEEP */
+    size_t heap_idx; /* in the sleep heap */
     sched_sender_t *ring_next;
 };
 
@@ -46,7 +46,7 @@ typedef struct heap {
 
 struct sched {
     sched_options_t opt;
-    heap_t waiting; /* sched_job_t by (due, id) */
+    heap_t waiting;  /* sched_job_t by (due, id) */
     heap_t sleeping; /* sched_sender_t by wake */
     sched_sender_t *ring_head, *ring_tail;
     /* id -> job, open addressing with tombstones */
@@ -273,8 +273,8 @@ static sched_sender_t *sender_get(sched_t *s, const char *id, bool create)
         return NULL;
     }
     sd->heap_idx = HEAP_NONE;
-    sd->bucket.rate = s->opt.rate_for ? s->opt.rate_for(id, s->opt.rate_user)
-                                      : s->opt.rate_per_number;
+    sd->bucket.rate =
+        s->opt.rate_for ? s->opt.rate_for(id, s->opt.rate_user) : s->opt.rate_per_number;
     sd->bucket.burst = s->opt.burst_per_number > 0 ? s->opt.burst_per_number : sd->bucket.rate;
     if (sd->bucket.burst < 1)
         sd->bucket.burst = 1;
@@ -411,8 +411,7 @@ void sched_reconfigure(sched_t *s, const sched_options_t *opt)
             continue;
         sd->bucket.rate = s->opt.rate_for ? s->opt.rate_for(sd->phone_number_id, s->opt.rate_user)
                                           : s->opt.rate_per_number;
-        sd->bucket.burst =
-            s->opt.burst_per_number > 0 ? s->opt.burst_per_number : sd->bucket.rate;
+        sd->bucket.burst = s->opt.burst_per_number > 0 ? s->opt.burst_per_number : sd->bucket.rate;
         if (sd->bucket.burst < 1)
             sd->bucket.burst = 1;
         if (sd->bucket.tokens > sd->bucket.burst)

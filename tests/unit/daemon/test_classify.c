@@ -48,7 +48,8 @@ static void test_status_classes(void)
 {
     classify_result_t c;
 
-    c = answer(400, "{\"success\":false,\"error\":\"VALIDATION_ERROR\",\"message\":\"bad to\"}", -1);
+    c = answer(400, "{\"success\":false,\"error\":\"VALIDATION_ERROR\",\"message\":\"bad to\"}",
+               -1);
     CHECK_EQ(c.action, CLASSIFY_FAIL);
     CHECK_EQ(c.error.status, 400);
     CHECK_STR(c.error.code, "VALIDATION_ERROR");

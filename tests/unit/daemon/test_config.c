@@ -104,8 +104,8 @@ static void test_file_errors(void)
 
 static void test_flags(void)
 {
-    char *argv[] = {"avenpingd", "--socket", "/a.sock", "--state-dir=/s", "--log-level", "warn",
-                    NULL};
+    char *argv[] = {"avenpingd",   "--socket", "/a.sock", "--state-dir=/s",
+                    "--log-level", "warn",     NULL};
     char *bad[] = {"avenpingd", "--token", "secret", NULL};
     char *missing[] = {"avenpingd", "--socket", NULL};
     config_flags_t f;
@@ -163,8 +163,8 @@ static void test_token_sources(void)
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
-        {"defaults", test_defaults},       {"file", test_file},
-        {"file_errors", test_file_errors}, {"flags", test_flags},
+        {"defaults", test_defaults},           {"file", test_file},
+        {"file_errors", test_file_errors},     {"flags", test_flags},
         {"token_sources", test_token_sources},
     };
     int rc;
