@@ -56,7 +56,7 @@ struct ipc_stream {
 
 struct ipc_conn {
     uv_pipe_t pipe;
-    ipc_server_t *srv; /* NULL once the handle is closed */
+    ipc_server_t *srv;              /* NULL once the handle is closed */
     struct ipc_conn *prev, *next;   /* server's list of unclosed handles */
     struct ipc_conn *dprev, *dnext; /* server's list of connections to kick */
     unsigned refs;
@@ -71,6 +71,7 @@ struct ipc_conn {
     bool stop_lines;        /* no further lines are parsed */
     bool close_after_flush; /* close once everything is written */
     bool streaming;
+    bool backlog; /* parsing stopped for backpressure with data left */
     bool writing;
     bool in_kick;
     unsigned stream_refs;
@@ -482,8 +483,12 @@ static void handle_line(struct ipc_conn *c, char *line, size_t len)
 /* Parses complete lines while the connection may take more requests. */
 static void conn_process(struct ipc_conn *c)
 {
-    while (c->state == CONN_OPEN && !c->stop_lines && !c->streaming && c->rpos < c->rlen &&
-           !conn_saturated(c)) {
+    c->backlog = false;
+    while (c->state == CONN_OPEN && !c->stop_lines && !c->streaming && c->rpos < c->rlen) {
+        if (conn_saturated(c)) {
+            c->backlog = true;
+            break;
+        }
         char *base = c->rbuf;
         char *nl = memchr(base + c->rscan, '\n', c->rlen - c->rscan);
         char *line = base + c->rpos;
@@ -569,6 +574,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (c->stop_lines || c->streaming)
         return; /* discarding */
     c->rlen += (size_t)nread;
+    c->srv->ctr.bytes_read += (unsigned long long)nread;
     conn_kick(c);
 }
 
@@ -581,7 +587,7 @@ static void conn_update_reading(struct ipc_conn *c)
     else if (c->streaming || c->stop_lines)
         want = true; /* discard input, notice the peer leaving */
     else
-        want = !conn_saturated(c);
+        want = !c->backlog && !conn_saturated(c);
 
     if (want && !c->reading) {
         if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) != 0) {
@@ -623,6 +629,12 @@ static void conn_kick(struct ipc_conn *c)
     dirty_unlink(c);
     conn_process(c);
     conn_flush(c);
+    /* The flush may have made room (output handed to libuv); parse on
+     * while it does. Each round parses at least one line. */
+    while (c->state == CONN_OPEN && c->backlog && !conn_saturated(c)) {
+        conn_process(c);
+        conn_flush(c);
+    }
     c->in_kick = false;
     if (c->state != CONN_OPEN)
         return;
@@ -711,8 +723,7 @@ static void on_connection(uv_stream_t *ls, int status)
 
     if (!uid_allowed(s, c->uid)) {
         char msg[64];
-        snprintf(msg, sizeof msg, "uid %ld not allowed",
-                 c->uid == (uid_t)-1 ? -1L : (long)c->uid);
+        snprintf(msg, sizeof msg, "uid %ld not allowed", c->uid == (uid_t)-1 ? -1L : (long)c->uid);
         conn_reject(c, IPC_ERR_FORBIDDEN, msg);
         return;
     }
@@ -727,8 +738,8 @@ static void on_connection(uv_stream_t *ls, int status)
 
 /* ---- server ---- */
 
-int ipc_server_new(uv_loop_t *loop, const ipc_server_options_t *opt, ipc_request_cb cb,
-                   void *user, ipc_server_t **out)
+int ipc_server_new(uv_loop_t *loop, const ipc_server_options_t *opt, ipc_request_cb cb, void *user,
+                   ipc_server_t **out)
 {
     ipc_server_options_t o;
     if (!out)
@@ -1067,8 +1078,8 @@ int ipc_stream_send(ipc_stream_t *st, const char *json, size_t len)
     int rc = 0;
     if (st->dropped) {
         char gap[64];
-        int n = snprintf(gap, sizeof gap, "{\"event\":\"gap\",\"dropped\":%" PRIu64 "}\n",
-                         st->dropped);
+        int n =
+            snprintf(gap, sizeof gap, "{\"event\":\"gap\",\"dropped\":%" PRIu64 "}\n", st->dropped);
         rc = ipc__buf_put(b, gap, (size_t)n);
     }
     if (!rc)
@@ -1104,10 +1115,14 @@ void ipc_stream_release(ipc_stream_t *st)
 const char *ipc_strerror(int err)
 {
     switch (err) {
-    case 0: return "success";
-    case IPC_EINVAL: return "invalid argument or option";
-    case IPC_ECLOSED: return "server closing";
-    default: break;
+    case 0:
+        return "success";
+    case IPC_EINVAL:
+        return "invalid argument or option";
+    case IPC_ECLOSED:
+        return "server closing";
+    default:
+        break;
     }
     if (err < 0 && err > -4096)
         return strerror(-err);

@@ -19,6 +19,14 @@
  * Errors: int, 0 or a negative errno-style code (libuv's UV_E* values are
  * negative errnos) or IPC_E* below; ipc_strerror() names them.
  * Threads: everything here runs on the loop thread.
+ *
+ * Input: a trailing '\r' is stripped and empty lines are ignored. A JSON
+ * null counts as an absent field (also for "id": then none is echoed);
+ * unknown top-level fields are ignored. A numeric "id" is echoed exactly as
+ * written. A peer that shuts down its sending side still gets every answer
+ * (a last line without '\n' counts), then the connection is closed.
+ * The process must ignore SIGPIPE: answers may be written to a peer that
+ * has gone.
  */
 #ifndef AVP_IPC_H
 #define AVP_IPC_H
@@ -31,8 +39,8 @@
 #include <cjson/cJSON.h>
 
 enum {
-    IPC_EINVAL = -31001,   /* bad option or argument */
-    IPC_ECLOSED = -31002,  /* server closing */
+    IPC_EINVAL = -31001,  /* bad option or argument */
+    IPC_ECLOSED = -31002, /* server closing */
 };
 
 /* Error codes of the protocol (socket-protocol.md). */
@@ -92,10 +100,10 @@ typedef struct ipc_submit {
     const char *campaign;
     const char *order_key;
     ipc_priority_t priority;
-    double not_before;  /* 0: absent */
-    double expires_at;  /* 0: absent */
-    int max_attempts;   /* 0: absent; else 1..1000 */
-    const char *body;   /* `message`, compact JSON, the request body to send */
+    double not_before; /* 0: absent */
+    double expires_at; /* 0: absent */
+    int max_attempts;  /* 0: absent; else 1..1000 */
+    const char *body;  /* `message`, compact JSON, the request body to send */
     size_t body_len;
 } ipc_submit_t;
 
@@ -107,7 +115,7 @@ typedef struct ipc_submit {
 typedef struct ipc_request {
     ipc_op_t op;
     ipc_submit_t submit;         /* send, template_send */
-    const char *job;             /* get, cancel, retry, pause, resume: job id string */
+    const char *job;             /* get, cancel, retry: job id, decimal digits */
     const char *idempotency_key; /* get */
     const char *campaign;        /* list, campaign, cancel, pause, resume, retry, watch */
     const char *state;           /* list, retry: a state name (validated) */
@@ -130,29 +138,37 @@ typedef struct ipc_req ipc_req_t;
 typedef void (*ipc_request_cb)(ipc_req_t *req, void *user);
 
 typedef struct ipc_server_options {
-    size_t max_line;          /* 0: IPC_MAX_LINE_DEFAULT */
-    unsigned max_connections; /* 0: 1024; more are accepted and closed at once */
-    unsigned max_pending;     /* unanswered requests per connection before reading
-                                 pauses; 0: 4096 */
-    unsigned socket_mode;     /* permissions of the socket file; 0: 0660 */
-    const uid_t *allowed_uids; /* SO_PEERCRED check; NULL: any uid */
+    size_t max_line;           /* 0: IPC_MAX_LINE_DEFAULT */
+    unsigned max_connections;  /* 0: 1024; more are accepted and closed at once */
+    unsigned max_pending;      /* unanswered requests per connection before reading
+                                  pauses; 0: 4096 */
+    unsigned socket_mode;      /* permissions of the socket file; 0: 0660 */
+    const uid_t *allowed_uids; /* SO_PEERCRED check; NULL: any uid. Root is not
+                                  special: refused unless listed. A refused peer
+                                  gets one FORBIDDEN line, then EOF. */
     size_t n_allowed_uids;
 } ipc_server_options_t;
 
 /* Creates a server on `loop`; nothing listens yet. `opt` may be NULL; it is
  * copied (allowed_uids too). `cb`/`user` receive requests. */
-int ipc_server_new(uv_loop_t *loop, const ipc_server_options_t *opt, ipc_request_cb cb,
-                   void *user, ipc_server_t **out);
+int ipc_server_new(uv_loop_t *loop, const ipc_server_options_t *opt, ipc_request_cb cb, void *user,
+                   ipc_server_t **out);
 
 /* Binds and listens on `path`. A stale socket file (nobody accepting on it)
- * is replaced; a live one gives UV_EADDRINUSE. Sets the file's mode. */
+ * is replaced; a live one, or a file that is not a socket, gives
+ * UV_EADDRINUSE. Sets the file's mode (bound under umask 0177 first, so it
+ * is never wider; umask is process-wide: listen before starting threads
+ * that create files). */
 int ipc_server_listen(ipc_server_t *s, const char *path);
 
 /* Listens on an already bound and listening socket `fd` (socket
- * activation). The server owns fd from then on. */
+ * activation). The server owns fd from the call on: it is closed on
+ * failure too (IPC_EINVAL if fd is not a listening socket). The socket
+ * file, if any, is not the server's and is never unlinked. */
 int ipc_server_adopt_fd(ipc_server_t *s, int fd);
 
-/* Stops accepting new connections; open connections keep working. */
+/* Stops accepting new connections (closes the listener and unlinks the
+ * socket file it created); open connections keep working. */
 void ipc_server_stop_accepting(ipc_server_t *s);
 
 /* Number of open connections. */
@@ -176,11 +192,11 @@ uid_t ipc_req_uid(const ipc_req_t *r);
 void ipc_req_reply_submit(ipc_req_t *r, uint64_t job_id, bool duplicate);
 
 /* Answers {"id":..,"ok":true, <members of fields>}. Takes ownership of
- * `fields` (a cJSON object, or NULL). */
+ * `fields` (a cJSON object, or NULL); it must not have "id" or "ok". */
 void ipc_req_reply_ok(ipc_req_t *r, cJSON *fields);
 
 /* Answers {"id":..,"ok":false,"error":code,"message":<formatted>}. `code`
- * is one of IPC_ERR_*. */
+ * is one of IPC_ERR_*. The message is JSON-escaped and cut at 1024 bytes. */
 void ipc_req_reply_error(ipc_req_t *r, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -190,17 +206,23 @@ void ipc_req_reply_error(ipc_req_t *r, const char *code, const char *fmt, ...)
  * connection reads no further requests. Events are sent with
  * ipc_stream_send; when more than `max_buffered` bytes are queued unsent,
  * events are dropped and counted, and the next event that fits is preceded
- * by {"event":"gap","dropped":n}. Returns NULL if the connection is gone.
+ * by {"event":"gap","dropped":n} (the marker may exceed max_buffered by its
+ * own size). Events wait behind answers still owed on the connection.
+ * Returns NULL if the connection is gone. A second watch on the same
+ * connection returns the same stream; each returned reference is released
+ * on its own.
  */
 typedef struct ipc_stream ipc_stream_t;
 ipc_stream_t *ipc_req_reply_stream(ipc_req_t *r, size_t max_buffered);
 
 /* Sends one event line (a compact JSON object, no newline); copies it.
- * Returns 0, or IPC_ECLOSED once the peer has gone (then release the
- * stream). */
+ * Returns 0 (also when the event was dropped), or IPC_ECLOSED once the
+ * peer or the server has gone (then release the stream). */
 int ipc_stream_send(ipc_stream_t *st, const char *json, size_t len);
 
-/* Releases the daemon's reference to the stream. Accepts NULL. */
+/* Releases the daemon's reference to the stream. When the last reference
+ * goes while the peer is still there, the connection is closed once its
+ * output is written. Accepts NULL. */
 void ipc_stream_release(ipc_stream_t *st);
 
 /* Parses and validates one line (without its '\n') into a request, as the

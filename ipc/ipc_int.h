@@ -44,8 +44,8 @@ struct ipc_req {
     size_t block_size;   /* bytes of this block, for the connection's bound */
     const char *id_json; /* compact JSON of "id" inside the block, or NULL */
     size_t id_len;
-    bool answered;      /* the daemon (or ipc itself) answered it */
-    bool answer_owned;  /* `answer` is a separate allocation */
+    bool answered;     /* the daemon (or ipc itself) answered it */
+    bool answer_owned; /* `answer` is a separate allocation */
     ipc_request_t request;
     /* strings follow */
 };
@@ -63,14 +63,14 @@ struct ipc_req {
  * when the line parsed and had a usable id, else NULL.
  */
 int ipc__parse(const char *line, size_t len, bool nul_terminated, struct ipc_req **out,
-               char **err_id, size_t *err_id_len, const char **code, char *msg,
-               size_t msg_size);
+               char **err_id, size_t *err_id_len, const char **code, char *msg, size_t msg_size);
 
 /* Test-only view of a server's counters. */
 typedef struct ipc__counters {
-    unsigned long read_pauses;  /* times reading stopped for backpressure */
-    unsigned long read_resumes; /* times it started again */
-    unsigned long rejected;     /* connections refused (uid, too many) */
+    unsigned long read_pauses;     /* times reading stopped for backpressure */
+    unsigned long read_resumes;    /* times it started again */
+    unsigned long rejected;        /* connections refused (uid, too many) */
+    unsigned long long bytes_read; /* request bytes read, all connections */
 } ipc__counters_t;
 
 void ipc__server_counters(const ipc_server_t *s, ipc__counters_t *out);

@@ -72,14 +72,29 @@ size_t ipc__json_escape(char *dst, const char *s, size_t n)
         unsigned char ch = (unsigned char)s[i];
         char esc = 0;
         switch (ch) {
-        case '"': esc = '"'; break;
-        case '\\': esc = '\\'; break;
-        case '\n': esc = 'n'; break;
-        case '\r': esc = 'r'; break;
-        case '\t': esc = 't'; break;
-        case '\b': esc = 'b'; break;
-        case '\f': esc = 'f'; break;
-        default: break;
+        case '"':
+            esc = '"';
+            break;
+        case '\\':
+            esc = '\\';
+            break;
+        case '\n':
+            esc = 'n';
+            break;
+        case '\r':
+            esc = 'r';
+            break;
+        case '\t':
+            esc = 't';
+            break;
+        case '\b':
+            esc = 'b';
+            break;
+        case '\f':
+            esc = 'f';
+            break;
+        default:
+            break;
         }
         if (esc) {
             if (dst) {
@@ -220,8 +235,8 @@ static int job_field(struct vctx *v, const cJSON *obj, const char *name, char *n
 }
 
 /* An optional integer lo..hi; *out stays `dflt` when absent. */
-static int int_field(struct vctx *v, const cJSON *obj, const char *name, int lo, int hi,
-                     int dflt, int *out)
+static int int_field(struct vctx *v, const cJSON *obj, const char *name, int lo, int hi, int dflt,
+                     int *out)
 {
     const cJSON *it = member(obj, name);
     *out = dflt;
@@ -248,13 +263,11 @@ static int time_field(struct vctx *v, const cJSON *obj, const char *name, double
     return 0;
 }
 
-static const char *const send_types[] = {"text", "media", "location", "interactive", "smart",
-                                         NULL};
+static const char *const send_types[] = {"text", "media", "location", "interactive", "smart", NULL};
 static const char *const media_types[] = {"image", "video", "audio", "document", NULL};
 static const char *const priorities[] = {"high", "normal", "bulk", NULL};
-static const char *const states[] = {"queued",  "sending",   "retrying",  "sent",
-                                     "failed",  "expired",   "cancelled", "uncertain",
-                                     NULL};
+static const char *const states[] = {"queued",  "sending",   "retrying",  "sent", "failed",
+                                     "expired", "cancelled", "uncertain", NULL};
 static const char *const retry_states[] = {"failed", "expired", "uncertain", NULL};
 
 /* Prints `message` compact into v->body; bounded by IPC_MAX_BODY. */
@@ -336,8 +349,7 @@ static int v_submit(struct vctx *v, const cJSON *root, bool tmpl, size_t line_le
         if (!ok)
             return fail(v, IPC_ERR_VALIDATION,
                         "message.media.type must be one of image, video, audio, document");
-        if ((rc = str_field(v, media, "mediaId", "message.media.mediaId", true, SIZE_MAX,
-                            &unused)))
+        if ((rc = str_field(v, media, "mediaId", "message.media.mediaId", true, SIZE_MAX, &unused)))
             return rc;
     } else if (s->type == IPC_TYPE_TEMPLATE) {
         if ((rc = str_field(v, msg, "templateName", "message.templateName", true, SIZE_MAX,
@@ -362,8 +374,7 @@ static int v_submit(struct vctx *v, const cJSON *root, bool tmpl, size_t line_le
 
 static int campaign_field(struct vctx *v, const cJSON *root, bool required)
 {
-    return str_field(v, root, "campaign", "campaign", required, IPC_MAX_KEY_LEN,
-                     &v->r.campaign);
+    return str_field(v, root, "campaign", "campaign", required, IPC_MAX_KEY_LEN, &v->r.campaign);
 }
 
 static int v_get(struct vctx *v, const cJSON *root)
@@ -465,18 +476,28 @@ static int v_op(struct vctx *v, const cJSON *root, size_t line_len, char *stack)
         }
     }
     switch (v->r.op) {
-    case IPC_OP_SEND: return v_submit(v, root, false, line_len, stack);
-    case IPC_OP_TEMPLATE_SEND: return v_submit(v, root, true, line_len, stack);
-    case IPC_OP_GET: return v_get(v, root);
-    case IPC_OP_LIST: return v_list(v, root);
-    case IPC_OP_CAMPAIGN: return campaign_field(v, root, true);
-    case IPC_OP_CANCEL: return v_cancel(v, root);
+    case IPC_OP_SEND:
+        return v_submit(v, root, false, line_len, stack);
+    case IPC_OP_TEMPLATE_SEND:
+        return v_submit(v, root, true, line_len, stack);
+    case IPC_OP_GET:
+        return v_get(v, root);
+    case IPC_OP_LIST:
+        return v_list(v, root);
+    case IPC_OP_CAMPAIGN:
+        return campaign_field(v, root, true);
+    case IPC_OP_CANCEL:
+        return v_cancel(v, root);
     case IPC_OP_PAUSE:
-    case IPC_OP_RESUME: return v_pause(v, root);
-    case IPC_OP_RETRY: return v_retry(v, root);
-    case IPC_OP_WATCH: return campaign_field(v, root, false);
+    case IPC_OP_RESUME:
+        return v_pause(v, root);
+    case IPC_OP_RETRY:
+        return v_retry(v, root);
+    case IPC_OP_WATCH:
+        return campaign_field(v, root, false);
     case IPC_OP_STATS:
-    case IPC_OP_PING: return 0;
+    case IPC_OP_PING:
+        return 0;
     }
     /* Unknown: name it, but bounded and cut on a UTF-8 boundary. */
     size_t n = strlen(op->valuestring);
@@ -513,12 +534,83 @@ static bool too_deep(const char *p, size_t n)
     return false;
 }
 
-/* Writes the compact JSON of an id (a string or a finite number) into dst,
- * or measures it when dst is NULL. */
-static size_t id_json(char *dst, const cJSON *id)
+static bool is_ws(char ch)
+{
+    return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
+}
+
+/*
+ * Finds the text of the number given as the top-level "id" in a line that
+ * cJSON parsed, so that the echo is exactly what the client sent (a double
+ * would turn 12345678901234567890 into 1.2345678901234567e+19). Returns
+ * false when not found as plain text (an escaped key, say); the caller then
+ * prints the parsed value.
+ */
+static bool raw_number_id(const char *p, size_t n, double want, const char **out, size_t *out_len)
+{
+    int depth = 0;
+    bool expect_key = false;
+    size_t i = 0;
+    while (i < n) {
+        char ch = p[i];
+        if (ch != '"') {
+            if (ch == '{' || ch == '[') {
+                depth++;
+                expect_key = ch == '{' && depth == 1;
+            } else if (ch == '}' || ch == ']') {
+                depth--;
+            } else if (ch == ',' && depth == 1) {
+                expect_key = true;
+            }
+            i++;
+            continue;
+        }
+        size_t ks = ++i;
+        while (i < n && p[i] != '"')
+            i += p[i] == '\\' ? 2 : 1;
+        size_t ke = i++;
+        if (depth != 1 || !expect_key)
+            continue;
+        expect_key = false;
+        if (ke - ks != 2 || memcmp(p + ks, "id", 2) != 0)
+            continue;
+        while (i < n && is_ws(p[i]))
+            i++;
+        if (i < n && p[i] == ':')
+            i++;
+        while (i < n && is_ws(p[i]))
+            i++;
+        size_t vs = i;
+        while (i < n && p[i] && strchr("+-.0123456789eE", p[i]))
+            i++;
+        if (i == vs || i - vs > 64)
+            return false;
+        char tmp[72];
+        memcpy(tmp, p + vs, i - vs);
+        tmp[i - vs] = '\0';
+        if (strtod(tmp, NULL) != want) /* not the member cJSON chose */
+            return false;
+        *out = p + vs;
+        *out_len = i - vs;
+        return true;
+    }
+    return false;
+}
+
+/* Writes the compact JSON of an id (a string or a number) into dst, or
+ * measures it when dst is NULL. A number is echoed as written when found
+ * in line[0..len). */
+static size_t id_json(char *dst, const cJSON *id, const char *line, size_t len)
 {
     if (cJSON_IsString(id))
         return ipc__json_escape(dst, id->valuestring, strlen(id->valuestring));
+    const char *raw;
+    size_t raw_len;
+    if (raw_number_id(line, len, id->valuedouble, &raw, &raw_len)) {
+        if (dst)
+            memcpy(dst, raw, raw_len);
+        return raw_len;
+    }
     char tmp[40];
     double d = id->valuedouble;
     int n;
@@ -558,7 +650,7 @@ static const char **str_slot(ipc_request_t *r, size_t off)
 }
 
 /* Copies the validated request, its strings, body and id into one block. */
-static struct ipc_req *build_block(struct vctx *v, const cJSON *id)
+static struct ipc_req *build_block(struct vctx *v, const cJSON *id, const char *line, size_t len)
 {
     size_t nf = sizeof str_fields / sizeof str_fields[0];
     size_t lens[sizeof str_fields / sizeof str_fields[0]];
@@ -570,7 +662,7 @@ static struct ipc_req *build_block(struct vctx *v, const cJSON *id)
     }
     if (v->body)
         total += v->body_len + 1;
-    size_t idn = id ? id_json(NULL, id) : 0;
+    size_t idn = id ? id_json(NULL, id, line, len) : 0;
     total += id ? idn + 1 : 0;
 
     struct ipc_req *b = malloc(total);
@@ -596,7 +688,7 @@ static struct ipc_req *build_block(struct vctx *v, const cJSON *id)
         p += v->body_len + 1;
     }
     if (id) {
-        id_json(p, id);
+        id_json(p, id, line, len);
         p[idn] = '\0';
         b->id_json = p;
         b->id_len = idn;
@@ -648,8 +740,7 @@ int ipc__parse(const char *line, size_t len, bool nul_terminated, struct ipc_req
         if (root || !end || end < line || end > line + len)
             rc = fail(&v, IPC_ERR_BAD_REQUEST, "invalid JSON");
         else
-            rc = fail(&v, IPC_ERR_BAD_REQUEST, "invalid JSON at byte %zu",
-                      (size_t)(end - line));
+            rc = fail(&v, IPC_ERR_BAD_REQUEST, "invalid JSON at byte %zu", (size_t)(end - line));
         goto done;
     }
     if (!cJSON_IsObject(root)) {
@@ -665,7 +756,7 @@ int ipc__parse(const char *line, size_t len, bool nul_terminated, struct ipc_req
     rc = v_op(&v, root, len, stack);
     if (rc)
         goto done;
-    *out = build_block(&v, id);
+    *out = build_block(&v, id, line, len);
     if (!*out) {
         rc = UV_ENOMEM;
         v.code = IPC_ERR_INTERNAL;
@@ -674,10 +765,10 @@ int ipc__parse(const char *line, size_t len, bool nul_terminated, struct ipc_req
 
 done:
     if (rc && id) {
-        size_t n = id_json(NULL, id);
+        size_t n = id_json(NULL, id, line, len);
         *err_id = malloc(n + 1);
         if (*err_id) {
-            id_json(*err_id, id);
+            id_json(*err_id, id, line, len);
             (*err_id)[n] = '\0';
             *err_id_len = n;
         }

@@ -1,0 +1,1154 @@
+/*
+ * server_test.c - the ipc server on a real socket and a real uv loop.
+ *
+ * Usage: test_ipc_server CASE. Each case gets its own temp dir. The loop
+ * runs on the main thread; the client side is a thread with plain blocking
+ * sockets. The client synchronises with the loop only through events:
+ * run_on_loop() runs a function on the loop thread and waits for it, and
+ * wait_until() waits for a predicate evaluated on the loop thread after
+ * every loop turn. Nothing sleeps to synchronise.
+ */
+#include "ipc.h"
+#include "ipc_int.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REQUIRE(cond, ...)                                                                         \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: REQUIRE(%s) failed: ", __FILE__, __LINE__, #cond);             \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+#define MAX_HELD 4096
+#define WAIT_SECONDS 20
+
+struct h;
+typedef void (*req_fn)(struct h *h, ipc_req_t *r);
+typedef void (*loop_fn)(struct h *h, void *arg);
+typedef bool (*pred_fn)(struct h *h, void *arg);
+
+struct h {
+    uv_loop_t loop;
+    ipc_server_t *srv;
+    ipc_server_t *srv2;
+    char dir[64];
+    char path[128];
+    char path2[128];
+    uv_async_t async;
+    uv_prepare_t prep;
+    uv_timer_t timer;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    loop_fn call;
+    void *call_arg;
+    bool call_done;
+    pred_fn pred;
+    void *pred_arg;
+    bool pred_done;
+    /* the request callback and what it keeps */
+    req_fn on_req;
+    ipc_req_t *held[MAX_HELD];
+    size_t n_held;
+    size_t max_held;
+    unsigned long n_req;
+    ipc_stream_t *st;
+    int stream_total;
+    void (*client)(struct h *h);
+};
+
+/* ---- loop side plumbing ---- */
+
+static void eval_pred(struct h *h)
+{
+    if (h->pred && !h->pred_done && h->pred(h, h->pred_arg)) {
+        h->pred_done = true;
+        pthread_cond_broadcast(&h->cv);
+    }
+}
+
+static void on_async(uv_async_t *a)
+{
+    struct h *h = a->data;
+    pthread_mutex_lock(&h->mu);
+    if (h->call && !h->call_done) {
+        h->call(h, h->call_arg);
+        h->call_done = true;
+        pthread_cond_broadcast(&h->cv);
+    }
+    eval_pred(h);
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* Runs before the loop blocks, so it sees what close callbacks and timers
+ * of the turn before changed. */
+static void on_prepare(uv_prepare_t *c)
+{
+    struct h *h = c->data;
+    pthread_mutex_lock(&h->mu);
+    eval_pred(h);
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void on_req_cb(ipc_req_t *r, void *user)
+{
+    struct h *h = user;
+    h->n_req++;
+    h->on_req(h, r);
+    if (h->n_held > h->max_held)
+        h->max_held = h->n_held;
+}
+
+static void hold(struct h *h, ipc_req_t *r)
+{
+    REQUIRE(h->n_held < MAX_HELD, "too many held");
+    h->held[h->n_held++] = r;
+}
+
+/* Answers a held ping with {"n": its id}. */
+static void answer_ping(ipc_req_t *r)
+{
+    cJSON *f = cJSON_CreateObject();
+    cJSON_AddStringToObject(f, "pong", "yes");
+    ipc_req_reply_ok(r, f);
+}
+
+static void answer_held_reverse(struct h *h)
+{
+    while (h->n_held > 0)
+        answer_ping(h->held[--h->n_held]);
+}
+
+static void on_timer_answer(uv_timer_t *t)
+{
+    answer_held_reverse(t->data);
+}
+
+/* ---- client side plumbing ---- */
+
+static void deadline(struct timespec *ts)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_sec += WAIT_SECONDS;
+}
+
+static void run_on_loop(struct h *h, loop_fn fn, void *arg)
+{
+    struct timespec ts;
+    deadline(&ts);
+    pthread_mutex_lock(&h->mu);
+    h->call = fn;
+    h->call_arg = arg;
+    h->call_done = false;
+    uv_async_send(&h->async);
+    while (!h->call_done)
+        REQUIRE(pthread_cond_timedwait(&h->cv, &h->mu, &ts) == 0, "run_on_loop timed out");
+    h->call = NULL;
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void wait_until(struct h *h, pred_fn pred, void *arg, const char *what)
+{
+    struct timespec ts;
+    deadline(&ts);
+    pthread_mutex_lock(&h->mu);
+    h->pred = pred;
+    h->pred_arg = arg;
+    h->pred_done = false;
+    uv_async_send(&h->async);
+    while (!h->pred_done)
+        REQUIRE(pthread_cond_timedwait(&h->cv, &h->mu, &ts) == 0, "timed out waiting for %s", what);
+    h->pred = NULL;
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void fill_sa(struct sockaddr_un *sa, const char *path)
+{
+    size_t n = strlen(path);
+    REQUIRE(n < sizeof sa->sun_path, "path too long");
+    memset(sa, 0, sizeof *sa);
+    sa->sun_family = AF_UNIX;
+    memcpy(sa->sun_path, path, n + 1);
+}
+
+struct cl {
+    int fd;
+    char *buf;
+    size_t len, cap;
+};
+
+static int cl_open(struct cl *c, const char *path)
+{
+    struct sockaddr_un sa;
+    fill_sa(&sa, path);
+    memset(c, 0, sizeof *c);
+    c->fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    REQUIRE(c->fd >= 0, "socket");
+    struct timeval tv = {WAIT_SECONDS, 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        int e = errno;
+        close(c->fd);
+        c->fd = -1;
+        return -e;
+    }
+    c->cap = 8u << 20;
+    c->buf = malloc(c->cap);
+    return 0;
+}
+
+static void cl_close(struct cl *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    free(c->buf);
+    c->buf = NULL;
+}
+
+static void cl_send(struct cl *c, const char *s, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = send(c->fd, s, n, MSG_NOSIGNAL);
+        REQUIRE(w > 0, "send: %s", strerror(errno));
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+static void cl_sends(struct cl *c, const char *s)
+{
+    cl_send(c, s, strlen(s));
+}
+
+/* The next line (malloc'ed, without '\n'), or NULL at EOF or reset. */
+static char *cl_line(struct cl *c)
+{
+    for (;;) {
+        char *nl = memchr(c->buf, '\n', c->len);
+        if (nl) {
+            size_t n = (size_t)(nl - c->buf);
+            char *line = malloc(n + 1);
+            memcpy(line, c->buf, n);
+            line[n] = '\0';
+            memmove(c->buf, nl + 1, c->len - n - 1);
+            c->len -= n + 1;
+            return line;
+        }
+        REQUIRE(c->len < c->cap, "line too long for the test client");
+        ssize_t r = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
+        if (r == 0 || (r < 0 && errno == ECONNRESET))
+            return NULL;
+        REQUIRE(r > 0, "recv: %s", strerror(errno));
+        c->len += (size_t)r;
+    }
+}
+
+/* Reads a line that must be a JSON object; returns it parsed. */
+static cJSON *cl_json(struct cl *c)
+{
+    char *line = cl_line(c);
+    REQUIRE(line, "unexpected EOF");
+    cJSON *j = cJSON_Parse(line);
+    REQUIRE(cJSON_IsObject(j), "answer is not a JSON object: %s", line);
+    free(line);
+    return j;
+}
+
+static void expect_line(struct cl *c, const char *want)
+{
+    char *line = cl_line(c);
+    REQUIRE(line && strcmp(line, want) == 0, "got '%s', want '%s'", line ? line : "(EOF)", want);
+    free(line);
+}
+
+static void expect_eof(struct cl *c)
+{
+    char *line = cl_line(c);
+    REQUIRE(line == NULL, "expected EOF, got '%s'", line);
+}
+
+static double num(const cJSON *j, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
+    REQUIRE(cJSON_IsNumber(v), "%s is not a number", k);
+    return v->valuedouble;
+}
+
+static const char *str(const cJSON *j, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
+    REQUIRE(cJSON_IsString(v), "%s is not a string", k);
+    return v->valuestring;
+}
+
+static void ping(struct cl *c, int id)
+{
+    char line[64];
+    snprintf(line, sizeof line, "{\"op\":\"ping\",\"id\":%d}\n", id);
+    cl_sends(c, line);
+    cJSON *j = cl_json(c);
+    REQUIRE(num(j, "id") == id && cJSON_IsTrue(cJSON_GetObjectItem(j, "ok")), "ping %d", id);
+    cJSON_Delete(j);
+}
+
+/* ---- common callbacks and predicates ---- */
+
+static void req_answer_now(struct h *h, ipc_req_t *r)
+{
+    answer_ping(r);
+}
+
+static void req_hold(struct h *h, ipc_req_t *r)
+{
+    hold(h, r);
+}
+
+static bool pred_held(struct h *h, void *arg)
+{
+    return h->n_held == (size_t)(uintptr_t)arg;
+}
+
+static bool pred_conns(struct h *h, void *arg)
+{
+    return ipc_server_connections(h->srv) == (unsigned)(uintptr_t)arg;
+}
+
+static void loop_answer_held(struct h *h, void *arg)
+{
+    answer_held_reverse(h);
+}
+
+/* ---- the cases ---- */
+
+/* Even ids are answered at once, odd ones later from a timer, in reverse:
+ * answers still come back in request order. */
+static void req_even_now(struct h *h, ipc_req_t *r)
+{
+    if (h->n_req % 2 == 1) { /* the 1st, 3rd, ... request: ids 0, 2, ... */
+        answer_ping(r);
+        return;
+    }
+    hold(h, r);
+    if (!uv_is_active((uv_handle_t *)&h->timer))
+        uv_timer_start(&h->timer, on_timer_answer, 1, 0);
+}
+
+static void client_pipeline_order(struct h *h)
+{
+    struct cl c;
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    size_t cap = 64 * 1000, n = 0;
+    char *all = malloc(cap);
+    for (int i = 0; i < 1000; i++)
+        n += (size_t)snprintf(all + n, cap - n, "{\"op\":\"ping\",\"id\":%d}\n", i);
+    cl_send(&c, all, n);
+    free(all);
+    for (int i = 0; i < 1000; i++) {
+        cJSON *j = cl_json(&c);
+        REQUIRE(num(j, "id") == i, "answer %d has id %g", i, num(j, "id"));
+        REQUIRE(strcmp(str(j, "pong"), "yes") == 0, "payload");
+        cJSON_Delete(j);
+    }
+    cl_close(&c);
+}
+
+struct bytes_arg {
+    unsigned long long n;
+};
+
+static bool pred_bytes(struct h *h, void *arg)
+{
+    ipc__counters_t k;
+    ipc__server_counters(h->srv, &k);
+    return k.bytes_read >= ((struct bytes_arg *)arg)->n;
+}
+
+static void client_split_lines(struct h *h)
+{
+    struct cl c;
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    /* Every piece is read by the server before the next one is sent. */
+    const char *pieces[] = {"{\"op\":\"pi",
+                            "ng\",\"i",
+                            "d\":1}",
+                            "\r",
+                            "\n{\"op\":\"ping\",",
+                            "\"id\":2}\r\n{\"op\"",
+                            ":\"ping\",\"id\":3}\n"};
+    struct bytes_arg b = {0};
+    for (size_t i = 0; i < sizeof pieces / sizeof pieces[0]; i++) {
+        cl_sends(&c, pieces[i]);
+        b.n += strlen(pieces[i]);
+        wait_until(h, pred_bytes, &b, "server read");
+    }
+    for (int i = 1; i <= 3; i++) {
+        cJSON *j = cl_json(&c);
+        REQUIRE(num(j, "id") == i, "id %d", i);
+        cJSON_Delete(j);
+    }
+    /* A 100 KiB line in 1000-byte pieces. */
+    size_t tlen = 100 * 1024;
+    char *line = malloc(tlen + 200);
+    size_t n = (size_t)snprintf(line, 200, "{\"op\":\"ping\",\"id\":4,\"pad\":\"");
+    memset(line + n, 'p', tlen);
+    n += tlen;
+    n += (size_t)snprintf(line + n, 200, "\"}\n");
+    for (size_t off = 0; off < n; off += 1000) {
+        size_t k = n - off < 1000 ? n - off : 1000;
+        cl_send(&c, line + off, k);
+        b.n += k;
+        wait_until(h, pred_bytes, &b, "server read");
+    }
+    free(line);
+    cJSON *j = cl_json(&c);
+    REQUIRE(num(j, "id") == 4, "long line answered");
+    cJSON_Delete(j);
+    cl_close(&c);
+}
+
+static void client_many_lines(struct h *h)
+{
+    struct cl c;
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    size_t cap = 200000, n = 0;
+    char *all = malloc(cap);
+    for (int i = 0; i < 2000; i++) {
+        n += (size_t)snprintf(all + n, cap - n, "{\"op\":\"ping\",\"id\":\"r%d\"}%s", i,
+                              i % 3 == 0 ? "\r\n" : "\n");
+        if (i % 100 == 0)
+            n += (size_t)snprintf(all + n, cap - n, "\n\r\n"); /* empty lines: ignored */
+    }
+    cl_send(&c, all, n);
+    free(all);
+    for (int i = 0; i < 2000; i++) {
+        cJSON *j = cl_json(&c);
+        char want[16];
+        snprintf(want, sizeof want, "r%d", i);
+        REQUIRE(strcmp(str(j, "id"), want) == 0, "answer %d: %s", i, str(j, "id"));
+        cJSON_Delete(j);
+    }
+    cl_close(&c);
+}
+
+/* The first request is held and answered later: the bad lines after it are
+ * answered after it, in order. */
+static void req_first_later(struct h *h, ipc_req_t *r)
+{
+    if (h->n_req == 1) {
+        hold(h, r);
+        uv_timer_start(&h->timer, on_timer_answer, 5, 0);
+        return;
+    }
+    answer_ping(r);
+}
+
+static void client_bad_lines(struct h *h)
+{
+    struct cl c;
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    cl_sends(&c, "{\"op\":\"ping\",\"id\":1}\n"
+                 "garbage\n"
+                 "[1]\n"
+                 "{\"op\":\"nope\",\"id\":\"q\"}\n"
+                 "{\"op\":\"ping\",\"id\":{}}\n"
+                 "{\"op\":\"send\",\"id\":6,\"type\":\"text\",\"message\":{}}\n"
+                 "{\"op\":\"ping\",\"id\":7}\n");
+    cJSON *j = cl_json(&c);
+    REQUIRE(num(j, "id") == 1 && cJSON_IsTrue(cJSON_GetObjectItem(j, "ok")), "1");
+    cJSON_Delete(j);
+    expect_line(&c, "{\"ok\":false,\"error\":\"BAD_REQUEST\",\"message\":\"invalid JSON at byte "
+                    "0\"}");
+    expect_line(&c, "{\"ok\":false,\"error\":\"BAD_REQUEST\",\"message\":\"request must be a JSON "
+                    "object\"}");
+    expect_line(&c, "{\"id\":\"q\",\"ok\":false,\"error\":\"VALIDATION_ERROR\",\"message\":"
+                    "\"unknown op \\\"nope\\\"\"}");
+    expect_line(&c, "{\"ok\":false,\"error\":\"VALIDATION_ERROR\",\"message\":\"id must be a "
+                    "string or a number\"}");
+    expect_line(&c, "{\"id\":6,\"ok\":false,\"error\":\"VALIDATION_ERROR\",\"message\":"
+                    "\"message.phoneNumberId is required\"}");
+    j = cl_json(&c);
+    REQUIRE(num(j, "id") == 7, "7");
+    cJSON_Delete(j);
+    ping(&c, 8); /* still usable */
+    cl_close(&c);
+}
+
+static void client_long_line(struct h *h)
+{
+    struct cl c;
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    /* Exactly max_line (1024) bytes is fine. */
+    char line[2100];
+    int n = snprintf(line, sizeof line, "{\"op\":\"ping\",\"id\":1,\"pad\":\"");
+    memset(line + n, 'x', (size_t)(1024 - n - 2));
+    memcpy(line + 1024 - 2, "\"}\n", 4);
+    REQUIRE(strlen(line) == 1025, "line setup");
+    cl_sends(&c, line);
+    cJSON *j = cl_json(&c);
+    REQUIRE(num(j, "id") == 1, "1024-byte line answered");
+    cJSON_Delete(j);
+    cl_close(&c);
+
+    /* A held request, then an over-long line: its answer first, then
+     * BAD_REQUEST, then the end. */
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    cl_sends(&c, "{\"op\":\"ping\",\"id\":2}\n");
+    memset(line, 'y', 2000);
+    cl_send(&c, line, 2000);
+    j = cl_json(&c);
+    REQUIRE(num(j, "id") == 2, "held answer first");
+    cJSON_Delete(j);
+    expect_line(&c, "{\"ok\":false,\"error\":\"BAD_REQUEST\",\"message\":\"line longer than 1024 "
+                    "bytes\"}");
+    expect_eof(&c);
+    cl_close(&c);
+
+    /* 1025 bytes with its newline in the same read. */
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    memset(line, 'z', 1025);
+    line[1025] = '\n';
+    cl_send(&c, line, 1026);
+    expect_line(&c, "{\"ok\":false,\"error\":\"BAD_REQUEST\",\"message\":\"line longer than 1024 "
+                    "bytes\"}");
+    expect_eof(&c);
+    cl_close(&c);
+}
+
+static void req_hold_first_only(struct h *h, ipc_req_t *r)
+{
+    if (h->n_req == 2) { /* the second connection's ping */
+        hold(h, r);
+        uv_timer_start(&h->timer, on_timer_answer, 2, 0);
+        return;
+    }
+    answer_ping(r);
+}
+
+static void client_max_connections(struct h *h)
+{
+    struct cl a, b, x, d;
+    REQUIRE(cl_open(&a, h->path) == 0, "a");
+    ping(&a, 1);
+    REQUIRE(cl_open(&b, h->path) == 0, "b");
+    ping(&b, 2);
+    REQUIRE(cl_open(&x, h->path) == 0, "x");
+    expect_line(&x, "{\"ok\":false,\"error\":\"QUEUE_FULL\",\"message\":\"too many connections\"}");
+    expect_eof(&x);
+    cl_close(&x);
+    cl_close(&a);
+    wait_until(h, pred_conns, (void *)1, "one connection");
+    REQUIRE(cl_open(&d, h->path) == 0, "d");
+    ping(&d, 3);
+    ping(&b, 4);
+    cl_close(&b);
+    cl_close(&d);
+    wait_until(h, pred_conns, (void *)0, "no connection");
+}
+
+static void client_allowed_uids(struct h *h)
+{
+    struct cl c;
+    char want[128];
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    snprintf(want, sizeof want,
+             "{\"ok\":false,\"error\":\"FORBIDDEN\",\"message\":\"uid %ld not allowed\"}",
+             (long)getuid());
+    expect_line(&c, want);
+    expect_eof(&c);
+    cl_close(&c);
+    /* The second server lists our uid. */
+    REQUIRE(cl_open(&c, h->path2) == 0, "connect 2");
+    ping(&c, 1);
+    cl_close(&c);
+}
+
+static void client_simple_ping(struct h *h)
+{
+    struct cl c;
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    ping(&c, 1);
+    cl_close(&c);
+}
+
+static void loop_answer_five(struct h *h, void *arg)
+{
+    for (int i = 0; i < 5; i++)
+        answer_ping(h->held[--h->n_held]);
+}
+
+static void client_answer_after_peer_close2(struct h *h)
+{
+    struct cl c;
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    for (int i = 0; i < 10; i++) {
+        char line[64];
+        snprintf(line, sizeof line, "{\"op\":\"ping\",\"id\":%d}\n", i);
+        cl_sends(&c, line);
+    }
+    wait_until(h, pred_held, (void *)10, "10 held");
+    cl_close(&c);
+    /* Answer the last five first: they wait behind the first five. */
+    run_on_loop(h, loop_answer_five, NULL);
+    /* Then the first five: writing fails (the peer is gone), the
+     * connection closes; its close callback runs with nothing owed. */
+    run_on_loop(h, loop_answer_five, NULL);
+    wait_until(h, pred_conns, (void *)0, "connection closed");
+
+    /* Again, but the connection is fully closed (close callback ran)
+     * before the daemon answers anything. */
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    cl_sends(&c, "bad\n{\"op\":\"ping\",\"id\":1}\n{\"op\":\"ping\",\"id\":2}\n");
+    wait_until(h, pred_held, (void *)2, "2 held");
+    /* The BAD_REQUEST answer is left unread: closing now makes the
+     * server's next read fail with ECONNRESET, so it closes at once. */
+    cl_close(&c);
+    wait_until(h, pred_conns, (void *)0, "closed while owing answers");
+    run_on_loop(h, loop_answer_held, NULL);
+}
+
+static void on_timer_late(uv_timer_t *t)
+{
+    struct h *h = t->data;
+    /* The server is gone by now: these answers only free. */
+    REQUIRE(ipc_stream_send(h->st, "{\"event\":\"x\"}", 13) == IPC_ECLOSED, "stream closed");
+    ipc_stream_release(h->st);
+    h->st = NULL;
+    answer_held_reverse(h);
+}
+
+static void req_hold_or_watch(struct h *h, ipc_req_t *r)
+{
+    if (ipc_req_request(r)->op == IPC_OP_WATCH) {
+        h->st = ipc_req_reply_stream(r, 1 << 20);
+        REQUIRE(h->st, "stream");
+        return;
+    }
+    hold(h, r);
+}
+
+static void loop_close_and_answer(struct h *h, void *arg)
+{
+    ipc_server_close(h->srv);
+    h->srv = NULL;
+    /* Connections are closing: answer two now... */
+    answer_ping(h->held[--h->n_held]);
+    answer_ping(h->held[--h->n_held]);
+    REQUIRE(ipc_stream_send(h->st, "{\"event\":\"y\"}", 13) == IPC_ECLOSED, "closing stream");
+    /* ...and the rest after the server is freed. */
+    uv_timer_start(&h->timer, on_timer_late, 20, 0);
+}
+
+static bool pred_stream(struct h *h, void *arg)
+{
+    return h->st != NULL;
+}
+
+static bool pred_all_done(struct h *h, void *arg)
+{
+    return h->st == NULL && h->n_held == 0;
+}
+
+static void client_answer_after_server_close(struct h *h)
+{
+    struct cl c, w;
+    REQUIRE(cl_open(&w, h->path) == 0, "watch");
+    cl_sends(&w, "{\"op\":\"watch\",\"id\":\"w\"}\n");
+    expect_line(&w, "{\"id\":\"w\",\"ok\":true}");
+    wait_until(h, pred_stream, NULL, "stream");
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    for (int i = 0; i < 5; i++) {
+        char line[64];
+        snprintf(line, sizeof line, "{\"op\":\"ping\",\"id\":%d}\n", i);
+        cl_sends(&c, line);
+    }
+    wait_until(h, pred_held, (void *)5, "5 held");
+    run_on_loop(h, loop_close_and_answer, NULL);
+    expect_eof(&c);
+    expect_eof(&w);
+    cl_close(&c);
+    cl_close(&w);
+    wait_until(h, pred_all_done, NULL, "late answers");
+}
+
+/* watch: the stream fills up, events are dropped and counted, and a gap
+ * marker tells how many before the next event that fits. */
+static void req_watch_burst(struct h *h, ipc_req_t *r)
+{
+    REQUIRE(ipc_req_request(r)->op == IPC_OP_WATCH, "watch expected");
+    h->st = ipc_req_reply_stream(r, 4096);
+    REQUIRE(h->st, "stream");
+    for (int i = 0; i < h->stream_total; i++) {
+        char ev[128];
+        int n = snprintf(ev, sizeof ev,
+                         "{\"event\":\"job\",\"job\":\"%d\",\"state\":\"sent\",\"pad\":\"%s\"}", i,
+                         "0123456789012345678901234567890123456789");
+        REQUIRE(ipc_stream_send(h->st, ev, (size_t)n) == 0, "send");
+    }
+}
+
+static void loop_last_event(struct h *h, void *arg)
+{
+    char ev[64];
+    int n = snprintf(ev, sizeof ev, "{\"event\":\"job\",\"job\":\"%d\"}", h->stream_total);
+    REQUIRE(ipc_stream_send(h->st, ev, (size_t)n) == 0, "last");
+}
+
+static void loop_send_after_close(struct h *h, void *arg)
+{
+    REQUIRE(ipc_stream_send(h->st, "{}", 2) == IPC_ECLOSED, "send after peer left");
+    ipc_stream_release(h->st);
+    h->st = NULL;
+}
+
+static void client_stream_gap(struct h *h)
+{
+    struct cl c;
+    h->stream_total = 20000; /* ~1.6 MB: far more than the socket buffers */
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    cl_sends(&c, "{\"op\":\"watch\",\"id\":9}\n");
+    wait_until(h, pred_stream, NULL, "stream");
+    /* The burst is over (it ran inside the callback); now drain. */
+    expect_line(&c, "{\"id\":9,\"ok\":true}");
+    /* All events that were not dropped are queued or written by now; one
+     * more event is preceded by the gap marker. */
+    long next = 0, gaps = 0, dropped = 0;
+    run_on_loop(h, loop_last_event, NULL);
+    for (;;) {
+        cJSON *j = cl_json(&c);
+        const char *ev = str(j, "event");
+        if (strcmp(ev, "gap") == 0) {
+            REQUIRE(num(j, "dropped") > 0, "gap of 0");
+            dropped += (long)num(j, "dropped");
+            next += (long)num(j, "dropped");
+            gaps++;
+        } else {
+            long id = atol(str(j, "job"));
+            REQUIRE(id == next, "event %ld, expected %ld", id, next);
+            next++;
+            if (id == h->stream_total) {
+                cJSON_Delete(j);
+                break;
+            }
+        }
+        cJSON_Delete(j);
+    }
+    REQUIRE(gaps == 1, "one gap marker, got %ld", gaps);
+    REQUIRE(dropped > 0 && dropped < h->stream_total, "dropped %ld", dropped);
+    cl_close(&c);
+    wait_until(h, pred_conns, (void *)0, "peer gone");
+    run_on_loop(h, loop_send_after_close, NULL);
+}
+
+/* Backpressure on requests in flight: with max_pending 4, the callback
+ * never has more than 4 unanswered requests, and reading pauses. */
+static bool pred_held_and_paused(struct h *h, void *arg)
+{
+    ipc__counters_t k;
+    ipc__server_counters(h->srv, &k);
+    return h->n_held == (size_t)(uintptr_t)arg && k.read_pauses >= 1;
+}
+
+struct n_arg {
+    unsigned long n;
+};
+
+static void loop_check_no_more(struct h *h, void *arg)
+{
+    struct n_arg *a = arg;
+    REQUIRE(h->n_req == a->n, "callback got %lu, expected %lu", h->n_req, a->n);
+}
+
+static void loop_snapshot_pauses(struct h *h, void *arg)
+{
+    ipc__counters_t k;
+    ipc__server_counters(h->srv, &k);
+    ((struct n_arg *)arg)->n = k.read_pauses;
+}
+
+static bool pred_more_pauses(struct h *h, void *arg)
+{
+    ipc__counters_t k;
+    ipc__server_counters(h->srv, &k);
+    return k.read_pauses > ((struct n_arg *)arg)->n;
+}
+
+static void req_backpressure(struct h *h, ipc_req_t *r)
+{
+    if (ipc_req_request(r)->op == IPC_OP_STATS) {
+        /* A large answer, to fill the output side. */
+        cJSON *f = cJSON_CreateObject();
+        char *big = malloc(64 * 1024 + 1);
+        memset(big, 'b', 64 * 1024);
+        big[64 * 1024] = '\0';
+        cJSON_AddStringToObject(f, "big", big);
+        free(big);
+        ipc_req_reply_ok(r, f);
+        return;
+    }
+    hold(h, r);
+}
+
+static void client_backpressure(struct h *h)
+{
+    struct cl c;
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    size_t cap = 8000, n = 0;
+    char *all = malloc(cap);
+    for (int i = 0; i < 100; i++)
+        n += (size_t)snprintf(all + n, cap - n, "{\"op\":\"ping\",\"id\":%d}\n", i);
+    cl_send(&c, all, n);
+    free(all);
+    unsigned long seen = 0;
+    for (int round = 0; round < 25; round++) {
+        wait_until(h, round == 0 ? pred_held_and_paused : pred_held, (void *)4, "4 held");
+        seen += 4;
+        /* The server is saturated: a loop turn later still nothing new. */
+        struct n_arg a = {seen};
+        run_on_loop(h, loop_check_no_more, &a);
+        run_on_loop(h, loop_check_no_more, &a);
+        run_on_loop(h, loop_answer_held, NULL);
+    }
+    REQUIRE(h->max_held == 4, "max held %zu", h->max_held);
+    for (int i = 0; i < 100; i++) {
+        cJSON *j = cl_json(&c);
+        REQUIRE(num(j, "id") == i, "order");
+        cJSON_Delete(j);
+    }
+    cl_close(&c);
+
+    /* Output side: answers of 64 KiB to a client that does not read. Past
+     * 8 MiB of unsent output the server stops reading. */
+    struct n_arg before;
+    run_on_loop(h, loop_snapshot_pauses, &before);
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    int total = 400; /* 25 MiB of answers */
+    cap = (size_t)total * 40;
+    n = 0;
+    all = malloc(cap);
+    for (int i = 0; i < total; i++)
+        n += (size_t)snprintf(all + n, cap - n, "{\"op\":\"stats\",\"id\":%d}\n", i);
+    cl_send(&c, all, n);
+    free(all);
+    wait_until(h, pred_more_pauses, &before, "output pause");
+    for (int i = 0; i < total; i++) {
+        cJSON *j = cl_json(&c);
+        REQUIRE(num(j, "id") == i, "order %d", i);
+        REQUIRE(strlen(str(j, "big")) == 64 * 1024, "payload");
+        cJSON_Delete(j);
+    }
+    cl_close(&c);
+}
+
+static void client_half_close(struct h *h)
+{
+    struct cl c;
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    /* The last line has no newline: the end of input ends it. */
+    cl_sends(&c,
+             "{\"op\":\"ping\",\"id\":1}\n{\"op\":\"ping\",\"id\":2}\n{\"op\":\"ping\",\"id\":3}");
+    shutdown(c.fd, SHUT_WR);
+    for (int i = 1; i <= 3; i++) {
+        cJSON *j = cl_json(&c);
+        REQUIRE(num(j, "id") == i, "id %d", i);
+        cJSON_Delete(j);
+    }
+    expect_eof(&c);
+    cl_close(&c);
+}
+
+static void req_hold_timer(struct h *h, ipc_req_t *r)
+{
+    hold(h, r);
+    if (!uv_is_active((uv_handle_t *)&h->timer))
+        uv_timer_start(&h->timer, on_timer_answer, 2, 0);
+}
+
+static void req_shapes(struct h *h, ipc_req_t *r)
+{
+    const ipc_request_t *q = ipc_req_request(r);
+    REQUIRE(ipc_req_uid(r) == getuid(), "uid");
+    switch (q->op) {
+    case IPC_OP_SEND:
+        ipc_req_reply_submit(r, 42, false);
+        break;
+    case IPC_OP_TEMPLATE_SEND:
+        ipc_req_reply_submit(r, UINT64_MAX, true);
+        break;
+    case IPC_OP_PING: {
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddStringToObject(f, "version", "x\"y");
+        cJSON_AddNullToObject(f, "n");
+        ipc_req_reply_ok(r, f);
+        break;
+    }
+    case IPC_OP_STATS:
+        ipc_req_reply_ok(r, NULL);
+        break;
+    case IPC_OP_GET:
+        ipc_req_reply_error(r, IPC_ERR_NOT_FOUND, "job \"%s\"\n\tnot found\x01", q->job);
+        break;
+    case IPC_OP_CAMPAIGN: {
+        char big[5000];
+        memset(big, 'm', sizeof big - 1);
+        big[sizeof big - 1] = '\0';
+        ipc_req_reply_error(r, IPC_ERR_INTERNAL, "%s", big);
+        break;
+    }
+    default:
+        ipc_req_reply_error(r, IPC_ERR_SHUTTING_DOWN, "bye");
+        break;
+    }
+}
+
+static void client_reply_shapes(struct h *h)
+{
+    struct cl c;
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    cl_sends(&c, "{\"op\":\"send\",\"id\":1,\"type\":\"text\",\"message\":{\"phoneNumberId\":\"1\","
+                 "\"to\":\"2\",\"text\":\"t\"}}\n");
+    expect_line(&c, "{\"id\":1,\"ok\":true,\"job\":\"42\",\"duplicate\":false}");
+    cl_sends(&c, "{\"op\":\"template_send\",\"message\":{\"phoneNumberId\":\"1\",\"to\":\"2\","
+                 "\"templateName\":\"t\"}}\n");
+    expect_line(&c, "{\"ok\":true,\"job\":\"18446744073709551615\",\"duplicate\":true}");
+    cl_sends(&c, "{\"op\":\"ping\",\"id\":\"p\\u0001\"}\n");
+    expect_line(&c, "{\"id\":\"p\\u0001\",\"ok\":true,\"version\":\"x\\\"y\",\"n\":null}");
+    cl_sends(&c, "{\"op\":\"stats\",\"id\":-2.5e-3}\n");
+    expect_line(&c, "{\"id\":-2.5e-3,\"ok\":true}"); /* as written */
+    cl_sends(&c, "{\"op\":\"get\",\"id\":3,\"job\":9}\n");
+    expect_line(&c, "{\"id\":3,\"ok\":false,\"error\":\"NOT_FOUND\",\"message\":\"job "
+                    "\\\"9\\\"\\n\\tnot found\\u0001\"}");
+    cl_sends(&c, "{\"op\":\"campaign\",\"campaign\":\"c\"}\n");
+    cJSON *j = cl_json(&c);
+    REQUIRE(strcmp(str(j, "error"), "INTERNAL_ERROR") == 0 && strlen(str(j, "message")) == 1024,
+            "long message bounded");
+    cJSON_Delete(j);
+    cl_sends(&c, "{\"op\":\"cancel\",\"id\":12345678901234,\"job\":\"1\"}\n");
+    expect_line(&c, "{\"id\":12345678901234,\"ok\":false,\"error\":\"SHUTTING_DOWN\",\"message\":"
+                    "\"bye\"}");
+    cl_close(&c);
+}
+
+/* ---- setup per case ---- */
+
+static void stop_harness(struct h *h, void *arg)
+{
+    ipc_server_close(h->srv);
+    h->srv = NULL;
+    if (h->srv2) {
+        ipc_server_close(h->srv2);
+        h->srv2 = NULL;
+    }
+    if (!uv_is_closing((uv_handle_t *)&h->timer)) {
+        uv_close((uv_handle_t *)&h->timer, NULL);
+        uv_close((uv_handle_t *)&h->async, NULL);
+        uv_close((uv_handle_t *)&h->prep, NULL);
+    }
+}
+
+static void *client_main(void *arg)
+{
+    struct h *h = arg;
+    h->client(h);
+    run_on_loop(h, stop_harness, NULL);
+    return NULL;
+}
+
+static int make_stale_socket(const char *path)
+{
+    struct sockaddr_un sa;
+    fill_sa(&sa, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+        return -1;
+    close(fd); /* the file stays, nobody listens */
+    return 0;
+}
+
+static int listening_fd(const char *path)
+{
+    struct sockaddr_un sa;
+    fill_sa(&sa, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    REQUIRE(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(fd, 16) == 0,
+            "listening fd");
+    return fd;
+}
+
+static void noop_req(ipc_req_t *r, void *user)
+{
+    ipc_req_reply_ok(r, NULL);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: %s CASE\n", argv[0]);
+        return 2;
+    }
+    const char *name = argv[1];
+    signal(SIGPIPE, SIG_IGN); /* as the daemon does */
+
+    struct h *h = calloc(1, sizeof *h);
+    REQUIRE(h, "calloc");
+    snprintf(h->dir, sizeof h->dir, "/tmp/ipc-test-XXXXXX");
+    REQUIRE(mkdtemp(h->dir), "mkdtemp");
+    snprintf(h->path, sizeof h->path, "%s/s.sock", h->dir);
+    snprintf(h->path2, sizeof h->path2, "%s/t.sock", h->dir);
+    REQUIRE(uv_loop_init(&h->loop) == 0, "loop");
+    pthread_mutex_init(&h->mu, NULL);
+    pthread_cond_init(&h->cv, NULL);
+    uv_async_init(&h->loop, &h->async, on_async);
+    h->async.data = h;
+    uv_prepare_init(&h->loop, &h->prep);
+    h->prep.data = h;
+    uv_prepare_start(&h->prep, on_prepare);
+    uv_timer_init(&h->loop, &h->timer);
+    h->timer.data = h;
+
+    ipc_server_options_t opt;
+    memset(&opt, 0, sizeof opt);
+    uid_t other = getuid() + 1, me = getuid();
+    bool use_fd = false;
+    h->on_req = req_answer_now;
+
+    if (!strcmp(name, "pipeline_order")) {
+        h->on_req = req_even_now;
+        h->client = client_pipeline_order;
+    } else if (!strcmp(name, "split_lines")) {
+        h->client = client_split_lines;
+    } else if (!strcmp(name, "many_lines")) {
+        h->client = client_many_lines;
+    } else if (!strcmp(name, "bad_lines")) {
+        h->on_req = req_first_later;
+        h->client = client_bad_lines;
+    } else if (!strcmp(name, "long_line")) {
+        opt.max_line = 1024;
+        h->on_req = req_hold_first_only;
+        h->client = client_long_line;
+    } else if (!strcmp(name, "max_connections")) {
+        opt.max_connections = 2;
+        h->client = client_max_connections;
+    } else if (!strcmp(name, "allowed_uids")) {
+        opt.allowed_uids = &other; /* root too is refused unless listed */
+        opt.n_allowed_uids = 1;
+        h->client = client_allowed_uids;
+    } else if (!strcmp(name, "stale_socket")) {
+        REQUIRE(make_stale_socket(h->path) == 0, "stale socket");
+        h->client = client_simple_ping;
+    } else if (!strcmp(name, "live_socket") || !strcmp(name, "socket_mode")) {
+        h->client = client_simple_ping;
+    } else if (!strcmp(name, "adopt_fd")) {
+        use_fd = true;
+        h->client = client_simple_ping;
+    } else if (!strcmp(name, "answer_after_peer_close")) {
+        h->on_req = req_hold;
+        h->client = client_answer_after_peer_close2;
+    } else if (!strcmp(name, "answer_after_server_close")) {
+        h->on_req = req_hold_or_watch;
+        h->client = client_answer_after_server_close;
+    } else if (!strcmp(name, "stream_gap")) {
+        h->on_req = req_watch_burst;
+        h->client = client_stream_gap;
+    } else if (!strcmp(name, "backpressure")) {
+        opt.max_pending = 4;
+        h->on_req = req_backpressure;
+        h->client = client_backpressure;
+    } else if (!strcmp(name, "half_close")) {
+        h->on_req = req_hold_timer;
+        h->client = client_half_close;
+    } else if (!strcmp(name, "reply_shapes")) {
+        h->on_req = req_shapes;
+        h->client = client_reply_shapes;
+    } else {
+        fprintf(stderr, "unknown case %s\n", name);
+        return 2;
+    }
+
+    REQUIRE(ipc_server_new(&h->loop, &opt, on_req_cb, h, &h->srv) == 0, "server");
+    if (use_fd) {
+        int bad = socket(AF_UNIX, SOCK_STREAM, 0);
+        REQUIRE(ipc_server_adopt_fd(h->srv, bad) == IPC_EINVAL, "non-listening fd refused");
+        REQUIRE(ipc_server_adopt_fd(h->srv, listening_fd(h->path)) == 0, "adopt");
+    } else {
+        int rc = ipc_server_listen(h->srv, h->path);
+        REQUIRE(rc == 0, "listen: %s", ipc_strerror(rc));
+        REQUIRE(ipc_server_listen(h->srv, h->path) == IPC_EINVAL, "listen twice");
+    }
+
+    if (!strcmp(name, "allowed_uids")) {
+        ipc_server_options_t o2 = opt;
+        o2.allowed_uids = &me;
+        REQUIRE(ipc_server_new(&h->loop, &o2, on_req_cb, h, &h->srv2) == 0, "server 2");
+        REQUIRE(ipc_server_listen(h->srv2, h->path2) == 0, "listen 2");
+    }
+    if (!strcmp(name, "live_socket")) {
+        /* A second server on a live socket is refused, the first unharmed;
+         * a file that is not a socket is never removed. */
+        ipc_server_t *s2;
+        REQUIRE(ipc_server_new(&h->loop, NULL, noop_req, NULL, &s2) == 0, "s2");
+        REQUIRE(ipc_server_listen(s2, h->path) == UV_EADDRINUSE, "live socket refused");
+        FILE *f = fopen(h->path2, "w");
+        REQUIRE(f && fputs("keep", f) >= 0 && fclose(f) == 0, "file");
+        REQUIRE(ipc_server_listen(s2, h->path2) == UV_EADDRINUSE, "regular file refused");
+        struct stat st;
+        REQUIRE(stat(h->path2, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 4, "kept");
+        unlink(h->path2);
+        ipc_server_close(s2);
+    }
+    if (!strcmp(name, "socket_mode")) {
+        struct stat st;
+        REQUIRE(stat(h->path, &st) == 0 && S_ISSOCK(st.st_mode), "socket file");
+        REQUIRE((st.st_mode & 07777) == 0660, "default mode %o", (unsigned)(st.st_mode & 07777));
+        ipc_server_t *s2;
+        ipc_server_options_t o2;
+        memset(&o2, 0, sizeof o2);
+        o2.socket_mode = 0600;
+        REQUIRE(ipc_server_new(&h->loop, &o2, noop_req, NULL, &s2) == 0, "s2");
+        REQUIRE(ipc_server_listen(s2, h->path2) == 0, "listen s2");
+        REQUIRE(stat(h->path2, &st) == 0 && (st.st_mode & 07777) == 0600, "mode 0600: %o",
+                (unsigned)(st.st_mode & 07777));
+        ipc_server_stop_accepting(s2);
+        REQUIRE(stat(h->path2, &st) != 0 && errno == ENOENT, "unlinked on stop");
+        ipc_server_close(s2);
+        o2.socket_mode = 01777;
+        REQUIRE(ipc_server_new(&h->loop, &o2, noop_req, NULL, &s2) == IPC_EINVAL, "bad mode");
+    }
+
+    pthread_t th;
+    REQUIRE(pthread_create(&th, NULL, client_main, h) == 0, "thread");
+    /* The loop ends when the client thread has closed the server and the
+     * harness handles below are closed. */
+    uv_run(&h->loop, UV_RUN_DEFAULT);
+    pthread_join(th, NULL);
+    REQUIRE(h->n_held == 0, "requests left unanswered");
+    REQUIRE(uv_loop_close(&h->loop) == 0, "handles left open");
+
+    struct stat st;
+    if (use_fd)
+        unlink(h->path); /* the adopted socket's file is not the server's */
+    else
+        REQUIRE(stat(h->path, &st) != 0 && errno == ENOENT, "socket file removed on close");
+    unlink(h->path2);
+    rmdir(h->dir);
+    pthread_mutex_destroy(&h->mu);
+    pthread_cond_destroy(&h->cv);
+    free(h);
+    printf("ok %s\n", name);
+    return 0;
+}
