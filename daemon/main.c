@@ -58,6 +58,7 @@ typedef struct daemon {
     uv_idle_t pump_idle;   /* runs the pump once at the next loop turn */
     uv_timer_t stop_timer; /* bound on in-flight requests at shutdown */
     bool spill;            /* the store holds due jobs not in the active set */
+    uint64_t unfinished;   /* queued + retrying + sending, as of the last commit */
     bool stopping;
     bool stop_finishing;
     bool closing;
@@ -161,13 +162,15 @@ static void submit_committed_cb(int rc, int result, uint64_t orig_id, void *arg)
     free(ctx);
 }
 
-static uint64_t unfinished(daemon_t *d)
+/* Unfinished jobs in the store, refreshed after every commit: the bound
+ * check on each submit must not cost a read transaction. */
+static void refresh_unfinished(daemon_t *d)
 {
     uint64_t counts[QUEUE_STATE_MAX + 1] = {0};
 
-    if (queue_counts(d->q, counts) != 0)
-        return 0;
-    return counts[QUEUE_STATE_QUEUED] + counts[QUEUE_STATE_RETRYING] + counts[QUEUE_STATE_SENDING];
+    if (queue_counts(d->q, counts) == 0)
+        d->unfinished =
+            counts[QUEUE_STATE_QUEUED] + counts[QUEUE_STATE_RETRYING] + counts[QUEUE_STATE_SENDING];
 }
 
 static void handle_submit(daemon_t *d, ipc_req_t *req, const ipc_submit_t *s)
@@ -182,7 +185,7 @@ static void handle_submit(daemon_t *d, ipc_req_t *req, const ipc_submit_t *s)
         return;
     }
     if (d->cfg.max_queued > 0 &&
-        unfinished(d) + commit_backlog(d->commit) >= (uint64_t)d->cfg.max_queued) {
+        d->unfinished + commit_backlog(d->commit) >= (uint64_t)d->cfg.max_queued) {
         ipc_req_reply_error(req, IPC_ERR_QUEUE_FULL, "more than max_queued = %ld unfinished jobs",
                             d->cfg.max_queued);
         return;
@@ -706,6 +709,7 @@ static void on_commit_stat(size_t ops, double seconds, void *arg)
 
     d->stats.commits++;
     d->stats.commit_ops += ops;
+    refresh_unfinished(d);
     if (seconds > 1.0)
         dlog(d, CONFIG_LOG_WARN, "slow store commit: %zu operations took %.2fs", ops, seconds);
     pump_soon(d); /* a refill may have been waiting for the backlog to clear */
@@ -977,6 +981,7 @@ int main(int argc, char **argv)
     uv_signal_start(&d.sig_term, signal_cb, SIGTERM);
     uv_signal_start(&d.sig_hup, signal_cb, SIGHUP);
     d.spill = true; /* load what the store holds */
+    refresh_unfinished(&d);
     pump_soon(&d);
     dlog(&d, CONFIG_LOG_INFO, "avenpingd %s ready: socket %s, state %s, api %s", AVP_VERSION,
          d.cfg.socket, d.cfg.state_dir, d.cfg.api_base);

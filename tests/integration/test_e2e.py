@@ -367,9 +367,29 @@ def resets_and_429(wd):
     api.stop()
 
 
+def queue_bound(wd):
+    """Over max_queued unfinished jobs, submits get QUEUE_FULL; what was
+    accepted stays, and the bound frees up as jobs finish."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"max_queued": 100}).start()
+    cl = d.client()
+    later = time.time() + 3600
+    answers = cl.pipeline([avp.text_job(i, notBefore=later) for i in range(150)])
+    ok = [a for a in answers if a.get("ok")]
+    full = [a for a in answers if a.get("error") == "QUEUE_FULL"]
+    check(len(ok) == 100 and len(full) == 50, "100 accepted, 50 QUEUE_FULL: %d/%d"
+          % (len(ok), len(full)))
+    check("max_queued" in full[0]["message"], "the message names the bound: %s" % full[0])
+    check(cl.stats()["counts"]["queued"] == 100, "the accepted ones are queued")
+    check(api.stats()["accepted"] == 0, "scheduled jobs not sent early")
+    cl.close()
+    check(d.stop() == 0, "exit 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (e2e_10k, faults_500, kill9, protocol_errors, startup_errors,
                                  sigterm_inflight, permanent_errors,
-                                 resets_and_429)}
+                                 resets_and_429, queue_bound)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
