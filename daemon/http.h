@@ -33,26 +33,26 @@ enum {
     HTTP_EMAYBESENT = -32002, /* failed after it may have left (timeout, reset) */
     HTTP_ECANCELLED = -32003, /* aborted by http_engine_cancel_all */
     HTTP_EINVAL = -32004,
-    HTTP_ECURL = -32005,      /* libcurl refused a setup call */
+    HTTP_ECURL = -32005, /* libcurl refused a setup call */
 };
 
 #define HTTP_MAX_RESPONSE (1024 * 1024) /* response bodies are cut here */
 
 typedef struct http_options {
-    const char *api_base;   /* "http://127.0.0.1:8080" or "https://api.avenping.com"; copied */
-    const char *token;      /* sent as "Authorization: Bearer"; copied, never logged */
-    long timeout_ms;        /* whole request; 0: 30000 */
-    long connect_timeout_ms; /* 0: 10000 */
-    const char *ca_file;    /* NULL: system CAs; copied */
-    bool http2;             /* offer HTTP/2 (multiplexing, PIPEWAIT) */
+    const char *api_base;      /* "http://127.0.0.1:8080" or "https://api.avenping.com"; copied */
+    const char *token;         /* sent as "Authorization: Bearer"; copied, never logged */
+    long timeout_ms;           /* whole request; 0: 30000 */
+    long connect_timeout_ms;   /* 0: 10000 */
+    const char *ca_file;       /* NULL: system CAs; copied */
+    bool http2;                /* offer HTTP/2 (multiplexing, PIPEWAIT) */
     long max_host_connections; /* 0: no cap */
 } http_options_t;
 
 typedef struct http_result {
-    int error;          /* 0: an HTTP answer arrived; else HTTP_ENOTSENT, HTTP_EMAYBESENT,
-                           HTTP_ECANCELLED */
-    int status;         /* HTTP status, 0 when error != 0 */
-    const char *body;   /* response body (NUL-terminated), valid during the callback only */
+    int error;        /* 0: an HTTP answer arrived; else HTTP_ENOTSENT, HTTP_EMAYBESENT,
+                         HTTP_ECANCELLED */
+    int status;       /* HTTP status, 0 when error != 0 */
+    const char *body; /* response body (NUL-terminated), valid during the callback only */
     size_t body_len;
     double retry_after; /* seconds from a Retry-After header, -1 when absent */
     double total_time;  /* seconds, from libcurl */
@@ -90,9 +90,9 @@ void http_engine_cancel_all(http_engine_t *e);
 
 /* Counters for stats and benchmarks. */
 typedef struct http_stats {
-    unsigned long long requests;    /* started */
-    unsigned long long connects;    /* new connections made (CURLINFO_NUM_CONNECTS summed) */
-    unsigned long long handshakes;  /* TLS handshakes (new connections over https) */
+    unsigned long long requests;   /* started */
+    unsigned long long connects;   /* new connections made (CURLINFO_NUM_CONNECTS summed) */
+    unsigned long long handshakes; /* TLS handshakes (new connections over https) */
 } http_stats_t;
 void http_engine_stats(const http_engine_t *e, http_stats_t *out);
 
