@@ -739,11 +739,12 @@ int config_apply_live(config_t *running, const config_t *fresh)
      * failure leaves `running` untouched. */
     for (i = 0; i < N_FIELDS; i++) {
         const reload_field_t *f = &reload_fields[i];
-        const char *src = *(char *const *)(const void *)((const char *)fresh + f->off);
+        const char *src;
 
-        if (!f->live || f->kind != FIELD_STR || src == NULL)
+        if (!f->live || f->kind != FIELD_STR)
             continue;
-        if ((copies[i] = strdup(src)) == NULL) {
+        src = *(char *const *)(const void *)((const char *)fresh + f->off);
+        if (src != NULL && (copies[i] = strdup(src)) == NULL) {
             while (i-- > 0)
                 free(copies[i]);
             return -ENOMEM;
