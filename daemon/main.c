@@ -239,9 +239,12 @@ static void reload(daemon_t *d)
     token = NULL;
     sched_opts(d, &so);
     sched_reconfigure(d->sched, &so);
-    for (i = 0; i < n && i < sizeof(ch) / sizeof(ch[0]); i++)
-        append_key(ch[i].live ? applied : restart, ch[i].live ? sizeof(applied) : sizeof(restart),
-                   ch[i].key);
+    for (i = 0; i < n && i < sizeof(ch) / sizeof(ch[0]); i++) {
+        if (ch[i].live)
+            append_key(applied, sizeof(applied), ch[i].key);
+        else
+            append_key(restart, sizeof(restart), ch[i].key);
+    }
     if (token_changed)
         append_key(applied, sizeof(applied), "token");
     dlog(d, CONFIG_LOG_INFO, "SIGHUP: reloaded %s; applied: %s",
