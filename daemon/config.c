@@ -583,3 +583,199 @@ double config_rate_for(const config_t *c, const char *phone_number_id)
             return c->rate_overrides[i].rate;
     return c->rate_per_number;
 }
+
+/* --- reload ----------------------------------------------------------- */
+
+typedef enum field_kind {
+    FIELD_STR,   /* char * */
+    FIELD_PLAIN, /* a scalar compared and copied by its bytes */
+    FIELD_RATES, /* rate_overrides + n_rate_overrides, order not significant */
+    FIELD_UIDS,  /* allowed_uids + n_allowed_uids, order not significant */
+} field_kind_t;
+
+typedef struct reload_field {
+    const char *key;
+    field_kind_t kind;
+    size_t off, size;
+    bool live;
+} reload_field_t;
+
+#define PLAIN(key, member, live)                                                                   \
+    {                                                                                              \
+        key, FIELD_PLAIN, offsetof(config_t, member), sizeof(((config_t *)0)->member), live        \
+    }
+#define STR(key, member, live)                                                                     \
+    {                                                                                              \
+        key, FIELD_STR, offsetof(config_t, member), sizeof(char *), live                           \
+    }
+
+/* Every config key, with whether a running daemon can take a new value.
+ * "live" keys are read where they are used (or given to the scheduler by
+ * the caller after config_apply_live); the others were consumed at
+ * start-up by a module that has no setter. */
+static const reload_field_t reload_fields[] = {
+    STR("socket", socket, false),
+    STR("state_dir", state_dir, false),
+    STR("api_base", api_base, false),
+    STR("token_file", token_file, true), /* the daemon re-reads the token on reload */
+    STR("metrics_file", metrics_file, false),
+    STR("ca_file", ca_file, false),
+    PLAIN("log_level", log_level, true),
+    PLAIN("rate_per_number", rate_per_number, true),
+    PLAIN("burst_per_number", burst_per_number, true),
+    {"rate.<phoneNumberId>", FIELD_RATES, 0, 0, true},
+    PLAIN("global_rate", global_rate, true),
+    PLAIN("pair_rate_interval_ms", pair_rate_interval_ms, true),
+    PLAIN("pair_burst", pair_burst, true),
+    PLAIN("max_inflight", max_inflight, true),
+    PLAIN("max_inflight_per_number", max_inflight_per_number, true),
+    PLAIN("request_timeout_ms", request_timeout_ms, false), /* fixed in the HTTP engine */
+    PLAIN("max_attempts", max_attempts, true),
+    PLAIN("backoff_base_ms", backoff_base_ms, true),
+    PLAIN("backoff_max_ms", backoff_max_ms, true),
+    PLAIN("job_ttl_s", job_ttl_s, true),
+    PLAIN("retention_s", retention_s, true),
+    PLAIN("delivery", at_most_once, false), /* acts in start-up recovery */
+    PLAIN("socket_mode", socket_mode, false),
+    {"allowed_uids", FIELD_UIDS, 0, 0, false},
+    PLAIN("shutdown_timeout_ms", shutdown_timeout_ms, true),
+    PLAIN("max_connections", max_connections, false),
+    PLAIN("max_queued", max_queued, true),
+    PLAIN("map_size_max_mb", map_size_max, false),
+    PLAIN("http2", http2, false),
+};
+
+#undef PLAIN
+#undef STR
+
+static bool rates_equal(const config_t *a, const config_t *b)
+{
+    size_t i, j;
+
+    if (a->n_rate_overrides != b->n_rate_overrides)
+        return false;
+    /* Ids are unique within one config, so equal counts plus every id of a
+     * found in b with the same rate means equal sets. */
+    for (i = 0; i < a->n_rate_overrides; i++) {
+        const config_rate_override_t *o = &a->rate_overrides[i];
+        for (j = 0; j < b->n_rate_overrides; j++)
+            if (strcmp(o->phone_number_id, b->rate_overrides[j].phone_number_id) == 0)
+                break;
+        if (j == b->n_rate_overrides || b->rate_overrides[j].rate != o->rate)
+            return false;
+    }
+    return true;
+}
+
+static bool uid_listed(const config_t *c, uid_t uid)
+{
+    for (size_t i = 0; i < c->n_allowed_uids; i++)
+        if (c->allowed_uids[i] == uid)
+            return true;
+    return false;
+}
+
+static bool uids_equal(const config_t *a, const config_t *b)
+{
+    size_t i;
+
+    /* As sets: a list may repeat a uid, so check both directions. */
+    for (i = 0; i < a->n_allowed_uids; i++)
+        if (!uid_listed(b, a->allowed_uids[i]))
+            return false;
+    for (i = 0; i < b->n_allowed_uids; i++)
+        if (!uid_listed(a, b->allowed_uids[i]))
+            return false;
+    return true;
+}
+
+static bool field_equal(const reload_field_t *f, const config_t *a, const config_t *b)
+{
+    const char *pa = (const char *)a + f->off;
+    const char *pb = (const char *)b + f->off;
+
+    switch (f->kind) {
+    case FIELD_STR: {
+        const char *sa = *(char *const *)(const void *)pa;
+        const char *sb = *(char *const *)(const void *)pb;
+        if (sa == NULL || sb == NULL)
+            return sa == sb;
+        return strcmp(sa, sb) == 0;
+    }
+    case FIELD_PLAIN:
+        return memcmp(pa, pb, f->size) == 0;
+    case FIELD_RATES:
+        return rates_equal(a, b);
+    case FIELD_UIDS:
+        return uids_equal(a, b);
+    }
+    return true;
+}
+
+size_t config_diff(const config_t *running, const config_t *fresh, config_change_t *out, size_t max)
+{
+    size_t i, n = 0;
+
+    for (i = 0; i < sizeof(reload_fields) / sizeof(reload_fields[0]); i++) {
+        const reload_field_t *f = &reload_fields[i];
+        if (field_equal(f, running, fresh))
+            continue;
+        if (n < max) {
+            out[n].key = f->key;
+            out[n].live = f->live;
+        }
+        n++;
+    }
+    return n;
+}
+
+int config_apply_live(config_t *running, const config_t *fresh)
+{
+    enum { N_FIELDS = sizeof(reload_fields) / sizeof(reload_fields[0]) };
+    char *copies[N_FIELDS] = {NULL};
+    size_t i;
+
+    /* Copy the live strings first, the only step that can fail, so that a
+     * failure leaves `running` untouched. */
+    for (i = 0; i < N_FIELDS; i++) {
+        const reload_field_t *f = &reload_fields[i];
+        const char *src;
+
+        if (!f->live || f->kind != FIELD_STR)
+            continue;
+        src = *(char *const *)(const void *)((const char *)fresh + f->off);
+        if (src != NULL && (copies[i] = strdup(src)) == NULL) {
+            while (i-- > 0)
+                free(copies[i]);
+            return -ENOMEM;
+        }
+    }
+    for (i = 0; i < N_FIELDS; i++) {
+        const reload_field_t *f = &reload_fields[i];
+        char *dst = (char *)running + f->off;
+        const char *src = (const char *)fresh + f->off;
+
+        if (!f->live)
+            continue;
+        switch (f->kind) {
+        case FIELD_STR:
+            free(*(char **)(void *)dst);
+            *(char **)(void *)dst = copies[i];
+            break;
+        case FIELD_PLAIN:
+            memcpy(dst, src, f->size);
+            break;
+        case FIELD_RATES:
+            memcpy(running->rate_overrides, fresh->rate_overrides,
+                   fresh->n_rate_overrides * sizeof(fresh->rate_overrides[0]));
+            running->n_rate_overrides = fresh->n_rate_overrides;
+            break;
+        case FIELD_UIDS:
+            memcpy(running->allowed_uids, fresh->allowed_uids,
+                   fresh->n_allowed_uids * sizeof(fresh->allowed_uids[0]));
+            running->n_allowed_uids = fresh->n_allowed_uids;
+            break;
+        }
+    }
+    return 0;
+}

@@ -118,4 +118,39 @@ double config_rate_for(const config_t *c, const char *phone_number_id);
 /* Static name of a log level ("error", "warn", "info", "debug"). */
 const char *config_log_level_name(int level);
 
+/*
+ * Reload (SIGHUP). The daemon re-reads the config file into a fresh
+ * config_t (defaults, file, then the original flags again, so flags keep
+ * winning), then:
+ *
+ *   n = config_diff(&running, &fresh, changes, max);   report
+ *   config_apply_live(&running, &fresh);                apply
+ *
+ * Every key is either "live" (read where it is used, or pushed to the
+ * scheduler by the caller after the apply: rates, bursts, rate.<id>,
+ * global_rate, pair pacing, in-flight caps, retry policy, job_ttl_s,
+ * retention_s, max_queued, shutdown_timeout_ms, log_level, token_file) or
+ * "restart" (consumed once at start-up: socket, state_dir, api_base,
+ * ca_file, http2, request_timeout_ms, socket_mode, allowed_uids,
+ * max_connections, map_size_max_mb, delivery, metrics_file). A restart key
+ * keeps its running value until the daemon restarts, so every reload
+ * reports it again. Adding a key to config_t: add it to the reload table
+ * in config.c too, or a reload neither applies nor reports it.
+ */
+typedef struct config_change {
+    const char *key; /* the config file's key name (static); "rate.<id>" for overrides */
+    bool live;       /* true: config_apply_live applies it; false: needs a restart */
+} config_change_t;
+
+/* Writes the keys whose values differ between `running` and `fresh` into
+ * out[0 .. max) in a fixed order and returns how many differ (which may be
+ * more than max; out may be NULL when max is 0). */
+size_t config_diff(const config_t *running, const config_t *fresh, config_change_t *out,
+                   size_t max);
+
+/* Copies the value of every live key from `fresh` into `running`; restart
+ * keys keep their running values. `fresh` is not changed. Returns 0, or
+ * -ENOMEM with `running` unchanged. */
+int config_apply_live(config_t *running, const config_t *fresh);
+
 #endif

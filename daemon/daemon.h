@@ -55,6 +55,16 @@ typedef struct daemon {
     bool closing;
     int exit_code;
     daemon_stats_t stats;
+    /* Life cycle under a service manager (main.c): the command line, kept
+     * for reloads (its strings point into argv); STATUS= and WATCHDOG=1
+     * pings (sdnotify.h). */
+    config_flags_t flags;
+    uv_timer_t notify_timer;         /* runs only when $NOTIFY_SOCKET is set */
+    uint64_t watchdog_usec;          /* 0: no watchdog expected */
+    uint64_t status_ms;              /* loop time of the last rate sample */
+    unsigned long long status_sends; /* stats.sends at that sample */
+    double status_rate;              /* sends per second over the last sample */
+    bool socket_activated;           /* the listener came from the service manager */
 } daemon_t;
 
 /* log.c: one line on stderr with an sd-daemon priority prefix, if `level`

@@ -13,11 +13,78 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
 
 #include "daemon.h"
+#include "sdnotify.h"
+
+/* Longest gap between STATUS= updates, and the window of the sends/s
+ * figure in them. */
+#define STATUS_PERIOD_MS 1000
+
+/* --- service manager -------------------------------------------------- */
+
+/* Sends `state` to the service manager; a failure is logged at debug
+ * level only (the manager may be gone at shutdown, and the daemon works
+ * the same without it). */
+static void notify(daemon_t *d, const char *state)
+{
+    int rc = sdnotify_send(state);
+
+    if (rc < 0)
+        dlog(d, CONFIG_LOG_DEBUG, "notify: %s", strerror(-rc));
+}
+
+/* "STATUS=<what>: <queue depth>, <in flight>, <rate>, <connections>" */
+static void format_status(const daemon_t *d, const char *what, char *buf, size_t size)
+{
+    snprintf(buf, size, "STATUS=%s: %llu unfinished, %u in flight, %.1f sends/s, %u connections",
+             what, (unsigned long long)d->unfinished, d->sched ? sched_inflight(d->sched) : 0,
+             d->status_rate, ipc_server_connections(d->ipc));
+}
+
+static void notify_timer_cb(uv_timer_t *t)
+{
+    daemon_t *d = t->data;
+    uint64_t now = uv_now(d->loop);
+    char buf[256];
+
+    if (d->watchdog_usec > 0)
+        notify(d, "WATCHDOG=1");
+    if (now - d->status_ms < STATUS_PERIOD_MS)
+        return;
+    d->status_rate =
+        (double)(d->stats.sends - d->status_sends) * 1000.0 / (double)(now - d->status_ms);
+    d->status_sends = d->stats.sends;
+    d->status_ms = now;
+    format_status(d, d->stopping ? "Stopping" : "Running", buf, sizeof(buf));
+    notify(d, buf);
+}
+
+/* Starts the STATUS=/WATCHDOG=1 timer when a service manager listens: every
+ * STATUS_PERIOD_MS, or every half watchdog interval if that is shorter (a
+ * stuck loop then misses its pings and systemd restarts the service). */
+static void notify_start(daemon_t *d)
+{
+    uint64_t period = STATUS_PERIOD_MS;
+    int rc;
+
+    if (!sdnotify_enabled())
+        return;
+    rc = sdnotify_watchdog_usec(&d->watchdog_usec);
+    if (rc < 0)
+        dlog(d, CONFIG_LOG_WARN, "watchdog: bad WATCHDOG_USEC/WATCHDOG_PID: %s", strerror(-rc));
+    if (rc <= 0)
+        d->watchdog_usec = 0;
+    if (d->watchdog_usec > 0 && d->watchdog_usec / 2000 < period)
+        period = d->watchdog_usec / 2000 > 0 ? d->watchdog_usec / 2000 : 1;
+    d->status_ms = uv_now(d->loop);
+    d->status_sends = d->stats.sends;
+    uv_timer_start(&d->notify_timer, notify_timer_cb, period, period);
+}
 
 /* --- shutdown --------------------------------------------------------- */
 
@@ -45,6 +112,7 @@ static void drained_cb(void *arg)
     uv_close((uv_handle_t *)&d->wake, NULL);
     uv_close((uv_handle_t *)&d->pump_idle, NULL);
     uv_close((uv_handle_t *)&d->stop_timer, NULL);
+    uv_close((uv_handle_t *)&d->notify_timer, NULL);
 }
 
 void daemon_finish_stop(daemon_t *d)
@@ -71,11 +139,16 @@ static void stop_timer_cb(uv_timer_t *t)
 
 static void begin_stop(daemon_t *d, const char *why)
 {
+    char buf[256];
+
     if (d->stopping)
         return;
     d->stopping = true;
     dlog(d, CONFIG_LOG_INFO, "%s: stopping (%zu requests in flight)", why,
          http_engine_inflight(d->http));
+    snprintf(buf, sizeof(buf), "STOPPING=1\n");
+    format_status(d, "Stopping", buf + strlen(buf), sizeof(buf) - strlen(buf));
+    notify(d, buf);
     ipc_server_stop_accepting(d->ipc);
     uv_timer_stop(&d->wake);
     uv_timer_start(&d->stop_timer, stop_timer_cb, (uint64_t)d->cfg.shutdown_timeout_ms, 0);
@@ -83,12 +156,125 @@ static void begin_stop(daemon_t *d, const char *why)
         daemon_finish_stop(d);
 }
 
+/* --- reload ----------------------------------------------------------- */
+
+static void sched_opts(const daemon_t *d, sched_options_t *o);
+
+/* Appends ", key" (or "key" first) to buf, cutting at its size. */
+static void append_key(char *buf, size_t size, const char *key)
+{
+    size_t len = strlen(buf);
+
+    if (len + 1 < size)
+        snprintf(buf + len, size - len, "%s%s", len ? ", " : "", key);
+}
+
+/* Replaces the token when the re-read one differs. Returns true if it
+ * changed. Takes ownership of `token` (wiped and freed here or kept). */
+static bool swap_token(daemon_t *d, char *token)
+{
+    int rc;
+
+    if (strcmp(token, d->token) == 0) {
+        explicit_bzero(token, strlen(token));
+        free(token);
+        return false;
+    }
+    if ((rc = http_engine_set_token(d->http, token)) != 0) {
+        dlog(d, CONFIG_LOG_ERROR, "reload: the new token was refused (%s); keeping the current one",
+             http_strerror(rc));
+        explicit_bzero(token, strlen(token));
+        free(token);
+        return false;
+    }
+    explicit_bzero(d->token, strlen(d->token));
+    free(d->token);
+    d->token = token;
+    return true;
+}
+
+/*
+ * SIGHUP: re-reads the config file (then the command line again, so flags
+ * keep winning) and the token. Live keys apply at once without touching a
+ * job or a connection: rates and caps through sched_reconfigure, the rest
+ * are read where they are used. Keys that need a restart are named in the
+ * log and keep their running values. A config that does not load changes
+ * nothing.
+ */
+static void reload(daemon_t *d)
+{
+    config_change_t ch[64];
+    sched_options_t so;
+    config_t fresh;
+    char err[512], applied[512] = "", restart[512] = "", buf[320];
+    char *token = NULL;
+    bool token_changed;
+    size_t n, i;
+    struct timespec ts;
+
+    if (d->stopping) {
+        dlog(d, CONFIG_LOG_INFO, "SIGHUP while stopping: ignored");
+        return;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    snprintf(buf, sizeof(buf), "RELOADING=1\nMONOTONIC_USEC=%llu",
+             (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000);
+    notify(d, buf);
+    if (config_init(&fresh) != 0) {
+        snprintf(err, sizeof(err), "out of memory");
+        goto fail;
+    }
+    if (d->flags.config && config_load_file(&fresh, d->flags.config, err, sizeof(err)) != 0)
+        goto fail;
+    if (config_flags_apply(&fresh, &d->flags, err, sizeof(err)) != 0)
+        goto fail;
+    if (config_token_load(&fresh, &token, err, sizeof(err)) != 0)
+        goto fail;
+    n = config_diff(&d->cfg, &fresh, ch, sizeof(ch) / sizeof(ch[0]));
+    if (config_apply_live(&d->cfg, &fresh) != 0) {
+        snprintf(err, sizeof(err), "out of memory");
+        goto fail;
+    }
+    token_changed = swap_token(d, token);
+    token = NULL;
+    sched_opts(d, &so);
+    sched_reconfigure(d->sched, &so);
+    for (i = 0; i < n && i < sizeof(ch) / sizeof(ch[0]); i++) {
+        if (ch[i].live)
+            append_key(applied, sizeof(applied), ch[i].key);
+        else
+            append_key(restart, sizeof(restart), ch[i].key);
+    }
+    if (token_changed)
+        append_key(applied, sizeof(applied), "token");
+    dlog(d, CONFIG_LOG_INFO, "SIGHUP: reloaded %s; applied: %s",
+         d->flags.config ? d->flags.config : "(no config file)",
+         applied[0] ? applied : "nothing changed");
+    if (restart[0])
+        dlog(d, CONFIG_LOG_WARN,
+             "SIGHUP: changed but only applied by a restart (running values kept): %s", restart);
+    /* New rates or caps may let jobs go now that waited for a later wake. */
+    dispatch_pump_soon(d);
+    goto out;
+fail:
+    dlog(d, CONFIG_LOG_ERROR, "SIGHUP: reload failed, configuration unchanged: %s", err);
+out:
+    if (token) {
+        explicit_bzero(token, strlen(token));
+        free(token);
+    }
+    config_free(&fresh);
+    snprintf(buf, sizeof(buf), "READY=1\n");
+    format_status(d, "Running", buf + strlen(buf), sizeof(buf) - strlen(buf));
+    notify(d, buf);
+}
+
 static void signal_cb(uv_signal_t *s, int signum)
 {
     daemon_t *d = s->data;
 
     if (signum == SIGHUP) {
-        dlog(d, CONFIG_LOG_INFO, "SIGHUP: reload is not supported yet; configuration unchanged");
+        reload(d);
         return;
     }
     begin_stop(d, signum == SIGINT ? "SIGINT" : "SIGTERM");
@@ -129,7 +315,7 @@ static void sched_opts(const daemon_t *d, sched_options_t *o)
 
 static int load_config(daemon_t *d, int argc, char **argv, bool *exit_now)
 {
-    config_flags_t f;
+    config_flags_t *f = &d->flags;
     char err[512];
     int rc;
 
@@ -138,25 +324,25 @@ static int load_config(daemon_t *d, int argc, char **argv, bool *exit_now)
         fprintf(stderr, "avenpingd: out of memory\n");
         return rc;
     }
-    if (config_flags_parse(argc, argv, &f, err, sizeof(err)) != 0) {
+    if (config_flags_parse(argc, argv, f, err, sizeof(err)) != 0) {
         fprintf(stderr, "avenpingd: %s\n", err);
         return -EINVAL;
     }
-    if (f.help) {
+    if (f->help) {
         usage(stdout);
         *exit_now = true;
         return 0;
     }
-    if (f.version) {
+    if (f->version) {
         printf("avenpingd %s\n", AVP_VERSION);
         *exit_now = true;
         return 0;
     }
-    if (f.config && config_load_file(&d->cfg, f.config, err, sizeof(err)) != 0) {
+    if (f->config && config_load_file(&d->cfg, f->config, err, sizeof(err)) != 0) {
         fprintf(stderr, "avenpingd: config: %s\n", err);
         return -EINVAL;
     }
-    if (config_flags_apply(&d->cfg, &f, err, sizeof(err)) != 0) {
+    if (config_flags_apply(&d->cfg, f, err, sizeof(err)) != 0) {
         fprintf(stderr, "avenpingd: %s\n", err);
         return -EINVAL;
     }
@@ -201,7 +387,38 @@ static int open_store(daemon_t *d)
     return 0;
 }
 
-static int start_modules(daemon_t *d)
+/* Listens on the socket the service manager passed (socket activation),
+ * or else on the configured path. */
+static int start_listening(daemon_t *d, int n_passed)
+{
+    const int fd = SDNOTIFY_LISTEN_FDS_START;
+    int rc;
+
+    if (n_passed == 0) {
+        if ((rc = ipc_server_listen(d->ipc, d->cfg.socket)) != 0) {
+            fprintf(stderr, "avenpingd: socket %s: %s\n", d->cfg.socket, ipc_strerror(rc));
+            return rc;
+        }
+        return 0;
+    }
+    if (n_passed != 1 || !sdnotify_is_unix_listener(fd)) {
+        fprintf(stderr,
+                "avenpingd: socket activation: expected one listening Unix stream socket, "
+                "got %d descriptor(s)%s\n",
+                n_passed, n_passed == 1 ? " of another kind" : "");
+        for (int i = 0; i < n_passed; i++)
+            close(fd + i);
+        return -EINVAL;
+    }
+    if ((rc = ipc_server_adopt_fd(d->ipc, fd)) != 0) {
+        fprintf(stderr, "avenpingd: socket activation: %s\n", ipc_strerror(rc));
+        return rc;
+    }
+    d->socket_activated = true;
+    return 0;
+}
+
+static int start_modules(daemon_t *d, int n_passed)
 {
     http_options_t ho;
     ipc_server_options_t io;
@@ -232,11 +449,7 @@ static int start_modules(daemon_t *d)
     io.n_allowed_uids = d->cfg.n_allowed_uids;
     if ((rc = ipc_server_new(d->loop, &io, daemon_request_cb, d, &d->ipc)) != 0)
         return rc;
-    if ((rc = ipc_server_listen(d->ipc, d->cfg.socket)) != 0) {
-        fprintf(stderr, "avenpingd: socket %s: %s\n", d->cfg.socket, ipc_strerror(rc));
-        return rc;
-    }
-    return 0;
+    return start_listening(d, n_passed);
 }
 
 static void init_handles(daemon_t *d)
@@ -247,8 +460,9 @@ static void init_handles(daemon_t *d)
     uv_timer_init(d->loop, &d->wake);
     uv_idle_init(d->loop, &d->pump_idle);
     uv_timer_init(d->loop, &d->stop_timer);
+    uv_timer_init(d->loop, &d->notify_timer);
     d->sig_int.data = d->sig_term.data = d->sig_hup.data = d;
-    d->wake.data = d->stop_timer.data = d;
+    d->wake.data = d->stop_timer.data = d->notify_timer.data = d;
     d->pump_idle.data = d;
 }
 
@@ -256,7 +470,8 @@ int main(int argc, char **argv)
 {
     daemon_t d;
     bool exit_now;
-    int rc = 1;
+    char ready[320];
+    int rc = 1, n_passed;
 
     memset(&d, 0, sizeof(d));
     if (load_config(&d, argc, argv, &exit_now) != 0)
@@ -270,6 +485,14 @@ int main(int argc, char **argv)
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     signal(SIGPIPE, SIG_IGN);
     srand((unsigned)(daemon_now() * 1e6) ^ (unsigned)getpid());
+    /* Sockets passed by the service manager, taken before any thread runs
+     * (this edits the environment). */
+    n_passed = sdnotify_listen_fds();
+    if (n_passed < 0) {
+        fprintf(stderr, "avenpingd: socket activation: bad LISTEN_PID/LISTEN_FDS: %s\n",
+                strerror(-n_passed));
+        goto out;
+    }
 
     if (open_store(&d) != 0)
         goto out;
@@ -279,7 +502,7 @@ int main(int argc, char **argv)
     }
     d.loop = uv_default_loop();
     init_handles(&d);
-    if (start_modules(&d) != 0)
+    if (start_modules(&d, n_passed) != 0)
         goto out_loop;
     uv_signal_start(&d.sig_int, signal_cb, SIGINT);
     uv_signal_start(&d.sig_term, signal_cb, SIGTERM);
@@ -288,7 +511,13 @@ int main(int argc, char **argv)
     daemon_refresh_unfinished(&d);
     dispatch_pump_soon(&d);
     dlog(&d, CONFIG_LOG_INFO, "avenpingd %s ready: socket %s, state %s, api %s", AVP_VERSION,
-         d.cfg.socket, d.cfg.state_dir, d.cfg.api_base);
+         d.socket_activated ? "passed by the service manager" : d.cfg.socket, d.cfg.state_dir,
+         d.cfg.api_base);
+    /* The store is open and recovered, and the socket listens. */
+    snprintf(ready, sizeof(ready), "READY=1\n");
+    format_status(&d, "Running", ready + strlen(ready), sizeof(ready) - strlen(ready));
+    notify(&d, ready);
+    notify_start(&d);
 
     uv_run(d.loop, UV_RUN_DEFAULT);
     rc = d.exit_code;

@@ -4,9 +4,12 @@
 # (--extra adds the tools of the lint/benchmark/fuzz steps).
 set -euo pipefail
 
+# systemd: systemd-analyze, systemd-socket-activate, systemd-sysusers and
+# systemd-tmpfiles for the service tests (no systemd PID 1 needed);
+# dpkg-dev: dpkg-shlibdeps, which CPack uses for the .deb's Depends.
 pkgs=(build-essential cmake pkg-config python3
       libuv1-dev libcurl4-openssl-dev libcjson-dev liblmdb-dev libsystemd-dev
-      libmicrohttpd-dev)
+      libmicrohttpd-dev systemd dpkg-dev)
 if [[ "${1:-}" == "--extra" ]]; then
     pkgs+=(clang clang-format cppcheck valgrind lmdb-utils)
 fi

@@ -160,12 +160,137 @@ static void test_token_sources(void)
     config_free(&c);
 }
 
+/* Loads `text` as a config file over the defaults into *c. */
+static void load_text(config_t *c, const char *name, const char *text)
+{
+    char err[256] = "";
+
+    CHECK_EQ(config_init(c), 0);
+    if (config_load_file(c, write_file(name, text), err, sizeof(err)) != 0) {
+        fprintf(stderr, "load_text: %s\n", err);
+        CHECK(0);
+    }
+}
+
+/* Finds `key` among the n changes; -1 when absent, else its live flag. */
+static int change_of(const config_change_t *ch, size_t n, const char *key)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(ch[i].key, key) == 0)
+            return ch[i].live;
+    return -1;
+}
+
+static void test_diff_none(void)
+{
+    const char *text = "rate_per_number = 5\nrate.1000001 = 3\nrate.1000002 = 4\n"
+                       "allowed_uids = 0, 1000\nsocket = /tmp/a.sock\n";
+    config_t a, b;
+
+    load_text(&a, "a.conf", text);
+    load_text(&b, "b.conf", text);
+    CHECK_EQ(config_diff(&a, &b, NULL, 0), 0);
+    config_free(&b);
+    /* Order does not matter for rate overrides and uid lists. */
+    load_text(&b, "b.conf",
+              "socket = /tmp/a.sock\nrate.1000002 = 4\nrate.1000001 = 3\n"
+              "allowed_uids = 1000,0\nrate_per_number = 5\n");
+    CHECK_EQ(config_diff(&a, &b, NULL, 0), 0);
+    config_free(&a);
+    config_free(&b);
+}
+
+static void test_diff_classes(void)
+{
+    config_change_t ch[64];
+    config_t a, b;
+    size_t n;
+
+    load_text(&a, "a.conf", "rate_per_number = 5\nrate.1000001 = 3\nlog_level = info\n");
+    load_text(&b, "b.conf",
+              "rate_per_number = 50\nrate.1000001 = 30\nlog_level = debug\n"
+              "pair_burst = 10\nmax_attempts = 3\nbackoff_base_ms = 5\nglobal_rate = 7\n"
+              "socket = /tmp/other.sock\nmax_connections = 5\nrequest_timeout_ms = 1000\n"
+              "delivery = at-most-once\nallowed_uids = 1000\napi_base = http://x\n"
+              "token_file = /tmp/tok\n");
+    n = config_diff(&a, &b, ch, 64);
+    CHECK_EQ(n, 14);
+    CHECK_EQ(change_of(ch, n, "rate_per_number"), 1);
+    CHECK_EQ(change_of(ch, n, "rate.<phoneNumberId>"), 1);
+    CHECK_EQ(change_of(ch, n, "log_level"), 1);
+    CHECK_EQ(change_of(ch, n, "pair_burst"), 1);
+    CHECK_EQ(change_of(ch, n, "max_attempts"), 1);
+    CHECK_EQ(change_of(ch, n, "backoff_base_ms"), 1);
+    CHECK_EQ(change_of(ch, n, "global_rate"), 1);
+    CHECK_EQ(change_of(ch, n, "token_file"), 1);
+    CHECK_EQ(change_of(ch, n, "socket"), 0);
+    CHECK_EQ(change_of(ch, n, "max_connections"), 0);
+    CHECK_EQ(change_of(ch, n, "request_timeout_ms"), 0);
+    CHECK_EQ(change_of(ch, n, "delivery"), 0);
+    CHECK_EQ(change_of(ch, n, "allowed_uids"), 0);
+    CHECK_EQ(change_of(ch, n, "api_base"), 0);
+    CHECK_EQ(change_of(ch, n, "state_dir"), -1);
+    /* A short buffer still gets the full count. */
+    CHECK_EQ(config_diff(&a, &b, ch, 2), 14);
+    /* An override that disappears is a change too. */
+    config_free(&b);
+    load_text(&b, "b.conf", "rate_per_number = 5\nlog_level = info\n");
+    n = config_diff(&a, &b, ch, 64);
+    CHECK_EQ(n, 1);
+    CHECK_STR(ch[0].key, "rate.<phoneNumberId>");
+    config_free(&a);
+    config_free(&b);
+}
+
+static void test_apply_live(void)
+{
+    config_change_t ch[64];
+    config_t a, b;
+    size_t n;
+
+    load_text(&a, "a.conf", "rate_per_number = 5\nrate.1000001 = 3\nmax_inflight = 10\n");
+    load_text(&b, "b.conf",
+              "rate_per_number = 50\nrate.1000002 = 7\nmax_inflight = 20\nlog_level = warn\n"
+              "socket = /tmp/other.sock\nmax_connections = 5\nhttp2 = no\n"
+              "token_file = /tmp/tok\nshutdown_timeout_ms = 1234\n");
+    CHECK_EQ(config_apply_live(&a, &b), 0);
+    /* Live keys took the new values... */
+    CHECK(a.rate_per_number == 50);
+    CHECK(config_rate_for(&a, "1000001") == 50);
+    CHECK(config_rate_for(&a, "1000002") == 7);
+    CHECK_EQ(a.max_inflight, 20);
+    CHECK_EQ(a.log_level, CONFIG_LOG_WARN);
+    CHECK_EQ(a.shutdown_timeout_ms, 1234);
+    CHECK_STR(a.token_file, "/tmp/tok");
+    CHECK(a.token_file != b.token_file); /* a copy, owned by a */
+    /* ...restart keys kept the running ones... */
+    CHECK_STR(a.socket, "/run/avenpingd/avenpingd.sock");
+    CHECK_EQ(a.max_connections, 1024);
+    CHECK(a.http2);
+    /* ...so the next diff reports exactly the restart keys, again. */
+    n = config_diff(&a, &b, ch, 64);
+    CHECK_EQ(n, 3);
+    for (size_t i = 0; i < n; i++)
+        CHECK(!ch[i].live);
+    CHECK_EQ(change_of(ch, n, "socket"), 0);
+    CHECK_EQ(change_of(ch, n, "max_connections"), 0);
+    CHECK_EQ(change_of(ch, n, "http2"), 0);
+    /* Unsetting a live string key applies too. */
+    config_free(&b);
+    CHECK_EQ(config_init(&b), 0);
+    CHECK_EQ(config_apply_live(&a, &b), 0);
+    CHECK(a.token_file == NULL);
+    config_free(&a);
+    config_free(&b);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
         {"defaults", test_defaults},           {"file", test_file},
         {"file_errors", test_file_errors},     {"flags", test_flags},
-        {"token_sources", test_token_sources},
+        {"token_sources", test_token_sources}, {"diff_none", test_diff_none},
+        {"diff_classes", test_diff_classes},   {"apply_live", test_apply_live},
     };
     int rc;
 
