@@ -596,7 +596,9 @@ static char *text_expand(const import_src_t *s, char **row, size_t n)
     char *out = malloc(cap);
     const char *p = s->text_tpl;
 
-    while (out != NULL && *p) {
+    if (out == NULL)
+        return NULL;
+    while (*p) {
         const char *add = p;
         size_t alen = 1;
         if (*p == '{' && strchr(p, '}')) {
@@ -626,8 +628,7 @@ static char *text_expand(const import_src_t *s, char **row, size_t n)
         memcpy(out + len, add, alen);
         len += alen;
     }
-    if (out != NULL)
-        out[len] = '\0';
+    out[len] = '\0';
     return out;
 }
 

@@ -404,6 +404,11 @@ static void bulk_result_cb(int rc, int result, void *arg)
     if (rc == 0 && result == 0) {
         b->changed++;
         daemon_event_job_in(b->d, op->id, b->to_state, op->campaign, NULL, NULL);
+    } else if (b->to_state == QUEUE_STATE_CANCELLED) {
+        /* Not cancelled after all (or not recorded): if it left the active
+         * set for the cancel and is still due, a refill brings it back. */
+        b->d->spill = true;
+        dispatch_pump_soon(b->d);
     }
     b->pending--;
     free(op->campaign);
