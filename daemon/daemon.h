@@ -68,6 +68,7 @@ typedef struct daemon {
     daemon_watcher_t *watchers;
     size_t n_watchers, cap_watchers;
     uv_timer_t metrics_timer;
+    bool metrics_failing; /* the last write failed: log again only on recovery */
 } daemon_t;
 
 /* log.c: one line on stderr with an sd-daemon priority prefix, if `level`

@@ -233,8 +233,13 @@ void daemon_metrics_write(daemon_t *d)
         rc = metrics_write_file(d->cfg.metrics_file, text, len);
     free(text);
     free(acc.v);
-    if (rc != 0)
+    /* One line when writing starts to fail and one when it works again,
+     * not one every interval. */
+    if (rc != 0 && !d->metrics_failing)
         dlog(d, CONFIG_LOG_WARN, "metrics file %s: %s", d->cfg.metrics_file, strerror(-rc));
+    else if (rc == 0 && d->metrics_failing)
+        dlog(d, CONFIG_LOG_INFO, "metrics file %s written again", d->cfg.metrics_file);
+    d->metrics_failing = rc != 0;
 }
 
 static void metrics_timer_cb(uv_timer_t *t)
