@@ -881,8 +881,8 @@ static void progress_show(progress_t *p, bool final)
     if (p->quiet || (!final && t - p->last < (p->tty ? 0.1 : 2.0)))
         return;
     p->last = t;
-    fmt_duration(p->total > p->done && rate > 0 ? (double)(p->total - p->done) / rate : NAN, eta,
-                 sizeof(eta));
+    fmt_duration(p->total > p->done ? (rate > 0 ? (double)(p->total - p->done) / rate : NAN) : 0,
+                 eta, sizeof(eta));
     if (p->tty) {
         char bar[31];
         int w = 30, fill = p->total ? (int)((double)w * (double)p->done / (double)p->total) : 0;
