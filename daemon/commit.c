@@ -18,6 +18,7 @@
 typedef struct op {
     commit_job_cb cb;     /* a new job's callback; NULL for an update */
     commit_update_cb ucb; /* an update's callback, or NULL */
+    commit_result_cb rcb; /* an update's result callback, or NULL */
     void *arg;
     queue_update_t u; /* updates: a copy to re-queue after a failed batch */
     char *wamid;
@@ -178,7 +179,8 @@ int commit_add_job(commit_t *c, const queue_job_t *job, const void *body, size_t
     return 0;
 }
 
-static int add_update(commit_t *c, const queue_update_t *u, commit_update_cb ucb, void *arg)
+static int add_update(commit_t *c, const queue_update_t *u, commit_update_cb ucb,
+                      commit_result_cb rcb, void *arg)
 {
     side_t *s;
     op_t *op;
@@ -190,6 +192,7 @@ static int add_update(commit_t *c, const queue_update_t *u, commit_update_cb ucb
         return rc;
     op->u = *u;
     op->ucb = ucb;
+    op->rcb = rcb;
     op->arg = arg;
     op->u.wamid = NULL;
     op->u.last_error = NULL;
@@ -224,7 +227,16 @@ int commit_add_update(commit_t *c, const queue_update_t *u)
 
 int commit_add_update_cb(commit_t *c, const queue_update_t *u, commit_update_cb cb, void *arg)
 {
-    int rc = add_update(c, u, cb, arg);
+    int rc = add_update(c, u, cb, NULL, arg);
+
+    if (rc == 0)
+        start_soon(c);
+    return rc;
+}
+
+int commit_add_update_res(commit_t *c, const queue_update_t *u, commit_result_cb cb, void *arg)
+{
+    int rc = add_update(c, u, NULL, cb, arg);
 
     if (rc == 0)
         start_soon(c);
@@ -286,9 +298,12 @@ static void fail_all(commit_t *c, int rc)
     while (c->head != NULL) {
         side_t *s = c->head;
         size_t i;
-        for (i = 0; i < s->n; i++)
+        for (i = 0; i < s->n; i++) {
             if (s->ops[i].cb)
                 s->ops[i].cb(rc, 0, 0, s->ops[i].arg);
+            else if (s->ops[i].rcb)
+                s->ops[i].rcb(rc, 0, s->ops[i].arg);
+        }
         pop_head(c);
     }
 }
@@ -319,9 +334,12 @@ static void after_work_cb(uv_work_t *w, int status)
             /* The state change is not in the store: carry it into a later
              * batch. Failing to queue it (no memory) loses only a state
              * change; the job stays due in the store and is sent again. */
-            (void)add_update(c, &op->u, op->ucb, op->arg);
+            if (add_update(c, &op->u, op->ucb, op->rcb, op->arg) != 0 && op->rcb)
+                op->rcb(-ENOMEM, 0, op->arg);
         } else if (op->ucb) {
             op->ucb(op->arg);
+        } else if (op->rcb) {
+            op->rcb(0, queue_batch_result(done->batch, i, NULL), op->arg);
         }
     }
     side_reset(done);

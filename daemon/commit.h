@@ -58,6 +58,17 @@ typedef void (*commit_update_cb)(void *arg);
  * the drain). On a negative return cb never runs. */
 int commit_add_update_cb(commit_t *c, const queue_update_t *u, commit_update_cb cb, void *arg);
 
+/* Called once a conditional or counted state change has its result: rc 0
+ * and the operation's own result (0, QUEUE_ESTATE, QUEUE_ENOTFOUND, ...),
+ * or rc < 0 when the committer gave up on it while draining. */
+typedef void (*commit_result_cb)(int rc, int result, void *arg);
+
+/* Queues a state change (copied) whose result the caller needs (cancel and
+ * retry count what they changed). `cb` runs exactly once, from the loop,
+ * unless this call fails: then it never runs. A failed batch carries the
+ * change into the next one. */
+int commit_add_update_res(commit_t *c, const queue_update_t *u, commit_result_cb cb, void *arg);
+
 /* Operations waiting for a commit (pending + running). */
 size_t commit_backlog(const commit_t *c);
 

@@ -64,6 +64,7 @@ int config_init(config_t *c)
     c->socket_mode = 0660;
     c->shutdown_timeout_ms = 10000;
     c->max_connections = 1024;
+    c->metrics_interval_ms = 5000;
     c->max_queued = 10000000;
     c->map_size_max = (size_t)64 << 30;
     c->http2 = true;
@@ -258,6 +259,7 @@ static int apply_key(config_t *c, const char *k, const char *v, const char **why
     LONG_KEY(shutdown_timeout_ms, 0, 3600000)
     LONG_KEY(max_connections, 1, 65536)
     LONG_KEY(max_queued, 1, 1000000000)
+    LONG_KEY(metrics_interval_ms, 100, 3600000)
 #undef LONG_KEY
 #undef RATE_KEY
 #undef STR_KEY
@@ -619,6 +621,7 @@ static const reload_field_t reload_fields[] = {
     STR("api_base", api_base, false),
     STR("token_file", token_file, true), /* the daemon re-reads the token on reload */
     STR("metrics_file", metrics_file, false),
+    PLAIN("metrics_interval_ms", metrics_interval_ms, false), /* the metrics timer's period */
     STR("ca_file", ca_file, false),
     PLAIN("log_level", log_level, true),
     PLAIN("rate_per_number", rate_per_number, true),

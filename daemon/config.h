@@ -64,6 +64,7 @@ typedef struct config {
     long max_connections;     /* socket connections */
     long max_queued;          /* jobs not yet final; over it submits get QUEUE_FULL */
     size_t map_size_max;      /* LMDB map growth limit, bytes */
+    long metrics_interval_ms; /* how often metrics_file is rewritten */
     bool http2;
 } config_t;
 

@@ -19,6 +19,7 @@
 #include "config.h"
 #include "http.h"
 #include "ipc.h"
+#include "metrics.h"
 #include "queue.h"
 #include "scheduler.h"
 
@@ -33,7 +34,14 @@ typedef struct daemon_stats {
     unsigned long long by_action[CLASSIFY_RESCHEDULE_DAY + 1];
     unsigned long long commits;
     unsigned long long commit_ops;
+    metrics_hist_t http_latency; /* every send request that got an answer or failed */
 } daemon_stats_t;
+
+/* A `watch` stream and its filter (NULL: every campaign). */
+typedef struct daemon_watcher {
+    ipc_stream_t *st;
+    char *campaign;
+} daemon_watcher_t;
 
 typedef struct daemon {
     uv_loop_t *loop;
@@ -65,6 +73,12 @@ typedef struct daemon {
     unsigned long long status_sends; /* stats.sends at that sample */
     double status_rate;              /* sends per second over the last sample */
     bool socket_activated;           /* the listener came from the service manager */
+    /* events.c: watch streams (at most one per connection, so bounded by
+     * max_connections) and the metrics file's timer. */
+    daemon_watcher_t *watchers;
+    size_t n_watchers, cap_watchers;
+    uv_timer_t metrics_timer;
+    bool metrics_failing; /* the last write failed: log again only on recovery */
 } daemon_t;
 
 /* log.c: one line on stderr with an sd-daemon priority prefix, if `level`
@@ -89,6 +103,24 @@ void dispatch_activate(daemon_t *d, const sched_job_t *tmpl, const char *phone_n
 void dispatch_pump_soon(daemon_t *d);
 /* Commit statistics hook (refreshes counters, resumes a waiting refill). */
 void dispatch_on_commit_stat(size_t ops, double seconds, void *arg);
+
+/* events.c: job state changes for `watch` streams. Each costs nothing when
+ * nobody watches. daemon_event_job looks the job's campaign up in the store;
+ * daemon_event_job_in is given it (NULL: none). `wamid`, `err` may be NULL. */
+void daemon_event_job(daemon_t *d, uint64_t id, int state, const char *wamid,
+                      const queue_error_info_t *err);
+void daemon_event_job_in(daemon_t *d, uint64_t id, int state, const char *campaign,
+                         const char *wamid, const queue_error_info_t *err);
+/* Answers a `watch` request: the connection becomes an event stream. */
+void daemon_watch_add(daemon_t *d, ipc_req_t *req, const char *campaign);
+/* Releases every watch stream (shutdown). */
+void daemon_watchers_close(daemon_t *d);
+/* Starts rewriting cfg.metrics_file every cfg.metrics_interval_ms (nothing
+ * when no file is configured); the timer handle is initialised either way so
+ * shutdown can close it. */
+void daemon_metrics_start(daemon_t *d);
+/* Writes the metrics file now (also the last time, at shutdown). */
+void daemon_metrics_write(daemon_t *d);
 
 /* main.c: completes a stop once nothing is in flight. */
 void daemon_finish_stop(daemon_t *d);

@@ -78,6 +78,8 @@ static void record(daemon_t *d, uint64_t id, int state, uint16_t attempts, doubl
     if (rc != 0)
         dlog(d, CONFIG_LOG_ERROR, "job %llu: state change to %s not recorded: %s",
              (unsigned long long)id, queue_state_name(state), queue_strerror(rc));
+    else
+        daemon_event_job(d, id, state, wamid, err); /* watch streams (events.c) */
 }
 
 static double backoff(const daemon_t *d, unsigned attempts)
@@ -107,6 +109,8 @@ static void on_http_done(const http_result_t *res, void *arg)
     if (job == NULL)
         return; /* removed meanwhile (cancel) */
     job->user = NULL;
+    if (res->error != HTTP_ECANCELLED)
+        metrics_hist_observe(&d->stats.http_latency, res->total_time);
     classify_answer(res, &c);
     d->stats.by_action[c.action]++;
     if (c.maybe_sent)
@@ -272,6 +276,7 @@ static void dispatch(daemon_t *d, sched_job_t *job, double now)
         return;
     }
     job->user = a;
+    daemon_event_job(d, job->id, QUEUE_STATE_SENDING, NULL, NULL);
 }
 
 typedef struct refill_ctx {

@@ -1,6 +1,7 @@
 /*
  * handlers.c - answers to socket requests: submits (answered after their
- * group commit), get, stats, ping.
+ * group commit), get, stats, ping, and the campaign operations list,
+ * campaign, cancel, retry, watch.
  */
 #include <errno.h>
 #include <math.h>
@@ -36,6 +37,8 @@ static void submit_committed_cb(int rc, int result, uint64_t orig_id, void *arg)
         ipc_req_reply_submit(ctx->req, orig_id, true);
     } else {
         d->stats.submitted++;
+        daemon_event_job_in(d, ctx->tmpl.id, QUEUE_STATE_QUEUED,
+                            ipc_req_request(ctx->req)->submit.campaign, NULL, NULL);
         ipc_req_reply_submit(ctx->req, ctx->tmpl.id, false);
         dispatch_activate(d, &ctx->tmpl, ctx->phone_number_id);
     }
@@ -234,6 +237,378 @@ static void handle_stats(daemon_t *d, ipc_req_t *req)
     ipc_req_reply_ok(req, fields);
 }
 
+/* --- campaigns -------------------------------------------------------- */
+
+/* Jobs walked per read transaction by cancel and retry of a campaign: reads
+ * stay short (pitfalls: long reads pin pages) whatever the campaign's size. */
+#define BULK_PAGE 1000
+
+/* A job id from the protocol's decimal string; 0 when it is not one. */
+static uint64_t job_id_parse(const char *s)
+{
+    char *end;
+    unsigned long long v;
+
+    if (s == NULL || *s < '0' || *s > '9')
+        return 0;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    return errno == 0 && *end == '\0' ? (uint64_t)v : 0;
+}
+
+/* The campaign's pause state and current send rate, for `campaign`.
+ * Pausing belongs to the scheduler (issue #3): at the merge this becomes
+ * sched_campaign_paused / sched_campaign_rate. Until then nothing can be
+ * paused and the rate is not measured (avenpingctl shows its own). */
+static void campaign_live(const daemon_t *d, const char *campaign, bool *paused, double *rate)
+{
+    (void)d;
+    (void)campaign;
+    *paused = false;
+    *rate = 0;
+}
+
+static void handle_campaign(daemon_t *d, ipc_req_t *req, const ipc_request_t *r)
+{
+    uint64_t counts[QUEUE_STATE_MAX + 1];
+    cJSON *fields, *c, *cnt;
+    bool paused;
+    double rate;
+    int rc;
+
+    rc = queue_campaign_counts(d->q, r->campaign, counts);
+    if (rc == QUEUE_ENOTFOUND) {
+        ipc_req_reply_error(req, IPC_ERR_NOT_FOUND, "no such campaign");
+        return;
+    }
+    if (rc != 0) {
+        ipc_req_reply_error(req, IPC_ERR_INTERNAL, "store: %s", queue_strerror(rc));
+        return;
+    }
+    campaign_live(d, r->campaign, &paused, &rate);
+    fields = cJSON_CreateObject();
+    c = cJSON_AddObjectToObject(fields, "campaign");
+    cJSON_AddStringToObject(c, "name", r->campaign);
+    cJSON_AddNumberToObject(c, "total", (double)counts[0]);
+    cnt = cJSON_AddObjectToObject(c, "counts");
+    for (int s = 1; s <= QUEUE_STATE_MAX; s++)
+        cJSON_AddNumberToObject(cnt, queue_state_name(s), (double)counts[s]);
+    cJSON_AddBoolToObject(c, "paused", paused);
+    cJSON_AddNumberToObject(c, "ratePerSecond", rate);
+    ipc_req_reply_ok(req, fields);
+}
+
+typedef struct list_ctx {
+    cJSON *arr;
+    uint64_t last;
+} list_ctx_t;
+
+static int list_cb(const queue_job_t *job, void *arg)
+{
+    list_ctx_t *l = arg;
+
+    cJSON_AddItemToArray(l->arr, job_to_json(job));
+    l->last = job->id;
+    return 0;
+}
+
+static void handle_list(daemon_t *d, ipc_req_t *req, const ipc_request_t *r)
+{
+    uint64_t counts[QUEUE_STATE_MAX + 1];
+    int state = r->state ? queue_state_parse(r->state) : 0;
+    uint64_t after = r->after ? job_id_parse(r->after) : 0;
+    list_ctx_t l;
+    cJSON *fields;
+    bool more = false;
+    int rc;
+
+    rc = queue_campaign_counts(d->q, r->campaign, counts);
+    if (rc == QUEUE_ENOTFOUND) {
+        ipc_req_reply_error(req, IPC_ERR_NOT_FOUND, "no such campaign");
+        return;
+    }
+    fields = cJSON_CreateObject();
+    l.arr = cJSON_AddArrayToObject(fields, "jobs");
+    l.last = 0;
+    if (rc == 0)
+        rc = queue_campaign_jobs(d->q, r->campaign, state < 0 ? 0 : state, after, (size_t)r->limit,
+                                 list_cb, &l, &more);
+    if (rc != 0) {
+        cJSON_Delete(fields);
+        ipc_req_reply_error(req, IPC_ERR_INTERNAL, "store: %s", queue_strerror(rc));
+        return;
+    }
+    if (more) {
+        char next[24];
+        snprintf(next, sizeof(next), "%llu", (unsigned long long)l.last);
+        cJSON_AddStringToObject(fields, "next", next);
+    } else {
+        cJSON_AddNullToObject(fields, "next");
+    }
+    ipc_req_reply_ok(req, fields);
+}
+
+/*
+ * cancel and retry change many jobs and answer how many changed. Each change
+ * is a conditional store update (only_from), so a job that moved on meanwhile
+ * (sent by a request in flight, say) is left alone and not counted; the
+ * answer waits for every result.
+ */
+typedef struct bulk {
+    daemon_t *d;
+    ipc_req_t *req;
+    const char *field; /* "cancelled" or "requeued" */
+    int to_state;
+    size_t pending; /* updates without a result yet */
+    bool sealed;    /* every update is queued */
+    uint64_t changed;
+    int err; /* first store error */
+} bulk_t;
+
+typedef struct bulk_op {
+    bulk_t *b;
+    uint64_t id;
+    char *campaign; /* for the event */
+} bulk_op_t;
+
+static void bulk_finish_if_done(bulk_t *b)
+{
+    daemon_t *d = b->d;
+    cJSON *f;
+
+    if (!b->sealed || b->pending > 0)
+        return;
+    if (b->to_state == QUEUE_STATE_QUEUED && b->changed > 0) {
+        /* Requeued jobs are in the due index again: a refill brings them
+         * into the active set in due order. */
+        d->spill = true;
+        dispatch_pump_soon(d);
+    }
+    if (b->err != 0 && b->changed == 0) {
+        ipc_req_reply_error(b->req, IPC_ERR_INTERNAL, "store: %s", queue_strerror(b->err));
+    } else {
+        f = cJSON_CreateObject();
+        cJSON_AddNumberToObject(f, b->field, (double)b->changed);
+        ipc_req_reply_ok(b->req, f);
+    }
+    free(b);
+}
+
+static void bulk_result_cb(int rc, int result, void *arg)
+{
+    bulk_op_t *op = arg;
+    bulk_t *b = op->b;
+
+    if (rc != 0 && b->err == 0)
+        b->err = rc;
+    if (rc == 0 && result == 0) {
+        b->changed++;
+        daemon_event_job_in(b->d, op->id, b->to_state, op->campaign, NULL, NULL);
+    } else if (b->to_state == QUEUE_STATE_CANCELLED) {
+        /* Not cancelled after all (or not recorded): if it left the active
+         * set for the cancel and is still due, a refill brings it back. */
+        b->d->spill = true;
+        dispatch_pump_soon(b->d);
+    }
+    b->pending--;
+    free(op->campaign);
+    free(op);
+    bulk_finish_if_done(b);
+}
+
+/* Queues one conditional update of `b`. */
+static int bulk_add(bulk_t *b, const queue_update_t *u, const char *campaign)
+{
+    bulk_op_t *op = calloc(1, sizeof(*op));
+    int rc;
+
+    if (op == NULL)
+        return -ENOMEM;
+    op->b = b;
+    op->id = u->id;
+    if (campaign != NULL && (op->campaign = strdup(campaign)) == NULL) {
+        free(op);
+        return -ENOMEM;
+    }
+    rc = commit_add_update_res(b->d->commit, u, bulk_result_cb, op);
+    if (rc != 0) {
+        free(op->campaign);
+        free(op);
+        return rc;
+    }
+    b->pending++;
+    return 0;
+}
+
+static bulk_t *bulk_new(daemon_t *d, ipc_req_t *req, const char *field, int to_state)
+{
+    bulk_t *b = calloc(1, sizeof(*b));
+
+    if (b == NULL) {
+        ipc_req_reply_error(req, IPC_ERR_INTERNAL, "out of memory");
+        return NULL;
+    }
+    b->d = d;
+    b->req = req;
+    b->field = field;
+    b->to_state = to_state;
+    return b;
+}
+
+/*
+ * Cancels one job that the store shows in `state` (queued, retrying or
+ * sending). A job of the active set that is in flight, or whose `sending`
+ * is being committed, is not cancelled; any other leaves the active set now
+ * so it cannot start, and its store state changes only if it is still
+ * queued or retrying when the change commits. A job outside the active set
+ * whose store state is `sending` is finishing (its outcome is pending).
+ */
+static int cancel_one(bulk_t *b, uint64_t id, int state, const char *campaign)
+{
+    daemon_t *d = b->d;
+    sched_job_t *sj = sched_job_find(d->sched, id);
+    queue_update_t u;
+
+    if (sj != NULL && (sj->inflight || sj->user != NULL))
+        return 0;
+    if (sj == NULL && state == QUEUE_STATE_SENDING)
+        return 0;
+    if (sj != NULL)
+        sched_job_finish(d->sched, sj);
+    memset(&u, 0, sizeof(u));
+    u.id = id;
+    u.state = QUEUE_STATE_CANCELLED;
+    u.updated_at = daemon_now();
+    u.only_from = QUEUE_STATE_BIT(QUEUE_STATE_QUEUED) | QUEUE_STATE_BIT(QUEUE_STATE_RETRYING);
+    return bulk_add(b, &u, campaign);
+}
+
+/* Requeues one job in `state` (failed, expired or uncertain): attempts start
+ * over, it is due now, and an expiry already past is renewed by job_ttl_s. */
+static int retry_one(bulk_t *b, const queue_job_t *job)
+{
+    daemon_t *d = b->d;
+    double now = daemon_now();
+    queue_update_t u;
+
+    memset(&u, 0, sizeof(u));
+    u.id = job->id;
+    u.state = QUEUE_STATE_QUEUED;
+    u.attempts = 0;
+    u.updated_at = now;
+    u.next_attempt_at = now;
+    u.only_from = QUEUE_STATE_BIT(job->state);
+    if (job->expires_at > 0 && job->expires_at <= now + 1)
+        u.expires_at = now + (double)d->cfg.job_ttl_s;
+    return bulk_add(b, &u, job->campaign);
+}
+
+static bool retryable(int state)
+{
+    return state == QUEUE_STATE_FAILED || state == QUEUE_STATE_EXPIRED ||
+           state == QUEUE_STATE_UNCERTAIN;
+}
+
+typedef struct walk_ctx {
+    bulk_t *b;
+    uint64_t last;
+    int rc;
+} walk_ctx_t;
+
+static int cancel_walk_cb(const queue_job_t *job, void *arg)
+{
+    walk_ctx_t *w = arg;
+
+    w->last = job->id;
+    w->rc = cancel_one(w->b, job->id, job->state, job->campaign);
+    return w->rc != 0;
+}
+
+static int retry_walk_cb(const queue_job_t *job, void *arg)
+{
+    walk_ctx_t *w = arg;
+
+    w->last = job->id;
+    w->rc = retry_one(w->b, job);
+    return w->rc != 0;
+}
+
+/* Walks the jobs of `campaign` in `state` page by page, calling cb. */
+static int bulk_walk(daemon_t *d, bulk_t *b, const char *campaign, int state, queue_job_cb cb)
+{
+    walk_ctx_t w = {b, 0, 0};
+    bool more = true;
+    int rc = 0;
+
+    while (more && rc == 0) {
+        rc = queue_campaign_jobs(d->q, campaign, state, w.last, BULK_PAGE, cb, &w, &more);
+        if (rc == 0)
+            rc = w.rc;
+    }
+    return rc;
+}
+
+static void handle_cancel_retry(daemon_t *d, ipc_req_t *req, const ipc_request_t *r)
+{
+    bool cancel = r->op == IPC_OP_CANCEL;
+    uint64_t counts[QUEUE_STATE_MAX + 1];
+    queue_job_t job;
+    bulk_t *b;
+    int rc = 0;
+
+    if (d->stopping) {
+        ipc_req_reply_error(req, IPC_ERR_SHUTTING_DOWN, "the daemon is stopping");
+        return;
+    }
+    memset(&job, 0, sizeof(job));
+    if (r->job != NULL) {
+        uint64_t id = job_id_parse(r->job);
+        rc = id != 0 ? queue_job_get(d->q, id, &job) : QUEUE_ENOTFOUND;
+    } else {
+        rc = queue_campaign_counts(d->q, r->campaign, counts);
+    }
+    if (rc == QUEUE_ENOTFOUND) {
+        ipc_req_reply_error(req, IPC_ERR_NOT_FOUND, r->job ? "no such job" : "no such campaign");
+        return;
+    }
+    if (rc != 0) {
+        ipc_req_reply_error(req, IPC_ERR_INTERNAL, "store: %s", queue_strerror(rc));
+        return;
+    }
+    b = bulk_new(d, req, cancel ? "cancelled" : "requeued",
+                 cancel ? QUEUE_STATE_CANCELLED : QUEUE_STATE_QUEUED);
+    if (b == NULL) {
+        queue_job_clear(&job);
+        return;
+    }
+    if (r->job != NULL && cancel) {
+        if (job.state == QUEUE_STATE_QUEUED || job.state == QUEUE_STATE_RETRYING ||
+            job.state == QUEUE_STATE_SENDING)
+            rc = cancel_one(b, job.id, job.state, job.campaign);
+    } else if (r->job != NULL) {
+        if (retryable(job.state))
+            rc = retry_one(b, &job);
+    } else if (cancel) {
+        static const int states[] = {QUEUE_STATE_QUEUED, QUEUE_STATE_RETRYING, QUEUE_STATE_SENDING};
+        for (size_t i = 0; i < sizeof(states) / sizeof(states[0]) && rc == 0; i++)
+            rc = bulk_walk(d, b, r->campaign, states[i], cancel_walk_cb);
+    } else {
+        rc = bulk_walk(d, b, r->campaign, queue_state_parse(r->state), retry_walk_cb);
+    }
+    queue_job_clear(&job);
+    if (rc != 0) {
+        /* What was queued still happens and is counted; the error is
+         * reported if nothing changed. */
+        dlog(d, CONFIG_LOG_ERROR, "%s: %s", cancel ? "cancel" : "retry", queue_strerror(rc));
+        b->err = rc;
+    }
+    if (r->campaign != NULL) /* the name is the client's text: not logged */
+        dlog(d, CONFIG_LOG_INFO, "%s of a campaign: %zu jobs to change",
+             cancel ? "cancel" : "retry", b->pending);
+    b->sealed = true;
+    bulk_finish_if_done(b);
+}
+
 void daemon_request_cb(ipc_req_t *req, void *user)
 {
     daemon_t *d = user;
@@ -249,6 +624,19 @@ void daemon_request_cb(ipc_req_t *req, void *user)
         break;
     case IPC_OP_STATS:
         handle_stats(d, req);
+        break;
+    case IPC_OP_LIST:
+        handle_list(d, req, r);
+        break;
+    case IPC_OP_CAMPAIGN:
+        handle_campaign(d, req, r);
+        break;
+    case IPC_OP_CANCEL:
+    case IPC_OP_RETRY:
+        handle_cancel_retry(d, req, r);
+        break;
+    case IPC_OP_WATCH:
+        daemon_watch_add(d, req, r->campaign);
         break;
     case IPC_OP_PING: {
         cJSON *f = cJSON_CreateObject();

@@ -100,6 +100,8 @@ static void drained_cb(void *arg)
 
     dlog(d, CONFIG_LOG_INFO, "store flushed; exiting");
     d->closing = true;
+    daemon_metrics_write(d); /* the final counts */
+    daemon_watchers_close(d);
     ipc_server_close(d->ipc);
     d->ipc = NULL;
     http_engine_close(d->http);
@@ -113,6 +115,7 @@ static void drained_cb(void *arg)
     uv_close((uv_handle_t *)&d->pump_idle, NULL);
     uv_close((uv_handle_t *)&d->stop_timer, NULL);
     uv_close((uv_handle_t *)&d->notify_timer, NULL);
+    uv_close((uv_handle_t *)&d->metrics_timer, NULL);
 }
 
 void daemon_finish_stop(daemon_t *d)
@@ -461,6 +464,8 @@ static void init_handles(daemon_t *d)
     uv_idle_init(d->loop, &d->pump_idle);
     uv_timer_init(d->loop, &d->stop_timer);
     uv_timer_init(d->loop, &d->notify_timer);
+    uv_timer_init(d->loop, &d->metrics_timer);
+    d->metrics_timer.data = d;
     d->sig_int.data = d->sig_term.data = d->sig_hup.data = d;
     d->wake.data = d->stop_timer.data = d->notify_timer.data = d;
     d->pump_idle.data = d;
@@ -509,6 +514,7 @@ int main(int argc, char **argv)
     uv_signal_start(&d.sig_hup, signal_cb, SIGHUP);
     d.spill = true; /* load what the store holds */
     daemon_refresh_unfinished(&d);
+    daemon_metrics_start(&d);
     dispatch_pump_soon(&d);
     dlog(&d, CONFIG_LOG_INFO, "avenpingd %s ready: socket %s, state %s, api %s", AVP_VERSION,
          d.socket_activated ? "passed by the service manager" : d.cfg.socket, d.cfg.state_dir,
@@ -532,6 +538,7 @@ out_loop:
     }
     if (d.loop)
         uv_loop_close(d.loop);
+    daemon_watchers_close(&d);
     sched_free(d.sched);
     curl_global_cleanup();
 out:

@@ -33,6 +33,8 @@ typedef struct batch_op {
     int64_t err_meta_code;
     double updated_at;
     double next_attempt_at;
+    double expires_at;  /* updates: > 0 replaces the expiry */
+    uint16_t only_from; /* updates: QUEUE_STATE_BIT mask, 0: any */
     /* Arena slices. Job: record, body, idempotency key (c_len 0: none).
      * Update: wamid, error code, error message. */
     size_t a_off, a_len;
@@ -197,6 +199,8 @@ int queue_batch_add_update(queue_batch_t *b, const queue_update_t *u)
     op->attempts = u->attempts;
     op->updated_at = u->updated_at;
     op->next_attempt_at = u->next_attempt_at;
+    op->only_from = u->only_from;
+    op->expires_at = u->expires_at;
     if (u->wamid != NULL) {
         op->flags |= OPF_WAMID;
         op->a_off = arena_copy(b, u->wamid, wlen);
@@ -224,6 +228,17 @@ static int put_new_id(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v)
     if (rc == MDB_KEYEXIST)
         rc = mdb_put(txn, dbi, k, v, MDB_NOOVERWRITE);
     return rc == MDB_KEYEXIST ? QUEUE_EINVAL : rc;
+}
+
+/* Indexes a new job under its campaign, read back from its encoded record
+ * (the batch keeps no separate copy of the name). */
+static int job_campaign_move(queue__wtxn_t *w, queue_batch_t *b, const batch_op_t *op)
+{
+    queue__record_t r;
+
+    if (queue__record_parse(b->arena + op->a_off, op->a_len, &r) != 0)
+        return QUEUE_EINVAL; /* we encoded it: cannot happen */
+    return queue__campaign_move(w, r.s[QUEUE__REC_CAMPAIGN], op->id, 0, op->state);
 }
 
 static int commit_job(queue__wtxn_t *w, queue_batch_t *b, batch_op_t *op)
@@ -263,6 +278,10 @@ static int commit_job(queue__wtxn_t *w, queue_batch_t *b, batch_op_t *op)
         if (rc != 0)
             return rc;
     }
+    /* Campaign index (campaign.c): the campaign is in the encoded record. */
+    rc = job_campaign_move(w, b, op);
+    if (rc != 0)
+        return rc;
     return queue__counts_move(w, 0, op->state);
 }
 
@@ -275,6 +294,8 @@ static int commit_update(queue__wtxn_t *w, queue_batch_t *b, batch_op_t *op)
     p.attempts = op->attempts;
     p.updated_at = op->updated_at;
     p.next_attempt_at = op->next_attempt_at;
+    p.only_from = op->only_from;
+    p.expires_at = op->expires_at;
     if (op->flags & OPF_WAMID) {
         /* A non-NULL pointer even for "": present-and-empty, not "keep". */
         p.wamid.p = (const char *)b->arena + op->a_off;

@@ -123,6 +123,23 @@ static void rd_end(queue_t *q, rd_t *r)
     pthread_rwlock_unlock(&q->rwlock);
 }
 
+int queue__rd_begin(queue_t *q, MDB_txn **txn, bool *cached)
+{
+    rd_t r;
+    int rc = rd_begin(q, &r);
+
+    *txn = r.txn;
+    *cached = r.cached;
+    return rc;
+}
+
+void queue__rd_end(queue_t *q, MDB_txn *txn, bool cached)
+{
+    rd_t r = {txn, cached};
+
+    rd_end(q, &r);
+}
+
 /* --- Map growth and the write runner ------------------------------------- */
 
 static size_t page_round(uint64_t n)
@@ -212,6 +229,9 @@ static int write_once(queue_t *q, queue__write_fn fn, void *arg)
     rc = fn(&w, arg);
     if (rc == 0 && w.counts_dirty)
         rc = counts_store(&w);
+    if (rc == 0)
+        rc = queue__campaign_flush(&w);
+    queue__campaign_cache_free(&w);
     if (rc != 0) {
         mdb_txn_abort(w.txn);
         return rc;
@@ -286,6 +306,12 @@ int queue__job_update(queue__wtxn_t *w, uint64_t id, const queue__patch_t *p, in
         *result = QUEUE_ECORRUPT;
         return 0;
     }
+    if (p->only_from != 0 && (p->only_from & QUEUE_STATE_BIT(r.state)) == 0) {
+        *result = QUEUE_ESTATE;
+        return 0;
+    }
+    if (p->expires_at > 0)
+        r.expires_at = p->expires_at;
     old_state = r.state;
     old_ms = queue__due_ms(r.next_attempt_at);
     r.state = p->state;
@@ -306,6 +332,13 @@ int queue__job_update(queue__wtxn_t *w, uint64_t id, const queue__patch_t *p, in
     rc = queue__record_encode(&r, buf, sizeof buf, &len);
     if (rc != 0)
         return rc;
+    /* The campaign index first, while r's views are still valid; the
+     * campaign is copied into the txn's cache before any write. */
+    if (old_state != p->state) {
+        rc = queue__campaign_move(w, r.s[QUEUE__REC_CAMPAIGN], id, old_state, p->state);
+        if (rc != 0)
+            return rc;
+    }
     v.mv_data = buf;
     v.mv_size = len;
     rc = mdb_put(w->txn, w->q->db_jobs, &k, &v, 0);
@@ -352,7 +385,8 @@ static int open_dbs_fn(queue__wtxn_t *w, void *arg)
         (rc = mdb_dbi_open(w->txn, QUEUE__DB_JOBS, MDB_CREATE, &q->db_jobs)) != 0 ||
         (rc = mdb_dbi_open(w->txn, QUEUE__DB_BODIES, MDB_CREATE, &q->db_bodies)) != 0 ||
         (rc = mdb_dbi_open(w->txn, QUEUE__DB_DUE, MDB_CREATE, &q->db_due)) != 0 ||
-        (rc = mdb_dbi_open(w->txn, QUEUE__DB_IDEM, MDB_CREATE, &q->db_idem)) != 0)
+        (rc = mdb_dbi_open(w->txn, QUEUE__DB_IDEM, MDB_CREATE, &q->db_idem)) != 0 ||
+        (rc = queue__campaign_open(w)) != 0)
         return rc;
 
     rc = mdb_cursor_open(w->txn, q->db_jobs, &cur);
@@ -395,6 +429,20 @@ static int open_dbs_fn(queue__wtxn_t *w, void *arg)
     rc = counts_load(w); /* present and well-formed, or ECORRUPT now */
     if (rc != 0)
         return rc;
+    if (queue__be32_get(v.mv_data) < 2) {
+        /* Schema 1 had no campaign index: build it, in this same txn, and
+         * record the new schema (an older build then refuses the env
+         * rather than leave the index stale). */
+        rc = queue__campaign_rebuild(w);
+        if (rc != 0)
+            return rc;
+        queue__be32_put(sb, QUEUE_SCHEMA_VERSION);
+        v.mv_data = sb;
+        v.mv_size = sizeof sb;
+        rc = mdb_put(w->txn, q->db_meta, &k, &v, 0);
+        if (rc != 0)
+            return rc;
+    }
     k.mv_data = QUEUE__META_HWM;
     k.mv_size = sizeof QUEUE__META_HWM - 1;
     rc = mdb_get(w->txn, q->db_meta, &k, &v);

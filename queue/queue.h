@@ -29,19 +29,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define QUEUE_SCHEMA_VERSION 1
+/* Schema 2 added the campaign index (queue_open builds it once for a
+ * schema-1 environment). */
+#define QUEUE_SCHEMA_VERSION 2
 #define QUEUE_RECORD_VERSION 1
 
 /* Project error codes, in their own band below every errno value. */
 enum {
-    QUEUE_ENOTFOUND = -30001, /* no such job or key */
+    QUEUE_ENOTFOUND = -30001,  /* no such job or key */
     QUEUE_EDUPLICATE = -30002, /* idempotency key already taken (batch result) */
-    QUEUE_ELOCKED = -30003,   /* another process holds the state dir */
-    QUEUE_ESCHEMA = -30004,   /* state dir written by an incompatible version */
-    QUEUE_ECORRUPT = -30005,  /* a record could not be decoded */
-    QUEUE_EFULL = -30006,     /* map at its configured maximum size */
-    QUEUE_EINVAL = -30007,    /* bad argument (a programmer error at the caller) */
-    QUEUE_ESTATE = -30008,    /* transition not allowed from the job's state */
+    QUEUE_ELOCKED = -30003,    /* another process holds the state dir */
+    QUEUE_ESCHEMA = -30004,    /* state dir written by an incompatible version */
+    QUEUE_ECORRUPT = -30005,   /* a record could not be decoded */
+    QUEUE_EFULL = -30006,      /* map at its configured maximum size */
+    QUEUE_EINVAL = -30007,     /* bad argument (a programmer error at the caller) */
+    QUEUE_ESTATE = -30008,     /* transition not allowed from the job's state */
 };
 
 /* Job states of the contract (socket-protocol.md). Values are on disk. */
@@ -56,6 +58,8 @@ typedef enum queue_state {
     QUEUE_STATE_UNCERTAIN = 8,
 } queue_state_t;
 #define QUEUE_STATE_MAX 8
+/* A state as a bit of a mask (queue_update_t.only_from). */
+#define QUEUE_STATE_BIT(s) ((uint16_t)(1u << (s)))
 
 /* Job types; each maps to one v2 route. Values are on disk. */
 typedef enum queue_type {
@@ -76,16 +80,16 @@ typedef enum queue_priority {
 } queue_priority_t;
 
 /* Limits of what a record may hold; the ipc layer validates before this. */
-#define QUEUE_MAX_KEY_LEN 200     /* idempotency key, campaign, order key */
-#define QUEUE_MAX_ID_LEN 64       /* phoneNumberId, to */
+#define QUEUE_MAX_KEY_LEN 200 /* idempotency key, campaign, order key */
+#define QUEUE_MAX_ID_LEN 64   /* phoneNumberId, to */
 #define QUEUE_MAX_WAMID_LEN 256
-#define QUEUE_ERR_CODE_LEN 64     /* lastError.code incl. NUL, truncated */
-#define QUEUE_ERR_MSG_LEN 256     /* lastError.message incl. NUL, truncated */
+#define QUEUE_ERR_CODE_LEN 64 /* lastError.code incl. NUL, truncated */
+#define QUEUE_ERR_MSG_LEN 256 /* lastError.message incl. NUL, truncated */
 
 /* The last error of a job. status == 0 means "no error recorded". */
 typedef struct queue_error_info {
-    int status;     /* HTTP status, 0 for a transport error */
-    long meta_code; /* Meta's code from details, 0 when none */
+    int status;                      /* HTTP status, 0 for a transport error */
+    long meta_code;                  /* Meta's code from details, 0 when none */
     char code[QUEUE_ERR_CODE_LEN];   /* AvenPing error code or transport tag */
     char message[QUEUE_ERR_MSG_LEN]; /* human text, never contains the token */
 } queue_error_info_t;
@@ -99,12 +103,12 @@ typedef struct queue_error_info {
  */
 typedef struct queue_job {
     uint64_t id;
-    uint8_t state;    /* queue_state_t */
-    uint8_t type;     /* queue_type_t */
-    uint8_t priority; /* queue_priority_t */
+    uint8_t state;         /* queue_state_t */
+    uint8_t type;          /* queue_type_t */
+    uint8_t priority;      /* queue_priority_t */
     uint16_t attempts;     /* HTTP attempts made so far */
     uint16_t max_attempts; /* 0: the daemon's default */
-    double created_at;      /* unix seconds */
+    double created_at;     /* unix seconds */
     double updated_at;
     double next_attempt_at; /* due time while queued/retrying/sending */
     double not_before;      /* 0: none */
@@ -122,17 +126,23 @@ typedef struct queue_job {
 /* A state change of one job, recorded by queue_batch_add_update. */
 typedef struct queue_update {
     uint64_t id;
-    uint8_t state;          /* new state */
-    uint16_t attempts;      /* new attempt count */
+    uint8_t state;     /* new state */
+    uint16_t attempts; /* new attempt count */
     double updated_at;
-    double next_attempt_at; /* used when the new state is queued/retrying/sending */
-    const char *wamid;      /* NULL: keep; copied by the batch */
+    double next_attempt_at;               /* used when the new state is queued/retrying/sending */
+    const char *wamid;                    /* NULL: keep; copied by the batch */
     const queue_error_info_t *last_error; /* NULL: keep; copied by the batch */
+    /* Conditional change: when non-zero, a mask of QUEUE_STATE_BIT(state);
+     * the change applies only if the job's stored state (as of its place in
+     * the batch) is one of them, else its result is QUEUE_ESTATE and the job
+     * is left alone. 0: unconditional. */
+    uint16_t only_from;
+    double expires_at; /* > 0: replaces the job's expiry (a retry of an expired job) */
 } queue_update_t;
 
 typedef struct queue_options {
-    size_t map_size;     /* initial map size in bytes; 0: 1 GiB */
-    size_t map_size_max; /* growth stops here (QUEUE_EFULL); 0: 64 GiB */
+    size_t map_size;      /* initial map size in bytes; 0: 1 GiB */
+    size_t map_size_max;  /* growth stops here (QUEUE_EFULL); 0: 64 GiB */
     unsigned max_readers; /* 0: 126 */
 } queue_options_t;
 
@@ -143,7 +153,7 @@ typedef struct queue_batch queue_batch_t;
  * are valid only during the callback. */
 typedef struct queue_due_entry {
     uint64_t id;
-    double due;        /* next_attempt_at */
+    double due; /* next_attempt_at */
     uint8_t state;
     uint8_t type;
     uint8_t priority;
@@ -232,7 +242,8 @@ int queue_batch_commit(queue_t *q, queue_batch_t *b);
 
 /* Result of operation `i` after a successful commit: 0, QUEUE_EDUPLICATE
  * (then *orig_id, if not NULL, is the job that holds the key),
- * QUEUE_ENOTFOUND for an update of a missing job, or QUEUE_ECORRUPT for an
+ * QUEUE_ENOTFOUND for an update of a missing job, QUEUE_ESTATE for a
+ * conditional update (only_from) that did not apply, or QUEUE_ECORRUPT for an
  * update of a job whose stored record cannot be decoded (left unchanged; the
  * batch is not failed for it). QUEUE_EINVAL before a successful commit. */
 int queue_batch_result(const queue_batch_t *b, size_t i, uint64_t *orig_id);
@@ -272,6 +283,35 @@ int queue_counts(queue_t *q, uint64_t counts[QUEUE_STATE_MAX + 1]);
 
 /* Current map size and bytes in use (for stats and tests). */
 int queue_space(queue_t *q, size_t *map_size, size_t *used);
+
+/* --- Campaigns ------------------------------------------------------ */
+
+/*
+ * A campaign is the set of jobs submitted with the same `campaign` string.
+ * The store keeps, in the same write transactions as the job changes, the
+ * number of a campaign's jobs in each state and an index of its jobs by id
+ * and by (state, id): reading a campaign's counters is O(1) and listing
+ * its jobs is a range walk, never a scan of the store.
+ */
+
+/* counts[state] for state 1..QUEUE_STATE_MAX (counts[0] = the total) of
+ * campaign `name`. QUEUE_ENOTFOUND when no job ever had that campaign. */
+int queue_campaign_counts(queue_t *q, const char *name, uint64_t counts[QUEUE_STATE_MAX + 1]);
+
+/* Called for each job of a listing. `job` and its strings are the store's
+ * and valid during the call only. Return 0 to go on, non-zero to stop. */
+typedef int (*queue_job_cb)(const queue_job_t *job, void *user);
+
+/*
+ * Walks the jobs of campaign `name` by increasing id, starting after
+ * `after_id` (0: from the first), only those in `state` (0: any), calling
+ * `cb` for at most `limit` jobs. *more (may be NULL) is set when jobs remain
+ * after the last one given (the caller's next cursor is that job's id).
+ * One read transaction per call: keep `limit` to a page (the protocol's is
+ * at most 1000). An unknown campaign walks nothing and returns 0.
+ */
+int queue_campaign_jobs(queue_t *q, const char *name, int state, uint64_t after_id, size_t limit,
+                        queue_job_cb cb, void *user, bool *more);
 
 /* --- Names ------------------------------------------------------------ */
 

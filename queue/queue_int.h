@@ -30,7 +30,16 @@
 #define QUEUE__DB_BODIES "bodies"
 #define QUEUE__DB_DUE "due"
 #define QUEUE__DB_IDEM "idem"
-/* Room for later indexes (campaign, order key) without reopening. */
+/* Campaigns (campaign.c): `camp` maps a campaign name to its record (u32 BE
+ * campaign number, then QUEUE_STATE_MAX u64 BE job counts by state);
+ * `cjobs` holds one empty-valued key (u32 BE campaign number, u64 BE job id)
+ * per job of a campaign; `cstate` one key (u32 BE campaign number, u8 state,
+ * u64 BE job id) per job, moved on every state change. Numbers instead of
+ * names keep the index keys at 12/13 bytes whatever the name's length. */
+#define QUEUE__DB_CAMP "camp"
+#define QUEUE__DB_CJOBS "cjobs"
+#define QUEUE__DB_CSTATE "cstate"
+/* Room for later indexes (order key, retention) without reopening. */
 #define QUEUE__MAX_DBS 12
 
 /* Keys of `meta`. schema: u32 BE; hwm: u64 BE, the highest job id ever used
@@ -38,6 +47,8 @@
 #define QUEUE__META_SCHEMA "schema"
 #define QUEUE__META_HWM "hwm"
 #define QUEUE__META_COUNTS "counts"
+/* u32 BE: the last campaign number handed out. */
+#define QUEUE__META_CAMPSEQ "campseq"
 
 /* Store-level bound on one body; the daemon's own limit is far below. */
 #define QUEUE__MAX_BODY_LEN ((size_t)64 << 20)
@@ -188,6 +199,9 @@ struct queue {
     MDB_dbi db_bodies;
     MDB_dbi db_due;
     MDB_dbi db_idem;
+    MDB_dbi db_camp;
+    MDB_dbi db_cjobs;
+    MDB_dbi db_cstate;
     int lock_fd;
     bool rwlock_ok;
     /* Reads hold it shared for the life of their txn; map growth holds it
@@ -216,6 +230,9 @@ typedef struct queue__wtxn {
     bool counts_loaded;
     bool counts_dirty;
     uint64_t counts[QUEUE_STATE_MAX + 1];
+    /* Campaign counters touched by this txn (campaign.c), written back
+     * before the commit; NULL until the first campaign job is touched. */
+    struct queue__camp_cache *camp;
 } queue__wtxn_t;
 
 /* A write step: returns 0, a raw LMDB code, or a negative queue/errno code.
@@ -249,6 +266,8 @@ typedef struct queue__patch {
     int64_t err_meta_code;
     queue__str_t err_code; /* at most QUEUE_ERR_CODE_LEN - 1 bytes */
     queue__str_t err_msg;  /* at most QUEUE_ERR_MSG_LEN - 1 bytes */
+    uint16_t only_from;    /* QUEUE_STATE_BIT mask; 0: from any state */
+    double expires_at;     /* > 0: replaces the job's expiry */
 } queue__patch_t;
 
 /* Read-modify-write of job `id` in w's txn, rewriting the record in the
@@ -256,6 +275,37 @@ typedef struct queue__patch {
  * QUEUE_ENOTFOUND, or QUEUE_ECORRUPT (an undecodable record is left alone).
  * The return value is non-zero only for errors that must abort the txn. */
 int queue__job_update(queue__wtxn_t *w, uint64_t id, const queue__patch_t *p, int *result);
+
+/* --- Campaign index (campaign.c) --------------------------------------- */
+
+/*
+ * The campaign side of one job's change, in w's txn: job `id` of campaign
+ * `name` (p == NULL or len 0: no campaign, nothing to do) leaves state
+ * `from` for state `to`. from == 0: a new job (indexed); to == 0: the job is
+ * deleted from the store (unindexed; for purges). Returns 0 or an error code
+ * of the write path. Every write of a job record must call this when the
+ * state changes, so the counters never need a scan.
+ */
+int queue__campaign_move(queue__wtxn_t *w, queue__str_t name, uint64_t id, int from, int to);
+
+/* Writes the cached campaign counters of w back (queue__write_run calls it
+ * before every commit). */
+int queue__campaign_flush(queue__wtxn_t *w);
+
+/* Releases w's campaign cache. Accepts a w without one. */
+void queue__campaign_cache_free(queue__wtxn_t *w);
+
+/* Opens (creating) the campaign databases in w's txn. */
+int queue__campaign_open(queue__wtxn_t *w);
+
+/* A read txn for the module's readers outside queue.c (the shared lock is
+ * held until queue__rd_end). */
+int queue__rd_begin(queue_t *q, MDB_txn **txn, bool *cached);
+void queue__rd_end(queue_t *q, MDB_txn *txn, bool cached);
+
+/* Schema 1 -> 2: builds the campaign index and counters from every job
+ * record, in w's txn. */
+int queue__campaign_rebuild(queue__wtxn_t *w);
 
 /* Maps an LMDB return code, a positive errno, or an already negative code to
  * the module's negative codes. */

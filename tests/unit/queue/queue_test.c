@@ -1297,6 +1297,234 @@ static void t_concurrent(void)
     queue_close(cc.q);
 }
 
+/* --- campaigns ------------------------------------------------------------ */
+
+typedef struct ids {
+    size_t n;
+    uint64_t id[64];
+    int state[64];
+} ids_t;
+
+static int ids_cb(const queue_job_t *j, void *user)
+{
+    ids_t *x = user;
+    CHECK(x->n < 64);
+    CHECK(j->campaign != NULL);
+    x->id[x->n] = j->id;
+    x->state[x->n] = j->state;
+    x->n++;
+    return 0;
+}
+
+static size_t camp_list(queue_t *q, const char *name, int state, uint64_t after, size_t limit,
+                        ids_t *x, bool *more)
+{
+    memset(x, 0, sizeof *x);
+    CHECK_OK(queue_campaign_jobs(q, name, state, after, limit, ids_cb, x, more));
+    return x->n;
+}
+
+/* Counters and indexes follow submits and state changes, in the same txn. */
+static void t_campaign(void)
+{
+    queue_t *q = open_q(NULL);
+    uint64_t c[QUEUE_STATE_MAX + 1], ids[10];
+    queue_batch_t *b = queue_batch_new();
+    ids_t x;
+    bool more;
+
+    CHECK(b != NULL);
+    /* 10 jobs: 0..5 in "spring", 6..7 in "spring2" (a name with "spring"
+     * as prefix), 8..9 without a campaign. */
+    for (int i = 0; i < 10; i++) {
+        queue_job_t j = job_make(queue_id_next(q), 10.0 + i);
+        j.campaign = i < 6 ? "spring" : i < 8 ? "spring2" : NULL;
+        ids[i] = j.id;
+        CHECK(queue_batch_add_job(b, &j, "{}", 2) >= 0);
+    }
+    CHECK_OK(queue_batch_commit(q, b));
+    queue_batch_free(b);
+
+    CHECK_RC(queue_campaign_counts(q, "nope", c), QUEUE_ENOTFOUND);
+    CHECK_RC(queue_campaign_counts(q, "", c), QUEUE_EINVAL);
+    CHECK_OK(queue_campaign_counts(q, "spring", c));
+    CHECK(c[0] == 6 && c[QUEUE_STATE_QUEUED] == 6);
+    CHECK_OK(queue_campaign_counts(q, "spring2", c));
+    CHECK(c[0] == 2 && c[QUEUE_STATE_QUEUED] == 2);
+
+    CHECK(update_one(q, ids[0], QUEUE_STATE_SENDING, 10.0, NULL, NULL) == 0);
+    CHECK(update_one(q, ids[0], QUEUE_STATE_SENT, 0, "wamid.1", NULL) == 0);
+    CHECK(update_one(q, ids[1], QUEUE_STATE_FAILED, 0, NULL, NULL) == 0);
+    CHECK(update_one(q, ids[2], QUEUE_STATE_RETRYING, 50.0, NULL, NULL) == 0);
+    CHECK(update_one(q, ids[8], QUEUE_STATE_SENT, 0, NULL, NULL) == 0); /* no campaign */
+    CHECK_OK(queue_campaign_counts(q, "spring", c));
+    CHECK(c[0] == 6);
+    CHECK(c[QUEUE_STATE_QUEUED] == 3 && c[QUEUE_STATE_SENT] == 1 && c[QUEUE_STATE_FAILED] == 1 &&
+          c[QUEUE_STATE_RETRYING] == 1 && c[QUEUE_STATE_SENDING] == 0);
+
+    /* Listing: all, by state, paginated with `after`, `more`. */
+    CHECK(camp_list(q, "spring", 0, 0, 100, &x, &more) == 6 && !more);
+    for (int i = 0; i < 6; i++)
+        CHECK(x.id[i] == ids[i]);
+    CHECK(camp_list(q, "spring", 0, 0, 4, &x, &more) == 4 && more);
+    CHECK(camp_list(q, "spring", 0, x.id[3], 4, &x, &more) == 2 && !more);
+    CHECK(x.id[0] == ids[4] && x.id[1] == ids[5]);
+    CHECK(camp_list(q, "spring", 0, 0, 6, &x, &more) == 6 && !more);
+    CHECK(camp_list(q, "spring", QUEUE_STATE_QUEUED, 0, 100, &x, &more) == 3);
+    CHECK(x.id[0] == ids[3] && x.id[1] == ids[4] && x.id[2] == ids[5]);
+    CHECK(camp_list(q, "spring", QUEUE_STATE_QUEUED, ids[3], 1, &x, &more) == 1 && more);
+    CHECK(x.id[0] == ids[4]);
+    CHECK(camp_list(q, "spring", QUEUE_STATE_SENT, 0, 100, &x, &more) == 1 && x.id[0] == ids[0]);
+    CHECK(x.state[0] == QUEUE_STATE_SENT);
+    CHECK(camp_list(q, "spring", QUEUE_STATE_CANCELLED, 0, 100, &x, &more) == 0);
+    CHECK(camp_list(q, "spring2", 0, 0, 100, &x, &more) == 2);
+    CHECK(x.id[0] == ids[6] && x.id[1] == ids[7]);
+    CHECK(camp_list(q, "sprin", 0, 0, 100, &x, &more) == 0);
+    CHECK(camp_list(q, "nope", 0, 0, 100, &x, &more) == 0);
+
+    /* Crash recovery moves campaign jobs too, and the counts survive a
+     * reopen. */
+    CHECK(update_one(q, ids[3], QUEUE_STATE_SENDING, 10.0, NULL, NULL) == 0);
+    queue_close(q);
+    q = open_q(NULL);
+    CHECK_OK(queue_recover(q, true, 100.0, NULL));
+    CHECK_OK(queue_campaign_counts(q, "spring", c));
+    CHECK(c[QUEUE_STATE_UNCERTAIN] == 1 && c[QUEUE_STATE_QUEUED] == 2 && c[0] == 6);
+    CHECK(camp_list(q, "spring", QUEUE_STATE_UNCERTAIN, 0, 100, &x, &more) == 1);
+    CHECK(x.id[0] == ids[3]);
+    queue_close(q);
+}
+
+/* Many campaigns in one txn overflow the per-txn cache; counts stay exact. */
+static void t_campaign_many(void)
+{
+    queue_t *q = open_q(NULL);
+    queue_batch_t *b = queue_batch_new();
+    uint64_t c[QUEUE_STATE_MAX + 1];
+    char name[32];
+
+    CHECK(b != NULL);
+    for (int i = 0; i < 500; i++) {
+        queue_job_t j = job_make(queue_id_next(q), 1.0);
+        snprintf(name, sizeof name, "c%d", i % 100);
+        j.campaign = name;
+        CHECK(queue_batch_add_job(b, &j, "{}", 2) >= 0);
+    }
+    for (uint64_t id = 1; id <= 500; id += 2) {
+        queue_update_t u;
+        memset(&u, 0, sizeof u);
+        u.id = id;
+        u.state = QUEUE_STATE_CANCELLED;
+        CHECK(queue_batch_add_update(b, &u) >= 0);
+    }
+    CHECK_OK(queue_batch_commit(q, b));
+    queue_batch_free(b);
+    for (int i = 0; i < 100; i++) {
+        snprintf(name, sizeof name, "c%d", i);
+        CHECK_OK(queue_campaign_counts(q, name, c));
+        CHECK(c[0] == 5);
+        /* ids 1..500 in order: job id k has campaign (k-1) % 100; odd ids
+         * were cancelled, i.e. even campaign numbers. */
+        CHECK(c[QUEUE_STATE_CANCELLED] == (i % 2 == 0 ? 5u : 0u));
+    }
+    queue_close(q);
+}
+
+/* Conditional updates (only_from) and expiry replacement. */
+static void t_conditional(void)
+{
+    queue_t *q = open_q(NULL);
+    queue_job_t j = job_make(queue_id_next(q), 5.0), g;
+    queue_batch_t *b = queue_batch_new();
+    queue_update_t u;
+
+    j.campaign = "k";
+    CHECK(b != NULL);
+    CHECK_RC(put_one(q, &j, NULL), 0);
+    memset(&u, 0, sizeof u);
+    u.id = j.id;
+    u.state = QUEUE_STATE_SENT;
+    CHECK(queue_batch_add_update(b, &u) == 0);
+    /* Cancel only if still queued/retrying: the earlier op of the same
+     * batch made it sent, so this one must not apply. */
+    u.state = QUEUE_STATE_CANCELLED;
+    u.only_from = QUEUE_STATE_BIT(QUEUE_STATE_QUEUED) | QUEUE_STATE_BIT(QUEUE_STATE_RETRYING);
+    CHECK(queue_batch_add_update(b, &u) == 1);
+    /* Requeue only from sent, with a new expiry. */
+    u.state = QUEUE_STATE_QUEUED;
+    u.only_from = QUEUE_STATE_BIT(QUEUE_STATE_SENT);
+    u.next_attempt_at = 7.0;
+    u.expires_at = 1e9;
+    CHECK(queue_batch_add_update(b, &u) == 2);
+    CHECK_OK(queue_batch_commit(q, b));
+    CHECK_RC(queue_batch_result(b, 0, NULL), 0);
+    CHECK_RC(queue_batch_result(b, 1, NULL), QUEUE_ESTATE);
+    CHECK_RC(queue_batch_result(b, 2, NULL), 0);
+    queue_batch_free(b);
+    CHECK_OK(queue_job_get(q, j.id, &g));
+    CHECK(g.state == QUEUE_STATE_QUEUED && g.expires_at == 1e9 && g.next_attempt_at == 7.0);
+    queue_job_clear(&g);
+    {
+        uint64_t c[QUEUE_STATE_MAX + 1];
+        CHECK_OK(queue_campaign_counts(q, "k", c));
+        CHECK(c[QUEUE_STATE_QUEUED] == 1 && c[0] == 1);
+    }
+    queue_close(q);
+}
+
+/* A schema-1 environment (no campaign index) gets one built at open. */
+static void t_campaign_migrate(void)
+{
+    queue_t *q = open_q(NULL);
+    unsigned char v1[4] = {0, 0, 0, 1};
+    MDB_val k = {6, "schema"}, v = {4, v1};
+    uint64_t c[QUEUE_STATE_MAX + 1];
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    ids_t x;
+
+    for (int i = 0; i < 5; i++) {
+        queue_job_t j = job_make(queue_id_next(q), 1.0);
+        j.campaign = i < 3 ? "old" : NULL;
+        CHECK_RC(put_one(q, &j, NULL), 0);
+    }
+    CHECK(update_one(q, 2, QUEUE_STATE_FAILED, 0, NULL, NULL) == 0);
+    queue_close(q);
+    /* Make it look like schema 1: version 1, campaign databases empty. */
+    CHECK(mdb_env_create(&env) == 0);
+    CHECK(mdb_env_set_maxdbs(env, QUEUE__MAX_DBS) == 0);
+    CHECK(mdb_env_open(env, g_dir, 0, 0600) == 0);
+    CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0);
+    CHECK(mdb_dbi_open(txn, QUEUE__DB_META, 0, &dbi) == 0);
+    CHECK(mdb_put(txn, dbi, &k, &v, 0) == 0);
+    CHECK(mdb_dbi_open(txn, QUEUE__DB_CAMP, 0, &dbi) == 0);
+    CHECK(mdb_drop(txn, dbi, 0) == 0);
+    CHECK(mdb_dbi_open(txn, QUEUE__DB_CJOBS, 0, &dbi) == 0);
+    CHECK(mdb_drop(txn, dbi, 0) == 0);
+    CHECK(mdb_dbi_open(txn, QUEUE__DB_CSTATE, 0, &dbi) == 0);
+    CHECK(mdb_drop(txn, dbi, 0) == 0);
+    CHECK(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+
+    q = open_q(NULL);
+    CHECK_OK(queue_campaign_counts(q, "old", c));
+    CHECK(c[0] == 3 && c[QUEUE_STATE_QUEUED] == 2 && c[QUEUE_STATE_FAILED] == 1);
+    CHECK(camp_list(q, "old", QUEUE_STATE_FAILED, 0, 10, &x, NULL) == 1 && x.id[0] == 2);
+    CHECK(camp_list(q, "old", 0, 0, 10, &x, NULL) == 3);
+    queue_close(q);
+    /* The schema was raised: the rebuild runs once. */
+    CHECK(mdb_env_create(&env) == 0);
+    CHECK(mdb_env_set_maxdbs(env, QUEUE__MAX_DBS) == 0);
+    CHECK(mdb_env_open(env, g_dir, MDB_RDONLY, 0600) == 0);
+    CHECK(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) == 0);
+    CHECK(mdb_dbi_open(txn, QUEUE__DB_META, 0, &dbi) == 0);
+    CHECK(mdb_get(txn, dbi, &k, &v) == 0 && v.mv_size == 4);
+    CHECK(queue__be32_get(v.mv_data) == QUEUE_SCHEMA_VERSION);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+}
+
 /* --- runner -------------------------------------------------------------- */
 
 static const struct {
@@ -1321,6 +1549,10 @@ static const struct {
     {"names", t_names},
     {"nested_read", t_nested_read},
     {"concurrent", t_concurrent},
+    {"campaign", t_campaign},
+    {"campaign_many", t_campaign_many},
+    {"conditional", t_conditional},
+    {"campaign_migrate", t_campaign_migrate},
 };
 
 int main(int argc, char **argv)

@@ -1,0 +1,1789 @@
+/*
+ * avenpingctl - the command-line client of avenpingd (socket-protocol.md,
+ * "avenpingctl"; manual: docs/man/avenpingctl.1).
+ *
+ * Every command is one or more requests on the socket through the client
+ * library (ipc_client.h). Exit status: 0 success, 1 a request failed (or the
+ * daemon could not be reached), 2 a usage error. --json prints the daemon's
+ * answers (without "id") instead of text, one JSON object per line.
+ */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "csv.h"
+#include "ipc_client.h"
+
+#define EXIT_FAIL 1
+#define EXIT_USAGE 2
+#define MAX_OPTS 128
+#define MAX_POS 8
+#define KEY_MAX 200 /* idempotency keys, campaigns (protocol limit) */
+
+/* --- options ---------------------------------------------------------- */
+
+typedef struct opts {
+    const char *name[MAX_OPTS];
+    const char *value[MAX_OPTS]; /* NULL for a flag */
+    size_t n;
+    const char *pos[MAX_POS];
+    size_t npos;
+} opts_t;
+
+typedef struct ctx {
+    const char *socket;
+    bool json;
+    int timeout_ms;
+    ipc_client_t *cl;
+} ctx_t;
+
+typedef struct command {
+    const char *name;
+    int (*fn)(ctx_t *c, const opts_t *o);
+    const char *options; /* "name:" takes a value, "name" is a flag, comma separated */
+    int min_pos, max_pos;
+    const char *usage;
+    const char *help;
+} command_t;
+
+static const char global_opts[] = "socket:,json,timeout:,help";
+
+/* Is `name` in the comma list `list`? *arg: whether it takes a value. */
+static bool opt_known(const char *list, const char *name, size_t len, bool *arg)
+{
+    const char *p = list;
+
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        bool a = n > 0 && p[n - 1] == ':';
+        size_t k = a ? n - 1 : n;
+        if (k == len && strncmp(p, name, len) == 0) {
+            *arg = a;
+            return true;
+        }
+        if (e == NULL)
+            break;
+        p = e + 1;
+    }
+    return false;
+}
+
+static const char *opt_get(const opts_t *o, const char *name)
+{
+    const char *v = NULL;
+    for (size_t i = 0; i < o->n; i++)
+        if (strcmp(o->name[i], name) == 0)
+            v = o->value[i] ? o->value[i] : "";
+    return v;
+}
+
+static bool opt_has(const opts_t *o, const char *name)
+{
+    return opt_get(o, name) != NULL;
+}
+
+static void usage_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void usage_err(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("avenpingctl: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs(" (see avenpingctl --help)\n", stderr);
+}
+
+/* Parses argv[i..] against `list` (plus the global options) into *o.
+ * "--name=value" and "--name value" both work; "--" ends options. */
+static int opts_parse(int argc, char **argv, int i, const char *list, opts_t *o)
+{
+    bool only_pos = false;
+
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (!only_pos && strcmp(a, "--") == 0) {
+            only_pos = true;
+            continue;
+        }
+        if (!only_pos && a[0] == '-' && a[1] == '-' && a[2] != '\0') {
+            const char *name = a + 2, *eq = strchr(name, '=');
+            size_t len = eq ? (size_t)(eq - name) : strlen(name);
+            bool arg;
+            if (!opt_known(list, name, len, &arg) && !opt_known(global_opts, name, len, &arg)) {
+                usage_err("unknown option --%.*s", (int)len, name);
+                return -1;
+            }
+            if (o->n == MAX_OPTS) {
+                usage_err("too many options");
+                return -1;
+            }
+            o->name[o->n] = strndup(name, len);
+            if (arg) {
+                if (eq) {
+                    o->value[o->n] = eq + 1;
+                } else if (i + 1 < argc) {
+                    o->value[o->n] = argv[++i];
+                } else {
+                    usage_err("--%.*s needs a value", (int)len, name);
+                    return -1;
+                }
+            } else if (eq) {
+                usage_err("--%.*s takes no value", (int)len, name);
+                return -1;
+            }
+            o->n++;
+            continue;
+        }
+        if (o->npos == MAX_POS) {
+            usage_err("too many arguments");
+            return -1;
+        }
+        o->pos[o->npos++] = a;
+    }
+    return 0;
+}
+
+static void opts_free(opts_t *o)
+{
+    for (size_t i = 0; i < o->n; i++)
+        free((char *)o->name[i]);
+}
+
+/* A decimal number option in [min, max]; `def` when absent. -1 on error. */
+static int opt_long(const opts_t *o, const char *name, long min, long max, long def, long *out)
+{
+    const char *v = opt_get(o, name);
+    char *end;
+    long x;
+
+    *out = def;
+    if (v == NULL)
+        return 0;
+    errno = 0;
+    x = strtol(v, &end, 10);
+    if (errno != 0 || end == v || *end != '\0' || x < min || x > max) {
+        usage_err("--%s must be a whole number from %ld to %ld", name, min, max);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static int opt_double(const opts_t *o, const char *name, double min, double max, double def,
+                      double *out)
+{
+    const char *v = opt_get(o, name);
+    char *end;
+    double x;
+
+    *out = def;
+    if (v == NULL)
+        return 0;
+    errno = 0;
+    x = strtod(v, &end);
+    if (errno != 0 || end == v || *end != '\0' || !(x >= min && x <= max)) {
+        usage_err("--%s must be a number from %g to %g", name, min, max);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+/* --- talking to the daemon -------------------------------------------- */
+
+static double now_mono(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_s(double s)
+{
+    struct timespec ts;
+    if (s <= 0)
+        return;
+    ts.tv_sec = (time_t)s;
+    ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static int connect_daemon(ctx_t *c)
+{
+    int rc;
+
+    if (c->cl != NULL)
+        return 0;
+    rc = ipc_client_connect(c->socket, &c->cl);
+    if (rc != 0) {
+        fprintf(stderr, "avenpingctl: cannot connect to %s: %s\n", c->socket,
+                ipc_client_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+/* Prints an error answer; returns EXIT_FAIL. */
+static int print_error_answer(const cJSON *ans)
+{
+    const cJSON *code = cJSON_GetObjectItemCaseSensitive(ans, "error");
+    const cJSON *msg = cJSON_GetObjectItemCaseSensitive(ans, "message");
+
+    fprintf(stderr, "avenpingctl: %s: %s\n", cJSON_IsString(code) ? code->valuestring : "ERROR",
+            cJSON_IsString(msg) ? msg->valuestring : "request failed");
+    return EXIT_FAIL;
+}
+
+static bool answer_ok(const cJSON *ans)
+{
+    return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ans, "ok"));
+}
+
+/* Prints `ans` as one compact JSON line without its "id". */
+static void print_json(const cJSON *ans)
+{
+    cJSON *copy = cJSON_Duplicate(ans, 1);
+    char *s;
+
+    if (copy == NULL)
+        return;
+    cJSON_DeleteItemFromObjectCaseSensitive(copy, "id");
+    s = cJSON_PrintUnformatted(copy);
+    if (s != NULL)
+        puts(s);
+    cJSON_free(s);
+    cJSON_Delete(copy);
+}
+
+/*
+ * Sends `req` (consumed) and waits for its answer. Returns 0 with *ans (an
+ * ok answer; caller frees), or an exit code after printing why.
+ */
+static int call(ctx_t *c, cJSON *req, cJSON **ans)
+{
+    int rc;
+
+    *ans = NULL;
+    if (connect_daemon(c) != 0) {
+        cJSON_Delete(req);
+        return EXIT_FAIL;
+    }
+    rc = ipc_client_call(c->cl, req, c->timeout_ms, ans);
+    cJSON_Delete(req);
+    if (rc != 0) {
+        fprintf(stderr, "avenpingctl: %s\n", ipc_client_strerror(rc));
+        return EXIT_FAIL;
+    }
+    if (!answer_ok(*ans)) {
+        if (c->json)
+            print_json(*ans);
+        rc = print_error_answer(*ans);
+        cJSON_Delete(*ans);
+        *ans = NULL;
+        return rc;
+    }
+    return 0;
+}
+
+static cJSON *request(const char *op)
+{
+    cJSON *r = cJSON_CreateObject();
+    cJSON_AddStringToObject(r, "op", op);
+    return r;
+}
+
+static const char *jstr(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static double jnum(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static const char *const states[] = {"queued", "sending", "retrying",  "sent",
+                                     "failed", "expired", "cancelled", "uncertain"};
+#define N_STATES 8
+
+static bool state_valid(const char *s)
+{
+    for (int i = 0; i < N_STATES; i++)
+        if (strcmp(states[i], s) == 0)
+            return true;
+    return false;
+}
+
+static void fmt_time(double t, char *buf, size_t n)
+{
+    time_t s = (time_t)t;
+    struct tm tm;
+
+    if (t <= 0 || localtime_r(&s, &tm) == NULL) {
+        snprintf(buf, n, "-");
+        return;
+    }
+    strftime(buf, n, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+static void fmt_duration(double s, char *buf, size_t n)
+{
+    if (!isfinite(s) || s < 0) {
+        snprintf(buf, n, "--:--");
+        return;
+    }
+    if (s >= 3600)
+        snprintf(buf, n, "%d:%02d:%02d", (int)(s / 3600), (int)fmod(s / 60, 60), (int)fmod(s, 60));
+    else
+        snprintf(buf, n, "%d:%02d", (int)(s / 60), (int)fmod(s, 60));
+}
+
+/* --- send, template --------------------------------------------------- */
+
+/* Adds the optional job fields of the submit options to `req`. */
+static int add_job_fields(const opts_t *o, cJSON *req)
+{
+    const char *v;
+    double t;
+    long n;
+
+    if ((v = opt_get(o, "campaign")))
+        cJSON_AddStringToObject(req, "campaign", v);
+    if ((v = opt_get(o, "key")))
+        cJSON_AddStringToObject(req, "idempotencyKey", v);
+    if ((v = opt_get(o, "order-key")))
+        cJSON_AddStringToObject(req, "orderKey", v);
+    if ((v = opt_get(o, "priority"))) {
+        if (strcmp(v, "high") != 0 && strcmp(v, "normal") != 0 && strcmp(v, "bulk") != 0) {
+            usage_err("--priority must be high, normal or bulk");
+            return -1;
+        }
+        cJSON_AddStringToObject(req, "priority", v);
+    }
+    if (opt_double(o, "not-before", 0, 1e11, 0, &t) != 0)
+        return -1;
+    if (t > 0)
+        cJSON_AddNumberToObject(req, "notBefore", t);
+    if (opt_double(o, "expires-at", 0, 1e11, 0, &t) != 0)
+        return -1;
+    if (t > 0)
+        cJSON_AddNumberToObject(req, "expiresAt", t);
+    if (opt_long(o, "max-attempts", 1, 1000, 0, &n) != 0)
+        return -1;
+    if (n > 0)
+        cJSON_AddNumberToObject(req, "maxAttempts", (double)n);
+    return 0;
+}
+
+static int submit_and_print(ctx_t *c, cJSON *req)
+{
+    cJSON *ans;
+    int rc = call(c, req, &ans);
+
+    if (rc != 0)
+        return rc;
+    if (c->json)
+        print_json(ans);
+    else
+        printf("job %s%s\n", jstr(ans, "job") ? jstr(ans, "job") : "?",
+               cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ans, "duplicate"))
+                   ? " (duplicate: already submitted with this key)"
+                   : "");
+    cJSON_Delete(ans);
+    return 0;
+}
+
+static int cmd_send(ctx_t *c, const opts_t *o)
+{
+    const char *from = opt_get(o, "from"), *to = opt_get(o, "to"), *text = opt_get(o, "text");
+    const char *type = opt_get(o, "type"), *raw = opt_get(o, "message");
+    cJSON *req, *msg;
+
+    if (type == NULL)
+        type = "text";
+    if (raw != NULL) {
+        msg = cJSON_Parse(raw);
+        if (!cJSON_IsObject(msg)) {
+            cJSON_Delete(msg);
+            usage_err("--message must be a JSON object");
+            return EXIT_USAGE;
+        }
+    } else {
+        if (from == NULL || to == NULL || (strcmp(type, "text") == 0 && text == NULL)) {
+            usage_err("send needs --from, --to and --text (or --message JSON)");
+            return EXIT_USAGE;
+        }
+        msg = cJSON_CreateObject();
+    }
+    if (from)
+        cJSON_AddStringToObject(msg, "phoneNumberId", from);
+    if (to)
+        cJSON_AddStringToObject(msg, "to", to);
+    if (text)
+        cJSON_AddStringToObject(msg, "text", text);
+    req = request("send");
+    cJSON_AddStringToObject(req, "type", type);
+    cJSON_AddItemToObject(req, "message", msg);
+    if (add_job_fields(o, req) != 0) {
+        cJSON_Delete(req);
+        return EXIT_USAGE;
+    }
+    return submit_and_print(c, req);
+}
+
+/* {"type":"body","parameters":[{"type":"text","text":v}...]} */
+static cJSON *body_component(const char *const *params, size_t n)
+{
+    cJSON *comp = cJSON_CreateObject(), *arr;
+
+    cJSON_AddStringToObject(comp, "type", "body");
+    arr = cJSON_AddArrayToObject(comp, "parameters");
+    for (size_t i = 0; i < n; i++) {
+        cJSON *p = cJSON_CreateObject();
+        cJSON_AddStringToObject(p, "type", "text");
+        cJSON_AddStringToObject(p, "text", params[i]);
+        cJSON_AddItemToArray(arr, p);
+    }
+    return comp;
+}
+
+static int cmd_template(ctx_t *c, const opts_t *o)
+{
+    const char *from = opt_get(o, "from"), *to = opt_get(o, "to"), *name = opt_get(o, "name");
+    const char *lang = opt_get(o, "language"), *comps = opt_get(o, "components");
+    const char *params[MAX_OPTS];
+    size_t np = 0;
+    cJSON *req, *msg;
+
+    if (from == NULL || to == NULL || name == NULL) {
+        usage_err("template needs --from, --to and --name");
+        return EXIT_USAGE;
+    }
+    for (size_t i = 0; i < o->n; i++)
+        if (strcmp(o->name[i], "param") == 0)
+            params[np++] = o->value[i];
+    msg = cJSON_CreateObject();
+    cJSON_AddStringToObject(msg, "phoneNumberId", from);
+    cJSON_AddStringToObject(msg, "to", to);
+    cJSON_AddStringToObject(msg, "templateName", name);
+    cJSON_AddStringToObject(msg, "language", lang ? lang : "en_US");
+    if (comps != NULL) {
+        cJSON *arr = cJSON_Parse(comps);
+        if (!cJSON_IsArray(arr) || np > 0) {
+            cJSON_Delete(arr);
+            cJSON_Delete(msg);
+            usage_err("--components must be a JSON array (and excludes --param)");
+            return EXIT_USAGE;
+        }
+        cJSON_AddItemToObject(msg, "components", arr);
+    } else if (np > 0) {
+        cJSON *arr = cJSON_AddArrayToObject(msg, "components");
+        cJSON_AddItemToArray(arr, body_component(params, np));
+    }
+    req = request("template_send");
+    cJSON_AddItemToObject(req, "message", msg);
+    if (add_job_fields(o, req) != 0) {
+        cJSON_Delete(req);
+        return EXIT_USAGE;
+    }
+    return submit_and_print(c, req);
+}
+
+/* --- import ----------------------------------------------------------- */
+
+/* FNV-1a, 64 bits: short stable names for over-long campaign names. */
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+/*
+ * The idempotency key of one row: "<campaign>:<suffix>", where the suffix
+ * is the row number (or the --key-column value). Keys are at most 200
+ * bytes: a part that does not fit is replaced by its 64-bit hash.
+ */
+static void row_key(const char *campaign, const char *suffix, char *out, size_t n)
+{
+    char ch[24], sh[24];
+    const char *cp = campaign, *sp = suffix;
+
+    if (strlen(campaign) + 1 + strlen(suffix) > KEY_MAX) {
+        snprintf(ch, sizeof(ch), "h%016llx", (unsigned long long)fnv1a(campaign));
+        cp = ch;
+        if (strlen(cp) + 1 + strlen(suffix) > KEY_MAX) {
+            snprintf(sh, sizeof(sh), "h%016llx", (unsigned long long)fnv1a(suffix));
+            sp = sh;
+        }
+    }
+    snprintf(out, n, "%s:%s", cp, sp);
+}
+
+typedef struct import_src {
+    bool jsonl;
+    FILE *f;
+    csv_reader_t *csv;
+    /* CSV mapping */
+    char **header;
+    size_t n_header;
+    int col_to, col_from, col_text, col_key;
+    int col_params[64];
+    size_t n_params;
+    const char *from;     /* fixed sender */
+    const char *text_tpl; /* --text with {column} placeholders */
+    const char *tpl_name, *language, *priority;
+    const char *campaign;
+    /* JSON Lines */
+    char *line;
+    size_t line_cap;
+    size_t lineno;
+} import_src_t;
+
+static int col_index(const import_src_t *s, const char *name)
+{
+    for (size_t i = 0; i < s->n_header; i++)
+        if (strcmp(s->header[i], name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Checks the {column} placeholders of the --text template. */
+static int text_tpl_check(const import_src_t *s)
+{
+    const char *p = s->text_tpl;
+
+    while ((p = strchr(p, '{')) != NULL) {
+        const char *e = strchr(p, '}');
+        char name[256];
+        if (e == NULL || (size_t)(e - p - 1) >= sizeof(name)) {
+            usage_err("--text: unclosed or over-long {column}");
+            return -1;
+        }
+        memcpy(name, p + 1, (size_t)(e - p - 1));
+        name[e - p - 1] = '\0';
+        if (col_index(s, name) < 0) {
+            usage_err("--text: no column named \"%s\" in the header", name);
+            return -1;
+        }
+        p = e + 1;
+    }
+    return 0;
+}
+
+/* The --text template with each {column} replaced by the row's value. */
+static char *text_expand(const import_src_t *s, char **row, size_t n)
+{
+    size_t cap = strlen(s->text_tpl) + 64, len = 0;
+    char *out = malloc(cap);
+    const char *p = s->text_tpl;
+
+    if (out == NULL)
+        return NULL;
+    while (*p) {
+        const char *add = p;
+        size_t alen = 1;
+        if (*p == '{' && strchr(p, '}')) {
+            const char *e = strchr(p, '}');
+            char name[256];
+            int ci;
+            memcpy(name, p + 1, (size_t)(e - p - 1));
+            name[e - p - 1] = '\0';
+            ci = col_index(s, name);
+            add = ci >= 0 && (size_t)ci < n ? row[ci] : "";
+            alen = strlen(add);
+            p = e + 1;
+        } else {
+            p++;
+        }
+        if (len + alen + 1 > cap) {
+            char *no;
+            while (len + alen + 1 > cap)
+                cap *= 2;
+            no = realloc(out, cap);
+            if (no == NULL) {
+                free(out);
+                return NULL;
+            }
+            out = no;
+        }
+        memcpy(out + len, add, alen);
+        len += alen;
+    }
+    out[len] = '\0';
+    return out;
+}
+
+static int import_setup_csv(import_src_t *s, const opts_t *o)
+{
+    const char *v;
+    char **h;
+    size_t n;
+    int rc;
+
+    if (csv_new(s->f, &s->csv) != 0)
+        return EXIT_FAIL;
+    rc = csv_next(s->csv, &h, &n);
+    if (rc <= 0) {
+        fprintf(stderr, "avenpingctl: import: %s\n",
+                rc == 0 ? "the file is empty (a header row is required)" : strerror(-rc));
+        return EXIT_FAIL;
+    }
+    s->header = calloc(n, sizeof(char *));
+    if (s->header == NULL)
+        return EXIT_FAIL;
+    for (size_t i = 0; i < n; i++)
+        if ((s->header[i] = strdup(h[i])) == NULL)
+            return EXIT_FAIL;
+    s->n_header = n;
+    v = opt_get(o, "to-column");
+    s->col_to = col_index(s, v ? v : "to");
+    if (s->col_to < 0 && v == NULL)
+        s->col_to = col_index(s, "phone");
+    if (s->col_to < 0) {
+        usage_err("no recipient column \"%s\" in the header (--to-column)", v ? v : "to");
+        return EXIT_USAGE;
+    }
+    s->from = opt_get(o, "from");
+    v = opt_get(o, "from-column");
+    s->col_from = col_index(s, v ? v : "phoneNumberId");
+    if (v != NULL && s->col_from < 0) {
+        usage_err("no sender column \"%s\" in the header", v);
+        return EXIT_USAGE;
+    }
+    if (s->from == NULL && s->col_from < 0) {
+        usage_err("no sender: give --from ID or --from-column COLUMN");
+        return EXIT_USAGE;
+    }
+    v = opt_get(o, "key-column");
+    s->col_key = v ? col_index(s, v) : -1;
+    if (v != NULL && s->col_key < 0) {
+        usage_err("no key column \"%s\" in the header", v);
+        return EXIT_USAGE;
+    }
+    s->tpl_name = opt_get(o, "template");
+    s->language = opt_get(o, "language");
+    s->text_tpl = opt_get(o, "text");
+    for (size_t i = 0; i < o->n; i++) {
+        if (strcmp(o->name[i], "param") != 0)
+            continue;
+        if (s->n_params == sizeof(s->col_params) / sizeof(s->col_params[0])) {
+            usage_err("too many --param");
+            return EXIT_USAGE;
+        }
+        s->col_params[s->n_params] = col_index(s, o->value[i]);
+        if (s->col_params[s->n_params] < 0) {
+            usage_err("--param: no column \"%s\" in the header", o->value[i]);
+            return EXIT_USAGE;
+        }
+        s->n_params++;
+    }
+    if (s->tpl_name != NULL && s->text_tpl != NULL) {
+        usage_err("--text and --template exclude each other");
+        return EXIT_USAGE;
+    }
+    if (s->tpl_name == NULL && s->n_params > 0) {
+        usage_err("--param needs --template");
+        return EXIT_USAGE;
+    }
+    s->col_text = -1;
+    if (s->tpl_name == NULL && s->text_tpl == NULL) {
+        s->col_text = col_index(s, "text");
+        if (s->col_text < 0) {
+            usage_err("no message: give --text TEXT, --template NAME, or a \"text\" column");
+            return EXIT_USAGE;
+        }
+    }
+    if (s->text_tpl != NULL && text_tpl_check(s) != 0)
+        return EXIT_USAGE;
+    return 0;
+}
+
+/*
+ * The next request of the import, or NULL at the end. A row that cannot
+ * become a request yields *err (a message) and NULL with *eof false.
+ * *row gets the row (CSV: data row number; JSON Lines: line number).
+ */
+static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, size_t errn)
+{
+    char key[KEY_MAX + 1];
+    char num[32];
+    cJSON *req, *msg;
+
+    *eof = false;
+    err[0] = '\0';
+    if (s->jsonl) {
+        ssize_t n;
+        cJSON *o;
+        for (;;) {
+            n = getline(&s->line, &s->line_cap, s->f);
+            if (n < 0) {
+                *eof = true;
+                return NULL;
+            }
+            s->lineno++;
+            while (n > 0 && (s->line[n - 1] == '\n' || s->line[n - 1] == '\r'))
+                s->line[--n] = '\0';
+            if (n > 0)
+                break;
+        }
+        *row = s->lineno;
+        o = cJSON_ParseWithLength(s->line, (size_t)n);
+        if (!cJSON_IsObject(o)) {
+            cJSON_Delete(o);
+            snprintf(err, errn, "not a JSON object");
+            return NULL;
+        }
+        cJSON_DeleteItemFromObjectCaseSensitive(o, "id");
+        if (!cJSON_HasObjectItem(o, "campaign"))
+            cJSON_AddStringToObject(o, "campaign", s->campaign);
+        if (!cJSON_HasObjectItem(o, "idempotencyKey")) {
+            snprintf(num, sizeof(num), "%zu", s->lineno);
+            row_key(s->campaign, num, key, sizeof(key));
+            cJSON_AddStringToObject(o, "idempotencyKey", key);
+        }
+        return o;
+    } else {
+        char **f;
+        size_t n;
+        int rc = csv_next(s->csv, &f, &n);
+        const char *from, *to;
+
+        if (rc == 0) {
+            *eof = true;
+            return NULL;
+        }
+        if (rc < 0) {
+            snprintf(err, errn, "line %zu: %s", csv_line(s->csv),
+                     rc == -EINVAL ? "malformed CSV" : strerror(-rc));
+            *eof = true; /* the reader cannot resynchronise */
+            return NULL;
+        }
+        s->lineno++;
+        *row = s->lineno;
+        if (n == 1 && f[0][0] == '\0') { /* a blank line */
+            snprintf(err, errn, "empty row");
+            return NULL;
+        }
+        to = (size_t)s->col_to < n ? f[s->col_to] : "";
+        from = s->col_from >= 0 && (size_t)s->col_from < n && f[s->col_from][0] ? f[s->col_from]
+                                                                                : s->from;
+        if (from == NULL || *from == '\0' || *to == '\0') {
+            snprintf(err, errn, "missing %s", *to == '\0' ? "recipient" : "sender");
+            return NULL;
+        }
+        msg = cJSON_CreateObject();
+        cJSON_AddStringToObject(msg, "phoneNumberId", from);
+        cJSON_AddStringToObject(msg, "to", to);
+        if (s->tpl_name != NULL) {
+            const char *params[64];
+            req = request("template_send");
+            cJSON_AddStringToObject(msg, "templateName", s->tpl_name);
+            cJSON_AddStringToObject(msg, "language", s->language ? s->language : "en_US");
+            for (size_t i = 0; i < s->n_params; i++)
+                params[i] = (size_t)s->col_params[i] < n ? f[s->col_params[i]] : "";
+            if (s->n_params > 0) {
+                cJSON *arr = cJSON_AddArrayToObject(msg, "components");
+                cJSON_AddItemToArray(arr, body_component(params, s->n_params));
+            }
+        } else {
+            req = request("send");
+            cJSON_AddStringToObject(req, "type", "text");
+            if (s->text_tpl != NULL) {
+                char *t = text_expand(s, f, n);
+                cJSON_AddStringToObject(msg, "text", t ? t : "");
+                free(t);
+            } else {
+                cJSON_AddStringToObject(msg, "text", (size_t)s->col_text < n ? f[s->col_text] : "");
+            }
+        }
+        cJSON_AddItemToObject(req, "message", msg);
+        cJSON_AddStringToObject(req, "campaign", s->campaign);
+        if (s->col_key >= 0 && (size_t)s->col_key < n && f[s->col_key][0]) {
+            row_key(s->campaign, f[s->col_key], key, sizeof(key));
+        } else {
+            snprintf(num, sizeof(num), "%zu", s->lineno);
+            row_key(s->campaign, num, key, sizeof(key));
+        }
+        cJSON_AddStringToObject(req, "idempotencyKey", key);
+        if (s->priority)
+            cJSON_AddStringToObject(req, "priority", s->priority);
+        return req;
+    }
+}
+
+/* Rows in the file (one pass of the same reader), or 0 if unknown. */
+static size_t count_rows(const char *path, bool jsonl)
+{
+    FILE *f = fopen(path, "r");
+    size_t n = 0;
+
+    if (f == NULL)
+        return 0;
+    if (jsonl) {
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t len;
+        while ((len = getline(&line, &cap, f)) >= 0) {
+            while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+                len--;
+            if (len > 0)
+                n++;
+        }
+        free(line);
+    } else {
+        csv_reader_t *r;
+        char **fl;
+        size_t nf;
+        if (csv_new(f, &r) == 0) {
+            while (csv_next(r, &fl, &nf) > 0)
+                if (!(nf == 1 && fl[0][0] == '\0'))
+                    n++;
+            csv_free(r);
+        }
+        if (n > 0)
+            n--; /* the header */
+    }
+    fclose(f);
+    return n;
+}
+
+typedef struct progress {
+    bool tty, quiet;
+    size_t total, done;
+    double t0, last;
+} progress_t;
+
+static void progress_show(progress_t *p, bool final)
+{
+    double t = now_mono(), el = t - p->t0;
+    double rate = el > 0 ? (double)p->done / el : 0;
+    char eta[32];
+
+    if (p->quiet || (!final && t - p->last < (p->tty ? 0.1 : 2.0)))
+        return;
+    p->last = t;
+    fmt_duration(p->total > p->done ? (rate > 0 ? (double)(p->total - p->done) / rate : NAN) : 0,
+                 eta, sizeof(eta));
+    if (p->tty) {
+        char bar[31];
+        int w = 30, fill = p->total ? (int)((double)w * (double)p->done / (double)p->total) : 0;
+        for (int i = 0; i < w; i++)
+            bar[i] = i < fill ? '#' : '.';
+        bar[w] = '\0';
+        if (p->total)
+            fprintf(stderr, "\r[%s] %zu/%zu %3.0f%% %7.0f rows/s ETA %s ", bar, p->done, p->total,
+                    100.0 * (double)p->done / (double)p->total, rate, eta);
+        else
+            fprintf(stderr, "\r%zu rows %7.0f rows/s ", p->done, rate);
+        if (final)
+            fputc('\n', stderr);
+    } else if (p->total) {
+        fprintf(stderr, "progress: %zu/%zu rows (%.0f%%) %.0f rows/s ETA %s\n", p->done, p->total,
+                100.0 * (double)p->done / (double)p->total, rate, eta);
+    } else {
+        fprintf(stderr, "progress: %zu rows %.0f rows/s\n", p->done, rate);
+    }
+    fflush(stderr);
+}
+
+static int cmd_import(ctx_t *c, const opts_t *o)
+{
+    const char *path = o->pos[0], *fmt = opt_get(o, "format");
+    import_src_t s;
+    progress_t pr;
+    size_t *ring = NULL, head = 0, out = 0, created = 0, dups = 0, failed = 0, row = 0;
+    long window;
+    bool eof = false, broken = false;
+    char err[512];
+    int rc = 0;
+
+    memset(&s, 0, sizeof(s));
+    memset(&pr, 0, sizeof(pr));
+    s.campaign = opt_get(o, "campaign");
+    if (s.campaign == NULL || *s.campaign == '\0' || strlen(s.campaign) > KEY_MAX) {
+        usage_err("import needs --campaign NAME (1 to %d bytes)", KEY_MAX);
+        return EXIT_USAGE;
+    }
+    if (opt_long(o, "window", 1, 4000, 1000, &window) != 0)
+        return EXIT_USAGE;
+    s.priority = opt_get(o, "priority");
+    if (fmt == NULL) {
+        size_t l = strlen(path);
+        s.jsonl = (l > 6 && strcmp(path + l - 6, ".jsonl") == 0) ||
+                  (l > 7 && strcmp(path + l - 7, ".ndjson") == 0);
+    } else if (strcmp(fmt, "jsonl") == 0 || strcmp(fmt, "csv") == 0) {
+        s.jsonl = strcmp(fmt, "jsonl") == 0;
+    } else {
+        usage_err("--format must be csv or jsonl");
+        return EXIT_USAGE;
+    }
+    s.f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+    if (s.f == NULL) {
+        fprintf(stderr, "avenpingctl: %s: %s\n", path, strerror(errno));
+        return EXIT_FAIL;
+    }
+    if (!s.jsonl && (rc = import_setup_csv(&s, o)) != 0)
+        goto out;
+    if (connect_daemon(c) != 0) {
+        rc = EXIT_FAIL;
+        goto out;
+    }
+    ring = calloc((size_t)window, sizeof(*ring));
+    if (ring == NULL) {
+        rc = EXIT_FAIL;
+        goto out;
+    }
+    pr.tty = isatty(STDERR_FILENO) && !c->json;
+    pr.quiet = opt_has(o, "quiet");
+    pr.total = s.f != stdin ? count_rows(path, s.jsonl) : 0;
+    pr.t0 = pr.last = now_mono();
+
+    /* Pipelined: up to `window` requests outstanding; answers come back in
+     * order, so a ring of row numbers says which row each answer is for. */
+    while (!broken && (!eof || out > 0)) {
+        while (!eof && out < (size_t)window) {
+            cJSON *req = import_next(&s, &row, &eof, err, sizeof(err));
+            if (req == NULL) {
+                if (err[0] != '\0') {
+                    failed++;
+                    pr.done++;
+                    fprintf(stderr, "%s %zu: %s\n", s.jsonl ? "line" : "row", row, err);
+                }
+                continue;
+            }
+            rc = ipc_client_send_json(c->cl, req);
+            cJSON_Delete(req);
+            if (rc != 0) {
+                broken = true;
+                break;
+            }
+            ring[(head + out) % (size_t)window] = row;
+            out++;
+        }
+        if (out > 0 && !broken) {
+            const char *line;
+            size_t len;
+            cJSON *ans;
+            rc = ipc_client_recv(c->cl, c->timeout_ms, &line, &len);
+            if (rc != 0) {
+                broken = true;
+                break;
+            }
+            ans = cJSON_ParseWithLength(line, len);
+            if (answer_ok(ans)) {
+                if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ans, "duplicate")))
+                    dups++;
+                else
+                    created++;
+            } else {
+                failed++;
+                fprintf(stderr, "%s %zu: %s: %s\n", s.jsonl ? "line" : "row", ring[head],
+                        jstr(ans, "error") ? jstr(ans, "error") : "ERROR",
+                        jstr(ans, "message") ? jstr(ans, "message") : "?");
+            }
+            cJSON_Delete(ans);
+            head = (head + 1) % (size_t)window;
+            out--;
+            pr.done++;
+        }
+        progress_show(&pr, false);
+    }
+    progress_show(&pr, true);
+    if (broken) {
+        fprintf(stderr,
+                "avenpingctl: import interrupted: %s (%zu requests unanswered; running the "
+                "same import again sends nothing twice)\n",
+                ipc_client_strerror(rc), out);
+        failed += out;
+    }
+    {
+        double el = now_mono() - pr.t0;
+        if (c->json) {
+            cJSON *sum = cJSON_CreateObject();
+            char *js;
+            cJSON_AddStringToObject(sum, "campaign", s.campaign);
+            cJSON_AddNumberToObject(sum, "rows", (double)(created + dups + failed));
+            cJSON_AddNumberToObject(sum, "created", (double)created);
+            cJSON_AddNumberToObject(sum, "duplicates", (double)dups);
+            cJSON_AddNumberToObject(sum, "failed", (double)failed);
+            cJSON_AddNumberToObject(sum, "seconds", el);
+            js = cJSON_PrintUnformatted(sum);
+            puts(js ? js : "{}");
+            cJSON_free(js);
+            cJSON_Delete(sum);
+        } else {
+            printf("campaign %s: %zu rows, %zu new jobs, %zu duplicates, %zu failed in %.1fs\n",
+                   s.campaign, created + dups + failed, created, dups, failed, el);
+        }
+    }
+    rc = failed > 0 || broken ? EXIT_FAIL : 0;
+out:
+    free(ring);
+    if (s.csv)
+        csv_free(s.csv);
+    for (size_t i = 0; i < s.n_header; i++)
+        free(s.header[i]);
+    free(s.header);
+    free(s.line);
+    if (s.f != NULL && s.f != stdin)
+        fclose(s.f);
+    return rc;
+}
+
+/* --- queries ---------------------------------------------------------- */
+
+static void print_job(const cJSON *j)
+{
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "lastError");
+    char t1[32], t2[32];
+
+    fmt_time(jnum(j, "createdAt"), t1, sizeof(t1));
+    fmt_time(jnum(j, "updatedAt"), t2, sizeof(t2));
+    printf("job %s: %s\n", jstr(j, "id"), jstr(j, "state"));
+    printf("  %s %s from %s to %s\n", jstr(j, "kind"), jstr(j, "type"), jstr(j, "phoneNumberId"),
+           jstr(j, "to"));
+    if (jstr(j, "campaign"))
+        printf("  campaign %s\n", jstr(j, "campaign"));
+    if (jstr(j, "idempotencyKey"))
+        printf("  key %s\n", jstr(j, "idempotencyKey"));
+    printf("  priority %s, attempts %.0f, created %s, updated %s\n", jstr(j, "priority"),
+           jnum(j, "attempts"), t1, t2);
+    if (jstr(j, "wamid"))
+        printf("  wamid %s\n", jstr(j, "wamid"));
+    if (cJSON_IsObject(e))
+        printf("  last error: %.0f %s: %s%s\n", jnum(e, "status"), jstr(e, "code"),
+               jstr(e, "message"), "");
+}
+
+static int cmd_status(ctx_t *c, const opts_t *o)
+{
+    cJSON *req = request("get"), *ans;
+    int rc;
+
+    if ((o->npos == 1) == opt_has(o, "key")) {
+        cJSON_Delete(req);
+        usage_err("status needs a JOB id or --key KEY");
+        return EXIT_USAGE;
+    }
+    if (o->npos == 1)
+        cJSON_AddStringToObject(req, "job", o->pos[0]);
+    else
+        cJSON_AddStringToObject(req, "idempotencyKey", opt_get(o, "key"));
+    if ((rc = call(c, req, &ans)) != 0)
+        return rc;
+    if (c->json)
+        print_json(ans);
+    else
+        print_job(cJSON_GetObjectItemCaseSensitive(ans, "job"));
+    cJSON_Delete(ans);
+    return 0;
+}
+
+/* One page of `list`. `after` may be NULL. */
+static int list_page(ctx_t *c, const char *campaign, const char *state, const char *after,
+                     long limit, cJSON **ans)
+{
+    cJSON *req = request("list");
+
+    cJSON_AddStringToObject(req, "campaign", campaign);
+    if (state)
+        cJSON_AddStringToObject(req, "state", state);
+    if (after)
+        cJSON_AddStringToObject(req, "after", after);
+    cJSON_AddNumberToObject(req, "limit", (double)limit);
+    return call(c, req, ans);
+}
+
+static void print_job_row(const cJSON *j)
+{
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "lastError");
+    const char *detail = jstr(j, "wamid");
+    char buf[320];
+
+    if (detail == NULL && cJSON_IsObject(e)) {
+        snprintf(buf, sizeof(buf), "%.0f %s: %s", jnum(e, "status"), jstr(e, "code"),
+                 jstr(e, "message"));
+        detail = buf;
+    }
+    printf("%-12s %-10s %-20s %3.0f  %s\n", jstr(j, "id"), jstr(j, "state"), jstr(j, "to"),
+           jnum(j, "attempts"), detail ? detail : "");
+}
+
+static int cmd_list(ctx_t *c, const opts_t *o)
+{
+    const char *campaign = opt_get(o, "campaign"), *state = opt_get(o, "state");
+    char *after = opt_get(o, "after") ? strdup(opt_get(o, "after")) : NULL;
+    bool all = opt_has(o, "all");
+    long limit;
+    int rc = 0;
+
+    if (campaign == NULL) {
+        usage_err("list needs --campaign NAME");
+        free(after);
+        return EXIT_USAGE;
+    }
+    if ((state && !state_valid(state)) ||
+        opt_long(o, "limit", 1, 1000, all ? 1000 : 100, &limit) != 0) {
+        if (state && !state_valid(state))
+            usage_err("--state: unknown state %s", state);
+        free(after);
+        return EXIT_USAGE;
+    }
+    if (!c->json)
+        printf("%-12s %-10s %-20s %3s  %s\n", "JOB", "STATE", "TO", "ATT", "WAMID / LAST ERROR");
+    do {
+        cJSON *ans, *jobs, *j;
+        const char *next;
+        if ((rc = list_page(c, campaign, state, after, limit, &ans)) != 0)
+            break;
+        jobs = cJSON_GetObjectItemCaseSensitive(ans, "jobs");
+        if (c->json && !all) {
+            print_json(ans);
+        } else {
+            cJSON_ArrayForEach(j, jobs)
+            {
+                if (c->json) {
+                    char *s = cJSON_PrintUnformatted(j);
+                    puts(s ? s : "{}");
+                    cJSON_free(s);
+                } else {
+                    print_job_row(j);
+                }
+            }
+        }
+        next = jstr(ans, "next");
+        free(after);
+        after = next ? strdup(next) : NULL;
+        if (!all && after && !c->json)
+            printf("(more: --after %s)\n", after);
+        cJSON_Delete(ans);
+    } while (all && after != NULL);
+    free(after);
+    return rc;
+}
+
+static uint64_t count_of(const cJSON *counts, const char *state)
+{
+    return (uint64_t)jnum(counts, state);
+}
+
+static int campaign_once(ctx_t *c, const char *name, cJSON **ans)
+{
+    cJSON *req = request("campaign");
+    cJSON_AddStringToObject(req, "campaign", name);
+    return call(c, req, ans);
+}
+
+static int cmd_campaign(ctx_t *c, const opts_t *o)
+{
+    const char *name = o->npos == 1 ? o->pos[0] : opt_get(o, "campaign");
+    bool follow = opt_has(o, "follow"), tty = isatty(STDOUT_FILENO) && !c->json;
+    double interval, prev_t = 0, rate = 0;
+    uint64_t prev_done = 0;
+    int rc;
+
+    if (name == NULL) {
+        usage_err("campaign needs a NAME");
+        return EXIT_USAGE;
+    }
+    if (opt_double(o, "interval", 0.1, 3600, 1.0, &interval) != 0)
+        return EXIT_USAGE;
+    for (;;) {
+        cJSON *ans, *cp, *counts;
+        uint64_t total, unfinished, done;
+        double t = now_mono();
+        char eta[32];
+
+        if ((rc = campaign_once(c, name, &ans)) != 0)
+            return rc;
+        cp = cJSON_GetObjectItemCaseSensitive(ans, "campaign");
+        counts = cJSON_GetObjectItemCaseSensitive(cp, "counts");
+        total = (uint64_t)jnum(cp, "total");
+        unfinished =
+            count_of(counts, "queued") + count_of(counts, "sending") + count_of(counts, "retrying");
+        done = total - unfinished;
+        if (prev_t > 0 && t > prev_t) {
+            double r = (double)(done - prev_done) / (t - prev_t);
+            rate = rate > 0 ? 0.5 * rate + 0.5 * r : r; /* smoothed */
+        }
+        if (jnum(cp, "ratePerSecond") > 0)
+            rate = jnum(cp, "ratePerSecond");
+        prev_t = t;
+        prev_done = done;
+        if (c->json) {
+            print_json(ans);
+        } else {
+            fmt_duration(rate > 0 ? (double)unfinished / rate : (unfinished ? NAN : 0), eta,
+                         sizeof(eta));
+            if (follow && tty)
+                fputs("\r\033[K", stdout);
+            printf("%s: %llu/%llu done (%.1f%%)%s", jstr(cp, "name"), (unsigned long long)done,
+                   (unsigned long long)total, total ? 100.0 * (double)done / (double)total : 100.0,
+                   cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cp, "paused")) ? " PAUSED" : "");
+            for (int i = 0; i < N_STATES; i++)
+                if (count_of(counts, states[i]) > 0)
+                    printf(" %s %llu", states[i], (unsigned long long)count_of(counts, states[i]));
+            if (follow)
+                printf(" | %.0f/s ETA %s", rate, eta);
+            if (!(follow && tty))
+                putchar('\n');
+            fflush(stdout);
+        }
+        cJSON_Delete(ans);
+        if (!follow || unfinished == 0)
+            break;
+        sleep_s(interval);
+    }
+    if (follow && tty)
+        putchar('\n');
+    return 0;
+}
+
+/* A CSV field, quoted when it needs to be. */
+static void csv_field(FILE *f, const char *s, bool last)
+{
+    if (s == NULL)
+        s = "";
+    if (strpbrk(s, ",\"\r\n") != NULL) {
+        fputc('"', f);
+        for (; *s; s++) {
+            if (*s == '"')
+                fputc('"', f);
+            fputc(*s, f);
+        }
+        fputc('"', f);
+    } else {
+        fputs(s, f);
+    }
+    fputc(last ? '\n' : ',', f);
+}
+
+static int cmd_report(ctx_t *c, const opts_t *o)
+{
+    const char *campaign = opt_get(o, "campaign"), *fmt = opt_get(o, "format");
+    const char *path = opt_get(o, "output"), *state = opt_get(o, "state");
+    bool jsonl;
+    char *after = NULL;
+    size_t rows = 0;
+    FILE *f = stdout;
+    int rc = 0;
+
+    if (campaign == NULL && o->npos == 1)
+        campaign = o->pos[0];
+    if (campaign == NULL) {
+        usage_err("report needs --campaign NAME");
+        return EXIT_USAGE;
+    }
+    if (state != NULL && !state_valid(state)) {
+        usage_err("--state: unknown state %s", state);
+        return EXIT_USAGE;
+    }
+    if (fmt == NULL)
+        fmt = c->json ? "jsonl" : "csv";
+    if (strcmp(fmt, "csv") != 0 && strcmp(fmt, "jsonl") != 0) {
+        usage_err("--format must be csv or jsonl");
+        return EXIT_USAGE;
+    }
+    jsonl = strcmp(fmt, "jsonl") == 0;
+    if (path != NULL && strcmp(path, "-") != 0 && (f = fopen(path, "w")) == NULL) {
+        fprintf(stderr, "avenpingctl: %s: %s\n", path, strerror(errno));
+        return EXIT_FAIL;
+    }
+    if (!jsonl)
+        fputs("job,idempotencyKey,recipient,phoneNumberId,state,attempts,wamid,errorStatus,"
+              "errorCode,errorMessage,metaCode,updatedAt\n",
+              f);
+    do {
+        cJSON *ans, *j;
+        const char *next;
+        if ((rc = list_page(c, campaign, state, after, 1000, &ans)) != 0)
+            break;
+        cJSON_ArrayForEach(j, cJSON_GetObjectItemCaseSensitive(ans, "jobs"))
+        {
+            const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "lastError");
+            bool has_e = cJSON_IsObject(e);
+            if (jsonl) {
+                cJSON *r = cJSON_CreateObject();
+                char *s;
+                cJSON_AddStringToObject(r, "job", jstr(j, "id"));
+                cJSON_AddItemToObject(
+                    r, "idempotencyKey",
+                    cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(j, "idempotencyKey"), 1));
+                cJSON_AddStringToObject(r, "recipient", jstr(j, "to"));
+                cJSON_AddStringToObject(r, "phoneNumberId", jstr(j, "phoneNumberId"));
+                cJSON_AddStringToObject(r, "state", jstr(j, "state"));
+                cJSON_AddNumberToObject(r, "attempts", jnum(j, "attempts"));
+                cJSON_AddItemToObject(
+                    r, "wamid", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(j, "wamid"), 1));
+                cJSON_AddItemToObject(r, "error",
+                                      has_e ? cJSON_Duplicate(e, 1) : cJSON_CreateNull());
+                cJSON_AddNumberToObject(r, "updatedAt", jnum(j, "updatedAt"));
+                s = cJSON_PrintUnformatted(r);
+                fprintf(f, "%s\n", s ? s : "{}");
+                cJSON_free(s);
+                cJSON_Delete(r);
+            } else {
+                char num[64];
+                csv_field(f, jstr(j, "id"), false);
+                csv_field(f, jstr(j, "idempotencyKey"), false);
+                csv_field(f, jstr(j, "to"), false);
+                csv_field(f, jstr(j, "phoneNumberId"), false);
+                csv_field(f, jstr(j, "state"), false);
+                snprintf(num, sizeof(num), "%.0f", jnum(j, "attempts"));
+                csv_field(f, num, false);
+                csv_field(f, jstr(j, "wamid"), false);
+                snprintf(num, sizeof(num), "%.0f", has_e ? jnum(e, "status") : 0);
+                csv_field(f, has_e ? num : "", false);
+                csv_field(f, has_e ? jstr(e, "code") : "", false);
+                csv_field(f, has_e ? jstr(e, "message") : "", false);
+                snprintf(num, sizeof(num), "%.0f", has_e ? jnum(e, "metaCode") : 0);
+                csv_field(f, has_e && jnum(e, "metaCode") != 0 ? num : "", false);
+                snprintf(num, sizeof(num), "%.3f", jnum(j, "updatedAt"));
+                csv_field(f, num, true);
+            }
+            rows++;
+        }
+        next = jstr(ans, "next");
+        free(after);
+        after = next ? strdup(next) : NULL;
+        cJSON_Delete(ans);
+    } while (after != NULL);
+    free(after);
+    if (f != stdout && fclose(f) != 0 && rc == 0) {
+        fprintf(stderr, "avenpingctl: %s: %s\n", path, strerror(errno));
+        rc = EXIT_FAIL;
+    }
+    if (rc == 0 && f != stdout && !c->json)
+        printf("%zu jobs written to %s\n", rows, path);
+    return rc;
+}
+
+/* --- changes ---------------------------------------------------------- */
+
+/* cancel / retry: a JOB or --campaign (retry also --state). */
+static int cmd_cancel_retry(ctx_t *c, const opts_t *o, const char *op)
+{
+    const char *campaign = opt_get(o, "campaign"), *state = opt_get(o, "state");
+    bool retry = strcmp(op, "retry") == 0;
+    cJSON *req, *ans;
+    int rc;
+
+    if ((o->npos == 1) == (campaign != NULL)) {
+        usage_err("%s needs a JOB id or --campaign NAME", op);
+        return EXIT_USAGE;
+    }
+    if (retry && campaign != NULL &&
+        (state == NULL || (strcmp(state, "failed") != 0 && strcmp(state, "expired") != 0 &&
+                           strcmp(state, "uncertain") != 0))) {
+        usage_err("retry --campaign needs --state failed, expired or uncertain");
+        return EXIT_USAGE;
+    }
+    if (!retry && state != NULL) {
+        usage_err("cancel takes no --state");
+        return EXIT_USAGE;
+    }
+    req = request(op);
+    if (o->npos == 1)
+        cJSON_AddStringToObject(req, "job", o->pos[0]);
+    else
+        cJSON_AddStringToObject(req, "campaign", campaign);
+    if (retry && campaign != NULL)
+        cJSON_AddStringToObject(req, "state", state);
+    if ((rc = call(c, req, &ans)) != 0)
+        return rc;
+    if (c->json)
+        print_json(ans);
+    else if (retry)
+        printf("%.0f jobs requeued\n", jnum(ans, "requeued"));
+    else
+        printf("%.0f jobs cancelled\n", jnum(ans, "cancelled"));
+    cJSON_Delete(ans);
+    return 0;
+}
+
+static int cmd_cancel(ctx_t *c, const opts_t *o)
+{
+    return cmd_cancel_retry(c, o, "cancel");
+}
+
+static int cmd_retry(ctx_t *c, const opts_t *o)
+{
+    return cmd_cancel_retry(c, o, "retry");
+}
+
+static int cmd_pause_resume(ctx_t *c, const opts_t *o, const char *op)
+{
+    const char *campaign = opt_get(o, "campaign"), *pn = opt_get(o, "phone-number-id");
+    bool all = opt_has(o, "all");
+    cJSON *req, *ans;
+    int rc;
+
+    if ((campaign != NULL) + (pn != NULL) + all != 1) {
+        usage_err("%s needs exactly one of --campaign NAME, --phone-number-id ID, --all", op);
+        return EXIT_USAGE;
+    }
+    req = request(op);
+    if (campaign)
+        cJSON_AddStringToObject(req, "campaign", campaign);
+    else if (pn)
+        cJSON_AddStringToObject(req, "phoneNumberId", pn);
+    else
+        cJSON_AddBoolToObject(req, "all", true);
+    if ((rc = call(c, req, &ans)) != 0)
+        return rc;
+    if (c->json)
+        print_json(ans);
+    else
+        printf("%s\n", strcmp(op, "pause") == 0 ? "paused" : "resumed");
+    cJSON_Delete(ans);
+    return 0;
+}
+
+static int cmd_pause(ctx_t *c, const opts_t *o)
+{
+    return cmd_pause_resume(c, o, "pause");
+}
+
+static int cmd_resume(ctx_t *c, const opts_t *o)
+{
+    return cmd_pause_resume(c, o, "resume");
+}
+
+/* --- stats, watch, ping ----------------------------------------------- */
+
+static int cmd_stats(ctx_t *c, const opts_t *o)
+{
+    cJSON *ans, *st, *counts, *s;
+    int rc;
+
+    (void)o;
+    if ((rc = call(c, request("stats"), &ans)) != 0)
+        return rc;
+    if (c->json) {
+        print_json(ans);
+        cJSON_Delete(ans);
+        return 0;
+    }
+    st = cJSON_GetObjectItemCaseSensitive(ans, "stats");
+    counts = cJSON_GetObjectItemCaseSensitive(st, "counts");
+    printf("jobs:");
+    for (int i = 0; i < N_STATES; i++)
+        printf(" %s %llu", states[i], (unsigned long long)count_of(counts, states[i]));
+    printf("\nin flight %.0f, active set %.0f, commit backlog %.0f, connections %.0f\n",
+           jnum(st, "inflight"), jnum(st, "active"), jnum(st, "commitBacklog"),
+           jnum(st, "connections"));
+    printf("since start: %.0f submitted, %.0f duplicates, %.0f requests, %.0f possible "
+           "duplicates, %.0f commits\n",
+           jnum(st, "submitted"), jnum(st, "duplicates"), jnum(st, "requests"),
+           jnum(st, "possibleDuplicates"), jnum(st, "commits"));
+    s = cJSON_GetObjectItemCaseSensitive(st, "account");
+    if (jstr(s, "state"))
+        printf("account: %s%s%s\n", jstr(s, "state"), jstr(s, "reason") ? " - " : "",
+               jstr(s, "reason") ? jstr(s, "reason") : "");
+    printf("%-20s %8s %8s %8s %s\n", "SENDER", "QUEUED", "INFLIGHT", "RATE", "STATE");
+    cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(st, "senders"))
+    {
+        bool paused = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s, "paused"));
+        printf("%-20s %8.0f %8.0f %8.1f %s%s%s\n", jstr(s, "phoneNumberId"), jnum(s, "queued"),
+               jnum(s, "inflight"), jnum(s, "rate"), paused ? "paused" : "sending",
+               jstr(s, "reason") ? ": " : "", jstr(s, "reason") ? jstr(s, "reason") : "");
+    }
+    cJSON_Delete(ans);
+    return 0;
+}
+
+static int cmd_watch(ctx_t *c, const opts_t *o)
+{
+    const char *campaign = opt_get(o, "campaign");
+    cJSON *req = request("watch"), *ans;
+    long count;
+    long seen = 0;
+    int rc;
+
+    if (opt_long(o, "count", 1, 1000000000L, 0, &count) != 0) {
+        cJSON_Delete(req);
+        return EXIT_USAGE;
+    }
+    if (campaign)
+        cJSON_AddStringToObject(req, "campaign", campaign);
+    if ((rc = call(c, req, &ans)) != 0)
+        return rc;
+    cJSON_Delete(ans);
+    while (count == 0 || seen < count) {
+        const char *line;
+        size_t len;
+        cJSON *ev;
+        rc = ipc_client_recv(c->cl, -1, &line, &len);
+        if (rc != 0) {
+            fprintf(stderr, "avenpingctl: watch: %s\n", ipc_client_strerror(rc));
+            return EXIT_FAIL;
+        }
+        if (c->json) {
+            printf("%.*s\n", (int)len, line);
+            fflush(stdout);
+            seen++;
+            continue;
+        }
+        ev = cJSON_ParseWithLength(line, len);
+        if (ev == NULL)
+            continue;
+        if (jstr(ev, "event") && strcmp(jstr(ev, "event"), "gap") == 0) {
+            printf("... %.0f events dropped (this watcher was too slow)\n", jnum(ev, "dropped"));
+        } else {
+            const cJSON *e = cJSON_GetObjectItemCaseSensitive(ev, "error");
+            char t[32];
+            fmt_time(jnum(ev, "time"), t, sizeof(t));
+            printf("%s job %s %s%s%s", t, jstr(ev, "job"), jstr(ev, "state"),
+                   jstr(ev, "campaign") ? " campaign " : "",
+                   jstr(ev, "campaign") ? jstr(ev, "campaign") : "");
+            if (jstr(ev, "wamid"))
+                printf(" wamid %s", jstr(ev, "wamid"));
+            if (cJSON_IsObject(e))
+                printf(" error %.0f %s: %s", jnum(e, "status"), jstr(e, "code"),
+                       jstr(e, "message"));
+            putchar('\n');
+        }
+        fflush(stdout);
+        cJSON_Delete(ev);
+        seen++;
+    }
+    return 0;
+}
+
+static int cmd_ping(ctx_t *c, const opts_t *o)
+{
+    cJSON *ans;
+    double t0 = now_mono();
+    int rc;
+
+    (void)o;
+    if ((rc = call(c, request("ping"), &ans)) != 0)
+        return rc;
+    if (c->json)
+        print_json(ans);
+    else
+        printf("avenpingd %s on %s: answered in %.1f ms\n",
+               jstr(ans, "version") ? jstr(ans, "version") : "?", c->socket,
+               (now_mono() - t0) * 1e3);
+    cJSON_Delete(ans);
+    return 0;
+}
+
+/* --- the command table -------------------------------------------------- */
+
+static const command_t commands[] = {
+    {"send", cmd_send,
+     "from:,to:,text:,type:,message:,campaign:,key:,priority:,not-before:,"
+     "expires-at:,order-key:,max-attempts:",
+     0, 0,
+     "send --from ID --to NUMBER --text TEXT [JOB OPTIONS]\n"
+     "       send --type TYPE --message JSON [--from ID] [--to NUMBER] [JOB OPTIONS]",
+     "Submits one message. TYPE is text (default), media, location, interactive or smart;\n"
+     "--message gives the v2 request body as JSON (--from/--to/--text are merged into it).\n"
+     "JOB OPTIONS: --campaign NAME --key IDEMPOTENCY-KEY --priority high|normal|bulk\n"
+     "  --not-before UNIXTIME --expires-at UNIXTIME --order-key KEY --max-attempts N"},
+    {"template", cmd_template,
+     "from:,to:,name:,language:,param:,components:,campaign:,key:,"
+     "priority:,not-before:,expires-at:,order-key:,max-attempts:",
+     0, 0,
+     "template --from ID --to NUMBER --name TEMPLATE [--language en_US] [--param TEXT]...\n"
+     "       [--components JSON] [JOB OPTIONS]",
+     "Submits a template message. Each --param is a body parameter, in order; --components\n"
+     "gives Meta's send-time components as a JSON array instead."},
+    {"import", cmd_import,
+     "campaign:,format:,from:,from-column:,to-column:,text:,template:,"
+     "language:,param:,key-column:,priority:,window:,quiet",
+     1, 1,
+     "import FILE --campaign NAME [--format csv|jsonl] [--from ID | --from-column COL]\n"
+     "       [--to-column COL] [--text TEXT | --template NAME [--language L] [--param COL]...]\n"
+     "       [--key-column COL] [--priority P] [--window N] [--quiet]",
+     "Submits every row of FILE (\"-\": stdin) as a job of campaign NAME, pipelined (--window\n"
+     "requests outstanding, default 1000). CSV needs a header row: the recipient is column\n"
+     "\"to\" (or \"phone\"; --to-column), the sender --from or column \"phoneNumberId\"\n"
+     "(--from-column); the message is --text with {column} placeholders, a \"text\" column,\n"
+     "or --template with --param columns as body parameters. JSON Lines (.jsonl, .ndjson):\n"
+     "each line is a send or template_send request as on the socket; campaign and key are\n"
+     "added where missing. Each row's idempotency key is \"<campaign>:<row number>\" (or the\n"
+     "--key-column value), so running the same import again creates nothing twice.\n"
+     "Progress goes to stderr: a bar on a terminal, plain lines otherwise."},
+    {"status", cmd_status, "key:", 0, 1, "status JOB | status --key IDEMPOTENCY-KEY",
+     "Shows one job."},
+    {"list", cmd_list, "campaign:,state:,limit:,after:,all", 0, 0,
+     "list --campaign NAME [--state STATE] [--limit N] [--after JOB] [--all]",
+     "Lists the jobs of a campaign by id, a page at a time (--limit, default 100, at most\n"
+     "1000; --after the last id shown), or every page with --all."},
+    {"campaign", cmd_campaign, "campaign:,follow,interval:", 0, 1,
+     "campaign NAME [--follow [--interval SECONDS]]",
+     "Shows a campaign's progress: jobs by state, done and total. --follow repeats every\n"
+     "interval (default 1 s) with rate and ETA until no job is left to send."},
+    {"report", cmd_report, "campaign:,format:,output:,state:", 0, 1,
+     "report --campaign NAME [--format csv|jsonl] [--output FILE] [--state STATE]",
+     "Writes every job of a campaign: job, idempotencyKey, recipient, phoneNumberId, state,\n"
+     "attempts, wamid, error status/code/message, metaCode, updatedAt. CSV by default\n"
+     "(JSON Lines with --json or --format jsonl)."},
+    {"cancel", cmd_cancel, "campaign:,state:", 0, 1, "cancel JOB | cancel --campaign NAME",
+     "Cancels the jobs not yet sent (queued, retrying; requests in flight finish)."},
+    {"pause", cmd_pause, "campaign:,phone-number-id:,all", 0, 0,
+     "pause --campaign NAME | --phone-number-id ID | --all", "Stops starting new sends."},
+    {"resume", cmd_resume, "campaign:,phone-number-id:,all", 0, 0,
+     "resume --campaign NAME | --phone-number-id ID | --all", "Undoes a pause."},
+    {"retry", cmd_retry, "campaign:,state:", 0, 1,
+     "retry JOB | retry --campaign NAME --state failed|expired|uncertain",
+     "Requeues failed, expired or uncertain jobs (attempts start over)."},
+    {"stats", cmd_stats, "", 0, 0, "stats", "Shows the daemon's counters and senders."},
+    {"watch", cmd_watch, "campaign:,count:", 0, 0, "watch [--campaign NAME] [--count N]",
+     "Prints job state changes as they happen (of one campaign with --campaign) until\n"
+     "interrupted or N events were shown. A watcher too slow to keep up gets a line saying\n"
+     "how many events it missed; it never slows the daemon."},
+    {"ping", cmd_ping, "", 0, 0, "ping", "Checks that the daemon answers; prints its version."},
+};
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static void main_usage(FILE *f)
+{
+    fputs("usage: avenpingctl [--socket PATH] [--json] [--timeout SECONDS] COMMAND [ARGS]\n"
+          "\n"
+          "Commands:\n",
+          f);
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %s\n", commands[i].usage);
+    fputs("\nThe socket defaults to $AVENPING_SOCKET, else " IPC_CLIENT_DEFAULT_SOCKET ".\n"
+          "Exit status: 0 success, 1 a request failed, 2 usage error.\n"
+          "avenpingctl COMMAND --help describes one command; see also avenpingctl(1).\n",
+          f);
+}
+
+static void command_usage(const command_t *cmd)
+{
+    printf("usage: avenpingctl [--socket PATH] [--json] %s\n\n%s\n", cmd->usage, cmd->help);
+}
+
+int main(int argc, char **argv)
+{
+    ctx_t c;
+    opts_t o;
+    const command_t *cmd = NULL;
+    double timeout;
+    int i, rc;
+
+    signal(SIGPIPE, SIG_IGN);
+    memset(&c, 0, sizeof(c));
+    memset(&o, 0, sizeof(o));
+    c.socket = getenv("AVENPING_SOCKET");
+    if (c.socket == NULL || *c.socket == '\0')
+        c.socket = IPC_CLIENT_DEFAULT_SOCKET;
+
+    /* Global options before the command. */
+    for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            main_usage(stdout);
+            return 0;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("avenpingctl %s\n", AVP_VERSION);
+            return 0;
+        }
+        if (strcmp(argv[i], "--json") == 0) {
+            c.json = true;
+        } else if (strncmp(argv[i], "--socket", 8) == 0 || strncmp(argv[i], "--timeout", 9) == 0) {
+            bool sock = argv[i][2] == 's';
+            const char *v = strchr(argv[i], '=');
+            size_t nlen = sock ? 8 : 9;
+            if (v == NULL && argv[i][nlen] == '\0' && i + 1 < argc)
+                v = argv[++i];
+            else if (v != NULL && (size_t)(v - argv[i]) == nlen)
+                v++;
+            else {
+                usage_err("bad option %s", argv[i]);
+                return EXIT_USAGE;
+            }
+            if (sock) {
+                c.socket = v;
+            } else {
+                o.name[0] = "timeout";
+                o.value[0] = v;
+                o.n = 1;
+                if (opt_double(&o, "timeout", 0.1, 86400, 60, &timeout) != 0)
+                    return EXIT_USAGE;
+                o.n = 0;
+                c.timeout_ms = (int)(timeout * 1000);
+            }
+        } else {
+            usage_err("unknown option %s", argv[i]);
+            return EXIT_USAGE;
+        }
+    }
+    if (i >= argc) {
+        main_usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(argv[i], "help") == 0) {
+        for (size_t k = 0; i + 1 < argc && k < N_COMMANDS; k++)
+            if (strcmp(commands[k].name, argv[i + 1]) == 0) {
+                command_usage(&commands[k]);
+                return 0;
+            }
+        main_usage(stdout);
+        return 0;
+    }
+    for (size_t k = 0; k < N_COMMANDS; k++)
+        if (strcmp(commands[k].name, argv[i]) == 0)
+            cmd = &commands[k];
+    if (cmd == NULL) {
+        usage_err("unknown command %s", argv[i]);
+        return EXIT_USAGE;
+    }
+    if (opts_parse(argc, argv, i + 1, cmd->options, &o) != 0) {
+        opts_free(&o);
+        return EXIT_USAGE;
+    }
+    if (opt_has(&o, "help")) {
+        command_usage(cmd);
+        opts_free(&o);
+        return 0;
+    }
+    /* Global options after the command work too. */
+    if (opt_has(&o, "json"))
+        c.json = true;
+    if (opt_get(&o, "socket"))
+        c.socket = opt_get(&o, "socket");
+    if (opt_has(&o, "timeout")) {
+        if (opt_double(&o, "timeout", 0.1, 86400, 60, &timeout) != 0) {
+            opts_free(&o);
+            return EXIT_USAGE;
+        }
+        c.timeout_ms = (int)(timeout * 1000);
+    }
+    if (c.timeout_ms == 0)
+        c.timeout_ms = 60000;
+    if ((int)o.npos < cmd->min_pos || (int)o.npos > cmd->max_pos) {
+        usage_err("%s: wrong number of arguments; usage: avenpingctl %s", cmd->name, cmd->usage);
+        opts_free(&o);
+        return EXIT_USAGE;
+    }
+    rc = cmd->fn(&c, &o);
+    opts_free(&o);
+    ipc_client_close(c.cl);
+    if (fflush(stdout) != 0 && rc == 0)
+        rc = EXIT_FAIL;
+    return rc;
+}

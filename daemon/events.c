@@ -1,0 +1,258 @@
+/*
+ * events.c - what the daemon tells the outside without being asked each
+ * time: `watch` streams of job state changes, and the metrics file.
+ *
+ * Backpressure of watch streams is ipc's: each stream buffers at most
+ * WATCH_BUFFER bytes unsent, then drops events and sends a counted gap
+ * marker once the peer reads again. So a slow watcher costs dispatch one
+ * small JSON rendering per event and never more memory than that bound.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "daemon.h"
+
+#define WATCH_BUFFER ((size_t)256 << 10)
+
+/* --- watch -------------------------------------------------------------- */
+
+void daemon_watch_add(daemon_t *d, ipc_req_t *req, const char *campaign)
+{
+    daemon_watcher_t *w;
+    char *filter = NULL;
+    ipc_stream_t *st;
+
+    if (d->n_watchers == d->cap_watchers) {
+        size_t cap = d->cap_watchers ? d->cap_watchers * 2 : 8;
+        daemon_watcher_t *nw = realloc(d->watchers, cap * sizeof(*nw));
+        if (nw == NULL) {
+            ipc_req_reply_error(req, IPC_ERR_INTERNAL, "out of memory");
+            return;
+        }
+        d->watchers = nw;
+        d->cap_watchers = cap;
+    }
+    if (campaign != NULL && (filter = strdup(campaign)) == NULL) {
+        ipc_req_reply_error(req, IPC_ERR_INTERNAL, "out of memory");
+        return;
+    }
+    st = ipc_req_reply_stream(req, WATCH_BUFFER);
+    if (st == NULL) { /* the peer has gone */
+        free(filter);
+        return;
+    }
+    w = &d->watchers[d->n_watchers++];
+    w->st = st;
+    w->campaign = filter;
+}
+
+static void watcher_drop(daemon_t *d, size_t i)
+{
+    ipc_stream_release(d->watchers[i].st);
+    free(d->watchers[i].campaign);
+    d->watchers[i] = d->watchers[--d->n_watchers];
+}
+
+void daemon_watchers_close(daemon_t *d)
+{
+    while (d->n_watchers > 0)
+        watcher_drop(d, d->n_watchers - 1);
+    free(d->watchers);
+    d->watchers = NULL;
+    d->cap_watchers = 0;
+}
+
+void daemon_event_job_in(daemon_t *d, uint64_t id, int state, const char *campaign,
+                         const char *wamid, const queue_error_info_t *err)
+{
+    char ids[24], *line = NULL;
+    cJSON *o;
+    size_t i;
+
+    if (d->n_watchers == 0)
+        return;
+    o = cJSON_CreateObject();
+    if (o == NULL)
+        return;
+    snprintf(ids, sizeof(ids), "%llu", (unsigned long long)id);
+    cJSON_AddStringToObject(o, "event", "job");
+    cJSON_AddStringToObject(o, "job", ids);
+    cJSON_AddStringToObject(o, "state", queue_state_name(state));
+    if (campaign)
+        cJSON_AddStringToObject(o, "campaign", campaign);
+    else
+        cJSON_AddNullToObject(o, "campaign");
+    if (wamid)
+        cJSON_AddStringToObject(o, "wamid", wamid);
+    else
+        cJSON_AddNullToObject(o, "wamid");
+    if (err != NULL && (err->status != 0 || err->code[0] != '\0')) {
+        cJSON *e = cJSON_AddObjectToObject(o, "error");
+        cJSON_AddNumberToObject(e, "status", err->status);
+        cJSON_AddStringToObject(e, "code", err->code);
+        cJSON_AddStringToObject(e, "message", err->message);
+        if (err->meta_code != 0)
+            cJSON_AddNumberToObject(e, "metaCode", (double)err->meta_code);
+    } else {
+        cJSON_AddNullToObject(o, "error");
+    }
+    cJSON_AddNumberToObject(o, "time", daemon_now());
+    line = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (line == NULL)
+        return;
+    for (i = 0; i < d->n_watchers;) {
+        daemon_watcher_t *w = &d->watchers[i];
+        if (w->campaign != NULL && (campaign == NULL || strcmp(w->campaign, campaign) != 0)) {
+            i++;
+            continue;
+        }
+        if (ipc_stream_send(w->st, line, strlen(line)) == IPC_ECLOSED) {
+            watcher_drop(d, i); /* moves the last one here: look at i again */
+            continue;
+        }
+        i++;
+    }
+    cJSON_free(line);
+}
+
+void daemon_event_job(daemon_t *d, uint64_t id, int state, const char *wamid,
+                      const queue_error_info_t *err)
+{
+    queue_job_t job;
+
+    if (d->n_watchers == 0)
+        return;
+    /* The campaign never changes, so the committed record has it even
+     * while this state change is still pending. */
+    if (queue_job_get(d->q, id, &job) != 0)
+        memset(&job, 0, sizeof(job));
+    daemon_event_job_in(d, id, state, job.campaign, wamid, err);
+    queue_job_clear(&job);
+}
+
+/* --- metrics ------------------------------------------------------------ */
+
+typedef struct senders_acc {
+    metrics_sender_t *v;
+    size_t n, cap;
+    bool oom;
+} senders_acc_t;
+
+static void sender_cb(const sched_sender_info_t *s, void *arg)
+{
+    senders_acc_t *a = arg;
+
+    if (a->oom)
+        return;
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 16;
+        metrics_sender_t *nv = realloc(a->v, cap * sizeof(*nv));
+        if (nv == NULL) {
+            a->oom = true;
+            return;
+        }
+        a->v = nv;
+        a->cap = cap;
+    }
+    /* The name is the scheduler's and lives as long as the sender, which
+     * outlasts this rendering (nothing runs on the loop meanwhile). */
+    a->v[a->n].phone_number_id = s->phone_number_id;
+    a->v[a->n].rate = s->rate;
+    a->v[a->n].queued = s->queued;
+    a->v[a->n].inflight = s->inflight;
+    a->v[a->n].paused = false; /* the scheduler's pause state lands with issue #3 */
+    a->n++;
+}
+
+typedef struct oldest_ctx {
+    double due;
+} oldest_ctx_t;
+
+/* The first due entry that is not in flight: the job that has waited
+ * longest for its turn. */
+static int oldest_cb(const queue_due_entry_t *e, void *arg)
+{
+    oldest_ctx_t *o = arg;
+
+    if (e->state == QUEUE_STATE_SENDING)
+        return 0;
+    o->due = e->due;
+    return 1;
+}
+
+void daemon_metrics_write(daemon_t *d)
+{
+    metrics_outcome_t outcomes[CLASSIFY_RESCHEDULE_DAY];
+    metrics_snapshot_t s;
+    senders_acc_t acc = {NULL, 0, 0, false};
+    oldest_ctx_t old = {NAN};
+    double now = daemon_now();
+    char *text = NULL;
+    size_t len = 0;
+    int rc;
+
+    if (d->cfg.metrics_file == NULL)
+        return;
+    memset(&s, 0, sizeof(s));
+    (void)queue_counts(d->q, s.jobs);
+    for (int a = CLASSIFY_SENT; a <= CLASSIFY_RESCHEDULE_DAY; a++) {
+        outcomes[a - 1].name = classify_action_name(a);
+        outcomes[a - 1].n = d->stats.by_action[a];
+    }
+    s.outcomes = outcomes;
+    s.n_outcomes = CLASSIFY_RESCHEDULE_DAY;
+    s.latency = &d->stats.http_latency;
+    if (d->sched != NULL)
+        sched_senders_each(d->sched, sender_cb, &acc);
+    s.senders = acc.v;
+    s.n_senders = acc.n;
+    /* Entries due up to now, skipping at most a few hundred in flight. */
+    (void)queue_due_scan(d->q, 0, 0, now, 512, oldest_cb, &old);
+    s.oldest_due_age = isnan(old.due) || old.due > now ? 0 : now - old.due;
+    s.submitted = d->stats.submitted;
+    s.duplicates = d->stats.duplicates;
+    s.requests = d->stats.sends;
+    s.possible_duplicates = d->stats.maybe_duplicates;
+    s.commits = d->stats.commits;
+    s.inflight = d->sched ? sched_inflight(d->sched) : 0;
+    s.active = d->sched ? sched_jobs(d->sched) : 0;
+    s.commit_backlog = d->commit ? commit_backlog(d->commit) : 0;
+    s.connections = d->ipc ? ipc_server_connections(d->ipc) : 0;
+    s.watchers = d->n_watchers;
+    (void)queue_space(d->q, &s.store_map_bytes, &s.store_used_bytes);
+    s.version = AVP_VERSION;
+
+    rc = metrics_render(&s, &text, &len);
+    if (rc == 0)
+        rc = metrics_write_file(d->cfg.metrics_file, text, len);
+    free(text);
+    free(acc.v);
+    /* One line when writing starts to fail and one when it works again,
+     * not one every interval. */
+    if (rc != 0 && !d->metrics_failing)
+        dlog(d, CONFIG_LOG_WARN, "metrics file %s: %s", d->cfg.metrics_file, strerror(-rc));
+    else if (rc == 0 && d->metrics_failing)
+        dlog(d, CONFIG_LOG_INFO, "metrics file %s written again", d->cfg.metrics_file);
+    d->metrics_failing = rc != 0;
+}
+
+static void metrics_timer_cb(uv_timer_t *t)
+{
+    daemon_metrics_write(t->data);
+}
+
+void daemon_metrics_start(daemon_t *d)
+{
+    uint64_t ms = (uint64_t)d->cfg.metrics_interval_ms;
+
+    if (d->cfg.metrics_file == NULL)
+        return;
+    daemon_metrics_write(d);
+    uv_timer_start(&d->metrics_timer, metrics_timer_cb, ms, ms);
+}
