@@ -52,6 +52,7 @@ typedef struct daemon {
     unsigned probe_failures;
     bool probing;          /* a probe request is in flight */
     bool spill;            /* the store holds due jobs not in the active set */
+    double paused_expiry;  /* earliest expiresAt of a paused job left in the store; 0: none */
     uint64_t unfinished;   /* queued + retrying + sending, as of the last commit */
     bool stopping;
     bool stop_finishing;

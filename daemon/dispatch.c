@@ -35,13 +35,22 @@ static const char *route_for(int type)
     }
 }
 
+static void note_paused_expiry(daemon_t *d, double expires_at)
+{
+    if (expires_at > 0 && (d->paused_expiry == 0 || expires_at < d->paused_expiry))
+        d->paused_expiry = expires_at;
+}
+
 void dispatch_activate(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t *keys)
 {
     int rc;
 
-    /* A paused job stays in the store; the resume brings it in. */
-    if (sched_keys_paused(d->sched, keys->phone_number_id, keys->campaign))
+    /* A paused job stays in the store; the resume brings it in, or a refill
+     * records it expired when its time comes first. */
+    if (sched_keys_paused(d->sched, keys->phone_number_id, keys->campaign)) {
+        note_paused_expiry(d, tmpl->expires_at);
         return;
+    }
     if (d->spill || !sched_has_room(d->sched)) {
         /* The store has it; a refill brings it in when there is room. */
         d->spill = true;
@@ -486,6 +495,7 @@ static void dispatch(daemon_t *d, sched_job_t *job, double now)
 
 typedef struct refill_ctx {
     daemon_t *d;
+    double now;
     size_t added;
     size_t room;
     size_t skipped;
@@ -551,6 +561,11 @@ static int refill_entry_cb(const queue_due_entry_t *e, void *arg)
     if (sched_contains(d->sched, e->id))
         return 0;
     if (e->phone_number_id == NULL || sched_keys_paused(d->sched, e->phone_number_id, e->campaign)) {
+        /* Left in the store, but a pause does not stop its expiry. */
+        if (e->expires_at > 0 && e->expires_at <= r->now && e->state != QUEUE_STATE_SENDING)
+            record(d, e->id, QUEUE_STATE_EXPIRED, e->attempts, 0, NULL, NULL);
+        else
+            note_paused_expiry(d, e->expires_at);
         if (++r->skipped > REFILL_SKIP_MAX)
             return 1;
         return 0;
@@ -579,14 +594,14 @@ static int refill_entry_cb(const queue_due_entry_t *e, void *arg)
  */
 static void refill(daemon_t *d)
 {
-    refill_ctx_t r = {d, 0, 0, 0, false};
+    refill_ctx_t r = {d, daemon_now(), 0, 0, 0, false};
     size_t limit;
     int rc;
 
     if (!d->spill || d->stopping || commit_backlog(d->commit) != 0 ||
-        sched_jobs(d->sched) > ACTIVE_SET_MAX / 2 || sched_all_paused(d->sched) ||
-        sched_account_reason(d->sched) != NULL)
+        sched_jobs(d->sched) > ACTIVE_SET_MAX / 2)
         return;
+    d->paused_expiry = 0; /* this pass notes the paused jobs again */
     r.room = ACTIVE_SET_MAX - sched_jobs(d->sched);
     limit = sched_jobs(d->sched) + r.room + 1 + REFILL_SKIP_MAX;
     rc = queue_due_scan(d->q, 0, 0, INFINITY, limit, refill_entry_cb, &r);
@@ -612,6 +627,8 @@ static void pump(daemon_t *d)
     double now = daemon_now(), wake = INFINITY;
     sched_job_t *job;
 
+    if (d->paused_expiry > 0 && now >= d->paused_expiry)
+        d->spill = true; /* a paused job in the store is due to expire */
     refill(d);
     if (d->stopping)
         return;
@@ -624,6 +641,8 @@ static void pump(daemon_t *d)
     uv_timer_stop(&d->wake);
     if (d->spill) /* come back for the refill */
         wake = fmin(wake, now + 0.05);
+    if (d->paused_expiry > now) /* (when past, spill brings the refill) */
+        wake = fmin(wake, d->paused_expiry);
     if (isfinite(wake)) {
         double ms = ceil((wake - now) * 1000.0);
         uv_timer_start(&d->wake, wake_cb, ms > 0 ? (uint64_t)ms : 0, 0);
