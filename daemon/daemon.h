@@ -50,10 +50,10 @@ typedef struct daemon {
     uv_timer_t stop_timer; /* bound on in-flight requests at shutdown */
     uv_timer_t probe;      /* account breaker: next GET /v2/me while the account is paused */
     unsigned probe_failures;
-    bool probing;          /* a probe request is in flight */
-    bool spill;            /* the store holds due jobs not in the active set */
-    double paused_expiry;  /* earliest expiresAt of a paused job left in the store; 0: none */
-    uint64_t unfinished;   /* queued + retrying + sending, as of the last commit */
+    bool probing;         /* a probe request is in flight */
+    bool spill;           /* the store holds due jobs not in the active set */
+    double paused_expiry; /* earliest expiresAt of a paused job left in the store; 0: none */
+    uint64_t unfinished;  /* queued + retrying + sending, as of the last commit */
     bool stopping;
     bool stop_finishing;
     bool closing;
@@ -84,8 +84,8 @@ void dispatch_activate(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t 
 int dispatch_load_pauses(daemon_t *d);
 /* Applies an operator's pause or resume (kind: queue_pause_kind_t) in memory
  * and records it in the store; `done(arg)` runs once it is durable. */
-int dispatch_set_pause(daemon_t *d, int kind, const char *name, bool paused,
-                       commit_update_cb done, void *arg);
+int dispatch_set_pause(daemon_t *d, int kind, const char *name, bool paused, commit_update_cb done,
+                       void *arg);
 /* Runs the scheduler once at the next loop turn. */
 void dispatch_pump_soon(daemon_t *d);
 /* Commit statistics hook (refreshes counters, resumes a waiting refill). */

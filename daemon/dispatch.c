@@ -163,8 +163,7 @@ static void pause_account(daemon_t *d, const classify_result_t *c)
 
     if (sched_account_reason(d->sched) != NULL)
         return;
-    snprintf(reason, sizeof(reason), "%d %s: %s", c->error.status, c->error.code,
-             c->error.message);
+    snprintf(reason, sizeof(reason), "%d %s: %s", c->error.status, c->error.code, c->error.message);
     sched_account_pause(d->sched, true, reason);
     d->probe_failures = 0;
     dlog(d, CONFIG_LOG_ERROR,
@@ -202,12 +201,12 @@ static void pause_sender(daemon_t *d, sched_job_t *job, const classify_result_t 
     rc = commit_add_pause(d->commit, QUEUE_PAUSE_SENDER, id, reason, true, NULL, NULL);
     if (rc != 0)
         dlog(d, CONFIG_LOG_ERROR, "sender %s: pause not recorded: %s", id, queue_strerror(rc));
-    dlog(d, CONFIG_LOG_ERROR,
-         "sender %s paused (%s); its jobs wait for an operator's resume", id, reason);
+    dlog(d, CONFIG_LOG_ERROR, "sender %s paused (%s); its jobs wait for an operator's resume", id,
+         reason);
 }
 
-int dispatch_set_pause(daemon_t *d, int kind, const char *name, bool paused,
-                       commit_update_cb done, void *arg)
+int dispatch_set_pause(daemon_t *d, int kind, const char *name, bool paused, commit_update_cb done,
+                       void *arg)
 {
     const char *reason = paused ? "paused by the operator" : NULL;
     int rc;
@@ -235,7 +234,9 @@ int dispatch_set_pause(daemon_t *d, int kind, const char *name, bool paused,
         return -EINVAL;
     }
     dlog(d, CONFIG_LOG_INFO, "operator %s %s%s%s", paused ? "paused" : "resumed",
-         kind == QUEUE_PAUSE_ALL ? "all sending" : kind == QUEUE_PAUSE_SENDER ? "sender " : "campaign ",
+         kind == QUEUE_PAUSE_ALL      ? "all sending"
+         : kind == QUEUE_PAUSE_SENDER ? "sender "
+                                      : "campaign ",
          kind == QUEUE_PAUSE_ALL ? "" : "", kind == QUEUE_PAUSE_ALL ? "" : name);
     if (paused)
         evict_paused(d);
@@ -256,7 +257,10 @@ static int load_pause_cb(int kind, const char *name, const char *reason, void *a
         (void)sched_sender_pause(d->sched, name, true, reason[0] ? reason : NULL);
     else if (kind == QUEUE_PAUSE_CAMPAIGN)
         (void)sched_campaign_pause(d->sched, name, true);
-    dlog(d, CONFIG_LOG_INFO, "stored pause: %s %s%s%s", kind == QUEUE_PAUSE_ALL ? "all" : kind == QUEUE_PAUSE_SENDER ? "sender" : "campaign",
+    dlog(d, CONFIG_LOG_INFO, "stored pause: %s %s%s%s",
+         kind == QUEUE_PAUSE_ALL      ? "all"
+         : kind == QUEUE_PAUSE_SENDER ? "sender"
+                                      : "campaign",
          name, reason[0] ? ": " : "", reason);
     return 0;
 }
@@ -507,9 +511,8 @@ static void keys_of(const queue_due_entry_t *e, sched_keys_t *k, char *okey, siz
     k->phone_number_id = e->phone_number_id;
     k->campaign = e->campaign;
     k->to = e->to;
-    k->order_key = queue_order_key(e->order_key, e->phone_number_id, e->to, okey, size) > 0
-                       ? okey
-                       : NULL;
+    k->order_key =
+        queue_order_key(e->order_key, e->phone_number_id, e->to, okey, size) > 0 ? okey : NULL;
 }
 
 static int refill_add(refill_ctx_t *r, const queue_due_entry_t *e, const sched_keys_t *k)
@@ -560,7 +563,8 @@ static int refill_entry_cb(const queue_due_entry_t *e, void *arg)
 
     if (sched_contains(d->sched, e->id))
         return 0;
-    if (e->phone_number_id == NULL || sched_keys_paused(d->sched, e->phone_number_id, e->campaign)) {
+    if (e->phone_number_id == NULL ||
+        sched_keys_paused(d->sched, e->phone_number_id, e->campaign)) {
         /* Left in the store, but a pause does not stop its expiry. */
         if (e->expires_at > 0 && e->expires_at <= r->now && e->state != QUEUE_STATE_SENDING)
             record(d, e->id, QUEUE_STATE_EXPIRED, e->attempts, 0, NULL, NULL);
@@ -613,8 +617,8 @@ static void refill(daemon_t *d)
      * come back with their resume (which sets spill again). */
     if (!r.stopped)
         d->spill = false;
-    dlog(d, CONFIG_LOG_DEBUG, "refill: %zu jobs loaded, %zu paused left in the store, %s",
-         r.added, r.skipped, d->spill ? "more in the store" : "store drained");
+    dlog(d, CONFIG_LOG_DEBUG, "refill: %zu jobs loaded, %zu paused left in the store, %s", r.added,
+         r.skipped, d->spill ? "more in the store" : "store drained");
 }
 
 static void wake_cb(uv_timer_t *t)

@@ -70,10 +70,10 @@ typedef struct sched_okey {
 
 typedef struct sched_campaign {
     hnode_t h;
-    char *name; /* NULL: the "no campaign" lane group */
+    char *name;  /* NULL: the "no campaign" lane group */
     size_t refs; /* jobs in the active set */
     bool paused;
-    struct sched_lane *lanes; /* its lanes (list by cnext/cprev) */
+    struct sched_lane *lanes;             /* its lanes (list by cnext/cprev) */
     struct sched_campaign *inext, *iprev; /* idle list */
     bool idle;
     double idle_since;
@@ -1612,7 +1612,8 @@ void sched_job_sent(sched_t *s, sched_job_t *j, double now)
     /* Additive increase: max/AIMD_STEP_FRACTION per second of successes at
      * the current rate, i.e. this much per success. */
     if (sd->max_rate > 0 && sd->bucket.rate < sd->max_rate) {
-        double step = sd->max_rate / AIMD_STEP_FRACTION / (sd->bucket.rate > 1 ? sd->bucket.rate : 1);
+        double step =
+            sd->max_rate / AIMD_STEP_FRACTION / (sd->bucket.rate > 1 ? sd->bucket.rate : 1);
         sd->bucket.rate += step;
         if (sd->bucket.rate > sd->max_rate)
             sd->bucket.rate = sd->max_rate;

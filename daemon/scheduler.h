@@ -74,8 +74,8 @@ typedef struct sched_job {
     void *user; /* the daemon's per-attempt state while in flight */
     /* scheduler-private */
     uint8_t where_;
-    uint32_t wait_idx_; /* in the waiting heap */
-    uint32_t exp_idx_;  /* in the expiry heap */
+    uint32_t wait_idx_;                /* in the waiting heap */
+    uint32_t exp_idx_;                 /* in the expiry heap */
     struct sched_job *next_, *prev_;   /* lane ready list or pair park list */
     struct sched_job *knext_, *kprev_; /* order key list, by id */
     struct sched_okey *okey_;
@@ -99,9 +99,9 @@ typedef struct sched_options {
     double global_rate;      /* 0: none */
     unsigned max_inflight;
     unsigned max_inflight_per_number;
-    size_t max_jobs;            /* size of the active set */
-    double pair_interval;       /* seconds between sends to one pair on average; 0: no pacing */
-    double pair_burst;          /* pair bucket depth (>= 1) */
+    size_t max_jobs;      /* size of the active set */
+    double pair_interval; /* seconds between sends to one pair on average; 0: no pacing */
+    double pair_burst;    /* pair bucket depth (>= 1) */
     /* Per-sender rate override; NULL: rate_per_number for all. */
     double (*rate_for)(const char *phone_number_id, void *user);
     void *rate_user;
@@ -231,9 +231,9 @@ typedef struct sched_sender_info {
     const char *phone_number_id;
     size_t queued; /* in the active set, not in flight */
     unsigned inflight;
-    double rate;       /* current (adapted) rate, sends/s; 0: unlimited */
-    double max_rate;   /* configured rate */
-    bool paused;       /* operator or automatic pause, or a hold in force */
+    double rate;        /* current (adapted) rate, sends/s; 0: unlimited */
+    double max_rate;    /* configured rate */
+    bool paused;        /* operator or automatic pause, or a hold in force */
     const char *reason; /* why, or NULL */
 } sched_sender_info_t;
 

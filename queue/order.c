@@ -44,8 +44,8 @@ size_t queue_order_key(const char *order_key, const char *phone_number_id, const
         return 0;
     buf[0] = '\0';
     return key_build(order_key, order_key ? strlen(order_key) : 0, phone_number_id,
-                     phone_number_id ? strlen(phone_number_id) : 0, to, to ? strlen(to) : 0,
-                     buf, size);
+                     phone_number_id ? strlen(phone_number_id) : 0, to, to ? strlen(to) : 0, buf,
+                     size);
 }
 
 size_t queue__record_order_key(const queue__record_t *r, char *buf, size_t size)

@@ -243,7 +243,7 @@ static void test_order_key_older_added(void)
     /* 7 is ready (due) but not taken yet when the older ones arrive. */
     addk(s, 5, 3, 1, "a", NULL, "k", NULL);
     addk(s, 8, 0, 1, "a", NULL, "k", NULL); /* in the middle */
-    CHECK(sched_next(s, 1, NULL) == NULL); /* 5 is not due until 3: 7 waits */
+    CHECK(sched_next(s, 1, NULL) == NULL);  /* 5 is not due until 3: 7 waits */
     j = sched_next(s, 3, NULL);
     CHECK(j && j->id == 5);
     sched_job_finish(s, j);
