@@ -24,6 +24,12 @@
 
 /* Jobs the scheduler holds in memory; the rest wait in the store. */
 #define ACTIVE_SET_MAX 100000
+/* Room beyond ACTIVE_SET_MAX for new jobs of campaigns that have fewer than
+ * ACTIVE_FAIR_MIN jobs in memory: a campaign bigger than the active set
+ * fills it in due order, and without this a message submitted after it
+ * would wait in the store behind all of it. */
+#define ACTIVE_SET_RESERVE 10000
+#define ACTIVE_FAIR_MIN 1000
 
 typedef struct daemon_stats {
     unsigned long long submitted;
@@ -53,6 +59,7 @@ typedef struct daemon {
     bool probing;         /* a probe request is in flight */
     bool spill;           /* the store holds due jobs not in the active set */
     double paused_expiry; /* earliest expiresAt of a paused job left in the store; 0: none */
+    bool fair_blocked;    /* scratch of dispatch.c's activate_fair */
     uint64_t unfinished;  /* queued + retrying + sending, as of the last commit */
     bool stopping;
     bool stop_finishing;

@@ -41,6 +41,40 @@ static void note_paused_expiry(daemon_t *d, double expires_at)
         d->paused_expiry = expires_at;
 }
 
+static int older_in_memory_cb(const queue_due_entry_t *e, void *arg)
+{
+    daemon_t *d = arg;
+
+    if (sched_contains(d->sched, e->id))
+        return 0;
+    d->fair_blocked = true;
+    return 1;
+}
+
+/*
+ * While the store holds jobs the active set does not, a new job may still
+ * come in - within ACTIVE_SET_RESERVE, for a campaign with fewer than
+ * ACTIVE_FAIR_MIN jobs in memory - if every older unfinished job of its
+ * order key is in memory, so it cannot overtake one. An older job the store
+ * still shows unfinished while its final state waits for a commit makes
+ * this say no: safe, it only means the refill brings the job in.
+ */
+static bool activate_fair(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t *keys)
+{
+    if (!sched_has_room(d->sched) ||
+        sched_campaign_jobs(d->sched, keys->campaign) >= ACTIVE_FAIR_MIN)
+        return false;
+    d->fair_blocked = false;
+    if (keys->order_key != NULL &&
+        queue_order_scan(d->q, keys->order_key, 0, tmpl->id, ACTIVE_FAIR_MIN, older_in_memory_cb,
+                         d) != 0)
+        return false;
+    if (d->fair_blocked || sched_job_add(d->sched, tmpl, keys) != 0)
+        return false;
+    dispatch_pump_soon(d);
+    return true;
+}
+
 void dispatch_activate(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t *keys)
 {
     int rc;
@@ -51,9 +85,11 @@ void dispatch_activate(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t 
         note_paused_expiry(d, tmpl->expires_at);
         return;
     }
-    if (d->spill || !sched_has_room(d->sched)) {
-        /* The store has it; a refill brings it in when there is room. */
-        d->spill = true;
+    if (d->spill || sched_jobs(d->sched) >= ACTIVE_SET_MAX) {
+        /* The store has it; a refill brings it in when there is room. A
+         * job of a campaign with few jobs in memory may take the reserve. */
+        if (!activate_fair(d, tmpl, keys))
+            d->spill = true;
         return;
     }
     rc = sched_job_add(d->sched, tmpl, keys);
@@ -606,7 +642,7 @@ static void refill(daemon_t *d)
         sched_jobs(d->sched) > ACTIVE_SET_MAX / 2)
         return;
     d->paused_expiry = 0; /* this pass notes the paused jobs again */
-    r.room = ACTIVE_SET_MAX - sched_jobs(d->sched);
+    r.room = ACTIVE_SET_MAX - sched_jobs(d->sched); /* > 0: at most half full here */
     limit = sched_jobs(d->sched) + r.room + 1 + REFILL_SKIP_MAX;
     rc = queue_due_scan(d->q, 0, 0, INFINITY, limit, refill_entry_cb, &r);
     if (rc != 0) {

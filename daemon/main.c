@@ -124,7 +124,7 @@ static void sched_opts(const daemon_t *d, sched_options_t *o)
     o->global_rate = d->cfg.global_rate;
     o->max_inflight = (unsigned)d->cfg.max_inflight;
     o->max_inflight_per_number = (unsigned)d->cfg.max_inflight_per_number;
-    o->max_jobs = ACTIVE_SET_MAX;
+    o->max_jobs = ACTIVE_SET_MAX + ACTIVE_SET_RESERVE;
     o->pair_interval = (double)d->cfg.pair_rate_interval_ms / 1000.0;
     o->pair_burst = (double)d->cfg.pair_burst;
     o->rate_for = rate_for_cb;

@@ -1815,6 +1815,12 @@ double sched_campaign_rate(const sched_t *s, const char *campaign, double now)
     return span > 0 ? (double)n / span : 0;
 }
 
+size_t sched_campaign_jobs(const sched_t *s, const char *campaign)
+{
+    const sched_campaign_t *c = camp_find(s, campaign);
+    return c ? c->refs : 0;
+}
+
 void sched_senders_each(const sched_t *s, double now,
                         void (*cb)(const sched_sender_info_t *, void *), void *user)
 {

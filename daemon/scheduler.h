@@ -226,6 +226,9 @@ size_t sched_evict_paused(sched_t *s);
 /* Sends per second of a campaign over the last few seconds (0 when unknown). */
 double sched_campaign_rate(const sched_t *s, const char *campaign, double now);
 
+/* Jobs of a campaign in the active set (NULL: jobs without a campaign). */
+size_t sched_campaign_jobs(const sched_t *s, const char *campaign);
+
 /* Sender statistics for `stats`. */
 typedef struct sched_sender_info {
     const char *phone_number_id;
