@@ -65,9 +65,8 @@ static bool activate_fair(daemon_t *d, const sched_job_t *tmpl, const sched_keys
         sched_campaign_jobs(d->sched, keys->campaign) >= ACTIVE_FAIR_MIN)
         return false;
     d->fair_blocked = false;
-    if (keys->order_key != NULL &&
-        queue_order_scan(d->q, keys->order_key, 0, tmpl->id, ACTIVE_FAIR_MIN, older_in_memory_cb,
-                         d) != 0)
+    if (keys->order_key != NULL && queue_order_scan(d->q, keys->order_key, 0, tmpl->id,
+                                                    ACTIVE_FAIR_MIN, older_in_memory_cb, d) != 0)
         return false;
     if (d->fair_blocked || sched_job_add(d->sched, tmpl, keys) != 0)
         return false;
@@ -641,7 +640,7 @@ static void refill(daemon_t *d)
     if (!d->spill || d->stopping || commit_backlog(d->commit) != 0 ||
         sched_jobs(d->sched) > ACTIVE_SET_MAX / 2)
         return;
-    d->paused_expiry = 0; /* this pass notes the paused jobs again */
+    d->paused_expiry = 0;                           /* this pass notes the paused jobs again */
     r.room = ACTIVE_SET_MAX - sched_jobs(d->sched); /* > 0: at most half full here */
     limit = sched_jobs(d->sched) + r.room + 1 + REFILL_SKIP_MAX;
     rc = queue_due_scan(d->q, 0, 0, INFINITY, limit, refill_entry_cb, &r);

@@ -508,7 +508,10 @@ static void sender_apply_rate(sched_t *s, sched_sender_t *sd)
 
     if (max < 0)
         max = 0;
-    if (sd->bucket.rate <= 0 || sd->max_rate <= 0 || sd->bucket.rate > max || max <= 0)
+    /* A sender at its configured rate follows the new one; one slowed down
+     * by throttles keeps its adapted rate, within the new maximum. */
+    if (sd->bucket.rate <= 0 || sd->max_rate <= 0 || sd->bucket.rate >= sd->max_rate ||
+        sd->bucket.rate > max || max <= 0)
         sd->bucket.rate = max;
     sd->max_rate = max;
     sd->bucket.burst = sender_burst(s, sd);

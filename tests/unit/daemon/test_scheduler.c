@@ -438,6 +438,15 @@ static void test_adaptive_rate(void)
         sched_job_finish(s, j);
     }
     CHECK(fabs(sender_info(s, "a", 10000).rate - 100) < 1e-9);
+    /* Reload: a sender at its rate follows the new configured rate. */
+    {
+        sched_options_t o;
+        memset(&o, 0, sizeof(o));
+        o.rate_per_number = 200;
+        sched_reconfigure(s, &o);
+        CHECK(fabs(sender_info(s, "a", 10000).rate - 200) < 1e-9);
+        CHECK(fabs(sender_info(s, "a", 10000).max_rate - 200) < 1e-9);
+    }
     sched_free(s);
 }
 
