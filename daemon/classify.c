@@ -75,6 +75,7 @@ static int classify_meta(long code, classify_result_t *out)
         return CLASSIFY_RESCHEDULE_DAY;
     if (IN(code, meta_maintenance)) {
         out->min_delay = 60;
+        out->hold_sender = true;
         return CLASSIFY_RETRY;
     }
     if (IN(code, meta_account_throttle)) {
@@ -132,6 +133,7 @@ void classify_answer(const http_result_t *res, classify_result_t *out)
     if (res->error != 0) {
         out->action = CLASSIFY_RETRY;
         out->maybe_sent = res->error == HTTP_EMAYBESENT;
+        out->not_sent = res->error == HTTP_ENOTSENT;
         copy_str(out->error.code, sizeof(out->error.code),
                  res->error == HTTP_ENOTSENT     ? "CONNECT_ERROR"
                  : res->error == HTTP_ECANCELLED ? "CANCELLED"

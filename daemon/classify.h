@@ -26,6 +26,9 @@ typedef enum classify_action {
 typedef struct classify_result {
     int action;               /* classify_action_t */
     bool maybe_sent;          /* a transport failure after the request may have left */
+    bool not_sent;            /* a transport failure before the request left: retry freely */
+    bool hold_sender;         /* CLASSIFY_RETRY of a sender in maintenance (131057, 2494100):
+                                 the sender waits min_delay, not only the job */
     double min_delay;         /* seconds the retry must wait at least (Retry-After, ...); 0 */
     queue_error_info_t error; /* filled for everything but CLASSIFY_SENT */
     char wamid[QUEUE_MAX_WAMID_LEN]; /* CLASSIFY_SENT: data.messages[0].id or "" */

@@ -23,7 +23,15 @@ typedef struct op {
     queue_update_t u; /* updates: a copy to re-queue after a failed batch */
     char *wamid;
     queue_error_info_t *err;
+    struct pause_copy *pause; /* pauses: a copy to re-queue after a failed batch */
 } op_t;
+
+typedef struct pause_copy {
+    int kind;
+    bool paused;
+    char *name;
+    char *reason;
+} pause_copy_t;
 
 /* One batch and the operations in it, in the order they were added. */
 typedef struct side {
@@ -64,6 +72,11 @@ static void side_reset(side_t *s)
     for (i = 0; i < s->n; i++) {
         free(s->ops[i].wamid);
         free(s->ops[i].err);
+        if (s->ops[i].pause) {
+            free(s->ops[i].pause->name);
+            free(s->ops[i].pause->reason);
+            free(s->ops[i].pause);
+        }
     }
     s->n = 0;
     s->bytes = 0;
@@ -220,6 +233,53 @@ static int add_update(commit_t *c, const queue_update_t *u, commit_update_cb ucb
     return 0;
 }
 
+static int add_pause(commit_t *c, int kind, const char *name, const char *reason, bool paused,
+                     commit_update_cb ucb, void *arg)
+{
+    pause_copy_t *pc;
+    side_t *s;
+    op_t *op;
+    int rc;
+
+    if ((s = open_side(c)) == NULL)
+        return -ENOMEM;
+    if ((rc = side_push(s, &op)) != 0)
+        return rc;
+    pc = calloc(1, sizeof(*pc));
+    if (pc == NULL)
+        return -ENOMEM;
+    pc->kind = kind;
+    pc->paused = paused;
+    pc->name = strdup(name);
+    pc->reason = strdup(reason ? reason : "");
+    rc = pc->name == NULL || pc->reason == NULL ? -ENOMEM : 0;
+    if (rc == 0)
+        rc = queue_batch_add_pause(s->batch, kind, name, reason, paused);
+    if (rc < 0) {
+        free(pc->name);
+        free(pc->reason);
+        free(pc);
+        return rc;
+    }
+    op->pause = pc;
+    op->ucb = ucb;
+    op->arg = arg;
+    s->n++;
+    s->bytes += 128;
+    c->backlog++;
+    return 0;
+}
+
+int commit_add_pause(commit_t *c, int kind, const char *name, const char *reason, bool paused,
+                     commit_update_cb cb, void *arg)
+{
+    int rc = add_pause(c, kind, name, reason, paused, cb, arg);
+
+    if (rc == 0)
+        start_soon(c);
+    return rc;
+}
+
 int commit_add_update(commit_t *c, const queue_update_t *u)
 {
     return commit_add_update_cb(c, u, NULL, NULL);
@@ -326,7 +386,13 @@ static void after_work_cb(uv_work_t *w, int status)
         c->stat_cb(done->n, c->seconds, c->stat_arg);
     for (i = 0; i < done->n; i++) {
         op_t *op = &done->ops[i];
-        if (op->cb) {
+        if (op->pause) {
+            if (rc != 0) /* carried into a later batch, like an update */
+                (void)add_pause(c, op->pause->kind, op->pause->name, op->pause->reason,
+                                op->pause->paused, op->ucb, op->arg);
+            else if (op->ucb)
+                op->ucb(op->arg);
+        } else if (op->cb) {
             uint64_t orig = 0;
             int res = rc == 0 ? queue_batch_result(done->batch, i, &orig) : 0;
             op->cb(rc, res, orig, op->arg);

@@ -68,6 +68,12 @@ typedef void (*commit_result_cb)(int rc, int result, void *arg);
  * unless this call fails: then it never runs. A failed batch carries the
  * change into the next one. */
 int commit_add_update_res(commit_t *c, const queue_update_t *u, commit_result_cb cb, void *arg);
+/* Queues a stored pause (paused = true, with a reason that may be NULL) or
+ * its end (queue_batch_add_pause); strings are copied. `cb` (may be NULL)
+ * runs like commit_add_update_cb's: once the pause is durable; a failed
+ * batch carries it into the next one. */
+int commit_add_pause(commit_t *c, int kind, const char *name, const char *reason, bool paused,
+                     commit_update_cb cb, void *arg);
 
 /* Operations waiting for a commit (pending + running). */
 size_t commit_backlog(const commit_t *c);

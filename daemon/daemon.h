@@ -25,6 +25,12 @@
 
 /* Jobs the scheduler holds in memory; the rest wait in the store. */
 #define ACTIVE_SET_MAX 100000
+/* Room beyond ACTIVE_SET_MAX for new jobs of campaigns that have fewer than
+ * ACTIVE_FAIR_MIN jobs in memory: a campaign bigger than the active set
+ * fills it in due order, and without this a message submitted after it
+ * would wait in the store behind all of it. */
+#define ACTIVE_SET_RESERVE 10000
+#define ACTIVE_FAIR_MIN 1000
 
 typedef struct daemon_stats {
     unsigned long long submitted;
@@ -56,8 +62,13 @@ typedef struct daemon {
     uv_timer_t wake;       /* next due job or rate token */
     uv_idle_t pump_idle;   /* runs the pump once at the next loop turn */
     uv_timer_t stop_timer; /* bound on in-flight requests at shutdown */
-    bool spill;            /* the store holds due jobs not in the active set */
-    uint64_t unfinished;   /* queued + retrying + sending, as of the last commit */
+    uv_timer_t probe;      /* account breaker: next GET /v2/me while the account is paused */
+    unsigned probe_failures;
+    bool probing;         /* a probe request is in flight */
+    bool spill;           /* the store holds due jobs not in the active set */
+    double paused_expiry; /* earliest expiresAt of a paused job left in the store; 0: none */
+    bool fair_blocked;    /* scratch of dispatch.c's activate_fair */
+    uint64_t unfinished;  /* queued + retrying + sending, as of the last commit */
     bool stopping;
     bool stop_finishing;
     bool closing;
@@ -97,8 +108,15 @@ void daemon_refresh_unfinished(daemon_t *d);
 
 /* dispatch.c */
 /* Puts a newly committed job into the active set (or marks the store as
- * holding more than the active set). */
-void dispatch_activate(daemon_t *d, const sched_job_t *tmpl, const char *phone_number_id);
+ * holding more than the active set). keys->order_key is the effective key
+ * (queue_order_key). */
+void dispatch_activate(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t *keys);
+/* Loads the stored pauses into the scheduler (start-up). */
+int dispatch_load_pauses(daemon_t *d);
+/* Applies an operator's pause or resume (kind: queue_pause_kind_t) in memory
+ * and records it in the store; `done(arg)` runs once it is durable. */
+int dispatch_set_pause(daemon_t *d, int kind, const char *name, bool paused, commit_update_cb done,
+                       void *arg);
 /* Runs the scheduler once at the next loop turn. */
 void dispatch_pump_soon(daemon_t *d);
 /* Commit statistics hook (refreshes counters, resumes a waiting refill). */

@@ -35,16 +35,63 @@ static const char *route_for(int type)
     }
 }
 
-void dispatch_activate(daemon_t *d, const sched_job_t *tmpl, const char *phone_number_id)
+static void note_paused_expiry(daemon_t *d, double expires_at)
+{
+    if (expires_at > 0 && (d->paused_expiry == 0 || expires_at < d->paused_expiry))
+        d->paused_expiry = expires_at;
+}
+
+static int older_in_memory_cb(const queue_due_entry_t *e, void *arg)
+{
+    daemon_t *d = arg;
+
+    if (sched_contains(d->sched, e->id))
+        return 0;
+    d->fair_blocked = true;
+    return 1;
+}
+
+/*
+ * While the store holds jobs the active set does not, a new job may still
+ * come in - within ACTIVE_SET_RESERVE, for a campaign with fewer than
+ * ACTIVE_FAIR_MIN jobs in memory - if every older unfinished job of its
+ * order key is in memory, so it cannot overtake one. An older job the store
+ * still shows unfinished while its final state waits for a commit makes
+ * this say no: safe, it only means the refill brings the job in.
+ */
+static bool activate_fair(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t *keys)
+{
+    if (!sched_has_room(d->sched) ||
+        sched_campaign_jobs(d->sched, keys->campaign) >= ACTIVE_FAIR_MIN)
+        return false;
+    d->fair_blocked = false;
+    if (keys->order_key != NULL && queue_order_scan(d->q, keys->order_key, 0, tmpl->id,
+                                                    ACTIVE_FAIR_MIN, older_in_memory_cb, d) != 0)
+        return false;
+    if (d->fair_blocked || sched_job_add(d->sched, tmpl, keys) != 0)
+        return false;
+    dispatch_pump_soon(d);
+    return true;
+}
+
+void dispatch_activate(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t *keys)
 {
     int rc;
 
-    if (d->spill || !sched_has_room(d->sched)) {
-        /* The store has it; a refill brings it in when there is room. */
-        d->spill = true;
+    /* A paused job stays in the store; the resume brings it in, or a refill
+     * records it expired when its time comes first. */
+    if (sched_keys_paused(d->sched, keys->phone_number_id, keys->campaign)) {
+        note_paused_expiry(d, tmpl->expires_at);
         return;
     }
-    rc = sched_job_add(d->sched, tmpl, phone_number_id);
+    if (d->spill || sched_jobs(d->sched) >= ACTIVE_SET_MAX) {
+        /* The store has it; a refill brings it in when there is room. A
+         * job of a campaign with few jobs in memory may take the reserve. */
+        if (!activate_fair(d, tmpl, keys))
+            d->spill = true;
+        return;
+    }
+    rc = sched_job_add(d->sched, tmpl, keys);
     if (rc != 0 && rc != -EEXIST)
         d->spill = true;
     dispatch_pump_soon(d);
@@ -95,6 +142,201 @@ static double backoff(const daemon_t *d, unsigned attempts)
     return delay / 2 + delay / 2 * ((double)rand() / RAND_MAX);
 }
 
+/* --- pauses and the account breaker --------------------------------------- */
+
+static void probe_cb(uv_timer_t *t);
+
+static void probe_schedule(daemon_t *d)
+{
+    double delay = backoff(d, d->probe_failures + 1);
+
+    if (d->stopping || d->closing)
+        return;
+    uv_timer_start(&d->probe, probe_cb, (uint64_t)ceil(delay * 1000.0), 0);
+}
+
+static void probe_done(const http_result_t *res, void *arg)
+{
+    daemon_t *d = arg;
+    classify_result_t c;
+
+    d->probing = false;
+    if (d->stopping || d->closing || sched_account_reason(d->sched) == NULL)
+        return;
+    classify_answer(res, &c);
+    if (c.action == CLASSIFY_SENT) {
+        dlog(d, CONFIG_LOG_WARN, "account works again (GET /v2/me answered %d); sending resumes",
+             res->status);
+        sched_account_pause(d->sched, false, NULL);
+        d->probe_failures = 0;
+        d->spill = true; /* jobs left in the store while paused */
+        dispatch_pump_soon(d);
+        return;
+    }
+    d->probe_failures++;
+    dlog(d, CONFIG_LOG_DEBUG, "account probe: %d %s", c.error.status, c.error.code);
+    probe_schedule(d);
+}
+
+static void probe_cb(uv_timer_t *t)
+{
+    daemon_t *d = t->data;
+    int rc;
+
+    if (d->stopping || d->probing || sched_account_reason(d->sched) == NULL)
+        return;
+    rc = http_engine_get(d->http, "/v2/me", probe_done, d);
+    if (rc != 0) {
+        d->probe_failures++;
+        probe_schedule(d);
+        return;
+    }
+    d->probing = true;
+}
+
+static void pause_account(daemon_t *d, const classify_result_t *c)
+{
+    char reason[512]; /* cut to QUEUE_PAUSE_REASON_MAX when stored */
+
+    if (sched_account_reason(d->sched) != NULL)
+        return;
+    snprintf(reason, sizeof(reason), "%d %s: %s", c->error.status, c->error.code, c->error.message);
+    sched_account_pause(d->sched, true, reason);
+    d->probe_failures = 0;
+    dlog(d, CONFIG_LOG_ERROR,
+         "account-level error (%s): all sending paused, no job fails; probing GET /v2/me", reason);
+    probe_schedule(d);
+}
+
+static void evict_paused(daemon_t *d)
+{
+    size_t n = sched_evict_paused(d->sched);
+
+    if (n > 0) {
+        /* They stay unfinished in the store; a resume reloads them. */
+        d->spill = true;
+        dlog(d, CONFIG_LOG_DEBUG, "%zu paused jobs left the active set", n);
+    }
+}
+
+static void pause_sender(daemon_t *d, sched_job_t *job, const classify_result_t *c)
+{
+    char reason[512]; /* cut to QUEUE_PAUSE_REASON_MAX when stored */
+    const char *id = sched_sender_id(job->sender);
+    int rc;
+
+    if (sched_sender_paused(d->sched, id))
+        return;
+    if (c->error.meta_code != 0)
+        snprintf(reason, sizeof(reason), "%d %s (Meta %ld): %s", c->error.status, c->error.code,
+                 c->error.meta_code, c->error.message);
+    else
+        snprintf(reason, sizeof(reason), "%d %s: %s", c->error.status, c->error.code,
+                 c->error.message);
+    if (sched_sender_pause(d->sched, id, true, reason) != 0)
+        return;
+    rc = commit_add_pause(d->commit, QUEUE_PAUSE_SENDER, id, reason, true, NULL, NULL);
+    if (rc != 0)
+        dlog(d, CONFIG_LOG_ERROR, "sender %s: pause not recorded: %s", id, queue_strerror(rc));
+    dlog(d, CONFIG_LOG_ERROR, "sender %s paused (%s); its jobs wait for an operator's resume", id,
+         reason);
+}
+
+int dispatch_set_pause(daemon_t *d, int kind, const char *name, bool paused, commit_update_cb done,
+                       void *arg)
+{
+    const char *reason = paused ? "paused by the operator" : NULL;
+    int rc;
+
+    switch (kind) {
+    case QUEUE_PAUSE_ALL:
+        sched_pause_all(d->sched, paused);
+        if (!paused && sched_account_reason(d->sched) != NULL) {
+            /* "resume all" also retries an account the breaker paused. */
+            sched_account_pause(d->sched, false, NULL);
+            uv_timer_stop(&d->probe);
+        }
+        break;
+    case QUEUE_PAUSE_SENDER:
+        rc = sched_sender_pause(d->sched, name, paused, reason);
+        if (rc != 0)
+            return rc;
+        break;
+    case QUEUE_PAUSE_CAMPAIGN:
+        rc = sched_campaign_pause(d->sched, name, paused);
+        if (rc != 0)
+            return rc;
+        break;
+    default:
+        return -EINVAL;
+    }
+    dlog(d, CONFIG_LOG_INFO, "operator %s %s%s%s", paused ? "paused" : "resumed",
+         kind == QUEUE_PAUSE_ALL      ? "all sending"
+         : kind == QUEUE_PAUSE_SENDER ? "sender "
+                                      : "campaign ",
+         kind == QUEUE_PAUSE_ALL ? "" : "", kind == QUEUE_PAUSE_ALL ? "" : name);
+    if (paused)
+        evict_paused(d);
+    else
+        d->spill = true; /* its jobs may be in the store only */
+    dispatch_pump_soon(d);
+    return commit_add_pause(d->commit, kind, kind == QUEUE_PAUSE_ALL ? "" : name, reason, paused,
+                            done, arg);
+}
+
+static int load_pause_cb(int kind, const char *name, const char *reason, void *arg)
+{
+    daemon_t *d = arg;
+
+    if (kind == QUEUE_PAUSE_ALL)
+        sched_pause_all(d->sched, true);
+    else if (kind == QUEUE_PAUSE_SENDER)
+        (void)sched_sender_pause(d->sched, name, true, reason[0] ? reason : NULL);
+    else if (kind == QUEUE_PAUSE_CAMPAIGN)
+        (void)sched_campaign_pause(d->sched, name, true);
+    dlog(d, CONFIG_LOG_INFO, "stored pause: %s %s%s%s",
+         kind == QUEUE_PAUSE_ALL      ? "all"
+         : kind == QUEUE_PAUSE_SENDER ? "sender"
+                                      : "campaign",
+         name, reason[0] ? ": " : "", reason);
+    return 0;
+}
+
+int dispatch_load_pauses(daemon_t *d)
+{
+    return queue_pauses_each(d->q, load_pause_cb, d);
+}
+
+/* --- outcomes ---------------------------------------------------------------- */
+
+/* Reschedules a job whose attempt did not succeed. `counts`: whether the
+ * attempt counts against maxAttempts (answers that are not the job's fault
+ * - pauses, throttles, the pair limit, a request that never left - do not). */
+static void retry_job(daemon_t *d, sched_job_t *job, const classify_result_t *c, double due,
+                      bool counts)
+{
+    if (!counts && job->attempts > 0)
+        job->attempts--;
+    if (d->stopping)
+        due = daemon_now();
+    record(d, job->id, QUEUE_STATE_RETRYING, job->attempts, due, NULL, &c->error);
+    sched_job_retry(d->sched, job, due);
+}
+
+/* 131049 (per-user marketing cap): once, not before 24 h; the second time
+ * the job fails. The store's last error tells whether this is the second. */
+static bool rescheduled_before(daemon_t *d, uint64_t id)
+{
+    queue_job_t j;
+    bool again = false;
+
+    if (queue_job_get(d->q, id, &j) == 0) {
+        again = j.last_error.meta_code == 131049;
+        queue_job_clear(&j);
+    }
+    return again;
+}
+
 static void on_http_done(const http_result_t *res, void *arg)
 {
     attempt_t *a = arg;
@@ -102,7 +344,7 @@ static void on_http_done(const http_result_t *res, void *arg)
     sched_job_t *job = sched_job_find(d->sched, a->id);
     classify_result_t c;
     unsigned max_attempts;
-    double delay, now = daemon_now();
+    double now = daemon_now(), delay;
 
     free(a->body);
     free(a);
@@ -119,6 +361,7 @@ static void on_http_done(const http_result_t *res, void *arg)
 
     switch (c.action) {
     case CLASSIFY_SENT:
+        sched_job_sent(d->sched, job, now);
         record(d, job->id, QUEUE_STATE_SENT, job->attempts, 0, c.wamid[0] ? c.wamid : NULL, NULL);
         sched_job_finish(d->sched, job);
         break;
@@ -128,41 +371,52 @@ static void on_http_done(const http_result_t *res, void *arg)
         record(d, job->id, QUEUE_STATE_FAILED, job->attempts, 0, NULL, &c.error);
         sched_job_finish(d->sched, job);
         break;
-    case CLASSIFY_PAUSE_SENDER:
     case CLASSIFY_PAUSE_ACCOUNT:
-        /* Not the job's fault: the attempt does not count and the job never
-         * fails for it. The sender/account breaker refines this. */
-        if (job->attempts > 0)
-            job->attempts--;
-        delay = backoff(d, 3);
-        if (delay < c.min_delay)
-            delay = c.min_delay;
-        if (d->stopping)
-            delay = 0;
-        dlog(d, CONFIG_LOG_WARN, "job %llu: %s (%d %s), retry in %.1fs",
-             (unsigned long long)job->id, classify_action_name(c.action), c.error.status,
-             c.error.code, delay);
-        record(d, job->id, QUEUE_STATE_RETRYING, job->attempts, now + delay, NULL, &c.error);
-        sched_job_retry(d->sched, job, now + delay);
+        /* Never the job's fault: it waits, first of its key, for the resume. */
+        pause_account(d, &c);
+        retry_job(d, job, &c, now, false);
         break;
-    default:
+    case CLASSIFY_PAUSE_SENDER:
+        pause_sender(d, job, &c);
+        retry_job(d, job, &c, now, false);
+        evict_paused(d);
+        break;
+    case CLASSIFY_THROTTLE_SENDER:
+        sched_sender_throttled(d->sched, job, now, c.min_delay);
+        retry_job(d, job, &c, now + fmax(c.min_delay, 0.001), false);
+        break;
+    case CLASSIFY_THROTTLE_ACCOUNT:
+        sched_hold_all(d->sched, now + c.min_delay);
+        dlog(d, CONFIG_LOG_WARN, "Graph API throttling (Meta %ld): all sending waits %.0fs",
+             c.error.meta_code, c.min_delay);
+        retry_job(d, job, &c, now + c.min_delay, false);
+        break;
+    case CLASSIFY_RETRY_PAIR:
+        retry_job(d, job, &c, sched_pair_limited(d->sched, job, now), false);
+        break;
+    case CLASSIFY_RESCHEDULE_DAY:
+        if (rescheduled_before(d, job->id) || job->attempts >= max_attempts) {
+            record(d, job->id, QUEUE_STATE_FAILED, job->attempts, 0, NULL, &c.error);
+            sched_job_finish(d->sched, job);
+        } else {
+            retry_job(d, job, &c, now + 86400, true);
+        }
+        break;
+    default: /* CLASSIFY_RETRY */
+        if (c.not_sent) {
+            /* The request never left: free to retry, soon. */
+            retry_job(d, job, &c, now + backoff(d, 1), false);
+            break;
+        }
         if (job->attempts >= max_attempts && !d->stopping) {
             record(d, job->id, QUEUE_STATE_FAILED, job->attempts, 0, NULL, &c.error);
             sched_job_finish(d->sched, job);
             break;
         }
-        if (c.action == CLASSIFY_RETRY_PAIR)
-            delay = pow(4.0, job->attempts > 0 ? job->attempts - 1 : 0);
-        else if (c.action == CLASSIFY_RESCHEDULE_DAY)
-            delay = 86400;
-        else
-            delay = backoff(d, job->attempts);
-        if (delay < c.min_delay)
-            delay = c.min_delay;
-        if (d->stopping)
-            delay = 0;
-        record(d, job->id, QUEUE_STATE_RETRYING, job->attempts, now + delay, NULL, &c.error);
-        sched_job_retry(d->sched, job, now + delay);
+        delay = fmax(backoff(d, job->attempts), c.min_delay);
+        if (c.hold_sender)
+            sched_sender_hold(d->sched, job, now + c.min_delay, "sender in maintenance");
+        retry_job(d, job, &c, now + delay, true);
         break;
     }
     if (d->stopping) {
@@ -279,20 +533,32 @@ static void dispatch(daemon_t *d, sched_job_t *job, double now)
     daemon_event_job(d, job->id, QUEUE_STATE_SENDING, NULL, NULL);
 }
 
+/* Entries a refill may read beyond the room it fills: paused jobs are read
+ * and left in the store. */
+#define REFILL_SKIP_MAX 200000
+
 typedef struct refill_ctx {
     daemon_t *d;
+    double now;
     size_t added;
     size_t room;
+    size_t skipped;
     bool stopped;
 } refill_ctx_t;
 
-static int refill_entry_cb(const queue_due_entry_t *e, void *arg)
+static void keys_of(const queue_due_entry_t *e, sched_keys_t *k, char *okey, size_t size)
 {
-    refill_ctx_t *r = arg;
+    k->phone_number_id = e->phone_number_id;
+    k->campaign = e->campaign;
+    k->to = e->to;
+    k->order_key =
+        queue_order_key(e->order_key, e->phone_number_id, e->to, okey, size) > 0 ? okey : NULL;
+}
+
+static int refill_add(refill_ctx_t *r, const queue_due_entry_t *e, const sched_keys_t *k)
+{
     sched_job_t t;
 
-    if (sched_contains(r->d->sched, e->id))
-        return 0;
     if (r->added >= r->room) {
         r->stopped = true;
         return 1;
@@ -305,7 +571,7 @@ static int refill_entry_cb(const queue_due_entry_t *e, void *arg)
     t.max_attempts = e->max_attempts;
     t.type = e->type;
     t.priority = e->priority;
-    if (sched_job_add(r->d->sched, &t, e->phone_number_id) != 0) {
+    if (e->phone_number_id == NULL || sched_job_add(r->d->sched, &t, k) != 0) {
         r->stopped = true;
         return 1;
     }
@@ -313,31 +579,86 @@ static int refill_entry_cb(const queue_due_entry_t *e, void *arg)
     return 0;
 }
 
+/* An older unfinished job of the key being loaded: it comes in too, paused
+ * or not, so the key's first job in memory is its first in the store. */
+static int refill_pred_cb(const queue_due_entry_t *e, void *arg)
+{
+    char okey[QUEUE_ORDER_KEY_MAX + 1];
+    sched_keys_t k;
+
+    if (sched_contains(((refill_ctx_t *)arg)->d->sched, e->id))
+        return 0;
+    keys_of(e, &k, okey, sizeof(okey));
+    return refill_add(arg, e, &k);
+}
+
+static int refill_entry_cb(const queue_due_entry_t *e, void *arg)
+{
+    refill_ctx_t *r = arg;
+    daemon_t *d = r->d;
+    char okey[QUEUE_ORDER_KEY_MAX + 1];
+    sched_keys_t k;
+    uint64_t last;
+    int rc;
+
+    if (sched_contains(d->sched, e->id))
+        return 0;
+    if (e->phone_number_id == NULL ||
+        sched_keys_paused(d->sched, e->phone_number_id, e->campaign)) {
+        /* Left in the store, but a pause does not stop its expiry. */
+        if (e->expires_at > 0 && e->expires_at <= r->now && e->state != QUEUE_STATE_SENDING)
+            record(d, e->id, QUEUE_STATE_EXPIRED, e->attempts, 0, NULL, NULL);
+        else
+            note_paused_expiry(d, e->expires_at);
+        if (++r->skipped > REFILL_SKIP_MAX)
+            return 1;
+        return 0;
+    }
+    keys_of(e, &k, okey, sizeof(okey));
+    if (k.order_key != NULL && (last = sched_order_last_id(d->sched, k.order_key)) < e->id) {
+        rc = queue_order_scan(d->q, k.order_key, last, e->id, r->room - r->added + 1,
+                              refill_pred_cb, r);
+        if (rc != 0) {
+            dlog(d, CONFIG_LOG_ERROR, "reading the order index: %s", queue_strerror(rc));
+            r->stopped = true;
+            return 1;
+        }
+        if (r->stopped)
+            return 1;
+    }
+    return refill_add(r, e, &k);
+}
+
 /*
- * Brings due jobs from the store into the active set. Only while no write
- * is pending: a job whose final state is not committed yet is still in the
- * due index and must not be picked up again.
+ * Brings due jobs from the store into the active set, earliest due first,
+ * each with the older unfinished jobs of its order key. Only while no
+ * write is pending: a job whose final state is not committed yet is still
+ * in the due index and must not be picked up again. Paused jobs stay in the
+ * store.
  */
 static void refill(daemon_t *d)
 {
-    refill_ctx_t r = {d, 0, 0, false};
+    refill_ctx_t r = {d, daemon_now(), 0, 0, 0, false};
     size_t limit;
     int rc;
 
     if (!d->spill || d->stopping || commit_backlog(d->commit) != 0 ||
         sched_jobs(d->sched) > ACTIVE_SET_MAX / 2)
         return;
-    r.room = ACTIVE_SET_MAX - sched_jobs(d->sched);
-    limit = sched_jobs(d->sched) + r.room + 1;
+    d->paused_expiry = 0;                           /* this pass notes the paused jobs again */
+    r.room = ACTIVE_SET_MAX - sched_jobs(d->sched); /* > 0: at most half full here */
+    limit = sched_jobs(d->sched) + r.room + 1 + REFILL_SKIP_MAX;
     rc = queue_due_scan(d->q, 0, 0, INFINITY, limit, refill_entry_cb, &r);
     if (rc != 0) {
         dlog(d, CONFIG_LOG_ERROR, "reading due jobs: %s", queue_strerror(rc));
         return;
     }
+    /* Done when the store has nothing more that may go now; paused jobs
+     * come back with their resume (which sets spill again). */
     if (!r.stopped)
         d->spill = false;
-    dlog(d, CONFIG_LOG_DEBUG, "refill: %zu jobs loaded, %s", r.added,
-         d->spill ? "more in the store" : "store drained");
+    dlog(d, CONFIG_LOG_DEBUG, "refill: %zu jobs loaded, %zu paused left in the store, %s", r.added,
+         r.skipped, d->spill ? "more in the store" : "store drained");
 }
 
 static void wake_cb(uv_timer_t *t)
@@ -350,14 +671,22 @@ static void pump(daemon_t *d)
     double now = daemon_now(), wake = INFINITY;
     sched_job_t *job;
 
+    if (d->paused_expiry > 0 && now >= d->paused_expiry)
+        d->spill = true; /* a paused job in the store is due to expire */
     refill(d);
     if (d->stopping)
         return;
+    while ((job = sched_next_expired(d->sched, now)) != NULL) {
+        record(d, job->id, QUEUE_STATE_EXPIRED, job->attempts, 0, NULL, NULL);
+        sched_job_finish(d->sched, job);
+    }
     while ((job = sched_next(d->sched, now, &wake)) != NULL)
         dispatch(d, job, now);
     uv_timer_stop(&d->wake);
     if (d->spill) /* come back for the refill */
         wake = fmin(wake, now + 0.05);
+    if (d->paused_expiry > now) /* (when past, spill brings the refill) */
+        wake = fmin(wake, d->paused_expiry);
     if (isfinite(wake)) {
         double ms = ceil((wake - now) * 1000.0);
         uv_timer_start(&d->wake, wake_cb, ms > 0 ? (uint64_t)ms : 0, 0);

@@ -166,7 +166,7 @@ static void sender_cb(const sched_sender_info_t *s, void *arg)
     a->v[a->n].rate = s->rate;
     a->v[a->n].queued = s->queued;
     a->v[a->n].inflight = s->inflight;
-    a->v[a->n].paused = false; /* the scheduler's pause state lands with issue #3 */
+    a->v[a->n].paused = s->paused;
     a->n++;
 }
 
@@ -209,7 +209,7 @@ void daemon_metrics_write(daemon_t *d)
     s.n_outcomes = CLASSIFY_RESCHEDULE_DAY;
     s.latency = &d->stats.http_latency;
     if (d->sched != NULL)
-        sched_senders_each(d->sched, sender_cb, &acc);
+        sched_senders_each(d->sched, now, sender_cb, &acc);
     s.senders = acc.v;
     s.n_senders = acc.n;
     /* Entries due up to now, skipping at most a few hundred in flight. */

@@ -19,7 +19,13 @@ typedef struct submit_ctx {
     daemon_t *d;
     ipc_req_t *req;
     sched_job_t tmpl;
+    /* The request's strings die with its answer; the scheduler needs them
+     * after it. */
+    bool has_campaign, has_okey;
     char phone_number_id[QUEUE_MAX_ID_LEN + 1];
+    char to[QUEUE_MAX_ID_LEN + 1];
+    char campaign[QUEUE_MAX_KEY_LEN + 1];
+    char order_key[QUEUE_ORDER_KEY_MAX + 1];
 } submit_ctx_t;
 
 static void submit_committed_cb(int rc, int result, uint64_t orig_id, void *arg)
@@ -37,10 +43,16 @@ static void submit_committed_cb(int rc, int result, uint64_t orig_id, void *arg)
         ipc_req_reply_submit(ctx->req, orig_id, true);
     } else {
         d->stats.submitted++;
+        sched_keys_t k;
+
         daemon_event_job_in(d, ctx->tmpl.id, QUEUE_STATE_QUEUED,
                             ipc_req_request(ctx->req)->submit.campaign, NULL, NULL);
         ipc_req_reply_submit(ctx->req, ctx->tmpl.id, false);
-        dispatch_activate(d, &ctx->tmpl, ctx->phone_number_id);
+        k.phone_number_id = ctx->phone_number_id;
+        k.to = ctx->to;
+        k.campaign = ctx->has_campaign ? ctx->campaign : NULL;
+        k.order_key = ctx->has_okey ? ctx->order_key : NULL;
+        dispatch_activate(d, &ctx->tmpl, &k);
     }
     free(ctx);
 }
@@ -104,6 +116,13 @@ static void handle_submit(daemon_t *d, ipc_req_t *req, const ipc_submit_t *s)
     ctx->tmpl.type = job.type;
     ctx->tmpl.priority = job.priority;
     snprintf(ctx->phone_number_id, sizeof(ctx->phone_number_id), "%s", s->phone_number_id);
+    snprintf(ctx->to, sizeof(ctx->to), "%s", s->to);
+    if (s->campaign) {
+        ctx->has_campaign = true;
+        snprintf(ctx->campaign, sizeof(ctx->campaign), "%s", s->campaign);
+    }
+    ctx->has_okey = queue_order_key(s->order_key, s->phone_number_id, s->to, ctx->order_key,
+                                    sizeof(ctx->order_key)) > 0;
 
     rc = commit_add_job(d->commit, &job, s->body, s->body_len, submit_committed_cb, ctx);
     if (rc != 0) {
@@ -199,9 +218,31 @@ static void sender_json_cb(const sched_sender_info_t *s, void *arg)
     cJSON_AddNumberToObject(o, "queued", (double)s->queued);
     cJSON_AddNumberToObject(o, "inflight", s->inflight);
     cJSON_AddNumberToObject(o, "rate", s->rate);
-    cJSON_AddBoolToObject(o, "paused", false);
-    cJSON_AddNullToObject(o, "reason");
+    cJSON_AddNumberToObject(o, "maxRate", s->max_rate);
+    cJSON_AddBoolToObject(o, "paused", s->paused);
+    if (s->reason)
+        cJSON_AddStringToObject(o, "reason", s->reason);
+    else
+        cJSON_AddNullToObject(o, "reason");
     cJSON_AddItemToArray(arg, o);
+}
+
+/* The account's state: "paused" (breaker, or the operator's `all`), or
+ * "ok". */
+static void account_json(const daemon_t *d, cJSON *acct)
+{
+    const char *why = sched_account_reason(d->sched);
+
+    if (why != NULL) {
+        cJSON_AddStringToObject(acct, "state", "paused");
+        cJSON_AddStringToObject(acct, "reason", why);
+    } else if (sched_all_paused(d->sched)) {
+        cJSON_AddStringToObject(acct, "state", "paused");
+        cJSON_AddStringToObject(acct, "reason", "all sending paused by the operator");
+    } else {
+        cJSON_AddStringToObject(acct, "state", "ok");
+        cJSON_AddNullToObject(acct, "reason");
+    }
 }
 
 static void handle_stats(daemon_t *d, ipc_req_t *req)
@@ -218,9 +259,8 @@ static void handle_stats(daemon_t *d, ipc_req_t *req)
     (void)queue_counts(d->q, counts);
     for (s = 1; s <= QUEUE_STATE_MAX; s++)
         cJSON_AddNumberToObject(c, queue_state_name(s), (double)counts[s]);
-    sched_senders_each(d->sched, sender_json_cb, senders);
-    cJSON_AddStringToObject(acct, "state", "ok");
-    cJSON_AddNullToObject(acct, "reason");
+    sched_senders_each(d->sched, daemon_now(), sender_json_cb, senders);
+    account_json(d, acct);
     cJSON_AddNumberToObject(st, "inflight", sched_inflight(d->sched));
     cJSON_AddNumberToObject(st, "active", (double)sched_jobs(d->sched));
     cJSON_AddNumberToObject(st, "commitBacklog", (double)commit_backlog(d->commit));
@@ -228,6 +268,8 @@ static void handle_stats(daemon_t *d, ipc_req_t *req)
     cJSON_AddNumberToObject(st, "duplicates", (double)d->stats.duplicates);
     cJSON_AddNumberToObject(st, "requests", (double)d->stats.sends);
     cJSON_AddNumberToObject(st, "possibleDuplicates", (double)d->stats.maybe_duplicates);
+    cJSON_AddNumberToObject(st, "throttled", (double)d->stats.by_action[CLASSIFY_THROTTLE_SENDER]);
+    cJSON_AddNumberToObject(st, "pairLimited", (double)d->stats.by_action[CLASSIFY_RETRY_PAIR]);
     cJSON_AddNumberToObject(st, "commits", (double)d->stats.commits);
     cJSON_AddNumberToObject(st, "connections", ipc_server_connections(d->ipc));
     if (queue_space(d->q, &map, &used) == 0) {
@@ -256,16 +298,12 @@ static uint64_t job_id_parse(const char *s)
     return errno == 0 && *end == '\0' ? (uint64_t)v : 0;
 }
 
-/* The campaign's pause state and current send rate, for `campaign`.
- * Pausing belongs to the scheduler (issue #3): at the merge this becomes
- * sched_campaign_paused / sched_campaign_rate. Until then nothing can be
- * paused and the rate is not measured (avenpingctl shows its own). */
+/* The campaign's pause state and current send rate (sends/s over the
+ * scheduler's last few seconds), for `campaign`. */
 static void campaign_live(const daemon_t *d, const char *campaign, bool *paused, double *rate)
 {
-    (void)d;
-    (void)campaign;
-    *paused = false;
-    *rate = 0;
+    *paused = sched_campaign_paused(d->sched, campaign);
+    *rate = sched_campaign_rate(d->sched, campaign, daemon_now());
 }
 
 static void handle_campaign(daemon_t *d, ipc_req_t *req, const ipc_request_t *r)
@@ -609,6 +647,43 @@ static void handle_cancel_retry(daemon_t *d, ipc_req_t *req, const ipc_request_t
     bulk_finish_if_done(b);
 }
 
+/* --- pause / resume ------------------------------------------------------- */
+
+static void pause_durable_cb(void *arg)
+{
+    ipc_req_reply_ok(arg, NULL);
+}
+
+static void handle_pause(daemon_t *d, ipc_req_t *req, const ipc_request_t *r, bool paused)
+{
+    int kind, rc;
+    const char *name;
+
+    if (r->all) {
+        kind = QUEUE_PAUSE_ALL;
+        name = "";
+    } else if (r->campaign) {
+        kind = QUEUE_PAUSE_CAMPAIGN;
+        name = r->campaign;
+    } else if (r->phone_number_id) {
+        kind = QUEUE_PAUSE_SENDER;
+        name = r->phone_number_id;
+    } else {
+        ipc_req_reply_error(req, IPC_ERR_VALIDATION,
+                            "one of campaign, phoneNumberId or all:true is required");
+        return;
+    }
+    if (d->stopping) {
+        ipc_req_reply_error(req, IPC_ERR_SHUTTING_DOWN, "the daemon is stopping");
+        return;
+    }
+    /* Answered once the pause is durable: it survives a restart. */
+    rc = dispatch_set_pause(d, kind, name, paused, pause_durable_cb, req);
+    if (rc != 0)
+        ipc_req_reply_error(req, IPC_ERR_INTERNAL, "cannot record the %s: %s",
+                            paused ? "pause" : "resume", queue_strerror(rc));
+}
+
 void daemon_request_cb(ipc_req_t *req, void *user)
 {
     daemon_t *d = user;
@@ -637,6 +712,10 @@ void daemon_request_cb(ipc_req_t *req, void *user)
         break;
     case IPC_OP_WATCH:
         daemon_watch_add(d, req, r->campaign);
+        break;
+    case IPC_OP_PAUSE:
+    case IPC_OP_RESUME:
+        handle_pause(d, req, r, r->op == IPC_OP_PAUSE);
         break;
     case IPC_OP_PING: {
         cJSON *f = cJSON_CreateObject();

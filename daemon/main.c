@@ -116,6 +116,7 @@ static void drained_cb(void *arg)
     uv_close((uv_handle_t *)&d->stop_timer, NULL);
     uv_close((uv_handle_t *)&d->notify_timer, NULL);
     uv_close((uv_handle_t *)&d->metrics_timer, NULL);
+    uv_close((uv_handle_t *)&d->probe, NULL);
 }
 
 void daemon_finish_stop(daemon_t *d)
@@ -125,6 +126,7 @@ void daemon_finish_stop(daemon_t *d)
     d->stop_finishing = true;
     uv_timer_stop(&d->stop_timer);
     uv_timer_stop(&d->wake);
+    uv_timer_stop(&d->probe);
     /* Whatever is still in flight is cancelled; its callback records the
      * job as due again, so it is sent after the restart. */
     http_engine_cancel_all(d->http);
@@ -311,7 +313,9 @@ static void sched_opts(const daemon_t *d, sched_options_t *o)
     o->global_rate = d->cfg.global_rate;
     o->max_inflight = (unsigned)d->cfg.max_inflight;
     o->max_inflight_per_number = (unsigned)d->cfg.max_inflight_per_number;
-    o->max_jobs = ACTIVE_SET_MAX;
+    o->max_jobs = ACTIVE_SET_MAX + ACTIVE_SET_RESERVE;
+    o->pair_interval = (double)d->cfg.pair_rate_interval_ms / 1000.0;
+    o->pair_burst = (double)d->cfg.pair_burst;
     o->rate_for = rate_for_cb;
     o->rate_user = (void *)&d->cfg;
 }
@@ -465,9 +469,10 @@ static void init_handles(daemon_t *d)
     uv_timer_init(d->loop, &d->stop_timer);
     uv_timer_init(d->loop, &d->notify_timer);
     uv_timer_init(d->loop, &d->metrics_timer);
-    d->metrics_timer.data = d;
+    uv_timer_init(d->loop, &d->probe);
     d->sig_int.data = d->sig_term.data = d->sig_hup.data = d;
     d->wake.data = d->stop_timer.data = d->notify_timer.data = d;
+    d->metrics_timer.data = d->probe.data = d;
     d->pump_idle.data = d;
 }
 
@@ -512,6 +517,12 @@ int main(int argc, char **argv)
     uv_signal_start(&d.sig_int, signal_cb, SIGINT);
     uv_signal_start(&d.sig_term, signal_cb, SIGTERM);
     uv_signal_start(&d.sig_hup, signal_cb, SIGHUP);
+    if ((rc = dispatch_load_pauses(&d)) != 0) {
+        fprintf(stderr, "avenpingd: reading stored pauses: %s\n", queue_strerror(rc));
+        rc = 1;
+        goto out_loop;
+    }
+    rc = 1;
     d.spill = true; /* load what the store holds */
     daemon_refresh_unfinished(&d);
     daemon_metrics_start(&d);

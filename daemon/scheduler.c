@@ -1,18 +1,51 @@
 /*
- * scheduler.c - the dispatch scheduler (see scheduler.h for the structure).
+ * scheduler.c - the dispatch scheduler (see scheduler.h for the policy).
+ *
+ * Where a job is (job->where_):
+ *   W_WAITING  in the waiting heap until its due time;
+ *   W_KEYWAIT  due, but behind an earlier job of its order key (or the
+ *              key has a job in flight);
+ *   W_READY    first of its key and due: in its lane's ready list;
+ *   W_PAIRWAIT picked, but its (sender, recipient) pair had no token or is
+ *              held: parked on the pair until the pair's wake time;
+ *   W_INFLIGHT handed out by sched_next.
+ * A lane is (sender, campaign, priority); a sender has one ring of lanes
+ * per priority, and the scheduler one ring of senders.
  */
 #include "scheduler.h"
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define NPRIO 3
-#define HEAP_NONE ((size_t)-1)
+#define IDX_NONE UINT32_MAX
+#define RATE_SLOTS 8
+#define RATE_WINDOW 5         /* seconds of sends behind sched_campaign_rate */
+#define AIMD_CUT 0.5          /* multiplicative decrease on a throttle */
+#define AIMD_STEP_FRACTION 50 /* the rate grows back by max/50 per second of successes */
+#define AIMD_MIN_FRACTION 50  /* the rate never falls below max/50 */
+#define CUT_GAP 1.0           /* at most one cut per second: one overload, one cut */
 
-enum job_where { JOB_WAITING = 1, JOB_READY, JOB_INFLIGHT };
-enum sender_state { SENDER_IDLE = 0, SENDER_RING, SENDER_SLEEP, SENDER_CAPPED };
+enum { W_NONE = 0, W_WAITING, W_KEYWAIT, W_READY, W_PAIRWAIT, W_INFLIGHT };
+enum { SENDER_IDLE = 0, SENDER_RING, SENDER_SLEEP, SENDER_CAPPED };
+enum { PH_NONE = 0, PH_WAKE, PH_IDLE };
+
+/* --- small generic pieces ---------------------------------------------- */
+
+typedef struct hnode {
+    struct hnode *hnext;
+    uint64_t hash;
+} hnode_t;
+
+/* A chained hash table of intrusive nodes (the node is the object's first
+ * member). Grows by doubling; never shrinks. */
+typedef struct htab {
+    hnode_t **b;
+    size_t cap, n;
+} htab_t;
 
 typedef struct bucket {
     double rate; /* 0: unlimited */
@@ -20,21 +53,6 @@ typedef struct bucket {
     double tokens;
     double last;
 } bucket_t;
-
-struct sched_sender {
-    char *phone_number_id;
-    struct {
-        sched_job_t *head, *tail;
-    } ready[NPRIO];
-    size_t n_ready;
-    size_t n_jobs; /* waiting + ready, not in flight */
-    unsigned inflight;
-    int state;
-    bucket_t bucket;
-    double wake;     /* while SENDER_SLEEP */
-    size_t heap_idx; /* in the sleep heap */
-    sched_sender_t *ring_next;
-};
 
 /* An intrusive binary min-heap of pointers; elements keep their index. */
 typedef struct heap {
@@ -44,24 +62,196 @@ typedef struct heap {
     void (*set_idx)(void *, size_t);
 } heap_t;
 
+typedef struct sched_okey {
+    hnode_t h;
+    sched_job_t *head, *tail; /* by id */
+    unsigned inflight;
+} sched_okey_t;
+
+typedef struct sched_campaign {
+    hnode_t h;
+    char *name;  /* NULL: the "no campaign" lane group */
+    size_t refs; /* jobs in the active set */
+    bool paused;
+    struct sched_lane *lanes;             /* its lanes (list by cnext/cprev) */
+    struct sched_campaign *inext, *iprev; /* idle list */
+    bool idle;
+    double idle_since;
+    uint32_t slot_n[RATE_SLOTS];
+    int64_t slot_sec[RATE_SLOTS];
+} sched_campaign_t;
+
+typedef struct sched_lane {
+    hnode_t h;
+    sched_sender_t *sender;
+    sched_campaign_t *camp;
+    int prio;
+    sched_job_t *head, *tail; /* ready jobs */
+    size_t n;
+    bool in_ring;
+    struct sched_lane *rnext, *rprev; /* sender ring of its priority */
+    struct sched_lane *cnext, *cprev; /* campaign's lanes */
+} sched_lane_t;
+
+typedef struct sched_pair {
+    hnode_t h;
+    sched_sender_t *sender;
+    uint64_t rcpt;
+    double tokens, last;
+    double hold_until;
+    unsigned strikes; /* consecutive pair-limit answers */
+    size_t refs;      /* jobs in the active set */
+    sched_job_t *park_head, *park_tail;
+    int heap; /* PH_* */
+    uint32_t heap_idx;
+    double wake; /* PH_WAKE: release time; PH_IDLE: time it may be forgotten */
+} sched_pair_t;
+
+struct sched_sender {
+    hnode_t h;
+    char *phone_number_id;
+    struct {
+        sched_lane_t *head, *tail;
+    } ring[NPRIO];
+    size_t n_ready; /* in lanes of running campaigns */
+    size_t n_jobs;  /* in the set, not in flight */
+    unsigned inflight;
+    int state;
+    bucket_t bucket;
+    double max_rate; /* configured; bucket.rate adapts below it */
+    double last_cut;
+    double hold_until;
+    char *hold_reason;
+    bool paused;
+    char *reason;
+    double wake;     /* while SENDER_SLEEP */
+    size_t heap_idx; /* in the sleep heap */
+    sched_sender_t *ring_next;
+};
+
 struct sched {
     sched_options_t opt;
     heap_t waiting;  /* sched_job_t by (due, id) */
+    heap_t expiry;   /* sched_job_t by expires_at */
     heap_t sleeping; /* sched_sender_t by wake */
+    heap_t pairq;    /* sched_pair_t with parked jobs, by release time */
+    heap_t pairidle; /* sched_pair_t without jobs, by the time they may be forgotten */
     sched_sender_t *ring_head, *ring_tail;
     /* id -> job, open addressing with tombstones */
     sched_job_t **jobs;
     size_t jobs_cap, jobs_used, jobs_n;
-    /* phoneNumberId -> sender, open addressing, never shrinks */
-    sched_sender_t **senders;
-    size_t senders_cap, senders_n;
+    htab_t senders, campaigns, okeys, lanes, pairs;
+    size_t idle_pairs;
+    sched_campaign_t none; /* jobs without a campaign */
+    sched_campaign_t *idle_head, *idle_tail;
     bucket_t global;
     unsigned inflight;
+    bool all_paused;
+    bool account_paused;
+    char *account_reason;
+    double hold_all_until;
+    double now; /* latest time seen */
 };
 
 #define TOMBSTONE ((sched_job_t *)(uintptr_t)1)
 
-/* --- heap ------------------------------------------------------------- */
+/* --- hashing ----------------------------------------------------------- */
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a, then a finaliser */
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return mix64(h);
+}
+
+/* Hash of the digits of a recipient: "+1 555-0100" and "15550100" are the
+ * same WhatsApp user. */
+static uint64_t hash_digits(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            continue;
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ULL;
+    }
+    return mix64(h);
+}
+
+static uint64_t hash_ptrs(const void *a, const void *b, uint64_t c)
+{
+    return mix64((uint64_t)(uintptr_t)a * 31 + mix64((uint64_t)(uintptr_t)b) + c);
+}
+
+/* --- htab ---------------------------------------------------------------- */
+
+static int ht_reserve(htab_t *t)
+{
+    size_t cap, i;
+    hnode_t **b;
+
+    if (t->n + 1 <= t->cap)
+        return 0;
+    cap = t->cap ? t->cap * 2 : 64;
+    b = calloc(cap, sizeof(*b));
+    if (b == NULL)
+        return -ENOMEM;
+    for (i = 0; i < t->cap; i++) {
+        hnode_t *x = t->b[i], *next;
+        for (; x; x = next) {
+            size_t k = x->hash & (cap - 1);
+            next = x->hnext;
+            x->hnext = b[k];
+            b[k] = x;
+        }
+    }
+    free(t->b);
+    t->b = b;
+    t->cap = cap;
+    return 0;
+}
+
+/* Call ht_reserve first. */
+static void ht_insert(htab_t *t, hnode_t *x)
+{
+    size_t k = x->hash & (t->cap - 1);
+    x->hnext = t->b[k];
+    t->b[k] = x;
+    t->n++;
+}
+
+static void ht_remove(htab_t *t, hnode_t *x)
+{
+    hnode_t **pp = &t->b[x->hash & (t->cap - 1)];
+
+    for (; *pp; pp = &(*pp)->hnext) {
+        if (*pp == x) {
+            *pp = x->hnext;
+            t->n--;
+            return;
+        }
+    }
+}
+
+static hnode_t *ht_first(const htab_t *t, uint64_t hash)
+{
+    return t->cap ? t->b[hash & (t->cap - 1)] : NULL;
+}
+
+/* --- heap ---------------------------------------------------------------- */
 
 static void heap_swap(heap_t *h, size_t i, size_t j)
 {
@@ -98,26 +288,37 @@ static void heap_down(heap_t *h, size_t i)
     }
 }
 
-static int heap_push(heap_t *h, void *x)
+/* Makes room for `n` elements, so that pushes up to that count never fail. */
+static int heap_reserve(heap_t *h, size_t n)
 {
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 64;
-        void **a = realloc(h->a, cap * sizeof(*a));
-        if (a == NULL)
-            return -ENOMEM;
-        h->a = a;
-        h->cap = cap;
-    }
+    size_t cap;
+    void **a;
+
+    if (n <= h->cap)
+        return 0;
+    cap = h->cap ? h->cap : 64;
+    while (cap < n)
+        cap *= 2;
+    a = realloc(h->a, cap * sizeof(*a));
+    if (a == NULL)
+        return -ENOMEM;
+    h->a = a;
+    h->cap = cap;
+    return 0;
+}
+
+/* Room must have been reserved. */
+static void heap_push(heap_t *h, void *x)
+{
     h->a[h->n] = x;
     h->set_idx(x, h->n);
     h->n++;
     heap_up(h, h->n - 1);
-    return 0;
 }
 
 static void heap_remove(heap_t *h, size_t i)
 {
-    h->set_idx(h->a[i], HEAP_NONE);
+    h->set_idx(h->a[i], IDX_NONE);
     h->n--;
     if (i == h->n)
         return;
@@ -142,7 +343,20 @@ static int job_less(const void *a, const void *b)
 
 static void job_set_idx(void *p, size_t i)
 {
-    ((sched_job_t *)p)->heap_idx_ = i;
+    ((sched_job_t *)p)->wait_idx_ = (uint32_t)i;
+}
+
+static int exp_less(const void *a, const void *b)
+{
+    const sched_job_t *x = a, *y = b;
+    if (x->expires_at != y->expires_at)
+        return x->expires_at < y->expires_at;
+    return x->id < y->id;
+}
+
+static void exp_set_idx(void *p, size_t i)
+{
+    ((sched_job_t *)p)->exp_idx_ = (uint32_t)i;
 }
 
 static int sender_less(const void *a, const void *b)
@@ -152,30 +366,20 @@ static int sender_less(const void *a, const void *b)
 
 static void sender_set_idx(void *p, size_t i)
 {
-    ((sched_sender_t *)p)->heap_idx = i;
+    ((sched_sender_t *)p)->heap_idx = i == IDX_NONE ? (size_t)-1 : i;
 }
 
-/* --- hash tables ------------------------------------------------------ */
-
-static size_t hash_u64(uint64_t x)
+static int pair_less(const void *a, const void *b)
 {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return (size_t)x;
+    return ((const sched_pair_t *)a)->wake < ((const sched_pair_t *)b)->wake;
 }
 
-static size_t hash_str(const char *s)
+static void pair_set_idx(void *p, size_t i)
 {
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ULL;
-    }
-    return (size_t)h;
+    ((sched_pair_t *)p)->heap_idx = (uint32_t)i;
 }
+
+/* --- the job table ------------------------------------------------------ */
 
 static int jobs_grow(sched_t *s)
 {
@@ -194,7 +398,7 @@ static int jobs_grow(sched_t *s)
         size_t k;
         if (j == NULL || j == TOMBSTONE)
             continue;
-        for (k = hash_u64(j->id) & (cap - 1); t[k]; k = (k + 1) & (cap - 1))
+        for (k = mix64(j->id) & (cap - 1); t[k]; k = (k + 1) & (cap - 1))
             ;
         t[k] = j;
     }
@@ -210,84 +414,44 @@ static size_t jobs_slot(const sched_t *s, uint64_t id)
     size_t k;
 
     if (s->jobs_cap == 0)
-        return HEAP_NONE;
-    for (k = hash_u64(id) & (s->jobs_cap - 1); s->jobs[k]; k = (k + 1) & (s->jobs_cap - 1))
+        return (size_t)-1;
+    for (k = mix64(id) & (s->jobs_cap - 1); s->jobs[k]; k = (k + 1) & (s->jobs_cap - 1))
         if (s->jobs[k] != TOMBSTONE && s->jobs[k]->id == id)
             return k;
-    return HEAP_NONE;
+    return (size_t)-1;
 }
 
-static int jobs_insert(sched_t *s, sched_job_t *j)
+static int jobs_reserve(sched_t *s)
+{
+    if ((s->jobs_used + 1) * 4 >= s->jobs_cap * 3)
+        return jobs_grow(s);
+    return 0;
+}
+
+static void jobs_insert(sched_t *s, sched_job_t *j)
 {
     size_t k;
-    int rc;
 
-    if ((s->jobs_used + 1) * 4 >= s->jobs_cap * 3 && (rc = jobs_grow(s)) != 0)
-        return rc;
-    for (k = hash_u64(j->id) & (s->jobs_cap - 1); s->jobs[k] && s->jobs[k] != TOMBSTONE;
+    for (k = mix64(j->id) & (s->jobs_cap - 1); s->jobs[k] && s->jobs[k] != TOMBSTONE;
          k = (k + 1) & (s->jobs_cap - 1))
         ;
     if (s->jobs[k] == NULL)
         s->jobs_used++;
     s->jobs[k] = j;
     s->jobs_n++;
-    return 0;
 }
 
-static sched_sender_t *sender_get(sched_t *s, const char *id, bool create)
+static void jobs_delete(sched_t *s, uint64_t id)
 {
-    size_t k;
-    sched_sender_t *sd;
+    size_t k = jobs_slot(s, id);
 
-    if (s->senders_cap) {
-        for (k = hash_str(id) & (s->senders_cap - 1); s->senders[k];
-             k = (k + 1) & (s->senders_cap - 1))
-            if (strcmp(s->senders[k]->phone_number_id, id) == 0)
-                return s->senders[k];
+    if (k != (size_t)-1) {
+        s->jobs[k] = TOMBSTONE;
+        s->jobs_n--;
     }
-    if (!create)
-        return NULL;
-    if ((s->senders_n + 1) * 2 >= s->senders_cap) {
-        size_t cap = s->senders_cap ? s->senders_cap * 2 : 64, i;
-        sched_sender_t **t = calloc(cap, sizeof(*t));
-        if (t == NULL)
-            return NULL;
-        for (i = 0; i < s->senders_cap; i++) {
-            sched_sender_t *x = s->senders[i];
-            if (x == NULL)
-                continue;
-            for (k = hash_str(x->phone_number_id) & (cap - 1); t[k]; k = (k + 1) & (cap - 1))
-                ;
-            t[k] = x;
-        }
-        free(s->senders);
-        s->senders = t;
-        s->senders_cap = cap;
-    }
-    sd = calloc(1, sizeof(*sd));
-    if (sd == NULL)
-        return NULL;
-    sd->phone_number_id = strdup(id);
-    if (sd->phone_number_id == NULL) {
-        free(sd);
-        return NULL;
-    }
-    sd->heap_idx = HEAP_NONE;
-    sd->bucket.rate =
-        s->opt.rate_for ? s->opt.rate_for(id, s->opt.rate_user) : s->opt.rate_per_number;
-    sd->bucket.burst = s->opt.burst_per_number > 0 ? s->opt.burst_per_number : sd->bucket.rate;
-    if (sd->bucket.burst < 1)
-        sd->bucket.burst = 1;
-    sd->bucket.tokens = sd->bucket.burst;
-    sd->bucket.last = -1;
-    for (k = hash_str(id) & (s->senders_cap - 1); s->senders[k]; k = (k + 1) & (s->senders_cap - 1))
-        ;
-    s->senders[k] = sd;
-    s->senders_n++;
-    return sd;
 }
 
-/* --- buckets ---------------------------------------------------------- */
+/* --- buckets ------------------------------------------------------------- */
 
 static void bucket_refill(bucket_t *b, double now)
 {
@@ -311,7 +475,86 @@ static double bucket_ready_at(const bucket_t *b, double now)
     return now + (1 - b->tokens) / b->rate;
 }
 
-/* --- ring ------------------------------------------------------------- */
+static void set_reason(char **dst, const char *reason)
+{
+    free(*dst);
+    *dst = NULL;
+    if (reason != NULL)
+        *dst = strndup(reason, SCHED_REASON_MAX);
+}
+
+/* --- senders ------------------------------------------------------------- */
+
+static double sender_max_rate(const sched_t *s, const char *id)
+{
+    return s->opt.rate_for ? s->opt.rate_for(id, s->opt.rate_user) : s->opt.rate_per_number;
+}
+
+/* Bucket depth at the current (adapted) rate: the configured burst, scaled
+ * down with the rate so a throttled sender does not burst back into the
+ * limit it just hit. */
+static double sender_burst(const sched_t *s, const sched_sender_t *sd)
+{
+    double burst = s->opt.burst_per_number > 0 ? s->opt.burst_per_number : sd->max_rate;
+
+    if (sd->max_rate > 0 && sd->bucket.rate < sd->max_rate)
+        burst *= sd->bucket.rate / sd->max_rate;
+    return burst < 1 ? 1 : burst;
+}
+
+static void sender_apply_rate(sched_t *s, sched_sender_t *sd)
+{
+    double max = sender_max_rate(s, sd->phone_number_id);
+
+    if (max < 0)
+        max = 0;
+    /* A sender at its configured rate follows the new one; one slowed down
+     * by throttles keeps its adapted rate, within the new maximum. */
+    if (sd->bucket.rate <= 0 || sd->max_rate <= 0 || sd->bucket.rate >= sd->max_rate ||
+        sd->bucket.rate > max || max <= 0)
+        sd->bucket.rate = max;
+    sd->max_rate = max;
+    sd->bucket.burst = sender_burst(s, sd);
+    if (sd->bucket.tokens > sd->bucket.burst)
+        sd->bucket.tokens = sd->bucket.burst;
+}
+
+static sched_sender_t *sender_find(const sched_t *s, const char *id)
+{
+    uint64_t h = hash_str(id);
+    hnode_t *x;
+
+    for (x = ht_first(&s->senders, h); x; x = x->hnext)
+        if (x->hash == h && strcmp(((sched_sender_t *)x)->phone_number_id, id) == 0)
+            return (sched_sender_t *)x;
+    return NULL;
+}
+
+static sched_sender_t *sender_get(sched_t *s, const char *id)
+{
+    sched_sender_t *sd = sender_find(s, id);
+
+    if (sd != NULL)
+        return sd;
+    if (ht_reserve(&s->senders) != 0 || heap_reserve(&s->sleeping, s->senders.n + 1) != 0)
+        return NULL;
+    sd = calloc(1, sizeof(*sd));
+    if (sd == NULL)
+        return NULL;
+    sd->phone_number_id = strdup(id);
+    if (sd->phone_number_id == NULL) {
+        free(sd);
+        return NULL;
+    }
+    sd->h.hash = hash_str(id);
+    sd->heap_idx = (size_t)-1;
+    sender_apply_rate(s, sd);
+    sd->bucket.tokens = sd->bucket.burst;
+    sd->bucket.last = -1;
+    sd->last_cut = -INFINITY;
+    ht_insert(&s->senders, &sd->h);
+    return sd;
+}
 
 static void ring_push(sched_t *s, sched_sender_t *sd)
 {
@@ -322,6 +565,15 @@ static void ring_push(sched_t *s, sched_sender_t *sd)
     else
         s->ring_head = sd;
     s->ring_tail = sd;
+}
+
+static void ring_push_front(sched_t *s, sched_sender_t *sd)
+{
+    sd->state = SENDER_RING;
+    sd->ring_next = s->ring_head;
+    s->ring_head = sd;
+    if (s->ring_tail == NULL)
+        s->ring_tail = sd;
 }
 
 static sched_sender_t *ring_pop(sched_t *s)
@@ -340,11 +592,517 @@ static sched_sender_t *ring_pop(sched_t *s)
 /* Puts an idle sender that has ready jobs back in the ring. */
 static void sender_wake_if_idle(sched_t *s, sched_sender_t *sd)
 {
-    if (sd->state == SENDER_IDLE && sd->n_ready > 0)
+    if (sd->state == SENDER_IDLE && sd->n_ready > 0 && !sd->paused)
         ring_push(s, sd);
 }
 
-/* --- public ----------------------------------------------------------- */
+static void sender_sleep(sched_t *s, sched_sender_t *sd, double until)
+{
+    if (sd->state == SENDER_SLEEP) {
+        if (until > sd->wake) {
+            sd->wake = until;
+            heap_down(&s->sleeping, sd->heap_idx);
+        }
+        return;
+    }
+    sd->state = SENDER_SLEEP;
+    sd->wake = until;
+    heap_push(&s->sleeping, sd); /* reserved: one slot per sender */
+}
+
+/* --- campaigns ------------------------------------------------------------ */
+
+static sched_campaign_t *camp_find(const sched_t *s, const char *name)
+{
+    uint64_t h;
+    hnode_t *x;
+
+    if (name == NULL)
+        return (sched_campaign_t *)&s->none;
+    h = hash_str(name);
+    for (x = ht_first(&s->campaigns, h); x; x = x->hnext)
+        if (x->hash == h && strcmp(((sched_campaign_t *)x)->name, name) == 0)
+            return (sched_campaign_t *)x;
+    return NULL;
+}
+
+static void camp_idle_unlink(sched_t *s, sched_campaign_t *c)
+{
+    if (!c->idle)
+        return;
+    if (c->iprev)
+        c->iprev->inext = c->inext;
+    else
+        s->idle_head = c->inext;
+    if (c->inext)
+        c->inext->iprev = c->iprev;
+    else
+        s->idle_tail = c->iprev;
+    c->inext = c->iprev = NULL;
+    c->idle = false;
+}
+
+static sched_campaign_t *camp_get(sched_t *s, const char *name)
+{
+    sched_campaign_t *c = camp_find(s, name);
+
+    if (c != NULL)
+        return c;
+    if (ht_reserve(&s->campaigns) != 0)
+        return NULL;
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return NULL;
+    c->name = strdup(name);
+    if (c->name == NULL) {
+        free(c);
+        return NULL;
+    }
+    c->h.hash = hash_str(name);
+    ht_insert(&s->campaigns, &c->h);
+    return c;
+}
+
+static void camp_free(sched_t *s, sched_campaign_t *c)
+{
+    camp_idle_unlink(s, c);
+    ht_remove(&s->campaigns, &c->h);
+    free(c->name);
+    free(c);
+}
+
+/* A campaign without jobs, pause or recent sends is forgotten; until its
+ * rate window has passed it waits on the idle list. */
+static void camp_maybe_idle(sched_t *s, sched_campaign_t *c)
+{
+    if (c == &s->none || c->refs > 0 || c->paused || c->idle)
+        return;
+    c->idle = true;
+    c->idle_since = s->now;
+    c->inext = NULL;
+    c->iprev = s->idle_tail;
+    if (s->idle_tail)
+        s->idle_tail->inext = c;
+    else
+        s->idle_head = c;
+    s->idle_tail = c;
+}
+
+static void camp_sweep(sched_t *s, double now)
+{
+    while (s->idle_head && s->idle_head->idle_since + RATE_WINDOW + 1 <= now)
+        camp_free(s, s->idle_head);
+}
+
+static void camp_count_send(sched_campaign_t *c, double now)
+{
+    int64_t sec = (int64_t)floor(now);
+    size_t i = (size_t)(sec % RATE_SLOTS + RATE_SLOTS) % RATE_SLOTS;
+
+    if (c->slot_sec[i] != sec) {
+        c->slot_sec[i] = sec;
+        c->slot_n[i] = 0;
+    }
+    c->slot_n[i]++;
+}
+
+/* --- lanes ---------------------------------------------------------------- */
+
+static uint64_t lane_hash(const sched_sender_t *sd, const sched_campaign_t *c, int prio)
+{
+    return hash_ptrs(sd, c, (uint64_t)prio);
+}
+
+static sched_lane_t *lane_get(sched_t *s, sched_sender_t *sd, sched_campaign_t *c, int prio)
+{
+    uint64_t h = lane_hash(sd, c, prio);
+    sched_lane_t *l;
+    hnode_t *x;
+
+    for (x = ht_first(&s->lanes, h); x; x = x->hnext) {
+        l = (sched_lane_t *)x;
+        if (l->sender == sd && l->camp == c && l->prio == prio)
+            return l;
+    }
+    if (ht_reserve(&s->lanes) != 0)
+        return NULL;
+    l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return NULL;
+    l->h.hash = h;
+    l->sender = sd;
+    l->camp = c;
+    l->prio = prio;
+    l->cnext = c->lanes;
+    if (c->lanes)
+        c->lanes->cprev = l;
+    c->lanes = l;
+    ht_insert(&s->lanes, &l->h);
+    return l;
+}
+
+static void lane_ring_add(sched_lane_t *l)
+{
+    sched_sender_t *sd = l->sender;
+
+    l->in_ring = true;
+    l->rnext = NULL;
+    l->rprev = sd->ring[l->prio].tail;
+    if (sd->ring[l->prio].tail)
+        sd->ring[l->prio].tail->rnext = l;
+    else
+        sd->ring[l->prio].head = l;
+    sd->ring[l->prio].tail = l;
+    sd->n_ready += l->n;
+}
+
+static void lane_ring_del(sched_lane_t *l)
+{
+    sched_sender_t *sd = l->sender;
+
+    if (!l->in_ring)
+        return;
+    if (l->rprev)
+        l->rprev->rnext = l->rnext;
+    else
+        sd->ring[l->prio].head = l->rnext;
+    if (l->rnext)
+        l->rnext->rprev = l->rprev;
+    else
+        sd->ring[l->prio].tail = l->rprev;
+    l->rnext = l->rprev = NULL;
+    l->in_ring = false;
+    sd->n_ready -= l->n;
+}
+
+static void lane_free(sched_t *s, sched_lane_t *l)
+{
+    lane_ring_del(l);
+    if (l->cprev)
+        l->cprev->cnext = l->cnext;
+    else
+        l->camp->lanes = l->cnext;
+    if (l->cnext)
+        l->cnext->cprev = l->cprev;
+    ht_remove(&s->lanes, &l->h);
+    free(l);
+}
+
+/* --- pairs ---------------------------------------------------------------- */
+
+static sched_pair_t *pair_get(sched_t *s, sched_sender_t *sd, uint64_t rcpt)
+{
+    uint64_t h = hash_ptrs(sd, NULL, rcpt);
+    sched_pair_t *p;
+    hnode_t *x;
+
+    for (x = ht_first(&s->pairs, h); x; x = x->hnext) {
+        p = (sched_pair_t *)x;
+        if (p->sender == sd && p->rcpt == rcpt)
+            return p;
+    }
+    if (ht_reserve(&s->pairs) != 0 || heap_reserve(&s->pairq, s->pairs.n + 1) != 0 ||
+        heap_reserve(&s->pairidle, s->pairs.n + 1) != 0)
+        return NULL;
+    p = calloc(1, sizeof(*p));
+    if (p == NULL)
+        return NULL;
+    p->h.hash = h;
+    p->sender = sd;
+    p->rcpt = rcpt;
+    p->tokens = s->opt.pair_burst;
+    p->last = -1;
+    p->heap_idx = IDX_NONE;
+    ht_insert(&s->pairs, &p->h);
+    return p;
+}
+
+static void pair_heap_del(sched_t *s, sched_pair_t *p)
+{
+    if (p->heap == PH_NONE)
+        return;
+    if (p->heap == PH_IDLE) {
+        s->idle_pairs--;
+        heap_remove(&s->pairidle, p->heap_idx);
+    } else {
+        heap_remove(&s->pairq, p->heap_idx);
+    }
+    p->heap = PH_NONE;
+}
+
+/* Both heaps have one slot per pair reserved: pushes never fail. */
+static void pair_heap_put(sched_t *s, sched_pair_t *p, int which, double wake)
+{
+    pair_heap_del(s, p);
+    p->heap = which;
+    p->wake = wake;
+    if (which == PH_IDLE) {
+        s->idle_pairs++;
+        heap_push(&s->pairidle, p);
+    } else {
+        heap_push(&s->pairq, p);
+    }
+}
+
+static void pair_free(sched_t *s, sched_pair_t *p)
+{
+    pair_heap_del(s, p);
+    ht_remove(&s->pairs, &p->h);
+    free(p);
+}
+
+static bool pacing(const sched_t *s)
+{
+    return s->opt.pair_interval > 0;
+}
+
+static void pair_refill(const sched_t *s, sched_pair_t *p, double now)
+{
+    if (!pacing(s))
+        return;
+    if (p->last < 0 || now < p->last) {
+        p->last = now;
+        return;
+    }
+    p->tokens += (now - p->last) / s->opt.pair_interval;
+    if (p->tokens > s->opt.pair_burst)
+        p->tokens = s->opt.pair_burst;
+    p->last = now;
+}
+
+/* When the pair may send one more (now if it may). */
+static double pair_ready_at(const sched_t *s, const sched_pair_t *p, double now)
+{
+    double t = now;
+
+    if (pacing(s) && p->tokens < 1)
+        t = now + (1 - p->tokens) * s->opt.pair_interval;
+    return p->hold_until > t ? p->hold_until : t;
+}
+
+/* A pair without jobs: forgotten at once when a new entry would behave the
+ * same (full bucket, no hold, no strikes), else when it gets there; past
+ * SCHED_IDLE_PAIRS_MAX the closest to full is forgotten early. */
+static void pair_maybe_idle(sched_t *s, sched_pair_t *p)
+{
+    double full_at = s->now, keep;
+
+    if (p->refs > 0 || p->park_head != NULL)
+        return;
+    pair_refill(s, p, s->now);
+    if (pacing(s) && p->tokens < s->opt.pair_burst)
+        full_at = s->now + (s->opt.pair_burst - p->tokens) * s->opt.pair_interval;
+    keep = full_at;
+    if (p->strikes > 0) {
+        double strike_memory = p->hold_until + pow(4.0, p->strikes);
+        if (strike_memory > keep)
+            keep = strike_memory;
+    } else if (p->hold_until > keep) {
+        keep = p->hold_until;
+    }
+    if (keep <= s->now) {
+        pair_free(s, p);
+        return;
+    }
+    pair_heap_put(s, p, PH_IDLE, keep);
+    while (s->idle_pairs > SCHED_IDLE_PAIRS_MAX)
+        pair_free(s, heap_top(&s->pairidle));
+}
+
+/* --- order keys ------------------------------------------------------------- */
+
+static sched_okey_t *okey_find(const sched_t *s, uint64_t h)
+{
+    hnode_t *x;
+
+    for (x = ht_first(&s->okeys, h); x; x = x->hnext)
+        if (x->hash == h)
+            return (sched_okey_t *)x;
+    return NULL;
+}
+
+/* Inserts j into its key's list by id, searching from both ends: new jobs
+ * go to the tail, refilled older ones usually to the head. */
+static void okey_insert(sched_okey_t *k, sched_job_t *j)
+{
+    sched_job_t *a = k->head, *b = k->tail;
+
+    if (b == NULL) {
+        k->head = k->tail = j;
+        j->kprev_ = j->knext_ = NULL;
+        return;
+    }
+    if (j->id > b->id) {
+        j->kprev_ = b;
+        j->knext_ = NULL;
+        b->knext_ = j;
+        k->tail = j;
+        return;
+    }
+    if (j->id < a->id) {
+        j->knext_ = a;
+        j->kprev_ = NULL;
+        a->kprev_ = j;
+        k->head = j;
+        return;
+    }
+    /* Somewhere inside: walk inwards from both ends. */
+    for (;;) {
+        if (a->knext_ && a->knext_->id > j->id) {
+            j->kprev_ = a;
+            j->knext_ = a->knext_;
+            break;
+        }
+        if (b->kprev_ && b->kprev_->id < j->id) {
+            j->knext_ = b;
+            j->kprev_ = b->kprev_;
+            break;
+        }
+        a = a->knext_;
+        b = b->kprev_;
+    }
+    j->kprev_->knext_ = j;
+    j->knext_->kprev_ = j;
+}
+
+static void okey_unlink(sched_okey_t *k, sched_job_t *j)
+{
+    if (j->kprev_)
+        j->kprev_->knext_ = j->knext_;
+    else
+        k->head = j->knext_;
+    if (j->knext_)
+        j->knext_->kprev_ = j->kprev_;
+    else
+        k->tail = j->kprev_;
+    j->knext_ = j->kprev_ = NULL;
+}
+
+/* --- moving jobs between places ------------------------------------------- */
+
+static bool job_is_first(const sched_job_t *j)
+{
+    return j->okey_ == NULL || (j->okey_->head == j && j->okey_->inflight == 0);
+}
+
+static void lane_append(sched_t *s, sched_lane_t *l, sched_job_t *j)
+{
+    j->next_ = NULL;
+    j->prev_ = l->tail;
+    if (l->tail)
+        l->tail->next_ = j;
+    else
+        l->head = j;
+    l->tail = j;
+    l->n++;
+    j->lane_ = l;
+    if (l->in_ring) {
+        l->sender->n_ready++;
+    } else if (!l->camp->paused) {
+        lane_ring_add(l);
+    }
+}
+
+static void lane_unlink(sched_t *s, sched_job_t *j)
+{
+    sched_lane_t *l = j->lane_;
+
+    if (j->prev_)
+        j->prev_->next_ = j->next_;
+    else
+        l->head = j->next_;
+    if (j->next_)
+        j->next_->prev_ = j->prev_;
+    else
+        l->tail = j->prev_;
+    j->next_ = j->prev_ = NULL;
+    j->lane_ = NULL;
+    l->n--;
+    if (l->in_ring)
+        l->sender->n_ready--;
+    if (l->n == 0)
+        lane_free(s, l);
+}
+
+static void pair_unpark(sched_pair_t *p, sched_job_t *j)
+{
+    if (j->prev_)
+        j->prev_->next_ = j->next_;
+    else
+        p->park_head = j->next_;
+    if (j->next_)
+        j->next_->prev_ = j->prev_;
+    else
+        p->park_tail = j->prev_;
+    j->next_ = j->prev_ = NULL;
+}
+
+/* A due job (W_KEYWAIT) becomes ready if it is first of its key. */
+static void job_try_ready(sched_t *s, sched_job_t *j)
+{
+    sched_lane_t *l;
+
+    if (j->where_ != W_KEYWAIT || !job_is_first(j))
+        return;
+    l = lane_get(s, j->sender, j->camp_, j->priority);
+    if (l == NULL)
+        return; /* no memory: it stays due and is retried at the next promote */
+    j->where_ = W_READY;
+    lane_append(s, l, j);
+    sender_wake_if_idle(s, j->sender);
+}
+
+/* Takes a ready or pair-parked job back to W_KEYWAIT. */
+static void job_unready(sched_t *s, sched_job_t *j)
+{
+    if (j->where_ == W_READY)
+        lane_unlink(s, j);
+    else if (j->where_ == W_PAIRWAIT)
+        pair_unpark(j->pair_, j);
+    else
+        return;
+    j->where_ = W_KEYWAIT;
+}
+
+static void pair_park(sched_t *s, sched_pair_t *p, sched_job_t *j, double now)
+{
+    j->where_ = W_PAIRWAIT;
+    j->next_ = NULL;
+    j->prev_ = p->park_tail;
+    if (p->park_tail)
+        p->park_tail->next_ = j;
+    else
+        p->park_head = j;
+    p->park_tail = j;
+    if (p->heap != PH_WAKE)
+        pair_heap_put(s, p, PH_WAKE, pair_ready_at(s, p, now));
+}
+
+/* The pair's wake time came: release as many parked jobs as it has tokens
+ * (at least one) back to their lanes; the rest wait for the next token. */
+static void pair_release(sched_t *s, sched_pair_t *p, double now)
+{
+    double n;
+
+    pair_heap_del(s, p);
+    pair_refill(s, p, now);
+    n = pacing(s) ? floor(p->tokens) : INFINITY;
+    if (n < 1)
+        n = 1;
+    while (p->park_head != NULL && n >= 1) {
+        sched_job_t *j = p->park_head;
+        pair_unpark(p, j);
+        j->where_ = W_KEYWAIT;
+        job_try_ready(s, j);
+        n -= 1;
+    }
+    if (p->park_head != NULL) {
+        double t = now + s->opt.pair_interval;
+        pair_heap_put(s, p, PH_WAKE, t > p->hold_until ? t : p->hold_until);
+    }
+}
+
+/* --- public: life cycle ----------------------------------------------------- */
 
 static void opt_fix(sched_options_t *o)
 {
@@ -354,6 +1112,18 @@ static void opt_fix(sched_options_t *o)
         o->max_inflight_per_number = 64;
     if (o->max_jobs == 0)
         o->max_jobs = 100000;
+    if (o->pair_interval < 0)
+        o->pair_interval = 0;
+    if (o->pair_burst < 1)
+        o->pair_burst = 1;
+}
+
+static void global_apply(sched_t *s)
+{
+    s->global.rate = s->opt.global_rate;
+    s->global.burst = s->opt.global_rate > 1 ? s->opt.global_rate : 1;
+    if (s->global.tokens > s->global.burst)
+        s->global.tokens = s->global.burst;
 }
 
 int sched_new(const sched_options_t *opt, sched_t **out)
@@ -367,14 +1137,53 @@ int sched_new(const sched_options_t *opt, sched_t **out)
     opt_fix(&s->opt);
     s->waiting.less = job_less;
     s->waiting.set_idx = job_set_idx;
+    s->expiry.less = exp_less;
+    s->expiry.set_idx = exp_set_idx;
     s->sleeping.less = sender_less;
     s->sleeping.set_idx = sender_set_idx;
-    s->global.rate = s->opt.global_rate;
-    s->global.burst = s->opt.global_rate > 1 ? s->opt.global_rate : 1;
-    s->global.tokens = s->global.burst;
+    s->pairq.less = pair_less;
+    s->pairq.set_idx = pair_set_idx;
+    s->pairidle.less = pair_less;
+    s->pairidle.set_idx = pair_set_idx;
+    s->global.tokens = s->opt.global_rate > 1 ? s->opt.global_rate : 1;
     s->global.last = -1;
+    global_apply(s);
     *out = s;
     return 0;
+}
+
+static void htab_free_all(htab_t *t, void (*fn)(hnode_t *))
+{
+    size_t i;
+
+    for (i = 0; i < t->cap; i++) {
+        hnode_t *x = t->b[i], *next;
+        for (; x; x = next) {
+            next = x->hnext;
+            fn(x);
+        }
+    }
+    free(t->b);
+}
+
+static void free_sender_node(hnode_t *x)
+{
+    sched_sender_t *sd = (sched_sender_t *)x;
+    free(sd->phone_number_id);
+    free(sd->reason);
+    free(sd->hold_reason);
+    free(sd);
+}
+
+static void free_campaign_node(hnode_t *x)
+{
+    free(((sched_campaign_t *)x)->name);
+    free(x);
+}
+
+static void free_plain_node(hnode_t *x)
+{
+    free(x);
 }
 
 void sched_free(sched_t *s)
@@ -386,16 +1195,18 @@ void sched_free(sched_t *s)
     for (i = 0; i < s->jobs_cap; i++)
         if (s->jobs[i] && s->jobs[i] != TOMBSTONE)
             free(s->jobs[i]);
-    for (i = 0; i < s->senders_cap; i++) {
-        if (s->senders[i]) {
-            free(s->senders[i]->phone_number_id);
-            free(s->senders[i]);
-        }
-    }
     free(s->jobs);
-    free(s->senders);
+    htab_free_all(&s->lanes, free_plain_node);
+    htab_free_all(&s->pairs, free_plain_node);
+    htab_free_all(&s->okeys, free_plain_node);
+    htab_free_all(&s->campaigns, free_campaign_node);
+    htab_free_all(&s->senders, free_sender_node);
+    free(s->account_reason);
     free(s->waiting.a);
+    free(s->expiry.a);
     free(s->sleeping.a);
+    free(s->pairq.a);
+    free(s->pairidle.a);
     free(s);
 }
 
@@ -405,22 +1216,27 @@ void sched_reconfigure(sched_t *s, const sched_options_t *opt)
 
     s->opt = *opt;
     opt_fix(&s->opt);
-    for (i = 0; i < s->senders_cap; i++) {
-        sched_sender_t *sd = s->senders[i];
-        if (sd == NULL)
-            continue;
-        sd->bucket.rate = s->opt.rate_for ? s->opt.rate_for(sd->phone_number_id, s->opt.rate_user)
-                                          : s->opt.rate_per_number;
-        sd->bucket.burst = s->opt.burst_per_number > 0 ? s->opt.burst_per_number : sd->bucket.rate;
-        if (sd->bucket.burst < 1)
-            sd->bucket.burst = 1;
-        if (sd->bucket.tokens > sd->bucket.burst)
-            sd->bucket.tokens = sd->bucket.burst;
+    for (i = 0; i < s->senders.cap; i++) {
+        hnode_t *x;
+        for (x = s->senders.b[i]; x; x = x->hnext) {
+            sched_sender_t *sd = (sched_sender_t *)x;
+            sender_apply_rate(s, sd);
+            /* Capped senders may send again under a larger cap. */
+            if (sd->state == SENDER_CAPPED && sd->inflight < s->opt.max_inflight_per_number) {
+                sd->state = SENDER_IDLE;
+                sender_wake_if_idle(s, sd);
+            }
+        }
     }
-    s->global.rate = s->opt.global_rate;
-    s->global.burst = s->opt.global_rate > 1 ? s->opt.global_rate : 1;
-    if (s->global.tokens > s->global.burst)
-        s->global.tokens = s->global.burst;
+    for (i = 0; i < s->pairs.cap; i++) {
+        hnode_t *x;
+        for (x = s->pairs.b[i]; x; x = x->hnext) {
+            sched_pair_t *p = (sched_pair_t *)x;
+            if (p->tokens > s->opt.pair_burst)
+                p->tokens = s->opt.pair_burst;
+        }
+    }
+    global_apply(s);
 }
 
 bool sched_has_room(const sched_t *s)
@@ -430,31 +1246,75 @@ bool sched_has_room(const sched_t *s)
 
 bool sched_contains(const sched_t *s, uint64_t id)
 {
-    return jobs_slot(s, id) != HEAP_NONE;
+    return jobs_slot(s, id) != (size_t)-1;
 }
 
 sched_job_t *sched_job_find(const sched_t *s, uint64_t id)
 {
     size_t k = jobs_slot(s, id);
-    return k == HEAP_NONE ? NULL : s->jobs[k];
+    return k == (size_t)-1 ? NULL : s->jobs[k];
 }
 
-int sched_job_add(sched_t *s, const sched_job_t *tmpl, const char *phone_number_id)
+uint64_t sched_order_last_id(const sched_t *s, const char *order_key)
 {
-    sched_job_t *j;
-    sched_sender_t *sd;
-    int rc;
+    const sched_okey_t *k;
 
+    if (order_key == NULL)
+        return 0;
+    k = okey_find(s, hash_str(order_key));
+    return k && k->tail ? k->tail->id : 0;
+}
+
+int sched_job_add(sched_t *s, const sched_job_t *tmpl, const sched_keys_t *keys)
+{
+    sched_sender_t *sd;
+    sched_campaign_t *c;
+    sched_okey_t *k = NULL;
+    sched_pair_t *p = NULL;
+    sched_job_t *j;
+    uint64_t kh = 0;
+
+    if (keys == NULL || keys->phone_number_id == NULL)
+        return -EINVAL;
     if (sched_contains(s, tmpl->id))
         return -EEXIST;
     if (!sched_has_room(s))
         return -ENOSPC;
-    sd = sender_get(s, phone_number_id, true);
-    if (sd == NULL)
+    /* Everything that can fail comes first, so a failure leaves no trace
+     * but interned objects, which are shared and freed by their own rules. */
+    if (jobs_reserve(s) != 0 || heap_reserve(&s->waiting, s->jobs_n + 1) != 0 ||
+        heap_reserve(&s->expiry, s->jobs_n + 1) != 0 || ht_reserve(&s->okeys) != 0)
         return -ENOMEM;
+    sd = sender_get(s, keys->phone_number_id);
+    c = sd ? camp_get(s, keys->campaign) : NULL;
+    if (c == NULL)
+        return -ENOMEM;
+    if (keys->to != NULL) {
+        p = pair_get(s, sd, hash_digits(keys->to));
+        if (p == NULL) {
+            camp_maybe_idle(s, c);
+            return -ENOMEM;
+        }
+    }
+    if (keys->order_key != NULL) {
+        kh = hash_str(keys->order_key);
+        k = okey_find(s, kh);
+        if (k == NULL) {
+            k = calloc(1, sizeof(*k));
+            if (k == NULL)
+                goto nomem;
+            k->h.hash = kh;
+            ht_insert(&s->okeys, &k->h);
+        }
+    }
     j = calloc(1, sizeof(*j));
-    if (j == NULL)
-        return -ENOMEM;
+    if (j == NULL) {
+        if (k != NULL && k->head == NULL) {
+            ht_remove(&s->okeys, &k->h);
+            free(k);
+        }
+        goto nomem;
+    }
     j->id = tmpl->id;
     j->due = tmpl->due;
     j->expires_at = tmpl->expires_at;
@@ -463,94 +1323,143 @@ int sched_job_add(sched_t *s, const sched_job_t *tmpl, const char *phone_number_
     j->type = tmpl->type;
     j->priority = tmpl->priority < NPRIO ? tmpl->priority : NPRIO - 1;
     j->sender = sd;
-    if ((rc = jobs_insert(s, j)) != 0) {
-        free(j);
-        return rc;
-    }
-    if ((rc = heap_push(&s->waiting, j)) != 0) {
-        s->jobs[jobs_slot(s, j->id)] = TOMBSTONE;
-        s->jobs_n--;
-        free(j);
-        return rc;
-    }
+    j->camp_ = c;
+    j->pair_ = p;
+    j->okey_ = k;
+    j->exp_idx_ = IDX_NONE;
+    jobs_insert(s, j);
     sd->n_jobs++;
+    c->refs++;
+    camp_idle_unlink(s, c);
+    if (p != NULL) {
+        p->refs++;
+        if (p->heap == PH_IDLE)
+            pair_heap_del(s, p);
+    }
+    if (k != NULL) {
+        sched_job_t *old = k->head;
+        okey_insert(k, j);
+        /* An older job came in (refill): the former first waits again. */
+        if (old != NULL && k->head == j)
+            job_unready(s, old);
+    }
+    j->where_ = W_WAITING;
+    heap_push(&s->waiting, j);
+    if (j->expires_at > 0)
+        heap_push(&s->expiry, j);
     return 0;
+nomem:
+    camp_maybe_idle(s, c);
+    if (p != NULL)
+        pair_maybe_idle(s, p);
+    return -ENOMEM;
 }
 
-static int job_where(const sched_job_t *j)
-{
-    if (j->inflight)
-        return JOB_INFLIGHT;
-    return j->heap_idx_ != HEAP_NONE ? JOB_WAITING : JOB_READY;
-}
+/* --- public: decisions -------------------------------------------------------- */
 
-/* Moves due jobs from the waiting heap to their senders' ready lists. */
-static void promote(sched_t *s, double now)
+/* Moves due jobs out of the waiting heap, releases pairs and wakes senders. */
+static void advance(sched_t *s, double now)
 {
     sched_job_t *j;
-
-    while ((j = heap_top(&s->waiting)) != NULL && j->due <= now) {
-        sched_sender_t *sd = j->sender;
-        heap_remove(&s->waiting, 0);
-        j->next_ = NULL;
-        if (sd->ready[j->priority].tail)
-            sd->ready[j->priority].tail->next_ = j;
-        else
-            sd->ready[j->priority].head = j;
-        sd->ready[j->priority].tail = j;
-        sd->n_ready++;
-        sender_wake_if_idle(s, sd);
-    }
-}
-
-static void wake_senders(sched_t *s, double now)
-{
     sched_sender_t *sd;
+    sched_pair_t *p;
 
+    if (now > s->now)
+        s->now = now;
+    while ((j = heap_top(&s->waiting)) != NULL && j->due <= now) {
+        heap_remove(&s->waiting, 0);
+        j->where_ = W_KEYWAIT;
+        job_try_ready(s, j);
+    }
+    while ((p = heap_top(&s->pairq)) != NULL && p->wake <= now)
+        pair_release(s, p, now);
+    while ((p = heap_top(&s->pairidle)) != NULL && p->wake <= now)
+        pair_free(s, p);
     while ((sd = heap_top(&s->sleeping)) != NULL && sd->wake <= now) {
         heap_remove(&s->sleeping, 0);
         sd->state = SENDER_IDLE;
         sender_wake_if_idle(s, sd);
     }
+    camp_sweep(s, now);
 }
 
-static sched_job_t *ready_pop(sched_sender_t *sd)
+/* Takes the next job of a sender: highest priority first, and within it
+ * the campaign lanes in turn. */
+static sched_job_t *sender_pick(sched_t *s, sched_sender_t *sd)
 {
     int p;
 
     for (p = 0; p < NPRIO; p++) {
-        sched_job_t *j = sd->ready[p].head;
-        if (j == NULL)
+        sched_lane_t *l = sd->ring[p].head;
+        sched_job_t *j;
+        if (l == NULL)
             continue;
-        sd->ready[p].head = j->next_;
-        if (sd->ready[p].head == NULL)
-            sd->ready[p].tail = NULL;
-        j->next_ = NULL;
-        sd->n_ready--;
+        j = l->head;
+        /* Round robin: the lane goes to the back of its ring. */
+        if (l->rnext != NULL) {
+            lane_ring_del(l);
+            lane_ring_add(l);
+        }
+        lane_unlink(s, j);
+        j->where_ = W_KEYWAIT;
         return j;
     }
     return NULL;
 }
 
-static double next_wake(const sched_t *s)
+static double next_wake(const sched_t *s, double now)
 {
     const sched_job_t *j = heap_top(&s->waiting);
+    const sched_job_t *e = heap_top(&s->expiry);
     const sched_sender_t *sd = heap_top(&s->sleeping);
+    const sched_pair_t *p = heap_top(&s->pairq);
     double w = INFINITY;
 
     if (j && j->due < w)
         w = j->due;
+    if (e && e->expires_at < w)
+        w = e->expires_at;
     if (sd && sd->wake < w)
         w = sd->wake;
+    if (p && p->wake < w)
+        w = p->wake;
+    if (s->hold_all_until > now && s->hold_all_until < w)
+        w = s->hold_all_until;
     return w;
+}
+
+static void take_flight(sched_t *s, sched_job_t *j, double now)
+{
+    sched_sender_t *sd = j->sender;
+
+    if (sd->bucket.rate > 0)
+        sd->bucket.tokens -= 1;
+    if (s->global.rate > 0)
+        s->global.tokens -= 1;
+    if (j->pair_ != NULL && pacing(s))
+        j->pair_->tokens -= 1;
+    if (j->okey_ != NULL)
+        j->okey_->inflight++;
+    if (j->exp_idx_ != IDX_NONE)
+        heap_remove(&s->expiry, j->exp_idx_);
+    camp_count_send(j->camp_, now);
+    sd->inflight++;
+    sd->n_jobs--;
+    s->inflight++;
+    j->inflight = true;
+    j->where_ = W_INFLIGHT;
 }
 
 sched_job_t *sched_next(sched_t *s, double now, double *wake)
 {
     sched_sender_t *sd;
 
-    promote(s, now);
-    wake_senders(s, now);
+    advance(s, now);
+    if (s->all_paused || s->account_paused || s->hold_all_until > now) {
+        if (wake)
+            *wake = next_wake(s, now);
+        return NULL;
+    }
     if (s->inflight >= s->opt.max_inflight) {
         if (wake)
             *wake = INFINITY; /* a completion frees a slot */
@@ -558,14 +1467,16 @@ sched_job_t *sched_next(sched_t *s, double now, double *wake)
     }
     bucket_refill(&s->global, now);
     if (s->global.rate > 0 && s->global.tokens < 1) {
-        if (wake)
-            *wake = s->ring_head ? bucket_ready_at(&s->global, now) : next_wake(s);
+        if (wake) {
+            double w = next_wake(s, now);
+            *wake = s->ring_head ? fmin(w, bucket_ready_at(&s->global, now)) : w;
+        }
         return NULL;
     }
     while ((sd = ring_pop(s)) != NULL) {
         sched_job_t *j;
 
-        if (sd->n_ready == 0) {
+        if (sd->paused || sd->n_ready == 0) {
             sd->state = SENDER_IDLE;
             continue;
         }
@@ -573,29 +1484,48 @@ sched_job_t *sched_next(sched_t *s, double now, double *wake)
             sd->state = SENDER_CAPPED;
             continue;
         }
-        bucket_refill(&sd->bucket, now);
-        if (sd->bucket.rate > 0 && sd->bucket.tokens < 1) {
-            sd->state = SENDER_SLEEP;
-            sd->wake = bucket_ready_at(&sd->bucket, now);
-            if (heap_push(&s->sleeping, sd) != 0)
-                ring_push(s, sd); /* no memory for the heap: stay in the ring */
+        if (sd->hold_until > now) {
+            sender_sleep(s, sd, sd->hold_until);
             continue;
         }
-        j = ready_pop(sd);
-        if (sd->bucket.rate > 0)
-            sd->bucket.tokens -= 1;
-        if (s->global.rate > 0)
-            s->global.tokens -= 1;
-        sd->inflight++;
-        sd->n_jobs--;
-        s->inflight++;
-        j->inflight = true;
+        bucket_refill(&sd->bucket, now);
+        if (sd->bucket.rate > 0 && sd->bucket.tokens < 1) {
+            sender_sleep(s, sd, bucket_ready_at(&sd->bucket, now));
+            continue;
+        }
+        j = sender_pick(s, sd);
+        if (j == NULL) {
+            sd->state = SENDER_IDLE;
+            continue;
+        }
+        if (j->pair_ != NULL) {
+            sched_pair_t *p = j->pair_;
+            pair_refill(s, p, now);
+            if (p->hold_until > now || (pacing(s) && p->tokens < 1)) {
+                /* This recipient must wait; the sender tries its next job. */
+                pair_park(s, p, j, now);
+                ring_push_front(s, sd);
+                continue;
+            }
+        }
+        take_flight(s, j, now);
         ring_push(s, sd); /* round robin: to the back */
         return j;
     }
     if (wake)
-        *wake = next_wake(s);
+        *wake = next_wake(s, now);
     return NULL;
+}
+
+sched_job_t *sched_next_expired(sched_t *s, double now)
+{
+    sched_job_t *j = heap_top(&s->expiry);
+
+    if (now > s->now)
+        s->now = now;
+    if (j == NULL || j->expires_at > now)
+        return NULL;
+    return j;
 }
 
 /* An in-flight job leaves flight: its sender may send again. */
@@ -605,7 +1535,10 @@ static void inflight_end(sched_t *s, sched_job_t *j)
 
     j->inflight = false;
     sd->inflight--;
+    sd->n_jobs++;
     s->inflight--;
+    if (j->okey_ != NULL)
+        j->okey_->inflight--;
     if (sd->state == SENDER_CAPPED) {
         sd->state = SENDER_IDLE;
         sender_wake_if_idle(s, sd);
@@ -614,75 +1547,312 @@ static void inflight_end(sched_t *s, sched_job_t *j)
 
 void sched_job_retry(sched_t *s, sched_job_t *j, double due)
 {
-    if (j->inflight)
+    if (j->where_ == W_INFLIGHT) {
         inflight_end(s, j);
-    j->due = due;
-    j->sender->n_jobs++;
-    if (heap_push(&s->waiting, j) != 0) {
-        /* Out of memory: drop it from the active set; the store still has it
-         * and the next refill brings it back. */
-        j->sender->n_jobs--;
-        s->jobs[jobs_slot(s, j->id)] = TOMBSTONE;
-        s->jobs_n--;
-        free(j);
+        if (j->expires_at > 0)
+            heap_push(&s->expiry, j); /* reserved at add */
+    } else if (j->where_ == W_WAITING) {
+        heap_remove(&s->waiting, j->wait_idx_);
+    } else {
+        job_unready(s, j);
     }
+    j->due = due;
+    j->where_ = W_WAITING;
+    heap_push(&s->waiting, j); /* reserved at add: never fails */
+    /* Defensive: if j was not its key's first, the first may go now. */
+    if (j->okey_ != NULL && j->okey_->head != j)
+        job_try_ready(s, j->okey_->head);
 }
 
 void sched_job_finish(sched_t *s, sched_job_t *j)
 {
-    sched_sender_t *sd = j->sender;
-    size_t k;
+    sched_okey_t *k = j->okey_;
 
-    switch (job_where(j)) {
-    case JOB_INFLIGHT:
+    switch (j->where_) {
+    case W_INFLIGHT:
         inflight_end(s, j);
         break;
-    case JOB_WAITING:
-        heap_remove(&s->waiting, j->heap_idx_);
-        sd->n_jobs--;
+    case W_WAITING:
+        heap_remove(&s->waiting, j->wait_idx_);
         break;
-    case JOB_READY: {
-        int p = j->priority;
-        sched_job_t *prev = NULL, *x;
-        for (x = sd->ready[p].head; x && x != j; x = x->next_)
-            prev = x;
-        if (x == j) {
-            if (prev)
-                prev->next_ = j->next_;
-            else
-                sd->ready[p].head = j->next_;
-            if (sd->ready[p].tail == j)
-                sd->ready[p].tail = prev;
-            sd->n_ready--;
+    case W_READY:
+    case W_PAIRWAIT:
+        job_unready(s, j);
+        break;
+    default:
+        break;
+    }
+    if (j->exp_idx_ != IDX_NONE)
+        heap_remove(&s->expiry, j->exp_idx_);
+    j->sender->n_jobs--;
+    jobs_delete(s, j->id);
+    if (--j->camp_->refs == 0)
+        camp_maybe_idle(s, j->camp_);
+    if (j->pair_ != NULL && --j->pair_->refs == 0)
+        pair_maybe_idle(s, j->pair_);
+    if (k != NULL) {
+        okey_unlink(k, j);
+        if (k->head == NULL) {
+            ht_remove(&s->okeys, &k->h);
+            free(k);
+        } else {
+            job_try_ready(s, k->head);
         }
-        sd->n_jobs--;
-        break;
-    }
-    }
-    k = jobs_slot(s, j->id);
-    if (k != HEAP_NONE) {
-        s->jobs[k] = TOMBSTONE;
-        s->jobs_n--;
     }
     free(j);
 }
 
-void sched_senders_each(const sched_t *s, void (*cb)(const sched_sender_info_t *, void *),
-                        void *user)
+/* --- public: outcomes ---------------------------------------------------------- */
+
+void sched_job_sent(sched_t *s, sched_job_t *j, double now)
+{
+    sched_sender_t *sd = j->sender;
+
+    if (now > s->now)
+        s->now = now;
+    if (j->pair_ != NULL)
+        j->pair_->strikes = 0;
+    /* Additive increase: max/AIMD_STEP_FRACTION per second of successes at
+     * the current rate, i.e. this much per success. */
+    if (sd->max_rate > 0 && sd->bucket.rate < sd->max_rate) {
+        double step =
+            sd->max_rate / AIMD_STEP_FRACTION / (sd->bucket.rate > 1 ? sd->bucket.rate : 1);
+        sd->bucket.rate += step;
+        if (sd->bucket.rate > sd->max_rate)
+            sd->bucket.rate = sd->max_rate;
+        sd->bucket.burst = sender_burst(s, sd);
+    }
+}
+
+void sched_sender_throttled(sched_t *s, sched_job_t *j, double now, double hold)
+{
+    sched_sender_t *sd = j->sender;
+
+    if (now > s->now)
+        s->now = now;
+    if (now - sd->last_cut >= CUT_GAP) {
+        double floor_rate = sd->max_rate / AIMD_MIN_FRACTION;
+        sd->last_cut = now;
+        if (sd->max_rate > 0) {
+            sd->bucket.rate *= AIMD_CUT;
+            if (sd->bucket.rate < floor_rate)
+                sd->bucket.rate = floor_rate;
+            sd->bucket.burst = sender_burst(s, sd);
+        }
+        bucket_refill(&sd->bucket, now);
+        if (sd->bucket.tokens > 0)
+            sd->bucket.tokens = 0;
+    }
+    if (hold > 0 && now + hold > sd->hold_until)
+        sd->hold_until = now + hold;
+}
+
+void sched_sender_hold(sched_t *s, sched_job_t *j, double until, const char *reason)
+{
+    sched_sender_t *sd = j->sender;
+
+    if (until > sd->hold_until) {
+        sd->hold_until = until;
+        set_reason(&sd->hold_reason, reason);
+    }
+}
+
+double sched_pair_limited(sched_t *s, sched_job_t *j, double now)
+{
+    sched_pair_t *p = j->pair_;
+    double until;
+
+    if (p == NULL)
+        return now + 1;
+    until = now + pow(4.0, p->strikes < 8 ? p->strikes : 8);
+    if (p->strikes < 16)
+        p->strikes++;
+    if (until > p->hold_until)
+        p->hold_until = until;
+    return p->hold_until;
+}
+
+void sched_hold_all(sched_t *s, double until)
+{
+    if (until > s->hold_all_until)
+        s->hold_all_until = until;
+}
+
+/* --- public: pauses -------------------------------------------------------------- */
+
+int sched_sender_pause(sched_t *s, const char *phone_number_id, bool paused, const char *reason)
+{
+    sched_sender_t *sd = paused ? sender_get(s, phone_number_id) : sender_find(s, phone_number_id);
+
+    if (sd == NULL)
+        return paused ? -ENOMEM : 0;
+    sd->paused = paused;
+    set_reason(&sd->reason, paused ? reason : NULL);
+    if (!paused) {
+        /* An operator's resume also lifts a timed hold. */
+        sd->hold_until = 0;
+        set_reason(&sd->hold_reason, NULL);
+        if (sd->state == SENDER_SLEEP && sd->heap_idx != (size_t)-1) {
+            heap_remove(&s->sleeping, sd->heap_idx);
+            sd->state = SENDER_IDLE;
+        }
+        sender_wake_if_idle(s, sd);
+    }
+    return 0;
+}
+
+int sched_campaign_pause(sched_t *s, const char *campaign, bool paused)
+{
+    sched_campaign_t *c = paused ? camp_get(s, campaign) : camp_find(s, campaign);
+    sched_lane_t *l;
+
+    if (c == NULL)
+        return paused ? -ENOMEM : 0;
+    if (c == &s->none)
+        return 0;
+    c->paused = paused;
+    if (paused)
+        camp_idle_unlink(s, c);
+    for (l = c->lanes; l; l = l->cnext) {
+        if (paused) {
+            lane_ring_del(l);
+        } else if (!l->in_ring && l->n > 0) {
+            lane_ring_add(l);
+            sender_wake_if_idle(s, l->sender);
+        }
+    }
+    if (!paused)
+        camp_maybe_idle(s, c);
+    return 0;
+}
+
+void sched_pause_all(sched_t *s, bool paused)
+{
+    s->all_paused = paused;
+}
+
+void sched_account_pause(sched_t *s, bool paused, const char *reason)
+{
+    s->account_paused = paused;
+    set_reason(&s->account_reason, paused ? (reason ? reason : "paused") : NULL);
+}
+
+bool sched_campaign_paused(const sched_t *s, const char *campaign)
+{
+    const sched_campaign_t *c = campaign ? camp_find(s, campaign) : NULL;
+    return c != NULL && c->paused;
+}
+
+bool sched_sender_paused(const sched_t *s, const char *phone_number_id)
+{
+    const sched_sender_t *sd = sender_find(s, phone_number_id);
+    return sd != NULL && sd->paused;
+}
+
+bool sched_all_paused(const sched_t *s)
+{
+    return s->all_paused;
+}
+
+const char *sched_account_reason(const sched_t *s)
+{
+    return s->account_paused ? s->account_reason : NULL;
+}
+
+bool sched_keys_paused(const sched_t *s, const char *phone_number_id, const char *campaign)
+{
+    return s->all_paused || s->account_paused || sched_sender_paused(s, phone_number_id) ||
+           sched_campaign_paused(s, campaign);
+}
+
+static bool job_paused(const sched_job_t *j)
+{
+    return j->sender->paused || j->camp_->paused;
+}
+
+size_t sched_evict_paused(sched_t *s)
+{
+    size_t i, n = 0;
+
+    for (i = 0; i < s->jobs_cap; i++) {
+        sched_job_t *j = s->jobs[i];
+        if (j == NULL || j == TOMBSTONE || j->inflight || !job_paused(j))
+            continue;
+        /* j and the later jobs of its key (they wait for j anyway), from
+         * the key's tail, so the key's list stays consistent. */
+        if (j->okey_ != NULL) {
+            sched_okey_t *k = j->okey_;
+            for (;;) {
+                sched_job_t *t = k->tail;
+                bool last = t == j;
+                if (t->inflight)
+                    break; /* cannot happen while j waits; keep what flies */
+                sched_job_finish(s, t);
+                n++;
+                if (last)
+                    break;
+            }
+        } else {
+            sched_job_finish(s, j);
+            n++;
+        }
+    }
+    return n;
+}
+
+/* --- public: statistics ----------------------------------------------------------- */
+
+double sched_campaign_rate(const sched_t *s, const char *campaign, double now)
+{
+    const sched_campaign_t *c = camp_find(s, campaign);
+    int64_t sec = (int64_t)floor(now);
+    double span = (RATE_WINDOW - 1) + (now - floor(now));
+    uint64_t n = 0;
+    size_t i;
+
+    if (c == NULL)
+        return 0;
+    for (i = 0; i < RATE_SLOTS; i++)
+        if (c->slot_sec[i] <= sec && c->slot_sec[i] > sec - RATE_WINDOW)
+            n += c->slot_n[i];
+    return span > 0 ? (double)n / span : 0;
+}
+
+size_t sched_campaign_jobs(const sched_t *s, const char *campaign)
+{
+    const sched_campaign_t *c = camp_find(s, campaign);
+    return c ? c->refs : 0;
+}
+
+void sched_senders_each(const sched_t *s, double now,
+                        void (*cb)(const sched_sender_info_t *, void *), void *user)
 {
     size_t i;
 
-    for (i = 0; i < s->senders_cap; i++) {
-        const sched_sender_t *sd = s->senders[i];
-        sched_sender_info_t info;
-        if (sd == NULL)
-            continue;
-        info.phone_number_id = sd->phone_number_id;
-        info.queued = sd->n_jobs;
-        info.inflight = sd->inflight;
-        info.rate = sd->bucket.rate;
-        cb(&info, user);
+    for (i = 0; i < s->senders.cap; i++) {
+        const hnode_t *x;
+        for (x = s->senders.b[i]; x; x = x->hnext) {
+            const sched_sender_t *sd = (const sched_sender_t *)x;
+            sched_sender_info_t info;
+            bool held = sd->hold_until > now;
+
+            info.phone_number_id = sd->phone_number_id;
+            info.queued = sd->n_jobs;
+            info.inflight = sd->inflight;
+            info.rate = sd->bucket.rate;
+            info.max_rate = sd->max_rate;
+            info.paused = sd->paused || held;
+            info.reason = sd->paused ? sd->reason : held ? sd->hold_reason : NULL;
+            if (info.paused && info.reason == NULL)
+                info.reason = sd->paused ? "paused by the operator" : "throttled";
+            cb(&info, user);
+        }
     }
+}
+
+const char *sched_sender_id(const sched_sender_t *sd)
+{
+    return sd->phone_number_id;
 }
 
 size_t sched_jobs(const sched_t *s)
@@ -693,4 +1863,14 @@ size_t sched_jobs(const sched_t *s)
 unsigned sched_inflight(const sched_t *s)
 {
     return s->inflight;
+}
+
+void sched_object_counts(const sched_t *s, sched_counts_t *out)
+{
+    out->senders = s->senders.n;
+    out->campaigns = s->campaigns.n;
+    out->okeys = s->okeys.n;
+    out->lanes = s->lanes.n;
+    out->pairs = s->pairs.n;
+    out->idle_pairs = s->idle_pairs;
 }

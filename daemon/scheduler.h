@@ -6,14 +6,41 @@
  * "active set" of jobs (Postfix's active queue) that the daemon fills from
  * the store; the store stays the source of truth.
  *
- * Structure (every decision is O(log n), never a scan of the queue):
- * - a min-heap of waiting jobs by (due time, id);
- * - per sender (phoneNumberId) three FIFO ready lists, one per priority;
- * - a round-robin ring of senders that have ready jobs and may send now;
- * - a min-heap of senders waiting for rate tokens; senders at their
- *   in-flight cap leave the ring until a request of theirs completes.
- * Rate limits: a token bucket per sender (rate, burst) and an optional
- * global bucket.
+ * The delivery policy it applies (docs/policy.md):
+ * - Order keys: jobs of one key leave in id (= submission) order, one at a
+ *   time. Only the first job of a key in the active set may be ready; the
+ *   others wait behind it, also while it waits for a retry. The daemon keeps
+ *   the invariant that makes this exact: for every key in the active set, the
+ *   store holds no unfinished job of that key older than the newest one in
+ *   memory that is not in memory too (see sched_order_last_id).
+ * - Priorities: high > normal > bulk within a sender.
+ * - Fairness: round robin across senders, and within a sender and a
+ *   priority, round robin across campaigns ("lanes"), so one big campaign
+ *   cannot starve the others or transactional sends (campaign NULL is a lane
+ *   of its own).
+ * - Rates: a token bucket per sender whose rate adapts (multiplicative
+ *   decrease on a throttle, additive increase per success up to the
+ *   configured rate), an optional global bucket, in-flight caps in all and
+ *   per sender, and a token bucket per (sender, recipient) pair (Meta's pair
+ *   limit) with 4^X s holds after a pair-limit answer.
+ * - Pauses: per campaign, per sender (with a reason), all (operator), the
+ *   account (automatic, with a reason), and timed holds (throttling,
+ *   maintenance). Paused jobs stay in the set; in-flight ones complete.
+ * - Expiry: jobs whose expires_at passed are handed back by
+ *   sched_next_expired, whatever blocks them.
+ *
+ * Cost: every decision is O(log n) in the jobs of the active set (heaps,
+ * hash tables, intrusive lists); nothing scans the queue. The only O(n)
+ * function is sched_evict_paused, run once per pause.
+ *
+ * Memory: senders, campaigns, order keys, lanes and pairs are interned
+ * objects shared by their jobs. Order keys and lanes are freed with their
+ * last job; campaigns and pairs when they also hold no state worth keeping
+ * (recent sends for the rate, a pause, a pair bucket that is not full or a
+ * pair hold); idle pairs are bounded (SCHED_IDLE_PAIRS_MAX) by forgetting
+ * the ones closest to full first. Order keys and recipients are kept as
+ * 64-bit hashes: a collision only makes two keys share a FIFO (or two
+ * recipients a pair bucket), which is never less safe.
  *
  * Errors: 0 or negative errno. Threads: one (the loop's).
  */
@@ -27,8 +54,13 @@
 typedef struct sched sched_t;
 typedef struct sched_sender sched_sender_t;
 
+/* Most pair entries kept for pairs without jobs in the active set. */
+#define SCHED_IDLE_PAIRS_MAX (1u << 20)
+/* Longest pause reason kept, bytes (longer ones are cut). */
+#define SCHED_REASON_MAX 200
+
 /* A job in the active set. Owned by the scheduler from sched_job_add until
- * sched_job_finish; the daemon may read every field and use `user`. */
+ * sched_job_finish; the daemon may read every public field and use `user`. */
 typedef struct sched_job {
     uint64_t id;
     double due;        /* next attempt time */
@@ -41,9 +73,25 @@ typedef struct sched_job {
     sched_sender_t *sender;
     void *user; /* the daemon's per-attempt state while in flight */
     /* scheduler-private */
-    size_t heap_idx_;
-    struct sched_job *next_;
+    uint8_t where_;
+    uint32_t wait_idx_;                /* in the waiting heap */
+    uint32_t exp_idx_;                 /* in the expiry heap */
+    struct sched_job *next_, *prev_;   /* lane ready list or pair park list */
+    struct sched_job *knext_, *kprev_; /* order key list, by id */
+    struct sched_okey *okey_;
+    struct sched_campaign *camp_;
+    struct sched_lane *lane_; /* while ready */
+    struct sched_pair *pair_;
 } sched_job_t;
+
+/* What a job belongs to, given when it is added. Strings are copied or
+ * hashed; none is kept by reference. */
+typedef struct sched_keys {
+    const char *phone_number_id; /* required */
+    const char *campaign;        /* NULL: none */
+    const char *order_key;       /* the effective key (queue_order_key); NULL: the job's id */
+    const char *to;              /* recipient as given (digits are used); NULL: no pair */
+} sched_keys_t;
 
 typedef struct sched_options {
     double rate_per_number;  /* tokens per second per sender; 0: unlimited */
@@ -51,7 +99,9 @@ typedef struct sched_options {
     double global_rate;      /* 0: none */
     unsigned max_inflight;
     unsigned max_inflight_per_number;
-    size_t max_jobs; /* size of the active set */
+    size_t max_jobs;      /* size of the active set */
+    double pair_interval; /* seconds between sends to one pair on average; 0: no pacing */
+    double pair_burst;    /* pair bucket depth (>= 1) */
     /* Per-sender rate override; NULL: rate_per_number for all. */
     double (*rate_for)(const char *phone_number_id, void *user);
     void *rate_user;
@@ -63,8 +113,10 @@ int sched_new(const sched_options_t *opt, sched_t **out);
 /* Frees the scheduler and every job still in it. Accepts NULL. */
 void sched_free(sched_t *s);
 
-/* Re-reads rates and caps (config reload). Existing buckets keep their
- * tokens, clamped to the new depth. */
+/* Re-reads every option (config reload): rates (overrides included; a
+ * sender's adapted rate is clamped to its new maximum), bursts, the global
+ * rate, the caps, the active-set size (jobs over a smaller size stay) and
+ * pair pacing. Buckets keep their tokens, clamped to the new depth. */
 void sched_reconfigure(sched_t *s, const sched_options_t *opt);
 
 /* True when the active set has room for another job. */
@@ -75,45 +127,134 @@ bool sched_contains(const sched_t *s, uint64_t id);
 
 /*
  * Adds a job (copying the fields given in *tmpl: id, due, expires_at,
- * attempts, max_attempts, type, priority) for sender `phone_number_id`.
+ * attempts, max_attempts, type, priority) with its keys. A job older than
+ * the first one of its order key in the set becomes the key's first.
  * Returns -EEXIST if the id is already there, -ENOSPC when the active set is
- * full, -ENOMEM.
+ * full, -EINVAL without a phoneNumberId, -ENOMEM.
  */
-int sched_job_add(sched_t *s, const sched_job_t *tmpl, const char *phone_number_id);
+int sched_job_add(sched_t *s, const sched_job_t *tmpl, const sched_keys_t *keys);
 
 /*
  * The next job that may be sent at `now`, or NULL. The returned job is
- * marked in flight and counted against its sender's cap and rate. When NULL
- * is returned, *wake (if not NULL) is the earliest time at which a call may
+ * marked in flight and counted against its sender's cap and rate, the
+ * global rate, its pair bucket and its campaign's send rate. When NULL is
+ * returned, *wake (if not NULL) is the earliest time at which a call may
  * return a job (INFINITY if none is known; a completion may come sooner).
  */
 sched_job_t *sched_next(sched_t *s, double now, double *wake);
 
+/* A job (not in flight) whose expires_at is <= now, or NULL. The caller
+ * records it as expired and calls sched_job_finish. */
+sched_job_t *sched_next_expired(sched_t *s, double now);
+
 /* An in-flight job's attempt ended and it goes back to waiting until
- * `due`. */
+ * `due`. It stays the first of its order key, so later jobs of the key wait
+ * for it. Never fails. */
 void sched_job_retry(sched_t *s, sched_job_t *job, double due);
 
 /* Removes a job for good (final state, or handed back to the store) and
- * frees it. Works for in-flight and waiting jobs. */
+ * frees it. Works for in-flight and waiting jobs. The next job of its order
+ * key may go. */
 void sched_job_finish(sched_t *s, sched_job_t *job);
 
 /* Looks up a job of the active set. */
 sched_job_t *sched_job_find(const sched_t *s, uint64_t id);
+
+/* Largest id of the active set's jobs of order key `order_key`, 0 if none
+ * (the refill loads the store's unfinished jobs of the key between this and
+ * the job it brings in, to keep the order invariant). */
+uint64_t sched_order_last_id(const sched_t *s, const char *order_key);
+
+/* --- Outcomes that steer the policy ------------------------------------ */
+
+/* A successful send of `job` (call before sched_job_finish): the sender's
+ * rate grows back by one additive step; the pair's 4^X counter resets. */
+void sched_job_sent(sched_t *s, sched_job_t *job, double now);
+
+/* The sender of `job` was throttled (429 / 130429): its rate is cut by half
+ * (at most once per second), its bucket emptied, and it sends nothing
+ * before now + hold (Retry-After; 0: none). */
+void sched_sender_throttled(sched_t *s, sched_job_t *job, double now, double hold);
+
+/* The sender of `job` must send nothing before `until` (maintenance, ...);
+ * `reason` is shown in stats while the hold lasts. */
+void sched_sender_hold(sched_t *s, sched_job_t *job, double until, const char *reason);
+
+/* The pair of `job` hit Meta's pair limit (131056): the pair sends nothing
+ * for 4^X seconds (X = 0, 1, 2 ... for consecutive hits). Returns the time
+ * the hold ends (the job's next due time). */
+double sched_pair_limited(sched_t *s, sched_job_t *job, double now);
+
+/* Timed hold of everything (Graph app/account throttling). */
+void sched_hold_all(sched_t *s, double until);
+
+/* --- Pauses ---------------------------------------------------------------- */
+
+/* Pauses or resumes a sender; `reason` (copied, may be NULL) is shown in
+ * stats. Creates the sender if it is unknown (a pause loaded at start-up).
+ * Returns -ENOMEM. */
+int sched_sender_pause(sched_t *s, const char *phone_number_id, bool paused, const char *reason);
+
+/* Pauses or resumes a campaign (may be unknown yet). Returns -ENOMEM. */
+int sched_campaign_pause(sched_t *s, const char *campaign, bool paused);
+
+/* Pauses or resumes everything (operator `all`). */
+void sched_pause_all(sched_t *s, bool paused);
+
+/* Pauses or resumes the account (automatic, with a reason). */
+void sched_account_pause(sched_t *s, bool paused, const char *reason);
+
+bool sched_campaign_paused(const sched_t *s, const char *campaign);
+bool sched_sender_paused(const sched_t *s, const char *phone_number_id);
+bool sched_all_paused(const sched_t *s);
+/* The account's pause reason, NULL when it is not paused. */
+const char *sched_account_reason(const sched_t *s);
+
+/* True when a job with these keys may not be sent now because of a pause
+ * (all, account, its sender or its campaign): the refill leaves such jobs in
+ * the store. */
+bool sched_keys_paused(const sched_t *s, const char *phone_number_id, const char *campaign);
+
+/* Removes from the active set every job that cannot go because of a pause
+ * (not in flight), with the later jobs of its order key, so paused jobs do
+ * not take the room of others. Returns how many were removed (they stay
+ * unfinished in the store). O(active set); run once per pause. */
+size_t sched_evict_paused(sched_t *s);
+
+/* --- Statistics ---------------------------------------------------------- */
+
+/* Sends per second of a campaign over the last few seconds (0 when unknown). */
+double sched_campaign_rate(const sched_t *s, const char *campaign, double now);
+
+/* Jobs of a campaign in the active set (NULL: jobs without a campaign). */
+size_t sched_campaign_jobs(const sched_t *s, const char *campaign);
 
 /* Sender statistics for `stats`. */
 typedef struct sched_sender_info {
     const char *phone_number_id;
     size_t queued; /* in the active set, not in flight */
     unsigned inflight;
-    double rate;
+    double rate;        /* current (adapted) rate, sends/s; 0: unlimited */
+    double max_rate;    /* configured rate */
+    bool paused;        /* operator or automatic pause, or a hold in force */
+    const char *reason; /* why, or NULL */
 } sched_sender_info_t;
 
-/* Calls cb for every sender known to the scheduler. */
-void sched_senders_each(const sched_t *s, void (*cb)(const sched_sender_info_t *, void *),
-                        void *user);
+/* Calls cb for every sender known to the scheduler; `now` decides whether a
+ * hold is still in force. */
+void sched_senders_each(const sched_t *s, double now,
+                        void (*cb)(const sched_sender_info_t *, void *), void *user);
+
+/* The phoneNumberId of a sender (lives as long as the scheduler). */
+const char *sched_sender_id(const sched_sender_t *sd);
 
 /* Totals. */
 size_t sched_jobs(const sched_t *s);
 unsigned sched_inflight(const sched_t *s);
+/* Interned objects (for benchmarks and tests). */
+typedef struct sched_counts {
+    size_t senders, campaigns, okeys, lanes, pairs, idle_pairs;
+} sched_counts_t;
+void sched_object_counts(const sched_t *s, sched_counts_t *out);
 
 #endif

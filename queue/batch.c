@@ -18,7 +18,7 @@
 #define ARENA_KEEP_MAX ((size_t)16 << 20)
 #define ARENA_MIN ((size_t)64 << 10)
 
-enum { OP_JOB = 1, OP_UPDATE = 2 };
+enum { OP_JOB = 1, OP_UPDATE = 2, OP_PAUSE = 3 };
 enum { OPF_WAMID = 1, OPF_ERR = 2 };
 
 typedef struct batch_op {
@@ -36,7 +36,8 @@ typedef struct batch_op {
     double expires_at;  /* updates: > 0 replaces the expiry */
     uint16_t only_from; /* updates: QUEUE_STATE_BIT mask, 0: any */
     /* Arena slices. Job: record, body, idempotency key (c_len 0: none).
-     * Update: wamid, error code, error message. */
+     * Update: wamid, error code, error message. Pause: name, reason (state
+     * holds the kind, flags 1 when paused). */
     size_t a_off, a_len;
     size_t b_off, b_len;
     size_t c_off, c_len;
@@ -219,6 +220,36 @@ int queue_batch_add_update(queue_batch_t *b, const queue_update_t *u)
     return (int)b->n++;
 }
 
+int queue_batch_add_pause(queue_batch_t *b, int kind, const char *name, const char *reason,
+                          bool paused)
+{
+    size_t nlen, rlen;
+    batch_op_t *op;
+    int rc;
+
+    if (b == NULL || name == NULL ||
+        (kind != QUEUE_PAUSE_ALL && kind != QUEUE_PAUSE_SENDER && kind != QUEUE_PAUSE_CAMPAIGN))
+        return QUEUE_EINVAL;
+    nlen = strnlen(name, QUEUE_MAX_KEY_LEN + 1);
+    if (nlen > QUEUE_MAX_KEY_LEN)
+        return QUEUE_EINVAL;
+    rlen = reason ? strnlen(reason, QUEUE_PAUSE_REASON_MAX) : 0;
+    rc = batch_reserve(b, nlen + rlen);
+    if (rc != 0)
+        return rc;
+    op = &b->ops[b->n];
+    memset(op, 0, sizeof *op);
+    op->kind = OP_PAUSE;
+    op->state = (uint8_t)kind;
+    op->flags = paused ? 1 : 0;
+    op->a_off = arena_copy(b, name, nlen);
+    op->a_len = nlen;
+    op->b_off = arena_copy(b, reason ? reason : "", rlen);
+    op->b_len = rlen;
+    b->committed = false;
+    return (int)b->n++;
+}
+
 /* Puts a key that is normally the largest so far (ids grow) with
  * MDB_APPEND, which fills pages densely; falls back to an ordinary insert
  * for an id out of order. An existing id is the caller's bug. */
@@ -274,9 +305,17 @@ static int commit_job(queue__wtxn_t *w, queue_batch_t *b, batch_op_t *op)
     if (rc != 0)
         return rc;
     if (queue__state_is_due(op->state)) {
+        char okey[QUEUE_ORDER_KEY_MAX + 1];
+        queue__record_t r;
         rc = queue__due_put(w, queue__due_ms(op->next_attempt_at), op->id);
         if (rc != 0)
             return rc;
+        /* The record was encoded by queue_batch_add_job: it parses. */
+        if (queue__record_parse(b->arena + op->a_off, op->a_len, &r) == 0) {
+            rc = queue__order_put(w, okey, queue__record_order_key(&r, okey, sizeof okey), op->id);
+            if (rc != 0)
+                return rc;
+        }
     }
     /* Campaign index (campaign.c): the campaign is in the encoded record. */
     rc = job_campaign_move(w, b, op);
@@ -342,7 +381,13 @@ static int commit_fn(queue__wtxn_t *w, void *arg)
     }
     for (size_t i = 0; i < b->n && rc == 0; i++) {
         batch_op_t *op = &b->ops[i];
-        rc = op->kind == OP_JOB ? commit_job(w, b, op) : commit_update(w, b, op);
+        if (op->kind == OP_JOB)
+            rc = commit_job(w, b, op);
+        else if (op->kind == OP_UPDATE)
+            rc = commit_update(w, b, op);
+        else
+            rc = queue__pause_write(w, op->state, (const char *)b->arena + op->a_off, op->a_len,
+                                    (const char *)b->arena + op->b_off, op->b_len, op->flags != 0);
     }
     if (rc == 0 && b->max_job_id != 0)
         rc = hwm_raise(w, b->max_job_id);

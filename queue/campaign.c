@@ -288,7 +288,7 @@ int queue_campaign_counts(queue_t *q, const char *name, uint64_t counts[QUEUE_ST
     MDB_txn *txn;
     uint32_t cid;
     size_t len;
-    bool cached;
+    queue__rd_t rd;
     int rc;
 
     if (q == NULL || counts == NULL)
@@ -296,11 +296,12 @@ int queue_campaign_counts(queue_t *q, const char *name, uint64_t counts[QUEUE_ST
     memset(counts, 0, sizeof(uint64_t) * (QUEUE_STATE_MAX + 1));
     if ((rc = name_check(name, &len)) != 0)
         return rc;
-    rc = queue__rd_begin(q, &txn, &cached);
+    rc = queue__rd_begin(q, &rd);
+    txn = rd.txn;
     if (rc != 0)
         return rc;
     rc = camp_lookup(q, txn, name, len, &cid, counts);
-    queue__rd_end(q, txn, cached);
+    queue__rd_end(q, &rd);
     return queue__err_map(rc);
 }
 
@@ -314,7 +315,7 @@ int queue_campaign_jobs(queue_t *q, const char *name, int state, uint64_t after_
     MDB_txn *txn;
     size_t len, klen, plen, seen = 0;
     uint32_t cid;
-    bool cached;
+    queue__rd_t rd;
     int rc;
 
     if (more != NULL)
@@ -325,7 +326,8 @@ int queue_campaign_jobs(queue_t *q, const char *name, int state, uint64_t after_
         return rc;
     if (limit == 0)
         return 0;
-    rc = queue__rd_begin(q, &txn, &cached);
+    rc = queue__rd_begin(q, &rd);
+    txn = rd.txn;
     if (rc != 0)
         return rc;
     rc = camp_lookup(q, txn, name, len, &cid, NULL);
@@ -392,6 +394,6 @@ int queue_campaign_jobs(queue_t *q, const char *name, int state, uint64_t after_
 out:
     if (cur != NULL)
         mdb_cursor_close(cur);
-    queue__rd_end(q, txn, cached);
+    queue__rd_end(q, &rd);
     return queue__err_map(rc);
 }

@@ -61,12 +61,7 @@ int queue__err_map(int rc)
 
 /* --- Reads: the shared lock and the cached read txn ---------------------- */
 
-typedef struct rd {
-    MDB_txn *txn;
-    bool cached;
-} rd_t;
-
-static int rd_begin(queue_t *q, rd_t *r)
+int queue__rd_begin(queue_t *q, queue__rd_t *r)
 {
     int rc;
 
@@ -111,7 +106,7 @@ fail:
     return rc;
 }
 
-static void rd_end(queue_t *q, rd_t *r)
+void queue__rd_end(queue_t *q, queue__rd_t *r)
 {
     if (r->cached) {
         mdb_txn_reset(r->txn);
@@ -121,23 +116,6 @@ static void rd_end(queue_t *q, rd_t *r)
     }
     r->txn = NULL;
     pthread_rwlock_unlock(&q->rwlock);
-}
-
-int queue__rd_begin(queue_t *q, MDB_txn **txn, bool *cached)
-{
-    rd_t r;
-    int rc = rd_begin(q, &r);
-
-    *txn = r.txn;
-    *cached = r.cached;
-    return rc;
-}
-
-void queue__rd_end(queue_t *q, MDB_txn *txn, bool cached)
-{
-    rd_t r = {txn, cached};
-
-    rd_end(q, &r);
 }
 
 /* --- Map growth and the write runner ------------------------------------- */
@@ -288,6 +266,8 @@ int queue__job_update(queue__wtxn_t *w, uint64_t id, const queue__patch_t *p, in
     unsigned char kb[8], buf[QUEUE__REC_MAX_LEN];
     MDB_val k = {sizeof kb, kb}, v;
     queue__record_t r;
+    char okey[QUEUE_MAX_KEY_LEN + 1];
+    size_t okey_len = 0;
     uint64_t old_ms, new_ms;
     uint8_t old_state;
     size_t len;
@@ -314,6 +294,10 @@ int queue__job_update(queue__wtxn_t *w, uint64_t id, const queue__patch_t *p, in
         r.expires_at = p->expires_at;
     old_state = r.state;
     old_ms = queue__due_ms(r.next_attempt_at);
+    /* The order key, copied now: r's views point into the page replaced
+     * below. */
+    if (queue__state_is_due(old_state) != queue__state_is_due(p->state))
+        okey_len = queue__record_order_key(&r, okey, sizeof okey);
     r.state = p->state;
     r.attempts = p->attempts;
     r.updated_at = p->updated_at;
@@ -358,6 +342,13 @@ int queue__job_update(queue__wtxn_t *w, uint64_t id, const queue__patch_t *p, in
                 return rc;
         }
     }
+    /* Unfinished jobs are in the order index; finished ones leave it. */
+    if (okey_len > 0) {
+        rc = queue__state_is_due(p->state) ? queue__order_put(w, okey, okey_len, id)
+                                           : queue__order_del(w, okey, okey_len, id);
+        if (rc != 0)
+            return rc;
+    }
     if (old_state != p->state)
         return queue__counts_move(w, old_state, p->state);
     return 0;
@@ -386,7 +377,13 @@ static int open_dbs_fn(queue__wtxn_t *w, void *arg)
         (rc = mdb_dbi_open(w->txn, QUEUE__DB_BODIES, MDB_CREATE, &q->db_bodies)) != 0 ||
         (rc = mdb_dbi_open(w->txn, QUEUE__DB_DUE, MDB_CREATE, &q->db_due)) != 0 ||
         (rc = mdb_dbi_open(w->txn, QUEUE__DB_IDEM, MDB_CREATE, &q->db_idem)) != 0 ||
-        (rc = queue__campaign_open(w)) != 0)
+        (rc = queue__campaign_open(w)) != 0 ||
+        (rc = mdb_dbi_open(w->txn, QUEUE__DB_ORDER, MDB_CREATE, &q->db_order)) != 0 ||
+        (rc = mdb_dbi_open(w->txn, QUEUE__DB_PAUSES, MDB_CREATE, &q->db_pauses)) != 0)
+        return rc;
+    /* A store written before the order index existed: index its unfinished
+     * jobs now (once; afterwards the index is never empty while they are). */
+    if ((rc = queue__order_build(w)) != 0)
         return rc;
 
     rc = mdb_cursor_open(w->txn, q->db_jobs, &cur);
@@ -729,7 +726,7 @@ static int job_get_txn(queue_t *q, MDB_txn *txn, uint64_t id, queue_job_t *out)
 
 int queue_job_get(queue_t *q, uint64_t id, queue_job_t *out)
 {
-    rd_t r;
+    queue__rd_t r;
     int rc;
 
     if (out == NULL)
@@ -737,11 +734,11 @@ int queue_job_get(queue_t *q, uint64_t id, queue_job_t *out)
     memset(out, 0, sizeof *out);
     if (q == NULL)
         return QUEUE_EINVAL;
-    rc = rd_begin(q, &r);
+    rc = queue__rd_begin(q, &r);
     if (rc != 0)
         return rc;
     rc = job_get_txn(q, r.txn, id, out);
-    rd_end(q, &r);
+    queue__rd_end(q, &r);
     return rc;
 }
 
@@ -749,7 +746,7 @@ int queue_job_get_by_key(queue_t *q, const char *idempotency_key, queue_job_t *o
 {
     MDB_val k, v;
     size_t len;
-    rd_t r;
+    queue__rd_t r;
     int rc;
 
     if (out == NULL)
@@ -762,7 +759,7 @@ int queue_job_get_by_key(queue_t *q, const char *idempotency_key, queue_job_t *o
         return QUEUE_EINVAL;
     k.mv_data = (void *)idempotency_key;
     k.mv_size = len;
-    rc = rd_begin(q, &r);
+    rc = queue__rd_begin(q, &r);
     if (rc != 0)
         return rc;
     rc = mdb_get(r.txn, q->db_idem, &k, &v);
@@ -770,7 +767,7 @@ int queue_job_get_by_key(queue_t *q, const char *idempotency_key, queue_job_t *o
         rc = QUEUE_ECORRUPT;
     if (rc == 0)
         rc = job_get_txn(q, r.txn, queue__be64_get(v.mv_data), out);
-    rd_end(q, &r);
+    queue__rd_end(q, &r);
     return queue__err_map(rc);
 }
 
@@ -787,7 +784,7 @@ int queue_job_body(queue_t *q, uint64_t id, char **body, size_t *len)
     unsigned char kb[8];
     MDB_val k = {sizeof kb, kb}, v;
     char *copy = NULL;
-    rd_t r;
+    queue__rd_t r;
     int rc;
 
     if (body == NULL || len == NULL)
@@ -797,7 +794,7 @@ int queue_job_body(queue_t *q, uint64_t id, char **body, size_t *len)
     if (q == NULL)
         return QUEUE_EINVAL;
     queue__be64_put(kb, id);
-    rc = rd_begin(q, &r);
+    rc = queue__rd_begin(q, &r);
     if (rc != 0)
         return rc;
     rc = mdb_get(r.txn, q->db_bodies, &k, &v);
@@ -812,8 +809,53 @@ int queue_job_body(queue_t *q, uint64_t id, char **body, size_t *len)
             *len = v.mv_size;
         }
     }
-    rd_end(q, &r);
+    queue__rd_end(q, &r);
     return queue__err_map(rc);
+}
+
+int queue__due_entry_read(queue_t *q, MDB_txn *txn, uint64_t id, char *sbuf, queue_due_entry_t *e)
+{
+    static const int idx[4] = {QUEUE__REC_PHONE, QUEUE__REC_TO, QUEUE__REC_ORDER_KEY,
+                               QUEUE__REC_CAMPAIGN};
+    const char *sp[4];
+    unsigned char idb[8];
+    MDB_val jk = {sizeof idb, idb}, jv;
+    queue__record_t rec;
+    char *w = sbuf;
+    int rc;
+
+    queue__be64_put(idb, id);
+    rc = mdb_get(txn, q->db_jobs, &jk, &jv);
+    if (rc != 0)
+        return queue__err_map(rc);
+    rc = queue__record_parse(jv.mv_data, jv.mv_size, &rec);
+    if (rc != 0)
+        return rc;
+    /* Strings copied out so the callback gets NUL-terminated text. */
+    for (int i = 0; i < 4; i++) {
+        const queue__str_t *s = &rec.s[idx[i]];
+        if (s->p == NULL) {
+            sp[i] = NULL;
+            continue;
+        }
+        memcpy(w, s->p, s->len);
+        w[s->len] = '\0';
+        sp[i] = w;
+        w += s->len + 1;
+    }
+    e->id = id;
+    e->due = rec.next_attempt_at;
+    e->state = rec.state;
+    e->type = rec.type;
+    e->priority = rec.priority;
+    e->attempts = rec.attempts;
+    e->max_attempts = rec.max_attempts;
+    e->expires_at = rec.expires_at;
+    e->phone_number_id = sp[0];
+    e->to = sp[1];
+    e->order_key = sp[2];
+    e->campaign = sp[3];
+    return 0;
 }
 
 int queue_due_scan(queue_t *q, double after_due, uint64_t after_id, double until, size_t limit,
@@ -824,7 +866,7 @@ int queue_due_scan(queue_t *q, double after_due, uint64_t after_id, double until
     MDB_val k = {sizeof start, start}, v;
     uint64_t until_ms = queue__due_ms(until);
     size_t seen = 0;
-    rd_t r;
+    queue__rd_t r;
     int rc;
 
     if (q == NULL || cb == NULL)
@@ -832,7 +874,7 @@ int queue_due_scan(queue_t *q, double after_due, uint64_t after_id, double until
     if (limit == 0)
         return 0;
     due_key(start, queue__due_ms(after_due), after_id);
-    rc = rd_begin(q, &r);
+    rc = queue__rd_begin(q, &r);
     if (rc != 0)
         return rc;
     rc = mdb_cursor_open(r.txn, q->db_due, &cur);
@@ -843,16 +885,8 @@ int queue_due_scan(queue_t *q, double after_due, uint64_t after_id, double until
     if (rc == 0 && k.mv_size == sizeof start && memcmp(k.mv_data, start, sizeof start) == 0)
         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     while (rc == 0 && seen < limit) {
-        /* Strings copied out so the callback gets NUL-terminated text. */
-        char sbuf[2 * (QUEUE_MAX_ID_LEN + 1) + 2 * (QUEUE_MAX_KEY_LEN + 1)];
-        static const int idx[4] = {QUEUE__REC_PHONE, QUEUE__REC_TO, QUEUE__REC_ORDER_KEY,
-                                   QUEUE__REC_CAMPAIGN};
-        const char *sp[4];
-        unsigned char idb[8];
-        MDB_val jk = {sizeof idb, idb}, jv;
+        char sbuf[QUEUE__DUE_SBUF];
         queue_due_entry_t e;
-        queue__record_t rec;
-        char *w = sbuf;
 
         if (k.mv_size != 16) {
             rc = QUEUE_ECORRUPT;
@@ -860,38 +894,12 @@ int queue_due_scan(queue_t *q, double after_due, uint64_t after_id, double until
         }
         if (queue__be64_get(k.mv_data) > until_ms)
             break;
-        memcpy(idb, (const unsigned char *)k.mv_data + 8, 8);
-        rc = mdb_get(r.txn, q->db_jobs, &jk, &jv);
-        if (rc == MDB_NOTFOUND)
+        rc = queue__due_entry_read(q, r.txn, queue__be64_get((const unsigned char *)k.mv_data + 8),
+                                   sbuf, &e);
+        if (rc == QUEUE_ENOTFOUND)
             rc = QUEUE_ECORRUPT; /* an index entry without its job */
         if (rc != 0)
             break;
-        rc = queue__record_parse(jv.mv_data, jv.mv_size, &rec);
-        if (rc != 0)
-            break;
-        for (int i = 0; i < 4; i++) {
-            const queue__str_t *s = &rec.s[idx[i]];
-            if (s->p == NULL) {
-                sp[i] = NULL;
-                continue;
-            }
-            memcpy(w, s->p, s->len);
-            w[s->len] = '\0';
-            sp[i] = w;
-            w += s->len + 1;
-        }
-        e.id = queue__be64_get(idb);
-        e.due = rec.next_attempt_at;
-        e.state = rec.state;
-        e.type = rec.type;
-        e.priority = rec.priority;
-        e.attempts = rec.attempts;
-        e.max_attempts = rec.max_attempts;
-        e.expires_at = rec.expires_at;
-        e.phone_number_id = sp[0];
-        e.to = sp[1];
-        e.order_key = sp[2];
-        e.campaign = sp[3];
         seen++;
         if (cb(&e, user) != 0)
             break;
@@ -902,20 +910,20 @@ int queue_due_scan(queue_t *q, double after_due, uint64_t after_id, double until
 out:
     if (cur != NULL)
         mdb_cursor_close(cur);
-    rd_end(q, &r);
+    queue__rd_end(q, &r);
     return queue__err_map(rc);
 }
 
 int queue_counts(queue_t *q, uint64_t counts[QUEUE_STATE_MAX + 1])
 {
     MDB_val k = {sizeof QUEUE__META_COUNTS - 1, QUEUE__META_COUNTS}, v;
-    rd_t r;
+    queue__rd_t r;
     int rc;
 
     if (q == NULL || counts == NULL)
         return QUEUE_EINVAL;
     memset(counts, 0, sizeof(uint64_t) * (QUEUE_STATE_MAX + 1));
-    rc = rd_begin(q, &r);
+    rc = queue__rd_begin(q, &r);
     if (rc != 0)
         return rc;
     rc = mdb_get(r.txn, q->db_meta, &k, &v);
@@ -924,7 +932,7 @@ int queue_counts(queue_t *q, uint64_t counts[QUEUE_STATE_MAX + 1])
     if (rc == 0)
         for (int i = 1; i <= QUEUE_STATE_MAX; i++)
             counts[i] = queue__be64_get((const unsigned char *)v.mv_data + 8 * (i - 1));
-    rd_end(q, &r);
+    queue__rd_end(q, &r);
     return queue__err_map(rc);
 }
 

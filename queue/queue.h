@@ -313,6 +313,60 @@ typedef int (*queue_job_cb)(const queue_job_t *job, void *user);
 int queue_campaign_jobs(queue_t *q, const char *name, int state, uint64_t after_id, size_t limit,
                         queue_job_cb cb, void *user, bool *more);
 
+/* --- Order keys (order.c) -------------------------------------------- */
+
+/*
+ * The order index holds every unfinished job (queued, retrying, sending)
+ * under (effective order key, id), written in the same transaction as the
+ * job's state changes, so the daemon can load the older unfinished jobs of
+ * a key with the job it brings into memory (per-key FIFO across retries).
+ */
+
+/* Longest effective order key: an orderKey, or "<phoneNumberId>:<digits>". */
+#define QUEUE_ORDER_KEY_MAX QUEUE_MAX_KEY_LEN
+
+/*
+ * Writes the effective order key of a job into buf (NUL-terminated; size
+ * at least QUEUE_ORDER_KEY_MAX + 1): `order_key` if not NULL, else
+ * "<phone_number_id>:<the digits of to>". Returns its length, or 0 when it
+ * does not fit or phone_number_id is NULL.
+ */
+size_t queue_order_key(const char *order_key, const char *phone_number_id, const char *to,
+                       char *buf, size_t size);
+
+/*
+ * Calls cb, in id order, for the unfinished jobs of order key `key` whose
+ * id is in (after_id, before_id), at most `limit` of them, in one read
+ * transaction; stops when cb returns non-zero. Entries are as in
+ * queue_due_scan. The callback may call this store's read functions.
+ */
+int queue_order_scan(queue_t *q, const char *key, uint64_t after_id, uint64_t before_id,
+                     size_t limit, queue_due_cb cb, void *user);
+
+/* --- Pauses (order.c) ---------------------------------------------------- */
+
+/* What an operator or the daemon paused; values are on disk. */
+typedef enum queue_pause_kind {
+    QUEUE_PAUSE_ALL = 'a',      /* name "" */
+    QUEUE_PAUSE_SENDER = 's',   /* name: phoneNumberId */
+    QUEUE_PAUSE_CAMPAIGN = 'c', /* name: campaign */
+} queue_pause_kind_t;
+
+/* Longest pause reason stored (longer ones are cut). */
+#define QUEUE_PAUSE_REASON_MAX 200
+
+/* Records a pause (paused = true, with `reason`, may be NULL) or its end
+ * (paused = false) in the batch; strings are copied. Returns the index of
+ * the operation or a negative error (QUEUE_EINVAL: bad kind, name longer
+ * than QUEUE_MAX_KEY_LEN). Its result after the commit is 0. */
+int queue_batch_add_pause(queue_batch_t *b, int kind, const char *name, const char *reason,
+                          bool paused);
+
+/* Calls cb for every stored pause (kind, name, reason or ""), in one read
+ * transaction; stops when cb returns non-zero. */
+typedef int (*queue_pause_cb)(int kind, const char *name, const char *reason, void *user);
+int queue_pauses_each(queue_t *q, queue_pause_cb cb, void *user);
+
 /* --- Names ------------------------------------------------------------ */
 
 /* Static strings; "unknown" for values out of range. */

@@ -39,7 +39,14 @@
 #define QUEUE__DB_CAMP "camp"
 #define QUEUE__DB_CJOBS "cjobs"
 #define QUEUE__DB_CSTATE "cstate"
-/* Room for later indexes (order key, retention) without reopening. */
+/* `order` holds one empty-valued key (order key bytes, 0x00, 8-byte BE id)
+ * per unfinished job (queued, retrying, sending): the store's answer to "is
+ * this the oldest unfinished job of its key?". Order keys hold no NUL, so
+ * the 0x00 ends the key and sorts a key's entries together, by id.
+ * `pauses` maps (kind byte, name) to a reason (see queue_pause_kind_t). */
+#define QUEUE__DB_ORDER "order"
+#define QUEUE__DB_PAUSES "pauses"
+/* Room for later indexes (retention) without reopening. */
 #define QUEUE__MAX_DBS 12
 
 /* Keys of `meta`. schema: u32 BE; hwm: u64 BE, the highest job id ever used
@@ -202,6 +209,8 @@ struct queue {
     MDB_dbi db_camp;
     MDB_dbi db_cjobs;
     MDB_dbi db_cstate;
+    MDB_dbi db_order;
+    MDB_dbi db_pauses;
     int lock_fd;
     bool rwlock_ok;
     /* Reads hold it shared for the life of their txn; map growth holds it
@@ -298,14 +307,42 @@ void queue__campaign_cache_free(queue__wtxn_t *w);
 /* Opens (creating) the campaign databases in w's txn. */
 int queue__campaign_open(queue__wtxn_t *w);
 
-/* A read txn for the module's readers outside queue.c (the shared lock is
- * held until queue__rd_end). */
-int queue__rd_begin(queue_t *q, MDB_txn **txn, bool *cached);
-void queue__rd_end(queue_t *q, MDB_txn *txn, bool cached);
-
 /* Schema 1 -> 2: builds the campaign index and counters from every job
  * record, in w's txn. */
 int queue__campaign_rebuild(queue__wtxn_t *w);
+
+/* A short read transaction (the cached one when free); see queue.c. */
+typedef struct queue__rd {
+    MDB_txn *txn;
+    bool cached;
+} queue__rd_t;
+int queue__rd_begin(queue_t *q, queue__rd_t *r);
+void queue__rd_end(queue_t *q, queue__rd_t *r);
+
+/* --- Order index (order.c) ------------------------------------------------ */
+
+/* Writes the order key of record `r` (its orderKey, or the default
+ * "<phoneNumberId>:<digits of to>") NUL-terminated into buf; returns its
+ * length (0 if it does not fit or the record has no phoneNumberId). */
+size_t queue__record_order_key(const queue__record_t *r, char *buf, size_t size);
+
+/* Puts or deletes the order-index entry of (key, id) in w's txn. A missing
+ * entry on delete is not an error. */
+int queue__order_put(queue__wtxn_t *w, const char *key, size_t len, uint64_t id);
+int queue__order_del(queue__wtxn_t *w, const char *key, size_t len, uint64_t id);
+
+/* Fills the order index from the due index if the index is empty and the
+ * due index is not (a store from before the index). */
+int queue__order_build(queue__wtxn_t *w);
+
+/* Fills *e from job `id`'s record in txn; strings are copied into sbuf
+ * (QUEUE__DUE_SBUF bytes) and valid as long as it. */
+#define QUEUE__DUE_SBUF (2 * (QUEUE_MAX_ID_LEN + 1) + 2 * (QUEUE_MAX_KEY_LEN + 1))
+int queue__due_entry_read(queue_t *q, MDB_txn *txn, uint64_t id, char *sbuf, queue_due_entry_t *e);
+
+/* Writes (paused) or deletes a pause in w's txn. */
+int queue__pause_write(queue__wtxn_t *w, int kind, const char *name, size_t name_len,
+                       const char *reason, size_t reason_len, bool paused);
 
 /* Maps an LMDB return code, a positive errno, or an already negative code to
  * the module's negative codes. */

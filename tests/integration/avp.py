@@ -131,7 +131,7 @@ class Daemon:
             "backoff_base_ms": 20,
             "backoff_max_ms": 500,
             "request_timeout_ms": 5000,
-            "log_level": "info",
+            "log_level": os.environ.get("AVP_LOG_LEVEL", "info"),
         }
         cfg.update(config or {})
         self.config = wd.file("%s.conf" % name)

@@ -19,8 +19,11 @@ static sched_t *make(double rate, unsigned inflight, unsigned per_number, size_t
     return s;
 }
 
-static void add(sched_t *s, uint64_t id, double due, int prio, const char *sender)
+/* Adds a job with every key given (NULL: none). */
+static void addk(sched_t *s, uint64_t id, double due, int prio, const char *sender,
+                 const char *campaign, const char *okey, const char *to)
 {
+    sched_keys_t k = {sender, campaign, okey, to};
     sched_job_t t;
 
     memset(&t, 0, sizeof(t));
@@ -28,7 +31,12 @@ static void add(sched_t *s, uint64_t id, double due, int prio, const char *sende
     t.due = due;
     t.priority = (uint8_t)prio;
     t.type = 1;
-    CHECK_EQ(sched_job_add(s, &t, sender), 0);
+    CHECK_EQ(sched_job_add(s, &t, &k), 0);
+}
+
+static void add(sched_t *s, uint64_t id, double due, int prio, const char *sender)
+{
+    addk(s, id, due, prio, sender, NULL, NULL, NULL);
 }
 
 static void test_due_order(void)
@@ -140,15 +148,16 @@ static void test_token_bucket(void)
 static void test_retry_and_finish(void)
 {
     sched_t *s = make(0, 10, 10, 2);
+    sched_keys_t k = {"a", NULL, NULL, NULL};
     sched_job_t *j, t;
 
     add(s, 1, 0, 1, "a");
     add(s, 2, 0, 1, "a");
     memset(&t, 0, sizeof(t));
     t.id = 3;
-    CHECK_EQ(sched_job_add(s, &t, "a"), -ENOSPC);
+    CHECK_EQ(sched_job_add(s, &t, &k), -ENOSPC);
     t.id = 1;
-    CHECK_EQ(sched_job_add(s, &t, "a"), -EEXIST);
+    CHECK_EQ(sched_job_add(s, &t, &k), -EEXIST);
     j = sched_next(s, 1, NULL);
     CHECK_EQ(j->id, 1);
     sched_job_retry(s, j, 50);
@@ -188,6 +197,384 @@ static void test_many_jobs(void)
     sched_free(s);
 }
 
+/* Jobs of one order key: one at a time, in id order, retries included;
+ * other keys go meanwhile. */
+static void test_order_key_fifo(void)
+{
+    sched_t *s = make(0, 100, 100, 100);
+    sched_job_t *j, *j1;
+
+    addk(s, 1, 0, 1, "a", NULL, "k", NULL);
+    addk(s, 2, 0, 1, "a", NULL, "k", NULL);
+    addk(s, 3, 0, 1, "a", NULL, "k", NULL);
+    addk(s, 10, 0, 1, "a", NULL, "other", NULL);
+    j1 = sched_next(s, 1, NULL);
+    CHECK_EQ(j1->id, 1);
+    j = sched_next(s, 1, NULL);
+    CHECK_EQ(j->id, 10); /* key k is busy; the other key is not */
+    CHECK(sched_next(s, 1, NULL) == NULL);
+    sched_job_retry(s, j1, 50); /* job 1 waits for its retry: 2 and 3 wait too */
+    CHECK(sched_next(s, 10, NULL) == NULL);
+    j1 = sched_next(s, 50, NULL);
+    CHECK(j1 && j1->id == 1);
+    sched_job_finish(s, j1); /* fails for good: the next goes */
+    j = sched_next(s, 50, NULL);
+    CHECK(j && j->id == 2);
+    CHECK(sched_next(s, 50, NULL) == NULL);
+    sched_job_finish(s, j);
+    j = sched_next(s, 50, NULL);
+    CHECK(j && j->id == 3);
+    sched_job_finish(s, j);
+    CHECK_EQ(sched_order_last_id(s, "k"), 0); /* the key's memory is gone */
+    sched_free(s);
+}
+
+/* A refill brings an older job of a key in after a later one: the older
+ * one goes first, and the later one waits again. */
+static void test_order_key_older_added(void)
+{
+    sched_t *s = make(0, 100, 100, 100);
+    sched_job_t *j;
+
+    addk(s, 7, 0, 1, "a", NULL, "k", NULL);
+    addk(s, 9, 0, 1, "a", NULL, "k", NULL);
+    CHECK_EQ(sched_order_last_id(s, "k"), 9);
+    CHECK_EQ(sched_next_expired(s, 0), NULL);
+    /* 7 is ready (due) but not taken yet when the older ones arrive. */
+    addk(s, 5, 3, 1, "a", NULL, "k", NULL);
+    addk(s, 8, 0, 1, "a", NULL, "k", NULL); /* in the middle */
+    CHECK(sched_next(s, 1, NULL) == NULL);  /* 5 is not due until 3: 7 waits */
+    j = sched_next(s, 3, NULL);
+    CHECK(j && j->id == 5);
+    sched_job_finish(s, j);
+    j = sched_next(s, 3, NULL);
+    CHECK(j && j->id == 7);
+    sched_job_finish(s, j);
+    j = sched_next(s, 3, NULL);
+    CHECK(j && j->id == 8);
+    sched_job_finish(s, j);
+    j = sched_next(s, 3, NULL);
+    CHECK(j && j->id == 9);
+    sched_job_finish(s, j);
+    /* A ready job (its sender paused, so not taken) goes back behind an
+     * older one of its key. */
+    CHECK_EQ(sched_sender_pause(s, "p", true, NULL), 0);
+    addk(s, 20, 0, 1, "p", NULL, "k3", NULL);
+    CHECK(sched_next(s, 4, NULL) == NULL);
+    addk(s, 19, 0, 1, "p", NULL, "k3", NULL);
+    CHECK_EQ(sched_sender_pause(s, "p", false, NULL), 0);
+    j = sched_next(s, 4, NULL);
+    CHECK(j && j->id == 19);
+    CHECK(sched_next(s, 4, NULL) == NULL);
+    sched_job_finish(s, j);
+    j = sched_next(s, 4, NULL);
+    CHECK(j && j->id == 20);
+    sched_job_finish(s, j);
+    sched_free(s);
+}
+
+/* Within a sender and a priority, campaigns take turns; a higher priority
+ * goes before any campaign. */
+static void test_campaign_fairness(void)
+{
+    sched_t *s = make(0, 1000, 1000, 1000);
+    int big = 0, small = 0, none = 0, i;
+
+    for (i = 0; i < 100; i++)
+        addk(s, (uint64_t)i + 1, 0, 1, "a", "big", NULL, NULL);
+    for (i = 0; i < 5; i++)
+        addk(s, (uint64_t)i + 200, 0, 1, "a", "small", NULL, NULL);
+    for (i = 0; i < 5; i++)
+        addk(s, (uint64_t)i + 300, 0, 1, "a", NULL, NULL, NULL);
+    addk(s, 400, 0, 2, "a", "small", NULL, NULL); /* bulk: last */
+    addk(s, 500, 0, 0, "a", "big", NULL, NULL);   /* high: first */
+    CHECK_EQ(sched_next(s, 1, NULL)->id, 500);
+    for (i = 0; i < 15; i++) {
+        sched_job_t *j = sched_next(s, 1, NULL);
+        if (j->id >= 300)
+            none++;
+        else if (j->id >= 200)
+            small++;
+        else
+            big++;
+    }
+    CHECK_EQ(big, 5);
+    CHECK_EQ(small, 5);
+    CHECK_EQ(none, 5);
+    sched_free(s);
+}
+
+/* Pair pacing: a burst, then one per interval, for that recipient only. */
+static void test_pair_pacing(void)
+{
+    sched_options_t o;
+    sched_t *s;
+    double now, wake;
+    int sent = 0, other = 0, i;
+
+    memset(&o, 0, sizeof(o));
+    o.max_inflight = 1000;
+    o.max_inflight_per_number = 1000;
+    o.pair_interval = 1.0;
+    o.pair_burst = 3;
+    CHECK_EQ(sched_new(&o, &s), 0);
+    for (i = 0; i < 20; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "k%d", i);
+        addk(s, (uint64_t)i + 1, 0, 1, "a", NULL, key, "+1 555 0100");
+    }
+    for (i = 0; i < 3; i++)
+        addk(s, (uint64_t)i + 100, 0, 1, "a", NULL, NULL, "15550200");
+    for (now = 10; now < 10.001; now += 1) {
+        sched_job_t *j;
+        while ((j = sched_next(s, now, &wake)) != NULL) {
+            if (j->id >= 100)
+                other++;
+            else
+                sent++;
+            sched_job_finish(s, j);
+        }
+    }
+    CHECK_EQ(sent, 3);  /* the burst */
+    CHECK_EQ(other, 3); /* another recipient is not held back */
+    CHECK(fabs(wake - 11.0) < 1e-6);
+    /* Over the next 10 s: one per second. */
+    for (now = 10; now <= 20.0 + 1e-9; now += 0.05) {
+        sched_job_t *j;
+        while ((j = sched_next(s, now, &wake)) != NULL) {
+            sent++;
+            sched_job_finish(s, j);
+        }
+    }
+    CHECK_EQ(sent, 13);
+    sched_free(s);
+}
+
+/* 131056: the pair waits 1, then 4 s; a success resets the count. */
+static void test_pair_limited(void)
+{
+    sched_t *s = make(0, 100, 100, 100);
+    sched_job_t *j, *o;
+    double until;
+
+    addk(s, 1, 0, 1, "a", NULL, NULL, "111");
+    addk(s, 2, 0, 1, "a", NULL, NULL, "222");
+    j = sched_next(s, 0, NULL);
+    CHECK_EQ(j->id, 1);
+    until = sched_pair_limited(s, j, 0);
+    CHECK(fabs(until - 1) < 1e-9);
+    sched_job_retry(s, j, until);
+    o = sched_next(s, 0, NULL);
+    CHECK(o && o->id == 2); /* the other recipient goes on */
+    j = sched_next(s, 1, NULL);
+    CHECK(j && j->id == 1);
+    until = sched_pair_limited(s, j, 1);
+    CHECK(fabs(until - 5) < 1e-9); /* 4^1 */
+    sched_job_retry(s, j, until);
+    CHECK(sched_next(s, 4.9, NULL) == NULL);
+    j = sched_next(s, 5, NULL);
+    CHECK(j && j->id == 1);
+    sched_job_sent(s, j, 5);
+    sched_job_finish(s, j);
+    sched_free(s);
+}
+
+static void info_cb(const sched_sender_info_t *i, void *arg)
+{
+    sched_sender_info_t *out = arg;
+    if (strcmp(i->phone_number_id, out->phone_number_id) == 0)
+        *out = *i;
+}
+
+static sched_sender_info_t sender_info(const sched_t *s, const char *id, double now)
+{
+    sched_sender_info_t i;
+
+    memset(&i, 0, sizeof(i));
+    i.phone_number_id = id;
+    sched_senders_each(s, now, info_cb, &i);
+    return i;
+}
+
+/* AIMD: a throttle halves the rate (once per second) and holds the sender
+ * for Retry-After; successes bring it back step by step. */
+static void test_adaptive_rate(void)
+{
+    sched_t *s = make(100, 100000, 100000, 100000);
+    sched_job_t *j;
+    double now;
+    int i, n = 0;
+
+    for (i = 0; i < 20000; i++)
+        add(s, (uint64_t)i + 1, 0, 1, "a");
+    j = sched_next(s, 100, NULL);
+    sched_sender_throttled(s, j, 100, 1.0);
+    CHECK(fabs(sender_info(s, "a", 100).rate - 50) < 1e-9);
+    CHECK(sender_info(s, "a", 100).paused); /* held for Retry-After */
+    sched_job_retry(s, j, 100);
+    CHECK(sched_next(s, 100.9, NULL) == NULL);
+    j = sched_next(s, 101, NULL);
+    CHECK(j != NULL);
+    sched_sender_throttled(s, j, 100.8, 0); /* one overload, one cut */
+    CHECK(fabs(sender_info(s, "a", 102).rate - 50) < 1e-9);
+    sched_job_finish(s, j);
+    /* At the cut rate, and no successes: about 50/s. */
+    for (now = 101; now < 111; now += 0.01)
+        while ((j = sched_next(s, now, NULL)) != NULL) {
+            n++;
+            sched_job_finish(s, j);
+        }
+    CHECK(n >= 480 && n <= 560);
+    /* Successes: additive increase, up to the configured rate. */
+    for (i = 0; i < 100; i++) {
+        j = sched_next(s, 200 + i, NULL);
+        sched_job_sent(s, j, 200 + i);
+        sched_job_finish(s, j);
+    }
+    CHECK(sender_info(s, "a", 300).rate > 53 && sender_info(s, "a", 300).rate < 55);
+    for (i = 0; i < 5000; i++) {
+        j = sched_next(s, 400 + i, NULL);
+        sched_job_sent(s, j, 400 + i);
+        sched_job_finish(s, j);
+    }
+    CHECK(fabs(sender_info(s, "a", 10000).rate - 100) < 1e-9);
+    /* Reload: a sender at its rate follows the new configured rate. */
+    {
+        sched_options_t o;
+        memset(&o, 0, sizeof(o));
+        o.rate_per_number = 200;
+        sched_reconfigure(s, &o);
+        CHECK(fabs(sender_info(s, "a", 10000).rate - 200) < 1e-9);
+        CHECK(fabs(sender_info(s, "a", 10000).max_rate - 200) < 1e-9);
+    }
+    sched_free(s);
+}
+
+/* Pauses: campaign, sender, all, account; paused jobs stay; eviction. */
+static void test_pauses(void)
+{
+    sched_t *s = make(0, 100, 100, 100);
+    sched_job_t *j;
+
+    addk(s, 1, 0, 1, "a", "c1", NULL, NULL);
+    addk(s, 2, 0, 1, "a", "c2", NULL, NULL);
+    addk(s, 3, 0, 1, "b", NULL, NULL, NULL);
+    CHECK_EQ(sched_campaign_pause(s, "c1", true), 0);
+    CHECK(sched_campaign_paused(s, "c1") && !sched_campaign_paused(s, "c2"));
+    CHECK(sched_keys_paused(s, "a", "c1") && !sched_keys_paused(s, "a", "c2"));
+    CHECK_EQ(sched_sender_pause(s, "b", true, "why"), 0);
+    CHECK(sender_info(s, "b", 0).paused);
+    CHECK_STR(sender_info(s, "b", 0).reason, "why");
+    j = sched_next(s, 1, NULL);
+    CHECK(j && j->id == 2);
+    CHECK(sched_next(s, 1, NULL) == NULL);
+    CHECK_EQ(sched_campaign_pause(s, "c1", false), 0);
+    j = sched_next(s, 1, NULL);
+    CHECK(j && j->id == 1);
+    CHECK(sched_next(s, 1, NULL) == NULL);
+    CHECK_EQ(sched_sender_pause(s, "b", false, NULL), 0);
+    CHECK(!sender_info(s, "b", 0).paused);
+    sched_pause_all(s, true);
+    CHECK(sched_next(s, 1, NULL) == NULL);
+    sched_pause_all(s, false);
+    sched_account_pause(s, true, "401 UNAUTHORIZED");
+    CHECK_STR(sched_account_reason(s), "401 UNAUTHORIZED");
+    CHECK(sched_next(s, 1, NULL) == NULL);
+    sched_account_pause(s, false, NULL);
+    CHECK(sched_account_reason(s) == NULL);
+    j = sched_next(s, 1, NULL);
+    CHECK(j && j->id == 3);
+    /* A campaign paused before any of its jobs is known. */
+    CHECK_EQ(sched_campaign_pause(s, "later", true), 0);
+    addk(s, 10, 0, 1, "a", "later", "k", NULL);
+    addk(s, 11, 0, 1, "a", NULL, "k", NULL); /* behind 10 by its key */
+    addk(s, 12, 0, 1, "a", NULL, NULL, NULL);
+    CHECK_EQ(sched_evict_paused(s), 2); /* 10, and 11 behind it */
+    CHECK(!sched_contains(s, 10) && !sched_contains(s, 11) && sched_contains(s, 12));
+    sched_free(s);
+}
+
+/* Expiry reaches jobs whatever blocks them (a key, a pause). */
+static void test_expiry(void)
+{
+    sched_t *s = make(0, 100, 100, 100);
+    sched_job_t t, *j;
+    sched_keys_t k = {"a", NULL, "k", NULL};
+
+    memset(&t, 0, sizeof(t));
+    t.id = 1;
+    CHECK_EQ(sched_job_add(s, &t, &k), 0);
+    t.id = 2;
+    t.expires_at = 10;
+    CHECK_EQ(sched_job_add(s, &t, &k), 0);
+    j = sched_next(s, 1, NULL);
+    CHECK(j && j->id == 1); /* 2 waits behind it */
+    CHECK(sched_next_expired(s, 9) == NULL);
+    j = sched_next_expired(s, 10);
+    CHECK(j && j->id == 2);
+    sched_job_finish(s, j);
+    CHECK(sched_next_expired(s, 11) == NULL);
+    sched_free(s);
+}
+
+/* A campaign's send rate over the last seconds. */
+static void test_campaign_rate(void)
+{
+    sched_t *s = make(0, 1000, 1000, 1000);
+    sched_job_t *j;
+    int i;
+
+    for (i = 0; i < 100; i++)
+        addk(s, (uint64_t)i + 1, 0, 1, "a", "c", NULL, NULL);
+    for (i = 0; i < 50; i++) { /* 10/s over 5 s */
+        j = sched_next(s, 100 + i * 0.1, NULL);
+        CHECK(j != NULL);
+        sched_job_finish(s, j);
+    }
+    CHECK(fabs(sched_campaign_rate(s, "c", 104.99) - 50 / 4.99) < 0.5);
+    CHECK(sched_campaign_rate(s, "c", 120) == 0);
+    CHECK(sched_campaign_rate(s, "nope", 120) == 0);
+    sched_free(s);
+}
+
+/* Interned objects go away with their jobs; idle pairs stay only while
+ * their bucket is not full. */
+static void test_memory_released(void)
+{
+    sched_options_t o;
+    sched_counts_t c;
+    sched_t *s;
+    sched_job_t *j;
+    int i;
+
+    memset(&o, 0, sizeof(o));
+    o.pair_interval = 1.0;
+    o.pair_burst = 2;
+    CHECK_EQ(sched_new(&o, &s), 0);
+    for (i = 0; i < 100; i++) {
+        char key[16], to[16];
+        snprintf(key, sizeof(key), "k%d", i);
+        snprintf(to, sizeof(to), "1555%04d", i);
+        addk(s, (uint64_t)i + 1, 0, 1, "a", "camp", key, to);
+    }
+    sched_object_counts(s, &c);
+    CHECK_EQ(c.okeys, 100);
+    CHECK_EQ(c.pairs, 100);
+    while ((j = sched_next(s, 1, NULL)) != NULL)
+        sched_job_finish(s, j);
+    sched_object_counts(s, &c);
+    CHECK_EQ(c.okeys, 0);
+    CHECK_EQ(c.lanes, 0);
+    CHECK_EQ(c.idle_pairs, 100); /* each spent a token */
+    CHECK(sched_next(s, 3, NULL) == NULL);
+    sched_object_counts(s, &c);
+    CHECK_EQ(c.pairs, 0); /* refilled: forgotten */
+    CHECK(sched_next(s, 100, NULL) == NULL);
+    sched_object_counts(s, &c);
+    CHECK_EQ(c.campaigns, 0);
+    sched_free(s);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
@@ -198,6 +585,16 @@ int main(int argc, char **argv)
         {"token_bucket", test_token_bucket},
         {"retry_and_finish", test_retry_and_finish},
         {"many_jobs", test_many_jobs},
+        {"order_key_fifo", test_order_key_fifo},
+        {"order_key_older_added", test_order_key_older_added},
+        {"campaign_fairness", test_campaign_fairness},
+        {"pair_pacing", test_pair_pacing},
+        {"pair_limited", test_pair_limited},
+        {"adaptive_rate", test_adaptive_rate},
+        {"pauses", test_pauses},
+        {"expiry", test_expiry},
+        {"campaign_rate", test_campaign_rate},
+        {"memory_released", test_memory_released},
     };
     return test_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
 }
