@@ -330,6 +330,17 @@ def units(wd):
     check(st.st_mode & 0o7777 == 0o750, "/run/avenpingd is 0750: %o" % st.st_mode)
 
 
+def dpkg(args, wait=300):
+    """Runs dpkg, waiting while another package manager holds its lock (an
+    apt run elsewhere on the machine is not this test's failure)."""
+    deadline = time.monotonic() + wait
+    while True:
+        p = subprocess.run(["dpkg"] + args, capture_output=True, text=True, timeout=wait)
+        if p.returncode == 0 or "lock" not in p.stderr or time.monotonic() > deadline:
+            return p
+        time.sleep(1)
+
+
 def deb(wd):
     """CPack builds the .deb; Depends lists the runtime packages; the
     packaged binary runs. AVP_DEB_INSTALL=1: dpkg -i, run, purge."""
@@ -384,7 +395,7 @@ def deb(wd):
         return
     check(os.geteuid() == 0, "AVP_DEB_INSTALL=1 needs root")
     try:
-        p = subprocess.run(["dpkg", "-i", pkg], capture_output=True, text=True, timeout=300)
+        p = dpkg(["-i", pkg])
         check(p.returncode == 0, "dpkg -i: %s%s" % (p.stdout, p.stderr))
         v = subprocess.run(["/usr/sbin/avenpingd", "--version"], capture_output=True, text=True,
                            timeout=10)
@@ -394,7 +405,7 @@ def deb(wd):
                              capture_output=True).returncode == 0, "postinst created the user")
         check(os.path.isdir("/run/avenpingd"), "postinst created /run/avenpingd")
     finally:
-        subprocess.run(["dpkg", "--purge", "avenpingd"], capture_output=True, timeout=300)
+        dpkg(["--purge", "avenpingd"])
     check(not os.path.exists("/usr/sbin/avenpingd"), "dpkg --purge removed the binary")
 
 
