@@ -1,22 +1,38 @@
 #!/usr/bin/env python3
-"""The demo behind scripts/demo.sh: fake API + avenpingd + a small campaign.
+"""The demo behind scripts/demo.sh: the fake v2 API, avenpingd, and a small
+campaign submitted and followed with avenpingctl, as an operator would.
 
-Options: --jobs N (default 1000), --senders N (default 5), --fail-rate P
+Options: --rows N (default 1500), --senders N (default 5), --fail-rate P
 (default 0.05: that share of sends is answered 500 and retried).
 """
 import argparse
 import collections
+import csv
 import os
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "integration"))
 import avp  # noqa: E402
 
+CTL = os.path.join(avp.BUILD, "ctl", "avenpingctl")
+
+
+def ctl(d, *args, check=True):
+    p = subprocess.run([CTL, "--socket", d.socket] + list(args), capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise SystemExit("avenpingctl %s failed (%d): %s" % (args[0], p.returncode, p.stderr))
+    return p
+
+
+def say(title, text=""):
+    print("%-13s %s" % (title, text))
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--jobs", type=int, default=1000)
+    ap.add_argument("--rows", type=int, default=1500)
     ap.add_argument("--senders", type=int, default=5)
     ap.add_argument("--fail-rate", type=float, default=0.05)
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -27,67 +43,82 @@ def main():
     try:
         api = avp.FakeAPI(wd, "--fail-rate", str(args.fail_rate), "--latency-ms", "5",
                           "--phone-numbers", ",".join(senders))
-        print("fake v2 API   listening on %s (fails %.0f%% of sends with a 500)"
-              % (api.base, args.fail_rate * 100))
+        say("fake v2 API", "%s (answers %.0f%% of sends with a 500 + Meta 131000)"
+            % (api.base, args.fail_rate * 100))
         d = avp.Daemon(wd, api.base, {"rate_per_number": 200, "backoff_base_ms": 50,
                                       "backoff_max_ms": 2000}).start()
-        print("avenpingd     socket %s, state %s" % (d.socket, d.state_dir))
+        say("avenpingd", "socket %s, state %s, 200 sends/s per sender" % (d.socket, d.state_dir))
 
-        jobs = []
-        for i in range(args.jobs):
-            s = senders[i % len(senders)]
-            j = (avp.text_job(i, sender=s) if i % 3 == 0 else avp.template_job(i, sender=s))
-            j["campaign"] = "demo"
-            j["idempotencyKey"] = "demo-%d" % i
-            jobs.append(j)
-        cl = d.client()
+        # A customer list, as a business would export it.
+        customers = wd.file("customers.csv")
+        with open(customers, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["first_name", "phone", "phoneNumberId", "code"])
+            for i in range(args.rows):
+                w.writerow(["Customer%d" % i, "+1 555 %07d" % i, senders[i % len(senders)],
+                            "SPRING%04d" % i])
+        third = args.rows // 3
+        welcome = wd.file("welcome.csv")
+        with open(customers) as src, open(welcome, "w") as dst:
+            lines = src.readlines()
+            dst.writelines(lines[:1 + third])
+
+        say("import", "welcome.csv (%d rows, text) and customers.csv (%d rows, template)"
+            % (third, args.rows))
         t0 = time.monotonic()
-        answers = cl.pipeline(jobs)
-        t_ack = time.monotonic() - t0
-        acked = sum(1 for a in answers if a.get("ok"))
-        print("submitted     %d jobs, %d acknowledged durable in %.2fs" % (len(jobs), acked, t_ack))
+        ctl(d, "import", welcome, "--campaign", "welcome", "--from-column", "phoneNumberId",
+            "--to-column", "phone", "--text", "Hi {first_name}, welcome!", "--quiet")
+        ctl(d, "import", customers, "--campaign", "spring", "--from-column", "phoneNumberId",
+            "--to-column", "phone", "--template", "spring_promo", "--language", "en_US",
+            "--param", "first_name", "--param", "code", "--quiet")
+        say("", "acknowledged (durable) in %.2fs" % (time.monotonic() - t0))
 
-        last = None
-        while True:
-            st = cl.stats()
-            c = st["counts"]
-            left = c["queued"] + c["retrying"] + c["sending"]
-            line = "progress      sent %d, failed %d, waiting %d" % (c["sent"], c["failed"], left)
-            if line != last:
-                print(line)
-                last = line
-            if left == 0:
-                break
-            time.sleep(0.5)
+        p = ctl(d, "campaign", "spring", "--follow", "--interval", "0.5")
+        for line in p.stdout.strip().splitlines()[-3:]:
+            say("progress", line)
+        wait = avp.wait_for(lambda: (lambda s: s if sum(
+            s["counts"][k] for k in ("queued", "retrying", "sending")) == 0 else None)(
+                d.client().stats()), 120, "every job final")
         t_all = time.monotonic() - t0
+
+        again = ctl(d, "--json", "import", customers, "--campaign", "spring", "--from-column",
+                    "phoneNumberId", "--to-column", "phone", "--template", "spring_promo",
+                    "--param", "first_name", "--param", "code", "--quiet")
+        say("re-import", "customers.csv again: %s" % again.stdout.strip().splitlines()[-1])
+
+        report = wd.file("spring-report.csv")
+        ctl(d, "report", "--campaign", "spring", "--output", report)
+        with open(report) as f:
+            rows = list(csv.DictReader(f))
         sends = api.sends()
         fst = api.stats()
-        cl.close()
         rc = d.stop()
         api.stop()
 
         print()
-        print("Summary (from the fake API's log)")
-        print("  jobs acknowledged        %d" % acked)
-        print("  final states             %s" % ", ".join(
-            "%s %d" % (k, v) for k, v in sorted(c.items()) if v))
-        print("  sends accepted by API    %d in %.2fs (%.0f/s)" % (len(sends), t_all,
-                                                               len(sends) / max(t_all, 1e-9)))
-        print("  500 answers retried      %d" % fst["by_status"].get("500", 0))
-        dup = sum(n - 1 for n in collections.Counter(avp.marker(s) for s in sends).values())
-        print("  duplicates               %d" % dup)
-        print("  per sender               %s" % ", ".join(
-            "%s: %d" % kv for kv in sorted(collections.Counter(
-                s["phoneNumberId"] for s in sends).items())))
-        print("  per route                %s" % ", ".join(
-            "%s: %d" % kv for kv in sorted(collections.Counter(s["route"] for s in sends).items())))
-        if sends:
-            s = sends[0]
-            print("  first send               %s -> %s via %s, wamid %s"
-                  % (s["phoneNumberId"], s["to"], s["route"], s["wamid"]))
-        print("  daemon exit status       %d" % rc)
-        ok = rc == 0 and len(sends) == acked and dup == 0
-        print("\n%s" % ("OK: every acknowledged job was sent exactly once." if ok else "PROBLEM"))
+        print("Summary")
+        say("  jobs", "%d acknowledged; final states: %s" % (
+            sum(wait["counts"].values()),
+            ", ".join("%s %d" % kv for kv in sorted(wait["counts"].items()) if kv[1])))
+        say("  API saw", "%d sends accepted in %.2fs, %d answered 500 and retried" % (
+            len(sends), t_all, fst["by_status"].get("500", 0)))
+        dup = sum(n - 1 for n in collections.Counter(
+            (s["route"], s["to"]) for s in sends).values())
+        say("  duplicates", "%d" % dup)
+        say("  per sender", ", ".join("%s: %d" % kv for kv in sorted(collections.Counter(
+            s["phoneNumberId"] for s in sends).items())))
+        say("  per route", ", ".join("%s: %d" % kv for kv in sorted(collections.Counter(
+            s["route"] for s in sends).items())))
+        say("  report", "%d rows in spring-report.csv, e.g.:" % len(rows))
+        for r in rows[:3]:
+            say("", "%s -> %s %s %s (attempts %s)" % (r.get("phoneNumberId"), r.get("recipient"),
+                                                     r.get("state"), r.get("wamid"),
+                                                     r.get("attempts")))
+        say("  daemon exit", "%d" % rc)
+        ok = (rc == 0 and dup == 0 and len(sends) == args.rows + third
+              and all(r["state"] == "sent" for r in rows))
+        print("\n%s" % ("OK: every acknowledged job was sent exactly once; the re-import "
+                        "created nothing." if ok else "PROBLEM: see above"))
         return 0 if ok else 1
     finally:
         wd.kill_all()

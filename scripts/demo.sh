@@ -8,5 +8,5 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 scripts/deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$(nproc 2>/dev/null || echo 2)" --target avenpingd avp-fakeapi >/dev/null
+cmake --build build -j"$(nproc 2>/dev/null || echo 2)" --target avenpingd avenpingctl avp-fakeapi >/dev/null
 exec python3 scripts/demo.py "$@"
