@@ -270,6 +270,7 @@ int queue__job_update(queue__wtxn_t *w, uint64_t id, const queue__patch_t *p, in
     queue__record_t r;
     uint64_t old_ms, new_ms;
     uint8_t old_state;
+    double old_updated;
     size_t len;
     int rc;
 
@@ -287,6 +288,7 @@ int queue__job_update(queue__wtxn_t *w, uint64_t id, const queue__patch_t *p, in
         return 0;
     }
     old_state = r.state;
+    old_updated = r.updated_at;
     old_ms = queue__due_ms(r.next_attempt_at);
     r.state = p->state;
     r.attempts = p->attempts;
@@ -325,14 +327,19 @@ int queue__job_update(queue__wtxn_t *w, uint64_t id, const queue__patch_t *p, in
                 return rc;
         }
     }
-    if (old_state != p->state)
-        return queue__counts_move(w, old_state, p->state);
-    return 0;
+    if (old_state != p->state) {
+        rc = queue__counts_move(w, old_state, p->state);
+        if (rc != 0)
+            return rc;
+    }
+    /* Retention hook: the done index follows final states. */
+    return queue__done_track(w, id, old_state, old_updated, p->state, p->updated_at);
 }
 
 /* --- Open and close ------------------------------------------------------ */
 
 typedef struct open_ctx {
+    uint32_t schema;  /* out: the schema found (before any upgrade) */
     uint64_t hwm;     /* out: high water mark from meta */
     uint64_t last_id; /* out: largest key of jobs */
 } open_ctx_t;
@@ -346,13 +353,15 @@ static int open_dbs_fn(queue__wtxn_t *w, void *arg)
     unsigned char sb[4];
     int rc;
 
+    oc->schema = 0;
     oc->hwm = 0;
     oc->last_id = 0;
     if ((rc = mdb_dbi_open(w->txn, QUEUE__DB_META, MDB_CREATE, &q->db_meta)) != 0 ||
         (rc = mdb_dbi_open(w->txn, QUEUE__DB_JOBS, MDB_CREATE, &q->db_jobs)) != 0 ||
         (rc = mdb_dbi_open(w->txn, QUEUE__DB_BODIES, MDB_CREATE, &q->db_bodies)) != 0 ||
         (rc = mdb_dbi_open(w->txn, QUEUE__DB_DUE, MDB_CREATE, &q->db_due)) != 0 ||
-        (rc = mdb_dbi_open(w->txn, QUEUE__DB_IDEM, MDB_CREATE, &q->db_idem)) != 0)
+        (rc = mdb_dbi_open(w->txn, QUEUE__DB_IDEM, MDB_CREATE, &q->db_idem)) != 0 ||
+        (rc = mdb_dbi_open(w->txn, QUEUE__DB_DONE, MDB_CREATE, &q->db_done)) != 0)
         return rc;
 
     rc = mdb_cursor_open(w->txn, q->db_jobs, &cur);
@@ -390,11 +399,25 @@ static int open_dbs_fn(queue__wtxn_t *w, void *arg)
         return rc;
     if (v.mv_size != 4 || queue__be32_get(v.mv_data) == 0)
         return QUEUE_ECORRUPT;
-    if (queue__be32_get(v.mv_data) > QUEUE_SCHEMA_VERSION)
+    oc->schema = queue__be32_get(v.mv_data);
+    if (oc->schema > QUEUE_SCHEMA_VERSION)
         return QUEUE_ESCHEMA;
     rc = counts_load(w); /* present and well-formed, or ECORRUPT now */
     if (rc != 0)
         return rc;
+    if (oc->schema < QUEUE_SCHEMA_VERSION) {
+        /* Upgrade in this txn, one step per version. */
+        if (oc->schema < 2 && (rc = queue__done_build(w)) != 0)
+            return rc;
+        k.mv_data = QUEUE__META_SCHEMA;
+        k.mv_size = sizeof QUEUE__META_SCHEMA - 1;
+        queue__be32_put(sb, QUEUE_SCHEMA_VERSION);
+        v.mv_data = sb;
+        v.mv_size = sizeof sb;
+        rc = mdb_put(w->txn, q->db_meta, &k, &v, 0);
+        if (rc != 0)
+            return rc;
+    }
     k.mv_data = QUEUE__META_HWM;
     k.mv_size = sizeof QUEUE__META_HWM - 1;
     rc = mdb_get(w->txn, q->db_meta, &k, &v);
@@ -476,6 +499,9 @@ int queue_open(const char *dir, const queue_options_t *opt, queue_t **out)
         q->env = NULL;
         goto fail_mdb;
     }
+    /* The initial map never exceeds the configured maximum. */
+    if (map_size > map_max)
+        map_size = map_max;
     q->map_size = page_round(map_size);
     q->map_max = page_round(map_max);
     if ((rc = mdb_env_set_maxdbs(q->env, QUEUE__MAX_DBS)) != 0 ||

@@ -30,6 +30,10 @@
 #define QUEUE__DB_BODIES "bodies"
 #define QUEUE__DB_DUE "due"
 #define QUEUE__DB_IDEM "idem"
+/* `done` (schema 2): one empty-valued key (8-byte BE ms of the time the job
+ * reached its final state, i.e. its updated_at, 8-byte BE id) per job in a
+ * final state; retention.c purges from its start. */
+#define QUEUE__DB_DONE "done"
 /* Room for later indexes (campaign, order key) without reopening. */
 #define QUEUE__MAX_DBS 12
 
@@ -188,6 +192,7 @@ struct queue {
     MDB_dbi db_bodies;
     MDB_dbi db_due;
     MDB_dbi db_idem;
+    MDB_dbi db_done;
     int lock_fd;
     bool rwlock_ok;
     /* Reads hold it shared for the life of their txn; map growth holds it
@@ -256,6 +261,23 @@ typedef struct queue__patch {
  * QUEUE_ENOTFOUND, or QUEUE_ECORRUPT (an undecodable record is left alone).
  * The return value is non-zero only for errors that must abort the txn. */
 int queue__job_update(queue__wtxn_t *w, uint64_t id, const queue__patch_t *p, int *result);
+
+/* --- Retention (retention.c) --------------------------------------------- */
+
+/* The write-path hook of the done index: called for every state change of
+ * job `id` (old_state 0 for a new job) with the record's updated_at before
+ * and after. Puts, moves or deletes the job's `done` key. */
+int queue__done_track(queue__wtxn_t *w, uint64_t id, int old_state, double old_updated,
+                      int new_state, double new_updated);
+
+/* Deletes up to `limit` finished jobs whose done time is <= before_ms, with
+ * their bodies, idempotency keys and index entries, in w's txn. *purged gets
+ * how many; *more whether more are due. */
+int queue__purge_txn(queue__wtxn_t *w, uint64_t before_ms, size_t limit, size_t *purged,
+                     bool *more);
+
+/* Schema 1 -> 2: fills the done index from the jobs already final. */
+int queue__done_build(queue__wtxn_t *w);
 
 /* Maps an LMDB return code, a positive errno, or an already negative code to
  * the module's negative codes. */
