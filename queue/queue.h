@@ -36,14 +36,14 @@
 
 /* Project error codes, in their own band below every errno value. */
 enum {
-    QUEUE_ENOTFOUND = -30001,  /* no such job or key */
+    QUEUE_ENOTFOUND = -30001, /* no such job or key */
     QUEUE_EDUPLICATE = -30002, /* idempotency key already taken (batch result) */
-    QUEUE_ELOCKED = -30003,    /* another process holds the state dir */
-    QUEUE_ESCHEMA = -30004,    /* state dir written by an incompatible version */
-    QUEUE_ECORRUPT = -30005,   /* a record could not be decoded */
-    QUEUE_EFULL = -30006,      /* map at its configured maximum size */
-    QUEUE_EINVAL = -30007,     /* bad argument (a programmer error at the caller) */
-    QUEUE_ESTATE = -30008,     /* transition not allowed from the job's state */
+    QUEUE_ELOCKED = -30003,   /* another process holds the state dir */
+    QUEUE_ESCHEMA = -30004,   /* state dir written by an incompatible version */
+    QUEUE_ECORRUPT = -30005,  /* a record could not be decoded */
+    QUEUE_EFULL = -30006,     /* map at its configured maximum size */
+    QUEUE_EINVAL = -30007,    /* bad argument (a programmer error at the caller) */
+    QUEUE_ESTATE = -30008,    /* transition not allowed from the job's state */
 };
 
 /* Job states of the contract (socket-protocol.md). Values are on disk. */
@@ -78,16 +78,16 @@ typedef enum queue_priority {
 } queue_priority_t;
 
 /* Limits of what a record may hold; the ipc layer validates before this. */
-#define QUEUE_MAX_KEY_LEN 200 /* idempotency key, campaign, order key */
-#define QUEUE_MAX_ID_LEN 64   /* phoneNumberId, to */
+#define QUEUE_MAX_KEY_LEN 200     /* idempotency key, campaign, order key */
+#define QUEUE_MAX_ID_LEN 64       /* phoneNumberId, to */
 #define QUEUE_MAX_WAMID_LEN 256
-#define QUEUE_ERR_CODE_LEN 64 /* lastError.code incl. NUL, truncated */
-#define QUEUE_ERR_MSG_LEN 256 /* lastError.message incl. NUL, truncated */
+#define QUEUE_ERR_CODE_LEN 64     /* lastError.code incl. NUL, truncated */
+#define QUEUE_ERR_MSG_LEN 256     /* lastError.message incl. NUL, truncated */
 
 /* The last error of a job. status == 0 means "no error recorded". */
 typedef struct queue_error_info {
-    int status;                      /* HTTP status, 0 for a transport error */
-    long meta_code;                  /* Meta's code from details, 0 when none */
+    int status;     /* HTTP status, 0 for a transport error */
+    long meta_code; /* Meta's code from details, 0 when none */
     char code[QUEUE_ERR_CODE_LEN];   /* AvenPing error code or transport tag */
     char message[QUEUE_ERR_MSG_LEN]; /* human text, never contains the token */
 } queue_error_info_t;
@@ -101,12 +101,12 @@ typedef struct queue_error_info {
  */
 typedef struct queue_job {
     uint64_t id;
-    uint8_t state;         /* queue_state_t */
-    uint8_t type;          /* queue_type_t */
-    uint8_t priority;      /* queue_priority_t */
+    uint8_t state;    /* queue_state_t */
+    uint8_t type;     /* queue_type_t */
+    uint8_t priority; /* queue_priority_t */
     uint16_t attempts;     /* HTTP attempts made so far */
     uint16_t max_attempts; /* 0: the daemon's default */
-    double created_at;     /* unix seconds */
+    double created_at;      /* unix seconds */
     double updated_at;
     double next_attempt_at; /* due time while queued/retrying/sending */
     double not_before;      /* 0: none */
@@ -124,17 +124,17 @@ typedef struct queue_job {
 /* A state change of one job, recorded by queue_batch_add_update. */
 typedef struct queue_update {
     uint64_t id;
-    uint8_t state;     /* new state */
-    uint16_t attempts; /* new attempt count */
+    uint8_t state;          /* new state */
+    uint16_t attempts;      /* new attempt count */
     double updated_at;
-    double next_attempt_at;               /* used when the new state is queued/retrying/sending */
-    const char *wamid;                    /* NULL: keep; copied by the batch */
+    double next_attempt_at; /* used when the new state is queued/retrying/sending */
+    const char *wamid;      /* NULL: keep; copied by the batch */
     const queue_error_info_t *last_error; /* NULL: keep; copied by the batch */
 } queue_update_t;
 
 typedef struct queue_options {
-    size_t map_size;      /* initial map size in bytes; 0: 1 GiB */
-    size_t map_size_max;  /* growth stops here (QUEUE_EFULL); 0: 64 GiB */
+    size_t map_size;     /* initial map size in bytes; 0: 1 GiB */
+    size_t map_size_max; /* growth stops here (QUEUE_EFULL); 0: 64 GiB */
     unsigned max_readers; /* 0: 126 */
 } queue_options_t;
 
@@ -145,7 +145,7 @@ typedef struct queue_batch queue_batch_t;
  * are valid only during the callback. */
 typedef struct queue_due_entry {
     uint64_t id;
-    double due; /* next_attempt_at */
+    double due;        /* next_attempt_at */
     uint8_t state;
     uint8_t type;
     uint8_t priority;
