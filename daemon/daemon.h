@@ -33,6 +33,7 @@ typedef struct daemon_stats {
     unsigned long long by_action[CLASSIFY_RESCHEDULE_DAY + 1];
     unsigned long long commits;
     unsigned long long commit_ops;
+    unsigned long long purged; /* finished jobs deleted after retention_s */
 } daemon_stats_t;
 
 typedef struct daemon {
@@ -55,6 +56,11 @@ typedef struct daemon {
     bool closing;
     int exit_code;
     daemon_stats_t stats;
+
+    /* Durability: retention (retention.c) and failed commits (handlers.c). */
+    uv_timer_t purge_timer;   /* periodic purge of finished jobs */
+    bool purge_running;       /* a purge waits in the committer */
+    double commit_err_logged; /* last log line about a failed commit (one a second) */
 } daemon_t;
 
 /* log.c: one line on stderr with an sd-daemon priority prefix, if `level`
@@ -79,6 +85,14 @@ void dispatch_activate(daemon_t *d, const sched_job_t *tmpl, const char *phone_n
 void dispatch_pump_soon(daemon_t *d);
 /* Commit statistics hook (refreshes counters, resumes a waiting refill). */
 void dispatch_on_commit_stat(size_t ops, double seconds, void *arg);
+
+/* retention.c: purges finished jobs older than retention_s in small
+ * batches on the committer's worker thread. retention_init once with the
+ * other handles (the timer is closed with them); retention_start after the
+ * committer exists; retention_stop when stopping. */
+void retention_init(daemon_t *d);
+void retention_start(daemon_t *d);
+void retention_stop(daemon_t *d);
 
 /* main.c: completes a stop once nothing is in flight. */
 void daemon_finish_stop(daemon_t *d);

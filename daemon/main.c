@@ -45,6 +45,7 @@ static void drained_cb(void *arg)
     uv_close((uv_handle_t *)&d->wake, NULL);
     uv_close((uv_handle_t *)&d->pump_idle, NULL);
     uv_close((uv_handle_t *)&d->stop_timer, NULL);
+    uv_close((uv_handle_t *)&d->purge_timer, NULL);
 }
 
 void daemon_finish_stop(daemon_t *d)
@@ -78,6 +79,7 @@ static void begin_stop(daemon_t *d, const char *why)
          http_engine_inflight(d->http));
     ipc_server_stop_accepting(d->ipc);
     uv_timer_stop(&d->wake);
+    retention_stop(d);
     uv_timer_start(&d->stop_timer, stop_timer_cb, (uint64_t)d->cfg.shutdown_timeout_ms, 0);
     if (sched_inflight(d->sched) == 0)
         daemon_finish_stop(d);
@@ -250,6 +252,7 @@ static void init_handles(daemon_t *d)
     d->sig_int.data = d->sig_term.data = d->sig_hup.data = d;
     d->wake.data = d->stop_timer.data = d;
     d->pump_idle.data = d;
+    retention_init(d);
 }
 
 int main(int argc, char **argv)
@@ -287,6 +290,7 @@ int main(int argc, char **argv)
     d.spill = true; /* load what the store holds */
     daemon_refresh_unfinished(&d);
     dispatch_pump_soon(&d);
+    retention_start(&d);
     dlog(&d, CONFIG_LOG_INFO, "avenpingd %s ready: socket %s, state %s, api %s", AVP_VERSION,
          d.cfg.socket, d.cfg.state_dir, d.cfg.api_base);
 
