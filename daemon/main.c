@@ -187,6 +187,14 @@ static int open_store(daemon_t *d)
                 d->cfg.state_dir);
         return rc;
     }
+    if (rc == QUEUE_ESCHEMA) {
+        /* Never touch a store this build does not understand. */
+        fprintf(stderr,
+                "avenpingd: the store in %s was written by a newer, incompatible version of "
+                "avenpingd (this build reads store schema %d or older); refusing to open it\n",
+                d->cfg.state_dir, QUEUE_SCHEMA_VERSION);
+        return rc;
+    }
     if (rc != 0) {
         fprintf(stderr, "avenpingd: cannot open the store in %s: %s\n", d->cfg.state_dir,
                 queue_strerror(rc));

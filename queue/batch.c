@@ -370,7 +370,7 @@ int queue_batch_commit(queue_t *q, queue_batch_t *b)
         b->committed = true;
         return 0;
     }
-    rc = queue__write_run(q, commit_fn, b);
+    rc = queue__write_run_ex(q, commit_fn, b, b->max_job_id != 0);
     if (rc == 0)
         b->committed = true;
     return rc;

@@ -132,6 +132,9 @@ typedef struct queue_update {
     const queue_error_info_t *last_error; /* NULL: keep; copied by the batch */
 } queue_update_t;
 
+/* Batches that add jobs get QUEUE_EFULL already at map_size_max less a
+ * reserve of 1/32 of it (1 MiB to 256 MiB): the reserve is kept for state
+ * changes and purges, so accepted jobs can always be moved on and purged. */
 typedef struct queue_options {
     size_t map_size;     /* initial map size in bytes; 0: 1 GiB */
     size_t map_size_max; /* growth stops here (QUEUE_EFULL); 0: 64 GiB */

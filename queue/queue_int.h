@@ -200,9 +200,12 @@ struct queue {
      * the process. Reader-preferring, so a read nested in a scan callback
      * cannot deadlock against a waiting grower. */
     pthread_rwlock_t rwlock;
-    /* Set (under the exclusive lock) when a remap failed and the env is no
-     * longer usable; every later call fails with -EIO. */
+    /* Set (under the exclusive lock) when a remap or a reopen failed and
+     * the env is not usable; reads fail with -EIO until the next write
+     * reopens it (queue.c env_reopen). */
     bool broken;
+    char *dir;        /* the state dir, for reopening */
+    unsigned readers; /* max readers, for reopening */
     /* A read txn kept reset between reads to skip reader-slot setup. Whoever
      * wins rtxn_busy owns it until the read ends; others open their own. */
     MDB_txn *rtxn;
@@ -232,6 +235,10 @@ typedef int (*queue__write_fn)(queue__wtxn_t *w, void *arg);
  * MDB_MAP_FULL. The per-state counters loaded through w are written back
  * before the commit. Returns 0 or a mapped negative code. */
 int queue__write_run(queue_t *q, queue__write_fn fn, void *arg);
+
+/* The same; with adds_jobs the map is kept below map_max by a reserve for
+ * state changes and purges (queue.c job_limit): QUEUE_EFULL there. */
+int queue__write_run_ex(queue_t *q, queue__write_fn fn, void *arg, bool adds_jobs);
 
 /* Adjusts the counters of w: one job leaves `from` (0: none) for `to`
  * (0: none). Returns 0 or an error code of the write path. */
