@@ -337,7 +337,11 @@ class Faults:
         self.set("off")
 
     def env(self):
-        return {"LD_PRELOAD": avp.FAULTFS, "AVP_FAULTFS": self.ctl}
+        # An ASan build wants its runtime first in the library list; the
+        # shim only wraps libc calls, so the order does not matter here.
+        asan = os.environ.get("ASAN_OPTIONS", "")
+        asan = (asan + ":" if asan else "") + "verify_asan_link_order=0"
+        return {"LD_PRELOAD": avp.FAULTFS, "AVP_FAULTFS": self.ctl, "ASAN_OPTIONS": asan}
 
     def set(self, line):
         tmp = self.ctl + ".tmp"
