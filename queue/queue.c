@@ -388,6 +388,18 @@ typedef struct open_ctx {
     uint64_t last_id; /* out: largest key of jobs */
 } open_ctx_t;
 
+/* Brings an environment from schema `from` to `from + 1`, inside the
+ * opening txn. A new schema adds its step here. */
+static int schema_upgrade_step(queue__wtxn_t *w, uint32_t from)
+{
+    switch (from) {
+    case 1: /* 2 adds the done index of finished jobs */
+        return queue__done_build(w);
+    default:
+        return QUEUE_ECORRUPT;
+    }
+}
+
 static int open_dbs_fn(queue__wtxn_t *w, void *arg)
 {
     open_ctx_t *oc = arg;
@@ -451,8 +463,9 @@ static int open_dbs_fn(queue__wtxn_t *w, void *arg)
         return rc;
     if (oc->schema < QUEUE_SCHEMA_VERSION) {
         /* Upgrade in this txn, one step per version. */
-        if (oc->schema < 2 && (rc = queue__done_build(w)) != 0)
-            return rc;
+        for (uint32_t from = oc->schema; from < QUEUE_SCHEMA_VERSION; from++)
+            if ((rc = schema_upgrade_step(w, from)) != 0)
+                return rc;
         k.mv_data = QUEUE__META_SCHEMA;
         k.mv_size = sizeof QUEUE__META_SCHEMA - 1;
         queue__be32_put(sb, QUEUE_SCHEMA_VERSION);

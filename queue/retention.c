@@ -43,10 +43,9 @@ int queue__done_track(queue__wtxn_t *w, uint64_t id, int old_state, double old_u
 {
     bool was = queue_state_is_final(old_state), is = queue_state_is_final(new_state);
     uint64_t old_ms = queue__due_ms(old_updated), new_ms = queue__due_ms(new_updated);
-    int rc;
 
     if (was && (!is || old_ms != new_ms)) {
-        rc = done_del(w, old_ms, id);
+        int rc = done_del(w, old_ms, id);
         if (rc != 0)
             return rc;
     }

@@ -91,11 +91,8 @@ static int parse_errno(const char *s)
 static void control_load(const char *path)
 {
     struct stat st;
-    char line[256], what[32], err[32];
-    double prob = 1.0;
-    long count = -1;
+    char line[256];
     FILE *f;
-    int n;
 
     if (stat(path, &st) != 0) {
         g.what = 0;
@@ -114,7 +111,10 @@ static void control_load(const char *path)
     if (f == NULL)
         return;
     if (fgets(line, sizeof line, f) != NULL) {
-        n = sscanf(line, "%31s %31s %lf %ld", what, err, &prob, &count);
+        char what[32], err[32];
+        double prob = 1.0;
+        long count = -1;
+        int n = sscanf(line, "%31s %31s %lf %ld", what, err, &prob, &count);
         if (n >= 2) {
             g.err = parse_errno(err);
             g.prob = prob;
