@@ -20,7 +20,7 @@ if [[ "${1:-}" == "--runs" ]]; then
         echo "== fuzz_$t: $2 runs"
         "$build/tests/fuzz/fuzz_$t" -runs="$2" -max_len=65536 -print_final_stats=1 \
             "$build/tests/fuzz/found-$t" "$top/tests/fuzz/corpus/$t" 2>&1 |
-            grep -E '^(stat::|#[0-9]+ +DONE|==[0-9]+==|SUMMARY)'
+            grep -E '^(stat::number|stat::average|#[0-9]+[[:space:]]+DONE|==[0-9]+==|SUMMARY)'
     done
 else
     ctest --test-dir "$build" -L fuzz --output-on-failure
