@@ -42,6 +42,8 @@
 #define QUEUE__META_SCHEMA "schema"
 #define QUEUE__META_HWM "hwm"
 #define QUEUE__META_COUNTS "counts"
+/* retention.c: u64 BE ms of the purge that last wrote it (see purge_fn). */
+#define QUEUE__META_PURGE "purge"
 
 /* Store-level bound on one body; the daemon's own limit is far below. */
 #define QUEUE__MAX_BODY_LEN ((size_t)64 << 20)
@@ -204,6 +206,9 @@ struct queue {
      * the env is not usable; reads fail with -EIO until the next write
      * reopens it (queue.c env_reopen). */
     bool broken;
+    /* Writer-thread state of retention.c: the last purge freed pages that
+     * the next write txn cannot reuse yet (see queue__purge_txn). */
+    bool purge_freed;
     char *dir;        /* the state dir, for reopening */
     unsigned readers; /* max readers, for reopening */
     /* A read txn kept reset between reads to skip reader-slot setup. Whoever

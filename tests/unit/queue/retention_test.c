@@ -303,6 +303,36 @@ static void t_schema_upgrade(void)
     mdb_env_close(env);
 }
 
+static size_t last_txnid(queue_t *q)
+{
+    MDB_envinfo info;
+    CHECK(mdb_env_info(q->env, &info) == 0);
+    return info.me_last_txnid;
+}
+
+/* After a purge that freed pages, the next purge commits even with nothing
+ * to purge (LMDB reuses freed pages only after one more commit); then
+ * empty purges write nothing. */
+static void t_purge_marker(void)
+{
+    queue_t *q = open_q();
+    uint64_t ids[2];
+    size_t purged, t0;
+
+    add_jobs(q, 2, NULL, ids, 10);
+    set_state(q, ids[0], QUEUE_STATE_SENT, 100.0);
+    t0 = last_txnid(q);
+    CHECK_OK(queue_purge(q, 50.0, 10, &purged, NULL));
+    CHECK(purged == 0 && last_txnid(q) == t0); /* nothing freed before: no write */
+    CHECK_OK(queue_purge(q, 100.0, 10, &purged, NULL));
+    CHECK(purged == 1 && last_txnid(q) == t0 + 1);
+    CHECK_OK(queue_purge(q, 100.0, 10, &purged, NULL));
+    CHECK(purged == 0 && last_txnid(q) == t0 + 2); /* the marker */
+    CHECK_OK(queue_purge(q, 100.0, 10, &purged, NULL));
+    CHECK(purged == 0 && last_txnid(q) == t0 + 2); /* once */
+    queue_close(q);
+}
+
 static size_t file_size(void)
 {
     char path[600];
@@ -368,6 +398,7 @@ static const struct {
 } cases[] = {
     {"purge", t_purge},
     {"purge_batch", t_purge_batch},
+    {"purge_marker", t_purge_marker},
     {"schema_upgrade", t_schema_upgrade},
     {"churn", t_churn},
 };
