@@ -137,7 +137,7 @@ static void purge_cb(int rc, size_t purged, bool more, void *arg)
  * `more` says when the limit left some due. */
 static void t_purge(void)
 {
-    env_t e;
+    env_t e = {0};
     uint64_t ids[5];
     job_res_t jr[5];
     purge_res_t p;
@@ -209,7 +209,7 @@ static void wait_ms(env_t *e, uint64_t ms)
 static void t_full_probe(void)
 {
     enum { BODY = 512 << 10, MAX = 200 };
-    env_t e;
+    env_t e = {0};
     char *body = malloc(BODY);
     uint64_t ids[MAX], probe_id;
     job_res_t jr, probe;
@@ -261,7 +261,7 @@ static void t_full_probe(void)
 /* Draining waits for a pending purge, whose callback runs first. */
 static void t_drain_purge(void)
 {
-    env_t e;
+    env_t e = {0};
     purge_res_t p;
     bool drained = false;
 
