@@ -39,6 +39,9 @@ typedef struct side {
     op_t *ops;
     size_t n, cap;
     size_t bytes;
+    bool has_purge; /* a purge rides in this batch */
+    commit_purge_cb pcb;
+    void *parg;
     struct side *next;
 } side_t;
 
@@ -53,6 +56,9 @@ struct commit {
     double seconds;
     bool work_active; /* the head is being committed */
     bool draining;
+    bool purge_pending;  /* a purge waits in some batch */
+    int full_rc;         /* QUEUE_EFULL or -ENOSPC of the last full batch */
+    uint64_t full_until; /* loop ms: new jobs refused until then */
     uv_work_t work;
     uv_idle_t idle;   /* starts a commit at the next loop turn */
     uv_timer_t retry; /* pause after a failed commit */
@@ -64,6 +70,17 @@ struct commit {
 };
 
 static void start_soon(commit_t *c);
+
+/* Nothing to commit in this batch. */
+static bool side_empty(const side_t *s)
+{
+    return s->n == 0 && !s->has_purge;
+}
+
+static bool is_full_error(int rc)
+{
+    return rc == QUEUE_EFULL || rc == -ENOSPC;
+}
 
 static void side_reset(side_t *s)
 {
@@ -80,6 +97,9 @@ static void side_reset(side_t *s)
     }
     s->n = 0;
     s->bytes = 0;
+    s->has_purge = false;
+    s->pcb = NULL;
+    s->parg = NULL;
     s->next = NULL;
     queue_batch_reset(s->batch);
 }
@@ -176,6 +196,8 @@ int commit_add_job(commit_t *c, const queue_job_t *job, const void *body, size_t
 
     if (c->draining)
         return -ESHUTDOWN;
+    if (c->full_rc != 0 && uv_now(c->loop) < c->full_until)
+        return c->full_rc;
     if ((s = open_side(c)) == NULL)
         return -ENOMEM;
     if ((rc = side_push(s, &op)) != 0)
@@ -303,6 +325,46 @@ int commit_add_update_res(commit_t *c, const queue_update_t *u, commit_result_cb
     return rc;
 }
 
+int commit_add_purge(commit_t *c, double before, size_t limit, commit_purge_cb cb, void *arg)
+{
+    side_t *s;
+    int rc;
+
+    if (c->draining)
+        return -ESHUTDOWN;
+    if (c->purge_pending)
+        return -EBUSY;
+    if ((s = open_side(c)) == NULL)
+        return -ENOMEM;
+    rc = queue_batch_set_purge(s->batch, before, limit);
+    if (rc != 0)
+        return rc;
+    s->has_purge = true;
+    s->pcb = cb;
+    s->parg = arg;
+    c->purge_pending = true;
+    start_soon(c);
+    return 0;
+}
+
+/* Runs (and clears) the purge callback of a batch that is done. */
+static void purge_done(commit_t *c, side_t *s, int rc)
+{
+    commit_purge_cb cb = s->pcb;
+    size_t purged = 0;
+    bool more = false;
+
+    if (!s->has_purge)
+        return;
+    s->has_purge = false;
+    s->pcb = NULL;
+    c->purge_pending = false;
+    if (rc == 0)
+        rc = queue_batch_purge_result(s->batch, &purged, &more);
+    if (cb)
+        cb(rc, purged, more, s->parg);
+}
+
 size_t commit_backlog(const commit_t *c)
 {
     return c->backlog;
@@ -327,7 +389,7 @@ static void work_cb(uv_work_t *w)
 
 static void check_drained(commit_t *c)
 {
-    if (c->draining && !c->work_active && c->backlog == 0 && c->drained) {
+    if (c->draining && !c->work_active && c->backlog == 0 && !c->purge_pending && c->drained) {
         void (*cb)(void *) = c->drained;
         c->drained = NULL;
         cb(c->drained_arg);
@@ -364,6 +426,7 @@ static void fail_all(commit_t *c, int rc)
             else if (s->ops[i].rcb)
                 s->ops[i].rcb(rc, 0, s->ops[i].arg);
         }
+        purge_done(c, s, rc);
         pop_head(c);
     }
 }
@@ -408,9 +471,15 @@ static void after_work_cb(uv_work_t *w, int status)
             op->rcb(0, queue_batch_result(done->batch, i, NULL), op->arg);
         }
     }
+    purge_done(c, done, rc);
     side_reset(done);
     done->next = c->spare;
     c->spare = done;
+    if (is_full_error(rc)) {
+        /* Keep new jobs out for a while: see COMMIT_FULL_PROBE_MS. */
+        c->full_rc = rc;
+        c->full_until = uv_now(c->loop) + COMMIT_FULL_PROBE_MS;
+    }
     if (rc == 0) {
         c->failures = 0;
         start_soon(c);
@@ -427,9 +496,9 @@ static void start_now(commit_t *c)
 {
     if (c->work_active)
         return;
-    while (c->head != NULL && c->head->n == 0 && c->head != c->tail)
+    while (c->head != NULL && side_empty(c->head) && c->head != c->tail)
         pop_head(c); /* left empty by a failed add */
-    if (c->head == NULL || c->head->n == 0)
+    if (c->head == NULL || side_empty(c->head))
         return;
     c->work.data = c;
     c->work_active = true;
@@ -450,7 +519,8 @@ static void retry_cb(uv_timer_t *h)
 
 static void start_soon(commit_t *c)
 {
-    if (c->work_active || c->backlog == 0 || uv_is_active((uv_handle_t *)&c->retry))
+    if (c->work_active || (c->backlog == 0 && !c->purge_pending) ||
+        uv_is_active((uv_handle_t *)&c->retry))
         return;
     uv_idle_start(&c->idle, idle_cb);
 }

@@ -20,6 +20,8 @@
 #ifndef AVP_COMMIT_H
 #define AVP_COMMIT_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -41,7 +43,9 @@ typedef void (*commit_stat_cb)(size_t ops, double seconds, void *arg);
 int commit_new(uv_loop_t *loop, queue_t *q, commit_t **out);
 
 /* Queues a new job (copied). `cb` runs exactly once, from the loop, after
- * the commit (never inside this call). On a negative return cb never runs. */
+ * the commit (never inside this call). On a negative return cb never runs:
+ * -ESHUTDOWN when draining, QUEUE_EFULL or -ENOSPC while the store is full
+ * (see COMMIT_FULL_PROBE_MS), -ENOMEM, or the batch's QUEUE_EINVAL. */
 int commit_add_job(commit_t *c, const queue_job_t *job, const void *body, size_t len,
                    commit_job_cb cb, void *arg);
 
@@ -74,6 +78,29 @@ int commit_add_update_res(commit_t *c, const queue_update_t *u, commit_result_cb
  * batch carries it into the next one. */
 int commit_add_pause(commit_t *c, int kind, const char *name, const char *reason, bool paused,
                      commit_update_cb cb, void *arg);
+/*
+ * Retention: asks for a purge of up to `limit` finished jobs whose final
+ * state was recorded at or before `before` (unix seconds; see queue_purge).
+ * It runs on the worker thread in the transaction of the next batch (a batch
+ * of its own when nothing else is pending), so the loop never waits for it.
+ * `cb` runs exactly once, from the loop, after that commit: rc 0 with the
+ * number purged and whether more were due, or the batch's error (a failed
+ * purge is not carried over; ask again later). At most one purge waits at a
+ * time: -EBUSY while one does; -ESHUTDOWN once draining. On a negative
+ * return cb never runs.
+ */
+typedef void (*commit_purge_cb)(int rc, size_t purged, bool more, void *arg);
+int commit_add_purge(commit_t *c, double before, size_t limit, commit_purge_cb cb, void *arg);
+
+/*
+ * Storage full: after a batch failed because the store is full
+ * (QUEUE_EFULL: the map at map_size_max; -ENOSPC: the disk), new jobs are
+ * refused for COMMIT_FULL_PROBE_MS - commit_add_job returns that error at
+ * once - so the batches in between carry only state changes and purges,
+ * which need little or free space. After that a new job is let through
+ * again as a probe: the committer recovers by itself when space returns.
+ */
+#define COMMIT_FULL_PROBE_MS 1000
 
 /* Operations waiting for a commit (pending + running). */
 size_t commit_backlog(const commit_t *c);

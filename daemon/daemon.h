@@ -41,6 +41,7 @@ typedef struct daemon_stats {
     unsigned long long commits;
     unsigned long long commit_ops;
     metrics_hist_t http_latency; /* every send request that got an answer or failed */
+    unsigned long long purged;   /* finished jobs deleted after retention_s */
 } daemon_stats_t;
 
 /* A `watch` stream and its filter (NULL: every campaign). */
@@ -90,6 +91,11 @@ typedef struct daemon {
     size_t n_watchers, cap_watchers;
     uv_timer_t metrics_timer;
     bool metrics_failing; /* the last write failed: log again only on recovery */
+
+    /* Durability: retention (retention.c) and failed commits (handlers.c). */
+    uv_timer_t purge_timer;   /* periodic purge of finished jobs */
+    bool purge_running;       /* a purge waits in the committer */
+    double commit_err_logged; /* last log line about a failed commit (one a second) */
 } daemon_t;
 
 /* log.c: one line on stderr with an sd-daemon priority prefix, if `level`
@@ -139,6 +145,13 @@ void daemon_watchers_close(daemon_t *d);
 void daemon_metrics_start(daemon_t *d);
 /* Writes the metrics file now (also the last time, at shutdown). */
 void daemon_metrics_write(daemon_t *d);
+/* retention.c: purges finished jobs older than retention_s in small
+ * batches on the committer's worker thread. retention_init once with the
+ * other handles (the timer is closed with them); retention_start after the
+ * committer exists; retention_stop when stopping. */
+void retention_init(daemon_t *d);
+void retention_start(daemon_t *d);
+void retention_stop(daemon_t *d);
 
 /* main.c: completes a stop once nothing is in flight. */
 void daemon_finish_stop(daemon_t *d);

@@ -35,7 +35,13 @@ static void submit_committed_cb(int rc, int result, uint64_t orig_id, void *arg)
 
     if (rc != 0) {
         bool full = rc == QUEUE_EFULL || rc == -ENOSPC;
-        dlog(d, CONFIG_LOG_ERROR, "store commit failed: %s", queue_strerror(rc));
+        double now = daemon_now();
+        /* Every submit of the failed batch lands here: one line a second. */
+        if (now - d->commit_err_logged >= 1.0) {
+            d->commit_err_logged = now;
+            dlog(d, CONFIG_LOG_ERROR, "store commit failed: %s; its submits were refused",
+                 queue_strerror(rc));
+        }
         ipc_req_reply_error(ctx->req, full ? IPC_ERR_QUEUE_FULL : IPC_ERR_INTERNAL,
                             "job not stored: %s", queue_strerror(rc));
     } else if (result == QUEUE_EDUPLICATE) {
@@ -125,7 +131,12 @@ static void handle_submit(daemon_t *d, ipc_req_t *req, const ipc_submit_t *s)
                                     sizeof(ctx->order_key)) > 0;
 
     rc = commit_add_job(d->commit, &job, s->body, s->body_len, submit_committed_cb, ctx);
-    if (rc != 0) {
+    if (rc == QUEUE_EFULL || rc == -ENOSPC) {
+        /* A recent batch found the store full: refused at once until the
+         * committer's next probe (commit.h). */
+        ipc_req_reply_error(req, IPC_ERR_QUEUE_FULL, "store full: %s", queue_strerror(rc));
+        free(ctx);
+    } else if (rc != 0) {
         ipc_req_reply_error(req, IPC_ERR_INTERNAL, "cannot queue the job: %s", queue_strerror(rc));
         free(ctx);
     }
@@ -271,6 +282,7 @@ static void handle_stats(daemon_t *d, ipc_req_t *req)
     cJSON_AddNumberToObject(st, "throttled", (double)d->stats.by_action[CLASSIFY_THROTTLE_SENDER]);
     cJSON_AddNumberToObject(st, "pairLimited", (double)d->stats.by_action[CLASSIFY_RETRY_PAIR]);
     cJSON_AddNumberToObject(st, "commits", (double)d->stats.commits);
+    cJSON_AddNumberToObject(st, "purged", (double)d->stats.purged);
     cJSON_AddNumberToObject(st, "connections", ipc_server_connections(d->ipc));
     if (queue_space(d->q, &map, &used) == 0) {
         cJSON_AddNumberToObject(st, "storeMapBytes", (double)map);

@@ -117,6 +117,7 @@ static void drained_cb(void *arg)
     uv_close((uv_handle_t *)&d->notify_timer, NULL);
     uv_close((uv_handle_t *)&d->metrics_timer, NULL);
     uv_close((uv_handle_t *)&d->probe, NULL);
+    uv_close((uv_handle_t *)&d->purge_timer, NULL);
 }
 
 void daemon_finish_stop(daemon_t *d)
@@ -156,6 +157,7 @@ static void begin_stop(daemon_t *d, const char *why)
     notify(d, buf);
     ipc_server_stop_accepting(d->ipc);
     uv_timer_stop(&d->wake);
+    retention_stop(d);
     uv_timer_start(&d->stop_timer, stop_timer_cb, (uint64_t)d->cfg.shutdown_timeout_ms, 0);
     if (sched_inflight(d->sched) == 0)
         daemon_finish_stop(d);
@@ -378,6 +380,14 @@ static int open_store(daemon_t *d)
                 d->cfg.state_dir);
         return rc;
     }
+    if (rc == QUEUE_ESCHEMA) {
+        /* Never touch a store this build does not understand. */
+        fprintf(stderr,
+                "avenpingd: the store in %s was written by a newer, incompatible version of "
+                "avenpingd (this build reads store schema %d or older); refusing to open it\n",
+                d->cfg.state_dir, QUEUE_SCHEMA_VERSION);
+        return rc;
+    }
     if (rc != 0) {
         fprintf(stderr, "avenpingd: cannot open the store in %s: %s\n", d->cfg.state_dir,
                 queue_strerror(rc));
@@ -474,6 +484,7 @@ static void init_handles(daemon_t *d)
     d->wake.data = d->stop_timer.data = d->notify_timer.data = d;
     d->metrics_timer.data = d->probe.data = d;
     d->pump_idle.data = d;
+    retention_init(d);
 }
 
 int main(int argc, char **argv)
@@ -527,6 +538,7 @@ int main(int argc, char **argv)
     daemon_refresh_unfinished(&d);
     daemon_metrics_start(&d);
     dispatch_pump_soon(&d);
+    retention_start(&d);
     dlog(&d, CONFIG_LOG_INFO, "avenpingd %s ready: socket %s, state %s, api %s", AVP_VERSION,
          d.socket_activated ? "passed by the service manager" : d.cfg.socket, d.cfg.state_dir,
          d.cfg.api_base);

@@ -50,6 +50,12 @@ struct queue_batch {
     size_t used, size;
     uint64_t max_job_id; /* largest id of the jobs added: the new high water mark */
     bool committed;
+    /* Retention: an optional purge run after the operations. */
+    bool purge;
+    uint64_t purge_before_ms;
+    size_t purge_limit;
+    size_t purged;   /* result */
+    bool purge_more; /* result */
 };
 
 queue_batch_t *queue_batch_new(void)
@@ -74,6 +80,9 @@ void queue_batch_reset(queue_batch_t *b)
     b->used = 0;
     b->max_job_id = 0;
     b->committed = false;
+    b->purge = false;
+    b->purged = 0;
+    b->purge_more = false;
     if (b->size > ARENA_KEEP_MAX) {
         free(b->arena);
         b->arena = NULL;
@@ -152,6 +161,7 @@ int queue_batch_add_job(queue_batch_t *b, const queue_job_t *job, const void *bo
     op->kind = OP_JOB;
     op->id = job->id;
     op->state = job->state;
+    op->updated_at = job->updated_at;
     op->next_attempt_at = job->next_attempt_at;
     op->a_off = b->used;
     rc = queue__record_encode(&r, b->arena + b->used, b->size - b->used, &op->a_len);
@@ -287,9 +297,24 @@ static int commit_job(queue__wtxn_t *w, queue_batch_t *b, batch_op_t *op)
         /* Also catches a key taken earlier in this batch: same txn. */
         rc = mdb_put(w->txn, q->db_idem, &ik, &v, MDB_NOOVERWRITE);
         if (rc == MDB_KEYEXIST) {
-            op->result = QUEUE_EDUPLICATE;
-            op->orig_id = v.mv_size == 8 ? queue__be64_get(v.mv_data) : 0;
-            return 0;
+            uint64_t orig = v.mv_size == 8 ? queue__be64_get(v.mv_data) : 0;
+            unsigned char ob[8];
+            MDB_val ok = {sizeof ob, ob}, ov;
+
+            /* A key whose job is gone (which a purge never leaves, but a
+             * damaged store might) is free again: take it over. */
+            queue__be64_put(ob, orig);
+            rc = orig != 0 ? mdb_get(w->txn, q->db_jobs, &ok, &ov) : MDB_NOTFOUND;
+            if (rc == 0) {
+                op->result = QUEUE_EDUPLICATE;
+                op->orig_id = orig;
+                return 0;
+            }
+            if (rc != MDB_NOTFOUND)
+                return rc;
+            v.mv_size = sizeof kb;
+            v.mv_data = kb;
+            rc = mdb_put(w->txn, q->db_idem, &ik, &v, 0);
         }
         if (rc != 0)
             return rc;
@@ -321,7 +346,11 @@ static int commit_job(queue__wtxn_t *w, queue_batch_t *b, batch_op_t *op)
     rc = job_campaign_move(w, b, op);
     if (rc != 0)
         return rc;
-    return queue__counts_move(w, 0, op->state);
+    rc = queue__counts_move(w, 0, op->state);
+    if (rc != 0)
+        return rc;
+    /* Retention hook (a job is normally new in a non-final state). */
+    return queue__done_track(w, op->id, 0, 0, op->state, op->updated_at);
 }
 
 static int commit_update(queue__wtxn_t *w, queue_batch_t *b, batch_op_t *op)
@@ -391,6 +420,8 @@ static int commit_fn(queue__wtxn_t *w, void *arg)
     }
     if (rc == 0 && b->max_job_id != 0)
         rc = hwm_raise(w, b->max_job_id);
+    if (rc == 0 && b->purge)
+        rc = queue__purge_txn(w, b->purge_before_ms, b->purge_limit, &b->purged, &b->purge_more);
     return rc;
 }
 
@@ -401,11 +432,11 @@ int queue_batch_commit(queue_t *q, queue_batch_t *b)
     if (q == NULL || b == NULL)
         return QUEUE_EINVAL;
     b->committed = false;
-    if (b->n == 0) {
+    if (b->n == 0 && !b->purge) {
         b->committed = true;
         return 0;
     }
-    rc = queue__write_run(q, commit_fn, b);
+    rc = queue__write_run_ex(q, commit_fn, b, b->max_job_id != 0);
     if (rc == 0)
         b->committed = true;
     return rc;
@@ -420,4 +451,32 @@ int queue_batch_result(const queue_batch_t *b, size_t i, uint64_t *orig_id)
     if (orig_id != NULL && b->ops[i].result == QUEUE_EDUPLICATE)
         *orig_id = b->ops[i].orig_id;
     return b->ops[i].result;
+}
+
+int queue_batch_set_purge(queue_batch_t *b, double before, size_t limit)
+{
+    if (b == NULL || limit == 0)
+        return QUEUE_EINVAL;
+    b->purge = true;
+    b->purge_before_ms = queue__due_ms(before);
+    b->purge_limit = limit;
+    b->purged = 0;
+    b->purge_more = false;
+    b->committed = false;
+    return 0;
+}
+
+int queue_batch_purge_result(const queue_batch_t *b, size_t *purged, bool *more)
+{
+    if (purged != NULL)
+        *purged = 0;
+    if (more != NULL)
+        *more = false;
+    if (b == NULL || !b->purge || !b->committed)
+        return QUEUE_EINVAL;
+    if (purged != NULL)
+        *purged = b->purged;
+    if (more != NULL)
+        *more = b->purge_more;
+    return 0;
 }

@@ -128,28 +128,50 @@ static size_t page_round(uint64_t n)
     return n > SIZE_MAX ? (size_t)(SIZE_MAX / p * p) : (size_t)n;
 }
 
-/* Doubles the map up to map_max. Called with no txn of ours open on this
+/* Sets the map to `size` (LMDB raises it to the pages in use if smaller)
+ * and records what it became. Called with no txn of ours open on this
  * thread; waits for reads on other threads to end. */
-static int map_grow(queue_t *q)
+static int map_set(queue_t *q, size_t size)
 {
-    size_t next;
+    MDB_envinfo info;
     int rc;
 
-    if (q->map_size >= q->map_max)
-        return QUEUE_EFULL;
-    next = q->map_size > q->map_max / 2 ? q->map_max : page_round((uint64_t)q->map_size * 2);
     rc = pthread_rwlock_wrlock(&q->rwlock);
     if (rc != 0)
         return -rc;
-    rc = mdb_env_set_mapsize(q->env, next);
-    if (rc == 0) {
-        q->map_size = next;
-    } else {
-        /* LMDB unmaps before it remaps: a failed remap leaves no map. */
+    rc = mdb_env_set_mapsize(q->env, size);
+    if (rc == 0 && mdb_env_info(q->env, &info) == 0) {
+        q->map_size = info.me_mapsize;
+    } else if (rc != 0) {
+        /* LMDB unmaps before it remaps: a failed remap leaves no map. The
+         * next write reopens the environment (env_reopen). */
         q->broken = true;
     }
     pthread_rwlock_unlock(&q->rwlock);
     return queue__err_map(rc);
+}
+
+/* Doubles the map up to `limit`. */
+static int map_grow(queue_t *q, size_t limit)
+{
+    if (q->map_size >= limit)
+        return QUEUE_EFULL;
+    return map_set(q, q->map_size > limit / 2 ? limit : page_round((uint64_t)q->map_size * 2));
+}
+
+/* How far batches that add jobs may take the map: map_max less a reserve
+ * of 1/32 (1 MiB to 256 MiB), kept for state changes and purges, so the
+ * jobs already accepted can always move on and be purged - which is how
+ * space returns - even while new jobs get QUEUE_EFULL. */
+static size_t job_limit(const queue_t *q)
+{
+    size_t r = q->map_max / 32;
+
+    if (r < ((size_t)1 << 20))
+        r = (size_t)1 << 20;
+    if (r > ((size_t)256 << 20))
+        r = (size_t)256 << 20;
+    return q->map_max > 2 * r ? page_round(q->map_max - r) : q->map_max;
 }
 
 static int counts_load(queue__wtxn_t *w)
@@ -219,18 +241,40 @@ static int write_once(queue_t *q, queue__write_fn fn, void *arg)
     return mdb_txn_commit(w.txn);
 }
 
+static int env_reopen(queue_t *q);
+static bool env_panicked(queue_t *q);
+
+int queue__write_run_ex(queue_t *q, queue__write_fn fn, void *arg, bool adds_jobs)
+{
+    size_t limit;
+    int rc;
+
+    if (q->broken && (rc = env_reopen(q)) != 0)
+        return rc;
+    limit = adds_jobs ? job_limit(q) : q->map_max;
+    /* A batch without jobs may have grown the map into the reserve; new
+     * jobs stay below it (LMDB keeps the map at least at what is used). */
+    if (q->map_size > limit && (rc = map_set(q, limit)) != 0)
+        return rc;
+    for (;;) {
+        rc = write_once(q, fn, arg);
+        if (rc == MDB_MAP_FULL) {
+            rc = map_grow(q, limit);
+            if (rc != 0)
+                return rc;
+            continue;
+        }
+        /* This batch failed either way; make the store usable for the
+         * next one right away (reads too) if LMDB gave up on the env. */
+        if (rc != 0 && env_panicked(q))
+            (void)env_reopen(q);
+        return queue__err_map(rc);
+    }
+}
+
 int queue__write_run(queue_t *q, queue__write_fn fn, void *arg)
 {
-    if (q->broken)
-        return -EIO;
-    for (;;) {
-        int rc = write_once(q, fn, arg);
-        if (rc != MDB_MAP_FULL)
-            return queue__err_map(rc);
-        rc = map_grow(q);
-        if (rc != 0)
-            return rc;
-    }
+    return queue__write_run_ex(q, fn, arg, false);
 }
 
 /* --- Due index and job updates ------------------------------------------ */
@@ -270,6 +314,7 @@ int queue__job_update(queue__wtxn_t *w, uint64_t id, const queue__patch_t *p, in
     size_t okey_len = 0;
     uint64_t old_ms, new_ms;
     uint8_t old_state;
+    double old_updated;
     size_t len;
     int rc;
 
@@ -293,6 +338,7 @@ int queue__job_update(queue__wtxn_t *w, uint64_t id, const queue__patch_t *p, in
     if (p->expires_at > 0)
         r.expires_at = p->expires_at;
     old_state = r.state;
+    old_updated = r.updated_at;
     old_ms = queue__due_ms(r.next_attempt_at);
     /* The order key, copied now: r's views point into the page replaced
      * below. */
@@ -349,17 +395,36 @@ int queue__job_update(queue__wtxn_t *w, uint64_t id, const queue__patch_t *p, in
         if (rc != 0)
             return rc;
     }
-    if (old_state != p->state)
-        return queue__counts_move(w, old_state, p->state);
-    return 0;
+    if (old_state != p->state) {
+        rc = queue__counts_move(w, old_state, p->state);
+        if (rc != 0)
+            return rc;
+    }
+    /* Retention hook: the done index follows final states. */
+    return queue__done_track(w, id, old_state, old_updated, p->state, p->updated_at);
 }
 
 /* --- Open and close ------------------------------------------------------ */
 
 typedef struct open_ctx {
+    uint32_t schema;  /* out: the schema found (before any upgrade) */
     uint64_t hwm;     /* out: high water mark from meta */
     uint64_t last_id; /* out: largest key of jobs */
 } open_ctx_t;
+
+/* Brings an environment from schema `from` to `from + 1`, inside the
+ * opening txn. A new schema adds its step here. */
+static int schema_upgrade_step(queue__wtxn_t *w, uint32_t from)
+{
+    switch (from) {
+    case 1: /* 2 adds the campaign index and counters */
+        return queue__campaign_rebuild(w);
+    case 2: /* 3 adds the done index of finished jobs */
+        return queue__done_build(w);
+    default:
+        return QUEUE_ECORRUPT;
+    }
+}
 
 static int open_dbs_fn(queue__wtxn_t *w, void *arg)
 {
@@ -370,6 +435,7 @@ static int open_dbs_fn(queue__wtxn_t *w, void *arg)
     unsigned char sb[4];
     int rc;
 
+    oc->schema = 0;
     oc->hwm = 0;
     oc->last_id = 0;
     if ((rc = mdb_dbi_open(w->txn, QUEUE__DB_META, MDB_CREATE, &q->db_meta)) != 0 ||
@@ -379,7 +445,8 @@ static int open_dbs_fn(queue__wtxn_t *w, void *arg)
         (rc = mdb_dbi_open(w->txn, QUEUE__DB_IDEM, MDB_CREATE, &q->db_idem)) != 0 ||
         (rc = queue__campaign_open(w)) != 0 ||
         (rc = mdb_dbi_open(w->txn, QUEUE__DB_ORDER, MDB_CREATE, &q->db_order)) != 0 ||
-        (rc = mdb_dbi_open(w->txn, QUEUE__DB_PAUSES, MDB_CREATE, &q->db_pauses)) != 0)
+        (rc = mdb_dbi_open(w->txn, QUEUE__DB_PAUSES, MDB_CREATE, &q->db_pauses)) != 0 ||
+        (rc = mdb_dbi_open(w->txn, QUEUE__DB_DONE, MDB_CREATE, &q->db_done)) != 0)
         return rc;
     /* A store written before the order index existed: index its unfinished
      * jobs now (once; afterwards the index is never empty while they are). */
@@ -421,18 +488,19 @@ static int open_dbs_fn(queue__wtxn_t *w, void *arg)
         return rc;
     if (v.mv_size != 4 || queue__be32_get(v.mv_data) == 0)
         return QUEUE_ECORRUPT;
-    if (queue__be32_get(v.mv_data) > QUEUE_SCHEMA_VERSION)
+    oc->schema = queue__be32_get(v.mv_data);
+    if (oc->schema > QUEUE_SCHEMA_VERSION)
         return QUEUE_ESCHEMA;
     rc = counts_load(w); /* present and well-formed, or ECORRUPT now */
     if (rc != 0)
         return rc;
-    if (queue__be32_get(v.mv_data) < 2) {
-        /* Schema 1 had no campaign index: build it, in this same txn, and
-         * record the new schema (an older build then refuses the env
-         * rather than leave the index stale). */
-        rc = queue__campaign_rebuild(w);
-        if (rc != 0)
-            return rc;
+    if (oc->schema < QUEUE_SCHEMA_VERSION) {
+        /* Upgrade in this txn, one step per version. */
+        for (uint32_t from = oc->schema; from < QUEUE_SCHEMA_VERSION; from++)
+            if ((rc = schema_upgrade_step(w, from)) != 0)
+                return rc;
+        k.mv_data = QUEUE__META_SCHEMA;
+        k.mv_size = sizeof QUEUE__META_SCHEMA - 1;
         queue__be32_put(sb, QUEUE_SCHEMA_VERSION);
         v.mv_data = sb;
         v.mv_size = sizeof sb;
@@ -453,17 +521,117 @@ static int open_dbs_fn(queue__wtxn_t *w, void *arg)
     return 0;
 }
 
+/* Creates and opens q->env in q->dir with q->map_size (raised to leave
+ * room over the data). Returns 0 or a raw LMDB/errno code; on failure
+ * q->env may be set and is released by queue_close or env_reopen. */
+static int env_setup(queue_t *q)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    int rc, dead;
+
+    rc = mdb_env_create(&q->env);
+    if (rc != 0) {
+        q->env = NULL;
+        return rc;
+    }
+    if ((rc = mdb_env_set_maxdbs(q->env, QUEUE__MAX_DBS)) != 0 ||
+        (rc = mdb_env_set_maxreaders(q->env, q->readers)) != 0 ||
+        (rc = mdb_env_set_mapsize(q->env, q->map_size)) != 0)
+        return rc;
+    /* Durable commits: no NOSYNC, NOMETASYNC or WRITEMAP. NOTLS because the
+     * cached read txn and reads may move between threads. */
+    rc = mdb_env_open(q->env, q->dir, MDB_NOTLS, 0600);
+    if (rc != 0)
+        return rc;
+    rc = mdb_reader_check(q->env, &dead);
+    if (rc != 0)
+        return rc;
+    /* LMDB raises a configured size below the data to exactly the used
+     * pages, which would make the first commit grow the map. Start with room
+     * instead: at least twice what is used (within the maximum). */
+    rc = mdb_env_info(q->env, &info);
+    if (rc == 0)
+        rc = mdb_env_stat(q->env, &st);
+    if (rc != 0)
+        return rc;
+    q->map_size = info.me_mapsize;
+    if (q->map_max < q->map_size)
+        q->map_max = q->map_size;
+    {
+        uint64_t used = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+        size_t want = page_round(used * 2);
+        if (want > q->map_max)
+            want = q->map_max;
+        if (want > q->map_size) {
+            rc = mdb_env_set_mapsize(q->env, want);
+            if (rc != 0)
+                return rc;
+            q->map_size = want;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Closes and reopens the environment in place. Needed after LMDB declared
+ * it unusable - a failed write of a meta page sets its fatal flag, and every
+ * later transaction then fails with MDB_PANIC - or after a failed remap.
+ * What is committed on disk is intact: a commit whose data or meta write
+ * failed is never referenced by a valid meta page. Writer thread; holds the
+ * lock exclusive, so no read is open meanwhile. On failure the store stays
+ * `broken` (reads and writes get -EIO) and the next write tries again.
+ */
+static int env_reopen(queue_t *q)
+{
+    open_ctx_t oc;
+    int rc;
+
+    rc = pthread_rwlock_wrlock(&q->rwlock);
+    if (rc != 0)
+        return -rc;
+    q->broken = true;
+    if (q->rtxn != NULL) {
+        mdb_txn_abort(q->rtxn);
+        q->rtxn = NULL;
+    }
+    if (q->env != NULL) {
+        mdb_env_close(q->env);
+        q->env = NULL;
+    }
+    rc = env_setup(q);
+    if (rc == 0)
+        rc = write_once(q, open_dbs_fn, &oc);
+    if (rc != 0 && q->env != NULL) {
+        mdb_env_close(q->env);
+        q->env = NULL;
+    }
+    if (rc == 0)
+        q->broken = false;
+    pthread_rwlock_unlock(&q->rwlock);
+    return queue__err_map(rc);
+}
+
+/* True when LMDB refuses every transaction of this environment. */
+static bool env_panicked(queue_t *q)
+{
+    MDB_txn *t;
+    int rc = mdb_txn_begin(q->env, NULL, MDB_RDONLY, &t);
+
+    if (rc == 0)
+        mdb_txn_abort(t);
+    return rc == MDB_PANIC;
+}
+
 int queue_open(const char *dir, const queue_options_t *opt, queue_t **out)
 {
     char path[PATH_MAX];
     pthread_rwlockattr_t attr;
     uint64_t map_size = DEFAULT_MAP_SIZE, map_max = DEFAULT_MAP_MAX;
     unsigned readers = DEFAULT_READERS;
-    MDB_envinfo info;
-    MDB_stat st;
     open_ctx_t oc;
     queue_t *q;
-    int rc, dead;
+    int rc;
 
     if (out == NULL)
         return QUEUE_EINVAL;
@@ -516,48 +684,20 @@ int queue_open(const char *dir, const queue_options_t *opt, queue_t **out)
     }
     q->rwlock_ok = true;
 
-    rc = mdb_env_create(&q->env);
-    if (rc != 0) {
-        q->env = NULL;
-        goto fail_mdb;
-    }
+    /* The initial map never exceeds the configured maximum. */
+    if (map_size > map_max)
+        map_size = map_max;
     q->map_size = page_round(map_size);
     q->map_max = page_round(map_max);
-    if ((rc = mdb_env_set_maxdbs(q->env, QUEUE__MAX_DBS)) != 0 ||
-        (rc = mdb_env_set_maxreaders(q->env, readers)) != 0 ||
-        (rc = mdb_env_set_mapsize(q->env, q->map_size)) != 0)
-        goto fail_mdb;
-    /* Durable commits: no NOSYNC, NOMETASYNC or WRITEMAP. NOTLS because the
-     * cached read txn and reads may move between threads. */
-    rc = mdb_env_open(q->env, dir, MDB_NOTLS, 0600);
-    if (rc != 0)
-        goto fail_mdb;
-    rc = mdb_reader_check(q->env, &dead);
-    if (rc != 0)
-        goto fail_mdb;
-    /* LMDB raises a configured size below the data to exactly the used
-     * pages, which would make the first commit grow the map. Start with room
-     * instead: at least twice what is used (within the maximum). */
-    rc = mdb_env_info(q->env, &info);
-    if (rc == 0)
-        rc = mdb_env_stat(q->env, &st);
-    if (rc != 0)
-        goto fail_mdb;
-    q->map_size = info.me_mapsize;
-    if (q->map_max < q->map_size)
-        q->map_max = q->map_size;
-    {
-        uint64_t used = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
-        size_t want = page_round(used * 2);
-        if (want > q->map_max)
-            want = q->map_max;
-        if (want > q->map_size) {
-            rc = mdb_env_set_mapsize(q->env, want);
-            if (rc != 0)
-                goto fail_mdb;
-            q->map_size = want;
-        }
+    q->readers = readers;
+    q->dir = strdup(dir);
+    if (q->dir == NULL) {
+        rc = -ENOMEM;
+        goto fail;
     }
+    rc = env_setup(q);
+    if (rc != 0)
+        goto fail_mdb;
 
     rc = queue__write_run(q, open_dbs_fn, &oc);
     if (rc != 0)
@@ -586,6 +726,7 @@ void queue_close(queue_t *q)
     /* Closing the descriptor releases the flock. */
     if (q->lock_fd >= 0)
         close(q->lock_fd);
+    free(q->dir);
     free(q);
 }
 

@@ -29,9 +29,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Schema 2 added the campaign index (queue_open builds it once for a
- * schema-1 environment). */
-#define QUEUE_SCHEMA_VERSION 2
+/* Schema history: 1 the first layout; 2 adds the campaign index and counters;
+ * 3 adds the `done` index (retention). queue_open upgrades an older
+ * environment step by step, each step building its index from the jobs. */
+#define QUEUE_SCHEMA_VERSION 3
 #define QUEUE_RECORD_VERSION 1
 
 /* Project error codes, in their own band below every errno value. */
@@ -140,6 +141,9 @@ typedef struct queue_update {
     double expires_at; /* > 0: replaces the job's expiry (a retry of an expired job) */
 } queue_update_t;
 
+/* Batches that add jobs get QUEUE_EFULL already at map_size_max less a
+ * reserve of 1/32 of it (1 MiB to 256 MiB): the reserve is kept for state
+ * changes and purges, so accepted jobs can always be moved on and purged. */
 typedef struct queue_options {
     size_t map_size;      /* initial map size in bytes; 0: 1 GiB */
     size_t map_size_max;  /* growth stops here (QUEUE_EFULL); 0: 64 GiB */
@@ -247,6 +251,33 @@ int queue_batch_commit(queue_t *q, queue_batch_t *b);
  * update of a job whose stored record cannot be decoded (left unchanged; the
  * batch is not failed for it). QUEUE_EINVAL before a successful commit. */
 int queue_batch_result(const queue_batch_t *b, size_t i, uint64_t *orig_id);
+
+/* --- Retention -------------------------------------------------------- */
+
+/*
+ * Finished jobs (sent, failed, expired, cancelled, uncertain) are indexed by
+ * the time they reached their final state (their updated_at). A purge deletes
+ * up to `limit` of them whose final state was recorded at or before `before`
+ * (unix seconds), oldest first, together with their bodies and idempotency
+ * keys: afterwards `get` answers QUEUE_ENOTFOUND and a submit with the same
+ * key creates a new job. A job moved out of a final state (a retry) leaves
+ * the index. *purged (may be NULL) receives how many were deleted, *more
+ * (may be NULL) whether further jobs were already due when the limit was
+ * reached. Freed pages are reused by later writes (the file stops growing
+ * under steady churn; it never shrinks).
+ *
+ * queue_purge runs its own synced write transaction (writer thread, never
+ * at the same time as queue_batch_commit). queue_batch_set_purge instead
+ * attaches the purge to a batch: it runs in the batch's transaction after
+ * its operations (one purge per batch; a second call replaces the first),
+ * sharing its flush; the results are read with queue_batch_purge_result
+ * after a successful commit (QUEUE_EINVAL before, or when none was set).
+ * Keep `limit` small (hundreds to a few thousand) so one transaction stays
+ * short. limit 0 is QUEUE_EINVAL.
+ */
+int queue_purge(queue_t *q, double before, size_t limit, size_t *purged, bool *more);
+int queue_batch_set_purge(queue_batch_t *b, double before, size_t limit);
+int queue_batch_purge_result(const queue_batch_t *b, size_t *purged, bool *more);
 
 /* --- Reads (short read transactions) ---------------------------------- */
 

@@ -46,7 +46,11 @@
  * `pauses` maps (kind byte, name) to a reason (see queue_pause_kind_t). */
 #define QUEUE__DB_ORDER "order"
 #define QUEUE__DB_PAUSES "pauses"
-/* Room for later indexes (retention) without reopening. */
+/* `done` (schema 3): one empty-valued key (8-byte BE ms of the time the job
+ * reached its final state, i.e. its updated_at, 8-byte BE id) per job in a
+ * final state; retention.c purges from its start. */
+#define QUEUE__DB_DONE "done"
+/* Room for later indexes without reopening. */
 #define QUEUE__MAX_DBS 12
 
 /* Keys of `meta`. schema: u32 BE; hwm: u64 BE, the highest job id ever used
@@ -56,6 +60,8 @@
 #define QUEUE__META_COUNTS "counts"
 /* u32 BE: the last campaign number handed out. */
 #define QUEUE__META_CAMPSEQ "campseq"
+/* retention.c: u64 BE ms of the purge that last wrote it (see purge_fn). */
+#define QUEUE__META_PURGE "purge"
 
 /* Store-level bound on one body; the daemon's own limit is far below. */
 #define QUEUE__MAX_BODY_LEN ((size_t)64 << 20)
@@ -211,6 +217,7 @@ struct queue {
     MDB_dbi db_cstate;
     MDB_dbi db_order;
     MDB_dbi db_pauses;
+    MDB_dbi db_done;
     int lock_fd;
     bool rwlock_ok;
     /* Reads hold it shared for the life of their txn; map growth holds it
@@ -218,9 +225,15 @@ struct queue {
      * the process. Reader-preferring, so a read nested in a scan callback
      * cannot deadlock against a waiting grower. */
     pthread_rwlock_t rwlock;
-    /* Set (under the exclusive lock) when a remap failed and the env is no
-     * longer usable; every later call fails with -EIO. */
+    /* Set (under the exclusive lock) when a remap or a reopen failed and
+     * the env is not usable; reads fail with -EIO until the next write
+     * reopens it (queue.c env_reopen). */
     bool broken;
+    /* Writer-thread state of retention.c: the last purge freed pages that
+     * the next write txn cannot reuse yet (see queue__purge_txn). */
+    bool purge_freed;
+    char *dir;        /* the state dir, for reopening */
+    unsigned readers; /* max readers, for reopening */
     /* A read txn kept reset between reads to skip reader-slot setup. Whoever
      * wins rtxn_busy owns it until the read ends; others open their own. */
     MDB_txn *rtxn;
@@ -253,6 +266,10 @@ typedef int (*queue__write_fn)(queue__wtxn_t *w, void *arg);
  * MDB_MAP_FULL. The per-state counters loaded through w are written back
  * before the commit. Returns 0 or a mapped negative code. */
 int queue__write_run(queue_t *q, queue__write_fn fn, void *arg);
+
+/* The same; with adds_jobs the map is kept below map_max by a reserve for
+ * state changes and purges (queue.c job_limit): QUEUE_EFULL there. */
+int queue__write_run_ex(queue_t *q, queue__write_fn fn, void *arg, bool adds_jobs);
 
 /* Adjusts the counters of w: one job leaves `from` (0: none) for `to`
  * (0: none). Returns 0 or an error code of the write path. */
@@ -343,6 +360,23 @@ int queue__due_entry_read(queue_t *q, MDB_txn *txn, uint64_t id, char *sbuf, que
 /* Writes (paused) or deletes a pause in w's txn. */
 int queue__pause_write(queue__wtxn_t *w, int kind, const char *name, size_t name_len,
                        const char *reason, size_t reason_len, bool paused);
+
+/* --- Retention (retention.c) --------------------------------------------- */
+
+/* The write-path hook of the done index: called for every state change of
+ * job `id` (old_state 0 for a new job) with the record's updated_at before
+ * and after. Puts, moves or deletes the job's `done` key. */
+int queue__done_track(queue__wtxn_t *w, uint64_t id, int old_state, double old_updated,
+                      int new_state, double new_updated);
+
+/* Deletes up to `limit` finished jobs whose done time is <= before_ms, with
+ * their bodies, idempotency keys and index entries, in w's txn. *purged gets
+ * how many; *more whether more are due. */
+int queue__purge_txn(queue__wtxn_t *w, uint64_t before_ms, size_t limit, size_t *purged,
+                     bool *more);
+
+/* Schema 2 -> 3: fills the done index from the jobs already final. */
+int queue__done_build(queue__wtxn_t *w);
 
 /* Maps an LMDB return code, a positive errno, or an already negative code to
  * the module's negative codes. */

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, testing and running the demo need on Debian 12, and
 # nothing when everything is already there. Usage: scripts/deps.sh [--extra]
-# (--extra adds the tools of the lint/benchmark/fuzz steps).
+# (--extra adds the tools of the lint/benchmark/fuzz/valgrind steps: clang
+# with libclang-rt-14-dev, which holds libFuzzer, and valgrind).
 set -euo pipefail
 
 # systemd: systemd-analyze, systemd-socket-activate, systemd-sysusers and
@@ -11,7 +12,7 @@ pkgs=(build-essential cmake pkg-config python3
       libuv1-dev libcurl4-openssl-dev libcjson-dev liblmdb-dev libsystemd-dev
       libmicrohttpd-dev systemd dpkg-dev)
 if [[ "${1:-}" == "--extra" ]]; then
-    pkgs+=(clang clang-format cppcheck valgrind lmdb-utils)
+    pkgs+=(clang libclang-rt-14-dev clang-format cppcheck valgrind lmdb-utils)
 fi
 
 missing=()

@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # Builds avenpingd and runs every test (unit + integration) with ctest.
 # Installs missing Debian packages first. With CI=true: warnings are errors,
-# and the suite runs a second time under ASan+UBSan.
+# the suite runs a second time under ASan+UBSan, the integration tests run
+# with the daemon under valgrind (scripts/valgrind.sh), and each libFuzzer
+# target runs for AVP_FUZZ_SECONDS (scripts/fuzz.sh, clang). Outside CI the
+# extra steps run when asked: AVP_SANITIZE_TOO=1, AVP_VALGRIND=1, AVP_FUZZ=1.
 # Usage: scripts/test.sh [ctest args...]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-scripts/deps.sh
+ci=false
+[[ "${CI:-}" == "true" ]] && ci=true
+if $ci || [[ "${AVP_VALGRIND:-}" == "1" || "${AVP_FUZZ:-}" == "1" ]]; then
+    scripts/deps.sh --extra
+else
+    scripts/deps.sh
+fi
 
 jobs=$(nproc 2>/dev/null || echo 2)
 werror=OFF
@@ -30,4 +39,12 @@ if [[ "${CI:-}" == "true" || "${AVP_SANITIZE_TOO:-}" == "1" ]]; then
     echo "== the same suite under ASan+UBSan =="
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
         run_suite build-asan -DAVP_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+fi
+if $ci || [[ "${AVP_VALGRIND:-}" == "1" ]]; then
+    echo "== integration tests with the daemon under valgrind =="
+    scripts/valgrind.sh build
+fi
+if $ci || [[ "${AVP_FUZZ:-}" == "1" ]]; then
+    echo "== libFuzzer targets, ${AVP_FUZZ_SECONDS:-20}s each =="
+    scripts/fuzz.sh
 fi

@@ -7,6 +7,7 @@ Standard library only.
 """
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -19,6 +20,11 @@ import urllib.request
 BUILD = os.environ.get("AVP_BUILD_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
 DAEMON = os.environ.get("AVP_DAEMON", os.path.join(BUILD, "daemon", "avenpingd"))
 FAKEAPI = os.environ.get("AVP_FAKEAPI", os.path.join(BUILD, "tests", "fakeapi", "avp-fakeapi"))
+FAULTFS = os.environ.get("AVP_FAULTFS_LIB",
+                         os.path.join(BUILD, "tests", "faultfs", "libavp-faultfs.so"))
+STORETOOL = os.path.join(BUILD, "tests", "faultfs", "avp-storetool")
+# A command prefix for the daemon, e.g. valgrind (scripts/valgrind.sh).
+WRAPPER = shlex.split(os.environ.get("AVP_WRAPPER", ""))
 TOKEN = "test-token"
 SENDERS = ["1000001", "1000002", "1000003", "1000004", "1000005"]
 
@@ -145,7 +151,7 @@ class Daemon:
         self.proc = None
 
     def start(self, wait=True):
-        self.proc = subprocess.Popen([DAEMON, "--config", self.config],
+        self.proc = subprocess.Popen(WRAPPER + [DAEMON, "--config", self.config],
                                      stdout=subprocess.DEVNULL,
                                      stderr=open(self.errfile, "a"), env=self.env)
         self.wd.procs.append(self.proc)

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs integration tests with the daemon under valgrind (memcheck): a memory
+# error or a definite leak in any daemon process fails the run - through its
+# exit status (99) for daemons stopped with SIGTERM, and through its log for
+# daemons killed with SIGKILL. Needs a built tree (scripts/test.sh builds one).
+# Usage: scripts/valgrind.sh [BUILD_DIR] [CTEST_REGEX]
+# The default selection leaves out the tests that measure time or load
+# (churn, torture, 429 thresholds), which valgrind's slowdown would break,
+# not the daemon; it takes about a minute on 2 cores.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$top/build}
+regex=${2:-integration\.}
+exclude='fakeapi|torture|churn|resets_and_429'
+command -v valgrind >/dev/null || { echo "valgrind.sh: valgrind not installed (scripts/deps.sh --extra)" >&2; exit 1; }
+
+logs=$(mktemp -d "${TMPDIR:-/tmp}/avp-valgrind-XXXXXX")
+export AVP_WRAPPER="valgrind --quiet --error-exitcode=99 --leak-check=full \
+--errors-for-leak-kinds=definite --show-leak-kinds=definite --num-callers=30 \
+--log-file=$logs/vg.%p.log"
+status=0
+ctest --test-dir "$build" -R "$regex" -E "$exclude" --output-on-failure -j2 || status=1
+# With --quiet a log holds only errors: any non-empty log is a finding.
+for f in "$logs"/vg.*.log; do
+    [[ -s "$f" ]] || continue
+    echo "== valgrind: $f" >&2
+    cat "$f" >&2
+    status=1
+done
+n=$(ls "$logs" | wc -l)
+if [[ $status -eq 0 ]]; then
+    echo "valgrind: clean ($n daemon processes)"
+    rm -rf "$logs"
+else
+    echo "valgrind: FAILED (logs kept in $logs)" >&2
+fi
+exit $status

@@ -1,0 +1,457 @@
+#!/usr/bin/env python3
+"""Durability and exactness tests (issue #4): idempotency keys, at-most-once
+after kill -9, retention and churn, a full store, the schema check, and
+failed writes/syncs injected under LMDB (tests/faultfs/faultfs.c).
+
+Each case starts real processes and judges from the daemon's answers, its
+store (`get`, `stats`) and the fake API's send log.
+Usage: test_durability.py CASE   (see CASES at the bottom)
+"""
+import collections
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+import avp  # noqa: E402
+from avp import check, wait_for  # noqa: E402
+
+
+def unfinished(stats):
+    c = stats["counts"]
+    return c["queued"] + c["retrying"] + c["sending"]
+
+
+def wait_all_final(cl, timeout):
+    return wait_for(lambda: (lambda s: s if unfinished(s) == 0 else None)(cl.stats()),
+                    timeout, "every job to reach a final state", interval=0.05)
+
+
+def markers(api):
+    return collections.Counter(avp.marker(s) for s in api.sends())
+
+
+def data_size(d):
+    return os.stat(os.path.join(d.state_dir, "data.mdb")).st_size
+
+
+# --- idempotency ---------------------------------------------------------
+
+def idempotency(wd):
+    """A second submit with a taken key creates nothing and answers the
+    original job with duplicate:true - also when both land in the same
+    group commit, on one connection or on two at once."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    cl = d.client()
+    a = cl.request(avp.text_job(0, idempotencyKey="k-single"))
+    check(a["ok"] and a["duplicate"] is False, "first submit: %s" % a)
+    b = cl.request(avp.text_job(1, idempotencyKey="k-single"))
+    check(b["ok"] and b["duplicate"] is True and b["job"] == a["job"],
+          "second submit answers the original: %s" % b)
+    g = cl.request({"op": "get", "idempotencyKey": "k-single"})
+    check(g["ok"] and g["job"]["id"] == a["job"], "get by key: %s" % g)
+
+    # Two submits of one key in one write: both parsed in the same loop
+    # turn, so they share one group commit (checked below by the commit
+    # counter moving by at most one batch for them).
+    st0 = cl.stats()
+    lines = [avp.text_job(10, idempotencyKey="k-pair"), avp.text_job(11, idempotencyKey="k-pair")]
+    for i, j in enumerate(lines):
+        j["id"] = "pair-%d" % i
+    cl.send_raw("".join(avp.json.dumps(j) + "\n" for j in lines).encode())
+    r1, r2 = cl.read_line(), cl.read_line()
+    st1 = cl.stats()
+    check(r1["ok"] and r2["ok"], "both answered ok: %s %s" % (r1, r2))
+    check(r1["duplicate"] is False and r2["duplicate"] is True and r1["job"] == r2["job"],
+          "one job, the second a duplicate: %s %s" % (r1, r2))
+    check(st1["commits"] - st0["commits"] <= 2, "one group commit for the pair (%d commits)"
+          % (st1["commits"] - st0["commits"]))
+
+    # Many keys, each submitted 4 times, from two connections at once.
+    keys = ["k-race-%d" % i for i in range(200)]
+    per_conn = {0: [], 1: []}
+    for rep in range(4):
+        for i, k in enumerate(keys):
+            per_conn[(i + rep) % 2].append(avp.text_job(1000 + i, idempotencyKey=k))
+    answers = {0: [], 1: []}
+    c2 = [d.client(), d.client()]
+    barrier = threading.Barrier(2)
+
+    def run(n):
+        barrier.wait()
+        answers[n] = c2[n].pipeline(per_conn[n], window=100000)
+
+    ts = [threading.Thread(target=run, args=(n,)) for n in (0, 1)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    by_key = collections.defaultdict(list)
+    for n in (0, 1):
+        check(len(answers[n]) == len(per_conn[n]), "all answered on connection %d" % n)
+        for req, ans in zip(per_conn[n], answers[n]):
+            check(ans.get("ok"), "race submit ok: %s" % ans)
+            by_key[req["idempotencyKey"]].append(ans)
+    for k in keys:
+        ans = by_key[k]
+        fresh = [x for x in ans if not x["duplicate"]]
+        check(len(fresh) == 1, "key %s: exactly one new job, got %d" % (k, len(fresh)))
+        check(len({x["job"] for x in ans}) == 1, "key %s: one job id in every answer" % k)
+
+    wait_all_final(cl, 60)
+    seen = markers(api)
+    check(seen["job-0"] == 1 and seen["job-1"] == 0, "only the first of k-single was sent")
+    check(seen["job-10"] + seen["job-11"] == 1, "one send for k-pair")
+    for i in range(len(keys)):
+        check(seen["job-%d" % (1000 + i)] == 1, "one send for key %d" % i)
+    st = cl.stats()
+    check(st["counts"]["sent"] == 2 + len(keys), "jobs stored: %s" % st["counts"])
+    check(st["duplicates"] == 1 + 1 + 3 * len(keys), "duplicates counted: %d" % st["duplicates"])
+    cl.close()
+    for c in c2:
+        c.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+# --- at-most-once --------------------------------------------------------
+
+def at_most_once_kill9(wd):
+    """delivery = at-most-once: jobs in flight at a kill -9 become
+    `uncertain` after the restart and are never sent again; the rest are
+    sent once."""
+    api = avp.FakeAPI(wd, "--latency-ms", "3000")
+    cfg = {"max_inflight": 16, "delivery": "at-most-once"}
+    d = avp.Daemon(wd, api.base, cfg).start()
+    n = 200
+    cl = d.client()
+    answers = cl.pipeline([avp.text_job(i) for i in range(n)])
+    check(all(a.get("ok") for a in answers), "all accepted")
+    ids = [a["job"] for a in answers]
+    # Requests reach the API (and its log) at once; answers wait 3 s. Wait
+    # until 16 are recorded `sending` and all 16 have reached the API.
+    def sixteen_in_flight():
+        s = cl.stats()["counts"]
+        return s["sending"] == 16 and api.stats()["requests"] == s["sent"] + 16
+    wait_for(sixteen_in_flight, 30, "16 requests in flight")
+    d.kill9()
+    cl.close()
+    logged = markers(api)
+    api.control(latency_ms=0)
+
+    d2 = avp.Daemon(wd, api.base, cfg, state_dir=d.state_dir, name="daemon2").start()
+    cl = d2.client()
+    st = wait_all_final(cl, 60)
+    check("16 jobs were in flight at the last stop; now uncertain" in d2.stderr(),
+          "the restart says what it did: %s" % d2.stderr())
+    check(st["counts"]["uncertain"] == 16 and st["counts"]["sent"] == n - 16,
+          "16 uncertain, the rest sent: %s" % st["counts"])
+    seen = markers(api)
+    check(max(seen.values()) == 1, "no job reached the API twice")
+    check(len(seen) == n, "every job reached the API once")
+    got = cl.pipeline([{"op": "get", "job": i} for i in ids])
+    uncertain = {"job-%d" % k for k, a in enumerate(got) if a["job"]["state"] == "uncertain"}
+    check(uncertain <= set(logged), "the uncertain jobs are among those that reached the API")
+    check(all(a["job"]["nextAttemptAt"] is None for a in got
+              if a["job"]["state"] == "uncertain"), "uncertain jobs are not scheduled")
+    cl.close()
+    check(d2.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+# --- retention -----------------------------------------------------------
+
+def retention(wd):
+    """Finished jobs stay queryable for retention_s, then go with their
+    idempotency keys; unfinished jobs stay."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"retention_s": 2}).start()
+    cl = d.client()
+    n = 300
+    later = time.time() + 3600
+    answers = cl.pipeline([avp.text_job(i, idempotencyKey="r-%d" % i) for i in range(n)])
+    parked = cl.pipeline([avp.text_job(5000 + i, notBefore=later) for i in range(10)])
+    check(all(a.get("ok") for a in answers + parked), "all accepted")
+    wait_for(lambda: cl.stats()["counts"]["sent"] == n, 60, "all sent")
+    t_sent = time.monotonic()
+    # Within retention: queryable, and the key still answers the job.
+    g = cl.request({"op": "get", "job": answers[0]["job"]})
+    check(g["ok"] and g["job"]["state"] == "sent", "queryable after sending: %s" % g)
+    dup = cl.request(avp.text_job(9999, idempotencyKey="r-0"))
+    check(dup["duplicate"] is True and dup["job"] == answers[0]["job"], "key kept: %s" % dup)
+
+    st = wait_for(lambda: (lambda s: s if s["purged"] >= n else None)(cl.stats()), 30,
+                  "the purge of the sent jobs")
+    check(time.monotonic() - t_sent >= 1.0, "not purged before retention_s")
+    check(st["purged"] == n and st["counts"]["sent"] == 0, "purged: %s" % st)
+    check(st["counts"]["queued"] == 10, "unfinished jobs stay: %s" % st["counts"])
+    g = cl.request({"op": "get", "job": answers[0]["job"]})
+    check(g.get("error") == "NOT_FOUND", "purged job gone: %s" % g)
+    g = cl.request({"op": "get", "idempotencyKey": "r-1"})
+    check(g.get("error") == "NOT_FOUND", "its key gone: %s" % g)
+    g = cl.request({"op": "get", "job": parked[0]["job"]})
+    check(g["ok"] and g["job"]["state"] == "queued", "parked job kept: %s" % g)
+    # The key is free again: a new job.
+    again = cl.request(avp.text_job(7777, idempotencyKey="r-0"))
+    check(again["ok"] and again["duplicate"] is False and again["job"] != answers[0]["job"],
+          "a purged key makes a new job: %s" % again)
+    wait_for(lambda: markers(api)["job-7777"] == 1, 30, "the new job sent")
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+def churn(wd):
+    """Steady churn with a short retention: after a warm-up the LMDB file
+    stops growing (freed pages are reused). AVP_CHURN_SECONDS sets the
+    length (default 12; docs/durability.md has a long run)."""
+    seconds = float(os.environ.get("AVP_CHURN_SECONDS", "12"))
+    rate = int(os.environ.get("AVP_CHURN_RATE", "2000"))
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"retention_s": 1}).start()
+    cl = d.client()
+    t0 = time.monotonic()
+    sizes = []
+    i = 0
+    tick = 0.25
+    text = "x" * 1000
+    while time.monotonic() - t0 < seconds:
+        start = time.monotonic()
+        chunk = [avp.text_job(i + k) for k in range(int(rate * tick))]
+        for j in chunk:
+            j["message"]["text"] = text
+        i += len(chunk)
+        answers = cl.pipeline(chunk)
+        check(all(a.get("ok") for a in answers), "churn submits accepted")
+        sizes.append((time.monotonic() - t0, data_size(d)))
+        rest = tick - (time.monotonic() - start)
+        if rest > 0:
+            time.sleep(rest)  # pacing the load, not synchronisation
+    st = wait_all_final(cl, 60)
+    warm = [s for t, s in sizes if t >= seconds / 3]
+    first, last = warm[0], max(s for _, s in sizes)
+    print("churn: %d jobs in %.0fs; data.mdb %d KiB at %.0fs, %d KiB max, %d purged"
+          % (i, seconds, first >> 10, seconds / 3, last >> 10, st["purged"]))
+    check(st["purged"] >= i * 0.5, "most jobs purged meanwhile: %d of %d" % (st["purged"], i))
+    check(last <= first * 1.25 + (1 << 20), "file stopped growing: %d -> %d KiB"
+          % (first >> 10, last >> 10))
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+# --- full store ----------------------------------------------------------
+
+def storage_full(wd):
+    """At map_size_max the store refuses new jobs with QUEUE_FULL; what was
+    accepted is kept and sent; when jobs finish and are purged the daemon
+    takes jobs again, without a restart."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"map_size_max_mb": 16, "retention_s": 1}).start()
+    cl = d.client()
+    release = time.time() + 3
+    big = "y" * 200000
+    jobs = []
+    for i in range(120):
+        j = avp.text_job(i, notBefore=release)
+        j["message"]["text"] = "job-%d %s" % (i, big)
+        jobs.append(j)
+    answers = cl.pipeline(jobs, window=4)
+    ok = [i for i, a in enumerate(answers) if a.get("ok")]
+    full = [a for a in answers if a.get("error") == "QUEUE_FULL"]
+    other = [a for a in answers if not a.get("ok") and a.get("error") != "QUEUE_FULL"]
+    check(ok and full and not other, "accepted %d, QUEUE_FULL %d, other %s"
+          % (len(ok), len(full), other[:1]))
+    check("full" in full[0]["message"], "the message says why: %s" % full[0])
+    st = cl.stats()
+    # New jobs stop 1/32 (at least 1 MiB) short of the maximum: the rest is
+    # kept for state changes and purges.
+    check(15 << 20 <= st["storeMapBytes"] <= 16 << 20, "map at its limit for new jobs: %d"
+          % st["storeMapBytes"])
+    check(st["counts"]["queued"] == len(ok), "accepted jobs stored: %s" % st["counts"])
+    pid = d.proc.pid
+
+    # Space returns when the accepted jobs are sent and purged.
+    def small_accepted():
+        a = cl.request(avp.text_job(500))
+        return a if a.get("ok") else None
+    a = wait_for(small_accepted, 60, "a submit accepted again", interval=0.2)
+    check(d.proc.poll() is None and d.proc.pid == pid, "same daemon process")
+    wait_all_final(cl, 60)
+    seen = collections.Counter(avp.marker(s).split()[0] for s in api.sends())
+    for i in range(len(jobs)):
+        want = 1 if i in ok else 0
+        check(seen["job-%d" % i] == want, "job-%d sent %d times, want %d"
+              % (i, seen["job-%d" % i], want))
+    check(seen["job-500"] >= 1, "the job after recovery was sent")
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+# --- schema --------------------------------------------------------------
+
+def schema(wd):
+    """A state dir written by a newer, incompatible version is refused with
+    one clear line and left untouched."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    cl = d.client()
+    a = cl.request(avp.text_job(1, notBefore=time.time() + 3600))
+    check(a["ok"], "a job stored")
+    cl.close()
+    check(d.stop() == 0, "exit 0")
+    cur = subprocess.check_output([avp.STORETOOL, "schema", d.state_dir]).decode().strip()
+    subprocess.check_call([avp.STORETOOL, "set-schema", d.state_dir, "99"])
+    d2 = avp.Daemon(wd, api.base, state_dir=d.state_dir, name="newer")
+    d2.start(wait=False)
+    rc = d2.proc.wait(15)
+    err = d2.stderr().strip().splitlines()
+    check(rc != 0, "refused: exit %s" % rc)
+    check(len(err) == 1 and "newer, incompatible version" in err[0] and d.state_dir in err[0],
+          "one clear line: %s" % err)
+    got = subprocess.check_output([avp.STORETOOL, "schema", d.state_dir]).decode().strip()
+    check(got == "99", "store untouched (schema %s)" % got)
+    # Back to this build's schema: the job is still there.
+    subprocess.check_call([avp.STORETOOL, "set-schema", d.state_dir, cur])
+    d3 = avp.Daemon(wd, api.base, state_dir=d.state_dir, name="again").start()
+    cl = d3.client()
+    g = cl.request({"op": "get", "job": a["job"]})
+    check(g["ok"] and g["job"]["state"] == "queued", "job kept: %s" % g)
+    cl.close()
+    check(d3.stop() == 0, "exit 0")
+    api.stop()
+
+
+# --- failed writes and syncs ---------------------------------------------
+
+class Faults:
+    """Drives the faultfs shim of one daemon through its control file."""
+
+    def __init__(self, wd):
+        self.ctl = wd.file("faultfs.ctl")
+        self.set("off")
+
+    def env(self):
+        # An ASan build wants its runtime first in the library list; the
+        # shim only wraps libc calls, so the order does not matter here.
+        asan = os.environ.get("ASAN_OPTIONS", "")
+        asan = (asan + ":" if asan else "") + "verify_asan_link_order=0"
+        return {"LD_PRELOAD": avp.FAULTFS, "AVP_FAULTFS": self.ctl, "ASAN_OPTIONS": asan}
+
+    def set(self, line):
+        tmp = self.ctl + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(line + "\n")
+        os.replace(tmp, self.ctl)  # a new inode: the shim sees the change
+
+    def injected(self):
+        try:
+            with open(self.ctl + ".log") as f:
+                return collections.Counter(line.split()[0] for line in f)
+        except FileNotFoundError:
+            return collections.Counter()
+
+
+def keyed(prefix, n, start=0):
+    return [avp.text_job(start + i, idempotencyKey="%s-%d" % (prefix, i)) for i in range(n)]
+
+
+def check_absent(cl, prefix, n):
+    got = cl.pipeline([{"op": "get", "idempotencyKey": "%s-%d" % (prefix, i)} for i in range(n)])
+    present = [g for g in got if g.get("ok")]
+    check(not present, "nothing of a failed batch is stored: %s" % present[:1])
+
+
+def sync_failures(wd):
+    """A commit whose fdatasync, data write or meta write fails is never
+    acknowledged: every submit in it gets an error and none is stored; the
+    store stays usable without a restart (also after LMDB's fatal meta-write
+    path), ENOSPC answers QUEUE_FULL and recovers; under random faults every
+    acknowledged job survives a kill -9 and every refused one is absent."""
+    faults = Faults(wd)
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, env=faults.env()).start()
+    cl = d.client()
+    base = cl.pipeline(keyed("base", 20))
+    check(all(a.get("ok") for a in base), "accepted before any fault")
+
+    for what, prefix in (("sync EIO", "s"), ("data EIO", "w"), ("meta EIO", "m")):
+        before = cl.stats()["counts"]
+        faults.set(what)
+        got = cl.pipeline(keyed(prefix, 50, 100))
+        faults.set("off")
+        check(len(got) == 50, "%s: every submit answered" % what)
+        oks = [a for a in got if a.get("ok")]
+        check(not oks, "%s: nothing acknowledged, got %s" % (what, oks[:1]))
+        check(all(a["error"] == "INTERNAL_ERROR" for a in got), "%s: errors %s" % (what, got[:1]))
+        check_absent(cl, prefix, 50)
+        after = cl.stats()["counts"]
+        check(sum(after.values()) == sum(before.values()), "%s: counts unchanged" % what)
+        # Usable again at once, same process, same keys.
+        again = cl.pipeline(keyed(prefix, 50, 100))
+        check(all(a.get("ok") and not a["duplicate"] for a in again),
+              "%s: accepted after the fault: %s" % (what, [a for a in again if not a.get("ok")][:1]))
+    inj = faults.injected()
+    check(inj["fdatasync"] > 0 and inj["pwrite"] > 0, "faults injected: %s" % inj)
+    check("Input/output error" in d.stderr(), "the failure is logged")
+
+    # ENOSPC on the data pages: QUEUE_FULL, and recovery once space returns.
+    faults.set("data ENOSPC")
+    got = cl.pipeline(keyed("nospc", 30, 300))
+    check(got and all(a.get("error") == "QUEUE_FULL" for a in got), "ENOSPC -> QUEUE_FULL: %s"
+          % [a for a in got if a.get("error") != "QUEUE_FULL"][:1])
+    faults.set("off")
+    check_absent(cl, "nospc", 30)
+    wait_for(lambda: cl.request(avp.text_job(399, idempotencyKey="nospc-0")).get("ok"), 10,
+             "a submit accepted after space returned", interval=0.1)
+
+    # Random faults on syncs and writes while submitting and sending.
+    # Small windows make many small batches, so some commit and some fail.
+    faults.set("all EIO 0.1")
+    reqs = keyed("rnd", 200, 1000)
+    got = cl.pipeline(reqs, window=10)
+    faults.set("off")
+    check(len(got) == len(reqs), "all answered under random faults")
+    acked = {r["idempotencyKey"]: a["job"] for r, a in zip(reqs, got) if a.get("ok")}
+    refused = [r["idempotencyKey"] for r, a in zip(reqs, got) if not a.get("ok")]
+    check(acked and refused, "some acknowledged (%d), some refused (%d)"
+          % (len(acked), len(refused)))
+    d.kill9()
+    cl.close()
+
+    d2 = avp.Daemon(wd, api.base, state_dir=d.state_dir, name="daemon2").start()
+    cl = d2.client()
+    got = cl.pipeline([{"op": "get", "idempotencyKey": k} for k in acked])
+    lost = [k for k, g in zip(acked, got) if not g.get("ok") or g["job"]["id"] != acked[k]]
+    check(not lost, "acknowledged jobs survive the kill: lost %s" % lost[:5])
+    got = cl.pipeline([{"op": "get", "idempotencyKey": k} for k in refused])
+    present = [k for k, g in zip(refused, got) if g.get("ok")]
+    check(not present, "refused jobs are not stored: %s" % present[:5])
+    wait_all_final(cl, 60)
+    seen = markers(api)
+    for k in acked:
+        i = 1000 + int(k.split("-")[1])
+        check(seen["job-%d" % i] >= 1, "acknowledged %s sent" % k)
+    for k in refused:
+        i = 1000 + int(k.split("-")[1])
+        check(seen["job-%d" % i] == 0, "refused %s never sent" % k)
+    print("sync_failures: %d acked, %d refused under random faults; injected %s"
+          % (len(acked), len(refused), dict(faults.injected())))
+    cl.close()
+    check(d2.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+CASES = {f.__name__: f for f in (idempotency, at_most_once_kill9, retention, churn, storage_full,
+                                 schema, sync_failures)}
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in CASES:
+        print("usage: test_durability.py %s" % "|".join(CASES))
+        sys.exit(2)
+    avp.run(CASES[sys.argv[1]])

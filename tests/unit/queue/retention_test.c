@@ -1,0 +1,423 @@
+/*
+ * retention_test.c - unit tests of the done index and the purge of finished
+ * jobs (queue/retention.c), and of the schema 1 -> 2 upgrade that builds the
+ * index. One binary; the case is argv[1]; each case works in a temp dir of
+ * its own, removed when it passes.
+ */
+#include "queue.h"
+#include "queue_int.h"
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define CHECK(c)                                                                                   \
+    do {                                                                                           \
+        if (!(c)) {                                                                                \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c);                  \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+#define CHECK_RC(expr, want)                                                                       \
+    do {                                                                                           \
+        int rc_ = (expr);                                                                          \
+        if (rc_ != (want)) {                                                                       \
+            fprintf(stderr, "%s:%d: %s = %d (%s), want %d (%s)\n", __FILE__, __LINE__, #expr, rc_, \
+                    queue_strerror(rc_), (want), queue_strerror(want));                            \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+#define CHECK_OK(expr) CHECK_RC(expr, 0)
+
+static char g_dir[512];
+
+static void dir_make(void)
+{
+    const char *t = getenv("TMPDIR");
+    snprintf(g_dir, sizeof g_dir, "%s/avpr-XXXXXX", t != NULL && *t ? t : "/tmp");
+    CHECK(mkdtemp(g_dir) != NULL);
+}
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static void dir_remove(void)
+{
+    nftw(g_dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+static queue_t *open_q(void)
+{
+    queue_t *q = NULL;
+    CHECK_OK(queue_open(g_dir, NULL, &q));
+    return q;
+}
+
+/* Commits `n` queued jobs (keys "<prefix>-<i>" when prefix is not NULL);
+ * writes their ids to ids[]. */
+static void add_jobs(queue_t *q, size_t n, const char *prefix, uint64_t *ids, size_t body_len)
+{
+    queue_batch_t *b = queue_batch_new();
+    char *body = malloc(body_len + 1);
+
+    CHECK(b != NULL && body != NULL);
+    memset(body, 'b', body_len);
+    for (size_t i = 0; i < n; i++) {
+        queue_job_t j;
+        char key[64];
+        memset(&j, 0, sizeof j);
+        j.id = queue_id_next(q);
+        j.state = QUEUE_STATE_QUEUED;
+        j.type = QUEUE_TYPE_TEXT;
+        j.created_at = j.updated_at = 1000.0;
+        j.next_attempt_at = 1000.0;
+        j.phone_number_id = "1000001";
+        j.to = "+15550001";
+        if (prefix != NULL) {
+            snprintf(key, sizeof key, "%s-%zu", prefix, i);
+            j.idempotency_key = key;
+        }
+        CHECK(queue_batch_add_job(b, &j, body, body_len) == (int)i);
+        ids[i] = j.id;
+    }
+    CHECK_OK(queue_batch_commit(q, b));
+    for (size_t i = 0; i < n; i++)
+        CHECK_OK(queue_batch_result(b, i, NULL));
+    queue_batch_free(b);
+    free(body);
+}
+
+/* Moves job `id` to `state` at time `t`. */
+static void set_state(queue_t *q, uint64_t id, int state, double t)
+{
+    queue_batch_t *b = queue_batch_new();
+    queue_update_t u;
+
+    CHECK(b != NULL);
+    memset(&u, 0, sizeof u);
+    u.id = id;
+    u.state = (uint8_t)state;
+    u.attempts = 1;
+    u.updated_at = t;
+    u.next_attempt_at = t;
+    CHECK(queue_batch_add_update(b, &u) == 0);
+    CHECK_OK(queue_batch_commit(q, b));
+    CHECK_OK(queue_batch_result(b, 0, NULL));
+    queue_batch_free(b);
+}
+
+static bool exists(queue_t *q, uint64_t id)
+{
+    queue_job_t j;
+    int rc = queue_job_get(q, id, &j);
+    CHECK(rc == 0 || rc == QUEUE_ENOTFOUND);
+    queue_job_clear(&j);
+    return rc == 0;
+}
+
+static size_t done_entries(queue_t *q)
+{
+    MDB_txn *txn;
+    MDB_stat st;
+    CHECK(mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) == 0);
+    CHECK(mdb_stat(txn, q->db_done, &st) == 0);
+    mdb_txn_abort(txn);
+    return st.ms_entries;
+}
+
+/* Finished jobs go after their retention, unfinished ones never; bodies,
+ * keys and counters go with them; a key is free again after its purge. */
+static void t_purge(void)
+{
+    queue_t *q = open_q();
+    uint64_t ids[10], c[QUEUE_STATE_MAX + 1], orig;
+    size_t purged;
+    bool more;
+    char *body;
+    size_t len;
+    queue_job_t j;
+
+    add_jobs(q, 10, "k", ids, 100);
+    /* 0..4 finish at 2000 + i in five final states; 5 is sending, 6
+     * retrying, 7..9 stay queued. */
+    set_state(q, ids[0], QUEUE_STATE_SENT, 2000.0);
+    set_state(q, ids[1], QUEUE_STATE_FAILED, 2001.0);
+    set_state(q, ids[2], QUEUE_STATE_EXPIRED, 2002.0);
+    set_state(q, ids[3], QUEUE_STATE_CANCELLED, 2003.0);
+    set_state(q, ids[4], QUEUE_STATE_UNCERTAIN, 2004.0);
+    set_state(q, ids[5], QUEUE_STATE_SENDING, 1500.0);
+    set_state(q, ids[6], QUEUE_STATE_RETRYING, 1500.0);
+    CHECK(done_entries(q) == 5);
+
+    /* Nothing is old enough yet. */
+    CHECK_OK(queue_purge(q, 1999.0, 100, &purged, &more));
+    CHECK(purged == 0 && !more);
+    /* Up to 2002 with a limit of 2: two go, more are due. */
+    CHECK_OK(queue_purge(q, 2002.0, 2, &purged, &more));
+    CHECK(purged == 2 && more);
+    CHECK(!exists(q, ids[0]) && !exists(q, ids[1]) && exists(q, ids[2]));
+    CHECK_RC(queue_job_body(q, ids[0], &body, &len), QUEUE_ENOTFOUND);
+    CHECK_RC(queue_job_get_by_key(q, "k-0", &j), QUEUE_ENOTFOUND);
+    CHECK_OK(queue_job_get_by_key(q, "k-2", &j));
+    CHECK(j.id == ids[2]);
+    queue_job_clear(&j);
+    CHECK_OK(queue_purge(q, 2002.0, 2, &purged, &more));
+    CHECK(purged == 1 && !more);
+    CHECK_OK(queue_counts(q, c));
+    CHECK(c[QUEUE_STATE_SENT] == 0 && c[QUEUE_STATE_FAILED] == 0 && c[QUEUE_STATE_EXPIRED] == 0);
+    CHECK(c[QUEUE_STATE_CANCELLED] == 1 && c[QUEUE_STATE_UNCERTAIN] == 1);
+    CHECK(c[QUEUE_STATE_QUEUED] == 3 && c[QUEUE_STATE_SENDING] == 1 &&
+          c[QUEUE_STATE_RETRYING] == 1);
+
+    /* A final job taken back out (a retry) leaves the index and stays. */
+    set_state(q, ids[4], QUEUE_STATE_QUEUED, 2100.0);
+    CHECK(done_entries(q) == 1);
+    /* A final job finishing again later moves in the index. */
+    set_state(q, ids[3], QUEUE_STATE_CANCELLED, 3000.0);
+    CHECK_OK(queue_purge(q, 2999.0, 100, &purged, &more));
+    CHECK(purged == 0 && exists(q, ids[3]) && exists(q, ids[4]));
+    CHECK_OK(queue_purge(q, 1e12, 100, &purged, &more));
+    CHECK(purged == 1 && !exists(q, ids[3]) && exists(q, ids[4]));
+    CHECK(done_entries(q) == 0);
+    for (int i = 4; i < 10; i++)
+        CHECK(exists(q, ids[i]));
+
+    /* The purged key "k-0" is free: a new job takes it. Key "k-5" (job
+     * still there) is a duplicate. */
+    {
+        queue_batch_t *b = queue_batch_new();
+        queue_job_t n1, n2;
+        memset(&n1, 0, sizeof n1);
+        n1.id = queue_id_next(q);
+        n1.state = QUEUE_STATE_QUEUED;
+        n1.type = QUEUE_TYPE_TEXT;
+        n1.phone_number_id = "1";
+        n1.to = "2";
+        n1.idempotency_key = "k-0";
+        n2 = n1;
+        n2.id = queue_id_next(q);
+        n2.idempotency_key = "k-5";
+        CHECK(queue_batch_add_job(b, &n1, "{}", 2) == 0);
+        CHECK(queue_batch_add_job(b, &n2, "{}", 2) == 1);
+        CHECK_OK(queue_batch_commit(q, b));
+        CHECK_OK(queue_batch_result(b, 0, NULL));
+        CHECK_RC(queue_batch_result(b, 1, &orig), QUEUE_EDUPLICATE);
+        CHECK(orig == ids[5]);
+        CHECK_OK(queue_job_get_by_key(q, "k-0", &j));
+        CHECK(j.id == n1.id);
+        queue_job_clear(&j);
+        queue_batch_free(b);
+    }
+    CHECK_RC(queue_purge(q, 1.0, 0, NULL, NULL), QUEUE_EINVAL);
+    queue_close(q);
+}
+
+/* A purge attached to a batch runs in its transaction; a job finishing in
+ * the same batch is purged too when it is old enough. */
+static void t_purge_batch(void)
+{
+    queue_t *q = open_q();
+    queue_batch_t *b = queue_batch_new();
+    uint64_t ids[4];
+    queue_update_t u;
+    size_t purged;
+    bool more;
+
+    CHECK(b != NULL);
+    add_jobs(q, 4, NULL, ids, 10);
+    set_state(q, ids[0], QUEUE_STATE_SENT, 100.0);
+    set_state(q, ids[1], QUEUE_STATE_SENT, 200.0);
+    CHECK_RC(queue_batch_purge_result(b, &purged, &more), QUEUE_EINVAL);
+    memset(&u, 0, sizeof u);
+    u.id = ids[2];
+    u.state = QUEUE_STATE_FAILED;
+    u.updated_at = 150.0;
+    CHECK(queue_batch_add_update(b, &u) == 0);
+    CHECK_OK(queue_batch_set_purge(b, 160.0, 10));
+    CHECK_RC(queue_batch_purge_result(b, &purged, &more), QUEUE_EINVAL);
+    CHECK_OK(queue_batch_commit(q, b));
+    CHECK_OK(queue_batch_purge_result(b, &purged, &more));
+    CHECK(purged == 2 && !more);
+    CHECK(!exists(q, ids[0]) && exists(q, ids[1]) && !exists(q, ids[2]) && exists(q, ids[3]));
+    /* A batch holding only a purge is committed too. */
+    queue_batch_reset(b);
+    CHECK_RC(queue_batch_purge_result(b, NULL, NULL), QUEUE_EINVAL);
+    CHECK_OK(queue_batch_set_purge(b, 1000.0, 10));
+    CHECK_OK(queue_batch_commit(q, b));
+    CHECK_OK(queue_batch_purge_result(b, &purged, &more));
+    CHECK(purged == 1 && !exists(q, ids[1]));
+    queue_batch_free(b);
+    queue_close(q);
+}
+
+/* A schema-1 environment (no done index) is upgraded on open: the jobs
+ * already final are indexed and purged like the others. */
+static void t_schema_upgrade(void)
+{
+    queue_t *q = open_q();
+    uint64_t ids[3];
+    unsigned char v1[4] = {0, 0, 0, 1};
+    MDB_val k = {6, "schema"}, v = {4, v1};
+    MDB_txn *txn;
+    MDB_env *env;
+    MDB_dbi dbi;
+    size_t purged;
+    bool more;
+
+    add_jobs(q, 3, "u", ids, 10);
+    set_state(q, ids[0], QUEUE_STATE_SENT, 100.0);
+    set_state(q, ids[1], QUEUE_STATE_FAILED, 100.0);
+    queue_close(q);
+    /* Make it look like schema 1: no `done`, schema key 1. */
+    CHECK(mdb_env_create(&env) == 0);
+    CHECK(mdb_env_set_maxdbs(env, QUEUE__MAX_DBS) == 0);
+    CHECK(mdb_env_open(env, g_dir, 0, 0600) == 0);
+    CHECK(mdb_txn_begin(env, NULL, 0, &txn) == 0);
+    CHECK(mdb_dbi_open(txn, QUEUE__DB_DONE, 0, &dbi) == 0);
+    CHECK(mdb_drop(txn, dbi, 1) == 0);
+    CHECK(mdb_dbi_open(txn, QUEUE__DB_META, 0, &dbi) == 0);
+    CHECK(mdb_put(txn, dbi, &k, &v, 0) == 0);
+    CHECK(mdb_txn_commit(txn) == 0);
+    mdb_env_close(env);
+
+    q = open_q();
+    CHECK(done_entries(q) == 2);
+    CHECK_OK(queue_purge(q, 100.0, 10, &purged, &more));
+    CHECK(purged == 2 && exists(q, ids[2]));
+    queue_close(q);
+    /* The schema key now says 2, so a schema-1 build would refuse it. */
+    CHECK(mdb_env_create(&env) == 0);
+    CHECK(mdb_env_set_maxdbs(env, QUEUE__MAX_DBS) == 0);
+    CHECK(mdb_env_open(env, g_dir, MDB_RDONLY, 0600) == 0);
+    CHECK(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) == 0);
+    CHECK(mdb_dbi_open(txn, QUEUE__DB_META, 0, &dbi) == 0);
+    CHECK(mdb_get(txn, dbi, &k, &v) == 0);
+    CHECK(v.mv_size == 4 && queue__be32_get(v.mv_data) == QUEUE_SCHEMA_VERSION);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+}
+
+static size_t last_txnid(queue_t *q)
+{
+    MDB_envinfo info;
+    CHECK(mdb_env_info(q->env, &info) == 0);
+    return info.me_last_txnid;
+}
+
+/* After a purge that freed pages, the next purge commits even with nothing
+ * to purge (LMDB reuses freed pages only after one more commit); then
+ * empty purges write nothing. */
+static void t_purge_marker(void)
+{
+    queue_t *q = open_q();
+    uint64_t ids[2];
+    size_t purged, t0;
+
+    add_jobs(q, 2, NULL, ids, 10);
+    set_state(q, ids[0], QUEUE_STATE_SENT, 100.0);
+    t0 = last_txnid(q);
+    CHECK_OK(queue_purge(q, 50.0, 10, &purged, NULL));
+    CHECK(purged == 0 && last_txnid(q) == t0); /* nothing freed before: no write */
+    CHECK_OK(queue_purge(q, 100.0, 10, &purged, NULL));
+    CHECK(purged == 1 && last_txnid(q) == t0 + 1);
+    CHECK_OK(queue_purge(q, 100.0, 10, &purged, NULL));
+    CHECK(purged == 0 && last_txnid(q) == t0 + 2); /* the marker */
+    CHECK_OK(queue_purge(q, 100.0, 10, &purged, NULL));
+    CHECK(purged == 0 && last_txnid(q) == t0 + 2); /* once */
+    queue_close(q);
+}
+
+static size_t file_size(void)
+{
+    char path[600];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/data.mdb", g_dir);
+    CHECK(stat(path, &st) == 0);
+    return (size_t)st.st_size;
+}
+
+/* Steady churn: rounds of new jobs that finish and are purged. After a
+ * warm-up the file and the used pages stop growing: freed pages are
+ * reused. */
+static void t_churn(void)
+{
+    enum { ROUNDS = 300, WARM = 30, PER = 200, BODY = 1500 };
+    queue_t *q = open_q();
+    uint64_t ids[PER];
+    size_t used_warm = 0, file_warm = 0, used, purged;
+    double t = 10000.0;
+    bool more;
+
+    for (int r = 0; r < ROUNDS; r++) {
+        queue_batch_t *b = queue_batch_new();
+        CHECK(b != NULL);
+        add_jobs(q, PER, NULL, ids, BODY);
+        for (int i = 0; i < PER; i++) {
+            queue_update_t u;
+            memset(&u, 0, sizeof u);
+            u.id = ids[i];
+            u.state = QUEUE_STATE_SENT;
+            u.updated_at = t;
+            u.wamid = "wamid.HBgLMTU1NTAwMDAwMDEVAgARGBI5QTNDQTVCM0Q0Q0Q2RTY3RTcA";
+            CHECK(queue_batch_add_update(b, &u) == i);
+        }
+        /* Retention of two rounds: what finished two rounds ago goes. */
+        CHECK_OK(queue_batch_set_purge(b, t - 2.0, 10 * PER));
+        CHECK_OK(queue_batch_commit(q, b));
+        CHECK_OK(queue_batch_purge_result(b, &purged, &more));
+        CHECK(!more);
+        CHECK(r < 2 || purged == PER);
+        queue_batch_free(b);
+        t += 1.0;
+        CHECK_OK(queue_space(q, NULL, &used));
+        if (r == WARM) {
+            used_warm = used;
+            file_warm = file_size();
+        }
+    }
+    CHECK_OK(queue_space(q, NULL, &used));
+    printf("churn: %d jobs; used %zu KiB after %d rounds, %zu KiB after %d; file %zu -> %zu KiB\n",
+           ROUNDS * PER, used_warm >> 10, WARM, used >> 10, ROUNDS, file_warm >> 10,
+           file_size() >> 10);
+    /* Ten times the jobs of the warm-up went through; the store may not
+     * grow by more than a few pages of fragmentation. */
+    CHECK(used <= used_warm + used_warm / 10);
+    CHECK(file_size() <= file_warm + file_warm / 10);
+    queue_close(q);
+}
+
+static const struct {
+    const char *name;
+    void (*fn)(void);
+} cases[] = {
+    {"purge", t_purge},
+    {"purge_batch", t_purge_batch},
+    {"purge_marker", t_purge_marker},
+    {"schema_upgrade", t_schema_upgrade},
+    {"churn", t_churn},
+};
+
+int main(int argc, char **argv)
+{
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        if (argc > 1 && strcmp(argv[1], cases[i].name) != 0)
+            continue;
+        dir_make();
+        cases[i].fn();
+        dir_remove();
+        printf("ok %s\n", cases[i].name);
+        if (argc > 1)
+            return 0;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "unknown case %s\n", argv[1]);
+        return 2;
+    }
+    return 0;
+}
