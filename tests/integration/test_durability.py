@@ -158,6 +158,21 @@ def at_most_once_kill9(wd):
     check(uncertain <= set(logged), "the uncertain jobs are among those that reached the API")
     check(all(a["job"]["nextAttemptAt"] is None for a in got
               if a["job"]["state"] == "uncertain"), "uncertain jobs are not scheduled")
+    # The operator decides: `retry` one uncertain job by id, the rest by
+    # state (they have no campaign here: by job, each).
+    unc_ids = [a["job"]["id"] for a in got if a["job"]["state"] == "uncertain"]
+    r = cl.request({"op": "retry", "job": unc_ids[0]})
+    check(r["ok"] and r["requeued"] == 1, "retry of one uncertain job: %s" % r)
+    r = cl.request({"op": "retry", "job": ids[[a["job"]["state"] for a in got].index("sent")]})
+    check(r["ok"] and r["requeued"] == 0, "a sent job is not requeued: %s" % r)
+    for i in unc_ids[1:]:
+        check(cl.request({"op": "retry", "job": i})["requeued"] == 1, "requeued %s" % i)
+    st = wait_all_final(cl, 60)
+    check(st["counts"]["uncertain"] == 0 and st["counts"]["sent"] == n,
+          "after the retry every job is sent: %s" % st["counts"])
+    seen = markers(api)
+    check(sum(seen.values()) == n + 16 and all(seen[m] == 2 for m in uncertain),
+          "exactly the 16 retried jobs reached the API a second time")
     cl.close()
     check(d2.stop() == 0, "SIGTERM exits 0")
     api.stop()
