@@ -5,13 +5,14 @@
 # daemons killed with SIGKILL. Needs a built tree (scripts/test.sh builds one).
 # Usage: scripts/valgrind.sh [BUILD_DIR] [CTEST_REGEX]
 # The default selection leaves out the tests that measure time or load
-# (churn, torture, 429 thresholds), which valgrind's slowdown would break,
-# not the daemon; it takes about a minute on 2 cores.
+# (churn, torture, 429s, the rate/pause policy tests, the full-store test's
+# timed phases), which valgrind's slowdown would break, not the daemon; it
+# takes about two minutes on 2 cores.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$top/build}
 regex=${2:-integration\.}
-exclude='fakeapi|torture|churn|resets_and_429'
+exclude='fakeapi|torture|churn|resets_and_429|policy\.|storage_full'
 command -v valgrind >/dev/null || { echo "valgrind.sh: valgrind not installed (scripts/deps.sh --extra)" >&2; exit 1; }
 
 logs=$(mktemp -d "${TMPDIR:-/tmp}/avp-valgrind-XXXXXX")
