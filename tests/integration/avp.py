@@ -5,6 +5,7 @@ processes in a temporary directory, talks to the daemon over its Unix socket
 and judges from the fake API's side (its send log and counters).
 Standard library only.
 """
+import collections
 import json
 import os
 import shlex
@@ -269,6 +270,38 @@ def marker(send):
     if "text" in b:
         return b["text"]
     return b["components"][0]["parameters"][0]["text"]
+
+
+def unfinished(stats):
+    """Jobs not yet final in a `stats` or `campaign` answer's counts."""
+    c = stats["counts"]
+    return c["queued"] + c["retrying"] + c["sending"]
+
+
+def wait_all_final(cl, timeout):
+    """Waits until no job is queued, retrying or sending; returns the stats."""
+    return wait_for(lambda: (lambda s: s if unfinished(s) == 0 else None)(cl.stats()),
+                    timeout, "every job to reach a final state", interval=0.05)
+
+
+def submit_all(d, jobs):
+    """Submits jobs pipelined on a new connection; all must be acknowledged
+    with distinct job ids (digit strings), which are returned in order."""
+    cl = d.client()
+    answers = cl.pipeline(jobs)
+    cl.close()
+    check(len(answers) == len(jobs), "answers for every submit: %d/%d" % (len(answers), len(jobs)))
+    bad = [a for a in answers if not a.get("ok")]
+    check(not bad, "all submits acknowledged, first failure: %s" % (bad[:1],))
+    ids = [a["job"] for a in answers]
+    check(len(set(ids)) == len(ids), "job ids unique")
+    check(all(isinstance(i, str) and i.isdigit() for i in ids), "job ids are digit strings")
+    return ids
+
+
+def count_markers(sends):
+    """How often each job-<i> marker reached the API."""
+    return collections.Counter(marker(s) for s in sends)
 
 
 def run(test_fn):

@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import avp  # noqa: E402
-from avp import check, wait_for  # noqa: E402
+from avp import check, unfinished, wait_for  # noqa: E402
 
 CTL = os.environ.get("AVP_CTL", os.path.join(avp.BUILD, "ctl", "avenpingctl"))
 
@@ -35,11 +35,6 @@ def ctl_json(d, *args):
 
 def campaign(d, name):
     return ctl_json(d, "campaign", name)["campaign"]
-
-
-def unfinished(c):
-    n = c["counts"]
-    return n["queued"] + n["sending"] + n["retrying"]
 
 
 def write_csv(path, n, senders):

@@ -17,17 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import avp  # noqa: E402
-from avp import check, wait_for  # noqa: E402
-
-
-def unfinished(stats):
-    c = stats["counts"]
-    return c["queued"] + c["retrying"] + c["sending"]
-
-
-def wait_all_final(cl, timeout):
-    return wait_for(lambda: (lambda s: s if unfinished(s) == 0 else None)(cl.stats()),
-                    timeout, "every job to reach a final state", interval=0.05)
+from avp import check, unfinished, wait_all_final, wait_for  # noqa: E402
 
 
 def markers(api):

@@ -15,38 +15,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import avp  # noqa: E402
-from avp import check, wait_for  # noqa: E402
+from avp import (check, count_markers, submit_all, unfinished,  # noqa: E402
+                 wait_all_final, wait_for)
 
 
 def jobs_mixed(n, start=0):
     return [avp.text_job(i) if i % 2 == 0 else avp.template_job(i) for i in range(start, start + n)]
-
-
-def unfinished(stats):
-    c = stats["counts"]
-    return c["queued"] + c["retrying"] + c["sending"]
-
-
-def wait_all_final(cl, timeout):
-    return wait_for(lambda: (lambda s: s if unfinished(s) == 0 else None)(cl.stats()),
-                    timeout, "every job to reach a final state", interval=0.1)
-
-
-def submit_all(d, jobs):
-    cl = d.client()
-    answers = cl.pipeline(jobs)
-    cl.close()
-    check(len(answers) == len(jobs), "answers for every submit: %d/%d" % (len(answers), len(jobs)))
-    bad = [a for a in answers if not a.get("ok")]
-    check(not bad, "all submits acknowledged, first failure: %s" % (bad[:1],))
-    ids = [a["job"] for a in answers]
-    check(len(set(ids)) == len(ids), "job ids unique")
-    check(all(isinstance(i, str) and i.isdigit() for i in ids), "job ids are digit strings")
-    return ids
-
-
-def count_markers(sends):
-    return collections.Counter(avp.marker(s) for s in sends)
 
 
 def e2e_10k(wd):

@@ -16,26 +16,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import avp  # noqa: E402
-from avp import check, wait_for  # noqa: E402
-
-
-def unfinished(stats):
-    c = stats["counts"]
-    return c["queued"] + c["retrying"] + c["sending"]
-
-
-def wait_all_final(cl, timeout):
-    return wait_for(lambda: (lambda s: s if unfinished(s) == 0 else None)(cl.stats()),
-                    timeout, "every job to reach a final state", interval=0.1)
-
-
-def submit_all(d, jobs):
-    cl = d.client()
-    answers = cl.pipeline(jobs)
-    cl.close()
-    bad = [a for a in answers if not a.get("ok")]
-    check(len(answers) == len(jobs) and not bad, "all submits acknowledged: %s" % bad[:1])
-    return [a["job"] for a in answers]
+from avp import (check, submit_all, unfinished, wait_all_final,  # noqa: E402
+                 wait_for)
 
 
 def sender_of(stats, pid):
