@@ -9,7 +9,6 @@ Usage: test_durability.py CASE   (see CASES at the bottom)
 """
 import collections
 import os
-import socket
 import subprocess
 import sys
 import threading

@@ -7,8 +7,6 @@ Usage: test_e2e.py CASE   (see CASES at the bottom)
 import collections
 import json
 import os
-import signal
-import socket
 import sys
 import threading
 import time
