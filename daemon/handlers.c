@@ -254,6 +254,7 @@ static void handle_stats(daemon_t *d, ipc_req_t *req)
     cJSON *senders = cJSON_AddArrayToObject(st, "senders");
     cJSON *acct = cJSON_AddObjectToObject(st, "account");
     size_t map = 0, used = 0;
+    http_stats_t hs;
     int s;
 
     (void)queue_counts(d->q, counts);
@@ -272,6 +273,9 @@ static void handle_stats(daemon_t *d, ipc_req_t *req)
     cJSON_AddNumberToObject(st, "pairLimited", (double)d->stats.by_action[CLASSIFY_RETRY_PAIR]);
     cJSON_AddNumberToObject(st, "commits", (double)d->stats.commits);
     cJSON_AddNumberToObject(st, "connections", ipc_server_connections(d->ipc));
+    http_engine_stats(d->http, &hs);
+    cJSON_AddNumberToObject(st, "httpConnects", (double)hs.connects);
+    cJSON_AddNumberToObject(st, "tlsHandshakes", (double)hs.handshakes);
     if (queue_space(d->q, &map, &used) == 0) {
         cJSON_AddNumberToObject(st, "storeMapBytes", (double)map);
         cJSON_AddNumberToObject(st, "storeUsedBytes", (double)used);
