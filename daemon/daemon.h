@@ -32,6 +32,13 @@
 #define ACTIVE_SET_RESERVE 10000
 #define ACTIVE_FAIR_MIN 1000
 
+/* The scheduler may hand out this many times max_inflight jobs at once:
+ * max_inflight requests in flight, the rest having their `sending` state
+ * committed or waiting (durable) for a request slot. */
+#define DISPATCH_PICK_FACTOR 4
+
+struct attempt;
+
 typedef struct daemon_stats {
     unsigned long long submitted;
     unsigned long long duplicates;
@@ -64,11 +71,29 @@ typedef struct daemon {
     uv_timer_t stop_timer; /* bound on in-flight requests at shutdown */
     uv_timer_t probe;      /* account breaker: next GET /v2/me while the account is paused */
     unsigned probe_failures;
-    bool probing;         /* a probe request is in flight */
-    bool spill;           /* the store holds due jobs not in the active set */
+    bool probing; /* a probe request is in flight */
+    bool spill;   /* the store holds due jobs not in the active set */
+    /* New jobs did not fit and wait in the store, all after the refill
+     * cursor (refill_due, refill_id): the next refill may start there
+     * instead of walking the active set's own entries again. `spill` asks
+     * for a walk from the start. */
+    bool spill_new;
+    double refill_due;
+    uint64_t refill_id;
+    /* Store writes pending that take a job out of the due index after it
+     * left the active set while the store still shows it queued or retrying
+     * (expiry, cancel): a refill would load it again, so none runs meanwhile.
+     * Outcomes after a request need no such hold: the store shows those jobs
+     * `sending`, which a refill skips. */
+    size_t settling;
     double paused_expiry; /* earliest expiresAt of a paused job left in the store; 0: none */
     bool fair_blocked;    /* scratch of dispatch.c's activate_fair */
-    uint64_t unfinished;  /* queued + retrying + sending, as of the last commit */
+    /* dispatch.c: attempts whose `sending` is durable, waiting for one of
+     * the max_inflight request slots, in FIFO order (at most
+     * (DISPATCH_PICK_FACTOR - 1) * max_inflight of them). */
+    struct attempt *post_head, *post_tail;
+    size_t post_waiting;
+    uint64_t unfinished; /* queued + retrying + sending, as of the last commit */
     bool stopping;
     bool stop_finishing;
     bool closing;
@@ -117,6 +142,9 @@ int dispatch_load_pauses(daemon_t *d);
  * and records it in the store; `done(arg)` runs once it is durable. */
 int dispatch_set_pause(daemon_t *d, int kind, const char *name, bool paused, commit_update_cb done,
                        void *arg);
+/* Stopping: the attempts waiting for a request slot never left; they are
+ * recorded as due again and leave the in-flight count. */
+void dispatch_release_waiting(daemon_t *d);
 /* Runs the scheduler once at the next loop turn. */
 void dispatch_pump_soon(daemon_t *d);
 /* Commit statistics hook (refreshes counters, resumes a waiting refill). */

@@ -443,6 +443,8 @@ static void bulk_result_cb(int rc, int result, void *arg)
 
     if (rc != 0 && b->err == 0)
         b->err = rc;
+    if (b->to_state == QUEUE_STATE_CANCELLED)
+        b->d->settling--; /* see bulk_add */
     if (rc == 0 && result == 0) {
         b->changed++;
         daemon_event_job_in(b->d, op->id, b->to_state, op->campaign, NULL, NULL);
@@ -479,6 +481,10 @@ static int bulk_add(bulk_t *b, const queue_update_t *u, const char *campaign)
         return rc;
     }
     b->pending++;
+    /* A cancelled job left the active set but stays in the due index until
+     * this commits: no refill until then (dispatch.c). */
+    if (b->to_state == QUEUE_STATE_CANCELLED)
+        b->d->settling++;
     return 0;
 }
 

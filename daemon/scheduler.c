@@ -107,9 +107,17 @@ typedef struct sched_pair {
     double wake; /* PH_WAKE: release time; PH_IDLE: time it may be forgotten */
 } sched_pair_t;
 
+/* Departure times of a sender's last `cap` sends (a ring; head: the next
+ * slot to write). */
+typedef struct window {
+    double *t;
+    unsigned cap, n, head;
+} window_t;
+
 struct sched_sender {
     hnode_t h;
     char *phone_number_id;
+    window_t win;
     struct {
         sched_lane_t *head, *tail;
     } ring[NPRIO];
@@ -475,6 +483,61 @@ static double bucket_ready_at(const bucket_t *b, double now)
     return now + (1 - b->tokens) / b->rate;
 }
 
+/* --- the departure window (scheduler.h: SCHED_RATE_WINDOW) ------------- */
+
+/* Sends allowed per window at `rate`; 0: no window. */
+static unsigned window_limit(double rate)
+{
+    if (rate <= 0 || rate > SCHED_WINDOW_RATE_MAX)
+        return 0;
+    return rate < 1 ? 1 : (unsigned)floor(rate);
+}
+
+/* Makes room for the departures of `limit` sends, keeping the most recent
+ * ones. Without memory the window stays smaller, which only lets the bucket
+ * alone decide (never blocks a sender for good). */
+static void window_size(window_t *w, unsigned limit)
+{
+    double *t;
+    unsigned i, keep;
+
+    if (limit <= w->cap)
+        return;
+    t = malloc((size_t)limit * sizeof(*t));
+    if (t == NULL)
+        return;
+    keep = w->n;
+    for (i = 0; i < keep; i++) /* oldest first */
+        t[i] = w->t[(w->head + w->cap - keep + i) % w->cap];
+    free(w->t);
+    w->t = t;
+    w->cap = limit;
+    w->n = keep;
+    w->head = keep % limit;
+}
+
+/* Earliest time >= now at which one more send stays within `limit` sends
+ * per window. */
+static double window_ready_at(const window_t *w, unsigned limit, double now)
+{
+    double kth;
+
+    if (limit == 0 || limit > w->cap || w->n < limit)
+        return now;
+    kth = w->t[(w->head + w->cap - limit) % w->cap]; /* the limit-th most recent */
+    return kth + SCHED_RATE_WINDOW > now ? kth + SCHED_RATE_WINDOW : now;
+}
+
+static void window_note(window_t *w, double now)
+{
+    if (w->cap == 0)
+        return;
+    w->t[w->head] = now;
+    w->head = (w->head + 1) % w->cap;
+    if (w->n < w->cap)
+        w->n++;
+}
+
 static void set_reason(char **dst, const char *reason)
 {
     free(*dst);
@@ -514,6 +577,7 @@ static void sender_apply_rate(sched_t *s, sched_sender_t *sd)
         sd->bucket.rate > max || max <= 0)
         sd->bucket.rate = max;
     sd->max_rate = max;
+    window_size(&sd->win, window_limit(max));
     sd->bucket.burst = sender_burst(s, sd);
     if (sd->bucket.tokens > sd->bucket.burst)
         sd->bucket.tokens = sd->bucket.burst;
@@ -1170,6 +1234,7 @@ static void free_sender_node(hnode_t *x)
 {
     sched_sender_t *sd = (sched_sender_t *)x;
     free(sd->phone_number_id);
+    free(sd->win.t);
     free(sd->reason);
     free(sd->hold_reason);
     free(sd);
@@ -1432,8 +1497,10 @@ static void take_flight(sched_t *s, sched_job_t *j, double now)
 {
     sched_sender_t *sd = j->sender;
 
-    if (sd->bucket.rate > 0)
+    if (sd->bucket.rate > 0) {
         sd->bucket.tokens -= 1;
+        window_note(&sd->win, now);
+    }
     if (s->global.rate > 0)
         s->global.tokens -= 1;
     if (j->pair_ != NULL && pacing(s))
@@ -1489,9 +1556,13 @@ sched_job_t *sched_next(sched_t *s, double now, double *wake)
             continue;
         }
         bucket_refill(&sd->bucket, now);
-        if (sd->bucket.rate > 0 && sd->bucket.tokens < 1) {
-            sender_sleep(s, sd, bucket_ready_at(&sd->bucket, now));
-            continue;
+        if (sd->bucket.rate > 0) {
+            double at = fmax(bucket_ready_at(&sd->bucket, now),
+                             window_ready_at(&sd->win, window_limit(sd->bucket.rate), now));
+            if (at > now) {
+                sender_sleep(s, sd, at);
+                continue;
+            }
         }
         j = sender_pick(s, sd);
         if (j == NULL) {

@@ -20,7 +20,8 @@
  *   of its own).
  * - Rates: a token bucket per sender whose rate adapts (multiplicative
  *   decrease on a throttle, additive increase per success up to the
- *   configured rate), an optional global bucket, in-flight caps in all and
+ *   configured rate) with a sliding window over its departures
+ *   (SCHED_RATE_WINDOW), an optional global bucket, in-flight caps in all and
  *   per sender, and a token bucket per (sender, recipient) pair (Meta's pair
  *   limit) with 4^X s holds after a pair-limit answer.
  * - Pauses: per campaign, per sender (with a reason), all (operator), the
@@ -53,6 +54,21 @@
 
 typedef struct sched sched_t;
 typedef struct sched_sender sched_sender_t;
+
+/*
+ * Besides its token bucket, a sender never sends more than floor(rate) jobs
+ * within SCHED_RATE_WINDOW seconds, counted at departure: a full bucket
+ * after an idle spell cannot add its burst to a second that already carries
+ * the full rate, so no second at the API holds more than the rate. The
+ * window is 1% longer than a second so that jitter of up to 10 ms between
+ * departure and arrival (the `sending` commit, the network) does not move a
+ * send into a second that is already full; the sustained rate is therefore
+ * about 1% under the configured one. Rates above SCHED_WINDOW_RATE_MAX rely
+ * on the bucket alone (the window keeps one departure time per allowed
+ * send).
+ */
+#define SCHED_RATE_WINDOW 1.01
+#define SCHED_WINDOW_RATE_MAX 4096
 
 /* Most pair entries kept for pairs without jobs in the active set. */
 #define SCHED_IDLE_PAIRS_MAX (1u << 20)
