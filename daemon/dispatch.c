@@ -518,6 +518,7 @@ static void post(daemon_t *d, attempt_t *a, sched_job_t *job)
         dispatch_pump_soon(d);
         return;
     }
+    sched_job_posted(d->sched, job, daemon_now());
     d->stats.sends++;
 }
 

@@ -107,11 +107,13 @@ typedef struct sched_pair {
     double wake; /* PH_WAKE: release time; PH_IDLE: time it may be forgotten */
 } sched_pair_t;
 
-/* Departure times of a sender's last `cap` sends (a ring; head: the next
- * slot to write). */
+/* Departure times of a sender's last `cap` picks, by pick sequence number:
+ * pick `seq` is in t[seq % cap] while seq + cap > next. A pick whose
+ * departure is not known yet holds INFINITY. */
 typedef struct window {
     double *t;
-    unsigned cap, n, head;
+    unsigned cap;
+    uint32_t next; /* sequence number of the next pick */
 } window_t;
 
 struct sched_sender {
@@ -493,28 +495,37 @@ static unsigned window_limit(double rate)
     return rate < 1 ? 1 : (unsigned)floor(rate);
 }
 
+/* Picks a window of `w` holds (at most cap). */
+static unsigned window_n(const window_t *w)
+{
+    return w->next < w->cap ? w->next : w->cap;
+}
+
 /* Makes room for the departures of `limit` sends, keeping the most recent
  * ones. Without memory the window stays smaller, which only lets the bucket
  * alone decide (never blocks a sender for good). */
 static void window_size(window_t *w, unsigned limit)
 {
+    unsigned i, keep = window_n(w);
     double *t;
-    unsigned i, keep;
 
     if (limit <= w->cap)
         return;
     t = malloc((size_t)limit * sizeof(*t));
     if (t == NULL)
         return;
-    keep = w->n;
-    for (i = 0; i < keep; i++) /* oldest first */
-        t[i] = w->t[(w->head + w->cap - keep + i) % w->cap];
+    for (i = 0; i < keep; i++) {
+        uint32_t seq = w->next - keep + i;
+        t[seq % limit] = w->t[seq % w->cap];
+    }
     free(w->t);
     w->t = t;
     w->cap = limit;
-    w->n = keep;
-    w->head = keep % limit;
 }
+
+/* A departure not known yet blocks the window until it is; its sender
+ * looks again this much later. */
+#define WINDOW_RECHECK 0.005
 
 /* Earliest time >= now at which one more send stays within `limit` sends
  * per window. */
@@ -522,20 +533,32 @@ static double window_ready_at(const window_t *w, unsigned limit, double now)
 {
     double kth;
 
-    if (limit == 0 || limit > w->cap || w->n < limit)
+    if (limit == 0 || limit > w->cap || window_n(w) < limit)
         return now;
-    kth = w->t[(w->head + w->cap - limit) % w->cap]; /* the limit-th most recent */
+    kth = w->t[(w->next - limit) % w->cap]; /* the limit-th most recent pick */
+    if (kth == INFINITY)
+        return now + WINDOW_RECHECK;
     return kth + SCHED_RATE_WINDOW > now ? kth + SCHED_RATE_WINDOW : now;
 }
 
-static void window_note(window_t *w, double now)
+/* A pick of job j: its departure is pending. */
+static void window_pick(window_t *w, sched_job_t *j)
 {
     if (w->cap == 0)
         return;
-    w->t[w->head] = now;
-    w->head = (w->head + 1) % w->cap;
-    if (w->n < w->cap)
-        w->n++;
+    w->t[w->next % w->cap] = INFINITY;
+    j->win_seq_ = w->next++;
+    j->win_pending_ = true;
+}
+
+/* Job j's departure (or the end of its attempt) at `when`. */
+static void window_depart(window_t *w, sched_job_t *j, double when)
+{
+    if (!j->win_pending_)
+        return;
+    j->win_pending_ = false;
+    if (w->cap > 0 && w->next - j->win_seq_ <= w->cap)
+        w->t[j->win_seq_ % w->cap] = when;
 }
 
 static void set_reason(char **dst, const char *reason)
@@ -1499,7 +1522,7 @@ static void take_flight(sched_t *s, sched_job_t *j, double now)
 
     if (sd->bucket.rate > 0) {
         sd->bucket.tokens -= 1;
-        window_note(&sd->win, now);
+        window_pick(&sd->win, j);
     }
     if (s->global.rate > 0)
         s->global.tokens -= 1;
@@ -1600,10 +1623,18 @@ sched_job_t *sched_next_expired(sched_t *s, double now)
 }
 
 /* An in-flight job leaves flight: its sender may send again. */
+void sched_job_posted(sched_t *s, sched_job_t *j, double now)
+{
+    (void)s;
+    if (j->inflight)
+        window_depart(&j->sender->win, j, now);
+}
+
 static void inflight_end(sched_t *s, sched_job_t *j)
 {
     sched_sender_t *sd = j->sender;
 
+    window_depart(&sd->win, j, s->now);
     j->inflight = false;
     sd->inflight--;
     sd->n_jobs++;

@@ -129,12 +129,15 @@ static void test_token_bucket(void)
 {
     sched_t *s = make(10, 1000, 1000, 1000); /* 10/s, burst 10 */
     double now = 100, wake = 0;
+    sched_job_t *j;
     int sent = 0, i;
 
     for (i = 0; i < 100; i++)
         add(s, (uint64_t)i + 1, 0, 1, "a");
-    while (sched_next(s, now, &wake) != NULL)
+    while ((j = sched_next(s, now, &wake)) != NULL) {
+        sched_job_posted(s, j, now);
         sent++;
+    }
     CHECK_EQ(sent, 10); /* the burst */
     /* The bucket would give one more token at +0.1 s, but the burst already
      * filled the window: the next send waits for it. */
@@ -142,9 +145,21 @@ static void test_token_bucket(void)
     /* Over 2 simulated seconds: the window lets the full bucket go once
      * more at +1.01 s, and never more. */
     for (now = 100; now <= 102.0 + 1e-9; now += 0.01)
-        while (sched_next(s, now, &wake) != NULL)
+        while ((j = sched_next(s, now, &wake)) != NULL) {
+            sched_job_posted(s, j, now);
             sent++;
+        }
     CHECK_EQ(sent, 20);
+    /* A picked job whose request has not left yet blocks the window: it
+     * may leave at any moment. */
+    j = sched_next(s, 103.1, &wake);
+    CHECK(j != NULL);
+    for (i = 0; i < 9; i++)
+        CHECK(sched_next(s, 103.1, &wake) != NULL);
+    CHECK(sched_next(s, 104.2, &wake) == NULL); /* the bucket is full, the window is not */
+    sched_job_posted(s, j, 104.2);
+    CHECK(sched_next(s, 104.2, &wake) == NULL); /* it left just now */
+    CHECK(sched_next(s, 104.2 + SCHED_RATE_WINDOW, &wake) != NULL);
     sched_free(s);
 }
 
