@@ -32,10 +32,13 @@
 #define ACTIVE_SET_RESERVE 10000
 #define ACTIVE_FAIR_MIN 1000
 
-/* The scheduler may hand out this many times max_inflight jobs at once:
- * max_inflight requests in flight, the rest having their `sending` state
- * committed or waiting (durable) for a request slot. */
-#define DISPATCH_PICK_FACTOR 4
+/* Jobs the scheduler may hand out beyond the max_inflight request slots:
+ * their `sending` state is being committed, or is durable and they wait
+ * for a slot. Sending at R jobs/s while a commit takes C seconds needs
+ * about 1.5 * R * C of them (40,000/s at 20 ms: 1,200). dispatch.c picks
+ * nothing more while max_inflight durable attempts already wait, so when
+ * the API is the bottleneck few jobs are `sending` without a request. */
+#define DISPATCH_AHEAD 2048
 
 struct attempt;
 
@@ -90,7 +93,7 @@ typedef struct daemon {
     bool fair_blocked;    /* scratch of dispatch.c's activate_fair */
     /* dispatch.c: attempts whose `sending` is durable, waiting for one of
      * the max_inflight request slots, in FIFO order (at most
-     * (DISPATCH_PICK_FACTOR - 1) * max_inflight of them). */
+     * DISPATCH_AHEAD of them). */
     struct attempt *post_head, *post_tail;
     size_t post_waiting;
     uint64_t unfinished; /* queued + retrying + sending, as of the last commit */

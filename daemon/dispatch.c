@@ -845,7 +845,11 @@ static void pump(daemon_t *d)
         record_expired(d, job->id, job->attempts);
         sched_job_finish(d->sched, job);
     }
-    while ((job = sched_next(d->sched, now, &wake)) != NULL)
+    /* When max_inflight durable attempts already wait for a request slot,
+     * the API is the bottleneck: committing `sending` further ahead would
+     * gain nothing and leave more jobs `sending` without a request. */
+    while (d->post_waiting < (size_t)d->cfg.max_inflight &&
+           (job = sched_next(d->sched, now, &wake)) != NULL)
         dispatch(d, job, now);
     uv_timer_stop(&d->wake);
     if (d->spill || d->spill_new) /* come back for the refill */

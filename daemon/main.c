@@ -313,11 +313,11 @@ static void sched_opts(const daemon_t *d, sched_options_t *o)
     o->rate_per_number = d->cfg.rate_per_number;
     o->burst_per_number = d->cfg.burst_per_number;
     o->global_rate = d->cfg.global_rate;
-    /* Picked jobs include those whose `sending` is being committed: twice
-     * the request cap, so the disk flush of one group overlaps the requests
-     * of the previous one (dispatch.c keeps the requests themselves at
-     * max_inflight). */
-    o->max_inflight = (unsigned)d->cfg.max_inflight * DISPATCH_PICK_FACTOR;
+    /* Picked jobs include those whose `sending` is being committed:
+     * DISPATCH_AHEAD more than the request slots, so the disk flush of one
+     * group overlaps the requests of the previous one (dispatch.c keeps
+     * the requests themselves at max_inflight). */
+    o->max_inflight = (unsigned)d->cfg.max_inflight + DISPATCH_AHEAD;
     o->max_inflight_per_number = (unsigned)d->cfg.max_inflight_per_number;
     o->max_jobs = ACTIVE_SET_MAX + ACTIVE_SET_RESERVE;
     o->pair_interval = (double)d->cfg.pair_rate_interval_ms / 1000.0;
