@@ -17,6 +17,7 @@
  * (open loop within the window) instead of as fast as the answers come.
  */
 #include <errno.h>
+#include <math.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -122,11 +123,12 @@ static void *client_main(void *arg)
             off += (size_t)n;
         }
         if (c->rate > 0 && sent < c->count) {
-            /* Paced: wait for answers only until the next job is due. */
+            /* Paced: wait for answers only until the next job is due, but
+             * at least 1 ms (jobs due meanwhile go together): never spin. */
             struct pollfd p = {.fd = fd, .events = POLLIN};
             double next = t0 + (double)sent / c->rate;
-            int ms = (int)((next - now_s()) * 1000.0);
-            if (poll(&p, 1, ms > 0 ? ms : 0) <= 0)
+            int ms = (int)ceil((next - now_s()) * 1000.0);
+            if (poll(&p, 1, ms > 1 ? ms : 1) <= 0)
                 continue;
         }
         n = read(fd, in, sizeof(in));

@@ -147,8 +147,11 @@ struct sched {
     heap_t pairq;    /* sched_pair_t with parked jobs, by release time */
     heap_t pairidle; /* sched_pair_t without jobs, by the time they may be forgotten */
     sched_sender_t *ring_head, *ring_tail;
-    /* id -> job, open addressing with tombstones */
+    /* id -> job, open addressing with tombstones; the ids in a parallel
+     * array so that a probe reads no job (lookups of absent ids, the
+     * refill's, probe the most) */
     sched_job_t **jobs;
+    uint64_t *jobs_id;
     size_t jobs_cap, jobs_used, jobs_n;
     htab_t senders, campaigns, okeys, lanes, pairs;
     size_t idle_pairs;
@@ -395,14 +398,19 @@ static int jobs_grow(sched_t *s)
 {
     size_t cap = s->jobs_cap ? s->jobs_cap * 2 : 1024;
     sched_job_t **t, **old = s->jobs;
+    uint64_t *ids;
     size_t i;
 
     /* Rehash at the same size when tombstones, not jobs, fill the table. */
-    if (s->jobs_n * 2 < s->jobs_cap)
+    if (s->jobs_n * 4 < s->jobs_cap)
         cap = s->jobs_cap;
     t = calloc(cap, sizeof(*t));
-    if (t == NULL)
+    ids = malloc(cap * sizeof(*ids));
+    if (t == NULL || ids == NULL) {
+        free(t);
+        free(ids);
         return -ENOMEM;
+    }
     for (i = 0; i < s->jobs_cap; i++) {
         sched_job_t *j = old[i];
         size_t k;
@@ -411,9 +419,12 @@ static int jobs_grow(sched_t *s)
         for (k = mix64(j->id) & (cap - 1); t[k]; k = (k + 1) & (cap - 1))
             ;
         t[k] = j;
+        ids[k] = j->id;
     }
     free(old);
+    free(s->jobs_id);
     s->jobs = t;
+    s->jobs_id = ids;
     s->jobs_cap = cap;
     s->jobs_used = s->jobs_n;
     return 0;
@@ -426,14 +437,15 @@ static size_t jobs_slot(const sched_t *s, uint64_t id)
     if (s->jobs_cap == 0)
         return (size_t)-1;
     for (k = mix64(id) & (s->jobs_cap - 1); s->jobs[k]; k = (k + 1) & (s->jobs_cap - 1))
-        if (s->jobs[k] != TOMBSTONE && s->jobs[k]->id == id)
+        if (s->jobs_id[k] == id && s->jobs[k] != TOMBSTONE)
             return k;
     return (size_t)-1;
 }
 
+/* At most half full (jobs and tombstones): short probe runs. */
 static int jobs_reserve(sched_t *s)
 {
-    if ((s->jobs_used + 1) * 4 >= s->jobs_cap * 3)
+    if ((s->jobs_used + 1) * 2 >= s->jobs_cap)
         return jobs_grow(s);
     return 0;
 }
@@ -448,6 +460,7 @@ static void jobs_insert(sched_t *s, sched_job_t *j)
     if (s->jobs[k] == NULL)
         s->jobs_used++;
     s->jobs[k] = j;
+    s->jobs_id[k] = j->id;
     s->jobs_n++;
 }
 
@@ -1284,6 +1297,7 @@ void sched_free(sched_t *s)
         if (s->jobs[i] && s->jobs[i] != TOMBSTONE)
             free(s->jobs[i]);
     free(s->jobs);
+    free(s->jobs_id);
     htab_free_all(&s->lanes, free_plain_node);
     htab_free_all(&s->pairs, free_plain_node);
     htab_free_all(&s->okeys, free_plain_node);
