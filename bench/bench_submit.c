@@ -4,10 +4,23 @@
  *
  * usage: avp-bench-submit --socket PATH [--clients N] [--jobs N] [--window N]
  *                         [--senders N] [--not-before UNIX] [--first N]
+ *                         [--template 0|1] [--campaign NAME] [--stamp 0|1]
+ *                         [--rate JOBS_PER_S]
  * Prints one JSON object: {"clients":..,"jobs":..,"acked":..,"errors":..,"seconds":..,"rate":..}
+ *
+ * Job i goes to sender 10000NN (NN = i % senders + 1) and recipient
+ * +1555<i>: every job has its own order key and pair. --template 1 makes
+ * every job a template send (else they alternate text / template);
+ * --stamp 1 writes the submit time into the job's marker text
+ * ("t<unix seconds>-<i>") so a server log can give submit-to-request
+ * latency; --rate paces the clients together to that many jobs per second
+ * (open loop within the window) instead of as fast as the answers come.
  */
 #include <errno.h>
+#include <math.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +33,9 @@ typedef struct client {
     const char *path;
     long first, count, window, senders;
     double not_before;
+    bool template_only, stamp;
+    const char *campaign;
+    double rate; /* this client's jobs per second; 0: unpaced */
     long acked, errors;
     int rc;
     pthread_t thread;
@@ -32,23 +48,29 @@ static double now_s(void)
     return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 }
 
-static int format_job(char *buf, size_t size, long i, long senders, double not_before)
+static int format_job(char *buf, size_t size, const client_t *c, long i, double now)
 {
-    char nb[64] = "";
+    char nb[64] = "", camp[256] = "", marker[64];
 
-    if (not_before > 0)
-        snprintf(nb, sizeof(nb), ",\"notBefore\":%.3f", not_before);
-    if (i % 2 == 0)
+    if (c->not_before > 0)
+        snprintf(nb, sizeof(nb), ",\"notBefore\":%.3f", c->not_before);
+    if (c->campaign != NULL)
+        snprintf(camp, sizeof(camp), ",\"campaign\":\"%s\"", c->campaign);
+    if (c->stamp)
+        snprintf(marker, sizeof(marker), "t%.6f-%ld", now, i);
+    else
+        snprintf(marker, sizeof(marker), "job-%ld", i);
+    if (i % 2 == 0 && !c->template_only)
         return snprintf(buf, size,
-                        "{\"op\":\"send\",\"type\":\"text\"%s,\"message\":{\"phoneNumberId\":"
-                        "\"10000%02ld\",\"to\":\"+1555%07ld\",\"text\":\"job-%ld\"}}\n",
-                        nb, i % senders + 1, i, i);
+                        "{\"op\":\"send\",\"type\":\"text\"%s%s,\"message\":{\"phoneNumberId\":"
+                        "\"10000%02ld\",\"to\":\"+1555%07ld\",\"text\":\"%s\"}}\n",
+                        nb, camp, i % c->senders + 1, i, marker);
     return snprintf(buf, size,
-                    "{\"op\":\"template_send\"%s,\"message\":{\"phoneNumberId\":\"10000%02ld\","
+                    "{\"op\":\"template_send\"%s%s,\"message\":{\"phoneNumberId\":\"10000%02ld\","
                     "\"to\":\"1555%07ld\",\"templateName\":\"promo\",\"language\":\"en_US\","
                     "\"components\":[{\"type\":\"body\",\"parameters\":[{\"type\":\"text\","
-                    "\"text\":\"job-%ld\"}]}]}}\n",
-                    nb, i % senders + 1, i, i);
+                    "\"text\":\"%s\"}]}]}}\n",
+                    nb, camp, i % c->senders + 1, i, marker);
 }
 
 static void *client_main(void *arg)
@@ -58,6 +80,7 @@ static void *client_main(void *arg)
     char *out = NULL, in[1 << 16];
     size_t out_cap = 1 << 20;
     long sent = 0, answered = 0;
+    double t0;
     int fd;
 
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -73,13 +96,20 @@ static void *client_main(void *arg)
         c->rc = -ENOMEM;
         goto out;
     }
+    t0 = now_s();
     while (answered < c->count) {
         size_t len = 0;
         ssize_t n;
+        long allowed = c->count;
+        double now = now_s();
 
-        while (sent < c->count && sent - answered < c->window && len + 1024 < out_cap) {
-            len += (size_t)format_job(out + len, out_cap - len, c->first + sent, c->senders,
-                                      c->not_before);
+        if (c->rate > 0) {
+            allowed = (long)((now - t0) * c->rate) + 1;
+            if (allowed > c->count)
+                allowed = c->count;
+        }
+        while (sent < allowed && sent - answered < c->window && len + 1024 < out_cap) {
+            len += (size_t)format_job(out + len, out_cap - len, c, c->first + sent, now);
             sent++;
         }
         for (size_t off = 0; off < len;) {
@@ -91,6 +121,15 @@ static void *client_main(void *arg)
                 goto out;
             }
             off += (size_t)n;
+        }
+        if (c->rate > 0 && sent < c->count) {
+            /* Paced: wait for answers only until the next job is due, but
+             * at least 1 ms (jobs due meanwhile go together): never spin. */
+            struct pollfd p = {.fd = fd, .events = POLLIN};
+            double next = t0 + (double)sent / c->rate;
+            int ms = (int)ceil((next - now_s()) * 1000.0);
+            if (poll(&p, 1, ms > 1 ? ms : 1) <= 0)
+                continue;
         }
         n = read(fd, in, sizeof(in));
         if (n <= 0) {
@@ -119,7 +158,9 @@ int main(int argc, char **argv)
 {
     const char *path = NULL;
     long clients = 1, jobs = 100000, window = 1000, senders = 5, first = 0;
-    double not_before = 0, t0, t1;
+    double not_before = 0, rate = 0, t0, t1;
+    bool template_only = false, stamp = false;
+    const char *campaign = NULL;
     client_t *cs;
     long acked = 0, errors = 0, per;
     int i, rc = 0;
@@ -139,13 +180,22 @@ int main(int argc, char **argv)
             not_before = atof(argv[i + 1]);
         else if (strcmp(argv[i], "--first") == 0)
             first = atol(argv[i + 1]);
+        else if (strcmp(argv[i], "--template") == 0)
+            template_only = atoi(argv[i + 1]) != 0;
+        else if (strcmp(argv[i], "--stamp") == 0)
+            stamp = atoi(argv[i + 1]) != 0;
+        else if (strcmp(argv[i], "--campaign") == 0)
+            campaign = argv[i + 1];
+        else if (strcmp(argv[i], "--rate") == 0)
+            rate = atof(argv[i + 1]);
         else
             break;
     }
     if (path == NULL || i < argc || clients < 1 || jobs < clients || window < 1 || senders < 1 ||
-        senders > 99) {
+        senders > 99 || rate < 0 || (campaign != NULL && strlen(campaign) > 200)) {
         fprintf(stderr, "usage: avp-bench-submit --socket PATH [--clients N] [--jobs N] "
-                        "[--window N] [--senders 1..99] [--not-before UNIX] [--first N]\n");
+                        "[--window N] [--senders 1..99] [--not-before UNIX] [--first N] "
+                        "[--template 0|1] [--campaign NAME] [--stamp 0|1] [--rate N]\n");
         return 2;
     }
     cs = calloc((size_t)clients, sizeof(*cs));
@@ -160,6 +210,10 @@ int main(int argc, char **argv)
         cs[i].window = window;
         cs[i].senders = senders;
         cs[i].not_before = not_before;
+        cs[i].template_only = template_only;
+        cs[i].stamp = stamp;
+        cs[i].campaign = campaign;
+        cs[i].rate = rate / (double)clients;
         pthread_create(&cs[i].thread, NULL, client_main, &cs[i]);
     }
     for (i = 0; i < clients; i++) {

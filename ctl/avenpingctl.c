@@ -1503,7 +1503,8 @@ static int cmd_stats(ctx_t *c, const opts_t *o)
     cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(st, "senders"))
     {
         bool paused = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s, "paused"));
-        printf("%-20s %8.0f %8.0f %8.1f %s%s%s\n", jstr(s, "phoneNumberId"), jnum(s, "queued"),
+        const char *id = jstr(s, "phoneNumberId");
+        printf("%-20s %8.0f %8.0f %8.1f %s%s%s\n", id ? id : "?", jnum(s, "queued"),
                jnum(s, "inflight"), jnum(s, "rate"), paused ? "paused" : "sending",
                jstr(s, "reason") ? ": " : "", jstr(s, "reason") ? jstr(s, "reason") : "");
     }

@@ -113,6 +113,213 @@ static int classify_status(int status, const char *code, const char *message)
     return CLASSIFY_RETRY; /* 5xx and anything unexpected */
 }
 
+/* --- the success answer without a parse tree ---------------------------- */
+
+/*
+ * Every send that succeeds goes through here, so its answer is read with a
+ * scanner that builds nothing: it checks the whole document is JSON and
+ * finds data.messages[0].id (the first of each key, as cJSON's lookup
+ * does). Anything unusual (an escape inside the id, nesting deeper than
+ * SCAN_DEPTH) hands the answer to cJSON instead.
+ */
+#define SCAN_DEPTH 64
+
+typedef struct scan {
+    const char *p, *end;
+    const char *id; /* the id's bytes (no escapes), or NULL */
+    size_t id_len;
+    bool unusual; /* leave it to cJSON */
+} scan_t;
+
+/* Where the walk is relative to data.messages[0].id. */
+enum { AT_ROOT, AT_DATA, AT_MESSAGES, AT_FIRST, AT_ID, AT_OTHER };
+
+static void scan_ws(scan_t *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
+
+/* A string at s->p (the opening quote); its raw bytes in *str, *len. */
+static bool scan_string(scan_t *s, const char **str, size_t *len, bool *escaped)
+{
+    const char *q;
+
+    if (s->p >= s->end || *s->p != '"')
+        return false;
+    q = ++s->p;
+    *escaped = false;
+    while (s->p < s->end && *s->p != '"') {
+        if ((unsigned char)*s->p < 0x20)
+            return false;
+        if (*s->p == '\\') {
+            *escaped = true;
+            if (++s->p >= s->end)
+                return false;
+        }
+        s->p++;
+    }
+    if (s->p >= s->end)
+        return false;
+    *str = q;
+    *len = (size_t)(s->p - q);
+    s->p++;
+    return true;
+}
+
+static bool scan_literal(scan_t *s, const char *lit)
+{
+    size_t n = strlen(lit);
+
+    if ((size_t)(s->end - s->p) < n || memcmp(s->p, lit, n) != 0)
+        return false;
+    s->p += n;
+    return true;
+}
+
+static bool scan_value(scan_t *s, int at, int depth);
+
+static bool scan_object(scan_t *s, int at, int depth)
+{
+    bool seen_data = false, seen_messages = false, seen_id = false;
+
+    s->p++; /* '{' */
+    scan_ws(s);
+    if (s->p < s->end && *s->p == '}') {
+        s->p++;
+        return true;
+    }
+    for (;;) {
+        const char *k;
+        size_t kl;
+        bool esc;
+        int next = AT_OTHER;
+
+        scan_ws(s);
+        if (!scan_string(s, &k, &kl, &esc))
+            return false;
+        scan_ws(s);
+        if (s->p >= s->end || *s->p != ':')
+            return false;
+        s->p++;
+        scan_ws(s);
+        if (!esc && at == AT_ROOT && kl == 4 && memcmp(k, "data", 4) == 0 && !seen_data) {
+            next = AT_DATA;
+            seen_data = true;
+        } else if (!esc && at == AT_DATA && kl == 8 && memcmp(k, "messages", 8) == 0 &&
+                   !seen_messages) {
+            next = AT_MESSAGES;
+            seen_messages = true;
+        } else if (!esc && at == AT_FIRST && kl == 2 && memcmp(k, "id", 2) == 0 && !seen_id) {
+            next = AT_ID;
+            seen_id = true;
+        }
+        if (!scan_value(s, next, depth + 1))
+            return false;
+        scan_ws(s);
+        if (s->p < s->end && *s->p == ',') {
+            s->p++;
+            continue;
+        }
+        if (s->p < s->end && *s->p == '}') {
+            s->p++;
+            return true;
+        }
+        return false;
+    }
+}
+
+static bool scan_array(scan_t *s, int at, int depth)
+{
+    int i = 0;
+
+    s->p++; /* '[' */
+    scan_ws(s);
+    if (s->p < s->end && *s->p == ']') {
+        s->p++;
+        return true;
+    }
+    for (;; i++) {
+        scan_ws(s);
+        if (!scan_value(s, at == AT_MESSAGES && i == 0 ? AT_FIRST : AT_OTHER, depth + 1))
+            return false;
+        scan_ws(s);
+        if (s->p < s->end && *s->p == ',') {
+            s->p++;
+            continue;
+        }
+        if (s->p < s->end && *s->p == ']') {
+            s->p++;
+            return true;
+        }
+        return false;
+    }
+}
+
+static bool scan_value(scan_t *s, int at, int depth)
+{
+    const char *str;
+    size_t len;
+    bool esc;
+
+    if (depth > SCAN_DEPTH) {
+        s->unusual = true;
+        return false;
+    }
+    scan_ws(s);
+    if (s->p >= s->end)
+        return false;
+    switch (*s->p) {
+    case '{':
+        return scan_object(s, at, depth);
+    case '[':
+        return scan_array(s, at, depth);
+    case '"':
+        if (!scan_string(s, &str, &len, &esc))
+            return false;
+        if (at == AT_ID) {
+            if (esc)
+                s->unusual = true;
+            s->id = str;
+            s->id_len = len;
+        }
+        return true;
+    case 't':
+        return scan_literal(s, "true");
+    case 'f':
+        return scan_literal(s, "false");
+    case 'n':
+        return scan_literal(s, "null");
+    default:
+        if (*s->p != '-' && (*s->p < '0' || *s->p > '9'))
+            return false;
+        s->p++;
+        while (s->p < s->end && ((*s->p >= '0' && *s->p <= '9') || *s->p == '.' || *s->p == 'e' ||
+                                 *s->p == 'E' || *s->p == '+' || *s->p == '-'))
+            s->p++;
+        return true;
+    }
+}
+
+/* Fills out->wamid from a success answer. Returns false when cJSON must
+ * decide (the caller then parses it). */
+static bool scan_wamid(const char *body, size_t len, classify_result_t *out)
+{
+    scan_t s = {body, body + len, NULL, 0, false};
+    bool ok = scan_value(&s, AT_ROOT, 0);
+
+    if (s.unusual)
+        return false;
+    if (!ok)
+        return true; /* not JSON: no wamid, as cJSON finds none (it also ignores what follows) */
+    if (s.id != NULL) {
+        size_t n = s.id_len < sizeof(out->wamid) - 1 ? s.id_len : sizeof(out->wamid) - 1;
+        memcpy(out->wamid, s.id, n);
+        out->wamid[n] = '\0';
+    }
+    return true;
+}
+
 static void parse_wamid(const cJSON *root, classify_result_t *out)
 {
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(root, "data");
@@ -141,14 +348,17 @@ void classify_answer(const http_result_t *res, classify_result_t *out)
         copy_str(out->error.message, sizeof(out->error.message), res->detail);
         return;
     }
-    if (res->body != NULL && res->body_len > 0)
-        root = cJSON_ParseWithLength(res->body, res->body_len);
     if (res->status >= 200 && res->status < 300) {
         out->action = CLASSIFY_SENT;
+        if (res->body == NULL || res->body_len == 0 || scan_wamid(res->body, res->body_len, out))
+            return;
+        root = cJSON_ParseWithLength(res->body, res->body_len);
         if (root)
             parse_wamid(root, out);
         goto out;
     }
+    if (res->body != NULL && res->body_len > 0)
+        root = cJSON_ParseWithLength(res->body, res->body_len);
     out->error.status = res->status;
     if (root)
         parse_error(root, out, &has_meta);

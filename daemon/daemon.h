@@ -32,6 +32,16 @@
 #define ACTIVE_SET_RESERVE 10000
 #define ACTIVE_FAIR_MIN 1000
 
+/* Jobs the scheduler may hand out beyond the max_inflight request slots:
+ * their `sending` state is being committed, or is durable and they wait
+ * for a slot. Sending at R jobs/s while a commit takes C seconds needs
+ * about 1.5 * R * C of them (40,000/s at 20 ms: 1,200). dispatch.c picks
+ * nothing more while max_inflight durable attempts already wait, so when
+ * the API is the bottleneck few jobs are `sending` without a request. */
+#define DISPATCH_AHEAD 2048
+
+struct attempt;
+
 typedef struct daemon_stats {
     unsigned long long submitted;
     unsigned long long duplicates;
@@ -65,11 +75,29 @@ typedef struct daemon {
     uv_timer_t stop_timer; /* bound on in-flight requests at shutdown */
     uv_timer_t probe;      /* account breaker: next GET /v2/me while the account is paused */
     unsigned probe_failures;
-    bool probing;         /* a probe request is in flight */
-    bool spill;           /* the store holds due jobs not in the active set */
+    bool probing; /* a probe request is in flight */
+    bool spill;   /* the store holds due jobs not in the active set */
+    /* New jobs did not fit and wait in the store, all after the refill
+     * cursor (refill_due, refill_id): the next refill may start there
+     * instead of walking the active set's own entries again. `spill` asks
+     * for a walk from the start. */
+    bool spill_new;
+    double refill_due;
+    uint64_t refill_id;
+    /* Store writes pending that take a job out of the due index after it
+     * left the active set while the store still shows it queued or retrying
+     * (expiry, cancel): a refill would load it again, so none runs meanwhile.
+     * Outcomes after a request need no such hold: the store shows those jobs
+     * `sending`, which a refill skips. */
+    size_t settling;
     double paused_expiry; /* earliest expiresAt of a paused job left in the store; 0: none */
     bool fair_blocked;    /* scratch of dispatch.c's activate_fair */
-    uint64_t unfinished;  /* queued + retrying + sending, as of the last commit */
+    /* dispatch.c: attempts whose `sending` is durable, waiting for one of
+     * the max_inflight request slots, in FIFO order (at most
+     * DISPATCH_AHEAD of them). */
+    struct attempt *post_head, *post_tail;
+    size_t post_waiting;
+    uint64_t unfinished; /* queued + retrying + sending, as of the last commit */
     bool stopping;
     bool stop_finishing;
     bool closing;
@@ -123,6 +151,9 @@ int dispatch_load_pauses(daemon_t *d);
  * and records it in the store; `done(arg)` runs once it is durable. */
 int dispatch_set_pause(daemon_t *d, int kind, const char *name, bool paused, commit_update_cb done,
                        void *arg);
+/* Stopping: the attempts waiting for a request slot never left; they are
+ * recorded as due again and leave the in-flight count. */
+void dispatch_release_waiting(daemon_t *d);
 /* Runs the scheduler once at the next loop turn. */
 void dispatch_pump_soon(daemon_t *d);
 /* Commit statistics hook (refreshes counters, resumes a waiting refill). */

@@ -74,6 +74,19 @@ static bool activate_fair(daemon_t *d, const sched_job_t *tmpl, const sched_keys
     return true;
 }
 
+/* A job (due, id) stays in the store for a later refill. After the refill
+ * cursor, a refill from the cursor finds it; before it, the next refill
+ * starts from the beginning. The due index orders by whole milliseconds. */
+static void spill_job(daemon_t *d, double due, uint64_t id)
+{
+    uint64_t ms = (uint64_t)(due * 1000.0 + 0.5), cms = (uint64_t)(d->refill_due * 1000.0 + 0.5);
+
+    if (ms > cms || (ms == cms && id > d->refill_id))
+        d->spill_new = true;
+    else
+        d->spill = true;
+}
+
 void dispatch_activate(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t *keys)
 {
     int rc;
@@ -84,16 +97,16 @@ void dispatch_activate(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t 
         note_paused_expiry(d, tmpl->expires_at);
         return;
     }
-    if (d->spill || sched_jobs(d->sched) >= ACTIVE_SET_MAX) {
+    if (d->spill || d->spill_new || sched_jobs(d->sched) >= ACTIVE_SET_MAX) {
         /* The store has it; a refill brings it in when there is room. A
          * job of a campaign with few jobs in memory may take the reserve. */
         if (!activate_fair(d, tmpl, keys))
-            d->spill = true;
+            spill_job(d, tmpl->due, tmpl->id);
         return;
     }
     rc = sched_job_add(d->sched, tmpl, keys);
     if (rc != 0 && rc != -EEXIST)
-        d->spill = true;
+        spill_job(d, tmpl->due, tmpl->id);
     dispatch_pump_soon(d);
 }
 
@@ -105,10 +118,23 @@ typedef struct attempt {
     const char *path;
     char *body;
     size_t len;
+    struct attempt *next; /* in d->post_head's FIFO */
 } attempt_t;
 
-static void record(daemon_t *d, uint64_t id, int state, uint16_t attempts, double due,
-                   const char *wamid, const queue_error_info_t *err)
+static void settled_cb(void *arg)
+{
+    daemon_t *d = arg;
+
+    d->settling--;
+    if (d->settling == 0 && (d->spill || d->spill_new))
+        dispatch_pump_soon(d); /* a refill may have waited */
+}
+
+/* Records a state change. `settle`: the job left the active set while the
+ * store shows it queued or retrying; no refill runs until this is durable
+ * (see daemon_t.settling). */
+static void record_ex(daemon_t *d, uint64_t id, int state, uint16_t attempts, double due,
+                      const char *wamid, const queue_error_info_t *err, bool settle)
 {
     queue_update_t u;
     int rc;
@@ -121,12 +147,28 @@ static void record(daemon_t *d, uint64_t id, int state, uint16_t attempts, doubl
     u.next_attempt_at = due;
     u.wamid = wamid;
     u.last_error = err;
-    rc = commit_add_update(d->commit, &u);
+    rc = settle ? commit_add_update_cb(d->commit, &u, settled_cb, d)
+                : commit_add_update(d->commit, &u);
+    if (rc == 0 && settle)
+        d->settling++;
     if (rc != 0)
         dlog(d, CONFIG_LOG_ERROR, "job %llu: state change to %s not recorded: %s",
              (unsigned long long)id, queue_state_name(state), queue_strerror(rc));
     else
         daemon_event_job(d, id, state, wamid, err); /* watch streams (events.c) */
+}
+
+static void record(daemon_t *d, uint64_t id, int state, uint16_t attempts, double due,
+                   const char *wamid, const queue_error_info_t *err)
+{
+    record_ex(d, id, state, attempts, due, wamid, err, false);
+}
+
+/* A job that never had its request in flight expired: it leaves the active
+ * set (if it was there) while the store still shows it due. */
+static void record_expired(daemon_t *d, uint64_t id, uint16_t attempts)
+{
+    record_ex(d, id, QUEUE_STATE_EXPIRED, attempts, 0, NULL, NULL, true);
 }
 
 static double backoff(const daemon_t *d, unsigned attempts)
@@ -337,6 +379,8 @@ static bool rescheduled_before(daemon_t *d, uint64_t id)
     return again;
 }
 
+static void post_waiting(daemon_t *d);
+
 static void on_http_done(const http_result_t *res, void *arg)
 {
     attempt_t *a = arg;
@@ -348,8 +392,10 @@ static void on_http_done(const http_result_t *res, void *arg)
 
     free(a->body);
     free(a);
-    if (job == NULL)
-        return; /* removed meanwhile (cancel) */
+    if (job == NULL) { /* removed meanwhile (cancel) */
+        post_waiting(d);
+        return;
+    }
     job->user = NULL;
     if (res->error != HTTP_ECANCELLED)
         metrics_hist_observe(&d->stats.http_latency, res->total_time);
@@ -424,6 +470,7 @@ static void on_http_done(const http_result_t *res, void *arg)
             daemon_finish_stop(d);
         return;
     }
+    post_waiting(d);
     dispatch_pump_soon(d);
 }
 
@@ -433,48 +480,115 @@ static void retry_later(daemon_t *d, sched_job_t *job, double due)
     sched_job_retry(d->sched, job, due);
 }
 
+/* The attempt's job, if it is still this attempt's (a cancel or a finish
+ * may have removed it meanwhile); else frees the attempt and returns NULL. */
+static sched_job_t *attempt_job(attempt_t *a)
+{
+    sched_job_t *job = sched_job_find(a->d->sched, a->id);
+
+    if (job == NULL || job->user != a) {
+        free(a->body);
+        free(a);
+        return NULL;
+    }
+    return job;
+}
+
+/* The attempt never left (stopping, or no request could start): it does not
+ * count, and the job is due again at `due`. */
+static void attempt_unsent(attempt_t *a, sched_job_t *job, double due)
+{
+    daemon_t *d = a->d;
+
+    job->user = NULL;
+    job->attempts--;
+    free(a->body);
+    free(a);
+    retry_later(d, job, due);
+}
+
+/* Posts a durable attempt. */
+static void post(daemon_t *d, attempt_t *a, sched_job_t *job)
+{
+    int rc = http_engine_post(d->http, a->path, a->body, a->len, on_http_done, a);
+
+    if (rc != 0) {
+        dlog(d, CONFIG_LOG_ERROR, "cannot start a request: %s", http_strerror(rc));
+        attempt_unsent(a, job, daemon_now() + 1);
+        dispatch_pump_soon(d);
+        return;
+    }
+    sched_job_posted(d->sched, job, daemon_now());
+    d->stats.sends++;
+}
+
+/* Posts waiting attempts while request slots are free. */
+static void post_waiting(daemon_t *d)
+{
+    while (d->post_head != NULL && !d->stopping &&
+           http_engine_inflight(d->http) < (size_t)d->cfg.max_inflight) {
+        attempt_t *a = d->post_head;
+        sched_job_t *job;
+
+        d->post_head = a->next;
+        if (d->post_head == NULL)
+            d->post_tail = NULL;
+        d->post_waiting--;
+        a->next = NULL;
+        if ((job = attempt_job(a)) != NULL)
+            post(d, a, job);
+    }
+}
+
+void dispatch_release_waiting(daemon_t *d)
+{
+    double now = daemon_now();
+
+    while (d->post_head != NULL) {
+        attempt_t *a = d->post_head;
+        sched_job_t *job;
+
+        d->post_head = a->next;
+        d->post_waiting--;
+        if ((job = attempt_job(a)) != NULL)
+            attempt_unsent(a, job, now);
+    }
+    d->post_tail = NULL;
+}
+
 /*
- * The job's `sending` state is durable: now the request may leave. Waiting
- * for that commit is what makes the crash promise exact: after a crash the
- * only jobs that may have reached the API without a recorded outcome are
- * the ones the store shows as `sending` (sent again under at-least-once,
- * `uncertain` under at-most-once).
+ * The job's `sending` state is durable: now the request may leave - at once
+ * when one of the max_inflight request slots is free, else in FIFO order as
+ * requests complete. Waiting for that commit is what makes the crash
+ * promise exact: after a crash the only jobs that may have reached the API
+ * without a recorded outcome are the ones the store shows as `sending` (sent
+ * again under at-least-once, `uncertain` under at-most-once).
  */
 static void on_sending_durable(void *arg)
 {
     attempt_t *a = arg;
     daemon_t *d = a->d;
-    sched_job_t *job = sched_job_find(d->sched, a->id);
-    int rc;
+    sched_job_t *job = attempt_job(a);
 
-    if (job == NULL || job->user != a) { /* removed meanwhile */
-        free(a->body);
-        free(a);
+    if (job == NULL) /* removed meanwhile */
         return;
-    }
     if (d->stopping) {
         /* Never left: the attempt does not count. */
-        job->user = NULL;
-        job->attempts--;
-        free(a->body);
-        free(a);
-        retry_later(d, job, daemon_now());
+        attempt_unsent(a, job, daemon_now());
         if (sched_inflight(d->sched) == 0)
             daemon_finish_stop(d);
         return;
     }
-    rc = http_engine_post(d->http, a->path, a->body, a->len, on_http_done, a);
-    if (rc != 0) {
-        dlog(d, CONFIG_LOG_ERROR, "cannot start a request: %s", http_strerror(rc));
-        job->user = NULL;
-        job->attempts--;
-        free(a->body);
-        free(a);
-        retry_later(d, job, daemon_now() + 1);
-        dispatch_pump_soon(d);
+    if (d->post_head != NULL || http_engine_inflight(d->http) >= (size_t)d->cfg.max_inflight) {
+        if (d->post_tail != NULL)
+            d->post_tail->next = a;
+        else
+            d->post_head = a;
+        d->post_tail = a;
+        d->post_waiting++;
         return;
     }
-    d->stats.sends++;
+    post(d, a, job);
 }
 
 /* Starts one attempt of `job`: records it as `sending`, and sends once that
@@ -488,7 +602,7 @@ static void dispatch(daemon_t *d, sched_job_t *job, double now)
     int rc;
 
     if (job->expires_at > 0 && now > job->expires_at) {
-        record(d, job->id, QUEUE_STATE_EXPIRED, job->attempts, 0, NULL, NULL);
+        record_expired(d, job->id, job->attempts);
         sched_job_finish(d->sched, job);
         return;
     }
@@ -537,13 +651,22 @@ static void dispatch(daemon_t *d, sched_job_t *job, double now)
  * and left in the store. */
 #define REFILL_SKIP_MAX 200000
 
+/* Jobs one refill loads at most: each costs a few microseconds of loop
+ * time, so a refill stays in the tens of milliseconds; under sustained
+ * load refills run whenever this much room is free. */
+#define REFILL_CHUNK 20000
+#define REFILL_MIN 5000
+
 typedef struct refill_ctx {
     daemon_t *d;
     double now;
     size_t added;
     size_t room;
     size_t skipped;
+    size_t finishing; /* `sending` in the store, not in memory: outcome pending */
     bool stopped;
+    double last_due; /* the last entry consumed (loaded or skipped): the cursor */
+    uint64_t last_id;
 } refill_ctx_t;
 
 static void keys_of(const queue_due_entry_t *e, sched_keys_t *k, char *okey, size_t size)
@@ -602,17 +725,25 @@ static int refill_entry_cb(const queue_due_entry_t *e, void *arg)
     int rc;
 
     if (sched_contains(d->sched, e->id))
-        return 0;
+        goto consumed;
+    if (e->state == QUEUE_STATE_SENDING) {
+        /* Its request ended and its outcome is not durable yet (jobs in
+         * flight are in memory; recovery leaves no `sending` behind). */
+        r->finishing++;
+        goto consumed;
+    }
     if (e->phone_number_id == NULL ||
         sched_keys_paused(d->sched, e->phone_number_id, e->campaign)) {
         /* Left in the store, but a pause does not stop its expiry. */
         if (e->expires_at > 0 && e->expires_at <= r->now && e->state != QUEUE_STATE_SENDING)
-            record(d, e->id, QUEUE_STATE_EXPIRED, e->attempts, 0, NULL, NULL);
+            record_expired(d, e->id, e->attempts);
         else
             note_paused_expiry(d, e->expires_at);
-        if (++r->skipped > REFILL_SKIP_MAX)
+        if (++r->skipped > REFILL_SKIP_MAX) {
+            r->stopped = true;
             return 1;
-        return 0;
+        }
+        goto consumed;
     }
     keys_of(e, &k, okey, sizeof(okey));
     if (k.order_key != NULL && (last = sched_order_last_id(d->sched, k.order_key)) < e->id) {
@@ -626,39 +757,73 @@ static int refill_entry_cb(const queue_due_entry_t *e, void *arg)
         if (r->stopped)
             return 1;
     }
-    return refill_add(r, e, &k);
+    if (refill_add(r, e, &k) != 0)
+        return 1;
+consumed:
+    r->last_due = e->due;
+    r->last_id = e->id;
+    return 0;
 }
 
 /*
  * Brings due jobs from the store into the active set, earliest due first,
- * each with the older unfinished jobs of its order key. Only while no
- * write is pending: a job whose final state is not committed yet is still
- * in the due index and must not be picked up again. Paused jobs stay in the
- * store.
+ * each with the older unfinished jobs of its order key, at most
+ * REFILL_CHUNK per call. A job the active set let go whose new state is not
+ * durable yet is still in the due index and must not be loaded again: after
+ * a request the store shows it `sending` (skipped here); after an expiry or
+ * a cancel it does not, so no refill runs while one of those is pending
+ * (d->settling). Paused jobs stay in the store.
+ *
+ * `spill` walks from the start of the due index; `spill_new` alone (new jobs
+ * that did not fit, all due after the cursor) walks from the cursor, so a
+ * refill under sustained load does not walk the active set's own entries
+ * again each time.
  */
 static void refill(daemon_t *d)
 {
-    refill_ctx_t r = {d, daemon_now(), 0, 0, 0, false};
-    size_t limit;
+    refill_ctx_t r = {d, daemon_now(), 0, 0, 0, 0, false, 0, 0};
+    size_t jobs = sched_jobs(d->sched), limit;
+    bool full = d->spill;
     int rc;
 
-    if (!d->spill || d->stopping || commit_backlog(d->commit) != 0 ||
-        sched_jobs(d->sched) > ACTIVE_SET_MAX / 2)
+    if (!(d->spill || d->spill_new) || d->stopping || d->settling != 0 ||
+        jobs + REFILL_MIN > ACTIVE_SET_MAX)
         return;
-    d->paused_expiry = 0;                           /* this pass notes the paused jobs again */
-    r.room = ACTIVE_SET_MAX - sched_jobs(d->sched); /* > 0: at most half full here */
-    limit = sched_jobs(d->sched) + r.room + 1 + REFILL_SKIP_MAX;
-    rc = queue_due_scan(d->q, 0, 0, INFINITY, limit, refill_entry_cb, &r);
+    if (full) {
+        d->paused_expiry = 0; /* this pass notes the paused jobs again */
+        d->refill_due = 0;
+        d->refill_id = 0;
+    }
+    r.last_due = d->refill_due;
+    r.last_id = d->refill_id;
+    r.room = ACTIVE_SET_MAX - jobs;
+    if (r.room > REFILL_CHUNK)
+        r.room = REFILL_CHUNK;
+    limit = jobs + r.room + 1 + REFILL_SKIP_MAX;
+    rc = queue_due_scan(d->q, d->refill_due, d->refill_id, INFINITY, limit, refill_entry_cb, &r);
     if (rc != 0) {
         dlog(d, CONFIG_LOG_ERROR, "reading due jobs: %s", queue_strerror(rc));
         return;
     }
-    /* Done when the store has nothing more that may go now; paused jobs
-     * come back with their resume (which sets spill again). */
-    if (!r.stopped)
+    if (r.stopped) {
+        /* More to load: the next refill goes on from here. */
+        d->refill_due = r.last_due;
+        d->refill_id = r.last_id;
         d->spill = false;
-    dlog(d, CONFIG_LOG_DEBUG, "refill: %zu jobs loaded, %zu paused left in the store, %s", r.added,
-         r.skipped, d->spill ? "more in the store" : "store drained");
+        d->spill_new = true;
+    } else {
+        /* Done when the store has nothing more that may go now: before the
+         * cursor is only what is in memory, paused (a resume sets spill
+         * again) or finishing (`sending`: its outcome takes it out of the
+         * due index, or its retry keeps it in memory). */
+        d->spill = false;
+        d->spill_new = false;
+        d->refill_due = 0;
+        d->refill_id = 0;
+    }
+    dlog(d, CONFIG_LOG_DEBUG,
+         "refill: %zu jobs loaded, %zu paused left in the store, %zu finishing, %s", r.added,
+         r.skipped, r.finishing, d->spill || d->spill_new ? "more in the store" : "store drained");
 }
 
 static void wake_cb(uv_timer_t *t)
@@ -677,13 +842,17 @@ static void pump(daemon_t *d)
     if (d->stopping)
         return;
     while ((job = sched_next_expired(d->sched, now)) != NULL) {
-        record(d, job->id, QUEUE_STATE_EXPIRED, job->attempts, 0, NULL, NULL);
+        record_expired(d, job->id, job->attempts);
         sched_job_finish(d->sched, job);
     }
-    while ((job = sched_next(d->sched, now, &wake)) != NULL)
+    /* When max_inflight durable attempts already wait for a request slot,
+     * the API is the bottleneck: committing `sending` further ahead would
+     * gain nothing and leave more jobs `sending` without a request. */
+    while (d->post_waiting < (size_t)d->cfg.max_inflight &&
+           (job = sched_next(d->sched, now, &wake)) != NULL)
         dispatch(d, job, now);
     uv_timer_stop(&d->wake);
-    if (d->spill) /* come back for the refill */
+    if (d->spill || d->spill_new) /* come back for the refill */
         wake = fmin(wake, now + 0.05);
     if (d->paused_expiry > now) /* (when past, spill brings the refill) */
         wake = fmin(wake, d->paused_expiry);

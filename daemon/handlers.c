@@ -265,6 +265,7 @@ static void handle_stats(daemon_t *d, ipc_req_t *req)
     cJSON *senders = cJSON_AddArrayToObject(st, "senders");
     cJSON *acct = cJSON_AddObjectToObject(st, "account");
     size_t map = 0, used = 0;
+    http_stats_t hs;
     int s;
 
     (void)queue_counts(d->q, counts);
@@ -284,6 +285,9 @@ static void handle_stats(daemon_t *d, ipc_req_t *req)
     cJSON_AddNumberToObject(st, "commits", (double)d->stats.commits);
     cJSON_AddNumberToObject(st, "purged", (double)d->stats.purged);
     cJSON_AddNumberToObject(st, "connections", ipc_server_connections(d->ipc));
+    http_engine_stats(d->http, &hs);
+    cJSON_AddNumberToObject(st, "httpConnects", (double)hs.connects);
+    cJSON_AddNumberToObject(st, "tlsHandshakes", (double)hs.handshakes);
     if (queue_space(d->q, &map, &used) == 0) {
         cJSON_AddNumberToObject(st, "storeMapBytes", (double)map);
         cJSON_AddNumberToObject(st, "storeUsedBytes", (double)used);
@@ -451,6 +455,8 @@ static void bulk_result_cb(int rc, int result, void *arg)
 
     if (rc != 0 && b->err == 0)
         b->err = rc;
+    if (b->to_state == QUEUE_STATE_CANCELLED)
+        b->d->settling--; /* see bulk_add */
     if (rc == 0 && result == 0) {
         b->changed++;
         daemon_event_job_in(b->d, op->id, b->to_state, op->campaign, NULL, NULL);
@@ -487,6 +493,10 @@ static int bulk_add(bulk_t *b, const queue_update_t *u, const char *campaign)
         return rc;
     }
     b->pending++;
+    /* A cancelled job left the active set but stays in the due index until
+     * this commits: no refill until then (dispatch.c). */
+    if (b->to_state == QUEUE_STATE_CANCELLED)
+        b->d->settling++;
     return 0;
 }
 

@@ -752,6 +752,20 @@ int http_engine_set_token(http_engine_t *e, const char *token)
     return 0;
 }
 
+int http_engine_set_concurrency(http_engine_t *e, long n)
+{
+    CURLMcode mc;
+
+    if (e == NULL || e->multi == NULL)
+        return HTTP_EINVAL;
+    if (n <= 0)
+        return 0;
+    mc = curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, n);
+    if (mc == CURLM_OK && e->http2)
+        mc = curl_multi_setopt(e->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, n);
+    return mc == CURLM_OK ? 0 : HTTP_ECURL;
+}
+
 void http_engine_cancel_all(http_engine_t *e)
 {
     unsigned long long last;

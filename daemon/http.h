@@ -81,6 +81,17 @@ int http_engine_get(http_engine_t *e, const char *path, http_done_cb cb, void *u
 /* Requests started and not yet completed. */
 size_t http_engine_inflight(const http_engine_t *e);
 
+/*
+ * Tells the engine how many requests the caller may run at once (its
+ * max_inflight; at start and after a reload). The connection pool keeps that
+ * many connections open (libcurl's default of 4 per added handle shrinks
+ * with the load and closes keep-alive connections that the next burst must
+ * open again), and over HTTP/2 one connection may carry that many streams
+ * (the server's SETTINGS_MAX_CONCURRENT_STREAMS still caps it; beyond it
+ * libcurl opens another connection). 0 or negative: libcurl's defaults.
+ */
+int http_engine_set_concurrency(http_engine_t *e, long n);
+
 /* Replaces the token for requests started from now on. */
 int http_engine_set_token(http_engine_t *e, const char *token);
 

@@ -158,6 +158,7 @@ static void begin_stop(daemon_t *d, const char *why)
     ipc_server_stop_accepting(d->ipc);
     uv_timer_stop(&d->wake);
     retention_stop(d);
+    dispatch_release_waiting(d);
     uv_timer_start(&d->stop_timer, stop_timer_cb, (uint64_t)d->cfg.shutdown_timeout_ms, 0);
     if (sched_inflight(d->sched) == 0)
         daemon_finish_stop(d);
@@ -246,6 +247,7 @@ static void reload(daemon_t *d)
     token = NULL;
     sched_opts(d, &so);
     sched_reconfigure(d->sched, &so);
+    (void)http_engine_set_concurrency(d->http, d->cfg.max_inflight);
     for (i = 0; i < n && i < sizeof(ch) / sizeof(ch[0]); i++) {
         if (ch[i].live)
             append_key(applied, sizeof(applied), ch[i].key);
@@ -313,7 +315,14 @@ static void sched_opts(const daemon_t *d, sched_options_t *o)
     o->rate_per_number = d->cfg.rate_per_number;
     o->burst_per_number = d->cfg.burst_per_number;
     o->global_rate = d->cfg.global_rate;
-    o->max_inflight = (unsigned)d->cfg.max_inflight;
+    /* Picked jobs include those whose `sending` is being committed:
+     * DISPATCH_AHEAD more than the request slots, so the disk flush of one
+     * group overlaps the requests of the previous one (dispatch.c keeps
+     * the requests themselves at max_inflight). Not under at-most-once:
+     * there every job found `sending` after a crash becomes `uncertain`
+     * and waits for an operator, so no job may be `sending` that is not
+     * about to leave. */
+    o->max_inflight = (unsigned)d->cfg.max_inflight + (d->cfg.at_most_once ? 0 : DISPATCH_AHEAD);
     o->max_inflight_per_number = (unsigned)d->cfg.max_inflight_per_number;
     o->max_jobs = ACTIVE_SET_MAX + ACTIVE_SET_RESERVE;
     o->pair_interval = (double)d->cfg.pair_rate_interval_ms / 1000.0;
@@ -452,6 +461,7 @@ static int start_modules(daemon_t *d, int n_passed)
         fprintf(stderr, "avenpingd: HTTP engine: %s\n", http_strerror(rc));
         return rc;
     }
+    (void)http_engine_set_concurrency(d->http, d->cfg.max_inflight);
     if ((rc = commit_new(d->loop, d->q, &d->commit)) != 0)
         return rc;
     commit_set_stat_cb(d->commit, dispatch_on_commit_stat, d);

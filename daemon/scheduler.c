@@ -107,9 +107,19 @@ typedef struct sched_pair {
     double wake; /* PH_WAKE: release time; PH_IDLE: time it may be forgotten */
 } sched_pair_t;
 
+/* Departure times of a sender's last `cap` picks, by pick sequence number:
+ * pick `seq` is in t[seq % cap] while seq + cap > next. A pick whose
+ * departure is not known yet holds INFINITY. */
+typedef struct window {
+    double *t;
+    unsigned cap;
+    uint32_t next; /* sequence number of the next pick */
+} window_t;
+
 struct sched_sender {
     hnode_t h;
     char *phone_number_id;
+    window_t win;
     struct {
         sched_lane_t *head, *tail;
     } ring[NPRIO];
@@ -137,8 +147,11 @@ struct sched {
     heap_t pairq;    /* sched_pair_t with parked jobs, by release time */
     heap_t pairidle; /* sched_pair_t without jobs, by the time they may be forgotten */
     sched_sender_t *ring_head, *ring_tail;
-    /* id -> job, open addressing with tombstones */
+    /* id -> job, open addressing with tombstones; the ids in a parallel
+     * array so that a probe reads no job (lookups of absent ids, the
+     * refill's, probe the most) */
     sched_job_t **jobs;
+    uint64_t *jobs_id;
     size_t jobs_cap, jobs_used, jobs_n;
     htab_t senders, campaigns, okeys, lanes, pairs;
     size_t idle_pairs;
@@ -385,14 +398,19 @@ static int jobs_grow(sched_t *s)
 {
     size_t cap = s->jobs_cap ? s->jobs_cap * 2 : 1024;
     sched_job_t **t, **old = s->jobs;
+    uint64_t *ids;
     size_t i;
 
     /* Rehash at the same size when tombstones, not jobs, fill the table. */
-    if (s->jobs_n * 2 < s->jobs_cap)
+    if (s->jobs_n * 4 < s->jobs_cap)
         cap = s->jobs_cap;
     t = calloc(cap, sizeof(*t));
-    if (t == NULL)
+    ids = malloc(cap * sizeof(*ids));
+    if (t == NULL || ids == NULL) {
+        free(t);
+        free(ids);
         return -ENOMEM;
+    }
     for (i = 0; i < s->jobs_cap; i++) {
         sched_job_t *j = old[i];
         size_t k;
@@ -401,9 +419,12 @@ static int jobs_grow(sched_t *s)
         for (k = mix64(j->id) & (cap - 1); t[k]; k = (k + 1) & (cap - 1))
             ;
         t[k] = j;
+        ids[k] = j->id;
     }
     free(old);
+    free(s->jobs_id);
     s->jobs = t;
+    s->jobs_id = ids;
     s->jobs_cap = cap;
     s->jobs_used = s->jobs_n;
     return 0;
@@ -416,14 +437,15 @@ static size_t jobs_slot(const sched_t *s, uint64_t id)
     if (s->jobs_cap == 0)
         return (size_t)-1;
     for (k = mix64(id) & (s->jobs_cap - 1); s->jobs[k]; k = (k + 1) & (s->jobs_cap - 1))
-        if (s->jobs[k] != TOMBSTONE && s->jobs[k]->id == id)
+        if (s->jobs_id[k] == id && s->jobs[k] != TOMBSTONE)
             return k;
     return (size_t)-1;
 }
 
+/* At most half full (jobs and tombstones): short probe runs. */
 static int jobs_reserve(sched_t *s)
 {
-    if ((s->jobs_used + 1) * 4 >= s->jobs_cap * 3)
+    if ((s->jobs_used + 1) * 2 >= s->jobs_cap)
         return jobs_grow(s);
     return 0;
 }
@@ -438,6 +460,7 @@ static void jobs_insert(sched_t *s, sched_job_t *j)
     if (s->jobs[k] == NULL)
         s->jobs_used++;
     s->jobs[k] = j;
+    s->jobs_id[k] = j->id;
     s->jobs_n++;
 }
 
@@ -473,6 +496,82 @@ static double bucket_ready_at(const bucket_t *b, double now)
     if (b->rate <= 0 || b->tokens >= 1)
         return now;
     return now + (1 - b->tokens) / b->rate;
+}
+
+/* --- the departure window (scheduler.h: SCHED_RATE_WINDOW) ------------- */
+
+/* Sends allowed per window at `rate`; 0: no window. */
+static unsigned window_limit(double rate)
+{
+    if (rate <= 0 || rate > SCHED_WINDOW_RATE_MAX)
+        return 0;
+    return rate < 1 ? 1 : (unsigned)floor(rate);
+}
+
+/* Picks a window of `w` holds (at most cap). */
+static unsigned window_n(const window_t *w)
+{
+    return w->next < w->cap ? w->next : w->cap;
+}
+
+/* Makes room for the departures of `limit` sends, keeping the most recent
+ * ones. Without memory the window stays smaller, which only lets the bucket
+ * alone decide (never blocks a sender for good). */
+static void window_size(window_t *w, unsigned limit)
+{
+    unsigned i, keep = window_n(w);
+    double *t;
+
+    if (limit <= w->cap)
+        return;
+    t = malloc((size_t)limit * sizeof(*t));
+    if (t == NULL)
+        return;
+    for (i = 0; i < keep; i++) {
+        uint32_t seq = w->next - keep + i;
+        t[seq % limit] = w->t[seq % w->cap];
+    }
+    free(w->t);
+    w->t = t;
+    w->cap = limit;
+}
+
+/* A departure not known yet blocks the window until it is; its sender
+ * looks again this much later. */
+#define WINDOW_RECHECK 0.005
+
+/* Earliest time >= now at which one more send stays within `limit` sends
+ * per window. */
+static double window_ready_at(const window_t *w, unsigned limit, double now)
+{
+    double kth;
+
+    if (limit == 0 || limit > w->cap || window_n(w) < limit)
+        return now;
+    kth = w->t[(w->next - limit) % w->cap]; /* the limit-th most recent pick */
+    if (kth == INFINITY)
+        return now + WINDOW_RECHECK;
+    return kth + SCHED_RATE_WINDOW > now ? kth + SCHED_RATE_WINDOW : now;
+}
+
+/* A pick of job j: its departure is pending. */
+static void window_pick(window_t *w, sched_job_t *j)
+{
+    if (w->cap == 0)
+        return;
+    w->t[w->next % w->cap] = INFINITY;
+    j->win_seq_ = w->next++;
+    j->win_pending_ = true;
+}
+
+/* Job j's departure (or the end of its attempt) at `when`. */
+static void window_depart(window_t *w, sched_job_t *j, double when)
+{
+    if (!j->win_pending_)
+        return;
+    j->win_pending_ = false;
+    if (w->cap > 0 && w->next - j->win_seq_ <= w->cap)
+        w->t[j->win_seq_ % w->cap] = when;
 }
 
 static void set_reason(char **dst, const char *reason)
@@ -514,6 +613,7 @@ static void sender_apply_rate(sched_t *s, sched_sender_t *sd)
         sd->bucket.rate > max || max <= 0)
         sd->bucket.rate = max;
     sd->max_rate = max;
+    window_size(&sd->win, window_limit(max));
     sd->bucket.burst = sender_burst(s, sd);
     if (sd->bucket.tokens > sd->bucket.burst)
         sd->bucket.tokens = sd->bucket.burst;
@@ -1170,6 +1270,7 @@ static void free_sender_node(hnode_t *x)
 {
     sched_sender_t *sd = (sched_sender_t *)x;
     free(sd->phone_number_id);
+    free(sd->win.t);
     free(sd->reason);
     free(sd->hold_reason);
     free(sd);
@@ -1196,6 +1297,7 @@ void sched_free(sched_t *s)
         if (s->jobs[i] && s->jobs[i] != TOMBSTONE)
             free(s->jobs[i]);
     free(s->jobs);
+    free(s->jobs_id);
     htab_free_all(&s->lanes, free_plain_node);
     htab_free_all(&s->pairs, free_plain_node);
     htab_free_all(&s->okeys, free_plain_node);
@@ -1432,8 +1534,10 @@ static void take_flight(sched_t *s, sched_job_t *j, double now)
 {
     sched_sender_t *sd = j->sender;
 
-    if (sd->bucket.rate > 0)
+    if (sd->bucket.rate > 0) {
         sd->bucket.tokens -= 1;
+        window_pick(&sd->win, j);
+    }
     if (s->global.rate > 0)
         s->global.tokens -= 1;
     if (j->pair_ != NULL && pacing(s))
@@ -1489,9 +1593,13 @@ sched_job_t *sched_next(sched_t *s, double now, double *wake)
             continue;
         }
         bucket_refill(&sd->bucket, now);
-        if (sd->bucket.rate > 0 && sd->bucket.tokens < 1) {
-            sender_sleep(s, sd, bucket_ready_at(&sd->bucket, now));
-            continue;
+        if (sd->bucket.rate > 0) {
+            double at = fmax(bucket_ready_at(&sd->bucket, now),
+                             window_ready_at(&sd->win, window_limit(sd->bucket.rate), now));
+            if (at > now) {
+                sender_sleep(s, sd, at);
+                continue;
+            }
         }
         j = sender_pick(s, sd);
         if (j == NULL) {
@@ -1529,10 +1637,18 @@ sched_job_t *sched_next_expired(sched_t *s, double now)
 }
 
 /* An in-flight job leaves flight: its sender may send again. */
+void sched_job_posted(sched_t *s, sched_job_t *j, double now)
+{
+    (void)s;
+    if (j->inflight)
+        window_depart(&j->sender->win, j, now);
+}
+
 static void inflight_end(sched_t *s, sched_job_t *j)
 {
     sched_sender_t *sd = j->sender;
 
+    window_depart(&sd->win, j, s->now);
     j->inflight = false;
     sd->inflight--;
     sd->n_jobs++;

@@ -20,7 +20,8 @@
  *   of its own).
  * - Rates: a token bucket per sender whose rate adapts (multiplicative
  *   decrease on a throttle, additive increase per success up to the
- *   configured rate), an optional global bucket, in-flight caps in all and
+ *   configured rate) with a sliding window over its departures
+ *   (SCHED_RATE_WINDOW), an optional global bucket, in-flight caps in all and
  *   per sender, and a token bucket per (sender, recipient) pair (Meta's pair
  *   limit) with 4^X s holds after a pair-limit answer.
  * - Pauses: per campaign, per sender (with a reason), all (operator), the
@@ -54,6 +55,23 @@
 typedef struct sched sched_t;
 typedef struct sched_sender sched_sender_t;
 
+/*
+ * Besides its token bucket, a sender never sends more than floor(rate) jobs
+ * within SCHED_RATE_WINDOW seconds, counted at departure (the time the
+ * caller reports with sched_job_posted; until then a picked job counts as
+ * departing at any moment, so it blocks the window): a full bucket
+ * after an idle spell cannot add its burst to a second that already carries
+ * the full rate, so no second at the API holds more than the rate. The
+ * window is 1% longer than a second so that jitter of up to 10 ms between
+ * departure and arrival (the `sending` commit, the network) does not move a
+ * send into a second that is already full; the sustained rate is therefore
+ * about 1% under the configured one. Rates above SCHED_WINDOW_RATE_MAX rely
+ * on the bucket alone (the window keeps one departure time per allowed
+ * send).
+ */
+#define SCHED_RATE_WINDOW 1.01
+#define SCHED_WINDOW_RATE_MAX 4096
+
 /* Most pair entries kept for pairs without jobs in the active set. */
 #define SCHED_IDLE_PAIRS_MAX (1u << 20)
 /* Longest pause reason kept, bytes (longer ones are cut). */
@@ -74,8 +92,10 @@ typedef struct sched_job {
     void *user; /* the daemon's per-attempt state while in flight */
     /* scheduler-private */
     uint8_t where_;
+    bool win_pending_;                 /* its departure is not in the window yet */
     uint32_t wait_idx_;                /* in the waiting heap */
     uint32_t exp_idx_;                 /* in the expiry heap */
+    uint32_t win_seq_;                 /* its place in the sender's window */
     struct sched_job *next_, *prev_;   /* lane ready list or pair park list */
     struct sched_job *knext_, *kprev_; /* order key list, by id */
     struct sched_okey *okey_;
@@ -142,6 +162,11 @@ int sched_job_add(sched_t *s, const sched_job_t *tmpl, const sched_keys_t *keys)
  * return a job (INFINITY if none is known; a completion may come sooner).
  */
 sched_job_t *sched_next(sched_t *s, double now, double *wake);
+
+/* The request of in-flight `job` left at `now`: its departure enters the
+ * sender's rate window (SCHED_RATE_WINDOW). A job whose attempt ends
+ * without this call counts as departed when it ends. */
+void sched_job_posted(sched_t *s, sched_job_t *job, double now);
 
 /* A job (not in flight) whose expires_at is <= now, or NULL. The caller
  * records it as expired and calls sched_job_finish. */

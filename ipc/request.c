@@ -129,6 +129,8 @@ struct vctx {
     size_t msg_size;
     char job_num[32]; /* job given as a JSON number, as a string */
     char after_num[32];
+    const char *line; /* the request line (NUL-terminated), while parsing */
+    size_t line_len;
     const char *body; /* compact `message` */
     size_t body_len;
     char *body_heap; /* cJSON_PrintUnformatted result when it did not fit */
@@ -270,9 +272,128 @@ static const char *const states[] = {"queued",  "sending",   "retrying",  "sent"
                                      "expired", "cancelled", "uncertain", NULL};
 static const char *const retry_states[] = {"failed", "expired", "uncertain", NULL};
 
-/* Prints `message` compact into v->body; bounded by IPC_MAX_BODY. */
+/*
+ * The span of the first top-level "message" value of a line cJSON already
+ * accepted, if that text is exactly what cJSON would print for it (compact:
+ * no whitespace outside strings, no escapes, numbers as plain integers of at
+ * most 15 digits): then the body is that text and needs no print. Every
+ * submit goes through here, so this saves a print per job; anything else
+ * returns false and is printed.
+ */
+static bool canonical_span(const char *p, const char *end, const char **vstart, size_t *vlen)
+{
+    const char *key = NULL;
+    int depth = 0;
+    bool found = false, in_str = false, want_key = false;
+
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    if (p >= end || *p != '{')
+        return false;
+    p++;
+    /* Top level: find the key, skipping other members by bracket depth. */
+    for (want_key = true; p < end && !found; p++) {
+        char ch = *p;
+        if (in_str) {
+            if (ch == '\\') {
+                if (key != NULL)
+                    return false; /* an escaped key might read "message" */
+                p++;
+            } else if (ch == '"') {
+                in_str = false;
+                if (want_key && depth == 0 && key != NULL && p - key == 7 &&
+                    memcmp(key, "message", 7) == 0) {
+                    p++;
+                    while (p < end && *p != ':')
+                        p++;
+                    if (p >= end)
+                        return false;
+                    p++;
+                    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+                        p++;
+                    found = true;
+                    break;
+                }
+                want_key = false;
+            }
+            continue;
+        }
+        if (ch == '"') {
+            in_str = true;
+            key = want_key && depth == 0 ? p + 1 : NULL;
+        } else if (ch == '{' || ch == '[') {
+            depth++;
+        } else if (ch == '}' || ch == ']') {
+            if (--depth < 0)
+                return false;
+        } else if (ch == ',' && depth == 0) {
+            want_key = true;
+        }
+    }
+    if (!found || p >= end)
+        return false;
+    /* The value: one scan, checking it prints as it is written. */
+    {
+        const char *v = p;
+        int digits = 0;
+        depth = 0;
+        in_str = false;
+        for (; p < end; p++) {
+            char ch = *p;
+            if (in_str) {
+                if (ch == '\\')
+                    return false;
+                if (ch == '"')
+                    in_str = false;
+                else if ((unsigned char)ch < 0x20)
+                    return false;
+            } else if (ch == '"') {
+                in_str = true;
+                digits = 0;
+            } else if (ch >= '0' && ch <= '9') {
+                /* "01" reads as 1 (strtod): not as written. */
+                if (digits == 0 && ch == '0' && p + 1 < end && p[1] >= '0' && p[1] <= '9')
+                    return false;
+                if (++digits > 15)
+                    return false;
+            } else if (ch == '.' || ch == '+' || ((ch == 'e' || ch == 'E') && digits > 0) ||
+                       ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r') {
+                return false;
+            } else {
+                digits = 0;
+                if (ch == '{' || ch == '[') {
+                    depth++;
+                } else if (ch == '}' || ch == ']') {
+                    if (depth == 0)
+                        break; /* the end of the enclosing object: a scalar value */
+                    if (--depth == 0) {
+                        p++;
+                        break;
+                    }
+                } else if (ch == ',' && depth == 0) {
+                    break;
+                } else if (ch == '-' && p + 1 < end && p[1] == '0') {
+                    return false; /* -0 prints as 0 */
+                }
+            }
+        }
+        if (in_str || depth != 0 || p == v)
+            return false;
+        *vstart = v;
+        *vlen = (size_t)(p - v);
+        return true;
+    }
+}
+
+/* Prints `message` compact into v->body (or takes it from the line when
+ * it is written that way already); bounded by IPC_MAX_BODY. */
 static int print_body(struct vctx *v, const cJSON *msg, size_t line_len, char *stack)
 {
+    if (v->line != NULL && canonical_span(v->line, v->line + v->line_len, &v->body, &v->body_len)) {
+        if (v->body_len > IPC_MAX_BODY)
+            return fail(v, IPC_ERR_VALIDATION, "message larger than %u bytes", IPC_MAX_BODY);
+        return 0;
+    }
     /* A compact print is usually no longer than the line it came from;
      * try the stack buffer then, and print to the heap only when needed. */
     if (line_len < BODY_STACK - 8 &&
@@ -753,6 +874,8 @@ int ipc__parse(const char *line, size_t len, bool nul_terminated, struct ipc_req
         rc = fail(&v, IPC_ERR_VALIDATION, "id must be a string or a number");
         goto done;
     }
+    v.line = line;
+    v.line_len = len;
     rc = v_op(&v, root, len, stack);
     if (rc)
         goto done;

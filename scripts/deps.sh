@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building, testing and running the demo need on Debian 12, and
-# nothing when everything is already there. Usage: scripts/deps.sh [--extra]
-# (--extra adds the tools of the lint/benchmark/fuzz/valgrind steps: clang
-# with libclang-rt-14-dev, which holds libFuzzer, and valgrind).
+# nothing when everything is already there. Usage: scripts/deps.sh [--extra|--bench]
+# --extra adds the tools of the CI's lint/fuzz/valgrind steps (clang with
+# libclang-rt-14-dev, which holds libFuzzer; valgrind). --bench adds the
+# benchmarks' tools: nginx with the echo module as the static v2 stub, wrk and
+# h2load for the HTTP ceilings, openssl for the stub's certificate, perf for
+# profiling. The test suite needs neither (bench.smoke skips without nginx).
 set -euo pipefail
 
 # systemd: systemd-analyze, systemd-socket-activate, systemd-sysusers and
@@ -11,8 +14,11 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config python3
       libuv1-dev libcurl4-openssl-dev libcjson-dev liblmdb-dev libsystemd-dev
       libmicrohttpd-dev systemd dpkg-dev)
+bench=(nginx libnginx-mod-http-echo wrk nghttp2-client openssl linux-perf)
 if [[ "${1:-}" == "--extra" ]]; then
     pkgs+=(clang libclang-rt-14-dev clang-format cppcheck valgrind lmdb-utils)
+elif [[ "${1:-}" == "--bench" ]]; then
+    pkgs+=("${bench[@]}")
 fi
 
 missing=()

@@ -121,7 +121,11 @@ def kill9(wd):
             recovered = int(line.split(">", 1)[1].split()[0])
     check(dups <= recovered, "duplicates (%d) only among jobs in flight at the kill (%d)"
           % (dups, recovered))
-    check(recovered <= cfg["max_inflight"] * 2, "in-flight bound: %d" % recovered)
+    # The scheduler hands out up to max_inflight + DISPATCH_AHEAD (2048)
+    # jobs (their `sending` commits overlap the requests); the store shows
+    # `sending` for those and for the ones whose outcome is in the next
+    # commit: at most twice that.
+    check(recovered <= (cfg["max_inflight"] + 2048) * 2, "in-flight bound: %d" % recovered)
     print("kill9: %d acked, %d sent before kill, %d recovered in flight, %d duplicates"
           % (len(acked), before, recovered, dups))
     cl.close()

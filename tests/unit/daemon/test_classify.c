@@ -44,6 +44,38 @@ static void test_success(void)
     CHECK_STR(c.wamid, "");
 }
 
+/* The success answer is read without cJSON (classify.c's scanner): it must
+ * find what cJSON's lookup would find, and nothing where cJSON finds none. */
+static void test_success_scanner(void)
+{
+    static const struct {
+        const char *body, *wamid;
+    } cases[] = {
+        {"{\"data\":{\"messages\":[{\"id\":\"w1\"},{\"id\":\"w2\"}]}}", "w1"},
+        {" { \"data\" : { \"x\":[1,-2.5e3,true,false,null,{\"id\":\"no\"}], \"messages\" : "
+         "[ { \"a\":{\"id\":\"no\"}, \"id\" : \"w3\" } ] } } ",
+         "w3"},
+        {"{\"data\":{\"messages\":[{\"id\":\"w4\",\"id\":\"dup\"}]},\"data\":{}}", "w4"},
+        {"{\"messages\":[{\"id\":\"top-level\"}]}", ""},
+        {"{\"data\":{\"messages\":{\"id\":\"not-an-array\"}}}", ""},
+        {"{\"data\":{\"messages\":[{\"id\":5}]}}", ""},
+        {"{\"data\":{\"messages\":[{\"id\":\"w\\u0041\\\"q\"}]}}", "wA\"q"}, /* escapes: cJSON */
+        {"{\"data\":{\"messages\":[{\"id\":\"w5\"}]}} trailing", "w5"},      /* as cJSON */
+        {"{\"data\":{\"messages\":[{\"id\":\"w6\"}]}", ""},                  /* cut short */
+        {"{\"data\":{\"messages\":[{\"id\":\"w7\"}],}}", ""},                /* bad comma */
+        {"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]"
+         "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+         ""},
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        classify_result_t c = answer(200, cases[i].body, -1);
+        CHECK_EQ(c.action, CLASSIFY_SENT);
+        CHECK_STR(c.wamid, cases[i].wamid);
+    }
+}
+
 static void test_status_classes(void)
 {
     classify_result_t c;
@@ -126,6 +158,7 @@ int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
         {"success", test_success},
+        {"success_scanner", test_success_scanner},
         {"status_classes", test_status_classes},
         {"meta_codes", test_meta_codes},
         {"transport", test_transport},

@@ -129,19 +129,75 @@ static void test_token_bucket(void)
 {
     sched_t *s = make(10, 1000, 1000, 1000); /* 10/s, burst 10 */
     double now = 100, wake = 0;
+    sched_job_t *j;
     int sent = 0, i;
 
     for (i = 0; i < 100; i++)
         add(s, (uint64_t)i + 1, 0, 1, "a");
-    while (sched_next(s, now, &wake) != NULL)
+    while ((j = sched_next(s, now, &wake)) != NULL) {
+        sched_job_posted(s, j, now);
         sent++;
+    }
     CHECK_EQ(sent, 10); /* the burst */
-    CHECK(fabs(wake - (now + 0.1)) < 1e-9);
-    /* Over 2 simulated seconds, 20 more and never faster. */
+    /* The bucket would give one more token at +0.1 s, but the burst already
+     * filled the window: the next send waits for it. */
+    CHECK(fabs(wake - (now + SCHED_RATE_WINDOW)) < 1e-9);
+    /* Over 2 simulated seconds: the window lets the full bucket go once
+     * more at +1.01 s, and never more. */
     for (now = 100; now <= 102.0 + 1e-9; now += 0.01)
-        while (sched_next(s, now, &wake) != NULL)
+        while ((j = sched_next(s, now, &wake)) != NULL) {
+            sched_job_posted(s, j, now);
             sent++;
-    CHECK(sent >= 29 && sent <= 31);
+        }
+    CHECK_EQ(sent, 20);
+    /* A picked job whose request has not left yet blocks the window: it
+     * may leave at any moment. */
+    j = sched_next(s, 103.1, &wake);
+    CHECK(j != NULL);
+    for (i = 0; i < 9; i++)
+        CHECK(sched_next(s, 103.1, &wake) != NULL);
+    CHECK(sched_next(s, 104.2, &wake) == NULL); /* the bucket is full, the window is not */
+    sched_job_posted(s, j, 104.2);
+    CHECK(sched_next(s, 104.2, &wake) == NULL); /* it left just now */
+    CHECK(sched_next(s, 104.2 + SCHED_RATE_WINDOW, &wake) != NULL);
+    sched_free(s);
+}
+
+/* With a bucket smaller than the rate, sends follow the rate, and no window
+ * of SCHED_RATE_WINDOW ever holds more than the rate, idle spells included. */
+static void test_rate_window(void)
+{
+    sched_options_t o;
+    sched_t *s;
+    double t[2000], now, wake;
+    int n = 0, i, j;
+
+    memset(&o, 0, sizeof(o));
+    o.rate_per_number = 80;
+    o.burst_per_number = 20;
+    o.max_inflight = 100000;
+    o.max_inflight_per_number = 100000;
+    o.max_jobs = 100000;
+    CHECK_EQ(sched_new(&o, &s), 0);
+    for (i = 0; i < 1500; i++)
+        add(s, (uint64_t)i + 1, 0, 1, "a");
+    for (now = 100; now < 110; now += 0.001) {
+        if (now > 103 && now < 105)
+            continue; /* idle: the bucket fills up again */
+        sched_job_t *jb;
+        while ((jb = sched_next(s, now, &wake)) != NULL) {
+            CHECK(n < 2000);
+            t[n++] = now;
+            sched_job_finish(s, jb);
+        }
+    }
+    for (i = 0, j = 0; i < n; i++) {
+        while (t[j] <= t[i] - SCHED_RATE_WINDOW + 1e-9)
+            j++;
+        CHECK(i - j + 1 <= 80);
+    }
+    /* 8 busy seconds at about 80/s (the window costs about 1%). */
+    CHECK(n >= 600 && n <= 660);
     sched_free(s);
 }
 
@@ -583,6 +639,7 @@ int main(int argc, char **argv)
         {"round_robin_senders", test_round_robin_senders},
         {"inflight_caps", test_inflight_caps},
         {"token_bucket", test_token_bucket},
+        {"rate_window", test_rate_window},
         {"retry_and_finish", test_retry_and_finish},
         {"many_jobs", test_many_jobs},
         {"order_key_fifo", test_order_key_fifo},

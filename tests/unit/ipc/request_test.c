@@ -4,6 +4,8 @@
  */
 #include "ipc.h"
 
+#include <cjson/cJSON.h>
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -497,6 +499,55 @@ static void test_odd_input(void)
     CHECK(streq(ipc_strerror(IPC_EINVAL), "invalid argument or option"), "strerror");
 }
 
+/* The body is the message as cJSON prints it compact, whether the parser
+ * takes it from the line (already written that way) or prints it. */
+static void test_body_as_printed(void)
+{
+    static const char *const msgs[] = {
+        "{\"phoneNumberId\":\"1\",\"to\":\"2\",\"text\":\"plain\"}",
+        "{\"phoneNumberId\":\"1\",\"to\":\"2\",\"text\":\"x\",\"n\":[0,-1,123456789012345,true,"
+        "false,null,{},[]]}",
+        "{\"phoneNumberId\":\"1\",\"to\":\"2\",\"text\":\"x\",\"n\":1234567890123456}",
+        "{\"phoneNumberId\":\"1\",\"to\":\"2\",\"text\":\"x\",\"n\":-0}",
+        "{\"phoneNumberId\":\"1\",\"to\":\"2\",\"text\":\"x\",\"n\":01}",
+        "{\"phoneNumberId\":\"1\",\"to\":\"2\",\"text\":\"x\",\"n\":[1.50,2e3,1E2,-0.5]}",
+        "{\"phoneNumberId\":\"1\",\"to\":\"2\",\"text\":\"a\\/b\\u00e9\\n\"}",
+        "{ \"phoneNumberId\" : \"1\", \"to\":\"2\",\"text\":\"spaced\" }",
+        "{\"phoneNumberId\":\"1\",\"to\":\"2\",\"text\":\"caf\xc3\xa9 \\\"q\\\"\"}",
+    };
+    /* Request lines around the message: prefix, message, suffix. */
+    static const char *const wraps[][2] = {
+        {"{\"op\":\"send\",\"type\":\"text\",\"message\":", "}"},
+        {"{\"message\":", ",\"op\":\"send\",\"type\":\"text\"}"},
+        {"{\"op\":\"send\",\"x\":{\"message\":{\"a\":1}},\"note\":\"message\",\"type\":\"text\","
+         "\"message\":",
+         "}"},
+        {"{\"op\":\"send\",\"type\":\"text\",\"message\":", ",\"message\":{\"other\":1}}"},
+        {"{\"op\":\"send\",\"type\":\"text\",\"mess\\u0061ge\":", ",\"message\":{\"x\":1}}"},
+        {" {\"op\":\"send\",\"type\":\"text\",\"message\" :\t", " }"},
+    };
+    char line[1024];
+
+    for (size_t w = 0; w < sizeof wraps / sizeof wraps[0]; w++) {
+        for (size_t m = 0; m < sizeof msgs / sizeof msgs[0]; m++) {
+            ipc_request_t *r = NULL;
+            const char *code = NULL;
+            char msg[128];
+            int n = snprintf(line, sizeof line, "%s%s%s", wraps[w][0], msgs[m], wraps[w][1]);
+            cJSON *want_tree = cJSON_Parse(msgs[m]);
+            char *want = cJSON_PrintUnformatted(want_tree);
+            int rc = ipc_request_parse(line, (size_t)n, &r, NULL, &code, msg, sizeof msg);
+            CHECK(rc == 0, "wrap %zu msg %zu: %d %s", w, m, rc, msg);
+            if (rc == 0)
+                CHECK(streq(r->submit.body, want) && r->submit.body_len == strlen(want),
+                      "wrap %zu msg %zu: body %s, want %s", w, m, r->submit.body, want);
+            free(want);
+            cJSON_Delete(want_tree);
+            ipc_request_free(r);
+        }
+    }
+}
+
 int main(void)
 {
     test_bad_table();
@@ -504,6 +555,7 @@ int main(void)
     test_depth();
     test_body_size();
     test_valid_send();
+    test_body_as_printed();
     test_valid_others();
     test_odd_input();
     if (failures) {
