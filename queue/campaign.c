@@ -211,11 +211,14 @@ int queue__campaign_open(queue__wtxn_t *w)
     return 0;
 }
 
+static int rebuild_one(queue__wtxn_t *w, uint64_t id, const queue__record_t *r)
+{
+    return queue__campaign_move(w, r->s[QUEUE__REC_CAMPAIGN], id, 0, r->state);
+}
+
 int queue__campaign_rebuild(queue__wtxn_t *w)
 {
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
-    int rc, op;
+    int rc;
 
     /* Start from empty: a half-built index cannot exist (one txn), but an
      * environment may have been written by a build that had one. */
@@ -223,30 +226,7 @@ int queue__campaign_rebuild(queue__wtxn_t *w)
         (rc = mdb_drop(w->txn, w->q->db_cjobs, 0)) != 0 ||
         (rc = mdb_drop(w->txn, w->q->db_cstate, 0)) != 0)
         return rc;
-    rc = mdb_cursor_open(w->txn, w->q->db_jobs, &cur);
-    if (rc != 0)
-        return rc;
-    for (op = MDB_FIRST;; op = MDB_NEXT) {
-        queue__record_t r;
-
-        rc = mdb_cursor_get(cur, &k, &v, op);
-        if (rc == MDB_NOTFOUND) {
-            rc = 0;
-            break;
-        }
-        if (rc != 0)
-            break;
-        if (k.mv_size != 8 || queue__record_parse(v.mv_data, v.mv_size, &r) != 0)
-            continue; /* left for the readers to report */
-        /* The strings are views into the page; the index writes below go
-         * to other databases and do not move it. */
-        rc = queue__campaign_move(w, r.s[QUEUE__REC_CAMPAIGN], queue__be64_get(k.mv_data), 0,
-                                  r.state);
-        if (rc != 0)
-            break;
-    }
-    mdb_cursor_close(cur);
-    return rc;
+    return queue__jobs_each(w, rebuild_one);
 }
 
 /* --- reads --------------------------------------------------------------- */

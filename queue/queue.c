@@ -412,6 +412,35 @@ typedef struct open_ctx {
     uint64_t last_id; /* out: largest key of jobs */
 } open_ctx_t;
 
+int queue__jobs_each(queue__wtxn_t *w, queue__job_fn fn)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    int rc, op;
+
+    rc = mdb_cursor_open(w->txn, w->q->db_jobs, &cur);
+    if (rc != 0)
+        return rc;
+    for (op = MDB_FIRST;; op = MDB_NEXT) {
+        queue__record_t r;
+
+        rc = mdb_cursor_get(cur, &k, &v, op);
+        if (rc == MDB_NOTFOUND) {
+            rc = 0;
+            break;
+        }
+        if (rc != 0)
+            break;
+        if (k.mv_size != 8 || queue__record_parse(v.mv_data, v.mv_size, &r) != 0)
+            continue;
+        rc = fn(w, queue__be64_get(k.mv_data), &r);
+        if (rc != 0)
+            break;
+    }
+    mdb_cursor_close(cur);
+    return rc;
+}
+
 /* Brings an environment from schema `from` to `from + 1`, inside the
  * opening txn. A new schema adds its step here. */
 static int schema_upgrade_step(queue__wtxn_t *w, uint32_t from)

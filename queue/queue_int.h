@@ -302,6 +302,14 @@ typedef struct queue__patch {
  * The return value is non-zero only for errors that must abort the txn. */
 int queue__job_update(queue__wtxn_t *w, uint64_t id, const queue__patch_t *p, int *result);
 
+/* Calls cb for every decodable job record in w's txn, by id (schema
+ * upgrades build their indexes with it). Undecodable records are skipped,
+ * left for the readers to report. The record's strings are views into the
+ * page: cb may write to other databases, never to `jobs`. A non-zero return
+ * of cb stops the walk and is returned. */
+typedef int (*queue__job_fn)(queue__wtxn_t *w, uint64_t id, const queue__record_t *r);
+int queue__jobs_each(queue__wtxn_t *w, queue__job_fn fn);
+
 /* --- Campaign index (campaign.c) --------------------------------------- */
 
 /*

@@ -206,34 +206,16 @@ out:
     return rc;
 }
 
+static int done_build_one(queue__wtxn_t *w, uint64_t id, const queue__record_t *r)
+{
+    if (!queue_state_is_final(r->state))
+        return 0;
+    return done_put(w, queue__due_ms(r->updated_at), id);
+}
+
 int queue__done_build(queue__wtxn_t *w)
 {
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
-    int rc, op;
-
-    rc = mdb_cursor_open(w->txn, w->q->db_jobs, &cur);
-    if (rc != 0)
-        return rc;
-    /* Puts go to another database: walking `jobs` meanwhile is safe. */
-    for (op = MDB_FIRST;; op = MDB_NEXT) {
-        queue__record_t r;
-        rc = mdb_cursor_get(cur, &k, &v, op);
-        if (rc == MDB_NOTFOUND) {
-            rc = 0;
-            break;
-        }
-        if (rc != 0)
-            break;
-        if (k.mv_size != 8 || queue__record_parse(v.mv_data, v.mv_size, &r) != 0 ||
-            !queue_state_is_final(r.state))
-            continue;
-        rc = done_put(w, queue__due_ms(r.updated_at), queue__be64_get(k.mv_data));
-        if (rc != 0)
-            break;
-    }
-    mdb_cursor_close(cur);
-    return rc;
+    return queue__jobs_each(w, done_build_one);
 }
 
 /* --- Public entry points --------------------------------------------- */
