@@ -6,6 +6,7 @@
  */
 #include "queue.h"
 #include "queue_int.h"
+#include "qtest.h"
 
 #include <ftw.h>
 #include <stdio.h>
@@ -13,43 +14,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c);                  \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-
-#define CHECK_RC(expr, want)                                                                       \
-    do {                                                                                           \
-        int rc_ = (expr);                                                                          \
-        if (rc_ != (want)) {                                                                       \
-            fprintf(stderr, "%s:%d: %s = %d (%s), want %d (%s)\n", __FILE__, __LINE__, #expr, rc_, \
-                    queue_strerror(rc_), (want), queue_strerror(want));                            \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-
-#define CHECK_OK(expr) CHECK_RC(expr, 0)
-
-static char g_dir[512];
-
 static void dir_make(void)
 {
-    const char *t = getenv("TMPDIR");
-    snprintf(g_dir, sizeof g_dir, "%s/avpr-XXXXXX", t != NULL && *t ? t : "/tmp");
-    CHECK(mkdtemp(g_dir) != NULL);
-}
-
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
-static void dir_remove(void)
-{
-    nftw(g_dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+    qtest_dir_make("avpr");
 }
 
 static queue_t *open_q(void)
