@@ -1,6 +1,6 @@
 /*
  * retention_test.c - unit tests of the done index and the purge of finished
- * jobs (queue/retention.c), and of the schema 1 -> 2 upgrade that builds the
+ * jobs (queue/retention.c), and of the schema upgrade (to 3) that builds the
  * index. One binary; the case is argv[1]; each case works in a temp dir of
  * its own, removed when it passes.
  */
