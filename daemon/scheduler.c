@@ -527,6 +527,10 @@ static void window_size(window_t *w, unsigned limit)
     t = malloc((size_t)limit * sizeof(*t));
     if (t == NULL)
         return;
+    /* Picks older than the ones kept (a window grown by a reload) count as
+     * departed long ago: they never hold a send back. */
+    for (i = 0; i < limit; i++)
+        t[i] = -INFINITY;
     for (i = 0; i < keep; i++) {
         uint32_t seq = w->next - keep + i;
         t[seq % limit] = w->t[seq % w->cap];
