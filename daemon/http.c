@@ -620,10 +620,12 @@ static http_req_t *req_new(http_engine_t *e)
     SET(CURLOPT_DNS_CACHE_TIMEOUT, HTTP_DNS_CACHE_S);
     SET(CURLOPT_TCP_NODELAY, 1L);
     SET(CURLOPT_TCP_KEEPALIVE, 1L);
-    if (e->http2) {
+    if (e->http2 && e->https) {
         SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
         /* Wait for the first connection's ALPN instead of opening one
-         * connection per transfer while it is pending (curl #736). */
+         * connection per transfer while it is pending (curl #736). Only
+         * over TLS: on plain http there is no ALPN, and a waiting transfer
+         * would sit behind the first one's whole answer. */
         SET(CURLOPT_PIPEWAIT, 1L);
     } else {
         SET(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);

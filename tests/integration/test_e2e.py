@@ -367,9 +367,29 @@ def queue_bound(wd):
     api.stop()
 
 
+def concurrent_requests(wd):
+    """Requests run concurrently from the start: with a slow API, max_inflight
+    requests are at the API together (no transfer waits behind the first
+    one's answer), and each answer's slot goes to the next job."""
+    api = avp.FakeAPI(wd, "--latency-ms", "1500")
+    d = avp.Daemon(wd, api.base, {"max_inflight": 16, "max_inflight_per_number": 16}).start()
+    submit_all(d, [avp.text_job(i, sender=avp.SENDERS[0]) for i in range(32)])
+    t0 = time.monotonic()
+    wait_for(lambda: api.stats()["requests"] >= 16, 10, "16 requests at the API")
+    check(time.monotonic() - t0 < 1.2, "16 requests at the API before the first answer came back")
+    check(api.stats()["requests"] == 16, "no more than max_inflight at once: %s" % api.stats())
+    cl = d.client()
+    st = wait_all_final(cl, 30)
+    check(st["counts"]["sent"] == 32, "all sent: %s" % st["counts"])
+    cl.close()
+    check(d.stop() == 0, "exit 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (e2e_10k, faults_500, kill9, protocol_errors, startup_errors,
                                  sigterm_inflight, permanent_errors,
-                                 resets_and_429, queue_bound)}
+                                 resets_and_429, queue_bound,
+                                 concurrent_requests)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
