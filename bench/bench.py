@@ -87,7 +87,11 @@ class Run:
         if ca_file:
             cfg["ca_file"] = ca_file
         cfg.update(config or {})
-        self.daemon = avp.Daemon(self.wd, api_base, cfg, state_dir=state_dir).start()
+        # AVP_BENCH_PRELOAD: a library preloaded into the daemon alone (for
+        # example another malloc), to compare allocators without a rebuild.
+        preload = os.environ.get("AVP_BENCH_PRELOAD")
+        env = {"LD_PRELOAD": preload} if preload else None
+        self.daemon = avp.Daemon(self.wd, api_base, cfg, state_dir=state_dir, env=env).start()
         return self.daemon
 
     def close(self):
