@@ -13,7 +13,7 @@ set -euo pipefail
 # dpkg-dev: dpkg-shlibdeps, which CPack uses for the .deb's Depends.
 pkgs=(build-essential cmake pkg-config python3
       libuv1-dev libcurl4-openssl-dev libcjson-dev liblmdb-dev libsystemd-dev
-      libmicrohttpd-dev systemd dpkg-dev)
+      libmicrohttpd-dev libjemalloc-dev systemd dpkg-dev)
 bench=(nginx libnginx-mod-http-echo wrk nghttp2-client openssl linux-perf)
 if [[ "${1:-}" == "--extra" ]]; then
     pkgs+=(clang libclang-rt-14-dev clang-format cppcheck valgrind lmdb-utils)

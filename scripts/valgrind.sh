@@ -16,7 +16,10 @@ exclude='fakeapi|torture|churn|resets_and_429|policy\.|storage_full'
 command -v valgrind >/dev/null || { echo "valgrind.sh: valgrind not installed (scripts/deps.sh --extra)" >&2; exit 1; }
 
 logs=$(mktemp -d "${TMPDIR:-/tmp}/avp-valgrind-XXXXXX")
+# The daemon may be linked with jemalloc: valgrind must replace its malloc
+# as it does glibc's (somalloc), or it sees neither errors nor leaks.
 export AVP_WRAPPER="valgrind --quiet --error-exitcode=99 --leak-check=full \
+--soname-synonyms=somalloc=*jemalloc* \
 --errors-for-leak-kinds=definite --show-leak-kinds=definite --num-callers=30 \
 --log-file=$logs/vg.%p.log"
 status=0
