@@ -836,6 +836,13 @@ int ipc__parse(const char *line, size_t len, bool nul_terminated, struct ipc_req
     *err_id = NULL;
     *err_id_len = 0;
 
+    /* JSON text never holds a raw NUL (inside strings it must be escaped);
+     * cJSON would stop at one and take the rest for trailing whitespace. */
+    if (memchr(line, '\0', len) != NULL) {
+        rc = fail(&v, IPC_ERR_BAD_REQUEST, "invalid JSON: NUL byte at byte %zu",
+                  (size_t)((const char *)memchr(line, '\0', len) - line));
+        goto done;
+    }
     if (too_deep(line, len)) {
         rc = fail(&v, IPC_ERR_BAD_REQUEST, "nesting deeper than %d", IPC_MAX_DEPTH);
         goto done;

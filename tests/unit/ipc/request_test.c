@@ -285,6 +285,19 @@ static void test_depth(void)
         }
         ipc_request_free(req);
     }
+    /* A raw NUL byte is not JSON, wherever it stands (cJSON alone would
+     * stop at it and accept the line). */
+    {
+        static const char nul_line[] = "{\"op\":\"ping\"}\0garbage";
+        ipc_request_t *rq = NULL;
+        const char *c = NULL;
+        char m[128];
+        int r = ipc_request_parse(nul_line, sizeof nul_line - 1, &rq, NULL, &c, m, sizeof m);
+        CHECK(r == IPC_EINVAL && streq(c, IPC_ERR_BAD_REQUEST) &&
+                  streq(m, "invalid JSON: NUL byte at byte 13"),
+              "NUL byte: rc %d %s", r, m);
+        ipc_request_free(rq);
+    }
     /* Brackets inside strings, escaped quotes included, do not count. */
     char s[400];
     size_t n = (size_t)snprintf(s, sizeof s, "{\"op\":\"ping\",\"x\":\"\\\"");
