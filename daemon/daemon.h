@@ -40,6 +40,12 @@
  * the API is the bottleneck few jobs are `sending` without a request. */
 #define DISPATCH_AHEAD 2048
 
+/* Operator pauses of distinct senders and campaigns at once: each is an
+ * object in memory and a record in the store, and the names are the
+ * client's, so their number is bounded; a pause beyond it is refused
+ * (QUEUE_FULL). Automatic sender pauses are counted but never refused. */
+#define DAEMON_MAX_PAUSES 10000
+
 struct attempt;
 
 typedef struct daemon_stats {
@@ -98,6 +104,7 @@ typedef struct daemon {
     struct attempt *post_head, *post_tail;
     size_t post_waiting;
     uint64_t unfinished; /* queued + retrying + sending, as of the last commit */
+    size_t pauses;       /* senders and campaigns paused now (DAEMON_MAX_PAUSES) */
     bool stopping;
     bool stop_finishing;
     bool closing;

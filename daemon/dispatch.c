@@ -277,6 +277,7 @@ static void pause_sender(daemon_t *d, sched_job_t *job, const classify_result_t 
                  c->error.message);
     if (sched_sender_pause(d->sched, id, true, reason) != 0)
         return;
+    d->pauses++;
     rc = commit_add_pause(d->commit, QUEUE_PAUSE_SENDER, id, reason, true, NULL, NULL);
     if (rc != 0)
         dlog(d, CONFIG_LOG_ERROR, "sender %s: pause not recorded: %s", id, queue_strerror(rc));
@@ -288,8 +289,13 @@ int dispatch_set_pause(daemon_t *d, int kind, const char *name, bool paused, com
                        void *arg)
 {
     const char *reason = paused ? "paused by the operator" : NULL;
+    bool was = kind == QUEUE_PAUSE_SENDER     ? sched_sender_paused(d->sched, name)
+               : kind == QUEUE_PAUSE_CAMPAIGN ? sched_campaign_paused(d->sched, name)
+                                              : false;
     int rc;
 
+    if (kind != QUEUE_PAUSE_ALL && paused && !was && d->pauses >= DAEMON_MAX_PAUSES)
+        return -ENOSPC;
     switch (kind) {
     case QUEUE_PAUSE_ALL:
         sched_pause_all(d->sched, paused);
@@ -312,6 +318,8 @@ int dispatch_set_pause(daemon_t *d, int kind, const char *name, bool paused, com
     default:
         return -EINVAL;
     }
+    if (kind != QUEUE_PAUSE_ALL && paused != was)
+        d->pauses = paused ? d->pauses + 1 : d->pauses - (d->pauses > 0);
     dlog(d, CONFIG_LOG_INFO, "operator %s %s%s%s", paused ? "paused" : "resumed",
          kind == QUEUE_PAUSE_ALL      ? "all sending"
          : kind == QUEUE_PAUSE_SENDER ? "sender "
@@ -332,10 +340,11 @@ static int load_pause_cb(int kind, const char *name, const char *reason, void *a
 
     if (kind == QUEUE_PAUSE_ALL)
         sched_pause_all(d->sched, true);
-    else if (kind == QUEUE_PAUSE_SENDER)
-        (void)sched_sender_pause(d->sched, name, true, reason[0] ? reason : NULL);
-    else if (kind == QUEUE_PAUSE_CAMPAIGN)
-        (void)sched_campaign_pause(d->sched, name, true);
+    else if (kind == QUEUE_PAUSE_SENDER &&
+             sched_sender_pause(d->sched, name, true, reason[0] ? reason : NULL) == 0)
+        d->pauses++;
+    else if (kind == QUEUE_PAUSE_CAMPAIGN && sched_campaign_pause(d->sched, name, true) == 0)
+        d->pauses++;
     dlog(d, CONFIG_LOG_INFO, "stored pause: %s %s%s%s",
          kind == QUEUE_PAUSE_ALL      ? "all"
          : kind == QUEUE_PAUSE_SENDER ? "sender"

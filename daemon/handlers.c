@@ -701,7 +701,11 @@ static void handle_pause(daemon_t *d, ipc_req_t *req, const ipc_request_t *r, bo
     }
     /* Answered once the pause is durable: it survives a restart. */
     rc = dispatch_set_pause(d, kind, name, paused, pause_durable_cb, req);
-    if (rc != 0)
+    if (rc == -ENOSPC)
+        ipc_req_reply_error(req, IPC_ERR_QUEUE_FULL,
+                            "%d senders and campaigns are paused already; resume some first",
+                            DAEMON_MAX_PAUSES);
+    else if (rc != 0)
         ipc_req_reply_error(req, IPC_ERR_INTERNAL, "cannot record the %s: %s",
                             paused ? "pause" : "resume", queue_strerror(rc));
 }

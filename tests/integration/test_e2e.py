@@ -386,10 +386,36 @@ def concurrent_requests(wd):
     api.stop()
 
 
+def pause_bound(wd):
+    """Operator pauses of distinct campaigns and senders are bounded (10,000):
+    one more is QUEUE_FULL, re-pausing a paused one is fine, and a resume
+    frees a place. The bound survives a restart (pauses are stored)."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    cl = d.client()
+    answers = cl.pipeline([{"op": "pause", "campaign": "c%d" % i} for i in range(10000)])
+    check(all(a.get("ok") for a in answers), "10,000 pauses accepted: %s"
+          % [a for a in answers if not a.get("ok")][:1])
+    a = cl.request({"op": "pause", "phoneNumberId": "1000001"})
+    check(a.get("error") == "QUEUE_FULL" and "10000" in a["message"], "one more refused: %s" % a)
+    check(cl.request({"op": "pause", "campaign": "c5"})["ok"], "re-pausing a paused one is fine")
+    check(cl.request({"op": "resume", "campaign": "c5"})["ok"], "resume")
+    check(cl.request({"op": "pause", "phoneNumberId": "1000001"})["ok"], "a resume frees a place")
+    cl.close()
+    check(d.stop() == 0, "exit 0")
+    d2 = avp.Daemon(wd, api.base, state_dir=d.state_dir, name="daemon2").start()
+    cl = d2.client()
+    a = cl.request({"op": "pause", "campaign": "another"})
+    check(a.get("error") == "QUEUE_FULL", "the stored pauses count after a restart: %s" % a)
+    cl.close()
+    check(d2.stop() == 0, "exit 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (e2e_10k, faults_500, kill9, protocol_errors, startup_errors,
                                  sigterm_inflight, permanent_errors,
                                  resets_and_429, queue_bound,
-                                 concurrent_requests)}
+                                 concurrent_requests, pause_bound)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
