@@ -67,7 +67,16 @@ def faults_500(wd):
     check(fstats["by_status"].get("500", 0) >= n * 0.05,
           "the fault was injected: %s" % fstats["by_status"])
     seen = count_markers(api.sends())
-    check(len(seen) == n and max(seen.values()) == 1, "each job accepted exactly once")
+    check(len(seen) == n, "each job accepted")
+    # No resets are injected, so a second acceptance of a job can only come
+    # from a transfer that failed after its request left (the daemon counts
+    # those as possible duplicates; the API has no idempotency key).
+    dups = sum(c - 1 for c in seen.values())
+    maybe = cl.stats()["possibleDuplicates"]
+    check(dups <= maybe, "duplicates (%d) only after transfers that may have left (%d)"
+          % (dups, maybe))
+    if dups:
+        print("faults_500: %d duplicates after %d possibly-sent transfer failures" % (dups, maybe))
     answers = cl.pipeline([{"op": "get", "job": i} for i in ids])
     retried = [a["job"] for a in answers if a["job"]["attempts"] > 1]
     check(retried, "some jobs needed more than one attempt")
