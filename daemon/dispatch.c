@@ -720,6 +720,12 @@ static int refill_pred_cb(const queue_due_entry_t *e, void *arg)
 
     if (sched_contains(((refill_ctx_t *)arg)->d->sched, e->id))
         return 0;
+    /* As in refill_entry_cb: a `sending` job not in memory has had its
+     * answer (it already reached the API, so it does not hold the key's
+     * order) and its outcome is not durable yet - loading it would send it
+     * again. */
+    if (e->state == QUEUE_STATE_SENDING)
+        return 0;
     keys_of(e, &k, okey, sizeof(okey));
     return refill_add(arg, e, &k);
 }
