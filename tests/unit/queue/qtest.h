@@ -9,6 +9,7 @@
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "queue.h"
@@ -54,6 +55,33 @@ static int qtest_rm_cb(const char *path, const struct stat *sb, int flag, struct
 static void dir_remove(void)
 {
     nftw(g_dir, qtest_rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+typedef struct qtest_case {
+    const char *name;
+    void (*fn)(void);
+} qtest_case_t;
+
+/* Runs the case named argv[1] (or every case) in a fresh temp dir each,
+ * made by dir_make (the test's own prefix). Returns the exit status. */
+static int qtest_run(int argc, char **argv, const qtest_case_t *cases, size_t n,
+                     void (*dir_make)(void))
+{
+    for (size_t i = 0; i < n; i++) {
+        if (argc > 1 && strcmp(argv[1], cases[i].name) != 0)
+            continue;
+        dir_make();
+        cases[i].fn();
+        dir_remove();
+        printf("ok %s\n", cases[i].name);
+        if (argc > 1)
+            return 0;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "unknown case %s\n", argv[1]);
+        return 2;
+    }
+    return 0;
 }
 
 #endif

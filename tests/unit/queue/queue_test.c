@@ -1495,10 +1495,7 @@ static void t_campaign_migrate(void)
 
 /* --- runner -------------------------------------------------------------- */
 
-static const struct {
-    const char *name;
-    void (*fn)(void);
-} cases[] = {
+static const qtest_case_t cases[] = {
     {"roundtrip", t_roundtrip},
     {"body", t_body},
     {"ids_reopen", t_ids_reopen},
@@ -1530,19 +1527,5 @@ int main(int argc, char **argv)
         snprintf(g_self, sizeof g_self, "/proc/self/exe");
     if (argc == 3 && strcmp(argv[1], "lock_child") == 0)
         return lock_child(argv[2]);
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        if (argc > 1 && strcmp(argv[1], cases[i].name) != 0)
-            continue;
-        dir_make();
-        cases[i].fn();
-        dir_remove();
-        printf("ok %s\n", cases[i].name);
-        if (argc > 1)
-            return 0;
-    }
-    if (argc > 1) {
-        fprintf(stderr, "unknown case %s\n", argv[1]);
-        return 2;
-    }
-    return 0;
+    return qtest_run(argc, argv, cases, sizeof cases / sizeof cases[0], dir_make);
 }

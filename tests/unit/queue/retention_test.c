@@ -359,10 +359,7 @@ static void t_churn(void)
     queue_close(q);
 }
 
-static const struct {
-    const char *name;
-    void (*fn)(void);
-} cases[] = {
+static const qtest_case_t cases[] = {
     {"purge", t_purge},
     {"purge_batch", t_purge_batch},
     {"purge_marker", t_purge_marker},
@@ -372,19 +369,5 @@ static const struct {
 
 int main(int argc, char **argv)
 {
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        if (argc > 1 && strcmp(argv[1], cases[i].name) != 0)
-            continue;
-        dir_make();
-        cases[i].fn();
-        dir_remove();
-        printf("ok %s\n", cases[i].name);
-        if (argc > 1)
-            return 0;
-    }
-    if (argc > 1) {
-        fprintf(stderr, "unknown case %s\n", argv[1]);
-        return 2;
-    }
-    return 0;
+    return qtest_run(argc, argv, cases, sizeof cases / sizeof cases[0], dir_make);
 }
