@@ -137,15 +137,19 @@ struct sched_sender {
     double wake;     /* while SENDER_SLEEP */
     size_t heap_idx; /* in the sleep heap */
     sched_sender_t *ring_next;
+    size_t n_pairs;   /* pair entries pointing here */
+    size_t idle_idx;  /* in the idle heap, or IDX_NONE */
+    double forget_at; /* while in the idle heap */
 };
 
 struct sched {
     sched_options_t opt;
-    heap_t waiting;  /* sched_job_t by (due, id) */
-    heap_t expiry;   /* sched_job_t by expires_at */
-    heap_t sleeping; /* sched_sender_t by wake */
-    heap_t pairq;    /* sched_pair_t with parked jobs, by release time */
-    heap_t pairidle; /* sched_pair_t without jobs, by the time they may be forgotten */
+    heap_t waiting;    /* sched_job_t by (due, id) */
+    heap_t expiry;     /* sched_job_t by expires_at */
+    heap_t sleeping;   /* sched_sender_t by wake */
+    heap_t pairq;      /* sched_pair_t with parked jobs, by release time */
+    heap_t pairidle;   /* sched_pair_t without jobs, by the time they may be forgotten */
+    heap_t senderidle; /* sched_sender_t without jobs or pairs, by forget_at */
     sched_sender_t *ring_head, *ring_tail;
     /* id -> job, open addressing with tombstones; the ids in a parallel
      * array so that a probe reads no job (lookups of absent ids, the
@@ -380,6 +384,16 @@ static int sender_less(const void *a, const void *b)
 static void sender_set_idx(void *p, size_t i)
 {
     ((sched_sender_t *)p)->heap_idx = i == IDX_NONE ? (size_t)-1 : i;
+}
+
+static int sender_idle_less(const void *a, const void *b)
+{
+    return ((const sched_sender_t *)a)->forget_at < ((const sched_sender_t *)b)->forget_at;
+}
+
+static void sender_idle_set_idx(void *p, size_t i)
+{
+    ((sched_sender_t *)p)->idle_idx = i == IDX_NONE ? (size_t)-1 : i;
 }
 
 static int pair_less(const void *a, const void *b)
@@ -638,9 +652,13 @@ static sched_sender_t *sender_get(sched_t *s, const char *id)
 {
     sched_sender_t *sd = sender_find(s, id);
 
-    if (sd != NULL)
+    if (sd != NULL) {
+        if (sd->idle_idx != (size_t)-1) /* in use again: not to be forgotten */
+            heap_remove(&s->senderidle, sd->idle_idx);
         return sd;
-    if (ht_reserve(&s->senders) != 0 || heap_reserve(&s->sleeping, s->senders.n + 1) != 0)
+    }
+    if (ht_reserve(&s->senders) != 0 || heap_reserve(&s->sleeping, s->senders.n + 1) != 0 ||
+        heap_reserve(&s->senderidle, s->senders.n + 1) != 0)
         return NULL;
     sd = calloc(1, sizeof(*sd));
     if (sd == NULL)
@@ -652,6 +670,7 @@ static sched_sender_t *sender_get(sched_t *s, const char *id)
     }
     sd->h.hash = hash_str(id);
     sd->heap_idx = (size_t)-1;
+    sd->idle_idx = (size_t)-1;
     sender_apply_rate(s, sd);
     sd->bucket.tokens = sd->bucket.burst;
     sd->bucket.last = -1;
@@ -712,6 +731,63 @@ static void sender_sleep(sched_t *s, sched_sender_t *sd, double until)
     sd->state = SENDER_SLEEP;
     sd->wake = until;
     heap_push(&s->sleeping, sd); /* reserved: one slot per sender */
+}
+
+static void free_sender_node(hnode_t *x);
+
+static void sender_free(sched_t *s, sched_sender_t *sd)
+{
+    if (sd->idle_idx != (size_t)-1)
+        heap_remove(&s->senderidle, sd->idle_idx);
+    if (sd->state == SENDER_SLEEP && sd->heap_idx != (size_t)-1)
+        heap_remove(&s->sleeping, sd->heap_idx);
+    ht_remove(&s->senders, &sd->h);
+    free_sender_node(&sd->h);
+}
+
+static bool sender_unused(const sched_sender_t *sd)
+{
+    return sd->n_jobs == 0 && sd->inflight == 0 && sd->n_pairs == 0 && !sd->paused &&
+           sd->state != SENDER_RING && sd->state != SENDER_CAPPED;
+}
+
+/*
+ * A sender nothing refers to any more (no job, no pair entry, no pause) is
+ * forgotten once a new entry would behave the same: its bucket full, its
+ * departure window empty, its hold over, and a rate it adapted down after
+ * throttles remembered for SCHED_SENDER_ADAPT_MEMORY. Until then it waits
+ * in the idle heap; advance() frees it (never here: callers may still hold
+ * it). Without this, every phoneNumberId ever seen would stay in memory.
+ */
+static void sender_maybe_idle(sched_t *s, sched_sender_t *sd)
+{
+    double keep = s->now;
+    unsigned i, n;
+
+    if (!sender_unused(sd))
+        return;
+    bucket_refill(&sd->bucket, s->now);
+    if (sd->bucket.rate > 0 && sd->bucket.tokens < sd->bucket.burst)
+        keep = s->now + (sd->bucket.burst - sd->bucket.tokens) / sd->bucket.rate;
+    n = window_n(&sd->win);
+    for (i = 0; i < n; i++) {
+        double t = sd->win.t[i];
+        if (t == INFINITY)
+            return; /* cannot happen without a job in flight */
+        if (t + SCHED_RATE_WINDOW > keep)
+            keep = t + SCHED_RATE_WINDOW;
+    }
+    if (sd->hold_until > keep)
+        keep = sd->hold_until;
+    if (sd->max_rate > 0 && sd->bucket.rate < sd->max_rate &&
+        s->now + SCHED_SENDER_ADAPT_MEMORY > keep)
+        keep = s->now + SCHED_SENDER_ADAPT_MEMORY;
+    if (sd->state == SENDER_SLEEP && sd->wake > keep)
+        keep = sd->wake;
+    if (sd->idle_idx != (size_t)-1)
+        heap_remove(&s->senderidle, sd->idle_idx);
+    sd->forget_at = keep;
+    heap_push(&s->senderidle, sd); /* reserved: one slot per sender */
 }
 
 /* --- campaigns ------------------------------------------------------------ */
@@ -913,6 +989,7 @@ static sched_pair_t *pair_get(sched_t *s, sched_sender_t *sd, uint64_t rcpt)
         return NULL;
     p->h.hash = h;
     p->sender = sd;
+    sd->n_pairs++;
     p->rcpt = rcpt;
     p->tokens = s->opt.pair_burst;
     p->last = -1;
@@ -950,9 +1027,13 @@ static void pair_heap_put(sched_t *s, sched_pair_t *p, int which, double wake)
 
 static void pair_free(sched_t *s, sched_pair_t *p)
 {
+    sched_sender_t *sd = p->sender;
+
     pair_heap_del(s, p);
     ht_remove(&s->pairs, &p->h);
     free(p);
+    if (--sd->n_pairs == 0)
+        sender_maybe_idle(s, sd);
 }
 
 static bool pacing(const sched_t *s)
@@ -1249,6 +1330,8 @@ int sched_new(const sched_options_t *opt, sched_t **out)
     s->pairq.set_idx = pair_set_idx;
     s->pairidle.less = pair_less;
     s->pairidle.set_idx = pair_set_idx;
+    s->senderidle.less = sender_idle_less;
+    s->senderidle.set_idx = sender_idle_set_idx;
     s->global.tokens = s->opt.global_rate > 1 ? s->opt.global_rate : 1;
     s->global.last = -1;
     global_apply(s);
@@ -1313,6 +1396,7 @@ void sched_free(sched_t *s)
     free(s->sleeping.a);
     free(s->pairq.a);
     free(s->pairidle.a);
+    free(s->senderidle.a);
     free(s);
 }
 
@@ -1393,12 +1477,16 @@ int sched_job_add(sched_t *s, const sched_job_t *tmpl, const sched_keys_t *keys)
         return -ENOMEM;
     sd = sender_get(s, keys->phone_number_id);
     c = sd ? camp_get(s, keys->campaign) : NULL;
-    if (c == NULL)
+    if (c == NULL) {
+        if (sd != NULL)
+            sender_maybe_idle(s, sd);
         return -ENOMEM;
+    }
     if (keys->to != NULL) {
         p = pair_get(s, sd, hash_digits(keys->to));
         if (p == NULL) {
             camp_maybe_idle(s, c);
+            sender_maybe_idle(s, sd);
             return -ENOMEM;
         }
     }
@@ -1458,6 +1546,7 @@ nomem:
     camp_maybe_idle(s, c);
     if (p != NULL)
         pair_maybe_idle(s, p);
+    sender_maybe_idle(s, sd);
     return -ENOMEM;
 }
 
@@ -1485,6 +1574,13 @@ static void advance(sched_t *s, double now)
         heap_remove(&s->sleeping, 0);
         sd->state = SENDER_IDLE;
         sender_wake_if_idle(s, sd);
+    }
+    while ((sd = heap_top(&s->senderidle)) != NULL &&
+           (sd->forget_at <= now || s->senderidle.n > SCHED_IDLE_SENDERS_MAX)) {
+        if (sender_unused(sd))
+            sender_free(s, sd);
+        else
+            heap_remove(&s->senderidle, 0); /* defensive: in use again */
     }
     camp_sweep(s, now);
 }
@@ -1586,6 +1682,7 @@ sched_job_t *sched_next(sched_t *s, double now, double *wake)
 
         if (sd->paused || sd->n_ready == 0) {
             sd->state = SENDER_IDLE;
+            sender_maybe_idle(s, sd);
             continue;
         }
         if (sd->inflight >= s->opt.max_inflight_per_number) {
@@ -1608,6 +1705,7 @@ sched_job_t *sched_next(sched_t *s, double now, double *wake)
         j = sender_pick(s, sd);
         if (j == NULL) {
             sd->state = SENDER_IDLE;
+            sender_maybe_idle(s, sd);
             continue;
         }
         if (j->pair_ != NULL) {
@@ -1687,6 +1785,7 @@ void sched_job_retry(sched_t *s, sched_job_t *j, double due)
 void sched_job_finish(sched_t *s, sched_job_t *j)
 {
     sched_okey_t *k = j->okey_;
+    sched_sender_t *sd = j->sender;
 
     switch (j->where_) {
     case W_INFLIGHT:
@@ -1720,6 +1819,7 @@ void sched_job_finish(sched_t *s, sched_job_t *j)
         }
     }
     free(j);
+    sender_maybe_idle(s, sd);
 }
 
 /* --- public: outcomes ---------------------------------------------------------- */
@@ -1817,6 +1917,7 @@ int sched_sender_pause(sched_t *s, const char *phone_number_id, bool paused, con
             sd->state = SENDER_IDLE;
         }
         sender_wake_if_idle(s, sd);
+        sender_maybe_idle(s, sd);
     }
     return 0;
 }
@@ -1993,4 +2094,5 @@ void sched_object_counts(const sched_t *s, sched_counts_t *out)
     out->lanes = s->lanes.n;
     out->pairs = s->pairs.n;
     out->idle_pairs = s->idle_pairs;
+    out->idle_senders = s->senderidle.n;
 }

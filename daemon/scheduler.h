@@ -39,7 +39,10 @@
  * last job; campaigns and pairs when they also hold no state worth keeping
  * (recent sends for the rate, a pause, a pair bucket that is not full or a
  * pair hold); idle pairs are bounded (SCHED_IDLE_PAIRS_MAX) by forgetting
- * the ones closest to full first. Order keys and recipients are kept as
+ * the ones closest to full first. Senders are forgotten likewise once no
+ * job, pair entry or pause refers to them and their bucket, departure
+ * window, hold and adapted rate carry nothing a new entry would not
+ * (SCHED_IDLE_SENDERS_MAX, SCHED_SENDER_ADAPT_MEMORY). Order keys and recipients are kept as
  * 64-bit hashes: a collision only makes two keys share a FIFO (or two
  * recipients a pair bucket), which is never less safe.
  *
@@ -74,6 +77,12 @@ typedef struct sched_sender sched_sender_t;
 
 /* Most pair entries kept for pairs without jobs in the active set. */
 #define SCHED_IDLE_PAIRS_MAX (1u << 20)
+/* Most senders kept without jobs, pair entries or a pause (the ones whose
+ * state would soonest be that of a new entry are forgotten first), and how
+ * long a sender that has none keeps a rate it adapted down after throttles,
+ * seconds (a new entry starts at the configured rate). */
+#define SCHED_IDLE_SENDERS_MAX (1u << 14)
+#define SCHED_SENDER_ADAPT_MEMORY 600.0
 /* Longest pause reason kept, bytes (longer ones are cut). */
 #define SCHED_REASON_MAX 200
 
@@ -270,7 +279,8 @@ typedef struct sched_sender_info {
 void sched_senders_each(const sched_t *s, double now,
                         void (*cb)(const sched_sender_info_t *, void *), void *user);
 
-/* The phoneNumberId of a sender (lives as long as the scheduler). */
+/* The phoneNumberId of a sender (lives while the sender has a job in the
+ * active set). */
 const char *sched_sender_id(const sched_sender_t *sd);
 
 /* Totals. */
@@ -278,7 +288,7 @@ size_t sched_jobs(const sched_t *s);
 unsigned sched_inflight(const sched_t *s);
 /* Interned objects (for benchmarks and tests). */
 typedef struct sched_counts {
-    size_t senders, campaigns, okeys, lanes, pairs, idle_pairs;
+    size_t senders, campaigns, okeys, lanes, pairs, idle_pairs, idle_senders;
 } sched_counts_t;
 void sched_object_counts(const sched_t *s, sched_counts_t *out);
 

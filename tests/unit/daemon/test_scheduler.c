@@ -631,10 +631,76 @@ static void test_memory_released(void)
     sched_free(s);
 }
 
+/* Senders nothing refers to are forgotten once a new entry would behave
+ * the same; until then their rate state holds. */
+static void test_senders_forgotten(void)
+{
+    sched_t *s = make(1, 100000, 100000, 100000);
+    sched_counts_t c;
+    sched_job_t *j;
+    int i;
+
+    for (i = 0; i < 1000; i++) {
+        char id[16];
+        snprintf(id, sizeof(id), "s%d", i);
+        add(s, (uint64_t)i + 1, 0, 1, id);
+    }
+    for (i = 0; i < 1000; i++) {
+        j = sched_next(s, 10, NULL);
+        CHECK(j != NULL);
+        sched_job_posted(s, j, 10);
+        sched_job_sent(s, j, 10);
+        sched_job_finish(s, j);
+    }
+    CHECK(sched_next(s, 10, NULL) == NULL);
+    sched_object_counts(s, &c);
+    CHECK_EQ(c.senders, 1000); /* buckets empty, a departure in the window */
+    CHECK_EQ(c.idle_senders, 1000);
+    /* A sender used again keeps its state: the bucket is still empty. */
+    add(s, 5000, 0, 1, "s7");
+    CHECK(sched_next(s, 10.5, NULL) == NULL);
+    j = sched_next(s, 11.02, NULL);
+    CHECK(j != NULL && j->id == 5000);
+    sched_job_posted(s, j, 11.02);
+    sched_job_finish(s, j);
+    CHECK(sched_next(s, 11.5, NULL) == NULL);
+    sched_object_counts(s, &c);
+    CHECK_EQ(c.senders, 1); /* the others were full and quiet at 11.01 */
+    CHECK(sched_next(s, 12.1, NULL) == NULL);
+    sched_object_counts(s, &c);
+    CHECK_EQ(c.senders, 0);
+    CHECK_EQ(c.idle_senders, 0);
+
+    /* A pause keeps a sender; the resume lets it go. */
+    CHECK_EQ(sched_sender_pause(s, "p", true, "operator"), 0);
+    CHECK(sched_next(s, 1000, NULL) == NULL);
+    CHECK(sched_sender_paused(s, "p"));
+    CHECK_EQ(sched_sender_pause(s, "p", false, NULL), 0);
+    CHECK(sched_next(s, 1001, NULL) == NULL);
+    sched_object_counts(s, &c);
+    CHECK_EQ(c.senders, 0);
+
+    /* A rate adapted down after a throttle is remembered for a while. */
+    add(s, 6000, 0, 1, "t");
+    j = sched_next(s, 2000, NULL);
+    CHECK(j != NULL);
+    sched_job_posted(s, j, 2000);
+    sched_sender_throttled(s, j, 2000, 0);
+    sched_job_finish(s, j);
+    CHECK(sched_next(s, 2000, NULL) == NULL); /* idle from here */
+    CHECK(sched_next(s, 2000 + SCHED_SENDER_ADAPT_MEMORY - 1, NULL) == NULL);
+    CHECK(sender_info(s, "t", 2000 + SCHED_SENDER_ADAPT_MEMORY - 1).rate < 1);
+    CHECK(sched_next(s, 2000 + SCHED_SENDER_ADAPT_MEMORY + 1, NULL) == NULL);
+    sched_object_counts(s, &c);
+    CHECK_EQ(c.senders, 0);
+    sched_free(s);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
         {"due_order", test_due_order},
+        {"senders_forgotten", test_senders_forgotten},
         {"priority_within_sender", test_priority_within_sender},
         {"round_robin_senders", test_round_robin_senders},
         {"inflight_caps", test_inflight_caps},
