@@ -298,8 +298,13 @@ static void handle_stats(daemon_t *d, ipc_req_t *req)
 /* --- campaigns -------------------------------------------------------- */
 
 /* Jobs walked per read transaction by cancel and retry of a campaign: reads
- * stay short (pitfalls: long reads pin pages) whatever the campaign's size. */
+ * stay short (pitfalls: long reads pin pages) whatever the campaign's size.
+ * A walk goes on at the next loop turn after at most BULK_PAGES_PER_TURN
+ * pages, or once the changes of the pages walked so far are committed when
+ * they reach BULK_PAGE: the loop is never held for long, and a campaign of
+ * millions does not put millions of changes in the commit backlog at once. */
 #define BULK_PAGE 1000
+#define BULK_PAGES_PER_TURN 8
 
 /* A job id from the protocol's decimal string; 0 when it is not one. */
 static uint64_t job_id_parse(const char *s)
@@ -417,6 +422,15 @@ typedef struct bulk {
     bool sealed;    /* every update is queued */
     uint64_t changed;
     int err; /* first store error */
+    /* A campaign walk: the states still to walk, from states[si], jobs
+     * after id `last`. */
+    uv_timer_t turn; /* the next step at the next loop turn */
+    char *campaign;
+    int states[3];
+    size_t nstates, si;
+    uint64_t last;
+    queue_job_cb cb;
+    bool stepping; /* in bulk_step: results arriving now do not start one */
 } bulk_t;
 
 typedef struct bulk_op {
@@ -425,19 +439,35 @@ typedef struct bulk_op {
     char *campaign; /* for the event */
 } bulk_op_t;
 
-static void bulk_finish_if_done(bulk_t *b)
+static void bulk_closed_cb(uv_handle_t *h)
+{
+    bulk_t *b = h->data;
+
+    free(b->campaign);
+    free(b);
+}
+
+static void bulk_step(bulk_t *b);
+
+/* Answers once every update is queued and has its result; `b` is gone
+ * when this returns true. */
+static bool bulk_finish_if_done(bulk_t *b)
 {
     daemon_t *d = b->d;
     cJSON *f;
 
     if (!b->sealed || b->pending > 0)
-        return;
+        return false;
     if (b->to_state == QUEUE_STATE_QUEUED && b->changed > 0) {
         /* Requeued jobs are in the due index again: a refill brings them
          * into the active set in due order. */
         d->spill = true;
         dispatch_pump_soon(d);
     }
+    if (b->campaign != NULL) /* the name is the client's text: not logged */
+        dlog(d, CONFIG_LOG_INFO, "%s of a campaign: %llu jobs %s",
+             b->to_state == QUEUE_STATE_CANCELLED ? "cancel" : "retry",
+             (unsigned long long)b->changed, b->field);
     if (b->err != 0 && b->changed == 0) {
         ipc_req_reply_error(b->req, IPC_ERR_INTERNAL, "store: %s", queue_strerror(b->err));
     } else {
@@ -445,7 +475,8 @@ static void bulk_finish_if_done(bulk_t *b)
         cJSON_AddNumberToObject(f, b->field, (double)b->changed);
         ipc_req_reply_ok(b->req, f);
     }
-    free(b);
+    uv_close((uv_handle_t *)&b->turn, bulk_closed_cb);
+    return true;
 }
 
 static void bulk_result_cb(int rc, int result, void *arg)
@@ -469,7 +500,8 @@ static void bulk_result_cb(int rc, int result, void *arg)
     b->pending--;
     free(op->campaign);
     free(op);
-    bulk_finish_if_done(b);
+    if (!bulk_finish_if_done(b) && !b->sealed && !b->stepping && b->pending == 0)
+        bulk_step(b); /* the pages walked so far are durable: walk on */
 }
 
 /* Queues one conditional update of `b`. */
@@ -512,6 +544,8 @@ static bulk_t *bulk_new(daemon_t *d, ipc_req_t *req, const char *field, int to_s
     b->req = req;
     b->field = field;
     b->to_state = to_state;
+    uv_timer_init(d->loop, &b->turn);
+    b->turn.data = b;
     return b;
 }
 
@@ -593,19 +627,53 @@ static int retry_walk_cb(const queue_job_t *job, void *arg)
     return w->rc != 0;
 }
 
-/* Walks the jobs of `campaign` in `state` page by page, calling cb. */
-static int bulk_walk(daemon_t *d, bulk_t *b, const char *campaign, int state, queue_job_cb cb)
+static void bulk_turn_cb(uv_timer_t *t)
 {
-    walk_ctx_t w = {b, 0, 0};
-    bool more = true;
-    int rc = 0;
+    bulk_step(t->data);
+}
 
-    while (more && rc == 0) {
-        rc = queue_campaign_jobs(d->q, campaign, state, w.last, BULK_PAGE, cb, &w, &more);
+/* Walks a few pages of the campaign, then comes back: at the next loop turn
+ * when nothing it queued awaits a result, else when the results are in
+ * (bulk_result_cb). Seals the walk when every state is walked, on an error,
+ * or when the daemon stops (the answer counts what changed). */
+static void bulk_step(bulk_t *b)
+{
+    daemon_t *d = b->d;
+    int pages = 0, rc = 0;
+
+    b->stepping = true;
+    while (b->si < b->nstates && b->pending < BULK_PAGE && pages < BULK_PAGES_PER_TURN &&
+           !d->stopping) {
+        walk_ctx_t w = {b, b->last, 0};
+        bool more = false;
+
+        rc = queue_campaign_jobs(d->q, b->campaign, b->states[b->si], b->last, BULK_PAGE, b->cb, &w,
+                                 &more);
         if (rc == 0)
             rc = w.rc;
+        if (rc != 0)
+            break;
+        pages++;
+        b->last = w.last;
+        if (!more) {
+            b->si++;
+            b->last = 0;
+        }
     }
-    return rc;
+    b->stepping = false;
+    if (rc != 0) {
+        /* What was queued still happens and is counted; the error is
+         * reported if nothing changed. */
+        dlog(d, CONFIG_LOG_ERROR, "%s: %s",
+             b->to_state == QUEUE_STATE_CANCELLED ? "cancel" : "retry", queue_strerror(rc));
+        b->err = rc;
+    }
+    if (rc != 0 || b->si >= b->nstates || d->stopping) {
+        b->sealed = true;
+        bulk_finish_if_done(b);
+    } else if (b->pending == 0) {
+        uv_timer_start(&b->turn, bulk_turn_cb, 0, 0);
+    }
 }
 
 static void handle_cancel_retry(daemon_t *d, ipc_req_t *req, const ipc_request_t *r)
@@ -641,32 +709,40 @@ static void handle_cancel_retry(daemon_t *d, ipc_req_t *req, const ipc_request_t
         queue_job_clear(&job);
         return;
     }
-    if (r->job != NULL && cancel) {
-        if (job.state == QUEUE_STATE_QUEUED || job.state == QUEUE_STATE_RETRYING ||
-            job.state == QUEUE_STATE_SENDING)
+    if (r->job != NULL) {
+        if (cancel && (job.state == QUEUE_STATE_QUEUED || job.state == QUEUE_STATE_RETRYING ||
+                       job.state == QUEUE_STATE_SENDING))
             rc = cancel_one(b, job.id, job.state, job.campaign);
-    } else if (r->job != NULL) {
-        if (retryable(job.state))
+        else if (!cancel && retryable(job.state))
             rc = retry_one(b, &job);
-    } else if (cancel) {
-        static const int states[] = {QUEUE_STATE_QUEUED, QUEUE_STATE_RETRYING, QUEUE_STATE_SENDING};
-        for (size_t i = 0; i < sizeof(states) / sizeof(states[0]) && rc == 0; i++)
-            rc = bulk_walk(d, b, r->campaign, states[i], cancel_walk_cb);
+        queue_job_clear(&job);
+        if (rc != 0) {
+            dlog(d, CONFIG_LOG_ERROR, "%s: %s", cancel ? "cancel" : "retry", queue_strerror(rc));
+            b->err = rc;
+        }
+        b->sealed = true;
+        bulk_finish_if_done(b);
+        return;
+    }
+    b->campaign = strdup(r->campaign);
+    if (b->campaign == NULL) {
+        b->err = -ENOMEM;
+        b->sealed = true;
+        bulk_finish_if_done(b);
+        return;
+    }
+    if (cancel) {
+        b->states[0] = QUEUE_STATE_QUEUED;
+        b->states[1] = QUEUE_STATE_RETRYING;
+        b->states[2] = QUEUE_STATE_SENDING;
+        b->nstates = 3;
+        b->cb = cancel_walk_cb;
     } else {
-        rc = bulk_walk(d, b, r->campaign, queue_state_parse(r->state), retry_walk_cb);
+        b->states[0] = queue_state_parse(r->state);
+        b->nstates = 1;
+        b->cb = retry_walk_cb;
     }
-    queue_job_clear(&job);
-    if (rc != 0) {
-        /* What was queued still happens and is counted; the error is
-         * reported if nothing changed. */
-        dlog(d, CONFIG_LOG_ERROR, "%s: %s", cancel ? "cancel" : "retry", queue_strerror(rc));
-        b->err = rc;
-    }
-    if (r->campaign != NULL) /* the name is the client's text: not logged */
-        dlog(d, CONFIG_LOG_INFO, "%s of a campaign: %zu jobs to change",
-             cancel ? "cancel" : "retry", b->pending);
-    b->sealed = true;
-    bulk_finish_if_done(b);
+    bulk_step(b);
 }
 
 /* --- pause / resume ------------------------------------------------------- */
