@@ -152,6 +152,21 @@ def notify(wd):
     api.stop()
 
 
+def _connect_when_listening(path, timeout):
+    """The socket file exists from bind(), before listen(): connect until
+    the listener takes it (ECONNREFUSED meanwhile)."""
+    box = []
+
+    def attempt():
+        try:
+            box.append(avp.Client(path))
+            return True
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+    wait_for(attempt, timeout, "a listener on %s" % path)
+    return box[0]
+
+
 def socket_activation(wd):
     """systemd-socket-activate listens; the daemon starts at the first
     connection, adopts the socket, serves it, and leaves its file alone."""
@@ -167,9 +182,8 @@ def socket_activation(wd):
     cmd += [avp.DAEMON, "--config", d.config]
     d.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(d.errfile, "a"))
     wd.procs.append(d.proc)
-    wait_for(lambda: os.path.exists(path), 10, "the activation socket")
     # The first connection starts the daemon (same pid: systemd-socket-activate execs it).
-    cl = avp.Client(path)
+    cl = _connect_when_listening(path, 10)
     r = cl.request({"op": "ping"})
     check(r.get("ok") and r.get("version"), "ping answered on the passed socket: %s" % r)
     check(not os.path.exists(d.socket), "the configured socket path was not used")
@@ -190,9 +204,7 @@ def socket_activation(wd):
                              avp.DAEMON, "--config", d3.config],
                             stdout=subprocess.DEVNULL, stderr=open(d3.errfile, "a"))
     wd.procs.append(proc)
-    wait_for(lambda: os.path.exists(wd.file("a.sock")), 10, "the activation sockets")
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(wd.file("a.sock"))
+    s = _connect_when_listening(wd.file("a.sock"), 10)
     check(proc.wait(15) != 0, "two passed sockets: the daemon refuses to start")
     s.close()
     check("expected one listening Unix stream socket" in d3.stderr(),
