@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Builds avenpingd and runs every test (unit + integration) with ctest.
-# Installs missing Debian packages first. With CI=true: warnings are errors,
-# the suite runs a second time under ASan+UBSan, the integration tests run
-# with the daemon under valgrind (scripts/valgrind.sh), and each libFuzzer
-# target runs for AVP_FUZZ_SECONDS (scripts/fuzz.sh, clang). Outside CI the
-# extra steps run when asked: AVP_SANITIZE_TOO=1, AVP_VALGRIND=1, AVP_FUZZ=1.
+# Installs missing Debian packages first. With CI=true: scripts/lint.sh
+# (clang-format, cppcheck) runs first, warnings are errors, the suite runs a
+# second time under ASan+UBSan, the integration tests run with the daemon
+# under valgrind (scripts/valgrind.sh), and each libFuzzer target runs for
+# AVP_FUZZ_SECONDS (scripts/fuzz.sh, clang). Outside CI the extra steps run
+# when asked: AVP_LINT=1, AVP_SANITIZE_TOO=1, AVP_VALGRIND=1, AVP_FUZZ=1.
 # Usage: scripts/test.sh [ctest args...]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,6 +35,10 @@ run_suite() { # build-dir, extra cmake args...
 }
 
 ctest_args=("$@")
+if $ci || [[ "${AVP_LINT:-}" == "1" ]]; then
+    echo "== static checks =="
+    scripts/lint.sh
+fi
 run_suite build
 if [[ "${CI:-}" == "true" || "${AVP_SANITIZE_TOO:-}" == "1" ]]; then
     echo "== the same suite under ASan+UBSan =="
