@@ -320,11 +320,11 @@ int dispatch_set_pause(daemon_t *d, int kind, const char *name, bool paused, com
     }
     if (kind != QUEUE_PAUSE_ALL && paused != was)
         d->pauses = paused ? d->pauses + 1 : d->pauses - (d->pauses > 0);
-    dlog(d, CONFIG_LOG_INFO, "operator %s %s%s%s", paused ? "paused" : "resumed",
+    dlog(d, CONFIG_LOG_INFO, "operator %s %s%s", paused ? "paused" : "resumed",
          kind == QUEUE_PAUSE_ALL      ? "all sending"
          : kind == QUEUE_PAUSE_SENDER ? "sender "
                                       : "campaign ",
-         kind == QUEUE_PAUSE_ALL ? "" : "", kind == QUEUE_PAUSE_ALL ? "" : name);
+         kind == QUEUE_PAUSE_ALL ? "" : name);
     if (paused)
         evict_paused(d);
     else
