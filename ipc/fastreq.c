@@ -22,6 +22,7 @@
 #include "ipc_int.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -94,13 +95,16 @@ static bool f_is_ws(char ch)
     return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r';
 }
 
-/* Skips whitespace; returns true when some was skipped. */
-static bool skip_ws(struct fscan *f)
+/* Skips whitespace; returns true when some was skipped. Compact lines
+ * have none: one test, inlined, in the common case. */
+static inline bool skip_ws(struct fscan *f)
 {
-    const char *start = f->p;
-    while (f->p < f->end && f_is_ws(*f->p))
+    if (f->p >= f->end || !f_is_ws(*f->p))
+        return false;
+    do
         f->p++;
-    return f->p != start;
+    while (f->p < f->end && f_is_ws(*f->p));
+    return true;
 }
 
 /* A string without escapes or control bytes; f->p at its opening quote. */
@@ -175,8 +179,35 @@ static bool scan_num(struct fscan *f, const char **s, size_t *n, bool *plain_int
     return *n <= FAST_MAX_NUM;
 }
 
+/*
+ * The value of a strict number, as strtod gives it (cJSON uses strtod).
+ * Without an exponent and with at most 15 digits, the digits are an exact
+ * integer m below 2^53 and the value is m / 10^k with k <= 15: both exact
+ * doubles, so one correctly rounded division gives the correctly rounded
+ * result, as strtod does (Clinger's fast path). Else strtod itself.
+ */
 static double num_value(const char *s, size_t n)
 {
+    static const double pow10[] = {1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                   1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+    const char *p = s, *end = s + n;
+    bool neg = p < end && *p == '-';
+    uint64_t m = 0;
+    int ndig = 0, frac = -1;
+    for (p += neg; p < end; p++) {
+        if (*p == '.') {
+            frac = 0;
+            continue;
+        }
+        if (!is_digit(*p) || ++ndig > 15)
+            break;
+        m = m * 10 + (uint64_t)(*p - '0');
+        frac += frac >= 0;
+    }
+    if (p == end) {
+        double d = (double)m / pow10[frac > 0 ? frac : 0];
+        return neg ? -d : d;
+    }
     char tmp[FAST_MAX_NUM + 1];
     memcpy(tmp, s, n);
     tmp[n] = '\0';
@@ -239,7 +270,8 @@ static bool scan_obj(struct fscan *f, int depth, bool in_msg, const fobj_t *o)
                 break;
             }
         }
-        struct fval tmp, *v = slot >= 0 ? &o->slots[slot] : &tmp;
+        struct fval tmp = {FK_NONE, NULL, 0};
+        struct fval *v = slot >= 0 ? &o->slots[slot] : &tmp;
         if (slot >= 0 && v->kind != FK_NONE)
             return false; /* cJSON takes the first of repeated keys: leave it to it */
         if (slot >= 0 && slot == o->nested && f->p < f->end && *f->p == '{') {

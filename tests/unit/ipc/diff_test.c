@@ -113,10 +113,26 @@ static void gen_num_value(struct gen *o)
         "-1e-400",
         "1.0e2",
     };
-    if (o->clean)
+    if (pick(o->g, 3) == 0) {
+        /* A random decimal, up to 18 digits: conversion must match strtod. */
+        char buf[40];
+        size_t n = 0;
+        uint32_t ndig = 1 + pick(o->g, 18), dot = pick(o->g, ndig + 2);
+        if (pick(o->g, 8) == 0)
+            buf[n++] = '-';
+        for (uint32_t i = 0; i < ndig; i++) {
+            if (i == dot && i > 0)
+                buf[n++] = '.';
+            buf[n++] =
+                (char)('0' + (i == 0 && ndig > 1 && dot != 1 ? 1 + pick(o->g, 9) : pick(o->g, 10)));
+        }
+        buf[n] = '\0';
+        put(o, buf);
+    } else if (o->clean) {
         put(o, nums[pick(o->g, 4)]);
-    else
+    } else {
         put(o, nums[pick(o->g, sizeof nums / sizeof nums[0])]);
+    }
 }
 
 /* Any JSON value for the body's free members. */
