@@ -191,6 +191,14 @@ size_t queue__record_size(const queue__record_t *r);
  */
 int queue__record_encode(const queue__record_t *r, void *buf, size_t cap, size_t *out_len);
 
+/*
+ * queue__record_encode without its checks, for a record that
+ * queue__record_from_job accepted (so valid) into a buffer of at least
+ * queue__record_size(r) bytes: the same bytes, written once. Returns the
+ * length written.
+ */
+size_t queue__record_write(const queue__record_t *r, void *buf);
+
 /* Builds views of `job` (its strings are borrowed). QUEUE_EINVAL when a
  * field is out of range or a string longer than its limit. */
 int queue__record_from_job(const queue_job_t *job, queue__record_t *r);

@@ -108,14 +108,19 @@ size_t queue__record_size(const queue__record_t *r)
 
 int queue__record_encode(const queue__record_t *r, void *buf, size_t cap, size_t *out_len)
 {
-    unsigned char *p = buf;
-    size_t need, off;
-
     if (!fields_valid(r))
         return QUEUE_EINVAL;
-    need = queue__record_size(r);
-    if (need > cap)
+    if (queue__record_size(r) > cap)
         return -ENOBUFS;
+    *out_len = queue__record_write(r, buf);
+    return 0;
+}
+
+size_t queue__record_write(const queue__record_t *r, void *buf)
+{
+    unsigned char *p = buf;
+    size_t off;
+
     p[0] = QUEUE_RECORD_VERSION;
     p[1] = r->state;
     p[2] = r->type;
@@ -142,8 +147,7 @@ int queue__record_encode(const queue__record_t *r, void *buf, size_t cap, size_t
             off += r->s[i].len;
         }
     }
-    *out_len = off;
-    return 0;
+    return off;
 }
 
 /* A C string as a view, refusing one longer than `max` without reading past
