@@ -281,7 +281,7 @@ static int commit_job(queue__wtxn_t *w, queue_batch_t *b, batch_op_t *op)
 
     /* The indexes read the order key and campaign back from the encoded
      * record (the batch keeps no separate copy): parsed once, here. */
-    if (queue__record_parse(b->arena + op->a_off, op->a_len, &r) != 0)
+    if (queue__record_parse_own(b->arena + op->a_off, op->a_len, &r) != 0)
         return QUEUE_EINVAL; /* we encoded it: cannot happen */
     queue__be64_put(kb, op->id);
     if (op->c_len > 0) {

@@ -181,6 +181,11 @@ size_t queue__record_str_max(int i);
  */
 int queue__record_parse(const void *buf, size_t len, queue__record_t *r);
 
+/* queue__record_parse for a record this process encoded itself moments
+ * ago (a batch's arena), whose fields are valid by construction: only the
+ * layout is walked (still bounded by len), the field checks are skipped. */
+int queue__record_parse_own(const void *buf, size_t len, queue__record_t *r);
+
 /* Bytes that queue__record_encode will write for `r`. */
 size_t queue__record_size(const queue__record_t *r);
 
