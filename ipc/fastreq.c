@@ -505,9 +505,12 @@ struct ipc_req *ipc__parse_fast(const char *line, size_t len)
     const fobj_t top_obj = {top_keys, K_COUNT, top, -1, NULL};
     const char *body = NULL, *body_end = NULL;
 
-    memset(top, 0, sizeof top);
-    memset(msg, 0, sizeof msg);
-    memset(media, 0, sizeof media);
+    /* Only the kinds: a slot's text is read only once its kind is set. */
+    for (int i = 0; i < K_COUNT; i++)
+        top[i].kind = FK_NONE;
+    for (int i = 0; i < M_COUNT; i++)
+        msg[i].kind = FK_NONE;
+    media[0].kind = media[1].kind = FK_NONE;
 
     /* The top-level object by hand: `message` is scanned with its own key
      * set, and every other key must be a known one. */
