@@ -49,7 +49,9 @@ struct fval {
 struct fscan {
     const char *p;
     const char *end;
-    bool ws; /* whitespace seen inside `message` (its print differs) */
+    bool ws;          /* whitespace seen inside `message` (its print differs) */
+    const char *body; /* the text of `message`, once scanned */
+    const char *body_end;
 };
 
 /* Top-level keys of a submit, as bits of `seen`. */
@@ -224,15 +226,18 @@ static bool lit(struct fscan *f, const char *word, size_t n)
 
 static bool scan_value(struct fscan *f, int depth, bool in_msg, struct fval *v);
 
-/* The members of an object; f->p at '{'. Keys listed in `keys` (if any)
- * are captured into slots (a repeat is "not sure"); `nested` (or -1) is the
- * index of a key whose object value goes through `sub` instead. */
+/* What scan_obj captures of one object: the values of `keys` into slots
+ * (a repeated one is "not sure"); `nested` (or -1) is the index of a key
+ * whose object value is scanned with `sub`. `strict`: any other key is "not
+ * sure". `body`: this object is `message`, its text recorded in the scan. */
 typedef struct fobj {
     const struct fkey *keys;
     int nkeys;
     struct fval *slots;
     int nested;
     const struct fobj *sub;
+    bool strict;
+    bool body;
 } fobj_t;
 
 static bool key_is(const fobj_t *o, int i, const char *k, size_t kn)
@@ -240,6 +245,8 @@ static bool key_is(const fobj_t *o, int i, const char *k, size_t kn)
     return o->keys[i].len == kn && memcmp(o->keys[i].name, k, kn) == 0;
 }
 
+/* The members of an object (at `depth`), f->p at its '{'; `o` (or NULL)
+ * says what to capture. */
 static bool scan_obj(struct fscan *f, int depth, bool in_msg, const fobj_t *o)
 {
     if (depth > FAST_MAX_DEPTH)
@@ -270,13 +277,20 @@ static bool scan_obj(struct fscan *f, int depth, bool in_msg, const fobj_t *o)
                 break;
             }
         }
+        if (slot < 0 && o && o->strict)
+            return false; /* an unknown key */
         struct fval tmp = {FK_NONE, NULL, 0};
         struct fval *v = slot >= 0 ? &o->slots[slot] : &tmp;
         if (slot >= 0 && v->kind != FK_NONE)
             return false; /* cJSON takes the first of repeated keys: leave it to it */
         if (slot >= 0 && slot == o->nested && f->p < f->end && *f->p == '{') {
-            if (!scan_obj(f, depth + 1, in_msg, o->sub))
+            const char *start = f->p;
+            if (!scan_obj(f, depth + 1, in_msg || o->sub->body, o->sub))
                 return false;
+            if (o->sub->body) {
+                f->body = start;
+                f->body_end = f->p;
+            }
             v->kind = FK_OBJ;
         } else if (!scan_value(f, depth, in_msg, v)) {
             return false;
@@ -497,13 +511,12 @@ static bool submit_fields(const struct fval *top, const struct fval *msg, const 
 
 struct ipc_req *ipc__parse_fast(const char *line, size_t len)
 {
-    struct fscan f = {line, line + len, false};
+    struct fscan f = {line, line + len, false, NULL, NULL};
     struct fval top[K_COUNT], msg[M_COUNT], media[2];
     static const struct fkey media_keys[2] = {{"type", 4}, {"mediaId", 7}};
-    const fobj_t media_obj = {media_keys, 2, media, -1, NULL};
-    const fobj_t msg_obj = {msg_keys, M_COUNT, msg, M_MEDIA, &media_obj};
-    const fobj_t top_obj = {top_keys, K_COUNT, top, -1, NULL};
-    const char *body = NULL, *body_end = NULL;
+    const fobj_t media_obj = {media_keys, 2, media, -1, NULL, false, false};
+    const fobj_t msg_obj = {msg_keys, M_COUNT, msg, M_MEDIA, &media_obj, false, true};
+    const fobj_t top_obj = {top_keys, K_COUNT, top, K_MESSAGE, &msg_obj, true, false};
 
     /* Only the kinds: a slot's text is read only once its kind is set. */
     for (int i = 0; i < K_COUNT; i++)
@@ -512,65 +525,20 @@ struct ipc_req *ipc__parse_fast(const char *line, size_t len)
         msg[i].kind = FK_NONE;
     media[0].kind = media[1].kind = FK_NONE;
 
-    /* The top-level object by hand: `message` is scanned with its own key
-     * set, and every other key must be a known one. */
+    /* One object, only known keys; `message` must be an object. */
     skip_ws(&f);
-    if (f.p >= f.end || *f.p != '{')
+    if (f.p >= f.end || *f.p != '{' || !scan_obj(&f, 1, false, &top_obj))
         return NULL;
-    f.p++;
     skip_ws(&f);
-    if (f.p < f.end && *f.p == '}')
-        return NULL; /* {} has no op */
-    for (;;) {
-        const char *k;
-        size_t kn;
-        if (f.p >= f.end || *f.p != '"' || !scan_str(&f, &k, &kn))
-            return NULL;
-        skip_ws(&f);
-        if (f.p >= f.end || *f.p != ':')
-            return NULL;
-        f.p++;
-        skip_ws(&f);
-        int slot = -1;
-        for (int i = 0; i < K_COUNT; i++) {
-            if (key_is(&top_obj, i, k, kn)) {
-                slot = i;
-                break;
-            }
-        }
-        if (slot < 0 || top[slot].kind != FK_NONE)
-            return NULL;
-        if (slot == K_MESSAGE) {
-            if (f.p >= f.end || *f.p != '{')
-                return NULL; /* null, or not an object: the slow path decides */
-            body = f.p;
-            if (!scan_obj(&f, 2, true, &msg_obj))
-                return NULL;
-            body_end = f.p;
-            top[slot].kind = FK_OBJ;
-        } else if (!scan_value(&f, 1, false, &top[slot])) {
-            return NULL;
-        }
-        skip_ws(&f);
-        if (f.p >= f.end)
-            return NULL;
-        if (*f.p == '}')
-            break;
-        if (*f.p != ',')
-            return NULL;
-        f.p++;
-        skip_ws(&f);
-    }
-    f.p++;
-    skip_ws(&f);
-    if (f.p != f.end || body == NULL)
+    if (f.p != f.end || f.body == NULL)
         return NULL;
 
     ipc_request_t r;
     memset(&r, 0, sizeof r);
     if (!submit_fields(top, msg, msg[M_MEDIA].kind == FK_OBJ ? media : NULL, &r))
         return NULL;
-    size_t body_raw = (size_t)(body_end - body);
+    const char *body = f.body;
+    size_t body_raw = (size_t)(f.body_end - body);
     size_t body_len = f.ws ? compact_copy(NULL, body, body_raw) : body_raw;
     if (body_len > IPC_MAX_BODY)
         return NULL;
