@@ -1,19 +1,19 @@
 /*
- * fastreq.c - the ingest fast path: a single-pass, allocation-free scanner
- * for the common shape of a send/template_send line, producing the very
- * block the cJSON path (request.c) would.
+ * fastreq.c - the ingest fast path: a single-pass scanner for the common
+ * shape of a send/template_send line, producing (in its one allocation) the
+ * very block the cJSON path (request.c) would.
  *
  * It only ever says "valid, here is the block" or "not sure". Anything it
  * does not fully understand - another op, an unknown or repeated top-level
  * key, a repeated key it validates, a backslash or a control byte inside a
  * string, a number that is not strict JSON, a number in `message` that cJSON
- * would print differently, deep nesting, a media message, any validation
- * failure - is "not sure", and the caller parses the line again the slow
- * way, so that every error code and message comes from one place.
+ * would print differently, deep nesting, any validation failure - is
+ * "not sure", and the caller parses the line again the slow way, so that
+ * every error code and message comes from one place.
  *
  * Why the output is the same: with no escapes, a string's value is its raw
  * bytes (cJSON copies them, and prints them back unchanged since none needs
- * escaping); a strict JSON number is converted with strtod as cJSON does;
+ * escaping); a strict JSON number gets strtod's value, as in cJSON;
  * integers of at most 15 digits (not -0) print as written; literals print as
  * written. So cJSON's compact print of `message` is its text without the
  * whitespace between tokens. tests/unit/ipc/diff_test.c and the request
@@ -54,7 +54,7 @@ struct fscan {
     const char *body_end;
 };
 
-/* Top-level keys of a submit, as bits of `seen`. */
+/* Top-level keys of a submit: indexes of their capture slots. */
 enum {
     K_OP,
     K_ID,
