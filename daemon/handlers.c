@@ -74,6 +74,15 @@ void daemon_refresh_unfinished(daemon_t *d)
             counts[QUEUE_STATE_QUEUED] + counts[QUEUE_STATE_RETRYING] + counts[QUEUE_STATE_SENDING];
 }
 
+/* snprintf(dst, size, "%s", src) without the printf machinery (every
+ * submit copies three strings): cut at size - 1 bytes, always terminated. */
+static void copy_cstr(char *dst, size_t size, const char *src)
+{
+    size_t n = strnlen(src, size - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 static void handle_submit(daemon_t *d, ipc_req_t *req, const ipc_submit_t *s)
 {
     double now = daemon_now();
@@ -121,11 +130,11 @@ static void handle_submit(daemon_t *d, ipc_req_t *req, const ipc_submit_t *s)
     ctx->tmpl.max_attempts = job.max_attempts;
     ctx->tmpl.type = job.type;
     ctx->tmpl.priority = job.priority;
-    snprintf(ctx->phone_number_id, sizeof(ctx->phone_number_id), "%s", s->phone_number_id);
-    snprintf(ctx->to, sizeof(ctx->to), "%s", s->to);
+    copy_cstr(ctx->phone_number_id, sizeof(ctx->phone_number_id), s->phone_number_id);
+    copy_cstr(ctx->to, sizeof(ctx->to), s->to);
     if (s->campaign) {
         ctx->has_campaign = true;
-        snprintf(ctx->campaign, sizeof(ctx->campaign), "%s", s->campaign);
+        copy_cstr(ctx->campaign, sizeof(ctx->campaign), s->campaign);
     }
     ctx->has_okey = queue_order_key(s->order_key, s->phone_number_id, s->to, ctx->order_key,
                                     sizeof(ctx->order_key)) > 0;

@@ -962,14 +962,29 @@ void ipc_req_reply_submit(ipc_req_t *r, uint64_t job_id, bool duplicate)
     struct answer a;
     if (!answer_begin(r, &a))
         return;
+    /* Written by hand: one per submit, on the loop thread. */
+    static const char ok[] = "\"ok\":true,\"job\":\"";
+    static const char dup_true[] = "\",\"duplicate\":true}\n";
+    static const char dup_false[] = "\",\"duplicate\":false}\n";
+    char digits[20];
+    size_t nd = 0;
+    do {
+        digits[sizeof digits - 1 - nd++] = (char)('0' + job_id % 10);
+        job_id /= 10;
+    } while (job_id > 0);
+    const char *tail = duplicate ? dup_true : dup_false;
+    size_t tail_len = duplicate ? sizeof dup_true - 1 : sizeof dup_false - 1;
     int rc = put_head(a.b, r->id_json, r->id_len);
     if (!rc)
-        rc = ipc__buf_reserve(a.b, 64);
+        rc = ipc__buf_reserve(a.b, sizeof ok - 1 + nd + tail_len);
     if (!rc) {
-        int n = snprintf(a.b->p + a.b->len, a.b->cap - a.b->len,
-                         "\"ok\":true,\"job\":\"%" PRIu64 "\",\"duplicate\":%s}\n", job_id,
-                         duplicate ? "true" : "false");
-        a.b->len += (size_t)n;
+        char *w = a.b->p + a.b->len;
+        memcpy(w, ok, sizeof ok - 1);
+        w += sizeof ok - 1;
+        memcpy(w, digits + sizeof digits - nd, nd);
+        w += nd;
+        memcpy(w, tail, tail_len);
+        a.b->len += sizeof ok - 1 + nd + tail_len;
     }
     answer_end(r, &a, rc);
 }

@@ -65,6 +65,21 @@ struct ipc_req {
 int ipc__parse(const char *line, size_t len, bool nul_terminated, struct ipc_req **out,
                char **err_id, size_t *err_id_len, const char **code, char *msg, size_t msg_size);
 
+/* The general path of ipc__parse (cJSON), with the same contract. Every
+ * error of ipc__parse comes from here. */
+int ipc__parse_slow(const char *line, size_t len, bool nul_terminated, struct ipc_req **out,
+                    char **err_id, size_t *err_id_len, const char **code, char *msg,
+                    size_t msg_size);
+
+/*
+ * The fast path of ipc__parse (fastreq.c): a valid send/template_send of
+ * the common shape, scanned in one pass. Returns the block ipc__parse_slow
+ * would return for line[0..len) (malloc'ed, caller frees), or NULL when it
+ * is not sure (any other op or shape, any invalid line, out of memory):
+ * then the line goes to ipc__parse_slow. Never reads outside line[0..len).
+ */
+struct ipc_req *ipc__parse_fast(const char *line, size_t len);
+
 /* Test-only view of a server's counters. */
 typedef struct ipc__counters {
     unsigned long read_pauses;     /* times reading stopped for backpressure */

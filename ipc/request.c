@@ -817,8 +817,9 @@ static struct ipc_req *build_block(struct vctx *v, const cJSON *id, const char *
     return b;
 }
 
-int ipc__parse(const char *line, size_t len, bool nul_terminated, struct ipc_req **out,
-               char **err_id, size_t *err_id_len, const char **code, char *msg, size_t msg_size)
+int ipc__parse_slow(const char *line, size_t len, bool nul_terminated, struct ipc_req **out,
+                    char **err_id, size_t *err_id_len, const char **code, char *msg,
+                    size_t msg_size)
 {
     struct vctx v;
     char *copy = NULL;
@@ -908,6 +909,22 @@ done:
     cJSON_Delete(root);
     free(copy);
     return rc;
+}
+
+int ipc__parse(const char *line, size_t len, bool nul_terminated, struct ipc_req **out,
+               char **err_id, size_t *err_id_len, const char **code, char *msg, size_t msg_size)
+{
+    struct ipc_req *b = ipc__parse_fast(line, len);
+    if (!b)
+        return ipc__parse_slow(line, len, nul_terminated, out, err_id, err_id_len, code, msg,
+                               msg_size);
+    if (msg_size > 0)
+        msg[0] = '\0';
+    *out = b;
+    *err_id = NULL;
+    *err_id_len = 0;
+    *code = NULL;
+    return 0;
 }
 
 int ipc_request_parse(const char *line, size_t len, ipc_request_t **out, char **id_json_out,

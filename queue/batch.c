@@ -163,10 +163,10 @@ int queue_batch_add_job(queue_batch_t *b, const queue_job_t *job, const void *bo
     op->state = job->state;
     op->updated_at = job->updated_at;
     op->next_attempt_at = job->next_attempt_at;
+    /* from_job validated r and rlen bytes are reserved: encode once,
+     * without checking and sizing it again. */
     op->a_off = b->used;
-    rc = queue__record_encode(&r, b->arena + b->used, b->size - b->used, &op->a_len);
-    if (rc != 0)
-        return rc;
+    op->a_len = queue__record_write(&r, b->arena + b->used);
     b->used += op->a_len;
     op->b_off = arena_copy(b, body, len);
     op->b_len = len;
@@ -271,24 +271,18 @@ static int put_new_id(MDB_txn *txn, MDB_dbi dbi, MDB_val *k, MDB_val *v)
     return rc == MDB_KEYEXIST ? QUEUE_EINVAL : rc;
 }
 
-/* Indexes a new job under its campaign, read back from its encoded record
- * (the batch keeps no separate copy of the name). */
-static int job_campaign_move(queue__wtxn_t *w, queue_batch_t *b, const batch_op_t *op)
-{
-    queue__record_t r;
-
-    if (queue__record_parse(b->arena + op->a_off, op->a_len, &r) != 0)
-        return QUEUE_EINVAL; /* we encoded it: cannot happen */
-    return queue__campaign_move(w, r.s[QUEUE__REC_CAMPAIGN], op->id, 0, op->state);
-}
-
 static int commit_job(queue__wtxn_t *w, queue_batch_t *b, batch_op_t *op)
 {
     queue_t *q = w->q;
     unsigned char kb[8];
     MDB_val k = {sizeof kb, kb}, v;
+    queue__record_t r;
     int rc;
 
+    /* The indexes read the order key and campaign back from the encoded
+     * record (the batch keeps no separate copy): parsed once, here. */
+    if (queue__record_parse_own(b->arena + op->a_off, op->a_len, &r) != 0)
+        return QUEUE_EINVAL; /* we encoded it: cannot happen */
     queue__be64_put(kb, op->id);
     if (op->c_len > 0) {
         MDB_val ik = {op->c_len, b->arena + op->c_off};
@@ -331,19 +325,15 @@ static int commit_job(queue__wtxn_t *w, queue_batch_t *b, batch_op_t *op)
         return rc;
     if (queue__state_is_due(op->state)) {
         char okey[QUEUE_ORDER_KEY_MAX + 1];
-        queue__record_t r;
         rc = queue__due_put(w, queue__due_ms(op->next_attempt_at), op->id);
         if (rc != 0)
             return rc;
-        /* The record was encoded by queue_batch_add_job: it parses. */
-        if (queue__record_parse(b->arena + op->a_off, op->a_len, &r) == 0) {
-            rc = queue__order_put(w, okey, queue__record_order_key(&r, okey, sizeof okey), op->id);
-            if (rc != 0)
-                return rc;
-        }
+        rc = queue__order_put(w, okey, queue__record_order_key(&r, okey, sizeof okey), op->id);
+        if (rc != 0)
+            return rc;
     }
-    /* Campaign index (campaign.c): the campaign is in the encoded record. */
-    rc = job_campaign_move(w, b, op);
+    /* Campaign index (campaign.c). */
+    rc = queue__campaign_move(w, r.s[QUEUE__REC_CAMPAIGN], op->id, 0, op->state);
     if (rc != 0)
         return rc;
     rc = queue__counts_move(w, 0, op->state);

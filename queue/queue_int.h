@@ -181,6 +181,11 @@ size_t queue__record_str_max(int i);
  */
 int queue__record_parse(const void *buf, size_t len, queue__record_t *r);
 
+/* queue__record_parse for a record this process encoded itself moments
+ * ago (a batch's arena), whose fields are valid by construction: only the
+ * layout is walked (still bounded by len), the field checks are skipped. */
+int queue__record_parse_own(const void *buf, size_t len, queue__record_t *r);
+
 /* Bytes that queue__record_encode will write for `r`. */
 size_t queue__record_size(const queue__record_t *r);
 
@@ -190,6 +195,14 @@ size_t queue__record_size(const queue__record_t *r);
  * long, or -ENOBUFS when `cap` is too small.
  */
 int queue__record_encode(const queue__record_t *r, void *buf, size_t cap, size_t *out_len);
+
+/*
+ * queue__record_encode without its checks, for a record that
+ * queue__record_from_job accepted (so valid) into a buffer of at least
+ * queue__record_size(r) bytes: the same bytes, written once. Returns the
+ * length written.
+ */
+size_t queue__record_write(const queue__record_t *r, void *buf);
 
 /* Builds views of `job` (its strings are borrowed). QUEUE_EINVAL when a
  * field is out of range or a string longer than its limit. */

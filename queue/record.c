@@ -52,7 +52,9 @@ static bool fields_valid(const queue__record_t *r)
     return true;
 }
 
-int queue__record_parse(const void *buf, size_t len, queue__record_t *r)
+/* The layout walk of a record: views of its fields, without the range
+ * checks of fields_valid. */
+static int record_views(const void *buf, size_t len, queue__record_t *r)
 {
     const unsigned char *p = buf;
     size_t off;
@@ -92,9 +94,20 @@ int queue__record_parse(const void *buf, size_t len, queue__record_t *r)
         r->s[i].len = n;
         off += n;
     }
-    if (off != len || !fields_valid(r))
-        return QUEUE_ECORRUPT;
-    return 0;
+    return off == len ? 0 : QUEUE_ECORRUPT;
+}
+
+int queue__record_parse(const void *buf, size_t len, queue__record_t *r)
+{
+    int rc = record_views(buf, len, r);
+    if (rc == 0 && !fields_valid(r))
+        rc = QUEUE_ECORRUPT;
+    return rc;
+}
+
+int queue__record_parse_own(const void *buf, size_t len, queue__record_t *r)
+{
+    return record_views(buf, len, r);
 }
 
 size_t queue__record_size(const queue__record_t *r)
@@ -108,14 +121,19 @@ size_t queue__record_size(const queue__record_t *r)
 
 int queue__record_encode(const queue__record_t *r, void *buf, size_t cap, size_t *out_len)
 {
-    unsigned char *p = buf;
-    size_t need, off;
-
     if (!fields_valid(r))
         return QUEUE_EINVAL;
-    need = queue__record_size(r);
-    if (need > cap)
+    if (queue__record_size(r) > cap)
         return -ENOBUFS;
+    *out_len = queue__record_write(r, buf);
+    return 0;
+}
+
+size_t queue__record_write(const queue__record_t *r, void *buf)
+{
+    unsigned char *p = buf;
+    size_t off;
+
     p[0] = QUEUE_RECORD_VERSION;
     p[1] = r->state;
     p[2] = r->type;
@@ -142,8 +160,7 @@ int queue__record_encode(const queue__record_t *r, void *buf, size_t cap, size_t
             off += r->s[i].len;
         }
     }
-    *out_len = off;
-    return 0;
+    return off;
 }
 
 /* A C string as a view, refusing one longer than `max` without reading past

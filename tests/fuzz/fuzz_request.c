@@ -5,7 +5,9 @@
  * Beyond "no crash, no leak, no undefined behaviour" (ASan/UBSan), it checks
  * the contract of what comes out: an error has a protocol code and a
  * NUL-terminated message; a valid submit has a body that is a JSON object
- * within IPC_MAX_BODY and strings within their limits.
+ * within IPC_MAX_BODY and strings within their limits. And it holds the
+ * ingest fast path (fastreq.c) to the cJSON path: whatever the fast path
+ * accepts, the slow path accepts with the same block, byte for byte.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -14,7 +16,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "ipc.h"
+#include "ipc_int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -49,6 +51,43 @@ static void check_submit(const ipc_submit_t *s)
     cJSON_Delete(body);
 }
 
+/* Offset of a string of the block, or -1 for NULL. */
+static ptrdiff_t off(const struct ipc_req *b, const char *s)
+{
+    return s ? s - (const char *)b : -1;
+}
+
+static void check_fast(const char *line, size_t size)
+{
+    struct ipc_req *f = ipc__parse_fast(line, size), *s = NULL;
+    char *id = NULL, msg[256];
+    size_t id_len;
+    const char *code;
+
+    if (f == NULL)
+        return;
+    REQUIRE(ipc__parse_slow(line, size, false, &s, &id, &id_len, &code, msg, sizeof msg) == 0);
+    const ipc_request_t *a = &f->request, *b = &s->request;
+    REQUIRE(f->block_size == s->block_size && f->id_len == s->id_len);
+    REQUIRE(off(f, f->id_json) == off(s, s->id_json));
+    REQUIRE(a->op == b->op && a->submit.type == b->submit.type &&
+            a->submit.priority == b->submit.priority &&
+            a->submit.max_attempts == b->submit.max_attempts &&
+            a->submit.body_len == b->submit.body_len);
+    REQUIRE(memcmp(&a->submit.not_before, &b->submit.not_before, sizeof(double)) == 0);
+    REQUIRE(memcmp(&a->submit.expires_at, &b->submit.expires_at, sizeof(double)) == 0);
+    REQUIRE(off(f, a->submit.body) == off(s, b->submit.body));
+    REQUIRE(off(f, a->submit.phone_number_id) == off(s, b->submit.phone_number_id));
+    REQUIRE(off(f, a->submit.to) == off(s, b->submit.to));
+    REQUIRE(off(f, a->submit.idempotency_key) == off(s, b->submit.idempotency_key));
+    REQUIRE(off(f, a->submit.campaign) == off(s, b->submit.campaign));
+    REQUIRE(off(f, a->submit.order_key) == off(s, b->submit.order_key));
+    REQUIRE(memcmp(f + 1, s + 1, f->block_size - sizeof *f) == 0);
+    free(f);
+    free(s);
+    free(id);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     ipc_request_t *req = NULL;
@@ -57,6 +96,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char msg[256];
     int rc;
 
+    check_fast((const char *)data, size);
     msg[0] = '\0';
     rc = ipc_request_parse((const char *)data, size, &req, &id, &code, msg, sizeof msg);
     if (rc != 0) {

@@ -279,8 +279,12 @@ def pauses(wd):
                [avp.text_job(200 + i, sender="9999999") for i in range(5)])
     wait_for(lambda: sum(1 for s in api.sends() if 100 <= num(s) < 200) == 20, 10,
              "the other campaign sent")
-    st = wait_for(lambda: (lambda s: s if (sender_of(s, "9999999") or {}).get("paused")
-                           else None)(cl.stats()), 10, "the refused sender paused")
+    # The pause is in memory at once; the refused jobs' return to the queue
+    # is durable one commit later: wait for both (checked again below).
+    st = wait_for(lambda: (lambda s: s if (sender_of(s, "9999999") or {}).get("paused") and
+                           s["counts"]["queued"] + s["counts"]["retrying"] == 25
+                           else None)(cl.stats()), 10,
+                  "the refused sender paused and its jobs back in the queue")
     reason = sender_of(st, "9999999")["reason"]
     check("403" in reason and "FORBIDDEN" in reason, "the reason is shown: %s" % reason)
     check(st["counts"]["failed"] == 0, "nothing failed: %s" % st["counts"])
