@@ -79,8 +79,7 @@ typedef struct http_sock {
  * (curl_url_dup) instead of parsing the URL string again. */
 typedef struct http_route {
     char *path; /* as the caller gave it */
-    char *url;  /* api_base + path */
-    CURLU *cu;  /* parsed `url`; lives as long as the engine */
+    CURLU *cu;  /* api_base + path, parsed; lives as long as the engine */
 } http_route_t;
 
 typedef struct http_req {
@@ -192,7 +191,6 @@ fail:
 static void route_clear(http_route_t *rt)
 {
     curl_url_cleanup(rt->cu);
-    free(rt->url);
     free(rt->path);
     memset(rt, 0, sizeof(*rt));
 }
@@ -664,8 +662,8 @@ static http_req_t *req_new(http_engine_t *e)
     if (e->ca_file != NULL)
         SET(CURLOPT_CAINFO, e->ca_file);
     /* The proxy as the environment said at engine creation; without one,
-     * "*" turns libcurl's own reading of the environment (five getenv and
-     * copies per request) off. */
+     * "*" turns libcurl's own reading of the environment (five or six
+     * getenv and copies per request) off. */
     if (e->proxy != NULL) {
         SET(CURLOPT_PROXY, e->proxy);
         SET(CURLOPT_NOPROXY, e->noproxy != NULL ? e->noproxy : "");
@@ -696,9 +694,8 @@ static const http_route_t *engine_route(http_engine_t *e, const char *path, cons
         return NULL;
     rt = &e->routes[e->nroutes];
     rt->path = strdup(path);
-    rt->url = strdup(url);
     rt->cu = curl_url();
-    if (rt->path == NULL || rt->url == NULL || rt->cu == NULL ||
+    if (rt->path == NULL || rt->cu == NULL ||
         curl_url_set(rt->cu, CURLUPART_URL, url, 0) != CURLUE_OK) {
         route_clear(rt);
         return NULL;
