@@ -57,6 +57,7 @@
 #define HTTP_BUF_KEEP (64 * 1024)            /* bigger response buffers are freed on reuse */
 #define HTTP_DNS_CACHE_S 3600L               /* one API host: resolve it rarely */
 #define HTTP_RETRY_AFTER_MAX (86400.0 * 365) /* clamp for absurd delta-seconds */
+#define HTTP_ROUTES_MAX 16                   /* paths parsed once; more go by string */
 
 /* A header list shared by the engine (current token) and running requests. */
 typedef struct http_hdrs {
@@ -74,9 +75,22 @@ typedef struct http_sock {
     bool removed;  /* libcurl said CURL_POLL_REMOVE; poll still running (lazy) */
 } http_sock_t;
 
+/* One path of the API, parsed once: libcurl copies a CURLU per transfer
+ * (curl_url_dup) instead of parsing the URL string again. */
+typedef struct http_route {
+    char *path; /* as the caller gave it */
+    CURLU *cu;  /* api_base + path, parsed; lives as long as the engine */
+} http_route_t;
+
 typedef struct http_req {
     http_engine_t *e;
     CURL *easy;
+    /* What the easy handle was last given, so that a reused handle is only
+     * told what changed. Pointer equality is enough for the header list:
+     * libcurl keeps the pointer, so the same pointer is the same setting
+     * even if an old list was freed and its address reused. */
+    const http_route_t *route; /* NULL: none yet, or a URL string was set */
+    const struct curl_slist *headers;
     struct http_req *prev, *next; /* active list, or idle list (next only) */
     unsigned long long seq;       /* start order, for cancel_all */
     http_done_cb cb;
@@ -95,6 +109,10 @@ struct http_engine {
     char *base; /* api_base without a trailing '/' */
     size_t base_len;
     char *ca_file;
+    char *proxy;   /* from the environment at creation; NULL: no proxy */
+    char *noproxy; /* from the environment at creation; used with `proxy` */
+    http_route_t routes[HTTP_ROUTES_MAX];
+    size_t nroutes;
     long timeout_ms, connect_timeout_ms;
     bool https, http2, closing;
     http_hdrs_t *hdrs; /* current list; the engine holds one reference */
@@ -165,6 +183,16 @@ static http_hdrs_t *hdrs_new(const char *token)
 fail:
     hdrs_unref(h);
     return NULL;
+}
+
+/* ----------------------------------------------------------------- routes */
+
+/* Frees what a route holds and zeroes it. */
+static void route_clear(http_route_t *rt)
+{
+    curl_url_cleanup(rt->cu);
+    free(rt->path);
+    memset(rt, 0, sizeof(*rt));
 }
 
 /* ---------------------------------------------------------------- sockets */
@@ -354,7 +382,8 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
 
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(r->easy, CURLINFO_NUM_CONNECTS, &connects);
-    curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &reqsize);
+    if (rc != CURLE_OK) /* only a failure needs to know whether bytes left */
+        curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &reqsize);
     curl_easy_getinfo(r->easy, CURLINFO_TOTAL_TIME, &total);
     req_detach(e, r);
 
@@ -632,6 +661,15 @@ static http_req_t *req_new(http_engine_t *e)
     }
     if (e->ca_file != NULL)
         SET(CURLOPT_CAINFO, e->ca_file);
+    /* The proxy as the environment said at engine creation; without one,
+     * "*" turns libcurl's own reading of the environment (five or six
+     * getenv and copies per request) off. */
+    if (e->proxy != NULL) {
+        SET(CURLOPT_PROXY, e->proxy);
+        SET(CURLOPT_NOPROXY, e->noproxy != NULL ? e->noproxy : "");
+    } else {
+        SET(CURLOPT_NOPROXY, "*");
+    }
 #undef SET
     if (c != CURLE_OK)
         goto fail;
@@ -641,12 +679,58 @@ fail:
     return NULL;
 }
 
+/* The route of `path`, parsed on first use; NULL when the table is full or
+ * libcurl's URL parser refuses it (the caller then sets the URL string, as
+ * before, and libcurl reports the problem). `url` holds api_base + path. */
+static const http_route_t *engine_route(http_engine_t *e, const char *path, const char *url)
+{
+    http_route_t *rt;
+
+    for (size_t i = 0; i < e->nroutes; i++) {
+        if (strcmp(e->routes[i].path, path) == 0)
+            return &e->routes[i];
+    }
+    if (e->nroutes == HTTP_ROUTES_MAX)
+        return NULL;
+    rt = &e->routes[e->nroutes];
+    rt->path = strdup(path);
+    rt->cu = curl_url();
+    if (rt->path == NULL || rt->cu == NULL ||
+        curl_url_set(rt->cu, CURLUPART_URL, url, 0) != CURLUE_OK) {
+        route_clear(rt);
+        return NULL;
+    }
+    e->nroutes++;
+    return rt;
+}
+
+/* Points the easy handle at `url`, through its route when there is one.
+ * Both the string and the CURLU are set: the CURLU spares the parse, the
+ * string keeps libcurl's idea of the current URL (state.url, used for
+ * CURLINFO_EFFECTIVE_URL and messages) right on libcurl < 8.12, which does
+ * not refresh it when only CURLOPT_CURLU changes (curl #15984). */
+static CURLcode req_set_url(http_req_t *r, const http_route_t *rt, const char *url)
+{
+    CURLcode c;
+
+    if (rt != NULL && rt == r->route)
+        return CURLE_OK;
+    r->route = NULL;
+    c = curl_easy_setopt(r->easy, CURLOPT_URL, url);
+    if (c == CURLE_OK)
+        c = curl_easy_setopt(r->easy, CURLOPT_CURLU, rt != NULL ? rt->cu : NULL);
+    if (c == CURLE_OK)
+        r->route = rt;
+    return c;
+}
+
 /* Starts one request; `body` NULL means GET. */
 static int engine_start(http_engine_t *e, const char *path, const char *body, size_t len,
                         http_done_cb cb, void *user)
 {
     char url[HTTP_URL_MAX];
     size_t plen;
+    const http_route_t *rt;
     http_req_t *r;
     CURLcode c;
 
@@ -659,6 +743,7 @@ static int engine_start(http_engine_t *e, const char *path, const char *body, si
         return HTTP_EINVAL;
     memcpy(url, e->base, e->base_len);
     memcpy(url + e->base_len, path, plen + 1); /* libcurl copies the URL */
+    rt = engine_route(e, path, url);
 
     if (e->idle != NULL) {
         r = e->idle;
@@ -671,9 +756,11 @@ static int engine_start(http_engine_t *e, const char *path, const char *body, si
             return -ENOMEM;
     }
 
-    c = curl_easy_setopt(r->easy, CURLOPT_URL, url);
-    if (c == CURLE_OK)
+    c = req_set_url(r, rt, url);
+    if (c == CURLE_OK && r->headers != e->hdrs->list) {
         c = curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, e->hdrs->list);
+        r->headers = c == CURLE_OK ? e->hdrs->list : NULL;
+    }
     if (c == CURLE_OK && body != NULL) {
         /* The size first: setting it may reset a previous POSTFIELDS. */
         c = curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
@@ -798,9 +885,14 @@ static void engine_free(http_engine_t *e)
     if (e == NULL)
         return;
     hdrs_unref(e->hdrs);
+    /* After every easy handle: they point at the routes' CURLU. */
+    for (size_t i = 0; i < e->nroutes; i++)
+        route_clear(&e->routes[i]);
     free(e->socks);
     free(e->base);
     free(e->ca_file);
+    free(e->proxy);
+    free(e->noproxy);
     free(e);
 }
 
@@ -846,6 +938,45 @@ static int base_check(const char *base, size_t n)
     return 0;
 }
 
+/* The first of `names` set in the environment (even to ""), or NULL. */
+static const char *env_first(const char *const *names)
+{
+    for (; *names != NULL; names++) {
+        const char *v = getenv(*names);
+        if (v != NULL)
+            return v;
+    }
+    return NULL;
+}
+
+/*
+ * Reads the proxy settings once, the way libcurl would per request: for an
+ * http:// base only lower-case http_proxy (an upper-case HTTP_PROXY may come
+ * from a CGI request header), for https:// https_proxy or HTTPS_PROXY, then
+ * all_proxy or ALL_PROXY; no_proxy or NO_PROXY. An empty proxy is no proxy.
+ */
+static int engine_proxy_from_env(http_engine_t *e)
+{
+    static const char *const http_names[] = {"http_proxy", "all_proxy", "ALL_PROXY", NULL};
+    static const char *const https_names[] = {"https_proxy", "HTTPS_PROXY", "all_proxy",
+                                              "ALL_PROXY", NULL};
+    static const char *const no_names[] = {"no_proxy", "NO_PROXY", NULL};
+    const char *proxy = env_first(e->https ? https_names : http_names);
+    const char *noproxy = env_first(no_names);
+
+    if (proxy == NULL || proxy[0] == '\0')
+        return 0;
+    e->proxy = strdup(proxy);
+    if (e->proxy == NULL)
+        return -ENOMEM;
+    if (noproxy != NULL) {
+        e->noproxy = strdup(noproxy);
+        if (e->noproxy == NULL)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
 int http_engine_new(uv_loop_t *loop, const http_options_t *opt, http_engine_t **out)
 {
     http_engine_t *e = NULL;
@@ -886,6 +1017,8 @@ int http_engine_new(uv_loop_t *loop, const http_options_t *opt, http_engine_t **
     }
     e->hdrs = hdrs_new(opt->token);
     if (e->hdrs == NULL)
+        goto fail;
+    if (engine_proxy_from_env(e) != 0)
         goto fail;
 
     rc = HTTP_ECURL;

@@ -18,6 +18,17 @@
  * The token is copied into the engine's own header list and never appears
  * in a result, an error message or anything the engine returns.
  *
+ * Proxy: the environment is read once, by http_engine_new, the way libcurl
+ * reads it (for an http:// api_base http_proxy, never HTTP_PROXY; for
+ * https:// https_proxy or HTTPS_PROXY; then all_proxy or ALL_PROXY; no_proxy
+ * or NO_PROXY), and handed to libcurl as CURLOPT_PROXY / CURLOPT_NOPROXY.
+ * Changing these variables later (setenv) has no effect on that engine;
+ * libcurl alone would read them again for every request.
+ *
+ * Paths: the first 16 distinct paths are parsed once with api_base into a
+ * URL handle each (CURLOPT_CURLU); later ones are passed as strings, which
+ * works the same and costs a URL parse per request.
+ *
  * Errors: 0 or negative (errno-style or HTTP_E* below); http_strerror().
  * Threads: loop thread only.
  */

@@ -810,6 +810,177 @@ static void t_resolve(void)
     fx_fini(&f);
 }
 
+/* ------------------------------------------------------ routes and proxy */
+
+#define ROUTES_N 20 /* more paths than the engine parses once (16) */
+
+typedef struct routes {
+    fx_t *f;
+    unsigned long done, bad, n;
+    char paths[ROUTES_N][64];
+    char bodies[ROUTES_N][64];
+} routes_t;
+
+/* Sends request `i` of the walk: path i % ROUTES_N, POST or GET in turn. */
+static void routes_send(routes_t *w, unsigned long i);
+
+static void routes_cb(const http_result_t *r, void *user)
+{
+    routes_t *w = user;
+
+    CHECK(!w->f->in_call);
+    if (r->error != 0 || r->status != 200)
+        w->bad++;
+    if (++w->done < w->n)
+        routes_send(w, w->done);
+}
+
+static void routes_send(routes_t *w, unsigned long i)
+{
+    size_t k = i % ROUTES_N;
+    int rc;
+
+    w->f->in_call = true;
+    if ((i / ROUTES_N) % 2 == 0)
+        rc = http_engine_post(w->f->eng, w->paths[k], w->bodies[k], strlen(w->bodies[k]), routes_cb,
+                              w);
+    else
+        rc = http_engine_get(w->f->eng, w->paths[k], routes_cb, w);
+    w->f->in_call = false;
+    CHECK(rc == 0);
+}
+
+/* Different paths (per phone number id, and paths that are prefixes of
+ * each other) reach exactly their URL: one at a time on one reused easy
+ * handle, so its URL changes between every two transfers, and then all at
+ * once on many handles. */
+static void t_routes(void)
+{
+    fx_t f;
+    routes_t w = {.n = 3 * ROUTES_N};
+    rec_t recs[ROUTES_N];
+    stub_seen_t seen;
+    http_stats_t st;
+
+    fx_init(&f, 1, "tok", 0);
+    w.f = &f;
+    for (size_t k = 0; k < ROUTES_N; k++) {
+        if (k % 4 == 2) /* a prefix of the path after it */
+            snprintf(w.paths[k], sizeof(w.paths[k]), "/v2/numbers/%zu", 1000 + k + 1);
+        else
+            snprintf(w.paths[k], sizeof(w.paths[k]), "/v2/numbers/%zu/messages", 1000 + k);
+        snprintf(w.bodies[k], sizeof(w.bodies[k]), "{\"k\":%zu}", k);
+    }
+    routes_send(&w, 0);
+    run_until(&f, &w.done, w.n);
+    CHECK(w.bad == 0);
+    /* Each path: POST, GET, POST; the last POST's body is its own. */
+    for (size_t k = 0; k < ROUTES_N; k++) {
+        stub_seen_get(f.stub, w.paths[k], &seen);
+        CHECK(seen.hits == 3);
+        CHECK(strcmp(seen.method, "POST") == 0);
+        CHECK(strcmp(seen.body, w.bodies[k]) == 0);
+        CHECK(strcmp(seen.auth, "Bearer tok") == 0);
+    }
+    CHECK(stub_total(f.stub) == w.n);
+    http_engine_stats(f.eng, &st);
+    CHECK(st.connects == 1); /* one handle and one connection all along */
+
+    /* All at once, in reverse order, after a token change (new headers on
+     * reused handles). */
+    CHECK(http_engine_set_token(f.eng, "tok2") == 0);
+    memset(recs, 0, sizeof(recs));
+    for (size_t k = ROUTES_N; k-- > 0;)
+        CHECK(get(&f, w.paths[k], &recs[k]) == 0);
+    for (size_t k = 0; k < ROUTES_N; k++)
+        run_until(&f, &recs[k].done, 1);
+    for (size_t k = 0; k < ROUTES_N; k++) {
+        CHECK(recs[k].error == 0 && recs[k].status == 200);
+        stub_seen_get(f.stub, w.paths[k], &seen);
+        CHECK(seen.hits == 4);
+        CHECK(strcmp(seen.method, "GET") == 0);
+        CHECK(strcmp(seen.auth, "Bearer tok2") == 0);
+    }
+    CHECK(stub_total(f.stub) == w.n + ROUTES_N);
+    fx_fini(&f);
+}
+
+static void proxy_env_clear(void)
+{
+    static const char *const names[] = {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
+                                        "all_proxy",  "ALL_PROXY",  "no_proxy",    "NO_PROXY"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        CHECK(unsetenv(names[i]) == 0);
+}
+
+/* http_proxy is read when the engine is created: the stub, acting as the
+ * proxy, receives the absolute URL of an API host that does not resolve,
+ * also after the variable is gone. */
+static void t_proxy_env(void)
+{
+    fx_t f;
+    rec_t r1 = {0}, r2 = {0};
+    stub_seen_t seen;
+    char proxy[64];
+    static const char api[] = "http://avp-no-such-host.invalid:8081";
+
+    proxy_env_clear();
+    fx_init(&f, 1, "tok", 0);
+    http_engine_close(f.eng);
+    snprintf(proxy, sizeof(proxy), "http://127.0.0.1:%u", (unsigned)stub_port(f.stub));
+    CHECK(setenv("http_proxy", proxy, 1) == 0);
+    snprintf(f.base, sizeof(f.base), "%s", api);
+    fx_engine(&f, "tok", 0);
+    CHECK(unsetenv("http_proxy") == 0); /* read already */
+
+    CHECK(post(&f, "/v2/p", "{\"p\":1}", &r1) == 0);
+    run_until(&f, &r1.done, 1);
+    CHECK(r1.error == 0 && r1.status == 200);
+    CHECK(get(&f, "/v2/q", &r2) == 0);
+    run_until(&f, &r2.done, 1);
+    CHECK(r2.error == 0 && r2.status == 200);
+    stub_seen_get(f.stub, "http://avp-no-such-host.invalid:8081/v2/p", &seen);
+    CHECK(seen.hits == 1);
+    CHECK(strcmp(seen.body, "{\"p\":1}") == 0);
+    CHECK(strcmp(seen.auth, "Bearer tok") == 0);
+    stub_seen_get(f.stub, "http://avp-no-such-host.invalid:8081/v2/q", &seen);
+    CHECK(seen.hits == 1);
+    CHECK(stub_total(f.stub) == 2);
+    fx_fini(&f);
+}
+
+/* no_proxy is honoured (the proxy would refuse the connection), and a proxy
+ * set after the engine's creation is not used. */
+static void t_no_proxy_env(void)
+{
+    fx_t f;
+    rec_t r1 = {0}, r2 = {0};
+    stub_seen_t seen;
+
+    proxy_env_clear();
+    CHECK(setenv("http_proxy", "http://127.0.0.1:1", 1) == 0);
+    CHECK(setenv("NO_PROXY", "localhost,127.0.0.1", 1) == 0);
+    fx_init(&f, 1, "tok", 0);
+    CHECK(post(&f, "/v2/direct", "{}", &r1) == 0);
+    run_until(&f, &r1.done, 1);
+    CHECK(r1.error == 0 && r1.status == 200);
+    stub_seen_get(f.stub, "/v2/direct", &seen);
+    CHECK(seen.hits == 1);
+
+    /* A new engine without proxy variables, then a dead proxy appears. */
+    proxy_env_clear();
+    http_engine_close(f.eng);
+    fx_engine(&f, "tok", 0);
+    CHECK(setenv("http_proxy", "http://127.0.0.1:1", 1) == 0);
+    CHECK(setenv("all_proxy", "http://127.0.0.1:1", 1) == 0);
+    CHECK(post(&f, "/v2/direct", "{}", &r2) == 0);
+    run_until(&f, &r2.done, 1);
+    CHECK(r2.error == 0 && r2.status == 200);
+    stub_seen_get(f.stub, "/v2/direct", &seen);
+    CHECK(seen.hits == 2);
+    fx_fini(&f);
+}
+
 static void nop_cb(const http_result_t *r, void *user)
 {
     (void)r;
@@ -883,6 +1054,9 @@ static const struct {
     {"invalid", t_invalid},
     {"resolve", t_resolve},
     {"max_conn", t_max_conn},
+    {"routes", t_routes},
+    {"proxy_env", t_proxy_env},
+    {"no_proxy_env", t_no_proxy_env},
 };
 
 int main(int argc, char **argv)
