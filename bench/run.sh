@@ -17,5 +17,5 @@ scripts/deps.sh --bench
 build=${AVP_BUILD_DIR:-$top/build-release}
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" \
-    --target avenpingd avp-bench-submit avp-bench-lmdb avp-bench-sched >/dev/null
+    --target avenpingd avp-bench-submit avp-bench-lmdb avp-bench-sched avp-bench-http >/dev/null
 AVP_BUILD_DIR="$build" exec python3 bench/bench.py "$@"
