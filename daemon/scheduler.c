@@ -54,11 +54,25 @@ typedef struct bucket {
     double last;
 } bucket_t;
 
-/* An intrusive binary min-heap of pointers; elements keep their index. */
+/* A heap entry carries its ordering key, so that sifting compares entries
+ * in the array and does not read the elements (with 100,000 jobs queued
+ * those reads were a cache miss per comparison). Order: key, then tie. */
+typedef struct hent {
+    double key;
+    uint64_t tie;
+    void *p;
+} hent_t;
+
+/* Children per node: half the depth of a binary heap, so half the elements
+ * moved (each move writes the element's index: a cache miss in a large
+ * heap) per pop or removal; the children's keys are adjacent in the array. */
+#define HEAP_ARITY 4
+
+/* An intrusive 4-ary min-heap; elements keep their index. An element's key
+ * must not change while it is in the heap except through heap_rekey_later. */
 typedef struct heap {
-    void **a;
+    hent_t *a;
     size_t n, cap;
-    int (*less)(const void *, const void *);
     void (*set_idx)(void *, size_t);
 } heap_t;
 
@@ -270,20 +284,29 @@ static hnode_t *ht_first(const htab_t *t, uint64_t hash)
 
 /* --- heap ---------------------------------------------------------------- */
 
+/* The order the element comparators had: key with != then <, so a NaN key
+ * sorts as before, then tie. */
+static bool hent_less(const hent_t *x, const hent_t *y)
+{
+    if (x->key != y->key)
+        return x->key < y->key;
+    return x->tie < y->tie;
+}
+
 static void heap_swap(heap_t *h, size_t i, size_t j)
 {
-    void *t = h->a[i];
+    hent_t t = h->a[i];
     h->a[i] = h->a[j];
     h->a[j] = t;
-    h->set_idx(h->a[i], i);
-    h->set_idx(h->a[j], j);
+    h->set_idx(h->a[i].p, i);
+    h->set_idx(h->a[j].p, j);
 }
 
 static void heap_up(heap_t *h, size_t i)
 {
     while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!h->less(h->a[i], h->a[p]))
+        size_t p = (i - 1) / HEAP_ARITY;
+        if (!hent_less(&h->a[i], &h->a[p]))
             break;
         heap_swap(h, i, p);
         i = p;
@@ -293,11 +316,12 @@ static void heap_up(heap_t *h, size_t i)
 static void heap_down(heap_t *h, size_t i)
 {
     for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < h->n && h->less(h->a[l], h->a[m]))
-            m = l;
-        if (r < h->n && h->less(h->a[r], h->a[m]))
-            m = r;
+        size_t c = HEAP_ARITY * i + 1, end = c + HEAP_ARITY, m = i;
+        if (end > h->n)
+            end = h->n;
+        for (; c < end; c++)
+            if (hent_less(&h->a[c], &h->a[m]))
+                m = c;
         if (m == i)
             break;
         heap_swap(h, i, m);
@@ -309,7 +333,7 @@ static void heap_down(heap_t *h, size_t i)
 static int heap_reserve(heap_t *h, size_t n)
 {
     size_t cap;
-    void **a;
+    hent_t *a;
 
     if (n <= h->cap)
         return 0;
@@ -324,10 +348,13 @@ static int heap_reserve(heap_t *h, size_t n)
     return 0;
 }
 
-/* Room must have been reserved. */
-static void heap_push(heap_t *h, void *x)
+/* Room must have been reserved. `key` and `tie` must be the element's
+ * current ordering fields (copied: the heap never reads the element). */
+static void heap_push(heap_t *h, void *x, double key, uint64_t tie)
 {
-    h->a[h->n] = x;
+    h->a[h->n].key = key;
+    h->a[h->n].tie = tie;
+    h->a[h->n].p = x;
     h->set_idx(x, h->n);
     h->n++;
     heap_up(h, h->n - 1);
@@ -335,40 +362,33 @@ static void heap_push(heap_t *h, void *x)
 
 static void heap_remove(heap_t *h, size_t i)
 {
-    h->set_idx(h->a[i], IDX_NONE);
+    h->set_idx(h->a[i].p, IDX_NONE);
     h->n--;
     if (i == h->n)
         return;
     h->a[i] = h->a[h->n];
-    h->set_idx(h->a[i], i);
+    h->set_idx(h->a[i].p, i);
     heap_down(h, i);
     heap_up(h, i);
 }
 
-static void *heap_top(const heap_t *h)
+/* The element at i got a later key. */
+static void heap_rekey_later(heap_t *h, size_t i, double key)
 {
-    return h->n ? h->a[0] : NULL;
+    h->a[i].key = key;
+    heap_down(h, i);
 }
 
-static int job_less(const void *a, const void *b)
+static void *heap_top(const heap_t *h)
 {
-    const sched_job_t *x = a, *y = b;
-    if (x->due != y->due)
-        return x->due < y->due;
-    return x->id < y->id;
+    return h->n ? h->a[0].p : NULL;
 }
+
+/* --- heap elements ------------------------------------------------------ */
 
 static void job_set_idx(void *p, size_t i)
 {
     ((sched_job_t *)p)->wait_idx_ = (uint32_t)i;
-}
-
-static int exp_less(const void *a, const void *b)
-{
-    const sched_job_t *x = a, *y = b;
-    if (x->expires_at != y->expires_at)
-        return x->expires_at < y->expires_at;
-    return x->id < y->id;
 }
 
 static void exp_set_idx(void *p, size_t i)
@@ -376,29 +396,14 @@ static void exp_set_idx(void *p, size_t i)
     ((sched_job_t *)p)->exp_idx_ = (uint32_t)i;
 }
 
-static int sender_less(const void *a, const void *b)
-{
-    return ((const sched_sender_t *)a)->wake < ((const sched_sender_t *)b)->wake;
-}
-
 static void sender_set_idx(void *p, size_t i)
 {
     ((sched_sender_t *)p)->heap_idx = i == IDX_NONE ? (size_t)-1 : i;
 }
 
-static int sender_idle_less(const void *a, const void *b)
-{
-    return ((const sched_sender_t *)a)->forget_at < ((const sched_sender_t *)b)->forget_at;
-}
-
 static void sender_idle_set_idx(void *p, size_t i)
 {
     ((sched_sender_t *)p)->idle_idx = i == IDX_NONE ? (size_t)-1 : i;
-}
-
-static int pair_less(const void *a, const void *b)
-{
-    return ((const sched_pair_t *)a)->wake < ((const sched_pair_t *)b)->wake;
 }
 
 static void pair_set_idx(void *p, size_t i)
@@ -724,13 +729,13 @@ static void sender_sleep(sched_t *s, sched_sender_t *sd, double until)
     if (sd->state == SENDER_SLEEP) {
         if (until > sd->wake) {
             sd->wake = until;
-            heap_down(&s->sleeping, sd->heap_idx);
+            heap_rekey_later(&s->sleeping, sd->heap_idx, until);
         }
         return;
     }
     sd->state = SENDER_SLEEP;
     sd->wake = until;
-    heap_push(&s->sleeping, sd); /* reserved: one slot per sender */
+    heap_push(&s->sleeping, sd, until, 0); /* reserved: one slot per sender */
 }
 
 static void free_sender_node(hnode_t *x);
@@ -787,7 +792,7 @@ static void sender_maybe_idle(sched_t *s, sched_sender_t *sd)
     if (sd->idle_idx != (size_t)-1)
         heap_remove(&s->senderidle, sd->idle_idx);
     sd->forget_at = keep;
-    heap_push(&s->senderidle, sd); /* reserved: one slot per sender */
+    heap_push(&s->senderidle, sd, keep, 0); /* reserved: one slot per sender */
 }
 
 /* --- campaigns ------------------------------------------------------------ */
@@ -1019,9 +1024,9 @@ static void pair_heap_put(sched_t *s, sched_pair_t *p, int which, double wake)
     p->wake = wake;
     if (which == PH_IDLE) {
         s->idle_pairs++;
-        heap_push(&s->pairidle, p);
+        heap_push(&s->pairidle, p, wake, 0);
     } else {
-        heap_push(&s->pairq, p);
+        heap_push(&s->pairq, p, wake, 0);
     }
 }
 
@@ -1320,17 +1325,11 @@ int sched_new(const sched_options_t *opt, sched_t **out)
         return -ENOMEM;
     s->opt = *opt;
     opt_fix(&s->opt);
-    s->waiting.less = job_less;
     s->waiting.set_idx = job_set_idx;
-    s->expiry.less = exp_less;
     s->expiry.set_idx = exp_set_idx;
-    s->sleeping.less = sender_less;
     s->sleeping.set_idx = sender_set_idx;
-    s->pairq.less = pair_less;
     s->pairq.set_idx = pair_set_idx;
-    s->pairidle.less = pair_less;
     s->pairidle.set_idx = pair_set_idx;
-    s->senderidle.less = sender_idle_less;
     s->senderidle.set_idx = sender_idle_set_idx;
     s->global.tokens = s->opt.global_rate > 1 ? s->opt.global_rate : 1;
     s->global.last = -1;
@@ -1538,9 +1537,9 @@ int sched_job_add(sched_t *s, const sched_job_t *tmpl, const sched_keys_t *keys)
             job_unready(s, old);
     }
     j->where_ = W_WAITING;
-    heap_push(&s->waiting, j);
+    heap_push(&s->waiting, j, j->due, j->id);
     if (j->expires_at > 0)
-        heap_push(&s->expiry, j);
+        heap_push(&s->expiry, j, j->expires_at, j->id);
     return 0;
 nomem:
     camp_maybe_idle(s, c);
@@ -1768,7 +1767,7 @@ void sched_job_retry(sched_t *s, sched_job_t *j, double due)
     if (j->where_ == W_INFLIGHT) {
         inflight_end(s, j);
         if (j->expires_at > 0)
-            heap_push(&s->expiry, j); /* reserved at add */
+            heap_push(&s->expiry, j, j->expires_at, j->id); /* reserved at add */
     } else if (j->where_ == W_WAITING) {
         heap_remove(&s->waiting, j->wait_idx_);
     } else {
@@ -1776,7 +1775,7 @@ void sched_job_retry(sched_t *s, sched_job_t *j, double due)
     }
     j->due = due;
     j->where_ = W_WAITING;
-    heap_push(&s->waiting, j); /* reserved at add: never fails */
+    heap_push(&s->waiting, j, due, j->id); /* reserved at add: never fails */
     /* Defensive: if j was not its key's first, the first may go now. */
     if (j->okey_ != NULL && j->okey_->head != j)
         job_try_ready(s, j->okey_->head);
