@@ -156,6 +156,12 @@ struct sched_sender {
     double forget_at; /* while in the idle heap */
 };
 
+/* A slot of the job table: job NULL is empty, TOMBSTONE deleted. */
+typedef struct jslot {
+    uint64_t id;
+    sched_job_t *job;
+} jslot_t;
+
 struct sched {
     sched_options_t opt;
     heap_t waiting;    /* sched_job_t by (due, id) */
@@ -165,11 +171,11 @@ struct sched {
     heap_t pairidle;   /* sched_pair_t without jobs, by the time they may be forgotten */
     heap_t senderidle; /* sched_sender_t without jobs or pairs, by forget_at */
     sched_sender_t *ring_head, *ring_tail;
-    /* id -> job, open addressing with tombstones; the ids in a parallel
-     * array so that a probe reads no job (lookups of absent ids, the
-     * refill's, probe the most) */
-    sched_job_t **jobs;
-    uint64_t *jobs_id;
+    /* id -> job, open addressing with tombstones; each slot holds the id
+     * next to the pointer, so that a probe reads no job (lookups of absent
+     * ids, the refill's, probe the most) and one cache line, not one in an
+     * id array and one in a pointer array */
+    jslot_t *jobs;
     size_t jobs_cap, jobs_used, jobs_n;
     htab_t senders, campaigns, okeys, lanes, pairs;
     size_t idle_pairs;
@@ -416,34 +422,27 @@ static void pair_set_idx(void *p, size_t i)
 static int jobs_grow(sched_t *s)
 {
     size_t cap = s->jobs_cap ? s->jobs_cap * 2 : 1024;
-    sched_job_t **t, **old = s->jobs;
-    uint64_t *ids;
+    jslot_t *t, *old = s->jobs;
     size_t i;
 
     /* Rehash at the same size when tombstones, not jobs, fill the table. */
     if (s->jobs_n * 4 < s->jobs_cap)
         cap = s->jobs_cap;
     t = calloc(cap, sizeof(*t));
-    ids = malloc(cap * sizeof(*ids));
-    if (t == NULL || ids == NULL) {
-        free(t);
-        free(ids);
+    if (t == NULL)
         return -ENOMEM;
-    }
     for (i = 0; i < s->jobs_cap; i++) {
-        sched_job_t *j = old[i];
+        sched_job_t *j = old[i].job;
         size_t k;
         if (j == NULL || j == TOMBSTONE)
             continue;
-        for (k = mix64(j->id) & (cap - 1); t[k]; k = (k + 1) & (cap - 1))
+        for (k = mix64(j->id) & (cap - 1); t[k].job; k = (k + 1) & (cap - 1))
             ;
-        t[k] = j;
-        ids[k] = j->id;
+        t[k].id = j->id;
+        t[k].job = j;
     }
     free(old);
-    free(s->jobs_id);
     s->jobs = t;
-    s->jobs_id = ids;
     s->jobs_cap = cap;
     s->jobs_used = s->jobs_n;
     return 0;
@@ -455,8 +454,8 @@ static size_t jobs_slot(const sched_t *s, uint64_t id)
 
     if (s->jobs_cap == 0)
         return (size_t)-1;
-    for (k = mix64(id) & (s->jobs_cap - 1); s->jobs[k]; k = (k + 1) & (s->jobs_cap - 1))
-        if (s->jobs_id[k] == id && s->jobs[k] != TOMBSTONE)
+    for (k = mix64(id) & (s->jobs_cap - 1); s->jobs[k].job; k = (k + 1) & (s->jobs_cap - 1))
+        if (s->jobs[k].id == id && s->jobs[k].job != TOMBSTONE)
             return k;
     return (size_t)-1;
 }
@@ -473,13 +472,13 @@ static void jobs_insert(sched_t *s, sched_job_t *j)
 {
     size_t k;
 
-    for (k = mix64(j->id) & (s->jobs_cap - 1); s->jobs[k] && s->jobs[k] != TOMBSTONE;
+    for (k = mix64(j->id) & (s->jobs_cap - 1); s->jobs[k].job && s->jobs[k].job != TOMBSTONE;
          k = (k + 1) & (s->jobs_cap - 1))
         ;
-    if (s->jobs[k] == NULL)
+    if (s->jobs[k].job == NULL)
         s->jobs_used++;
-    s->jobs[k] = j;
-    s->jobs_id[k] = j->id;
+    s->jobs[k].id = j->id;
+    s->jobs[k].job = j;
     s->jobs_n++;
 }
 
@@ -488,7 +487,7 @@ static void jobs_delete(sched_t *s, uint64_t id)
     size_t k = jobs_slot(s, id);
 
     if (k != (size_t)-1) {
-        s->jobs[k] = TOMBSTONE;
+        s->jobs[k].job = TOMBSTONE;
         s->jobs_n--;
     }
 }
@@ -1380,10 +1379,9 @@ void sched_free(sched_t *s)
     if (s == NULL)
         return;
     for (i = 0; i < s->jobs_cap; i++)
-        if (s->jobs[i] && s->jobs[i] != TOMBSTONE)
-            free(s->jobs[i]);
+        if (s->jobs[i].job && s->jobs[i].job != TOMBSTONE)
+            free(s->jobs[i].job);
     free(s->jobs);
-    free(s->jobs_id);
     htab_free_all(&s->lanes, free_plain_node);
     htab_free_all(&s->pairs, free_plain_node);
     htab_free_all(&s->okeys, free_plain_node);
@@ -1441,7 +1439,7 @@ bool sched_contains(const sched_t *s, uint64_t id)
 sched_job_t *sched_job_find(const sched_t *s, uint64_t id)
 {
     size_t k = jobs_slot(s, id);
-    return k == (size_t)-1 ? NULL : s->jobs[k];
+    return k == (size_t)-1 ? NULL : s->jobs[k].job;
 }
 
 uint64_t sched_order_last_id(const sched_t *s, const char *order_key)
@@ -1995,7 +1993,7 @@ size_t sched_evict_paused(sched_t *s)
     size_t i, n = 0;
 
     for (i = 0; i < s->jobs_cap; i++) {
-        sched_job_t *j = s->jobs[i];
+        sched_job_t *j = s->jobs[i].job;
         if (j == NULL || j == TOMBSTONE || j->inflight || !job_paused(j))
             continue;
         /* j and the later jobs of its key (they wait for j anyway), from
