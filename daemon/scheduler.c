@@ -54,11 +54,25 @@ typedef struct bucket {
     double last;
 } bucket_t;
 
-/* An intrusive binary min-heap of pointers; elements keep their index. */
+/* A heap entry carries its ordering key, so that sifting compares entries
+ * in the array and does not read the elements (with 100,000 jobs queued
+ * those reads were a cache miss per comparison). Order: key, then tie. */
+typedef struct hent {
+    double key;
+    uint64_t tie;
+    void *p;
+} hent_t;
+
+/* Children per node: half the depth of a binary heap, so half the elements
+ * moved (each move writes the element's index: a cache miss in a large
+ * heap) per pop or removal; the children's keys are adjacent in the array. */
+#define HEAP_ARITY 4
+
+/* An intrusive 4-ary min-heap; elements keep their index. An element's key
+ * must not change while it is in the heap except through heap_rekey_later. */
 typedef struct heap {
-    void **a;
+    hent_t *a;
     size_t n, cap;
-    int (*less)(const void *, const void *);
     void (*set_idx)(void *, size_t);
 } heap_t;
 
@@ -142,6 +156,12 @@ struct sched_sender {
     double forget_at; /* while in the idle heap */
 };
 
+/* A slot of the job table: job NULL is empty, TOMBSTONE deleted. */
+typedef struct jslot {
+    uint64_t id;
+    sched_job_t *job;
+} jslot_t;
+
 struct sched {
     sched_options_t opt;
     heap_t waiting;    /* sched_job_t by (due, id) */
@@ -151,11 +171,11 @@ struct sched {
     heap_t pairidle;   /* sched_pair_t without jobs, by the time they may be forgotten */
     heap_t senderidle; /* sched_sender_t without jobs or pairs, by forget_at */
     sched_sender_t *ring_head, *ring_tail;
-    /* id -> job, open addressing with tombstones; the ids in a parallel
-     * array so that a probe reads no job (lookups of absent ids, the
-     * refill's, probe the most) */
-    sched_job_t **jobs;
-    uint64_t *jobs_id;
+    /* id -> job, open addressing with tombstones; each slot holds the id
+     * next to the pointer, so that a probe reads no job (lookups of absent
+     * ids, the refill's, probe the most) and one cache line, not one in an
+     * id array and one in a pointer array */
+    jslot_t *jobs;
     size_t jobs_cap, jobs_used, jobs_n;
     htab_t senders, campaigns, okeys, lanes, pairs;
     size_t idle_pairs;
@@ -270,20 +290,29 @@ static hnode_t *ht_first(const htab_t *t, uint64_t hash)
 
 /* --- heap ---------------------------------------------------------------- */
 
+/* The order the element comparators had: key with != then <, so a NaN key
+ * sorts as before, then tie. */
+static bool hent_less(const hent_t *x, const hent_t *y)
+{
+    if (x->key != y->key)
+        return x->key < y->key;
+    return x->tie < y->tie;
+}
+
 static void heap_swap(heap_t *h, size_t i, size_t j)
 {
-    void *t = h->a[i];
+    hent_t t = h->a[i];
     h->a[i] = h->a[j];
     h->a[j] = t;
-    h->set_idx(h->a[i], i);
-    h->set_idx(h->a[j], j);
+    h->set_idx(h->a[i].p, i);
+    h->set_idx(h->a[j].p, j);
 }
 
 static void heap_up(heap_t *h, size_t i)
 {
     while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!h->less(h->a[i], h->a[p]))
+        size_t p = (i - 1) / HEAP_ARITY;
+        if (!hent_less(&h->a[i], &h->a[p]))
             break;
         heap_swap(h, i, p);
         i = p;
@@ -293,11 +322,12 @@ static void heap_up(heap_t *h, size_t i)
 static void heap_down(heap_t *h, size_t i)
 {
     for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < h->n && h->less(h->a[l], h->a[m]))
-            m = l;
-        if (r < h->n && h->less(h->a[r], h->a[m]))
-            m = r;
+        size_t c = HEAP_ARITY * i + 1, end = c + HEAP_ARITY, m = i;
+        if (end > h->n)
+            end = h->n;
+        for (; c < end; c++)
+            if (hent_less(&h->a[c], &h->a[m]))
+                m = c;
         if (m == i)
             break;
         heap_swap(h, i, m);
@@ -309,7 +339,7 @@ static void heap_down(heap_t *h, size_t i)
 static int heap_reserve(heap_t *h, size_t n)
 {
     size_t cap;
-    void **a;
+    hent_t *a;
 
     if (n <= h->cap)
         return 0;
@@ -324,10 +354,13 @@ static int heap_reserve(heap_t *h, size_t n)
     return 0;
 }
 
-/* Room must have been reserved. */
-static void heap_push(heap_t *h, void *x)
+/* Room must have been reserved. `key` and `tie` must be the element's
+ * current ordering fields (copied: the heap never reads the element). */
+static void heap_push(heap_t *h, void *x, double key, uint64_t tie)
 {
-    h->a[h->n] = x;
+    h->a[h->n].key = key;
+    h->a[h->n].tie = tie;
+    h->a[h->n].p = x;
     h->set_idx(x, h->n);
     h->n++;
     heap_up(h, h->n - 1);
@@ -335,40 +368,33 @@ static void heap_push(heap_t *h, void *x)
 
 static void heap_remove(heap_t *h, size_t i)
 {
-    h->set_idx(h->a[i], IDX_NONE);
+    h->set_idx(h->a[i].p, IDX_NONE);
     h->n--;
     if (i == h->n)
         return;
     h->a[i] = h->a[h->n];
-    h->set_idx(h->a[i], i);
+    h->set_idx(h->a[i].p, i);
     heap_down(h, i);
     heap_up(h, i);
 }
 
-static void *heap_top(const heap_t *h)
+/* The element at i got a later key. */
+static void heap_rekey_later(heap_t *h, size_t i, double key)
 {
-    return h->n ? h->a[0] : NULL;
+    h->a[i].key = key;
+    heap_down(h, i);
 }
 
-static int job_less(const void *a, const void *b)
+static void *heap_top(const heap_t *h)
 {
-    const sched_job_t *x = a, *y = b;
-    if (x->due != y->due)
-        return x->due < y->due;
-    return x->id < y->id;
+    return h->n ? h->a[0].p : NULL;
 }
+
+/* --- heap elements ------------------------------------------------------ */
 
 static void job_set_idx(void *p, size_t i)
 {
     ((sched_job_t *)p)->wait_idx_ = (uint32_t)i;
-}
-
-static int exp_less(const void *a, const void *b)
-{
-    const sched_job_t *x = a, *y = b;
-    if (x->expires_at != y->expires_at)
-        return x->expires_at < y->expires_at;
-    return x->id < y->id;
 }
 
 static void exp_set_idx(void *p, size_t i)
@@ -376,29 +402,14 @@ static void exp_set_idx(void *p, size_t i)
     ((sched_job_t *)p)->exp_idx_ = (uint32_t)i;
 }
 
-static int sender_less(const void *a, const void *b)
-{
-    return ((const sched_sender_t *)a)->wake < ((const sched_sender_t *)b)->wake;
-}
-
 static void sender_set_idx(void *p, size_t i)
 {
     ((sched_sender_t *)p)->heap_idx = i == IDX_NONE ? (size_t)-1 : i;
 }
 
-static int sender_idle_less(const void *a, const void *b)
-{
-    return ((const sched_sender_t *)a)->forget_at < ((const sched_sender_t *)b)->forget_at;
-}
-
 static void sender_idle_set_idx(void *p, size_t i)
 {
     ((sched_sender_t *)p)->idle_idx = i == IDX_NONE ? (size_t)-1 : i;
-}
-
-static int pair_less(const void *a, const void *b)
-{
-    return ((const sched_pair_t *)a)->wake < ((const sched_pair_t *)b)->wake;
 }
 
 static void pair_set_idx(void *p, size_t i)
@@ -411,34 +422,27 @@ static void pair_set_idx(void *p, size_t i)
 static int jobs_grow(sched_t *s)
 {
     size_t cap = s->jobs_cap ? s->jobs_cap * 2 : 1024;
-    sched_job_t **t, **old = s->jobs;
-    uint64_t *ids;
+    jslot_t *t, *old = s->jobs;
     size_t i;
 
     /* Rehash at the same size when tombstones, not jobs, fill the table. */
     if (s->jobs_n * 4 < s->jobs_cap)
         cap = s->jobs_cap;
     t = calloc(cap, sizeof(*t));
-    ids = malloc(cap * sizeof(*ids));
-    if (t == NULL || ids == NULL) {
-        free(t);
-        free(ids);
+    if (t == NULL)
         return -ENOMEM;
-    }
     for (i = 0; i < s->jobs_cap; i++) {
-        sched_job_t *j = old[i];
+        sched_job_t *j = old[i].job;
         size_t k;
         if (j == NULL || j == TOMBSTONE)
             continue;
-        for (k = mix64(j->id) & (cap - 1); t[k]; k = (k + 1) & (cap - 1))
+        for (k = mix64(j->id) & (cap - 1); t[k].job; k = (k + 1) & (cap - 1))
             ;
-        t[k] = j;
-        ids[k] = j->id;
+        t[k].id = j->id;
+        t[k].job = j;
     }
     free(old);
-    free(s->jobs_id);
     s->jobs = t;
-    s->jobs_id = ids;
     s->jobs_cap = cap;
     s->jobs_used = s->jobs_n;
     return 0;
@@ -450,8 +454,8 @@ static size_t jobs_slot(const sched_t *s, uint64_t id)
 
     if (s->jobs_cap == 0)
         return (size_t)-1;
-    for (k = mix64(id) & (s->jobs_cap - 1); s->jobs[k]; k = (k + 1) & (s->jobs_cap - 1))
-        if (s->jobs_id[k] == id && s->jobs[k] != TOMBSTONE)
+    for (k = mix64(id) & (s->jobs_cap - 1); s->jobs[k].job; k = (k + 1) & (s->jobs_cap - 1))
+        if (s->jobs[k].id == id && s->jobs[k].job != TOMBSTONE)
             return k;
     return (size_t)-1;
 }
@@ -468,13 +472,13 @@ static void jobs_insert(sched_t *s, sched_job_t *j)
 {
     size_t k;
 
-    for (k = mix64(j->id) & (s->jobs_cap - 1); s->jobs[k] && s->jobs[k] != TOMBSTONE;
+    for (k = mix64(j->id) & (s->jobs_cap - 1); s->jobs[k].job && s->jobs[k].job != TOMBSTONE;
          k = (k + 1) & (s->jobs_cap - 1))
         ;
-    if (s->jobs[k] == NULL)
+    if (s->jobs[k].job == NULL)
         s->jobs_used++;
-    s->jobs[k] = j;
-    s->jobs_id[k] = j->id;
+    s->jobs[k].id = j->id;
+    s->jobs[k].job = j;
     s->jobs_n++;
 }
 
@@ -483,7 +487,7 @@ static void jobs_delete(sched_t *s, uint64_t id)
     size_t k = jobs_slot(s, id);
 
     if (k != (size_t)-1) {
-        s->jobs[k] = TOMBSTONE;
+        s->jobs[k].job = TOMBSTONE;
         s->jobs_n--;
     }
 }
@@ -724,13 +728,13 @@ static void sender_sleep(sched_t *s, sched_sender_t *sd, double until)
     if (sd->state == SENDER_SLEEP) {
         if (until > sd->wake) {
             sd->wake = until;
-            heap_down(&s->sleeping, sd->heap_idx);
+            heap_rekey_later(&s->sleeping, sd->heap_idx, until);
         }
         return;
     }
     sd->state = SENDER_SLEEP;
     sd->wake = until;
-    heap_push(&s->sleeping, sd); /* reserved: one slot per sender */
+    heap_push(&s->sleeping, sd, until, 0); /* reserved: one slot per sender */
 }
 
 static void free_sender_node(hnode_t *x);
@@ -787,7 +791,7 @@ static void sender_maybe_idle(sched_t *s, sched_sender_t *sd)
     if (sd->idle_idx != (size_t)-1)
         heap_remove(&s->senderidle, sd->idle_idx);
     sd->forget_at = keep;
-    heap_push(&s->senderidle, sd); /* reserved: one slot per sender */
+    heap_push(&s->senderidle, sd, keep, 0); /* reserved: one slot per sender */
 }
 
 /* --- campaigns ------------------------------------------------------------ */
@@ -1019,9 +1023,9 @@ static void pair_heap_put(sched_t *s, sched_pair_t *p, int which, double wake)
     p->wake = wake;
     if (which == PH_IDLE) {
         s->idle_pairs++;
-        heap_push(&s->pairidle, p);
+        heap_push(&s->pairidle, p, wake, 0);
     } else {
-        heap_push(&s->pairq, p);
+        heap_push(&s->pairq, p, wake, 0);
     }
 }
 
@@ -1320,17 +1324,11 @@ int sched_new(const sched_options_t *opt, sched_t **out)
         return -ENOMEM;
     s->opt = *opt;
     opt_fix(&s->opt);
-    s->waiting.less = job_less;
     s->waiting.set_idx = job_set_idx;
-    s->expiry.less = exp_less;
     s->expiry.set_idx = exp_set_idx;
-    s->sleeping.less = sender_less;
     s->sleeping.set_idx = sender_set_idx;
-    s->pairq.less = pair_less;
     s->pairq.set_idx = pair_set_idx;
-    s->pairidle.less = pair_less;
     s->pairidle.set_idx = pair_set_idx;
-    s->senderidle.less = sender_idle_less;
     s->senderidle.set_idx = sender_idle_set_idx;
     s->global.tokens = s->opt.global_rate > 1 ? s->opt.global_rate : 1;
     s->global.last = -1;
@@ -1381,10 +1379,9 @@ void sched_free(sched_t *s)
     if (s == NULL)
         return;
     for (i = 0; i < s->jobs_cap; i++)
-        if (s->jobs[i] && s->jobs[i] != TOMBSTONE)
-            free(s->jobs[i]);
+        if (s->jobs[i].job && s->jobs[i].job != TOMBSTONE)
+            free(s->jobs[i].job);
     free(s->jobs);
-    free(s->jobs_id);
     htab_free_all(&s->lanes, free_plain_node);
     htab_free_all(&s->pairs, free_plain_node);
     htab_free_all(&s->okeys, free_plain_node);
@@ -1442,7 +1439,7 @@ bool sched_contains(const sched_t *s, uint64_t id)
 sched_job_t *sched_job_find(const sched_t *s, uint64_t id)
 {
     size_t k = jobs_slot(s, id);
-    return k == (size_t)-1 ? NULL : s->jobs[k];
+    return k == (size_t)-1 ? NULL : s->jobs[k].job;
 }
 
 uint64_t sched_order_last_id(const sched_t *s, const char *order_key)
@@ -1538,9 +1535,9 @@ int sched_job_add(sched_t *s, const sched_job_t *tmpl, const sched_keys_t *keys)
             job_unready(s, old);
     }
     j->where_ = W_WAITING;
-    heap_push(&s->waiting, j);
+    heap_push(&s->waiting, j, j->due, j->id);
     if (j->expires_at > 0)
-        heap_push(&s->expiry, j);
+        heap_push(&s->expiry, j, j->expires_at, j->id);
     return 0;
 nomem:
     camp_maybe_idle(s, c);
@@ -1768,7 +1765,7 @@ void sched_job_retry(sched_t *s, sched_job_t *j, double due)
     if (j->where_ == W_INFLIGHT) {
         inflight_end(s, j);
         if (j->expires_at > 0)
-            heap_push(&s->expiry, j); /* reserved at add */
+            heap_push(&s->expiry, j, j->expires_at, j->id); /* reserved at add */
     } else if (j->where_ == W_WAITING) {
         heap_remove(&s->waiting, j->wait_idx_);
     } else {
@@ -1776,7 +1773,7 @@ void sched_job_retry(sched_t *s, sched_job_t *j, double due)
     }
     j->due = due;
     j->where_ = W_WAITING;
-    heap_push(&s->waiting, j); /* reserved at add: never fails */
+    heap_push(&s->waiting, j, due, j->id); /* reserved at add: never fails */
     /* Defensive: if j was not its key's first, the first may go now. */
     if (j->okey_ != NULL && j->okey_->head != j)
         job_try_ready(s, j->okey_->head);
@@ -1996,7 +1993,7 @@ size_t sched_evict_paused(sched_t *s)
     size_t i, n = 0;
 
     for (i = 0; i < s->jobs_cap; i++) {
-        sched_job_t *j = s->jobs[i];
+        sched_job_t *j = s->jobs[i].job;
         if (j == NULL || j == TOMBSTONE || j->inflight || !job_paused(j))
             continue;
         /* j and the later jobs of its key (they wait for j anyway), from
