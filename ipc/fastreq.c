@@ -109,6 +109,31 @@ static inline bool skip_ws(struct fscan *f)
     return true;
 }
 
+/* Skips whitespace; inside `message` notes that there was some. */
+static inline void skip_ws_in(struct fscan *f, bool in_msg)
+{
+    if (skip_ws(f) && in_msg)
+        f->ws = true;
+}
+
+/* After a member or an element: 1 at `close` (consumed), 0 after a ','
+ * (consumed, and the whitespace after it), -1 at anything else. */
+static int scan_sep(struct fscan *f, char close, bool in_msg)
+{
+    skip_ws_in(f, in_msg);
+    if (f->p >= f->end)
+        return -1;
+    if (*f->p == close) {
+        f->p++;
+        return 1;
+    }
+    if (*f->p != ',')
+        return -1;
+    f->p++;
+    skip_ws_in(f, in_msg);
+    return 0;
+}
+
 /* A string without escapes or control bytes; f->p at its opening quote. */
 static bool scan_str(struct fscan *f, const char **s, size_t *n)
 {
@@ -252,8 +277,7 @@ static bool scan_obj(struct fscan *f, int depth, bool in_msg, const fobj_t *o)
     if (depth > FAST_MAX_DEPTH)
         return false;
     f->p++;
-    if (skip_ws(f) && in_msg)
-        f->ws = true;
+    skip_ws_in(f, in_msg);
     if (f->p < f->end && *f->p == '}') {
         f->p++;
         return true;
@@ -263,13 +287,11 @@ static bool scan_obj(struct fscan *f, int depth, bool in_msg, const fobj_t *o)
         size_t kn;
         if (f->p >= f->end || *f->p != '"' || !scan_str(f, &k, &kn))
             return false;
-        if (skip_ws(f) && in_msg)
-            f->ws = true;
+        skip_ws_in(f, in_msg);
         if (f->p >= f->end || *f->p != ':')
             return false;
         f->p++;
-        if (skip_ws(f) && in_msg)
-            f->ws = true;
+        skip_ws_in(f, in_msg);
         int slot = -1;
         for (int i = 0; o && i < o->nkeys; i++) {
             if (key_is(o, i, k, kn)) {
@@ -295,19 +317,9 @@ static bool scan_obj(struct fscan *f, int depth, bool in_msg, const fobj_t *o)
         } else if (!scan_value(f, depth, in_msg, v)) {
             return false;
         }
-        if (skip_ws(f) && in_msg)
-            f->ws = true;
-        if (f->p >= f->end)
-            return false;
-        if (*f->p == '}') {
-            f->p++;
-            return true;
-        }
-        if (*f->p != ',')
-            return false;
-        f->p++;
-        if (skip_ws(f) && in_msg)
-            f->ws = true;
+        int sep = scan_sep(f, '}', in_msg);
+        if (sep != 0)
+            return sep > 0;
     }
 }
 
@@ -329,8 +341,7 @@ static bool scan_value(struct fscan *f, int depth, bool in_msg, struct fval *v)
         if (depth + 1 > FAST_MAX_DEPTH)
             return false;
         f->p++;
-        if (skip_ws(f) && in_msg)
-            f->ws = true;
+        skip_ws_in(f, in_msg);
         if (f->p < f->end && *f->p == ']') {
             f->p++;
             return true;
@@ -339,19 +350,9 @@ static bool scan_value(struct fscan *f, int depth, bool in_msg, struct fval *v)
             struct fval tmp;
             if (!scan_value(f, depth + 1, in_msg, &tmp))
                 return false;
-            if (skip_ws(f) && in_msg)
-                f->ws = true;
-            if (f->p >= f->end)
-                return false;
-            if (*f->p == ']') {
-                f->p++;
-                return true;
-            }
-            if (*f->p != ',')
-                return false;
-            f->p++;
-            if (skip_ws(f) && in_msg)
-                f->ws = true;
+            int sep = scan_sep(f, ']', in_msg);
+            if (sep != 0)
+                return sep > 0;
         }
     case 't':
         return lit(f, "true", 4);
