@@ -80,14 +80,21 @@ class Run:
         return self.stub
 
     def start_daemon(self, api_base, config=None, state_dir=None, ca_file=None):
-        # No rate limit; 64 connections are plenty for a stub answering in
-        # well under a millisecond (libcurl's cost per request grows with
-        # the connections it keeps; bench_dispatch also runs the default 256).
-        cfg = {"log_level": "warn", "rate_per_number": 0, "max_inflight": 64,
-               "max_inflight_per_number": 100000}
+        # No rate limit; 64 connections per HTTP thread (the default two)
+        # are plenty for a stub answering in well under a millisecond
+        # (libcurl's cost per request grows with the connections it keeps;
+        # bench_dispatch also runs the default 256, and the engine on the
+        # loop thread).
+        cfg = {"log_level": "warn", "rate_per_number": 0, "max_inflight": 128,
+               "http_threads": 2, "max_inflight_per_number": 100000}
         if ca_file:
             cfg["ca_file"] = ca_file
         cfg.update(config or {})
+        # AVP_BENCH_CONFIG="key=value,...": config keys for every daemon of
+        # the run (experiments: http_threads, max_inflight...).
+        for kv in filter(None, os.environ.get("AVP_BENCH_CONFIG", "").split(",")):
+            k, _, v = kv.partition("=")
+            cfg[k.strip()] = v.strip()
         # AVP_BENCH_PRELOAD: a library preloaded into the daemon alone (for
         # example another malloc), to compare allocators without a rebuild.
         preload = os.environ.get("AVP_BENCH_PRELOAD")
@@ -223,14 +230,19 @@ def bench_dispatch(a, out):
         r.close()
     if a.quick:
         return
-    # The same with the default max_inflight (256 connections).
-    r = Run("dispatch256", a.keep)
-    try:
-        s = r.start_stub()
-        r.start_daemon(s.base, {"max_inflight": 256})
-        out.append(dispatch_run(r, a.dispatch_jobs, "  the same with max_inflight = 256", "dispatch"))
-    finally:
-        r.close()
+    # The same with the default max_inflight (256 connections), and with
+    # the engine on the loop thread (http_threads = 0, 64 connections).
+    for name, cfg, label in (("dispatch256", {"max_inflight": 256},
+                              "  the same with max_inflight = 256"),
+                             ("dispatch-loop", {"http_threads": 0, "max_inflight": 64},
+                              "  the same with http_threads = 0, max_inflight = 64")):
+        r = Run(name, a.keep)
+        try:
+            s = r.start_stub()
+            r.start_daemon(s.base, cfg)
+            out.append(dispatch_run(r, a.dispatch_jobs, label, "dispatch"))
+        finally:
+            r.close()
 
 
 def bench_campaign(a, out):
@@ -438,18 +450,21 @@ def bench_ceilings(a, out):
                             "value": rps, "unit": "requests/s"})
             finally:
                 s.stop()
-        # The daemon's own HTTP engine alone, 64 POSTs in flight to the same
-        # nginx: the most any dispatch through libcurl multi can reach here.
+        # The daemon's own HTTP engines alone, 64 POSTs in flight to the same
+        # nginx, on the loop thread and on two engine threads (http_threads):
+        # the most any dispatch through libcurl multi can reach here.
         if os.path.exists(HTTP):
             s = stub.Stub(os.path.join(tmp, "nginx-engine"))
             try:
-                r = json.loads(subprocess.run([HTTP, s.base, "/v2/messages/send/text", "64",
-                                               str(a.ceiling_seconds)], capture_output=True,
-                                              text=True, check=True).stdout)
-                out.append({"bench": "ceilings",
-                            "name": "nginx, the daemon's HTTP engine alone, 64 conns",
-                            "seconds": r["seconds"], "value": r["rate"], "unit": "requests/s",
-                            "connects": r["connects"]})
+                for threads, what in ((0, "engine alone, on its loop"),
+                                      (2, "engines alone, 2 threads")):
+                    r = json.loads(subprocess.run(
+                        [HTTP, s.base, "/v2/messages/send/text", "64", str(a.ceiling_seconds),
+                         str(threads)], capture_output=True, text=True, check=True).stdout)
+                    out.append({"bench": "ceilings",
+                                "name": "nginx, the daemon's HTTP %s, 64 conns" % what,
+                                "seconds": r["seconds"], "value": r["rate"],
+                                "unit": "requests/s", "connects": r["connects"]})
             finally:
                 s.stop()
         if shutil.which("h2load"):

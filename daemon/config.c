@@ -68,6 +68,7 @@ int config_init(config_t *c)
     c->max_queued = 10000000;
     c->map_size_max = (size_t)64 << 30;
     c->http2 = true;
+    c->http_threads = 2;
     if (set_str(&c->socket, "/run/avenpingd/avenpingd.sock") != 0 ||
         set_str(&c->state_dir, "/var/lib/avenpingd") != 0 ||
         set_str(&c->api_base, "https://api.avenping.com") != 0) {
@@ -260,6 +261,7 @@ static int apply_key(config_t *c, const char *k, const char *v, const char **why
     LONG_KEY(max_connections, 1, 65536)
     LONG_KEY(max_queued, 1, 1000000000)
     LONG_KEY(metrics_interval_ms, 100, 3600000)
+    LONG_KEY(http_threads, 0, 16)
 #undef LONG_KEY
 #undef RATE_KEY
 #undef STR_KEY
@@ -646,6 +648,7 @@ static const reload_field_t reload_fields[] = {
     PLAIN("max_queued", max_queued, true),
     PLAIN("map_size_max_mb", map_size_max, false),
     PLAIN("http2", http2, false),
+    PLAIN("http_threads", http_threads, false), /* the pool is made at start */
 };
 
 #undef PLAIN

@@ -66,6 +66,7 @@ typedef struct config {
     size_t map_size_max;      /* LMDB map growth limit, bytes */
     long metrics_interval_ms; /* how often metrics_file is rewritten */
     bool http2;
+    long http_threads; /* HTTP engine threads; 0: on the loop thread */
 } config_t;
 
 /* Fills *c with the built-in defaults. Strings are malloc'd; release with
@@ -132,7 +133,7 @@ const char *config_log_level_name(int level);
  * global_rate, pair pacing, in-flight caps, retry policy, job_ttl_s,
  * retention_s, max_queued, shutdown_timeout_ms, log_level, token_file) or
  * "restart" (consumed once at start-up: socket, state_dir, api_base,
- * ca_file, http2, request_timeout_ms, socket_mode, allowed_uids,
+ * ca_file, http2, http_threads, request_timeout_ms, socket_mode, allowed_uids,
  * max_connections, map_size_max_mb, delivery, metrics_file). A restart key
  * keeps its running value until the daemon restarts, so every reload
  * reports it again. Adding a key to config_t: add it to the reload table

@@ -17,7 +17,7 @@
 #include "classify.h"
 #include "commit.h"
 #include "config.h"
-#include "http.h"
+#include "http_pool.h"
 #include "ipc.h"
 #include "metrics.h"
 #include "queue.h"
@@ -73,7 +73,7 @@ typedef struct daemon {
     queue_t *q;
     commit_t *commit;
     ipc_server_t *ipc;
-    http_engine_t *http;
+    http_pool_t *http;
     sched_t *sched;
     uv_signal_t sig_int, sig_term, sig_hup;
     uv_timer_t wake;       /* next due job or rate token */

@@ -227,7 +227,7 @@ static void probe_cb(uv_timer_t *t)
 
     if (d->stopping || d->probing || sched_account_reason(d->sched) == NULL)
         return;
-    rc = http_engine_get(d->http, "/v2/me", probe_done, d);
+    rc = http_pool_get(d->http, "/v2/me", probe_done, d);
     if (rc != 0) {
         d->probe_failures++;
         probe_schedule(d);
@@ -519,7 +519,7 @@ static void attempt_unsent(attempt_t *a, sched_job_t *job, double due)
 /* Posts a durable attempt. */
 static void post(daemon_t *d, attempt_t *a, sched_job_t *job)
 {
-    int rc = http_engine_post(d->http, a->path, a->body, a->len, on_http_done, a);
+    int rc = http_pool_post(d->http, a->path, a->body, a->len, on_http_done, a);
 
     if (rc != 0) {
         dlog(d, CONFIG_LOG_ERROR, "cannot start a request: %s", http_strerror(rc));
@@ -535,7 +535,7 @@ static void post(daemon_t *d, attempt_t *a, sched_job_t *job)
 static void post_waiting(daemon_t *d)
 {
     while (d->post_head != NULL && !d->stopping &&
-           http_engine_inflight(d->http) < (size_t)d->cfg.max_inflight) {
+           http_pool_inflight(d->http) < (size_t)d->cfg.max_inflight) {
         attempt_t *a = d->post_head;
         sched_job_t *job;
 
@@ -588,7 +588,7 @@ static void on_sending_durable(void *arg)
             daemon_finish_stop(d);
         return;
     }
-    if (d->post_head != NULL || http_engine_inflight(d->http) >= (size_t)d->cfg.max_inflight) {
+    if (d->post_head != NULL || http_pool_inflight(d->http) >= (size_t)d->cfg.max_inflight) {
         if (d->post_tail != NULL)
             d->post_tail->next = a;
         else

@@ -283,6 +283,7 @@ static void handle_stats(daemon_t *d, ipc_req_t *req)
     sched_senders_each(d->sched, daemon_now(), sender_json_cb, senders);
     account_json(d, acct);
     cJSON_AddNumberToObject(st, "inflight", sched_inflight(d->sched));
+    cJSON_AddNumberToObject(st, "httpInflight", (double)http_pool_inflight(d->http));
     cJSON_AddNumberToObject(st, "active", (double)sched_jobs(d->sched));
     cJSON_AddNumberToObject(st, "commitBacklog", (double)commit_backlog(d->commit));
     cJSON_AddNumberToObject(st, "submitted", (double)d->stats.submitted);
@@ -294,7 +295,7 @@ static void handle_stats(daemon_t *d, ipc_req_t *req)
     cJSON_AddNumberToObject(st, "commits", (double)d->stats.commits);
     cJSON_AddNumberToObject(st, "purged", (double)d->stats.purged);
     cJSON_AddNumberToObject(st, "connections", ipc_server_connections(d->ipc));
-    http_engine_stats(d->http, &hs);
+    http_pool_stats(d->http, &hs);
     cJSON_AddNumberToObject(st, "httpConnects", (double)hs.connects);
     cJSON_AddNumberToObject(st, "tlsHandshakes", (double)hs.handshakes);
     if (queue_space(d->q, &map, &used) == 0) {

@@ -130,7 +130,7 @@ struct http_engine {
 /* ---------------------------------------------------------------- headers */
 
 /* The token must fit in one header line: no CR, LF or other control bytes. */
-static int hdrs_check_token(const char *token)
+int http_token_check(const char *token)
 {
     size_t n = 0;
     for (const unsigned char *p = (const unsigned char *)token; *p; p++, n++) {
@@ -830,7 +830,7 @@ int http_engine_set_token(http_engine_t *e, const char *token)
 
     if (e == NULL)
         return HTTP_EINVAL;
-    if (token != NULL && hdrs_check_token(token) != 0)
+    if (token != NULL && http_token_check(token) != 0)
         return HTTP_EINVAL;
     h = hdrs_new(token);
     if (h == NULL)
@@ -989,7 +989,7 @@ int http_engine_new(uv_loop_t *loop, const http_options_t *opt, http_engine_t **
     if (loop == NULL || opt == NULL || out == NULL || opt->api_base == NULL ||
         opt->timeout_ms < 0 || opt->connect_timeout_ms < 0 || opt->max_host_connections < 0)
         return HTTP_EINVAL;
-    if (opt->token != NULL && hdrs_check_token(opt->token) != 0)
+    if (opt->token != NULL && http_token_check(opt->token) != 0)
         return HTTP_EINVAL;
     blen = strlen(opt->api_base);
     while (blen > 0 && opt->api_base[blen - 1] == '/')

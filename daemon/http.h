@@ -106,6 +106,9 @@ int http_engine_set_concurrency(http_engine_t *e, long n);
 /* Replaces the token for requests started from now on. */
 int http_engine_set_token(http_engine_t *e, const char *token);
 
+/* 0 when `token` can go into a header (no control characters, not too
+ * long), else HTTP_EINVAL. */
+int http_token_check(const char *token);
 /* Aborts every running request; each callback runs with HTTP_ECANCELLED
  * (from this call). */
 void http_engine_cancel_all(http_engine_t *e);

@@ -104,7 +104,7 @@ static void drained_cb(void *arg)
     daemon_watchers_close(d);
     ipc_server_close(d->ipc);
     d->ipc = NULL;
-    http_engine_close(d->http);
+    http_pool_close(d->http);
     d->http = NULL;
     commit_free(d->commit);
     d->commit = NULL;
@@ -130,7 +130,7 @@ void daemon_finish_stop(daemon_t *d)
     uv_timer_stop(&d->probe);
     /* Whatever is still in flight is cancelled; its callback records the
      * job as due again, so it is sent after the restart. */
-    http_engine_cancel_all(d->http);
+    http_pool_cancel_all(d->http);
     commit_drain(d->commit, drained_cb, d);
 }
 
@@ -139,7 +139,7 @@ static void stop_timer_cb(uv_timer_t *t)
     daemon_t *d = t->data;
 
     dlog(d, CONFIG_LOG_WARN, "%zu requests still in flight after %ldms; cancelling them",
-         http_engine_inflight(d->http), d->cfg.shutdown_timeout_ms);
+         http_pool_inflight(d->http), d->cfg.shutdown_timeout_ms);
     daemon_finish_stop(d);
 }
 
@@ -151,7 +151,7 @@ static void begin_stop(daemon_t *d, const char *why)
         return;
     d->stopping = true;
     dlog(d, CONFIG_LOG_INFO, "%s: stopping (%zu requests in flight)", why,
-         http_engine_inflight(d->http));
+         http_pool_inflight(d->http));
     snprintf(buf, sizeof(buf), "STOPPING=1\n");
     format_status(d, "Stopping", buf + strlen(buf), sizeof(buf) - strlen(buf));
     notify(d, buf);
@@ -188,7 +188,7 @@ static bool swap_token(daemon_t *d, char *token)
         free(token);
         return false;
     }
-    if ((rc = http_engine_set_token(d->http, token)) != 0) {
+    if ((rc = http_pool_set_token(d->http, token)) != 0) {
         dlog(d, CONFIG_LOG_ERROR, "reload: the new token was refused (%s); keeping the current one",
              http_strerror(rc));
         explicit_bzero(token, strlen(token));
@@ -247,7 +247,7 @@ static void reload(daemon_t *d)
     token = NULL;
     sched_opts(d, &so);
     sched_reconfigure(d->sched, &so);
-    (void)http_engine_set_concurrency(d->http, d->cfg.max_inflight);
+    (void)http_pool_set_concurrency(d->http, d->cfg.max_inflight);
     for (i = 0; i < n && i < sizeof(ch) / sizeof(ch[0]); i++) {
         if (ch[i].live)
             append_key(applied, sizeof(applied), ch[i].key);
@@ -457,11 +457,11 @@ static int start_modules(daemon_t *d, int n_passed)
     ho.timeout_ms = d->cfg.request_timeout_ms;
     ho.ca_file = d->cfg.ca_file;
     ho.http2 = d->cfg.http2;
-    if ((rc = http_engine_new(d->loop, &ho, &d->http)) != 0) {
+    if ((rc = http_pool_new(d->loop, &ho, (int)d->cfg.http_threads, &d->http)) != 0) {
         fprintf(stderr, "avenpingd: HTTP engine: %s\n", http_strerror(rc));
         return rc;
     }
-    (void)http_engine_set_concurrency(d->http, d->cfg.max_inflight);
+    (void)http_pool_set_concurrency(d->http, d->cfg.max_inflight);
     if ((rc = commit_new(d->loop, d->q, &d->commit)) != 0)
         return rc;
     commit_set_stat_cb(d->commit, dispatch_on_commit_stat, d);
@@ -564,7 +564,7 @@ out_loop:
     if (rc != 0 && d.loop) {
         /* Start-up failed half way: close whatever was opened. */
         ipc_server_close(d.ipc);
-        http_engine_close(d.http);
+        http_pool_close(d.http);
         commit_free(d.commit);
         uv_walk(d.loop, close_walk_cb, NULL);
         uv_run(d.loop, UV_RUN_DEFAULT);

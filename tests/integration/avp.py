@@ -141,6 +141,12 @@ class Daemon:
             "log_level": os.environ.get("AVP_LOG_LEVEL", "info"),
         }
         cfg.update(config or {})
+        # AVP_TEST_CONFIG="key=value,...": keys for every daemon of a test,
+        # over the test's own (ctest runs some cases again with another
+        # http_threads this way).
+        for kv in filter(None, os.environ.get("AVP_TEST_CONFIG", "").split(",")):
+            k, _, v = kv.partition("=")
+            cfg[k.strip()] = v.strip()
         self.config = wd.file("%s.conf" % name)
         with open(self.config, "w") as f:
             for k, v in cfg.items():

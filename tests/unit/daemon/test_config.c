@@ -42,6 +42,7 @@ static void test_defaults(void)
     CHECK_EQ(c.retention_s, 604800);
     CHECK(!c.at_most_once);
     CHECK_EQ(c.socket_mode, 0660);
+    CHECK_EQ(c.http_threads, 2);
     config_free(&c);
     config_free(NULL);
 }
@@ -85,6 +86,8 @@ static void test_file_errors(void)
         {"rate.abc = 5\n", "rate.abc"},
         {"socket =\n", "socket: expected a non-empty value"},
         {"max_inflight = 0\n", "max_inflight"},
+        {"http_threads = 17\n", "http_threads"},
+        {"http_threads = -1\n", "http_threads"},
     };
     size_t i;
 

@@ -6,8 +6,7 @@
  * loop through a uv_async that it received something), guarded by a
  * watchdog timer that fails the test instead of hanging.
  */
-#include "http.h"
-#include "stub_server.h"
+#include "fixture.h"
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -23,199 +22,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-
-#define WATCHDOG_MS 10000
-
-typedef struct fx {
-    uv_loop_t loop;
-    uv_timer_t watchdog;
-    bool expired;
-    uv_prepare_t until; /* stops the loop once *counter >= target */
-    const unsigned long *counter;
-    unsigned long target;
-    uv_async_t wake; /* the server's notify lands here */
-    bool has_wake;
-    unsigned long server_total; /* stub_total() as seen by the loop */
-    stub_t *stub;
-    http_engine_t *eng;
-    char base[320];
-    bool in_call; /* inside http_engine_post/get: a callback must not run now */
-    int fds_before;
-} fx_t;
-
-/* One request's outcome. */
-typedef struct rec {
-    fx_t *f;
-    unsigned long done;
-    int error, status;
-    double retry_after, total_time;
-    size_t body_len;
-    char body[256];
-    char detail[CURL_ERROR_SIZE + 64];
-    const char *expect; /* when set: the whole body must equal it */
-    bool expect_ok;
-} rec_t;
-
-/* Open descriptors of this process: every socket must be closed at the end. */
-static int fd_count(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    int n = 0;
-
-    CHECK(d != NULL);
-    while (readdir(d) != NULL)
-        n++;
-    closedir(d);
-    return n;
-}
-
-static void watchdog_cb(uv_timer_t *t)
-{
-    fx_t *f = t->data;
-    f->expired = true;
-}
-
-static void wake_cb(uv_async_t *a)
-{
-    fx_t *f = a->data;
-    f->server_total = stub_total(f->stub);
-}
-
-static void notify_loop(void *arg)
-{
-    uv_async_send(arg);
-}
-
-static void fx_engine(fx_t *f, const char *token, long timeout_ms)
-{
-    http_options_t o = {.api_base = f->base, .token = token, .timeout_ms = timeout_ms};
-    CHECK(http_engine_new(&f->loop, &o, &f->eng) == 0);
-    CHECK(f->eng != NULL);
-}
-
-/* threads: see stub_start. */
-static void fx_init(fx_t *f, unsigned threads, const char *token, long timeout_ms)
-{
-    memset(f, 0, sizeof(*f));
-    f->fds_before = fd_count();
-    CHECK(uv_loop_init(&f->loop) == 0);
-    CHECK(uv_timer_init(&f->loop, &f->watchdog) == 0);
-    f->watchdog.data = f;
-    CHECK(uv_prepare_init(&f->loop, &f->until) == 0);
-    f->until.data = f;
-    CHECK(stub_start(threads, &f->stub) == 0);
-    snprintf(f->base, sizeof(f->base), "http://127.0.0.1:%u/", (unsigned)stub_port(f->stub));
-    fx_engine(f, token, timeout_ms);
-}
-
-static void fx_wake_on_server(fx_t *f)
-{
-    CHECK(uv_async_init(&f->loop, &f->wake, wake_cb) == 0);
-    f->wake.data = f;
-    f->has_wake = true;
-    stub_set_notify(f->stub, notify_loop, &f->wake);
-}
-
-/* Closes everything and checks that the loop ends with no handle left. */
-static void fx_fini(fx_t *f)
-{
-    /* The server first: after it is stopped nothing calls uv_async_send. */
-    stub_stop(f->stub);
-    f->stub = NULL;
-    http_engine_close(f->eng);
-    f->eng = NULL;
-    if (f->has_wake)
-        uv_close((uv_handle_t *)&f->wake, NULL);
-    uv_close((uv_handle_t *)&f->watchdog, NULL);
-    uv_close((uv_handle_t *)&f->until, NULL);
-    CHECK(uv_run(&f->loop, UV_RUN_DEFAULT) == 0);
-    CHECK(uv_loop_close(&f->loop) == 0);
-    CHECK(fd_count() == f->fds_before);
-}
-
-/* Stops the loop before it blocks for I/O once the awaited count is
- * reached (a completion may run in the timer phase of the iteration). */
-static void until_prepare_cb(uv_prepare_t *p)
-{
-    fx_t *f = p->data;
-    if (*f->counter >= f->target || f->expired)
-        uv_stop(&f->loop);
-}
-
-/* Runs the loop until *counter >= target; fails after WATCHDOG_MS. */
-static void run_until(fx_t *f, const unsigned long *counter, unsigned long target)
-{
-    f->expired = false;
-    f->counter = counter;
-    f->target = target;
-    CHECK(uv_timer_start(&f->watchdog, watchdog_cb, WATCHDOG_MS, 0) == 0);
-    CHECK(uv_prepare_start(&f->until, until_prepare_cb) == 0);
-    while (*counter < target && !f->expired)
-        uv_run(&f->loop, UV_RUN_DEFAULT);
-    uv_prepare_stop(&f->until);
-    uv_timer_stop(&f->watchdog);
-    if (f->expired)
-        fprintf(stderr, "watchdog: %lu of %lu\n", *counter, target);
-    CHECK(!f->expired);
-}
-
-static void rec_cb(const http_result_t *r, void *user)
-{
-    rec_t *rc = user;
-
-    CHECK(!rc->f->in_call);
-    CHECK(r->body != NULL && r->detail != NULL);
-    CHECK(r->body[r->body_len] == '\0');
-    rc->done++;
-    rc->error = r->error;
-    rc->status = r->status;
-    rc->retry_after = r->retry_after;
-    rc->total_time = r->total_time;
-    rc->body_len = r->body_len;
-    snprintf(rc->body, sizeof(rc->body), "%s", r->body);
-    snprintf(rc->detail, sizeof(rc->detail), "%s", r->detail);
-    if (rc->expect != NULL)
-        rc->expect_ok =
-            r->body_len == strlen(rc->expect) && memcmp(r->body, rc->expect, r->body_len) == 0;
-}
-
-static int post(fx_t *f, const char *path, const char *body, rec_t *rc)
-{
-    int err;
-
-    rc->f = f;
-    f->in_call = true;
-    err = http_engine_post(f->eng, path, body, body ? strlen(body) : 0, rec_cb, rc);
-    f->in_call = false;
-    return err;
-}
-
-static int get(fx_t *f, const char *path, rec_t *rc)
-{
-    int err;
-
-    rc->f = f;
-    f->in_call = true;
-    err = http_engine_get(f->eng, path, rec_cb, rc);
-    f->in_call = false;
-    return err;
-}
-
-static void route(fx_t *f, const char *path, int status, const char *body, const char *retry,
-                  long delay_ms, bool drop)
-{
-    stub_route_t r = {
-        .status = status, .body = body, .retry_after = retry, .delay_ms = delay_ms, .drop = drop};
-    CHECK(stub_route_set(f->stub, path, &r) == 0);
-}
-
 /* ------------------------------------------------------------------ cases */
 
 /* 200 with a body; the server sees the bearer token, the body, POST. */
@@ -230,7 +36,7 @@ static void t_basic(void)
     route(&f, "/v2/messages/send/text", 200, "{\"success\":true,\"data\":{\"id\":\"x\"}}", NULL, 0,
           false);
     r.expect = "{\"success\":true,\"data\":{\"id\":\"x\"}}";
-    CHECK(post(&f, "/v2/messages/send/text", "{\"to\":\"123\",\"text\":\"hi\"}", &r) == 0);
+    CHECK(fx_rec_post(&f, "/v2/messages/send/text", "{\"to\":\"123\",\"text\":\"hi\"}", &r) == 0);
     CHECK(r.done == 0); /* never from inside the call */
     CHECK(http_engine_inflight(f.eng) == 1);
     run_until(&f, &r.done, 1);
@@ -264,9 +70,9 @@ static void t_get(void)
 
     fx_init(&f, 1, "tok", 0);
     route(&f, "/v2/me", 200, "{\"me\":1}", NULL, 0, false);
-    CHECK(post(&f, "/p1", "{\"n\":1}", &r1) == 0);
+    CHECK(fx_rec_post(&f, "/p1", "{\"n\":1}", &r1) == 0);
     run_until(&f, &r1.done, 1);
-    CHECK(get(&f, "/v2/me", &r2) == 0);
+    CHECK(fx_rec_get(&f, "/v2/me", &r2) == 0);
     run_until(&f, &r2.done, 1);
     CHECK(r2.error == 0 && r2.status == 200);
     CHECK(strcmp(r2.body, "{\"me\":1}") == 0);
@@ -274,7 +80,7 @@ static void t_get(void)
     CHECK(strcmp(seen.method, "GET") == 0);
     CHECK(seen.body_len == 0);
     CHECK(strcmp(seen.auth, "Bearer tok") == 0);
-    CHECK(post(&f, "/p3", "{\"n\":3}", &r3) == 0);
+    CHECK(fx_rec_post(&f, "/p3", "{\"n\":3}", &r3) == 0);
     run_until(&f, &r3.done, 1);
     stub_seen_get(f.stub, "/p3", &seen);
     CHECK(strcmp(seen.method, "POST") == 0);
@@ -283,54 +89,11 @@ static void t_get(void)
     fx_fini(&f);
 }
 
-typedef struct many many_t;
-typedef struct many_slot {
-    many_t *m;
-    size_t id;
-} many_slot_t;
-
-struct many {
-    fx_t *f;
-    size_t n, next;
-    unsigned long completed, bad;
-    unsigned char *hits;
-    many_slot_t *slots;
-};
-
-static const char many_body[] = "{\"phoneNumberId\":\"1\",\"to\":\"15550001\",\"text\":\"hello\"}";
-
-static void many_cb(const http_result_t *r, void *user);
-
-static void many_submit(many_t *m)
-{
-    many_slot_t *s = &m->slots[m->next];
-    s->m = m;
-    s->id = m->next++;
-    m->f->in_call = true;
-    CHECK(http_engine_post(m->f->eng, "/v2/messages/send/text", many_body, sizeof(many_body) - 1,
-                           many_cb, s) == 0);
-    m->f->in_call = false;
-}
-
-static void many_cb(const http_result_t *r, void *user)
-{
-    many_slot_t *s = user;
-    many_t *m = s->m;
-
-    CHECK(!m->f->in_call);
-    m->hits[s->id]++;
-    if (r->error != 0 || r->status != 200)
-        m->bad++;
-    m->completed++;
-    if (m->next < m->n)
-        many_submit(m);
-}
-
 /* Many requests, a window in flight, callbacks submit the next. */
 static void t_many(void)
 {
     fx_t f;
-    many_t m = {0};
+    fx_many_t m;
     size_t window = 200;
     const char *env = getenv("AVP_HTTP_MANY_N");
     uint64_t t0, t1;
@@ -338,31 +101,16 @@ static void t_many(void)
 
     fx_init(&f, 1, "tok", 0);
     route(&f, "/v2/messages/send/text", 200, "{\"success\":true,\"data\":{}}", NULL, 0, false);
-    m.f = &f;
-    m.n = env ? strtoul(env, NULL, 10) : 2000;
-    CHECK(m.n >= window);
-    m.hits = calloc(m.n, 1);
-    m.slots = calloc(m.n, sizeof(*m.slots));
-    CHECK(m.hits && m.slots);
     t0 = uv_hrtime();
-    for (size_t i = 0; i < window; i++)
-        many_submit(&m);
-    CHECK(http_engine_inflight(f.eng) == window);
+    fx_many_start(&m, &f, env ? strtoul(env, NULL, 10) : 2000, window, NULL);
     run_until(&f, &m.completed, m.n);
     t1 = uv_hrtime();
-    CHECK(m.completed == m.n);
-    CHECK(m.bad == 0);
-    for (size_t i = 0; i < m.n; i++)
-        CHECK(m.hits[i] == 1);
-    CHECK(http_engine_inflight(f.eng) == 0);
-    CHECK(stub_total(f.stub) == m.n);
+    fx_many_check(&m);
     http_engine_stats(f.eng, &st);
     CHECK(st.requests == m.n);
     CHECK(st.connects >= 1 && st.connects <= 2 * window);
     printf("many: %zu requests, %zu in flight, %llu connections, %.0f requests/s\n", m.n, window,
            st.connects, (double)m.n / ((double)(t1 - t0) / 1e9));
-    free(m.hits);
-    free(m.slots);
     fx_fini(&f);
 }
 
@@ -441,10 +189,10 @@ static void t_retry_after(void)
     route(&f, "/r2", 503, NULL, date, 0, false);
     route(&f, "/r3", 429, NULL, "soon", 0, false);
     route(&f, "/r4", 429, NULL, NULL, 0, false);
-    CHECK(post(&f, "/r1", "{}", &r1) == 0);
-    CHECK(post(&f, "/r2", "{}", &r2) == 0);
-    CHECK(post(&f, "/r3", "{}", &r3) == 0);
-    CHECK(post(&f, "/r4", "{}", &r4) == 0);
+    CHECK(fx_rec_post(&f, "/r1", "{}", &r1) == 0);
+    CHECK(fx_rec_post(&f, "/r2", "{}", &r2) == 0);
+    CHECK(fx_rec_post(&f, "/r3", "{}", &r3) == 0);
+    CHECK(fx_rec_post(&f, "/r4", "{}", &r4) == 0);
     run_until(&f, &r1.done, 1);
     run_until(&f, &r2.done, 1);
     run_until(&f, &r3.done, 1);
@@ -480,7 +228,7 @@ static void t_body_cap(void)
         big[HTTP_MAX_RESPONSE] = '\0';
     }
     r.expect = big;
-    CHECK(post(&f, "/big", "{}", &r) == 0);
+    CHECK(fx_rec_post(&f, "/big", "{}", &r) == 0);
     run_until(&f, &r.done, 1);
     CHECK(r.error == 0 && r.status == 200);
     CHECK(r.body_len == HTTP_MAX_RESPONSE);
@@ -498,7 +246,7 @@ static void t_timeout(void)
 
     fx_init(&f, 0, "tok-secret", 200);
     route(&f, "/slow", 200, "{}", NULL, 10000, false);
-    CHECK(post(&f, "/slow", "{\"a\":1}", &r) == 0);
+    CHECK(fx_rec_post(&f, "/slow", "{\"a\":1}", &r) == 0);
     run_until(&f, &r.done, 1);
     CHECK(r.error == HTTP_EMAYBESENT);
     CHECK(r.status == 0);
@@ -529,7 +277,7 @@ static void t_refused(void)
     http_engine_close(f.eng);
     snprintf(f.base, sizeof(f.base), "http://127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
     fx_engine(&f, "tok", 0);
-    CHECK(post(&f, "/v2/x", "{}", &r) == 0);
+    CHECK(fx_rec_post(&f, "/v2/x", "{}", &r) == 0);
     run_until(&f, &r.done, 1);
     CHECK(r.error == HTTP_ENOTSENT);
     CHECK(r.status == 0);
@@ -549,7 +297,7 @@ static void t_drop(void)
 
     fx_init(&f, 0, "tok", 0);
     route(&f, "/drop", 200, NULL, NULL, 0, true);
-    CHECK(post(&f, "/drop", "{\"a\":1}", &r) == 0);
+    CHECK(fx_rec_post(&f, "/drop", "{\"a\":1}", &r) == 0);
     run_until(&f, &r.done, 1);
     CHECK(r.error == HTTP_EMAYBESENT);
     CHECK(r.status == 0);
@@ -568,9 +316,9 @@ static void t_set_token(void)
     stub_seen_t seen;
 
     fx_init(&f, 1, "tok-A", 0);
-    CHECK(post(&f, "/a", "{}", &ra) == 0);
+    CHECK(fx_rec_post(&f, "/a", "{}", &ra) == 0);
     CHECK(http_engine_set_token(f.eng, "tok-B") == 0);
-    CHECK(post(&f, "/b", "{}", &rb) == 0);
+    CHECK(fx_rec_post(&f, "/b", "{}", &rb) == 0);
     run_until(&f, &ra.done, 1);
     run_until(&f, &rb.done, 1);
     stub_seen_get(f.stub, "/a", &seen);
@@ -578,99 +326,33 @@ static void t_set_token(void)
     stub_seen_get(f.stub, "/b", &seen);
     CHECK(strcmp(seen.auth, "Bearer tok-B") == 0);
 
-    CHECK(post(&f, "/c", "{}", &rc) == 0);
+    CHECK(fx_rec_post(&f, "/c", "{}", &rc) == 0);
     run_until(&f, &rc.done, 1);
     stub_seen_get(f.stub, "/c", &seen);
     CHECK(strcmp(seen.auth, "Bearer tok-B") == 0);
 
     /* A token that would inject a header is refused; the old one stays. */
     CHECK(http_engine_set_token(f.eng, "x\r\nX-Evil: 1") == HTTP_EINVAL);
-    CHECK(post(&f, "/d", "{}", &rd) == 0);
+    CHECK(fx_rec_post(&f, "/d", "{}", &rd) == 0);
     run_until(&f, &rd.done, 1);
     stub_seen_get(f.stub, "/d", &seen);
     CHECK(strcmp(seen.auth, "Bearer tok-B") == 0);
 
     CHECK(http_engine_set_token(f.eng, NULL) == 0);
-    CHECK(get(&f, "/e", &re) == 0);
+    CHECK(fx_rec_get(&f, "/e", &re) == 0);
     run_until(&f, &re.done, 1);
     stub_seen_get(f.stub, "/e", &seen);
     CHECK(strcmp(seen.auth, "") == 0);
     fx_fini(&f);
 }
 
-typedef struct cancel_ctx {
-    fx_t *f;
-    bool in_cancel;
-    unsigned long cancelled, outside, resubmitted;
-    rec_t fresh[2];
-} cancel_ctx_t;
-
-static void cancel_cb(const http_result_t *r, void *user)
-{
-    cancel_ctx_t *c = user;
-
-    CHECK(r->error == HTTP_ECANCELLED);
-    CHECK(r->status == 0 && r->body != NULL && r->body_len == 0);
-    if (!c->in_cancel)
-        c->outside++;
-    c->cancelled++;
-    /* Requests started from a cancelled callback are not cancelled. */
-    if (c->resubmitted < 2) {
-        rec_t *fr = &c->fresh[c->resubmitted++];
-        fr->f = c->f;
-        CHECK(http_engine_post(c->f->eng, "/fast", "{}", 2, rec_cb, fr) == 0);
-    }
-}
-
 static void t_cancel_all(void)
 {
     fx_t f;
-    cancel_ctx_t c = {0};
-    rec_t after = {0};
 
     fx_init(&f, 0, "tok", 0);
-    fx_wake_on_server(&f);
-    c.f = &f;
-    route(&f, "/slow", 200, "{}", NULL, 10000, false);
-    for (int i = 0; i < 10; i++)
-        CHECK(http_engine_post(f.eng, "/slow", "{}", 2, cancel_cb, &c) == 0);
-    run_until(&f, &f.server_total, 10); /* all ten are on the wire */
-    c.in_cancel = true;                 /* read by cancel_cb through &c */
-    http_engine_cancel_all(f.eng);
-    /* cppcheck-suppress redundantAssignment */
-    c.in_cancel = false;
-    CHECK(c.cancelled == 10);
-    CHECK(c.outside == 0);
-    CHECK(http_engine_inflight(f.eng) == 2); /* the two started from callbacks */
-    run_until(&f, &c.fresh[0].done, 1);
-    run_until(&f, &c.fresh[1].done, 1);
-    CHECK(c.fresh[0].error == 0 && c.fresh[0].status == 200);
-    CHECK(c.fresh[1].error == 0 && c.fresh[1].status == 200);
-    CHECK(post(&f, "/fast", "{}", &after) == 0);
-    run_until(&f, &after.done, 1);
-    CHECK(after.status == 200);
-    CHECK(c.cancelled == 10);
-    http_engine_cancel_all(f.eng); /* nothing runs: no callback */
-    CHECK(c.cancelled == 10);
+    fx_check_cancel_all(&f);
     fx_fini(&f);
-}
-
-typedef struct close_ctx {
-    fx_t *f;
-    unsigned long cancelled, other, post_refused;
-} close_ctx_t;
-
-static void close_cb(const http_result_t *r, void *user)
-{
-    close_ctx_t *c = user;
-
-    if (r->error == HTTP_ECANCELLED)
-        c->cancelled++;
-    else
-        c->other++;
-    /* The engine is closing: new requests are refused. */
-    if (http_engine_post(c->f->eng, "/x", "{}", 2, close_cb, c) == -ESHUTDOWN)
-        c->post_refused++;
 }
 
 /* Close with requests on the wire: every callback runs once, everything is
@@ -678,18 +360,9 @@ static void close_cb(const http_result_t *r, void *user)
 static void t_close_inflight(void)
 {
     fx_t f;
-    close_ctx_t c = {0};
 
     fx_init(&f, 0, "tok", 0);
-    fx_wake_on_server(&f);
-    c.f = &f;
-    route(&f, "/slow", 200, "{}", NULL, 10000, false);
-    for (int i = 0; i < 20; i++)
-        CHECK(http_engine_post(f.eng, "/slow", "{}", 2, close_cb, &c) == 0);
-    run_until(&f, &f.server_total, 20);
-    http_engine_close(f.eng);
-    CHECK(c.cancelled == 20 && c.other == 0 && c.post_refused == 20);
-    f.eng = NULL;
+    fx_check_close(&f, 20, true);
     fx_fini(&f);
 }
 
@@ -697,15 +370,9 @@ static void t_close_inflight(void)
 static void t_close_early(void)
 {
     fx_t f;
-    close_ctx_t c = {0};
 
-    fx_init(&f, 1, "tok", 0);
-    c.f = &f;
-    for (int i = 0; i < 5; i++)
-        CHECK(http_engine_post(f.eng, "/x", "{}", 2, close_cb, &c) == 0);
-    http_engine_close(f.eng);
-    CHECK(c.cancelled == 5 && c.other == 0);
-    f.eng = NULL;
+    fx_init(&f, 0, "tok", 0);
+    fx_check_close(&f, 5, false);
     fx_fini(&f);
 }
 
@@ -764,7 +431,7 @@ static void t_max_conn(void)
     o.api_base = f.base;
     CHECK(http_engine_new(&f.loop, &o, &f.eng) == 0);
     for (size_t i = 0; i < 20; i++)
-        CHECK(post(&f, "/m", "{}", &r[i]) == 0);
+        CHECK(fx_rec_post(&f, "/m", "{}", &r[i]) == 0);
     for (size_t i = 0; i < 20; i++) {
         run_until(&f, &r[i].done, 1);
         CHECK(r[i].error == 0 && r[i].status == 200);
@@ -801,10 +468,10 @@ static void t_resolve(void)
     http_engine_close(f.eng);
     snprintf(f.base, sizeof(f.base), "http://%s:%u", host, (unsigned)stub_port(f.stub));
     fx_engine(&f, "tok", 0);
-    CHECK(post(&f, "/n1", "{}", &r1) == 0);
+    CHECK(fx_rec_post(&f, "/n1", "{}", &r1) == 0);
     run_until(&f, &r1.done, 1);
     CHECK(r1.error == 0 && r1.status == 200);
-    CHECK(post(&f, "/n2", "{}", &r2) == 0); /* DNS cache and connection reused */
+    CHECK(fx_rec_post(&f, "/n2", "{}", &r2) == 0); /* DNS cache and connection reused */
     run_until(&f, &r2.done, 1);
     CHECK(r2.error == 0 && r2.status == 200);
     fx_fini(&f);
@@ -891,7 +558,7 @@ static void t_routes(void)
     CHECK(http_engine_set_token(f.eng, "tok2") == 0);
     memset(recs, 0, sizeof(recs));
     for (size_t k = ROUTES_N; k-- > 0;)
-        CHECK(get(&f, w.paths[k], &recs[k]) == 0);
+        CHECK(fx_rec_get(&f, w.paths[k], &recs[k]) == 0);
     for (size_t k = 0; k < ROUTES_N; k++)
         run_until(&f, &recs[k].done, 1);
     for (size_t k = 0; k < ROUTES_N; k++) {
@@ -933,10 +600,10 @@ static void t_proxy_env(void)
     fx_engine(&f, "tok", 0);
     CHECK(unsetenv("http_proxy") == 0); /* read already */
 
-    CHECK(post(&f, "/v2/p", "{\"p\":1}", &r1) == 0);
+    CHECK(fx_rec_post(&f, "/v2/p", "{\"p\":1}", &r1) == 0);
     run_until(&f, &r1.done, 1);
     CHECK(r1.error == 0 && r1.status == 200);
-    CHECK(get(&f, "/v2/q", &r2) == 0);
+    CHECK(fx_rec_get(&f, "/v2/q", &r2) == 0);
     run_until(&f, &r2.done, 1);
     CHECK(r2.error == 0 && r2.status == 200);
     stub_seen_get(f.stub, "http://avp-no-such-host.invalid:8081/v2/p", &seen);
@@ -961,7 +628,7 @@ static void t_no_proxy_env(void)
     CHECK(setenv("http_proxy", "http://127.0.0.1:1", 1) == 0);
     CHECK(setenv("NO_PROXY", "localhost,127.0.0.1", 1) == 0);
     fx_init(&f, 1, "tok", 0);
-    CHECK(post(&f, "/v2/direct", "{}", &r1) == 0);
+    CHECK(fx_rec_post(&f, "/v2/direct", "{}", &r1) == 0);
     run_until(&f, &r1.done, 1);
     CHECK(r1.error == 0 && r1.status == 200);
     stub_seen_get(f.stub, "/v2/direct", &seen);
@@ -973,7 +640,7 @@ static void t_no_proxy_env(void)
     fx_engine(&f, "tok", 0);
     CHECK(setenv("http_proxy", "http://127.0.0.1:1", 1) == 0);
     CHECK(setenv("all_proxy", "http://127.0.0.1:1", 1) == 0);
-    CHECK(post(&f, "/v2/direct", "{}", &r2) == 0);
+    CHECK(fx_rec_post(&f, "/v2/direct", "{}", &r2) == 0);
     run_until(&f, &r2.done, 1);
     CHECK(r2.error == 0 && r2.status == 200);
     stub_seen_get(f.stub, "/v2/direct", &seen);
@@ -1032,10 +699,7 @@ static void t_invalid(void)
     }
 }
 
-static const struct {
-    const char *name;
-    void (*fn)(void);
-} cases[] = {
+static const fx_case_t cases[] = {
     {"basic", t_basic},
     {"get", t_get},
     {"many", t_many},
@@ -1061,24 +725,5 @@ static const struct {
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: %s <case>\n", argv[0]);
-        return 2;
-    }
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        if (strcmp(argv[1], cases[i].name) == 0) {
-            uv_loop_t warm;
-            CHECK(curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK);
-            /* libuv's first loop opens process-wide descriptors (the signal
-             * lock pipe): open them now so fd_count() baselines hold. */
-            CHECK(uv_loop_init(&warm) == 0);
-            CHECK(uv_loop_close(&warm) == 0);
-            cases[i].fn();
-            curl_global_cleanup();
-            printf("%s: ok\n", argv[1]);
-            return 0;
-        }
-    }
-    fprintf(stderr, "unknown case %s\n", argv[1]);
-    return 2;
+    return fx_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
 }
