@@ -80,13 +80,11 @@ class Run:
         return self.stub
 
     def start_daemon(self, api_base, config=None, state_dir=None, ca_file=None):
-        # No rate limit; 64 connections per HTTP thread (the default two)
-        # are plenty for a stub answering in well under a millisecond
-        # (libcurl's cost per request grows with the connections it keeps;
-        # bench_dispatch also runs the default 256, and the engine on the
-        # loop thread).
-        cfg = {"log_level": "warn", "rate_per_number": 0, "max_inflight": 128,
-               "http_threads": 2, "max_inflight_per_number": 100000}
+        # No rate limit; 64 connections are plenty for a stub answering in
+        # well under a millisecond (libcurl's cost per request grows with
+        # the connections it keeps; bench_dispatch also runs the default 256).
+        cfg = {"log_level": "warn", "rate_per_number": 0, "max_inflight": 64,
+               "max_inflight_per_number": 100000}
         if ca_file:
             cfg["ca_file"] = ca_file
         cfg.update(config or {})
@@ -202,12 +200,18 @@ def dispatch_run(r, n, label, bench, target=None, clients=8):
     return res
 
 
+# The throughput runs (dispatch, tls): the HTTP engines on two threads of
+# their own, 64 connections each.
+THREADS = {"http_threads": 2, "max_inflight": 128}
+
+
 def bench_dispatch(a, out):
     r = Run("dispatch", a.keep)
     try:
         s = r.start_stub(log=True)
-        r.start_daemon(s.base)
-        out.append(dispatch_run(r, a.dispatch_jobs, "dispatch, HTTP/1.1 keep-alive to nginx",
+        r.start_daemon(s.base, THREADS)
+        out.append(dispatch_run(r, a.dispatch_jobs,
+                                "dispatch, HTTP/1.1 keep-alive to nginx, 2 HTTP threads",
                                 "dispatch", TARGETS["dispatch"]))
         # Latency at a steady offered load: stamped jobs, paced.
         n, rate = a.latency_jobs, a.latency_rate
@@ -231,11 +235,11 @@ def bench_dispatch(a, out):
     if a.quick:
         return
     # The same with the default max_inflight (256 connections), and with
-    # the engine on the loop thread (http_threads = 0, 64 connections).
-    for name, cfg, label in (("dispatch256", {"max_inflight": 256},
+    # the engine on the loop thread (the default http_threads = 0).
+    for name, cfg, label in (("dispatch256", dict(THREADS, max_inflight=256),
                               "  the same with max_inflight = 256"),
-                             ("dispatch-loop", {"http_threads": 0, "max_inflight": 64},
-                              "  the same with http_threads = 0, max_inflight = 64")):
+                             ("dispatch-loop", {},
+                              "  the engine on the loop thread (http_threads = 0), 64 conns")):
         r = Run(name, a.keep)
         try:
             s = r.start_stub()
@@ -402,7 +406,8 @@ def bench_tls(a, out):
         r = Run("tls-" + proto, a.keep)
         try:
             s = r.start_stub(tls=proto)
-            r.start_daemon(s.base, {"http2": "yes" if proto == "h2" else "no"}, ca_file=s.ca_file)
+            r.start_daemon(s.base, dict(THREADS, http2="yes" if proto == "h2" else "no"),
+                           ca_file=s.ca_file)
             acc0 = s.accepted()
             res = dispatch_run(r, a.tls_jobs, "dispatch over TLS, %s" %
                                ("HTTP/2 (multiplexed)" if proto == "h2" else "HTTP/1.1 keep-alive"),

@@ -68,7 +68,7 @@ int config_init(config_t *c)
     c->max_queued = 10000000;
     c->map_size_max = (size_t)64 << 30;
     c->http2 = true;
-    c->http_threads = 2;
+    c->http_threads = 0;
     if (set_str(&c->socket, "/run/avenpingd/avenpingd.sock") != 0 ||
         set_str(&c->state_dir, "/var/lib/avenpingd") != 0 ||
         set_str(&c->api_base, "https://api.avenping.com") != 0) {

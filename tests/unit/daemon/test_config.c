@@ -42,7 +42,7 @@ static void test_defaults(void)
     CHECK_EQ(c.retention_s, 604800);
     CHECK(!c.at_most_once);
     CHECK_EQ(c.socket_mode, 0660);
-    CHECK_EQ(c.http_threads, 2);
+    CHECK_EQ(c.http_threads, 0);
     config_free(&c);
     config_free(NULL);
 }
