@@ -68,7 +68,7 @@ int config_init(config_t *c)
     c->max_queued = 10000000;
     c->map_size_max = (size_t)64 << 30;
     c->http2 = true;
-    c->http_threads = 0;
+    c->http_threads = CONFIG_HTTP_THREADS_AUTO;
     if (set_str(&c->socket, "/run/avenpingd/avenpingd.sock") != 0 ||
         set_str(&c->state_dir, "/var/lib/avenpingd") != 0 ||
         set_str(&c->api_base, "https://api.avenping.com") != 0) {
@@ -261,7 +261,6 @@ static int apply_key(config_t *c, const char *k, const char *v, const char **why
     LONG_KEY(max_connections, 1, 65536)
     LONG_KEY(max_queued, 1, 1000000000)
     LONG_KEY(metrics_interval_ms, 100, 3600000)
-    LONG_KEY(http_threads, 0, 16)
 #undef LONG_KEY
 #undef RATE_KEY
 #undef STR_KEY
@@ -281,6 +280,17 @@ static int apply_key(config_t *c, const char *k, const char *v, const char **why
             c->at_most_once = true;
         else
             return -EINVAL;
+        return 0;
+    }
+    if (strcmp(k, "http_threads") == 0) {
+        *why = "expected auto or an integer in [0, 16]";
+        if (strcmp(v, "auto") == 0) {
+            c->http_threads = CONFIG_HTTP_THREADS_AUTO;
+            return 0;
+        }
+        if (parse_long(v, 0, 16, &n) != 0)
+            return -EINVAL;
+        c->http_threads = n;
         return 0;
     }
     if (strcmp(k, "http2") == 0) {

@@ -31,6 +31,9 @@ typedef enum config_log_level {
     CONFIG_LOG_DEBUG = 7,
 } config_log_level_t;
 
+/* http_threads = auto (the default). */
+#define CONFIG_HTTP_THREADS_AUTO (-1)
+
 typedef struct config {
     char *socket;
     char *state_dir;
@@ -66,7 +69,8 @@ typedef struct config {
     size_t map_size_max;      /* LMDB map growth limit, bytes */
     long metrics_interval_ms; /* how often metrics_file is rewritten */
     bool http2;
-    long http_threads; /* HTTP engine threads; 0: on the loop thread */
+    long http_threads; /* HTTP engine threads; 0: on the loop thread; CONFIG_HTTP_THREADS_AUTO:
+                          the daemon picks (2 with two cores or more, else 0) */
 } config_t;
 
 /* Fills *c with the built-in defaults. Strings are malloc'd; release with

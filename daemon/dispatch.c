@@ -408,6 +408,10 @@ static void on_http_done(const http_result_t *res, void *arg)
     job->user = NULL;
     if (res->error != HTTP_ECANCELLED)
         metrics_hist_observe(&d->stats.http_latency, res->total_time);
+    /* When it really left (after the hand-over to an HTTP thread, say):
+     * the rate window keeps the next sends a window away from that. */
+    if (res->sent_at > 0)
+        sched_job_departed(d->sched, job, fmin(res->sent_at, now));
     classify_answer(res, &c);
     d->stats.by_action[c.action]++;
     if (c.maybe_sent)

@@ -99,6 +99,7 @@ typedef struct http_req {
     char *buf;         /* response body, NUL-terminated on completion */
     size_t len, cap;
     double retry_after;
+    double started; /* wall clock at engine_start */
     char errbuf[CURL_ERROR_SIZE];
 } http_req_t;
 
@@ -377,7 +378,7 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
 {
     http_result_t res = {.retry_after = -1, .body = "", .detail = ""};
     long status = 0, connects = 0, reqsize = 0;
-    double total = 0;
+    double total = 0, pretransfer = 0;
     http_done_cb cb = r->cb;
 
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -385,6 +386,8 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
     if (rc != CURLE_OK) /* only a failure needs to know whether bytes left */
         curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &reqsize);
     curl_easy_getinfo(r->easy, CURLINFO_TOTAL_TIME, &total);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(r->easy, CURLINFO_PRETRANSFER_TIME, &pretransfer);
     req_detach(e, r);
 
     if (connects > 0) {
@@ -396,6 +399,7 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
     if (rc == CURLE_OK) {
         res.status = (int)status;
         res.retry_after = r->retry_after;
+        res.sent_at = r->started + pretransfer;
         if (r->buf != NULL) {
             r->buf[r->len] = '\0';
             res.body = r->buf;
@@ -725,6 +729,15 @@ static CURLcode req_set_url(http_req_t *r, const http_route_t *rt, const char *u
 }
 
 /* Starts one request; `body` NULL means GET. */
+/* The clock of http_result_t.sent_at (the daemon's: gettimeofday). */
+static double wall_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 static int engine_start(http_engine_t *e, const char *path, const char *body, size_t len,
                         http_done_cb cb, void *user)
 {
@@ -778,6 +791,7 @@ static int engine_start(http_engine_t *e, const char *path, const char *body, si
     r->len = 0;
     r->retry_after = -1;
     r->errbuf[0] = '\0';
+    r->started = wall_now();
 
     /* Adding makes libcurl ask for a 0 ms timeout; the transfer starts from
      * that timer, so the callback can never run inside this call. */

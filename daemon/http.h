@@ -67,6 +67,9 @@ typedef struct http_result {
     size_t body_len;
     double retry_after; /* seconds from a Retry-After header, -1 when absent */
     double total_time;  /* seconds, from libcurl */
+    double sent_at;     /* wall-clock seconds (gettimeofday) at which the request was about to
+                           leave: its start plus libcurl's pretransfer time; 0 when unknown
+                           (error != 0) */
     const char *detail; /* libcurl's error text or "", for logs; never holds the token */
 } http_result_t;
 

@@ -33,7 +33,7 @@ typedef struct preq {
     void *user;
     /* The outcome, written by the worker before it queues the record. */
     int error, status;
-    double retry_after, total_time;
+    double retry_after, total_time, sent_at;
     char *answer; /* body, then NUL, then detail, then NUL; NULL if out of memory */
     size_t answer_len;
     char path[]; /* copied */
@@ -137,6 +137,7 @@ static void worker_done_cb(const http_result_t *res, void *user)
     q->status = res->status;
     q->retry_after = res->retry_after;
     q->total_time = res->total_time;
+    q->sent_at = res->sent_at;
     q->answer_len = bl;
     q->answer = malloc(bl + dl + 2);
     if (q->answer != NULL) {
@@ -237,6 +238,7 @@ static void pool_deliver_one(http_pool_t *p, preq_t *q)
     r.status = q->status;
     r.retry_after = q->retry_after;
     r.total_time = q->total_time;
+    r.sent_at = q->sent_at;
     if (q->answer != NULL) {
         r.body = q->answer;
         r.body_len = q->answer_len;

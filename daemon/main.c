@@ -309,6 +309,16 @@ static double rate_for_cb(const char *id, void *arg)
     return config_rate_for(arg, id);
 }
 
+/* http_threads, with auto resolved: two engine threads when the daemon may
+ * run on two cores or more (they gain 10-30% where the loop thread is the
+ * limit: docs/performance.md, item 12), else the engine on the loop. */
+static int http_threads(const config_t *c)
+{
+    if (c->http_threads != CONFIG_HTTP_THREADS_AUTO)
+        return (int)c->http_threads;
+    return uv_available_parallelism() >= 2 ? 2 : 0;
+}
+
 static void sched_opts(const daemon_t *d, sched_options_t *o)
 {
     memset(o, 0, sizeof(*o));
@@ -457,7 +467,7 @@ static int start_modules(daemon_t *d, int n_passed)
     ho.timeout_ms = d->cfg.request_timeout_ms;
     ho.ca_file = d->cfg.ca_file;
     ho.http2 = d->cfg.http2;
-    if ((rc = http_pool_new(d->loop, &ho, (int)d->cfg.http_threads, &d->http)) != 0) {
+    if ((rc = http_pool_new(d->loop, &ho, http_threads(&d->cfg), &d->http)) != 0) {
         fprintf(stderr, "avenpingd: HTTP engine: %s\n", http_strerror(rc));
         return rc;
     }
@@ -549,9 +559,10 @@ int main(int argc, char **argv)
     daemon_metrics_start(&d);
     dispatch_pump_soon(&d);
     retention_start(&d);
-    dlog(&d, CONFIG_LOG_INFO, "avenpingd %s ready: socket %s, state %s, api %s", AVP_VERSION,
-         d.socket_activated ? "passed by the service manager" : d.cfg.socket, d.cfg.state_dir,
-         d.cfg.api_base);
+    dlog(&d, CONFIG_LOG_INFO, "avenpingd %s ready: socket %s, state %s, api %s, %d HTTP thread%s",
+         AVP_VERSION, d.socket_activated ? "passed by the service manager" : d.cfg.socket,
+         d.cfg.state_dir, d.cfg.api_base, http_pool_threads(d.http),
+         http_pool_threads(d.http) == 1 ? "" : "s");
     /* The store is open and recovered, and the socket listens. */
     snprintf(ready, sizeof(ready), "READY=1\n");
     format_status(&d, "Running", ready + strlen(ready), sizeof(ready) - strlen(ready));

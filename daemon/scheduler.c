@@ -581,6 +581,7 @@ static void window_pick(window_t *w, sched_job_t *j)
 {
     if (w->cap == 0)
         return;
+    j->win_slot_ = true;
     w->t[w->next % w->cap] = INFINITY;
     j->win_seq_ = w->next++;
     j->win_pending_ = true;
@@ -1631,6 +1632,7 @@ static void take_flight(sched_t *s, sched_job_t *j, double now)
 {
     sched_sender_t *sd = j->sender;
 
+    j->win_slot_ = false; /* set again when the window counts this pick */
     if (sd->bucket.rate > 0) {
         sd->bucket.tokens -= 1;
         window_pick(&sd->win, j);
@@ -1741,6 +1743,20 @@ void sched_job_posted(sched_t *s, sched_job_t *j, double now)
     (void)s;
     if (j->inflight)
         window_depart(&j->sender->win, j, now);
+}
+
+void sched_job_departed(sched_t *s, sched_job_t *j, double when)
+{
+    window_t *w = &j->sender->win;
+    double *t;
+
+    (void)s;
+    if (!j->inflight || j->win_pending_ || !j->win_slot_ || w->cap == 0 ||
+        w->next - j->win_seq_ > w->cap)
+        return;
+    t = &w->t[j->win_seq_ % w->cap];
+    if (when > *t)
+        *t = when;
 }
 
 static void inflight_end(sched_t *s, sched_job_t *j)

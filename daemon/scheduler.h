@@ -102,6 +102,7 @@ typedef struct sched_job {
     /* scheduler-private */
     uint8_t where_;
     bool win_pending_;                 /* its departure is not in the window yet */
+    bool win_slot_;                    /* this attempt has a place in the window (win_seq_) */
     uint32_t wait_idx_;                /* in the waiting heap */
     uint32_t exp_idx_;                 /* in the expiry heap */
     uint32_t win_seq_;                 /* its place in the sender's window */
@@ -176,6 +177,16 @@ sched_job_t *sched_next(sched_t *s, double now, double *wake);
  * sender's rate window (SCHED_RATE_WINDOW). A job whose attempt ends
  * without this call counts as departed when it ends. */
 void sched_job_posted(sched_t *s, sched_job_t *job, double now);
+
+/*
+ * The request of in-flight `job` really left at `when`, as the HTTP engine
+ * tells at its answer: when that is later than what sched_job_posted
+ * recorded (the request waited between the hand-over and the wire, on an
+ * HTTP thread or a busy loop), the window counts the later time, so the
+ * next sends keep their distance from when this one really left. Never
+ * makes a departure earlier. After sched_job_posted, before the attempt ends.
+ */
+void sched_job_departed(sched_t *s, sched_job_t *job, double when);
 
 /* A job (not in flight) whose expires_at is <= now, or NULL. The caller
  * records it as expired and calls sched_job_finish. */

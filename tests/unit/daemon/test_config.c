@@ -42,7 +42,7 @@ static void test_defaults(void)
     CHECK_EQ(c.retention_s, 604800);
     CHECK(!c.at_most_once);
     CHECK_EQ(c.socket_mode, 0660);
-    CHECK_EQ(c.http_threads, 0);
+    CHECK_EQ(c.http_threads, CONFIG_HTTP_THREADS_AUTO);
     config_free(&c);
     config_free(NULL);
 }
@@ -58,10 +58,12 @@ static void test_file(void)
                                           "delivery = at-most-once\n"
                                           "allowed_uids = 0, 1000\n"
                                           "socket_mode = 0600\n"
-                                          "log_level = debug\n");
+                                          "log_level = debug\n"
+                                          "http_threads = 3\n");
 
     CHECK_EQ(config_init(&c), 0);
     CHECK_EQ(config_load_file(&c, p, err, sizeof(err)), 0);
+    CHECK_EQ(c.http_threads, 3);
     CHECK_STR(c.socket, "/tmp/x.sock");
     CHECK(c.rate_per_number == 12.5);
     CHECK(config_rate_for(&c, "1000001") == 3);
@@ -71,6 +73,12 @@ static void test_file(void)
     CHECK_EQ(c.allowed_uids[1], 1000);
     CHECK_EQ(c.socket_mode, 0600);
     CHECK_EQ(c.log_level, CONFIG_LOG_DEBUG);
+    config_free(&c);
+    /* auto is a value of its own, not a number. */
+    p = write_file("auto.conf", "http_threads = 0\nhttp_threads = auto\n");
+    CHECK_EQ(config_init(&c), 0);
+    CHECK_EQ(config_load_file(&c, p, err, sizeof(err)), 0);
+    CHECK_EQ(c.http_threads, CONFIG_HTTP_THREADS_AUTO);
     config_free(&c);
 }
 
@@ -86,7 +94,7 @@ static void test_file_errors(void)
         {"rate.abc = 5\n", "rate.abc"},
         {"socket =\n", "socket: expected a non-empty value"},
         {"max_inflight = 0\n", "max_inflight"},
-        {"http_threads = 17\n", "http_threads"},
+        {"http_threads = 17\n", "http_threads: expected auto or an integer"},
         {"http_threads = -1\n", "http_threads"},
     };
     size_t i;

@@ -163,6 +163,36 @@ static void test_token_bucket(void)
     sched_free(s);
 }
 
+/* A departure reported later than the hand-over (the request waited on an
+ * HTTP thread) moves the window; an earlier one does not. */
+static void test_departed_late(void)
+{
+    sched_t *s = make(10, 1000, 1000, 1000); /* 10/s, burst 10 */
+    sched_job_t *j[10];
+    double wake = 0;
+    int i;
+
+    for (i = 0; i < 30; i++)
+        add(s, (uint64_t)i + 1, 0, 1, "a");
+    for (i = 0; i < 10; i++) {
+        j[i] = sched_next(s, 100, &wake);
+        CHECK(j[i] != NULL);
+        sched_job_posted(s, j[i], 100);
+    }
+    CHECK(sched_next(s, 100, &wake) == NULL);
+    CHECK(fabs(wake - (100 + SCHED_RATE_WINDOW)) < 1e-9);
+    /* The first really left 30 ms after its hand-over: the window opens
+     * 30 ms later. An earlier report changes nothing. */
+    sched_job_departed(s, j[0], 100.03);
+    sched_job_departed(s, j[1], 99.0);
+    for (i = 0; i < 10; i++)
+        sched_job_finish(s, j[i]);
+    CHECK(sched_next(s, 100 + SCHED_RATE_WINDOW + 0.001, &wake) == NULL);
+    CHECK(fabs(wake - (100.03 + SCHED_RATE_WINDOW)) < 1e-9);
+    CHECK(sched_next(s, 100.03 + SCHED_RATE_WINDOW, &wake) != NULL);
+    sched_free(s);
+}
+
 /* With a bucket smaller than the rate, sends follow the rate, and no window
  * of SCHED_RATE_WINDOW ever holds more than the rate, idle spells included. */
 static void test_rate_window(void)
@@ -706,6 +736,7 @@ int main(int argc, char **argv)
         {"inflight_caps", test_inflight_caps},
         {"token_bucket", test_token_bucket},
         {"rate_window", test_rate_window},
+        {"departed_late", test_departed_late},
         {"retry_and_finish", test_retry_and_finish},
         {"many_jobs", test_many_jobs},
         {"order_key_fifo", test_order_key_fifo},

@@ -126,6 +126,7 @@ void rec_cb(const http_result_t *r, void *user)
     rc->status = r->status;
     rc->retry_after = r->retry_after;
     rc->total_time = r->total_time;
+    rc->sent_at = r->sent_at;
     rc->body_len = r->body_len;
     snprintf(rc->body, sizeof(rc->body), "%s", r->body);
     snprintf(rc->detail, sizeof(rc->detail), "%s", r->detail);

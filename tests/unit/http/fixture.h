@@ -42,7 +42,7 @@ typedef struct rec {
     fx_t *f;
     unsigned long done;
     int error, status;
-    double retry_after, total_time;
+    double retry_after, total_time, sent_at;
     size_t body_len;
     char body[256];
     char detail[CURL_ERROR_SIZE + 64];

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <time.h>
 #include <uv.h>
 
 static void pool_open(fx_t *f, int threads, const char *token, long timeout_ms)
@@ -47,6 +48,7 @@ static void t_basic(void)
         CHECK(r.retry_after == -1);
         CHECK(strcmp(r.detail, "") == 0);
         CHECK(r.total_time > 0);
+        CHECK(r.sent_at > (double)time(NULL) - 10 && r.sent_at <= (double)time(NULL) + 1);
         CHECK(http_pool_inflight(f.pool) == 0);
         CHECK(fx_rec_get(&f, "/v2/me", &g) == 0);
         run_until(&f, &g.done, 1);
@@ -118,6 +120,7 @@ static void t_errors(void)
     run_until(&f, &ra.done, 1);
     run_until(&f, &big.done, 1);
     CHECK(drop.error == HTTP_EMAYBESENT && drop.status == 0 && drop.detail[0] != '\0');
+    CHECK(drop.sent_at == 0);
     CHECK(slow.error == HTTP_EMAYBESENT && slow.detail[0] != '\0');
     CHECK(strstr(slow.detail, "tok-secret") == NULL);
     CHECK(slow.total_time >= 0.25);
