@@ -130,6 +130,8 @@ static enum MHD_Result stub_handler(void *cls, struct MHD_Connection *c, const c
     p->seen.hits++;
     copy_header(c, "Authorization", p->seen.auth, sizeof(p->seen.auth));
     copy_header(c, "X-API-Token", p->seen.api_token, sizeof(p->seen.api_token));
+    copy_header(c, "Content-Type", p->seen.content_type, sizeof(p->seen.content_type));
+    p->seen.has_accept = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Accept") != NULL;
     snprintf(p->seen.method, sizeof(p->seen.method), "%s", method);
     snprintf(p->seen.body, sizeof(p->seen.body), "%s", sc->body ? sc->body : "");
     p->seen.body_len = sc->len;

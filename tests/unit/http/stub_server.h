@@ -32,8 +32,10 @@ typedef struct stub_route {
 /* What a path received. */
 typedef struct stub_seen {
     unsigned long hits;
-    char auth[256];      /* last Authorization header, "" if none */
-    char api_token[256]; /* last X-API-Token header, "" if none */
+    char auth[256];        /* last Authorization header, "" if none */
+    char api_token[256];   /* last X-API-Token header, "" if none */
+    char content_type[64]; /* last Content-Type header, "" if none */
+    bool has_accept;       /* the last request carried an Accept header */
     char method[16];
     char body[256]; /* last body (cut), NUL-terminated */
     size_t body_len;

@@ -56,6 +56,8 @@ static void t_basic(void)
     CHECK(strcmp(seen.api_token, "") == 0);
     CHECK(strcmp(seen.method, "POST") == 0);
     CHECK(strcmp(seen.body, "{\"to\":\"123\",\"text\":\"hi\"}") == 0);
+    CHECK(strcmp(seen.content_type, "application/json") == 0);
+    CHECK(!seen.has_accept); /* not sent: libcurl's default would cost per request */
     http_engine_stats(f.eng, &st);
     CHECK(st.requests == 1);
     CHECK(st.connects == 1);
