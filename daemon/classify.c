@@ -3,6 +3,7 @@
  */
 #include "classify.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -136,34 +137,79 @@ enum { AT_ROOT, AT_DATA, AT_MESSAGES, AT_FIRST, AT_ID, AT_OTHER };
 
 static void scan_ws(scan_t *s)
 {
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
-        s->p++;
+    const char *p = s->p;
+
+    while (p < s->end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    s->p = p;
 }
 
-/* A string at s->p (the opening quote); its raw bytes in *str, *len. */
+/* A byte that neither ends a string nor starts an escape, and is allowed
+ * raw (no control byte). */
+static bool str_plain(unsigned char c)
+{
+    return c >= 0x20 && c != '"' && c != '\\';
+}
+
+/* The bytes of the 8 in v (in memory order) that str_plain refuses, as
+ * their top bits: a byte below 0x20 (v - 0x20.. borrows into its top bit),
+ * a quote or a backslash (the byte XOR that value is zero); a byte with its
+ * top bit set never counts. 0: none. A borrow can flag a byte above a
+ * flagged one, never below: the lowest flag is exact. */
+static uint64_t word_stops(uint64_t v)
+{
+    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+    uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
+
+    return ((v - ones * 0x20) | (q - ones) | (b - ones)) & ~v & high;
+}
+
+/* A string at s->p (the opening quote); its raw bytes in *str, *len.
+ * Strings are most of an answer: the plain runs are skipped a word at a
+ * time. */
 static bool scan_string(scan_t *s, const char **str, size_t *len, bool *escaped)
 {
-    const char *q;
+    const char *p = s->p, *end = s->end, *q;
 
-    if (s->p >= s->end || *s->p != '"')
+    if (p >= end || *p != '"')
         return false;
-    q = ++s->p;
+    q = ++p;
     *escaped = false;
-    while (s->p < s->end && *s->p != '"') {
-        if ((unsigned char)*s->p < 0x20)
-            return false;
-        if (*s->p == '\\') {
-            *escaped = true;
-            if (++s->p >= s->end)
-                return false;
+    for (;;) {
+        /* Eight bytes at a time while none of them stops the run; on a
+         * little-endian machine the lowest flagged byte is the first stop. */
+        while (end - p >= 8) {
+            uint64_t v, m;
+
+            memcpy(&v, p, 8);
+            m = word_stops(v);
+            if (m != 0) {
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+                p += __builtin_ctzll(m) >> 3;
+#endif
+                break;
+            }
+            p += 8;
         }
-        s->p++;
+        while (p < end && str_plain((unsigned char)*p))
+            p++;
+        if (p >= end)
+            return false;
+        if ((unsigned char)*p < 0x20) {
+            s->unusual = true; /* JSON forbids it, cJSON takes it: cJSON decides */
+            return false;
+        }
+        if (*p == '"')
+            break;
+        /* A backslash: the byte after it is taken as it is. */
+        *escaped = true;
+        if (p + 1 >= end)
+            return false;
+        p += 2;
     }
-    if (s->p >= s->end)
-        return false;
     *str = q;
-    *len = (size_t)(s->p - q);
-    s->p++;
+    *len = (size_t)(p - q);
+    s->p = p + 1;
     return true;
 }
 

@@ -76,6 +76,49 @@ static void test_success_scanner(void)
     }
 }
 
+/* The scanner skips plain bytes a word at a time: a quote, a backslash or
+ * a control byte at any offset of a word, and bytes with the top bit set
+ * (UTF-8), must give what cJSON gives. */
+static void test_scanner_offsets(void)
+{
+    for (int n = 0; n < 24; n++) {
+        for (int kind = 0; kind < 4; kind++) {
+            char id[64], expect[64], body[256];
+            classify_result_t c;
+            int i;
+
+            for (i = 0; i < n; i++)
+                id[i] = (char)('a' + i % 26);
+            id[n] = '\0';
+            snprintf(expect, sizeof(expect), "%s", id);
+            switch (kind) {
+            case 1: /* an escaped quote at offset n: cJSON unescapes it */
+                snprintf(id + n, sizeof(id) - (size_t)n, "\\\"x");
+                snprintf(expect + n, sizeof(expect) - (size_t)n, "\"x");
+                break;
+            case 2: /* a raw control byte: cJSON keeps it */
+                snprintf(id + n, sizeof(id) - (size_t)n, "\tx");
+                snprintf(expect + n, sizeof(expect) - (size_t)n, "\tx");
+                break;
+            case 3: /* UTF-8 (top bit set) at offset n */
+                snprintf(id + n, sizeof(id) - (size_t)n, "\xc3\xa9\xe2\x82\xacz");
+                snprintf(expect + n, sizeof(expect) - (size_t)n, "\xc3\xa9\xe2\x82\xacz");
+                break;
+            default:
+                break;
+            }
+            snprintf(body, sizeof(body), "{\"data\":{\"messages\":[{\"id\":\"%s\"}]}}", id);
+            c = answer(200, body, -1);
+            CHECK_EQ(c.action, CLASSIFY_SENT);
+            if (strcmp(c.wamid, expect) != 0) {
+                fprintf(stderr, "n=%d kind=%d: got \"%s\", want \"%s\"\n", n, kind, c.wamid,
+                        expect);
+                CHECK(0);
+            }
+        }
+    }
+}
+
 static void test_status_classes(void)
 {
     classify_result_t c;
@@ -159,6 +202,7 @@ int main(int argc, char **argv)
     static const test_case_t cases[] = {
         {"success", test_success},
         {"success_scanner", test_success_scanner},
+        {"scanner_offsets", test_scanner_offsets},
         {"status_classes", test_status_classes},
         {"meta_codes", test_meta_codes},
         {"transport", test_transport},
