@@ -268,6 +268,9 @@ typedef struct queue__wtxn {
     /* Campaign counters touched by this txn (campaign.c), written back
      * before the commit; NULL until the first campaign job is touched. */
     struct queue__camp_cache *camp;
+    /* A cursor on jobs for state changes (queue__job_update), opened at the
+     * first; LMDB closes it with the txn. */
+    MDB_cursor *jobs_cur;
 } queue__wtxn_t;
 
 /* A write step: returns 0, a raw LMDB code, or a negative queue/errno code.
