@@ -734,7 +734,6 @@ static CURLcode req_set_url(http_req_t *r, const http_route_t *rt, const char *u
     return c;
 }
 
-/* Starts one request; `body` NULL means GET. */
 /* The clock of http_result_t.sent_at (the daemon's: gettimeofday). */
 static double wall_now(void)
 {
@@ -744,6 +743,7 @@ static double wall_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Starts one request; `body` NULL means GET. */
 static int engine_start(http_engine_t *e, const char *path, const char *body, size_t len,
                         http_done_cb cb, void *user)
 {

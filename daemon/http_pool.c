@@ -31,13 +31,23 @@ typedef struct preq {
     size_t len;
     http_done_cb cb;
     void *user;
-    /* The outcome, written by the worker before it queues the record. */
-    int error, status;
-    double retry_after, total_time, sent_at;
+    /* The outcome, written by the worker before it queues the record: the
+     * engine's result without its pointers (body_len kept), and the bytes
+     * they pointed to. */
+    http_result_t res;
     char *answer; /* body, then NUL, then detail, then NUL; NULL if out of memory */
-    size_t answer_len;
-    char path[]; /* copied */
+    char path[];  /* copied */
 } preq_t;
+
+/* Appends the chain first..last to the list head/tail. */
+static void preq_append(preq_t **head, preq_t **tail, preq_t *first, preq_t *last)
+{
+    if (*tail != NULL)
+        (*tail)->next = first;
+    else
+        *head = first;
+    *tail = last;
+}
 
 struct worker {
     http_pool_t *p;
@@ -81,18 +91,30 @@ struct http_pool {
 
 /* ------------------------------------------------------- worker thread */
 
-/* Queues a finished request for the caller's loop. */
-static void worker_finish(worker_t *w, preq_t *q)
+/* Queues a finished request for the caller's loop with a copy of its
+ * outcome (the engine's buffers are valid during its callback only). */
+static void worker_finish(worker_t *w, preq_t *q, const http_result_t *res)
 {
     http_pool_t *p = w->p;
+    size_t bl = res->body != NULL ? res->body_len : 0;
+    size_t dl = res->detail != NULL ? strlen(res->detail) : 0;
 
+    q->res = *res;
+    q->res.body = NULL;
+    q->res.body_len = bl;
+    q->res.detail = NULL;
+    q->answer = malloc(bl + dl + 2);
+    if (q->answer != NULL) {
+        if (bl > 0)
+            memcpy(q->answer, res->body, bl);
+        q->answer[bl] = '\0';
+        if (dl > 0)
+            memcpy(q->answer + bl + 1, res->detail, dl);
+        q->answer[bl + 1 + dl] = '\0';
+    }
     q->next = NULL;
     uv_mutex_lock(&p->mu);
-    if (p->done_tail != NULL)
-        p->done_tail->next = q;
-    else
-        p->done_head = q;
-    p->done_tail = q;
+    preq_append(&p->done_head, &p->done_tail, q, q);
     uv_mutex_unlock(&p->mu);
     (void)uv_async_send(&p->done_async);
 }
@@ -100,19 +122,9 @@ static void worker_finish(worker_t *w, preq_t *q)
 /* Fails a request that never reached libcurl. */
 static void worker_fail(worker_t *w, preq_t *q, int error, const char *detail)
 {
-    size_t dl = strlen(detail);
+    http_result_t r = {.error = error, .retry_after = -1, .body = "", .detail = detail};
 
-    q->error = error;
-    q->status = 0;
-    q->retry_after = -1;
-    q->total_time = 0;
-    q->answer_len = 0;
-    q->answer = malloc(dl + 2);
-    if (q->answer != NULL) {
-        q->answer[0] = '\0';
-        memcpy(q->answer + 1, detail, dl + 1);
-    }
-    worker_finish(w, q);
+    worker_finish(w, q, &r);
 }
 
 static void worker_publish(worker_t *w)
@@ -125,32 +137,14 @@ static void worker_publish(worker_t *w)
     uv_mutex_unlock(&w->mu);
 }
 
-/* The engine's callback, on the worker thread: copy what the caller needs
- * (the engine's buffers are valid during this call only). */
+/* The engine's callback, on the worker thread. */
 static void worker_done_cb(const http_result_t *res, void *user)
 {
     preq_t *q = user;
-    size_t bl = res->body != NULL ? res->body_len : 0;
-    size_t dl = res->detail != NULL ? strlen(res->detail) : 0;
 
-    q->error = res->error;
-    q->status = res->status;
-    q->retry_after = res->retry_after;
-    q->total_time = res->total_time;
-    q->sent_at = res->sent_at;
-    q->answer_len = bl;
-    q->answer = malloc(bl + dl + 2);
-    if (q->answer != NULL) {
-        if (bl > 0)
-            memcpy(q->answer, res->body, bl);
-        q->answer[bl] = '\0';
-        if (dl > 0)
-            memcpy(q->answer + bl + 1, res->detail, dl);
-        q->answer[bl + 1 + dl] = '\0';
-    }
     /* Counters current to the last completion (stats read them at any time). */
     worker_publish(q->w);
-    worker_finish(q->w, q);
+    worker_finish(q->w, q, res);
 }
 
 /*
@@ -230,24 +224,18 @@ static void worker_main(void *arg)
 
 static void pool_deliver_one(http_pool_t *p, preq_t *q)
 {
-    http_result_t r;
+    http_result_t r = q->res;
     static const char empty[] = "";
 
-    memset(&r, 0, sizeof(r));
-    r.error = q->error;
-    r.status = q->status;
-    r.retry_after = q->retry_after;
-    r.total_time = q->total_time;
-    r.sent_at = q->sent_at;
     if (q->answer != NULL) {
         r.body = q->answer;
-        r.body_len = q->answer_len;
-        r.detail = q->answer + q->answer_len + 1;
+        r.detail = q->answer + r.body_len + 1;
     } else {
         /* The worker could not copy the answer: what arrived is unknown. */
         r.error = r.error == 0 ? HTTP_EMAYBESENT : r.error;
         r.status = r.error != 0 ? 0 : r.status;
         r.body = empty;
+        r.body_len = 0;
         r.detail = "out of memory copying the answer";
     }
     q->w->inflight--;
@@ -269,13 +257,11 @@ static void pool_deliver(http_pool_t *p)
     p->done_head = p->done_tail = NULL;
     uv_mutex_unlock(&p->mu);
     if (q != NULL) {
-        if (p->ready_tail != NULL)
-            p->ready_tail->next = q;
-        else
-            p->ready_head = q;
-        while (q->next != NULL)
-            q = q->next;
-        p->ready_tail = q;
+        preq_t *last = q;
+
+        while (last->next != NULL)
+            last = last->next;
+        preq_append(&p->ready_head, &p->ready_tail, q, last);
     }
     while ((q = p->ready_head) != NULL) {
         p->ready_head = q->next;
@@ -360,11 +346,7 @@ static int pool_start(http_pool_t *p, const char *path, const char *body, size_t
     w->inflight++;
     p->inflight++;
     uv_mutex_lock(&w->mu);
-    if (w->in_tail != NULL)
-        w->in_tail->next = q;
-    else
-        w->in_head = q;
-    w->in_tail = q;
+    preq_append(&w->in_head, &w->in_tail, q, q);
     uv_mutex_unlock(&w->mu);
     (void)uv_async_send(&w->wake);
     return 0;
