@@ -113,6 +113,117 @@ class Run:
             self.wd.cleanup()
 
 
+# --- CPU per send, by role ----------------------------------------------------
+# Read from /proc (utime + stime of each thread), so a run shows where its
+# two cores went: the daemon's HTTP engine threads (avp-http-N), its event
+# loop (the main thread), its store commits (libuv's pool threads, where
+# the group commits run), nginx, and the rest of the machine.
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+ROLES = ("HTTP engine threads", "event loop", "store commits (libuv pool)", "nginx (the stub)",
+         "rest of the machine")
+
+
+def _stat_fields(path):
+    with open(path) as f:
+        s = f.read()
+    return s[s.index("(") + 1:s.rindex(")")], s[s.rindex(")") + 2:].split()
+
+
+def _proc_ticks(pid):
+    """{tid: (comm, user + system ticks)} of one process's threads."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for t in tids:
+        try:
+            comm, f = _stat_fields("/proc/%d/task/%s/stat" % (pid, t))
+        except (OSError, ValueError):
+            continue
+        out[int(t)] = (comm, int(f[11]) + int(f[12]))
+    return out
+
+
+def _children(ppid):
+    kids = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                _, f = _stat_fields("/proc/%s/stat" % p)
+            except (OSError, ValueError):
+                continue
+            if int(f[1]) == ppid:
+                kids.append(int(p))
+    return kids
+
+
+def _machine_busy_ticks():
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - v[4], sum(v)  # busy (all but idle, iowait), all
+
+
+def cpu_snapshot(daemon_pid, stub_pid):
+    roles = dict.fromkeys(ROLES, 0)
+    for tid, (comm, ticks) in _proc_ticks(daemon_pid).items():
+        if comm.startswith("avp-http"):
+            roles["HTTP engine threads"] += ticks
+        elif tid == daemon_pid:
+            roles["event loop"] += ticks
+        elif not comm.startswith("jemalloc"):
+            roles["store commits (libuv pool)"] += ticks
+    for pid in [stub_pid] + _children(stub_pid):
+        roles["nginx (the stub)"] += sum(t for _, t in _proc_ticks(pid).values())
+    busy, total = _machine_busy_ticks()
+    return {"roles": roles, "busy": busy, "total": total, "t": time.time()}
+
+
+def cpu_per_send(a, b, sends):
+    """Microseconds of CPU per send between two snapshots, by role."""
+    us = 1e6 / CLK_TCK / max(1, sends)
+    roles = {k: (b["roles"][k] - a["roles"][k]) * us for k in ROLES[:-1]}
+    busy = (b["busy"] - a["busy"]) * us
+    roles[ROLES[-1]] = max(0.0, busy - sum(roles.values()))
+    return {"roles": roles, "all": busy,
+            "busy_share": (b["busy"] - a["busy"]) / max(1, b["total"] - a["total"])}
+
+
+def cpu_rows(bench, cpu, cores):
+    rows = [{"bench": bench, "name": "  CPU per send, whole machine (%.0f%% of %d cores busy)"
+             % (100 * cpu["busy_share"], cores), "value": cpu["all"], "unit": "us CPU/send"}]
+    for k in ROLES:
+        rows.append({"bench": bench, "name": "    " + k, "value": cpu["roles"][k],
+                     "unit": "us CPU/send"})
+    return rows
+
+
+def _tree_ticks(pid):
+    return sum(sum(t for _, t in _proc_ticks(p).values()) for p in [pid] + _children(pid))
+
+
+def run_measured(argv, stub_pid):
+    """Runs a load generator to its end: (stdout, its CPU seconds, nginx's
+    CPU seconds over the same time)."""
+    n0 = _tree_ticks(stub_pid)
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    o = p.stdout.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    p.stdout.close()
+    if p.returncode != 0:
+        raise RuntimeError("%s exited with %d" % (argv[0], p.returncode))
+    return o, ru.ru_utime + ru.ru_stime, (_tree_ticks(stub_pid) - n0) / CLK_TCK
+
+
+def cpu_request_rows(what, client_s, nginx_s, requests):
+    us = 1e6 / max(1, requests)
+    return [{"bench": "ceilings", "name": "  CPU per request: %s" % what,
+             "value": client_s * us, "unit": "us CPU/request"},
+            {"bench": "ceilings", "name": "  CPU per request: nginx", "value": nginx_s * us,
+             "unit": "us CPU/request"}]
+
+
 def submit(d, jobs, clients=8, window=1000, **kw):
     args = [SUBMIT, "--socket", d.socket, "--clients", str(clients), "--jobs", str(jobs),
             "--window", str(window)]
@@ -180,14 +291,18 @@ def dispatch_run(r, n, label, bench, target=None, clients=8):
         st = cl.stats()
         if mid is None and st["counts"]["sent"] >= n // 10:
             mid = st
+            cpu0 = cpu_snapshot(d.proc.pid, r.stub.proc.pid)
         if st["counts"]["sent"] >= n:
             break
         if time.time() > deadline:
             raise RuntimeError("timed out: %d of %d sent" % (st["counts"]["sent"], n))
         time.sleep(0.02)
+    cpu1 = cpu_snapshot(d.proc.pid, r.stub.proc.pid)
     secs = time.time() - start_at
     res = {"bench": bench, "name": label, "jobs": n, "seconds": secs, "value": n / secs,
-           "unit": "sends/s", "commits": st["commits"] - st0["commits"]}
+           "unit": "sends/s", "commits": st["commits"] - st0["commits"],
+           # from the first 10% sent to the last (the steady part)
+           "cpu": cpu_per_send(cpu0, cpu1, st["counts"]["sent"] - mid["counts"]["sent"])}
     if target is not None:
         res["target"] = ">= %d" % target
         res["ok"] = res["value"] >= target
@@ -209,21 +324,29 @@ THREADS = {"http_threads": 2, "max_inflight": 128}
 def bench_dispatch(a, out):
     r = Run("dispatch", a.keep)
     try:
-        s = r.start_stub(log=True)
+        s = r.start_stub()
         r.start_daemon(s.base, THREADS)
         out.append(dispatch_run(r, a.dispatch_jobs,
                                 "dispatch, HTTP/1.1 keep-alive to nginx, 2 HTTP threads",
                                 "dispatch", TARGETS["dispatch"]))
-        # Latency at a steady offered load: stamped jobs, paced.
+        out.extend(cpu_rows("dispatch", out[-1]["cpu"], os.cpu_count()))
+    finally:
+        r.close()
+    # Latency at a steady offered load: stamped jobs, paced, against an
+    # nginx that logs each body (a run of its own: the echo module and the
+    # log cost nginx CPU that the throughput run above should not pay).
+    r = Run("latency", a.keep)
+    try:
+        s = r.start_stub(log=True)
+        r.start_daemon(s.base, THREADS)
         n, rate = a.latency_jobs, a.latency_rate
-        before = len(s.entries()) if os.path.exists(s.log) else 0
         submit(r.daemon, n, clients=4, window=2000, stamp=1, rate=rate, first=10_000_000)
         cl = r.daemon.client()
-        wait_sent(cl, a.dispatch_jobs + n, 60 + n / 1000.0)
+        wait_sent(cl, n, 60 + n / 1000.0)
         cl.close()
         s.stop()  # flushes the log
         lat = []
-        for t, body in s.entries()[before:]:
+        for t, body in s.entries():
             st = stub.stamp_of(body)
             if st is not None:
                 lat.append(t - st[0])
@@ -233,7 +356,7 @@ def bench_dispatch(a, out):
                     "jobs": len(lat), "value": pct(lat, 99) * 1000, "unit": "ms"})
     finally:
         r.close()
-    if a.quick:
+    if a.quick or a.main_only:
         return
     # The same with the default max_inflight (256 connections), and with
     # the engine on the loop thread (http_threads = 0).
@@ -342,7 +465,9 @@ def bench_memory_restart(a, out, which):
         s = r.start_stub(log=True)
         d = r.start_daemon(s.base)
         n = a.million
-        due = time.time() + (1.0 if a.quick else 8.0) + n / 80000.0
+        # Late enough that none is due before the restart (the memory part
+        # settles for a few seconds first); checked below.
+        due = time.time() + (4.0 if a.quick else 8.0) + n / 80000.0
         t0 = time.time()
         submit(d, n, clients=8, senders=10, not_before=due)
         t_ingest = time.time() - t0
@@ -373,9 +498,17 @@ def bench_memory_restart(a, out, which):
                         m["RssFile"] / 1024.0, "unit": "MiB"})
         if "restart" not in which:
             return
+        cl = d.client()
+        sent = cl.stats()["counts"]["sent"]
+        cl.close()
+        if sent != 0:
+            raise RuntimeError("%d jobs were sent before the restart: not a cold start" % sent)
         d.stop()
         s.stop()
         # Unbuffered log: the first line is there as soon as it is answered.
+        # A fresh one: only the restarted daemon's requests count.
+        if os.path.exists(s.log):
+            os.unlink(s.log)
         s = r.start_stub(log=True, buffered=False)
         while time.time() < due + 0.2:
             time.sleep(0.05)
@@ -447,13 +580,14 @@ def bench_ceilings(a, out):
         if shutil.which("wrk"):
             s = stub.Stub(os.path.join(tmp, "nginx"))
             try:
-                o = subprocess.run(["wrk", "-t1", "-c64", "-d%ds" % a.ceiling_seconds, "-s", lua,
-                                    s.base + "/v2/messages/send/text"], capture_output=True,
-                                   text=True, check=True).stdout
+                o, cs, ns = run_measured(["wrk", "-t1", "-c64", "-d%ds" % a.ceiling_seconds,
+                                          "-s", lua, s.base + "/v2/messages/send/text"],
+                                         s.proc.pid)
                 rps = float([ln for ln in o.splitlines() if ln.startswith("Requests/sec")][0]
                             .split()[1])
                 out.append({"bench": "ceilings", "name": "nginx, wrk, HTTP/1.1 keep-alive, 64 conns",
                             "value": rps, "unit": "requests/s"})
+                out.extend(cpu_request_rows("wrk", cs, ns, rps * a.ceiling_seconds))
             finally:
                 s.stop()
         # The daemon's own HTTP engines alone, 64 POSTs in flight to the same
@@ -464,13 +598,15 @@ def bench_ceilings(a, out):
             try:
                 for threads, what in ((0, "engine alone, on its loop"),
                                       (2, "engines alone, 2 threads")):
-                    r = json.loads(subprocess.run(
-                        [HTTP, s.base, "/v2/messages/send/text", "64", str(a.ceiling_seconds),
-                         str(threads)], capture_output=True, text=True, check=True).stdout)
+                    o, cs, ns = run_measured([HTTP, s.base, "/v2/messages/send/text", "64",
+                                              str(a.ceiling_seconds), str(threads)], s.proc.pid)
+                    r = json.loads(o)
                     out.append({"bench": "ceilings",
                                 "name": "nginx, the daemon's HTTP %s, 64 conns" % what,
                                 "seconds": r["seconds"], "value": r["rate"],
                                 "unit": "requests/s", "connects": r["connects"]})
+                    out.extend(cpu_request_rows("the HTTP engine process", cs, ns,
+                                                r["requests"]))
             finally:
                 s.stop()
         if shutil.which("h2load"):
@@ -522,6 +658,8 @@ def main():
     ap.add_argument("--tls-jobs", type=int, default=200000)
     ap.add_argument("--ceiling-seconds", type=int, default=5)
     ap.add_argument("--lmdb-records", type=int, default=1000000)
+    ap.add_argument("--main-only", action="store_true",
+                    help="dispatch: the main row alone, without its variants (experiments)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, numbers mean nothing")
     ap.add_argument("--json", help="write results here (default: $AVP_BUILD_DIR/bench/results.json)")
     ap.add_argument("--keep", action="store_true", help="keep the work dirs")
