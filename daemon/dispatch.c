@@ -606,8 +606,9 @@ static void on_sending_durable(void *arg)
 
 /* Starts one attempt of `job`: records it as `sending`, and sends once that
  * is durable. Jobs past their expiry or gone from the store leave the
- * active set instead. */
-static void dispatch(daemon_t *d, sched_job_t *job, double now)
+ * active set instead. The body is read through *rd, the pump's reader,
+ * opened here on first use; the caller closes it. */
+static void dispatch(daemon_t *d, sched_job_t *job, double now, queue_reader_t **rd)
 {
     const char *path = route_for(job->type);
     queue_update_t u;
@@ -627,7 +628,9 @@ static void dispatch(daemon_t *d, sched_job_t *job, double now)
     a->d = d;
     a->id = job->id;
     a->path = path;
-    rc = queue_job_body(d->q, job->id, &a->body, &a->len);
+    rc = *rd != NULL ? 0 : queue_reader_open(d->q, rd);
+    if (rc == 0)
+        rc = queue_reader_body(*rd, job->id, &a->body, &a->len);
     if (rc == QUEUE_ENOTFOUND || path == NULL) {
         /* Purged, or a type this version cannot route: nothing to send. */
         free(a);
@@ -853,6 +856,7 @@ static void wake_cb(uv_timer_t *t)
 static void pump(daemon_t *d)
 {
     double now = daemon_now(), wake = INFINITY;
+    queue_reader_t *rd = NULL;
     sched_job_t *job;
 
     if (d->paused_expiry > 0 && now >= d->paused_expiry)
@@ -869,7 +873,8 @@ static void pump(daemon_t *d)
      * gain nothing and leave more jobs `sending` without a request. */
     while (d->post_waiting < (size_t)d->cfg.max_inflight &&
            (job = sched_next(d->sched, now, &wake)) != NULL)
-        dispatch(d, job, now);
+        dispatch(d, job, now, &rd);
+    queue_reader_close(rd); /* a read txn: not beyond this pump */
     uv_timer_stop(&d->wake);
     if (d->spill || d->spill_new) /* come back for the refill */
         wake = fmin(wake, now + 0.05);

@@ -81,21 +81,19 @@ int queue__order_put(queue__wtxn_t *w, const char *key, size_t len, uint64_t id)
         return 0; /* no key: the job has no order to keep */
     k.mv_size = okey_entry(kb, key, len, id);
     k.mv_data = kb;
-    return mdb_put(w->txn, w->q->db_order, &k, &v, 0);
+    return queue__idx_put(w, &w->order_cur, w->q->db_order, &k, &v);
 }
 
 int queue__order_del(queue__wtxn_t *w, const char *key, size_t len, uint64_t id)
 {
     unsigned char kb[OKEY_BUF];
     MDB_val k;
-    int rc;
 
     if (len == 0 || len > QUEUE_ORDER_KEY_MAX)
         return 0;
     k.mv_size = okey_entry(kb, key, len, id);
     k.mv_data = kb;
-    rc = mdb_del(w->txn, w->q->db_order, &k, NULL);
-    return rc == MDB_NOTFOUND ? 0 : rc;
+    return queue__idx_del(w, &w->order_cur, w->q->db_order, &k);
 }
 
 int queue__order_build(queue__wtxn_t *w)
@@ -144,7 +142,7 @@ int queue_order_scan(queue_t *q, const char *key, uint64_t after_id, uint64_t be
                      size_t limit, queue_due_cb cb, void *user)
 {
     unsigned char kb[OKEY_BUF];
-    MDB_cursor *cur = NULL;
+    MDB_cursor *cur = NULL, *jcur = NULL;
     MDB_val k, v;
     size_t len, seen = 0;
     queue__rd_t r;
@@ -163,6 +161,8 @@ int queue_order_scan(queue_t *q, const char *key, uint64_t after_id, uint64_t be
     if (rc != 0)
         return rc;
     rc = mdb_cursor_open(r.txn, q->db_order, &cur);
+    if (rc == 0)
+        rc = mdb_cursor_open(r.txn, q->db_jobs, &jcur);
     if (rc != 0)
         goto out;
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
@@ -177,7 +177,7 @@ int queue_order_scan(queue_t *q, const char *key, uint64_t after_id, uint64_t be
         id = queue__be64_get((const unsigned char *)k.mv_data + len + 1);
         if (id >= before_id)
             break;
-        rc = queue__due_entry_read(q, r.txn, id, sbuf, &e);
+        rc = queue__due_entry_read(jcur, id, sbuf, &e);
         if (rc == QUEUE_ENOTFOUND) {
             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT); /* stale entry: skip it */
             continue;
@@ -192,6 +192,8 @@ int queue_order_scan(queue_t *q, const char *key, uint64_t after_id, uint64_t be
     if (rc == MDB_NOTFOUND)
         rc = 0;
 out:
+    if (jcur != NULL)
+        mdb_cursor_close(jcur);
     if (cur != NULL)
         mdb_cursor_close(cur);
     queue__rd_end(q, &r);

@@ -67,6 +67,15 @@ int queue__rd_begin(queue_t *q, queue__rd_t *r)
 
     r->txn = NULL;
     r->cached = false;
+    r->nested = false;
+    /* Inside a read of this thread's: its txn, and its hold on the lock.
+     * (A txn per nested read cost a reader slot under LMDB's process-shared
+     * mutex and two allocations: refills did it once per job.) */
+    if (pthread_equal(atomic_load_explicit(&q->rtxn_owner, memory_order_relaxed), pthread_self())) {
+        r->txn = q->rtxn;
+        r->nested = true;
+        return 0;
+    }
     rc = pthread_rwlock_rdlock(&q->rwlock);
     if (rc != 0)
         return -rc;
@@ -91,6 +100,7 @@ int queue__rd_begin(queue_t *q, queue__rd_t *r)
         }
         r->txn = q->rtxn;
         r->cached = true;
+        atomic_store_explicit(&q->rtxn_owner, pthread_self(), memory_order_relaxed);
         return 0;
     }
     /* Nested or concurrent read: a txn of its own (fine with MDB_NOTLS). */
@@ -108,7 +118,12 @@ fail:
 
 void queue__rd_end(queue_t *q, queue__rd_t *r)
 {
+    if (r->nested) {
+        r->txn = NULL; /* the enclosing read ends it */
+        return;
+    }
     if (r->cached) {
+        atomic_store_explicit(&q->rtxn_owner, (pthread_t)0, memory_order_relaxed);
         mdb_txn_reset(r->txn);
         atomic_flag_clear(&q->rtxn_busy);
     } else {
@@ -285,24 +300,44 @@ static void due_key(unsigned char key[16], uint64_t due_ms, uint64_t id)
     queue__be64_put(key + 8, id);
 }
 
+int queue__idx_put(queue__wtxn_t *w, MDB_cursor **cur, MDB_dbi dbi, MDB_val *k, MDB_val *v)
+{
+    int rc;
+
+    if (*cur == NULL && (rc = mdb_cursor_open(w->txn, dbi, cur)) != 0)
+        return rc;
+    return mdb_cursor_put(*cur, k, v, 0);
+}
+
+int queue__idx_del(queue__wtxn_t *w, MDB_cursor **cur, MDB_dbi dbi, MDB_val *k)
+{
+    MDB_val v;
+    int rc;
+
+    if (*cur == NULL && (rc = mdb_cursor_open(w->txn, dbi, cur)) != 0)
+        return rc;
+    rc = mdb_cursor_get(*cur, k, &v, MDB_SET);
+    if (rc == 0)
+        rc = mdb_cursor_del(*cur, 0);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 int queue__due_put(queue__wtxn_t *w, uint64_t due_ms, uint64_t id)
 {
     unsigned char kb[16];
     MDB_val k = {sizeof kb, kb}, v = {0, NULL};
 
     due_key(kb, due_ms, id);
-    return mdb_put(w->txn, w->q->db_due, &k, &v, 0);
+    return queue__idx_put(w, &w->due_cur, w->q->db_due, &k, &v);
 }
 
 int queue__due_del(queue__wtxn_t *w, uint64_t due_ms, uint64_t id)
 {
     unsigned char kb[16];
     MDB_val k = {sizeof kb, kb};
-    int rc;
 
     due_key(kb, due_ms, id);
-    rc = mdb_del(w->txn, w->q->db_due, &k, NULL);
-    return rc == MDB_NOTFOUND ? 0 : rc;
+    return queue__idx_del(w, &w->due_cur, w->q->db_due, &k);
 }
 
 int queue__job_update(queue__wtxn_t *w, uint64_t id, const queue__patch_t *p, int *result)
@@ -690,6 +725,7 @@ int queue_open(const char *dir, const queue_options_t *opt, queue_t **out)
         return -ENOMEM;
     q->lock_fd = -1;
     atomic_flag_clear(&q->rtxn_busy);
+    atomic_init(&q->rtxn_owner, (pthread_t)0);
 
     /* The lock comes first: LMDB must never be opened twice in a process,
      * and flock is per open file description, so even a second open in this
@@ -989,7 +1025,79 @@ int queue_job_body(queue_t *q, uint64_t id, char **body, size_t *len)
     return queue__err_map(rc);
 }
 
-int queue__due_entry_read(queue_t *q, MDB_txn *txn, uint64_t id, char *sbuf, queue_due_entry_t *e)
+struct queue_reader {
+    queue_t *q;
+    queue__rd_t r;
+    MDB_cursor *bodies;
+};
+
+int queue_reader_open(queue_t *q, queue_reader_t **out)
+{
+    queue_reader_t *rd;
+    int rc;
+
+    if (out == NULL)
+        return QUEUE_EINVAL;
+    *out = NULL;
+    if (q == NULL)
+        return QUEUE_EINVAL;
+    rd = calloc(1, sizeof(*rd));
+    if (rd == NULL)
+        return -ENOMEM;
+    rd->q = q;
+    rc = queue__rd_begin(q, &rd->r);
+    if (rc != 0)
+        goto fail;
+    rc = mdb_cursor_open(rd->r.txn, q->db_bodies, &rd->bodies);
+    if (rc != 0) {
+        queue__rd_end(q, &rd->r);
+        rc = queue__err_map(rc);
+        goto fail;
+    }
+    *out = rd;
+    return 0;
+fail:
+    free(rd);
+    return rc;
+}
+
+int queue_reader_body(queue_reader_t *rd, uint64_t id, char **body, size_t *len)
+{
+    unsigned char kb[8];
+    MDB_val k = {sizeof kb, kb}, v;
+    char *copy;
+    int rc;
+
+    if (body == NULL || len == NULL)
+        return QUEUE_EINVAL;
+    *body = NULL;
+    *len = 0;
+    if (rd == NULL)
+        return QUEUE_EINVAL;
+    queue__be64_put(kb, id);
+    rc = mdb_cursor_get(rd->bodies, &k, &v, MDB_SET_KEY);
+    if (rc != 0)
+        return queue__err_map(rc);
+    copy = malloc(v.mv_size + 1);
+    if (copy == NULL)
+        return -ENOMEM;
+    memcpy(copy, v.mv_data, v.mv_size);
+    copy[v.mv_size] = '\0';
+    *body = copy;
+    *len = v.mv_size;
+    return 0;
+}
+
+void queue_reader_close(queue_reader_t *rd)
+{
+    if (rd == NULL)
+        return;
+    mdb_cursor_close(rd->bodies);
+    queue__rd_end(rd->q, &rd->r);
+    free(rd);
+}
+
+int queue__due_entry_read(MDB_cursor *jobs, uint64_t id, char *sbuf, queue_due_entry_t *e)
 {
     static const int idx[4] = {QUEUE__REC_PHONE, QUEUE__REC_TO, QUEUE__REC_ORDER_KEY,
                                QUEUE__REC_CAMPAIGN};
@@ -1001,7 +1109,7 @@ int queue__due_entry_read(queue_t *q, MDB_txn *txn, uint64_t id, char *sbuf, que
     int rc;
 
     queue__be64_put(idb, id);
-    rc = mdb_get(txn, q->db_jobs, &jk, &jv);
+    rc = mdb_cursor_get(jobs, &jk, &jv, MDB_SET_KEY);
     if (rc != 0)
         return queue__err_map(rc);
     rc = queue__record_parse(jv.mv_data, jv.mv_size, &rec);
@@ -1038,7 +1146,7 @@ int queue_due_scan(queue_t *q, double after_due, uint64_t after_id, double until
                    queue_due_cb cb, void *user)
 {
     unsigned char start[16];
-    MDB_cursor *cur = NULL;
+    MDB_cursor *cur = NULL, *jcur = NULL;
     MDB_val k = {sizeof start, start}, v;
     uint64_t until_ms = queue__due_ms(until);
     size_t seen = 0;
@@ -1054,6 +1162,8 @@ int queue_due_scan(queue_t *q, double after_due, uint64_t after_id, double until
     if (rc != 0)
         return rc;
     rc = mdb_cursor_open(r.txn, q->db_due, &cur);
+    if (rc == 0)
+        rc = mdb_cursor_open(r.txn, q->db_jobs, &jcur);
     if (rc != 0)
         goto out;
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
@@ -1070,7 +1180,7 @@ int queue_due_scan(queue_t *q, double after_due, uint64_t after_id, double until
         }
         if (queue__be64_get(k.mv_data) > until_ms)
             break;
-        rc = queue__due_entry_read(q, r.txn, queue__be64_get((const unsigned char *)k.mv_data + 8),
+        rc = queue__due_entry_read(jcur, queue__be64_get((const unsigned char *)k.mv_data + 8),
                                    sbuf, &e);
         if (rc == QUEUE_ENOTFOUND)
             rc = QUEUE_ECORRUPT; /* an index entry without its job */
@@ -1084,6 +1194,8 @@ int queue_due_scan(queue_t *q, double after_due, uint64_t after_id, double until
     if (rc == MDB_NOTFOUND)
         rc = 0;
 out:
+    if (jcur != NULL)
+        mdb_cursor_close(jcur);
     if (cur != NULL)
         mdb_cursor_close(cur);
     queue__rd_end(q, &r);

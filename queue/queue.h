@@ -296,6 +296,23 @@ void queue_job_clear(queue_job_t *job);
  * NUL-terminated for convenience (the NUL is not counted). Caller frees. */
 int queue_job_body(queue_t *q, uint64_t id, char **body, size_t *len);
 
+/* A batch of body reads in one read snapshot: the loop reads the bodies of
+ * the jobs one pump dispatches through one, so ids in ascending order find
+ * their page without a descent from the root, and the batch pays for one
+ * read txn instead of one per body. It holds a read txn: close it when the
+ * batch ends (within the same loop callback), on the thread that opened
+ * it. Other reads of that thread meanwhile share its snapshot. */
+typedef struct queue_reader queue_reader_t;
+
+/* Opens a reader on *out; queue_reader_close releases it. */
+int queue_reader_open(queue_t *q, queue_reader_t **out);
+
+/* As queue_job_body, through rd. */
+int queue_reader_body(queue_reader_t *rd, uint64_t id, char **body, size_t *len);
+
+/* Ends rd's snapshot and frees it. Accepts NULL. */
+void queue_reader_close(queue_reader_t *rd);
+
 /*
  * Walks the due index in order (earliest due first, then by id), starting at
  * the first entry whose (due, id) is greater than (after_due, after_id) - pass

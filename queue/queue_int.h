@@ -251,6 +251,11 @@ struct queue {
      * wins rtxn_busy owns it until the read ends; others open their own. */
     MDB_txn *rtxn;
     atomic_flag rtxn_busy;
+    /* The thread holding rtxn, while it does (zero otherwise); only that
+     * thread stores its own id here, so the thread that finds itself is the
+     * owner. A read nested in its own (a scan's callback reading more)
+     * shares the snapshot instead of setting up a txn of its own. */
+    _Atomic pthread_t rtxn_owner;
     /* Writer-thread state. */
     size_t map_size;
     size_t map_max;
@@ -271,7 +276,20 @@ typedef struct queue__wtxn {
     /* A cursor on jobs for state changes (queue__job_update), opened at the
      * first; LMDB closes it with the txn. */
     MDB_cursor *jobs_cur;
+    /* The same for the index writes (queue__idx_put/del). */
+    MDB_cursor *due_cur;
+    MDB_cursor *order_cur;
+    MDB_cursor *done_cur;
 } queue__wtxn_t;
+
+/* Index writes through the txn's cursor on the index (*cur, opened at the
+ * first use; LMDB closes it with the txn): the keys of a batch mostly come
+ * in order (a dispatch finishes jobs in due and id order), and a cursor
+ * finds a key on the leaf page it is on without a descent from the root.
+ * Same results as mdb_put(flags 0) and mdb_del; a missing key is not an
+ * error for the delete. */
+int queue__idx_put(queue__wtxn_t *w, MDB_cursor **cur, MDB_dbi dbi, MDB_val *k, MDB_val *v);
+int queue__idx_del(queue__wtxn_t *w, MDB_cursor **cur, MDB_dbi dbi, MDB_val *k);
 
 /* A write step: returns 0, a raw LMDB code, or a negative queue/errno code.
  * It may run more than once (after map growth) and must start from scratch
@@ -356,6 +374,7 @@ int queue__campaign_rebuild(queue__wtxn_t *w);
 typedef struct queue__rd {
     MDB_txn *txn;
     bool cached;
+    bool nested; /* txn is the enclosing read's, on this thread */
 } queue__rd_t;
 int queue__rd_begin(queue_t *q, queue__rd_t *r);
 void queue__rd_end(queue_t *q, queue__rd_t *r);
@@ -376,10 +395,12 @@ int queue__order_del(queue__wtxn_t *w, const char *key, size_t len, uint64_t id)
  * due index is not (a store from before the index). */
 int queue__order_build(queue__wtxn_t *w);
 
-/* Fills *e from job `id`'s record in txn; strings are copied into sbuf
- * (QUEUE__DUE_SBUF bytes) and valid as long as it. */
+/* Fills *e from job `id`'s record, read through `jobs` (a cursor on the
+ * jobs DB, which it moves: a scan keeps one, so ids read in order find
+ * their leaf page without a descent from the root); strings are copied
+ * into sbuf (QUEUE__DUE_SBUF bytes) and valid as long as it. */
 #define QUEUE__DUE_SBUF (2 * (QUEUE_MAX_ID_LEN + 1) + 2 * (QUEUE_MAX_KEY_LEN + 1))
-int queue__due_entry_read(queue_t *q, MDB_txn *txn, uint64_t id, char *sbuf, queue_due_entry_t *e);
+int queue__due_entry_read(MDB_cursor *jobs, uint64_t id, char *sbuf, queue_due_entry_t *e);
 
 /* Writes (paused) or deletes a pause in w's txn. */
 int queue__pause_write(queue__wtxn_t *w, int kind, const char *name, size_t name_len,

@@ -24,18 +24,16 @@ static int done_put(queue__wtxn_t *w, uint64_t ms, uint64_t id)
     MDB_val k = {sizeof kb, kb}, v = {0, NULL};
 
     done_key(kb, ms, id);
-    return mdb_put(w->txn, w->q->db_done, &k, &v, 0);
+    return queue__idx_put(w, &w->done_cur, w->q->db_done, &k, &v);
 }
 
 static int done_del(queue__wtxn_t *w, uint64_t ms, uint64_t id)
 {
     unsigned char kb[16];
     MDB_val k = {sizeof kb, kb};
-    int rc;
 
     done_key(kb, ms, id);
-    rc = mdb_del(w->txn, w->q->db_done, &k, NULL);
-    return rc == MDB_NOTFOUND ? 0 : rc;
+    return queue__idx_del(w, &w->done_cur, w->q->db_done, &k);
 }
 
 int queue__done_track(queue__wtxn_t *w, uint64_t id, int old_state, double old_updated,

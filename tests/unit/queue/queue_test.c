@@ -304,6 +304,55 @@ static void t_body(void)
     queue_close(q);
 }
 
+/* A batch of body reads through one reader: in order, out of order, a
+ * missing id, and another read of the same thread meanwhile. */
+static void t_reader(void)
+{
+    queue_t *q = open_q(NULL);
+    queue_batch_t *b = queue_batch_new();
+    queue_reader_t *rd = NULL;
+    uint64_t ids[50];
+    char body[64], *out;
+    size_t len;
+    queue_job_t got;
+
+    CHECK(b != NULL);
+    for (int i = 0; i < 50; i++) {
+        queue_job_t j = job_make(queue_id_next(q), 1.0);
+        int n = snprintf(body, sizeof body, "{\"n\":%d,\"pad\":\"%0*d\"}", i, 20 + i % 7, 0);
+        ids[i] = j.id;
+        CHECK(queue_batch_add_job(b, &j, body, (size_t)n) == i);
+    }
+    CHECK_OK(queue_batch_commit(q, b));
+    CHECK_RC(queue_reader_open(NULL, &rd), QUEUE_EINVAL);
+    CHECK(rd == NULL);
+    CHECK_OK(queue_reader_open(q, &rd));
+    for (int pass = 0; pass < 2; pass++) {
+        for (int k = 0; k < 50; k++) {
+            int i = pass == 0 ? k : (k * 17) % 50; /* in order, then scattered */
+            int n = snprintf(body, sizeof body, "{\"n\":%d,\"pad\":\"%0*d\"}", i, 20 + i % 7, 0);
+            CHECK_OK(queue_reader_body(rd, ids[i], &out, &len));
+            CHECK(len == (size_t)n && memcmp(out, body, len) == 0 && out[len] == '\0');
+            free(out);
+        }
+    }
+    /* A read of this thread inside the reader's: the same snapshot. */
+    CHECK_OK(queue_job_get(q, ids[7], &got));
+    CHECK(got.id == ids[7]);
+    queue_job_clear(&got);
+    CHECK_RC(queue_reader_body(rd, 987654, &out, &len), QUEUE_ENOTFOUND);
+    CHECK(out == NULL && len == 0);
+    CHECK_OK(queue_reader_body(rd, ids[49], &out, &len)); /* still usable after a miss */
+    free(out);
+    queue_reader_close(rd);
+    queue_reader_close(NULL);
+    /* Reads after the close set up their own snapshot again. */
+    CHECK_OK(queue_job_body(q, ids[0], &out, &len));
+    free(out);
+    queue_batch_free(b);
+    queue_close(q);
+}
+
 static void t_ids_reopen(void)
 {
     queue_t *q = open_q(NULL);
@@ -1498,6 +1547,7 @@ static void t_campaign_migrate(void)
 static const qtest_case_t cases[] = {
     {"roundtrip", t_roundtrip},
     {"body", t_body},
+    {"reader", t_reader},
     {"ids_reopen", t_ids_reopen},
     {"idem", t_idem},
     {"due", t_due},
