@@ -993,36 +993,19 @@ void queue_job_clear(queue_job_t *job)
 
 int queue_job_body(queue_t *q, uint64_t id, char **body, size_t *len)
 {
-    unsigned char kb[8];
-    MDB_val k = {sizeof kb, kb}, v;
-    char *copy = NULL;
-    queue__rd_t r;
+    queue_reader_t *rd;
     int rc;
 
     if (body == NULL || len == NULL)
         return QUEUE_EINVAL;
     *body = NULL;
     *len = 0;
-    if (q == NULL)
-        return QUEUE_EINVAL;
-    queue__be64_put(kb, id);
-    rc = queue__rd_begin(q, &r);
+    rc = queue_reader_open(q, &rd);
     if (rc != 0)
         return rc;
-    rc = mdb_get(r.txn, q->db_bodies, &k, &v);
-    if (rc == 0) {
-        copy = malloc(v.mv_size + 1);
-        if (copy == NULL) {
-            rc = -ENOMEM;
-        } else {
-            memcpy(copy, v.mv_data, v.mv_size);
-            copy[v.mv_size] = '\0';
-            *body = copy;
-            *len = v.mv_size;
-        }
-    }
-    queue__rd_end(q, &r);
-    return queue__err_map(rc);
+    rc = queue_reader_body(rd, id, body, len);
+    queue_reader_close(rd);
+    return rc;
 }
 
 struct queue_reader {
