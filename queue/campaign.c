@@ -173,8 +173,8 @@ int queue__campaign_move(queue__wtxn_t *w, queue__str_t name, uint64_t id, int f
         cstate_key(kb, e->cid, from, id);
         k.mv_size = 13;
         k.mv_data = kb;
-        rc = mdb_del(w->txn, w->q->db_cstate, &k, NULL);
-        if (rc != 0 && rc != MDB_NOTFOUND)
+        rc = queue__idx_del(w, &w->cstate_cur[from], w->q->db_cstate, &k);
+        if (rc != 0)
             return rc;
     }
     if (to >= 1 && to <= QUEUE_STATE_MAX) {
@@ -182,7 +182,7 @@ int queue__campaign_move(queue__wtxn_t *w, queue__str_t name, uint64_t id, int f
         cstate_key(kb, e->cid, to, id);
         k.mv_size = 13;
         k.mv_data = kb;
-        rc = mdb_put(w->txn, w->q->db_cstate, &k, &v, 0);
+        rc = queue__idx_put(w, &w->cstate_cur[to], w->q->db_cstate, &k, &v);
         if (rc != 0)
             return rc;
     }
@@ -191,10 +191,8 @@ int queue__campaign_move(queue__wtxn_t *w, queue__str_t name, uint64_t id, int f
         cjobs_key(kb, e->cid, id);
         k.mv_size = 12;
         k.mv_data = kb;
-        rc = from == 0 ? mdb_put(w->txn, w->q->db_cjobs, &k, &v, 0)
-                       : mdb_del(w->txn, w->q->db_cjobs, &k, NULL);
-        if (rc == MDB_NOTFOUND)
-            rc = 0;
+        rc = from == 0 ? queue__idx_put(w, &w->cjobs_cur, w->q->db_cjobs, &k, &v)
+                       : queue__idx_del(w, &w->cjobs_cur, w->q->db_cjobs, &k);
     }
     return rc;
 }

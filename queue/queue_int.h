@@ -280,6 +280,11 @@ typedef struct queue__wtxn {
     MDB_cursor *due_cur;
     MDB_cursor *order_cur;
     MDB_cursor *done_cur;
+    /* One per state: a campaign's jobs in one state are a run of keys
+     * (cid, state, id), and a state change deletes in one run and inserts
+     * in another; one cursor per run stays on its pages. */
+    MDB_cursor *cstate_cur[QUEUE_STATE_MAX + 1];
+    MDB_cursor *cjobs_cur;
 } queue__wtxn_t;
 
 /* Index writes through the txn's cursor on the index (*cur, opened at the
