@@ -1447,6 +1447,180 @@ static void t_campaign_many(void)
     queue_close(q);
 }
 
+/* --- index churn ---------------------------------------------------------
+ * The indexes are written through cursors kept in the write txn (one per
+ * index, one per campaign state run): many state changes per batch, in
+ * random order, moving keys within and between runs, page splits and
+ * merges included. After each batch every index must equal a model. */
+
+enum { CH_JOBS = 3000, CH_CAMPS = 3, CH_KEYS = 40, CH_BATCHES = 25, CH_PER = 600 };
+
+typedef struct ch_model {
+    uint8_t state[CH_JOBS + 1];
+    double due[CH_JOBS + 1];
+    uint64_t seen[CH_JOBS + 1]; /* scan visits in this check */
+    uint64_t visits;
+    int bad;
+    double last_due;
+    uint64_t last_id;
+} ch_model_t;
+
+static const char *ch_camp(uint64_t id)
+{
+    static const char *names[CH_CAMPS] = {"churn-a", "churn-b", "churn-c"};
+    return id % 7 == 0 ? NULL : names[id % CH_CAMPS];
+}
+
+static int ch_due_cb(const queue_due_entry_t *e, void *user)
+{
+    ch_model_t *m = user;
+    if (e->id == 0 || e->id > CH_JOBS || !queue__state_is_due(m->state[e->id]) ||
+        queue__due_ms(m->due[e->id]) != queue__due_ms(e->due) ||
+        (queue__due_ms(e->due) == queue__due_ms(m->last_due) && e->id <= m->last_id) ||
+        queue__due_ms(e->due) < queue__due_ms(m->last_due))
+        m->bad++;
+    m->last_due = e->due;
+    m->last_id = e->id;
+    m->visits++;
+    return 0;
+}
+
+static int ch_camp_cb(const queue_job_t *j, void *user)
+{
+    ch_model_t *m = user;
+    if (j->id == 0 || j->id > CH_JOBS || m->seen[j->id]++ != 0 || j->id <= m->last_id)
+        m->bad++;
+    m->last_id = j->id;
+    m->visits++;
+    return 0;
+}
+
+static int ch_order_cb(const queue_due_entry_t *e, void *user)
+{
+    ch_model_t *m = user;
+    if (e->id == 0 || e->id > CH_JOBS || !queue__state_is_due(m->state[e->id]) ||
+        e->id <= m->last_id)
+        m->bad++;
+    m->last_id = e->id;
+    m->visits++;
+    return 0;
+}
+
+static void ch_check(queue_t *q, ch_model_t *m)
+{
+    uint64_t n_due = 0, c[QUEUE_STATE_MAX + 1];
+    char to[32], okey[QUEUE_ORDER_KEY_MAX + 1];
+
+    for (uint64_t id = 1; id <= CH_JOBS; id++)
+        n_due += queue__state_is_due(m->state[id]);
+    m->bad = 0;
+    m->visits = 0;
+    m->last_due = -1;
+    m->last_id = 0;
+    CHECK_OK(queue_due_scan(q, -1, 0, INFINITY, CH_JOBS + 10, ch_due_cb, m));
+    CHECK(m->bad == 0 && m->visits == n_due);
+    for (int ci = 0; ci < CH_CAMPS; ci++) {
+        const char *name = ch_camp((uint64_t)ci + 1 == 7 ? 8 : (uint64_t)ci + 1);
+        CHECK_OK(queue_campaign_counts(q, name, c));
+        for (int st = 1; st <= QUEUE_STATE_MAX; st++) {
+            uint64_t want = 0;
+            bool more = true;
+            for (uint64_t id = 1; id <= CH_JOBS; id++)
+                want += ch_camp(id) == name && m->state[id] == st;
+            memset(m->seen, 0, sizeof m->seen);
+            m->bad = 0;
+            m->visits = 0;
+            m->last_id = 0;
+            while (more) {
+                uint64_t before = m->visits;
+                CHECK_OK(queue_campaign_jobs(q, name, st, m->last_id, 1000, ch_camp_cb, m, &more));
+                CHECK(m->visits > before || !more);
+            }
+            for (uint64_t id = 1; id <= CH_JOBS; id++)
+                if (m->seen[id] && (ch_camp(id) != name || m->state[id] != st))
+                    m->bad++;
+            CHECK(m->bad == 0 && m->visits == want && c[st] == want);
+        }
+    }
+    for (int k = 0; k < CH_KEYS; k++) {
+        uint64_t want = 0;
+        snprintf(to, sizeof to, "+1555000%04d", k);
+        CHECK(queue_order_key(NULL, "1000001", to, okey, sizeof okey) > 0);
+        for (uint64_t id = 1; id <= CH_JOBS; id++)
+            want += id % CH_KEYS == (uint64_t)k && queue__state_is_due(m->state[id]);
+        m->bad = 0;
+        m->visits = 0;
+        m->last_id = 0;
+        CHECK_OK(queue_order_scan(q, okey, 0, UINT64_MAX, CH_JOBS, ch_order_cb, m));
+        CHECK(m->bad == 0 && m->visits == want);
+    }
+}
+
+static void t_index_churn(void)
+{
+    static ch_model_t m;
+    static const uint8_t next[][3] = {
+        /* from state: the states it may move to */
+        [QUEUE_STATE_QUEUED] = {QUEUE_STATE_SENDING, QUEUE_STATE_CANCELLED, QUEUE_STATE_QUEUED},
+        [QUEUE_STATE_SENDING] = {QUEUE_STATE_SENT, QUEUE_STATE_RETRYING, QUEUE_STATE_FAILED},
+        [QUEUE_STATE_RETRYING] = {QUEUE_STATE_SENDING, QUEUE_STATE_EXPIRED, QUEUE_STATE_QUEUED},
+        [QUEUE_STATE_SENT] = {QUEUE_STATE_SENT, QUEUE_STATE_SENT, QUEUE_STATE_SENT},
+        [QUEUE_STATE_FAILED] = {QUEUE_STATE_QUEUED, QUEUE_STATE_FAILED, QUEUE_STATE_FAILED},
+        [QUEUE_STATE_EXPIRED] = {QUEUE_STATE_EXPIRED, QUEUE_STATE_EXPIRED, QUEUE_STATE_EXPIRED},
+        [QUEUE_STATE_CANCELLED] = {QUEUE_STATE_QUEUED, QUEUE_STATE_CANCELLED,
+                                   QUEUE_STATE_CANCELLED},
+    };
+    queue_t *q = open_q(NULL);
+    queue_batch_t *b = queue_batch_new();
+    uint64_t seed = 12345;
+    char to[CH_JOBS + 1][32], camp[16];
+
+    CHECK(b != NULL);
+    memset(&m, 0, sizeof m);
+    for (uint64_t id = 1; id <= CH_JOBS; id++) {
+        queue_job_t j = job_make(queue_id_next(q), 100.0 + (double)(rnd(&seed) % 50));
+        CHECK(j.id == id);
+        snprintf(to[id], sizeof to[id], "+1555000%04d", (int)(id % CH_KEYS));
+        j.to = to[id];
+        if (ch_camp(id) != NULL) {
+            snprintf(camp, sizeof camp, "%s", ch_camp(id));
+            j.campaign = camp;
+        }
+        m.state[id] = QUEUE_STATE_QUEUED;
+        m.due[id] = j.next_attempt_at;
+        CHECK(queue_batch_add_job(b, &j, "{}", 2) >= 0);
+    }
+    CHECK_OK(queue_batch_commit(q, b));
+    ch_check(q, &m);
+    for (int bi = 0; bi < CH_BATCHES; bi++) {
+        queue_batch_reset(b);
+        for (int k = 0; k < CH_PER; k++) {
+            /* Mostly ascending ids (as a dispatch finishes them), some not. */
+            uint64_t id = k % 5 == 0 ? 1 + rnd(&seed) % CH_JOBS
+                                     : 1 + ((uint64_t)bi * CH_PER + (uint64_t)k) % CH_JOBS;
+            uint8_t st = next[m.state[id]][rnd(&seed) % 3];
+            queue_update_t u;
+            memset(&u, 0, sizeof u);
+            u.id = id;
+            u.state = st;
+            u.attempts = 1;
+            u.updated_at = 1700000000.0 + bi + k / 1000.0;
+            u.next_attempt_at =
+                queue__state_is_due(st) && rnd(&seed) % 2 ? m.due[id] + 1.0 : m.due[id];
+            CHECK(queue_batch_add_update(b, &u) >= 0);
+            m.state[id] = st;
+            if (queue__state_is_due(st))
+                m.due[id] = u.next_attempt_at;
+        }
+        CHECK_OK(queue_batch_commit(q, b));
+        for (int k = 0; k < CH_PER; k++)
+            CHECK(queue_batch_result(b, (size_t)k, NULL) == 0);
+        ch_check(q, &m);
+    }
+    queue_batch_free(b);
+    queue_close(q);
+}
+
 /* Conditional updates (only_from) and expiry replacement. */
 static void t_conditional(void)
 {
@@ -1566,6 +1740,7 @@ static const qtest_case_t cases[] = {
     {"concurrent", t_concurrent},
     {"campaign", t_campaign},
     {"campaign_many", t_campaign_many},
+    {"index_churn", t_index_churn},
     {"conditional", t_conditional},
     {"campaign_migrate", t_campaign_migrate},
 };
