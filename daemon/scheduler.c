@@ -162,9 +162,26 @@ typedef struct jslot {
     sched_job_t *job;
 } jslot_t;
 
+/* Jobs mostly enter the waiting set in (due, id) order: a refill loads them
+ * from the due index in that order, and submits due now come with rising
+ * ids. Those go to this FIFO, where taking the first costs nothing; the
+ * others (a retry for later, a job scheduled ahead of the last one) go to
+ * the heap. The next due job is the earlier of the two heads. */
+typedef struct jfifo {
+    sched_job_t **a;  /* ring of cap slots; NULL: removed */
+    size_t cap;       /* a power of two, or 0 */
+    size_t head, n;   /* first slot; slots in use, removed ones included */
+    double last_due;  /* (due, id) of the last appended: appends keep the */
+    uint64_t last_id; /* order even when that one is gone */
+} jfifo_t;
+
+/* wait_idx_ of a job in the FIFO: its slot, with this bit. */
+#define WAIT_FIFO 0x80000000u
+
 struct sched {
     sched_options_t opt;
-    heap_t waiting;    /* sched_job_t by (due, id) */
+    heap_t waiting;    /* sched_job_t by (due, id): those out of order */
+    jfifo_t wfifo;     /* the waiting jobs that came in order */
     heap_t expiry;     /* sched_job_t by expires_at */
     heap_t sleeping;   /* sched_sender_t by wake */
     heap_t pairq;      /* sched_pair_t with parked jobs, by release time */
@@ -395,6 +412,94 @@ static void *heap_top(const heap_t *h)
 static void job_set_idx(void *p, size_t i)
 {
     ((sched_job_t *)p)->wait_idx_ = (uint32_t)i;
+}
+
+/* --- the waiting set: FIFO + heap ----------------------------------------- */
+
+static bool wait_before(const sched_job_t *a, const sched_job_t *b)
+{
+    return a->due < b->due || (a->due == b->due && a->id < b->id);
+}
+
+/* Moves the live entries to a new ring (twice the size when more than half
+ * full), in order from slot 0. Fails only on allocation failure. */
+static int fifo_regrow(jfifo_t *f)
+{
+    size_t live = 0, cap, k;
+    sched_job_t **a;
+
+    for (k = 0; k < f->n; k++)
+        live += f->a[(f->head + k) & (f->cap - 1)] != NULL;
+    cap = f->cap == 0 ? 1024 : live * 2 > f->cap ? f->cap * 2 : f->cap;
+    if (cap > WAIT_FIFO)
+        return -ENOMEM;
+    a = malloc(cap * sizeof(*a));
+    if (a == NULL)
+        return -ENOMEM;
+    live = 0;
+    for (k = 0; k < f->n; k++) {
+        sched_job_t *j = f->a[(f->head + k) & (f->cap - 1)];
+        if (j != NULL) {
+            j->wait_idx_ = WAIT_FIFO | (uint32_t)live;
+            a[live++] = j;
+        }
+    }
+    free(f->a);
+    f->a = a;
+    f->cap = cap;
+    f->head = 0;
+    f->n = live;
+    return 0;
+}
+
+/* Drops removed slots at both ends, so a non-empty FIFO starts with a job. */
+static void fifo_trim(jfifo_t *f)
+{
+    while (f->n > 0 && f->a[f->head] == NULL) {
+        f->head = (f->head + 1) & (f->cap - 1);
+        f->n--;
+    }
+    while (f->n > 0 && f->a[(f->head + f->n - 1) & (f->cap - 1)] == NULL)
+        f->n--;
+}
+
+/* Never fails: room for every job is reserved in the heap (at add). */
+static void wait_push(sched_t *s, sched_job_t *j)
+{
+    jfifo_t *f = &s->wfifo;
+
+    if ((f->n == 0 || j->due > f->last_due || (j->due == f->last_due && j->id > f->last_id)) &&
+        (f->n < f->cap || fifo_regrow(f) == 0)) {
+        size_t slot = (f->head + f->n) & (f->cap - 1);
+        f->a[slot] = j;
+        f->n++;
+        f->last_due = j->due;
+        f->last_id = j->id;
+        j->wait_idx_ = WAIT_FIFO | (uint32_t)slot;
+        return;
+    }
+    heap_push(&s->waiting, j, j->due, j->id);
+}
+
+static sched_job_t *wait_top(const sched_t *s)
+{
+    sched_job_t *h = heap_top(&s->waiting);
+    sched_job_t *f = s->wfifo.n > 0 ? s->wfifo.a[s->wfifo.head] : NULL;
+
+    if (f == NULL)
+        return h;
+    return h == NULL || wait_before(f, h) ? f : h;
+}
+
+static void wait_remove(sched_t *s, sched_job_t *j)
+{
+    if (j->wait_idx_ & WAIT_FIFO) {
+        s->wfifo.a[j->wait_idx_ & ~WAIT_FIFO] = NULL;
+        fifo_trim(&s->wfifo);
+        j->wait_idx_ = IDX_NONE;
+    } else {
+        heap_remove(&s->waiting, j->wait_idx_);
+    }
 }
 
 static void exp_set_idx(void *p, size_t i)
@@ -1390,6 +1495,7 @@ void sched_free(sched_t *s)
     htab_free_all(&s->senders, free_sender_node);
     free(s->account_reason);
     free(s->waiting.a);
+    free(s->wfifo.a);
     free(s->expiry.a);
     free(s->sleeping.a);
     free(s->pairq.a);
@@ -1536,7 +1642,7 @@ int sched_job_add(sched_t *s, const sched_job_t *tmpl, const sched_keys_t *keys)
             job_unready(s, old);
     }
     j->where_ = W_WAITING;
-    heap_push(&s->waiting, j, j->due, j->id);
+    wait_push(s, j);
     if (j->expires_at > 0)
         heap_push(&s->expiry, j, j->expires_at, j->id);
     return 0;
@@ -1559,8 +1665,8 @@ static void advance(sched_t *s, double now)
 
     if (now > s->now)
         s->now = now;
-    while ((j = heap_top(&s->waiting)) != NULL && j->due <= now) {
-        heap_remove(&s->waiting, 0);
+    while ((j = wait_top(s)) != NULL && j->due <= now) {
+        wait_remove(s, j);
         j->where_ = W_KEYWAIT;
         job_try_ready(s, j);
     }
@@ -1609,7 +1715,7 @@ static sched_job_t *sender_pick(sched_t *s, sched_sender_t *sd)
 
 static double next_wake(const sched_t *s, double now)
 {
-    const sched_job_t *j = heap_top(&s->waiting);
+    const sched_job_t *j = wait_top(s);
     const sched_job_t *e = heap_top(&s->expiry);
     const sched_sender_t *sd = heap_top(&s->sleeping);
     const sched_pair_t *p = heap_top(&s->pairq);
@@ -1783,13 +1889,13 @@ void sched_job_retry(sched_t *s, sched_job_t *j, double due)
         if (j->expires_at > 0)
             heap_push(&s->expiry, j, j->expires_at, j->id); /* reserved at add */
     } else if (j->where_ == W_WAITING) {
-        heap_remove(&s->waiting, j->wait_idx_);
+        wait_remove(s, j);
     } else {
         job_unready(s, j);
     }
     j->due = due;
     j->where_ = W_WAITING;
-    heap_push(&s->waiting, j, due, j->id); /* reserved at add: never fails */
+    wait_push(s, j); /* never fails */
     /* Defensive: if j was not its key's first, the first may go now. */
     if (j->okey_ != NULL && j->okey_->head != j)
         job_try_ready(s, j->okey_->head);
@@ -1805,7 +1911,7 @@ void sched_job_finish(sched_t *s, sched_job_t *j)
         inflight_end(s, j);
         break;
     case W_WAITING:
-        heap_remove(&s->waiting, j->wait_idx_);
+        wait_remove(s, j);
         break;
     case W_READY:
     case W_PAIRWAIT:

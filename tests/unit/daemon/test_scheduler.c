@@ -62,6 +62,83 @@ static void test_due_order(void)
     sched_free(s);
 }
 
+/* The waiting set keeps jobs that come in (due, id) order in a FIFO and the
+ * others in a heap: in-order runs, out-of-order adds, removals from the
+ * middle and both ends (finish, retry), FIFO growth; jobs must still
+ * become due in (due, id) order and the wake-up must be the earliest due. */
+enum { WS_N = 6000 };
+
+static uint64_t ws_rnd(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+static void test_waiting_set(void)
+{
+    static double due[WS_N + 1];
+    static char gone[WS_N + 1];
+    sched_t *s = make(0, WS_N + 10, WS_N + 10, WS_N + 10);
+    uint64_t x = 88172645463325252ull, left = 0, out = 0;
+    double wake, last_due = -1, min_due = INFINITY;
+    uint64_t last_id = 0;
+    sched_job_t *j;
+
+    for (uint64_t id = 1; id <= WS_N; id++) {
+        /* Runs in order (as a refill loads them), every 7th out of order. */
+        due[id] = id % 7 == 0 ? 900.0 + (double)(ws_rnd(&x) % 100) : 1000.0 + (double)(id / 3);
+        add(s, id, due[id], 1, "a");
+        if (id == 1000) {
+            /* The FIFO's head moves before it grows: slots are renumbered. */
+            for (uint64_t k = 1; k <= 400; k++) {
+                sched_job_finish(s, sched_job_find(s, k));
+                gone[k] = 1;
+            }
+        }
+    }
+    /* Finish some while waiting: at the FIFO's head, in the middle, at its tail. */
+    for (uint64_t id = 1; id <= WS_N; id++) {
+        if (id <= 450 || ws_rnd(&x) % 5 == 0 || id > WS_N - 30) {
+            if (gone[id])
+                continue;
+            j = sched_job_find(s, id);
+            CHECK(j != NULL);
+            sched_job_finish(s, j);
+            gone[id] = 1;
+        }
+    }
+    /* Retry others to a new due time, earlier or later. */
+    for (uint64_t id = 1; id <= WS_N; id++) {
+        if (!gone[id] && ws_rnd(&x) % 6 == 0) {
+            due[id] = 900.0 + (double)(ws_rnd(&x) % 2500);
+            j = sched_job_find(s, id);
+            CHECK(j != NULL);
+            sched_job_retry(s, j, due[id]);
+        }
+    }
+    for (uint64_t id = 1; id <= WS_N; id++) {
+        if (!gone[id]) {
+            left++;
+            min_due = fmin(min_due, due[id]);
+        }
+    }
+    CHECK(sched_next(s, min_due - 0.5, &wake) == NULL);
+    CHECK(wake == min_due);
+    /* Everything due at once: the sender's lane gets them in (due, id) order. */
+    while ((j = sched_next(s, 1e9, &wake)) != NULL) {
+        CHECK(!gone[j->id]);
+        CHECK(due[j->id] > last_due || (due[j->id] == last_due && j->id > last_id));
+        last_due = due[j->id];
+        last_id = j->id;
+        gone[j->id] = 1;
+        out++;
+    }
+    CHECK_EQ(out, left);
+    sched_free(s);
+}
+
 static void test_priority_within_sender(void)
 {
     sched_t *s = make(0, 100, 100, 100);
@@ -730,6 +807,7 @@ int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
         {"due_order", test_due_order},
+        {"waiting_set", test_waiting_set},
         {"senders_forgotten", test_senders_forgotten},
         {"priority_within_sender", test_priority_within_sender},
         {"round_robin_senders", test_round_robin_senders},
