@@ -2,7 +2,7 @@
  * scheduler.c - the dispatch scheduler (see scheduler.h for the policy).
  *
  * Where a job is (job->where_):
- *   W_WAITING  in the waiting heap until its due time;
+ *   W_WAITING  in the waiting set (FIFO or heap) until its due time;
  *   W_KEYWAIT  due, but behind an earlier job of its order key (or the
  *              key has a job in flight);
  *   W_READY    first of its key and due: in its lane's ready list;
@@ -1656,7 +1656,7 @@ nomem:
 
 /* --- public: decisions -------------------------------------------------------- */
 
-/* Moves due jobs out of the waiting heap, releases pairs and wakes senders. */
+/* Moves due jobs out of the waiting set, releases pairs and wakes senders. */
 static void advance(sched_t *s, double now)
 {
     sched_job_t *j;
