@@ -164,6 +164,11 @@ def _machine_busy_ticks():
     return sum(v) - v[3] - v[4], sum(v)  # busy (all but idle, iowait), all
 
 
+def _tree_ticks(pid):
+    """Ticks of a process and its children (nginx: master and workers)."""
+    return sum(sum(t for _, t in _proc_ticks(p).values()) for p in [pid] + _children(pid))
+
+
 def cpu_snapshot(daemon_pid, stub_pid):
     roles = dict.fromkeys(ROLES, 0)
     for tid, (comm, ticks) in _proc_ticks(daemon_pid).items():
@@ -173,10 +178,9 @@ def cpu_snapshot(daemon_pid, stub_pid):
             roles["event loop"] += ticks
         elif not comm.startswith("jemalloc"):
             roles["store commits (libuv pool)"] += ticks
-    for pid in [stub_pid] + _children(stub_pid):
-        roles["nginx (the stub)"] += sum(t for _, t in _proc_ticks(pid).values())
+    roles["nginx (the stub)"] = _tree_ticks(stub_pid)
     busy, total = _machine_busy_ticks()
-    return {"roles": roles, "busy": busy, "total": total, "t": time.time()}
+    return {"roles": roles, "busy": busy, "total": total}
 
 
 def cpu_per_send(a, b, sends):
@@ -196,10 +200,6 @@ def cpu_rows(bench, cpu, cores):
         rows.append({"bench": bench, "name": "    " + k, "value": cpu["roles"][k],
                      "unit": "us CPU/send"})
     return rows
-
-
-def _tree_ticks(pid):
-    return sum(sum(t for _, t in _proc_ticks(p).values()) for p in [pid] + _children(pid))
 
 
 def run_measured(argv, stub_pid):

@@ -416,9 +416,10 @@ static void job_set_idx(void *p, size_t i)
 
 /* --- the waiting set: FIFO + heap ----------------------------------------- */
 
-static bool wait_before(const sched_job_t *a, const sched_job_t *b)
+/* (due, id) order, the heap's (hent_less) as well. */
+static bool due_before(double due_a, uint64_t id_a, double due_b, uint64_t id_b)
 {
-    return a->due < b->due || (a->due == b->due && a->id < b->id);
+    return due_a < due_b || (due_a == due_b && id_a < id_b);
 }
 
 /* Moves the live entries to a new ring (twice the size when more than half
@@ -468,7 +469,7 @@ static void wait_push(sched_t *s, sched_job_t *j)
 {
     jfifo_t *f = &s->wfifo;
 
-    if ((f->n == 0 || j->due > f->last_due || (j->due == f->last_due && j->id > f->last_id)) &&
+    if ((f->n == 0 || due_before(f->last_due, f->last_id, j->due, j->id)) &&
         (f->n < f->cap || fifo_regrow(f) == 0)) {
         size_t slot = (f->head + f->n) & (f->cap - 1);
         f->a[slot] = j;
@@ -488,7 +489,7 @@ static sched_job_t *wait_top(const sched_t *s)
 
     if (f == NULL)
         return h;
-    return h == NULL || wait_before(f, h) ? f : h;
+    return h == NULL || due_before(f->due, f->id, h->due, h->id) ? f : h;
 }
 
 static void wait_remove(sched_t *s, sched_job_t *j)

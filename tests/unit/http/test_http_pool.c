@@ -132,42 +132,41 @@ static void t_errors(void)
     fx_fini(&f);
 }
 
+/* Posts to /<prefix><i> for i in [from, to) at once (the least busy thread
+ * takes each, so both send), waits for all, and checks what the stub saw:
+ * each path's authorization, and with `once`, a single hit. */
+static void post_batch_auth(fx_t *f, rec_t *r, const char *prefix, int from, int to,
+                            const char *auth, bool once)
+{
+    stub_seen_t seen;
+    char path[16];
+
+    for (int i = from; i < to; i++) {
+        snprintf(path, sizeof(path), "/%s%d", prefix, i);
+        CHECK(fx_rec_post(f, path, "{}", &r[i]) == 0);
+    }
+    for (int i = from; i < to; i++)
+        run_until(f, &r[i].done, 1);
+    for (int i = from; i < to; i++) {
+        snprintf(path, sizeof(path), "/%s%d", prefix, i);
+        stub_seen_get(f->stub, path, &seen);
+        CHECK((!once || seen.hits == 1) && strcmp(seen.auth, auth) == 0);
+    }
+}
+
 /* A new token reaches every thread; a refused one changes none. */
 static void t_set_token(void)
 {
     fx_t f;
     rec_t r[8];
-    stub_seen_t seen;
-    char path[16];
 
     memset(r, 0, sizeof(r));
     fx_init(&f, 2, NULL, 0);
     pool_open(&f, 2, "tok-A", 0);
     CHECK(http_pool_set_token(f.pool, "tok-B") == 0);
-    /* Four at once: the least busy thread takes each, so both send. */
-    for (int i = 0; i < 4; i++) {
-        snprintf(path, sizeof(path), "/b%d", i);
-        CHECK(fx_rec_post(&f, path, "{}", &r[i]) == 0);
-    }
-    for (int i = 0; i < 4; i++)
-        run_until(&f, &r[i].done, 1);
-    for (int i = 0; i < 4; i++) {
-        snprintf(path, sizeof(path), "/b%d", i);
-        stub_seen_get(f.stub, path, &seen);
-        CHECK(seen.hits == 1 && strcmp(seen.auth, "Bearer tok-B") == 0);
-    }
+    post_batch_auth(&f, r, "b", 0, 4, "Bearer tok-B", true);
     CHECK(http_pool_set_token(f.pool, "x\r\nX-Evil: 1") == HTTP_EINVAL);
-    for (int i = 4; i < 8; i++) {
-        snprintf(path, sizeof(path), "/c%d", i);
-        CHECK(fx_rec_post(&f, path, "{}", &r[i]) == 0);
-    }
-    for (int i = 4; i < 8; i++)
-        run_until(&f, &r[i].done, 1);
-    for (int i = 4; i < 8; i++) {
-        snprintf(path, sizeof(path), "/c%d", i);
-        stub_seen_get(f.stub, path, &seen);
-        CHECK(strcmp(seen.auth, "Bearer tok-B") == 0);
-    }
+    post_batch_auth(&f, r, "c", 4, 8, "Bearer tok-B", false);
     fx_fini(&f);
 }
 
