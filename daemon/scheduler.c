@@ -162,30 +162,38 @@ typedef struct jslot {
     sched_job_t *job;
 } jslot_t;
 
-/* Jobs mostly enter the waiting set in (due, id) order: a refill loads them
- * from the due index in that order, and submits due now come with rising
- * ids. Those go to this FIFO, where taking the first costs nothing; the
- * others (a retry for later, a job scheduled ahead of the last one) go to
- * the heap. The next due job is the earlier of the two heads. */
-typedef struct jfifo {
-    sched_job_t **a;  /* ring of cap slots; NULL: removed */
-    size_t cap;       /* a power of two, or 0 */
-    size_t head, n;   /* first slot; slots in use, removed ones included */
-    double last_due;  /* (due, id) of the last appended: appends keep the */
-    uint64_t last_id; /* order even when that one is gone */
-} jfifo_t;
+/* A heap whose elements mostly arrive in key order. Those go to a ring (a
+ * FIFO), where push, removal and taking the first cost O(1) and touch no
+ * other element; the others (a key before the last one appended) go to the
+ * heap. The first element is the earlier of the two heads. Used where
+ * arrival order is nearly key order: the waiting set by (due, id) (a
+ * refill loads jobs from the due index in that order, submits due now come
+ * with rising ids), expiry by (expires_at, id) (a fixed time to live after
+ * submission) and idle pairs by the time they may be forgotten (a fixed
+ * refill time after their last send). An element's index (set_idx) is its
+ * heap slot, or its ring slot with OSET_FIFO set. */
+typedef struct oset {
+    heap_t h;
+    void **r;      /* ring of rcap slots (a power of two, or 0); NULL: removed */
+    size_t rcap;   /* at most OSET_FIFO */
+    size_t rhead;  /* first slot */
+    size_t rn;     /* slots in use, removed ones included */
+    hent_t last;   /* the last appended: appends keep the order even when */
+    bool has_last; /* that one is gone */
+    /* The ordering fields of an element (its key and tie, as pushed): read
+     * for the ring's head only, so the ring holds pointers alone. */
+    void (*key_of)(const void *, hent_t *);
+} oset_t;
 
-/* wait_idx_ of a job in the FIFO: its slot, with this bit. */
-#define WAIT_FIFO 0x80000000u
+#define OSET_FIFO 0x40000000u
 
 struct sched {
     sched_options_t opt;
-    heap_t waiting;    /* sched_job_t by (due, id): those out of order */
-    jfifo_t wfifo;     /* the waiting jobs that came in order */
-    heap_t expiry;     /* sched_job_t by expires_at */
+    oset_t waiting;    /* sched_job_t by (due, id) */
+    oset_t expiry;     /* sched_job_t by (expires_at, id) */
     heap_t sleeping;   /* sched_sender_t by wake */
     heap_t pairq;      /* sched_pair_t with parked jobs, by release time */
-    heap_t pairidle;   /* sched_pair_t without jobs, by the time they may be forgotten */
+    oset_t pairidle;   /* sched_pair_t without jobs, by the time they may be forgotten */
     heap_t senderidle; /* sched_sender_t without jobs or pairs, by forget_at */
     sched_sender_t *ring_head, *ring_tail;
     /* id -> job, open addressing with tombstones; each slot holds the id
@@ -414,93 +422,137 @@ static void job_set_idx(void *p, size_t i)
     ((sched_job_t *)p)->wait_idx_ = (uint32_t)i;
 }
 
-/* --- the waiting set: FIFO + heap ----------------------------------------- */
-
-/* (due, id) order, the heap's (hent_less) as well. */
-static bool due_before(double due_a, uint64_t id_a, double due_b, uint64_t id_b)
-{
-    return due_a < due_b || (due_a == due_b && id_a < id_b);
-}
+/* --- ordered sets: FIFO + heap -------------------------------------------- */
 
 /* Moves the live entries to a new ring (twice the size when more than half
  * full), in order from slot 0. Fails only on allocation failure. */
-static int fifo_regrow(jfifo_t *f)
+static int oset_regrow(oset_t *o)
 {
     size_t live = 0, cap, k;
-    sched_job_t **a;
+    void **r;
 
-    for (k = 0; k < f->n; k++)
-        live += f->a[(f->head + k) & (f->cap - 1)] != NULL;
-    cap = f->cap == 0 ? 1024 : live * 2 > f->cap ? f->cap * 2 : f->cap;
-    if (cap > WAIT_FIFO)
+    for (k = 0; k < o->rn; k++)
+        live += o->r[(o->rhead + k) & (o->rcap - 1)] != NULL;
+    cap = o->rcap == 0 ? 1024 : live * 2 > o->rcap ? o->rcap * 2 : o->rcap;
+    if (cap > OSET_FIFO)
         return -ENOMEM;
-    a = malloc(cap * sizeof(*a));
-    if (a == NULL)
+    r = malloc(cap * sizeof(*r));
+    if (r == NULL)
         return -ENOMEM;
     live = 0;
-    for (k = 0; k < f->n; k++) {
-        sched_job_t *j = f->a[(f->head + k) & (f->cap - 1)];
-        if (j != NULL) {
-            j->wait_idx_ = WAIT_FIFO | (uint32_t)live;
-            a[live++] = j;
+    for (k = 0; k < o->rn; k++) {
+        void *x = o->r[(o->rhead + k) & (o->rcap - 1)];
+        if (x != NULL) {
+            o->h.set_idx(x, OSET_FIFO | live);
+            r[live++] = x;
         }
     }
-    free(f->a);
-    f->a = a;
-    f->cap = cap;
-    f->head = 0;
-    f->n = live;
+    free(o->r);
+    o->r = r;
+    o->rcap = cap;
+    o->rhead = 0;
+    o->rn = live;
     return 0;
 }
 
-/* Drops removed slots at both ends, so a non-empty FIFO starts with a job. */
-static void fifo_trim(jfifo_t *f)
+/* Drops removed slots at both ends, so a non-empty ring starts with an
+ * element. */
+static void oset_trim(oset_t *o)
 {
-    while (f->n > 0 && f->a[f->head] == NULL) {
-        f->head = (f->head + 1) & (f->cap - 1);
-        f->n--;
+    while (o->rn > 0 && o->r[o->rhead] == NULL) {
+        o->rhead = (o->rhead + 1) & (o->rcap - 1);
+        o->rn--;
     }
-    while (f->n > 0 && f->a[(f->head + f->n - 1) & (f->cap - 1)] == NULL)
-        f->n--;
+    while (o->rn > 0 && o->r[(o->rhead + o->rn - 1) & (o->rcap - 1)] == NULL)
+        o->rn--;
 }
 
-/* Never fails: room for every job is reserved in the heap (at add). */
-static void wait_push(sched_t *s, sched_job_t *j)
+/* Room for `n` elements in the heap: pushes up to that count never fail
+ * (the ring only takes what it has room for). */
+static int oset_reserve(oset_t *o, size_t n)
 {
-    jfifo_t *f = &s->wfifo;
+    return heap_reserve(&o->h, n);
+}
 
-    if ((f->n == 0 || due_before(f->last_due, f->last_id, j->due, j->id)) &&
-        (f->n < f->cap || fifo_regrow(f) == 0)) {
-        size_t slot = (f->head + f->n) & (f->cap - 1);
-        f->a[slot] = j;
-        f->n++;
-        f->last_due = j->due;
-        f->last_id = j->id;
-        j->wait_idx_ = WAIT_FIFO | (uint32_t)slot;
+/* Never fails when room was reserved. `key` and `tie` must be what key_of
+ * gives for x while it is in the set. */
+static void oset_push(oset_t *o, void *x, double key, uint64_t tie)
+{
+    hent_t e = {key, tie, x};
+
+    if ((!o->has_last || !hent_less(&e, &o->last)) && (o->rn < o->rcap || oset_regrow(o) == 0)) {
+        size_t slot = (o->rhead + o->rn) & (o->rcap - 1);
+        o->r[slot] = x;
+        o->rn++;
+        o->last = e;
+        o->has_last = true;
+        o->h.set_idx(x, OSET_FIFO | slot);
         return;
     }
-    heap_push(&s->waiting, j, j->due, j->id);
+    heap_push(&o->h, x, key, tie);
+}
+
+static void *oset_top(const oset_t *o)
+{
+    void *r = o->rn > 0 ? o->r[o->rhead] : NULL;
+    hent_t e;
+
+    if (r == NULL || o->h.n == 0)
+        return r != NULL ? r : heap_top(&o->h);
+    o->key_of(r, &e);
+    return hent_less(&e, &o->h.a[0]) ? r : o->h.a[0].p;
+}
+
+/* Removes the element at index i (as set_idx gave it). */
+static void oset_remove(oset_t *o, size_t i)
+{
+    if (i & OSET_FIFO) {
+        void **slot = &o->r[i & ~(size_t)OSET_FIFO];
+        o->h.set_idx(*slot, IDX_NONE);
+        *slot = NULL;
+        oset_trim(o);
+    } else {
+        heap_remove(&o->h, i);
+    }
+}
+
+static void oset_free(oset_t *o)
+{
+    free(o->h.a);
+    free(o->r);
+}
+
+static void wait_push(sched_t *s, sched_job_t *j)
+{
+    oset_push(&s->waiting, j, j->due, j->id);
 }
 
 static sched_job_t *wait_top(const sched_t *s)
 {
-    sched_job_t *h = heap_top(&s->waiting);
-    sched_job_t *f = s->wfifo.n > 0 ? s->wfifo.a[s->wfifo.head] : NULL;
-
-    if (f == NULL)
-        return h;
-    return h == NULL || due_before(f->due, f->id, h->due, h->id) ? f : h;
+    return oset_top(&s->waiting);
 }
 
 static void wait_remove(sched_t *s, sched_job_t *j)
 {
-    if (j->wait_idx_ & WAIT_FIFO) {
-        s->wfifo.a[j->wait_idx_ & ~WAIT_FIFO] = NULL;
-        fifo_trim(&s->wfifo);
-        j->wait_idx_ = IDX_NONE;
-    } else {
-        heap_remove(&s->waiting, j->wait_idx_);
-    }
+    oset_remove(&s->waiting, j->wait_idx_);
+}
+
+static void job_due_key(const void *p, hent_t *e)
+{
+    e->key = ((const sched_job_t *)p)->due;
+    e->tie = ((const sched_job_t *)p)->id;
+}
+
+static void job_expiry_key(const void *p, hent_t *e)
+{
+    e->key = ((const sched_job_t *)p)->expires_at;
+    e->tie = ((const sched_job_t *)p)->id;
+}
+
+static void pair_wake_key(const void *p, hent_t *e)
+{
+    e->key = ((const sched_pair_t *)p)->wake;
+    e->tie = 0;
 }
 
 static void exp_set_idx(void *p, size_t i)
@@ -1093,7 +1145,7 @@ static sched_pair_t *pair_get(sched_t *s, sched_sender_t *sd, uint64_t rcpt)
             return p;
     }
     if (ht_reserve(&s->pairs) != 0 || heap_reserve(&s->pairq, s->pairs.n + 1) != 0 ||
-        heap_reserve(&s->pairidle, s->pairs.n + 1) != 0)
+        oset_reserve(&s->pairidle, s->pairs.n + 1) != 0)
         return NULL;
     p = calloc(1, sizeof(*p));
     if (p == NULL)
@@ -1115,7 +1167,7 @@ static void pair_heap_del(sched_t *s, sched_pair_t *p)
         return;
     if (p->heap == PH_IDLE) {
         s->idle_pairs--;
-        heap_remove(&s->pairidle, p->heap_idx);
+        oset_remove(&s->pairidle, p->heap_idx);
     } else {
         heap_remove(&s->pairq, p->heap_idx);
     }
@@ -1130,7 +1182,7 @@ static void pair_heap_put(sched_t *s, sched_pair_t *p, int which, double wake)
     p->wake = wake;
     if (which == PH_IDLE) {
         s->idle_pairs++;
-        heap_push(&s->pairidle, p, wake, 0);
+        oset_push(&s->pairidle, p, wake, 0);
     } else {
         heap_push(&s->pairq, p, wake, 0);
     }
@@ -1202,7 +1254,7 @@ static void pair_maybe_idle(sched_t *s, sched_pair_t *p)
     }
     pair_heap_put(s, p, PH_IDLE, keep);
     while (s->idle_pairs > SCHED_IDLE_PAIRS_MAX)
-        pair_free(s, heap_top(&s->pairidle));
+        pair_free(s, oset_top(&s->pairidle));
 }
 
 /* --- order keys ------------------------------------------------------------- */
@@ -1431,11 +1483,14 @@ int sched_new(const sched_options_t *opt, sched_t **out)
         return -ENOMEM;
     s->opt = *opt;
     opt_fix(&s->opt);
-    s->waiting.set_idx = job_set_idx;
-    s->expiry.set_idx = exp_set_idx;
+    s->waiting.h.set_idx = job_set_idx;
+    s->waiting.key_of = job_due_key;
+    s->expiry.h.set_idx = exp_set_idx;
+    s->expiry.key_of = job_expiry_key;
     s->sleeping.set_idx = sender_set_idx;
     s->pairq.set_idx = pair_set_idx;
-    s->pairidle.set_idx = pair_set_idx;
+    s->pairidle.h.set_idx = pair_set_idx;
+    s->pairidle.key_of = pair_wake_key;
     s->senderidle.set_idx = sender_idle_set_idx;
     s->global.tokens = s->opt.global_rate > 1 ? s->opt.global_rate : 1;
     s->global.last = -1;
@@ -1495,12 +1550,11 @@ void sched_free(sched_t *s)
     htab_free_all(&s->campaigns, free_campaign_node);
     htab_free_all(&s->senders, free_sender_node);
     free(s->account_reason);
-    free(s->waiting.a);
-    free(s->wfifo.a);
-    free(s->expiry.a);
+    oset_free(&s->waiting);
+    oset_free(&s->expiry);
     free(s->sleeping.a);
     free(s->pairq.a);
-    free(s->pairidle.a);
+    oset_free(&s->pairidle);
     free(s->senderidle.a);
     free(s);
 }
@@ -1577,8 +1631,8 @@ int sched_job_add(sched_t *s, const sched_job_t *tmpl, const sched_keys_t *keys)
         return -ENOSPC;
     /* Everything that can fail comes first, so a failure leaves no trace
      * but interned objects, which are shared and freed by their own rules. */
-    if (jobs_reserve(s) != 0 || heap_reserve(&s->waiting, s->jobs_n + 1) != 0 ||
-        heap_reserve(&s->expiry, s->jobs_n + 1) != 0 || ht_reserve(&s->okeys) != 0)
+    if (jobs_reserve(s) != 0 || oset_reserve(&s->waiting, s->jobs_n + 1) != 0 ||
+        oset_reserve(&s->expiry, s->jobs_n + 1) != 0 || ht_reserve(&s->okeys) != 0)
         return -ENOMEM;
     sd = sender_get(s, keys->phone_number_id);
     c = sd ? camp_get(s, keys->campaign) : NULL;
@@ -1645,7 +1699,7 @@ int sched_job_add(sched_t *s, const sched_job_t *tmpl, const sched_keys_t *keys)
     j->where_ = W_WAITING;
     wait_push(s, j);
     if (j->expires_at > 0)
-        heap_push(&s->expiry, j, j->expires_at, j->id);
+        oset_push(&s->expiry, j, j->expires_at, j->id);
     return 0;
 nomem:
     camp_maybe_idle(s, c);
@@ -1673,7 +1727,7 @@ static void advance(sched_t *s, double now)
     }
     while ((p = heap_top(&s->pairq)) != NULL && p->wake <= now)
         pair_release(s, p, now);
-    while ((p = heap_top(&s->pairidle)) != NULL && p->wake <= now)
+    while ((p = oset_top(&s->pairidle)) != NULL && p->wake <= now)
         pair_free(s, p);
     while ((sd = heap_top(&s->sleeping)) != NULL && sd->wake <= now) {
         heap_remove(&s->sleeping, 0);
@@ -1717,7 +1771,7 @@ static sched_job_t *sender_pick(sched_t *s, sched_sender_t *sd)
 static double next_wake(const sched_t *s, double now)
 {
     const sched_job_t *j = wait_top(s);
-    const sched_job_t *e = heap_top(&s->expiry);
+    const sched_job_t *e = oset_top(&s->expiry);
     const sched_sender_t *sd = heap_top(&s->sleeping);
     const sched_pair_t *p = heap_top(&s->pairq);
     double w = INFINITY;
@@ -1751,7 +1805,7 @@ static void take_flight(sched_t *s, sched_job_t *j, double now)
     if (j->okey_ != NULL)
         j->okey_->inflight++;
     if (j->exp_idx_ != IDX_NONE)
-        heap_remove(&s->expiry, j->exp_idx_);
+        oset_remove(&s->expiry, j->exp_idx_);
     camp_count_send(j->camp_, now);
     sd->inflight++;
     sd->n_jobs--;
@@ -1835,7 +1889,7 @@ sched_job_t *sched_next(sched_t *s, double now, double *wake)
 
 sched_job_t *sched_next_expired(sched_t *s, double now)
 {
-    sched_job_t *j = heap_top(&s->expiry);
+    sched_job_t *j = oset_top(&s->expiry);
 
     if (now > s->now)
         s->now = now;
@@ -1888,7 +1942,7 @@ void sched_job_retry(sched_t *s, sched_job_t *j, double due)
     if (j->where_ == W_INFLIGHT) {
         inflight_end(s, j);
         if (j->expires_at > 0)
-            heap_push(&s->expiry, j, j->expires_at, j->id); /* reserved at add */
+            oset_push(&s->expiry, j, j->expires_at, j->id); /* reserved at add */
     } else if (j->where_ == W_WAITING) {
         wait_remove(s, j);
     } else {
@@ -1922,7 +1976,7 @@ void sched_job_finish(sched_t *s, sched_job_t *j)
         break;
     }
     if (j->exp_idx_ != IDX_NONE)
-        heap_remove(&s->expiry, j->exp_idx_);
+        oset_remove(&s->expiry, j->exp_idx_);
     j->sender->n_jobs--;
     jobs_delete(s, j->id);
     if (--j->camp_->refs == 0)

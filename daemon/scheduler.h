@@ -103,8 +103,8 @@ typedef struct sched_job {
     uint8_t where_;
     bool win_pending_;                 /* its departure is not in the window yet */
     bool win_slot_;                    /* this attempt has a place in the window (win_seq_) */
-    uint32_t wait_idx_;                /* in the waiting heap or FIFO */
-    uint32_t exp_idx_;                 /* in the expiry heap */
+    uint32_t wait_idx_;                /* in the waiting set (heap or FIFO) */
+    uint32_t exp_idx_;                 /* in the expiry set (heap or FIFO) */
     uint32_t win_seq_;                 /* its place in the sender's window */
     struct sched_job *next_, *prev_;   /* lane ready list or pair park list */
     struct sched_job *knext_, *kprev_; /* order key list, by id */

@@ -680,6 +680,63 @@ static void test_expiry(void)
     sched_free(s);
 }
 
+/* The expiry set is an ordered set like the waiting set (FIFO for jobs
+ * that come in (expires_at, id) order, heap for the rest): with in-order
+ * runs, earlier expiries, jobs leaving from the middle (finished, picked,
+ * retried back in) and growth, sched_next_expired must hand out every job
+ * still held in (expires_at, id) order and none that left. */
+static void test_expiry_order(void)
+{
+    static double exp_at[WS_N + 1];
+    static char gone[WS_N + 1];
+    sched_t *s = make(0, WS_N + 10, WS_N + 10, WS_N + 10);
+    uint64_t x = 2463534242ull, left = 0, out = 0, last_id = 0;
+    double last = -1;
+    sched_job_t t, *j;
+    sched_keys_t k = {"a", NULL, NULL, NULL};
+
+    memset(&t, 0, sizeof(t));
+    for (uint64_t id = 1; id <= WS_N; id++) {
+        /* A fixed time to live after submission, every 5th earlier. */
+        exp_at[id] =
+            id % 5 == 0 ? 5000.0 + (double)(ws_rnd(&x) % 3000) : 10000.0 + (double)(id / 4);
+        t.id = id;
+        t.due = 100.0; /* waits: only expiry reaches it */
+        t.expires_at = exp_at[id];
+        CHECK_EQ(sched_job_add(s, &t, &k), 0);
+    }
+    for (uint64_t id = 1; id <= WS_N; id++) {
+        if (id <= 300 || ws_rnd(&x) % 4 == 0 || id > WS_N - 20) {
+            sched_job_finish(s, sched_job_find(s, id));
+            gone[id] = 1;
+        }
+    }
+    /* Some leave for flight (out of the set) and come back by a retry. */
+    for (uint64_t n = 0; n < 200; n++) {
+        j = sched_next(s, 100.0, NULL);
+        CHECK(j != NULL);
+        if (n % 2 == 0) {
+            sched_job_retry(s, j, 200.0);
+        } else {
+            gone[j->id] = 1;
+            sched_job_finish(s, j);
+        }
+    }
+    for (uint64_t id = 1; id <= WS_N; id++)
+        left += !gone[id];
+    while ((j = sched_next_expired(s, 1e9)) != NULL) {
+        CHECK(!gone[j->id]);
+        CHECK(exp_at[j->id] > last || (exp_at[j->id] == last && j->id > last_id));
+        last = exp_at[j->id];
+        last_id = j->id;
+        gone[j->id] = 1;
+        sched_job_finish(s, j);
+        out++;
+    }
+    CHECK_EQ(out, left);
+    sched_free(s);
+}
+
 /* A campaign's send rate over the last seconds. */
 static void test_campaign_rate(void)
 {
@@ -825,6 +882,7 @@ int main(int argc, char **argv)
         {"adaptive_rate", test_adaptive_rate},
         {"pauses", test_pauses},
         {"expiry", test_expiry},
+        {"expiry_order", test_expiry_order},
         {"campaign_rate", test_campaign_rate},
         {"memory_released", test_memory_released},
     };
