@@ -16,6 +16,7 @@
 #include <cjson/cJSON.h>
 
 #include "daemon.h"
+#include "jsonnum.h"
 
 #define WATCH_BUFFER ((size_t)256 << 10)
 
@@ -93,15 +94,15 @@ void daemon_event_job_in(daemon_t *d, uint64_t id, int state, const char *campai
         cJSON_AddNullToObject(o, "wamid");
     if (err != NULL && (err->status != 0 || err->code[0] != '\0')) {
         cJSON *e = cJSON_AddObjectToObject(o, "error");
-        cJSON_AddNumberToObject(e, "status", err->status);
+        jsonnum_add(e, "status", err->status);
         cJSON_AddStringToObject(e, "code", err->code);
         cJSON_AddStringToObject(e, "message", err->message);
         if (err->meta_code != 0)
-            cJSON_AddNumberToObject(e, "metaCode", (double)err->meta_code);
+            jsonnum_add(e, "metaCode", (double)err->meta_code);
     } else {
         cJSON_AddNullToObject(o, "error");
     }
-    cJSON_AddNumberToObject(o, "time", daemon_now());
+    jsonnum_add(o, "time", daemon_now());
     line = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (line == NULL)

@@ -12,6 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "daemon.h"
+#include "jsonnum.h"
 
 /* --- submits ---------------------------------------------------------- */
 
@@ -174,26 +175,26 @@ static cJSON *job_to_json(const queue_job_t *j)
     if (j->order_key)
         cJSON_AddStringToObject(o, "orderKey", j->order_key);
     cJSON_AddStringToObject(o, "priority", queue_priority_name(j->priority));
-    cJSON_AddNumberToObject(o, "attempts", j->attempts);
-    cJSON_AddNumberToObject(o, "createdAt", j->created_at);
-    cJSON_AddNumberToObject(o, "updatedAt", j->updated_at);
+    jsonnum_add(o, "attempts", j->attempts);
+    jsonnum_add(o, "createdAt", j->created_at);
+    jsonnum_add(o, "updatedAt", j->updated_at);
     if (queue_state_is_final(j->state))
         cJSON_AddNullToObject(o, "nextAttemptAt");
     else
-        cJSON_AddNumberToObject(o, "nextAttemptAt", j->next_attempt_at);
+        jsonnum_add(o, "nextAttemptAt", j->next_attempt_at);
     if (j->expires_at > 0)
-        cJSON_AddNumberToObject(o, "expiresAt", j->expires_at);
+        jsonnum_add(o, "expiresAt", j->expires_at);
     if (j->wamid)
         cJSON_AddStringToObject(o, "wamid", j->wamid);
     else
         cJSON_AddNullToObject(o, "wamid");
     if (j->last_error.status != 0 || j->last_error.code[0] != '\0') {
         cJSON *e = cJSON_AddObjectToObject(o, "lastError");
-        cJSON_AddNumberToObject(e, "status", j->last_error.status);
+        jsonnum_add(e, "status", j->last_error.status);
         cJSON_AddStringToObject(e, "code", j->last_error.code);
         cJSON_AddStringToObject(e, "message", j->last_error.message);
         if (j->last_error.meta_code != 0)
-            cJSON_AddNumberToObject(e, "metaCode", (double)j->last_error.meta_code);
+            jsonnum_add(e, "metaCode", (double)j->last_error.meta_code);
         else
             cJSON_AddNullToObject(e, "metaCode");
     } else {
@@ -235,10 +236,10 @@ static void sender_json_cb(const sched_sender_info_t *s, void *arg)
     cJSON *o = cJSON_CreateObject();
 
     cJSON_AddStringToObject(o, "phoneNumberId", s->phone_number_id);
-    cJSON_AddNumberToObject(o, "queued", (double)s->queued);
-    cJSON_AddNumberToObject(o, "inflight", s->inflight);
-    cJSON_AddNumberToObject(o, "rate", s->rate);
-    cJSON_AddNumberToObject(o, "maxRate", s->max_rate);
+    jsonnum_add(o, "queued", (double)s->queued);
+    jsonnum_add(o, "inflight", s->inflight);
+    jsonnum_add(o, "rate", s->rate);
+    jsonnum_add(o, "maxRate", s->max_rate);
     cJSON_AddBoolToObject(o, "paused", s->paused);
     if (s->reason)
         cJSON_AddStringToObject(o, "reason", s->reason);
@@ -279,28 +280,28 @@ static void handle_stats(daemon_t *d, ipc_req_t *req)
 
     (void)queue_counts(d->q, counts);
     for (s = 1; s <= QUEUE_STATE_MAX; s++)
-        cJSON_AddNumberToObject(c, queue_state_name(s), (double)counts[s]);
+        jsonnum_add(c, queue_state_name(s), (double)counts[s]);
     sched_senders_each(d->sched, daemon_now(), sender_json_cb, senders);
     account_json(d, acct);
-    cJSON_AddNumberToObject(st, "inflight", sched_inflight(d->sched));
-    cJSON_AddNumberToObject(st, "httpInflight", (double)http_pool_inflight(d->http));
-    cJSON_AddNumberToObject(st, "active", (double)sched_jobs(d->sched));
-    cJSON_AddNumberToObject(st, "commitBacklog", (double)commit_backlog(d->commit));
-    cJSON_AddNumberToObject(st, "submitted", (double)d->stats.submitted);
-    cJSON_AddNumberToObject(st, "duplicates", (double)d->stats.duplicates);
-    cJSON_AddNumberToObject(st, "requests", (double)d->stats.sends);
-    cJSON_AddNumberToObject(st, "possibleDuplicates", (double)d->stats.maybe_duplicates);
-    cJSON_AddNumberToObject(st, "throttled", (double)d->stats.by_action[CLASSIFY_THROTTLE_SENDER]);
-    cJSON_AddNumberToObject(st, "pairLimited", (double)d->stats.by_action[CLASSIFY_RETRY_PAIR]);
-    cJSON_AddNumberToObject(st, "commits", (double)d->stats.commits);
-    cJSON_AddNumberToObject(st, "purged", (double)d->stats.purged);
-    cJSON_AddNumberToObject(st, "connections", ipc_server_connections(d->ipc));
+    jsonnum_add(st, "inflight", sched_inflight(d->sched));
+    jsonnum_add(st, "httpInflight", (double)http_pool_inflight(d->http));
+    jsonnum_add(st, "active", (double)sched_jobs(d->sched));
+    jsonnum_add(st, "commitBacklog", (double)commit_backlog(d->commit));
+    jsonnum_add(st, "submitted", (double)d->stats.submitted);
+    jsonnum_add(st, "duplicates", (double)d->stats.duplicates);
+    jsonnum_add(st, "requests", (double)d->stats.sends);
+    jsonnum_add(st, "possibleDuplicates", (double)d->stats.maybe_duplicates);
+    jsonnum_add(st, "throttled", (double)d->stats.by_action[CLASSIFY_THROTTLE_SENDER]);
+    jsonnum_add(st, "pairLimited", (double)d->stats.by_action[CLASSIFY_RETRY_PAIR]);
+    jsonnum_add(st, "commits", (double)d->stats.commits);
+    jsonnum_add(st, "purged", (double)d->stats.purged);
+    jsonnum_add(st, "connections", ipc_server_connections(d->ipc));
     http_pool_stats(d->http, &hs);
-    cJSON_AddNumberToObject(st, "httpConnects", (double)hs.connects);
-    cJSON_AddNumberToObject(st, "tlsHandshakes", (double)hs.handshakes);
+    jsonnum_add(st, "httpConnects", (double)hs.connects);
+    jsonnum_add(st, "tlsHandshakes", (double)hs.handshakes);
     if (queue_space(d->q, &map, &used) == 0) {
-        cJSON_AddNumberToObject(st, "storeMapBytes", (double)map);
-        cJSON_AddNumberToObject(st, "storeUsedBytes", (double)used);
+        jsonnum_add(st, "storeMapBytes", (double)map);
+        jsonnum_add(st, "storeUsedBytes", (double)used);
     }
     ipc_req_reply_ok(req, fields);
 }
@@ -358,12 +359,12 @@ static void handle_campaign(daemon_t *d, ipc_req_t *req, const ipc_request_t *r)
     fields = cJSON_CreateObject();
     c = cJSON_AddObjectToObject(fields, "campaign");
     cJSON_AddStringToObject(c, "name", r->campaign);
-    cJSON_AddNumberToObject(c, "total", (double)counts[0]);
+    jsonnum_add(c, "total", (double)counts[0]);
     cnt = cJSON_AddObjectToObject(c, "counts");
     for (int s = 1; s <= QUEUE_STATE_MAX; s++)
-        cJSON_AddNumberToObject(cnt, queue_state_name(s), (double)counts[s]);
+        jsonnum_add(cnt, queue_state_name(s), (double)counts[s]);
     cJSON_AddBoolToObject(c, "paused", paused);
-    cJSON_AddNumberToObject(c, "ratePerSecond", rate);
+    jsonnum_add(c, "ratePerSecond", rate);
     ipc_req_reply_ok(req, fields);
 }
 
@@ -482,7 +483,7 @@ static bool bulk_finish_if_done(bulk_t *b)
         ipc_req_reply_error(b->req, IPC_ERR_INTERNAL, "store: %s", queue_strerror(b->err));
     } else {
         f = cJSON_CreateObject();
-        cJSON_AddNumberToObject(f, b->field, (double)b->changed);
+        jsonnum_add(f, b->field, (double)b->changed);
         ipc_req_reply_ok(b->req, f);
     }
     uv_close((uv_handle_t *)&b->turn, bulk_closed_cb);
