@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -118,10 +119,14 @@ static int classify_status(int status, const char *code, const char *message)
 
 /*
  * Every send that succeeds goes through here, so its answer is read with a
- * scanner that builds nothing: it checks the whole document is JSON and
- * finds data.messages[0].id (the first of each key, as cJSON's lookup
- * does). Anything unusual (an escape inside the id, nesting deeper than
- * SCAN_DEPTH) hands the answer to cJSON instead.
+ * scanner that builds nothing. It finds what parse_wamid finds in what
+ * cJSON_ParseWithLength accepts - data.messages[0].id, the first of each
+ * key, trailing bytes ignored - and takes what cJSON takes: any byte up to
+ * 0x20 as whitespace, numbers by strtod, `messages` as an object too (its
+ * first member is item 0 to cJSON_GetArrayItem). Anything unusual (an
+ * escape in any string, a raw control byte in one, nesting deeper than
+ * SCAN_DEPTH) hands the answer to cJSON instead. tests/fuzz/fuzz_answer
+ * checks the two against each other.
  */
 #define SCAN_DEPTH 64
 
@@ -135,11 +140,13 @@ typedef struct scan {
 /* Where the walk is relative to data.messages[0].id. */
 enum { AT_ROOT, AT_DATA, AT_MESSAGES, AT_FIRST, AT_ID, AT_OTHER };
 
+/* Whitespace as cJSON takes it: any byte up to 0x20 (NUL and the other
+ * control bytes too), so both find the same wamid in the same bytes. */
 static void scan_ws(scan_t *s)
 {
     const char *p = s->p;
 
-    while (p < s->end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+    while (p < s->end && (unsigned char)*p <= 0x20)
         p++;
     s->p = p;
 }
@@ -167,14 +174,13 @@ static uint64_t word_stops(uint64_t v)
 /* A string at s->p (the opening quote); its raw bytes in *str, *len.
  * Strings are most of an answer: the plain runs are skipped a word at a
  * time. */
-static bool scan_string(scan_t *s, const char **str, size_t *len, bool *escaped)
+static bool scan_string(scan_t *s, const char **str, size_t *len)
 {
     const char *p = s->p, *end = s->end, *q;
 
     if (p >= end || *p != '"')
         return false;
     q = ++p;
-    *escaped = false;
     for (;;) {
         /* Eight bytes at a time while none of them stops the run; on a
          * little-endian machine the lowest flagged byte is the first stop. */
@@ -195,17 +201,12 @@ static bool scan_string(scan_t *s, const char **str, size_t *len, bool *escaped)
             p++;
         if (p >= end)
             return false;
-        if ((unsigned char)*p < 0x20) {
-            s->unusual = true; /* JSON forbids it, cJSON takes it: cJSON decides */
-            return false;
-        }
         if (*p == '"')
             break;
-        /* A backslash: the byte after it is taken as it is. */
-        *escaped = true;
-        if (p + 1 >= end)
-            return false;
-        p += 2;
+        /* A raw control byte (JSON forbids it, cJSON takes it) or an
+         * escape (cJSON checks and decodes it): cJSON decides. */
+        s->unusual = true;
+        return false;
     }
     *str = q;
     *len = (size_t)(p - q);
@@ -223,11 +224,39 @@ static bool scan_literal(scan_t *s, const char *lit)
     return true;
 }
 
+/* A number as cJSON reads one: of the run of digits, signs, points and
+ * exponent letters, what strtod takes; nothing taken is an error. A run of
+ * 64 bytes or more goes to cJSON (whose versions differ there: Debian's
+ * takes the whole run, upstream 1.7.15 its first 63 bytes). Success answers
+ * have no numbers: this path is rare. */
+static bool scan_number(scan_t *s)
+{
+    char buf[64], *after;
+    size_t n = 0;
+
+    while (s->p + n < s->end) {
+        char c = s->p[n];
+        if (!((c >= '0' && c <= '9') || c == '+' || c == '-' || c == 'e' || c == 'E' || c == '.'))
+            break;
+        if (n == sizeof(buf) - 1) {
+            s->unusual = true;
+            return false;
+        }
+        buf[n++] = c;
+    }
+    buf[n] = '\0';
+    (void)strtod(buf, &after);
+    if (after == buf)
+        return false;
+    s->p += after - buf;
+    return true;
+}
+
 static bool scan_value(scan_t *s, int at, int depth);
 
 static bool scan_object(scan_t *s, int at, int depth)
 {
-    bool seen_data = false, seen_messages = false, seen_id = false;
+    bool seen_data = false, seen_messages = false, seen_id = false, first = true;
 
     s->p++; /* '{' */
     scan_ws(s);
@@ -238,28 +267,29 @@ static bool scan_object(scan_t *s, int at, int depth)
     for (;;) {
         const char *k;
         size_t kl;
-        bool esc;
         int next = AT_OTHER;
 
         scan_ws(s);
-        if (!scan_string(s, &k, &kl, &esc))
+        if (!scan_string(s, &k, &kl))
             return false;
         scan_ws(s);
         if (s->p >= s->end || *s->p != ':')
             return false;
         s->p++;
         scan_ws(s);
-        if (!esc && at == AT_ROOT && kl == 4 && memcmp(k, "data", 4) == 0 && !seen_data) {
+        if (at == AT_ROOT && kl == 4 && memcmp(k, "data", 4) == 0 && !seen_data) {
             next = AT_DATA;
             seen_data = true;
-        } else if (!esc && at == AT_DATA && kl == 8 && memcmp(k, "messages", 8) == 0 &&
-                   !seen_messages) {
+        } else if (at == AT_DATA && kl == 8 && memcmp(k, "messages", 8) == 0 && !seen_messages) {
             next = AT_MESSAGES;
             seen_messages = true;
-        } else if (!esc && at == AT_FIRST && kl == 2 && memcmp(k, "id", 2) == 0 && !seen_id) {
+        } else if (at == AT_FIRST && kl == 2 && memcmp(k, "id", 2) == 0 && !seen_id) {
             next = AT_ID;
             seen_id = true;
+        } else if (at == AT_MESSAGES && first) {
+            next = AT_FIRST; /* `messages` an object: its first member is item 0 */
         }
+        first = false;
         if (!scan_value(s, next, depth + 1))
             return false;
         scan_ws(s);
@@ -306,7 +336,6 @@ static bool scan_value(scan_t *s, int at, int depth)
 {
     const char *str;
     size_t len;
-    bool esc;
 
     if (depth > SCAN_DEPTH) {
         s->unusual = true;
@@ -321,11 +350,9 @@ static bool scan_value(scan_t *s, int at, int depth)
     case '[':
         return scan_array(s, at, depth);
     case '"':
-        if (!scan_string(s, &str, &len, &esc))
+        if (!scan_string(s, &str, &len))
             return false;
         if (at == AT_ID) {
-            if (esc)
-                s->unusual = true;
             s->id = str;
             s->id_len = len;
         }
@@ -339,11 +366,7 @@ static bool scan_value(scan_t *s, int at, int depth)
     default:
         if (*s->p != '-' && (*s->p < '0' || *s->p > '9'))
             return false;
-        s->p++;
-        while (s->p < s->end && ((*s->p >= '0' && *s->p <= '9') || *s->p == '.' || *s->p == 'e' ||
-                                 *s->p == 'E' || *s->p == '+' || *s->p == '-'))
-            s->p++;
-        return true;
+        return scan_number(s);
     }
 }
 

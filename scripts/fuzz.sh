@@ -14,9 +14,9 @@ werror=OFF
 [[ "${CI:-}" == "true" ]] && werror=ON
 CC=clang cmake -S "$top" -B "$build" -DAVP_FUZZ=ON -DAVP_BUILD_TESTS=OFF -DAVP_WERROR=$werror \
     -DAVP_FUZZ_SECONDS="${AVP_FUZZ_SECONDS:-20}" >/dev/null
-cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" --target fuzz_request fuzz_record
+cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" --target fuzz_request fuzz_record fuzz_answer
 if [[ "${1:-}" == "--runs" ]]; then
-    for t in request record; do
+    for t in request record answer; do
         echo "== fuzz_$t: $2 runs"
         "$build/tests/fuzz/fuzz_$t" -runs="$2" -max_len=65536 -print_final_stats=1 \
             "$build/tests/fuzz/found-$t" "$top/tests/fuzz/corpus/$t" 2>&1 |

@@ -4,6 +4,8 @@
 corpus/request: socket lines, valid and invalid, of every op.
 corpus/record:  LMDB job records (format version 1, queue/queue_int.h),
                 valid ones and a few near misses.
+corpus/answer:  bodies of 2xx answers of the v2 API: the success answer,
+                its variants and near misses (the scanner's odd cases).
 Run again after a format change: python3 tests/fuzz/make_seeds.py
 """
 import json
@@ -93,6 +95,33 @@ def records():
     write("record", "trailing", record() + b"x")
 
 
+def answers():
+    ok = ('{"success":true,"data":{"messaging_product":"whatsapp","contacts":[{"input":'
+          '"15551234567","wa_id":"15551234567"}],"messages":[{"id":'
+          '"wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI5QUNFNjM3RDc2QjJFRTZGMjkA",'
+          '"message_status":"accepted"}]}}')
+    bodies = [
+        ok,
+        json.dumps(json.loads(ok), indent=2),
+        '{"data":{"messages":[{"id":"w1"},{"id":"w2"}]}}',
+        '{"data":{"x":[1,-2.5e3,true,false,null,{"id":"no"}],"messages":[{"a":{"id":"no"},"id":"w3"}]}}',
+        '{"data":{"messages":[{"id":"w4","id":"dup"}]},"data":{}}',
+        '{"data":{"messages":[{"id":"w\\u0041\\"q"}]}}',
+        '{"data":{"messages":[{"id":"w5"}]}} trailing',
+        '{"data":{"messages":[{"id":"w6"}]}',
+        '{"data":{"messages":[{"id":"w7"}],}}',
+        '{"data":{"messages":[{"id":5}]}}',
+        '{"data":{"messages":[{"id":"\u00e9\u20ac"}]}}',
+        '{"data":{"n":[0,-0,1.5,1e10,-1E-2,01,1.,.5,+1,1-2]},"data":{"messages":[{"id":"w8"}]}}',
+        '[' * 70 + ']' * 70,
+        '',
+        'null',
+    ]
+    for i, b in enumerate(bodies):
+        write("answer", "a%02d" % i, b.encode())
+
+
 if __name__ == "__main__":
     requests()
     records()
+    answers()

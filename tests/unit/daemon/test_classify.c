@@ -63,7 +63,13 @@ static void test_success_scanner(void)
         {"{\"data\":{\"messages\":[{\"id\":\"w5\"}]}} trailing", "w5"},      /* as cJSON */
         {"{\"data\":{\"messages\":[{\"id\":\"w6\"}]}", ""},                  /* cut short */
         {"{\"data\":{\"messages\":[{\"id\":\"w7\"}],}}", ""},                /* bad comma */
-        {"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]"
+        /* What cJSON takes, and its lookup finds (tests/fuzz/fuzz_answer): */
+        {"{\"data\":{\"messages\":{\"x\":{\"id\":\"w9\"}}}}", "w9"},     /* object's first member */
+        {"{\"data\":\x01{\"messages\":[{\"id\":\"w10\"}]}}", "w10"},     /* bytes <= 0x20: space */
+        {"{\"x\":12-3,\"data\":{\"messages\":[{\"id\":\"w11\"}]}}", ""}, /* strtod's number */
+        {"{\"x\":\"\\q\",\"data\":{\"messages\":[{\"id\":\"w12\"}]}}", ""}, /* bad escape */
+        {"{\"x\":\"\\u00e9\",\"data\":{\"messages\":[{\"id\":\"w13\"}]}}", "w13"},
+        {"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]"
          "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
          ""},
     };
