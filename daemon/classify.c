@@ -10,6 +10,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "json_scan.h"
+
 static const long meta_fail[] = {
     130472, 131050, 130403, 131026, 131021, /* experiment, opted out, blocked, ... */
     131047,                                 /* outside the 24 h window */
@@ -158,19 +160,6 @@ static bool str_plain(unsigned char c)
     return c >= 0x20 && c != '"' && c != '\\';
 }
 
-/* The bytes of the 8 in v (in memory order) that str_plain refuses, as
- * their top bits: a byte below 0x20 (v - 0x20.. borrows into its top bit),
- * a quote or a backslash (the byte XOR that value is zero); a byte with its
- * top bit set never counts. 0: none. A borrow can flag a byte above a
- * flagged one, never below: the lowest flag is exact. */
-static uint64_t word_stops(uint64_t v)
-{
-    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
-    uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
-
-    return ((v - ones * 0x20) | (q - ones) | (b - ones)) & ~v & high;
-}
-
 /* A string at s->p (the opening quote); its raw bytes in *str, *len.
  * Strings are most of an answer: the plain runs are skipped a word at a
  * time. */
@@ -188,7 +177,7 @@ static bool scan_string(scan_t *s, const char **str, size_t *len)
             uint64_t v, m;
 
             memcpy(&v, p, 8);
-            m = word_stops(v);
+            m = json_scan_stops(v);
             if (m != 0) {
 #if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
                 p += __builtin_ctzll(m) >> 3;

@@ -20,6 +20,7 @@
  * fuzz target check both paths against each other.
  */
 #include "ipc_int.h"
+#include "json_scan.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -134,19 +135,6 @@ static int scan_sep(struct fscan *f, char close, bool in_msg)
     return 0;
 }
 
-/* The bytes of the 8 in v (memory order) that end a plain run of string
- * bytes, as their top bits: a byte below 0x20 (v - 0x20.. borrows into its
- * top bit), a quote or a backslash (the byte XOR that value is zero); a byte
- * with its top bit set never counts. A borrow can flag a byte above a
- * flagged one, never below: the lowest flag is exact. */
-static uint64_t word_stops(uint64_t v)
-{
-    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
-    uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
-
-    return ((v - ones * 0x20) | (q - ones) | (b - ones)) & ~v & high;
-}
-
 /* A string without escapes or control bytes; f->p at its opening quote.
  * Plain runs are skipped eight bytes at a time. */
 static bool scan_str(struct fscan *f, const char **s, size_t *n)
@@ -158,7 +146,7 @@ static bool scan_str(struct fscan *f, const char **s, size_t *n)
         uint64_t v, m;
 
         memcpy(&v, p, 8);
-        m = word_stops(v);
+        m = json_scan_stops(v);
         if (m != 0) {
             p += __builtin_ctzll(m) >> 3;
             break;

@@ -12,5 +12,5 @@ echo "clang-format: ${#files[@]} files"
 clang-format --dry-run --Werror "${files[@]}"
 echo "cppcheck: daemon queue ipc ctl tests/fakeapi bench"
 cppcheck --quiet --std=c11 --enable=warning,performance,portability --inline-suppr \
-    --error-exitcode=1 -I daemon -I queue -I ipc daemon queue ipc ctl tests/fakeapi bench
+    --error-exitcode=1 -I daemon -I queue -I ipc -I util daemon queue ipc ctl tests/fakeapi bench
 echo "lint: clean"
