@@ -103,7 +103,8 @@ int queue__rd_begin(queue_t *q, queue__rd_t *r)
         atomic_store_explicit(&q->rtxn_owner, pthread_self(), memory_order_relaxed);
         return 0;
     }
-    /* Nested or concurrent read: a txn of its own (fine with MDB_NOTLS). */
+    /* Another thread holds the cached txn (or this read nests in one that
+     * had to open its own): a txn of its own (fine with MDB_NOTLS). */
     rc = mdb_txn_begin(q->env, NULL, MDB_RDONLY, &r->txn);
     if (rc != 0) {
         r->txn = NULL;
