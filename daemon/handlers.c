@@ -16,17 +16,19 @@
 
 /* --- submits ---------------------------------------------------------- */
 
+/* What a submit needs between its group commit and its answer. Small on
+ * purpose: one is held per submit in flight (tens of thousands in a burst),
+ * and the request's own strings stay valid until it is answered, which is
+ * why the job is activated before the answer. */
 typedef struct submit_ctx {
     daemon_t *d;
     ipc_req_t *req;
-    sched_job_t tmpl;
-    /* The request's strings die with its answer; the scheduler needs them
-     * after it. */
-    bool has_campaign, has_okey;
-    char phone_number_id[QUEUE_MAX_ID_LEN + 1];
-    char to[QUEUE_MAX_ID_LEN + 1];
-    char campaign[QUEUE_MAX_KEY_LEN + 1];
-    char order_key[QUEUE_ORDER_KEY_MAX + 1];
+    uint64_t id;
+    double due;
+    double expires_at;
+    uint16_t max_attempts;
+    uint8_t type;
+    uint8_t priority;
 } submit_ctx_t;
 
 static void submit_committed_cb(int rc, int result, uint64_t orig_id, void *arg)
@@ -49,17 +51,28 @@ static void submit_committed_cb(int rc, int result, uint64_t orig_id, void *arg)
         d->stats.duplicates++;
         ipc_req_reply_submit(ctx->req, orig_id, true);
     } else {
-        d->stats.submitted++;
+        const ipc_submit_t *s = &ipc_req_request(ctx->req)->submit;
+        sched_job_t tmpl = {.id = ctx->id,
+                            .due = ctx->due,
+                            .expires_at = ctx->expires_at,
+                            .max_attempts = ctx->max_attempts,
+                            .type = ctx->type,
+                            .priority = ctx->priority};
+        char okey[QUEUE_ORDER_KEY_MAX + 1];
         sched_keys_t k;
 
-        daemon_event_job_in(d, ctx->tmpl.id, QUEUE_STATE_QUEUED,
-                            ipc_req_request(ctx->req)->submit.campaign, NULL, NULL);
-        ipc_req_reply_submit(ctx->req, ctx->tmpl.id, false);
-        k.phone_number_id = ctx->phone_number_id;
-        k.to = ctx->to;
-        k.campaign = ctx->has_campaign ? ctx->campaign : NULL;
-        k.order_key = ctx->has_okey ? ctx->order_key : NULL;
-        dispatch_activate(d, &ctx->tmpl, &k);
+        d->stats.submitted++;
+        daemon_event_job_in(d, ctx->id, QUEUE_STATE_QUEUED, s->campaign, NULL, NULL);
+        k.phone_number_id = s->phone_number_id;
+        k.to = s->to;
+        k.campaign = s->campaign;
+        k.order_key =
+            queue_order_key(s->order_key, s->phone_number_id, s->to, okey, sizeof(okey)) > 0 ? okey
+                                                                                             : NULL;
+        /* Before the answer: the answer frees the request's strings. The
+         * scheduler copies or hashes what it keeps. */
+        dispatch_activate(d, &tmpl, &k);
+        ipc_req_reply_submit(ctx->req, ctx->id, false);
     }
     free(ctx);
 }
@@ -73,15 +86,6 @@ void daemon_refresh_unfinished(daemon_t *d)
     if (queue_counts(d->q, counts) == 0)
         d->unfinished =
             counts[QUEUE_STATE_QUEUED] + counts[QUEUE_STATE_RETRYING] + counts[QUEUE_STATE_SENDING];
-}
-
-/* snprintf(dst, size, "%s", src) without the printf machinery (every
- * submit copies three strings): cut at size - 1 bytes, always terminated. */
-static void copy_cstr(char *dst, size_t size, const char *src)
-{
-    size_t n = strnlen(src, size - 1);
-    memcpy(dst, src, n);
-    dst[n] = '\0';
 }
 
 static void handle_submit(daemon_t *d, ipc_req_t *req, const ipc_submit_t *s)
@@ -101,7 +105,7 @@ static void handle_submit(daemon_t *d, ipc_req_t *req, const ipc_submit_t *s)
                             d->cfg.max_queued);
         return;
     }
-    ctx = calloc(1, sizeof(*ctx));
+    ctx = malloc(sizeof(*ctx));
     if (ctx == NULL) {
         ipc_req_reply_error(req, IPC_ERR_INTERNAL, "out of memory");
         return;
@@ -125,20 +129,12 @@ static void handle_submit(daemon_t *d, ipc_req_t *req, const ipc_submit_t *s)
 
     ctx->d = d;
     ctx->req = req;
-    ctx->tmpl.id = job.id;
-    ctx->tmpl.due = job.next_attempt_at;
-    ctx->tmpl.expires_at = job.expires_at;
-    ctx->tmpl.max_attempts = job.max_attempts;
-    ctx->tmpl.type = job.type;
-    ctx->tmpl.priority = job.priority;
-    copy_cstr(ctx->phone_number_id, sizeof(ctx->phone_number_id), s->phone_number_id);
-    copy_cstr(ctx->to, sizeof(ctx->to), s->to);
-    if (s->campaign) {
-        ctx->has_campaign = true;
-        copy_cstr(ctx->campaign, sizeof(ctx->campaign), s->campaign);
-    }
-    ctx->has_okey = queue_order_key(s->order_key, s->phone_number_id, s->to, ctx->order_key,
-                                    sizeof(ctx->order_key)) > 0;
+    ctx->id = job.id;
+    ctx->due = job.next_attempt_at;
+    ctx->expires_at = job.expires_at;
+    ctx->max_attempts = job.max_attempts;
+    ctx->type = job.type;
+    ctx->priority = job.priority;
 
     rc = commit_add_job(d->commit, &job, s->body, s->body_len, submit_committed_cb, ctx);
     if (rc == QUEUE_EFULL || rc == -ENOSPC) {

@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "prefault.h"
+
 #define NPRIO 3
 #define IDX_NONE UINT32_MAX
 #define RATE_SLOTS 8
@@ -258,6 +260,22 @@ static uint64_t hash_ptrs(const void *a, const void *b, uint64_t c)
     return mix64((uint64_t)(uintptr_t)a * 31 + mix64((uint64_t)(uintptr_t)b) + c);
 }
 
+/* calloc for a table about to be written in full (a rehash): its pages
+ * mapped in one system call (prefault.h) before they are zeroed. */
+static void *table_alloc(size_t n, size_t size)
+{
+    void *p;
+
+    if (size != 0 && n > SIZE_MAX / size)
+        return NULL;
+    p = malloc(n * size);
+    if (p != NULL) {
+        avp_prefault(p, n * size);
+        memset(p, 0, n * size);
+    }
+    return p;
+}
+
 /* --- htab ---------------------------------------------------------------- */
 
 static int ht_reserve(htab_t *t)
@@ -268,7 +286,7 @@ static int ht_reserve(htab_t *t)
     if (t->n + 1 <= t->cap)
         return 0;
     cap = t->cap ? t->cap * 2 : 64;
-    b = calloc(cap, sizeof(*b));
+    b = table_alloc(cap, sizeof(*b));
     if (b == NULL)
         return -ENOMEM;
     for (i = 0; i < t->cap; i++) {
@@ -371,9 +389,17 @@ static int heap_reserve(heap_t *h, size_t n)
     cap = h->cap ? h->cap : 64;
     while (cap < n)
         cap *= 2;
-    a = realloc(h->a, cap * sizeof(*a));
+    /* Not realloc: it would copy the whole old capacity, most of it unused
+     * where a heap is reserved for elements that mostly wait elsewhere (the
+     * waiting set's jobs sit in its FIFO), and touch as many fresh pages. */
+    a = malloc(cap * sizeof(*a));
     if (a == NULL)
         return -ENOMEM;
+    if (h->n > 0) {
+        avp_prefault(a, h->n * sizeof(*a));
+        memcpy(a, h->a, h->n * sizeof(*a));
+    }
+    free(h->a);
     h->a = a;
     h->cap = cap;
     return 0;
@@ -439,6 +465,7 @@ static int oset_regrow(oset_t *o)
     r = malloc(cap * sizeof(*r));
     if (r == NULL)
         return -ENOMEM;
+    avp_prefault(r, live * sizeof(*r));
     live = 0;
     for (k = 0; k < o->rn; k++) {
         void *x = o->r[(o->rhead + k) & (o->rcap - 1)];
@@ -586,7 +613,7 @@ static int jobs_grow(sched_t *s)
     /* Rehash at the same size when tombstones, not jobs, fill the table. */
     if (s->jobs_n * 4 < s->jobs_cap)
         cap = s->jobs_cap;
-    t = calloc(cap, sizeof(*t));
+    t = table_alloc(cap, sizeof(*t));
     if (t == NULL)
         return -ENOMEM;
     for (i = 0; i < s->jobs_cap; i++) {

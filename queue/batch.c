@@ -12,6 +12,9 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "prefault.h"
 
 /* On reset, an arena grown past this is released rather than kept, so one
  * burst of large bodies does not pin memory for the life of the batch. */
@@ -115,9 +118,17 @@ static int batch_reserve(queue_batch_t *b, size_t extra)
         unsigned char *na;
         while (nsize < b->used + extra)
             nsize *= 2;
-        na = realloc(b->arena, nsize);
+        /* A batch grows only until it reaches its peak size (commit.c
+         * recycles them), but then by megabytes at a time: the copy goes to
+         * pages mapped in one call (prefault.h). */
+        na = malloc(nsize);
         if (na == NULL)
             return -ENOMEM;
+        if (b->used > 0) {
+            avp_prefault(na, b->used);
+            memcpy(na, b->arena, b->used);
+        }
+        free(b->arena);
         b->arena = na;
         b->size = nsize;
     }
