@@ -360,6 +360,47 @@ static void test_many_jobs(void)
     sched_free(s);
 }
 
+/* The job table keeps consecutive ids together (groups of four share a
+ * line): strided ids, power-of-two strides included, must still all be
+ * found, removed and found absent, whatever the table's size. */
+static void test_job_table_strides(void)
+{
+    static const uint64_t strides[] = {
+        1, 2, 3, 4, 5, 64, 1024, 4096, (uint64_t)1 << 20, (uint64_t)1 << 32};
+    size_t si;
+
+    for (si = 0; si < sizeof(strides) / sizeof(strides[0]); si++) {
+        sched_t *s = make(0, 1u << 20, 1u << 20, 100000);
+        uint64_t st = strides[si], i;
+        sched_job_t *j;
+        size_t n = 0;
+
+        for (i = 1; i <= 20000; i++)
+            add(s, i * st, 5, 1, "a");
+        for (i = 1; i <= 20000; i++) {
+            CHECK(sched_contains(s, i * st));
+            CHECK(!sched_contains(s, i * st + 1) || st == 1);
+        }
+        /* Remove every other one: tombstones among the survivors. */
+        for (i = 1; i <= 20000; i += 2) {
+            j = sched_job_find(s, i * st);
+            CHECK(j != NULL && j->id == i * st);
+            sched_job_finish(s, j);
+        }
+        for (i = 1; i <= 20000; i++)
+            CHECK(sched_contains(s, i * st) == (i % 2 == 0));
+        CHECK_EQ(sched_jobs(s), 10000);
+        while ((j = sched_next(s, 10, NULL)) != NULL) {
+            CHECK(j->id / st % 2 == 0);
+            sched_job_finish(s, j);
+            n++;
+        }
+        CHECK_EQ(n, 10000);
+        CHECK_EQ(sched_jobs(s), 0);
+        sched_free(s);
+    }
+}
+
 /* Jobs of one order key: one at a time, in id order, retries included;
  * other keys go meanwhile. */
 static void test_order_key_fifo(void)
@@ -874,6 +915,7 @@ int main(int argc, char **argv)
         {"departed_late", test_departed_late},
         {"retry_and_finish", test_retry_and_finish},
         {"many_jobs", test_many_jobs},
+        {"job_table_strides", test_job_table_strides},
         {"order_key_fifo", test_order_key_fifo},
         {"order_key_older_added", test_order_key_older_added},
         {"campaign_fairness", test_campaign_fairness},
