@@ -923,7 +923,9 @@ static int cmd_import(ctx_t *c, const opts_t *o)
         usage_err("import needs --campaign NAME (1 to %d bytes)", KEY_MAX);
         return EXIT_USAGE;
     }
-    if (opt_long(o, "window", 1, 4000, 1000, &window) != 0)
+    /* The daemon reads up to 4,096 requests of a connection ahead of its
+     * answers; a window near that keeps its group commits full. */
+    if (opt_long(o, "window", 1, 4000, 4000, &window) != 0)
         return EXIT_USAGE;
     s.priority = opt_get(o, "priority");
     if (fmt == NULL) {
@@ -958,9 +960,13 @@ static int cmd_import(ctx_t *c, const opts_t *o)
     pr.t0 = pr.last = now_mono();
 
     /* Pipelined: up to `window` requests outstanding; answers come back in
-     * order, so a ring of row numbers says which row each answer is for. */
+     * order, so a ring of row numbers says which row each answer is for.
+     * The window is refilled once half of it is answered, not after each
+     * answer: one write then carries many requests (one per answer cost a
+     * send(2) and a poll(2) per row, most of the import's time). */
     while (!broken && (!eof || out > 0)) {
-        while (!eof && out < (size_t)window) {
+        bool refill = out <= (size_t)window / 2;
+        while (refill && !eof && out < (size_t)window) {
             cJSON *req = import_next(&s, &row, &eof, err, sizeof(err));
             if (req == NULL) {
                 if (err[0] != '\0') {

@@ -20,7 +20,8 @@
 
 typedef struct csv_reader csv_reader_t;
 
-/* A reader of `f` (not closed by csv_free). */
+/* A reader of `f` (not closed by csv_free). Reads without the stream's
+ * lock: only one thread may use `f` while the reader does. */
 int csv_new(FILE *f, csv_reader_t **out);
 void csv_free(csv_reader_t *r);
 
