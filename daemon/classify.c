@@ -170,28 +170,12 @@ static bool scan_string(scan_t *s, const char **str, size_t *len)
     if (p >= end || *p != '"')
         return false;
     q = ++p;
-    for (;;) {
-        /* Eight bytes at a time while none of them stops the run; on a
-         * little-endian machine the lowest flagged byte is the first stop. */
-        while (end - p >= 8) {
-            uint64_t v, m;
-
-            memcpy(&v, p, 8);
-            m = json_scan_stops(v);
-            if (m != 0) {
-#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-                p += __builtin_ctzll(m) >> 3;
-#endif
-                break;
-            }
-            p += 8;
-        }
-        while (p < end && str_plain((unsigned char)*p))
-            p++;
-        if (p >= end)
-            return false;
-        if (*p == '"')
-            break;
+    p = json_scan_plain(p, end);
+    while (p < end && str_plain((unsigned char)*p))
+        p++;
+    if (p >= end)
+        return false;
+    if (*p != '"') {
         /* A raw control byte (JSON forbids it, cJSON takes it) or an
          * escape (cJSON checks and decodes it): cJSON decides. */
         s->unusual = true;

@@ -141,19 +141,8 @@ static bool scan_str(struct fscan *f, const char **s, size_t *n)
 {
     const char *p = f->p + 1;
     const char *start = p;
-#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    while (f->end - p >= 8) {
-        uint64_t v, m;
 
-        memcpy(&v, p, 8);
-        m = json_scan_stops(v);
-        if (m != 0) {
-            p += __builtin_ctzll(m) >> 3;
-            break;
-        }
-        p += 8;
-    }
-#endif
+    p = json_scan_plain(p, f->end);
     while (p < f->end) {
         unsigned char ch = (unsigned char)*p;
         if (ch == '"') {

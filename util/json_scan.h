@@ -7,6 +7,7 @@
 #define AVP_JSON_SCAN_H
 
 #include <stdint.h>
+#include <string.h>
 
 /*
  * The bytes of the 8 in v (in memory order) that end a plain run of string
@@ -23,6 +24,31 @@ static inline uint64_t json_scan_stops(uint64_t v)
     uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
 
     return ((v - ones * 0x20) | (q - ones) | (b - ones)) & ~v & high;
+}
+
+/*
+ * Skips whole words of plain string bytes from p (inside a string, before
+ * end): returns the first byte that may end the run - exactly that byte on
+ * a little-endian GNU C build, else the start of the word holding it - or
+ * a point less than 8 bytes before end. The caller's byte loop goes on from
+ * there.
+ */
+static inline const char *json_scan_plain(const char *p, const char *end)
+{
+    while (end - p >= 8) {
+        uint64_t v, m;
+
+        memcpy(&v, p, 8);
+        m = json_scan_stops(v);
+        if (m != 0) {
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            p += __builtin_ctzll(m) >> 3;
+#endif
+            break;
+        }
+        p += 8;
+    }
+    return p;
 }
 
 #endif
