@@ -137,7 +137,11 @@ class Daemon:
             "rate_per_number": 100000,
             "backoff_base_ms": 20,
             "backoff_max_ms": 500,
-            "request_timeout_ms": 5000,
+            # The daemon's default. The exactly-once checks count a request
+            # that outlived this as sent twice (a timed-out request is
+            # retried: at-least-once), so it must outlast a stall of the
+            # machine (4.75 s seen once in CI with 5000 here).
+            "request_timeout_ms": 30000,
             "log_level": os.environ.get("AVP_LOG_LEVEL", "info"),
         }
         cfg.update(config or {})
