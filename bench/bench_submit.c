@@ -32,10 +32,10 @@
 typedef struct client {
     const char *path;
     long first, count, window, senders;
-    double not_before;
     bool template_only, stamp;
-    const char *campaign;
-    double rate; /* this client's jobs per second; 0: unpaced */
+    char nb[64];    /* ,"notBefore":... or "" */
+    char camp[256]; /* ,"campaign":"..." or "" */
+    double rate;    /* this client's jobs per second; 0: unpaced */
     long acked, errors;
     int rc;
     pthread_t thread;
@@ -48,29 +48,69 @@ static double now_s(void)
     return (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
 }
 
-static int format_job(char *buf, size_t size, const client_t *c, long i, double now)
+/* Appends `s` at *p. */
+static void put_str(char **p, const char *s)
 {
-    char nb[64] = "", camp[256] = "", marker[64];
+    size_t n = strlen(s);
+    memcpy(*p, s, n);
+    *p += n;
+}
 
-    if (c->not_before > 0)
-        snprintf(nb, sizeof(nb), ",\"notBefore\":%.3f", c->not_before);
-    if (c->campaign != NULL)
-        snprintf(camp, sizeof(camp), ",\"campaign\":\"%s\"", c->campaign);
-    if (c->stamp)
-        snprintf(marker, sizeof(marker), "t%.6f-%ld", now, i);
-    else
-        snprintf(marker, sizeof(marker), "job-%ld", i);
-    if (i % 2 == 0 && !c->template_only)
-        return snprintf(buf, size,
-                        "{\"op\":\"send\",\"type\":\"text\"%s%s,\"message\":{\"phoneNumberId\":"
-                        "\"10000%02ld\",\"to\":\"+1555%07ld\",\"text\":\"%s\"}}\n",
-                        nb, camp, i % c->senders + 1, i, marker);
-    return snprintf(buf, size,
-                    "{\"op\":\"template_send\"%s%s,\"message\":{\"phoneNumberId\":\"10000%02ld\","
-                    "\"to\":\"1555%07ld\",\"templateName\":\"promo\",\"language\":\"en_US\","
+/* Appends v in decimal, zero-padded to at least `width` digits. */
+static void put_num(char **p, long v, int width)
+{
+    char tmp[24];
+    int n = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0 && n < (int)sizeof(tmp));
+    while (n < width && n < (int)sizeof(tmp))
+        tmp[n++] = '0';
+    while (n > 0)
+        *(*p)++ = tmp[--n];
+}
+
+/* Formats job i into buf, which has room for at least JOB_MAX bytes; returns
+ * its length. The constant parts (notBefore, campaign) are formatted once
+ * per client (c->nb, c->camp): a printf of a float per job made the client
+ * take 0.4-0.5 us per job, a tenth of what it measures. */
+#define JOB_MAX 1024
+static int format_job(char *buf, const client_t *c, long i, double now)
+{
+    char *p = buf;
+
+    if (i % 2 == 0 && !c->template_only) {
+        put_str(&p, "{\"op\":\"send\",\"type\":\"text\"");
+        put_str(&p, c->nb);
+        put_str(&p, c->camp);
+        put_str(&p, ",\"message\":{\"phoneNumberId\":\"10000");
+        put_num(&p, i % c->senders + 1, 2);
+        put_str(&p, "\",\"to\":\"+1555");
+        put_num(&p, i, 7);
+        put_str(&p, "\",\"text\":\"");
+    } else {
+        put_str(&p, "{\"op\":\"template_send\"");
+        put_str(&p, c->nb);
+        put_str(&p, c->camp);
+        put_str(&p, ",\"message\":{\"phoneNumberId\":\"10000");
+        put_num(&p, i % c->senders + 1, 2);
+        put_str(&p, "\",\"to\":\"1555");
+        put_num(&p, i, 7);
+        put_str(&p, "\",\"templateName\":\"promo\",\"language\":\"en_US\","
                     "\"components\":[{\"type\":\"body\",\"parameters\":[{\"type\":\"text\","
-                    "\"text\":\"%s\"}]}]}}\n",
-                    nb, camp, i % c->senders + 1, i, marker);
+                    "\"text\":\"");
+    }
+    /* The marker: job-<i>, or t<submit time>-<i> when stamped. */
+    if (c->stamp)
+        p += snprintf(p, 64, "t%.6f-%ld", now, i);
+    else {
+        put_str(&p, "job-");
+        put_num(&p, i, 1);
+    }
+    put_str(&p, i % 2 == 0 && !c->template_only ? "\"}}\n" : "\"}]}]}}\n");
+    return (int)(p - buf);
 }
 
 static void *client_main(void *arg)
@@ -108,8 +148,8 @@ static void *client_main(void *arg)
             if (allowed > c->count)
                 allowed = c->count;
         }
-        while (sent < allowed && sent - answered < c->window && len + 1024 < out_cap) {
-            len += (size_t)format_job(out + len, out_cap - len, c, c->first + sent, now);
+        while (sent < allowed && sent - answered < c->window && len + JOB_MAX < out_cap) {
+            len += (size_t)format_job(out + len, c, c->first + sent, now);
             sent++;
         }
         for (size_t off = 0; off < len;) {
@@ -209,10 +249,12 @@ int main(int argc, char **argv)
         cs[i].count = i == clients - 1 ? jobs - i * per : per;
         cs[i].window = window;
         cs[i].senders = senders;
-        cs[i].not_before = not_before;
         cs[i].template_only = template_only;
         cs[i].stamp = stamp;
-        cs[i].campaign = campaign;
+        if (not_before > 0)
+            snprintf(cs[i].nb, sizeof(cs[i].nb), ",\"notBefore\":%.3f", not_before);
+        if (campaign != NULL)
+            snprintf(cs[i].camp, sizeof(cs[i].camp), ",\"campaign\":\"%s\"", campaign);
         cs[i].rate = rate / (double)clients;
         pthread_create(&cs[i].thread, NULL, client_main, &cs[i]);
     }
