@@ -161,8 +161,6 @@ int queue_order_scan(queue_t *q, const char *key, uint64_t after_id, uint64_t be
     if (rc != 0)
         return rc;
     rc = mdb_cursor_open(r.txn, q->db_order, &cur);
-    if (rc == 0)
-        rc = mdb_cursor_open(r.txn, q->db_jobs, &jcur);
     if (rc != 0)
         goto out;
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
@@ -176,6 +174,10 @@ int queue_order_scan(queue_t *q, const char *key, uint64_t after_id, uint64_t be
             break; /* past the key's entries */
         id = queue__be64_get((const unsigned char *)k.mv_data + len + 1);
         if (id >= before_id)
+            break;
+        /* Opened for the first entry in range only: a refill asks this for
+         * every job it loads, and most keys have no older job waiting. */
+        if (jcur == NULL && (rc = mdb_cursor_open(r.txn, q->db_jobs, &jcur)) != 0)
             break;
         rc = queue__due_entry_read(jcur, id, sbuf, &e);
         if (rc == QUEUE_ENOTFOUND) {
