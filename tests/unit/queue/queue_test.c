@@ -1716,6 +1716,60 @@ static void t_campaign_migrate(void)
     mdb_env_close(env);
 }
 
+/* --- order scan ranges -------------------------------------------------- */
+
+typedef struct os_seen {
+    uint64_t ids[16];
+    size_t n;
+} os_seen_t;
+
+static int os_cb(const queue_due_entry_t *e, void *user)
+{
+    os_seen_t *o = user;
+    if (o->n < 16)
+        o->ids[o->n] = e->id;
+    o->n++;
+    return 0;
+}
+
+static size_t os_scan(queue_t *q, const char *key, uint64_t after, uint64_t before, size_t limit,
+                      os_seen_t *o)
+{
+    memset(o, 0, sizeof *o);
+    CHECK_OK(queue_order_scan(q, key, after, before, limit, os_cb, o));
+    return o->n;
+}
+
+/* queue_order_scan visits exactly the key's jobs with after < id < before,
+ * by id, skipping finished ones; an empty range (the refill's usual case: a
+ * key with no older job) visits nothing. */
+static void t_order_scan(void)
+{
+    queue_t *q = open_q(NULL);
+    char key[QUEUE_ORDER_KEY_MAX + 1], other[QUEUE_ORDER_KEY_MAX + 1];
+    os_seen_t o;
+
+    for (uint64_t id = 1; id <= 6; id++) {
+        queue_job_t j = job_make(id, 1700000100.0 - (double)id); /* due order != id order */
+        j.to = id == 6 ? "+15559999999" : "+15551234567";
+        CHECK_RC(put_one(q, &j, NULL), 0);
+    }
+    CHECK_OK(update_one(q, 3, QUEUE_STATE_SENT, 0, "wamid.3", NULL)); /* off the index */
+    CHECK(queue_order_key(NULL, "1000001", "+15551234567", key, sizeof key) > 0);
+    CHECK(queue_order_key(NULL, "1000001", "+15559999999", other, sizeof other) > 0);
+
+    CHECK(os_scan(q, key, 0, 1, 10, &o) == 0); /* nothing before the first */
+    CHECK(os_scan(q, key, 0, 2, 10, &o) == 1 && o.ids[0] == 1);
+    CHECK(os_scan(q, key, 0, 5, 10, &o) == 3 && o.ids[0] == 1 && o.ids[1] == 2 && o.ids[2] == 4);
+    CHECK(os_scan(q, key, 2, 5, 10, &o) == 1 && o.ids[0] == 4); /* 3 is sent */
+    CHECK(os_scan(q, key, 0, UINT64_MAX, 2, &o) == 2);          /* limit */
+    CHECK(os_scan(q, key, 5, UINT64_MAX, 10, &o) == 0);         /* past the key's last */
+    CHECK(os_scan(q, other, 0, 6, 10, &o) == 0);                /* its only job is 6 */
+    CHECK(os_scan(q, other, 0, 7, 10, &o) == 1 && o.ids[0] == 6);
+    CHECK(os_scan(q, "1000001:15550000000", 0, UINT64_MAX, 10, &o) == 0); /* unknown key */
+    queue_close(q);
+}
+
 /* --- runner -------------------------------------------------------------- */
 
 static const qtest_case_t cases[] = {
@@ -1743,6 +1797,7 @@ static const qtest_case_t cases[] = {
     {"index_churn", t_index_churn},
     {"conditional", t_conditional},
     {"campaign_migrate", t_campaign_migrate},
+    {"order_scan", t_order_scan},
 };
 
 int main(int argc, char **argv)
