@@ -103,6 +103,14 @@ typedef struct daemon {
      * DISPATCH_AHEAD of them). */
     struct attempt *post_head, *post_tail;
     size_t post_waiting;
+    /* dispatch.c: committed new jobs on their way into the active set
+     * (dispatch_activate_later), a FIFO drained a chunk per loop turn from
+     * act_idle, so that the next submits are read and committed between
+     * chunks. */
+    struct pending_act *act_first, *act_last;
+    size_t act_count;
+    size_t last_commit_ops; /* operations of the batch whose callbacks run now */
+    uv_idle_t act_idle;
     uint64_t unfinished; /* queued + retrying + sending, as of the last commit */
     size_t pauses;       /* senders and campaigns paused now (DAEMON_MAX_PAUSES) */
     bool stopping;
@@ -152,6 +160,24 @@ void daemon_refresh_unfinished(daemon_t *d);
  * holding more than the active set). keys->order_key is the effective key
  * (queue_order_key). */
 void dispatch_activate(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t *keys);
+/*
+ * The same, for a job whose submit is being answered now: the job goes into
+ * a FIFO (its strings copied) and into the active set within the next loop
+ * turns, a chunk per turn, so the loop reads the client's next submits, and
+ * the committer writes them, between chunks instead of after the whole
+ * batch (putting a job into the scheduler is the loop's largest cost per
+ * new job). Only a batch of many jobs (ACT_BATCH_MIN) waits like this, and
+ * any while others wait (their order); a small batch goes into memory at
+ * once, so a lone submit is not delayed. Until then the job is in the store
+ * but not in memory: whatever changes a job it finds in the store only if
+ * it is not in memory (cancel) must call dispatch_activate_pending first.
+ * On an error nothing is queued and the caller activates at once.
+ */
+int dispatch_activate_later(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t *keys);
+/* Activates every job dispatch_activate_later still holds (a barrier). */
+void dispatch_activate_pending(daemon_t *d);
+/* Drops the jobs dispatch_activate_later holds (they stay in the store). */
+void dispatch_pending_free(daemon_t *d);
 /* Loads the stored pauses into the scheduler (start-up). */
 int dispatch_load_pauses(daemon_t *d);
 /* Applies an operator's pause or resume (kind: queue_pause_kind_t) in memory

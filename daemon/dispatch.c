@@ -110,6 +110,149 @@ void dispatch_activate(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t 
     dispatch_pump_soon(d);
 }
 
+/* --- activation later ----------------------------------------------------- */
+
+/* Jobs activated per loop turn: a sixteenth of those waiting, at least
+ * ACT_CHUNK_MIN (the input of the turn is read between chunks), and enough
+ * that no more than ACT_WAIT_MAX wait after it, so that under a steady
+ * stream of submits the FIFO stays bounded. */
+#define ACT_CHUNK_MIN 64
+#define ACT_WAIT_MAX 4096
+/* Only the jobs of a batch at least this large wait (or of any batch while
+ * others wait, to keep their order): a small batch is latency, not volume,
+ * and goes into memory at once as before. */
+#define ACT_BATCH_MIN 256
+#define NOSTR UINT16_MAX
+
+/* One waiting job, with its strings after it (offsets into str). */
+typedef struct pending_act {
+    struct pending_act *next;
+    uint64_t id;
+    double due, expires_at;
+    uint16_t max_attempts;
+    uint8_t type, priority;
+    uint16_t phone, to, campaign, okey; /* offsets into str, or NOSTR */
+    char str[];
+} pending_act_t;
+
+static size_t str_size(const char *s)
+{
+    return s != NULL ? strlen(s) + 1 : 0;
+}
+
+static uint16_t str_put(pending_act_t *a, size_t *used, const char *s)
+{
+    size_t n = str_size(s);
+    uint16_t off = (uint16_t)*used;
+
+    if (s == NULL)
+        return NOSTR;
+    memcpy(a->str + *used, s, n);
+    *used += n;
+    return off;
+}
+
+static const char *str_get(const pending_act_t *a, uint16_t off)
+{
+    return off == NOSTR ? NULL : a->str + off;
+}
+
+/* Activates up to `max` waiting jobs, oldest first. */
+static void act_run(daemon_t *d, size_t max)
+{
+    while (d->act_first != NULL && max-- > 0) {
+        pending_act_t *a = d->act_first;
+        sched_job_t tmpl = {.id = a->id,
+                            .due = a->due,
+                            .expires_at = a->expires_at,
+                            .max_attempts = a->max_attempts,
+                            .type = a->type,
+                            .priority = a->priority};
+        sched_keys_t k = {.phone_number_id = str_get(a, a->phone),
+                          .to = str_get(a, a->to),
+                          .campaign = str_get(a, a->campaign),
+                          .order_key = str_get(a, a->okey)};
+
+        d->act_first = a->next;
+        if (d->act_first == NULL)
+            d->act_last = NULL;
+        d->act_count--;
+        dispatch_activate(d, &tmpl, &k);
+        free(a);
+    }
+    if (d->act_first == NULL)
+        uv_idle_stop(&d->act_idle);
+}
+
+static void act_idle_cb(uv_idle_t *h)
+{
+    daemon_t *d = h->data;
+    size_t waiting = d->act_count, chunk = waiting / 16;
+
+    if (d->stopping) {
+        /* Stored and due: sent after the restart. */
+        dispatch_pending_free(d);
+        return;
+    }
+    if (chunk < ACT_CHUNK_MIN)
+        chunk = ACT_CHUNK_MIN;
+    if (waiting > chunk + ACT_WAIT_MAX)
+        chunk = waiting - ACT_WAIT_MAX;
+    act_run(d, chunk);
+}
+
+int dispatch_activate_later(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t *keys)
+{
+    size_t len = str_size(keys->phone_number_id) + str_size(keys->to) + str_size(keys->campaign) +
+                 str_size(keys->order_key);
+    size_t used = 0;
+    pending_act_t *a;
+
+    if (d->closing || len >= NOSTR || (d->act_first == NULL && d->last_commit_ops < ACT_BATCH_MIN))
+        return -EINVAL; /* the caller activates at once */
+    a = malloc(sizeof(*a) + len);
+    if (a == NULL)
+        return -ENOMEM;
+    a->next = NULL;
+    a->id = tmpl->id;
+    a->due = tmpl->due;
+    a->expires_at = tmpl->expires_at;
+    a->max_attempts = tmpl->max_attempts;
+    a->type = tmpl->type;
+    a->priority = tmpl->priority;
+    a->phone = str_put(a, &used, keys->phone_number_id);
+    a->to = str_put(a, &used, keys->to);
+    a->campaign = str_put(a, &used, keys->campaign);
+    a->okey = str_put(a, &used, keys->order_key);
+    if (d->act_last != NULL)
+        d->act_last->next = a;
+    else
+        d->act_first = a;
+    d->act_last = a;
+    d->act_count++;
+    uv_idle_start(&d->act_idle, act_idle_cb);
+    return 0;
+}
+
+void dispatch_activate_pending(daemon_t *d)
+{
+    if (d->act_first != NULL && !d->stopping)
+        act_run(d, SIZE_MAX);
+}
+
+void dispatch_pending_free(daemon_t *d)
+{
+    while (d->act_first != NULL) {
+        pending_act_t *a = d->act_first;
+        d->act_first = a->next;
+        free(a);
+    }
+    d->act_last = NULL;
+    d->act_count = 0;
+    if (uv_is_active((uv_handle_t *)&d->act_idle))
+        uv_idle_stop(&d->act_idle);
+}
+
 /* --- attempts --------------------------------------------------------- */
 
 typedef struct attempt {
@@ -904,6 +1047,7 @@ void dispatch_on_commit_stat(size_t ops, double seconds, void *arg)
 
     d->stats.commits++;
     d->stats.commit_ops += ops;
+    d->last_commit_ops = ops; /* read by dispatch_activate_later, for this batch */
     daemon_refresh_unfinished(d);
     if (seconds > 1.0)
         dlog(d, CONFIG_LOG_WARN, "slow store commit: %zu operations took %.2fs", ops, seconds);

@@ -69,9 +69,10 @@ static void submit_committed_cb(int rc, int result, uint64_t orig_id, void *arg)
         k.order_key =
             queue_order_key(s->order_key, s->phone_number_id, s->to, okey, sizeof(okey)) > 0 ? okey
                                                                                              : NULL;
-        /* Before the answer: the answer frees the request's strings. The
-         * scheduler copies or hashes what it keeps. */
-        dispatch_activate(d, &tmpl, &k);
+        /* Before the answer, which frees the request's strings: the FIFO
+         * copies them (the scheduler copies or hashes what it keeps). */
+        if (dispatch_activate_later(d, &tmpl, &k) != 0)
+            dispatch_activate(d, &tmpl, &k);
         ipc_req_reply_submit(ctx->req, ctx->id, false);
     }
     free(ctx);
@@ -648,6 +649,9 @@ static void bulk_step(bulk_t *b)
     daemon_t *d = b->d;
     int pages = 0, rc = 0;
 
+    /* A job committed but not in memory yet would be cancelled in the
+     * store only, and then go into memory and be sent. */
+    dispatch_activate_pending(d);
     b->stepping = true;
     while (b->si < b->nstates && b->pending < BULK_PAGE && pages < BULK_PAGES_PER_TURN &&
            !d->stopping) {
@@ -817,6 +821,7 @@ void daemon_request_cb(ipc_req_t *req, void *user)
         break;
     case IPC_OP_CANCEL:
     case IPC_OP_RETRY:
+        dispatch_activate_pending(d); /* see dispatch_activate_later */
         handle_cancel_retry(d, req, r);
         break;
     case IPC_OP_WATCH:
@@ -824,6 +829,7 @@ void daemon_request_cb(ipc_req_t *req, void *user)
         break;
     case IPC_OP_PAUSE:
     case IPC_OP_RESUME:
+        dispatch_activate_pending(d);
         handle_pause(d, req, r, r->op == IPC_OP_PAUSE);
         break;
     case IPC_OP_PING: {

@@ -113,6 +113,7 @@ static void drained_cb(void *arg)
     uv_close((uv_handle_t *)&d->sig_hup, NULL);
     uv_close((uv_handle_t *)&d->wake, NULL);
     uv_close((uv_handle_t *)&d->pump_idle, NULL);
+    uv_close((uv_handle_t *)&d->act_idle, NULL);
     uv_close((uv_handle_t *)&d->stop_timer, NULL);
     uv_close((uv_handle_t *)&d->notify_timer, NULL);
     uv_close((uv_handle_t *)&d->metrics_timer, NULL);
@@ -496,6 +497,7 @@ static void init_handles(daemon_t *d)
     uv_signal_init(d->loop, &d->sig_hup);
     uv_timer_init(d->loop, &d->wake);
     uv_idle_init(d->loop, &d->pump_idle);
+    uv_idle_init(d->loop, &d->act_idle);
     uv_timer_init(d->loop, &d->stop_timer);
     uv_timer_init(d->loop, &d->notify_timer);
     uv_timer_init(d->loop, &d->metrics_timer);
@@ -504,6 +506,7 @@ static void init_handles(daemon_t *d)
     d->wake.data = d->stop_timer.data = d->notify_timer.data = d;
     d->metrics_timer.data = d->probe.data = d;
     d->pump_idle.data = d;
+    d->act_idle.data = d;
     retention_init(d);
 }
 
@@ -584,6 +587,7 @@ out_loop:
         uv_loop_close(d.loop);
     daemon_watchers_close(&d);
     sched_free(d.sched);
+    dispatch_pending_free(&d);
     curl_global_cleanup();
 out:
     queue_close(d.q);

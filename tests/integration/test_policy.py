@@ -10,6 +10,7 @@ machine but narrow enough to catch a limiter that is off or broken.
 Usage: test_policy.py CASE   (see CASES at the bottom)
 """
 import collections
+import json
 import os
 import sys
 import time
@@ -317,8 +318,52 @@ def pauses(wd):
     api.stop()
 
 
+def cancel_after_answer(wd):
+    """A cancel right after the submits' answers takes every job, by job id
+    and by campaign, while the daemon is still putting the just-committed
+    jobs into memory (dispatch_activate_later); none of them is sent. The
+    submits and the cancels go over one raw connection, the cancels written
+    the moment the last answer is in, so that they arrive while the jobs of
+    the last commit are on their way into memory."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    cl = d.client()
+    sender = avp.SENDERS[0]
+    due = time.time() + 2.0
+    n = 4000
+    jobs = [avp.text_job(i, sender=sender, campaign="flash", notBefore=due) for i in range(n)]
+    jobs.append(avp.text_job(n, sender=sender, notBefore=due))  # cancelled by id
+    cl.send_raw("".join(json.dumps(j) + "\n" for j in jobs).encode())
+    data = b""
+    while data.count(b"\n") < n + 1:
+        chunk = cl.sock.recv(1 << 20)
+        check(chunk, "connection open")
+        data += chunk
+    last = json.loads(data.split(b"\n")[n])
+    cl.send_raw(b'{"op":"cancel","id":"one","job":"%s"}\n{"op":"cancel","id":"camp",'
+                b'"campaign":"flash"}\n' % last["job"].encode())
+    lines = data.split(b"\n")[:n + 1]
+    check(all(b'"ok":true' in x for x in lines), "all submits accepted")
+    cl.buf = b"\n".join(data.split(b"\n")[n + 1:])
+    one, camp = cl.read_line(), cl.read_line()
+    check(one.get("cancelled") == 1, "cancel by id: %s" % one)
+    check(camp.get("cancelled") == n, "cancel by campaign took all %d: %s" % (n, camp))
+    # A job of the same sender due later: once it is sent, anything due
+    # before it on that sender would have been sent too.
+    cl.request(avp.text_job(n + 1, sender=sender, notBefore=due + 0.3))
+    wait_for(lambda: any(num(s) == n + 1 for s in api.sends()), 15, "the later job sent")
+    wrong = [num(s) for s in api.sends() if num(s) <= n]
+    check(not wrong, "cancelled jobs sent: %s" % wrong[:5])
+    st = cl.request({"op": "campaign", "campaign": "flash"})["campaign"]
+    check(st["counts"].get("cancelled") == n, "campaign counts: %s" % st["counts"])
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (rate_multi_sender, adaptive_converges, ordered_with_failures,
-                                 token_revoked, pair_pacing, expired_and_scheduled, pauses)}
+                                 token_revoked, pair_pacing, expired_and_scheduled, pauses,
+                                 cancel_after_answer)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
