@@ -233,17 +233,22 @@ class Client:
     def pipeline(self, objs, window=2000):
         """Sends objs pipelined (at most `window` unanswered) and returns the
         answers in order. Stops early, returning what was answered, if the
-        connection drops."""
+        connection drops: answers the daemon wrote before it went away are
+        still read (a failed write does not end the reading)."""
         answers = []
         sent = 0
+        writable = True
         try:
-            while len(answers) < len(objs):
+            while len(answers) < sent or (writable and sent < len(objs)):
                 chunk = []
-                while sent < len(objs) and sent - len(answers) < window:
+                while writable and sent < len(objs) and sent - len(answers) < window:
                     chunk.append(json.dumps(objs[sent]) + "\n")
                     sent += 1
                 if chunk:
-                    self.send_raw("".join(chunk).encode())
+                    try:
+                        self.send_raw("".join(chunk).encode())
+                    except ConnectionError:
+                        writable = False
                 answers.append(self.read_line())
         except (EOFError, ConnectionError, socket.timeout):
             pass
