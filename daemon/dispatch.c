@@ -124,13 +124,10 @@ void dispatch_activate(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t 
 #define ACT_BATCH_MIN 256
 #define NOSTR UINT16_MAX
 
-/* One waiting job, with its strings after it (offsets into str). */
+/* One waiting job: its template as given, its strings after it. */
 typedef struct pending_act {
     struct pending_act *next;
-    uint64_t id;
-    double due, expires_at;
-    uint16_t max_attempts;
-    uint8_t type, priority;
+    sched_job_t tmpl;
     uint16_t phone, to, campaign, okey; /* offsets into str, or NOSTR */
     char str[];
 } pending_act_t;
@@ -162,12 +159,6 @@ static void act_run(daemon_t *d, size_t max)
 {
     while (d->act_first != NULL && max-- > 0) {
         pending_act_t *a = d->act_first;
-        sched_job_t tmpl = {.id = a->id,
-                            .due = a->due,
-                            .expires_at = a->expires_at,
-                            .max_attempts = a->max_attempts,
-                            .type = a->type,
-                            .priority = a->priority};
         sched_keys_t k = {.phone_number_id = str_get(a, a->phone),
                           .to = str_get(a, a->to),
                           .campaign = str_get(a, a->campaign),
@@ -177,7 +168,7 @@ static void act_run(daemon_t *d, size_t max)
         if (d->act_first == NULL)
             d->act_last = NULL;
         d->act_count--;
-        dispatch_activate(d, &tmpl, &k);
+        dispatch_activate(d, &a->tmpl, &k);
         free(a);
     }
     if (d->act_first == NULL)
@@ -214,12 +205,7 @@ int dispatch_activate_later(daemon_t *d, const sched_job_t *tmpl, const sched_ke
     if (a == NULL)
         return -ENOMEM;
     a->next = NULL;
-    a->id = tmpl->id;
-    a->due = tmpl->due;
-    a->expires_at = tmpl->expires_at;
-    a->max_attempts = tmpl->max_attempts;
-    a->type = tmpl->type;
-    a->priority = tmpl->priority;
+    a->tmpl = *tmpl;
     a->phone = str_put(a, &used, keys->phone_number_id);
     a->to = str_put(a, &used, keys->to);
     a->campaign = str_put(a, &used, keys->campaign);
