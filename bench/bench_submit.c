@@ -79,29 +79,20 @@ static void put_num(char **p, long v, int width)
 #define JOB_MAX 1024
 static int format_job(char *buf, const client_t *c, long i, double now)
 {
+    bool text = i % 2 == 0 && !c->template_only;
     char *p = buf;
 
-    if (i % 2 == 0 && !c->template_only) {
-        put_str(&p, "{\"op\":\"send\",\"type\":\"text\"");
-        put_str(&p, c->nb);
-        put_str(&p, c->camp);
-        put_str(&p, ",\"message\":{\"phoneNumberId\":\"10000");
-        put_num(&p, i % c->senders + 1, 2);
-        put_str(&p, "\",\"to\":\"+1555");
-        put_num(&p, i, 7);
-        put_str(&p, "\",\"text\":\"");
-    } else {
-        put_str(&p, "{\"op\":\"template_send\"");
-        put_str(&p, c->nb);
-        put_str(&p, c->camp);
-        put_str(&p, ",\"message\":{\"phoneNumberId\":\"10000");
-        put_num(&p, i % c->senders + 1, 2);
-        put_str(&p, "\",\"to\":\"1555");
-        put_num(&p, i, 7);
-        put_str(&p, "\",\"templateName\":\"promo\",\"language\":\"en_US\","
-                    "\"components\":[{\"type\":\"body\",\"parameters\":[{\"type\":\"text\","
-                    "\"text\":\"");
-    }
+    put_str(&p, text ? "{\"op\":\"send\",\"type\":\"text\"" : "{\"op\":\"template_send\"");
+    put_str(&p, c->nb);
+    put_str(&p, c->camp);
+    put_str(&p, ",\"message\":{\"phoneNumberId\":\"10000");
+    put_num(&p, i % c->senders + 1, 2);
+    put_str(&p, text ? "\",\"to\":\"+1555" : "\",\"to\":\"1555");
+    put_num(&p, i, 7);
+    put_str(&p, text ? "\",\"text\":\""
+                     : "\",\"templateName\":\"promo\",\"language\":\"en_US\","
+                       "\"components\":[{\"type\":\"body\",\"parameters\":[{\"type\":\"text\","
+                       "\"text\":\"");
     /* The marker: job-<i>, or t<submit time>-<i> when stamped. */
     if (c->stamp)
         p += snprintf(p, 64, "t%.6f-%ld", now, i);
@@ -109,7 +100,7 @@ static int format_job(char *buf, const client_t *c, long i, double now)
         put_str(&p, "job-");
         put_num(&p, i, 1);
     }
-    put_str(&p, i % 2 == 0 && !c->template_only ? "\"}}\n" : "\"}]}]}}\n");
+    put_str(&p, text ? "\"}}\n" : "\"}]}]}}\n");
     return (int)(p - buf);
 }
 

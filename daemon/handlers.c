@@ -568,9 +568,14 @@ static bulk_t *bulk_new(daemon_t *d, ipc_req_t *req, const char *field, int to_s
 static int cancel_one(bulk_t *b, uint64_t id, int state, const char *campaign)
 {
     daemon_t *d = b->d;
-    sched_job_t *sj = sched_job_find(d->sched, id);
+    sched_job_t *sj;
     queue_update_t u;
 
+    /* "Not in memory" must mean "only in the store": a committed job still
+     * on its way into memory would be cancelled in the store only, then go
+     * into memory and be sent (dispatch_activate_later). */
+    dispatch_activate_pending(d);
+    sj = sched_job_find(d->sched, id);
     if (sj != NULL && (sj->inflight || sj->user != NULL))
         return 0;
     if (sj == NULL && state == QUEUE_STATE_SENDING)
@@ -649,9 +654,6 @@ static void bulk_step(bulk_t *b)
     daemon_t *d = b->d;
     int pages = 0, rc = 0;
 
-    /* A job committed but not in memory yet would be cancelled in the
-     * store only, and then go into memory and be sent. */
-    dispatch_activate_pending(d);
     b->stepping = true;
     while (b->si < b->nstates && b->pending < BULK_PAGE && pages < BULK_PAGES_PER_TURN &&
            !d->stopping) {
@@ -821,7 +823,6 @@ void daemon_request_cb(ipc_req_t *req, void *user)
         break;
     case IPC_OP_CANCEL:
     case IPC_OP_RETRY:
-        dispatch_activate_pending(d); /* see dispatch_activate_later */
         handle_cancel_retry(d, req, r);
         break;
     case IPC_OP_WATCH:
@@ -829,7 +830,6 @@ void daemon_request_cb(ipc_req_t *req, void *user)
         break;
     case IPC_OP_PAUSE:
     case IPC_OP_RESUME:
-        dispatch_activate_pending(d);
         handle_pause(d, req, r, r->op == IPC_OP_PAUSE);
         break;
     case IPC_OP_PING: {
