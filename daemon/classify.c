@@ -35,7 +35,7 @@ static bool in(long code, const long *set, size_t n)
     return false;
 }
 
-#define IN(code, set) in(code, set, sizeof(set) / sizeof(set[0]))
+#define IN(code, set) in((code), (set), sizeof(set) / sizeof((set)[0]))
 
 static void copy_str(char *dst, size_t size, const char *src)
 {

@@ -609,18 +609,20 @@ typedef enum field_kind {
 
 typedef struct reload_field {
     const char *key;
-    field_kind_t kind;
     size_t off, size;
+    field_kind_t kind;
     bool live;
 } reload_field_t;
 
-#define PLAIN(key, member, live)                                                                   \
+#define PLAIN(k, m, l)                                                                             \
     {                                                                                              \
-        key, FIELD_PLAIN, offsetof(config_t, member), sizeof(((config_t *)0)->member), live        \
+        .key = (k), .off = offsetof(config_t, m), .size = sizeof(((config_t *)0)->m),              \
+        .kind = FIELD_PLAIN, .live = (l)                                                           \
     }
-#define STR(key, member, live)                                                                     \
+#define STR(k, m, l)                                                                               \
     {                                                                                              \
-        key, FIELD_STR, offsetof(config_t, member), sizeof(char *), live                           \
+        .key = (k), .off = offsetof(config_t, m), .size = sizeof(char *), .kind = FIELD_STR,       \
+        .live = (l)                                                                                \
     }
 
 /* Every config key, with whether a running daemon can take a new value.
@@ -638,7 +640,7 @@ static const reload_field_t reload_fields[] = {
     PLAIN("log_level", log_level, true),
     PLAIN("rate_per_number", rate_per_number, true),
     PLAIN("burst_per_number", burst_per_number, true),
-    {"rate.<phoneNumberId>", FIELD_RATES, 0, 0, true},
+    {.key = "rate.<phoneNumberId>", .kind = FIELD_RATES, .live = true},
     PLAIN("global_rate", global_rate, true),
     PLAIN("pair_rate_interval_ms", pair_rate_interval_ms, true),
     PLAIN("pair_burst", pair_burst, true),
@@ -652,7 +654,7 @@ static const reload_field_t reload_fields[] = {
     PLAIN("retention_s", retention_s, true),
     PLAIN("delivery", at_most_once, false), /* acts in start-up recovery */
     PLAIN("socket_mode", socket_mode, false),
-    {"allowed_uids", FIELD_UIDS, 0, 0, false},
+    {.key = "allowed_uids", .kind = FIELD_UIDS, .live = false},
     PLAIN("shutdown_timeout_ms", shutdown_timeout_ms, true),
     PLAIN("max_connections", max_connections, false),
     PLAIN("max_queued", max_queued, true),

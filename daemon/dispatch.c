@@ -469,10 +469,9 @@ static int load_pause_cb(int kind, const char *name, const char *reason, void *a
 
     if (kind == QUEUE_PAUSE_ALL)
         sched_pause_all(d->sched, true);
-    else if (kind == QUEUE_PAUSE_SENDER &&
-             sched_sender_pause(d->sched, name, true, reason[0] ? reason : NULL) == 0)
-        d->pauses++;
-    else if (kind == QUEUE_PAUSE_CAMPAIGN && sched_campaign_pause(d->sched, name, true) == 0)
+    else if ((kind == QUEUE_PAUSE_SENDER &&
+              sched_sender_pause(d->sched, name, true, reason[0] ? reason : NULL) == 0) ||
+             (kind == QUEUE_PAUSE_CAMPAIGN && sched_campaign_pause(d->sched, name, true) == 0))
         d->pauses++;
     dlog(d, CONFIG_LOG_INFO, "stored pause: %s %s%s%s",
          kind == QUEUE_PAUSE_ALL      ? "all"

@@ -52,11 +52,16 @@ void daemon_watch_add(daemon_t *d, ipc_req_t *req, const char *campaign)
     w->campaign = filter;
 }
 
+/* Moves the last watcher into slot i and clears the last slot, so no slot
+ * at or past n_watchers keeps a pointer that was released here. */
 static void watcher_drop(daemon_t *d, size_t i)
 {
+    size_t last = --d->n_watchers;
+
     ipc_stream_release(d->watchers[i].st);
     free(d->watchers[i].campaign);
-    d->watchers[i] = d->watchers[--d->n_watchers];
+    d->watchers[i] = d->watchers[last];
+    memset(&d->watchers[last], 0, sizeof(d->watchers[last]));
 }
 
 void daemon_watchers_close(daemon_t *d)

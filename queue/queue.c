@@ -700,7 +700,7 @@ int queue_open(const char *dir, const queue_options_t *opt, queue_t **out)
     pthread_rwlockattr_t attr;
     uint64_t map_size = DEFAULT_MAP_SIZE, map_max = DEFAULT_MAP_MAX;
     unsigned readers = DEFAULT_READERS;
-    open_ctx_t oc;
+    open_ctx_t oc = {0};
     queue_t *q;
     int rc;
 

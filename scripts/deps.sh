@@ -16,7 +16,7 @@ pkgs=(build-essential cmake pkg-config python3
       libmicrohttpd-dev libjemalloc-dev systemd dpkg-dev)
 bench=(nginx libnginx-mod-http-echo wrk nghttp2-client openssl linux-perf)
 if [[ "${1:-}" == "--extra" ]]; then
-    pkgs+=(clang libclang-rt-14-dev clang-format cppcheck valgrind lmdb-utils)
+    pkgs+=(clang libclang-rt-14-dev clang-format clang-tidy cppcheck valgrind lmdb-utils)
 elif [[ "${1:-}" == "--bench" ]]; then
     pkgs+=("${bench[@]}")
 fi

@@ -1282,7 +1282,7 @@ int fake_server_new(const fake_options_t *opt, fake_server_t **out)
     atomic_init(&s->next_id, 1);
 
     s->senders = calloc(nnumbers, sizeof(*s->senders));
-    s->pairs = calloc(PAIR_HEADS, sizeof(*s->pairs));
+    s->pairs = calloc(PAIR_HEADS, sizeof(fake_pair_t *));
     s->tokens = dup_tokens(tokens, ntokens);
     if (s->tokens)
         s->ntokens = ntokens;

@@ -447,7 +447,7 @@ static int parse_cli(cli_t *c, int argc, char **argv)
     fake_config_t *cfg = &c->opt.config;
     bool seeded = false;
     int o;
-    long v;
+    long v = 0;
 
     while ((o = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         bool ok = true;

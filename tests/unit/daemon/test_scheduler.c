@@ -87,8 +87,10 @@ static void test_waiting_set(void)
     sched_job_t *j;
 
     for (uint64_t id = 1; id <= WS_N; id++) {
-        /* Runs in order (as a refill loads them), every 7th out of order. */
-        due[id] = id % 7 == 0 ? 900.0 + (double)(ws_rnd(&x) % 100) : 1000.0 + (double)(id / 3);
+        /* Runs in order (as a refill loads them), every 7th out of order;
+         * three in a row share a due time (integer division on purpose). */
+        due[id] = id % 7 == 0 ? 900.0 + (double)(ws_rnd(&x) % 100)
+                              : 1000.0 + (double)(id / 3); /* NOLINT(bugprone-integer-division) */
         add(s, id, due[id], 1, "a");
         if (id == 1000) {
             /* The FIFO's head moves before it grows: slots are renumbered. */
@@ -739,8 +741,9 @@ static void test_expiry_order(void)
     memset(&t, 0, sizeof(t));
     for (uint64_t id = 1; id <= WS_N; id++) {
         /* A fixed time to live after submission, every 5th earlier. */
-        exp_at[id] =
-            id % 5 == 0 ? 5000.0 + (double)(ws_rnd(&x) % 3000) : 10000.0 + (double)(id / 4);
+        exp_at[id] = id % 5 == 0
+                         ? 5000.0 + (double)(ws_rnd(&x) % 3000)
+                         : 10000.0 + (double)(id / 4); /* NOLINT(bugprone-integer-division) */
         t.id = id;
         t.due = 100.0; /* waits: only expiry reaches it */
         t.expires_at = exp_at[id];

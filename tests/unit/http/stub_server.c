@@ -59,7 +59,7 @@ static stub_path_t *stub_path_find(stub_t *s, const char *path)
         return &s->other;
     stub_path_t *p = &s->paths[s->npaths++];
     memset(p, 0, sizeof(*p));
-    strcpy(p->path, path);
+    snprintf(p->path, sizeof p->path, "%s", path);
     return p;
 }
 

@@ -54,7 +54,8 @@ static void peer_start(peer_t *p, peer_fn fn)
     CHECK(p->lfd >= 0);
     memset(&sa, 0, sizeof sa);
     sa.sun_family = AF_UNIX;
-    strcpy(sa.sun_path, g_path);
+    CHECK(strlen(g_path) < sizeof sa.sun_path);
+    memcpy(sa.sun_path, g_path, strlen(g_path) + 1);
     CHECK(bind(p->lfd, (struct sockaddr *)&sa, sizeof sa) == 0);
     CHECK(listen(p->lfd, 4) == 0);
     p->fn = fn;

@@ -430,7 +430,10 @@ static bool same_block(const struct ipc_req *f, const struct ipc_req *s)
     CHECK(a->op == b->op);
     CHECK(a->submit.type == b->submit.type);
     CHECK(a->submit.priority == b->submit.priority);
+    /* The same bits, not only equal values (-0 and 0 differ here). */
+    /* NOLINTNEXTLINE(bugprone-suspicious-memory-comparison) */
     CHECK(memcmp(&a->submit.not_before, &b->submit.not_before, sizeof(double)) == 0);
+    /* NOLINTNEXTLINE(bugprone-suspicious-memory-comparison) */
     CHECK(memcmp(&a->submit.expires_at, &b->submit.expires_at, sizeof(double)) == 0);
     CHECK(a->submit.max_attempts == b->submit.max_attempts);
     CHECK(a->submit.body_len == b->submit.body_len);

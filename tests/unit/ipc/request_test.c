@@ -518,6 +518,7 @@ static void test_body_as_printed(void)
 {
     static const char *const msgs[] = {
         "{\"phoneNumberId\":\"1\",\"to\":\"2\",\"text\":\"plain\"}",
+        /* NOLINTNEXTLINE(bugprone-suspicious-missing-comma): one string on two lines */
         "{\"phoneNumberId\":\"1\",\"to\":\"2\",\"text\":\"x\",\"n\":[0,-1,123456789012345,true,"
         "false,null,{},[]]}",
         "{\"phoneNumberId\":\"1\",\"to\":\"2\",\"text\":\"x\",\"n\":1234567890123456}",

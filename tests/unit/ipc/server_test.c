@@ -240,7 +240,7 @@ static void cl_sends(struct cl *c, const char *s)
 static char *cl_line(struct cl *c)
 {
     for (;;) {
-        char *nl = memchr(c->buf, '\n', c->len);
+        char *nl = c->len > 0 ? memchr(c->buf, '\n', c->len) : NULL;
         if (nl) {
             size_t n = (size_t)(nl - c->buf);
             char *line = malloc(n + 1);
