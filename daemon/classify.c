@@ -381,7 +381,8 @@ void classify_answer(const http_result_t *res, classify_result_t *out)
     memset(out, 0, sizeof(*out));
     if (res->error != 0) {
         out->action = CLASSIFY_RETRY;
-        out->maybe_sent = res->error == HTTP_EMAYBESENT;
+        out->maybe_sent =
+            res->error == HTTP_EMAYBESENT || (res->error == HTTP_ECANCELLED && res->left);
         out->not_sent = res->error == HTTP_ENOTSENT;
         copy_str(out->error.code, sizeof(out->error.code),
                  res->error == HTTP_ENOTSENT     ? "CONNECT_ERROR"

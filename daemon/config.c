@@ -652,7 +652,7 @@ static const reload_field_t reload_fields[] = {
     PLAIN("backoff_max_ms", backoff_max_ms, true),
     PLAIN("job_ttl_s", job_ttl_s, true),
     PLAIN("retention_s", retention_s, true),
-    PLAIN("delivery", at_most_once, false), /* acts in start-up recovery */
+    PLAIN("delivery", at_most_once, false), /* start-up recovery, maybe-sent failures */
     PLAIN("socket_mode", socket_mode, false),
     {.key = "allowed_uids", .kind = FIELD_UIDS, .live = false},
     PLAIN("shutdown_timeout_ms", shutdown_timeout_ms, true),

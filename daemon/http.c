@@ -426,7 +426,11 @@ static void req_cancel(http_engine_t *e, http_req_t *r)
     http_result_t res = {
         .error = HTTP_ECANCELLED, .body = "", .retry_after = -1, .detail = "cancelled"};
     http_done_cb cb = r->cb;
+    long reqsize = 0;
 
+    /* Bytes libcurl has written for this transfer so far (headers, body). */
+    curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &reqsize);
+    res.left = reqsize > 0;
     req_detach(e, r);
     if (cb != NULL) /* always set while the request is on the active list */
         cb(&res, r->user);

@@ -71,6 +71,9 @@ typedef struct http_result {
                            leave: its start plus libcurl's pretransfer time; 0 when unknown
                            (error != 0) */
     const char *detail; /* libcurl's error text or "", for logs; never holds the token */
+    bool left;          /* error == HTTP_ECANCELLED: some of the request had been written to
+                           its connection, so the server may have it (for the other errors,
+                           HTTP_ENOTSENT and HTTP_EMAYBESENT say it) */
 } http_result_t;
 
 typedef void (*http_done_cb)(const http_result_t *res, void *user);

@@ -361,9 +361,89 @@ def cancel_after_answer(wd):
     api.stop()
 
 
+def at_most_once_maybe_sent(wd):
+    """delivery = at-most-once while running: a request the API may have
+    taken without answering - the connection dropped after it was written,
+    an answer later than request_timeout_ms, a request cancelled at a stop
+    after it was written - makes its job `uncertain` after one request,
+    never a resend (also not after the restart). The same drop under
+    at-least-once is resent. Each check waits for a later job of the same
+    order key, which goes only once the earlier one's outcome is recorded."""
+    api = avp.FakeAPI(wd)
+    cfg = {"delivery": "at-most-once", "request_timeout_ms": 500, "shutdown_timeout_ms": 300,
+           "backoff_base_ms": 50, "backoff_max_ms": 200}
+    d = avp.Daemon(wd, api.base, cfg).start()
+    cl = d.client()
+    S = avp.SENDERS[0]  # one sender: a recipient's jobs share an order key
+    to_a, to_b, to_c = "+16660000001", "+16660000002", "+16660000003"
+    api.control(rules=[{"to": to_a[1:], "reset": "after", "times": 1}])
+
+    def sent_once_then_uncertain(job_id, first, then, to, what):
+        wait_for(lambda: any(avp.marker(s) == "job-%d" % then for s in api.sends()), 20,
+                 "the job after the %s" % what)
+        n = sum(1 for s in api.sends() if avp.marker(s) == "job-%d" % first)
+        check(n == 1, "%s: the API took the request once, got %d" % (what, n))
+        j = cl.request({"op": "get", "job": job_id})["job"]
+        check(j["state"] == "uncertain" and j["attempts"] == 1 and j["nextAttemptAt"] is None,
+              "%s: uncertain after one attempt, not scheduled: %s" % (what, j))
+        return j
+
+    # 1. The connection drops after the API logged the request.
+    ids = submit_all(d, [avp.text_job(1, sender=S, to=to_a), avp.text_job(2, sender=S, to=to_a)])
+    j = sent_once_then_uncertain(ids[0], 1, 2, to_a, "reset after the request")
+    check(j["lastError"]["code"] == "TRANSPORT_ERROR", "lastError names it: %s" % j)
+
+    # 2. The answer comes after request_timeout_ms (the API logged it at once).
+    api.control(latency_ms=1500)
+    ids = submit_all(d, [avp.text_job(3, sender=S, to=to_b)])
+    wait_for(lambda: cl.request({"op": "get", "job": ids[0]})["job"]["state"] == "uncertain",
+             20, "the timed-out job uncertain")
+    api.control(latency_ms=0)
+    ids += submit_all(d, [avp.text_job(4, sender=S, to=to_b)])
+    sent_once_then_uncertain(ids[0], 3, 4, to_b, "timeout")
+    check(cl.stats()["counts"]["retrying"] == 0, "nothing waits for a retry")
+
+    # 3. In flight at a stop past shutdown_timeout_ms: cancelled after it was
+    # written, so uncertain, and not sent again after the restart.
+    # (A daemon whose requests do not time out first.)
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    cfg2 = dict(cfg, request_timeout_ms=60000)
+    d2 = avp.Daemon(wd, api.base, cfg2, state_dir=d.state_dir, name="daemon2").start()
+    cl = d2.client()
+    api.control(latency_ms=20000)
+    ids = submit_all(d2, [avp.text_job(5, sender=S, to=to_c)])
+    wait_for(lambda: any(avp.marker(s) == "job-5" for s in api.sends()), 20,
+             "the request at the API")
+    cl.close()
+    check(d2.stop() == 0, "SIGTERM exits 0")
+    check("cancelling them" in d2.stderr(), "the stop cancelled the request: %s" % d2.stderr())
+    api.control(latency_ms=0)
+    d3 = avp.Daemon(wd, api.base, cfg2, state_dir=d.state_dir, name="daemon3").start()
+    cl = d3.client()
+    ids += submit_all(d3, [avp.text_job(6, sender=S, to=to_c)])
+    sent_once_then_uncertain(ids[0], 5, 6, to_c, "cancel at a stop")
+    cl.close()
+    check(d3.stop() == 0, "SIGTERM exits 0")
+
+    # The same drop under at-least-once: sent again, then sent.
+    api.control(rules=[{"to": "16660000009", "reset": "after", "times": 1}])
+    d4 = avp.Daemon(wd, api.base, dict(cfg, delivery="at-least-once"), name="daemon4").start()
+    cl = d4.client()
+    ids = submit_all(d4, [avp.text_job(9, sender=S, to="+16660000009")])
+    wait_for(lambda: cl.request({"op": "get", "job": ids[0]})["job"]["state"] == "sent", 20,
+             "the dropped job sent under at-least-once")
+    n = sum(1 for s in api.sends() if avp.marker(s) == "job-9")
+    check(n == 2, "at-least-once resends after a drop: %d requests" % n)
+    check(cl.stats()["possibleDuplicates"] >= 1, "counted as a possible duplicate")
+    cl.close()
+    check(d4.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (rate_multi_sender, adaptive_converges, ordered_with_failures,
                                  token_revoked, pair_pacing, expired_and_scheduled, pauses,
-                                 cancel_after_answer)}
+                                 cancel_after_answer, at_most_once_maybe_sent)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
