@@ -132,6 +132,20 @@ typedef struct window {
     uint32_t next; /* sequence number of the next pick */
 } window_t;
 
+/* The global rate's departure window: as a sender's, over all senders.
+ * Entries carry the job's id (a job has room for one window place only,
+ * its sender's), and a departure finds its pick from the newest entry
+ * back: jobs depart soon after they are picked, so within the last
+ * max_inflight picks. */
+typedef struct gwindow {
+    struct gw_entry {
+        uint64_t id;
+        double t; /* departure; INFINITY while not known */
+    } * e;
+    unsigned cap;
+    uint32_t next; /* sequence number of the next pick */
+} gwindow_t;
+
 struct sched_sender {
     hnode_t h;
     char *phone_number_id;
@@ -209,6 +223,7 @@ struct sched {
     sched_campaign_t none; /* jobs without a campaign */
     sched_campaign_t *idle_head, *idle_tail;
     bucket_t global;
+    gwindow_t gwin; /* departures of all senders, while global_rate is set */
     unsigned inflight;
     bool all_paused;
     bool account_paused;
@@ -791,6 +806,78 @@ static void window_depart(window_t *w, sched_job_t *j, double when)
     j->win_pending_ = false;
     if (w->cap > 0 && w->next - j->win_seq_ <= w->cap)
         w->t[j->win_seq_ % w->cap] = when;
+}
+
+/* The global window (gwindow_t); the rules are the sender window's. */
+static unsigned gwin_n(const gwindow_t *w)
+{
+    return w->next < w->cap ? w->next : w->cap;
+}
+
+/* Sizes the window for `limit` sends (0: none), keeping the most recent
+ * departures; without memory it stays as it is (the bucket still holds). */
+static void gwin_size(gwindow_t *w, unsigned limit)
+{
+    unsigned i, keep = gwin_n(w);
+    struct gw_entry *e;
+
+    if (limit == w->cap)
+        return;
+    if (limit == 0) {
+        free(w->e);
+        memset(w, 0, sizeof(*w));
+        return;
+    }
+    e = malloc((size_t)limit * sizeof(*e));
+    if (e == NULL)
+        return;
+    for (i = 0; i < limit; i++)
+        e[i] = (struct gw_entry){.id = 0, .t = -INFINITY};
+    if (keep > limit)
+        keep = limit;
+    for (i = 0; i < keep; i++) {
+        uint32_t seq = w->next - keep + i;
+        e[seq % limit] = w->e[seq % w->cap];
+    }
+    free(w->e);
+    w->e = e;
+    w->cap = limit;
+}
+
+static double gwin_ready_at(const gwindow_t *w, double now)
+{
+    double kth;
+
+    if (w->cap == 0 || gwin_n(w) < w->cap)
+        return now;
+    kth = w->e[w->next % w->cap].t; /* the cap-th most recent pick */
+    if (kth == INFINITY)
+        return now + WINDOW_RECHECK;
+    return kth + SCHED_RATE_WINDOW > now ? kth + SCHED_RATE_WINDOW : now;
+}
+
+static void gwin_pick(gwindow_t *w, uint64_t id)
+{
+    if (w->cap == 0)
+        return;
+    w->e[w->next % w->cap] = (struct gw_entry){.id = id, .t = INFINITY};
+    w->next++;
+}
+
+/* Job `id`'s latest pick: its departure at `when`. refine: only a later
+ * time than the one known (sched_job_departed); else only a pending one. */
+static void gwin_depart(gwindow_t *w, uint64_t id, double when, bool refine)
+{
+    unsigned i, n = gwin_n(w);
+
+    for (i = 1; i <= n; i++) {
+        struct gw_entry *e = &w->e[(w->next - i) % w->cap];
+        if (e->id != id)
+            continue;
+        if (refine ? (e->t != INFINITY && when > e->t) : e->t == INFINITY)
+            e->t = when;
+        return;
+    }
 }
 
 static void set_reason(char **dst, const char *reason)
@@ -1512,6 +1599,7 @@ static void global_apply(sched_t *s)
     s->global.burst = s->opt.global_rate > 1 ? s->opt.global_rate : 1;
     if (s->global.tokens > s->global.burst)
         s->global.tokens = s->global.burst;
+    gwin_size(&s->gwin, window_limit(s->global.rate));
 }
 
 int sched_new(const sched_options_t *opt, sched_t **out)
@@ -1590,6 +1678,7 @@ void sched_free(sched_t *s)
     htab_free_all(&s->campaigns, free_campaign_node);
     htab_free_all(&s->senders, free_sender_node);
     free(s->account_reason);
+    free(s->gwin.e);
     oset_free(&s->waiting);
     oset_free(&s->expiry);
     free(s->sleeping.a);
@@ -1838,8 +1927,10 @@ static void take_flight(sched_t *s, sched_job_t *j, double now)
         sd->bucket.tokens -= 1;
         window_pick(&sd->win, j);
     }
-    if (s->global.rate > 0)
+    if (s->global.rate > 0) {
         s->global.tokens -= 1;
+        gwin_pick(&s->gwin, j->id);
+    }
     if (j->pair_ != NULL && pacing(s))
         j->pair_->tokens -= 1;
     if (j->okey_ != NULL)
@@ -1870,12 +1961,15 @@ sched_job_t *sched_next(sched_t *s, double now, double *wake)
         return NULL;
     }
     bucket_refill(&s->global, now);
-    if (s->global.rate > 0 && s->global.tokens < 1) {
-        if (wake) {
-            double w = next_wake(s, now);
-            *wake = s->ring_head ? fmin(w, bucket_ready_at(&s->global, now)) : w;
+    if (s->global.rate > 0) {
+        double at = fmax(bucket_ready_at(&s->global, now), gwin_ready_at(&s->gwin, now));
+        if (at > now) {
+            if (wake) {
+                double w = next_wake(s, now);
+                *wake = s->ring_head ? fmin(w, at) : w;
+            }
+            return NULL;
         }
-        return NULL;
     }
     while ((sd = ring_pop(s)) != NULL) {
         sched_job_t *j;
@@ -1941,9 +2035,11 @@ sched_job_t *sched_next_expired(sched_t *s, double now)
 /* An in-flight job leaves flight: its sender may send again. */
 void sched_job_posted(sched_t *s, sched_job_t *j, double now)
 {
-    (void)s;
-    if (j->inflight)
-        window_depart(&j->sender->win, j, now);
+    if (!j->inflight)
+        return;
+    window_depart(&j->sender->win, j, now);
+    if (s->gwin.cap > 0)
+        gwin_depart(&s->gwin, j->id, now, false);
 }
 
 void sched_job_departed(sched_t *s, sched_job_t *j, double when)
@@ -1951,7 +2047,8 @@ void sched_job_departed(sched_t *s, sched_job_t *j, double when)
     window_t *w = &j->sender->win;
     double *t;
 
-    (void)s;
+    if (j->inflight && s->gwin.cap > 0)
+        gwin_depart(&s->gwin, j->id, when, true);
     if (!j->inflight || j->win_pending_ || !j->win_slot_ || w->cap == 0 ||
         w->next - j->win_seq_ > w->cap)
         return;
@@ -1965,6 +2062,8 @@ static void inflight_end(sched_t *s, sched_job_t *j)
     sched_sender_t *sd = j->sender;
 
     window_depart(&sd->win, j, s->now);
+    if (s->gwin.cap > 0)
+        gwin_depart(&s->gwin, j->id, s->now, false);
     j->inflight = false;
     sd->inflight--;
     sd->n_jobs++;

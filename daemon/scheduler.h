@@ -70,7 +70,8 @@ typedef struct sched_sender sched_sender_t;
  * send into a second that is already full; the sustained rate is therefore
  * about 1% under the configured one. Rates above SCHED_WINDOW_RATE_MAX rely
  * on the bucket alone (the window keeps one departure time per allowed
- * send).
+ * send). The global rate (sched_options_t.global_rate) has a window of its
+ * own over all senders, with the same rules.
  */
 #define SCHED_RATE_WINDOW 1.01
 #define SCHED_WINDOW_RATE_MAX 4096

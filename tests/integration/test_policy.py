@@ -441,9 +441,39 @@ def at_most_once_maybe_sent(wd):
     api.stop()
 
 
+def global_rate_cap(wd):
+    """global_rate = 20 over 5 senders with no per-sender limit: at the API,
+    no second holds more than 20 sends (the first included: a full global
+    bucket must not add its burst to a second already at the rate), and the
+    whole run keeps close to 20/s."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"global_rate": 20, "rate_per_number": 0}).start()
+    n = 120
+    submit_all(d, [avp.text_job(i, sender=avp.SENDERS[i % 5]) for i in range(n)])
+    cl = d.client()
+    st = wait_all_final(cl, 60)
+    check(st["counts"]["sent"] == n, "all sent: %s" % st["counts"])
+    times = sorted(s["t"] for s in api.sends())
+    check(len(times) == n, "%d sends at the API" % len(times))
+    j, most = 0, 0
+    for i in range(n):
+        while times[i] - times[j] >= 1.0:
+            j += 1
+        most = max(most, i - j + 1)
+    span = times[-1] - times[0]
+    print("global_rate 20: at most %d sends within 1 s; %d sends in %.2f s" % (most, n, span))
+    check(most <= 20, "no second above global_rate: %d sends within 1 s" % most)
+    # A burst of 20, then 20 per window of 1.01 s: 100 more need 5 windows.
+    check(4.9 <= span <= 6.5, "about 20/s over the run: %d sends in %.2f s" % (n, span))
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (rate_multi_sender, adaptive_converges, ordered_with_failures,
                                  token_revoked, pair_pacing, expired_and_scheduled, pauses,
-                                 cancel_after_answer, at_most_once_maybe_sent)}
+                                 cancel_after_answer, at_most_once_maybe_sent,
+                                 global_rate_cap)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
