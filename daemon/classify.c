@@ -90,8 +90,10 @@ static int classify_meta(long code, classify_result_t *out)
         return CLASSIFY_RETRY;
     if (IN(code, meta_fail))
         return CLASSIFY_FAIL;
-    if (IN(code, meta_pause_account))
+    if (IN(code, meta_pause_account)) {
+        out->needs_operator = true;
         return CLASSIFY_PAUSE_ACCOUNT;
+    }
     if (IN(code, meta_pause_sender) || (code >= 200 && code <= 299))
         return CLASSIFY_PAUSE_SENDER;
     return 0; /* unknown: decide on the HTTP status */

@@ -29,6 +29,8 @@ typedef struct classify_result {
     bool not_sent;            /* a transport failure before the request left: retry freely */
     bool hold_sender;         /* CLASSIFY_RETRY of a sender in maintenance (131057, 2494100):
                                  the sender waits min_delay, not only the job */
+    bool needs_operator;      /* CLASSIFY_PAUSE_ACCOUNT that no probe can clear (Meta 0, 190:
+                                 Meta's side of the account; GET /v2/me still answers 200) */
     double min_delay;         /* seconds the retry must wait at least (Retry-After, ...); 0 */
     queue_error_info_t error; /* filled for everything but CLASSIFY_SENT */
     char wamid[QUEUE_MAX_WAMID_LEN]; /* CLASSIFY_SENT: data.messages[0].id or "" */

@@ -139,6 +139,11 @@ typedef struct daemon {
     uv_timer_t purge_timer;   /* periodic purge of finished jobs */
     bool purge_running;       /* a purge waits in the committer */
     double commit_err_logged; /* last log line about a failed commit (one a second) */
+
+    /* The account (dispatch.c): when a probe last resumed it (0: never),
+     * and the last Graph throttling, shown in stats while its hold lasts. */
+    double account_resumed_at;
+    char throttle_reason[160];
 } daemon_t;
 
 /* log.c: one line on stderr with an sd-daemon priority prefix, if `level`

@@ -339,7 +339,8 @@ static void probe_done(const http_result_t *res, void *arg)
         dlog(d, CONFIG_LOG_WARN, "account works again (GET /v2/me answered %d); sending resumes",
              res->status);
         sched_account_pause(d->sched, false, NULL);
-        d->probe_failures = 0;
+        d->probe_failures++; /* kept if the account pauses again soon */
+        d->account_resumed_at = daemon_now();
         d->spill = true; /* jobs left in the store while paused */
         dispatch_pump_soon(d);
         return;
@@ -365,15 +366,41 @@ static void probe_cb(uv_timer_t *t)
     d->probing = true;
 }
 
+/* An account-level answer pauses all sending; no job fails. Errors GET
+ * /v2/me shows (401, plan, no account) are probed until it answers 200.
+ * Meta 0 and 190 are not visible there (the AvenPing token is fine, Meta's
+ * side of the account is not): a probe would resume into the same error,
+ * so they pause until an operator's `resume all`, stored so that a
+ * restart does not send into them again. */
 static void pause_account(daemon_t *d, const classify_result_t *c)
 {
     char reason[512]; /* cut to QUEUE_PAUSE_REASON_MAX when stored */
+    int rc;
 
     if (sched_account_reason(d->sched) != NULL)
         return;
-    snprintf(reason, sizeof(reason), "%d %s: %s", c->error.status, c->error.code, c->error.message);
+    if (c->error.meta_code != 0)
+        snprintf(reason, sizeof(reason), "%d %s (Meta %ld): %s", c->error.status, c->error.code,
+                 c->error.meta_code, c->error.message);
+    else
+        snprintf(reason, sizeof(reason), "%d %s: %s", c->error.status, c->error.code,
+                 c->error.message);
     sched_account_pause(d->sched, true, reason);
-    d->probe_failures = 0;
+    if (c->needs_operator) {
+        sched_pause_all(d->sched, true);
+        rc = commit_add_pause(d->commit, QUEUE_PAUSE_ALL, "", reason, true, NULL, NULL);
+        if (rc != 0)
+            dlog(d, CONFIG_LOG_ERROR, "account pause not recorded: %s", queue_strerror(rc));
+        dlog(d, CONFIG_LOG_ERROR,
+             "account-level error (%s): all sending paused, no job fails; an operator must "
+             "act, then resume (avenpingctl resume --all)",
+             reason);
+        return;
+    }
+    /* Paused again soon after a probe resumed it: the probes back off
+     * further instead of starting over. */
+    if (d->account_resumed_at == 0 || daemon_now() - d->account_resumed_at > 60)
+        d->probe_failures = 0;
     dlog(d, CONFIG_LOG_ERROR,
          "account-level error (%s): all sending paused, no job fails; probing GET /v2/me", reason);
     probe_schedule(d);
@@ -467,11 +494,15 @@ static int load_pause_cb(int kind, const char *name, const char *reason, void *a
 {
     daemon_t *d = arg;
 
-    if (kind == QUEUE_PAUSE_ALL)
+    if (kind == QUEUE_PAUSE_ALL) {
         sched_pause_all(d->sched, true);
-    else if ((kind == QUEUE_PAUSE_SENDER &&
-              sched_sender_pause(d->sched, name, true, reason[0] ? reason : NULL) == 0) ||
-             (kind == QUEUE_PAUSE_CAMPAIGN && sched_campaign_pause(d->sched, name, true) == 0))
+        /* An account pause that waits for an operator (Meta 0, 190)
+         * keeps its reason; the operator's own has none worth showing. */
+        if (reason[0] != '\0' && strcmp(reason, "paused by the operator") != 0)
+            sched_account_pause(d->sched, true, reason);
+    } else if ((kind == QUEUE_PAUSE_SENDER &&
+                sched_sender_pause(d->sched, name, true, reason[0] ? reason : NULL) == 0) ||
+               (kind == QUEUE_PAUSE_CAMPAIGN && sched_campaign_pause(d->sched, name, true) == 0))
         d->pauses++;
     dlog(d, CONFIG_LOG_INFO, "stored pause: %s %s%s%s",
          kind == QUEUE_PAUSE_ALL      ? "all"
@@ -502,13 +533,21 @@ static void retry_job(daemon_t *d, sched_job_t *job, const classify_result_t *c,
     sched_job_retry(d->sched, job, due);
 }
 
+/* sched_job_t.marks: rescheduled for 131049 already. */
+#define MARK_DAY_RESCHEDULED 0x01
+
 /* 131049 (per-user marketing cap): once, not before 24 h; the second time
- * the job fails. The store's last error tells whether this is the second. */
-static bool rescheduled_before(daemon_t *d, uint64_t id)
+ * the job fails. Whether this is the second: the job's mark while it stays
+ * in memory (also when other errors came between), else the store's last
+ * error (a job loaded again from the store has no mark). */
+static bool rescheduled_before(daemon_t *d, const sched_job_t *job)
 {
+    uint64_t id = job->id;
     queue_job_t j;
     bool again = false;
 
+    if (job->marks & MARK_DAY_RESCHEDULED)
+        return true;
     if (queue_job_get(d->q, id, &j) == 0) {
         again = j.last_error.meta_code == 131049;
         queue_job_clear(&j);
@@ -574,6 +613,8 @@ static void on_http_done(const http_result_t *res, void *arg)
         break;
     case CLASSIFY_THROTTLE_ACCOUNT:
         sched_hold_all(d->sched, now + c.min_delay);
+        snprintf(d->throttle_reason, sizeof(d->throttle_reason),
+                 "Graph API throttling (Meta %ld): all sending waits", c.error.meta_code);
         dlog(d, CONFIG_LOG_WARN, "Graph API throttling (Meta %ld): all sending waits %.0fs",
              c.error.meta_code, c.min_delay);
         retry_job(d, job, &c, now + c.min_delay, false);
@@ -582,10 +623,11 @@ static void on_http_done(const http_result_t *res, void *arg)
         retry_job(d, job, &c, sched_pair_limited(d->sched, job, now), false);
         break;
     case CLASSIFY_RESCHEDULE_DAY:
-        if (rescheduled_before(d, job->id) || job->attempts >= max_attempts) {
+        if (rescheduled_before(d, job) || job->attempts >= max_attempts) {
             record(d, job->id, QUEUE_STATE_FAILED, job->attempts, 0, NULL, &c.error);
             sched_job_finish(d->sched, job);
         } else {
+            job->marks |= MARK_DAY_RESCHEDULED;
             retry_job(d, job, &c, now + 86400, true);
         }
         break;

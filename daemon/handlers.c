@@ -245,11 +245,13 @@ static void sender_json_cb(const sched_sender_info_t *s, void *arg)
     cJSON_AddItemToArray(arg, o);
 }
 
-/* The account's state: "paused" (breaker, or the operator's `all`), or
+/* The account's state: "paused" (breaker, or the operator's `all`),
+ * "throttled" (Graph API throttling: everything waits until `until`), or
  * "ok". */
 static void account_json(const daemon_t *d, cJSON *acct)
 {
     const char *why = sched_account_reason(d->sched);
+    double until = sched_hold_all_until(d->sched);
 
     if (why != NULL) {
         cJSON_AddStringToObject(acct, "state", "paused");
@@ -257,6 +259,12 @@ static void account_json(const daemon_t *d, cJSON *acct)
     } else if (sched_all_paused(d->sched)) {
         cJSON_AddStringToObject(acct, "state", "paused");
         cJSON_AddStringToObject(acct, "reason", "all sending paused by the operator");
+    } else if (until > daemon_now()) {
+        cJSON_AddStringToObject(acct, "state", "throttled");
+        cJSON_AddStringToObject(acct, "reason",
+                                d->throttle_reason[0] != '\0' ? d->throttle_reason
+                                                              : "Graph API throttling");
+        jsonnum_add(acct, "until", until);
     } else {
         cJSON_AddStringToObject(acct, "state", "ok");
         cJSON_AddNullToObject(acct, "reason");

@@ -132,6 +132,10 @@ typedef struct window {
     uint32_t next; /* sequence number of the next pick */
 } window_t;
 
+/* Two cache lines per job in memory (memory per queued job, docs/performance.md):
+ * new fields go into padding. */
+_Static_assert(sizeof(sched_job_t) <= 128, "sched_job_t grew past 128 bytes");
+
 /* The global rate's departure window: as a sender's, over all senders.
  * Entries carry the job's id (a job has room for one window place only,
  * its sender's), and a departure finds its pick from the newest entry
@@ -2209,6 +2213,11 @@ void sched_hold_all(sched_t *s, double until)
 {
     if (until > s->hold_all_until)
         s->hold_all_until = until;
+}
+
+double sched_hold_all_until(const sched_t *s)
+{
+    return s->hold_all_until;
 }
 
 /* --- public: pauses -------------------------------------------------------------- */

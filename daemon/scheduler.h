@@ -104,6 +104,7 @@ typedef struct sched_job {
     uint8_t where_;
     bool win_pending_;                 /* its departure is not in the window yet */
     bool win_slot_;                    /* this attempt has a place in the window (win_seq_) */
+    uint8_t marks;                     /* the caller's, while the job is in memory; 0 at add */
     uint32_t wait_idx_;                /* in the waiting set (heap or FIFO) */
     uint32_t exp_idx_;                 /* in the expiry set (heap or FIFO) */
     uint32_t win_seq_;                 /* its place in the sender's window */
@@ -233,6 +234,9 @@ double sched_pair_limited(sched_t *s, sched_job_t *job, double now);
 
 /* Timed hold of everything (Graph app/account throttling). */
 void sched_hold_all(sched_t *s, double until);
+
+/* The end of the hold of everything, or 0 when none was set. */
+double sched_hold_all_until(const sched_t *s);
 
 /* --- Pauses ---------------------------------------------------------------- */
 

@@ -470,10 +470,63 @@ def global_rate_cap(wd):
     api.stop()
 
 
+def account_needs_operator(wd):
+    """Meta 190 (and 0) pause all sending until an operator resumes it: GET
+    /v2/me still answers 200, so probing would resend into the same error.
+    The pause is stored (a restart sends nothing) and `resume all` lifts it.
+    Meta 4 (Graph throttling) shows in stats as the account `throttled`."""
+    api = avp.FakeAPI(wd)
+    cfg = {"backoff_base_ms": 50, "backoff_max_ms": 200}
+    d = avp.Daemon(wd, api.base, cfg).start()
+    cl = d.client()
+    bad = "16670000001"
+    api.control(rules=[{"to": bad, "status": 500, "meta": 190, "times": -1,
+                        "message": "Error validating access token"}])
+    ids = submit_all(d, [avp.text_job(1, sender=avp.SENDERS[0], to="+" + bad)])
+    st = wait_for(lambda: (lambda s: s if s["account"]["state"] == "paused" else None)(cl.stats()),
+                  20, "the account paused")
+    check("Meta 190" in st["account"]["reason"], "the reason names Meta 190: %s" % st["account"])
+    ids += submit_all(d, [avp.text_job(i, sender=avp.SENDERS[i % 5]) for i in range(2, 12)])
+    requests = api.stats()["requests"]
+    time.sleep(1.0)  # a negative check: 20 probe intervals, nothing may reach the API
+    check(api.stats()["requests"] == requests,
+          "no probe, no send while waiting for the operator: %d -> %d requests"
+          % (requests, api.stats()["requests"]))
+    check(cl.stats()["counts"]["failed"] == 0, "no job failed")
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    # Stored: the restart sends nothing either, and says why.
+    d2 = avp.Daemon(wd, api.base, cfg, state_dir=d.state_dir, name="daemon2").start()
+    cl = d2.client()
+    st = cl.stats()
+    check(st["account"]["state"] == "paused" and "Meta 190" in (st["account"]["reason"] or ""),
+          "still paused after a restart: %s" % st["account"])
+    time.sleep(0.5)  # a negative check
+    check(api.stats()["requests"] == requests, "nothing sent after the restart")
+    # The operator fixed the account and resumes: everything goes, once.
+    api.control(rules=[])
+    check(cl.request({"op": "resume", "all": True})["ok"], "resume all")
+    st = wait_all_final(cl, 30)
+    check(st["counts"]["sent"] == 11 and st["account"]["state"] == "ok",
+          "all sent after the resume: %s %s" % (st["counts"], st["account"]))
+    seen = avp.count_markers(api.sends())
+    check(len(seen) == 11 and max(seen.values()) == 1, "each job accepted once: %s" % seen)
+    # Graph throttling: everything waits 300 s, and stats says so.
+    api.control(rules=[{"to": "16670000099", "status": 500, "meta": 4, "times": 1}])
+    submit_all(d2, [avp.text_job(99, sender=avp.SENDERS[0], to="+16670000099")])
+    st = wait_for(lambda: (lambda s: s if s["account"]["state"] == "throttled" else None)(
+        cl.stats()), 20, "the account throttled")
+    check("Meta 4" in st["account"]["reason"] and st["account"]["until"] > time.time() + 250,
+          "throttled with the Meta code and its end: %s" % st["account"])
+    cl.close()
+    check(d2.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (rate_multi_sender, adaptive_converges, ordered_with_failures,
                                  token_revoked, pair_pacing, expired_and_scheduled, pauses,
                                  cancel_after_answer, at_most_once_maybe_sent,
-                                 global_rate_cap)}
+                                 global_rate_cap, account_needs_operator)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
