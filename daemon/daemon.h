@@ -98,6 +98,11 @@ typedef struct daemon {
     size_t settling;
     double paused_expiry; /* earliest expiresAt of a paused job left in the store; 0: none */
     bool fair_blocked;    /* scratch of dispatch.c's activate_fair */
+    /* Paused jobs were left in the store (at activation, by an eviction or
+     * a refill) since the last full refill that found none: a new job then
+     * goes into memory only if no older unfinished job of its order key is
+     * out of memory (dispatch_activate). */
+    bool paused_left;
     /* dispatch.c: attempts whose `sending` is durable, waiting for one of
      * the max_inflight request slots, in FIFO order (at most
      * DISPATCH_AHEAD of them). */

@@ -87,6 +87,20 @@ static void spill_job(daemon_t *d, double due, uint64_t id)
         d->spill = true;
 }
 
+/* Whether an older unfinished job of the key is out of memory (paused in
+ * the store, say): then the new job must not go in before it. A read error
+ * says yes (the refill decides). */
+static bool older_left(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t *keys)
+{
+    if (keys->order_key == NULL)
+        return false;
+    d->fair_blocked = false;
+    if (queue_order_scan(d->q, keys->order_key, 0, tmpl->id, ACTIVE_FAIR_MIN, older_in_memory_cb,
+                         d) != 0)
+        return true;
+    return d->fair_blocked;
+}
+
 void dispatch_activate(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t *keys)
 {
     int rc;
@@ -95,6 +109,14 @@ void dispatch_activate(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t 
      * records it expired when its time comes first. */
     if (sched_keys_paused(d->sched, keys->phone_number_id, keys->campaign)) {
         note_paused_expiry(d, tmpl->expires_at);
+        d->paused_left = true;
+        return;
+    }
+    /* Behind a job of its key that waits in the store (paused): the refill
+     * brings both in, the older one first (refill_pred_cb). */
+    if (d->paused_left && older_left(d, tmpl, keys)) {
+        spill_job(d, tmpl->due, tmpl->id);
+        dispatch_pump_soon(d);
         return;
     }
     if (d->spill || d->spill_new || sched_jobs(d->sched) >= ACTIVE_SET_MAX) {
@@ -413,6 +435,7 @@ static void evict_paused(daemon_t *d)
     if (n > 0) {
         /* They stay unfinished in the store; a resume reloads them. */
         d->spill = true;
+        d->paused_left = true;
         dlog(d, CONFIG_LOG_DEBUG, "%zu paused jobs left the active set", n);
     }
 }
@@ -860,6 +883,8 @@ typedef struct refill_ctx {
     size_t room;
     size_t skipped;
     size_t finishing; /* `sending` in the store, not in memory: outcome pending */
+    size_t deferred;  /* left for the next pass: an older job of the key is finishing */
+    bool pred_finishing;
     bool stopped;
     double last_due; /* the last entry consumed (loaded or skipped): the cursor */
     uint64_t last_id;
@@ -905,14 +930,19 @@ static int refill_pred_cb(const queue_due_entry_t *e, void *arg)
     char okey[QUEUE_ORDER_KEY_MAX + 1];
     sched_keys_t k;
 
-    if (sched_contains(((refill_ctx_t *)arg)->d->sched, e->id))
+    refill_ctx_t *r = arg;
+
+    if (sched_contains(r->d->sched, e->id))
         return 0;
     /* As in refill_entry_cb: a `sending` job not in memory has had its
-     * answer (it already reached the API, so it does not hold the key's
-     * order) and its outcome is not durable yet - loading it would send it
-     * again. */
-    if (e->state == QUEUE_STATE_SENDING)
-        return 0;
+     * answer and its outcome is not durable yet - loading it would send it
+     * again. Its outcome may be a retry (its sender was paused and the job
+     * evicted with the later ones of its key, say), so the job being
+     * loaded waits for the next pass, when the store shows the outcome. */
+    if (e->state == QUEUE_STATE_SENDING) {
+        r->pred_finishing = true;
+        return 1;
+    }
     keys_of(e, &k, okey, sizeof(okey));
     return refill_add(arg, e, &k);
 }
@@ -949,6 +979,7 @@ static int refill_entry_cb(const queue_due_entry_t *e, void *arg)
     }
     keys_of(e, &k, okey, sizeof(okey));
     if (k.order_key != NULL && (last = sched_order_last_id(d->sched, k.order_key)) < e->id) {
+        r->pred_finishing = false;
         rc = queue_order_scan(d->q, k.order_key, last, e->id, r->room - r->added + 1,
                               refill_pred_cb, r);
         if (rc != 0) {
@@ -958,6 +989,10 @@ static int refill_entry_cb(const queue_due_entry_t *e, void *arg)
         }
         if (r->stopped)
             return 1;
+        if (r->pred_finishing) {
+            r->deferred++;
+            goto consumed;
+        }
     }
     if (refill_add(r, e, &k) != 0)
         return 1;
@@ -983,7 +1018,7 @@ consumed:
  */
 static void refill(daemon_t *d)
 {
-    refill_ctx_t r = {d, daemon_now(), 0, 0, 0, 0, false, 0, 0};
+    refill_ctx_t r = {.d = d, .now = daemon_now()};
     size_t jobs = sched_jobs(d->sched), limit;
     bool full = d->spill;
     int rc;
@@ -1011,18 +1046,23 @@ static void refill(daemon_t *d)
         /* More to load: the next refill goes on from here. */
         d->refill_due = r.last_due;
         d->refill_id = r.last_id;
-        d->spill = false;
+        d->spill = r.deferred > 0; /* those are behind the cursor */
         d->spill_new = true;
     } else {
         /* Done when the store has nothing more that may go now: before the
          * cursor is only what is in memory, paused (a resume sets spill
          * again) or finishing (`sending`: its outcome takes it out of the
-         * due index, or its retry keeps it in memory). */
-        d->spill = false;
+         * due index, or its retry keeps it in memory). Jobs deferred behind
+         * a finishing one of their key: a full pass again soon. */
+        d->spill = r.deferred > 0;
         d->spill_new = false;
         d->refill_due = 0;
         d->refill_id = 0;
+        if (full && r.skipped == 0)
+            d->paused_left = false;
     }
+    if (r.skipped > 0)
+        d->paused_left = true;
     dlog(d, CONFIG_LOG_DEBUG,
          "refill: %zu jobs loaded, %zu paused left in the store, %zu finishing, %s", r.added,
          r.skipped, r.finishing, d->spill || d->spill_new ? "more in the store" : "store drained");

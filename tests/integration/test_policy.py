@@ -523,10 +523,70 @@ def account_needs_operator(wd):
     api.stop()
 
 
+def order_behind_paused(wd):
+    """A later job of an order key never overtakes an earlier one that is
+    paused: by its campaign (the default key, the later job in another
+    campaign), by an operator's pause of its sender (a key across senders),
+    and by an automatic sender pause (Meta 131048) of the earlier job's
+    sender. After each resume the API gets them in submission order."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"backoff_base_ms": 50, "backoff_max_ms": 200}).start()
+    cl = d.client()
+    S = avp.SENDERS
+
+    def state(job):
+        return cl.request({"op": "get", "job": job})["job"]["state"]
+
+    def order_of(*markers):
+        got = [avp.marker(x) for x in sorted(api.sends(), key=lambda x: x["seq"])]
+        return [m for m in got if m in markers]
+
+    def held(later, free_sender, tag):
+        # A job submitted after `later` on a sender that is not paused is
+        # sent: `later` had every chance to go too. Then a negative check.
+        i = 900 + len(api.sends())
+        ids = submit_all(d, [avp.text_job(i, sender=free_sender, to="+16680009%03d" % i)])
+        wait_for(lambda: state(ids[0]) == "sent", 20, "%s: the job after it sent" % tag)
+        time.sleep(0.3)  # a negative check: the pump and refills run every 50 ms
+        check(state(later) == "queued", "%s: the later job waits: %s" % (tag, state(later)))
+
+    # 1. Campaign pause, default key (sender + recipient), other campaign.
+    check(cl.request({"op": "pause", "campaign": "c1"})["ok"], "pause c1")
+    a, b = submit_all(d, [avp.text_job(1, sender=S[0], to="+16680000001", campaign="c1"),
+                          avp.text_job(2, sender=S[0], to="+16680000001", campaign="c2")])
+    held(b, S[0], "campaign pause")
+    check(cl.request({"op": "resume", "campaign": "c1"})["ok"], "resume c1")
+    wait_for(lambda: state(b) == "sent", 20, "both sent after the resume")
+    check(order_of("job-1", "job-2") == ["job-1", "job-2"], "campaign: in order at the API")
+
+    # 2. Operator pause of a sender, a custom key across senders.
+    check(cl.request({"op": "pause", "phoneNumberId": S[2]})["ok"], "pause sender")
+    c, e = submit_all(d, [avp.text_job(3, sender=S[2], to="+16680000003", orderKey="Z"),
+                          avp.text_job(4, sender=S[3], to="+16680000004", orderKey="Z")])
+    held(e, S[3], "sender pause")
+    check(cl.request({"op": "resume", "phoneNumberId": S[2]})["ok"], "resume sender")
+    wait_for(lambda: state(e) == "sent", 20, "both sent after the resume")
+    check(order_of("job-3", "job-4") == ["job-3", "job-4"], "sender: in order at the API")
+
+    # 3. The earlier job's answer pauses its sender (131048) and it waits to
+    # be retried; the later job on another sender waits behind it.
+    api.control(rules=[{"to": "16680000005", "status": 500, "meta": 131048, "times": 1}])
+    f, g = submit_all(d, [avp.text_job(5, sender=S[4], to="+16680000005", orderKey="X"),
+                          avp.text_job(6, sender=S[1], to="+16680000006", orderKey="X")])
+    wait_for(lambda: state(f) == "retrying", 20, "the first job's sender paused")
+    held(g, S[1], "automatic sender pause")
+    check(cl.request({"op": "resume", "phoneNumberId": S[4]})["ok"], "resume the sender")
+    wait_for(lambda: state(g) == "sent", 20, "both sent after the resume")
+    check(order_of("job-5", "job-6") == ["job-5", "job-6"], "131048: in order at the API")
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (rate_multi_sender, adaptive_converges, ordered_with_failures,
                                  token_revoked, pair_pacing, expired_and_scheduled, pauses,
                                  cancel_after_answer, at_most_once_maybe_sent,
-                                 global_rate_cap, account_needs_operator)}
+                                 global_rate_cap, account_needs_operator, order_behind_paused)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
