@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,6 +32,23 @@ static void set_err(char *err, size_t size, const char *fmt, ...)
     vsnprintf(err, size, fmt, ap);
     va_end(ap);
 }
+
+/* api_base: "http://" or "https://" (any case), a host, then optionally a
+ * port and a path; no spaces or control characters. libcurl checks the
+ * rest when the HTTP engine starts. */
+static bool api_base_ok(const char *v)
+{
+    size_t n = strncasecmp(v, "https://", 8) == 0 ? 8 : strncasecmp(v, "http://", 7) == 0 ? 7 : 0;
+
+    if (n == 0 || v[n] == '\0' || v[n] == '/' || v[n] == ':')
+        return false;
+    for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++)
+        if (*p <= ' ' || *p == 0x7f)
+            return false;
+    return true;
+}
+
+#define API_BASE_WANTED "expected an http:// or https:// URL with a host"
 
 static int set_str(char **dst, const char *src)
 {
@@ -240,7 +258,12 @@ static int apply_key(config_t *c, const char *k, const char *v, const char **why
     }
     STR_KEY(socket)
     STR_KEY(state_dir)
-    STR_KEY(api_base)
+    if (strcmp(k, "api_base") == 0) {
+        *why = API_BASE_WANTED;
+        if (!api_base_ok(v))
+            return -EINVAL;
+        return set_str(&c->api_base, v);
+    }
     STR_KEY(token_file)
     STR_KEY(metrics_file)
     STR_KEY(ca_file)
@@ -467,6 +490,10 @@ int config_flags_apply(config_t *c, const config_flags_t *f, char *err, size_t e
         return rc;
     if (f->state_dir && (rc = set_str(&c->state_dir, f->state_dir)) != 0)
         return rc;
+    if (f->api_base && !api_base_ok(f->api_base)) {
+        set_err(err, err_size, "--api-base: " API_BASE_WANTED);
+        return -EINVAL;
+    }
     if (f->api_base && (rc = set_str(&c->api_base, f->api_base)) != 0)
         return rc;
     if (f->token_file && (rc = set_str(&c->token_file, f->token_file)) != 0)

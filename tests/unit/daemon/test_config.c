@@ -96,6 +96,10 @@ static void test_file_errors(void)
         {"max_inflight = 0\n", "max_inflight"},
         {"http_threads = 17\n", "http_threads: expected auto or an integer"},
         {"http_threads = -1\n", "http_threads"},
+        {"api_base = notaurl\n", ":1: api_base: expected an http:// or https:// URL"},
+        {"api_base = ftp://x\n", "api_base: expected an http://"},
+        {"api_base = https://\n", "api_base: expected an http://"},
+        {"api_base = http://a b\n", "api_base: expected an http://"},
     };
     size_t i;
 
@@ -135,6 +139,19 @@ static void test_flags(void)
     CHECK_EQ(config_flags_parse(3, bad, &f, err, sizeof(err)), -EINVAL);
     CHECK(strstr(err, "secret") == NULL);
     CHECK_EQ(config_flags_parse(2, missing, &f, err, sizeof(err)), -EINVAL);
+    /* --api-base is checked like the key; good ones pass. */
+    {
+        char *api[] = {"avenpingd", "--api-base", "notaurl", NULL};
+        char *good[] = {"avenpingd", "--api-base", "HTTPS://api.example.com:8443/base", NULL};
+        CHECK_EQ(config_flags_parse(3, api, &f, err, sizeof(err)), 0);
+        CHECK_EQ(config_init(&c), 0);
+        CHECK_EQ(config_flags_apply(&c, &f, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "--api-base: expected an http:// or https:// URL") != NULL);
+        CHECK_EQ(config_flags_parse(3, good, &f, err, sizeof(err)), 0);
+        CHECK_EQ(config_flags_apply(&c, &f, err, sizeof(err)), 0);
+        CHECK_STR(c.api_base, "HTTPS://api.example.com:8443/base");
+        config_free(&c);
+    }
 }
 
 static void test_token_sources(void)
