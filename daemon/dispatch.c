@@ -285,12 +285,14 @@ static void settled_cb(void *arg)
  * store shows it queued or retrying; no refill runs until this is durable
  * (see daemon_t.settling). */
 static void record_ex(daemon_t *d, uint64_t id, int state, uint16_t attempts, double due,
-                      const char *wamid, const queue_error_info_t *err, bool settle)
+                      const char *wamid, const queue_error_info_t *err, bool settle,
+                      uint8_t set_flags)
 {
     queue_update_t u;
     int rc;
 
     memset(&u, 0, sizeof(u));
+    u.set_flags = set_flags;
     u.id = id;
     u.state = (uint8_t)state;
     u.attempts = attempts;
@@ -312,14 +314,14 @@ static void record_ex(daemon_t *d, uint64_t id, int state, uint16_t attempts, do
 static void record(daemon_t *d, uint64_t id, int state, uint16_t attempts, double due,
                    const char *wamid, const queue_error_info_t *err)
 {
-    record_ex(d, id, state, attempts, due, wamid, err, false);
+    record_ex(d, id, state, attempts, due, wamid, err, false, 0);
 }
 
 /* A job that never had its request in flight expired: it leaves the active
  * set (if it was there) while the store still shows it due. */
 static void record_expired(daemon_t *d, uint64_t id, uint16_t attempts)
 {
-    record_ex(d, id, QUEUE_STATE_EXPIRED, attempts, 0, NULL, NULL, true);
+    record_ex(d, id, QUEUE_STATE_EXPIRED, attempts, 0, NULL, NULL, true, 0);
 }
 
 static double backoff(const daemon_t *d, unsigned attempts)
@@ -545,24 +547,33 @@ int dispatch_load_pauses(daemon_t *d)
 /* Reschedules a job whose attempt did not succeed. `counts`: whether the
  * attempt counts against maxAttempts (answers that are not the job's fault
  * - pauses, throttles, the pair limit, a request that never left - do not). */
-static void retry_job(daemon_t *d, sched_job_t *job, const classify_result_t *c, double due,
-                      bool counts)
+static void retry_job_flags(daemon_t *d, sched_job_t *job, const classify_result_t *c, double due,
+                            bool counts, uint8_t set_flags)
 {
     if (!counts && job->attempts > 0)
         job->attempts--;
     if (d->stopping)
         due = daemon_now();
-    record(d, job->id, QUEUE_STATE_RETRYING, job->attempts, due, NULL, &c->error);
+    record_ex(d, job->id, QUEUE_STATE_RETRYING, job->attempts, due, NULL, &c->error, false,
+              set_flags);
     sched_job_retry(d->sched, job, due);
 }
 
-/* sched_job_t.marks: rescheduled for 131049 already. */
+static void retry_job(daemon_t *d, sched_job_t *job, const classify_result_t *c, double due,
+                      bool counts)
+{
+    retry_job_flags(d, job, c, due, counts, 0);
+}
+
+/* sched_job_t.marks and queue_job_t.flags (the store's): rescheduled for
+ * 131049 already. */
 #define MARK_DAY_RESCHEDULED 0x01
 
 /* 131049 (per-user marketing cap): once, not before 24 h; the second time
- * the job fails. Whether this is the second: the job's mark while it stays
- * in memory (also when other errors came between), else the store's last
- * error (a job loaded again from the store has no mark). */
+ * the job fails, also when other errors came between and across restarts.
+ * Whether this is the second: the job's mark in memory (set at once), else
+ * the store's flag (a job loaded from the store has no mark), else the
+ * store's last error (a job whose record predates the flag). */
 static bool rescheduled_before(daemon_t *d, const sched_job_t *job)
 {
     uint64_t id = job->id;
@@ -572,7 +583,7 @@ static bool rescheduled_before(daemon_t *d, const sched_job_t *job)
     if (job->marks & MARK_DAY_RESCHEDULED)
         return true;
     if (queue_job_get(d->q, id, &j) == 0) {
-        again = j.last_error.meta_code == 131049;
+        again = (j.flags & MARK_DAY_RESCHEDULED) != 0 || j.last_error.meta_code == 131049;
         queue_job_clear(&j);
     }
     return again;
@@ -651,7 +662,7 @@ static void on_http_done(const http_result_t *res, void *arg)
             sched_job_finish(d->sched, job);
         } else {
             job->marks |= MARK_DAY_RESCHEDULED;
-            retry_job(d, job, &c, now + 86400, true);
+            retry_job_flags(d, job, &c, now + 86400, true, MARK_DAY_RESCHEDULED);
         }
         break;
     default: /* CLASSIFY_RETRY */

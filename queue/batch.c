@@ -38,6 +38,7 @@ typedef struct batch_op {
     double next_attempt_at;
     double expires_at;  /* updates: > 0 replaces the expiry */
     uint16_t only_from; /* updates: QUEUE_STATE_BIT mask, 0: any */
+    uint8_t set_flags;  /* updates: OR-ed into the job's flags */
     /* Arena slices. Job: record, body, idempotency key (c_len 0: none).
      * Update: wamid, error code, error message. Pause: name, reason (state
      * holds the kind, flags 1 when paused). */
@@ -222,6 +223,7 @@ int queue_batch_add_update(queue_batch_t *b, const queue_update_t *u)
     op->updated_at = u->updated_at;
     op->next_attempt_at = u->next_attempt_at;
     op->only_from = u->only_from;
+    op->set_flags = u->set_flags;
     op->expires_at = u->expires_at;
     if (u->wamid != NULL) {
         op->flags |= OPF_WAMID;
@@ -365,6 +367,7 @@ static int commit_update(queue__wtxn_t *w, queue_batch_t *b, batch_op_t *op)
     p.next_attempt_at = op->next_attempt_at;
     p.only_from = op->only_from;
     p.expires_at = op->expires_at;
+    p.set_flags = op->set_flags;
     if (op->flags & OPF_WAMID) {
         /* A non-NULL pointer even for "": present-and-empty, not "keep". */
         p.wamid.p = (const char *)b->arena + op->a_off;

@@ -377,6 +377,7 @@ int queue__job_update(queue__wtxn_t *w, uint64_t id, const queue__patch_t *p, in
     }
     if (p->expires_at > 0)
         r.expires_at = p->expires_at;
+    r.flags |= p->set_flags;
     old_state = r.state;
     old_updated = r.updated_at;
     old_ms = queue__due_ms(r.next_attempt_at);
@@ -492,6 +493,8 @@ static int schema_upgrade_step(queue__wtxn_t *w, uint32_t from)
         return queue__campaign_rebuild(w);
     case 2: /* 3 adds the done index of finished jobs */
         return queue__done_build(w);
+    case 3: /* 4 writes records of version 2; version 1 ones stay readable */
+        return 0;
     default:
         return QUEUE_ECORRUPT;
     }

@@ -30,10 +30,13 @@
 #include <stdint.h>
 
 /* Schema history: 1 the first layout; 2 adds the campaign index and counters;
- * 3 adds the `done` index (retention). queue_open upgrades an older
- * environment step by step, each step building its index from the jobs. */
-#define QUEUE_SCHEMA_VERSION 3
-#define QUEUE_RECORD_VERSION 1
+ * 3 adds the `done` index (retention); 4 writes records of version 2 (a
+ * flags byte), which a build of schema 3 cannot read (so it refuses the
+ * environment instead of meeting them). queue_open upgrades an older
+ * environment step by step, each step building its index from the jobs
+ * (3 -> 4 builds nothing: version 1 records stay readable). */
+#define QUEUE_SCHEMA_VERSION 4
+#define QUEUE_RECORD_VERSION 2
 
 /* Project error codes, in their own band below every errno value. */
 enum {
@@ -109,6 +112,7 @@ typedef struct queue_job {
     uint8_t priority;      /* queue_priority_t */
     uint16_t attempts;     /* HTTP attempts made so far */
     uint16_t max_attempts; /* 0: the daemon's default */
+    uint8_t flags;         /* the caller's marks (queue_update_t.set_flags); 0 when added */
     double created_at;     /* unix seconds */
     double updated_at;
     double next_attempt_at; /* due time while queued/retrying/sending */
@@ -139,6 +143,7 @@ typedef struct queue_update {
      * is left alone. 0: unconditional. */
     uint16_t only_from;
     double expires_at; /* > 0: replaces the job's expiry (a retry of an expired job) */
+    uint8_t set_flags; /* OR-ed into the job's flags (queue_job_t.flags) */
 } queue_update_t;
 
 /* Batches that add jobs get QUEUE_EFULL already at map_size_max less a

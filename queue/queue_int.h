@@ -139,7 +139,10 @@ enum {
     QUEUE__REC_NSTR
 };
 
-#define QUEUE__REC_FIXED_LEN 60
+/* Fixed part of a record: 60 bytes in version 1, 61 in version 2 (the
+ * flags byte at offset 60). */
+#define QUEUE__REC_FIXED_LEN_V1 60
+#define QUEUE__REC_FIXED_LEN 61
 #define QUEUE__REC_ABSENT 0xFFFFu
 /* Upper bound of an encoded record: fixed part, prefixes, longest strings. */
 #define QUEUE__REC_MAX_LEN                                                                         \
@@ -167,6 +170,7 @@ typedef struct queue__record {
     double expires_at;
     int32_t err_status;
     int64_t err_meta_code;
+    uint8_t flags; /* version 2; 0 when read from version 1 */
     queue__str_t s[QUEUE__REC_NSTR];
 } queue__record_t;
 
@@ -333,6 +337,7 @@ typedef struct queue__patch {
     queue__str_t err_msg;  /* at most QUEUE_ERR_MSG_LEN - 1 bytes */
     uint16_t only_from;    /* QUEUE_STATE_BIT mask; 0: from any state */
     double expires_at;     /* > 0: replaces the job's expiry */
+    uint8_t set_flags;     /* OR-ed into the record's flags */
 } queue__patch_t;
 
 /* Read-modify-write of job `id` in w's txn, rewriting the record in the

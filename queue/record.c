@@ -59,11 +59,19 @@ static int record_views(const void *buf, size_t len, queue__record_t *r)
     const unsigned char *p = buf;
     size_t off;
 
-    if (buf == NULL || r == NULL || len < QUEUE__REC_FIXED_LEN)
+    if (buf == NULL || r == NULL || len < QUEUE__REC_FIXED_LEN_V1)
         return QUEUE_ECORRUPT;
-    /* Only version 1 exists; a newer version is unreadable by this build. */
-    if (p[0] != 1)
+    /* Versions 1 and 2 (2 adds the flags byte); a newer one is unreadable
+     * by this build. */
+    if (p[0] == 1) {
+        r->flags = 0;
+        off = QUEUE__REC_FIXED_LEN_V1;
+    } else if (p[0] == 2 && len >= QUEUE__REC_FIXED_LEN) {
+        r->flags = p[60];
+        off = QUEUE__REC_FIXED_LEN;
+    } else {
         return QUEUE_ECORRUPT;
+    }
     r->state = p[1];
     r->type = p[2];
     r->priority = p[3];
@@ -76,7 +84,6 @@ static int record_views(const void *buf, size_t len, queue__record_t *r)
     r->expires_at = f64_from_bits(queue__be64_get(p + 40));
     r->err_status = (int32_t)queue__be32_get(p + 48);
     r->err_meta_code = (int64_t)queue__be64_get(p + 52);
-    off = QUEUE__REC_FIXED_LEN;
     for (int i = 0; i < QUEUE__REC_NSTR; i++) {
         size_t n;
         if (len - off < 2)
@@ -149,6 +156,7 @@ size_t queue__record_write(const queue__record_t *r, void *buf)
     queue__be64_put(p + 40, f64_bits(r->expires_at));
     queue__be32_put(p + 48, (uint32_t)r->err_status);
     queue__be64_put(p + 52, (uint64_t)r->err_meta_code);
+    p[60] = r->flags;
     off = QUEUE__REC_FIXED_LEN;
     for (int i = 0; i < QUEUE__REC_NSTR; i++) {
         size_t n = r->s[i].p != NULL ? r->s[i].len : QUEUE__REC_ABSENT;
@@ -188,6 +196,7 @@ int queue__record_from_job(const queue_job_t *job, queue__record_t *r)
     r->priority = job->priority;
     r->attempts = job->attempts;
     r->max_attempts = job->max_attempts;
+    r->flags = job->flags;
     r->created_at = job->created_at;
     r->updated_at = job->updated_at;
     r->next_attempt_at = job->next_attempt_at;
@@ -260,6 +269,7 @@ int queue__record_decode(const void *buf, size_t len, queue_job_t *out)
     out->priority = r.priority;
     out->attempts = r.attempts;
     out->max_attempts = r.max_attempts;
+    out->flags = r.flags;
     out->created_at = r.created_at;
     out->updated_at = r.updated_at;
     out->next_attempt_at = r.next_attempt_at;

@@ -24,6 +24,7 @@ FAKEAPI = os.environ.get("AVP_FAKEAPI", os.path.join(BUILD, "tests", "fakeapi", 
 FAULTFS = os.environ.get("AVP_FAULTFS_LIB",
                          os.path.join(BUILD, "tests", "faultfs", "libavp-faultfs.so"))
 STORETOOL = os.path.join(BUILD, "tests", "faultfs", "avp-storetool")
+TIMESHIFT = os.environ.get("AVP_TIMESHIFT_LIB", os.path.join(BUILD, "tests", "faultfs", "libavp-timeshift.so"))
 # A command prefix for the daemon, e.g. valgrind (scripts/valgrind.sh).
 WRAPPER = shlex.split(os.environ.get("AVP_WRAPPER", ""))
 TOKEN = "test-token"

@@ -583,10 +583,52 @@ def order_behind_paused(wd):
     api.stop()
 
 
+def reschedule_day_once(wd):
+    """Meta 131049 reschedules a job once, 24 h later; a second 131049 fails
+    it, also with another error between the two and a restart in between
+    (the store keeps the mark). The day passes under a clock shifted
+    forward (LD_PRELOAD libavp-timeshift.so)."""
+    api = avp.FakeAPI(wd)
+    to = "16690000001"
+    cfg = {"backoff_base_ms": 50, "backoff_max_ms": 200}
+    api.control(rules=[{"to": to, "status": 500, "meta": 131049, "times": 1}])
+    d = avp.Daemon(wd, api.base, cfg).start()
+    cl = d.client()
+    ids = submit_all(d, [avp.text_job(1, sender=avp.SENDERS[0], to="+" + to,
+                                      expiresAt=time.time() + 5 * 86400)])
+    j = wait_for(lambda: (lambda j: j if j["state"] == "retrying" else None)(
+        cl.request({"op": "get", "job": ids[0]})["job"]), 20, "the job rescheduled")
+    wait_s = j["nextAttemptAt"] - j["updatedAt"]
+    check(86000 < wait_s < 86800, "rescheduled a day later: in %.0f s" % wait_s)
+    check(j["lastError"]["metaCode"] == 131049, "lastError: %s" % j["lastError"])
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    # A day later: a transient 500 first, then 131049 again.
+    api.control(rules=[{"to": to, "status": 500, "times": 1},
+                       {"to": to, "status": 500, "meta": 131049, "times": 1}])
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    env = {"LD_PRELOAD": avp.TIMESHIFT, "AVP_TIME_SHIFT_S": str(86400 + 600),
+           "ASAN_OPTIONS": (asan + ":" if asan else "") + "verify_asan_link_order=0"}
+    d2 = avp.Daemon(wd, api.base, cfg, state_dir=d.state_dir, env=env, name="daemon2").start()
+    cl = d2.client()
+    # Done when final, or rescheduled again (the third attempt's outcome).
+    j = wait_for(lambda: (lambda j: j if j["state"] in ("failed", "sent") or (
+        j["state"] == "retrying" and j["attempts"] >= 3) else None)(
+        cl.request({"op": "get", "job": ids[0]})["job"]), 30, "the second 131049")
+    check(j["state"] == "failed" and j["lastError"]["metaCode"] == 131049,
+          "the second 131049 fails the job: %s" % j)
+    check(j["attempts"] == 3, "three attempts: %s" % j)
+    check(api.stats()["senders"][avp.SENDERS[0]]["scripted"] == 3, "three requests at the API")
+    cl.close()
+    check(d2.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (rate_multi_sender, adaptive_converges, ordered_with_failures,
                                  token_revoked, pair_pacing, expired_and_scheduled, pauses,
                                  cancel_after_answer, at_most_once_maybe_sent,
-                                 global_rate_cap, account_needs_operator, order_behind_paused)}
+                                 global_rate_cap, account_needs_operator, order_behind_paused,
+                                 reschedule_day_once)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:

@@ -842,6 +842,33 @@ static void t_decoder(void)
     CHECK_OK(queue__record_encode(&r2, buf2, sizeof buf2, &len2));
     CHECK(len2 == len && memcmp(buf, buf2, len) == 0);
 
+    /* Version 2 keeps the flags; version 1 (no flags byte) reads as flags
+     * 0 and is rewritten as version 2. */
+    j.flags = 0x5a;
+    CHECK_OK(queue__record_from_job(&j, &r));
+    CHECK_OK(queue__record_encode(&r, buf2, sizeof buf2, &len2));
+    CHECK(buf2[0] == QUEUE_RECORD_VERSION && buf2[0] == 2);
+    CHECK_OK(queue__record_decode(buf2, len2, &out));
+    CHECK(out.flags == 0x5a && strcmp(out.campaign, "c") == 0);
+    queue_job_clear(&out);
+    {
+        unsigned char v1[QUEUE__REC_MAX_LEN];
+        size_t n1 = len2 - 1;
+
+        memcpy(v1, buf2, QUEUE__REC_FIXED_LEN_V1);
+        memcpy(v1 + QUEUE__REC_FIXED_LEN_V1, buf2 + QUEUE__REC_FIXED_LEN,
+               len2 - QUEUE__REC_FIXED_LEN);
+        v1[0] = 1;
+        CHECK_OK(queue__record_decode(v1, n1, &out));
+        CHECK(out.flags == 0 && out.next_attempt_at == 123.5 && strcmp(out.campaign, "c") == 0);
+        CHECK(strcmp(out.idempotency_key, "idem") == 0 && strcmp(out.last_error.code, "E") == 0);
+        queue_job_clear(&out);
+        CHECK_OK(queue__record_parse(v1, n1, &r2));
+        CHECK_OK(queue__record_encode(&r2, buf2, sizeof buf2, &len2));
+        CHECK(buf2[0] == 2 && len2 == n1 + 1 && buf2[60] == 0);
+    }
+    j.flags = 0;
+
     /* Every truncation, and one extra byte. */
     for (size_t n = 0; n < len; n++) {
         CHECK_RC(queue__record_decode(buf, n, &out), QUEUE_ECORRUPT);
@@ -858,7 +885,7 @@ static void t_decoder(void)
             size_t off;
             unsigned char v;
         } bad[] = {
-            {0, 2},                           /* newer record version */
+            {0, 3},                           /* newer record version */
             {0, 0},                           /* no version 0 */
             {0, 0xff},                        /* far future */
             {1, 0},                           /* state 0 */
@@ -1017,6 +1044,24 @@ static void t_updates(void)
     CHECK_OK(queue_job_get(q, j.id, &g));
     CHECK(g.last_error.status == 0 && g.last_error.code[0] == '\0');
     CHECK(strcmp(g.wamid, "wamid.A") == 0);
+    CHECK(g.flags == 0);
+    queue_job_clear(&g);
+    /* set_flags is OR-ed in and kept by later updates without it. */
+    memset(&u, 0, sizeof u);
+    u.id = j.id;
+    u.state = QUEUE_STATE_RETRYING;
+    u.attempts = 2;
+    u.updated_at = 1700000200.0;
+    u.next_attempt_at = 9.0;
+    u.set_flags = 0x01;
+    CHECK(queue_batch_add_update(b, &u) == 0);
+    u.set_flags = 0x04;
+    CHECK(queue_batch_add_update(b, &u) == 1);
+    CHECK_OK(queue_batch_commit(q, b));
+    queue_batch_reset(b);
+    CHECK_RC(update_one(q, j.id, QUEUE_STATE_SENDING, 9, NULL, NULL), 0);
+    CHECK_OK(queue_job_get(q, j.id, &g));
+    CHECK(g.flags == 0x05 && g.state == QUEUE_STATE_SENDING);
     queue_job_clear(&g);
 
     /* Bad updates are refused when added. */
