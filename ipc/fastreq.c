@@ -6,21 +6,24 @@
  * It only ever says "valid, here is the block" or "not sure". Anything it
  * does not fully understand - another op, an unknown or repeated top-level
  * key, a repeated key it validates, a backslash or a control byte inside a
- * string, a number that is not strict JSON, a number in `message` that cJSON
- * would print differently, deep nesting, any validation failure - is
- * "not sure", and the caller parses the line again the slow way, so that
- * every error code and message comes from one place.
+ * string, bytes that are not UTF-8, a number that is not strict JSON or is
+ * longer than FAST_MAX_NUM, deep nesting, any validation failure - is "not
+ * sure", and the caller parses the line again the slow way, so that every
+ * error code and message comes from one place.
  *
  * Why the output is the same: with no escapes, a string's value is its raw
- * bytes (cJSON copies them, and prints them back unchanged since none needs
- * escaping); a strict JSON number gets strtod's value, as in cJSON;
- * integers of at most 15 digits (not -0) print as written; literals print as
- * written. So cJSON's compact print of `message` is its text without the
- * whitespace between tokens. tests/unit/ipc/diff_test.c and the request
- * fuzz target check both paths against each other.
+ * bytes, as cJSON decodes it (and a "\u0000", which cJSON would cut a
+ * string at and the slow path refuses, is an escape: never taken here); a
+ * strict JSON number gets strtod's value, as in cJSON; and the body is, in
+ * both paths, the text of `message` without the whitespace between tokens
+ * (json_compact), numbers as they are spelled. Strings are checked for
+ * UTF-8 where a byte >= 0x80 stops the word scan, with the definition the
+ * slow path checks whole lines with (util/utf8.h). tests/unit/ipc/diff_test.c
+ * and the request fuzz target check both paths against each other.
  */
 #include "ipc_int.h"
 #include "json_scan.h"
+#include "utf8.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -50,7 +53,7 @@ struct fval {
 struct fscan {
     const char *p;
     const char *end;
-    bool ws;          /* whitespace seen inside `message` (its print differs) */
+    bool ws;          /* whitespace seen inside `message` (to drop from the body) */
     const char *body; /* the text of `message`, once scanned */
     const char *body_end;
 };
@@ -135,15 +138,18 @@ static int scan_sep(struct fscan *f, char close, bool in_msg)
     return 0;
 }
 
-/* A string without escapes or control bytes; f->p at its opening quote.
- * Plain runs are skipped eight bytes at a time. */
+/* A string of UTF-8 without escapes or control bytes; f->p at its opening
+ * quote. ASCII runs are skipped eight bytes at a time; a byte >= 0x80 stops
+ * the skip and its sequence is checked, so pure ASCII costs nothing more. */
 static bool scan_str(struct fscan *f, const char **s, size_t *n)
 {
-    const char *p = f->p + 1;
+    const char *p = f->p + 1, *end = f->end;
     const char *start = p;
 
-    p = json_scan_plain(p, f->end);
-    while (p < f->end) {
+    for (;;) {
+        p = json_scan_plain_ascii(p, end);
+        if (p >= end)
+            return false;
         unsigned char ch = (unsigned char)*p;
         if (ch == '"') {
             *s = start;
@@ -151,11 +157,17 @@ static bool scan_str(struct fscan *f, const char **s, size_t *n)
             f->p = p + 1;
             return true;
         }
-        if (ch == '\\' || ch < 0x20)
+        if (ch >= 0x80) {
+            size_t k = utf8_seq_len(p, end);
+            if (k == 0)
+                return false; /* not UTF-8: the slow path names the byte */
+            p += k;
+        } else if (ch == '\\' || ch < 0x20) {
             return false;
-        p++;
+        } else {
+            p++;
+        }
     }
-    return false;
 }
 
 static bool is_digit(char ch)
@@ -164,19 +176,14 @@ static bool is_digit(char ch)
 }
 
 /*
- * A strict JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?.
- * *plain_int is set when it is an integer of at most 15 digits that is not
- * -0: cJSON prints exactly those as written.
+ * A strict JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?, of at
+ * most FAST_MAX_NUM characters.
  */
-static bool scan_num(struct fscan *f, const char **s, size_t *n, bool *plain_int)
+static bool scan_num(struct fscan *f, const char **s, size_t *n)
 {
     const char *p = f->p, *end = f->end, *start = p;
-    bool neg = false, frac = false;
-    if (p < end && *p == '-') {
-        neg = true;
+    if (p < end && *p == '-')
         p++;
-    }
-    const char *digits = p;
     if (p >= end || !is_digit(*p))
         return false;
     if (*p == '0')
@@ -184,9 +191,7 @@ static bool scan_num(struct fscan *f, const char **s, size_t *n, bool *plain_int
     else
         while (p < end && is_digit(*p))
             p++;
-    size_t ndig = (size_t)(p - digits);
     if (p < end && *p == '.') {
-        frac = true;
         p++;
         if (p >= end || !is_digit(*p))
             return false;
@@ -194,7 +199,6 @@ static bool scan_num(struct fscan *f, const char **s, size_t *n, bool *plain_int
             p++;
     }
     if (p < end && (*p == 'e' || *p == 'E')) {
-        frac = true;
         p++;
         if (p < end && (*p == '+' || *p == '-'))
             p++;
@@ -205,7 +209,6 @@ static bool scan_num(struct fscan *f, const char **s, size_t *n, bool *plain_int
     }
     *s = start;
     *n = (size_t)(p - start);
-    *plain_int = !frac && ndig <= 15 && !(neg && *digits == '0');
     f->p = p;
     return *n <= FAST_MAX_NUM;
 }
@@ -330,7 +333,6 @@ static bool scan_obj(struct fscan *f, int depth, bool in_msg, const fobj_t *o)
 /* Any value (objects and arrays at depth+1); f->p at its first byte. */
 static bool scan_value(struct fscan *f, int depth, bool in_msg, struct fval *v)
 {
-    bool plain;
     v->kind = FK_OTHER;
     if (f->p >= f->end)
         return false;
@@ -367,8 +369,7 @@ static bool scan_value(struct fscan *f, int depth, bool in_msg, struct fval *v)
         return lit(f, "null", 4);
     default:
         v->kind = FK_NUM;
-        /* In `message` only numbers cJSON prints as written. */
-        return scan_num(f, &v->s, &v->n, &plain) && (!in_msg || plain);
+        return scan_num(f, &v->s, &v->n);
     }
 }
 
@@ -399,25 +400,6 @@ static const char *put_cstr(char **w, const char *s, size_t n)
     at[n] = '\0';
     *w += n + 1;
     return at;
-}
-
-/* Copies JSON text without the whitespace between tokens (strings hold no
- * escapes here, so a quote always opens or closes one). */
-static size_t compact_copy(char *dst, const char *s, size_t n)
-{
-    size_t o = 0;
-    bool in_str = false;
-    for (size_t i = 0; i < n; i++) {
-        char ch = s[i];
-        if (ch == '"')
-            in_str = !in_str;
-        else if (!in_str && f_is_ws(ch))
-            continue;
-        if (dst)
-            dst[o] = ch;
-        o++;
-    }
-    return o;
 }
 
 static bool submit_fields(const struct fval *top, const struct fval *msg, const struct fval *media,
@@ -544,7 +526,7 @@ struct ipc_req *ipc__parse_fast(const char *line, size_t len)
         return NULL;
     const char *body = f.body;
     size_t body_raw = (size_t)(f.body_end - body);
-    size_t body_len = f.ws ? compact_copy(NULL, body, body_raw) : body_raw;
+    size_t body_len = f.ws ? json_compact(NULL, body, body_raw) : body_raw;
     if (body_len > IPC_MAX_BODY)
         return NULL;
 
@@ -573,7 +555,7 @@ struct ipc_req *ipc__parse_fast(const char *line, size_t len)
         if (opt_str(strs[i]))
             *slots[i] = put_cstr(&w, strs[i]->s, strs[i]->n);
     if (f.ws)
-        compact_copy(w, body, body_raw);
+        json_compact(w, body, body_raw);
     else
         memcpy(w, body, body_raw);
     w[body_len] = '\0';

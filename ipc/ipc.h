@@ -103,7 +103,7 @@ typedef struct ipc_submit {
     double not_before; /* 0: absent */
     double expires_at; /* 0: absent */
     int max_attempts;  /* 0: absent; else 1..1000 */
-    const char *body;  /* `message`, compact JSON, the request body to send */
+    const char *body;  /* `message` as given (its text, compact): the body to send */
     size_t body_len;
 } ipc_submit_t;
 

@@ -4,12 +4,22 @@
  * calls ipc_request_parse.
  *
  * Conventions of the validation (documented for users in the protocol):
+ * - a line is UTF-8 and strict JSON (RFC 8259), else BAD_REQUEST;
+ * - no string of it, member names included, holds "\u0000": cJSON's strings
+ *   are C strings and would end there (a key "k\u0000a" would read as "k");
+ *   VALIDATION_ERROR names where it is;
  * - a JSON null counts as an absent field (clients often serialise unset
  *   optional fields as null), for "id" too (then no id is echoed);
  * - unknown top-level fields are ignored, for forward compatibility;
- * - the first problem found is reported, with the field named.
+ * - the first problem found is reported, with the field named;
+ * - the body is the text of `message` as given, only the whitespace
+ *   between tokens dropped: numbers keep their spelling (cJSON would print
+ *   9007199254740993 as 9.00719925474099e+15 and 1e400 as null), strings
+ *   their escapes.
  */
 #include "ipc_int.h"
+#include "json_scan.h"
+#include "utf8.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -22,8 +32,10 @@
 /* Largest integer a double holds exactly: the bound for a job id given as a
  * JSON number. */
 #define JOB_MAX_NUMBER 9007199254740992.0
-/* Bodies up to this size are printed into a stack buffer first. */
-#define BODY_STACK 4096
+/* Where a NUL escape is, as named in its error: at most this many bytes of
+ * path, and of each member name in it. */
+#define NUL_PATH_MAX 120
+#define NUL_NAME_MAX 40
 
 int ipc__buf_reserve(ipc__buf_t *b, size_t extra)
 {
@@ -120,6 +132,8 @@ size_t ipc__json_escape(char *dst, const char *s, size_t n)
     return o + 1;
 }
 
+struct strict;
+
 /* Validation state of one request. String fields of `r` point into the
  * cJSON tree (or at constants) until they are copied into the block. */
 struct vctx {
@@ -129,11 +143,9 @@ struct vctx {
     size_t msg_size;
     char job_num[32]; /* job given as a JSON number, as a string */
     char after_num[32];
-    const char *line; /* the request line (NUL-terminated), while parsing */
-    size_t line_len;
-    const char *body; /* compact `message` */
-    size_t body_len;
-    char *body_heap; /* cJSON_PrintUnformatted result when it did not fit */
+    struct strict *text; /* the strict reading of the line: `message` */
+    const char *body;    /* a submit's body: the text of `message` in the line */
+    size_t body_len;     /* the body's length once compact */
 };
 
 static int fail(struct vctx *v, const char *code, const char *fmt, ...)
@@ -148,6 +160,361 @@ static int fail(struct vctx *v, const char *code, const char *fmt, ...)
         vsnprintf(v->msg, v->msg_size, fmt, ap);
     va_end(ap);
     return IPC_EINVAL;
+}
+
+/*
+ * The strict reading of a line cJSON accepted. cJSON is lenient where the
+ * text of `message` must not be, since that text is sent as written: it
+ * takes any byte up to 0x20 for whitespace, raw control bytes inside
+ * strings, and numbers strtod reads that JSON does not have ("01", "1.",
+ * "-01", "1.e5"). And its strings are C strings: a "\u0000" would cut one
+ * short. One pass over the line checks the grammar of RFC 8259, stops at
+ * the first "\u0000" (noting where it is: the path of members and array
+ * indexes) and notes the text of the first top-level member named
+ * "message", the one cJSON_GetObjectItemCaseSensitive returns. Recursion
+ * is bounded by IPC_MAX_DEPTH (too_deep has checked the line before).
+ */
+enum strict_err { ST_OK, ST_SYNTAX, ST_NUL, ST_NUL_NAME };
+
+/* One open object or array: its current member name or element index. */
+struct strict_level {
+    const char *name; /* raw text between the quotes; NULL before the first */
+    size_t name_len;
+    size_t index;
+    bool array;
+};
+
+struct strict {
+    const char *p, *end;
+    int depth; /* open objects and arrays; level[1] is the request object */
+    struct strict_level level[IPC_MAX_DEPTH + 1];
+    bool in_msg;     /* inside the text of `message` */
+    const char *msg; /* the text of `message`, or NULL */
+    size_t msg_len;  /* its length */
+    bool msg_ws;     /* whitespace between its tokens */
+    enum strict_err err;
+    const char *err_at; /* where the problem is */
+};
+
+static bool st_fail(struct strict *t, enum strict_err err, const char *at)
+{
+    t->err = err;
+    t->err_at = at;
+    return false;
+}
+
+static void st_ws(struct strict *t)
+{
+    const char *p = t->p;
+    while (p < t->end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    if (p != t->p && t->in_msg)
+        t->msg_ws = true;
+    t->p = p;
+}
+
+static int hex_digit(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* The value of 4 hex digits at p, or -1. */
+static long hex4(const char *p)
+{
+    long v = 0;
+    for (int i = 0; i < 4; i++) {
+        int d = hex_digit(p[i]);
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* A string, t->p at its opening quote. A "\u0000" in it is the error
+ * `nul`. Plain runs are skipped eight bytes at a time. */
+static bool st_string(struct strict *t, enum strict_err nul)
+{
+    const char *p = t->p + 1, *end = t->end;
+    for (;;) {
+        p = json_scan_plain(p, end);
+        if (p >= end)
+            return st_fail(t, ST_SYNTAX, end);
+        unsigned char ch = (unsigned char)*p;
+        if (ch == '"') {
+            t->p = p + 1;
+            return true;
+        }
+        if (ch < 0x20)
+            return st_fail(t, ST_SYNTAX, p); /* a raw control byte */
+        if (ch != '\\') {
+            p++;
+            continue;
+        }
+        if (end - p < 2)
+            return st_fail(t, ST_SYNTAX, p);
+        if (p[1] == 'u') {
+            long cp = end - p >= 6 ? hex4(p + 2) : -1;
+            if (cp < 0)
+                return st_fail(t, ST_SYNTAX, p);
+            if (cp == 0)
+                return st_fail(t, nul, p);
+            p += 6;
+        } else if (p[1] != '\0' && strchr("\"\\/bfnrt", p[1]) != NULL) {
+            p += 2;
+        } else {
+            return st_fail(t, ST_SYNTAX, p);
+        }
+    }
+}
+
+static bool st_digits(const char **pp, const char *end)
+{
+    const char *p = *pp;
+    while (p < end && *p >= '0' && *p <= '9')
+        p++;
+    bool any = p != *pp;
+    *pp = p;
+    return any;
+}
+
+/* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+static bool st_number(struct strict *t)
+{
+    const char *p = t->p, *end = t->end;
+    if (p < end && *p == '-')
+        p++;
+    if (p < end && *p == '0')
+        p++;
+    else if (!st_digits(&p, end))
+        return st_fail(t, ST_SYNTAX, p);
+    if (p < end && *p == '.') {
+        p++;
+        if (!st_digits(&p, end))
+            return st_fail(t, ST_SYNTAX, p);
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-'))
+            p++;
+        if (!st_digits(&p, end))
+            return st_fail(t, ST_SYNTAX, p);
+    }
+    t->p = p;
+    return true;
+}
+
+static bool st_literal(struct strict *t, const char *word, size_t n)
+{
+    if ((size_t)(t->end - t->p) < n || memcmp(t->p, word, n) != 0)
+        return st_fail(t, ST_SYNTAX, t->p);
+    t->p += n;
+    return true;
+}
+
+/*
+ * Whether a member name, given as its raw text between the quotes, reads
+ * `want` (ASCII) once its escapes are decoded, as cJSON compares names:
+ * "mess\u0061ge" is "message".
+ */
+static bool name_is(const char *k, size_t n, const char *want)
+{
+    size_t i = 0, w = 0;
+    while (i < n) {
+        long ch = (unsigned char)k[i++];
+        if (ch == '\\' && i < n) {
+            char e = k[i++];
+            if (e == 'u') {
+                ch = i + 4 <= n ? hex4(k + i) : -1;
+                i += 4;
+            } else {
+                static const char from[] = "bfnrt", to[] = "\b\f\n\r\t";
+                const char *at = strchr(from, e);
+                ch = at != NULL && e != '\0' ? to[at - from] : e;
+            }
+        }
+        if (want[w] == '\0' || ch != (unsigned char)want[w])
+            return false;
+        w++;
+    }
+    return want[w] == '\0';
+}
+
+static bool st_value(struct strict *t);
+
+/* An object or an array, t->p at its opening bracket. */
+static bool st_container(struct strict *t, bool array)
+{
+    char close = array ? ']' : '}';
+    if (t->depth >= IPC_MAX_DEPTH)
+        return st_fail(t, ST_SYNTAX, t->p);
+    struct strict_level *l = &t->level[++t->depth];
+    l->name = NULL;
+    l->name_len = 0;
+    l->index = 0;
+    l->array = array;
+    t->p++;
+    st_ws(t);
+    if (t->p < t->end && *t->p == close) {
+        t->p++;
+        t->depth--;
+        return true;
+    }
+    for (;;) {
+        bool msg = false;
+        if (!array) {
+            const char *q = t->p;
+            if (q >= t->end || *q != '"')
+                return st_fail(t, ST_SYNTAX, q);
+            if (!st_string(t, ST_NUL_NAME))
+                return false;
+            l->name = q + 1;
+            l->name_len = (size_t)(t->p - q - 2);
+            st_ws(t);
+            if (t->p >= t->end || *t->p != ':')
+                return st_fail(t, ST_SYNTAX, t->p);
+            t->p++;
+            st_ws(t);
+            msg = t->depth == 1 && t->msg == NULL && name_is(l->name, l->name_len, "message");
+        }
+        const char *v = t->p;
+        t->in_msg = t->in_msg || msg;
+        if (!st_value(t))
+            return false;
+        if (msg) {
+            t->in_msg = false;
+            t->msg = v;
+            t->msg_len = (size_t)(t->p - v);
+        }
+        st_ws(t);
+        if (t->p < t->end && *t->p == ',') {
+            t->p++;
+            st_ws(t);
+            l->index++;
+            continue;
+        }
+        if (t->p < t->end && *t->p == close) {
+            t->p++;
+            t->depth--;
+            return true;
+        }
+        return st_fail(t, ST_SYNTAX, t->p);
+    }
+}
+
+static bool st_value(struct strict *t)
+{
+    if (t->p >= t->end)
+        return st_fail(t, ST_SYNTAX, t->p);
+    switch (*t->p) {
+    case '{':
+        return st_container(t, false);
+    case '[':
+        return st_container(t, true);
+    case '"':
+        return st_string(t, ST_NUL);
+    case 't':
+        return st_literal(t, "true", 4);
+    case 'f':
+        return st_literal(t, "false", 5);
+    case 'n':
+        return st_literal(t, "null", 4);
+    default:
+        return st_number(t);
+    }
+}
+
+/* Reads line[0..len) strictly into t; false with t->err set on a problem. */
+static bool strict_line(struct strict *t, const char *line, size_t len)
+{
+    t->p = line;
+    t->end = line + len;
+    t->msg = NULL;
+    t->msg_len = 0;
+    t->msg_ws = false;
+    t->in_msg = false;
+    t->depth = 0;
+    t->err = ST_OK;
+    t->err_at = NULL;
+    st_ws(t);
+    if (!st_value(t))
+        return false;
+    st_ws(t);
+    if (t->p != t->end)
+        return st_fail(t, ST_SYNTAX, t->p);
+    return true;
+}
+
+/* Appends s[0..n) to the path in buf (of NUL_PATH_MAX + 1 bytes), cut on a
+ * UTF-8 boundary at `max` bytes, and at the end of the room, with "...". */
+static void path_put(char *buf, size_t *len, const char *s, size_t n, size_t max)
+{
+    bool cut = false;
+    if (*len + 3 > NUL_PATH_MAX)
+        return; /* cut already */
+    if (n > max) {
+        n = max;
+        cut = true;
+    }
+    if (n > NUL_PATH_MAX - 3 - *len) {
+        n = NUL_PATH_MAX - 3 - *len;
+        cut = true;
+    }
+    while (cut && n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    memcpy(buf + *len, s, n);
+    *len += n;
+    if (cut) {
+        memcpy(buf + *len, "...", 3);
+        *len += 3;
+    }
+    buf[*len] = '\0';
+}
+
+/* The path of the first `levels` open levels of t: "message.to",
+ * "message.components[0].text". Member names as written in the line. */
+static void strict_path(const struct strict *t, int levels, char *buf)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    for (int d = 1; d <= levels; d++) {
+        const struct strict_level *l = &t->level[d];
+        char idx[24];
+        if (l->array) {
+            int n = snprintf(idx, sizeof idx, "[%zu]", l->index);
+            path_put(buf, &len, idx, (size_t)n, sizeof idx);
+        } else {
+            if (d > 1)
+                path_put(buf, &len, ".", 1, 1);
+            path_put(buf, &len, l->name, l->name_len, NUL_NAME_MAX);
+        }
+    }
+}
+
+/* The error of a line strict_line refused. *drop_id: the problem is in
+ * the top-level "id" itself, which is then not echoed. */
+static int strict_fail(struct vctx *v, const struct strict *t, const char *line, bool *drop_id)
+{
+    char path[NUL_PATH_MAX + 1];
+    *drop_id = false;
+    if (t->err == ST_SYNTAX)
+        return fail(v, IPC_ERR_BAD_REQUEST, "invalid JSON at byte %zu", (size_t)(t->err_at - line));
+    if (t->err == ST_NUL_NAME) {
+        if (t->depth <= 1)
+            return fail(v, IPC_ERR_VALIDATION, "member names must not contain NUL (\\u0000)");
+        strict_path(t, t->depth - 1, path);
+        return fail(v, IPC_ERR_VALIDATION, "member names in %s must not contain NUL (\\u0000)",
+                    path);
+    }
+    *drop_id = t->depth == 1 && name_is(t->level[1].name, t->level[1].name_len, "id");
+    strict_path(t, t->depth, path);
+    return fail(v, IPC_ERR_VALIDATION, "%s must not contain NUL (\\u0000)", path);
 }
 
 /* The member `name` of obj, NULL when absent or JSON null. */
@@ -272,149 +639,27 @@ static const char *const states[] = {"queued",  "sending",   "retrying",  "sent"
                                      "expired", "cancelled", "uncertain", NULL};
 static const char *const retry_states[] = {"failed", "expired", "uncertain", NULL};
 
-/*
- * The span of the first top-level "message" value of a line cJSON already
- * accepted, if that text is exactly what cJSON would print for it (compact:
- * no whitespace outside strings, no escapes, numbers as plain integers of at
- * most 15 digits): then the body is that text and needs no print. Every
- * submit goes through here, so this saves a print per job; anything else
- * returns false and is printed.
- */
-static bool canonical_span(const char *p, const char *end, const char **vstart, size_t *vlen)
+/* The body: the text of `message` that strict_line found (the member cJSON
+ * returns: the first whose name reads "message"), compact. */
+static int body_field(struct vctx *v)
 {
-    const char *key = NULL;
-    int depth = 0;
-    bool found = false, in_str = false, want_key = false;
-
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-        p++;
-    if (p >= end || *p != '{')
-        return false;
-    p++;
-    /* Top level: find the key, skipping other members by bracket depth. */
-    for (want_key = true; p < end && !found; p++) {
-        char ch = *p;
-        if (in_str) {
-            if (ch == '\\') {
-                if (key != NULL)
-                    return false; /* an escaped key might read "message" */
-                p++;
-            } else if (ch == '"') {
-                in_str = false;
-                if (want_key && depth == 0 && key != NULL && p - key == 7 &&
-                    memcmp(key, "message", 7) == 0) {
-                    p++;
-                    while (p < end && *p != ':')
-                        p++;
-                    if (p >= end)
-                        return false;
-                    p++;
-                    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-                        p++;
-                    found = true;
-                    break;
-                }
-                want_key = false;
-            }
-            continue;
-        }
-        if (ch == '"') {
-            in_str = true;
-            key = want_key && depth == 0 ? p + 1 : NULL;
-        } else if (ch == '{' || ch == '[') {
-            depth++;
-        } else if (ch == '}' || ch == ']') {
-            if (--depth < 0)
-                return false;
-        } else if (ch == ',' && depth == 0) {
-            want_key = true;
-        }
+    const struct strict *t = v->text;
+    if (t->msg == NULL) {
+        /* Not reached: both take the first member whose name reads
+         * "message". Answered, not asserted: a client's line must never
+         * stop the daemon. */
+        v->code = IPC_ERR_INTERNAL;
+        snprintf(v->msg, v->msg_size, "message not found in the line");
+        return IPC_EINVAL;
     }
-    if (!found || p >= end)
-        return false;
-    /* The value: one scan, checking it prints as it is written. */
-    {
-        const char *v = p;
-        int digits = 0;
-        depth = 0;
-        in_str = false;
-        for (; p < end; p++) {
-            char ch = *p;
-            if (in_str) {
-                if (ch == '\\')
-                    return false;
-                if (ch == '"')
-                    in_str = false;
-                else if ((unsigned char)ch < 0x20)
-                    return false;
-            } else if (ch == '"') {
-                in_str = true;
-                digits = 0;
-            } else if (ch >= '0' && ch <= '9') {
-                /* "01" reads as 1 (strtod): not as written. */
-                if (digits == 0 && ch == '0' && p + 1 < end && p[1] >= '0' && p[1] <= '9')
-                    return false;
-                if (++digits > 15)
-                    return false;
-            } else if (ch == '.' || ch == '+' || ((ch == 'e' || ch == 'E') && digits > 0) ||
-                       ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r') {
-                return false;
-            } else {
-                digits = 0;
-                if (ch == '{' || ch == '[') {
-                    depth++;
-                } else if (ch == '}' || ch == ']') {
-                    if (depth == 0)
-                        break; /* the end of the enclosing object: a scalar value */
-                    if (--depth == 0) {
-                        p++;
-                        break;
-                    }
-                } else if (ch == ',' && depth == 0) {
-                    break;
-                } else if (ch == '-' && p + 1 < end && p[1] == '0') {
-                    return false; /* -0 prints as 0 */
-                }
-            }
-        }
-        if (in_str || depth != 0 || p == v)
-            return false;
-        *vstart = v;
-        *vlen = (size_t)(p - v);
-        return true;
-    }
-}
-
-/* Prints `message` compact into v->body (or takes it from the line when
- * it is written that way already); bounded by IPC_MAX_BODY. */
-static int print_body(struct vctx *v, const cJSON *msg, size_t line_len, char *stack)
-{
-    if (v->line != NULL && canonical_span(v->line, v->line + v->line_len, &v->body, &v->body_len)) {
-        if (v->body_len > IPC_MAX_BODY)
-            return fail(v, IPC_ERR_VALIDATION, "message larger than %u bytes", IPC_MAX_BODY);
-        return 0;
-    }
-    /* A compact print is usually no longer than the line it came from;
-     * try the stack buffer then, and print to the heap only when needed. */
-    if (line_len < BODY_STACK - 8 &&
-        cJSON_PrintPreallocated((cJSON *)msg, stack, BODY_STACK, false)) {
-        v->body = stack;
-    } else {
-        v->body_heap = cJSON_PrintUnformatted(msg);
-        if (!v->body_heap) {
-            v->code = IPC_ERR_INTERNAL;
-            snprintf(v->msg, v->msg_size, "out of memory");
-            return UV_ENOMEM;
-        }
-        v->body = v->body_heap;
-    }
-    v->body_len = strlen(v->body);
+    v->body = t->msg;
+    v->body_len = t->msg_ws ? json_compact(NULL, t->msg, t->msg_len) : t->msg_len;
     if (v->body_len > IPC_MAX_BODY)
         return fail(v, IPC_ERR_VALIDATION, "message larger than %u bytes", IPC_MAX_BODY);
     return 0;
 }
 
-static int v_submit(struct vctx *v, const cJSON *root, bool tmpl, size_t line_len, char *stack)
+static int v_submit(struct vctx *v, const cJSON *root, bool tmpl)
 {
     ipc_submit_t *s = &v->r.submit;
     int idx, rc;
@@ -490,7 +735,7 @@ static int v_submit(struct vctx *v, const cJSON *root, bool tmpl, size_t line_le
         (rc = time_field(v, root, "expiresAt", &s->expires_at)) ||
         (rc = int_field(v, root, "maxAttempts", 1, 1000, 0, &s->max_attempts)))
         return rc;
-    return print_body(v, msg, line_len, stack);
+    return body_field(v);
 }
 
 static int campaign_field(struct vctx *v, const cJSON *root, bool required)
@@ -584,7 +829,7 @@ static const struct {
     {"watch", IPC_OP_WATCH},       {"ping", IPC_OP_PING},
 };
 
-static int v_op(struct vctx *v, const cJSON *root, size_t line_len, char *stack)
+static int v_op(struct vctx *v, const cJSON *root)
 {
     const cJSON *op = member(root, "op");
     if (!op)
@@ -599,9 +844,9 @@ static int v_op(struct vctx *v, const cJSON *root, size_t line_len, char *stack)
     }
     switch (v->r.op) {
     case IPC_OP_SEND:
-        return v_submit(v, root, false, line_len, stack);
+        return v_submit(v, root, false);
     case IPC_OP_TEMPLATE_SEND:
-        return v_submit(v, root, true, line_len, stack);
+        return v_submit(v, root, true);
     case IPC_OP_GET:
         return v_get(v, root);
     case IPC_OP_LIST:
@@ -803,7 +1048,10 @@ static struct ipc_req *build_block(struct vctx *v, const cJSON *id, const char *
         p += lens[i] + 1;
     }
     if (v->body) {
-        memcpy(p, v->body, v->body_len);
+        if (v->text->msg_ws)
+            json_compact(p, v->body, v->text->msg_len);
+        else
+            memcpy(p, v->body, v->body_len);
         p[v->body_len] = '\0';
         b->request.submit.body = p;
         b->request.submit.body_len = v->body_len;
@@ -823,10 +1071,11 @@ int ipc__parse_slow(const char *line, size_t len, bool nul_terminated, struct ip
                     size_t msg_size)
 {
     struct vctx v;
+    struct strict text;
     char *copy = NULL;
     cJSON *root = NULL;
     const cJSON *id = NULL;
-    char stack[BODY_STACK];
+    size_t bad;
     int rc;
 
     memset(&v, 0, sizeof v);
@@ -843,6 +1092,12 @@ int ipc__parse_slow(const char *line, size_t len, bool nul_terminated, struct ip
     if (memchr(line, '\0', len) != NULL) {
         rc = fail(&v, IPC_ERR_BAD_REQUEST, "invalid JSON: NUL byte at byte %zu",
                   (size_t)((const char *)memchr(line, '\0', len) - line));
+        goto done;
+    }
+    /* Lines are UTF-8 (socket-protocol.md), and the body is sent as given:
+     * cJSON checks no encoding. */
+    if ((bad = utf8_check(line, len)) < len) {
+        rc = fail(&v, IPC_ERR_BAD_REQUEST, "not valid UTF-8 at byte %zu", bad);
         goto done;
     }
     if (too_deep(line, len)) {
@@ -883,9 +1138,15 @@ int ipc__parse_slow(const char *line, size_t len, bool nul_terminated, struct ip
         rc = fail(&v, IPC_ERR_VALIDATION, "id must be a string or a number");
         goto done;
     }
-    v.line = line;
-    v.line_len = len;
-    rc = v_op(&v, root, len, stack);
+    if (!strict_line(&text, line, len)) {
+        bool drop_id;
+        rc = strict_fail(&v, &text, line, &drop_id);
+        if (drop_id || text.err == ST_SYNTAX)
+            id = NULL; /* not JSON: no id, as for what cJSON refuses */
+        goto done;
+    }
+    v.text = &text;
+    rc = v_op(&v, root);
     if (rc)
         goto done;
     *out = build_block(&v, id, line, len);
@@ -906,7 +1167,6 @@ done:
         }
     }
     *code = rc ? v.code : NULL;
-    cJSON_free(v.body_heap);
     cJSON_Delete(root);
     free(copy);
     return rc;

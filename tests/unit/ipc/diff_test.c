@@ -4,6 +4,8 @@
  * the fast path accepts a line the slow path must accept it too and build
  * the same block byte for byte; and ipc__parse (fast, then slow) must give
  * exactly what the slow path gives (result, code, message, echoed id).
+ * Fixed cases pin the body itself: the text of `message` as given (numbers
+ * as spelled), the same from both paths.
  *
  * usage: test_ipc_parse_diff [iterations] [seed]
  * (DIFF_DUMP=1 in the environment prints the unmutated lines instead)
@@ -72,13 +74,24 @@ static void ws(struct gen *o)
 static void gen_str_value(struct gen *o, const char *valid)
 {
     static const char *const odd[] = {
-        "\"\"",        "null",
-        "5",           "\"a\\\"b\"",
-        "\"\\u0041\"", "true",
-        "[]",          "{}",
-        "\"x\\n\"",    "\"caf\xc3\xa9\"",
-        "\"\xff\"",    "1.5",
-        "-0",          "\"0123456789012345678901234567890123456789012345678901234567890123456789\"",
+        "\"\"",
+        "null",
+        "5",
+        "\"a\\\"b\"",
+        "\"\\u0041\"",
+        "true",
+        "[]",
+        "{}",
+        "\"x\\n\"",
+        "\"caf\xc3\xa9\"",
+        "\"\xff\"",
+        "1.5",
+        "-0",
+        "\"0123456789012345678901234567890123456789012345678901234567890123456789\"",
+        "\"a\\u0000\"",
+        "\"\xc0\xaf\"",
+        "\"\xed\xa0\x80\"",
+        "\"\xe2\x82\"",
     };
     if (!o->clean && pick(o->g, 6) == 0)
         put(o, odd[pick(o->g, sizeof odd / sizeof odd[0])]);
@@ -138,6 +151,10 @@ static void gen_num_value(struct gen *o)
 /* Any JSON value for the body's free members. */
 static void gen_any(struct gen *o, int depth)
 {
+    /* The first CLEAN_LEAVES are what the fast path takes (any strict
+     * number, UTF-8 strings without escapes); the rest it leaves to the
+     * slow path, or both refuse. */
+    enum { CLEAN_LEAVES = 20 };
     static const char *const leaves[] = {
         "1",
         "0",
@@ -152,12 +169,26 @@ static void gen_any(struct gen *o, int depth)
         "1.25",
         "-0",
         "1e2",
-        "\"t\\u00e9\"",
+        "9007199254740993",
+        "0.30000000000000004",
+        "1e400",
+        "-1.5E-7",
+        "123456789012345678901234567890",
+        "\"caf\xc3\xa9 \xf0\x9f\x98\x80\"",
         "\"a b\"",
+        "\"t\\u00e9\"",
+        "\"a\\u0000b\"",
+        "01",
+        "1.",
+        "\"\xed\xa0\x80\"",
+        "\"\xc3\"",
+        "\"\xf4\x90\x80\x80\"",
+        "\"tab\there\"",
+        "1234567890123456789012345678901234567890123456789012345",
     };
     uint32_t k = depth > 4 ? 0 : pick(o->g, 12);
     if (k < 9) {
-        put(o, leaves[pick(o->g, o->clean ? 9 : sizeof leaves / sizeof leaves[0])]);
+        put(o, leaves[pick(o->g, o->clean ? CLEAN_LEAVES : sizeof leaves / sizeof leaves[0])]);
     } else if (k < 11) {
         uint32_t n = pick(o->g, 4);
         put(o, "[");
@@ -493,6 +524,131 @@ out:
     return ok;
 }
 
+/* The body of line[0..len) from the path asked for (the fast one must take
+ * it), checked against `want`. */
+static bool body_is(const char *line, bool fast_path, const char *want)
+{
+    struct ipc_req *b = NULL;
+    char *id = NULL, msg[256];
+    size_t id_len;
+    const char *code;
+    bool ok;
+
+    if (fast_path)
+        b = ipc__parse_fast(line, strlen(line));
+    else if (ipc__parse_slow(line, strlen(line), false, &b, &id, &id_len, &code, msg, sizeof msg))
+        fprintf(stderr, "slow path refused (%s): %s\n", msg, line);
+    ok = b != NULL && b->request.submit.body_len == strlen(want) &&
+         strcmp(b->request.submit.body, want) == 0;
+    if (!ok)
+        fprintf(stderr, "%s path: body %s, want %s\n", fast_path ? "fast" : "slow",
+                b ? b->request.submit.body : "(refused)", want);
+    free(b);
+    free(id);
+    return ok;
+}
+
+/*
+ * The body is the text of `message` as given, whitespace between tokens
+ * dropped, from either path: each message below goes into a line the fast
+ * path takes and into one it must leave to the slow path (an unknown
+ * top-level member, or an escape in a top-level string), and all three
+ * bodies are the same bytes.
+ */
+static bool body_cases(void)
+{
+    static const char *const msgs[][2] = {
+        {"{\"phoneNumberId\":\"1\",\"to\":\"2\",\"text\":\"t\",\"a\":9007199254740993,\"b\":1e400,"
+         "\"c\":-1e400,\"d\":1.5e300,\"e\":0.30000000000000004,\"f\":-0,\"g\":1.0,\"h\":1E+5}",
+         NULL},
+        {"{\"phoneNumberId\":\"1\",\"to\":\"2\",\"text\":\"caf\xc3\xa9 "
+         "\xf0\x9f\x98\x80\xef\xbf\xbf\"}",
+         NULL},
+        {"{ \"phoneNumberId\" : \"1\" ,\t\"to\":\"2\", \"text\":\"two  spaces\" , \"z\":[ 1 , 2.50 "
+         "] }",
+         "{\"phoneNumberId\":\"1\",\"to\":\"2\",\"text\":\"two  spaces\",\"z\":[1,2.50]}"},
+        {"{\"phoneNumberId\":\"1\",\"to\":\"2\",\"text\":\"t\",\"n\":"
+         "123456789012345678901234567890}",
+         NULL},
+    };
+    char line[512];
+    for (size_t i = 0; i < sizeof msgs / sizeof msgs[0]; i++) {
+        const char *want = msgs[i][1] ? msgs[i][1] : msgs[i][0];
+        snprintf(line, sizeof line, "{\"op\":\"send\",\"type\":\"text\",\"message\":%s}",
+                 msgs[i][0]);
+        bool fast;
+        if (!compare(line, strlen(line), &fast) || !body_is(line, true, want) ||
+            !body_is(line, false, want))
+            return false;
+        snprintf(line, sizeof line, "{\"op\":\"send\",\"type\":\"text\",\"v\":2,\"message\":%s}",
+                 msgs[i][0]);
+        CHECK(ipc__parse_fast(line, strlen(line)) == NULL);
+        if (!body_is(line, false, want))
+            return false;
+        snprintf(line, sizeof line,
+                 "{\"op\":\"send\",\"type\":\"text\",\"campaign\":\"\\u00e9\",\"message\":%s}",
+                 msgs[i][0]);
+        CHECK(ipc__parse_fast(line, strlen(line)) == NULL);
+        if (!body_is(line, false, want))
+            return false;
+    }
+    return true;
+}
+
+/* Lines of the common shape that both paths refuse: the fast one says "not
+ * sure", the slow one gives the error. */
+static bool refused_cases(void)
+{
+    static const char *const lines[][3] = {
+        {"{\"op\":\"send\",\"type\":\"text\",\"message\":{\"phoneNumberId\":\"1\",\"to\":\"2\","
+         "\"text\":\"bad \xff\xfe utf8\"}}",
+         IPC_ERR_BAD_REQUEST, "not valid UTF-8 at byte 79"},
+        {"{\"op\":\"send\",\"type\":\"text\",\"message\":{\"phoneNumberId\":\"1\",\"to\":\"2\","
+         "\"text\":\"overlong \xc0\xaf\"}}",
+         IPC_ERR_BAD_REQUEST, "not valid UTF-8 at byte 84"},
+        {"{\"op\":\"send\",\"type\":\"text\",\"message\":{\"phoneNumberId\":\"1\",\"to\":\"2\","
+         "\"text\":\"surrogate \xed\xa0\x80\"}}",
+         IPC_ERR_BAD_REQUEST, "not valid UTF-8 at byte 85"},
+        {"{\"op\":\"send\",\"type\":\"text\",\"message\":{\"phoneNumberId\":\"1\",\"to\":\"2\","
+         "\"text\":\"cut \xe2\x82\"}}",
+         IPC_ERR_BAD_REQUEST, "not valid UTF-8 at byte 79"},
+        {"{\"op\":\"send\",\"type\":\"text\",\"message\":{\"phoneNumberId\":\"1\",\"to\":\"2\","
+         "\"text\":\"x\",\"k\":\"\xf4\x90\x80\x80\"}}",
+         IPC_ERR_BAD_REQUEST, "not valid UTF-8 at byte 83"},
+        {"{\"op\":\"send\",\"type\":\"text\",\"message\":{\"phoneNumberId\":\"1\",\"to\":\"2\","
+         "\"text\":\"a\\u0000b\"}}",
+         IPC_ERR_VALIDATION, "message.text must not contain NUL (\\u0000)"},
+        {"{\"op\":\"send\",\"type\":\"text\",\"idempotencyKey\":\"k\\u0000one\",\"message\":{"
+         "\"phoneNumberId\":\"1\",\"to\":\"2\",\"text\":\"t\"}}",
+         IPC_ERR_VALIDATION, "idempotencyKey must not contain NUL (\\u0000)"},
+        {"{\"op\":\"send\",\"type\":\"text\",\"message\":{\"phoneNumberId\":\"1\",\"to\":\"2\","
+         "\"text\":\"t\",\"n\":01}}",
+         IPC_ERR_BAD_REQUEST, "invalid JSON at byte 83"},
+    };
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+        const char *line = lines[i][0];
+        struct ipc_req *b = NULL;
+        char *id = NULL, msg[256];
+        size_t id_len;
+        const char *code = NULL;
+        bool fast;
+
+        if (!compare(line, strlen(line), &fast))
+            return false;
+        CHECK(!fast);
+        int rc = ipc__parse(line, strlen(line), false, &b, &id, &id_len, &code, msg, sizeof msg);
+        free(id);
+        free(b);
+        if (rc != IPC_EINVAL || !code || strcmp(code, lines[i][1]) != 0 ||
+            strcmp(msg, lines[i][2]) != 0) {
+            fprintf(stderr, "line %zu: %s %s, want %s %s\n", i, code ? code : "-", msg, lines[i][1],
+                    lines[i][2]);
+            return false;
+        }
+    }
+    return true;
+}
+
 static bool fixed_cases(void)
 {
     static const char *const fast_lines[] = {
@@ -519,7 +675,7 @@ static bool fixed_cases(void)
             return false;
         }
     }
-    return true;
+    return body_cases() && refused_cases();
 }
 
 int main(int argc, char **argv)

@@ -1,0 +1,253 @@
+#!/usr/bin/env python3
+"""What a request line may hold, end to end: socket -> store -> the bytes the API receives.
+
+- nul_refused: a "\\u0000" in any string is refused by name (cJSON's strings are C strings:
+  "k\\u0000one" and "k\\u0000two" would both be "k", "1555\\u00000007004" would be sent as "1555");
+  nothing of such a request is stored or sent, and the connection goes on.
+- body_as_given: the API receives the text of `message` as written, only the whitespace
+  between tokens dropped: numbers as spelled (no double rounding), escapes kept; the same bytes
+  whether the fast path or the cJSON path read the line.
+- utf8_refused: bytes that are not UTF-8 are BAD_REQUEST with their offset, the connection stays
+  usable, valid UTF-8 reaches the API byte for byte.
+
+Usage: test_input.py CASE   (see CASES at the bottom)
+"""
+import http.server
+import json
+import os
+import re
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(__file__))
+import avp  # noqa: E402
+from avp import check, wait_all_final, wait_for  # noqa: E402
+
+
+class CaptureAPI:
+    """A v2 API stand-in that keeps the raw bytes of every POST body (the fake API logs parsed
+    JSON, which would hide how numbers and escapes were spelled)."""
+
+    def __init__(self):
+        self.posts = []  # (path, headers, body bytes)
+        self.lock = threading.Lock()
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _answer(self, obj):
+                b = json.dumps(obj).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(b)))
+                self.end_headers()
+                self.wfile.write(b)
+
+            def do_GET(self):
+                self._answer({"success": True, "data": {"id": "u", "phoneNumberIds": avp.SENDERS}})
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with api.lock:
+                    api.posts.append((self.path, dict(self.headers), body))
+                    n = len(api.posts)
+                self._answer({"success": True, "data": {
+                    "messaging_product": "whatsapp", "contacts": [],
+                    "messages": [{"id": "wamid.C%d" % n, "message_status": "accepted"}]}})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.base = "http://127.0.0.1:%d" % self.server.server_address[1]
+
+    def bodies(self):
+        with self.lock:
+            return [p[2] for p in self.posts]
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def ask(cl, raw):
+    cl.send_raw(raw + b"\n")
+    return cl.read_line()
+
+
+def nul_refused(wd):
+    """\\u0000 in any field: VALIDATION_ERROR naming it; nothing stored or sent."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    cl = d.client()
+    msg = b'"message":{"phoneNumberId":"1000001","to":"15550007001","text":"first"}'
+    refused = [
+        (b'{"op":"send","id":1,"type":"text","idempotencyKey":"k\\u0000one",' + msg + b'}',
+         "idempotencyKey", 1),
+        (b'{"op":"send","id":2,"type":"text","idempotencyKey":"k\\u0000two",' + msg + b'}',
+         "idempotencyKey", 2),
+        (b'{"op":"send","id":3,"type":"text","campaign":"c\\u0000x",' + msg + b'}', "campaign", 3),
+        (b'{"op":"send","id":4,"type":"text","orderKey":"o\\u0000",' + msg + b'}', "orderKey", 4),
+        (b'{"op":"send","id":5,"type":"text","message":{"phoneNumberId":"1000001",'
+         b'"to":"1555\\u00000007004","text":"fourth"}}', "message.to", 5),
+        (b'{"op":"send","id":6,"type":"text","message":{"phoneNumberId":"1000001\\u0000zz",'
+         b'"to":"15550007005","text":"fifth"}}', "message.phoneNumberId", 6),
+        (b'{"op":"send","id":7,"type":"text","message":{"phoneNumberId":"1000001",'
+         b'"to":"15550007006","text":"nul \\u0000 char"}}', "message.text", 7),
+        (b'{"op":"send","id":8,"type":"media","message":{"phoneNumberId":"1000001",'
+         b'"to":"15550007007","media":{"type":"image","mediaId":"m\\u0000"}}}',
+         "message.media.mediaId", 8),
+        (b'{"op":"template_send","id":9,"message":{"phoneNumberId":"1000001","to":"15550007008",'
+         b'"templateName":"promo","language":"en_US","components":[{"type":"body",'
+         b'"parameters":[{"type":"text","text":"a"},{"type":"text","text":"b\\u0000"}]}]}}',
+         "message.components[0].parameters[1].text", 9),
+        (b'{"op":"send","id":10,"type":"text","message":{"phoneNumberId":"1000001",'
+         b'"to":"15550007009","te\\u0000xt":"x","text":"y"}}', "member names in message", 10),
+        (b'{"op":"get","id":11,"idempotencyKey":"k\\u0000one"}', "idempotencyKey", 11),
+        (b'{"op":"list","id":12,"campaign":"c\\u0000x"}', "campaign", 12),
+        (b'{"op":"ping","id":"r\\u0000"}', "id", None),
+    ]
+    for raw, field, want_id in refused:
+        a = ask(cl, raw)
+        check(a.get("ok") is False and a.get("error") == "VALIDATION_ERROR",
+              "%r -> VALIDATION_ERROR, got %s" % (raw[:50], a))
+        want = "%s must not contain NUL (\\u0000)" % field
+        check(a.get("message") == want, "message for %r: %r, want %r" % (raw[:50], a.get("message"), want))
+        check(a.get("id") == want_id, "id echoed for %r: %s" % (raw[:50], a))
+    # Nothing was stored under the key cut at the NUL, nor under the campaign.
+    a = cl.request({"op": "get", "idempotencyKey": "k"})
+    check(a.get("error") == "NOT_FOUND", "no job under the truncated key: %s" % a)
+    a = cl.request({"op": "campaign", "campaign": "c"})
+    check(a.get("error") == "NOT_FOUND", "no campaign under the truncated name: %s" % a)
+    # The connection goes on; "k" works as a key of its own, and deduplicates.
+    a = cl.request(avp.text_job(1, sender="1000001", to="15550007010", idempotencyKey="k"))
+    check(a.get("ok") and a["duplicate"] is False, "a clean send after the refusals: %s" % a)
+    b = cl.request(avp.text_job(2, sender="1000001", to="15550007011", idempotencyKey="k"))
+    check(b.get("ok") and b["duplicate"] is True and b["job"] == a["job"], "the key dedups: %s" % b)
+    # An escaped backslash before u0000 is no NUL: six characters, sent as such.
+    c = ask(cl, b'{"op":"send","id":20,"type":"text","message":{"phoneNumberId":"1000001",'
+                b'"to":"15550007012","text":"\\\\u0000"}}')
+    check(c.get("ok") is True, "an escaped backslash then u0000 is accepted: %s" % c)
+    st = wait_all_final(cl, 60)
+    check(st["counts"]["sent"] == 2, "two jobs stored and sent: %s" % st["counts"])
+    sends = api.sends()
+    got = sorted((s["body"]["to"], s["body"]["text"]) for s in sends)
+    check(got == [("15550007010", "job-1"), ("15550007012", "\\u0000")],
+          "the API received exactly the clean jobs, intact: %s" % got)
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+# (message as written in the request, the body the API must receive)
+AS_GIVEN = [
+    (b'{"phoneNumberId":"1000001","to":"TO","text":"n","a":9007199254740993,"b":1e400,"c":-1e400,'
+     b'"d":1.5e300,"e":0.30000000000000004,"f":123456789012345678901234567890,"g":-0,"h":1.0,'
+     b'"i":1E+5,"j":2.5e-7}',
+     None),
+    (b'{"phoneNumberId":"1000001","to":"TO","text":"caf\\u00e9 \\/ \\u2028 \\ud83d\\ude00 \\"q\\" \\n",'
+     b'"x":"\\\\"}',
+     None),
+    (b'{ "phoneNumberId" : "1000001" ,\t"to":"TO", "text":"two  spaces \\" , [ ] " , "z":[ 1 , 2.50 ,'
+     b' { } ] }',
+     b'{"phoneNumberId":"1000001","to":"TO","text":"two  spaces \\" , [ ] ","z":[1,2.50,{}]}'),
+    (b'{"phoneNumberId":"1000001","to":"TO","text":"dup","text":"dup2","t":"\xc3\xa9\xf0\x9f\x98\x80"}',
+     None),
+]
+
+
+def body_as_given(wd):
+    """The API receives `message` as written (compact), from either parser path."""
+    api = CaptureAPI()
+    d = avp.Daemon(wd, api.base).start()
+    cl = d.client()
+    want = {}
+    n = 0
+    for text, compact in AS_GIVEN:
+        # The same message in a line the fast path takes and in two it leaves to the cJSON path
+        # (an unknown top-level member; an escape in a top-level string).
+        for prefix in (b'{"op":"send","type":"smart","message":',
+                       b'{"op":"send","type":"smart","v":[1.50],"message":',
+                       b'{"op":"send","type":"smart","campaign":"c\\u00e9","message":'):
+            n += 1
+            to = b"1555%07d" % n
+            a = ask(cl, prefix + text.replace(b'"TO"', b'"' + to + b'"') + b"}")
+            check(a.get("ok") is True, "submit %d accepted: %s" % (n, a))
+            want[to] = (compact or text).replace(b'"TO"', b'"' + to + b'"')
+    wait_for(lambda: len(api.bodies()) >= n, 60, "%d bodies at the API" % n)
+    got = {}
+    for body in api.bodies():
+        m = re.search(rb'"to":"(\d+)"', body)
+        check(m is not None, "a `to` in %r" % body)
+        check(m.group(1) not in got, "each job sent once: %r" % body)
+        got[m.group(1)] = body
+    check(set(got) == set(want), "every job reached the API: %s" % sorted(got))
+    for to, body in sorted(got.items()):
+        check(body == want[to], "body of %s:\n  got  %r\n  want %r" % (to, body, want[to]))
+    for path, headers, body in api.posts:
+        check(path == "/v2/messages/send", "route %s" % path)
+        check(int(headers["Content-Length"]) == len(body), "Content-Length")
+        json.loads(body)  # still JSON (1e400 reads as inf in Python)
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+def utf8_refused(wd):
+    """Not UTF-8: BAD_REQUEST at the first bad byte; the connection stays usable."""
+    api = CaptureAPI()
+    d = avp.Daemon(wd, api.base).start()
+    cl = d.client()
+    pre = b'{"op":"send","type":"text","message":{"phoneNumberId":"1000001","to":"15550001012","text":"'
+    bad = [
+        b"bad \xff\xfe utf8",      # never UTF-8
+        b"overlong \xc0\xaf",      # '/' in two bytes
+        b"overlong \xe0\x80\xaf",  # in three
+        b"surrogate \xed\xa0\x80",  # U+D800 encoded
+        b"past \xf4\x90\x80\x80",  # U+110000
+        b"cut \xe2\x82",           # a 3-byte sequence cut short
+        b"stray \x80 byte",
+        b"\xc3\xa9 then \xff",     # valid, then not
+    ]
+    for i, text in enumerate(bad):
+        line = pre + text + b'"}}'
+        try:
+            line.decode("utf-8")
+            raise avp.TestFailure("%r is UTF-8 to Python" % line)
+        except UnicodeDecodeError as e:
+            offset = e.start  # Python's strict decoder as the judge of where
+        a = ask(cl, line)
+        check(a.get("ok") is False and a.get("error") == "BAD_REQUEST",
+              "%r -> BAD_REQUEST, got %s" % (text, a))
+        check(a.get("message") == "not valid UTF-8 at byte %d" % offset,
+              "%r: message %r, want the offset %d" % (text, a.get("message"), offset))
+        p = cl.request({"op": "ping", "id": "after-%d" % i})
+        check(p.get("ok") is True and p["id"] == "after-%d" % i, "ping after %r: %s" % (text, p))
+    # Outside any string, and in a request that is not a submit: the same.
+    a = ask(cl, b'{"op":"ping","id":1}\xc3')
+    check(a.get("error") == "BAD_REQUEST" and a["message"] == "not valid UTF-8 at byte 20",
+          "a stray byte after the object: %s" % a)
+    # Valid UTF-8 of every length, at the edges of its ranges, is sent byte for byte.
+    good = "é ߿ ࠀ \ud7ff \ue000 \uffff 😀 \U0010ffff".encode()
+    a = ask(cl, pre.replace(b"15550001012", b"15550001013") + good + b'"}}')
+    check(a.get("ok") is True, "valid UTF-8 accepted: %s" % a)
+    wait_for(lambda: len(api.bodies()) >= 1, 60, "the valid send at the API")
+    bodies = api.bodies()
+    check(len(bodies) == 1, "only the valid line was sent: %r" % bodies)
+    check(bodies[0] == b'{"phoneNumberId":"1000001","to":"15550001013","text":"' + good + b'"}',
+          "the body byte for byte: %r" % bodies[0])
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+CASES = {f.__name__: f for f in (nul_refused, body_as_given, utf8_refused)}
+
+if __name__ == "__main__":
+    case = CASES.get(sys.argv[1]) if len(sys.argv) == 2 else None
+    if case is None:
+        sys.exit("usage: test_input.py %s" % "|".join(CASES))
+    avp.run(case)
