@@ -2201,6 +2201,14 @@ double sched_pair_limited(sched_t *s, sched_job_t *j, double now)
 
     if (p == NULL)
         return now + 1;
+    /* Meta says the pair's budget is spent: what the bucket still held is
+     * not there, so after the hold the pair starts from one send, paced,
+     * instead of releasing every waiting job at once. */
+    if (pacing(s)) {
+        pair_refill(s, p, now);
+        if (p->tokens > 0)
+            p->tokens = 0;
+    }
     until = now + pow(4.0, p->strikes < 8 ? p->strikes : 8);
     if (p->strikes < 16)
         p->strikes++;

@@ -643,6 +643,42 @@ static void test_pair_limited(void)
     sched_free(s);
 }
 
+/* 131056 with pair pacing: the bucket's remaining burst is gone, so after
+ * the hold the pair's waiting jobs go one per interval, not all at once. */
+static void test_pair_limited_drains(void)
+{
+    sched_options_t o;
+    sched_t *s;
+    sched_job_t *j;
+    double wake;
+    int i, n;
+
+    memset(&o, 0, sizeof(o));
+    o.max_inflight = 1000;
+    o.max_inflight_per_number = 1000;
+    o.pair_interval = 1.0;
+    o.pair_burst = 5;
+    CHECK_EQ(sched_new(&o, &s), 0);
+    for (i = 0; i < 5; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "k%d", i);
+        addk(s, (uint64_t)i + 1, 0, 1, "a", NULL, key, "15550300");
+    }
+    j = sched_next(s, 0, &wake);
+    CHECK(j && j->id == 1);
+    sched_job_retry(s, j, sched_pair_limited(s, j, 0)); /* held until 1 */
+    CHECK(sched_next(s, 0, &wake) == NULL);             /* the burst left is gone */
+    CHECK(sched_next(s, 0.99, &wake) == NULL);
+    for (n = 0; (j = sched_next(s, 1.0, &wake)) != NULL; n++)
+        sched_job_finish(s, j);
+    CHECK_EQ(n, 1);
+    CHECK(sched_next(s, 1.5, &wake) == NULL);
+    for (n = 0; (j = sched_next(s, 2.0, &wake)) != NULL; n++)
+        sched_job_finish(s, j);
+    CHECK_EQ(n, 1);
+    sched_free(s);
+}
+
 static void info_cb(const sched_sender_info_t *i, void *arg)
 {
     sched_sender_info_t *out = arg;
@@ -974,6 +1010,7 @@ int main(int argc, char **argv)
         {"token_bucket", test_token_bucket},
         {"rate_window", test_rate_window},
         {"global_window", test_global_window},
+        {"pair_limited_drains", test_pair_limited_drains},
         {"departed_late", test_departed_late},
         {"retry_and_finish", test_retry_and_finish},
         {"many_jobs", test_many_jobs},
