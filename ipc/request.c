@@ -517,6 +517,19 @@ static int strict_fail(struct vctx *v, const struct strict *t, const char *line,
     return fail(v, IPC_ERR_VALIDATION, "%s must not contain NUL (\\u0000)", path);
 }
 
+/* Refuses a member the daemon reads that obj holds more than once: the
+ * daemon would check and schedule by the first while the API, which gets
+ * the body as given, may read the last. */
+static int once(struct vctx *v, const cJSON *obj, const char *name, const char *path)
+{
+    int n = 0;
+
+    for (const cJSON *c = obj != NULL ? obj->child : NULL; c != NULL; c = c->next)
+        if (c->string != NULL && strcmp(c->string, name) == 0 && ++n > 1)
+            return fail(v, IPC_ERR_VALIDATION, "%s appears more than once", path);
+    return 0;
+}
+
 /* The member `name` of obj, NULL when absent or JSON null. */
 static const cJSON *member(const cJSON *obj, const char *name)
 {
@@ -682,6 +695,11 @@ static int v_submit(struct vctx *v, const cJSON *root, bool tmpl)
         return fail(v, IPC_ERR_VALIDATION, "message is required");
     if (!cJSON_IsObject(msg))
         return fail(v, IPC_ERR_VALIDATION, "message must be an object");
+    if ((rc = once(v, msg, "phoneNumberId", "message.phoneNumberId")) ||
+        (rc = once(v, msg, "to", "message.to")) || (rc = once(v, msg, "text", "message.text")) ||
+        (rc = once(v, msg, "media", "message.media")) ||
+        (rc = once(v, msg, "templateName", "message.templateName")))
+        return rc;
     if ((rc = str_field(v, msg, "phoneNumberId", "message.phoneNumberId", true, IPC_MAX_ID_LEN,
                         &s->phone_number_id)))
         return rc;
@@ -706,6 +724,9 @@ static int v_submit(struct vctx *v, const cJSON *root, bool tmpl)
             return fail(v, IPC_ERR_VALIDATION, "message.media is required");
         if (!cJSON_IsObject(media))
             return fail(v, IPC_ERR_VALIDATION, "message.media must be an object");
+        if ((rc = once(v, media, "type", "message.media.type")) ||
+            (rc = once(v, media, "mediaId", "message.media.mediaId")))
+            return rc;
         const cJSON *mt = member(media, "type");
         if (!mt)
             return fail(v, IPC_ERR_VALIDATION, "message.media.type is required");

@@ -286,6 +286,20 @@ static const struct bad_case bad_cases[] = {
      "\"text\":\"a\tb\"}}",
      IPC_ERR_BAD_REQUEST, "invalid JSON at byte 76", NULL},
     {"{\"op\":\"ping\",\x0b\"x\":1}", IPC_ERR_BAD_REQUEST, "invalid JSON at byte 13", NULL},
+    /* A member the daemon reads given twice: it would check the first, the
+     * API (which gets the body as given) may read the last. */
+    {"{\"op\":\"send\",\"type\":\"text\",\"message\":{\"phoneNumberId\":\"1\",\"to\":\"2\","
+     "\"text\":\"x\",\"to\":\"3\"}}",
+     IPC_ERR_VALIDATION, "message.to appears more than once", NULL},
+    {"{\"op\":\"send\",\"type\":\"text\",\"message\":{\"phoneNumberId\":\"1\",\"to\":\"2\","
+     "\"text\":\"x\",\"phoneNumberId\":\"9\"}}",
+     IPC_ERR_VALIDATION, "message.phoneNumberId appears more than once", NULL},
+    {"{\"op\":\"send\",\"type\":\"media\",\"message\":{\"phoneNumberId\":\"1\",\"to\":\"2\","
+     "\"media\":{\"type\":\"image\",\"mediaId\":\"m\",\"mediaId\":\"n\"}}}",
+     IPC_ERR_VALIDATION, "message.media.mediaId appears more than once", NULL},
+    {"{\"op\":\"template_send\",\"message\":{\"phoneNumberId\":\"1\",\"to\":\"2\","
+     "\"templateName\":\"a\",\"templateName\":\"b\"}}",
+     IPC_ERR_VALIDATION, "message.templateName appears more than once", NULL},
 };
 
 static void test_bad_table(void)
