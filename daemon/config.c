@@ -475,7 +475,16 @@ int config_flags_parse(int argc, char **argv, config_flags_t *f, char *err, size
             break;
         }
         if (!matched) {
-            set_err(err, err_size, "unknown argument \"%s\" (see --help)", a);
+            /* Named without its value, and a bare word not at all: what
+             * follows could be a token someone typed here (never echoed). */
+            if (a[0] == '-')
+                set_err(err, err_size, "unknown option \"%.*s\" (see --help)", (int)strcspn(a, "="),
+                        a);
+            else
+                set_err(err, err_size,
+                        "unexpected argument #%d: avenpingd takes options only "
+                        "(see --help)",
+                        i);
             return -EINVAL;
         }
     }

@@ -89,6 +89,22 @@ void daemon_refresh_unfinished(daemon_t *d)
             counts[QUEUE_STATE_QUEUED] + counts[QUEUE_STATE_RETRYING] + counts[QUEUE_STATE_SENDING];
 }
 
+/* A submit refused for space (max_queued, a full store) whose idempotency
+ * key is already taken in the store gets the duplicate answer it would get
+ * with space: a client resubmitting after a lost answer must learn that
+ * its job is queued, not that it was refused. */
+static bool answer_duplicate(daemon_t *d, ipc_req_t *req, const ipc_submit_t *s)
+{
+    queue_job_t j;
+
+    if (s->idempotency_key == NULL || queue_job_get_by_key(d->q, s->idempotency_key, &j) != 0)
+        return false;
+    d->stats.duplicates++;
+    ipc_req_reply_submit(req, j.id, true);
+    queue_job_clear(&j);
+    return true;
+}
+
 static void handle_submit(daemon_t *d, ipc_req_t *req, const ipc_submit_t *s)
 {
     double now = daemon_now();
@@ -102,8 +118,9 @@ static void handle_submit(daemon_t *d, ipc_req_t *req, const ipc_submit_t *s)
     }
     if (d->cfg.max_queued > 0 &&
         d->unfinished + commit_backlog(d->commit) >= (uint64_t)d->cfg.max_queued) {
-        ipc_req_reply_error(req, IPC_ERR_QUEUE_FULL, "more than max_queued = %ld unfinished jobs",
-                            d->cfg.max_queued);
+        if (!answer_duplicate(d, req, s))
+            ipc_req_reply_error(req, IPC_ERR_QUEUE_FULL,
+                                "more than max_queued = %ld unfinished jobs", d->cfg.max_queued);
         return;
     }
     ctx = malloc(sizeof(*ctx));
@@ -141,7 +158,8 @@ static void handle_submit(daemon_t *d, ipc_req_t *req, const ipc_submit_t *s)
     if (rc == QUEUE_EFULL || rc == -ENOSPC) {
         /* A recent batch found the store full: refused at once until the
          * committer's next probe (commit.h). */
-        ipc_req_reply_error(req, IPC_ERR_QUEUE_FULL, "store full: %s", queue_strerror(rc));
+        if (!answer_duplicate(d, req, s))
+            ipc_req_reply_error(req, IPC_ERR_QUEUE_FULL, "store full: %s", queue_strerror(rc));
         free(ctx);
     } else if (rc != 0) {
         ipc_req_reply_error(req, IPC_ERR_INTERNAL, "cannot queue the job: %s", queue_strerror(rc));

@@ -518,15 +518,16 @@ int main(int argc, char **argv)
     int rc = 1, n_passed;
 
     memset(&d, 0, sizeof(d));
+    /* The token will live in this process's memory (load_config reads it):
+     * keep it out of core dumps and away from ptrace by other users, from
+     * before it is read. */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     if (load_config(&d, argc, argv, &exit_now) != 0)
         goto out;
     if (exit_now) {
         rc = 0;
         goto out;
     }
-    /* The token lives in this process's memory: keep it out of core dumps
-     * and away from ptrace by other users. */
-    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     signal(SIGPIPE, SIG_IGN);
     srand((unsigned)(daemon_now() * 1e6) ^ (unsigned)getpid());
     /* Sockets passed by the service manager, taken before any thread runs

@@ -39,9 +39,23 @@
 #define READ_KEEP_MAX (256u * 1024u) /* larger idle read buffers are released */
 #define WRITE_KEEP_MAX (1024u * 1024u)
 /* Reading pauses while this much output waits to be written, or while the
- * requests in flight take this much memory. */
+ * requests in flight take this much memory - per connection at most, and
+ * a share of a server-wide budget when many connections are open (so a
+ * thousand clients that pipeline and never read cannot make the daemon
+ * hold gigabytes): the budget divided by the open connections, within
+ * [floor, most]. */
 #define WRITE_PAUSE_BYTES (8u * 1024u * 1024u)
+#define WRITE_BUDGET (128u * 1024u * 1024u)
+#define WRITE_PAUSE_FLOOR (64u * 1024u)
 #define FIFO_PAUSE_BYTES (32u * 1024u * 1024u)
+#define FIFO_BUDGET (256u * 1024u * 1024u)
+#define FIFO_PAUSE_FLOOR (256u * 1024u)
+/* Read buffers of all connections together (default of
+ * ipc_server_options_t.read_budget): a buffer grows past READ_KEEP_MAX (a
+ * line longer than that arriving) only while the total stays within this;
+ * else the line is refused. Bounds what clients that send long unfinished
+ * lines and stop can hold. */
+#define READ_BUDGET (256u * 1024u * 1024u)
 #define STREAM_FLUSH_BYTES (64u * 1024u) /* a stream flushes at once from here */
 #define MAX_REJECTING 64                 /* refused connections still being told why */
 #define ERR_MSG_MAX 1024                 /* longest error message sent */
@@ -112,7 +126,9 @@ struct ipc_server {
     struct ipc_conn *dirty;
     unsigned n_conns;
     unsigned n_rejecting;
-    unsigned handles; /* initialised handles whose close callback has not run */
+    size_t rbuf_total;  /* read buffer bytes of all open connections */
+    size_t read_budget; /* most rbuf_total may grow to past READ_KEEP_MAX buffers */
+    unsigned handles;   /* initialised handles whose close callback has not run */
     bool closing;
     ipc__counters_t ctr;
 };
@@ -227,6 +243,10 @@ static void on_conn_closed(uv_handle_t *h)
         s->n_conns--;
     if (c->rejecting)
         s->n_rejecting--;
+    s->rbuf_total -= c->rcap;
+    free(c->rbuf);
+    c->rbuf = NULL;
+    c->rcap = c->rlen = c->rpos = c->rscan = 0;
     c->srv = NULL;
     s->handles--;
     server_maybe_free(s);
@@ -250,10 +270,21 @@ static size_t unsent_bytes(const struct ipc_conn *c)
            uv_stream_get_write_queue_size((const uv_stream_t *)&c->pipe);
 }
 
+/* This connection's share of `budget`: budget / open connections, within
+ * [floor, most]. */
+static size_t conn_share(const struct ipc_conn *c, size_t budget, size_t floor, size_t most)
+{
+    unsigned n = c->srv != NULL && c->srv->n_conns > 0 ? c->srv->n_conns : 1;
+    size_t v = budget / n;
+
+    return v < floor ? floor : v > most ? most : v;
+}
+
 static bool conn_saturated(const struct ipc_conn *c)
 {
-    return c->n_fifo >= c->max_pending || c->fifo_bytes >= FIFO_PAUSE_BYTES ||
-           unsent_bytes(c) > WRITE_PAUSE_BYTES;
+    return c->n_fifo >= c->max_pending ||
+           c->fifo_bytes >= conn_share(c, FIFO_BUDGET, FIFO_PAUSE_FLOOR, FIFO_PAUSE_BYTES) ||
+           unsent_bytes(c) > conn_share(c, WRITE_BUDGET, WRITE_PAUSE_FLOOR, WRITE_PAUSE_BYTES);
 }
 
 static void on_write(uv_write_t *w, int status)
@@ -517,12 +548,30 @@ static void conn_process(struct ipc_conn *c)
     }
 }
 
+/* A line refused because the read buffers of all connections hold
+ * READ_BUDGET: answered like an over-long one (the connection closes after
+ * the answer), its bytes so far dropped. */
+static void line_over_budget(struct ipc_conn *c)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg,
+             "line refused: unfinished lines of all connections hold the daemon's input budget "
+             "(%zu KiB); send it again later",
+             c->srv->read_budget >> 10);
+    push_error(c, NULL, 0, IPC_ERR_BAD_REQUEST, msg);
+    c->stop_lines = true;
+    c->close_after_flush = true;
+    c->rpos = c->rscan = c->rlen = 0;
+    mark_dirty(c);
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct ipc_conn *c = h->data;
     if (c->rpos == c->rlen) {
         c->rpos = c->rlen = c->rscan = 0;
         if (c->rcap > READ_KEEP_MAX) {
+            c->srv->rbuf_total -= c->rcap;
             free(c->rbuf);
             c->rbuf = NULL;
             c->rcap = 0;
@@ -544,11 +593,20 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
             ncap = c->rlen + READ_MIN_FREE + 1;
         if (ncap > limit)
             ncap = limit;
+        if (ncap > READ_KEEP_MAX && c->rcap > 0 &&
+            c->srv->rbuf_total - c->rcap + ncap > c->srv->read_budget) {
+            /* Drops the unfinished line: the buffer is free for the rest,
+             * which is read and discarded (stop_lines). */
+            line_over_budget(c);
+            *buf = uv_buf_init(c->rbuf, (unsigned)(c->rcap - 1));
+            return;
+        }
         char *np = ncap > c->rcap ? realloc(c->rbuf, ncap) : NULL;
         if (!np) {
             *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
             return;
         }
+        c->srv->rbuf_total += ncap - c->rcap;
         c->rbuf = np;
         c->rcap = ncap;
     }
@@ -774,6 +832,7 @@ int ipc_server_new(uv_loop_t *loop, const ipc_server_options_t *opt, ipc_request
     s->cb = cb;
     s->user = user;
     s->max_line = o.max_line ? o.max_line : IPC_MAX_LINE_DEFAULT;
+    s->read_budget = o.read_budget ? o.read_budget : READ_BUDGET;
     s->max_connections = o.max_connections ? o.max_connections : 1024;
     s->max_pending = o.max_pending ? o.max_pending : 4096;
     s->socket_mode = o.socket_mode ? o.socket_mode : 0660;

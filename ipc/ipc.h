@@ -147,6 +147,9 @@ typedef struct ipc_server_options {
                                   special: refused unless listed. A refused peer
                                   gets one FORBIDDEN line, then EOF. */
     size_t n_allowed_uids;
+    size_t read_budget; /* read buffers of all connections together (bytes); a line that
+                           would grow them past it is refused with BAD_REQUEST and its
+                           connection closed; 0: 256 MiB (tests set it small) */
 } ipc_server_options_t;
 
 /* Creates a server on `loop`; nothing listens yet. `opt` may be NULL; it is

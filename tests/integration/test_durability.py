@@ -104,6 +104,23 @@ def idempotency(wd):
     for c in c2:
         c.close()
     check(d.stop() == 0, "SIGTERM exits 0")
+
+    # A resubmit after a lost answer while the queue is full: its key is
+    # taken, so it is told `duplicate`, not QUEUE_FULL (which would say the
+    # queued job was refused).
+    d2 = avp.Daemon(wd, api.base, {"max_queued": 2}, name="daemon2").start()
+    cl = d2.client()
+    later = time.time() + 3600
+    a = cl.request(avp.text_job(50, idempotencyKey="k-full", notBefore=later))
+    b = cl.request(avp.text_job(51, notBefore=later))
+    check(a["ok"] and b["ok"], "two jobs fill max_queued = 2: %s %s" % (a, b))
+    r = cl.request(avp.text_job(52, idempotencyKey="k-full", notBefore=later))
+    check(r["ok"] and r["duplicate"] is True and r["job"] == a["job"],
+          "a taken key while full answers the original: %s" % r)
+    r = cl.request(avp.text_job(53, idempotencyKey="k-new", notBefore=later))
+    check(not r["ok"] and r["error"] == "QUEUE_FULL", "a new key while full: %s" % r)
+    cl.close()
+    check(d2.stop() == 0, "SIGTERM exits 0")
     api.stop()
 
 

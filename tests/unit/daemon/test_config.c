@@ -138,6 +138,14 @@ static void test_flags(void)
      * anything after it. */
     CHECK_EQ(config_flags_parse(3, bad, &f, err, sizeof(err)), -EINVAL);
     CHECK(strstr(err, "secret") == NULL);
+    {
+        char *eq[] = {"avenpingd", "--token=secret", NULL};
+        char *bare[] = {"avenpingd", "secret", NULL};
+        CHECK_EQ(config_flags_parse(2, eq, &f, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "secret") == NULL && strstr(err, "\"--token\"") != NULL);
+        CHECK_EQ(config_flags_parse(2, bare, &f, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "secret") == NULL && strstr(err, "argument #1") != NULL);
+    }
     CHECK_EQ(config_flags_parse(2, missing, &f, err, sizeof(err)), -EINVAL);
     /* --api-base is checked like the key; good ones pass. */
     {

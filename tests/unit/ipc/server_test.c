@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -487,6 +488,60 @@ static void client_bad_lines(struct h *h)
     cJSON_Delete(j);
     ping(&c, 8); /* still usable */
     cl_close(&c);
+}
+
+/* Sends what the peer takes; stops at the first failure (a refused line:
+ * the server answers and closes while the rest is still being sent). */
+static void send_some(struct cl *c, const char *s, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = send(c->fd, s, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return;
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Two clients each send most of a 600 KiB line and stop: with a read
+ * budget of 1.5 MiB one buffer (1 MiB) fits, both do not: the one whose
+ * buffer would grow second is refused (BAD_REQUEST naming the budget, then
+ * EOF), the other still completes its line, and a new client is served. */
+static void client_read_budget(struct h *h)
+{
+    enum { LINE = 600 * 1024 };
+    struct cl cl[2], c;
+    char *line = malloc(LINE + 64);
+    REQUIRE(line != NULL, "alloc");
+    int n = snprintf(line, 64, "{\"op\":\"ping\",\"id\":7,\"pad\":\"");
+    memset(line + n, 'x', (size_t)(LINE - n - 3));
+    memcpy(line + LINE - 3, "\"}\n", 4);
+    for (int i = 0; i < 2; i++) {
+        REQUIRE(cl_open(&cl[i], h->path) == 0, "connect");
+        send_some(&cl[i], line, LINE - 100); /* unfinished */
+    }
+    /* The refused one is the one that gets an answer now. */
+    struct pollfd p[2] = {{.fd = cl[0].fd, .events = POLLIN}, {.fd = cl[1].fd, .events = POLLIN}};
+    REQUIRE(poll(p, 2, 10000) == 1, "exactly one client answered");
+    int refused = (p[1].revents & POLLIN) ? 1 : 0, kept = 1 - refused;
+    expect_line(&cl[refused],
+                "{\"ok\":false,\"error\":\"BAD_REQUEST\",\"message\":\"line refused: "
+                "unfinished lines of all connections hold the daemon's input budget (1536 "
+                "KiB); send it again later\"}");
+    expect_eof(&cl[refused]);
+    cl_close(&cl[refused]);
+    cl_send(&cl[kept], line + LINE - 100, 100); /* its line completes */
+    cJSON *j = cl_json(&cl[kept]);
+    REQUIRE(num(j, "id") == 7, "the other client's long line answered");
+    cJSON_Delete(j);
+    cl_close(&cl[kept]);
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    cl_sends(&c, "{\"op\":\"ping\",\"id\":8}\n");
+    j = cl_json(&c);
+    REQUIRE(num(j, "id") == 8, "a new client served");
+    cJSON_Delete(j);
+    cl_close(&c);
+    free(line);
 }
 
 static void client_long_line(struct h *h)
@@ -1041,6 +1096,10 @@ int main(int argc, char **argv)
         opt.max_line = 1024;
         h->on_req = req_hold_first_only;
         h->client = client_long_line;
+    } else if (!strcmp(name, "read_budget")) {
+        opt.max_line = 1024 * 1024;
+        opt.read_budget = 1536 * 1024; /* buffers double from 16 KiB + 1: 1 MiB + 64 fit */
+        h->client = client_read_budget;
     } else if (!strcmp(name, "max_connections")) {
         opt.max_connections = 2;
         h->client = client_max_connections;
