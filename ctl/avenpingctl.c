@@ -752,6 +752,16 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
             snprintf(err, errn, "not a JSON object");
             return NULL;
         }
+        /* Only jobs: an import must not cancel, pause or resume anything. */
+        {
+            const cJSON *op = cJSON_GetObjectItemCaseSensitive(o, "op");
+            if (!cJSON_IsString(op) || (strcmp(op->valuestring, "send") != 0 &&
+                                        strcmp(op->valuestring, "template_send") != 0)) {
+                cJSON_Delete(o);
+                snprintf(err, errn, "op must be \"send\" or \"template_send\"");
+                return NULL;
+            }
+        }
         cJSON_DeleteItemFromObjectCaseSensitive(o, "id");
         if (!cJSON_HasObjectItem(o, "campaign"))
             cJSON_AddStringToObject(o, "campaign", s->campaign);
@@ -764,25 +774,29 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
     } else {
         char **f;
         size_t n;
-        int rc = csv_next(s->csv, &f, &n);
+        int rc;
         const char *from, *to;
 
+        /* Blank lines are not rows: they neither fail nor take a row
+         * number (which the idempotency keys are made of). */
+        while ((rc = csv_next(s->csv, &f, &n)) > 0 && n == 1 && f[0][0] == '\0')
+            ;
         if (rc == 0) {
             *eof = true;
             return NULL;
         }
         if (rc < 0) {
-            snprintf(err, errn, "line %zu: %s", csv_line(s->csv),
-                     rc == -EINVAL ? "malformed CSV" : strerror(-rc));
+            *row = s->lineno + 1;
+            snprintf(err, errn,
+                     "line %zu: %s; this row and the rest of the file were not imported (fix "
+                     "the file and run the same import again: rows already sent are not sent "
+                     "twice)",
+                     csv_line(s->csv), rc == -EINVAL ? "malformed CSV" : strerror(-rc));
             *eof = true; /* the reader cannot resynchronise */
             return NULL;
         }
         s->lineno++;
         *row = s->lineno;
-        if (n == 1 && f[0][0] == '\0') { /* a blank line */
-            snprintf(err, errn, "empty row");
-            return NULL;
-        }
         to = (size_t)s->col_to < n ? f[s->col_to] : "";
         from = s->col_from >= 0 && (size_t)s->col_from < n && f[s->col_from][0] ? f[s->col_from]
                                                                                 : s->from;
@@ -928,6 +942,11 @@ static int cmd_import(ctx_t *c, const opts_t *o)
     if (opt_long(o, "window", 1, 4000, 4000, &window) != 0)
         return EXIT_USAGE;
     s.priority = opt_get(o, "priority");
+    if (s.priority != NULL && strcmp(s.priority, "high") != 0 &&
+        strcmp(s.priority, "normal") != 0 && strcmp(s.priority, "bulk") != 0) {
+        usage_err("--priority must be high, normal or bulk");
+        return EXIT_USAGE;
+    }
     if (fmt == NULL) {
         size_t l = strlen(path);
         s.jsonl = (l > 6 && strcmp(path + l - 6, ".jsonl") == 0) ||
@@ -1231,12 +1250,15 @@ static int cmd_campaign(ctx_t *c, const opts_t *o)
             double r = (double)(done - prev_done) / (t - prev_t);
             rate = rate > 0 ? 0.5 * rate + 0.5 * r : r; /* smoothed */
         }
-        if (jnum(cp, "ratePerSecond") > 0)
+        /* The daemon's figure until two samples of our own exist (it is a
+         * trailing average: it lags behind changes of the rate). */
+        if (rate <= 0 && jnum(cp, "ratePerSecond") > 0)
             rate = jnum(cp, "ratePerSecond");
         prev_t = t;
         prev_done = done;
         if (c->json) {
             print_json(ans);
+            fflush(stdout); /* --follow into a pipe: each answer as it comes */
         } else {
             fmt_duration(rate > 0 ? (double)unfinished / rate : (unfinished ? NAN : 0), eta,
                          sizeof(eta));
@@ -1310,6 +1332,13 @@ static int cmd_report(ctx_t *c, const opts_t *o)
         return EXIT_USAGE;
     }
     jsonl = strcmp(fmt, "jsonl") == 0;
+    /* The campaign first: a typo must not truncate an earlier report. */
+    {
+        cJSON *ans = NULL;
+        if ((rc = campaign_once(c, campaign, &ans)) != 0)
+            return rc;
+        cJSON_Delete(ans);
+    }
     if (path != NULL && strcmp(path, "-") != 0 && (f = fopen(path, "w")) == NULL) {
         fprintf(stderr, "avenpingctl: %s: %s\n", path, strerror(errno));
         return EXIT_FAIL;
@@ -1331,9 +1360,11 @@ static int cmd_report(ctx_t *c, const opts_t *o)
                 cJSON *r = cJSON_CreateObject();
                 char *s;
                 cJSON_AddStringToObject(r, "job", jstr(j, "id"));
-                cJSON_AddItemToObject(
-                    r, "idempotencyKey",
-                    cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(j, "idempotencyKey"), 1));
+                {
+                    const cJSON *k = cJSON_GetObjectItemCaseSensitive(j, "idempotencyKey");
+                    cJSON_AddItemToObject(r, "idempotencyKey",
+                                          k != NULL ? cJSON_Duplicate(k, 1) : cJSON_CreateNull());
+                }
                 cJSON_AddStringToObject(r, "recipient", jstr(j, "to"));
                 cJSON_AddStringToObject(r, "phoneNumberId", jstr(j, "phoneNumberId"));
                 cJSON_AddStringToObject(r, "state", jstr(j, "state"));
@@ -1624,7 +1655,7 @@ static const command_t commands[] = {
      "       [--to-column COL] [--text TEXT | --template NAME [--language L] [--param COL]...]\n"
      "       [--key-column COL] [--priority P] [--window N] [--quiet]",
      "Submits every row of FILE (\"-\": stdin) as a job of campaign NAME, pipelined (--window\n"
-     "requests outstanding, default 1000). CSV needs a header row: the recipient is column\n"
+     "requests outstanding, default 4000). CSV needs a header row: the recipient is column\n"
      "\"to\" (or \"phone\"; --to-column), the sender --from or column \"phoneNumberId\"\n"
      "(--from-column); the message is --text with {column} placeholders, a \"text\" column,\n"
      "or --template with --param columns as body parameters. JSON Lines (.jsonl, .ndjson):\n"

@@ -358,7 +358,74 @@ def ctl_usage(wd):
     check(d.stop() == 0, "daemon exits 0")
 
 
-CASES = {f.__name__: f for f in (ctl_campaign, ctl_metrics, ctl_usage)}
+def ctl_import_edges(wd):
+    """What an import does with files that are not clean: JSON Lines that
+    hold other ops (refused per line, nothing cancelled), blank CSV lines
+    (not rows: no failure, the same keys wherever they are), malformed CSV
+    (named, with the rows after it not imported), a bad --priority (usage
+    error before anything is sent), and a report of an unknown campaign
+    (leaves an earlier report file alone)."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    later = str(int(time.time()) + 3600)
+    # A job of another campaign that a hostile JSON Lines file tries to cancel.
+    p = ctl(d, "send", "--from", avp.SENDERS[0], "--to", "+15550009999", "--text", "keep",
+            "--campaign", "victim", "--not-before", later)
+    check(p.returncode == 0, "send: %s" % p.stderr)
+    jl = wd.file("ops.jsonl")
+    with open(jl, "w") as f:
+        f.write(json.dumps(avp.text_job(1, to="+15550000001")) + "\n")
+        f.write(json.dumps({"op": "cancel", "campaign": "victim"}) + "\n")
+        f.write(json.dumps({"op": "ping"}) + "\n")
+    p = ctl(d, "--json", "import", jl, "--campaign", "ops")
+    summary = json.loads(p.stdout)
+    check(p.returncode == 1 and summary["created"] == 1 and summary["failed"] == 2,
+          "only the send line made a job: %s" % summary)
+    check(p.stderr.count('op must be "send" or "template_send"') == 2, "named: %s" % p.stderr)
+    check(campaign(d, "victim")["counts"].get("cancelled", 0) == 0, "nothing was cancelled")
+
+    # Blank lines are not rows: no failure, and keys do not move with them.
+    rows = ["+15550000011,%s,a" % avp.SENDERS[0], "+15550000012,%s,b" % avp.SENDERS[0]]
+    c1, c2 = wd.file("blank1.csv"), wd.file("blank2.csv")
+    with open(c1, "w") as f:
+        f.write("to,phoneNumberId,text\n" + rows[0] + "\n\n" + rows[1] + "\n\n")
+    with open(c2, "w") as f:
+        f.write("to,phoneNumberId,text\n\n" + rows[0] + "\n" + rows[1] + "\n")
+    p = ctl(d, "--json", "import", c1, "--campaign", "blank")
+    summary = json.loads(p.stdout)
+    check(p.returncode == 0 and summary["created"] == 2 and summary["failed"] == 0,
+          "blank lines are not rows: %s %s" % (summary, p.stderr))
+    p = ctl(d, "--json", "import", c2, "--campaign", "blank")
+    summary = json.loads(p.stdout)
+    check(p.returncode == 0 and summary["created"] == 0 and summary["duplicates"] == 2,
+          "the same rows with blank lines elsewhere: same keys: %s" % summary)
+
+    # Malformed CSV: named, and the rows after it are said not to be imported.
+    bad = wd.file("bad.csv")
+    with open(bad, "w") as f:
+        f.write("to,phoneNumberId,text\n+15550000021,%s,a\n+15550000022,%s,\"open quote\n"
+                "+15550000023,%s,c\n" % (avp.SENDERS[0], avp.SENDERS[0], avp.SENDERS[0]))
+    p = ctl(d, "import", bad, "--campaign", "bad")
+    check(p.returncode == 1 and "malformed CSV; this row and the rest of the file were not "
+          "imported" in p.stderr, "malformed CSV: exit %d: %s" % (p.returncode, p.stderr))
+
+    p = ctl(d, "import", c1, "--campaign", "prio", "--priority", "urgent")
+    check(p.returncode == 2 and "--priority" in p.stderr, "bad --priority: %d %s"
+          % (p.returncode, p.stderr))
+    check(ctl(d, "campaign", "prio").returncode == 1, "nothing of it was submitted")
+
+    out = wd.file("report.csv")
+    with open(out, "w") as f:
+        f.write("an earlier report\n")
+    p = ctl(d, "report", "--campaign", "no-such-campaign", "--output", out)
+    check(p.returncode == 1, "report of an unknown campaign fails: %d" % p.returncode)
+    with open(out) as f:
+        check(f.read() == "an earlier report\n", "the earlier report file is untouched")
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+CASES = {f.__name__: f for f in (ctl_campaign, ctl_metrics, ctl_usage, ctl_import_edges)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:

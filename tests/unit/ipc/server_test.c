@@ -510,38 +510,35 @@ static void send_some(struct cl *c, const char *s, size_t n)
 static void client_read_budget(struct h *h)
 {
     enum { LINE = 600 * 1024 };
-    struct cl cl[2], c;
-    char *line = malloc(LINE + 64);
-    REQUIRE(line != NULL, "alloc");
+    struct cl a, b, c;
+    static char line[LINE + 64];
     int n = snprintf(line, 64, "{\"op\":\"ping\",\"id\":7,\"pad\":\"");
     memset(line + n, 'x', (size_t)(LINE - n - 3));
     memcpy(line + LINE - 3, "\"}\n", 4);
-    for (int i = 0; i < 2; i++) {
-        REQUIRE(cl_open(&cl[i], h->path) == 0, "connect");
-        send_some(&cl[i], line, LINE - 100); /* unfinished */
-    }
+    REQUIRE(cl_open(&a, h->path) == 0, "connect");
+    send_some(&a, line, LINE - 100); /* unfinished */
+    REQUIRE(cl_open(&b, h->path) == 0, "connect");
+    send_some(&b, line, LINE - 100);
     /* The refused one is the one that gets an answer now. */
-    struct pollfd p[2] = {{.fd = cl[0].fd, .events = POLLIN}, {.fd = cl[1].fd, .events = POLLIN}};
+    struct pollfd p[2] = {{.fd = a.fd, .events = POLLIN}, {.fd = b.fd, .events = POLLIN}};
     REQUIRE(poll(p, 2, 10000) == 1, "exactly one client answered");
-    int refused = (p[1].revents & POLLIN) ? 1 : 0, kept = 1 - refused;
-    expect_line(&cl[refused],
-                "{\"ok\":false,\"error\":\"BAD_REQUEST\",\"message\":\"line refused: "
-                "unfinished lines of all connections hold the daemon's input budget (1536 "
-                "KiB); send it again later\"}");
-    expect_eof(&cl[refused]);
-    cl_close(&cl[refused]);
-    cl_send(&cl[kept], line + LINE - 100, 100); /* its line completes */
-    cJSON *j = cl_json(&cl[kept]);
+    struct cl *refused = (p[1].revents & POLLIN) ? &b : &a, *kept = refused == &a ? &b : &a;
+    expect_line(refused, "{\"ok\":false,\"error\":\"BAD_REQUEST\",\"message\":\"line refused: "
+                         "unfinished lines of all connections hold the daemon's input budget (1536 "
+                         "KiB); send it again later\"}");
+    expect_eof(refused);
+    cl_close(refused);
+    cl_send(kept, line + LINE - 100, 100); /* its line completes */
+    cJSON *j = cl_json(kept);
     REQUIRE(num(j, "id") == 7, "the other client's long line answered");
     cJSON_Delete(j);
-    cl_close(&cl[kept]);
+    cl_close(kept);
     REQUIRE(cl_open(&c, h->path) == 0, "connect");
     cl_sends(&c, "{\"op\":\"ping\",\"id\":8}\n");
     j = cl_json(&c);
     REQUIRE(num(j, "id") == 8, "a new client served");
     cJSON_Delete(j);
     cl_close(&c);
-    free(line);
 }
 
 static void client_long_line(struct h *h)
