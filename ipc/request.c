@@ -695,10 +695,14 @@ static int v_submit(struct vctx *v, const cJSON *root, bool tmpl)
         return fail(v, IPC_ERR_VALIDATION, "message is required");
     if (!cJSON_IsObject(msg))
         return fail(v, IPC_ERR_VALIDATION, "message must be an object");
+    /* The fields this type's checks read (the others pass through as
+     * given, repeated names included). */
     if ((rc = once(v, msg, "phoneNumberId", "message.phoneNumberId")) ||
-        (rc = once(v, msg, "to", "message.to")) || (rc = once(v, msg, "text", "message.text")) ||
-        (rc = once(v, msg, "media", "message.media")) ||
-        (rc = once(v, msg, "templateName", "message.templateName")))
+        (rc = once(v, msg, "to", "message.to")) ||
+        (s->type == IPC_TYPE_TEXT && (rc = once(v, msg, "text", "message.text"))) ||
+        (s->type == IPC_TYPE_MEDIA && (rc = once(v, msg, "media", "message.media"))) ||
+        (s->type == IPC_TYPE_TEMPLATE &&
+         (rc = once(v, msg, "templateName", "message.templateName"))))
         return rc;
     if ((rc = str_field(v, msg, "phoneNumberId", "message.phoneNumberId", true, IPC_MAX_ID_LEN,
                         &s->phone_number_id)))
