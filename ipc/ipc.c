@@ -287,6 +287,8 @@ static bool conn_saturated(const struct ipc_conn *c)
            unsent_bytes(c) > conn_share(c, WRITE_BUDGET, WRITE_PAUSE_FLOOR, WRITE_PAUSE_BYTES);
 }
 
+static bool stream_put_gap(struct ipc_conn *c, ipc__buf_t *b);
+
 static void on_write(uv_write_t *w, int status)
 {
     struct ipc_conn *c = w->data;
@@ -298,6 +300,11 @@ static void on_write(uv_write_t *w, int status)
         conn_close(c); /* a no-op when the write was cancelled by a close */
         return;
     }
+    /* A stream that dropped events tells its reader as soon as there is
+     * room again, not only with the next event (which may never come). */
+    if (c->streaming && c->stream_refs > 0 && c->stream.dropped > 0 && c->head == NULL &&
+        unsent_bytes(c) + 64 <= c->stream.max_buffered && stream_put_gap(c, &c->obuf))
+        c->stream.dropped = 0;
     conn_kick(c);
 }
 
@@ -1138,6 +1145,16 @@ ipc_stream_t *ipc_req_reply_stream(ipc_req_t *r, size_t max_buffered)
     return &c->stream;
 }
 
+/* Appends the gap marker for the events the stream dropped to b; false
+ * without memory. */
+static bool stream_put_gap(struct ipc_conn *c, ipc__buf_t *b)
+{
+    char gap[64];
+    int n = snprintf(gap, sizeof gap, "{\"event\":\"gap\",\"dropped\":%" PRIu64 "}\n",
+                     c->stream.dropped);
+    return ipc__buf_put(b, gap, (size_t)n) == 0;
+}
+
 int ipc_stream_send(ipc_stream_t *st, const char *json, size_t len)
 {
     struct ipc_conn *c = st->conn;
@@ -1150,12 +1167,8 @@ int ipc_stream_send(ipc_stream_t *st, const char *json, size_t len)
     ipc__buf_t *b = c->head ? &c->held : &c->obuf;
     size_t mark = b->len;
     int rc = 0;
-    if (st->dropped) {
-        char gap[64];
-        int n =
-            snprintf(gap, sizeof gap, "{\"event\":\"gap\",\"dropped\":%" PRIu64 "}\n", st->dropped);
-        rc = ipc__buf_put(b, gap, (size_t)n);
-    }
+    if (st->dropped && !stream_put_gap(c, b))
+        rc = -1;
     if (!rc)
         rc = ipc__buf_put(b, json, len);
     if (!rc)
