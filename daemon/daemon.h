@@ -97,7 +97,7 @@ typedef struct daemon {
      * `sending`, which a refill skips. */
     size_t settling;
     double paused_expiry; /* earliest expiresAt of a paused job left in the store; 0: none */
-    bool fair_blocked;    /* scratch of dispatch.c's activate_fair */
+    bool fair_blocked;    /* scratch of dispatch.c's older_left */
     /* Paused jobs were left in the store (at activation, by an eviction or
      * a refill) since the last full refill that found none: a new job then
      * goes into memory only if no older unfinished job of its order key is

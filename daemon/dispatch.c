@@ -51,6 +51,20 @@ static int older_in_memory_cb(const queue_due_entry_t *e, void *arg)
     return 1;
 }
 
+/* Whether an older unfinished job of the key is out of memory (paused in
+ * the store, say): then the new job must not go in before it. A read error
+ * says yes (the refill decides). */
+static bool older_left(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t *keys)
+{
+    if (keys->order_key == NULL)
+        return false;
+    d->fair_blocked = false;
+    if (queue_order_scan(d->q, keys->order_key, 0, tmpl->id, ACTIVE_FAIR_MIN, older_in_memory_cb,
+                         d) != 0)
+        return true;
+    return d->fair_blocked;
+}
+
 /*
  * While the store holds jobs the active set does not, a new job may still
  * come in - within ACTIVE_SET_RESERVE, for a campaign with fewer than
@@ -62,13 +76,8 @@ static int older_in_memory_cb(const queue_due_entry_t *e, void *arg)
 static bool activate_fair(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t *keys)
 {
     if (!sched_has_room(d->sched) ||
-        sched_campaign_jobs(d->sched, keys->campaign) >= ACTIVE_FAIR_MIN)
-        return false;
-    d->fair_blocked = false;
-    if (keys->order_key != NULL && queue_order_scan(d->q, keys->order_key, 0, tmpl->id,
-                                                    ACTIVE_FAIR_MIN, older_in_memory_cb, d) != 0)
-        return false;
-    if (d->fair_blocked || sched_job_add(d->sched, tmpl, keys) != 0)
+        sched_campaign_jobs(d->sched, keys->campaign) >= ACTIVE_FAIR_MIN ||
+        older_left(d, tmpl, keys) || sched_job_add(d->sched, tmpl, keys) != 0)
         return false;
     dispatch_pump_soon(d);
     return true;
@@ -85,20 +94,6 @@ static void spill_job(daemon_t *d, double due, uint64_t id)
         d->spill_new = true;
     else
         d->spill = true;
-}
-
-/* Whether an older unfinished job of the key is out of memory (paused in
- * the store, say): then the new job must not go in before it. A read error
- * says yes (the refill decides). */
-static bool older_left(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t *keys)
-{
-    if (keys->order_key == NULL)
-        return false;
-    d->fair_blocked = false;
-    if (queue_order_scan(d->q, keys->order_key, 0, tmpl->id, ACTIVE_FAIR_MIN, older_in_memory_cb,
-                         d) != 0)
-        return true;
-    return d->fair_blocked;
 }
 
 void dispatch_activate(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t *keys)
