@@ -442,10 +442,18 @@ def at_most_once_maybe_sent(wd):
 
 
 def global_rate_cap(wd):
-    """global_rate = 20 over 5 senders with no per-sender limit: at the API,
-    no second holds more than 20 sends (the first included: a full global
-    bucket must not add its burst to a second already at the rate), and the
-    whole run keeps close to 20/s."""
+    """global_rate = 20 over 5 senders with no per-sender limit: no second
+    holds more than 20 departures (the first included: a full global bucket
+    must not add its burst to a second already at the rate), and the whole
+    run keeps close to 20/s.
+
+    The daemon counts departures in windows of 1.01 s, which absorbs 10 ms
+    of jitter between departure and arrival. The sends go in groups of 20
+    at 1.01 s intervals, so at the API a group's tail arriving later than
+    the next group's head is counted in one second with it; on a loaded CI
+    host (ASan, two tests per core) arrivals jitter by more than 10 ms. The
+    check therefore counts arrivals within 0.9 s, leaving 110 ms for that
+    jitter: a bucket alone (no window) would put 37 sends there."""
     api = avp.FakeAPI(wd)
     d = avp.Daemon(wd, api.base, {"global_rate": 20, "rate_per_number": 0}).start()
     n = 120
@@ -455,14 +463,20 @@ def global_rate_cap(wd):
     check(st["counts"]["sent"] == n, "all sent: %s" % st["counts"])
     times = sorted(s["t"] for s in api.sends())
     check(len(times) == n, "%d sends at the API" % len(times))
-    j, most = 0, 0
-    for i in range(n):
-        while times[i] - times[j] >= 1.0:
-            j += 1
-        most = max(most, i - j + 1)
+
+    def most_within(width):
+        j, most = 0, 0
+        for i in range(n):
+            while times[i] - times[j] >= width:
+                j += 1
+            most = max(most, i - j + 1)
+        return most
+
     span = times[-1] - times[0]
-    print("global_rate 20: at most %d sends within 1 s; %d sends in %.2f s" % (most, n, span))
-    check(most <= 20, "no second above global_rate: %d sends within 1 s" % most)
+    print("global_rate 20: at most %d sends within 0.9 s, %d within 1 s; %d sends in %.2f s"
+          % (most_within(0.9), most_within(1.0), n, span))
+    check(most_within(0.9) <= 20, "no second above global_rate: %d sends within 0.9 s"
+          % most_within(0.9))
     # A burst of 20, then 20 per window of 1.01 s: 100 more need 5 windows.
     check(4.9 <= span <= 6.5, "about 20/s over the run: %d sends in %.2f s" % (n, span))
     cl.close()
