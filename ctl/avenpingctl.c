@@ -538,6 +538,58 @@ static void row_key(const char *campaign, const char *suffix, char *out, size_t 
     snprintf(out, n, "%s:%s", cp, sp);
 }
 
+/*
+ * The idempotency keys an import has used, so that a key given twice in
+ * one file (a --key-column value that repeats, or one idempotencyKey on two
+ * JSON Lines) is named instead of being answered as a silent duplicate.
+ * Keys are kept as 64-bit hashes with the row that first used them (16
+ * bytes per row); two different keys of one file share a hash with a
+ * probability of about n^2 / 2^65 (3e-8 for a million rows).
+ */
+typedef struct keyset {
+    struct keyslot {
+        uint64_t h; /* 0: empty (hashes of 0 are stored as 1) */
+        size_t row;
+    } * slot;
+    size_t cap, n;
+} keyset_t;
+
+/* Records `key` for `row`. Returns 0 if new, 1 if an earlier row used it
+ * (*first: that row), -ENOMEM. */
+static int keyset_add(keyset_t *ks, const char *key, size_t row, size_t *first)
+{
+    uint64_t h = fnv1a(key);
+    size_t i;
+
+    if (h == 0)
+        h = 1;
+    if ((ks->n + 1) * 4 > ks->cap * 3) { /* load <= 3/4, power-of-two size */
+        size_t cap = ks->cap ? ks->cap * 2 : 1024;
+        struct keyslot *ns = calloc(cap, sizeof(*ns));
+        if (ns == NULL)
+            return -ENOMEM;
+        for (size_t k = 0; k < ks->cap; k++) {
+            if (ks->slot[k].h == 0)
+                continue;
+            for (i = ks->slot[k].h & (cap - 1); ns[i].h != 0; i = (i + 1) & (cap - 1))
+                ;
+            ns[i] = ks->slot[k];
+        }
+        free(ks->slot);
+        ks->slot = ns;
+        ks->cap = cap;
+    }
+    for (i = h & (ks->cap - 1); ks->slot[i].h != 0; i = (i + 1) & (ks->cap - 1)) {
+        if (ks->slot[i].h == h) {
+            *first = ks->slot[i].row;
+            return 1;
+        }
+    }
+    ks->slot[i] = (struct keyslot){.h = h, .row = row};
+    ks->n++;
+    return 0;
+}
+
 typedef struct import_src {
     bool jsonl;
     FILE *f;
@@ -641,7 +693,10 @@ static int import_setup_csv(import_src_t *s, const opts_t *o)
 
     if (csv_new(s->f, &s->csv) != 0)
         return EXIT_FAIL;
-    rc = csv_next(s->csv, &h, &n);
+    /* Blank lines before the header are skipped as between rows (the
+     * row count, count_rows, skips them too). */
+    while ((rc = csv_next(s->csv, &h, &n)) > 0 && n == 1 && h[0][0] == '\0')
+        ;
     if (rc <= 0) {
         fprintf(stderr, "avenpingctl: import: %s\n",
                 rc == 0 ? "the file is empty (a header row is required)" : strerror(-rc));
@@ -797,7 +852,17 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
         }
         s->lineno++;
         *row = s->lineno;
-        to = (size_t)s->col_to < n ? f[s->col_to] : "";
+        /* A field count unlike the header's shifts the columns (an
+         * unquoted comma in a text, most often): the row would go out with
+         * its values in the wrong fields. */
+        if (n != s->n_header) {
+            snprintf(err, errn,
+                     "line %zu: %zu fields where the header has %zu (quote fields "
+                     "that hold commas); not sent",
+                     csv_line(s->csv), n, s->n_header);
+            return NULL;
+        }
+        to = f[s->col_to];
         from = s->col_from >= 0 && (size_t)s->col_from < n && f[s->col_from][0] ? f[s->col_from]
                                                                                 : s->from;
         if (from == NULL || *from == '\0' || *to == '\0') {
@@ -894,6 +959,8 @@ static void progress_show(progress_t *p, bool final)
 
     if (p->quiet || (!final && t - p->last < (p->tty ? 0.1 : 2.0)))
         return;
+    if (p->total && p->done > p->total)
+        p->total = p->done; /* the file grew since it was counted */
     p->last = t;
     fmt_duration(p->total > p->done ? (rate > 0 ? (double)(p->total - p->done) / rate : NAN) : 0,
                  eta, sizeof(eta));
@@ -923,6 +990,7 @@ static int cmd_import(ctx_t *c, const opts_t *o)
 {
     const char *path = o->pos[0], *fmt = opt_get(o, "format");
     import_src_t s;
+    keyset_t keys = {0};
     progress_t pr;
     size_t *ring = NULL, head = 0, out = 0, created = 0, dups = 0, failed = 0, row = 0;
     long window;
@@ -995,6 +1063,25 @@ static int cmd_import(ctx_t *c, const opts_t *o)
                 }
                 continue;
             }
+            {
+                const cJSON *k = cJSON_GetObjectItemCaseSensitive(req, "idempotencyKey");
+                size_t first = 0;
+                int r = cJSON_IsString(k) ? keyset_add(&keys, k->valuestring, row, &first) : 0;
+                if (r != 0) {
+                    failed++;
+                    pr.done++;
+                    if (r < 0)
+                        fprintf(stderr, "%s %zu: out of memory; not sent\n",
+                                s.jsonl ? "line" : "row", row);
+                    else
+                        fprintf(stderr,
+                                "%s %zu: idempotency key \"%s\" is %s %zu's too; not sent\n",
+                                s.jsonl ? "line" : "row", row, k->valuestring,
+                                s.jsonl ? "line" : "row", first);
+                    cJSON_Delete(req);
+                    continue;
+                }
+            }
             rc = ipc_client_send_json(c->cl, req);
             cJSON_Delete(req);
             if (rc != 0) {
@@ -1063,6 +1150,7 @@ static int cmd_import(ctx_t *c, const opts_t *o)
     rc = failed > 0 || broken ? EXIT_FAIL : 0;
 out:
     free(ring);
+    free(keys.slot);
     if (s.csv)
         csv_free(s.csv);
     for (size_t i = 0; i < s.n_header; i++)

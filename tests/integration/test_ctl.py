@@ -362,7 +362,8 @@ def ctl_import_edges(wd):
     """What an import does with files that are not clean: JSON Lines that
     hold other ops (refused per line, nothing cancelled), blank CSV lines
     (not rows: no failure, the same keys wherever they are), malformed CSV
-    (named, with the rows after it not imported), a bad --priority (usage
+    (named, with the rows after it not imported), ragged rows and keys that
+    repeat in one file (named, not sent), a bad --priority (usage
     error before anything is sent), and a report of an unknown campaign
     (leaves an earlier report file alone)."""
     api = avp.FakeAPI(wd)
@@ -408,6 +409,46 @@ def ctl_import_edges(wd):
     p = ctl(d, "import", bad, "--campaign", "bad")
     check(p.returncode == 1 and "malformed CSV; this row and the rest of the file were not "
           "imported" in p.stderr, "malformed CSV: exit %d: %s" % (p.returncode, p.stderr))
+
+    # Ragged rows (an unquoted comma shifts the columns) are named and not
+    # sent; the rows around them are, with their own row numbers as keys.
+    rag = wd.file("ragged.csv")
+    with open(rag, "w") as f:
+        f.write("\nto,phoneNumberId,text\n+15550000031,%s,fine\n+15550000032,%s,Hello, world\n"
+                "+15550000033,%s\n+15550000034,%s,also fine\n" % ((avp.SENDERS[0],) * 4))
+    p = ctl(d, "--json", "import", rag, "--campaign", "ragged")
+    summary = json.loads(p.stdout)
+    check(p.returncode == 1 and summary["created"] == 2 and summary["failed"] == 2,
+          "two ragged rows refused, two sent: %s %s" % (summary, p.stderr))
+    check("row 2: line 4: 4 fields where the header has 3" in p.stderr
+          and "row 3: line 5: 2 fields where the header has 3" in p.stderr,
+          "ragged rows named with their lines: %s" % p.stderr)
+    wait_for(lambda: campaign(d, "ragged")["counts"].get("sent", 0) == 2, 30,
+             "the two whole rows sent")
+    texts = sorted(s["body"]["text"] for s in api.sends()
+                   if s["to"].lstrip("+") in ("15550000031", "15550000032", "15550000033",
+                                              "15550000034"))
+    check(texts == ["also fine", "fine"], "only the whole rows went out: %s" % texts)
+
+    # A --key-column value that repeats in one file is named, not swallowed
+    # as a duplicate of the row before.
+    kc = wd.file("keys.csv")
+    with open(kc, "w") as f:
+        f.write("to,phoneNumberId,text,ref\n")
+        for i, ref in enumerate(["A", "B", "A", "C", "B"]):
+            f.write("+1555000004%d,%s,t%d,%s\n" % (i, avp.SENDERS[0], i, ref))
+    p = ctl(d, "--json", "import", kc, "--campaign", "keys", "--key-column", "ref")
+    summary = json.loads(p.stdout)
+    check(p.returncode == 1 and summary["created"] == 3 and summary["failed"] == 2
+          and summary["duplicates"] == 0, "repeated keys refused: %s %s" % (summary, p.stderr))
+    check('row 3: idempotency key "keys:A" is row 1\'s too' in p.stderr
+          and 'row 5: idempotency key "keys:B" is row 2\'s too' in p.stderr,
+          "repeated keys named with their first row: %s" % p.stderr)
+    # Run again: the three are duplicates now, the repeats still named.
+    p = ctl(d, "--json", "import", kc, "--campaign", "keys", "--key-column", "ref")
+    summary = json.loads(p.stdout)
+    check(summary["duplicates"] == 3 and summary["failed"] == 2 and summary["created"] == 0,
+          "the same import again: %s" % summary)
 
     p = ctl(d, "import", c1, "--campaign", "prio", "--priority", "urgent")
     check(p.returncode == 2 and "--priority" in p.stderr, "bad --priority: %d %s"
