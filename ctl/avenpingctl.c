@@ -1555,6 +1555,47 @@ static int cmd_retry(ctx_t *c, const opts_t *o)
     return cmd_cancel_retry(c, o, "retry");
 }
 
+/*
+ * A campaign or sender may be paused before it has jobs (the protocol
+ * allows it, so that an import can start paused); a name that matches
+ * nothing may also be a typo. Says so on standard error, without changing
+ * the exit status. A sender is known while the daemon holds jobs or state
+ * of it (stats lists it).
+ */
+static void note_unknown(ctx_t *c, const char *campaign, const char *pn)
+{
+    cJSON *req, *ans = NULL;
+    bool known = true;
+
+    if (campaign != NULL) {
+        req = request("campaign");
+        cJSON_AddStringToObject(req, "campaign", campaign);
+        if (ipc_client_call(c->cl, req, c->timeout_ms, &ans) == 0 && !answer_ok(ans) &&
+            jstr(ans, "error") != NULL && strcmp(jstr(ans, "error"), "NOT_FOUND") == 0)
+            known = false;
+        cJSON_Delete(req);
+    } else {
+        const cJSON *sd;
+        req = request("stats");
+        if (ipc_client_call(c->cl, req, c->timeout_ms, &ans) == 0 && answer_ok(ans)) {
+            known = false;
+            cJSON_ArrayForEach(sd, cJSON_GetObjectItemCaseSensitive(
+                                       cJSON_GetObjectItemCaseSensitive(ans, "stats"), "senders"))
+            {
+                if (jstr(sd, "phoneNumberId") && strcmp(jstr(sd, "phoneNumberId"), pn) == 0)
+                    known = true;
+            }
+        }
+        cJSON_Delete(req);
+    }
+    cJSON_Delete(ans);
+    if (!known)
+        fprintf(stderr,
+                "avenpingctl: note: no jobs of %s \"%s\" are known (a typo?); the setting "
+                "applies to jobs submitted to it from now on\n",
+                campaign ? "campaign" : "sender", campaign ? campaign : pn);
+}
+
 static int cmd_pause_resume(ctx_t *c, const opts_t *o, const char *op)
 {
     const char *campaign = opt_get(o, "campaign"), *pn = opt_get(o, "phone-number-id");
@@ -1580,6 +1621,8 @@ static int cmd_pause_resume(ctx_t *c, const opts_t *o, const char *op)
     else
         printf("%s\n", strcmp(op, "pause") == 0 ? "paused" : "resumed");
     cJSON_Delete(ans);
+    if (!all)
+        note_unknown(c, campaign, pn);
     return 0;
 }
 

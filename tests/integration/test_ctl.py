@@ -455,6 +455,20 @@ def ctl_import_edges(wd):
           % (p.returncode, p.stderr))
     check(ctl(d, "campaign", "prio").returncode == 1, "nothing of it was submitted")
 
+    # Pausing a name that matches nothing is allowed (a campaign may be
+    # paused before its import) but said, in case it is a typo.
+    p = ctl(d, "pause", "--campaign", "blnak")
+    check(p.returncode == 0 and 'no jobs of campaign "blnak" are known' in p.stderr,
+          "pause of an unknown campaign: %d %s" % (p.returncode, p.stderr))
+    p = ctl(d, "pause", "--campaign", "blank")
+    check(p.returncode == 0 and p.stderr == "", "a known campaign: no note: %s" % p.stderr)
+    p = ctl(d, "resume", "--phone-number-id", "999999")
+    check(p.returncode == 0 and 'no jobs of sender "999999" are known' in p.stderr,
+          "an unknown sender: %d %s" % (p.returncode, p.stderr))
+    p = ctl(d, "pause", "--phone-number-id", avp.SENDERS[0])
+    check(p.returncode == 0 and p.stderr == "", "a known sender: no note: %s" % p.stderr)
+    ctl(d, "resume", "--phone-number-id", avp.SENDERS[0])
+
     out = wd.file("report.csv")
     with open(out, "w") as f:
         f.write("an earlier report\n")
