@@ -24,8 +24,15 @@
 
 #define NPRIO 3
 #define IDX_NONE UINT32_MAX
-#define RATE_SLOTS 8
-#define RATE_WINDOW 5         /* seconds of sends behind sched_campaign_rate */
+/* sched_campaign_rate: sends counted in slots of RATE_SLOT seconds; the
+ * rate is taken over the current slot and the RATE_WINDOW_SLOTS before it
+ * (5 s: sends of a rate-limited sender leave in groups once per window of
+ * SCHED_RATE_WINDOW, and a shorter span would read one group more or less
+ * as a swing of a third). */
+#define RATE_SLOTS 12
+#define RATE_SLOT 0.5
+#define RATE_WINDOW_SLOTS 10
+#define RATE_WINDOW (RATE_SLOT * RATE_WINDOW_SLOTS)
 #define AIMD_CUT 0.5          /* multiplicative decrease on a throttle */
 #define AIMD_STEP_FRACTION 50 /* the rate grows back by max/50 per second of successes */
 #define AIMD_MIN_FRACTION 50  /* the rate never falls below max/50 */
@@ -94,7 +101,9 @@ typedef struct sched_campaign {
     bool idle;
     double idle_since;
     uint32_t slot_n[RATE_SLOTS];
-    int64_t slot_sec[RATE_SLOTS];
+    int64_t slot_no[RATE_SLOTS];
+    double run_start; /* first send after a gap of a window or more */
+    double last_send;
 } sched_campaign_t;
 
 typedef struct sched_lane {
@@ -1168,14 +1177,17 @@ static void camp_sweep(sched_t *s, double now)
 
 static void camp_count_send(sched_campaign_t *c, double now)
 {
-    int64_t sec = (int64_t)floor(now);
-    size_t i = (size_t)(sec % RATE_SLOTS + RATE_SLOTS) % RATE_SLOTS;
+    int64_t no = (int64_t)floor(now / RATE_SLOT);
+    size_t i = (size_t)(no % RATE_SLOTS + RATE_SLOTS) % RATE_SLOTS;
 
-    if (c->slot_sec[i] != sec) {
-        c->slot_sec[i] = sec;
+    if (c->slot_no[i] != no) {
+        c->slot_no[i] = no;
         c->slot_n[i] = 0;
     }
     c->slot_n[i]++;
+    if (c->last_send == 0 || now - c->last_send >= RATE_WINDOW)
+        c->run_start = now;
+    c->last_send = now;
 }
 
 /* --- lanes ---------------------------------------------------------------- */
@@ -2357,16 +2369,21 @@ size_t sched_evict_paused(sched_t *s)
 double sched_campaign_rate(const sched_t *s, const char *campaign, double now)
 {
     const sched_campaign_t *c = camp_find(s, campaign);
-    int64_t sec = (int64_t)floor(now);
-    double span = (RATE_WINDOW - 1) + (now - floor(now));
+    int64_t no = (int64_t)floor(now / RATE_SLOT);
+    double span = RATE_WINDOW + (now - (double)no * RATE_SLOT);
     uint64_t n = 0;
     size_t i;
 
     if (c == NULL)
         return 0;
     for (i = 0; i < RATE_SLOTS; i++)
-        if (c->slot_sec[i] <= sec && c->slot_sec[i] > sec - RATE_WINDOW)
+        if (c->slot_no[i] <= no && c->slot_no[i] >= no - RATE_WINDOW_SLOTS)
             n += c->slot_n[i];
+    /* A run that started within the window is measured from its start
+     * (else a campaign's first seconds read as a fraction of its rate);
+     * at least one second, so that its first sends do not read as a burst. */
+    if (n > 0 && now - c->run_start < span)
+        span = fmax(now - c->run_start, 1.0);
     return span > 0 ? (double)n / span : 0;
 }
 

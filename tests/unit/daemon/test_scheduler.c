@@ -888,10 +888,21 @@ static void test_campaign_rate(void)
         j = sched_next(s, 100 + i * 0.1, NULL);
         CHECK(j != NULL);
         sched_job_finish(s, j);
+        /* From its first second on, a run reads its rate, not a
+         * fraction of it (the window reaching back before its start). */
+        if (i == 14)
+            CHECK(fabs(sched_campaign_rate(s, "c", 101.45) - 15 / 1.45) < 0.5);
     }
     CHECK(fabs(sched_campaign_rate(s, "c", 104.99) - 50 / 4.99) < 0.5);
     CHECK(sched_campaign_rate(s, "c", 120) == 0);
     CHECK(sched_campaign_rate(s, "nope", 120) == 0);
+    /* After a gap the next run is measured from its own start. */
+    for (i = 0; i < 20; i++) {
+        j = sched_next(s, 130 + i * 0.1, NULL);
+        CHECK(j != NULL);
+        sched_job_finish(s, j);
+    }
+    CHECK(fabs(sched_campaign_rate(s, "c", 132.0) - 10) < 0.5);
     sched_free(s);
 }
 
