@@ -109,7 +109,9 @@ def main():
             s["phoneNumberId"] for s in sends).items())))
         say("  per route", ", ".join("%s: %d" % kv for kv in sorted(collections.Counter(
             s["route"] for s in sends).items())))
-        say("  report", "%d rows in spring-report.csv, e.g.:" % len(rows))
+        say("  report", "%d rows in %s, e.g.:" % (
+            len(rows), wd.file("spring-report.csv") if args.keep
+            else "spring-report.csv (removed at exit; --keep keeps the work directory)"))
         for r in rows[:3]:
             say("", "%s -> %s %s %s (attempts %s)" % (r.get("phoneNumberId"), r.get("recipient"),
                                                      r.get("state"), r.get("wamid"),

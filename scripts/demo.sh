@@ -7,6 +7,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 scripts/deps.sh
+echo "demo: building avenpingd, avenpingctl and the fake API in build/" >&2
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc 2>/dev/null || echo 2)" --target avenpingd avenpingctl avp-fakeapi >/dev/null
 exec python3 scripts/demo.py "$@"

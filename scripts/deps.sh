@@ -10,10 +10,12 @@ set -euo pipefail
 
 # systemd: systemd-analyze, systemd-socket-activate, systemd-sysusers and
 # systemd-tmpfiles for the service tests (no systemd PID 1 needed);
-# dpkg-dev: dpkg-shlibdeps, which CPack uses for the .deb's Depends.
+# dpkg-dev: dpkg-shlibdeps, which CPack uses for the .deb's Depends; file:
+# CPack's DEB generator refuses to compute Depends without it (and neither
+# dpkg-dev nor a minimal Debian brings it).
 pkgs=(build-essential cmake pkg-config python3
       libuv1-dev libcurl4-openssl-dev libcjson-dev liblmdb-dev libsystemd-dev
-      libmicrohttpd-dev libjemalloc-dev systemd dpkg-dev)
+      libmicrohttpd-dev libjemalloc-dev systemd dpkg-dev file)
 bench=(nginx libnginx-mod-http-echo wrk nghttp2-client openssl linux-perf)
 if [[ "${1:-}" == "--extra" ]]; then
     pkgs+=(clang libclang-rt-14-dev clang-format clang-tidy cppcheck valgrind lmdb-utils)
@@ -27,7 +29,7 @@ for p in "${pkgs[@]}"; do
 done
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
-echo "deps: installing ${missing[*]}" >&2
+echo "deps: installing ${missing[*]} (apt-get, quiet; a minute or two on a fresh machine)" >&2
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then
     command -v sudo >/dev/null || { echo "deps: need root or sudo to install ${missing[*]}" >&2; exit 1; }
