@@ -197,6 +197,11 @@ static void stub_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 
 int stub_start(unsigned threads, stub_t **out)
 {
+    return stub_start_at(threads, htonl(INADDR_LOOPBACK), out);
+}
+
+int stub_start_at(unsigned threads, uint32_t addr, stub_t **out)
+{
     stub_t *s = calloc(1, sizeof(*s));
     struct sockaddr_in sa;
     pthread_condattr_t ca;
@@ -213,7 +218,7 @@ int stub_start(unsigned threads, stub_t **out)
 
     memset(&sa, 0, sizeof(sa));
     sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_addr.s_addr = addr;
     sa.sin_port = 0;
     if (threads == 0)
         flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL;

@@ -44,6 +44,11 @@ typedef struct stub_seen {
 /* threads == 0: one thread per connection (needed for delay_ms);
  * threads > 0: a pool of epoll threads (fast; delays would block it). */
 int stub_start(unsigned threads, stub_t **out);
+
+/* The same on IPv4 address `addr` (network byte order) instead of
+ * 127.0.0.1: another loopback address such as Debian's 127.0.1.1 for the
+ * machine's own name. */
+int stub_start_at(unsigned threads, uint32_t addr, stub_t **out);
 uint16_t stub_port(const stub_t *s);
 int stub_route_set(stub_t *s, const char *path, const stub_route_t *r);
 void stub_seen_get(stub_t *s, const char *path, stub_seen_t *out);
