@@ -58,7 +58,12 @@
 #define READ_BUDGET (256u * 1024u * 1024u)
 #define STREAM_FLUSH_BYTES (64u * 1024u) /* a stream flushes at once from here */
 #define MAX_REJECTING 64                 /* refused connections still being told why */
-#define ERR_MSG_MAX 1024                 /* longest error message sent */
+/* A refused connection (conn_reject) answers the peer's first request with
+ * the error and its id; a peer that sends nothing within REJECT_WAIT_MS is
+ * told without an id. Its first line may be at most REJECT_LINE_MAX. */
+#define REJECT_WAIT_MS 1000
+#define REJECT_LINE_MAX (64u * 1024u)
+#define ERR_MSG_MAX 1024 /* longest error message sent */
 
 enum conn_state { CONN_OPEN, CONN_CLOSING, CONN_CLOSED };
 
@@ -77,8 +82,12 @@ struct ipc_conn {
     enum conn_state state;
     uid_t uid;
     bool dirty;
-    bool counted;   /* counts against max_connections */
-    bool rejecting; /* refused: only the error line is written */
+    bool counted;         /* counts against max_connections */
+    bool rejecting;       /* refused: only the error line is written */
+    bool reject_answered; /* ... and it has been */
+    const char *reject_code;
+    char reject_msg[64];
+    uint64_t reject_deadline; /* uv_now() after which it is told without an id */
     bool reading;
     bool paused; /* reading stopped for backpressure */
     bool eof;
@@ -121,7 +130,8 @@ struct ipc_server {
     bool listening;
     bool listener_closed;
     uv_idle_t idle;
-    char *path; /* the socket file we created; unlinked when we stop */
+    uv_timer_t reject_timer; /* runs while refused connections wait to be told */
+    char *path;              /* the socket file we created; unlinked when we stop */
     struct ipc_conn *conns;
     struct ipc_conn *dirty;
     unsigned n_conns;
@@ -141,6 +151,7 @@ struct answer {
 
 static void conn_kick(struct ipc_conn *c);
 static void on_idle(uv_idle_t *h);
+static void reject_answer(struct ipc_conn *c, const char *id, size_t id_len);
 
 /* ---- lifetimes ---- */
 
@@ -487,6 +498,11 @@ static void answer_end(struct ipc_req *r, struct answer *a, int rc)
 static void line_too_long(struct ipc_conn *c)
 {
     char msg[80];
+    if (c->rejecting) {
+        reject_answer(c, NULL, 0);
+        c->rpos = c->rscan = c->rlen;
+        return;
+    }
     snprintf(msg, sizeof msg, "line longer than %zu bytes", c->max_line);
     push_error(c, NULL, 0, IPC_ERR_BAD_REQUEST, msg);
     /* Keep reading (and discarding) until the answer is out, so that the
@@ -510,8 +526,16 @@ static void handle_line(struct ipc_conn *c, char *line, size_t len)
     const char *code;
     char msg[256];
     if (ipc__parse(line, len, true, &r, &eid, &eid_len, &code, msg, sizeof msg)) {
-        push_error(c, eid, eid_len, code, msg);
+        if (c->rejecting)
+            reject_answer(c, eid, eid_len);
+        else
+            push_error(c, eid, eid_len, code, msg);
         free(eid);
+        return;
+    }
+    if (c->rejecting) { /* refused whatever it asks, with its id */
+        reject_answer(c, r->id_json, r->id_len);
+        free(r);
         return;
     }
     fifo_push(c, r);
@@ -647,9 +671,9 @@ static void conn_update_reading(struct ipc_conn *c)
 {
     ipc_server_t *s = c->srv;
     bool want;
-    if (c->eof || c->rejecting)
+    if (c->eof)
         want = false;
-    else if (c->streaming || c->stop_lines)
+    else if (c->rejecting || c->streaming || c->stop_lines)
         want = true; /* discard input, notice the peer leaving */
     else
         want = !c->backlog && !conn_saturated(c);
@@ -678,6 +702,12 @@ static void conn_maybe_finish(struct ipc_conn *c)
 {
     if (c->state != CONN_OPEN)
         return;
+    if (c->rejecting && !c->reject_answered && c->eof && c->rpos == c->rlen) {
+        reject_answer(c, NULL, 0); /* half-closed without a request */
+        conn_flush(c);
+        if (c->state != CONN_OPEN)
+            return;
+    }
     bool done_reading = c->close_after_flush || (c->eof && (c->stop_lines || c->rpos == c->rlen));
     if (!done_reading || c->head || c->obuf.len || c->held.len || c->writing)
         return;
@@ -720,6 +750,8 @@ static void on_idle(uv_idle_t *h)
 
 /* ---- accepting ---- */
 
+static void on_reject_timer(uv_timer_t *t);
+
 static void conn_reject(struct ipc_conn *c, const char *code, const char *msg)
 {
     ipc_server_t *s = c->srv;
@@ -730,13 +762,55 @@ static void conn_reject(struct ipc_conn *c, const char *code, const char *msg)
     }
     c->rejecting = true;
     s->n_rejecting++;
+    /* Told in answer to its first request: a peer that writes first and
+     * reads then would find the connection closed under its write (EPIPE,
+     * or SIGPIPE) if the error were written and the connection closed at
+     * once. */
+    c->reject_code = code;
+    snprintf(c->reject_msg, sizeof c->reject_msg, "%s", msg);
+    if (c->max_line > REJECT_LINE_MAX)
+        c->max_line = REJECT_LINE_MAX;
+    c->reject_deadline = uv_now(s->loop) + REJECT_WAIT_MS;
+    if (!uv_is_active((uv_handle_t *)&s->reject_timer))
+        (void)uv_timer_start(&s->reject_timer, on_reject_timer, REJECT_WAIT_MS / 4,
+                             REJECT_WAIT_MS / 4); /* cannot fail with a callback */
+    conn_kick(c);
+}
+
+/* The refusal, once: with the first request's id (NULL: none); then the
+ * connection closes when it is written. */
+static void reject_answer(struct ipc_conn *c, const char *id, size_t id_len)
+{
+    if (c->reject_answered)
+        return;
+    c->reject_answered = true;
     c->stop_lines = true;
     c->close_after_flush = true;
-    if (encode_error(&c->obuf, NULL, 0, code, msg)) {
-        conn_close(c);
-        return;
+    push_error(c, id, id_len, c->reject_code, c->reject_msg);
+}
+
+/* Tells refused connections that sent no request in time; stops when none
+ * waits. */
+static void on_reject_timer(uv_timer_t *t)
+{
+    ipc_server_t *s = t->data;
+    uint64_t now = uv_now(s->loop);
+    bool waiting = false;
+    struct ipc_conn *c, *next;
+
+    for (c = s->conns; c; c = next) {
+        next = c->next;
+        if (c->state != CONN_OPEN || !c->rejecting || c->reject_answered)
+            continue;
+        if (now >= c->reject_deadline) {
+            reject_answer(c, NULL, 0);
+            mark_dirty(c);
+        } else {
+            waiting = true;
+        }
     }
-    conn_kick(c);
+    if (!waiting)
+        uv_timer_stop(t);
 }
 
 static bool uid_allowed(const ipc_server_t *s, uid_t uid)
@@ -847,7 +921,9 @@ int ipc_server_new(uv_loop_t *loop, const ipc_server_options_t *opt, ipc_request
     s->listener.data = s;
     uv_idle_init(loop, &s->idle);
     s->idle.data = s;
-    s->handles = 2;
+    uv_timer_init(loop, &s->reject_timer);
+    s->reject_timer.data = s;
+    s->handles = 3;
     *out = s;
     return 0;
 }
@@ -1001,6 +1077,7 @@ void ipc_server_close(ipc_server_t *s)
     s->closing = true;
     listener_close(s);
     uv_close((uv_handle_t *)&s->idle, on_server_handle_closed);
+    uv_close((uv_handle_t *)&s->reject_timer, on_server_handle_closed);
     /* conn_close keeps c in the list until its close callback. */
     for (struct ipc_conn *c = s->conns; c; c = c->next)
         conn_close(c);

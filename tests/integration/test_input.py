@@ -7,6 +7,8 @@
 - body_as_given: the API receives the text of `message` as written, only the whitespace
   between tokens dropped: numbers as spelled (no double rounding), escapes kept; the same bytes
   whether the fast path or the cJSON path read the line.
+- refused_peers: a refused client (allowed_uids, max_connections) that writes first is answered
+  with its request's id instead of meeting a closed connection.
 - utf8_refused: bytes that are not UTF-8 are BAD_REQUEST with their offset, the connection stays
   usable, valid UTF-8 reaches the API byte for byte.
 
@@ -244,7 +246,43 @@ def utf8_refused(wd):
     api.stop()
 
 
-CASES = {f.__name__: f for f in (nul_refused, body_as_given, utf8_refused)}
+def refused_peers(wd):
+    """A client the daemon refuses (a uid not in allowed_uids, a connection past
+    max_connections) is answered FORBIDDEN / QUEUE_FULL with its request's id, as
+    an ordinary client writes and then reads: it must not find the connection
+    closed under its write (EPIPE, or SIGPIPE in a C client)."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"allowed_uids": "65534", "socket_mode": "0666"}).start()
+    for i in range(20):
+        cl = d.client()  # we are root: not listed
+        a = cl.request({"op": "ping", "id": "p%d" % i})
+        check(a.get("id") == "p%d" % i and a.get("error") == "FORBIDDEN"
+              and "uid 0 not allowed" in a.get("message", ""), "refused with its id: %s" % a)
+        cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    d2 = avp.Daemon(wd, api.base, {"max_connections": 1}, name="daemon2").start()
+    held = []
+
+    def serve_one():  # the readiness probe's connection may not be closed yet
+        cl = d2.client()
+        if cl.request({"op": "ping"}).get("ok") is True:
+            held.append(cl)
+            return True
+        cl.close()
+        return False
+    wait_for(serve_one, 10, "one connection served")
+    first = held[0]
+    for i in range(20):
+        cl = d2.client()
+        a = cl.request({"op": "ping", "id": i})
+        check(a.get("id") == i and a.get("error") == "QUEUE_FULL", "over the bound: %s" % a)
+        cl.close()
+    first.close()
+    check(d2.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+CASES = {f.__name__: f for f in (nul_refused, body_as_given, utf8_refused, refused_peers)}
 
 if __name__ == "__main__":
     case = CASES.get(sys.argv[1]) if len(sys.argv) == 2 else None

@@ -603,6 +603,14 @@ static void client_max_connections(struct h *h)
     expect_line(&x, "{\"ok\":false,\"error\":\"QUEUE_FULL\",\"message\":\"too many connections\"}");
     expect_eof(&x);
     cl_close(&x);
+    /* A client that writes first and reads then: its request is answered
+     * (with its id) before the close, so its write does not fail. */
+    REQUIRE(cl_open(&x, h->path) == 0, "x2");
+    cl_sends(&x, "{\"op\":\"ping\",\"id\":9}\n{\"op\":\"ping\",\"id\":10}\n");
+    expect_line(&x, "{\"id\":9,\"ok\":false,\"error\":\"QUEUE_FULL\",\"message\":\"too many "
+                    "connections\"}");
+    expect_eof(&x);
+    cl_close(&x);
     cl_close(&a);
     wait_until(h, pred_conns, (void *)1, "one connection");
     REQUIRE(cl_open(&d, h->path) == 0, "d");
@@ -621,6 +629,45 @@ static void client_allowed_uids(struct h *h)
     snprintf(want, sizeof want,
              "{\"ok\":false,\"error\":\"FORBIDDEN\",\"message\":\"uid %ld not allowed\"}",
              (long)getuid());
+    expect_line(&c, want);
+    expect_eof(&c);
+    cl_close(&c);
+    /* Write first, read then (what most clients do): the first request is
+     * answered FORBIDDEN with its id, even when it is not a valid request,
+     * and the write never meets a closed connection (EPIPE). */
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    cl_sends(&c, "{\"op\":\"ping\",\"id\":\"a\"}\n");
+    snprintf(want, sizeof want,
+             "{\"id\":\"a\",\"ok\":false,\"error\":\"FORBIDDEN\",\"message\":\"uid %ld not "
+             "allowed\"}",
+             (long)getuid());
+    expect_line(&c, want);
+    expect_eof(&c);
+    cl_close(&c);
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    cl_sends(&c, "{\"op\":\"nonsense\",\"id\":5}\n");
+    snprintf(want, sizeof want,
+             "{\"id\":5,\"ok\":false,\"error\":\"FORBIDDEN\",\"message\":\"uid %ld not allowed\"}",
+             (long)getuid());
+    expect_line(&c, want);
+    expect_eof(&c);
+    cl_close(&c);
+    /* A first line past the refusal's bound (64 KiB): told without an id. */
+    {
+        static char big[70 * 1024];
+        memset(big, 'x', sizeof big);
+        REQUIRE(cl_open(&c, h->path) == 0, "connect");
+        cl_send(&c, big, sizeof big);
+        snprintf(want, sizeof want,
+                 "{\"ok\":false,\"error\":\"FORBIDDEN\",\"message\":\"uid %ld not allowed\"}",
+                 (long)getuid());
+        expect_line(&c, want);
+        expect_eof(&c);
+        cl_close(&c);
+    }
+    /* Half-closed without a request: told at once, not after the wait. */
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    shutdown(c.fd, SHUT_WR);
     expect_line(&c, want);
     expect_eof(&c);
     cl_close(&c);
