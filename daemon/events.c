@@ -227,6 +227,7 @@ void daemon_metrics_write(daemon_t *d)
     s.possible_duplicates = d->stats.maybe_duplicates;
     s.commits = d->stats.commits;
     s.inflight = d->sched ? sched_inflight(d->sched) : 0;
+    s.http_inflight = d->http ? (unsigned)http_pool_inflight(d->http) : 0;
     s.active = d->sched ? sched_jobs(d->sched) : 0;
     s.commit_backlog = d->commit ? commit_backlog(d->commit) : 0;
     s.connections = d->ipc ? ipc_server_connections(d->ipc) : 0;

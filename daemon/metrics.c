@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -128,7 +129,7 @@ int metrics_render(const metrics_snapshot_t *s, char **out, size_t *len)
     senders(f, s, "sender_rate", "Configured sends per second of a sender number.", 0);
     senders(f, s, "sender_paused", "1 when sending from this number is paused.", 1);
     senders(f, s, "sender_queued", "Jobs of this sender waiting in the active set.", 2);
-    senders(f, s, "sender_inflight", "Requests of this sender in flight.", 3);
+    senders(f, s, "sender_inflight", "Jobs of this sender picked and not finished.", 3);
 
     scalar(f, "oldest_due_job_age_seconds", "gauge",
            "How long the earliest due job has been waiting (0: none due).", s->oldest_due_age);
@@ -141,7 +142,12 @@ int metrics_render(const metrics_snapshot_t *s, char **out, size_t *len)
            "Requests that failed after they may have reached the API.",
            (double)s->possible_duplicates);
     scalar(f, "commits_total", "counter", "Store commits since start.", (double)s->commits);
-    scalar(f, "inflight", "gauge", "Requests in flight.", s->inflight);
+    scalar(f, "inflight", "gauge",
+           "Jobs picked and not finished: requests on the wire plus those whose sending record "
+           "is being committed (so up to max_inflight plus a commit's worth).",
+           s->inflight);
+    scalar(f, "http_inflight", "gauge", "Requests on the wire (at most max_inflight).",
+           s->http_inflight);
     scalar(f, "active_jobs", "gauge", "Jobs in the scheduler's active set.", (double)s->active);
     scalar(f, "commit_backlog", "gauge", "Store operations waiting for a commit.",
            (double)s->commit_backlog);
@@ -176,7 +182,12 @@ int metrics_write_file(const char *path, const char *text, size_t len)
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0)
         return -errno;
-    while (off < len) {
+    /* Readable by the collector (node_exporter runs as another user)
+     * whatever the umask: the unit's UMask=0077 would make it 0600. The
+     * file holds counters only, nothing secret. */
+    if (fchmod(fd, 0644) != 0)
+        rc = -errno;
+    while (rc == 0 && off < len) {
         ssize_t w = write(fd, text + off, len - off);
         if (w < 0 && errno == EINTR)
             continue;

@@ -66,7 +66,8 @@ typedef struct metrics_snapshot {
     size_t n_senders;
     double oldest_due_age; /* seconds the earliest due job has waited; 0: none */
     uint64_t submitted, duplicates, requests, possible_duplicates, commits;
-    unsigned inflight;
+    unsigned inflight;      /* jobs picked and not finished */
+    unsigned http_inflight; /* requests on the wire */
     size_t active;
     size_t commit_backlog;
     unsigned connections;

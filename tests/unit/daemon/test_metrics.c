@@ -130,6 +130,13 @@ static void test_write_file(void)
     CHECK(memcmp(buf, "c 3\n", 4) == 0);
     CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0644);
     CHECK(access(tmp, F_OK) != 0); /* the temporary file was renamed */
+    {
+        /* Readable by the collector under the unit's UMask=0077 too. */
+        mode_t old = umask(077);
+        CHECK_EQ(metrics_write_file(path, "d 4\n", 4), 0);
+        umask(old);
+        CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == 0644);
+    }
     /* A directory that does not exist: an error, nothing left behind. */
     snprintf(path, sizeof(path), "%s/nope/m.prom", dir);
     CHECK(metrics_write_file(path, "x", 1) < 0);
