@@ -40,15 +40,25 @@ static bool api_base_ok(const char *v)
 {
     size_t n = strncasecmp(v, "https://", 8) == 0 ? 8 : strncasecmp(v, "http://", 7) == 0 ? 7 : 0;
 
+    size_t len = strlen(v);
+
     if (n == 0 || v[n] == '\0' || v[n] == '/' || v[n] == ':')
         return false;
     for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++)
-        if (*p <= ' ' || *p == 0x7f)
+        if (*p <= ' ' || *p == 0x7f || *p == '?' || *p == '#')
             return false;
+    /* The daemon adds /v2/...: a base copied with it would make every send
+     * a 404 "route not found", which fails the job for good. */
+    while (len > n && v[len - 1] == '/')
+        len--;
+    if (len >= n + 3 && strncasecmp(v + len - 3, "/v2", 3) == 0)
+        return false;
     return true;
 }
 
-#define API_BASE_WANTED "expected an http:// or https:// URL with a host"
+#define API_BASE_WANTED                                                                            \
+    "expected an http:// or https:// URL with a host, without /v2 (the daemon adds the routes), "  \
+    "a query or a fragment"
 
 static int set_str(char **dst, const char *src)
 {
@@ -136,11 +146,24 @@ static int parse_long(const char *v, long lo, long hi, long *out)
     return 0;
 }
 
+/* A plain decimal number ("80", "0.5"): strtod's hex, exponents, inf and
+ * nan would let a typo pass as a rate. */
 static int parse_double(const char *v, double lo, double hi, double *out)
 {
     char *end;
     double n;
+    int digits = 0, dots = 0;
 
+    for (const char *p = v; *p; p++) {
+        if (isdigit((unsigned char)*p))
+            digits++;
+        else if (*p == '.' && dots++ == 0)
+            continue;
+        else
+            return -EINVAL;
+    }
+    if (digits == 0)
+        return -EINVAL;
     errno = 0;
     n = strtod(v, &end);
     if (errno != 0 || end == v || *end != '\0' || !isfinite(n) || n < lo || n > hi)
@@ -188,22 +211,26 @@ static bool is_digits(const char *s)
     return true;
 }
 
+/* A comma list of uids; an empty item ("0,,1", "0,") is an error, not
+ * skipped: it is more likely a uid lost in editing. */
 static int parse_uids(config_t *c, const char *v)
 {
     char buf[CONFIG_MAX_LINE];
-    char *save = NULL;
-    char *tok;
+    char *tok, *next;
     long n;
 
     snprintf(buf, sizeof(buf), "%s", v);
     c->n_allowed_uids = 0;
-    for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    for (tok = buf; tok != NULL; tok = next) {
+        next = strchr(tok, ',');
+        if (next != NULL)
+            *next++ = '\0';
         tok = trim(tok);
         if (parse_long(tok, 0, (long)INT_MAX, &n) != 0 || c->n_allowed_uids == CONFIG_MAX_UIDS)
             return -EINVAL;
         c->allowed_uids[c->n_allowed_uids++] = (uid_t)n;
     }
-    return c->n_allowed_uids > 0 ? 0 : -EINVAL;
+    return 0;
 }
 
 static int set_rate_override(config_t *c, const char *id, double rate)
@@ -334,6 +361,9 @@ static int apply_key(config_t *c, const char *k, const char *v, const char **why
         m = strtoul(v, &end, 8);
         if (errno != 0 || end == v || *end != '\0' || m > 0777)
             return -EINVAL;
+        *why = "0 would let no one but root connect; expected an octal mode such as 0660";
+        if (m == 0)
+            return -EINVAL;
         c->socket_mode = (unsigned)m;
         return 0;
     }
@@ -352,6 +382,12 @@ static int apply_key(config_t *c, const char *k, const char *v, const char **why
         *why = "expected rate.<digits> = number in [0, 1000000]";
         if (!is_digits(k + 5) || strlen(k + 5) > 64 || parse_double(v, 0, 1e6, &d) != 0)
             return -EINVAL;
+        /* 0 is "no limit" for rate_per_number; for one sender it is more
+         * likely meant to stop it, which a limit cannot do. */
+        *why = "0 would lift this sender's limit; to stop a sender, pause it (avenpingctl pause "
+               "--phone-number-id ID)";
+        if (d == 0)
+            return -EINVAL;
         if (set_rate_override(c, k + 5, d) != 0) {
             *why = "too many rate.<id> overrides";
             return -EINVAL;
@@ -361,11 +397,53 @@ static int apply_key(config_t *c, const char *k, const char *v, const char **why
     return -ENOENT;
 }
 
+/* Keys a file has set, with their lines: a key given twice is an error
+ * (which of two values an operator meant is not for the daemon to guess). */
+typedef struct seen_keys {
+    struct seen_key {
+        char *key;
+        unsigned line;
+    } * k;
+    size_t n, cap;
+} seen_keys_t;
+
+/* 0 and records `key`; 1 with *first set if it was seen; -ENOMEM. */
+static int seen_add(seen_keys_t *sk, const char *key, unsigned line, unsigned *first)
+{
+    for (size_t i = 0; i < sk->n; i++) {
+        if (strcmp(sk->k[i].key, key) == 0) {
+            *first = sk->k[i].line;
+            return 1;
+        }
+    }
+    if (sk->n == sk->cap) {
+        size_t cap = sk->cap ? sk->cap * 2 : 32;
+        struct seen_key *nk = realloc(sk->k, cap * sizeof(*nk));
+        if (nk == NULL)
+            return -ENOMEM;
+        sk->k = nk;
+        sk->cap = cap;
+    }
+    sk->k[sk->n].key = strdup(key);
+    if (sk->k[sk->n].key == NULL)
+        return -ENOMEM;
+    sk->k[sk->n++].line = line;
+    return 0;
+}
+
+static void seen_free(seen_keys_t *sk)
+{
+    for (size_t i = 0; i < sk->n; i++)
+        free(sk->k[i].key);
+    free(sk->k);
+}
+
 int config_load_file(config_t *c, const char *path, char *err, size_t err_size)
 {
     char line[CONFIG_MAX_LINE + 2];
     FILE *f;
-    unsigned lineno = 0;
+    unsigned lineno = 0, first;
+    seen_keys_t seen = {0};
     int rc = 0;
 
     f = fopen(path, "re");
@@ -381,8 +459,14 @@ int config_load_file(config_t *c, const char *path, char *err, size_t err_size)
 
         lineno++;
         if (strchr(line, '\n') == NULL && !feof(f)) {
-            set_err(err, err_size, "%s:%u: line longer than %d bytes", path, lineno,
-                    CONFIG_MAX_LINE);
+            /* fgets stops at a full buffer; a shorter string means a NUL
+             * byte ended it early. */
+            if (strlen(line) < sizeof(line) - 1)
+                set_err(err, err_size, "%s:%u: contains a NUL byte (not a text file?)", path,
+                        lineno);
+            else
+                set_err(err, err_size, "%s:%u: line longer than %d bytes", path, lineno,
+                        CONFIG_MAX_LINE);
             rc = -EINVAL;
             goto out;
         }
@@ -390,7 +474,10 @@ int config_load_file(config_t *c, const char *path, char *err, size_t err_size)
         hash = strchr(line, '#');
         if (hash != NULL)
             *hash = '\0';
-        s = trim(line);
+        s = line;
+        if (lineno == 1 && strncmp(s, "\xef\xbb\xbf", 3) == 0)
+            s += 3; /* a UTF-8 byte order mark, as some editors write */
+        s = trim(s);
         if (*s == '\0')
             continue;
         eq = strchr(s, '=');
@@ -402,6 +489,18 @@ int config_load_file(config_t *c, const char *path, char *err, size_t err_size)
         *eq = '\0';
         key = trim(s);
         val = trim(eq + 1);
+        r = seen_add(&seen, key, lineno, &first);
+        if (r == 1) {
+            set_err(err, err_size, "%s:%u: %s: given twice (first on line %u)", path, lineno, key,
+                    first);
+            rc = -EINVAL;
+            goto out;
+        }
+        if (r < 0) {
+            set_err(err, err_size, "%s:%u: out of memory", path, lineno);
+            rc = r;
+            goto out;
+        }
         r = apply_key(c, key, val, &why);
         if (r == -ENOENT) {
             set_err(err, err_size, "%s:%u: %s: unknown key", path, lineno, key);
@@ -422,6 +521,7 @@ int config_load_file(config_t *c, const char *path, char *err, size_t err_size)
     }
     rc = set_str(&c->config_file, path);
 out:
+    seen_free(&seen);
     fclose(f);
     return rc;
 }
@@ -609,13 +709,26 @@ int config_token_load(const config_t *c, char **token, char *err, size_t err_siz
     }
     env = getenv("AVENPING_TOKEN");
     if (env != NULL && *env != '\0') {
-        for (const char *p = env; *p; p++) {
-            if (!isgraph((unsigned char)*p)) {
+        /* Surrounding whitespace is dropped, as from a token file
+         * (`export AVENPING_TOKEN=$(cat file)` keeps no newline, but an
+         * env file or a here-string may). */
+        size_t len;
+        while (isspace((unsigned char)*env))
+            env++;
+        len = strlen(env);
+        while (len > 0 && isspace((unsigned char)env[len - 1]))
+            len--;
+        if (len == 0) {
+            set_err(err, err_size, "AVENPING_TOKEN: %s", token_problem(-ENODATA));
+            return -ENODATA;
+        }
+        for (size_t i = 0; i < len; i++) {
+            if (!isgraph((unsigned char)env[i])) {
                 set_err(err, err_size, "AVENPING_TOKEN: %s", token_problem(-EINVAL));
                 return -EINVAL;
             }
         }
-        *token = strdup(env);
+        *token = strndup(env, len);
         return *token ? 0 : -ENOMEM;
     }
     set_err(err, err_size,

@@ -250,8 +250,10 @@ def reload(wd):
     # The real reload: 40/s, log level warn, and a restart-only key.
     new = dict(cfg, rate_per_number=40, burst_per_number=1, log_level="warn",
                max_connections=7)
+    # The same file with those keys changed (a key given twice is an error).
+    keep = [ln for ln in good.splitlines() if ln.partition("=")[0].strip() not in new]
     with open(d.config, "w") as f:
-        f.write(good)
+        f.write("\n".join(keep) + "\n")
         for k, v in new.items():
             f.write("%s = %s\n" % (k, v))
     sent_before = len(api.sends())
@@ -401,6 +403,18 @@ def deb(wd):
                        capture_output=True, text=True, timeout=10, env=env)
     check(r.returncode != 0 and "no API token" in r.stderr,
           "the example config loads: %s" % r.stderr)
+    # ... and so does every key in it uncommented, as shown.
+    with open(os.path.join(x, "etc/avenpingd/avenpingd.conf")) as f:
+        lines = [re.sub(r"^#([a-z_.0-9]+ =)", r"\1", ln) for ln in f]
+    check(sum(1 for ln in lines if re.match(r"^[a-z_.0-9]+ =", ln)) >= 25,
+          "the example shows the keys")
+    uncommented = os.path.join(x, "all-keys.conf")
+    with open(uncommented, "w") as f:
+        f.writelines(lines)
+    r = subprocess.run([os.path.join(x, "usr/sbin/avenpingd"), "--config", uncommented],
+                       capture_output=True, text=True, timeout=10, env=env)
+    check(r.returncode != 0 and "no API token" in r.stderr,
+          "every key of the example uncommented loads: %s" % r.stderr)
 
     if os.environ.get("AVP_DEB_INSTALL") != "1":
         print("dpkg -i skipped (set AVP_DEB_INSTALL=1 on a disposable root machine)")

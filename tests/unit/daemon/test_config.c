@@ -8,7 +8,8 @@
 
 static char dir[] = "/tmp/avp-config-XXXXXX";
 
-static const char *write_file(const char *name, const char *text)
+/* `len` bytes of text (0: up to its NUL). */
+static const char *write_file_n(const char *name, const char *text, size_t len)
 {
     static char path[256];
     FILE *f;
@@ -16,9 +17,14 @@ static const char *write_file(const char *name, const char *text)
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     f = fopen(path, "w");
     CHECK(f != NULL);
-    fputs(text, f);
+    CHECK(fwrite(text, 1, len ? len : strlen(text), f) == (len ? len : strlen(text)));
     fclose(f);
     return path;
+}
+
+static const char *write_file(const char *name, const char *text)
+{
+    return write_file_n(name, text, 0);
 }
 
 static void test_defaults(void)
@@ -75,10 +81,19 @@ static void test_file(void)
     CHECK_EQ(c.log_level, CONFIG_LOG_DEBUG);
     config_free(&c);
     /* auto is a value of its own, not a number. */
-    p = write_file("auto.conf", "http_threads = 0\nhttp_threads = auto\n");
+    p = write_file("auto.conf", "http_threads = auto\n");
     CHECK_EQ(config_init(&c), 0);
+    c.http_threads = 0;
     CHECK_EQ(config_load_file(&c, p, err, sizeof(err)), 0);
     CHECK_EQ(c.http_threads, CONFIG_HTTP_THREADS_AUTO);
+    config_free(&c);
+    /* A UTF-8 byte order mark, CRLF lines, a base URL with a path and a
+     * trailing slash, a token with surrounding whitespace in the env. */
+    p = write_file("bom.conf", "\xef\xbb\xbfmax_attempts = 7\r\n"
+                               "api_base = https://proxy.example/avenping/\r\n");
+    CHECK_EQ(config_init(&c), 0);
+    CHECK_EQ(config_load_file(&c, p, err, sizeof(err)), 0);
+    CHECK_EQ(c.max_attempts, 7);
     config_free(&c);
 }
 
@@ -100,6 +115,21 @@ static void test_file_errors(void)
         {"api_base = ftp://x\n", "api_base: expected an http://"},
         {"api_base = https://\n", "api_base: expected an http://"},
         {"api_base = http://a b\n", "api_base: expected an http://"},
+        {"api_base = https://api.avenping.com/v2\n", "api_base: expected an http://"},
+        {"api_base = https://api.avenping.com/V2/\n", "without /v2"},
+        {"api_base = https://api.avenping.com/?x=1\n", "api_base: expected an http://"},
+        {"max_attempts = 3\nlog_level = info\nmax_attempts = 4\n",
+         ":3: max_attempts: given twice (first on line 1)"},
+        {"rate.1000001 = 3\nrate.1000001 = 4\n", ":2: rate.1000001: given twice"},
+        {"rate_per_number = 0x10\n", "rate_per_number: expected a number"},
+        {"rate_per_number = 1e3\n", "rate_per_number: expected a number"},
+        {"rate_per_number = inf\n", "rate_per_number: expected a number"},
+        {"rate_per_number = 1.2.3\n", "rate_per_number: expected a number"},
+        {"rate_per_number = .\n", "rate_per_number: expected a number"},
+        {"rate.1000001 = 0\n", "rate.1000001: 0 would lift this sender's limit"},
+        {"socket_mode = 0000\n", "socket_mode: 0 would let no one but root connect"},
+        {"allowed_uids = 0,,1\n", "allowed_uids: expected a comma list"},
+        {"allowed_uids = 0,\n", "allowed_uids: expected a comma list"},
     };
     size_t i;
 
@@ -113,6 +143,15 @@ static void test_file_errors(void)
             fprintf(stderr, "case %zu: got \"%s\"\n", i, err);
             CHECK(0);
         }
+        config_free(&c);
+    }
+    {
+        config_t c;
+        char err[256] = "";
+        const char *p = write_file_n("nul.conf", "max_attempts = 3\0\n", 18);
+        CHECK_EQ(config_init(&c), 0);
+        CHECK_EQ(config_load_file(&c, p, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "nul.conf:1: contains a NUL byte") != NULL);
         config_free(&c);
     }
 }
@@ -175,6 +214,17 @@ static void test_token_sources(void)
     CHECK_EQ(config_token_load(&c, &tok, err, sizeof(err)), 0);
     CHECK_STR(tok, "env-token");
     free(tok);
+    /* Surrounding whitespace is dropped, as from a file; inner is refused. */
+    setenv("AVENPING_TOKEN", " env-token\t\n", 1);
+    CHECK_EQ(config_token_load(&c, &tok, err, sizeof(err)), 0);
+    CHECK_STR(tok, "env-token");
+    free(tok);
+    setenv("AVENPING_TOKEN", "env token", 1);
+    CHECK_EQ(config_token_load(&c, &tok, err, sizeof(err)), -EINVAL);
+    CHECK(strstr(err, "env token") == NULL && strstr(err, "AVENPING_TOKEN") != NULL);
+    setenv("AVENPING_TOKEN", " \n", 1);
+    CHECK_EQ(config_token_load(&c, &tok, err, sizeof(err)), -ENODATA);
+    setenv("AVENPING_TOKEN", "env-token", 1);
     /* The systemd credential wins over the environment. */
     snprintf(credpath, sizeof(credpath), "%s", dir);
     write_file("avenping-token", "cred-token\n");
