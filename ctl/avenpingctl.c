@@ -1197,6 +1197,12 @@ static int cmd_status(ctx_t *c, const opts_t *o)
         usage_err("status needs a JOB id or --key KEY");
         return EXIT_USAGE;
     }
+    if (o->npos == 1 &&
+        (o->pos[0][0] == '\0' || strspn(o->pos[0], "0123456789") != strlen(o->pos[0]))) {
+        cJSON_Delete(req);
+        usage_err("status: a JOB id is a number (a key: --key KEY)");
+        return EXIT_USAGE;
+    }
     if (o->npos == 1)
         cJSON_AddStringToObject(req, "job", o->pos[0]);
     else
@@ -1261,13 +1267,16 @@ static int cmd_list(ctx_t *c, const opts_t *o)
         free(after);
         return EXIT_USAGE;
     }
-    if (!c->json)
-        printf("%-12s %-10s %-20s %3s  %s\n", "JOB", "STATE", "TO", "ATT", "WAMID / LAST ERROR");
+    bool header = !c->json;
     do {
         cJSON *ans, *jobs, *j;
         const char *next;
         if ((rc = list_page(c, campaign, state, after, limit, &ans)) != 0)
             break;
+        if (header) /* after the first answer: no table over an error */
+            printf("%-12s %-10s %-20s %3s  %s\n", "JOB", "STATE", "TO", "ATT",
+                   "WAMID / LAST ERROR");
+        header = false;
         jobs = cJSON_GetObjectItemCaseSensitive(ans, "jobs");
         if (c->json && !all) {
             print_json(ans);
@@ -1320,6 +1329,10 @@ static int cmd_campaign(ctx_t *c, const opts_t *o)
     }
     if (opt_double(o, "interval", 0.1, 3600, 1.0, &interval) != 0)
         return EXIT_USAGE;
+    if (!follow && opt_has(o, "interval")) {
+        usage_err("--interval needs --follow");
+        return EXIT_USAGE;
+    }
     for (;;) {
         cJSON *ans, *cp, *counts;
         uint64_t total, unfinished, done;
@@ -1538,9 +1551,11 @@ static int cmd_cancel_retry(ctx_t *c, const opts_t *o, const char *op)
     if (c->json)
         print_json(ans);
     else if (retry)
-        printf("%.0f jobs requeued\n", jnum(ans, "requeued"));
+        printf("%.0f job%s requeued\n", jnum(ans, "requeued"),
+               jnum(ans, "requeued") == 1 ? "" : "s");
     else
-        printf("%.0f jobs cancelled\n", jnum(ans, "cancelled"));
+        printf("%.0f job%s cancelled\n", jnum(ans, "cancelled"),
+               jnum(ans, "cancelled") == 1 ? "" : "s");
     cJSON_Delete(ans);
     return 0;
 }

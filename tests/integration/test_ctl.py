@@ -308,11 +308,14 @@ def ctl_usage(wd):
     check(ctl(d, "--help").returncode == 0, "--help")
     for args in (["bogus"], ["list"], ["status"], ["import", "x.csv"], ["retry", "--campaign", "c"],
                  ["list", "--campaign", "c", "--limit", "5000"], ["ping", "--nope"],
-                 ["cancel", "1", "--campaign", "c"], ["pause"]):
+                 ["cancel", "1", "--campaign", "c"], ["pause"], ["status", "abc"],
+                 ["campaign", "c", "--interval", "1"]):
         p = ctl(d, *args)
         check(p.returncode == 2, "usage error for %s: exit %d" % (args, p.returncode))
     check(ctl(d, "status", "999999").returncode == 1, "NOT_FOUND exits 1")
     check(ctl(d, "campaign", "nope").returncode == 1, "unknown campaign exits 1")
+    p = ctl(d, "list", "--campaign", "nope")
+    check(p.returncode == 1 and p.stdout == "", "no table over an error: %r" % p.stdout)
     p = subprocess.run([CTL, "--socket", wd.file("no.sock"), "ping"], capture_output=True,
                        text=True)
     check(p.returncode == 1 and "cannot connect" in p.stderr, "no daemon: exit 1")
