@@ -119,6 +119,11 @@ typedef struct daemon {
     uint64_t unfinished; /* queued + retrying + sending, as of the last commit */
     size_t pauses;       /* senders and campaigns paused now (DAEMON_MAX_PAUSES) */
     bool stopping;
+    /* While daemon_finish_stop cancels what is on the wire: jobs made
+     * uncertain by it are counted (one log line for all, not one each). */
+    bool cancelling_all;
+    unsigned long long stop_uncertain;
+    uint64_t stop_uncertain_first;
     bool stop_finishing;
     bool closing;
     int exit_code;

@@ -665,8 +665,13 @@ static void on_http_done(const http_result_t *res, void *arg)
             /* The request may have arrived (a timeout, a reset or a cancel
              * after it was written): under at-most-once it is not sent
              * again, it waits for an operator's retry (as after a crash). */
-            dlog(d, CONFIG_LOG_WARN, "job %llu uncertain: %s %s", (unsigned long long)job->id,
-                 c.error.code, c.error.message);
+            if (d->cancelling_all) {
+                if (d->stop_uncertain++ == 0)
+                    d->stop_uncertain_first = job->id;
+            } else {
+                dlog(d, CONFIG_LOG_WARN, "job %llu uncertain: %s %s", (unsigned long long)job->id,
+                     c.error.code, c.error.message);
+            }
             record(d, job->id, QUEUE_STATE_UNCERTAIN, job->attempts, 0, NULL, &c.error);
             sched_job_finish(d->sched, job);
             break;

@@ -131,7 +131,15 @@ void daemon_finish_stop(daemon_t *d)
     uv_timer_stop(&d->probe);
     /* Whatever is still in flight is cancelled; its callback records the
      * job as due again, so it is sent after the restart. */
+    d->cancelling_all = true;
     http_pool_cancel_all(d->http);
+    d->cancelling_all = false;
+    if (d->stop_uncertain > 0)
+        dlog(d, CONFIG_LOG_WARN,
+             "jobs made uncertain by cancelling their requests on the wire: %llu (at-most-once: "
+             "not sent again; `avenpingctl retry --campaign NAME --state uncertain`), the first "
+             "job %llu",
+             d->stop_uncertain, (unsigned long long)d->stop_uncertain_first);
     commit_drain(d->commit, drained_cb, d);
 }
 

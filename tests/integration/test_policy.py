@@ -422,6 +422,9 @@ def at_most_once_maybe_sent(wd):
     cl.close()
     check(d2.stop() == 0, "SIGTERM exits 0")
     check("cancelling them" in d2.stderr(), "the stop cancelled the request: %s" % d2.stderr())
+    check("jobs made uncertain by cancelling their requests on the wire: 1 " in d2.stderr()
+          and "uncertain: CANCELLED" not in d2.stderr(),
+          "one summary line for the stop's uncertain jobs: %s" % d2.stderr()[-600:])
     api.control(latency_ms=0)
     d3 = avp.Daemon(wd, api.base, cfg2, state_dir=d.state_dir, name="daemon3").start()
     cl = d3.client()
