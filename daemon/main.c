@@ -441,7 +441,10 @@ static int start_listening(daemon_t *d, int n_passed)
 
     if (n_passed == 0) {
         if ((rc = ipc_server_listen(d->ipc, d->cfg.socket)) != 0) {
-            fprintf(stderr, "avenpingd: socket %s: %s\n", d->cfg.socket, ipc_strerror(rc));
+            fprintf(stderr, "avenpingd: socket %s: %s\n", d->cfg.socket,
+                    rc == UV_ENOTSOCK     ? "a file that is not a socket is in the way (left alone)"
+                    : rc == UV_EADDRINUSE ? "another process listens on it"
+                                          : ipc_strerror(rc));
             return rc;
         }
         return 0;

@@ -935,7 +935,7 @@ static int clear_stale(const char *path, const struct sockaddr_un *sa)
     if (lstat(path, &st) != 0)
         return errno == ENOENT ? 0 : -errno;
     if (!S_ISSOCK(st.st_mode))
-        return UV_EADDRINUSE; /* never remove what is not a socket */
+        return UV_ENOTSOCK; /* never remove what is not a socket */
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -errno;

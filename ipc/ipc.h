@@ -158,10 +158,9 @@ int ipc_server_new(uv_loop_t *loop, const ipc_server_options_t *opt, ipc_request
                    ipc_server_t **out);
 
 /* Binds and listens on `path`. A stale socket file (nobody accepting on it)
- * is replaced; a live one, or a file that is not a socket, gives
- * UV_EADDRINUSE. Sets the file's mode (bound under umask 0177 first, so it
- * is never wider; umask is process-wide: listen before starting threads
- * that create files). */
+ * is replaced; a live one gives UV_EADDRINUSE, a file that is not a
+ * socket UV_ENOTSOCK (it is never removed). Sets the file's mode (bound under umask 0177 first, so
+ * it is never wider; umask is process-wide: listen before starting threads that create files). */
 int ipc_server_listen(ipc_server_t *s, const char *path);
 
 /* Listens on an already bound and listening socket `fd` (socket

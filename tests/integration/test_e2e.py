@@ -264,6 +264,15 @@ def startup_errors(wd):
     cl.close()
     check(d1.stop() == 0, "SIGTERM exits 0")
     check(avp.TOKEN not in d1.stderr(), "token never logged")
+    # A regular file where the socket goes: named as such, and left alone.
+    regular = wd.file("regular")
+    with open(regular, "w") as f:
+        f.write("keep me\n")
+    d3 = avp.Daemon(wd, api.base, {"socket": regular}, name="third")
+    d3.start(wait=False)
+    check(d3.proc.wait(15) != 0, "a file in the socket's place: exits non-zero")
+    check("not a socket is in the way" in d3.stderr(), "says why: %s" % d3.stderr())
+    check(open(regular).read() == "keep me\n", "the file is left alone")
     # Bad config: file, line and key named.
     bad = avp.Daemon(wd, api.base, {"rate_per_numbr": 5}, name="badcfg")
     bad.start(wait=False)

@@ -1213,7 +1213,7 @@ int main(int argc, char **argv)
         REQUIRE(ipc_server_listen(s2, h->path) == UV_EADDRINUSE, "live socket refused");
         FILE *f = fopen(h->path2, "w");
         REQUIRE(f && fputs("keep", f) >= 0 && fclose(f) == 0, "file");
-        REQUIRE(ipc_server_listen(s2, h->path2) == UV_EADDRINUSE, "regular file refused");
+        REQUIRE(ipc_server_listen(s2, h->path2) == UV_ENOTSOCK, "regular file refused");
         struct stat st;
         REQUIRE(stat(h->path2, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 4, "kept");
         unlink(h->path2);
