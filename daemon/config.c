@@ -563,7 +563,10 @@ int config_flags_parse(int argc, char **argv, config_flags_t *f, char *err, size
             if (a[n] == '=') {
                 *slot = a + n + 1;
             } else if (a[n] == '\0') {
-                if (i + 1 >= argc) {
+                /* "--config --token-file x": the next option is not a
+                 * value (a path starting with "--" can be given as
+                 * --config=--path or ./--path). */
+                if (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0) {
                     set_err(err, err_size, "%s needs a value", valued[j].name);
                     return -EINVAL;
                 }

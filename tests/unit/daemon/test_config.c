@@ -162,6 +162,7 @@ static void test_flags(void)
                     "--log-level", "warn",     NULL};
     char *bad[] = {"avenpingd", "--token", "secret", NULL};
     char *missing[] = {"avenpingd", "--socket", NULL};
+    char *swallowed[] = {"avenpingd", "--config", "--token-file", "t", NULL};
     config_flags_t f;
     config_t c;
     char err[256];
@@ -186,6 +187,8 @@ static void test_flags(void)
         CHECK(strstr(err, "secret") == NULL && strstr(err, "argument #1") != NULL);
     }
     CHECK_EQ(config_flags_parse(2, missing, &f, err, sizeof(err)), -EINVAL);
+    CHECK_EQ(config_flags_parse(4, swallowed, &f, err, sizeof(err)), -EINVAL);
+    CHECK(strstr(err, "--config needs a value") != NULL);
     /* --api-base is checked like the key; good ones pass. */
     {
         char *api[] = {"avenpingd", "--api-base", "notaurl", NULL};
