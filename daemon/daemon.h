@@ -82,7 +82,11 @@ typedef struct daemon {
     uv_timer_t probe;      /* account breaker: next GET /v2/me while the account is paused */
     unsigned probe_failures;
     bool probing; /* a probe request is in flight */
-    bool spill;   /* the store holds due jobs not in the active set */
+    /* Requests in a row that never left (connect, DNS, TLS handshake), no
+     * HTTP answer between: DISPATCH_UNREACHABLE_AFTER of them pause the
+     * account as unreachable (dispatch.c). */
+    unsigned not_sent_run;
+    bool spill; /* the store holds due jobs not in the active set */
     /* New jobs did not fit and wait in the store, all after the refill
      * cursor (refill_due, refill_id): the next refill may start there
      * instead of walking the active set's own entries again. `spill` asks

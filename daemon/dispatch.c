@@ -351,6 +351,8 @@ static void probe_done(const http_result_t *res, void *arg)
     classify_result_t c;
 
     d->probing = false;
+    if (res->error == 0)
+        d->not_sent_run = 0;
     if (d->stopping || d->closing || sched_account_reason(d->sched) == NULL)
         return;
     classify_answer(res, &c);
@@ -391,10 +393,11 @@ static void probe_cb(uv_timer_t *t)
  * side of the account is not): a probe would resume into the same error,
  * so they pause until an operator's `resume all`, stored so that a
  * restart does not send into them again. */
+static void pause_account_for(daemon_t *d, const char *reason, bool needs_operator);
+
 static void pause_account(daemon_t *d, const classify_result_t *c)
 {
     char reason[512]; /* cut to QUEUE_PAUSE_REASON_MAX when stored */
-    int rc;
 
     if (sched_account_reason(d->sched) != NULL)
         return;
@@ -404,8 +407,37 @@ static void pause_account(daemon_t *d, const classify_result_t *c)
     else
         snprintf(reason, sizeof(reason), "%d %s: %s", c->error.status, c->error.code,
                  c->error.message);
+    pause_account_for(d, reason, c->needs_operator);
+}
+
+/* Requests in a row that did not leave before the API counts as down. One
+ * refused connection is a blip; this many, with no answer between, is an
+ * outage (API down, DNS, network, a TLS setup that cannot work): retrying
+ * each job on its own would hammer the API with connects and rewrite every
+ * job's record each second while nothing can be sent. */
+#define DISPATCH_UNREACHABLE_AFTER 16
+
+/* Such an outage pauses the account like an account-level answer: no job
+ * fails, nothing is attempted, GET /v2/me is probed with backoff until it
+ * answers 200. */
+static void pause_unreachable(daemon_t *d, const classify_result_t *c)
+{
+    char reason[512];
+
+    if (sched_account_reason(d->sched) != NULL)
+        return;
+    snprintf(reason, sizeof(reason),
+             "API unreachable: %u requests in a row could not be sent (%s: %s)", d->not_sent_run,
+             c->error.code, c->error.message);
+    pause_account_for(d, reason, false);
+}
+
+static void pause_account_for(daemon_t *d, const char *reason, bool needs_operator)
+{
+    int rc;
+
     sched_account_pause(d->sched, true, reason);
-    if (c->needs_operator) {
+    if (needs_operator) {
         sched_pause_all(d->sched, true);
         rc = commit_add_pause(d->commit, QUEUE_PAUSE_ALL, "", reason, true, NULL, NULL);
         if (rc != 0)
@@ -609,6 +641,8 @@ static void on_http_done(const http_result_t *res, void *arg)
     if (res->sent_at > 0)
         sched_job_departed(d->sched, job, fmin(res->sent_at, now));
     classify_answer(res, &c);
+    if (res->error == 0)
+        d->not_sent_run = 0; /* the API answered */
     d->stats.by_action[c.action]++;
     if (c.maybe_sent)
         d->stats.maybe_duplicates++;
@@ -677,7 +711,10 @@ static void on_http_done(const http_result_t *res, void *arg)
             break;
         }
         if (c.not_sent) {
-            /* The request never left: free to retry, soon. */
+            /* The request never left: free to retry, soon, unless the
+             * API looks down. */
+            if (++d->not_sent_run >= DISPATCH_UNREACHABLE_AFTER)
+                pause_unreachable(d, &c);
             retry_job(d, job, &c, now + backoff(d, 1), false);
             break;
         }

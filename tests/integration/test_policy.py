@@ -491,6 +491,41 @@ def global_rate_cap(wd):
     api.stop()
 
 
+def api_unreachable(wd):
+    """Nothing listens at api_base: after a run of connections that fail, the
+    account pauses as unreachable (no job fails, no connect storm: before,
+    every job retried on its own each second, ~7,000 connects and durable
+    records per second), GET /v2/me is probed with backoff, and once an API
+    listens there every job is sent exactly once."""
+    api = avp.FakeAPI(wd)
+    port, base = api.port, api.base
+    api.stop()  # the port is closed now
+    d = avp.Daemon(wd, base, {"backoff_base_ms": 100, "backoff_max_ms": 400}).start()
+    cl = d.client()
+    n = 500
+    ids = submit_all(d, [avp.text_job(i, sender=avp.SENDERS[i % 5]) for i in range(n)])
+    st = wait_for(lambda: (lambda s: s if s["account"]["state"] == "paused" else None)(cl.stats()),
+                  20, "the account paused as unreachable")
+    check("API unreachable" in (st["account"]["reason"] or ""), "the reason: %s" % st["account"])
+    r0 = cl.stats()["requests"]
+    time.sleep(2.0)  # a negative check: a window in which only probes may run
+    r1 = cl.stats()["requests"]
+    print("requests before the pause and probes: %d, in 2 s of pause: %d" % (r0, r1 - r0))
+    check(r1 - r0 <= 20, "no connect storm while paused: %d requests in 2 s" % (r1 - r0))
+    check(cl.stats()["counts"]["failed"] == 0, "no job failed")
+    os.unlink(wd.file("fakeapi.port"))
+    api2 = avp.FakeAPI(wd, "--port", str(port))
+    check(api2.port == port, "the API back on its port")
+    st = wait_all_final(cl, 60)
+    check(st["counts"]["sent"] == n and st["account"]["state"] == "ok",
+          "all sent once it listens: %s %s" % (st["counts"], st["account"]))
+    seen = collections.Counter(avp.marker(s) for s in api2.sends())
+    check(len(seen) == n and max(seen.values()) == 1, "each job once at the API")
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api2.stop()
+
+
 def account_needs_operator(wd):
     """Meta 190 (and 0) pause all sending until an operator resumes it: GET
     /v2/me still answers 200, so probing would resend into the same error.
@@ -648,7 +683,8 @@ def reschedule_day_once(wd):
 CASES = {f.__name__: f for f in (rate_multi_sender, adaptive_converges, ordered_with_failures,
                                  token_revoked, pair_pacing, expired_and_scheduled, pauses,
                                  cancel_after_answer, at_most_once_maybe_sent,
-                                 global_rate_cap, account_needs_operator, order_behind_paused,
+                                 global_rate_cap, account_needs_operator, api_unreachable,
+                                 order_behind_paused,
                                  reschedule_day_once)}
 
 if __name__ == "__main__":
