@@ -81,17 +81,23 @@ typedef struct daemon {
     uv_timer_t stop_timer; /* bound on in-flight requests at shutdown */
     uv_timer_t probe;      /* account breaker: next GET /v2/me while the account is paused */
     unsigned probe_failures;
-    bool probing; /* a probe request is in flight */
     /* Requests in a row that never left (connect, DNS, TLS handshake), no
      * HTTP answer between: DISPATCH_UNREACHABLE_AFTER of them pause the
      * account as unreachable (dispatch.c). */
     unsigned not_sent_run;
-    bool spill; /* the store holds due jobs not in the active set */
+    bool probing; /* a probe request is in flight */
+    bool spill;   /* the store holds due jobs not in the active set */
     /* New jobs did not fit and wait in the store, all after the refill
      * cursor (refill_due, refill_id): the next refill may start there
      * instead of walking the active set's own entries again. `spill` asks
      * for a walk from the start. */
     bool spill_new;
+    bool fair_blocked; /* scratch of dispatch.c's older_left */
+    /* Paused jobs were left in the store (at activation, by an eviction or
+     * a refill) since the last full refill that found none: a new job then
+     * goes into memory only if no older unfinished job of its order key is
+     * out of memory (dispatch_activate). */
+    bool paused_left;
     double refill_due;
     uint64_t refill_id;
     /* Store writes pending that take a job out of the due index after it
@@ -101,12 +107,6 @@ typedef struct daemon {
      * `sending`, which a refill skips. */
     size_t settling;
     double paused_expiry; /* earliest expiresAt of a paused job left in the store; 0: none */
-    bool fair_blocked;    /* scratch of dispatch.c's older_left */
-    /* Paused jobs were left in the store (at activation, by an eviction or
-     * a refill) since the last full refill that found none: a new job then
-     * goes into memory only if no older unfinished job of its order key is
-     * out of memory (dispatch_activate). */
-    bool paused_left;
     /* dispatch.c: attempts whose `sending` is durable, waiting for one of
      * the max_inflight request slots, in FIFO order (at most
      * DISPATCH_AHEAD of them). */
@@ -121,13 +121,14 @@ typedef struct daemon {
     size_t last_commit_ops; /* operations of the batch whose callbacks run now */
     uv_idle_t act_idle;
     uint64_t unfinished; /* queued + retrying + sending, as of the last commit */
-    size_t pauses;       /* senders and campaigns paused now (DAEMON_MAX_PAUSES) */
-    bool stopping;
-    /* While daemon_finish_stop cancels what is on the wire: jobs made
-     * uncertain by it are counted (one log line for all, not one each). */
-    bool cancelling_all;
     unsigned long long stop_uncertain;
     uint64_t stop_uncertain_first;
+    size_t pauses; /* senders and campaigns paused now (DAEMON_MAX_PAUSES) */
+    bool stopping;
+    /* While daemon_finish_stop cancels what is on the wire: jobs made
+     * uncertain by it are counted (stop_uncertain*; one log line for all,
+     * not one each). */
+    bool cancelling_all;
     bool stop_finishing;
     bool closing;
     int exit_code;
@@ -141,17 +142,17 @@ typedef struct daemon {
     uint64_t status_ms;              /* loop time of the last rate sample */
     unsigned long long status_sends; /* stats.sends at that sample */
     double status_rate;              /* sends per second over the last sample */
-    bool socket_activated;           /* the listener came from the service manager */
     /* events.c: watch streams (at most one per connection, so bounded by
      * max_connections) and the metrics file's timer. */
     daemon_watcher_t *watchers;
     size_t n_watchers, cap_watchers;
     uv_timer_t metrics_timer;
-    bool metrics_failing; /* the last write failed: log again only on recovery */
 
     /* Durability: retention (retention.c) and failed commits (handlers.c). */
     uv_timer_t purge_timer;   /* periodic purge of finished jobs */
     bool purge_running;       /* a purge waits in the committer */
+    bool socket_activated;    /* the listener came from the service manager */
+    bool metrics_failing;     /* the metrics file's last write failed: log again only on recovery */
     double commit_err_logged; /* last log line about a failed commit (one a second) */
 
     /* The account (dispatch.c): when a probe last resumed it (0: never),
