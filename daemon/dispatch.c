@@ -771,10 +771,24 @@ static void attempt_unsent(attempt_t *a, sched_job_t *job, double due)
     retry_later(d, job, due);
 }
 
-/* Posts a durable attempt. */
+/* Posts a durable attempt - unless the job expired since it was picked
+ * (its `sending` commit and the wait for a request slot can take seconds
+ * under load): a job not sent by its expiresAt is not sent. */
 static void post(daemon_t *d, attempt_t *a, sched_job_t *job)
 {
-    int rc = http_pool_post(d->http, a->path, a->body, a->len, on_http_done, a);
+    int rc;
+
+    if (job->expires_at > 0 && daemon_now() > job->expires_at) {
+        job->user = NULL;
+        job->attempts--; /* it never left */
+        free(a->body);
+        free(a);
+        record(d, job->id, QUEUE_STATE_EXPIRED, job->attempts, 0, NULL, NULL);
+        sched_job_finish(d->sched, job);
+        dispatch_pump_soon(d);
+        return;
+    }
+    rc = http_pool_post(d->http, a->path, a->body, a->len, on_http_done, a);
 
     if (rc != 0) {
         dlog(d, CONFIG_LOG_ERROR, "cannot start a request: %s", http_strerror(rc));

@@ -491,6 +491,29 @@ def global_rate_cap(wd):
     api.stop()
 
 
+def expired_while_waiting(wd):
+    """A job picked before its expiresAt that waits for a request slot past
+    it (max_inflight busy) expires instead of being sent late."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"max_inflight": 1}).start()
+    cl = d.client()
+    api.control(latency_ms=1500)
+    slow = cl.request(avp.text_job(1, sender="1000001"))
+    wait_for(lambda: api.stats()["requests"] >= 1, 10, "the first request at the API")
+    late = cl.request(avp.text_job(2, sender="1000002", expiresAt=time.time() + 0.5))
+    wait_for(lambda: cl.request({"op": "get", "job": slow["job"]})["job"]["state"] == "sent",
+             10, "the slow job sent")
+    j = wait_for(lambda: (lambda j: j if j["state"] not in ("queued", "sending") else None)(
+        cl.request({"op": "get", "job": late["job"]})["job"]), 10, "the waiting job's end")
+    check(j["state"] == "expired", "expired while waiting for a slot: %s" % j)
+    api.control(latency_ms=0)
+    time.sleep(0.3)  # a negative check: a late send would show up now
+    check(all(avp.marker(s) != "job-2" for s in api.sends()), "never reached the API")
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def api_unreachable(wd):
     """Nothing listens at api_base: after a run of connections that fail, the
     account pauses as unreachable (no job fails, no connect storm: before,
@@ -684,6 +707,7 @@ CASES = {f.__name__: f for f in (rate_multi_sender, adaptive_converges, ordered_
                                  token_revoked, pair_pacing, expired_and_scheduled, pauses,
                                  cancel_after_answer, at_most_once_maybe_sent,
                                  global_rate_cap, account_needs_operator, api_unreachable,
+                                 expired_while_waiting,
                                  order_behind_paused,
                                  reschedule_day_once)}
 
