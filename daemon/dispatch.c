@@ -771,13 +771,20 @@ static void attempt_unsent(attempt_t *a, sched_job_t *job, double due)
     retry_later(d, job, due);
 }
 
-/* Posts a durable attempt - unless the job expired since it was picked
- * (its `sending` commit and the wait for a request slot can take seconds
- * under load): a job not sent by its expiresAt is not sent. */
+/* Posts a durable attempt - unless the job was paused or expired since it
+ * was picked (its `sending` commit and the wait for a request slot can
+ * take seconds under load): a paused job is not sent, nor one past its
+ * expiresAt. */
 static void post(daemon_t *d, attempt_t *a, sched_job_t *job)
 {
     int rc;
 
+    if (sched_job_paused(d->sched, job)) {
+        /* Paused since it was picked (its `sending` commit and the wait
+         * for a slot): it goes back to wait, the attempt never left. */
+        attempt_unsent(a, job, daemon_now());
+        return;
+    }
     if (job->expires_at > 0 && daemon_now() > job->expires_at) {
         job->user = NULL;
         job->attempts--; /* it never left */

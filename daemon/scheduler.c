@@ -2333,6 +2333,11 @@ static bool job_paused(const sched_job_t *j)
     return j->sender->paused || j->camp_->paused;
 }
 
+bool sched_job_paused(const sched_t *s, const sched_job_t *j)
+{
+    return s->all_paused || s->account_paused || job_paused(j);
+}
+
 size_t sched_evict_paused(sched_t *s)
 {
     size_t i, n = 0;

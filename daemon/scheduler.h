@@ -265,6 +265,11 @@ const char *sched_account_reason(const sched_t *s);
  * the store. */
 bool sched_keys_paused(const sched_t *s, const char *phone_number_id, const char *campaign);
 
+/* Whether `job` may not be sent now for a pause: all, the account, its
+ * sender or its campaign (a job already picked stays picked; the caller
+ * decides). */
+bool sched_job_paused(const sched_t *s, const sched_job_t *job);
+
 /* Removes from the active set every job that cannot go because of a pause
  * (not in flight), with the later jobs of its order key, so paused jobs do
  * not take the room of others. Returns how many were removed (they stay

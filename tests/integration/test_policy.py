@@ -514,6 +514,37 @@ def expired_while_waiting(wd):
     api.stop()
 
 
+def pause_stops_picked(wd):
+    """A pause also holds jobs already picked whose requests wait for a slot
+    (their `sending` committed, max_inflight busy): only the requests on
+    the wire complete; resume sends the rest, each once."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"max_inflight": 4}).start()
+    cl = d.client()
+    api.control(latency_ms=800)
+    n = 100
+    ids = submit_all(d, [dict(avp.text_job(i, sender=avp.SENDERS[i % 5]), campaign="hold")
+                         for i in range(n)])
+    wait_for(lambda: api.stats()["requests"] >= 4, 10, "the first requests at the API")
+    check(cl.request({"op": "pause", "campaign": "hold"})["ok"], "pause")
+    at_ack = api.stats()["requests"]
+    time.sleep(2.5)  # a negative check: three latencies in which nothing new may start
+    after = api.stats()["requests"]
+    print("requests at the pause: %d, 2.5 s later: %d" % (at_ack, after))
+    check(after - at_ack <= 4, "only what was on the wire: %d -> %d" % (at_ack, after))
+    api.control(latency_ms=0)
+    check(cl.request({"op": "resume", "campaign": "hold"})["ok"], "resume")
+    st = wait_all_final(cl, 60)
+    check(st["counts"]["sent"] == n, "all sent after the resume: %s" % st["counts"])
+    seen = collections.Counter(avp.marker(s) for s in api.sends())
+    check(len(seen) == n and max(seen.values()) == 1, "each once")
+    check(all(cl.request({"op": "get", "job": i})["job"]["attempts"] == 1 for i in ids),
+          "a held attempt does not count")
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def api_unreachable(wd):
     """Nothing listens at api_base: after a run of connections that fail, the
     account pauses as unreachable (no job fails, no connect storm: before,
@@ -707,7 +738,7 @@ CASES = {f.__name__: f for f in (rate_multi_sender, adaptive_converges, ordered_
                                  token_revoked, pair_pacing, expired_and_scheduled, pauses,
                                  cancel_after_answer, at_most_once_maybe_sent,
                                  global_rate_cap, account_needs_operator, api_unreachable,
-                                 expired_while_waiting,
+                                 expired_while_waiting, pause_stops_picked,
                                  order_behind_paused,
                                  reschedule_day_once)}
 
