@@ -591,7 +591,9 @@ static bulk_t *bulk_new(daemon_t *d, ipc_req_t *req, const char *field, int to_s
  * queued or retrying when the change commits. A job outside the active set
  * whose store state is `sending` is finishing (its outcome is pending).
  */
-static int cancel_one(bulk_t *b, uint64_t id, int state, const char *campaign)
+/* `attempts`: the job's count in the store (kept: a cancel does not undo
+ * the requests already made). */
+static int cancel_one(bulk_t *b, uint64_t id, int state, const char *campaign, uint16_t attempts)
 {
     daemon_t *d = b->d;
     sched_job_t *sj;
@@ -606,11 +608,14 @@ static int cancel_one(bulk_t *b, uint64_t id, int state, const char *campaign)
         return 0;
     if (sj == NULL && state == QUEUE_STATE_SENDING)
         return 0;
-    if (sj != NULL)
+    if (sj != NULL) {
+        attempts = (uint16_t)sj->attempts;
         sched_job_finish(d->sched, sj);
+    }
     memset(&u, 0, sizeof(u));
     u.id = id;
     u.state = QUEUE_STATE_CANCELLED;
+    u.attempts = attempts;
     u.updated_at = daemon_now();
     u.only_from = QUEUE_STATE_BIT(QUEUE_STATE_QUEUED) | QUEUE_STATE_BIT(QUEUE_STATE_RETRYING);
     return bulk_add(b, &u, campaign);
@@ -653,7 +658,7 @@ static int cancel_walk_cb(const queue_job_t *job, void *arg)
     walk_ctx_t *w = arg;
 
     w->last = job->id;
-    w->rc = cancel_one(w->b, job->id, job->state, job->campaign);
+    w->rc = cancel_one(w->b, job->id, job->state, job->campaign, job->attempts);
     return w->rc != 0;
 }
 
@@ -751,7 +756,7 @@ static void handle_cancel_retry(daemon_t *d, ipc_req_t *req, const ipc_request_t
     if (r->job != NULL) {
         if (cancel && (job.state == QUEUE_STATE_QUEUED || job.state == QUEUE_STATE_RETRYING ||
                        job.state == QUEUE_STATE_SENDING))
-            rc = cancel_one(b, job.id, job.state, job.campaign);
+            rc = cancel_one(b, job.id, job.state, job.campaign, job.attempts);
         else if (!cancel && retryable(job.state))
             rc = retry_one(b, &job);
         queue_job_clear(&job);

@@ -362,6 +362,22 @@ def cancel_after_answer(wd):
     check(st["counts"].get("cancelled") == n, "campaign counts: %s" % st["counts"])
     cl.close()
     check(d.stop() == 0, "SIGTERM exits 0")
+    # A cancel keeps the attempts already made (a 500 here; the retry is
+    # seconds away, so the cancel meets the job waiting).
+    d2 = avp.Daemon(wd, api.base, {"backoff_base_ms": 4000, "backoff_max_ms": 4000},
+                    state_dir=d.state_dir, name="daemon2").start()
+    to = "16690000001"
+    api.control(rules=[{"to": to, "status": 500, "times": 1}])
+    cl2 = d2.client()
+    j = cl2.request(avp.text_job(n + 2, sender=sender, to="+" + to))
+    wait_for(lambda: (lambda x: x["attempts"] == 1 and x["state"] == "retrying")(
+        cl2.request({"op": "get", "job": j["job"]})["job"]), 20, "one attempt made")
+    c = cl2.request({"op": "cancel", "job": j["job"]})
+    job = cl2.request({"op": "get", "job": j["job"]})["job"]
+    check(c["cancelled"] == 1 and job["state"] == "cancelled" and job["attempts"] == 1,
+          "cancelled with its attempt kept: %s %s" % (c, job))
+    cl2.close()
+    check(d2.stop() == 0, "SIGTERM exits 0")
     api.stop()
 
 
