@@ -66,6 +66,8 @@ struct commit {
     void *drained_arg;
     commit_stat_cb stat_cb;
     void *stat_arg;
+    commit_fail_cb fail_cb;
+    void *fail_arg;
     int handles_open;
 };
 
@@ -376,6 +378,12 @@ void commit_set_stat_cb(commit_t *c, commit_stat_cb cb, void *arg)
     c->stat_arg = arg;
 }
 
+void commit_set_fail_cb(commit_t *c, commit_fail_cb cb, void *arg)
+{
+    c->fail_cb = cb;
+    c->fail_arg = arg;
+}
+
 static void work_cb(uv_work_t *w)
 {
     commit_t *c = w->data;
@@ -481,12 +489,18 @@ static void after_work_cb(uv_work_t *w, int status)
         c->full_until = uv_now(c->loop) + COMMIT_FULL_PROBE_MS;
     }
     if (rc == 0) {
+        if (c->failures > 0 && c->fail_cb)
+            c->fail_cb(0, (unsigned)c->failures, c->fail_arg);
         c->failures = 0;
         start_soon(c);
     } else if (c->draining && ++c->failures >= 3) {
+        if (c->fail_cb)
+            c->fail_cb(rc, (unsigned)c->failures, c->fail_arg);
         fail_all(c, rc);
     } else {
         c->failures++;
+        if (c->fail_cb && !is_full_error(rc))
+            c->fail_cb(rc, (unsigned)c->failures, c->fail_arg);
         uv_timer_start(&c->retry, retry_cb, RETRY_PAUSE_MS, 0);
     }
     check_drained(c);

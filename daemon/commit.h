@@ -108,6 +108,16 @@ size_t commit_backlog(const commit_t *c);
 /* Stats hook (may be NULL). */
 void commit_set_stat_cb(commit_t *c, commit_stat_cb cb, void *arg);
 
+/* Called from the loop after each failed batch (rc < 0, `in_row` failed
+ * batches so far, this one included; the batch is retried after
+ * RETRY_PAUSE_MS), and once after the first successful batch that ends such
+ * a run (rc 0, `in_row` the failures it ended). For the daemon's log: the
+ * committer itself says nothing. */
+typedef void (*commit_fail_cb)(int rc, unsigned in_row, void *arg);
+
+/* Failure hook (may be NULL). */
+void commit_set_fail_cb(commit_t *c, commit_fail_cb cb, void *arg);
+
 /* Commits everything queued, then calls `done` (from the loop). After this
  * call nothing may be added. */
 void commit_drain(commit_t *c, void (*done)(void *arg), void *arg);

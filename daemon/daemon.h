@@ -56,8 +56,9 @@ typedef struct daemon_stats {
     unsigned long long by_action[CLASSIFY_RESCHEDULE_DAY + 1];
     unsigned long long commits;
     unsigned long long commit_ops;
-    metrics_hist_t http_latency; /* every send request that got an answer or failed */
-    unsigned long long purged;   /* finished jobs deleted after retention_s */
+    unsigned long long commit_failures; /* failed batches (each retried) */
+    metrics_hist_t http_latency;        /* every send request that got an answer or failed */
+    unsigned long long purged;          /* finished jobs deleted after retention_s */
 } daemon_stats_t;
 
 /* A `watch` stream and its filter (NULL: every campaign). */
@@ -211,6 +212,9 @@ void dispatch_release_waiting(daemon_t *d);
 void dispatch_pump_soon(daemon_t *d);
 /* Commit statistics hook (refreshes counters, resumes a waiting refill). */
 void dispatch_on_commit_stat(size_t ops, double seconds, void *arg);
+/* Commit failure hook: counts failed batches and logs them (the first of a
+ * run at once, then at most one line a second) and their end. */
+void dispatch_on_commit_fail(int rc, unsigned in_row, void *arg);
 
 /* events.c: job state changes for `watch` streams. Each costs nothing when
  * nobody watches. daemon_event_job looks the job's campaign up in the store;

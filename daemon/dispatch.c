@@ -1187,6 +1187,25 @@ void dispatch_pump_soon(daemon_t *d)
         uv_idle_start(&d->pump_idle, pump_idle_cb);
 }
 
+void dispatch_on_commit_fail(int rc, unsigned in_row, void *arg)
+{
+    daemon_t *d = arg;
+    double now = daemon_now();
+
+    if (rc == 0) {
+        dlog(d, CONFIG_LOG_WARN, "store commits work again after %u failed", in_row);
+        return;
+    }
+    d->stats.commit_failures++;
+    if (in_row == 1 || now - d->commit_err_logged >= 1.0) {
+        d->commit_err_logged = now;
+        dlog(d, CONFIG_LOG_ERROR,
+             "store commit failed (%u in a row): %s; retried every 500 ms, nothing is "
+             "acknowledged or sent until it succeeds",
+             in_row, queue_strerror(rc));
+    }
+}
+
 void dispatch_on_commit_stat(size_t ops, double seconds, void *arg)
 {
     daemon_t *d = arg;

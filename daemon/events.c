@@ -226,6 +226,7 @@ void daemon_metrics_write(daemon_t *d)
     s.requests = d->stats.sends;
     s.possible_duplicates = d->stats.maybe_duplicates;
     s.commits = d->stats.commits;
+    s.commit_failures = d->stats.commit_failures;
     s.inflight = d->sched ? sched_inflight(d->sched) : 0;
     s.http_inflight = d->http ? (unsigned)http_pool_inflight(d->http) : 0;
     s.active = d->sched ? sched_jobs(d->sched) : 0;

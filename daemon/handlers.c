@@ -317,6 +317,7 @@ static void handle_stats(daemon_t *d, ipc_req_t *req)
     jsonnum_add(st, "throttled", (double)d->stats.by_action[CLASSIFY_THROTTLE_SENDER]);
     jsonnum_add(st, "pairLimited", (double)d->stats.by_action[CLASSIFY_RETRY_PAIR]);
     jsonnum_add(st, "commits", (double)d->stats.commits);
+    jsonnum_add(st, "commitFailures", (double)d->stats.commit_failures);
     jsonnum_add(st, "purged", (double)d->stats.purged);
     jsonnum_add(st, "connections", ipc_server_connections(d->ipc));
     http_pool_stats(d->http, &hs);

@@ -487,6 +487,7 @@ static int start_modules(daemon_t *d, int n_passed)
     if ((rc = commit_new(d->loop, d->q, &d->commit)) != 0)
         return rc;
     commit_set_stat_cb(d->commit, dispatch_on_commit_stat, d);
+    commit_set_fail_cb(d->commit, dispatch_on_commit_fail, d);
     sched_opts(d, &so);
     if ((rc = sched_new(&so, &d->sched)) != 0)
         return rc;

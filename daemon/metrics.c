@@ -142,6 +142,10 @@ int metrics_render(const metrics_snapshot_t *s, char **out, size_t *len)
            "Requests that failed after they may have reached the API.",
            (double)s->possible_duplicates);
     scalar(f, "commits_total", "counter", "Store commits since start.", (double)s->commits);
+    scalar(f, "commit_failures_total", "counter",
+           "Store commits that failed since start (each retried; nothing is acknowledged or "
+           "sent meanwhile).",
+           (double)s->commit_failures);
     scalar(f, "inflight", "gauge",
            "Jobs picked and not finished: requests on the wire plus those whose sending record "
            "is being committed (so up to max_inflight plus a commit's worth).",

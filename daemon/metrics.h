@@ -65,7 +65,7 @@ typedef struct metrics_snapshot {
     const metrics_sender_t *senders;
     size_t n_senders;
     double oldest_due_age; /* seconds the earliest due job has waited; 0: none */
-    uint64_t submitted, duplicates, requests, possible_duplicates, commits;
+    uint64_t submitted, duplicates, requests, possible_duplicates, commits, commit_failures;
     unsigned inflight;      /* jobs picked and not finished */
     unsigned http_inflight; /* requests on the wire */
     size_t active;

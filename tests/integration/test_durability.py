@@ -433,6 +433,10 @@ def sync_failures(wd):
     inj = faults.injected()
     check(inj["fdatasync"] > 0 and inj["pwrite"] > 0, "faults injected: %s" % inj)
     check("Input/output error" in d.stderr(), "the failure is logged")
+    check("store commit failed (1 in a row)" in d.stderr()
+          and "store commits work again after" in d.stderr(),
+          "failed batches and their end are logged: %s" % d.stderr()[-800:])
+    check(cl.stats()["commitFailures"] >= 3, "counted in stats: %s" % cl.stats()["commitFailures"])
 
     # ENOSPC on the data pages: QUEUE_FULL, and recovery once space returns.
     faults.set("data ENOSPC")
