@@ -777,6 +777,11 @@ int queue_open(const char *dir, const queue_options_t *opt, queue_t **out)
     rc = queue__write_run(q, open_dbs_fn, &oc);
     if (rc != 0)
         goto fail;
+    /* The files' names: a synced commit makes data.mdb's contents durable,
+     * not its directory entry (POSIX; the lock files were just created). */
+    rc = queue_dir_sync(dir);
+    if (rc != 0)
+        goto fail;
     q->next_id = (oc.hwm > oc.last_id ? oc.hwm : oc.last_id) + 1;
     *out = q;
     return 0;
@@ -785,6 +790,18 @@ fail_mdb:
     rc = queue__err_map(rc);
 fail:
     queue_close(q);
+    return rc;
+}
+
+int queue_dir_sync(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+
+    if (fd < 0)
+        return -errno;
+    if (fsync(fd) != 0 && errno != EINVAL) /* EINVAL: a filesystem without it */
+        rc = -errno;
+    close(fd);
     return rc;
 }
 

@@ -187,6 +187,11 @@ typedef int (*queue_due_cb)(const queue_due_entry_t *e, void *user);
  */
 int queue_open(const char *dir, const queue_options_t *opt, queue_t **out);
 
+/* fsyncs directory `dir`, so that entries created or renamed in it survive
+ * a power cut (queue_open does it for the store's own directory; a caller
+ * that creates the state directory syncs its parent). 0 or -errno. */
+int queue_dir_sync(const char *dir);
+
 /* Closes the environment and releases the lock. Accepts NULL. No commit may
  * be running. */
 void queue_close(queue_t *q);

@@ -686,6 +686,23 @@ static void t_locked(void)
     queue_close(q);
 }
 
+/* queue_dir_sync: a directory syncs, anything else is an error. */
+static void t_dir_sync(void)
+{
+    char file[600];
+
+    CHECK_RC(queue_dir_sync(g_dir), 0);
+    snprintf(file, sizeof file, "%s/nope", g_dir);
+    CHECK_RC(queue_dir_sync(file), -ENOENT);
+    {
+        FILE *f = fopen(file, "w");
+        CHECK(f != NULL);
+        fclose(f);
+    }
+    CHECK_RC(queue_dir_sync(file), -ENOTDIR);
+    unlink(file);
+}
+
 static void t_growth(void)
 {
     queue_options_t opt = {256 << 10, 64 << 20, 0};
@@ -1828,6 +1845,7 @@ static const qtest_case_t cases[] = {
     {"recover_requeue", t_recover_requeue},
     {"recover_uncertain", t_recover_uncertain},
     {"locked", t_locked},
+    {"dir_sync", t_dir_sync},
     {"growth", t_growth},
     {"full", t_full},
     {"decoder", t_decoder},
