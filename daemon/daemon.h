@@ -48,6 +48,11 @@
 
 struct attempt;
 
+/* The daemon's marks on a job: sched_job_t.marks in memory, the record's
+ * flags in the store (queue_job_t.flags, queue_update_t.set_flags). */
+#define DAEMON_JOB_DAY_RESCHEDULED 0x01 /* 131049: rescheduled 24 h once */
+#define DAEMON_JOB_MAYBE_SENT 0x02      /* in flight at a crash: may have been delivered */
+
 typedef struct daemon_stats {
     unsigned long long submitted;
     unsigned long long duplicates;

@@ -312,11 +312,31 @@ static void record(daemon_t *d, uint64_t id, int state, uint16_t attempts, doubl
     record_ex(d, id, state, attempts, due, wamid, err, false, 0);
 }
 
+/* The expiry of a job with `marks` (sched_job_t.marks or the store's
+ * flags): `expired`, "not sent" - unless a restart found it in flight
+ * (DAEMON_JOB_MAYBE_SENT): then it may have been delivered before the
+ * crash, and it ends `uncertain`, saying so. */
+static void record_expiry(daemon_t *d, uint64_t id, uint16_t attempts, uint8_t marks, bool settle)
+{
+    queue_error_info_t e;
+
+    if (!(marks & DAEMON_JOB_MAYBE_SENT)) {
+        record_ex(d, id, QUEUE_STATE_EXPIRED, attempts, 0, NULL, NULL, settle, 0);
+        return;
+    }
+    memset(&e, 0, sizeof(e));
+    snprintf(e.code, sizeof(e.code), "EXPIRED");
+    snprintf(e.message, sizeof(e.message),
+             "expired before it could be sent again; a restart found its request in flight, "
+             "so it may have been delivered then");
+    record_ex(d, id, QUEUE_STATE_UNCERTAIN, attempts, 0, NULL, &e, settle, 0);
+}
+
 /* A job that never had its request in flight expired: it leaves the active
  * set (if it was there) while the store still shows it due. */
-static void record_expired(daemon_t *d, uint64_t id, uint16_t attempts)
+static void record_expired(daemon_t *d, uint64_t id, uint16_t attempts, uint8_t marks)
 {
-    record_ex(d, id, QUEUE_STATE_EXPIRED, attempts, 0, NULL, NULL, true, 0);
+    record_expiry(d, id, attempts, marks, true);
 }
 
 static double backoff(const daemon_t *d, unsigned attempts)
@@ -594,7 +614,7 @@ static void retry_job(daemon_t *d, sched_job_t *job, const classify_result_t *c,
 
 /* sched_job_t.marks and queue_job_t.flags (the store's): rescheduled for
  * 131049 already. */
-#define MARK_DAY_RESCHEDULED 0x01
+#define MARK_DAY_RESCHEDULED DAEMON_JOB_DAY_RESCHEDULED
 
 /* 131049 (per-user marketing cap): once, not before 24 h; the second time
  * the job fails, also when other errors came between and across restarts.
@@ -790,7 +810,7 @@ static void post(daemon_t *d, attempt_t *a, sched_job_t *job)
         job->attempts--; /* it never left */
         free(a->body);
         free(a);
-        record(d, job->id, QUEUE_STATE_EXPIRED, job->attempts, 0, NULL, NULL);
+        record_expiry(d, job->id, job->attempts, job->marks, false);
         sched_job_finish(d->sched, job);
         dispatch_pump_soon(d);
         return;
@@ -888,7 +908,7 @@ static void dispatch(daemon_t *d, sched_job_t *job, double now, queue_reader_t *
     int rc;
 
     if (job->expires_at > 0 && now > job->expires_at) {
-        record_expired(d, job->id, job->attempts);
+        record_expired(d, job->id, job->attempts, job->marks);
         sched_job_finish(d->sched, job);
         return;
     }
@@ -982,6 +1002,7 @@ static int refill_add(refill_ctx_t *r, const queue_due_entry_t *e, const sched_k
     t.expires_at = e->expires_at;
     t.attempts = e->attempts;
     t.max_attempts = e->max_attempts;
+    t.marks = e->flags;
     t.type = e->type;
     t.priority = e->priority;
     if (e->phone_number_id == NULL || sched_job_add(r->d->sched, &t, k) != 0) {
@@ -1037,7 +1058,7 @@ static int refill_entry_cb(const queue_due_entry_t *e, void *arg)
         sched_keys_paused(d->sched, e->phone_number_id, e->campaign)) {
         /* Left in the store, but a pause does not stop its expiry. */
         if (e->expires_at > 0 && e->expires_at <= r->now && e->state != QUEUE_STATE_SENDING)
-            record_expired(d, e->id, e->attempts);
+            record_expired(d, e->id, e->attempts, e->flags);
         else
             note_paused_expiry(d, e->expires_at);
         if (++r->skipped > REFILL_SKIP_MAX) {
@@ -1154,7 +1175,7 @@ static void pump(daemon_t *d)
     if (d->stopping)
         return;
     while ((job = sched_next_expired(d->sched, now)) != NULL) {
-        record_expired(d, job->id, job->attempts);
+        record_expired(d, job->id, job->attempts, job->marks);
         sched_job_finish(d->sched, job);
     }
     /* When max_inflight durable attempts already wait for a request slot,

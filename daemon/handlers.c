@@ -593,12 +593,16 @@ static bulk_t *bulk_new(daemon_t *d, ipc_req_t *req, const char *field, int to_s
  * whose store state is `sending` is finishing (its outcome is pending).
  */
 /* `attempts`: the job's count in the store (kept: a cancel does not undo
- * the requests already made). */
-static int cancel_one(bulk_t *b, uint64_t id, int state, const char *campaign, uint16_t attempts)
+ * the requests already made). `flags`: the store's; a job a restart found
+ * in flight (DAEMON_JOB_MAYBE_SENT) is cancelled with a last error saying
+ * it may have been delivered then. */
+static int cancel_one(bulk_t *b, uint64_t id, int state, const char *campaign, uint16_t attempts,
+                      uint8_t flags)
 {
     daemon_t *d = b->d;
     sched_job_t *sj;
     queue_update_t u;
+    queue_error_info_t e;
 
     /* "Not in memory" must mean "only in the store": a committed job still
      * on its way into memory would be cancelled in the store only, then go
@@ -617,6 +621,14 @@ static int cancel_one(bulk_t *b, uint64_t id, int state, const char *campaign, u
     u.id = id;
     u.state = QUEUE_STATE_CANCELLED;
     u.attempts = attempts;
+    if (flags & DAEMON_JOB_MAYBE_SENT) {
+        memset(&e, 0, sizeof(e));
+        snprintf(e.code, sizeof(e.code), "CANCELLED");
+        snprintf(e.message, sizeof(e.message),
+                 "cancelled before it was sent again; a restart found its request in flight, "
+                 "so it may have been delivered then");
+        u.last_error = &e;
+    }
     u.updated_at = daemon_now();
     u.only_from = QUEUE_STATE_BIT(QUEUE_STATE_QUEUED) | QUEUE_STATE_BIT(QUEUE_STATE_RETRYING);
     return bulk_add(b, &u, campaign);
@@ -659,7 +671,7 @@ static int cancel_walk_cb(const queue_job_t *job, void *arg)
     walk_ctx_t *w = arg;
 
     w->last = job->id;
-    w->rc = cancel_one(w->b, job->id, job->state, job->campaign, job->attempts);
+    w->rc = cancel_one(w->b, job->id, job->state, job->campaign, job->attempts, job->flags);
     return w->rc != 0;
 }
 
@@ -757,7 +769,7 @@ static void handle_cancel_retry(daemon_t *d, ipc_req_t *req, const ipc_request_t
     if (r->job != NULL) {
         if (cancel && (job.state == QUEUE_STATE_QUEUED || job.state == QUEUE_STATE_RETRYING ||
                        job.state == QUEUE_STATE_SENDING))
-            rc = cancel_one(b, job.id, job.state, job.campaign, job.attempts);
+            rc = cancel_one(b, job.id, job.state, job.campaign, job.attempts, job.flags);
         else if (!cancel && retryable(job.state))
             rc = retry_one(b, &job);
         queue_job_clear(&job);

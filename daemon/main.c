@@ -439,7 +439,7 @@ static int open_store(daemon_t *d)
                 queue_strerror(rc));
         return rc;
     }
-    rc = queue_recover(d->q, d->cfg.at_most_once, daemon_now(), &n);
+    rc = queue_recover(d->q, d->cfg.at_most_once, daemon_now(), DAEMON_JOB_MAYBE_SENT, &n);
     if (rc != 0) {
         fprintf(stderr, "avenpingd: recovering the store: %s\n", queue_strerror(rc));
         return rc;

@@ -1818,6 +1818,7 @@ int sched_job_add(sched_t *s, const sched_job_t *tmpl, const sched_keys_t *keys)
     j->expires_at = tmpl->expires_at;
     j->attempts = tmpl->attempts;
     j->max_attempts = tmpl->max_attempts;
+    j->marks = tmpl->marks;
     j->type = tmpl->type;
     j->priority = tmpl->priority < NPRIO ? tmpl->priority : NPRIO - 1;
     j->sender = sd;

@@ -104,7 +104,7 @@ typedef struct sched_job {
     uint8_t where_;
     bool win_pending_;                 /* its departure is not in the window yet */
     bool win_slot_;                    /* this attempt has a place in the window (win_seq_) */
-    uint8_t marks;                     /* the caller's, while the job is in memory; 0 at add */
+    uint8_t marks;                     /* the caller's (copied at add) */
     uint32_t wait_idx_;                /* in the waiting set (heap or FIFO) */
     uint32_t exp_idx_;                 /* in the expiry set (heap or FIFO) */
     uint32_t win_seq_;                 /* its place in the sender's window */

@@ -833,6 +833,7 @@ typedef struct recover_ctx {
     bool at_most_once;
     double now;
     size_t n;
+    uint8_t requeue_flags;
 } recover_ctx_t;
 
 typedef struct sending_job {
@@ -911,6 +912,7 @@ static int recover_fn(queue__wtxn_t *w, void *arg)
         p.attempts = list[i].attempts;
         p.updated_at = ctx->now;
         p.next_attempt_at = ctx->now;
+        p.set_flags = ctx->at_most_once ? 0 : ctx->requeue_flags;
         rc = queue__job_update(w, list[i].id, &p, &res);
         if (rc != 0)
             goto out;
@@ -924,9 +926,10 @@ out:
     return rc;
 }
 
-int queue_recover(queue_t *q, bool at_most_once, double now, size_t *n_recovered)
+int queue_recover(queue_t *q, bool at_most_once, double now, uint8_t requeue_flags,
+                  size_t *n_recovered)
 {
-    recover_ctx_t ctx = {at_most_once, now, 0};
+    recover_ctx_t ctx = {at_most_once, now, 0, requeue_flags};
     int rc;
 
     if (n_recovered != NULL)
@@ -1138,6 +1141,7 @@ int queue__due_entry_read(MDB_cursor *jobs, uint64_t id, char *sbuf, queue_due_e
     e->priority = rec.priority;
     e->attempts = rec.attempts;
     e->max_attempts = rec.max_attempts;
+    e->flags = rec.flags;
     e->expires_at = rec.expires_at;
     e->phone_number_id = sp[0];
     e->to = sp[1];

@@ -168,6 +168,7 @@ typedef struct queue_due_entry {
     uint8_t priority;
     uint16_t attempts;
     uint16_t max_attempts;
+    uint8_t flags; /* queue_job_t.flags */
     double expires_at;
     const char *phone_number_id;
     const char *to;
@@ -203,11 +204,14 @@ uint64_t queue_id_next(queue_t *q);
 
 /*
  * Crash recovery, called once after queue_open and before anything else.
- * Jobs found in state `sending` become `queued` (due at `now`) when
- * at_most_once is false, or `uncertain` (off the due index) when it is true.
- * *n_recovered (may be NULL) receives how many were changed. One synced txn.
+ * Jobs found in state `sending` become `queued` (due at `now`, with
+ * `requeue_flags` OR-ed into their flags: the caller's mark for "may have
+ * been delivered") when at_most_once is false, or `uncertain` (off the due
+ * index) when it is true. *n_recovered (may be NULL) receives how many were
+ * changed. One synced txn.
  */
-int queue_recover(queue_t *q, bool at_most_once, double now, size_t *n_recovered);
+int queue_recover(queue_t *q, bool at_most_once, double now, uint8_t requeue_flags,
+                  size_t *n_recovered);
 
 /* --- Write batches (group commit) ------------------------------------- */
 

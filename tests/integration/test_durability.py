@@ -485,8 +485,47 @@ def sync_failures(wd):
     api.stop()
 
 
+def maybe_sent_marked(wd):
+    """at-least-once: a job a restart finds in flight may have been delivered.
+    If it expires before it can be sent again it ends `uncertain` (not
+    `expired`, which says "not sent"), and a cancel of it says so in its last
+    error."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    cl = d.client()
+    api.control(latency_ms=5000)
+    a_exp = time.time() + 1.5
+    a = cl.request(avp.text_job(1, sender="1000001", expiresAt=a_exp))
+    b = cl.request(dict(avp.text_job(2, sender="1000002"), campaign="held"))
+    wait_for(lambda: api.stats()["requests"] >= 2, 10, "both requests at the API")
+    check(cl.request({"op": "pause", "campaign": "held"})["ok"], "pause (the request is out)")
+    cl.close()
+    d.kill9()
+    # The restart comes after the first job's expiry (a time to pass, not an event).
+    wait_for(lambda: time.time() > a_exp + 0.2, 10, "past the first job's expiry")
+    api.control(latency_ms=0)
+    d2 = avp.Daemon(wd, api.base, state_dir=d.state_dir, name="daemon2").start()
+    cl = d2.client()
+    ja = wait_for(lambda: (lambda j: j if j["state"] not in ("queued", "sending", "retrying")
+                           else None)(cl.request({"op": "get", "job": a["job"]})["job"]),
+                  20, "the first job's end")
+    check(ja["state"] == "uncertain" and ja["lastError"]["code"] == "EXPIRED"
+          and "may have been delivered" in ja["lastError"]["message"],
+          "expired after the restart: uncertain, saying why: %s" % ja)
+    c = cl.request({"op": "cancel", "campaign": "held"})
+    jb = cl.request({"op": "get", "job": b["job"]})["job"]
+    check(c["cancelled"] == 1 and jb["state"] == "cancelled"
+          and "may have been delivered" in (jb["lastError"] or {}).get("message", ""),
+          "cancelled, saying it may have been delivered: %s %s" % (c, jb))
+    n_a = sum(1 for s in api.sends() if avp.marker(s) == "job-1")
+    check(n_a == 1, "the expired job reached the API once (before the kill): %d" % n_a)
+    cl.close()
+    check(d2.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (idempotency, at_most_once_kill9, retention, churn, storage_full,
-                                 schema, sync_failures)}
+                                 schema, sync_failures, maybe_sent_marked)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:

@@ -568,7 +568,7 @@ static void t_counts(void)
     CHECK(c[QUEUE_STATE_FAILED] == 1 && c[QUEUE_STATE_CANCELLED] == 1);
     {
         size_t n;
-        CHECK_OK(queue_recover(q, true, 50.0, &n));
+        CHECK_OK(queue_recover(q, true, 50.0, 0x80, &n));
         CHECK(n == 1);
     }
     counts_of(q, c);
@@ -601,7 +601,7 @@ static void recover_case(bool amo)
     queue_close(q); /* "crash" */
 
     q = open_q(NULL);
-    CHECK_OK(queue_recover(q, amo, 500.0, &n));
+    CHECK_OK(queue_recover(q, amo, 500.0, 0x80, &n));
     CHECK(n == 3);
     counts_of(q, c);
     CHECK(c[QUEUE_STATE_SENDING] == 0 && c[QUEUE_STATE_SENT] == 1);
@@ -620,11 +620,15 @@ static void recover_case(bool amo)
         CHECK_OK(queue_job_get(q, ids[2], &g));
         CHECK(g.state == QUEUE_STATE_QUEUED && g.next_attempt_at == 500.0);
         CHECK(g.updated_at == 500.0 && g.attempts == 1);
+        CHECK(g.flags == 0x80); /* the caller's "may have been delivered" */
+        queue_job_clear(&g);
+        CHECK_OK(queue_job_get(q, ids[1], &g));
+        CHECK(g.flags == 0); /* was not in flight */
         queue_job_clear(&g);
     }
-    CHECK_OK(queue_recover(q, amo, 600.0, &n));
+    CHECK_OK(queue_recover(q, amo, 600.0, 0x80, &n));
     CHECK(n == 0);
-    CHECK_OK(queue_recover(q, amo, 600.0, NULL));
+    CHECK_OK(queue_recover(q, amo, 600.0, 0x80, NULL));
     queue_batch_free(b);
     queue_close(q);
 }
@@ -1466,7 +1470,7 @@ static void t_campaign(void)
     CHECK(update_one(q, ids[3], QUEUE_STATE_SENDING, 10.0, NULL, NULL) == 0);
     queue_close(q);
     q = open_q(NULL);
-    CHECK_OK(queue_recover(q, true, 100.0, NULL));
+    CHECK_OK(queue_recover(q, true, 100.0, 0x80, NULL));
     CHECK_OK(queue_campaign_counts(q, "spring", c));
     CHECK(c[QUEUE_STATE_UNCERTAIN] == 1 && c[QUEUE_STATE_QUEUED] == 2 && c[0] == 6);
     CHECK(camp_list(q, "spring", QUEUE_STATE_UNCERTAIN, 0, 100, &x, &more) == 1);
