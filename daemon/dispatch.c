@@ -791,10 +791,10 @@ static void attempt_unsent(attempt_t *a, sched_job_t *job, double due)
     retry_later(d, job, due);
 }
 
-/* Posts a durable attempt - unless the job was paused or expired since it
- * was picked (its `sending` commit and the wait for a request slot can
- * take seconds under load): a paused job is not sent, nor one past its
- * expiresAt. */
+/* Posts a durable attempt - unless the job was paused, held or expired
+ * since it was picked (its `sending` commit and the wait for a request slot
+ * can take seconds under load): a paused or held job waits again, one past
+ * its expiresAt is not sent. */
 static void post(daemon_t *d, attempt_t *a, sched_job_t *job)
 {
     int rc;
@@ -803,6 +803,14 @@ static void post(daemon_t *d, attempt_t *a, sched_job_t *job)
         /* Paused since it was picked (its `sending` commit and the wait
          * for a slot): it goes back to wait, the attempt never left. */
         attempt_unsent(a, job, daemon_now());
+        return;
+    }
+    if (sched_job_held_until(d->sched, job) > daemon_now()) {
+        /* Likewise held since (a 429 of its sender, Graph throttling, its
+         * pair's limit): it waits for the hold's end instead of adding a
+         * request to the overload. */
+        attempt_unsent(a, job, sched_job_held_until(d->sched, job));
+        dispatch_pump_soon(d);
         return;
     }
     if (job->expires_at > 0 && daemon_now() > job->expires_at) {

@@ -2334,6 +2334,17 @@ static bool job_paused(const sched_job_t *j)
     return j->sender->paused || j->camp_->paused;
 }
 
+double sched_job_held_until(const sched_t *s, const sched_job_t *j)
+{
+    double t = s->hold_all_until;
+
+    if (j->sender->hold_until > t)
+        t = j->sender->hold_until;
+    if (j->pair_ != NULL && j->pair_->hold_until > t)
+        t = j->pair_->hold_until;
+    return t;
+}
+
 bool sched_job_paused(const sched_t *s, const sched_job_t *j)
 {
     return s->all_paused || s->account_paused || job_paused(j);

@@ -270,6 +270,10 @@ bool sched_keys_paused(const sched_t *s, const char *phone_number_id, const char
  * decides). */
 bool sched_job_paused(const sched_t *s, const sched_job_t *job);
 
+/* Until when a hold keeps `job` back: all sending (Graph throttling), its
+ * sender (429, maintenance) or its pair (131056); in the past when none. */
+double sched_job_held_until(const sched_t *s, const sched_job_t *job);
+
 /* Removes from the active set every job that cannot go because of a pause
  * (not in flight), with the later jobs of its order key, so paused jobs do
  * not take the room of others. Returns how many were removed (they stay

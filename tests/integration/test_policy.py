@@ -561,6 +561,30 @@ def pause_stops_picked(wd):
     api.stop()
 
 
+def hold_stops_picked(wd):
+    """A 429 with Retry-After holds its sender also for the jobs already
+    picked whose requests wait for a slot: nothing more of that sender
+    reaches the API before the hold ends."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"max_inflight": 1}).start()
+    cl = d.client()
+    api.control(latency_ms=150, rules=[{"to": "16710000000", "status": 429, "retry_after": 2,
+                                         "times": 1}])
+    jobs = [avp.text_job(0, sender="1000001", to="+16710000000")]
+    jobs += [avp.text_job(i, sender="1000001", to="+1671000%04d" % i) for i in range(1, 20)]
+    submit_all(d, jobs)
+    wait_for(lambda: api.stats()["by_status"].get("429", 0) >= 1, 10, "the 429")
+    t429 = time.time()
+    wait_all_final(cl, 30)
+    first = min(s["t"] for s in api.sends())
+    print("first accepted send %.2f s after the 429 was seen" % (first - t429))
+    check(first >= t429 + 1.7, "held for Retry-After: first send %.2f s after the 429"
+          % (first - t429))
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def api_unreachable(wd):
     """Nothing listens at api_base: after a run of connections that fail, the
     account pauses as unreachable (no job fails, no connect storm: before,
@@ -754,7 +778,7 @@ CASES = {f.__name__: f for f in (rate_multi_sender, adaptive_converges, ordered_
                                  token_revoked, pair_pacing, expired_and_scheduled, pauses,
                                  cancel_after_answer, at_most_once_maybe_sent,
                                  global_rate_cap, account_needs_operator, api_unreachable,
-                                 expired_while_waiting, pause_stops_picked,
+                                 expired_while_waiting, pause_stops_picked, hold_stops_picked,
                                  order_behind_paused,
                                  reschedule_day_once)}
 
