@@ -592,25 +592,39 @@ static void req_hold_first_only(struct h *h, ipc_req_t *r)
     answer_ping(r);
 }
 
+/* Connects, sends `n` bytes of `data` (n 0: none; shut_wr: then half-closes)
+ * and expects the refusal `code`/`msg` with `id` (compact JSON, NULL: none),
+ * then the end of the connection. */
+static void expect_refusal(struct h *h, const char *data, size_t n, bool shut_wr, const char *id,
+                           const char *code, const char *msg)
+{
+    struct cl c;
+    char want[256];
+
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    if (n > 0)
+        cl_send(&c, data, n);
+    if (shut_wr)
+        shutdown(c.fd, SHUT_WR);
+    snprintf(want, sizeof want, "{%s%s%s\"ok\":false,\"error\":\"%s\",\"message\":\"%s\"}",
+             id ? "\"id\":" : "", id ? id : "", id ? "," : "", code, msg);
+    expect_line(&c, want);
+    expect_eof(&c);
+    cl_close(&c);
+}
+
 static void client_max_connections(struct h *h)
 {
-    struct cl a, b, x, d;
+    struct cl a, b, d;
+    const char *two = "{\"op\":\"ping\",\"id\":9}\n{\"op\":\"ping\",\"id\":10}\n";
     REQUIRE(cl_open(&a, h->path) == 0, "a");
     ping(&a, 1);
     REQUIRE(cl_open(&b, h->path) == 0, "b");
     ping(&b, 2);
-    REQUIRE(cl_open(&x, h->path) == 0, "x");
-    expect_line(&x, "{\"ok\":false,\"error\":\"QUEUE_FULL\",\"message\":\"too many connections\"}");
-    expect_eof(&x);
-    cl_close(&x);
+    expect_refusal(h, NULL, 0, false, NULL, "QUEUE_FULL", "too many connections");
     /* A client that writes first and reads then: its request is answered
      * (with its id) before the close, so its write does not fail. */
-    REQUIRE(cl_open(&x, h->path) == 0, "x2");
-    cl_sends(&x, "{\"op\":\"ping\",\"id\":9}\n{\"op\":\"ping\",\"id\":10}\n");
-    expect_line(&x, "{\"id\":9,\"ok\":false,\"error\":\"QUEUE_FULL\",\"message\":\"too many "
-                    "connections\"}");
-    expect_eof(&x);
-    cl_close(&x);
+    expect_refusal(h, two, strlen(two), false, "9", "QUEUE_FULL", "too many connections");
     cl_close(&a);
     wait_until(h, pred_conns, (void *)1, "one connection");
     REQUIRE(cl_open(&d, h->path) == 0, "d");
@@ -624,53 +638,23 @@ static void client_max_connections(struct h *h)
 static void client_allowed_uids(struct h *h)
 {
     struct cl c;
-    char want[128];
-    REQUIRE(cl_open(&c, h->path) == 0, "connect");
-    snprintf(want, sizeof want,
-             "{\"ok\":false,\"error\":\"FORBIDDEN\",\"message\":\"uid %ld not allowed\"}",
-             (long)getuid());
-    expect_line(&c, want);
-    expect_eof(&c);
-    cl_close(&c);
+    char msg[64];
+    static char big[70 * 1024];
+    const char *req = "{\"op\":\"ping\",\"id\":\"a\"}\n", *bad = "{\"op\":\"nonsense\",\"id\":5}\n";
+
+    snprintf(msg, sizeof msg, "uid %ld not allowed", (long)getuid());
+    /* A client that only reads is told after the wait. */
+    expect_refusal(h, NULL, 0, false, NULL, "FORBIDDEN", msg);
     /* Write first, read then (what most clients do): the first request is
      * answered FORBIDDEN with its id, even when it is not a valid request,
      * and the write never meets a closed connection (EPIPE). */
-    REQUIRE(cl_open(&c, h->path) == 0, "connect");
-    cl_sends(&c, "{\"op\":\"ping\",\"id\":\"a\"}\n");
-    snprintf(want, sizeof want,
-             "{\"id\":\"a\",\"ok\":false,\"error\":\"FORBIDDEN\",\"message\":\"uid %ld not "
-             "allowed\"}",
-             (long)getuid());
-    expect_line(&c, want);
-    expect_eof(&c);
-    cl_close(&c);
-    REQUIRE(cl_open(&c, h->path) == 0, "connect");
-    cl_sends(&c, "{\"op\":\"nonsense\",\"id\":5}\n");
-    snprintf(want, sizeof want,
-             "{\"id\":5,\"ok\":false,\"error\":\"FORBIDDEN\",\"message\":\"uid %ld not allowed\"}",
-             (long)getuid());
-    expect_line(&c, want);
-    expect_eof(&c);
-    cl_close(&c);
+    expect_refusal(h, req, strlen(req), false, "\"a\"", "FORBIDDEN", msg);
+    expect_refusal(h, bad, strlen(bad), false, "5", "FORBIDDEN", msg);
     /* A first line past the refusal's bound (64 KiB): told without an id. */
-    {
-        static char big[70 * 1024];
-        memset(big, 'x', sizeof big);
-        REQUIRE(cl_open(&c, h->path) == 0, "connect");
-        cl_send(&c, big, sizeof big);
-        snprintf(want, sizeof want,
-                 "{\"ok\":false,\"error\":\"FORBIDDEN\",\"message\":\"uid %ld not allowed\"}",
-                 (long)getuid());
-        expect_line(&c, want);
-        expect_eof(&c);
-        cl_close(&c);
-    }
+    memset(big, 'x', sizeof big);
+    expect_refusal(h, big, sizeof big, false, NULL, "FORBIDDEN", msg);
     /* Half-closed without a request: told at once, not after the wait. */
-    REQUIRE(cl_open(&c, h->path) == 0, "connect");
-    shutdown(c.fd, SHUT_WR);
-    expect_line(&c, want);
-    expect_eof(&c);
-    cl_close(&c);
+    expect_refusal(h, NULL, 0, true, NULL, "FORBIDDEN", msg);
     /* The second server lists our uid. */
     REQUIRE(cl_open(&c, h->path2) == 0, "connect 2");
     ping(&c, 1);
