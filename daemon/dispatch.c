@@ -413,7 +413,30 @@ static void probe_cb(uv_timer_t *t)
  * side of the account is not): a probe would resume into the same error,
  * so they pause until an operator's `resume all`, stored so that a
  * restart does not send into them again. */
-static void pause_account_for(daemon_t *d, const char *reason, bool needs_operator);
+static void pause_account_for(daemon_t *d, const char *reason, bool needs_operator)
+{
+    int rc;
+
+    sched_account_pause(d->sched, true, reason);
+    if (needs_operator) {
+        sched_pause_all(d->sched, true);
+        rc = commit_add_pause(d->commit, QUEUE_PAUSE_ALL, "", reason, true, NULL, NULL);
+        if (rc != 0)
+            dlog(d, CONFIG_LOG_ERROR, "account pause not recorded: %s", queue_strerror(rc));
+        dlog(d, CONFIG_LOG_ERROR,
+             "account-level error (%s): all sending paused, no job fails; an operator must "
+             "act, then resume (avenpingctl resume --all)",
+             reason);
+        return;
+    }
+    /* Paused again soon after a probe resumed it: the probes back off
+     * further instead of starting over. */
+    if (d->account_resumed_at == 0 || daemon_now() - d->account_resumed_at > 60)
+        d->probe_failures = 0;
+    dlog(d, CONFIG_LOG_ERROR,
+         "account-level error (%s): all sending paused, no job fails; probing GET /v2/me", reason);
+    probe_schedule(d);
+}
 
 static void pause_account(daemon_t *d, const classify_result_t *c)
 {
@@ -450,31 +473,6 @@ static void pause_unreachable(daemon_t *d, const classify_result_t *c)
              "API unreachable: %u requests in a row could not be sent (%s: %s)", d->not_sent_run,
              c->error.code, c->error.message);
     pause_account_for(d, reason, false);
-}
-
-static void pause_account_for(daemon_t *d, const char *reason, bool needs_operator)
-{
-    int rc;
-
-    sched_account_pause(d->sched, true, reason);
-    if (needs_operator) {
-        sched_pause_all(d->sched, true);
-        rc = commit_add_pause(d->commit, QUEUE_PAUSE_ALL, "", reason, true, NULL, NULL);
-        if (rc != 0)
-            dlog(d, CONFIG_LOG_ERROR, "account pause not recorded: %s", queue_strerror(rc));
-        dlog(d, CONFIG_LOG_ERROR,
-             "account-level error (%s): all sending paused, no job fails; an operator must "
-             "act, then resume (avenpingctl resume --all)",
-             reason);
-        return;
-    }
-    /* Paused again soon after a probe resumed it: the probes back off
-     * further instead of starting over. */
-    if (d->account_resumed_at == 0 || daemon_now() - d->account_resumed_at > 60)
-        d->probe_failures = 0;
-    dlog(d, CONFIG_LOG_ERROR,
-         "account-level error (%s): all sending paused, no job fails; probing GET /v2/me", reason);
-    probe_schedule(d);
 }
 
 static void evict_paused(daemon_t *d)
@@ -778,16 +776,22 @@ static sched_job_t *attempt_job(attempt_t *a)
     return job;
 }
 
+/* The attempt never left: it does not count, and it is freed. */
+static void attempt_drop(attempt_t *a, sched_job_t *job)
+{
+    job->user = NULL;
+    job->attempts--;
+    free(a->body);
+    free(a);
+}
+
 /* The attempt never left (stopping, or no request could start): it does not
  * count, and the job is due again at `due`. */
 static void attempt_unsent(attempt_t *a, sched_job_t *job, double due)
 {
     daemon_t *d = a->d;
 
-    job->user = NULL;
-    job->attempts--;
-    free(a->body);
-    free(a);
+    attempt_drop(a, job);
     retry_later(d, job, due);
 }
 
@@ -797,27 +801,25 @@ static void attempt_unsent(attempt_t *a, sched_job_t *job, double due)
  * its expiresAt is not sent. */
 static void post(daemon_t *d, attempt_t *a, sched_job_t *job)
 {
+    double now = daemon_now(), held;
     int rc;
 
     if (sched_job_paused(d->sched, job)) {
         /* Paused since it was picked (its `sending` commit and the wait
          * for a slot): it goes back to wait, the attempt never left. */
-        attempt_unsent(a, job, daemon_now());
+        attempt_unsent(a, job, now);
         return;
     }
-    if (sched_job_held_until(d->sched, job) > daemon_now()) {
+    if ((held = sched_job_held_until(d->sched, job)) > now) {
         /* Likewise held since (a 429 of its sender, Graph throttling, its
          * pair's limit): it waits for the hold's end instead of adding a
          * request to the overload. */
-        attempt_unsent(a, job, sched_job_held_until(d->sched, job));
+        attempt_unsent(a, job, held);
         dispatch_pump_soon(d);
         return;
     }
-    if (job->expires_at > 0 && daemon_now() > job->expires_at) {
-        job->user = NULL;
-        job->attempts--; /* it never left */
-        free(a->body);
-        free(a);
+    if (job->expires_at > 0 && now > job->expires_at) {
+        attempt_drop(a, job);
         record_expiry(d, job->id, job->attempts, job->marks, false);
         sched_job_finish(d->sched, job);
         dispatch_pump_soon(d);

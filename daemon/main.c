@@ -7,6 +7,7 @@
  * docs/architecture.md.
  */
 #include <errno.h>
+#include <libgen.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -399,16 +400,10 @@ static int open_store(daemon_t *d)
 
     if (mkdir(d->cfg.state_dir, 0700) == 0) {
         /* The new directory's own entry, in its parent. */
-        char parent[PATH_MAX];
-        char *slash;
-        snprintf(parent, sizeof(parent), "%s", d->cfg.state_dir);
-        slash = strrchr(parent, '/');
-        if (slash == parent)
-            slash[1] = '\0';
-        else if (slash != NULL)
-            *slash = '\0';
-        else
-            snprintf(parent, sizeof(parent), ".");
+        char copy[PATH_MAX];
+        const char *parent;
+        snprintf(copy, sizeof(copy), "%s", d->cfg.state_dir);
+        parent = dirname(copy);
         if ((rc = queue_dir_sync(parent)) != 0) {
             fprintf(stderr, "avenpingd: state dir %s: syncing %s: %s\n", d->cfg.state_dir, parent,
                     strerror(-rc));
