@@ -33,6 +33,18 @@
  * - Request structs each own one easy handle whose constant options are set
  *   once; finished ones go to a free list and are reused (connections and
  *   the DNS cache live in the multi handle).
+ * - A request is written at most once over HTTP/1.x. libcurl re-sends a
+ *   request on a fresh connection by itself when a reused keep-alive
+ *   connection closes without any answer (Curl_retry_request); the first
+ *   copy may have reached the API, which takes no idempotency key, so that
+ *   silent resend could deliver a message twice even under at-most-once.
+ *   CURLOPT_PREREQFUNCTION runs before every write of the request: the
+ *   second run aborts the transfer, which then fails as HTTP_EMAYBESENT
+ *   (or HTTP_ENOTSENT when nothing had been written) and the caller's
+ *   delivery policy decides. Over HTTP/2 the resend is left to libcurl:
+ *   7.88 re-sends there only a stream the server refused (REFUSED_STREAM,
+ *   or above a GOAWAY's last stream), which the protocol guarantees was not
+ *   processed; a connection that dies under HTTP/2 fails its streams.
  * - The header list (with the token) is refcounted: each running request
  *   holds a reference, so set_token never frees a list a transfer uses.
  */
@@ -100,6 +112,8 @@ typedef struct http_req {
     size_t len, cap;
     double retry_after;
     double started; /* wall clock at engine_start */
+    unsigned sends;   /* times libcurl was about to write the request */
+    bool resend_cut;  /* the prereq callback refused a second write */
     char errbuf[CURL_ERROR_SIZE];
 } http_req_t;
 
@@ -116,6 +130,7 @@ struct http_engine {
     size_t nroutes;
     long timeout_ms, connect_timeout_ms;
     bool https, http2, closing;
+    bool h2_seen; /* the last answer came over HTTP/2 (ALPN chose it) */
     http_hdrs_t *hdrs; /* current list; the engine holds one reference */
     http_req_t *active_head, *active_tail;
     size_t inflight;
@@ -392,8 +407,14 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
     if (rc != CURLE_OK) /* only a failure needs to know whether bytes left */
         curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &reqsize);
     curl_easy_getinfo(r->easy, CURLINFO_TOTAL_TIME, &total);
-    if (rc == CURLE_OK)
+    if (rc == CURLE_OK) {
         curl_easy_getinfo(r->easy, CURLINFO_PRETRANSFER_TIME, &pretransfer);
+        if (e->http2) { /* what ALPN chose, for the next resend decision */
+            long ver = 0;
+            curl_easy_getinfo(r->easy, CURLINFO_HTTP_VERSION, &ver);
+            e->h2_seen = ver >= CURL_HTTP_VERSION_2_0;
+        }
+    }
     req_detach(e, r);
 
     if (connects > 0) {
@@ -415,6 +436,11 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
         res.error = (curl_code_not_sent(rc) || reqsize == 0) ? HTTP_ENOTSENT : HTTP_EMAYBESENT;
         /* libcurl's error buffer names hosts and reasons, never headers. */
         res.detail = r->errbuf[0] != '\0' ? r->errbuf : curl_easy_strerror(rc);
+        if (rc == CURLE_ABORTED_BY_CALLBACK && r->resend_cut)
+            res.detail = res.error == HTTP_EMAYBESENT
+                             ? "the reused connection closed without an answer after the "
+                               "request was written; not re-sent"
+                             : "the reused connection was closed before the request was written";
     }
     cb(&res, r->user);
     req_recycle(e, r);
@@ -631,6 +657,24 @@ static size_t req_header_cb(char *data, size_t size, size_t nmemb, void *userp)
 
 /* Allocates a request with its easy handle and every option that does not
  * change between requests. */
+/* Runs before each write of a request (libcurl's DO state). A second run
+ * is libcurl re-sending it on a new connection; see the header comment. */
+static int req_prereq_cb(void *clientp, char *primary_ip, char *local_ip, int primary_port,
+                         int local_port)
+{
+    http_req_t *r = clientp;
+
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    if (++r->sends > 1 && !r->e->h2_seen) {
+        r->resend_cut = true;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
+}
+
 static http_req_t *req_new(http_engine_t *e)
 {
     http_req_t *r = calloc(1, sizeof(*r));
@@ -655,6 +699,8 @@ static http_req_t *req_new(http_engine_t *e)
     SET(CURLOPT_WRITEDATA, (void *)r);
     SET(CURLOPT_HEADERFUNCTION, req_header_cb);
     SET(CURLOPT_HEADERDATA, (void *)r);
+    SET(CURLOPT_PREREQFUNCTION, req_prereq_cb);
+    SET(CURLOPT_PREREQDATA, (void *)r);
     SET(CURLOPT_OPENSOCKETFUNCTION, engine_opensocket_cb);
     SET(CURLOPT_OPENSOCKETDATA, (void *)e);
     SET(CURLOPT_CLOSESOCKETFUNCTION, engine_closesocket_cb);
@@ -802,6 +848,8 @@ static int engine_start(http_engine_t *e, const char *path, const char *body, si
     r->len = 0;
     r->retry_after = -1;
     r->errbuf[0] = '\0';
+    r->sends = 0;
+    r->resend_cut = false;
     r->started = wall_now();
 
     /* Adding makes libcurl ask for a 0 ms timeout; the transfer starts from

@@ -88,6 +88,12 @@ int http_engine_new(uv_loop_t *loop, const http_options_t *opt, http_engine_t **
  * Starts POST api_base+path with a JSON body. `body` is not copied: it must
  * stay valid until `cb` runs. `cb` runs exactly once, on a later loop turn
  * (never inside this call), unless this call fails: then it never runs.
+ * The request is written at most once over HTTP/1.x: when the reused
+ * connection it went out on closes without an answer, libcurl's own resend
+ * on a new connection is refused and `cb` gets HTTP_EMAYBESENT (or
+ * HTTP_ENOTSENT when nothing had been written); whether to send it again
+ * is the caller's decision. Over HTTP/2, a stream the server refused
+ * (REFUSED_STREAM, GOAWAY), which it has not processed, is re-sent.
  */
 int http_engine_post(http_engine_t *e, const char *path, const char *body, size_t len,
                      http_done_cb cb, void *user);

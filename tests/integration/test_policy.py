@@ -413,6 +413,16 @@ def at_most_once_maybe_sent(wd):
     j = sent_once_then_uncertain(ids[0], 1, 2, to_a, "reset after the request")
     check(j["lastError"]["code"] == "TRANSPORT_ERROR", "lastError names it: %s" % j)
 
+    # 1b. The same drop on a reused keep-alive connection (job 2's): libcurl
+    # re-sends such a request on a new connection by itself unless told not
+    # to; that copy reached the API a second time, with the job `sent`.
+    to_d = "+16660000004"
+    api.control(rules=[{"to": to_d[1:], "reset": "after", "times": 1}])
+    ids = submit_all(d, [avp.text_job(7, sender=S, to=to_d), avp.text_job(8, sender=S, to=to_d)])
+    j = sent_once_then_uncertain(ids[0], 7, 8, to_d, "reset after the request, reused connection")
+    check(j["lastError"]["code"] == "TRANSPORT_ERROR" and "not re-sent" in j["lastError"]["message"],
+          "lastError names the closed connection: %s" % j)
+
     # 2. The answer comes after request_timeout_ms (the API logged it at once).
     api.control(latency_ms=1500)
     ids = submit_all(d, [avp.text_job(3, sender=S, to=to_b)])
@@ -458,9 +468,81 @@ def at_most_once_maybe_sent(wd):
              "the dropped job sent under at-least-once")
     n = sum(1 for s in api.sends() if avp.marker(s) == "job-9")
     check(n == 2, "at-least-once resends after a drop: %d requests" % n)
-    check(cl.stats()["possibleDuplicates"] >= 1, "counted as a possible duplicate")
+    dups = cl.stats()["possibleDuplicates"]
+    check(dups >= 1, "counted as a possible duplicate")
+    # On the reused connection the resend is the daemon's too: counted as an
+    # attempt and as a possible duplicate (libcurl's own resend was neither).
+    api.control(rules=[{"to": "16660000010", "reset": "after", "times": 1}])
+    ids = submit_all(d4, [avp.text_job(10, sender=S, to="+16660000010")])
+    wait_for(lambda: cl.request({"op": "get", "job": ids[0]})["job"]["state"] == "sent", 20,
+             "the job dropped on a reused connection sent under at-least-once")
+    n = sum(1 for s in api.sends() if avp.marker(s) == "job-10")
+    j = cl.request({"op": "get", "job": ids[0]})["job"]
+    check(n == 2 and j["attempts"] == 2, "reused connection: %d requests, %s" % (n, j))
+    check(cl.stats()["possibleDuplicates"] == dups + 1, "counted as a possible duplicate")
     cl.close()
     check(d4.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+def maintenance_holds_sender(wd):
+    """Meta 131057 (number in maintenance) holds its sender ~60 s even when
+    the job that got it has no attempt left and fails: the sender's next job
+    does not walk into the maintenance (it used to go at once), another
+    sender goes on, and a resume of the sender lifts the hold."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {}).start()
+    cl = d.client()
+    api.control(rules=[{"to": "16720000001", "status": 500, "meta": 131057, "times": 1}])
+    j1 = submit_all(d, [avp.text_job(1, sender="1000001", to="+16720000001", maxAttempts=1)])[0]
+    wait_for(lambda: cl.request({"op": "get", "job": j1})["job"]["state"] == "failed", 10,
+             "the job with no attempt left failed")
+    ids = submit_all(d, [avp.text_job(2, sender="1000001", to="+16720000002"),
+                         avp.text_job(3, sender="1000002", to="+16720000003")])
+    wait_for(lambda: cl.request({"op": "get", "job": ids[1]})["job"]["state"] == "sent", 10,
+             "the other sender's job sent")
+    j2 = cl.request({"op": "get", "job": ids[0]})["job"]
+    s1 = sender_of(cl.stats(), "1000001")
+    check(j2["state"] == "queued" and not any(avp.marker(s) == "job-2" for s in api.sends()),
+          "the sender in maintenance holds its next job: %s" % j2)
+    check("maintenance" in (s1["reason"] or ""), "stats name the hold: %s" % s1)
+    check(cl.request({"op": "resume", "phoneNumberId": "1000001"})["ok"], "resume sender")
+    wait_for(lambda: cl.request({"op": "get", "job": ids[0]})["job"]["state"] == "sent", 10,
+             "the held job sent after the resume")
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+def pair_limit_hold(wd):
+    """After Meta 131056 the pair waits 4^X s (1, then 4) and then sends one
+    per pair_rate_interval_ms: the hold does not refill the pair's bucket
+    (a 4 s hold at 0.5 s per send used to release 8 sends at once). Every
+    job has its own order key, so only the pair holds them."""
+    interval = 0.5
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"pair_rate_interval_ms": 500, "pair_burst": 45}).start()
+    cl = d.client()
+    to = "16730000000"
+    api.control(rules=[{"to": to, "status": 500, "meta": 131056, "times": 2}])
+    submit_all(d, [avp.text_job(0, sender="1000001", to="+" + to, orderKey="k0")])
+    wait_for(lambda: api.stats()["senders"].get("1000001", {}).get("scripted", 0) >= 1, 10,
+             "the first 131056")
+    t0 = time.time()
+    n = 9
+    submit_all(d, [avp.text_job(i, sender="1000001", to="+" + to, orderKey="k%d" % i)
+                   for i in range(1, n)])
+    st = wait_all_final(cl, 60)
+    check(st["counts"]["sent"] == n, "all sent: %s" % st["counts"])
+    times = sorted(s["t"] for s in api.sends() if s["to"] == to)
+    check(len(times) == n, "each once: %d" % len(times))
+    print("first send %.2f s after the first 131056; gaps %s" % (
+        times[0] - t0, ["%.2f" % (b - a) for a, b in zip(times, times[1:])]))
+    check(times[0] >= t0 + 4.5, "held 1 + 4 s: first send after %.2f s" % (times[0] - t0))
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    check(min(gaps) >= interval * 0.8, "one per interval after the hold: gaps %s" % gaps)
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
     api.stop()
 
 
@@ -777,6 +859,7 @@ def reschedule_day_once(wd):
 CASES = {f.__name__: f for f in (rate_multi_sender, adaptive_converges, ordered_with_failures,
                                  token_revoked, pair_pacing, expired_and_scheduled, pauses,
                                  cancel_after_answer, at_most_once_maybe_sent,
+                                 maintenance_holds_sender, pair_limit_hold,
                                  global_rate_cap, account_needs_operator, api_unreachable,
                                  expired_while_waiting, pause_stops_picked, hold_stops_picked,
                                  order_behind_paused,
