@@ -736,14 +736,16 @@ static void on_http_done(const http_result_t *res, void *arg)
             retry_job(d, job, &c, now + backoff(d, 1), false);
             break;
         }
+        /* Maintenance holds the sender whatever becomes of this job: its
+         * last attempt failing must not let the next job walk into it. */
+        if (c.hold_sender)
+            sched_sender_hold(d->sched, job, now + c.min_delay, "sender in maintenance");
         if (job->attempts >= max_attempts && !d->stopping) {
             record(d, job->id, QUEUE_STATE_FAILED, job->attempts, 0, NULL, &c.error);
             sched_job_finish(d->sched, job);
             break;
         }
         delay = fmax(backoff(d, job->attempts), c.min_delay);
-        if (c.hold_sender)
-            sched_sender_hold(d->sched, job, now + c.min_delay, "sender in maintenance");
         retry_job(d, job, &c, now + delay, true);
         break;
     }

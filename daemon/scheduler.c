@@ -2214,19 +2214,23 @@ double sched_pair_limited(sched_t *s, sched_job_t *j, double now)
 
     if (p == NULL)
         return now + 1;
-    /* Meta says the pair's budget is spent: what the bucket still held is
-     * not there, so after the hold the pair starts from one send, paced,
-     * instead of releasing every waiting job at once. */
-    if (pacing(s)) {
-        pair_refill(s, p, now);
-        if (p->tokens > 0)
-            p->tokens = 0;
-    }
     until = now + pow(4.0, p->strikes < 8 ? p->strikes : 8);
     if (p->strikes < 16)
         p->strikes++;
     if (until > p->hold_until)
         p->hold_until = until;
+    /* Meta says the pair's budget is spent: what the bucket still held is
+     * not there, and the hold does not fill it either. The bucket goes as
+     * far below empty as the hold refills, so at the hold's end it holds
+     * the one send the retry takes and the pair goes on one per interval
+     * instead of releasing what the hold refilled at once. */
+    if (pacing(s)) {
+        double at_end = 1.0 - (p->hold_until - now) / s->opt.pair_interval;
+
+        pair_refill(s, p, now);
+        if (p->tokens > at_end)
+            p->tokens = at_end;
+    }
     return p->hold_until;
 }
 
