@@ -62,6 +62,7 @@ static void parse_error(const cJSON *root, classify_result_t *out, bool *has_met
     code = cJSON_GetObjectItemCaseSensitive(me, "code");
     if (cJSON_IsNumber(code)) {
         out->error.meta_code = (long)code->valuedouble;
+        out->error.has_meta = true;
         *has_meta = true;
         mmsg = cJSON_GetObjectItemCaseSensitive(me, "message");
         if (out->error.message[0] == '\0' && cJSON_IsString(mmsg))

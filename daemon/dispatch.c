@@ -444,7 +444,7 @@ static void pause_account(daemon_t *d, const classify_result_t *c)
 
     if (sched_account_reason(d->sched) != NULL)
         return;
-    if (c->error.meta_code != 0)
+    if (c->error.has_meta)
         snprintf(reason, sizeof(reason), "%d %s (Meta %ld): %s", c->error.status, c->error.code,
                  c->error.meta_code, c->error.message);
     else
@@ -495,7 +495,7 @@ static void pause_sender(daemon_t *d, sched_job_t *job, const classify_result_t 
 
     if (sched_sender_paused(d->sched, id))
         return;
-    if (c->error.meta_code != 0)
+    if (c->error.has_meta)
         snprintf(reason, sizeof(reason), "%d %s (Meta %ld): %s", c->error.status, c->error.code,
                  c->error.meta_code, c->error.message);
     else

@@ -102,7 +102,7 @@ void daemon_event_job_in(daemon_t *d, uint64_t id, int state, const char *campai
         jsonnum_add(e, "status", err->status);
         cJSON_AddStringToObject(e, "code", err->code);
         cJSON_AddStringToObject(e, "message", err->message);
-        if (err->meta_code != 0)
+        if (err->has_meta)
             jsonnum_add(e, "metaCode", (double)err->meta_code);
     } else {
         cJSON_AddNullToObject(o, "error");

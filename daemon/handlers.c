@@ -208,7 +208,7 @@ static cJSON *job_to_json(const queue_job_t *j)
         jsonnum_add(e, "status", j->last_error.status);
         cJSON_AddStringToObject(e, "code", j->last_error.code);
         cJSON_AddStringToObject(e, "message", j->last_error.message);
-        if (j->last_error.meta_code != 0)
+        if (j->last_error.has_meta)
             jsonnum_add(e, "metaCode", (double)j->last_error.meta_code);
         else
             cJSON_AddNullToObject(e, "metaCode");

@@ -233,7 +233,7 @@ int queue_batch_add_update(queue_batch_t *b, const queue_update_t *u)
     if (u->last_error != NULL) {
         op->flags |= OPF_ERR;
         op->err_status = u->last_error->status;
-        op->err_meta_code = u->last_error->meta_code;
+        op->err_meta_code = queue__meta_enc(u->last_error);
         op->b_off = arena_copy(b, u->last_error->code, clen);
         op->b_len = clen;
         op->c_off = arena_copy(b, u->last_error->message, mlen);

@@ -93,7 +93,8 @@ typedef enum queue_priority {
 /* The last error of a job. status == 0 means "no error recorded". */
 typedef struct queue_error_info {
     int status;                      /* HTTP status, 0 for a transport error */
-    long meta_code;                  /* Meta's code from details, 0 when none */
+    long meta_code;                  /* Meta's code from details (valid when has_meta) */
+    bool has_meta;                   /* details carried a Meta code (0 is one: AuthException) */
     char code[QUEUE_ERR_CODE_LEN];   /* AvenPing error code or transport tag */
     char message[QUEUE_ERR_MSG_LEN]; /* human text, never contains the token */
 } queue_error_info_t;

@@ -169,7 +169,7 @@ typedef struct queue__record {
     double not_before;
     double expires_at;
     int32_t err_status;
-    int64_t err_meta_code;
+    int64_t err_meta_code; /* queue__meta_enc: 0 none, INT64_MIN Meta's 0 */
     uint8_t flags; /* version 2; 0 when read from version 1 */
     queue__str_t s[QUEUE__REC_NSTR];
 } queue__record_t;
@@ -436,5 +436,21 @@ int queue__done_build(queue__wtxn_t *w);
 /* Maps an LMDB return code, a positive errno, or an already negative code to
  * the module's negative codes. */
 int queue__err_map(int rc);
+
+/* lastError's Meta code on disk: 0 means none (as in every record written
+ * before a code 0 could be kept), so Meta's own code 0 is stored as
+ * INT64_MIN, a value no Meta code takes. */
+static inline int64_t queue__meta_enc(const queue_error_info_t *e)
+{
+    if (!e->has_meta)
+        return 0;
+    return e->meta_code == 0 ? INT64_MIN : (int64_t)e->meta_code;
+}
+
+static inline void queue__meta_dec(int64_t v, queue_error_info_t *e)
+{
+    e->has_meta = v != 0;
+    e->meta_code = v == INT64_MIN ? 0 : (long)v;
+}
 
 #endif

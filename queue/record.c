@@ -203,7 +203,7 @@ int queue__record_from_job(const queue_job_t *job, queue__record_t *r)
     r->not_before = job->not_before;
     r->expires_at = job->expires_at;
     r->err_status = job->last_error.status;
-    r->err_meta_code = job->last_error.meta_code;
+    r->err_meta_code = queue__meta_enc(&job->last_error);
     rc |= str_view(job->phone_number_id, QUEUE_MAX_ID_LEN, &r->s[QUEUE__REC_PHONE]);
     rc |= str_view(job->to, QUEUE_MAX_ID_LEN, &r->s[QUEUE__REC_TO]);
     rc |= str_view(job->campaign, QUEUE_MAX_KEY_LEN, &r->s[QUEUE__REC_CAMPAIGN]);
@@ -276,7 +276,7 @@ int queue__record_decode(const void *buf, size_t len, queue_job_t *out)
     out->not_before = r.not_before;
     out->expires_at = r.expires_at;
     out->last_error.status = r.err_status;
-    out->last_error.meta_code = (long)r.err_meta_code;
+    queue__meta_dec(r.err_meta_code, &out->last_error);
     if (r.s[QUEUE__REC_ERR_CODE].p != NULL)
         memcpy(out->last_error.code, r.s[QUEUE__REC_ERR_CODE].p, r.s[QUEUE__REC_ERR_CODE].len);
     if (r.s[QUEUE__REC_ERR_MSG].p != NULL)

@@ -40,7 +40,7 @@ typedef struct fake_rule {
     int status;
     char error[48];
     char message[256];
-    long meta;  /* Meta code in details, 0 = no details */
+    long meta;  /* Meta code in details (0 is one: AuthException), -1 = no details */
     long times; /* -1 = always; counts down to 0 = spent */
     int reset;  /* RULE_RESET_* */
     int retry_after;
@@ -349,7 +349,7 @@ static const char *meta_message(long code)
     }
 }
 
-/* The v2 error envelope; a non-zero `meta` adds Meta's error object as details. */
+/* The v2 error envelope; a `meta` >= 0 adds Meta's error object as details. */
 static int answer_error(fake_server_t *s, fake_answer_t *ans, int status, const char *code,
                         const char *message, long meta)
 {
@@ -359,7 +359,7 @@ static int answer_error(fake_server_t *s, fake_answer_t *ans, int status, const 
     cJSON_AddBoolToObject(doc, "success", 0);
     cJSON_AddStringToObject(doc, "error", code);
     cJSON_AddStringToObject(doc, "message", message);
-    if (meta != 0) {
+    if (meta >= 0) {
         char trace[40];
         snprintf(trace, sizeof(trace), "A%s%" PRIXFAST64, s->instance,
                  atomic_fetch_add(&s->next_id, 1));
@@ -473,18 +473,18 @@ static int check_auth(fake_server_t *s, const fake_request_t *rq, fake_answer_t 
 
     int rc = 0;
     if (!bearer && !tok)
-        rc = answer_error(s, ans, 401, "UNAUTHORIZED", "Missing API token", 0);
+        rc = answer_error(s, ans, 401, "UNAUTHORIZED", "Missing API token", -1);
     else if (!valid)
-        rc = answer_error(s, ans, 401, "UNAUTHORIZED", "Invalid API token", 0);
+        rc = answer_error(s, ans, 401, "UNAUTHORIZED", "Invalid API token", -1);
     else if (revoked)
-        rc = answer_error(s, ans, 401, "UNAUTHORIZED", "API token has been revoked", 0);
+        rc = answer_error(s, ans, 401, "UNAUTHORIZED", "API token has been revoked", -1);
     else if (account == FAKE_ACCOUNT_NONE)
-        rc = answer_error(s, ans, 404, "NOT_FOUND", "WhatsApp account not found", 0);
+        rc = answer_error(s, ans, 404, "NOT_FOUND", "WhatsApp account not found", -1);
     else if (account == FAKE_ACCOUNT_PLAN_EXPIRED)
-        rc = answer_error(s, ans, 403, "PLAN_EXPIRED", "Your subscription plan has expired", 0);
+        rc = answer_error(s, ans, 403, "PLAN_EXPIRED", "Your subscription plan has expired", -1);
     else if (account == FAKE_ACCOUNT_DEVELOPER_PLAN)
         rc = answer_error(s, ans, 403, "DEVELOPER_PLAN_REQUIRED",
-                          "This API requires a Premium or Enterprise plan", 0);
+                          "This API requires a Premium or Enterprise plan", -1);
     else
         return 0;
     return rc < 0 ? rc : 1;
@@ -657,16 +657,16 @@ static int handle_send(fake_server_t *s, const fake_request_t *rq, const char *r
     char *body_json = NULL;
 
     if (rq->body_too_big)
-        return answer_error(s, ans, 400, "VALIDATION_ERROR", "Request body exceeds 2mb", 0);
+        return answer_error(s, ans, 400, "VALIDATION_ERROR", "Request body exceeds 2mb", -1);
     doc = rq->body ? cJSON_ParseWithLength(rq->body, rq->body_len) : NULL;
     if (!cJSON_IsObject(doc)) {
-        rc = answer_error(s, ans, 500, "INTERNAL_ERROR", "Request body is not a JSON object", 0);
+        rc = answer_error(s, ans, 500, "INTERNAL_ERROR", "Request body is not a JSON object", -1);
         goto out;
     }
 
     const cJSON *pnid = cJSON_GetObjectItemCaseSensitive(doc, "phoneNumberId");
     if (!cJSON_IsString(pnid) || pnid->valuestring[0] == '\0') {
-        rc = answer_error(s, ans, 400, "VALIDATION_ERROR", "phoneNumberId is required", 0);
+        rc = answer_error(s, ans, 400, "VALIDATION_ERROR", "phoneNumberId is required", -1);
         goto out;
     }
     size_t sender = s->nsenders;
@@ -675,25 +675,25 @@ static int handle_send(fake_server_t *s, const fake_request_t *rq, const char *r
             sender = i;
     if (sender == s->nsenders) {
         rc = answer_error(s, ans, 403, "FORBIDDEN", "phoneNumberId does not belong to this account",
-                          0);
+                          -1);
         goto out;
     }
     const cJSON *to = cJSON_GetObjectItemCaseSensitive(doc, "to");
     char digits[FAKE_MAX_DIGITS + 1];
     if (!cJSON_IsString(to) || digits_of(to->valuestring, digits) < 0) {
         rc = answer_error(s, ans, 400, "VALIDATION_ERROR",
-                          "to is required and must be a phone number", 0);
+                          "to is required and must be a phone number", -1);
         goto out;
     }
     const char *invalid = validate_fields(kind, doc);
     if (invalid) {
-        rc = answer_error(s, ans, 400, "VALIDATION_ERROR", invalid, 0);
+        rc = answer_error(s, ans, 400, "VALIDATION_ERROR", invalid, -1);
         goto out;
     }
     if (kind == ROUTE_TEMPLATE &&
         strncmp(cJSON_GetObjectItemCaseSensitive(doc, "templateName")->valuestring, "missing", 7) ==
             0) {
-        rc = answer_error(s, ans, 404, "NOT_FOUND", "Template not found", 0);
+        rc = answer_error(s, ans, 404, "NOT_FOUND", "Template not found", -1);
         goto out;
     }
 
@@ -766,7 +766,7 @@ static int handle_api(fake_server_t *s, const fake_request_t *rq, fake_answer_t 
         return handle_send(s, rq, route, kind, ans);
     if (strcmp(rq->method, "GET") == 0 && strcmp(rq->path, "/v2/me") == 0)
         return handle_me(s, ans);
-    return answer_error(s, ans, 404, "NOT_FOUND", "Route not found", 0);
+    return answer_error(s, ans, 404, "NOT_FOUND", "Route not found", -1);
 }
 
 /* ---- control routes --------------------------------------------------- */
@@ -834,6 +834,7 @@ static const char *rule_parse(const cJSON *o, fake_rule_t *r)
     double v;
     memset(r, 0, sizeof(*r));
     r->status = 500;
+    r->meta = -1;
     r->times = -1;
     r->retry_after = -1;
     if (!cJSON_IsObject(o))
@@ -1216,7 +1217,7 @@ void fake_server_handle(fake_server_t *s, const fake_request_t *rq, fake_answer_
     else if (strncmp(rq->path, "/v2/", 4) == 0)
         rc = handle_api(s, rq, ans);
     else
-        rc = answer_error(s, ans, 404, "NOT_FOUND", "Route not found", 0);
+        rc = answer_error(s, ans, 404, "NOT_FOUND", "Route not found", -1);
 
     pthread_mutex_lock(&s->lock);
     s->c.requests++;

@@ -743,6 +743,19 @@ def account_needs_operator(wd):
           "all sent after the resume: %s %s" % (st["counts"], st["account"]))
     seen = avp.count_markers(api.sends())
     check(len(seen) == 11 and max(seen.values()) == 1, "each job accepted once: %s" % seen)
+    # Meta's code 0 (AuthException) is a code too: kept in lastError and in
+    # the reason (it used to read as "no Meta code").
+    api.control(rules=[{"to": "16670000098", "status": 500, "meta": 0, "times": -1,
+                        "message": "AuthException"}])
+    j0 = submit_all(d2, [avp.text_job(98, sender=avp.SENDERS[0], to="+16670000098")])[0]
+    st = wait_for(lambda: (lambda s: s if s["account"]["state"] == "paused" else None)(cl.stats()),
+                  20, "the account paused by Meta 0")
+    check("(Meta 0)" in st["account"]["reason"], "the reason names Meta 0: %s" % st["account"])
+    err = cl.request({"op": "get", "job": j0})["job"]["lastError"]
+    check(err is not None and err["metaCode"] == 0, "lastError.metaCode 0: %s" % err)
+    api.control(rules=[])
+    check(cl.request({"op": "resume", "all": True})["ok"], "resume all")
+    wait_all_final(cl, 30)
     # Graph throttling: everything waits 300 s, and stats says so.
     api.control(rules=[{"to": "16670000099", "status": 500, "meta": 4, "times": 1}])
     submit_all(d2, [avp.text_job(99, sender=avp.SENDERS[0], to="+16670000099")])

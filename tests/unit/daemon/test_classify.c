@@ -183,6 +183,11 @@ static void test_meta_codes(void)
     CHECK_EQ(meta(500, 999999).action, CLASSIFY_RETRY);
     CHECK_EQ(meta(400, 999999).action, CLASSIFY_FAIL);
     CHECK_EQ(meta(500, 131026).error.meta_code, 131026);
+    CHECK(meta(500, 131026).error.has_meta);
+    /* Meta's code 0 (AuthException) is a code, kept as one. */
+    CHECK_EQ(meta(500, 0).action, CLASSIFY_PAUSE_ACCOUNT);
+    CHECK(meta(500, 0).error.has_meta && meta(500, 0).error.meta_code == 0);
+    CHECK(!answer(500, "{\"success\":false,\"error\":\"INTERNAL_ERROR\"}", -1).error.has_meta);
 }
 
 static void test_transport(void)

@@ -171,6 +171,7 @@ static void t_roundtrip(void)
     a.wamid = "wamid.HBgLMTU1NTEyMzQ1Njc=";
     a.last_error.status = 429;
     a.last_error.meta_code = 131056;
+    a.last_error.has_meta = true;
     snprintf(a.last_error.code, sizeof a.last_error.code, "RATE_LIMITED");
     snprintf(a.last_error.message, sizeof a.last_error.message, "pair rate limit hit");
 
@@ -180,7 +181,8 @@ static void t_roundtrip(void)
     n.type = QUEUE_TYPE_TEMPLATE;
     n.priority = QUEUE_PRIO_HIGH;
     n.campaign = "";
-    n.last_error.meta_code = -5;
+    n.last_error.meta_code = 0; /* Meta's code 0 (AuthException), not "none" */
+    n.last_error.has_meta = true;
 
     memset(phone, '7', QUEUE_MAX_ID_LEN);
     phone[QUEUE_MAX_ID_LEN] = '\0';
@@ -220,6 +222,7 @@ static void t_roundtrip(void)
     CHECK(strcmp(g.idempotency_key, a.idempotency_key) == 0);
     CHECK(strcmp(g.wamid, a.wamid) == 0);
     CHECK(g.last_error.status == 429 && g.last_error.meta_code == 131056);
+    CHECK(g.last_error.has_meta);
     CHECK(strcmp(g.last_error.code, "RATE_LIMITED") == 0);
     CHECK(strcmp(g.last_error.message, "pair rate limit hit") == 0);
     queue_job_clear(&g);
@@ -232,7 +235,7 @@ static void t_roundtrip(void)
     CHECK(g.phone_number_id == NULL && g.to == NULL && g.order_key == NULL);
     CHECK(g.idempotency_key == NULL && g.wamid == NULL);
     CHECK(g.campaign != NULL && g.campaign[0] == '\0');
-    CHECK(g.last_error.status == 0 && g.last_error.meta_code == -5);
+    CHECK(g.last_error.status == 0 && g.last_error.meta_code == 0 && g.last_error.has_meta);
     CHECK(g.last_error.code[0] == '\0' && g.last_error.message[0] == '\0');
     queue_job_clear(&g);
 
@@ -241,6 +244,7 @@ static void t_roundtrip(void)
     CHECK(strcmp(g.wamid, wamid) == 0);
     CHECK(strlen(g.last_error.code) == QUEUE_ERR_CODE_LEN - 1);
     CHECK(strlen(g.last_error.message) == QUEUE_ERR_MSG_LEN - 1);
+    CHECK(!g.last_error.has_meta && g.last_error.meta_code == 0);
     queue_job_clear(&g);
 
     CHECK_OK(queue_job_get_by_key(q, "order-42", &g));
@@ -1045,13 +1049,14 @@ static void t_updates(void)
     memset(&e, 0, sizeof e);
     e.status = 500;
     e.meta_code = 2;
+    e.has_meta = true;
     snprintf(e.code, sizeof e.code, "SERVER_ERROR");
     snprintf(e.message, sizeof e.message, "boom");
     CHECK_RC(update_one(q, j.id, QUEUE_STATE_RETRYING, 5, NULL, &e), 0);
     CHECK_RC(update_one(q, j.id, QUEUE_STATE_SENDING, 5, NULL, NULL), 0); /* keep error */
     CHECK_OK(queue_job_get(q, j.id, &g));
     CHECK(g.state == QUEUE_STATE_SENDING && g.attempts == 1 && g.updated_at == 1700000100.0);
-    CHECK(g.last_error.status == 500 && g.last_error.meta_code == 2);
+    CHECK(g.last_error.status == 500 && g.last_error.meta_code == 2 && g.last_error.has_meta);
     CHECK(strcmp(g.last_error.code, "SERVER_ERROR") == 0 && g.wamid == NULL);
     queue_job_clear(&g);
     CHECK_RC(update_one(q, j.id, QUEUE_STATE_SENT, 99, "wamid.A", NULL), 0);
