@@ -395,16 +395,41 @@ void classify_answer(const http_result_t *res, classify_result_t *out)
         return;
     }
     if (res->status >= 200 && res->status < 300) {
+        const cJSON *ok;
+
         out->action = CLASSIFY_SENT;
-        if (res->body == NULL || res->body_len == 0 || scan_wamid(res->body, res->body_len, out))
-            return;
+        if (res->body != NULL && res->body_len > 0 &&
+            scan_wamid(res->body, res->body_len, out) && out->wamid[0] != '\0')
+            return; /* the usual answer: data.messages[0].id */
+        /* No wamid: the answer decides. {"success":true} without one is
+         * still the API's word that it took the message (sent, no wamid);
+         * {"success":false} is an error envelope, whatever the status. Any
+         * other 2xx (not JSON, no envelope: a proxy, a wrong api_base)
+         * proves nothing: the request may have been taken, so it counts as
+         * maybe sent (uncertain under at-most-once). */
+        if (res->body != NULL && res->body_len > 0)
+            root = cJSON_ParseWithLength(res->body, res->body_len);
+        parse_wamid(root, out); /* the scanner leaves unusual answers to cJSON */
+        if (out->wamid[0] != '\0')
+            goto out;
+        ok = cJSON_GetObjectItemCaseSensitive(root, "success");
+        if (cJSON_IsTrue(ok)) {
+            out->no_wamid = true;
+            goto out;
+        }
+        if (!cJSON_IsFalse(ok)) {
+            out->action = CLASSIFY_RETRY;
+            out->maybe_sent = true;
+            out->error.status = res->status;
+            snprintf(out->error.code, sizeof(out->error.code), "HTTP_%d", res->status);
+            copy_str(out->error.message, sizeof(out->error.message),
+                     "a 2xx answer that is not the v2 success envelope (no \"success\":true, no "
+                     "data.messages[0].id): the API may have taken the request");
+            goto out;
+        }
+    } else if (res->body != NULL && res->body_len > 0) {
         root = cJSON_ParseWithLength(res->body, res->body_len);
-        if (root)
-            parse_wamid(root, out);
-        goto out;
     }
-    if (res->body != NULL && res->body_len > 0)
-        root = cJSON_ParseWithLength(res->body, res->body_len);
     out->error.status = res->status;
     if (root)
         parse_error(root, out, &has_meta);

@@ -34,6 +34,7 @@ typedef struct classify_result {
     double min_delay;         /* seconds the retry must wait at least (Retry-After, ...); 0 */
     queue_error_info_t error; /* filled for everything but CLASSIFY_SENT */
     char wamid[QUEUE_MAX_WAMID_LEN]; /* CLASSIFY_SENT: data.messages[0].id or "" */
+    bool no_wamid; /* CLASSIFY_SENT on {"success":true} without data.messages[0].id */
 } classify_result_t;
 
 /* Classifies `res` into *out. Never fails; unknown answers are transient. */

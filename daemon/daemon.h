@@ -91,6 +91,7 @@ typedef struct daemon {
      * HTTP answer between: DISPATCH_UNREACHABLE_AFTER of them pause the
      * account as unreachable (dispatch.c). */
     unsigned not_sent_run;
+    bool warned_no_wamid; /* a 2xx {"success":true} without a wamid was logged once */
     bool probing; /* a probe request is in flight */
     bool spill;   /* the store holds due jobs not in the active set */
     /* New jobs did not fit and wait in the store, all after the refill

@@ -668,6 +668,13 @@ static void on_http_done(const http_result_t *res, void *arg)
 
     switch (c.action) {
     case CLASSIFY_SENT:
+        if (c.no_wamid && !d->warned_no_wamid) {
+            d->warned_no_wamid = true;
+            dlog(d, CONFIG_LOG_WARN,
+                 "job %llu: the API took it (\"success\":true) without a wamid "
+                 "(data.messages[0].id); it is sent with none. Not logged again.",
+                 (unsigned long long)job->id);
+        }
         sched_job_sent(d->sched, job, now);
         record(d, job->id, QUEUE_STATE_SENT, job->attempts, 0, c.wamid[0] ? c.wamid : NULL, NULL);
         sched_job_finish(d->sched, job);

@@ -41,6 +41,8 @@ typedef struct fake_rule {
     char error[48];
     char message[256];
     long meta;  /* Meta code in details (0 is one: AuthException), -1 = no details */
+    bool has_body;  /* answer `body` as it is instead of an error envelope */
+    char body[256];
     long times; /* -1 = always; counts down to 0 = spent */
     int reset;  /* RULE_RESET_* */
     int retry_after;
@@ -716,7 +718,14 @@ static int handle_send(fake_server_t *s, const fake_request_t *rq, const char *r
         rc = answer_error(s, ans, 500, "INTERNAL_ERROR", "Upstream failure", fail_code);
         break;
     case OUT_SCRIPTED:
-        rc = answer_error(s, ans, rule.status, rule.error, rule.message, rule.meta);
+        if (rule.has_body) {
+            ans->status = rule.status;
+            ans->body = strdup(rule.body);
+            ans->body_len = strlen(rule.body);
+            rc = ans->body != NULL ? 0 : -ENOMEM;
+        } else {
+            rc = answer_error(s, ans, rule.status, rule.error, rule.message, rule.meta);
+        }
         ans->retry_after = rule.retry_after;
         break;
     case OUT_ACCEPTED: {
@@ -853,10 +862,15 @@ static const char *rule_parse(const cJSON *o, fake_rule_t *r)
                 return "rule.phoneNumberId must be a short string";
             snprintf(r->phone, sizeof(r->phone), "%s", f->valuestring);
         } else if (strcmp(k, "status") == 0) {
-            if (!num_in(f, 400, 599, true, &v))
-                return "rule.status must be an integer in 400..599";
+            if (!num_in(f, 200, 599, true, &v))
+                return "rule.status must be an integer in 200..599 (below 400 only with body)";
             r->status = (int)v;
             have_status = true;
+        } else if (strcmp(k, "body") == 0) {
+            if (!cJSON_IsString(f) || strlen(f->valuestring) >= sizeof(r->body))
+                return "rule.body must be a string under 256 bytes";
+            snprintf(r->body, sizeof(r->body), "%s", f->valuestring);
+            r->has_body = true;
         } else if (strcmp(k, "error") == 0) {
             if (!cJSON_IsString(f) || strlen(f->valuestring) >= sizeof(r->error))
                 return "rule.error must be a short string";
@@ -892,6 +906,8 @@ static const char *rule_parse(const cJSON *o, fake_rule_t *r)
         return "rule.to is required";
     if (!have_status && r->reset == RULE_RESET_NONE)
         return "rule.status is required (or rule.reset)";
+    if (r->status < 400 && !r->has_body)
+        return "rule.status must be an integer in 200..599 (below 400 only with body)";
     if (r->error[0] == '\0')
         snprintf(r->error, sizeof(r->error), "%s", default_error_code(r->status));
     if (r->message[0] == '\0')

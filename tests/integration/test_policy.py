@@ -546,6 +546,54 @@ def pair_limit_hold(wd):
     api.stop()
 
 
+def odd_success_answers(wd):
+    """2xx answers without a wamid. {"success":true} without one is the API's
+    word: sent, wamid null, logged once. An error envelope in a 200 is an
+    error (classified by its Meta code). Anything else (a proxy's "OK", a
+    wrong api_base) proves nothing: maybe sent, so retried and counted as a
+    possible duplicate under at-least-once, uncertain under at-most-once.
+    All of these used to end `sent` with no wamid."""
+    api = avp.FakeAPI(wd)
+    cfg = {"max_attempts": 2, "backoff_base_ms": 50, "backoff_max_ms": 200}
+    d = avp.Daemon(wd, api.base, cfg).start()
+    cl = d.client()
+    S = avp.SENDERS[0]
+    api.control(rules=[
+        {"to": "16740000001", "status": 200, "body": "OK"},
+        {"to": "16740000002", "status": 200, "body": '{"success":true,"data":{}}'},
+        {"to": "16740000003", "status": 200,
+         "body": '{"success":false,"error":"INTERNAL_ERROR","message":"x",'
+                 '"details":{"error":{"code":131026}}}'},
+    ])
+    ids = submit_all(d, [avp.text_job(i, sender=S, to="+1674000000%d" % i) for i in (1, 2, 3)])
+    st = wait_all_final(cl, 30)
+    jobs = [cl.request({"op": "get", "job": i})["job"] for i in ids]
+    scripted = api.stats()["senders"][S]["scripted"]
+    check(jobs[0]["state"] == "failed" and jobs[0]["attempts"] == 2
+          and jobs[0]["lastError"]["code"] == "HTTP_200",
+          "a 200 'OK' is retried, then fails: %s" % jobs[0])
+    check(st["possibleDuplicates"] >= 2, "counted as possible duplicates: %s" % st)
+    check(jobs[1]["state"] == "sent" and jobs[1]["wamid"] is None,
+          "success:true without a wamid is sent: %s" % jobs[1])
+    check("without a wamid" in d.stderr(), "and logged: %s" % d.stderr()[-400:])
+    check(jobs[2]["state"] == "failed" and jobs[2]["lastError"]["metaCode"] == 131026
+          and jobs[2]["attempts"] == 1, "an error envelope in a 200 is an error: %s" % jobs[2])
+    check(scripted == 4, "requests: 2 + 1 + 1, got %d" % scripted)
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    d2 = avp.Daemon(wd, api.base, dict(cfg, delivery="at-most-once"), name="daemon2").start()
+    cl = d2.client()
+    api.control(rules=[{"to": "16740000004", "status": 200, "body": "OK"}])
+    j = submit_all(d2, [avp.text_job(4, sender=S, to="+16740000004")])[0]
+    wait_all_final(cl, 30)
+    job = cl.request({"op": "get", "job": j})["job"]
+    check(job["state"] == "uncertain" and job["attempts"] == 1,
+          "under at-most-once a 200 'OK' is uncertain: %s" % job)
+    cl.close()
+    check(d2.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def global_rate_cap(wd):
     """global_rate = 20 over 5 senders with no per-sender limit: no second
     holds more than 20 departures (the first included: a full global bucket
@@ -872,7 +920,7 @@ def reschedule_day_once(wd):
 CASES = {f.__name__: f for f in (rate_multi_sender, adaptive_converges, ordered_with_failures,
                                  token_revoked, pair_pacing, expired_and_scheduled, pauses,
                                  cancel_after_answer, at_most_once_maybe_sent,
-                                 maintenance_holds_sender, pair_limit_hold,
+                                 maintenance_holds_sender, pair_limit_hold, odd_success_answers,
                                  global_rate_cap, account_needs_operator, api_unreachable,
                                  expired_while_waiting, pause_stops_picked, hold_stops_picked,
                                  order_behind_paused,

@@ -39,9 +39,35 @@ static void test_success(void)
         -1);
     CHECK_EQ(c.action, CLASSIFY_SENT);
     CHECK_STR(c.wamid, "wamid.ABC");
-    c = answer(200, "not json", -1);
-    CHECK_EQ(c.action, CLASSIFY_SENT); /* accepted even if the body is odd */
+    CHECK(!c.no_wamid);
+    /* The API's word without a wamid: sent, and said so. */
+    c = answer(200, "{\"success\":true,\"data\":{\"contacts\":[]}}", -1);
+    CHECK_EQ(c.action, CLASSIFY_SENT);
     CHECK_STR(c.wamid, "");
+    CHECK(c.no_wamid);
+    /* Any other 2xx proves nothing: maybe sent (a proxy, a wrong api_base). */
+    c = answer(200, "not json", -1);
+    CHECK_EQ(c.action, CLASSIFY_RETRY);
+    CHECK(c.maybe_sent && !c.not_sent);
+    CHECK_STR(c.error.code, "HTTP_200");
+    CHECK_EQ(c.error.status, 200);
+    c = answer(204, NULL, -1);
+    CHECK_EQ(c.action, CLASSIFY_RETRY);
+    CHECK(c.maybe_sent);
+    CHECK_STR(c.error.code, "HTTP_204");
+    c = answer(200, "{\"data\":{\"messages\":[{\"x\":1}]}}", -1);
+    CHECK_EQ(c.action, CLASSIFY_RETRY);
+    CHECK(c.maybe_sent);
+    /* An error envelope in a 2xx is an error: classified as one. */
+    c = answer(200, "{\"success\":false,\"error\":\"INTERNAL_ERROR\",\"message\":\"m\"}", -1);
+    CHECK_EQ(c.action, CLASSIFY_RETRY);
+    CHECK(!c.maybe_sent);
+    CHECK_STR(c.error.code, "INTERNAL_ERROR");
+    c = answer(200,
+               "{\"success\":false,\"error\":\"INTERNAL_ERROR\",\"message\":\"m\",\"details\":"
+               "{\"error\":{\"code\":131026}}}",
+               -1);
+    CHECK_EQ(c.action, CLASSIFY_FAIL);
 }
 
 /* The success answer is read without cJSON (classify.c's scanner): it must
@@ -77,7 +103,8 @@ static void test_success_scanner(void)
 
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         classify_result_t c = answer(200, cases[i].body, -1);
-        CHECK_EQ(c.action, CLASSIFY_SENT);
+        /* No wamid and no "success":true: not an answer that proves a send. */
+        CHECK_EQ(c.action, (cases[i].wamid[0] != '\0' ? CLASSIFY_SENT : CLASSIFY_RETRY));
         CHECK_STR(c.wamid, cases[i].wamid);
     }
 }
@@ -115,7 +142,7 @@ static void test_scanner_offsets(void)
             }
             snprintf(body, sizeof(body), "{\"data\":{\"messages\":[{\"id\":\"%s\"}]}}", id);
             c = answer(200, body, -1);
-            CHECK_EQ(c.action, CLASSIFY_SENT);
+            CHECK_EQ(c.action, (expect[0] != '\0' ? CLASSIFY_SENT : CLASSIFY_RETRY));
             if (strcmp(c.wamid, expect) != 0) {
                 fprintf(stderr, "n=%d kind=%d: got \"%s\", want \"%s\"\n", n, kind, c.wamid,
                         expect);
