@@ -376,7 +376,8 @@ static void probe_done(const http_result_t *res, void *arg)
     if (d->stopping || d->closing || sched_account_reason(d->sched) == NULL)
         return;
     classify_answer(res, &c);
-    if (c.action == CLASSIFY_SENT) {
+    /* Any 2xx of GET /v2/me: its body carries no wamid to judge by. */
+    if (res->error == 0 && res->status >= 200 && res->status < 300) {
         dlog(d, CONFIG_LOG_WARN, "account works again (GET /v2/me answered %d); sending resumes",
              res->status);
         sched_account_pause(d->sched, false, NULL);
