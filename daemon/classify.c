@@ -446,6 +446,50 @@ out:
     cJSON_Delete(root);
 }
 
+#define REDACTED "[token]"
+#define REDACT_MIN 4 /* shortest token, and token start at a cut end, replaced */
+
+/* See classify_result_redact: `s` is NUL-terminated within `cap`. */
+static void redact(char *s, size_t cap, const char *token, size_t tlen)
+{
+    char out[QUEUE_ERR_MSG_LEN > QUEUE_ERR_CODE_LEN ? QUEUE_ERR_MSG_LEN : QUEUE_ERR_CODE_LEN];
+    size_t n = strlen(s), o = 0, i = 0;
+    bool changed = false;
+
+    if (cap > sizeof(out))
+        cap = sizeof(out);
+    while (i < n && o + 1 < cap) {
+        size_t left = n - i;
+        if (left >= tlen ? memcmp(s + i, token, tlen) == 0
+                         : left >= REDACT_MIN && memcmp(s + i, token, left) == 0) {
+            size_t k = strlen(REDACTED);
+            if (k > cap - 1 - o)
+                k = cap - 1 - o;
+            memcpy(out + o, REDACTED, k);
+            o += k;
+            i += left >= tlen ? tlen : left;
+            changed = true;
+            continue;
+        }
+        out[o++] = s[i++];
+    }
+    if (!changed)
+        return;
+    out[o] = '\0';
+    memcpy(s, out, o + 1);
+    explicit_bzero(out, sizeof(out));
+}
+
+void classify_result_redact(classify_result_t *c, const char *token)
+{
+    size_t tlen = token != NULL ? strlen(token) : 0;
+
+    if (tlen < REDACT_MIN)
+        return;
+    redact(c->error.code, sizeof(c->error.code), token, tlen);
+    redact(c->error.message, sizeof(c->error.message), token, tlen);
+}
+
 const char *classify_action_name(int action)
 {
     switch (action) {

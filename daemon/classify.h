@@ -40,6 +40,16 @@ typedef struct classify_result {
 /* Classifies `res` into *out. Never fails; unknown answers are transient. */
 void classify_answer(const http_result_t *res, classify_result_t *out);
 
+/*
+ * Replaces the API token wherever the answer's error text repeats it (an API
+ * or a proxy that echoes the Authorization header it got): every whole
+ * occurrence in error.code and error.message, and a tail of either that is
+ * the token's start (the text was cut at its buffer's end), become
+ * "[token]". Done before anything is logged, stored or answered. `token`
+ * is not kept; NULL or shorter than 4 bytes: nothing to do.
+ */
+void classify_result_redact(classify_result_t *c, const char *token);
+
 /* The action's name for logs and metrics. */
 const char *classify_action_name(int action);
 

@@ -376,6 +376,7 @@ static void probe_done(const http_result_t *res, void *arg)
     if (d->stopping || d->closing || sched_account_reason(d->sched) == NULL)
         return;
     classify_answer(res, &c);
+    classify_result_redact(&c, d->token);
     /* Any 2xx of GET /v2/me: its body carries no wamid to judge by. */
     if (res->error == 0 && res->status >= 200 && res->status < 300) {
         dlog(d, CONFIG_LOG_WARN, "account works again (GET /v2/me answered %d); sending resumes",
@@ -660,6 +661,7 @@ static void on_http_done(const http_result_t *res, void *arg)
     if (res->sent_at > 0)
         sched_job_departed(d->sched, job, fmin(res->sent_at, now));
     classify_answer(res, &c);
+    classify_result_redact(&c, d->token);
     if (res->error == 0)
         d->not_sent_run = 0; /* the API answered */
     d->stats.by_action[c.action]++;

@@ -594,6 +594,43 @@ def odd_success_answers(wd):
     api.stop()
 
 
+def echoed_token(wd):
+    """An API (or a proxy) that repeats the token in its error text: the
+    token never reaches the log (debug level included), lastError, the
+    account's pause reason or the store; "[token]" stands in its place."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"log_level": "debug", "backoff_base_ms": 50,
+                                  "backoff_max_ms": 200}).start()
+    cl = d.client()
+    S = avp.SENDERS[0]
+    api.control(rules=[
+        {"to": "16750000001", "status": 400,
+         "message": "invalid Authorization: Bearer %s" % avp.TOKEN},
+        {"to": "16750000002", "status": 401, "message": "bad token %s" % avp.TOKEN, "times": 1},
+    ])
+    ids = submit_all(d, [avp.text_job(1, sender=S, to="+16750000001")])
+    wait_for(lambda: cl.request({"op": "get", "job": ids[0]})["job"]["state"] == "failed", 10,
+             "the 400 failed the job")
+    err = cl.request({"op": "get", "job": ids[0]})["job"]["lastError"]
+    check(avp.TOKEN not in err["message"] and "Bearer [token]" in err["message"],
+          "lastError without the token: %s" % err)
+    ids += submit_all(d, [avp.text_job(2, sender=S, to="+16750000002")])
+    st = wait_for(lambda: (lambda s: s if s["account"]["state"] == "paused" else None)(cl.stats()),
+                  10, "the 401 paused the account")
+    check(avp.TOKEN not in st["account"]["reason"] and "[token]" in st["account"]["reason"],
+          "the pause reason without the token: %s" % st["account"])
+    wait_for(lambda: cl.request({"op": "get", "job": ids[1]})["job"]["state"] == "sent", 20,
+             "the probe resumed the account and the job went")
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    check(avp.TOKEN not in d.stderr() and "[token]" in d.stderr(),
+          "the log has no token: %s" % d.stderr()[-600:])
+    for name in os.listdir(d.state_dir):
+        with open(os.path.join(d.state_dir, name), "rb") as f:
+            check(avp.TOKEN.encode() not in f.read(), "no token in the store's %s" % name)
+    api.stop()
+
+
 def global_rate_cap(wd):
     """global_rate = 20 over 5 senders with no per-sender limit: no second
     holds more than 20 departures (the first included: a full global bucket
@@ -921,6 +958,7 @@ CASES = {f.__name__: f for f in (rate_multi_sender, adaptive_converges, ordered_
                                  token_revoked, pair_pacing, expired_and_scheduled, pauses,
                                  cancel_after_answer, at_most_once_maybe_sent,
                                  maintenance_holds_sender, pair_limit_hold, odd_success_answers,
+                                 echoed_token,
                                  global_rate_cap, account_needs_operator, api_unreachable,
                                  expired_while_waiting, pause_stops_picked, hold_stops_picked,
                                  order_behind_paused,

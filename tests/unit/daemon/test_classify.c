@@ -235,6 +235,38 @@ static void test_transport(void)
     CHECK(c.maybe_sent);
 }
 
+/* The token never leaves in an error an API echoed: whole, cut at the end
+ * of the message, in the code; other text untouched. */
+static void test_redact(void)
+{
+    const char *tok = "avp_SECRET_7f3a9c2e1b5d4e";
+    classify_result_t c;
+    char body[600];
+
+    snprintf(body, sizeof(body),
+             "{\"success\":false,\"error\":\"X%s\",\"message\":\"bad token %s; Bearer %s.\"}",
+             tok, tok, tok);
+    c = answer(401, body, -1);
+    classify_result_redact(&c, tok);
+    CHECK_STR(c.error.message, "bad token [token]; Bearer [token].");
+    CHECK_STR(c.error.code, "X[token]");
+    /* Cut by the 255-byte message buffer in the middle of the token. */
+    memset(body, 0, sizeof(body));
+    snprintf(body, sizeof(body), "{\"success\":false,\"error\":\"E\",\"message\":\"%0*d%s\"}",
+             240, 0, tok);
+    c = answer(400, body, -1);
+    CHECK(strlen(c.error.message) == QUEUE_ERR_MSG_LEN - 1);
+    classify_result_redact(&c, tok);
+    CHECK(strstr(c.error.message, "avp_SECR") == NULL);
+    CHECK(strstr(c.error.message, "[token]") != NULL);
+    /* Nothing to hide: unchanged; no token: nothing done. */
+    c = answer(400, "{\"success\":false,\"error\":\"E\",\"message\":\"avp_ plain\"}", -1);
+    classify_result_redact(&c, tok);
+    CHECK_STR(c.error.message, "avp_ plain");
+    classify_result_redact(&c, NULL);
+    CHECK_STR(c.error.message, "avp_ plain");
+}
+
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
@@ -244,6 +276,7 @@ int main(int argc, char **argv)
         {"status_classes", test_status_classes},
         {"meta_codes", test_meta_codes},
         {"transport", test_transport},
+        {"redact", test_redact},
     };
     return test_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
 }
