@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -188,6 +189,51 @@ static void append_key(char *buf, size_t size, const char *key)
         snprintf(buf + len, size - len, "%s%s", len ? ", " : "", key);
 }
 
+/* Descriptors the daemon holds besides client and HTTP connections: the
+ * store, loops and their wake-ups, the listening socket, signals, the log. */
+#define FD_RESERVE 64
+
+/*
+ * Makes room for what the config may open: max_connections clients,
+ * max_inflight HTTP connections and FD_RESERVE. Raises the soft
+ * RLIMIT_NOFILE (up to the hard one) when it is short, at start and when a
+ * reload raises max_inflight. When even the hard limit is short, client
+ * connections get what is left (at least 8), so that idle clients can never
+ * take the descriptors the HTTP engine needs: sending would stop, looking
+ * like an unreachable API. Returns the number of client connections to
+ * accept; logs when that is below max_connections.
+ */
+static unsigned fd_fit(daemon_t *d, bool warn)
+{
+    struct rlimit rl;
+    rlim_t own = (rlim_t)d->cfg.max_inflight + FD_RESERVE;
+    rlim_t want = own + (rlim_t)d->cfg.max_connections;
+    unsigned conns = (unsigned)d->cfg.max_connections;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= want)
+        return conns;
+    if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > rl.rlim_cur) {
+        struct rlimit up = rl;
+        up.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+            rl = up;
+    }
+    if (rl.rlim_cur >= want)
+        return conns;
+    if (rl.rlim_cur >= own + 8 && rl.rlim_cur - own < conns)
+        conns = (unsigned)(rl.rlim_cur - own);
+    else if (rl.rlim_cur < own + 8)
+        conns = 8;
+    if (warn)
+        dlog(d, CONFIG_LOG_WARN,
+             "open files limit %llu (hard) is below max_connections %u + max_inflight %ld + %d for "
+             "the daemon itself: accepting at most %u client connections (raise LimitNOFILE= or "
+             "ulimit -n)",
+             (unsigned long long)rl.rlim_cur, (unsigned)d->cfg.max_connections,
+             (long)d->cfg.max_inflight, FD_RESERVE, conns);
+    return conns;
+}
+
 /* Replaces the token when the re-read one differs. Returns true if it
  * changed. Takes ownership of `token` (wiped and freed here or kept). */
 static bool swap_token(daemon_t *d, char *token)
@@ -258,6 +304,7 @@ static void reload(daemon_t *d)
     token = NULL;
     sched_opts(d, &so);
     sched_reconfigure(d->sched, &so);
+    (void)fd_fit(d, false); /* a larger max_inflight needs more descriptors */
     (void)http_pool_set_concurrency(d->http, d->cfg.max_inflight);
     for (i = 0; i < n && i < sizeof(ch) / sizeof(ch[0]); i++) {
         if (ch[i].live)
@@ -506,7 +553,7 @@ static int start_modules(daemon_t *d, int n_passed)
         return rc;
 
     memset(&io, 0, sizeof(io));
-    io.max_connections = (unsigned)d->cfg.max_connections;
+    io.max_connections = fd_fit(d, true);
     io.socket_mode = d->cfg.socket_mode;
     io.allowed_uids = d->cfg.n_allowed_uids ? d->cfg.allowed_uids : NULL;
     io.n_allowed_uids = d->cfg.n_allowed_uids;

@@ -160,12 +160,14 @@ class Daemon:
         self.env = dict(os.environ)
         self.env.pop("AVENPING_TOKEN", None)
         self.env.update(env or {})
+        self.preexec = None  # run in the child before exec (setrlimit, say)
         self.proc = None
 
     def start(self, wait=True):
         self.proc = subprocess.Popen(WRAPPER + [DAEMON, "--config", self.config],
                                      stdout=subprocess.DEVNULL,
-                                     stderr=open(self.errfile, "a"), env=self.env)
+                                     stderr=open(self.errfile, "a"), env=self.env,
+                                     preexec_fn=self.preexec)
         self.wd.procs.append(self.proc)
         if wait:
             wait_for(self._connectable, 15, "the daemon's socket")

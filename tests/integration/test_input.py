@@ -18,6 +18,7 @@ import http.server
 import json
 import os
 import re
+import resource
 import sys
 import threading
 
@@ -282,7 +283,57 @@ def refused_peers(wd):
     api.stop()
 
 
-CASES = {f.__name__: f for f in (nul_refused, body_as_given, utf8_refused, refused_peers)}
+def fd_limit(wd):
+    """The open-files limit makes room for the HTTP connections: a soft
+    limit below what the config can open is raised (up to the hard one);
+    when the hard one is short too, the daemon says so at start and accepts
+    only the client connections that leave room for max_inflight HTTP
+    connections. Idle clients at that bound get QUEUE_FULL and sending goes
+    on (it used to run out of descriptors: accepts failed silently and every
+    request failed to connect, pausing the account as "API unreachable")."""
+    api = avp.FakeAPI(wd)
+    cfg = {"max_connections": 1024, "max_inflight": 64}
+    # Soft 200, hard 4096: raised to 1024 + 64 + 64.
+    d = avp.Daemon(wd, api.base, cfg)
+    d.preexec = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (200, 4096))
+    d.start()
+    with open("/proc/%d/limits" % d.proc.pid) as f:
+        line = [x for x in f if x.startswith("Max open files")][0].split()
+    check(line[3] == "1152" and line[4] == "4096", "soft limit raised: %s" % line)
+    check(d.stop() == 0, "SIGTERM exits 0")
+    # Hard 200: 200 - 64 - 64 = 72 client connections.
+    d2 = avp.Daemon(wd, api.base, cfg, name="daemon2")
+    d2.preexec = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+    d2.start()
+    check("accepting at most 72 client connections" in d2.stderr(), "said at start: %s"
+          % d2.stderr())
+    worker = d2.client()
+    check(worker.request({"op": "ping"}).get("ok") is True, "the worker's connection")
+    idle, refused = [], 0
+    for i in range(100):
+        cl = d2.client()
+        a = cl.request({"op": "ping", "id": i})
+        if a.get("ok") is True:
+            idle.append(cl)
+        else:
+            check(a.get("error") == "QUEUE_FULL", "refused as too many: %s" % a)
+            refused += 1
+            cl.close()
+    check(refused >= 28 and len(idle) <= 72, "bound: %d held, %d refused" % (len(idle), refused))
+    answers = worker.pipeline([avp.text_job(i, to="+1668%07d" % i) for i in range(200)])
+    check(len(answers) == 200 and all(a.get("ok") is True for a in answers), "acknowledged")
+    st = wait_all_final(worker, 30)
+    check(st["counts"]["sent"] == 200 and st["account"]["state"] == "ok",
+          "all sent beside the idle clients: %s %s" % (st["counts"], st["account"]))
+    for cl in idle:
+        cl.close()
+    worker.close()
+    check(d2.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+CASES = {f.__name__: f for f in (nul_refused, body_as_given, utf8_refused, refused_peers,
+                                         fd_limit)}
 
 if __name__ == "__main__":
     case = CASES.get(sys.argv[1]) if len(sys.argv) == 2 else None
