@@ -56,6 +56,15 @@
  * else the line is refused. Bounds what clients that send long unfinished
  * lines and stop can hold. */
 #define READ_BUDGET (256u * 1024u * 1024u)
+/* A request whose answer can be large (a `list` page of up to 1,000 jobs,
+ * `stats` with every sender) is taken only while the unsent answers of all
+ * connections leave this much of WRITE_BUDGET free. The shares above bound
+ * what a connection holds before it stops being read, but each may still
+ * hold one answer past its share: a thousand connections asking for a
+ * ~1 MB page and never reading held about a gigabyte. A request that waits
+ * for room keeps its connection from parsing further lines (order is kept)
+ * until answers drain or connections close. */
+#define BIG_ANSWER_ROOM (2u * 1024u * 1024u)
 #define STREAM_FLUSH_BYTES (64u * 1024u) /* a stream flushes at once from here */
 #define MAX_REJECTING 64                 /* refused connections still being told why */
 /* A refused connection (conn_reject) answers the peer's first request with
@@ -95,6 +104,7 @@ struct ipc_conn {
     bool close_after_flush; /* close once everything is written */
     bool streaming;
     bool backlog; /* parsing stopped for backpressure with data left */
+    struct ipc_req *gated; /* parsed, waiting for BIG_ANSWER_ROOM; not in the FIFO */
     bool writing;
     bool in_kick;
     unsigned stream_refs;
@@ -136,6 +146,7 @@ struct ipc_server {
     struct ipc_conn *dirty;
     unsigned n_conns;
     unsigned n_rejecting;
+    unsigned n_gated;   /* connections with a request waiting for answer room */
     size_t rbuf_total;  /* read buffer bytes of all open connections */
     size_t read_budget; /* most rbuf_total may grow to past READ_KEEP_MAX buffers */
     unsigned handles;   /* initialised handles whose close callback has not run */
@@ -151,6 +162,7 @@ struct answer {
 
 static void conn_kick(struct ipc_conn *c);
 static void on_idle(uv_idle_t *h);
+static void wake_gated(ipc_server_t *s);
 static void reject_answer(struct ipc_conn *c, const char *id, size_t id_len);
 
 /* ---- lifetimes ---- */
@@ -243,6 +255,11 @@ static void on_conn_closed(uv_handle_t *h)
     c->n_fifo = 0;
     c->fifo_bytes = 0;
     c->state = CONN_CLOSED;
+    if (c->gated != NULL) {
+        free(c->gated);
+        c->gated = NULL;
+        s->n_gated--;
+    }
 
     if (c->prev)
         c->prev->next = c->next;
@@ -260,6 +277,8 @@ static void on_conn_closed(uv_handle_t *h)
     c->rcap = c->rlen = c->rpos = c->rscan = 0;
     c->srv = NULL;
     s->handles--;
+    if (s->n_gated > 0) /* its answers are gone: room for a waiting one */
+        wake_gated(s);
     server_maybe_free(s);
     conn_unref(c);
 }
@@ -291,8 +310,43 @@ static size_t conn_share(const struct ipc_conn *c, size_t budget, size_t floor, 
     return v < floor ? floor : v > most ? most : v;
 }
 
+/* Unsent answers of all open connections. O(connections): asked only for
+ * requests with large answers and while one of them waits. */
+static size_t server_unsent(const ipc_server_t *s)
+{
+    size_t n = 0;
+
+    for (const struct ipc_conn *c = s->conns; c != NULL; c = c->next)
+        if (c->state == CONN_OPEN)
+            n += unsent_bytes(c);
+    return n;
+}
+
+static bool big_answer_room(const ipc_server_t *s)
+{
+    return server_unsent(s) + BIG_ANSWER_ROOM <= WRITE_BUDGET;
+}
+
+static bool req_big_answer(const struct ipc_req *r)
+{
+    return r->request.op == IPC_OP_LIST || r->request.op == IPC_OP_STATS;
+}
+
+/* Kicks the connections whose request waits for answer room, once there
+ * is room. */
+static void wake_gated(ipc_server_t *s)
+{
+    if (!big_answer_room(s))
+        return;
+    for (struct ipc_conn *c = s->conns; c != NULL; c = c->next)
+        if (c->gated != NULL)
+            mark_dirty(c);
+}
+
 static bool conn_saturated(const struct ipc_conn *c)
 {
+    if (c->gated != NULL && !big_answer_room(c->srv))
+        return true;
     return c->n_fifo >= c->max_pending ||
            c->fifo_bytes >= conn_share(c, FIFO_BUDGET, FIFO_PAUSE_FLOOR, FIFO_PAUSE_BYTES) ||
            unsent_bytes(c) > conn_share(c, WRITE_BUDGET, WRITE_PAUSE_FLOOR, WRITE_PAUSE_BYTES);
@@ -316,6 +370,8 @@ static void on_write(uv_write_t *w, int status)
     if (c->streaming && c->stream_refs > 0 && c->stream.dropped > 0 && c->head == NULL &&
         unsent_bytes(c) + 64 <= c->stream.max_buffered && stream_put_gap(c, &c->obuf))
         c->stream.dropped = 0;
+    if (c->srv->n_gated > 0)
+        wake_gated(c->srv);
     conn_kick(c);
 }
 
@@ -538,6 +594,12 @@ static void handle_line(struct ipc_conn *c, char *line, size_t len)
         free(r);
         return;
     }
+    if (req_big_answer(r) && !big_answer_room(c->srv)) {
+        c->gated = r; /* conn_process takes it once there is room */
+        c->srv->n_gated++;
+        c->srv->ctr.gated++;
+        return;
+    }
     fifo_push(c, r);
     c->srv->cb(r, c->srv->user);
 }
@@ -546,10 +608,19 @@ static void handle_line(struct ipc_conn *c, char *line, size_t len)
 static void conn_process(struct ipc_conn *c)
 {
     c->backlog = false;
-    while (c->state == CONN_OPEN && !c->stop_lines && !c->streaming && c->rpos < c->rlen) {
+    while (c->state == CONN_OPEN && !c->stop_lines && !c->streaming &&
+           (c->gated != NULL || c->rpos < c->rlen)) {
         if (conn_saturated(c)) {
             c->backlog = true;
             break;
+        }
+        if (c->gated != NULL) { /* there is room now (not saturated) */
+            struct ipc_req *r = c->gated;
+            c->gated = NULL;
+            c->srv->n_gated--;
+            fifo_push(c, r);
+            c->srv->cb(r, c->srv->user);
+            continue;
         }
         char *base = c->rbuf;
         char *nl = memchr(base + c->rscan, '\n', c->rlen - c->rscan);
@@ -708,7 +779,8 @@ static void conn_maybe_finish(struct ipc_conn *c)
         if (c->state != CONN_OPEN)
             return;
     }
-    bool done_reading = c->close_after_flush || (c->eof && (c->stop_lines || c->rpos == c->rlen));
+    bool done_reading = c->close_after_flush ||
+                        (c->eof && (c->stop_lines || (c->rpos == c->rlen && c->gated == NULL)));
     if (!done_reading || c->head || c->obuf.len || c->held.len || c->writing)
         return;
     conn_close(c);
@@ -1086,6 +1158,7 @@ void ipc_server_close(ipc_server_t *s)
 void ipc__server_counters(const ipc_server_t *s, ipc__counters_t *out)
 {
     *out = s->ctr;
+    out->unsent = server_unsent(s);
 }
 
 /* ---- answers ---- */

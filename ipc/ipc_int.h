@@ -85,7 +85,9 @@ typedef struct ipc__counters {
     unsigned long read_pauses;     /* times reading stopped for backpressure */
     unsigned long read_resumes;    /* times it started again */
     unsigned long rejected;        /* connections refused (uid, too many) */
+    unsigned long gated;           /* list/stats requests that waited for answer room */
     unsigned long long bytes_read; /* request bytes read, all connections */
+    size_t unsent;                 /* answer bytes not yet written, all connections (now) */
 } ipc__counters_t;
 
 void ipc__server_counters(const ipc_server_t *s, ipc__counters_t *out);
