@@ -66,6 +66,12 @@
  * until answers drain or connections close. */
 #define BIG_ANSWER_ROOM (2u * 1024u * 1024u)
 #define STREAM_FLUSH_BYTES (64u * 1024u) /* a stream flushes at once from here */
+/* Event streams of all connections together: each may buffer its own
+ * max_buffered, or this divided by the open streams when that is less (at
+ * least STREAM_FLOOR), so that a thousand watchers that never read hold
+ * tens of MiB, not a quarter of a GiB. */
+#define STREAM_BUDGET (32u * 1024u * 1024u)
+#define STREAM_FLOOR (16u * 1024u)
 #define MAX_REJECTING 64                 /* refused connections still being told why */
 /* A refused connection (conn_reject) answers the peer's first request with
  * the error and its id; a peer that sends nothing within REJECT_WAIT_MS is
@@ -147,6 +153,7 @@ struct ipc_server {
     unsigned n_conns;
     unsigned n_rejecting;
     unsigned n_gated;   /* connections with a request waiting for answer room */
+    unsigned n_streams; /* open connections that are event streams */
     size_t rbuf_total;  /* read buffer bytes of all open connections */
     size_t read_budget; /* most rbuf_total may grow to past READ_KEEP_MAX buffers */
     unsigned handles;   /* initialised handles whose close callback has not run */
@@ -163,6 +170,7 @@ struct answer {
 static void conn_kick(struct ipc_conn *c);
 static void on_idle(uv_idle_t *h);
 static void wake_gated(ipc_server_t *s);
+static size_t stream_bound(const struct ipc_stream *st);
 static void reject_answer(struct ipc_conn *c, const char *id, size_t id_len);
 
 /* ---- lifetimes ---- */
@@ -260,6 +268,8 @@ static void on_conn_closed(uv_handle_t *h)
         c->gated = NULL;
         s->n_gated--;
     }
+    if (c->streaming)
+        s->n_streams--;
 
     if (c->prev)
         c->prev->next = c->next;
@@ -368,7 +378,7 @@ static void on_write(uv_write_t *w, int status)
     /* A stream that dropped events tells its reader as soon as there is
      * room again, not only with the next event (which may never come). */
     if (c->streaming && c->stream_refs > 0 && c->stream.dropped > 0 && c->head == NULL &&
-        unsent_bytes(c) + 64 <= c->stream.max_buffered && stream_put_gap(c, &c->obuf))
+        unsent_bytes(c) + 64 <= stream_bound(&c->stream) && stream_put_gap(c, &c->obuf))
         c->stream.dropped = 0;
     if (c->srv->n_gated > 0)
         wake_gated(c->srv);
@@ -1284,6 +1294,7 @@ ipc_stream_t *ipc_req_reply_stream(ipc_req_t *r, size_t max_buffered)
      * returned reference is released on its own. */
     if (!c->streaming) {
         c->streaming = true;
+        c->srv->n_streams++;
         c->rpos = c->rscan = c->rlen; /* pipelined lines after watch are dropped */
         c->stream.conn = c;
         c->stream.max_buffered = max_buffered;
@@ -1305,12 +1316,24 @@ static bool stream_put_gap(struct ipc_conn *c, ipc__buf_t *b)
     return ipc__buf_put(b, gap, (size_t)n) == 0;
 }
 
+/* What a stream may hold unsent: its own bound, or its share of
+ * STREAM_BUDGET when that is less. */
+static size_t stream_bound(const struct ipc_stream *st)
+{
+    const ipc_server_t *s = st->conn->srv;
+    size_t share = s != NULL && s->n_streams > 0 ? STREAM_BUDGET / s->n_streams : STREAM_BUDGET;
+
+    if (share < STREAM_FLOOR)
+        share = STREAM_FLOOR;
+    return share < st->max_buffered ? share : st->max_buffered;
+}
+
 int ipc_stream_send(ipc_stream_t *st, const char *json, size_t len)
 {
     struct ipc_conn *c = st->conn;
     if (c->state != CONN_OPEN)
         return IPC_ECLOSED;
-    if (unsent_bytes(c) + len + 1 > st->max_buffered) {
+    if (unsent_bytes(c) + len + 1 > stream_bound(st)) {
         st->dropped++;
         return 0;
     }

@@ -206,7 +206,9 @@ void ipc_req_reply_error(ipc_req_t *r, const char *code, const char *fmt, ...)
  * Turns the request's connection into an event stream (for `watch`): answers
  * {"id":..,"ok":true} and returns a stream handle; the request is freed. The
  * connection reads no further requests. Events are sent with
- * ipc_stream_send; when more than `max_buffered` bytes are queued unsent,
+ * ipc_stream_send; when more than `max_buffered` bytes are queued unsent
+ * (or the stream's share of 32 MiB over all open streams, at least 16 KiB,
+ * when that is less),
  * events are dropped and counted, and the next event that fits is preceded
  * by {"event":"gap","dropped":n} (the marker may exceed max_buffered by its
  * own size). Events wait behind answers still owed on the connection.
