@@ -22,11 +22,23 @@
 
 /* --- watch -------------------------------------------------------------- */
 
+static void watcher_drop(daemon_t *d, size_t i);
+
 void daemon_watch_add(daemon_t *d, ipc_req_t *req, const char *campaign)
 {
     daemon_watcher_t *w;
     char *filter = NULL;
     ipc_stream_t *st;
+
+    /* Watchers whose peer left are otherwise dropped at the next event
+     * they match, which may never come: clients that open and close watch
+     * while nothing is sent would pile them up. */
+    for (size_t i = 0; i < d->n_watchers;) {
+        if (ipc_stream_closed(d->watchers[i].st))
+            watcher_drop(d, i);
+        else
+            i++;
+    }
 
     if (d->n_watchers == d->cap_watchers) {
         size_t cap = d->cap_watchers ? d->cap_watchers * 2 : 8;

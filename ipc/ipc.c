@@ -284,6 +284,12 @@ static void on_conn_closed(uv_handle_t *h)
     s->rbuf_total -= c->rcap;
     free(c->rbuf);
     c->rbuf = NULL;
+    /* Nothing more is written: the output buffers go now, not when the
+     * last reference does (an event stream's holder may keep the struct
+     * until it next looks). */
+    ipc__buf_free(&c->obuf);
+    ipc__buf_free(&c->wbuf);
+    ipc__buf_free(&c->held);
     c->rcap = c->rlen = c->rpos = c->rscan = 0;
     c->srv = NULL;
     s->handles--;
@@ -369,7 +375,7 @@ static void on_write(uv_write_t *w, int status)
     struct ipc_conn *c = w->data;
     c->writing = false;
     c->wbuf.len = 0;
-    if (c->wbuf.cap > WRITE_KEEP_MAX)
+    if (c->wbuf.cap > WRITE_KEEP_MAX || (c->streaming && c->wbuf.cap > stream_bound(&c->stream)))
         ipc__buf_free(&c->wbuf);
     if (status < 0) {
         conn_close(c); /* a no-op when the write was cancelled by a close */
@@ -1352,11 +1358,19 @@ int ipc_stream_send(ipc_stream_t *st, const char *json, size_t len)
         return 0;
     }
     st->dropped = 0;
-    if (!c->writing && c->obuf.len >= STREAM_FLUSH_BYTES)
+    /* Small writes when the stream's bound is small: the buffer handed to
+     * a write stays allocated until the reader takes it. */
+    size_t flush_at = stream_bound(st) / 4;
+    if (!c->writing && c->obuf.len >= (flush_at < STREAM_FLUSH_BYTES ? flush_at : STREAM_FLUSH_BYTES))
         conn_flush(c);
     else
         mark_dirty(c);
     return 0;
+}
+
+bool ipc_stream_closed(const ipc_stream_t *st)
+{
+    return st->conn->state != CONN_OPEN;
 }
 
 void ipc_stream_release(ipc_stream_t *st)

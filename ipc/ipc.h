@@ -224,6 +224,10 @@ ipc_stream_t *ipc_req_reply_stream(ipc_req_t *r, size_t max_buffered);
  * peer or the server has gone (then release the stream). */
 int ipc_stream_send(ipc_stream_t *st, const char *json, size_t len);
 
+/* True once the stream's connection is closed (the peer left): its events
+ * are dropped and the holder should release it. Never fails. */
+bool ipc_stream_closed(const ipc_stream_t *st);
+
 /* Releases the daemon's reference to the stream. When the last reference
  * goes while the peer is still there, the connection is closed once its
  * output is written. Accepts NULL. */

@@ -21,6 +21,7 @@ import re
 import resource
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import avp  # noqa: E402
@@ -332,8 +333,64 @@ def fd_limit(wd):
     api.stop()
 
 
+def rss_anon_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    return 0
+
+
+def idle_watchers(wd):
+    """800 `watch` clients that never read, while 6,000 jobs go: the events
+    they cannot take are dropped and counted (a gap event), all of them
+    together buffer within the streams' budget (32 MiB: 40 KiB each here,
+    not 256 KiB each: ~390 MB with 1,000 such watchers in an audit), and
+    their memory goes back once they close (it was kept until the next
+    event each of them matched). Reading one gives its events and the gap."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {}).start()
+    worker = d.client()
+    check(worker.request({"op": "ping"}).get("ok") is True, "worker")
+    base = rss_anon_kb(d.proc.pid)
+    watchers = []
+    for i in range(800):
+        cl = d.client()
+        check(cl.request({"op": "watch", "id": i}).get("ok") is True, "watch %d" % i)
+        watchers.append(cl)
+    n = 6000
+    answers = worker.pipeline([avp.text_job(i, to="+1669%07d" % i) for i in range(n)])
+    check(len(answers) == n and all(a.get("ok") for a in answers), "acknowledged")
+    st = wait_all_final(worker, 60)
+    check(st["counts"]["sent"] == n, "all sent: %s" % st["counts"])
+    grown = (rss_anon_kb(d.proc.pid) - base) / 1024.0
+    print("anonymous memory grew %.1f MiB with 800 idle watchers" % grown)
+    check(grown < 100, "idle watchers hold %.1f MiB" % grown)
+    events, gap = 0, None
+    w = watchers[0]
+    while gap is None:
+        e = w.read_line(5)
+        if e.get("event") == "gap":
+            gap = e
+        else:
+            events += 1
+    check(events > 0 and gap["dropped"] > 0, "events, then the gap: %d, %s" % (events, gap))
+    for cl in watchers:
+        cl.close()
+    # Closed watchers are noticed at the next watch (or event) at the latest.
+    check(worker.request({"op": "ping"}).get("ok") is True, "ping")
+    extra = d.client()
+    check(extra.request({"op": "watch"}).get("ok") is True, "one more watch")
+    wait_for(lambda: (rss_anon_kb(d.proc.pid) - base) / 1024.0 < 24, 10,
+             "memory back after the watchers left (now %.1f MiB over)"
+             % ((rss_anon_kb(d.proc.pid) - base) / 1024.0))
+    extra.close()
+    worker.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
 CASES = {f.__name__: f for f in (nul_refused, body_as_given, utf8_refused, refused_peers,
-                                         fd_limit)}
+                                         fd_limit, idle_watchers)}
 
 if __name__ == "__main__":
     case = CASES.get(sys.argv[1]) if len(sys.argv) == 2 else None
