@@ -444,6 +444,7 @@ static void after_work_cb(uv_work_t *w, int status)
     commit_t *c = w->data;
     side_t *done = c->head;
     int rc = status != 0 ? -ECANCELED : c->rc;
+    bool had_jobs = false;
     size_t i;
 
     c->work_active = false;
@@ -457,6 +458,7 @@ static void after_work_cb(uv_work_t *w, int status)
         c->stat_cb(done->n, c->seconds, c->stat_arg);
     for (i = 0; i < done->n; i++) {
         op_t *op = &done->ops[i];
+        had_jobs = had_jobs || op->cb != NULL;
         if (op->pause) {
             if (rc != 0) /* carried into a later batch, like an update */
                 (void)add_pause(c, op->pause->kind, op->pause->name, op->pause->reason,
@@ -499,7 +501,10 @@ static void after_work_cb(uv_work_t *w, int status)
         fail_all(c, rc);
     } else {
         c->failures++;
-        if (c->fail_cb && !is_full_error(rc))
+        /* A full batch with new jobs is the store refusing them (their
+         * submitters are told); one with only state changes and purges
+         * failing full means sending stands still: reported. */
+        if (c->fail_cb && (!is_full_error(rc) || !had_jobs))
             c->fail_cb(rc, (unsigned)c->failures, c->fail_arg);
         uv_timer_start(&c->retry, retry_cb, RETRY_PAUSE_MS, 0);
     }

@@ -45,8 +45,8 @@ static void submit_committed_cb(int rc, int result, uint64_t orig_id, void *arg)
             dlog(d, CONFIG_LOG_ERROR, "store commit failed: %s; its submits were refused",
                  queue_strerror(rc));
         }
-        ipc_req_reply_error(ctx->req, full ? IPC_ERR_QUEUE_FULL : IPC_ERR_INTERNAL,
-                            "job not stored: %s", queue_strerror(rc));
+        ipc_req_reply_error(ctx->req, full ? IPC_ERR_QUEUE_FULL : IPC_ERR_INTERNAL, "%s: %s",
+                            full ? "store full" : "job not stored", queue_strerror(rc));
     } else if (result == QUEUE_EDUPLICATE) {
         d->stats.duplicates++;
         ipc_req_reply_submit(ctx->req, orig_id, true);

@@ -97,7 +97,7 @@ const char *queue_strerror(int err)
     case QUEUE_ECORRUPT:
         return "corrupt record or database";
     case QUEUE_EFULL:
-        return "store full (map at its maximum size)";
+        return "the map is at its maximum size (map_size_max_mb)";
     case QUEUE_EINVAL:
         return "invalid argument";
     case QUEUE_ESTATE:

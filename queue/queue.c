@@ -175,19 +175,42 @@ static int map_grow(queue_t *q, size_t limit)
     return map_set(q, q->map_size > limit / 2 ? limit : page_round((uint64_t)q->map_size * 2));
 }
 
+/* Room one unfinished job may need to finish: its record grows (a wamid,
+ * a last error), a retention entry is added, and pages split on the way
+ * (an audit measured 77-85 bytes per job; this leaves half again). */
+#define FINISH_BYTES 192
+
 /* How far batches that add jobs may take the map: map_max less a reserve
- * of 1/32 (1 MiB to 256 MiB), kept for state changes and purges, so the
- * jobs already accepted can always move on and be purged - which is how
- * space returns - even while new jobs get QUEUE_EFULL. */
+ * kept for state changes and purges, so the jobs already accepted can
+ * always move on and be purged - which is how space returns - even while
+ * new jobs get QUEUE_EFULL. The reserve is 1/32 of the map (1 MiB to
+ * 256 MiB) plus FINISH_BYTES for every unfinished job, rounded up to MiB
+ * (fewer remaps), at most half the map. A fixed reserve alone ran out: a
+ * 16 MiB store full of small queued jobs could not finish them, and a
+ * restart did not help. */
 static size_t job_limit(const queue_t *q)
 {
+    const size_t mib = (size_t)1 << 20;
     size_t r = q->map_max / 32;
+    uint64_t finish = q->unfinished * FINISH_BYTES;
 
-    if (r < ((size_t)1 << 20))
-        r = (size_t)1 << 20;
-    if (r > ((size_t)256 << 20))
-        r = (size_t)256 << 20;
-    return q->map_max > 2 * r ? page_round(q->map_max - r) : q->map_max;
+    if (r < mib)
+        r = mib;
+    if (r > 256 * mib)
+        r = 256 * mib;
+    if (finish > q->map_max / 2)
+        finish = q->map_max / 2;
+    r += (size_t)finish;
+    r = (r + mib - 1) / mib * mib;
+    if (r > q->map_max / 2)
+        r = q->map_max / 2;
+    return page_round(q->map_max - r);
+}
+
+static void unfinished_set(queue_t *q, const uint64_t *counts)
+{
+    q->unfinished = counts[QUEUE_STATE_QUEUED] + counts[QUEUE_STATE_SENDING] +
+                    counts[QUEUE_STATE_RETRYING];
 }
 
 static int counts_load(queue__wtxn_t *w)
@@ -254,7 +277,10 @@ static int write_once(queue_t *q, queue__write_fn fn, void *arg)
     }
     /* Syncs data, then meta (no MDB_NOSYNC/NOMETASYNC); frees the txn
      * whether it succeeds or not. */
-    return mdb_txn_commit(w.txn);
+    rc = mdb_txn_commit(w.txn);
+    if (rc == 0 && w.counts_loaded)
+        unfinished_set(q, w.counts);
+    return rc;
 }
 
 static int env_reopen(queue_t *q);
@@ -783,6 +809,13 @@ int queue_open(const char *dir, const queue_options_t *opt, queue_t **out)
     if (rc != 0)
         goto fail;
     q->next_id = (oc.hwm > oc.last_id ? oc.hwm : oc.last_id) + 1;
+    {
+        uint64_t counts[QUEUE_STATE_MAX + 1];
+        rc = queue_counts(q, counts);
+        if (rc != 0)
+            goto fail;
+        unfinished_set(q, counts);
+    }
     *out = q;
     return 0;
 

@@ -148,8 +148,10 @@ typedef struct queue_update {
 } queue_update_t;
 
 /* Batches that add jobs get QUEUE_EFULL already at map_size_max less a
- * reserve of 1/32 of it (1 MiB to 256 MiB): the reserve is kept for state
- * changes and purges, so accepted jobs can always be moved on and purged. */
+ * reserve: 1/32 of it (1 MiB to 256 MiB) plus 192 bytes per unfinished
+ * job, rounded up to MiB, at most half the map. The reserve is kept for
+ * state changes and purges, so accepted jobs can always be moved on,
+ * finished and purged. */
 typedef struct queue_options {
     size_t map_size;      /* initial map size in bytes; 0: 1 GiB */
     size_t map_size_max;  /* growth stops here (QUEUE_EFULL); 0: 64 GiB */

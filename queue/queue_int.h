@@ -263,6 +263,7 @@ struct queue {
     /* Writer-thread state. */
     size_t map_size;
     size_t map_max;
+    uint64_t unfinished; /* queued + sending + retrying after the last commit (job_limit) */
     /* Loop-thread state. */
     uint64_t next_id;
 };

@@ -773,7 +773,7 @@ static void t_growth(void)
 
 static void t_full(void)
 {
-    queue_options_t opt = {256 << 10, 1 << 20, 0};
+    queue_options_t opt = {256 << 10, 4 << 20, 0};
     queue_t *q = open_q(&opt);
     queue_batch_t *b = queue_batch_new();
     enum { PER = 8, BODY = 32 << 10 };
@@ -805,7 +805,7 @@ static void t_full(void)
     CHECK(committed > 0 && i > 1);
     CHECK(strcmp(queue_strerror(rc), "unknown error") != 0);
     CHECK_OK(queue_space(q, &map, NULL));
-    CHECK(map == 1 << 20);
+    CHECK(map == 2 << 20); /* 4 MiB less the reserve for finishing them */
     /* Nothing of the failed batch, everything before it. */
     CHECK_RC(get_state(q, failed_first), QUEUE_ENOTFOUND);
     CHECK_RC(queue_job_body(q, failed_first, &out, &len), QUEUE_ENOTFOUND);
@@ -827,6 +827,62 @@ static void t_full(void)
     CHECK(len == BODY && out[BODY - 1] == 'z');
     free(out);
     free(body);
+    queue_batch_free(b);
+    queue_close(q);
+}
+
+/* A store filled to QUEUE_EFULL with small jobs can still finish every one
+ * of them: the reserve kept from new jobs grows with the unfinished jobs
+ * (a fixed 1/32 ran out: a 16 MiB store stopped sending for good). */
+static void t_full_finish(void)
+{
+    queue_options_t opt = {1 << 20, 16 << 20, 0};
+    queue_t *q = open_q(&opt);
+    queue_batch_t *b = queue_batch_new();
+    enum { PER = 500 };
+    static char keys[PER][48];
+    const char *body = "{\"phoneNumberId\":\"1000001\",\"to\":\"+1555\",\"text\":\"hello there\"}";
+    const char *wamid = "wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI5QUNFNjM3RDc2QjJFRTZGMjkA";
+    uint64_t first = 0, next = 0, c[QUEUE_STATE_MAX + 1];
+    int rc = 0;
+
+    CHECK(b != NULL);
+    for (int i = 0; i < 10000 && rc == 0; i++) {
+        queue_batch_reset(b);
+        for (int k = 0; k < PER; k++) {
+            queue_job_t j = job_make(queue_id_next(q), 1.0);
+            if (first == 0)
+                first = j.id;
+            snprintf(keys[k], sizeof keys[k], "1000001:1555%07llu", (unsigned long long)j.id);
+            j.order_key = keys[k];
+            CHECK(queue_batch_add_job(b, &j, body, strlen(body)) == k);
+        }
+        rc = queue_batch_commit(q, b);
+    }
+    CHECK_RC(rc, QUEUE_EFULL);
+    counts_of(q, c);
+    next = first + c[QUEUE_STATE_QUEUED];
+    CHECK(c[QUEUE_STATE_QUEUED] > 10000);
+    /* Every accepted job goes through sending to sent, with a wamid. */
+    for (int st = QUEUE_STATE_SENDING; st <= QUEUE_STATE_SENT; st += QUEUE_STATE_SENT - QUEUE_STATE_SENDING) {
+        for (uint64_t id = first; id < next;) {
+            size_t n = 0;
+            queue_batch_reset(b);
+            for (; id < next && n < PER; id++, n++) {
+                queue_update_t u;
+                memset(&u, 0, sizeof u);
+                u.id = id;
+                u.state = (uint8_t)st;
+                u.attempts = 1;
+                u.updated_at = 1700000100.0;
+                u.wamid = st == QUEUE_STATE_SENT ? wamid : NULL;
+                CHECK_RC(queue_batch_add_update(b, &u), (int)n);
+            }
+            CHECK_OK(queue_batch_commit(q, b));
+        }
+    }
+    counts_of(q, c);
+    CHECK(c[QUEUE_STATE_SENT] == next - first && c[QUEUE_STATE_QUEUED] == 0);
     queue_batch_free(b);
     queue_close(q);
 }
@@ -1857,6 +1913,7 @@ static const qtest_case_t cases[] = {
     {"dir_sync", t_dir_sync},
     {"growth", t_growth},
     {"full", t_full},
+    {"full_finish", t_full_finish},
     {"decoder", t_decoder},
     {"schema", t_schema},
     {"updates", t_updates},
