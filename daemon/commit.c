@@ -81,7 +81,7 @@ static bool side_empty(const side_t *s)
 
 static bool is_full_error(int rc)
 {
-    return rc == QUEUE_EFULL || rc == -ENOSPC;
+    return rc == QUEUE_EFULL || rc == -ENOSPC || rc == QUEUE_ELOWDISK;
 }
 
 static void side_reset(side_t *s)

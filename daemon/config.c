@@ -95,6 +95,7 @@ int config_init(config_t *c)
     c->metrics_interval_ms = 5000;
     c->max_queued = 10000000;
     c->map_size_max = (size_t)64 << 30;
+    c->disk_min_free = (size_t)64 << 20;
     c->http2 = true;
     c->http_threads = CONFIG_HTTP_THREADS_AUTO;
     if (set_str(&c->socket, "/run/avenpingd/avenpingd.sock") != 0 ||
@@ -370,6 +371,13 @@ static int apply_key(config_t *c, const char *k, const char *v, const char **why
     if (strcmp(k, "allowed_uids") == 0) {
         *why = "expected a comma list of numeric uids";
         return parse_uids(c, v);
+    }
+    if (strcmp(k, "disk_min_free_mb") == 0) {
+        *why = "expected an integer in [0, 1048576]";
+        if (parse_long(v, 0, 1048576, &n) != 0)
+            return -EINVAL;
+        c->disk_min_free = (size_t)n << 20;
+        return 0;
     }
     if (strcmp(k, "map_size_max_mb") == 0) {
         *why = "expected an integer in [16, 16777216]";
@@ -811,6 +819,7 @@ static const reload_field_t reload_fields[] = {
     PLAIN("max_connections", max_connections, false),
     PLAIN("max_queued", max_queued, true),
     PLAIN("map_size_max_mb", map_size_max, false),
+    PLAIN("disk_min_free_mb", disk_min_free, false),
     PLAIN("http2", http2, false),
     PLAIN("http_threads", http_threads, false), /* the pool is made at start */
 };

@@ -67,6 +67,7 @@ typedef struct config {
     long max_connections;     /* socket connections */
     long max_queued;          /* jobs not yet final; over it submits get QUEUE_FULL */
     size_t map_size_max;      /* LMDB map growth limit, bytes */
+    size_t disk_min_free;     /* new jobs need this much free disk (+192 B per unfinished) */
     long metrics_interval_ms; /* how often metrics_file is rewritten */
     bool http2;
     long http_threads; /* HTTP engine threads; 0: on the loop thread; CONFIG_HTTP_THREADS_AUTO:

@@ -462,6 +462,7 @@ static int open_store(daemon_t *d)
     }
     memset(&qo, 0, sizeof(qo));
     qo.map_size_max = d->cfg.map_size_max;
+    qo.disk_min_free = d->cfg.disk_min_free;
     rc = queue_open(d->cfg.state_dir, &qo, &d->q);
     if (rc == QUEUE_ELOCKED) {
         fprintf(stderr, "avenpingd: state dir %s is in use by another avenpingd\n",

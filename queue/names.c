@@ -102,6 +102,9 @@ const char *queue_strerror(int err)
         return "invalid argument";
     case QUEUE_ESTATE:
         return "transition not allowed from the job's state";
+    case QUEUE_ELOWDISK:
+        return "the disk of the state dir is below disk_min_free_mb (plus room to finish the "
+               "accepted jobs)";
     default:
         break;
     }

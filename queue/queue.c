@@ -10,7 +10,9 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <sys/file.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #define DEFAULT_MAP_SIZE ((uint64_t)1 << 30)
@@ -179,6 +181,8 @@ static int map_grow(queue_t *q, size_t limit)
  * a last error), a retention entry is added, and pages split on the way
  * (an audit measured 77-85 bytes per job; this leaves half again). */
 #define FINISH_BYTES 192
+/* An EIO from a write with less than this free on the disk is ENOSPC. */
+#define DISK_FULL_BELOW ((size_t)4 << 20)
 
 /* How far batches that add jobs may take the map: map_max less a reserve
  * kept for state changes and purges, so the jobs already accepted can
@@ -286,6 +290,29 @@ static int write_once(queue_t *q, queue__write_fn fn, void *arg)
 static int env_reopen(queue_t *q);
 static bool env_panicked(queue_t *q);
 
+/* Bytes free for us on the state dir's filesystem; SIZE_MAX when unknown. */
+static size_t disk_free(const queue_t *q)
+{
+    struct statvfs sv;
+
+    if (statvfs(q->dir, &sv) != 0)
+        return SIZE_MAX;
+    if ((uint64_t)sv.f_bavail > SIZE_MAX / (sv.f_frsize ? sv.f_frsize : 1))
+        return SIZE_MAX;
+    return (size_t)sv.f_bavail * sv.f_frsize;
+}
+
+/* queue_options_t.disk_min_free: may new jobs be written? */
+static bool disk_room_for_jobs(const queue_t *q)
+{
+    uint64_t need;
+
+    if (q->disk_min_free == 0)
+        return true;
+    need = (uint64_t)q->disk_min_free + q->unfinished * FINISH_BYTES;
+    return disk_free(q) >= need;
+}
+
 int queue__write_run_ex(queue_t *q, queue__write_fn fn, void *arg, bool adds_jobs)
 {
     size_t limit;
@@ -293,6 +320,8 @@ int queue__write_run_ex(queue_t *q, queue__write_fn fn, void *arg, bool adds_job
 
     if (q->broken && (rc = env_reopen(q)) != 0)
         return rc;
+    if (adds_jobs && !disk_room_for_jobs(q))
+        return QUEUE_ELOWDISK;
     limit = adds_jobs ? job_limit(q) : q->map_max;
     /* A batch without jobs may have grown the map into the reserve; new
      * jobs stay below it (LMDB keeps the map at least at what is used). */
@@ -310,6 +339,10 @@ int queue__write_run_ex(queue_t *q, queue__write_fn fn, void *arg, bool adds_job
          * next one right away (reads too) if LMDB gave up on the env. */
         if (rc != 0 && env_panicked(q))
             (void)env_reopen(q);
+        /* A full disk shows as a short write, which LMDB reports as EIO:
+         * name it for what it is when the filesystem has no room left. */
+        if (rc == EIO && disk_free(q) < DISK_FULL_BELOW)
+            rc = ENOSPC;
         return queue__err_map(rc);
     }
 }
@@ -790,6 +823,7 @@ int queue_open(const char *dir, const queue_options_t *opt, queue_t **out)
         map_size = map_max;
     q->map_size = page_round(map_size);
     q->map_max = page_round(map_max);
+    q->disk_min_free = opt != NULL ? opt->disk_min_free : 0;
     q->readers = readers;
     q->dir = strdup(dir);
     if (q->dir == NULL) {

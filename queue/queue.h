@@ -48,6 +48,7 @@ enum {
     QUEUE_EFULL = -30006,      /* map at its configured maximum size */
     QUEUE_EINVAL = -30007,     /* bad argument (a programmer error at the caller) */
     QUEUE_ESTATE = -30008,     /* transition not allowed from the job's state */
+    QUEUE_ELOWDISK = -30009,   /* new jobs refused: the disk is below disk_min_free */
 };
 
 /* Job states of the contract (socket-protocol.md). Values are on disk. */
@@ -156,6 +157,12 @@ typedef struct queue_options {
     size_t map_size;      /* initial map size in bytes; 0: 1 GiB */
     size_t map_size_max;  /* growth stops here (QUEUE_EFULL); 0: 64 GiB */
     unsigned max_readers; /* 0: 126 */
+    /* New jobs are refused (QUEUE_ELOWDISK, nothing written) while the
+     * state dir's filesystem has less free space than this plus 192 bytes
+     * per unfinished job, so that the jobs already accepted can always
+     * finish: a disk filled by new jobs left no room for their state
+     * changes. 0: no check. */
+    size_t disk_min_free;
 } queue_options_t;
 
 typedef struct queue queue_t;

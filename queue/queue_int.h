@@ -264,6 +264,7 @@ struct queue {
     size_t map_size;
     size_t map_max;
     uint64_t unfinished; /* queued + sending + retrying after the last commit (job_limit) */
+    size_t disk_min_free; /* queue_options_t.disk_min_free */
     /* Loop-thread state. */
     uint64_t next_id;
 };

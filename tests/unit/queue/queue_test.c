@@ -713,7 +713,7 @@ static void t_dir_sync(void)
 
 static void t_growth(void)
 {
-    queue_options_t opt = {256 << 10, 64 << 20, 0};
+    queue_options_t opt = {256 << 10, 64 << 20, 0, 0};
     queue_t *q = open_q(&opt);
     queue_batch_t *b = queue_batch_new();
     size_t map0, map1, used, len;
@@ -773,7 +773,7 @@ static void t_growth(void)
 
 static void t_full(void)
 {
-    queue_options_t opt = {256 << 10, 4 << 20, 0};
+    queue_options_t opt = {256 << 10, 4 << 20, 0, 0};
     queue_t *q = open_q(&opt);
     queue_batch_t *b = queue_batch_new();
     enum { PER = 8, BODY = 32 << 10 };
@@ -836,7 +836,7 @@ static void t_full(void)
  * (a fixed 1/32 ran out: a 16 MiB store stopped sending for good). */
 static void t_full_finish(void)
 {
-    queue_options_t opt = {1 << 20, 16 << 20, 0};
+    queue_options_t opt = {1 << 20, 16 << 20, 0, 0};
     queue_t *q = open_q(&opt);
     queue_batch_t *b = queue_batch_new();
     enum { PER = 500 };
@@ -884,6 +884,36 @@ static void t_full_finish(void)
     counts_of(q, c);
     CHECK(c[QUEUE_STATE_SENT] == next - first && c[QUEUE_STATE_QUEUED] == 0);
     queue_batch_free(b);
+    queue_close(q);
+}
+
+/* disk_min_free: new jobs are refused (nothing written) while the disk has
+ * less free space than that plus 192 bytes per unfinished job; state
+ * changes of accepted jobs still go. */
+static void t_low_disk(void)
+{
+    queue_options_t small = {1 << 20, 16 << 20, 0, 1};
+    queue_options_t huge = {1 << 20, 16 << 20, 0, (size_t)1 << 60};
+    queue_t *q = open_q(&small);
+    queue_job_t j = job_make(queue_id_next(q), 1.0), k;
+    uint64_t c[QUEUE_STATE_MAX + 1];
+
+    CHECK_RC(put_one(q, &j, NULL), 0);
+    queue_close(q);
+    q = open_q(&huge);
+    k = job_make(queue_id_next(q), 1.0);
+    {
+        queue_batch_t *b = queue_batch_new();
+        CHECK(b != NULL);
+        CHECK(queue_batch_add_job(b, &k, "{}", 2) == 0);
+        CHECK_RC(queue_batch_commit(q, b), QUEUE_ELOWDISK);
+        queue_batch_free(b);
+    }
+    CHECK(strstr(queue_strerror(QUEUE_ELOWDISK), "disk_min_free_mb") != NULL);
+    CHECK_RC(get_state(q, k.id), QUEUE_ENOTFOUND);
+    CHECK_RC(update_one(q, j.id, QUEUE_STATE_SENT, 0, "wamid.X", NULL), 0);
+    counts_of(q, c);
+    CHECK(c[QUEUE_STATE_SENT] == 1 && c[QUEUE_STATE_QUEUED] == 0);
     queue_close(q);
 }
 
@@ -1390,7 +1420,7 @@ static int order_cb(const queue_due_entry_t *e, void *user)
 static void t_concurrent(void)
 {
     /* A small map so that growth (exclusive lock) happens under reads. */
-    queue_options_t opt = {256 << 10, 1u << 30, 0};
+    queue_options_t opt = {256 << 10, 1u << 30, 0, 0};
     cc_t cc;
     pthread_t th;
     uint64_t seed = 12345, c[QUEUE_STATE_MAX + 1];
@@ -1914,6 +1944,7 @@ static const qtest_case_t cases[] = {
     {"growth", t_growth},
     {"full", t_full},
     {"full_finish", t_full_finish},
+    {"low_disk", t_low_disk},
     {"decoder", t_decoder},
     {"schema", t_schema},
     {"updates", t_updates},
