@@ -480,10 +480,12 @@ static bool submit_fields(const struct fval *top, const struct fval *msg, const 
         if (t->kind != FK_NUM)
             return false;
         double d = num_value(t->s, t->n);
-        if (!(d >= 0 && isfinite(d)))
+        if (!(d >= 0 && d <= IPC_TIME_MAX))
             return false;
         *tout[i] = d;
     }
+    if (s->expires_at > 0 && s->not_before > s->expires_at)
+        return false; /* the cJSON path names it */
     s->max_attempts = 0;
     if (top[K_MAX_ATTEMPTS].kind != FK_NONE && top[K_MAX_ATTEMPTS].kind != FK_NULL) {
         if (top[K_MAX_ATTEMPTS].kind != FK_NUM)

@@ -57,6 +57,7 @@ enum {
 #define IPC_MAX_DEPTH 64                  /* JSON nesting of one request */
 #define IPC_MAX_KEY_LEN 200               /* idempotencyKey, campaign, orderKey */
 #define IPC_MAX_ID_LEN 64                 /* phoneNumberId, to */
+#define IPC_TIME_MAX 4102444800.0         /* notBefore, expiresAt: 2100-01-01 */
 
 typedef enum ipc_op {
     IPC_OP_SEND = 1,

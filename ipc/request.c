@@ -639,8 +639,10 @@ static int time_field(struct vctx *v, const cJSON *obj, const char *name, double
     if (!it)
         return 0;
     double d = cJSON_IsNumber(it) ? it->valuedouble : NAN;
-    if (!(d >= 0 && isfinite(d)))
-        return fail(v, IPC_ERR_VALIDATION, "%s must be a non-negative number", name);
+    if (!(d >= 0 && d <= IPC_TIME_MAX))
+        return fail(v, IPC_ERR_VALIDATION,
+                    "%s must be a unix time in seconds from 0 to %.0f (the year 2100)", name,
+                    IPC_TIME_MAX);
     *out = d;
     return 0;
 }
@@ -760,6 +762,9 @@ static int v_submit(struct vctx *v, const cJSON *root, bool tmpl)
         (rc = time_field(v, root, "expiresAt", &s->expires_at)) ||
         (rc = int_field(v, root, "maxAttempts", 1, 1000, 0, &s->max_attempts)))
         return rc;
+    if (s->expires_at > 0 && s->not_before > s->expires_at)
+        return fail(v, IPC_ERR_VALIDATION,
+                    "notBefore is after expiresAt: the job could never be sent");
     return body_field(v);
 }
 
