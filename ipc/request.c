@@ -631,7 +631,7 @@ static int int_field(struct vctx *v, const cJSON *obj, const char *name, int lo,
     return 0;
 }
 
-/* An optional time: a finite non-negative number; 0 when absent. */
+/* An optional time: unix seconds from 0 to IPC_TIME_MAX; 0 when absent. */
 static int time_field(struct vctx *v, const cJSON *obj, const char *name, double *out)
 {
     const cJSON *it = member(obj, name);
