@@ -33,6 +33,40 @@ static void set_err(char *err, size_t size, const char *fmt, ...)
     va_end(ap);
 }
 
+/*
+ * What an error may quote of what the operator typed. The token is never
+ * echoed (config.h), also when it was typed in the wrong place: a path
+ * (--config TOKEN, token_file = TOKEN), a key (a line "TOKEN" with
+ * base64's "==", rate.TOKEN) or an option (-tTOKEN).
+ *
+ * key_like: a config key or option name as they are spelt - lowercase
+ * letters, digits, '_', '.', '-', at most 40 bytes, and at most 3 digits
+ * unless it starts with "rate." (a lowercase hex token would pass
+ * otherwise); anything else is shown by its length only. path_hidden: a path the daemon cannot open
+ * that has no '/' and 20 bytes or more looks like a token, not a file name.
+ */
+static bool key_like(const char *s, size_t n)
+{
+    bool rate = n > 5 && strncmp(s, "rate.", 5) == 0;
+    size_t digits = 0;
+
+    if (n == 0 || n > 40)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch >= '0' && ch <= '9')
+            digits++;
+        else if (!((ch >= 'a' && ch <= 'z') || ch == '_' || ch == '.' || ch == '-'))
+            return false;
+    }
+    return rate || digits <= 3;
+}
+
+static bool path_hidden(const char *path)
+{
+    return strchr(path, '/') == NULL && strlen(path) >= 20;
+}
+
 /* api_base: "http://" or "https://" (any case), a host, then optionally a
  * port and a path; no spaces or control characters. libcurl checks the
  * rest when the HTTP engine starts. */
@@ -457,7 +491,12 @@ int config_load_file(config_t *c, const char *path, char *err, size_t err_size)
     f = fopen(path, "re");
     if (f == NULL) {
         rc = -errno;
-        set_err(err, err_size, "%s: %s", path, strerror(errno));
+        if (path_hidden(path))
+            set_err(err, err_size,
+                    "the file given (%zu characters, not shown: is it the token itself?): %s",
+                    strlen(path), strerror(-rc));
+        else
+            set_err(err, err_size, "%s: %s", path, strerror(-rc));
         return rc;
     }
     while (fgets(line, sizeof(line), f) != NULL) {
@@ -497,6 +536,13 @@ int config_load_file(config_t *c, const char *path, char *err, size_t err_size)
         *eq = '\0';
         key = trim(s);
         val = trim(eq + 1);
+        if (!key_like(key, strlen(key))) {
+            set_err(err, err_size,
+                    "%s:%u: unknown key (%zu characters, not shown: a value in a key's place?)",
+                    path, lineno, strlen(key));
+            rc = -EINVAL;
+            goto out;
+        }
         r = seen_add(&seen, key, lineno, &first);
         if (r == 1) {
             set_err(err, err_size, "%s:%u: %s: given twice (first on line %u)", path, lineno, key,
@@ -588,9 +634,14 @@ int config_flags_parse(int argc, char **argv, config_flags_t *f, char *err, size
         if (!matched) {
             /* Named without its value, and a bare word not at all: what
              * follows could be a token someone typed here (never echoed). */
-            if (a[0] == '-')
-                set_err(err, err_size, "unknown option \"%.*s\" (see --help)", (int)strcspn(a, "="),
-                        a);
+            size_t name_len = strcspn(a, "=");
+            if (a[0] == '-' && a[1] == '-' && key_like(a + 2, name_len - 2))
+                set_err(err, err_size, "unknown option \"%.*s\" (see --help)", (int)name_len, a);
+            else if (a[0] == '-')
+                set_err(err, err_size,
+                        "unknown option (%zu characters, not shown; options are spelt "
+                        "--name or --name=value, see --help)",
+                        strlen(a));
             else
                 set_err(err, err_size,
                         "unexpected argument #%d: avenpingd takes options only "
@@ -714,8 +765,14 @@ int config_token_load(const config_t *c, char **token, char *err, size_t err_siz
     }
     if (src != NULL) {
         rc = read_token_file(src, token);
-        if (rc != 0)
-            set_err(err, err_size, "token file %s: %s", src, token_problem(rc));
+        if (rc != 0) {
+            if (rc == -ENOENT && path_hidden(src))
+                set_err(err, err_size,
+                        "token file (%zu characters, not shown: is it the token itself?): %s",
+                        strlen(src), token_problem(rc));
+            else
+                set_err(err, err_size, "token file %s: %s", src, token_problem(rc));
+        }
         return rc;
     }
     env = getenv("AVENPING_TOKEN");

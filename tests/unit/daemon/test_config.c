@@ -204,6 +204,52 @@ static void test_flags(void)
     }
 }
 
+/* The token typed where a path, a key or an option goes is not echoed;
+ * typos of real names still are. */
+static void test_no_echo(void)
+{
+    const char *tok = "avp_SECRET_7f3a9c2e1b5d4e";
+    char line[128], err[256];
+    config_flags_t f;
+    config_t c;
+    char *token = NULL;
+    const char *texts[] = {"avp_SECRET_7f3a9c2e1b5d4e==\n", "rate.avp_SECRET_7f3a = 5\n",
+                           "7f3a9c2e1b5d4e7f3a9c2e1b5d4e7f3a = 1\n"};
+
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        CHECK_EQ(config_init(&c), 0);
+        CHECK(config_load_file(&c, write_file("e.conf", texts[i]), err, sizeof(err)) != 0);
+        CHECK(strstr(err, "SECRET") == NULL && strstr(err, "7f3a9c") == NULL);
+        CHECK(strstr(err, "e.conf:1: unknown key (") != NULL);
+        config_free(&c);
+    }
+    CHECK_EQ(config_init(&c), 0);
+    CHECK(config_load_file(&c, write_file("e.conf", "max_inflihgt = 5\n"), err, sizeof(err)) != 0);
+    CHECK(strstr(err, "max_inflihgt: unknown key") != NULL); /* a typo is named */
+    CHECK(config_load_file(&c, tok, err, sizeof(err)) == -ENOENT);
+    CHECK(strstr(err, "SECRET") == NULL && strstr(err, "not shown") != NULL);
+    CHECK(config_load_file(&c, "/nonexistent/avenpingd.conf", err, sizeof(err)) == -ENOENT);
+    CHECK(strstr(err, "/nonexistent/avenpingd.conf") != NULL); /* a path is named */
+    snprintf(line, sizeof(line), "token_file = %s\n", tok);
+    CHECK_EQ(config_load_file(&c, write_file("e.conf", line), err, sizeof(err)), 0);
+    CHECK(config_token_load(&c, &token, err, sizeof(err)) == -ENOENT && token == NULL);
+    CHECK(strstr(err, "SECRET") == NULL && strstr(err, "token file (") != NULL);
+    config_free(&c);
+    {
+        char opt[64];
+        char *argv[] = {"avenpingd", opt, NULL};
+        snprintf(opt, sizeof(opt), "-t%s", tok);
+        CHECK_EQ(config_flags_parse(2, argv, &f, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "SECRET") == NULL && strstr(err, "unknown option (") != NULL);
+        snprintf(opt, sizeof(opt), "--%s", tok);
+        CHECK_EQ(config_flags_parse(2, argv, &f, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "SECRET") == NULL);
+        snprintf(opt, sizeof(opt), "--sokcet=/x");
+        CHECK_EQ(config_flags_parse(2, argv, &f, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "\"--sokcet\"") != NULL);
+    }
+}
+
 static void test_token_sources(void)
 {
     config_t c;
@@ -376,10 +422,15 @@ static void test_apply_live(void)
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
-        {"defaults", test_defaults},           {"file", test_file},
-        {"file_errors", test_file_errors},     {"flags", test_flags},
-        {"token_sources", test_token_sources}, {"diff_none", test_diff_none},
-        {"diff_classes", test_diff_classes},   {"apply_live", test_apply_live},
+        {"defaults", test_defaults},
+        {"file", test_file},
+        {"file_errors", test_file_errors},
+        {"flags", test_flags},
+        {"token_sources", test_token_sources},
+        {"diff_none", test_diff_none},
+        {"diff_classes", test_diff_classes},
+        {"apply_live", test_apply_live},
+        {"no_echo", test_no_echo},
     };
     int rc;
 
