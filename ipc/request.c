@@ -980,12 +980,19 @@ static bool raw_number_id(const char *p, size_t n, double want, const char **out
         size_t vs = i;
         while (i < n && p[i] && strchr("+-.0123456789eE", p[i]))
             i++;
-        if (i == vs || i - vs > 64)
+        if (i == vs)
             return false;
-        char tmp[72];
+        /* Any length the line allows: a long number is echoed as written
+         * too (a double would print 1e+64, or null past its range). */
+        char small[72], *tmp = i - vs < sizeof small ? small : malloc(i - vs + 1);
+        if (tmp == NULL)
+            return false;
         memcpy(tmp, p + vs, i - vs);
         tmp[i - vs] = '\0';
-        if (strtod(tmp, NULL) != want) /* not the member cJSON chose */
+        double got = strtod(tmp, NULL);
+        if (tmp != small)
+            free(tmp);
+        if (got != want) /* not the member cJSON chose */
             return false;
         *out = p + vs;
         *out_len = i - vs;

@@ -47,6 +47,8 @@ static const struct bad_case bad_cases[] = {
     {"{\"id\":7}", IPC_ERR_VALIDATION, "op is required", "7"},
     /* numeric ids are echoed as written, found at the top level only */
     {"{\"id\":12345678901234567890}", IPC_ERR_VALIDATION, "op is required", "12345678901234567890"},
+    /* also past 64 characters (it was printed from its double: 1e+100) */
+    {"{\"id\":10000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000}", IPC_ERR_VALIDATION, "op is required", "10000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"},
     {"{\"a\":{\"id\":1},\"id\" : 1E2}", IPC_ERR_VALIDATION, "op is required", "1E2"},
     {"{\"x\":\"\\\"id\\\":3,\",\"id\":-0}", IPC_ERR_VALIDATION, "op is required", "-0"},
     {"{\"\\u0069d\":5}", IPC_ERR_VALIDATION, "op is required", "5"},
