@@ -44,10 +44,22 @@ static void cstate_key(unsigned char k[13], uint32_t cid, int state, uint64_t id
     queue__be64_put(k + 5, id);
 }
 
+/* Stores a campaign's counters; a campaign left with no jobs at all (the
+ * last ones purged) is deleted, so campaign names that come and go (one per
+ * day, one per order) do not pile up in the store. Its jobs' index entries
+ * went with them; the name gets a new number if it is used again. */
 static int entry_store(queue__wtxn_t *w, const camp_entry_t *e)
 {
     unsigned char buf[CAMP_REC_LEN];
     MDB_val k = {e->len, (void *)e->name}, v = {sizeof buf, buf};
+    bool empty = true;
+
+    for (int i = 1; i <= QUEUE_STATE_MAX; i++)
+        empty = empty && e->counts[i] == 0;
+    if (empty) {
+        int rc = mdb_del(w->txn, w->q->db_camp, &k, NULL);
+        return rc == MDB_NOTFOUND ? 0 : rc;
+    }
 
     queue__be32_put(buf, e->cid);
     for (int i = 1; i <= QUEUE_STATE_MAX; i++)
@@ -139,7 +151,7 @@ static int entry_get(queue__wtxn_t *w, queue__str_t name, camp_entry_t **out)
         rc = cid_next(w, &e->cid);
         if (rc != 0)
             return rc;
-        e->dirty = true; /* a new campaign is stored even if it stays empty */
+        e->dirty = true;
     } else if (rc != 0) {
         return rc;
     } else if (v.mv_size < CAMP_REC_LEN) {

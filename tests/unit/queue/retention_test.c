@@ -300,6 +300,74 @@ static void t_purge_marker(void)
     queue_close(q);
 }
 
+static size_t camp_entries(queue_t *q)
+{
+    MDB_txn *txn;
+    MDB_stat st;
+    CHECK(mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) == 0);
+    CHECK(mdb_stat(txn, q->db_camp, &st) == 0);
+    mdb_txn_abort(txn);
+    return st.ms_entries;
+}
+
+/* A campaign whose last job is purged leaves nothing behind: names that
+ * come and go (a campaign a day, one per order) do not pile up. The name
+ * can be used again. */
+static void t_campaign_gone(void)
+{
+    enum { N = 50 };
+    queue_t *q = open_q();
+    queue_batch_t *b = queue_batch_new();
+    uint64_t ids[N], c[QUEUE_STATE_MAX + 1];
+    char names[N][16];
+    size_t purged;
+
+    CHECK(b != NULL);
+    for (size_t i = 0; i < N; i++) {
+        queue_job_t j;
+        memset(&j, 0, sizeof j);
+        j.id = ids[i] = queue_id_next(q);
+        j.state = QUEUE_STATE_QUEUED;
+        j.type = QUEUE_TYPE_TEXT;
+        j.created_at = j.updated_at = j.next_attempt_at = 1000.0;
+        j.phone_number_id = "1000001";
+        j.to = "+15550001";
+        snprintf(names[i], sizeof names[i], "day-%zu", i);
+        j.campaign = names[i];
+        CHECK(queue_batch_add_job(b, &j, "{}", 2) == (int)i);
+    }
+    CHECK_OK(queue_batch_commit(q, b));
+    CHECK(camp_entries(q) == N);
+    for (size_t i = 0; i < N; i++)
+        set_state(q, ids[i], QUEUE_STATE_SENT, 2000.0);
+    CHECK(camp_entries(q) == N); /* finished, not yet purged: still reported */
+    CHECK_OK(queue_campaign_counts(q, "day-3", c));
+    CHECK(c[QUEUE_STATE_SENT] == 1);
+    CHECK_OK(queue_purge(q, 1e12, 1000, &purged, NULL));
+    CHECK(purged == N);
+    CHECK(camp_entries(q) == 0);
+    CHECK_RC(queue_campaign_counts(q, "day-3", c), QUEUE_ENOTFOUND);
+    /* Used again: a campaign like a new one. */
+    queue_batch_reset(b);
+    {
+        queue_job_t j;
+        memset(&j, 0, sizeof j);
+        j.id = queue_id_next(q);
+        j.state = QUEUE_STATE_QUEUED;
+        j.type = QUEUE_TYPE_TEXT;
+        j.created_at = j.updated_at = j.next_attempt_at = 3000.0;
+        j.phone_number_id = "1000001";
+        j.to = "+15550001";
+        j.campaign = "day-3";
+        CHECK(queue_batch_add_job(b, &j, "{}", 2) == 0);
+    }
+    CHECK_OK(queue_batch_commit(q, b));
+    CHECK_OK(queue_campaign_counts(q, "day-3", c));
+    CHECK(c[QUEUE_STATE_QUEUED] == 1 && c[QUEUE_STATE_SENT] == 0);
+    queue_batch_free(b);
+    queue_close(q);
+}
+
 static size_t file_size(void)
 {
     char path[600];
@@ -365,6 +433,7 @@ static const qtest_case_t cases[] = {
     {"purge_marker", t_purge_marker},
     {"schema_upgrade", t_schema_upgrade},
     {"churn", t_churn},
+    {"campaign_gone", t_campaign_gone},
 };
 
 int main(int argc, char **argv)
