@@ -69,6 +69,7 @@ struct commit {
     commit_fail_cb fail_cb;
     void *fail_arg;
     int handles_open;
+    size_t lost; /* operations fail_all gave up */
 };
 
 static void start_soon(commit_t *c);
@@ -378,6 +379,11 @@ void commit_set_stat_cb(commit_t *c, commit_stat_cb cb, void *arg)
     c->stat_arg = arg;
 }
 
+size_t commit_lost(const commit_t *c)
+{
+    return c->lost;
+}
+
 void commit_set_fail_cb(commit_t *c, commit_fail_cb cb, void *arg)
 {
     c->fail_cb = cb;
@@ -428,6 +434,7 @@ static void fail_all(commit_t *c, int rc)
     while (c->head != NULL) {
         side_t *s = c->head;
         size_t i;
+        c->lost += s->n;
         for (i = 0; i < s->n; i++) {
             if (s->ops[i].cb)
                 s->ops[i].cb(rc, 0, 0, s->ops[i].arg);

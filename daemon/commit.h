@@ -119,8 +119,13 @@ typedef void (*commit_fail_cb)(int rc, unsigned in_row, void *arg);
 void commit_set_fail_cb(commit_t *c, commit_fail_cb cb, void *arg);
 
 /* Commits everything queued, then calls `done` (from the loop). After this
- * call nothing may be added. */
+ * call nothing may be added. When commits keep failing while draining
+ * (three in a row), what is left is given up: see commit_lost. */
 void commit_drain(commit_t *c, void (*done)(void *arg), void *arg);
+
+/* Operations given up by a drain whose commits kept failing (0: everything
+ * queued reached the store). Never fails. */
+size_t commit_lost(const commit_t *c);
 
 /* Frees the committer; only after commit_drain's callback ran, or if nothing
  * was ever queued. Accepts NULL. */

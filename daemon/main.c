@@ -101,7 +101,16 @@ static void drained_cb(void *arg)
 {
     daemon_t *d = arg;
 
-    dlog(d, CONFIG_LOG_INFO, "store flushed; exiting");
+    size_t lost = commit_lost(d->commit);
+
+    if (lost > 0)
+        dlog(d, CONFIG_LOG_ERROR,
+             "store NOT flushed: %zu operations could not be written (see the commit errors "
+             "above); the jobs keep their last stored state and are picked up from it at the "
+             "next start (one in flight is sent again under at-least-once); exiting",
+             lost);
+    else
+        dlog(d, CONFIG_LOG_INFO, "store flushed; exiting");
     d->closing = true;
     daemon_metrics_write(d); /* the final counts */
     daemon_watchers_close(d);

@@ -463,7 +463,8 @@ def sync_failures(wd):
     d.kill9()
     cl.close()
 
-    d2 = avp.Daemon(wd, api.base, state_dir=d.state_dir, name="daemon2").start()
+    d2 = avp.Daemon(wd, api.base, state_dir=d.state_dir, name="daemon2",
+                    env=faults.env()).start()
     cl = d2.client()
     got = cl.pipeline([{"op": "get", "idempotencyKey": k} for k in acked])
     lost = [k for k, g in zip(acked, got) if not g.get("ok") or g["job"]["id"] != acked[k]]
@@ -481,8 +482,17 @@ def sync_failures(wd):
         check(seen["job-%d" % i] == 0, "refused %s never sent" % k)
     print("sync_failures: %d acked, %d refused under random faults; injected %s"
           % (len(acked), len(refused), dict(faults.injected())))
+    # A stop whose last state change cannot be written says so (it said
+    # "store flushed").
+    api.control(latency_ms=1500)
+    cl.request(avp.text_job(5000, to="+16730005000"))
+    wait_for(lambda: any(avp.marker(s) == "job-5000" for s in api.sends()), 10,
+             "the request at the API")
+    faults.set("all EIO")
     cl.close()
     check(d2.stop() == 0, "SIGTERM exits 0")
+    check("store NOT flushed" in d2.stderr() and "store flushed;" not in d2.stderr(),
+          "the stop says what was not written: %s" % d2.stderr()[-500:])
     api.stop()
 
 
