@@ -398,8 +398,8 @@ void classify_answer(const http_result_t *res, classify_result_t *out)
         const cJSON *ok;
 
         out->action = CLASSIFY_SENT;
-        if (res->body != NULL && res->body_len > 0 &&
-            scan_wamid(res->body, res->body_len, out) && out->wamid[0] != '\0')
+        if (res->body != NULL && res->body_len > 0 && scan_wamid(res->body, res->body_len, out) &&
+            out->wamid[0] != '\0')
             return; /* the usual answer: data.messages[0].id */
         /* No wamid: the answer decides. {"success":true} without one is
          * still the API's word that it took the message (sent, no wamid);

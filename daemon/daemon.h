@@ -92,8 +92,8 @@ typedef struct daemon {
      * account as unreachable (dispatch.c). */
     unsigned not_sent_run;
     bool warned_no_wamid; /* a 2xx {"success":true} without a wamid was logged once */
-    bool probing; /* a probe request is in flight */
-    bool spill;   /* the store holds due jobs not in the active set */
+    bool probing;         /* a probe request is in flight */
+    bool spill;           /* the store holds due jobs not in the active set */
     /* New jobs did not fit and wait in the store, all after the refill
      * cursor (refill_due, refill_id): the next refill may start there
      * instead of walking the active set's own entries again. `spill` asks

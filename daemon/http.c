@@ -111,9 +111,9 @@ typedef struct http_req {
     char *buf;         /* response body, NUL-terminated on completion */
     size_t len, cap;
     double retry_after;
-    double started; /* wall clock at engine_start */
-    unsigned sends;   /* times libcurl was about to write the request */
-    bool resend_cut;  /* the prereq callback refused a second write */
+    double started;  /* wall clock at engine_start */
+    unsigned sends;  /* times libcurl was about to write the request */
+    bool resend_cut; /* the prereq callback refused a second write */
     char errbuf[CURL_ERROR_SIZE];
 } http_req_t;
 
@@ -130,7 +130,7 @@ struct http_engine {
     size_t nroutes;
     long timeout_ms, connect_timeout_ms;
     bool https, http2, closing;
-    bool h2_seen; /* the last answer came over HTTP/2 (ALPN chose it) */
+    bool h2_seen;      /* the last answer came over HTTP/2 (ALPN chose it) */
     http_hdrs_t *hdrs; /* current list; the engine holds one reference */
     http_req_t *active_head, *active_tail;
     size_t inflight;

@@ -72,7 +72,7 @@
  * tens of MiB, not a quarter of a GiB. */
 #define STREAM_BUDGET (32u * 1024u * 1024u)
 #define STREAM_FLOOR (16u * 1024u)
-#define MAX_REJECTING 64                 /* refused connections still being told why */
+#define MAX_REJECTING 64 /* refused connections still being told why */
 /* A refused connection (conn_reject) answers the peer's first request with
  * the error and its id; a peer that sends nothing within REJECT_WAIT_MS is
  * told without an id. Its first line may be at most REJECT_LINE_MAX. */
@@ -109,7 +109,7 @@ struct ipc_conn {
     bool stop_lines;        /* no further lines are parsed */
     bool close_after_flush; /* close once everything is written */
     bool streaming;
-    bool backlog; /* parsing stopped for backpressure with data left */
+    bool backlog;          /* parsing stopped for backpressure with data left */
     struct ipc_req *gated; /* parsed, waiting for BIG_ANSWER_ROOM; not in the FIFO */
     bool writing;
     bool in_kick;
@@ -1361,7 +1361,8 @@ int ipc_stream_send(ipc_stream_t *st, const char *json, size_t len)
     /* Small writes when the stream's bound is small: the buffer handed to
      * a write stays allocated until the reader takes it. */
     size_t flush_at = stream_bound(st) / 4;
-    if (!c->writing && c->obuf.len >= (flush_at < STREAM_FLUSH_BYTES ? flush_at : STREAM_FLUSH_BYTES))
+    if (!c->writing &&
+        c->obuf.len >= (flush_at < STREAM_FLUSH_BYTES ? flush_at : STREAM_FLUSH_BYTES))
         conn_flush(c);
     else
         mark_dirty(c);

@@ -213,8 +213,8 @@ static size_t job_limit(const queue_t *q)
 
 static void unfinished_set(queue_t *q, const uint64_t *counts)
 {
-    q->unfinished = counts[QUEUE_STATE_QUEUED] + counts[QUEUE_STATE_SENDING] +
-                    counts[QUEUE_STATE_RETRYING];
+    q->unfinished =
+        counts[QUEUE_STATE_QUEUED] + counts[QUEUE_STATE_SENDING] + counts[QUEUE_STATE_RETRYING];
 }
 
 static int counts_load(queue__wtxn_t *w)

@@ -170,7 +170,7 @@ typedef struct queue__record {
     double expires_at;
     int32_t err_status;
     int64_t err_meta_code; /* queue__meta_enc: 0 none, INT64_MIN Meta's 0 */
-    uint8_t flags; /* version 2; 0 when read from version 1 */
+    uint8_t flags;         /* version 2; 0 when read from version 1 */
     queue__str_t s[QUEUE__REC_NSTR];
 } queue__record_t;
 
@@ -263,7 +263,7 @@ struct queue {
     /* Writer-thread state. */
     size_t map_size;
     size_t map_max;
-    uint64_t unfinished; /* queued + sending + retrying after the last commit (job_limit) */
+    uint64_t unfinished;  /* queued + sending + retrying after the last commit (job_limit) */
     size_t disk_min_free; /* queue_options_t.disk_min_free */
     /* Loop-thread state. */
     uint64_t next_id;

@@ -40,8 +40,8 @@ typedef struct fake_rule {
     int status;
     char error[48];
     char message[256];
-    long meta;  /* Meta code in details (0 is one: AuthException), -1 = no details */
-    bool has_body;  /* answer `body` as it is instead of an error envelope */
+    long meta;     /* Meta code in details (0 is one: AuthException), -1 = no details */
+    bool has_body; /* answer `body` as it is instead of an error envelope */
     char body[256];
     long times; /* -1 = always; counts down to 0 = spent */
     int reset;  /* RULE_RESET_* */

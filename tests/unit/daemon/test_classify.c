@@ -244,16 +244,16 @@ static void test_redact(void)
     char body[600];
 
     snprintf(body, sizeof(body),
-             "{\"success\":false,\"error\":\"X%s\",\"message\":\"bad token %s; Bearer %s.\"}",
-             tok, tok, tok);
+             "{\"success\":false,\"error\":\"X%s\",\"message\":\"bad token %s; Bearer %s.\"}", tok,
+             tok, tok);
     c = answer(401, body, -1);
     classify_result_redact(&c, tok);
     CHECK_STR(c.error.message, "bad token [token]; Bearer [token].");
     CHECK_STR(c.error.code, "X[token]");
     /* Cut by the 255-byte message buffer in the middle of the token. */
     memset(body, 0, sizeof(body));
-    snprintf(body, sizeof(body), "{\"success\":false,\"error\":\"E\",\"message\":\"%0*d%s\"}",
-             240, 0, tok);
+    snprintf(body, sizeof(body), "{\"success\":false,\"error\":\"E\",\"message\":\"%0*d%s\"}", 240,
+             0, tok);
     c = answer(400, body, -1);
     CHECK(strlen(c.error.message) == QUEUE_ERR_MSG_LEN - 1);
     classify_result_redact(&c, tok);

@@ -864,7 +864,8 @@ static void t_full_finish(void)
     next = first + c[QUEUE_STATE_QUEUED];
     CHECK(c[QUEUE_STATE_QUEUED] > 10000);
     /* Every accepted job goes through sending to sent, with a wamid. */
-    for (int st = QUEUE_STATE_SENDING; st <= QUEUE_STATE_SENT; st += QUEUE_STATE_SENT - QUEUE_STATE_SENDING) {
+    for (int st = QUEUE_STATE_SENDING; st <= QUEUE_STATE_SENT;
+         st += QUEUE_STATE_SENT - QUEUE_STATE_SENDING) {
         for (uint64_t id = first; id < next;) {
             size_t n = 0;
             queue_batch_reset(b);
