@@ -363,9 +363,12 @@ def idle_watchers(wd):
     check(len(answers) == n and all(a.get("ok") for a in answers), "acknowledged")
     st = wait_all_final(worker, 60)
     check(st["counts"]["sent"] == n, "all sent: %s" % st["counts"])
+    # A sanitizer build's allocator keeps memory of its own (quarantine,
+    # shadow): the figures are checked on plain builds only.
+    measured = os.environ.get("AVP_SANITIZED", "0") != "1"
     grown = (rss_anon_kb(d.proc.pid) - base) / 1024.0
     print("anonymous memory grew %.1f MiB with 800 idle watchers" % grown)
-    check(grown < 100, "idle watchers hold %.1f MiB" % grown)
+    check(grown < 100 or not measured, "idle watchers hold %.1f MiB" % grown)
     events, gap = 0, None
     w = watchers[0]
     while gap is None:
@@ -381,9 +384,10 @@ def idle_watchers(wd):
     check(worker.request({"op": "ping"}).get("ok") is True, "ping")
     extra = d.client()
     check(extra.request({"op": "watch"}).get("ok") is True, "one more watch")
-    wait_for(lambda: (rss_anon_kb(d.proc.pid) - base) / 1024.0 < 24, 10,
-             "memory back after the watchers left (now %.1f MiB over)"
-             % ((rss_anon_kb(d.proc.pid) - base) / 1024.0))
+    if measured:
+        wait_for(lambda: (rss_anon_kb(d.proc.pid) - base) / 1024.0 < 24, 10,
+                 "memory back after the watchers left (now %.1f MiB over)"
+                 % ((rss_anon_kb(d.proc.pid) - base) / 1024.0))
     extra.close()
     worker.close()
     check(d.stop() == 0, "SIGTERM exits 0")
