@@ -655,8 +655,6 @@ static size_t req_header_cb(char *data, size_t size, size_t nmemb, void *userp)
     return n;
 }
 
-/* Allocates a request with its easy handle and every option that does not
- * change between requests. */
 /* Runs before each write of a request (libcurl's DO state). A second run
  * is libcurl re-sending it on a new connection; see the header comment. */
 static int req_prereq_cb(void *clientp, char *primary_ip, char *local_ip, int primary_port,
@@ -675,6 +673,8 @@ static int req_prereq_cb(void *clientp, char *primary_ip, char *local_ip, int pr
     return CURL_PREREQFUNC_OK;
 }
 
+/* Allocates a request with its easy handle and every option that does not
+ * change between requests. */
 static http_req_t *req_new(http_engine_t *e)
 {
     http_req_t *r = calloc(1, sizeof(*r));
