@@ -235,7 +235,7 @@ static unsigned fd_fit(daemon_t *d, bool warn)
         conns = 8;
     if (warn)
         dlog(d, CONFIG_LOG_WARN,
-             "open files limit %llu (hard) is below max_connections %u + max_inflight %ld + %d for "
+             "open files limit %llu is below max_connections %u + max_inflight %ld + %d for "
              "the daemon itself: accepting at most %u client connections (raise LimitNOFILE= or "
              "ulimit -n)",
              (unsigned long long)rl.rlim_cur, (unsigned)d->cfg.max_connections,
