@@ -70,6 +70,11 @@
 #define HTTP_DNS_CACHE_S 3600L               /* one API host: resolve it rarely */
 #define HTTP_RETRY_AFTER_MAX (86400.0 * 365) /* clamp for absurd delta-seconds */
 #define HTTP_ROUTES_MAX 16                   /* paths parsed once; more go by string */
+/* Answer bytes read at most (kept: HTTP_MAX_RESPONSE). A big error page
+ * past the cap still gives its status; an answer that goes on and on (no
+ * length, a broken proxy) is abandoned here instead of being read - a
+ * core's worth of CPU - until request_timeout_ms. */
+#define HTTP_READ_MAX ((size_t)8 * HTTP_MAX_RESPONSE)
 
 /* A header list shared by the engine (current token) and running requests. */
 typedef struct http_hdrs {
@@ -113,6 +118,7 @@ typedef struct http_req {
     double retry_after;
     double started;  /* wall clock at engine_start */
     unsigned sends;  /* times libcurl was about to write the request */
+    size_t read;     /* answer body bytes seen, kept or not */
     bool resend_cut; /* the prereq callback refused a second write */
     char errbuf[CURL_ERROR_SIZE];
 } http_req_t;
@@ -436,6 +442,8 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
         res.error = (curl_code_not_sent(rc) || reqsize == 0) ? HTTP_ENOTSENT : HTTP_EMAYBESENT;
         /* libcurl's error buffer names hosts and reasons, never headers. */
         res.detail = r->errbuf[0] != '\0' ? r->errbuf : curl_easy_strerror(rc);
+        if (rc == CURLE_WRITE_ERROR && r->read > HTTP_READ_MAX)
+            res.detail = "an answer longer than 8 MiB: not read further";
         if (rc == CURLE_ABORTED_BY_CALLBACK && r->resend_cut)
             res.detail = res.error == HTTP_EMAYBESENT
                              ? "the reused connection closed without an answer after the "
@@ -589,6 +597,9 @@ static size_t req_write_cb(char *data, size_t size, size_t nmemb, void *userp)
     size_t n = size * nmemb;
     size_t take = HTTP_MAX_RESPONSE - r->len;
 
+    r->read += n;
+    if (r->read > HTTP_READ_MAX)
+        return 0; /* aborts the transfer (CURLE_WRITE_ERROR): see HTTP_READ_MAX */
     if (take > n)
         take = n;
     if (take == 0)
@@ -849,6 +860,7 @@ static int engine_start(http_engine_t *e, const char *path, const char *body, si
     r->retry_after = -1;
     r->errbuf[0] = '\0';
     r->sends = 0;
+    r->read = 0;
     r->resend_cut = false;
     r->started = wall_now();
 

@@ -241,6 +241,30 @@ static void t_body_cap(void)
     fx_fini(&f);
 }
 
+/* An answer that goes on past HTTP_READ_MAX is abandoned there (maybe
+ * sent), not read to its end. */
+static void t_body_endless(void)
+{
+    fx_t f;
+    size_t n = 9 * HTTP_MAX_RESPONSE;
+    char *big = malloc(n);
+    rec_t r = {0};
+
+    CHECK(big != NULL);
+    memset(big, 'x', n);
+    fx_init(&f, 1, "tok", 0);
+    {
+        stub_route_t rt = {.status = 200, .body = big, .body_len = n};
+        CHECK(stub_route_set(f.stub, "/endless", &rt) == 0);
+    }
+    CHECK(fx_rec_post(&f, "/endless", "{}", &r) == 0);
+    run_until(&f, &r.done, 1);
+    CHECK(r.error == HTTP_EMAYBESENT && r.status == 0);
+    CHECK(strstr(r.detail, "longer than 8 MiB") != NULL);
+    free(big);
+    fx_fini(&f);
+}
+
 /* The server read the request and never answers: maybe sent. */
 static void t_timeout(void)
 {
@@ -713,6 +737,7 @@ static const fx_case_t cases[] = {
     {"chain", t_chain},
     {"retry_after", t_retry_after},
     {"body_cap", t_body_cap},
+    {"body_endless", t_body_endless},
     {"timeout", t_timeout},
     {"refused", t_refused},
     {"drop", t_drop},
