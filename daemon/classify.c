@@ -440,6 +440,13 @@ void classify_answer(const http_result_t *res, classify_result_t *out)
     if (action == 0)
         action = classify_status(res->status, out->error.code, out->error.message);
     out->action = action;
+    /* A 5xx that is not the API's own error envelope came from something in
+     * front of it (a gateway's 502/504, a load balancer's 503), which may
+     * have passed the request on before it failed: maybe delivered, as a
+     * timeout is (uncertain under at-most-once, a counted retry else). */
+    if (res->status >= 500 && action == CLASSIFY_RETRY &&
+        !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(root, "success")))
+        out->maybe_sent = true;
     if (res->retry_after > out->min_delay)
         out->min_delay = res->retry_after;
 out:

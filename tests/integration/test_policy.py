@@ -583,12 +583,22 @@ def odd_success_answers(wd):
     check(d.stop() == 0, "SIGTERM exits 0")
     d2 = avp.Daemon(wd, api.base, dict(cfg, delivery="at-most-once"), name="daemon2").start()
     cl = d2.client()
-    api.control(rules=[{"to": "16740000004", "status": 200, "body": "OK"}])
-    j = submit_all(d2, [avp.text_job(4, sender=S, to="+16740000004")])[0]
+    # A gateway's 504 (not the API's envelope): it may have passed the
+    # request on, so it is not sent again under at-most-once (it was, up to
+    # max_attempts times, each maybe delivered).
+    api.control(rules=[{"to": "16740000004", "status": 200, "body": "OK"},
+                       {"to": "16740000005", "status": 504,
+                        "body": "<html><body>504 Gateway Time-out</body></html>"}])
+    js = submit_all(d2, [avp.text_job(4, sender=S, to="+16740000004"),
+                         avp.text_job(5, sender=S, to="+16740000005")])
     wait_all_final(cl, 30)
-    job = cl.request({"op": "get", "job": j})["job"]
+    job = cl.request({"op": "get", "job": js[0]})["job"]
     check(job["state"] == "uncertain" and job["attempts"] == 1,
           "under at-most-once a 200 'OK' is uncertain: %s" % job)
+    job = cl.request({"op": "get", "job": js[1]})["job"]
+    check(job["state"] == "uncertain" and job["attempts"] == 1
+          and job["lastError"]["code"] == "HTTP_504",
+          "under at-most-once a gateway's 504 is uncertain: %s" % job)
     cl.close()
     check(d2.stop() == 0, "SIGTERM exits 0")
     api.stop()

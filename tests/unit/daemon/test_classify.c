@@ -183,9 +183,15 @@ static void test_status_classes(void)
     CHECK(c.min_delay == 7);
     c = answer(500, "{\"success\":false,\"error\":\"INTERNAL_ERROR\",\"message\":\"x\"}", -1);
     CHECK_EQ(c.action, CLASSIFY_RETRY);
+    CHECK(!c.maybe_sent); /* the API's own 500: it did not take the message */
     c = answer(502, "<html>bad gateway</html>", -1);
     CHECK_EQ(c.action, CLASSIFY_RETRY);
     CHECK_STR(c.error.code, "HTTP_502");
+    CHECK(c.maybe_sent); /* a gateway's: it may have passed the request on */
+    c = answer(504, "", -1);
+    CHECK(c.action == CLASSIFY_RETRY && c.maybe_sent);
+    c = answer(502, "{\"success\":false,\"error\":\"INTERNAL_ERROR\",\"message\":\"media\"}", -1);
+    CHECK(c.action == CLASSIFY_RETRY && !c.maybe_sent);
 }
 
 static void test_meta_codes(void)
