@@ -100,6 +100,9 @@ static int classify_meta(long code, classify_result_t *out)
     return 0; /* unknown: decide on the HTTP status */
 }
 
+#define THROTTLE_MIN_S 1.0       /* least wait after a 429 / 130429 */
+#define RETRY_AFTER_MAX_S 3600.0 /* longest Retry-After honoured */
+
 static int classify_status(int status, const char *code, const char *message)
 {
     if (status == 401)
@@ -449,6 +452,13 @@ void classify_answer(const http_result_t *res, classify_result_t *out)
         out->maybe_sent = true;
     if (res->retry_after > out->min_delay)
         out->min_delay = res->retry_after;
+    /* A throttle waits at least a second (Meta counts per second; without
+     * it the same job went again within milliseconds, 45 times in 2 s) and
+     * at most an hour (a Retry-After of years held the sender for one). */
+    if (action == CLASSIFY_THROTTLE_SENDER && out->min_delay < THROTTLE_MIN_S)
+        out->min_delay = THROTTLE_MIN_S;
+    if (out->min_delay > RETRY_AFTER_MAX_S)
+        out->min_delay = RETRY_AFTER_MAX_S;
 out:
     cJSON_Delete(root);
 }

@@ -641,6 +641,28 @@ def echoed_token(wd):
     api.stop()
 
 
+def throttle_without_retry_after(wd):
+    """A 429 without Retry-After holds its sender a second at least (the
+    same job used to go again within milliseconds: 45 times in 2 s), then
+    the job is sent; the throttle does not count an attempt."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"rate_per_number": 80}).start()
+    cl = d.client()
+    api.control(rules=[{"to": "16760000001", "status": 429, "times": 3}])
+    j = submit_all(d, [avp.text_job(1, sender="1000001", to="+16760000001")])[0]
+    t0 = time.time()
+    wait_for(lambda: cl.request({"op": "get", "job": j})["job"]["state"] == "sent", 20,
+             "the throttled job sent")
+    took = time.time() - t0
+    got = api.stats()["senders"]["1000001"]["scripted"]
+    check(got == 3, "three 429s answered: %d" % got)
+    check(took >= 2.5, "a second between the tries at least: sent after %.2f s" % took)
+    check(cl.request({"op": "get", "job": j})["job"]["attempts"] == 1, "throttles not counted")
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def global_rate_cap(wd):
     """global_rate = 20 over 5 senders with no per-sender limit: no second
     holds more than 20 departures (the first included: a full global bucket
@@ -968,7 +990,7 @@ CASES = {f.__name__: f for f in (rate_multi_sender, adaptive_converges, ordered_
                                  token_revoked, pair_pacing, expired_and_scheduled, pauses,
                                  cancel_after_answer, at_most_once_maybe_sent,
                                  maintenance_holds_sender, pair_limit_hold, odd_success_answers,
-                                 echoed_token,
+                                 echoed_token, throttle_without_retry_after,
                                  global_rate_cap, account_needs_operator, api_unreachable,
                                  expired_while_waiting, pause_stops_picked, hold_stops_picked,
                                  order_behind_paused,

@@ -181,6 +181,12 @@ static void test_status_classes(void)
     c = answer(429, "", 7);
     CHECK_EQ(c.action, CLASSIFY_THROTTLE_SENDER);
     CHECK(c.min_delay == 7);
+    c = answer(429, "", -1); /* no Retry-After: a second at least */
+    CHECK(c.action == CLASSIFY_THROTTLE_SENDER && c.min_delay == 1.0);
+    c = answer(429, "", 1e9); /* an hour at most */
+    CHECK(c.min_delay == 3600.0);
+    c = answer(503, "", 1e9);
+    CHECK(c.action == CLASSIFY_RETRY && c.min_delay == 3600.0);
     c = answer(500, "{\"success\":false,\"error\":\"INTERNAL_ERROR\",\"message\":\"x\"}", -1);
     CHECK_EQ(c.action, CLASSIFY_RETRY);
     CHECK(!c.maybe_sent); /* the API's own 500: it did not take the message */
