@@ -41,7 +41,8 @@
  *   CURLOPT_PREREQFUNCTION runs before every write of the request: the
  *   second run aborts the transfer, which then fails as HTTP_EMAYBESENT
  *   (or HTTP_ENOTSENT when nothing had been written) and the caller's
- *   delivery policy decides. Over HTTP/2 the resend is left to libcurl:
+ *   delivery policy decides. Over HTTP/2 (an https engine offering it,
+ *   until an answer comes over HTTP/1.x) the resend is left to libcurl:
  *   7.88 re-sends there only a stream the server refused (REFUSED_STREAM,
  *   or above a GOAWAY's last stream), which the protocol guarantees was not
  *   processed; a connection that dies under HTTP/2 fails its streams.
@@ -136,7 +137,7 @@ struct http_engine {
     size_t nroutes;
     long timeout_ms, connect_timeout_ms;
     bool https, http2, closing;
-    bool h2_seen;      /* the last answer came over HTTP/2 (ALPN chose it) */
+    bool h1_seen;      /* HTTP/2 offered, but the last answer came over HTTP/1.x */
     http_hdrs_t *hdrs; /* current list; the engine holds one reference */
     http_req_t *active_head, *active_tail;
     size_t inflight;
@@ -400,6 +401,15 @@ static bool curl_code_not_sent(CURLcode rc)
            rc == CURLE_COULDNT_CONNECT;
 }
 
+/* Whether the engine's connections speak HTTP/2: what an https engine
+ * that offers it gets (ALPN) unless an answer showed HTTP/1.x - decided
+ * before the first answer too, when a GOAWAY can refuse streams of the
+ * first burst. */
+static bool engine_h2(const http_engine_t *e)
+{
+    return e->http2 && e->https && !e->h1_seen;
+}
+
 /* Runs the callback of a request libcurl reported done. */
 static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
 {
@@ -415,10 +425,10 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
     curl_easy_getinfo(r->easy, CURLINFO_TOTAL_TIME, &total);
     if (rc == CURLE_OK) {
         curl_easy_getinfo(r->easy, CURLINFO_PRETRANSFER_TIME, &pretransfer);
-        if (e->http2) { /* what ALPN chose, for the next resend decision */
+        if (e->http2 && e->https) { /* what ALPN chose, for the next resend decision */
             long ver = 0;
             curl_easy_getinfo(r->easy, CURLINFO_HTTP_VERSION, &ver);
-            e->h2_seen = ver >= CURL_HTTP_VERSION_2_0;
+            e->h1_seen = ver < CURL_HTTP_VERSION_2_0;
         }
     }
     req_detach(e, r);
@@ -442,6 +452,15 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
         res.error = (curl_code_not_sent(rc) || reqsize == 0) ? HTTP_ENOTSENT : HTTP_EMAYBESENT;
         /* libcurl's error buffer names hosts and reasons, never headers. */
         res.detail = r->errbuf[0] != '\0' ? r->errbuf : curl_easy_strerror(rc);
+        /* Over HTTP/2 libcurl sends a request again only for a stream the
+         * server refused, unprocessed (REFUSED_STREAM, GOAWAY); when it gives
+         * up after several ("Connection died, tried 5 times"), every copy
+         * was refused: not sent. */
+        if (rc == CURLE_SEND_ERROR && r->sends > 1 && engine_h2(e)) {
+            res.error = HTTP_ENOTSENT;
+            res.detail = "HTTP/2 stream refused by the server each time it was sent "
+                         "(GOAWAY, REFUSED_STREAM): not processed";
+        }
         if (rc == CURLE_WRITE_ERROR && r->read > HTTP_READ_MAX)
             res.detail = "an answer longer than 8 MiB: not read further";
         if (rc == CURLE_ABORTED_BY_CALLBACK && r->resend_cut)
@@ -677,7 +696,7 @@ static int req_prereq_cb(void *clientp, char *primary_ip, char *local_ip, int pr
     (void)local_ip;
     (void)primary_port;
     (void)local_port;
-    if (++r->sends > 1 && !r->e->h2_seen) {
+    if (++r->sends > 1 && !engine_h2(r->e)) {
         r->resend_cut = true;
         return CURL_PREREQFUNC_ABORT;
     }
