@@ -80,11 +80,6 @@ static bool side_empty(const side_t *s)
     return s->n == 0 && !s->has_purge;
 }
 
-static bool is_full_error(int rc)
-{
-    return rc == QUEUE_EFULL || rc == -ENOSPC || rc == QUEUE_ELOWDISK;
-}
-
 static void side_reset(side_t *s)
 {
     size_t i;
@@ -492,7 +487,7 @@ static void after_work_cb(uv_work_t *w, int status)
     side_reset(done);
     done->next = c->spare;
     c->spare = done;
-    if (is_full_error(rc)) {
+    if (queue_err_full(rc)) {
         /* Keep new jobs out for a while: see COMMIT_FULL_PROBE_MS. */
         c->full_rc = rc;
         c->full_until = uv_now(c->loop) + COMMIT_FULL_PROBE_MS;
@@ -511,7 +506,7 @@ static void after_work_cb(uv_work_t *w, int status)
         /* A full batch with new jobs is the store refusing them (their
          * submitters are told); one with only state changes and purges
          * failing full means sending stands still: reported. */
-        if (c->fail_cb && (!is_full_error(rc) || !had_jobs))
+        if (c->fail_cb && (!queue_err_full(rc) || !had_jobs))
             c->fail_cb(rc, (unsigned)c->failures, c->fail_arg);
         uv_timer_start(&c->retry, retry_cb, RETRY_PAUSE_MS, 0);
     }

@@ -37,7 +37,7 @@ static void submit_committed_cb(int rc, int result, uint64_t orig_id, void *arg)
     daemon_t *d = ctx->d;
 
     if (rc != 0) {
-        bool full = rc == QUEUE_EFULL || rc == -ENOSPC || rc == QUEUE_ELOWDISK;
+        bool full = queue_err_full(rc);
         double now = daemon_now();
         /* Every submit of the failed batch lands here: one line a second. */
         if (now - d->commit_err_logged >= 1.0) {
@@ -155,7 +155,7 @@ static void handle_submit(daemon_t *d, ipc_req_t *req, const ipc_submit_t *s)
     ctx->priority = job.priority;
 
     rc = commit_add_job(d->commit, &job, s->body, s->body_len, submit_committed_cb, ctx);
-    if (rc == QUEUE_EFULL || rc == -ENOSPC || rc == QUEUE_ELOWDISK) {
+    if (queue_err_full(rc)) {
         /* A recent batch found the store full: refused at once until the
          * committer's next probe (commit.h). */
         if (!answer_duplicate(d, req, s))

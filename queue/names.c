@@ -3,6 +3,7 @@
  */
 #include "queue.h"
 
+#include <errno.h>
 #include <string.h>
 
 static const char *const state_names[QUEUE_STATE_MAX + 1] = {
@@ -79,6 +80,11 @@ bool queue_state_is_final(int state)
     return state == QUEUE_STATE_SENT || state == QUEUE_STATE_FAILED ||
            state == QUEUE_STATE_EXPIRED || state == QUEUE_STATE_CANCELLED ||
            state == QUEUE_STATE_UNCERTAIN;
+}
+
+bool queue_err_full(int err)
+{
+    return err == QUEUE_EFULL || err == -ENOSPC || err == QUEUE_ELOWDISK;
 }
 
 const char *queue_strerror(int err)

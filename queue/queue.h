@@ -454,6 +454,11 @@ int queue_priority_parse(const char *s);
 /* True for sent, failed, expired, cancelled, uncertain. */
 bool queue_state_is_final(int state);
 
+/* True for the errors that mean "no room": the map at its maximum
+ * (QUEUE_EFULL), the disk full (-ENOSPC) or below disk_min_free
+ * (QUEUE_ELOWDISK). Submitters get QUEUE_FULL for these. */
+bool queue_err_full(int err);
+
 /* A static description of any code these functions return. */
 const char *queue_strerror(int err);
 
