@@ -876,17 +876,24 @@ static bool pred_more_pauses(struct h *h, void *arg)
     return k.read_pauses > ((struct n_arg *)arg)->n;
 }
 
+/* Answers r with {"big": n bytes of 'b'}: a large answer, to fill the
+ * output side. */
+static void reply_big(ipc_req_t *r, size_t n)
+{
+    cJSON *f = cJSON_CreateObject();
+    char *big = malloc(n + 1);
+
+    memset(big, 'b', n);
+    big[n] = '\0';
+    cJSON_AddStringToObject(f, "big", big);
+    free(big);
+    ipc_req_reply_ok(r, f);
+}
+
 static void req_backpressure(struct h *h, ipc_req_t *r)
 {
     if (ipc_req_request(r)->op == IPC_OP_STATS) {
-        /* A large answer, to fill the output side. */
-        cJSON *f = cJSON_CreateObject();
-        char *big = malloc(64 * 1024 + 1);
-        memset(big, 'b', 64 * 1024);
-        big[64 * 1024] = '\0';
-        cJSON_AddStringToObject(f, "big", big);
-        free(big);
-        ipc_req_reply_ok(r, f);
+        reply_big(r, 64 * 1024);
         return;
     }
     hold(h, r);
@@ -946,15 +953,8 @@ static void client_backpressure(struct h *h)
 /* Answers of 1 MiB to `stats`: many connections that ask and never read. */
 static void req_big_stats(struct h *h, ipc_req_t *r)
 {
-    (void)h;
     if (ipc_req_request(r)->op == IPC_OP_STATS) {
-        cJSON *f = cJSON_CreateObject();
-        char *big = malloc(1024 * 1024 + 1);
-        memset(big, 'b', 1024 * 1024);
-        big[1024 * 1024] = '\0';
-        cJSON_AddStringToObject(f, "big", big);
-        free(big);
-        ipc_req_reply_ok(r, f);
+        reply_big(r, 1024 * 1024);
         return;
     }
     req_answer_now(h, r);

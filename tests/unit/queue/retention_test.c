@@ -88,14 +88,20 @@ static bool exists(queue_t *q, uint64_t id)
     return rc == 0;
 }
 
-static size_t done_entries(queue_t *q)
+/* Entries of one of the store's databases. */
+static size_t db_entries(queue_t *q, MDB_dbi dbi)
 {
     MDB_txn *txn;
     MDB_stat st;
     CHECK(mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) == 0);
-    CHECK(mdb_stat(txn, q->db_done, &st) == 0);
+    CHECK(mdb_stat(txn, dbi, &st) == 0);
     mdb_txn_abort(txn);
     return st.ms_entries;
+}
+
+static size_t done_entries(queue_t *q)
+{
+    return db_entries(q, q->db_done);
 }
 
 /* Finished jobs go after their retention, unfinished ones never; bodies,
@@ -302,12 +308,7 @@ static void t_purge_marker(void)
 
 static size_t camp_entries(queue_t *q)
 {
-    MDB_txn *txn;
-    MDB_stat st;
-    CHECK(mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) == 0);
-    CHECK(mdb_stat(txn, q->db_camp, &st) == 0);
-    mdb_txn_abort(txn);
-    return st.ms_entries;
+    return db_entries(q, q->db_camp);
 }
 
 /* A campaign whose last job is purged leaves nothing behind: names that
