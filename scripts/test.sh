@@ -53,7 +53,7 @@ if $ci || [[ "${AVP_TSAN:-}" == "1" ]]; then
         -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
     cmake --build build-tsan -j"$jobs"
     # A report ends the process with 66: the daemon's death fails its test.
-    TSAN_OPTIONS=halt_on_error=1:exitcode=66:second_deadlock_stack=1 \
+    TSAN_OPTIONS=halt_on_error=1:exitcode=66:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp \
         AVP_TEST_CONFIG=http_threads=2 \
         ctest --test-dir build-tsan --output-on-failure -j"$jobs" -L tsan
 fi
