@@ -277,6 +277,17 @@ def churn(wd):
 
 # --- full store ----------------------------------------------------------
 
+def accepted_then_full(answers):
+    """Submit answers of a store filling up: some accepted, then QUEUE_FULL,
+    nothing else. Returns (indexes accepted, the QUEUE_FULL answers)."""
+    ok = [i for i, a in enumerate(answers) if a.get("ok")]
+    full = [a for a in answers if a.get("error") == "QUEUE_FULL"]
+    other = [a for a in answers if not a.get("ok") and a.get("error") != "QUEUE_FULL"]
+    check(ok and full and not other, "accepted %d, QUEUE_FULL %d, other %s"
+          % (len(ok), len(full), other[:1]))
+    return ok, full
+
+
 def storage_full(wd):
     """At map_size_max the store refuses new jobs with QUEUE_FULL; what was
     accepted is kept and sent; when jobs finish and are purged the daemon
@@ -294,11 +305,7 @@ def storage_full(wd):
         j["message"]["text"] = "job-%d %s" % (i, big)
         jobs.append(j)
     answers = cl.pipeline(jobs, window=4)
-    ok = [i for i, a in enumerate(answers) if a.get("ok")]
-    full = [a for a in answers if a.get("error") == "QUEUE_FULL"]
-    other = [a for a in answers if not a.get("ok") and a.get("error") != "QUEUE_FULL"]
-    check(ok and full and not other, "accepted %d, QUEUE_FULL %d, other %s"
-          % (len(ok), len(full), other[:1]))
+    ok, full = accepted_then_full(answers)
     check("full" in full[0]["message"], "the message says why: %s" % full[0])
     st = cl.stats()
     # New jobs stop short of the maximum by 1/32 (at least 1 MiB) plus 192
@@ -591,11 +598,7 @@ def disk_full(wd):
             j["message"]["text"] = "job-%d %s" % (i, "z" * 40000)
             jobs.append(j)
         answers = cl.pipeline(jobs, window=16)
-        ok = [i for i, a in enumerate(answers) if a.get("ok")]
-        full = [a for a in answers if a.get("error") == "QUEUE_FULL"]
-        other = [a for a in answers if not a.get("ok") and a.get("error") != "QUEUE_FULL"]
-        check(ok and full and not other, "accepted %d, QUEUE_FULL %d, other %s"
-              % (len(ok), len(full), other[:1]))
+        ok, full = accepted_then_full(answers)
         check("disk_min_free_mb" in full[-1]["message"], "named: %s" % full[-1])
         check(cl.request({"op": "resume", "all": True})["ok"], "resume all")
         st = wait_all_final(cl, 60)

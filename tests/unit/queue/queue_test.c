@@ -65,12 +65,11 @@ static int put_one(queue_t *q, const queue_job_t *j, uint64_t *orig)
     return rc;
 }
 
-static int update_one(queue_t *q, uint64_t id, int state, double next, const char *wamid,
-                      const queue_error_info_t *err)
+/* A state change of job `id` (first attempt, at 1700000100). */
+static queue_update_t update_make(uint64_t id, int state, double next, const char *wamid,
+                                  const queue_error_info_t *err)
 {
     queue_update_t u;
-    queue_batch_t *b = queue_batch_new();
-    int rc;
     memset(&u, 0, sizeof u);
     u.id = id;
     u.state = (uint8_t)state;
@@ -79,6 +78,15 @@ static int update_one(queue_t *q, uint64_t id, int state, double next, const cha
     u.next_attempt_at = next;
     u.wamid = wamid;
     u.last_error = err;
+    return u;
+}
+
+static int update_one(queue_t *q, uint64_t id, int state, double next, const char *wamid,
+                      const queue_error_info_t *err)
+{
+    queue_update_t u = update_make(id, state, next, wamid, err);
+    queue_batch_t *b = queue_batch_new();
+    int rc;
     CHECK(b != NULL);
     CHECK_RC(queue_batch_add_update(b, &u), 0);
     CHECK_OK(queue_batch_commit(q, b));
@@ -870,13 +878,8 @@ static void t_full_finish(void)
             size_t n = 0;
             queue_batch_reset(b);
             for (; id < next && n < PER; id++, n++) {
-                queue_update_t u;
-                memset(&u, 0, sizeof u);
-                u.id = id;
-                u.state = (uint8_t)st;
-                u.attempts = 1;
-                u.updated_at = 1700000100.0;
-                u.wamid = st == QUEUE_STATE_SENT ? wamid : NULL;
+                queue_update_t u =
+                    update_make(id, st, 0, st == QUEUE_STATE_SENT ? wamid : NULL, NULL);
                 CHECK_RC(queue_batch_add_update(b, &u), (int)n);
             }
             CHECK_OK(queue_batch_commit(q, b));
