@@ -2,10 +2,12 @@
 # Installs what building, testing and running the demo need on Debian 12, and
 # nothing when everything is already there. Usage: scripts/deps.sh [--extra|--bench]
 # --extra adds the tools of the CI's lint/fuzz/valgrind steps (clang with
-# libclang-rt-14-dev, which holds libFuzzer; valgrind). --bench adds the
+# libclang-rt-14-dev, which holds libFuzzer; valgrind) and the servers of the
+# tests that skip without them (nginx with the echo module and openssl:
+# integration.tls.h2_goaway, bench.smoke). --bench adds the
 # benchmarks' tools: nginx with the echo module as the static v2 stub, wrk and
 # h2load for the HTTP ceilings, openssl for the stub's certificate, perf for
-# profiling. The test suite needs neither (bench.smoke skips without nginx).
+# profiling. The plain test suite needs neither (those two tests skip).
 set -euo pipefail
 
 # systemd: systemd-analyze, systemd-socket-activate, systemd-sysusers and
@@ -18,7 +20,8 @@ pkgs=(build-essential cmake pkg-config python3
       libmicrohttpd-dev libjemalloc-dev systemd dpkg-dev file)
 bench=(nginx libnginx-mod-http-echo wrk nghttp2-client openssl linux-perf)
 if [[ "${1:-}" == "--extra" ]]; then
-    pkgs+=(clang libclang-rt-14-dev clang-format clang-tidy cppcheck valgrind lmdb-utils)
+    pkgs+=(clang libclang-rt-14-dev clang-format clang-tidy cppcheck valgrind lmdb-utils
+          nginx libnginx-mod-http-echo openssl)
 elif [[ "${1:-}" == "--bench" ]]; then
     pkgs+=("${bench[@]}")
 fi

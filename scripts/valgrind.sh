@@ -18,7 +18,7 @@ command -v valgrind >/dev/null || { echo "valgrind.sh: valgrind not installed (s
 logs=$(mktemp -d "${TMPDIR:-/tmp}/avp-valgrind-XXXXXX")
 # The daemon may be linked with jemalloc: valgrind must replace its malloc
 # as it does glibc's (somalloc), or it sees neither errors nor leaks.
-export AVP_WRAPPER="valgrind --quiet --error-exitcode=99 --leak-check=full \
+export AVP_WRAPPER="valgrind --quiet --vgdb=no --error-exitcode=99 --leak-check=full \
 --soname-synonyms=somalloc=*jemalloc* \
 --errors-for-leak-kinds=definite --show-leak-kinds=definite --num-callers=30 \
 --log-file=$logs/vg.%p.log"

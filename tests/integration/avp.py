@@ -329,6 +329,10 @@ def run(test_fn):
     t0 = time.monotonic()
     try:
         test_fn(wd)
+    except SystemExit:  # a skip (77) or a usage error: nothing to keep
+        wd.kill_all()
+        wd.cleanup()
+        raise
     except Exception as e:  # noqa: BLE001 - report every failure the same way
         print("FAIL %s: %s: %s" % (name, type(e).__name__, e))
         for f in sorted(os.listdir(wd.path)):

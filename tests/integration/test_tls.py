@@ -56,7 +56,7 @@ def h2_goaway(wd):
     nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx")
                                       else None)
     if nginx is None or shutil.which("openssl") is None:
-        print("SKIP h2_goaway: needs nginx and openssl (scripts/deps.sh --bench)")
+        print("SKIP h2_goaway: needs nginx and openssl (scripts/deps.sh --extra or --bench)")
         sys.exit(77)
     import stub  # bench/stub.py: the certificates
     ngdir = wd.file("nginx")
