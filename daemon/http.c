@@ -454,9 +454,14 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
         res.detail = r->errbuf[0] != '\0' ? r->errbuf : curl_easy_strerror(rc);
         /* Over HTTP/2 libcurl sends a request again only for a stream the
          * server refused, unprocessed (REFUSED_STREAM, GOAWAY); when it gives
-         * up after several ("Connection died, tried 5 times"), every copy
-         * was refused: not sent. */
-        if (rc == CURLE_SEND_ERROR && r->sends > 1 && engine_h2(e)) {
+         * up after several ("Connection died, tried 5 times", as
+         * CURLE_SEND_ERROR or CURLE_RECV_ERROR), every copy was refused: not
+         * sent. libcurl counts those tries per easy handle and, as handles
+         * are reused here, not per request: a request refused once can meet
+         * the limit (seen under load, sends == 1), hence the message. */
+        if (engine_h2(e) && ((rc == CURLE_SEND_ERROR && r->sends > 1) ||
+                             ((rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR) &&
+                              strncmp(r->errbuf, "Connection died, tried", 22) == 0))) {
             res.error = HTTP_ENOTSENT;
             res.detail = "HTTP/2 stream refused by the server each time it was sent "
                          "(GOAWAY, REFUSED_STREAM): not processed";
