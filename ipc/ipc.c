@@ -148,6 +148,8 @@ struct ipc_server {
     uv_idle_t idle;
     uv_timer_t reject_timer; /* runs while refused connections wait to be told */
     char *path;              /* the socket file we created; unlinked when we stop */
+    dev_t path_dev;          /* ... if it is still that file (st_dev, st_ino after bind) */
+    ino_t path_ino;
     struct ipc_conn *conns;
     struct ipc_conn *dirty;
     unsigned n_conns;
@@ -1048,9 +1050,13 @@ static void listener_close(ipc_server_t *s)
     s->listener_closed = true;
     s->listening = false;
     /* Unlink before closing the fd, so we never remove a socket someone
-     * else bound after our close. */
-    if (s->path)
-        unlink(s->path);
+     * else bound after our close; and only our own file: when ours was
+     * removed and another daemon bound the path since, the file is its. */
+    if (s->path) {
+        struct stat st;
+        if (lstat(s->path, &st) == 0 && st.st_dev == s->path_dev && st.st_ino == s->path_ino)
+            unlink(s->path);
+    }
     uv_close((uv_handle_t *)&s->listener, on_server_handle_closed);
 }
 
@@ -1110,11 +1116,15 @@ int ipc_server_listen(ipc_server_t *s, const char *path)
         rc = -err;
         goto fail;
     }
-    if (chmod(path, (mode_t)s->socket_mode) != 0 || listen(fd, SOMAXCONN) != 0) {
+    struct stat st;
+    if (chmod(path, (mode_t)s->socket_mode) != 0 || lstat(path, &st) != 0 ||
+        listen(fd, SOMAXCONN) != 0) {
         rc = -errno;
         unlink(path);
         goto fail;
     }
+    s->path_dev = st.st_dev;
+    s->path_ino = st.st_ino;
     rc = listener_open(s, fd);
     fd = -1;
     if (rc) {

@@ -1281,6 +1281,20 @@ int main(int argc, char **argv)
         ipc_server_stop_accepting(s2);
         REQUIRE(stat(h->path2, &st) != 0 && errno == ENOENT, "unlinked on stop");
         ipc_server_close(s2);
+        /* Its file removed and the path bound by another server since: a
+         * stop leaves the other's socket alone. */
+        ipc_server_t *s3;
+        REQUIRE(ipc_server_new(&h->loop, NULL, noop_req, NULL, &s2) == 0, "s2 again");
+        REQUIRE(ipc_server_new(&h->loop, NULL, noop_req, NULL, &s3) == 0, "s3");
+        REQUIRE(ipc_server_listen(s2, h->path2) == 0, "listen s2 again");
+        REQUIRE(unlink(h->path2) == 0, "s2's file removed");
+        REQUIRE(ipc_server_listen(s3, h->path2) == 0, "listen s3");
+        ipc_server_stop_accepting(s2);
+        REQUIRE(stat(h->path2, &st) == 0 && S_ISSOCK(st.st_mode), "s3's socket kept");
+        ipc_server_close(s2);
+        ipc_server_stop_accepting(s3);
+        REQUIRE(stat(h->path2, &st) != 0 && errno == ENOENT, "s3's socket unlinked on its stop");
+        ipc_server_close(s3);
         o2.socket_mode = 01777;
         REQUIRE(ipc_server_new(&h->loop, &o2, noop_req, NULL, &s2) == IPC_EINVAL, "bad mode");
     }
