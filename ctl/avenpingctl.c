@@ -869,6 +869,13 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
             snprintf(err, errn, "missing %s", *to == '\0' ? "recipient" : "sender");
             return NULL;
         }
+        /* With --key-column the key is the cell: an empty one has none, and
+         * the row number in its place could be another row's key value
+         * ("<campaign>:2"), which would drop that row as a duplicate. */
+        if (s->col_key >= 0 && ((size_t)s->col_key >= n || f[s->col_key][0] == '\0')) {
+            snprintf(err, errn, "empty key column (--key-column); not sent");
+            return NULL;
+        }
         msg = cJSON_CreateObject();
         cJSON_AddStringToObject(msg, "phoneNumberId", from);
         cJSON_AddStringToObject(msg, "to", to);
@@ -896,7 +903,7 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
         }
         cJSON_AddItemToObject(req, "message", msg);
         cJSON_AddStringToObject(req, "campaign", s->campaign);
-        if (s->col_key >= 0 && (size_t)s->col_key < n && f[s->col_key][0]) {
+        if (s->col_key >= 0) {
             row_key(s->campaign, f[s->col_key], key, sizeof(key));
         } else {
             snprintf(num, sizeof(num), "%zu", s->lineno);

@@ -81,6 +81,10 @@ static bool api_base_ok(const char *v)
     for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++)
         if (*p <= ' ' || *p == 0x7f || *p == '?' || *p == '#')
             return false;
+    /* user:password@ would be a credential in the config, in logs and in
+     * every error that names the URL; the API takes the token only. */
+    if (memchr(v + n, '@', strcspn(v + n, "/")) != NULL)
+        return false;
     /* The daemon adds /v2/...: a base copied with it would make every send
      * a 404 "route not found", which fails the job for good. */
     while (len > n && v[len - 1] == '/')
@@ -92,7 +96,7 @@ static bool api_base_ok(const char *v)
 
 #define API_BASE_WANTED                                                                            \
     "expected an http:// or https:// URL with a host, without /v2 (the daemon adds the routes), "  \
-    "a query or a fragment"
+    "a query, a fragment or user:password@ (the token goes in token_file)"
 
 static int set_str(char **dst, const char *src)
 {
@@ -117,6 +121,7 @@ int config_init(config_t *c)
     c->max_inflight = 256;
     c->max_inflight_per_number = 64;
     c->request_timeout_ms = 30000;
+    c->connect_timeout_ms = 10000;
     c->max_attempts = 10;
     c->backoff_base_ms = 1000;
     c->backoff_max_ms = 600000;
@@ -337,6 +342,7 @@ static int apply_key(config_t *c, const char *k, const char *v, const char **why
     LONG_KEY(max_inflight, 1, 100000)
     LONG_KEY(max_inflight_per_number, 1, 100000)
     LONG_KEY(request_timeout_ms, 100, 3600000)
+    LONG_KEY(connect_timeout_ms, 100, 3600000)
     LONG_KEY(max_attempts, 1, 1000)
     LONG_KEY(backoff_base_ms, 1, 86400000)
     LONG_KEY(backoff_max_ms, 1, 86400000)
@@ -421,7 +427,7 @@ static int apply_key(config_t *c, const char *k, const char *v, const char **why
         return 0;
     }
     if (strncmp(k, "rate.", 5) == 0) {
-        *why = "expected rate.<digits> = number in [0, 1000000]";
+        *why = "expected rate.<digits> = number in (0, 1000000]";
         if (!is_digits(k + 5) || strlen(k + 5) > 64 || parse_double(v, 0, 1e6, &d) != 0)
             return -EINVAL;
         /* 0 is "no limit" for rate_per_number; for one sender it is more
@@ -499,6 +505,7 @@ int config_load_file(config_t *c, const char *path, char *err, size_t err_size)
             set_err(err, err_size, "%s: %s", path, strerror(-rc));
         return rc;
     }
+    errno = 0;
     while (fgets(line, sizeof(line), f) != NULL) {
         char *s, *eq, *key, *val, *hash;
         const char *why;
@@ -569,8 +576,14 @@ int config_load_file(config_t *c, const char *path, char *err, size_t err_size)
         }
     }
     if (ferror(f)) {
-        rc = -EIO;
-        set_err(err, err_size, "%s: read error", path);
+        rc = errno != 0 ? -errno : -EIO;
+        set_err(err, err_size, "%s: %s", path, strerror(-rc));
+        goto out;
+    }
+    if (c->backoff_base_ms > c->backoff_max_ms) {
+        set_err(err, err_size, "%s: backoff_base_ms (%ld) is above backoff_max_ms (%ld)", path,
+                c->backoff_base_ms, c->backoff_max_ms);
+        rc = -EINVAL;
         goto out;
     }
     rc = set_str(&c->config_file, path);
@@ -864,6 +877,7 @@ static const reload_field_t reload_fields[] = {
     PLAIN("max_inflight", max_inflight, true),
     PLAIN("max_inflight_per_number", max_inflight_per_number, true),
     PLAIN("request_timeout_ms", request_timeout_ms, false), /* fixed in the HTTP engine */
+    PLAIN("connect_timeout_ms", connect_timeout_ms, false),
     PLAIN("max_attempts", max_attempts, true),
     PLAIN("backoff_base_ms", backoff_base_ms, true),
     PLAIN("backoff_max_ms", backoff_max_ms, true),

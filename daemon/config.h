@@ -53,6 +53,7 @@ typedef struct config {
     long max_inflight;
     long max_inflight_per_number;
     long request_timeout_ms;
+    long connect_timeout_ms; /* a connection's setup, TLS included */
     long max_attempts;
     long backoff_base_ms;
     long backoff_max_ms;
@@ -138,8 +139,9 @@ const char *config_log_level_name(int level);
  * global_rate, pair pacing, in-flight caps, retry policy, job_ttl_s,
  * retention_s, max_queued, shutdown_timeout_ms, log_level, token_file) or
  * "restart" (consumed once at start-up: socket, state_dir, api_base,
- * ca_file, http2, http_threads, request_timeout_ms, socket_mode, allowed_uids,
- * max_connections, map_size_max_mb, delivery, metrics_file). A restart key
+ * ca_file, http2, http_threads, request_timeout_ms, connect_timeout_ms,
+ * socket_mode, allowed_uids, max_connections, map_size_max_mb, delivery,
+ * metrics_file). A restart key
  * keeps its running value until the daemon restarts, so every reload
  * reports it again. Adding a key to config_t: add it to the reload table
  * in config.c too, or a reload neither applies nor reports it.

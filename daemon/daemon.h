@@ -52,6 +52,9 @@ struct attempt;
  * flags in the store (queue_job_t.flags, queue_update_t.set_flags). */
 #define DAEMON_JOB_DAY_RESCHEDULED 0x01 /* 131049: rescheduled 24 h once */
 #define DAEMON_JOB_MAYBE_SENT 0x02      /* in flight at a crash: may have been delivered */
+/* In memory only: cancelled while its attempt was picked or in flight; the
+ * attempt ends as it ends (sent, failed, uncertain) but is never retried. */
+#define DAEMON_JOB_CANCEL 0x80
 
 typedef struct daemon_stats {
     unsigned long long submitted;
@@ -89,8 +92,10 @@ typedef struct daemon {
     unsigned probe_failures;
     /* Requests in a row that never left (connect, DNS, TLS handshake), no
      * HTTP answer between: DISPATCH_UNREACHABLE_AFTER of them pause the
-     * account as unreachable (dispatch.c). */
+     * account as unreachable (dispatch.c). A request counts only when no
+     * answer arrived since it started (last_answer, daemon_now()). */
     unsigned not_sent_run;
+    double last_answer;
     bool warned_no_wamid; /* a 2xx {"success":true} without a wamid was logged once */
     bool probing;         /* a probe request is in flight */
     bool spill;           /* the store holds due jobs not in the active set */

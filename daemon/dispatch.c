@@ -264,6 +264,7 @@ typedef struct attempt {
     const char *path;
     char *body;
     size_t len;
+    double posted;        /* daemon_now() when its request started */
     struct attempt *next; /* in d->post_head's FIFO */
 } attempt_t;
 
@@ -283,6 +284,7 @@ static void record_ex(daemon_t *d, uint64_t id, int state, uint16_t attempts, do
                       const char *wamid, const queue_error_info_t *err, bool settle,
                       uint8_t set_flags)
 {
+    static const queue_error_info_t no_error;
     queue_update_t u;
     int rc;
 
@@ -295,6 +297,10 @@ static void record_ex(daemon_t *d, uint64_t id, int state, uint16_t attempts, do
     u.next_attempt_at = due;
     u.wamid = wamid;
     u.last_error = err;
+    /* lastError is kept until the next outcome: a send is one (a sent job
+     * with an old 400 in its record read as an error in reports). */
+    if (state == QUEUE_STATE_SENT && err == NULL)
+        u.last_error = &no_error;
     rc = settle ? commit_add_update_cb(d->commit, &u, settled_cb, d)
                 : commit_add_update(d->commit, &u);
     if (rc == 0 && settle)
@@ -310,6 +316,19 @@ static void record(daemon_t *d, uint64_t id, int state, uint16_t attempts, doubl
                    const char *wamid, const queue_error_info_t *err)
 {
     record_ex(d, id, state, attempts, due, wamid, err, false, 0);
+}
+
+/* A job cancelled while its attempt was picked or in flight (handlers.c:
+ * cancel_one) is cancelled now instead of waiting for another attempt;
+ * `err` (may be NULL) is the attempt's outcome. Returns whether it was (the
+ * job is finished then). */
+static bool cancel_instead(daemon_t *d, sched_job_t *job, const queue_error_info_t *err)
+{
+    if (!(job->marks & DAEMON_JOB_CANCEL))
+        return false;
+    record(d, job->id, QUEUE_STATE_CANCELLED, job->attempts, 0, NULL, err);
+    sched_job_finish(d->sched, job);
+    return true;
 }
 
 /* The expiry of a job with `marks` (sched_job_t.marks or the store's
@@ -371,8 +390,10 @@ static void probe_done(const http_result_t *res, void *arg)
     classify_result_t c;
 
     d->probing = false;
-    if (res->error == 0)
+    if (res->error == 0) {
         d->not_sent_run = 0;
+        d->last_answer = daemon_now();
+    }
     if (d->stopping || d->closing || sched_account_reason(d->sched) == NULL)
         return;
     classify_answer(res, &c);
@@ -594,11 +615,33 @@ int dispatch_load_pauses(daemon_t *d)
 /* Reschedules a job whose attempt did not succeed. `counts`: whether the
  * attempt counts against maxAttempts (answers that are not the job's fault
  * - pauses, throttles, the pair limit, a request that never left - do not). */
+/* A job whose next attempt would come after its expiresAt can never be
+ * sent: it expires now, with the answer that asked for the wait as its
+ * lastError, instead of holding its order key until then (a 131049's 24 h
+ * against the default job_ttl_s of 24 h, a long Retry-After). The job is
+ * finished. */
+static void expire_before_retry(daemon_t *d, sched_job_t *job, const classify_result_t *c)
+{
+    if (job->marks & DAEMON_JOB_MAYBE_SENT)
+        record_expiry(d, job->id, job->attempts, job->marks, false);
+    else
+        record(d, job->id, QUEUE_STATE_EXPIRED, job->attempts, 0, NULL, &c->error);
+    sched_job_finish(d->sched, job);
+}
+
+/* Sets `job` retrying, due at `due` - or expires it when that is after its
+ * expiresAt. Either way the caller must not use `job` after. */
 static void retry_job_flags(daemon_t *d, sched_job_t *job, const classify_result_t *c, double due,
                             bool counts, uint8_t set_flags)
 {
     if (!counts && job->attempts > 0)
         job->attempts--;
+    if (cancel_instead(d, job, &c->error))
+        return;
+    if (job->expires_at > 0 && due > job->expires_at && !d->stopping) {
+        expire_before_retry(d, job, c);
+        return;
+    }
     if (d->stopping)
         due = daemon_now();
     record_ex(d, job->id, QUEUE_STATE_RETRYING, job->attempts, due, NULL, &c->error, false,
@@ -645,7 +688,7 @@ static void on_http_done(const http_result_t *res, void *arg)
     sched_job_t *job = sched_job_find(d->sched, a->id);
     classify_result_t c;
     unsigned max_attempts;
-    double now = daemon_now(), delay;
+    double now = daemon_now(), delay, posted = a->posted;
 
     free(a->body);
     free(a);
@@ -662,8 +705,10 @@ static void on_http_done(const http_result_t *res, void *arg)
         sched_job_departed(d->sched, job, fmin(res->sent_at, now));
     classify_answer(res, &c);
     classify_result_redact(&c, d->token);
-    if (res->error == 0)
+    if (res->error == 0) {
         d->not_sent_run = 0; /* the API answered */
+        d->last_answer = now;
+    }
     d->stats.by_action[c.action]++;
     if (c.maybe_sent)
         d->stats.maybe_duplicates++;
@@ -741,7 +786,12 @@ static void on_http_done(const http_result_t *res, void *arg)
         if (c.not_sent) {
             /* The request never left: free to retry, soon, unless the
              * API looks down. */
-            if (++d->not_sent_run >= DISPATCH_UNREACHABLE_AFTER)
+            /* Only while nothing answers: a request that could not
+             * connect while other requests got answers after it started
+             * met a busy API (at its connection limit, its listen queue
+             * full), not a down one; such failures come in bursts, a
+             * pool's worth of connects timing out together. */
+            if (d->last_answer < posted && ++d->not_sent_run >= DISPATCH_UNREACHABLE_AFTER)
                 pause_unreachable(d, &c);
             retry_job(d, job, &c, now + backoff(d, 1), false);
             break;
@@ -770,6 +820,8 @@ static void on_http_done(const http_result_t *res, void *arg)
 
 static void retry_later(daemon_t *d, sched_job_t *job, double due)
 {
+    if (cancel_instead(d, job, NULL))
+        return;
     record(d, job->id, QUEUE_STATE_QUEUED, job->attempts, due, NULL, NULL);
     sched_job_retry(d->sched, job, due);
 }
@@ -816,9 +868,10 @@ static void post(daemon_t *d, attempt_t *a, sched_job_t *job)
     double now = daemon_now(), held;
     int rc;
 
-    if (sched_job_paused(d->sched, job)) {
+    if ((job->marks & DAEMON_JOB_CANCEL) || sched_job_paused(d->sched, job)) {
         /* Paused since it was picked (its `sending` commit and the wait
-         * for a slot): it goes back to wait, the attempt never left. */
+         * for a slot): it goes back to wait, the attempt never left; one
+         * cancelled since ends cancelled (retry_later). */
         attempt_unsent(a, job, now);
         return;
     }
@@ -837,6 +890,7 @@ static void post(daemon_t *d, attempt_t *a, sched_job_t *job)
         dispatch_pump_soon(d);
         return;
     }
+    a->posted = now;
     rc = http_pool_post(d->http, a->path, a->body, a->len, on_http_done, a);
 
     if (rc != 0) {

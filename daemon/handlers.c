@@ -137,8 +137,12 @@ static void handle_submit(daemon_t *d, ipc_req_t *req, const ipc_submit_t *s)
     job.created_at = now;
     job.updated_at = now;
     job.not_before = s->not_before;
-    job.expires_at = s->expires_at > 0 ? s->expires_at : now + (double)d->cfg.job_ttl_s;
     job.next_attempt_at = s->not_before > now ? s->not_before : now;
+    /* The default expiry counts from when the job may first go: a job
+     * scheduled beyond job_ttl_s would otherwise be accepted, never sent,
+     * and hold its order key until it expired. */
+    job.expires_at =
+        s->expires_at > 0 ? s->expires_at : job.next_attempt_at + (double)d->cfg.job_ttl_s;
     job.phone_number_id = (char *)s->phone_number_id;
     job.to = (char *)s->to;
     job.campaign = (char *)s->campaign;
@@ -609,8 +613,14 @@ static int cancel_one(bulk_t *b, uint64_t id, int state, const char *campaign, u
      * into memory and be sent (dispatch_activate_later). */
     dispatch_activate_pending(d);
     sj = sched_job_find(d->sched, id);
-    if (sj != NULL && (sj->inflight || sj->user != NULL))
+    if (sj != NULL && (sj->inflight || sj->user != NULL)) {
+        /* Its attempt is picked or on the wire: it finishes (a request
+         * that left may have been delivered), then the job is cancelled
+         * instead of retried, and one still waiting for a request slot
+         * never leaves (dispatch.c: post, cancel_instead). */
+        sj->marks |= DAEMON_JOB_CANCEL;
         return 0;
+    }
     if (sj == NULL && state == QUEUE_STATE_SENDING)
         return 0;
     if (sj != NULL) {
@@ -635,7 +645,8 @@ static int cancel_one(bulk_t *b, uint64_t id, int state, const char *campaign, u
 }
 
 /* Requeues one job in `state` (failed, expired or uncertain): attempts start
- * over, it is due now, and an expiry already past is renewed by job_ttl_s. */
+ * over, it is due now (at its notBefore when that is still ahead), and an
+ * expiry already past is renewed by job_ttl_s from then. */
 static int retry_one(bulk_t *b, const queue_job_t *job)
 {
     daemon_t *d = b->d;
@@ -647,10 +658,10 @@ static int retry_one(bulk_t *b, const queue_job_t *job)
     u.state = QUEUE_STATE_QUEUED;
     u.attempts = 0;
     u.updated_at = now;
-    u.next_attempt_at = now;
+    u.next_attempt_at = job->not_before > now ? job->not_before : now;
     u.only_from = QUEUE_STATE_BIT(job->state);
-    if (job->expires_at > 0 && job->expires_at <= now + 1)
-        u.expires_at = now + (double)d->cfg.job_ttl_s;
+    if (job->expires_at > 0 && job->expires_at <= u.next_attempt_at + 1)
+        u.expires_at = u.next_attempt_at + (double)d->cfg.job_ttl_s;
     return bulk_add(b, &u, job->campaign);
 }
 

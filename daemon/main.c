@@ -168,8 +168,16 @@ static void begin_stop(daemon_t *d, const char *why)
 {
     char buf[256];
 
-    if (d->stopping)
+    if (d->stopping) {
+        /* A second signal (Ctrl-C twice, systemctl kill) asks for now: the
+         * requests still in flight are cancelled as at the timeout. */
+        if (!d->stop_finishing) {
+            dlog(d, CONFIG_LOG_WARN, "%s again: cancelling the %zu requests in flight", why,
+                 http_pool_inflight(d->http));
+            daemon_finish_stop(d);
+        }
         return;
+    }
     d->stopping = true;
     dlog(d, CONFIG_LOG_INFO, "%s: stopping (%zu requests in flight)", why,
          http_pool_inflight(d->http));
@@ -416,11 +424,11 @@ static int load_config(daemon_t *d, int argc, char **argv, bool *exit_now)
 
     *exit_now = false;
     if ((rc = config_init(&d->cfg)) != 0) {
-        fprintf(stderr, "avenpingd: out of memory\n");
+        fprintf(stderr, "<3>avenpingd: out of memory\n");
         return rc;
     }
     if (config_flags_parse(argc, argv, f, err, sizeof(err)) != 0) {
-        fprintf(stderr, "avenpingd: %s\n", err);
+        fprintf(stderr, "<3>avenpingd: %s\n", err);
         return -EINVAL;
     }
     if (f->help) {
@@ -434,15 +442,15 @@ static int load_config(daemon_t *d, int argc, char **argv, bool *exit_now)
         return 0;
     }
     if (f->config && config_load_file(&d->cfg, f->config, err, sizeof(err)) != 0) {
-        fprintf(stderr, "avenpingd: config: %s\n", err);
+        fprintf(stderr, "<3>avenpingd: config: %s\n", err);
         return -EINVAL;
     }
     if (config_flags_apply(&d->cfg, f, err, sizeof(err)) != 0) {
-        fprintf(stderr, "avenpingd: %s\n", err);
+        fprintf(stderr, "<3>avenpingd: %s\n", err);
         return -EINVAL;
     }
     if (config_token_load(&d->cfg, &d->token, err, sizeof(err)) != 0) {
-        fprintf(stderr, "avenpingd: %s\n", err);
+        fprintf(stderr, "<3>avenpingd: %s\n", err);
         return -EINVAL;
     }
     return 0;
@@ -461,12 +469,12 @@ static int open_store(daemon_t *d)
         snprintf(copy, sizeof(copy), "%s", d->cfg.state_dir);
         parent = dirname(copy);
         if ((rc = queue_dir_sync(parent)) != 0) {
-            fprintf(stderr, "avenpingd: state dir %s: syncing %s: %s\n", d->cfg.state_dir, parent,
-                    strerror(-rc));
+            fprintf(stderr, "<3>avenpingd: state dir %s: syncing %s: %s\n", d->cfg.state_dir,
+                    parent, strerror(-rc));
             return rc;
         }
     } else if (errno != EEXIST) {
-        fprintf(stderr, "avenpingd: state dir %s: %s\n", d->cfg.state_dir, strerror(errno));
+        fprintf(stderr, "<3>avenpingd: state dir %s: %s\n", d->cfg.state_dir, strerror(errno));
         return -errno;
     }
     memset(&qo, 0, sizeof(qo));
@@ -474,26 +482,26 @@ static int open_store(daemon_t *d)
     qo.disk_min_free = d->cfg.disk_min_free;
     rc = queue_open(d->cfg.state_dir, &qo, &d->q);
     if (rc == QUEUE_ELOCKED) {
-        fprintf(stderr, "avenpingd: state dir %s is in use by another avenpingd\n",
+        fprintf(stderr, "<3>avenpingd: state dir %s is in use by another avenpingd\n",
                 d->cfg.state_dir);
         return rc;
     }
     if (rc == QUEUE_ESCHEMA) {
         /* Never touch a store this build does not understand. */
         fprintf(stderr,
-                "avenpingd: the store in %s was written by a newer, incompatible version of "
+                "<3>avenpingd: the store in %s was written by a newer, incompatible version of "
                 "avenpingd (this build reads store schema %d or older); refusing to open it\n",
                 d->cfg.state_dir, QUEUE_SCHEMA_VERSION);
         return rc;
     }
     if (rc != 0) {
-        fprintf(stderr, "avenpingd: cannot open the store in %s: %s\n", d->cfg.state_dir,
+        fprintf(stderr, "<3>avenpingd: cannot open the store in %s: %s\n", d->cfg.state_dir,
                 queue_strerror(rc));
         return rc;
     }
     rc = queue_recover(d->q, d->cfg.at_most_once, daemon_now(), DAEMON_JOB_MAYBE_SENT, &n);
     if (rc != 0) {
-        fprintf(stderr, "avenpingd: recovering the store: %s\n", queue_strerror(rc));
+        fprintf(stderr, "<3>avenpingd: recovering the store: %s\n", queue_strerror(rc));
         return rc;
     }
     if (n > 0)
@@ -511,7 +519,7 @@ static int start_listening(daemon_t *d, int n_passed)
 
     if (n_passed == 0) {
         if ((rc = ipc_server_listen(d->ipc, d->cfg.socket)) != 0) {
-            fprintf(stderr, "avenpingd: socket %s: %s\n", d->cfg.socket,
+            fprintf(stderr, "<3>avenpingd: socket %s: %s\n", d->cfg.socket,
                     rc == UV_ENOTSOCK     ? "a file that is not a socket is in the way (left alone)"
                     : rc == UV_EADDRINUSE ? "another process listens on it"
                                           : ipc_strerror(rc));
@@ -521,7 +529,7 @@ static int start_listening(daemon_t *d, int n_passed)
     }
     if (n_passed != 1 || !sdnotify_is_unix_listener(fd)) {
         fprintf(stderr,
-                "avenpingd: socket activation: expected one listening Unix stream socket, "
+                "<3>avenpingd: socket activation: expected one listening Unix stream socket, "
                 "got %d descriptor(s)%s\n",
                 n_passed, n_passed == 1 ? " of another kind" : "");
         for (int i = 0; i < n_passed; i++)
@@ -529,7 +537,7 @@ static int start_listening(daemon_t *d, int n_passed)
         return -EINVAL;
     }
     if ((rc = ipc_server_adopt_fd(d->ipc, fd)) != 0) {
-        fprintf(stderr, "avenpingd: socket activation: %s\n", ipc_strerror(rc));
+        fprintf(stderr, "<3>avenpingd: socket activation: %s\n", ipc_strerror(rc));
         return rc;
     }
     d->socket_activated = true;
@@ -547,10 +555,11 @@ static int start_modules(daemon_t *d, int n_passed)
     ho.api_base = d->cfg.api_base;
     ho.token = d->token;
     ho.timeout_ms = d->cfg.request_timeout_ms;
+    ho.connect_timeout_ms = d->cfg.connect_timeout_ms;
     ho.ca_file = d->cfg.ca_file;
     ho.http2 = d->cfg.http2;
     if ((rc = http_pool_new(d->loop, &ho, http_threads(&d->cfg), &d->http)) != 0) {
-        fprintf(stderr, "avenpingd: HTTP engine: %s\n", http_strerror(rc));
+        fprintf(stderr, "<3>avenpingd: HTTP engine: %s\n", http_strerror(rc));
         return rc;
     }
     (void)http_pool_set_concurrency(d->http, d->cfg.max_inflight);
@@ -616,7 +625,7 @@ int main(int argc, char **argv)
      * (this edits the environment). */
     n_passed = sdnotify_listen_fds();
     if (n_passed < 0) {
-        fprintf(stderr, "avenpingd: socket activation: bad LISTEN_PID/LISTEN_FDS: %s\n",
+        fprintf(stderr, "<3>avenpingd: socket activation: bad LISTEN_PID/LISTEN_FDS: %s\n",
                 strerror(-n_passed));
         goto out;
     }
@@ -624,7 +633,7 @@ int main(int argc, char **argv)
     if (open_store(&d) != 0)
         goto out;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
-        fprintf(stderr, "avenpingd: libcurl initialisation failed\n");
+        fprintf(stderr, "<3>avenpingd: libcurl initialisation failed\n");
         goto out;
     }
     d.loop = uv_default_loop();
@@ -635,7 +644,7 @@ int main(int argc, char **argv)
     uv_signal_start(&d.sig_term, signal_cb, SIGTERM);
     uv_signal_start(&d.sig_hup, signal_cb, SIGHUP);
     if ((rc = dispatch_load_pauses(&d)) != 0) {
-        fprintf(stderr, "avenpingd: reading stored pauses: %s\n", queue_strerror(rc));
+        fprintf(stderr, "<3>avenpingd: reading stored pauses: %s\n", queue_strerror(rc));
         rc = 1;
         goto out_loop;
     }

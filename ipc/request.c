@@ -560,6 +560,22 @@ static int str_field(struct vctx *v, const cJSON *obj, const char *name, const c
     return 0;
 }
 
+/* A sender id (phoneNumberId): a string field without control characters,
+ * which would be taken into the daemon's log lines and the API's URL-less
+ * body as given. */
+static int id_field(struct vctx *v, const cJSON *obj, const char *name, const char *path,
+                    bool required, const char **out)
+{
+    int rc = str_field(v, obj, name, path, required, IPC_MAX_ID_LEN, out);
+
+    if (rc != 0 || *out == NULL)
+        return rc;
+    for (const unsigned char *p = (const unsigned char *)*out; *p != '\0'; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return fail(v, IPC_ERR_VALIDATION, "%s contains a control character", path);
+    return 0;
+}
+
 /* A string field whose value is one of names[] (NULL-terminated). *idx is
  * -1 when absent and not required. */
 static int enum_field(struct vctx *v, const cJSON *obj, const char *name, bool required,
@@ -706,8 +722,8 @@ static int v_submit(struct vctx *v, const cJSON *root, bool tmpl)
         (s->type == IPC_TYPE_TEMPLATE &&
          (rc = once(v, msg, "templateName", "message.templateName"))))
         return rc;
-    if ((rc = str_field(v, msg, "phoneNumberId", "message.phoneNumberId", true, IPC_MAX_ID_LEN,
-                        &s->phone_number_id)))
+    if ((rc =
+             id_field(v, msg, "phoneNumberId", "message.phoneNumberId", true, &s->phone_number_id)))
         return rc;
     const cJSON *to = member(msg, "to");
     if (!to)
@@ -815,8 +831,7 @@ static int v_pause(struct vctx *v, const cJSON *root)
 {
     int rc;
     if ((rc = campaign_field(v, root, false)) ||
-        (rc = str_field(v, root, "phoneNumberId", "phoneNumberId", false, IPC_MAX_ID_LEN,
-                        &v->r.phone_number_id)))
+        (rc = id_field(v, root, "phoneNumberId", "phoneNumberId", false, &v->r.phone_number_id)))
         return rc;
     const cJSON *all = member(root, "all");
     if (all && !cJSON_IsBool(all))

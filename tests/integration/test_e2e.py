@@ -7,6 +7,7 @@ Usage: test_e2e.py CASE   (see CASES at the bottom)
 import collections
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -308,6 +309,34 @@ def sigterm_inflight(wd):
     api.stop()
 
 
+def sigterm_twice(wd):
+    """A second SIGTERM while the first waits for requests in flight stops
+    at once (Ctrl-C twice): they are cancelled, the daemon exits 0 well
+    before shutdown_timeout_ms, and the jobs are sent after a restart."""
+    api = avp.FakeAPI(wd, "--latency-ms", "20000")
+    cfg = {"max_inflight": 8, "shutdown_timeout_ms": 30000}
+    d = avp.Daemon(wd, api.base, cfg).start()
+    ids = submit_all(d, jobs_mixed(20))
+    wait_for(lambda: api.stats()["requests"] >= 8, 30, "requests in flight")
+    t0 = time.monotonic()
+    d.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "stopping (" in d.stderr(), 10, "the first SIGTERM taken")
+    d.proc.send_signal(signal.SIGTERM)
+    rc = d.proc.wait(15)
+    check(rc == 0, "exit 0 after two SIGTERMs, got %s" % rc)
+    check(time.monotonic() - t0 < 10, "stopped at the second signal: %.1fs" % (time.monotonic() - t0))
+    check("SIGTERM again: cancelling" in d.stderr(), "the second signal logged")
+    api.control(latency_ms=0)
+    d2 = avp.Daemon(wd, api.base, cfg, state_dir=d.state_dir, name="daemon2").start()
+    cl = d2.client()
+    wait_all_final(cl, 60)
+    answers = cl.pipeline([{"op": "get", "job": i} for i in ids])
+    check(all(a["job"]["state"] == "sent" for a in answers), "all sent after restart")
+    cl.close()
+    check(d2.stop() == 0, "exit 0")
+    api.stop()
+
+
 def permanent_errors(wd):
     """400/404 answers fail the job with the error stored; no retries."""
     api = avp.FakeAPI(wd)
@@ -431,7 +460,7 @@ def pause_bound(wd):
 
 
 CASES = {f.__name__: f for f in (e2e_10k, faults_500, kill9, protocol_errors, startup_errors,
-                                 sigterm_inflight, permanent_errors,
+                                 sigterm_inflight, sigterm_twice, permanent_errors,
                                  resets_and_429, queue_bound,
                                  concurrent_requests, pause_bound)}
 

@@ -819,6 +819,135 @@ def api_unreachable(wd):
     api2.stop()
 
 
+class ConnLimitProxy:
+    """A TCP front for the fake API that serves at most `k` connections at
+    once, like a server at its connection limit: it stops accepting, its
+    listen queue fills, and further connects hang until the client's
+    connect timeout (libcurl's: 10 s)."""
+
+    def __init__(self, target_port, k):
+        import socket
+        import threading
+        self.target = target_port
+        self.slots = threading.Semaphore(k)
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(1)
+        self.port = self.ls.getsockname()[1]
+        self.base = "http://127.0.0.1:%d" % self.port
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+        while True:
+            self.slots.acquire()
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            try:
+                u = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:  # the fake API stopped: the test is over
+                c.close()
+                return
+            done = threading.Event()
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b, done), daemon=True).start()
+
+    def _pump(self, a, b, done):
+        import socket
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if not done.is_set():
+            done.set()
+            self.slots.release()
+
+
+def connection_limit(wd):
+    """An API that serves only 4 connections at once while the daemon may
+    open 32: the connects beyond its limit time out together, 28 "not sent"
+    results in a row, while the 4 connections it serves keep answering.
+    That is a busy API, not an unreachable one: the account must not pause
+    (before, it paused as "API unreachable" at each such burst), and every
+    job is sent once."""
+    api = avp.FakeAPI(wd, "--latency-ms", "20")
+    proxy = ConnLimitProxy(api.port, 4)
+    # libcurl opens a connection for each request that finds none idle, so
+    # the last jobs wait out rounds of connect timeouts (connect_timeout_ms);
+    # those that the proxy's listen queue took wait unserved until the
+    # request timeout (a served request takes 20 ms).
+    # One engine: with two engine threads, the one that holds the 4
+    # connections (idle, and the proxy never closes them) can sit out the
+    # last jobs while the other's connects all time out; against a real
+    # server that closes idle connections the other gets its turn.
+    d = avp.Daemon(wd, proxy.base, {"max_inflight": 32, "backoff_base_ms": 100,
+                                    "backoff_max_ms": 1000, "connect_timeout_ms": 2000,
+                                    "request_timeout_ms": 5000, "http_threads": 0}).start()
+    cl = d.client()
+    n = 1500  # 4 connections x ~50/s: several connect timeouts long
+    submit_all(d, [avp.text_job(i, sender=avp.SENDERS[i % 5], to="+1666%07d" % i)
+                   for i in range(n)])
+    paused = []
+
+    def done():
+        st = cl.stats()
+        if st["account"]["state"] != "ok":
+            paused.append(st["account"])
+        return st if avp.unfinished(st) == 0 else None
+    st = wait_for(done, 120, "all jobs final", interval=0.2)
+    print("connections served: %d; pauses seen: %s" % (proxy.accepted, paused[:1]))
+    check(st["counts"]["sent"] == n, "all sent: %s" % st["counts"])
+    check("API unreachable" not in d.stderr(), "the account never paused as unreachable: %s" %
+          [ln for ln in d.stderr().splitlines() if "unreachable" in ln][:2])
+    check(not paused, "the account stayed ok: %s" % paused[:1])
+    seen = collections.Counter(avp.marker(s) for s in api.sends())
+    check(len(seen) == n and max(seen.values()) == 1, "each job once at the API")
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+def cancel_inflight(wd):
+    """A cancel while requests are in flight and more are picked waiting for
+    a request slot: the requests on the wire finish, and the jobs whose
+    attempt fails are cancelled instead of retried; the picked ones never
+    leave. Before, every one of them was retried and sent after the cancel
+    was answered."""
+    api = avp.FakeAPI(wd, "--latency-ms", "500", "--fail-rate", "1")
+    d = avp.Daemon(wd, api.base, {"max_inflight": 16, "backoff_base_ms": 50,
+                                  "backoff_max_ms": 100}).start()
+    cl = d.client()
+    n = 400
+    submit_all(d, [avp.text_job(i, sender=avp.SENDERS[i % 5], campaign="cx") for i in range(n)])
+    wait_for(lambda: cl.stats()["httpInflight"] == 16, 10, "requests in flight")
+    picked = cl.stats()["inflight"]
+    r = cl.request({"op": "cancel", "campaign": "cx"})
+    print("in flight or picked at the cancel: %d; cancelled at once: %d" % (picked, r["cancelled"]))
+    check(r["ok"] and n - picked <= r["cancelled"] < n, "the cancel's count: %s" % r)
+    api.control(fail_rate=0, latency_ms=0)
+    st = wait_for(lambda: (lambda c: c if avp.unfinished(c) == 0 else None)(
+        cl.request({"op": "campaign", "campaign": "cx"})["campaign"]), 20, "all final")
+    check(st["counts"].get("cancelled") == n, "every job cancelled: %s" % st["counts"])
+    check(not api.sends(), "nothing sent after the cancel: %d" % len(api.sends()))
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def account_needs_operator(wd):
     """Meta 190 (and 0) pause all sending until an operator resumes it: GET
     /v2/me still answers 200, so probing would resend into the same error.
@@ -986,7 +1115,45 @@ def reschedule_day_once(wd):
     api.stop()
 
 
-CASES = {f.__name__: f for f in (rate_multi_sender, adaptive_converges, ordered_with_failures,
+def retry_past_expiry(wd):
+    """A retry that would come after the job's expiresAt expires the job at
+    once and lets the next job of its key go: a 131049 (24 h) against the
+    default job_ttl_s (24 h) held the recipient's later messages for a day
+    and then expired them all. A notBefore beyond job_ttl_s moves the
+    default expiry with it (such a job was accepted and could never go)."""
+    api = avp.FakeAPI(wd)
+    to = "16690000002"
+    api.control(rules=[{"to": to, "status": 500, "meta": 131049, "times": 1}])
+    d = avp.Daemon(wd, api.base, {"job_ttl_s": 86400}).start()
+    cl = d.client()
+    ids = submit_all(d, [avp.text_job(1, sender=avp.SENDERS[0], to="+" + to),
+                         avp.text_job(2, sender=avp.SENDERS[0], to="+" + to)])
+    j2 = wait_for(lambda: (lambda j: j if j["state"] == "sent" else None)(
+        cl.request({"op": "get", "job": ids[1]})["job"]), 20, "the key's second job sent")
+    j1 = cl.request({"op": "get", "job": ids[0]})["job"]
+    check(j1["state"] == "expired" and j1["lastError"]["metaCode"] == 131049,
+          "the first expired at once, with the 131049: %s" % j1)
+    check([avp.marker(s) for s in api.sends()] == ["job-2"], "only the second reached the API")
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    # notBefore 3 s ahead with job_ttl_s = 2: expires 2 s after it, sent.
+    d = avp.Daemon(wd, api.base, {"job_ttl_s": 2}, state_dir=d.state_dir, name="d2").start()
+    cl = d.client()
+    nb = time.time() + 3
+    a = cl.request(avp.text_job(3, sender=avp.SENDERS[1], notBefore=nb))
+    check(a.get("ok"), "accepted: %s" % a)
+    j = cl.request({"op": "get", "job": a["job"]})["job"]
+    check(abs(j["expiresAt"] - (nb + 2)) < 0.01, "expires job_ttl_s after notBefore: %s" % j)
+    j = wait_for(lambda: (lambda j: j if j["state"] not in ("queued", "sending") else None)(
+        cl.request({"op": "get", "job": a["job"]})["job"]), 20, "the scheduled job final")
+    check(j["state"] == "sent", "the scheduled job sent, not expired: %s" % j)
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+CASES = {f.__name__: f for f in (rate_multi_sender, connection_limit, retry_past_expiry,
+                                   cancel_inflight, adaptive_converges, ordered_with_failures,
                                  token_revoked, pair_pacing, expired_and_scheduled, pauses,
                                  cancel_after_answer, at_most_once_maybe_sent,
                                  maintenance_holds_sender, pair_limit_hold, odd_success_answers,

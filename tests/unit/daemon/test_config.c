@@ -41,6 +41,7 @@ static void test_defaults(void)
     CHECK_EQ(c.max_inflight, 256);
     CHECK_EQ(c.max_inflight_per_number, 64);
     CHECK_EQ(c.request_timeout_ms, 30000);
+    CHECK_EQ(c.connect_timeout_ms, 10000);
     CHECK_EQ(c.max_attempts, 10);
     CHECK_EQ(c.backoff_base_ms, 1000);
     CHECK_EQ(c.backoff_max_ms, 600000);
@@ -118,6 +119,13 @@ static void test_file_errors(void)
         {"api_base = https://api.avenping.com/v2\n", "api_base: expected an http://"},
         {"api_base = https://api.avenping.com/V2/\n", "without /v2"},
         {"api_base = https://api.avenping.com/?x=1\n", "api_base: expected an http://"},
+        {"api_base = https://user:secret@api.avenping.com\n", "or user:password@"},
+        {"api_base = https://@api.avenping.com/x\n", "api_base: expected an http://"},
+        {"connect_timeout_ms = 50\n", "connect_timeout_ms: expected an integer"},
+        {"backoff_base_ms = 5000\nbackoff_max_ms = 100\n",
+         "backoff_base_ms (5000) is above backoff_max_ms (100)"},
+        {"backoff_max_ms = 500\n", "backoff_base_ms (1000) is above backoff_max_ms (500)"},
+        {"rate.1000001 = -1\n", "rate.1000001: expected rate.<digits> = number in (0, 1000000]"},
         {"max_attempts = 3\nlog_level = info\nmax_attempts = 4\n",
          ":3: max_attempts: given twice (first on line 1)"},
         {"rate.1000001 = 3\nrate.1000001 = 4\n", ":2: rate.1000001: given twice"},
@@ -143,6 +151,26 @@ static void test_file_errors(void)
             fprintf(stderr, "case %zu: got \"%s\"\n", i, err);
             CHECK(0);
         }
+        config_free(&c);
+    }
+    {
+        /* The password must not be in the message either. */
+        config_t c;
+        char err[256] = "";
+        const char *p = write_file("pw.conf", "api_base = http://u:hunter2@h/\n");
+        CHECK_EQ(config_init(&c), 0);
+        CHECK_EQ(config_load_file(&c, p, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "hunter2") == NULL);
+        config_free(&c);
+        CHECK_EQ(config_init(&c), 0);
+        p = write_file("at.conf", "api_base = https://h.example/a@b\nconnect_timeout_ms = 2500\n");
+        CHECK_EQ(config_load_file(&c, p, err, sizeof(err)), 0);
+        CHECK_EQ(c.connect_timeout_ms, 2500);
+        config_free(&c);
+        /* A directory given as the file: the reason, not "read error". */
+        CHECK_EQ(config_init(&c), 0);
+        CHECK(config_load_file(&c, "/", err, sizeof(err)) < 0);
+        CHECK(strstr(err, "Is a directory") != NULL);
         config_free(&c);
     }
     {

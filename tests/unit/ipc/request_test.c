@@ -82,6 +82,9 @@ static const struct bad_case bad_cases[] = {
      "\"12345678901234567890123456789012345678901234567890123456789012345\",\"to\":\"1\","
      "\"text\":\"x\"}}",
      IPC_ERR_VALIDATION, "message.phoneNumberId longer than 64 bytes", NULL},
+    {"{\"op\":\"send\",\"type\":\"text\",\"message\":{\"phoneNumberId\":\"10\\n<0>x\",\"to\":\"1\","
+     "\"text\":\"x\"}}",
+     IPC_ERR_VALIDATION, "message.phoneNumberId contains a control character", NULL},
     {"{\"op\":\"send\",\"type\":\"text\",\"message\":{\"phoneNumberId\":\"1\",\"text\":\"x\"}}",
      IPC_ERR_VALIDATION, "message.to is required", NULL},
     {"{\"op\":\"send\",\"type\":\"text\",\"message\":{\"phoneNumberId\":\"1\",\"to\":15551234567,"
@@ -194,6 +197,8 @@ static const struct bad_case bad_cases[] = {
     {"{\"op\":\"pause\",\"all\":true,\"campaign\":\"c\"}", IPC_ERR_VALIDATION,
      "exactly one of campaign, phoneNumberId, all:true is required", NULL},
     {"{\"op\":\"pause\",\"all\":1}", IPC_ERR_VALIDATION, "all must be a boolean", NULL},
+    {"{\"op\":\"resume\",\"phoneNumberId\":\"1\\u007f\"}", IPC_ERR_VALIDATION,
+     "phoneNumberId contains a control character", NULL},
     {"{\"op\":\"pause\",\"phoneNumberId\":\"\"}", IPC_ERR_VALIDATION,
      "phoneNumberId must not be empty", NULL},
     /* retry */
