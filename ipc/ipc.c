@@ -110,7 +110,7 @@ struct ipc_conn {
     bool close_after_flush; /* close once everything is written */
     bool streaming;
     bool backlog;          /* parsing stopped for backpressure with data left */
-    struct ipc_req *gated; /* parsed, waiting for BIG_ANSWER_ROOM; not in the FIFO */
+    struct ipc_req *gated; /* parsed, waiting (gate_closed); not in the FIFO */
     bool writing;
     bool in_kick;
     unsigned stream_refs;
@@ -154,7 +154,7 @@ struct ipc_server {
     struct ipc_conn *dirty;
     unsigned n_conns;
     unsigned n_rejecting;
-    unsigned n_gated;   /* connections with a request waiting for answer room */
+    unsigned n_gated;   /* connections with a gated request */
     unsigned n_streams; /* open connections that are event streams */
     size_t rbuf_total;  /* read buffer bytes of all open connections */
     size_t read_budget; /* most rbuf_total may grow to past READ_KEEP_MAX buffers */
@@ -350,6 +350,25 @@ static bool req_big_answer(const struct ipc_req *r)
     return r->request.op == IPC_OP_LIST || r->request.op == IPC_OP_STATS;
 }
 
+/* A request that reads or changes jobs sees the effects of the requests
+ * before it on its connection: it is taken only once they are answered (a
+ * submit is answered when durable), so a pipelined `send` then `campaign`
+ * finds the job, and `cancel` then `stats` counts it cancelled. Submits
+ * are taken at once, so a pipeline of them still shares group commits. */
+static bool req_waits_for_earlier(const struct ipc_req *r)
+{
+    return r->request.op != IPC_OP_SEND && r->request.op != IPC_OP_TEMPLATE_SEND &&
+           r->request.op != IPC_OP_PING;
+}
+
+/* Whether the connection's parsed request must wait: for answer room (a
+ * large answer) or for the answers to the requests before it. */
+static bool gate_closed(const struct ipc_conn *c, const struct ipc_req *r)
+{
+    return (req_big_answer(r) && !big_answer_room(c->srv)) ||
+           (req_waits_for_earlier(r) && c->n_fifo > 0);
+}
+
 /* Kicks the connections whose request waits for answer room, once there
  * is room. */
 static void wake_gated(ipc_server_t *s)
@@ -363,7 +382,7 @@ static void wake_gated(ipc_server_t *s)
 
 static bool conn_saturated(const struct ipc_conn *c)
 {
-    if (c->gated != NULL && !big_answer_room(c->srv))
+    if (c->gated != NULL && gate_closed(c, c->gated))
         return true;
     return c->n_fifo >= c->max_pending ||
            c->fifo_bytes >= conn_share(c, FIFO_BUDGET, FIFO_PAUSE_FLOOR, FIFO_PAUSE_BYTES) ||
@@ -612,10 +631,11 @@ static void handle_line(struct ipc_conn *c, char *line, size_t len)
         free(r);
         return;
     }
-    if (req_big_answer(r) && !big_answer_room(c->srv)) {
-        c->gated = r; /* conn_process takes it once there is room */
+    if (gate_closed(c, r)) {
+        c->gated = r; /* conn_process takes it once the gate opens */
         c->srv->n_gated++;
-        c->srv->ctr.gated++;
+        if (req_big_answer(r) && !big_answer_room(c->srv))
+            c->srv->ctr.gated++;
         return;
     }
     fifo_push(c, r);
@@ -632,7 +652,7 @@ static void conn_process(struct ipc_conn *c)
             c->backlog = true;
             break;
         }
-        if (c->gated != NULL) { /* there is room now (not saturated) */
+        if (c->gated != NULL) { /* the gate is open now (not saturated) */
             struct ipc_req *r = c->gated;
             c->gated = NULL;
             c->srv->n_gated--;

@@ -64,6 +64,14 @@ class Workdir:
     def kill_all(self):
         for p in self.procs:
             if p.poll() is None:
+                # A process started in a session of its own (nginx) takes
+                # its children along: a killed nginx master leaves its
+                # workers running otherwise.
+                try:
+                    if os.getpgid(p.pid) == p.pid:
+                        os.killpg(p.pid, signal.SIGKILL)
+                except OSError:
+                    pass
                 p.kill()
                 p.wait(10)
 

@@ -397,8 +397,34 @@ def idle_watchers(wd):
     check(d.stop() == 0, "SIGTERM exits 0")
     api.stop()
 
+
+def pipelined_effects(wd):
+    """Requests pipelined on one connection see the effects of those before
+    them: `campaign` after a `send` finds the job (it answered NOT_FOUND,
+    the example in protocol.md), `stats` after a `cancel` counts it
+    cancelled. Submits are still taken at once (one group commit)."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    cl = d.client()
+    later = time.time() + 3600
+    a = cl.pipeline([avp.text_job(1, campaign="spring", notBefore=later),
+                     {"op": "campaign", "id": 2, "campaign": "spring"}])
+    check(a[0]["ok"] and a[1].get("ok"), "the campaign found: %s" % a[1])
+    check(a[1]["campaign"]["total"] == 1, "one job: %s" % a[1])
+    n = 500
+    jobs = [avp.text_job(10 + i, campaign="autumn", notBefore=later) for i in range(n)]
+    a = cl.pipeline(jobs + [{"op": "cancel", "id": "c", "campaign": "autumn"},
+                            {"op": "campaign", "id": "s", "campaign": "autumn"}])
+    check(all(x.get("ok") for x in a[:n]), "submits accepted")
+    check(a[n].get("cancelled") == n, "the cancel took all %d: %s" % (n, a[n]))
+    check(a[n + 1]["campaign"]["counts"]["cancelled"] == n, "then counted: %s" % a[n + 1])
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (nul_refused, body_as_given, utf8_refused, refused_peers,
-                                         fd_limit, idle_watchers)}
+                                         fd_limit, idle_watchers, pipelined_effects)}
 
 if __name__ == "__main__":
     case = CASES.get(sys.argv[1]) if len(sys.argv) == 2 else None

@@ -71,7 +71,7 @@ def h2_goaway(wd):
     with open(conf, "w") as f:
         f.write(CONF.format(dir=ngdir, up=api.port, port=port, crt=crt, key=key))
     ng = subprocess.Popen([nginx, "-c", conf, "-p", ngdir], stdout=subprocess.DEVNULL,
-                          stderr=open(os.path.join(ngdir, "stderr"), "w"))
+                          stderr=open(os.path.join(ngdir, "stderr"), "w"), start_new_session=True)
     wd.procs.append(ng)
     def listening():
         try:
