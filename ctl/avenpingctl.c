@@ -229,8 +229,13 @@ static int connect_daemon(ctx_t *c)
         return 0;
     rc = ipc_client_connect(c->socket, &c->cl);
     if (rc != 0) {
-        fprintf(stderr, "avenpingctl: cannot connect to %s: %s\n", c->socket,
-                ipc_client_strerror(rc));
+        fprintf(stderr, "avenpingctl: cannot connect to %s: %s%s\n", c->socket,
+                ipc_client_strerror(rc),
+                rc == -EACCES ? " (connecting takes the socket's group, avenpingd in the "
+                                "packaged service: add this user to it, or use sudo)"
+                : rc == -ENOENT || rc == -ECONNREFUSED
+                    ? " (is avenpingd running? systemctl status avenpingd)"
+                    : "");
         return -1;
     }
     return 0;
@@ -283,8 +288,13 @@ static int call(ctx_t *c, cJSON *req, cJSON **ans)
     }
     rc = ipc_client_call(c->cl, req, c->timeout_ms, ans);
     cJSON_Delete(req);
+    if (rc == -ETIMEDOUT) {
+        fprintf(stderr, "avenpingctl: no answer from %s within %.1f s (--timeout)\n", c->socket,
+                c->timeout_ms / 1000.0);
+        return EXIT_FAIL;
+    }
     if (rc != 0) {
-        fprintf(stderr, "avenpingctl: %s\n", ipc_client_strerror(rc));
+        fprintf(stderr, "avenpingctl: %s: %s\n", c->socket, ipc_client_strerror(rc));
         return EXIT_FAIL;
     }
     if (!answer_ok(*ans)) {
@@ -1903,11 +1913,18 @@ int main(int argc, char **argv)
                 v = argv[++i];
             else if (v != NULL && (size_t)(v - argv[i]) == nlen)
                 v++;
-            else {
+            else if (v == NULL && argv[i][nlen] == '\0') {
+                usage_err("%s needs a value", argv[i]);
+                return EXIT_USAGE;
+            } else {
                 usage_err("bad option %s", argv[i]);
                 return EXIT_USAGE;
             }
             if (sock) {
+                if (*v == '\0') {
+                    usage_err("--socket: empty path");
+                    return EXIT_USAGE;
+                }
                 c.socket = v;
             } else {
                 o.name[0] = "timeout";
@@ -1974,7 +1991,11 @@ int main(int argc, char **argv)
     rc = cmd->fn(&c, &o);
     opts_free(&o);
     ipc_client_close(c.cl);
-    if (fflush(stdout) != 0 && rc == 0)
+    if ((fflush(stdout) != 0 || ferror(stdout)) && rc == 0) {
+        /* A reader that went away (head) is no news; a full disk is. */
+        if (errno != EPIPE)
+            fprintf(stderr, "avenpingctl: writing the output: %s\n", strerror(errno));
         rc = EXIT_FAIL;
+    }
     return rc;
 }

@@ -801,6 +801,9 @@ static void on_http_done(const http_result_t *res, void *arg)
         if (c.hold_sender)
             sched_sender_hold(d->sched, job, now + c.min_delay, "sender in maintenance");
         if (job->attempts >= max_attempts && !d->stopping) {
+            dlog(d, CONFIG_LOG_DEBUG, "job %llu failed after %u attempts: %d %s %s",
+                 (unsigned long long)job->id, max_attempts, c.error.status, c.error.code,
+                 c.error.message);
             record(d, job->id, QUEUE_STATE_FAILED, job->attempts, 0, NULL, &c.error);
             sched_job_finish(d->sched, job);
             break;

@@ -10,6 +10,7 @@ import csv
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -323,7 +324,27 @@ def ctl_usage(wd):
     check(p.returncode == 1 and p.stdout == "", "no table over an error: %r" % p.stdout)
     p = subprocess.run([CTL, "--socket", wd.file("no.sock"), "ping"], capture_output=True,
                        text=True)
-    check(p.returncode == 1 and "cannot connect" in p.stderr, "no daemon: exit 1")
+    check(p.returncode == 1 and "cannot connect" in p.stderr and "is avenpingd running" in p.stderr,
+          "no daemon: exit 1 with a hint: %s" % p.stderr)
+    for argv, why in ((["--socket", "", "ping"], "empty path"),
+                      (["--socket"], "needs a value")):
+        p = subprocess.run([CTL] + argv, capture_output=True, text=True)
+        check(p.returncode == 2 and why in p.stderr, "%s: usage error: %d %s"
+              % (argv, p.returncode, p.stderr))
+    # A daemon that does not answer (stopped): the message names the
+    # socket and the timeout.
+    d.proc.send_signal(signal.SIGSTOP)
+    try:
+        p = subprocess.run([CTL, "--socket", d.socket, "--timeout", "0.5", "ping"],
+                           capture_output=True, text=True)
+    finally:
+        d.proc.send_signal(signal.SIGCONT)
+    check(p.returncode == 1 and "no answer from %s within 0.5 s" % d.socket in p.stderr,
+          "timeout named: %s" % p.stderr)
+    p = subprocess.run("%s --socket %s stats > /dev/full" % (CTL, d.socket), shell=True,
+                       capture_output=True, text=True)
+    check(p.returncode == 1 and "writing the output" in p.stderr, "a full stdout said: %s"
+          % p.stderr)
 
     check(ctl_json(d, "ping")["version"], "ping --json")
     r = ctl_json(d, "send", "--from", "1000001", "--to", "+15550001", "--text", "hello",
