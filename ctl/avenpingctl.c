@@ -527,6 +527,16 @@ static uint64_t fnv1a(const char *s)
     return h;
 }
 
+/* What a reader error means for the person who wrote the file. */
+static const char *csv_problem(int rc)
+{
+    if (rc == -EINVAL)
+        return "malformed CSV (an unterminated or stray quote, or a broken byte order mark)";
+    if (rc == -E2BIG)
+        return "a field over 1 MiB or more than 1024 fields in a row";
+    return strerror(-rc);
+}
+
 /*
  * The idempotency key of one row: "<campaign>:<suffix>", where the suffix
  * is the row number (or the --key-column value). Keys are at most 200
@@ -708,8 +718,11 @@ static int import_setup_csv(import_src_t *s, const opts_t *o)
     while ((rc = csv_next(s->csv, &h, &n)) > 0 && n == 1 && h[0][0] == '\0')
         ;
     if (rc <= 0) {
-        fprintf(stderr, "avenpingctl: import: %s\n",
-                rc == 0 ? "the file is empty (a header row is required)" : strerror(-rc));
+        if (rc == 0)
+            fprintf(stderr, "avenpingctl: import: the file is empty (a header row is required)\n");
+        else
+            fprintf(stderr, "avenpingctl: import: line %zu (the header): %s\n",
+                    csv_line(s->csv) > 0 ? csv_line(s->csv) : 1, csv_problem(rc));
         return EXIT_FAIL;
     }
     s->header = calloc(n, sizeof(char *));
@@ -856,7 +869,7 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
                      "line %zu: %s; this row and the rest of the file were not imported (fix "
                      "the file and run the same import again: rows already sent are not sent "
                      "twice)",
-                     csv_line(s->csv), rc == -EINVAL ? "malformed CSV" : strerror(-rc));
+                     csv_line(s->csv), csv_problem(rc));
             *eof = true; /* the reader cannot resynchronise */
             return NULL;
         }

@@ -436,8 +436,24 @@ def ctl_import_edges(wd):
         f.write("to,phoneNumberId,text\n+15550000021,%s,a\n+15550000022,%s,\"open quote\n"
                 "+15550000023,%s,c\n" % (avp.SENDERS[0], avp.SENDERS[0], avp.SENDERS[0]))
     p = ctl(d, "import", bad, "--campaign", "bad")
-    check(p.returncode == 1 and "malformed CSV; this row and the rest of the file were not "
-          "imported" in p.stderr, "malformed CSV: exit %d: %s" % (p.returncode, p.stderr))
+    check(p.returncode == 1 and "malformed CSV (an unterminated or stray quote, or a broken "
+          "byte order mark); this row and the rest of the file were not imported" in p.stderr,
+          "malformed CSV: exit %d: %s" % (p.returncode, p.stderr))
+    # A field over the reader's bound, and a broken byte order mark: said
+    # in words, with the line (were "Argument list too long", "Invalid
+    # argument").
+    big = wd.file("big.csv")
+    with open(big, "w") as f:
+        f.write("to,phoneNumberId,text\n+15550000060,%s,%s\n" % (avp.SENDERS[0], "x" * (1 << 20)))
+    p = ctl(d, "import", big, "--campaign", "big")
+    check(p.returncode == 1 and "line 2: a field over 1 MiB" in p.stderr, "big field: %s"
+          % p.stderr)
+    bom = wd.file("bom.csv")
+    with open(bom, "wb") as f:
+        f.write(b"\xef\xbbto,phoneNumberId,text\n")
+    p = ctl(d, "import", bom, "--campaign", "bom")
+    check(p.returncode == 1 and "line 1 (the header): malformed CSV" in p.stderr,
+          "broken BOM: %s" % p.stderr)
 
     # Ragged rows (an unquoted comma shifts the columns) are named and not
     # sent; the rows around them are, with their own row numbers as keys.
