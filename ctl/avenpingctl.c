@@ -841,6 +841,9 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
             }
         }
         cJSON_DeleteItemFromObjectCaseSensitive(o, "id");
+        /* A "campaign": null is no campaign given: the import's. */
+        if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, "campaign")))
+            cJSON_DeleteItemFromObjectCaseSensitive(o, "campaign");
         if (!cJSON_HasObjectItem(o, "campaign"))
             cJSON_AddStringToObject(o, "campaign", s->campaign);
         if (!cJSON_HasObjectItem(o, "idempotencyKey")) {
@@ -1023,6 +1026,7 @@ static int cmd_import(ctx_t *c, const opts_t *o)
     keyset_t keys = {0};
     progress_t pr;
     size_t *ring = NULL, head = 0, out = 0, created = 0, dups = 0, failed = 0, row = 0;
+    size_t stopped = 0; /* SHUTTING_DOWN answers: the daemon stops, no more rows */
     long window;
     bool eof = false, broken = false;
     char err[512];
@@ -1081,8 +1085,8 @@ static int cmd_import(ctx_t *c, const opts_t *o)
      * The window is refilled once half of it is answered, not after each
      * answer: one write then carries many requests (one per answer cost a
      * send(2) and a poll(2) per row, most of the import's time). */
-    while (!broken && (!eof || out > 0)) {
-        bool refill = out <= (size_t)window / 2;
+    while (!broken && (!eof || out > 0) && !(stopped > 0 && out == 0)) {
+        bool refill = out <= (size_t)window / 2 && stopped == 0;
         while (refill && !eof && out < (size_t)window) {
             cJSON *req = import_next(&s, &row, &eof, err, sizeof(err));
             if (req == NULL) {
@@ -1136,6 +1140,12 @@ static int cmd_import(ctx_t *c, const opts_t *o)
                     dups++;
                 else
                     created++;
+            } else if (jstr(ans, "error") != NULL &&
+                       strcmp(jstr(ans, "error"), "SHUTTING_DOWN") == 0) {
+                /* The daemon stops: no more rows, and the answers to those
+                 * already written are counted, not printed one by one. */
+                failed++;
+                stopped++;
             } else {
                 failed++;
                 fprintf(stderr, "%s %zu: %s: %s\n", s.jsonl ? "line" : "row", ring[head],
@@ -1150,6 +1160,12 @@ static int cmd_import(ctx_t *c, const opts_t *o)
         progress_show(&pr, false);
     }
     progress_show(&pr, true);
+    if (stopped > 0)
+        fprintf(stderr,
+                "avenpingctl: import interrupted: the daemon is stopping (SHUTTING_DOWN for %zu "
+                "rows; the rest of the file was not read). Run the same import again once it is "
+                "back: rows already taken are not sent twice\n",
+                stopped);
     if (broken) {
         fprintf(stderr,
                 "avenpingctl: import interrupted: %s (%zu requests unanswered; running the "
@@ -1686,6 +1702,7 @@ static int cmd_resume(ctx_t *c, const opts_t *o)
 static int cmd_stats(ctx_t *c, const opts_t *o)
 {
     cJSON *ans, *st, *counts, *s;
+    bool account_paused;
     int rc;
 
     (void)o;
@@ -1712,13 +1729,19 @@ static int cmd_stats(ctx_t *c, const opts_t *o)
     if (jstr(s, "state"))
         printf("account: %s%s%s\n", jstr(s, "state"), jstr(s, "reason") ? " - " : "",
                jstr(s, "reason") ? jstr(s, "reason") : "");
+    /* Everything waits while the account is paused or throttled: no
+     * sender is "sending" then, whatever its own state. */
+    account_paused = jstr(s, "state") != NULL && strcmp(jstr(s, "state"), "ok") != 0;
     printf("%-20s %8s %8s %8s %s\n", "SENDER", "QUEUED", "INFLIGHT", "RATE", "STATE");
     cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(st, "senders"))
     {
         bool paused = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s, "paused"));
         const char *id = jstr(s, "phoneNumberId");
         printf("%-20s %8.0f %8.0f %8.1f %s%s%s\n", id ? id : "?", jnum(s, "queued"),
-               jnum(s, "inflight"), jnum(s, "rate"), paused ? "paused" : "sending",
+               jnum(s, "inflight"), jnum(s, "rate"),
+               paused           ? "paused"
+               : account_paused ? "paused (account)"
+                                : "sending",
                jstr(s, "reason") ? ": " : "", jstr(s, "reason") ? jstr(s, "reason") : "");
     }
     cJSON_Delete(ans);

@@ -369,14 +369,15 @@ def ctl_usage(wd):
         for i in range(1, 51):
             f.write(json.dumps(avp.text_job(i, id=i)) + "\n")
         f.write("not json\n\n")
-        f.write(json.dumps(avp.text_job(99, idempotencyKey="own-key")) + "\n")
+        f.write(json.dumps(avp.text_job(99, idempotencyKey="own-key", campaign=None)) + "\n")
     p = ctl(d, "--json", "import", jl, "--campaign", "jl")
     check(p.returncode == 1, "a bad line makes the import exit 1")
     s = json.loads(p.stdout)
     check(s["created"] == 51 and s["failed"] == 1, "jsonl summary %s" % s)
     check("line 51: not a JSON object" in p.stderr, "bad line named: %r" % p.stderr)
     check(ctl_json(d, "status", "--key", "jl:7")["job"]["campaign"] == "jl", "derived key")
-    check(ctl_json(d, "status", "--key", "own-key")["job"]["campaign"] == "jl", "own key kept")
+    check(ctl_json(d, "status", "--key", "own-key")["job"]["campaign"] == "jl",
+          "own key kept, \"campaign\": null taken as none given")
     p = ctl(d, "--json", "import", jl, "--campaign", "jl")
     s = json.loads(p.stdout)
     check(s["created"] == 0 and s["duplicates"] == 51, "jsonl re-run: %s" % s)
@@ -384,7 +385,30 @@ def ctl_usage(wd):
     check(len(page["jobs"]) == 20 and page["next"] == page["jobs"][-1]["id"], "list page")
     p = ctl(d, "--json", "list", "--campaign", "jl", "--all")
     check(len(p.stdout.splitlines()) == 51, "list --all: one line per job")
-    check(d.stop() == 0, "daemon exits 0")
+    # Under `pause --all` no sender shows as sending.
+    check(ctl(d, "pause", "--all").returncode == 0, "pause --all")
+    p = ctl(d, "stats")
+    rows = p.stdout.split("SENDER", 1)[1].splitlines()[1:]
+    check(rows and all("paused" in r for r in rows), "senders paused under --all: %s" % p.stdout)
+    check(ctl(d, "resume", "--all").returncode == 0, "resume --all")
+    # SIGTERM during an import: it stops at the first SHUTTING_DOWN answer
+    # and says so once (it printed a line per row still in its window).
+    big = wd.file("big.csv")
+    write_csv(big, 200000, avp.SENDERS)
+    imp = subprocess.Popen([CTL, "--socket", d.socket, "import", big, "--campaign", "late",
+                            "--text", "x"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    wait_for(lambda: ctl_json(d, "stats")["stats"]["submitted"] > 20000, 60, "the import under way")
+    # Slow answers keep the stopping daemon up (it waits for them) while
+    # the import's next rows are answered SHUTTING_DOWN.
+    api.control(latency_ms=3000)
+    time.sleep(0.2)  # requests under the new latency in flight (a window, not an event)
+    d.proc.send_signal(signal.SIGTERM)
+    out, err = imp.communicate(timeout=60)
+    check(imp.returncode == 1 and "the daemon is stopping" in err
+          and err.count("SHUTTING_DOWN") == 1, "the import stopped once: %d %s"
+          % (imp.returncode, err[-600:]))
+    check(d.proc.wait(30) == 0, "daemon exits 0")
 
 
 def ctl_import_edges(wd):
