@@ -625,8 +625,12 @@ int main(int argc, char **argv)
      * (this edits the environment). */
     n_passed = sdnotify_listen_fds();
     if (n_passed < 0) {
-        fprintf(stderr, "<3>avenpingd: socket activation: bad LISTEN_PID/LISTEN_FDS: %s\n",
-                strerror(-n_passed));
+        if (n_passed == -EBADF)
+            fprintf(stderr, "<3>avenpingd: socket activation: LISTEN_FDS names descriptors from 3 "
+                            "on that are not open in this process\n");
+        else
+            fprintf(stderr, "<3>avenpingd: socket activation: bad LISTEN_PID/LISTEN_FDS: %s\n",
+                    strerror(-n_passed));
         goto out;
     }
 

@@ -209,6 +209,15 @@ def socket_activation(wd):
     s.close()
     check("expected one listening Unix stream socket" in d3.stderr(),
           "one clear line: %s" % d3.stderr())
+    # LISTEN_FDS naming a descriptor that is not open: said so (was "bad
+    # LISTEN_PID/LISTEN_FDS: Bad file descriptor").
+    d4 = avp.Daemon(wd, api.base, name="nofd")
+    env = dict(d4.env)
+    p = subprocess.run(["sh", "-c", 'LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" --config "$1"',
+                        avp.DAEMON, d4.config], env=env, capture_output=True, text=True,
+                       timeout=30)
+    check(p.returncode != 0 and "descriptors from 3 on that are not open" in p.stderr,
+          "LISTEN_FDS without the descriptor: %d %s" % (p.returncode, p.stderr))
     api.stop()
 
 
