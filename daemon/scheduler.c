@@ -1857,6 +1857,37 @@ nomem:
 
 /* --- public: decisions -------------------------------------------------------- */
 
+/* The wall clock went back (a step, not a slew). Departures recorded in
+ * the rate windows lie after now: they count as now, so a full window
+ * holds its sender (or all sending) one window, not the size of the step;
+ * and senders asleep until a window or a bucket allowed them look again
+ * now (buckets restart at a step back, bucket_refill). Due times and holds
+ * keep their wall-clock meaning (operations.md, "The clock"). O(senders
+ * and their windows), once per step. */
+static void clock_went_back(sched_t *s, double now)
+{
+    sched_sender_t *sd;
+    size_t i;
+    unsigned k;
+
+    for (i = 0; i < s->senders.cap; i++)
+        for (hnode_t *x = s->senders.b[i]; x; x = x->hnext) {
+            window_t *w = &((sched_sender_t *)x)->win;
+            for (k = 0; k < w->cap; k++)
+                if (w->t[k] > now && w->t[k] != INFINITY)
+                    w->t[k] = now;
+        }
+    for (k = 0; k < s->gwin.cap; k++)
+        if (s->gwin.e[k].t > now && s->gwin.e[k].t != INFINITY)
+            s->gwin.e[k].t = now;
+    while ((sd = heap_top(&s->sleeping)) != NULL) {
+        heap_remove(&s->sleeping, 0);
+        sd->state = SENDER_IDLE;
+        sender_wake_if_idle(s, sd);
+    }
+    s->now = now;
+}
+
 /* Moves due jobs out of the waiting set, releases pairs and wakes senders. */
 static void advance(sched_t *s, double now)
 {
@@ -1866,6 +1897,8 @@ static void advance(sched_t *s, double now)
 
     if (now > s->now)
         s->now = now;
+    if (now < s->now - 1.0)
+        clock_went_back(s, now);
     while ((j = wait_top(s)) != NULL && j->due <= now) {
         wait_remove(s, j);
         j->where_ = W_KEYWAIT;

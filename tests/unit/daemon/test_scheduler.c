@@ -307,6 +307,23 @@ static void test_rate_window(void)
     }
     /* 8 busy seconds at about 80/s (the window costs about 1%). */
     CHECK(n >= 600 && n <= 660);
+    /* The wall clock stepped back a minute right after a full window: the
+     * sender waits at most a window, not the minute. */
+    {
+        sched_job_t *jb;
+        double back = 111 - 60;
+
+        for (now = 110; now < 111; now += 0.001)
+            while ((jb = sched_next(s, now, &wake)) != NULL)
+                sched_job_finish(s, jb);
+        jb = sched_next(s, back, &wake);
+        if (jb == NULL) {
+            CHECK(wake <= back + SCHED_RATE_WINDOW + 0.01);
+            jb = sched_next(s, back + SCHED_RATE_WINDOW + 0.01, &wake);
+        }
+        CHECK(jb != NULL);
+        sched_job_finish(s, jb);
+    }
     sched_free(s);
 }
 
