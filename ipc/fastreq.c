@@ -433,6 +433,10 @@ static bool submit_fields(const struct fval *top, const struct fval *msg, const 
 
     if (!str_ok(&msg[M_PHONE], true, IPC_MAX_ID_LEN))
         return false;
+    /* A DEL in the sender id (the only control byte a scanned string can
+     * hold): the slow path refuses it by name (request.c: id_field). */
+    if (memchr(msg[M_PHONE].s, 0x7f, msg[M_PHONE].n) != NULL)
+        return false;
     const struct fval *to = &msg[M_TO];
     if (to->kind != FK_STR || to->n > IPC_MAX_ID_LEN)
         return false;

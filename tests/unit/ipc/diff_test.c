@@ -624,6 +624,12 @@ static bool refused_cases(void)
         {"{\"op\":\"send\",\"type\":\"text\",\"message\":{\"phoneNumberId\":\"1\",\"to\":\"2\","
          "\"text\":\"t\",\"n\":01}}",
          IPC_ERR_BAD_REQUEST, "invalid JSON at byte 83"},
+        /* A DEL in the sender id (raw: JSON allows it unescaped); found by
+         * fuzz.request, where the fast path took it. */
+        {"{\"op\":\"send\",\"type\":\"text\",\"message\":{\"phoneNumberId\":\"10\x7f"
+         "1\",\"to\":"
+         "\"2\",\"text\":\"t\"}}",
+         IPC_ERR_VALIDATION, "message.phoneNumberId contains a control character"},
     };
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
         const char *line = lines[i][0];
