@@ -2289,18 +2289,7 @@ int sched_sender_pause(sched_t *s, const char *phone_number_id, bool paused, con
     sd->paused = paused;
     set_reason(&sd->reason, paused ? reason : NULL);
     if (!paused) {
-        /* An operator's resume also lifts a timed hold, and the jobs that
-         * wait for its end (a 429's Retry-After, maintenance) are due now;
-         * one waiting for a later time of its own keeps it. O(active set),
-         * once per resume. */
-        if (sd->hold_until > s->now) {
-            for (size_t i = 0; i < s->jobs_cap; i++) {
-                sched_job_t *j = s->jobs[i].job;
-                if (j != NULL && j != TOMBSTONE && j->sender == sd && j->where_ == W_WAITING &&
-                    j->due > s->now && j->due <= sd->hold_until + 0.001)
-                    sched_job_retry(s, j, s->now);
-            }
-        }
+        /* An operator's resume also lifts a timed hold. */
         sd->hold_until = 0;
         set_reason(&sd->hold_reason, NULL);
         if (sd->state == SENDER_SLEEP && sd->heap_idx != (size_t)-1) {

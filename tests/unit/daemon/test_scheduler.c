@@ -808,22 +808,6 @@ static void test_pauses(void)
     addk(s, 12, 0, 1, "a", NULL, NULL, NULL);
     CHECK_EQ(sched_evict_paused(s), 2); /* 10, and 11 behind it */
     CHECK(!sched_contains(s, 10) && !sched_contains(s, 11) && sched_contains(s, 12));
-    /* A throttled sender's job waits for the hold (Retry-After); the
-     * operator's resume lifts the hold and the job goes now, while a job
-     * of the sender waiting for a later time of its own keeps it. */
-    addk(s, 20, 0, 1, "t", NULL, NULL, NULL);
-    addk(s, 21, 2 + 7200, 1, "t", NULL, NULL, NULL); /* its own time, past the hold */
-    j = sched_next(s, 2, NULL);
-    while (j != NULL && j->id != 20)
-        j = sched_next(s, 2, NULL);
-    CHECK(j != NULL);
-    sched_sender_throttled(s, j, 2, 3600);
-    sched_job_retry(s, j, 2 + 3600);
-    CHECK(sched_next(s, 3, NULL) == NULL);
-    CHECK_EQ(sched_sender_pause(s, "t", false, NULL), 0);
-    j = sched_next(s, 3, NULL);
-    CHECK(j && j->id == 20);
-    CHECK(sched_next(s, 3, NULL) == NULL);
     sched_free(s);
 }
 
