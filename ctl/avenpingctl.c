@@ -1085,7 +1085,7 @@ static int cmd_import(ctx_t *c, const opts_t *o)
      * The window is refilled once half of it is answered, not after each
      * answer: one write then carries many requests (one per answer cost a
      * send(2) and a poll(2) per row, most of the import's time). */
-    while (!broken && (!eof || out > 0) && !(stopped > 0 && out == 0)) {
+    while (!broken && (out > 0 || (!eof && stopped == 0))) {
         bool refill = out <= (size_t)window / 2 && stopped == 0;
         while (refill && !eof && out < (size_t)window) {
             cJSON *req = import_next(&s, &row, &eof, err, sizeof(err));
@@ -1163,10 +1163,12 @@ static int cmd_import(ctx_t *c, const opts_t *o)
     if (stopped > 0)
         fprintf(stderr,
                 "avenpingctl: import interrupted: the daemon is stopping (SHUTTING_DOWN for %zu "
-                "rows; the rest of the file was not read). Run the same import again once it is "
-                "back: rows already taken are not sent twice\n",
-                stopped);
-    if (broken) {
+                "rows%s). Run the same import again once it is back: rows already taken are not "
+                "sent twice\n",
+                stopped + (broken ? out : 0), eof ? "" : "; the rest of the file was not read");
+    if (broken && stopped > 0) {
+        failed += out; /* the daemon went before answering them: said above */
+    } else if (broken) {
         fprintf(stderr,
                 "avenpingctl: import interrupted: %s (%zu requests unanswered; running the "
                 "same import again sends nothing twice)\n",
@@ -1703,6 +1705,7 @@ static int cmd_stats(ctx_t *c, const opts_t *o)
 {
     cJSON *ans, *st, *counts, *s;
     bool account_paused;
+    char account_state[48];
     int rc;
 
     (void)o;
@@ -1732,6 +1735,8 @@ static int cmd_stats(ctx_t *c, const opts_t *o)
     /* Everything waits while the account is paused or throttled: no
      * sender is "sending" then, whatever its own state. */
     account_paused = jstr(s, "state") != NULL && strcmp(jstr(s, "state"), "ok") != 0;
+    snprintf(account_state, sizeof(account_state), "%s (account)",
+             account_paused ? jstr(s, "state") : "");
     printf("%-20s %8s %8s %8s %s\n", "SENDER", "QUEUED", "INFLIGHT", "RATE", "STATE");
     cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(st, "senders"))
     {
@@ -1740,7 +1745,7 @@ static int cmd_stats(ctx_t *c, const opts_t *o)
         printf("%-20s %8.0f %8.0f %8.1f %s%s%s\n", id ? id : "?", jnum(s, "queued"),
                jnum(s, "inflight"), jnum(s, "rate"),
                paused           ? "paused"
-               : account_paused ? "paused (account)"
+               : account_paused ? account_state
                                 : "sending",
                jstr(s, "reason") ? ": " : "", jstr(s, "reason") ? jstr(s, "reason") : "");
     }
@@ -1920,6 +1925,7 @@ int main(int argc, char **argv)
     opts_t o;
     const command_t *cmd = NULL;
     double timeout;
+    bool flushed;
     int i, rc;
 
     signal(SIGPIPE, SIG_IGN);
@@ -2027,9 +2033,12 @@ int main(int argc, char **argv)
     rc = cmd->fn(&c, &o);
     opts_free(&o);
     ipc_client_close(c.cl);
-    if ((fflush(stdout) != 0 || ferror(stdout)) && rc == 0) {
-        /* A reader that went away (head) is no news; a full disk is. */
-        if (errno != EPIPE)
+    errno = 0;
+    flushed = fflush(stdout) == 0;
+    if ((!flushed || ferror(stdout)) && rc == 0) {
+        /* A reader that went away (head) is no news; a full disk is. An
+         * earlier write's failure left no errno worth printing. */
+        if (!flushed && errno != EPIPE)
             fprintf(stderr, "avenpingctl: writing the output: %s\n", strerror(errno));
         rc = EXIT_FAIL;
     }

@@ -93,9 +93,10 @@ typedef struct daemon {
     /* Requests in a row that never left (connect, DNS, TLS handshake), no
      * HTTP answer between: DISPATCH_UNREACHABLE_AFTER of them pause the
      * account as unreachable (dispatch.c). A request counts only when no
-     * answer arrived since it started (last_answer, daemon_now()). */
+     * answer arrived since it started (last_answer, uv_hrtime(): the
+     * monotonic clock, so that a step of the wall clock changes nothing). */
     unsigned not_sent_run;
-    double last_answer;
+    uint64_t last_answer;
     bool warned_no_wamid; /* a 2xx {"success":true} without a wamid was logged once */
     bool probing;         /* a probe request is in flight */
     bool spill;           /* the store holds due jobs not in the active set */

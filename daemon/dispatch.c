@@ -264,7 +264,7 @@ typedef struct attempt {
     const char *path;
     char *body;
     size_t len;
-    double posted;        /* daemon_now() when its request started */
+    uint64_t posted;      /* uv_hrtime() when its request started */
     struct attempt *next; /* in d->post_head's FIFO */
 } attempt_t;
 
@@ -284,7 +284,6 @@ static void record_ex(daemon_t *d, uint64_t id, int state, uint16_t attempts, do
                       const char *wamid, const queue_error_info_t *err, bool settle,
                       uint8_t set_flags)
 {
-    static const queue_error_info_t no_error;
     queue_update_t u;
     int rc;
 
@@ -297,10 +296,6 @@ static void record_ex(daemon_t *d, uint64_t id, int state, uint16_t attempts, do
     u.next_attempt_at = due;
     u.wamid = wamid;
     u.last_error = err;
-    /* lastError is kept until the next outcome: a send is one (a sent job
-     * with an old 400 in its record read as an error in reports). */
-    if (state == QUEUE_STATE_SENT && err == NULL)
-        u.last_error = &no_error;
     rc = settle ? commit_add_update_cb(d->commit, &u, settled_cb, d)
                 : commit_add_update(d->commit, &u);
     if (rc == 0 && settle)
@@ -309,7 +304,8 @@ static void record_ex(daemon_t *d, uint64_t id, int state, uint16_t attempts, do
         dlog(d, CONFIG_LOG_ERROR, "job %llu: state change to %s not recorded: %s",
              (unsigned long long)id, queue_state_name(state), queue_strerror(rc));
     else
-        daemon_event_job(d, id, state, wamid, err); /* watch streams (events.c) */
+        /* Watch streams (events.c); a send's event carries no error. */
+        daemon_event_job(d, id, state, wamid, state == QUEUE_STATE_SENT ? NULL : err);
 }
 
 static void record(daemon_t *d, uint64_t id, int state, uint16_t attempts, double due,
@@ -335,12 +331,13 @@ static bool cancel_instead(daemon_t *d, sched_job_t *job, const queue_error_info
  * flags): `expired`, "not sent" - unless a restart found it in flight
  * (DAEMON_JOB_MAYBE_SENT): then it may have been delivered before the
  * crash, and it ends `uncertain`, saying so. */
-static void record_expiry(daemon_t *d, uint64_t id, uint16_t attempts, uint8_t marks, bool settle)
+static void record_expiry(daemon_t *d, uint64_t id, uint16_t attempts, uint8_t marks,
+                          const queue_error_info_t *err, bool settle)
 {
     queue_error_info_t e;
 
     if (!(marks & DAEMON_JOB_MAYBE_SENT)) {
-        record_ex(d, id, QUEUE_STATE_EXPIRED, attempts, 0, NULL, NULL, settle, 0);
+        record_ex(d, id, QUEUE_STATE_EXPIRED, attempts, 0, NULL, err, settle, 0);
         return;
     }
     memset(&e, 0, sizeof(e));
@@ -355,7 +352,7 @@ static void record_expiry(daemon_t *d, uint64_t id, uint16_t attempts, uint8_t m
  * set (if it was there) while the store still shows it due. */
 static void record_expired(daemon_t *d, uint64_t id, uint16_t attempts, uint8_t marks)
 {
-    record_expiry(d, id, attempts, marks, true);
+    record_expiry(d, id, attempts, marks, NULL, true);
 }
 
 static double backoff(const daemon_t *d, unsigned attempts)
@@ -392,7 +389,7 @@ static void probe_done(const http_result_t *res, void *arg)
     d->probing = false;
     if (res->error == 0) {
         d->not_sent_run = 0;
-        d->last_answer = daemon_now();
+        d->last_answer = uv_hrtime();
     }
     if (d->stopping || d->closing || sched_account_reason(d->sched) == NULL)
         return;
@@ -612,25 +609,14 @@ int dispatch_load_pauses(daemon_t *d)
 
 /* --- outcomes ---------------------------------------------------------------- */
 
-/* Reschedules a job whose attempt did not succeed. `counts`: whether the
- * attempt counts against maxAttempts (answers that are not the job's fault
- * - pauses, throttles, the pair limit, a request that never left - do not). */
-/* A job whose next attempt would come after its expiresAt can never be
- * sent: it expires now, with the answer that asked for the wait as its
- * lastError, instead of holding its order key until then (a 131049's 24 h
- * against the default job_ttl_s of 24 h, a long Retry-After). The job is
- * finished. */
-static void expire_before_retry(daemon_t *d, sched_job_t *job, const classify_result_t *c)
-{
-    if (job->marks & DAEMON_JOB_MAYBE_SENT)
-        record_expiry(d, job->id, job->attempts, job->marks, false);
-    else
-        record(d, job->id, QUEUE_STATE_EXPIRED, job->attempts, 0, NULL, &c->error);
-    sched_job_finish(d->sched, job);
-}
-
-/* Sets `job` retrying, due at `due` - or expires it when that is after its
- * expiresAt. Either way the caller must not use `job` after. */
+/* Reschedules a job whose attempt did not succeed, due at `due` - or, when
+ * that is after its expiresAt, expires it now with the answer that asked
+ * for the wait as its lastError, instead of holding its order key until
+ * then (a 131049's 24 h against the default job_ttl_s of 24 h, a long
+ * Retry-After). Either way the caller must not use `job` after. `counts`:
+ * whether the attempt counts against maxAttempts (answers that are not the
+ * job's fault - pauses, throttles, the pair limit, a request that never
+ * left - do not). */
 static void retry_job_flags(daemon_t *d, sched_job_t *job, const classify_result_t *c, double due,
                             bool counts, uint8_t set_flags)
 {
@@ -639,7 +625,8 @@ static void retry_job_flags(daemon_t *d, sched_job_t *job, const classify_result
     if (cancel_instead(d, job, &c->error))
         return;
     if (job->expires_at > 0 && due > job->expires_at && !d->stopping) {
-        expire_before_retry(d, job, c);
+        record_expiry(d, job->id, job->attempts, job->marks, &c->error, false);
+        sched_job_finish(d->sched, job);
         return;
     }
     if (d->stopping)
@@ -683,12 +670,14 @@ static void post_waiting(daemon_t *d);
 
 static void on_http_done(const http_result_t *res, void *arg)
 {
+    static const queue_error_info_t no_error;
     attempt_t *a = arg;
     daemon_t *d = a->d;
     sched_job_t *job = sched_job_find(d->sched, a->id);
     classify_result_t c;
     unsigned max_attempts;
-    double now = daemon_now(), delay, posted = a->posted;
+    double now = daemon_now(), delay;
+    uint64_t posted = a->posted;
 
     free(a->body);
     free(a);
@@ -707,7 +696,7 @@ static void on_http_done(const http_result_t *res, void *arg)
     classify_result_redact(&c, d->token);
     if (res->error == 0) {
         d->not_sent_run = 0; /* the API answered */
-        d->last_answer = now;
+        d->last_answer = uv_hrtime();
     }
     d->stats.by_action[c.action]++;
     if (c.maybe_sent)
@@ -724,7 +713,10 @@ static void on_http_done(const http_result_t *res, void *arg)
                  (unsigned long long)job->id);
         }
         sched_job_sent(d->sched, job, now);
-        record(d, job->id, QUEUE_STATE_SENT, job->attempts, 0, c.wamid[0] ? c.wamid : NULL, NULL);
+        /* lastError is kept until the next outcome: a send is one (a sent
+         * job with an old 400 in its record read as an error in reports). */
+        record_ex(d, job->id, QUEUE_STATE_SENT, job->attempts, 0, c.wamid[0] ? c.wamid : NULL,
+                  &no_error, false, 0);
         sched_job_finish(d->sched, job);
         break;
     case CLASSIFY_FAIL:
@@ -888,12 +880,12 @@ static void post(daemon_t *d, attempt_t *a, sched_job_t *job)
     }
     if (job->expires_at > 0 && now > job->expires_at) {
         attempt_drop(a, job);
-        record_expiry(d, job->id, job->attempts, job->marks, false);
+        record_expiry(d, job->id, job->attempts, job->marks, NULL, false);
         sched_job_finish(d->sched, job);
         dispatch_pump_soon(d);
         return;
     }
-    a->posted = now;
+    a->posted = uv_hrtime();
     rc = http_pool_post(d->http, a->path, a->body, a->len, on_http_done, a);
 
     if (rc != 0) {

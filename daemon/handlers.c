@@ -591,7 +591,9 @@ static bulk_t *bulk_new(daemon_t *d, ipc_req_t *req, const char *field, int to_s
 /*
  * Cancels one job that the store shows in `state` (queued, retrying or
  * sending). A job of the active set that is in flight, or whose `sending`
- * is being committed, is not cancelled; any other leaves the active set now
+ * is being committed, is not cancelled now: it is marked, finishes its
+ * attempt and is then cancelled instead of retried (DAEMON_JOB_CANCEL,
+ * not counted in the answer); any other leaves the active set now
  * so it cannot start, and its store state changes only if it is still
  * queued or retrying when the change commits. A job outside the active set
  * whose store state is `sending` is finishing (its outcome is pending).

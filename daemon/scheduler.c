@@ -1857,12 +1857,21 @@ nomem:
 
 /* --- public: decisions -------------------------------------------------------- */
 
+/* Takes the sender on top of the sleep heap out of its sleep. */
+static void sender_wake(sched_t *s, sched_sender_t *sd)
+{
+    heap_remove(&s->sleeping, 0);
+    sd->state = SENDER_IDLE;
+    sender_wake_if_idle(s, sd);
+}
+
 /* The wall clock went back (a step, not a slew). Departures recorded in
  * the rate windows lie after now: they count as now, so a full window
  * holds its sender (or all sending) one window, not the size of the step;
  * and senders asleep until a window or a bucket allowed them look again
- * now (buckets restart at a step back, bucket_refill). Due times and holds
- * keep their wall-clock meaning (operations.md, "The clock"). O(senders
+ * now (buckets restart at a step back, bucket_refill). Due times, holds and
+ * pair pacing's wake times keep their wall-clock meaning (operations.md,
+ * "The clock"). O(senders
  * and their windows), once per step. */
 static void clock_went_back(sched_t *s, double now)
 {
@@ -1872,19 +1881,18 @@ static void clock_went_back(sched_t *s, double now)
 
     for (i = 0; i < s->senders.cap; i++)
         for (hnode_t *x = s->senders.b[i]; x; x = x->hnext) {
-            window_t *w = &((sched_sender_t *)x)->win;
-            for (k = 0; k < w->cap; k++)
-                if (w->t[k] > now && w->t[k] != INFINITY)
-                    w->t[k] = now;
+            sd = (sched_sender_t *)x;
+            for (k = 0; k < sd->win.cap; k++)
+                if (sd->win.t[k] > now && sd->win.t[k] != INFINITY)
+                    sd->win.t[k] = now;
+            if (sd->last_cut > now) /* else no 429 would cut the rate until then */
+                sd->last_cut = now;
         }
     for (k = 0; k < s->gwin.cap; k++)
         if (s->gwin.e[k].t > now && s->gwin.e[k].t != INFINITY)
             s->gwin.e[k].t = now;
-    while ((sd = heap_top(&s->sleeping)) != NULL) {
-        heap_remove(&s->sleeping, 0);
-        sd->state = SENDER_IDLE;
-        sender_wake_if_idle(s, sd);
-    }
+    while ((sd = heap_top(&s->sleeping)) != NULL)
+        sender_wake(s, sd);
     s->now = now;
 }
 
@@ -1908,11 +1916,8 @@ static void advance(sched_t *s, double now)
         pair_release(s, p, now);
     while ((p = oset_top(&s->pairidle)) != NULL && p->wake <= now)
         pair_free(s, p);
-    while ((sd = heap_top(&s->sleeping)) != NULL && sd->wake <= now) {
-        heap_remove(&s->sleeping, 0);
-        sd->state = SENDER_IDLE;
-        sender_wake_if_idle(s, sd);
-    }
+    while ((sd = heap_top(&s->sleeping)) != NULL && sd->wake <= now)
+        sender_wake(s, sd);
     while ((sd = heap_top(&s->senderidle)) != NULL &&
            (sd->forget_at <= now || s->senderidle.n > SCHED_IDLE_SENDERS_MAX)) {
         if (sender_unused(sd))
