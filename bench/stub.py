@@ -22,20 +22,25 @@ SUCCESS = ('{"success":true,"data":{"messaging_product":"whatsapp","contacts":[{
            '"wamid.HBgLMTU1NTEyMzQ1NjcVAgARGBI5QUNFNjM3RDc2QjJFRTZGMjkA",'
            '"message_status":"accepted"}]}}')
 
-CONF = """
-load_module {echo};
-worker_processes {workers};
-pid {dir}/nginx.pid;
+# An nginx that keeps everything in one directory of its own ({dir}): its
+# pid, error log and temporary files (also used by tests/integration/test_tls.py).
+OWN_DIR = """pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
+"""
+OWN_TEMP = """    access_log off;
     client_body_temp_path {dir}/tmp;
     proxy_temp_path {dir}/tmp;
     fastcgi_temp_path {dir}/tmp;
     uwsgi_temp_path {dir}/tmp;
     scgi_temp_path {dir}/tmp;
-    client_body_buffer_size 64k;
+"""
+
+CONF = """
+load_module {echo};
+worker_processes {workers};
+""" + OWN_DIR + """events {{ worker_connections 4096; }}
+http {{
+""" + OWN_TEMP + """    client_body_buffer_size 64k;
     # Keep-alive forever: a benchmark's connections live for the whole run,
     # so handshakes per 1,000 sends show the client's reuse, not nginx's
     # defaults (1,000 requests per connection).

@@ -23,20 +23,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
 import avp  # noqa: E402
 from avp import check, wait_all_final  # noqa: E402
 
+import stub  # noqa: E402  bench/stub.py: certificates and nginx's own-directory lines
+
 CONF = """
 worker_processes 1;
 daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 1024; }}
+""" + stub.OWN_DIR + """events {{ worker_connections 1024; }}
 http {{
-    access_log off;
-    client_body_temp_path {dir}/tmp;
-    proxy_temp_path {dir}/tmp;
-    fastcgi_temp_path {dir}/tmp;
-    uwsgi_temp_path {dir}/tmp;
-    scgi_temp_path {dir}/tmp;
-    keepalive_requests 20;
+""" + stub.OWN_TEMP + """    keepalive_requests 20;
     upstream api {{ server 127.0.0.1:{up}; keepalive 16; }}
     server {{
         listen 127.0.0.1:{port} ssl http2;
@@ -58,7 +52,6 @@ def h2_goaway(wd):
     if nginx is None or shutil.which("openssl") is None:
         print("SKIP h2_goaway: needs nginx and openssl (scripts/deps.sh --extra or --bench)")
         sys.exit(77)
-    import stub  # bench/stub.py: the certificates
     ngdir = wd.file("nginx")
     os.makedirs(os.path.join(ngdir, "tmp"))
     ca, crt, key = stub.make_certs(ngdir)
