@@ -941,8 +941,13 @@ def cancel_inflight(wd):
     api.control(fail_rate=0, latency_ms=0)
     st = wait_for(lambda: (lambda c: c if avp.unfinished(c) == 0 else None)(
         cl.request({"op": "campaign", "campaign": "cx"})["campaign"]), 20, "all final")
-    check(st["counts"].get("cancelled") == n, "every job cancelled: %s" % st["counts"])
-    check(not api.sends(), "nothing sent after the cancel: %d" % len(api.sends()))
+    # A request still on its way when the API recovered (a slow machine:
+    # ASan) may succeed: it finishes as it ends. None is retried.
+    c = st["counts"]
+    check(c["cancelled"] + c["sent"] == n and c["sent"] <= 16,
+          "cancelled, or sent by the attempt in flight at the cancel: %s" % c)
+    check(len(api.sends()) == c["sent"], "no retry reached the API: %d sends, %d sent"
+          % (len(api.sends()), c["sent"]))
     cl.close()
     check(d.stop() == 0, "SIGTERM exits 0")
     api.stop()
