@@ -544,10 +544,28 @@ static int start_listening(daemon_t *d, int n_passed)
     return 0;
 }
 
-static int start_modules(daemon_t *d, int n_passed)
+/* Creates the IPC server and listens, before the store is opened: a daemon
+ * whose socket is taken by another one stops without creating anything in
+ * its state dir. Requests are read only once the loop runs. */
+static int start_ipc(daemon_t *d, int n_passed)
+{
+    ipc_server_options_t io;
+    int rc;
+
+    memset(&io, 0, sizeof(io));
+    io.max_connections = fd_fit(d, true);
+    io.socket_mode = d->cfg.socket_mode;
+    io.allowed_uids = d->cfg.n_allowed_uids ? d->cfg.allowed_uids : NULL;
+    io.n_allowed_uids = d->cfg.n_allowed_uids;
+    if ((rc = ipc_server_new(d->loop, &io, daemon_request_cb, d, &d->ipc)) != 0)
+        return rc;
+    return start_listening(d, n_passed);
+}
+
+/* The HTTP engines, the commit worker and the scheduler; needs the store. */
+static int start_modules(daemon_t *d)
 {
     http_options_t ho;
-    ipc_server_options_t io;
     sched_options_t so;
     int rc;
 
@@ -568,17 +586,7 @@ static int start_modules(daemon_t *d, int n_passed)
     commit_set_stat_cb(d->commit, dispatch_on_commit_stat, d);
     commit_set_fail_cb(d->commit, dispatch_on_commit_fail, d);
     sched_opts(d, &so);
-    if ((rc = sched_new(&so, &d->sched)) != 0)
-        return rc;
-
-    memset(&io, 0, sizeof(io));
-    io.max_connections = fd_fit(d, true);
-    io.socket_mode = d->cfg.socket_mode;
-    io.allowed_uids = d->cfg.n_allowed_uids ? d->cfg.allowed_uids : NULL;
-    io.n_allowed_uids = d->cfg.n_allowed_uids;
-    if ((rc = ipc_server_new(d->loop, &io, daemon_request_cb, d, &d->ipc)) != 0)
-        return rc;
-    return start_listening(d, n_passed);
+    return sched_new(&so, &d->sched);
 }
 
 static void init_handles(daemon_t *d)
@@ -634,15 +642,15 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    if (open_store(&d) != 0)
-        goto out;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
-        fprintf(stderr, "<3>avenpingd: libcurl initialisation failed\n");
-        goto out;
-    }
     d.loop = uv_default_loop();
     init_handles(&d);
-    if (start_modules(&d, n_passed) != 0)
+    if (start_ipc(&d, n_passed) != 0 || open_store(&d) != 0)
+        goto out_loop;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+        fprintf(stderr, "<3>avenpingd: libcurl initialisation failed\n");
+        goto out_loop;
+    }
+    if (start_modules(&d) != 0)
         goto out_loop;
     uv_signal_start(&d.sig_int, signal_cb, SIGINT);
     uv_signal_start(&d.sig_term, signal_cb, SIGTERM);

@@ -262,6 +262,16 @@ def startup_errors(wd):
     check(rc2 != 0, "second daemon on the same state dir exits non-zero")
     check("in use" in d2.stderr(), "says why: %s" % d2.stderr())
     check(cl.request({"op": "ping"})["ok"], "first daemon unaffected")
+    # Second daemon, same socket, a state dir of its own: refused before it
+    # creates anything there.
+    fresh = wd.file("fresh-state")
+    d4 = avp.Daemon(wd, api.base, {"socket": d1.socket}, state_dir=fresh, name="fourth")
+    d4.start(wait=False)
+    check(d4.proc.wait(15) != 0, "second daemon on a busy socket exits non-zero")
+    check("another process listens on it" in d4.stderr(), "says why: %s" % d4.stderr())
+    check(not os.path.exists(fresh), "no state dir left behind: %s"
+          % (os.listdir(fresh) if os.path.isdir(fresh) else fresh))
+    check(cl.request({"op": "ping"})["ok"], "first daemon still answers on its socket")
     cl.close()
     check(d1.stop() == 0, "SIGTERM exits 0")
     check(avp.TOKEN not in d1.stderr(), "token never logged")
