@@ -154,7 +154,7 @@ struct ipc_server {
     struct ipc_conn *dirty;
     unsigned n_conns;
     unsigned n_rejecting;
-    unsigned n_gated;   /* connections with a gated request */
+    unsigned n_gated;   /* connections with a gated list/stats (may wait for room) */
     unsigned n_streams; /* open connections that are event streams */
     size_t rbuf_total;  /* read buffer bytes of all open connections */
     size_t read_budget; /* most rbuf_total may grow to past READ_KEEP_MAX buffers */
@@ -172,6 +172,7 @@ struct answer {
 static void conn_kick(struct ipc_conn *c);
 static void on_idle(uv_idle_t *h);
 static void wake_gated(ipc_server_t *s);
+static bool req_big_answer(const struct ipc_req *r);
 static size_t stream_bound(const struct ipc_stream *st);
 static void reject_answer(struct ipc_conn *c, const char *id, size_t id_len);
 
@@ -266,9 +267,10 @@ static void on_conn_closed(uv_handle_t *h)
     c->fifo_bytes = 0;
     c->state = CONN_CLOSED;
     if (c->gated != NULL) {
+        if (req_big_answer(c->gated))
+            s->n_gated--;
         free(c->gated);
         c->gated = NULL;
-        s->n_gated--;
     }
     if (c->streaming)
         s->n_streams--;
@@ -369,14 +371,15 @@ static bool gate_closed(const struct ipc_conn *c, const struct ipc_req *r)
            (req_waits_for_earlier(r) && c->n_fifo > 0);
 }
 
-/* Kicks the connections whose request waits for answer room, once there
- * is room. */
+/* Kicks the connections whose request may wait for answer room, once there
+ * is room. (One that waits for its own earlier answers is kicked when they
+ * are answered: fifo_pop marks it dirty.) */
 static void wake_gated(ipc_server_t *s)
 {
     if (!big_answer_room(s))
         return;
     for (struct ipc_conn *c = s->conns; c != NULL; c = c->next)
-        if (c->gated != NULL)
+        if (c->gated != NULL && req_big_answer(c->gated))
             mark_dirty(c);
 }
 
@@ -631,10 +634,12 @@ static void handle_line(struct ipc_conn *c, char *line, size_t len)
         free(r);
         return;
     }
-    if (gate_closed(c, r)) {
+    const bool no_room = req_big_answer(r) && !big_answer_room(c->srv);
+    if (no_room || (req_waits_for_earlier(r) && c->n_fifo > 0)) { /* gate_closed */
         c->gated = r; /* conn_process takes it once the gate opens */
-        c->srv->n_gated++;
-        if (req_big_answer(r) && !big_answer_room(c->srv))
+        if (req_big_answer(r))
+            c->srv->n_gated++;
+        if (no_room)
             c->srv->ctr.gated++;
         return;
     }
@@ -655,7 +660,8 @@ static void conn_process(struct ipc_conn *c)
         if (c->gated != NULL) { /* the gate is open now (not saturated) */
             struct ipc_req *r = c->gated;
             c->gated = NULL;
-            c->srv->n_gated--;
+            if (req_big_answer(r))
+                c->srv->n_gated--;
             fifo_push(c, r);
             c->srv->cb(r, c->srv->user);
             continue;
