@@ -52,8 +52,10 @@ struct attempt;
  * flags in the store (queue_job_t.flags, queue_update_t.set_flags). */
 #define DAEMON_JOB_DAY_RESCHEDULED 0x01 /* 131049: rescheduled 24 h once */
 #define DAEMON_JOB_MAYBE_SENT 0x02      /* in flight at a crash: may have been delivered */
-/* In memory only: cancelled while its attempt was picked or in flight; the
- * attempt ends as it ends (sent, failed, uncertain) but is never retried. */
+/* Cancelled while its attempt was picked or in flight: the attempt ends as
+ * it ends (sent, failed, uncertain) but is never retried. Stored too (a
+ * flags-only update), so that a restart that finds the job `sending`
+ * cancels it instead of sending it again; `retry` clears it. */
 #define DAEMON_JOB_CANCEL 0x80
 
 typedef struct daemon_stats {

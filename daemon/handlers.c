@@ -476,6 +476,7 @@ typedef struct bulk_op {
     bulk_t *b;
     uint64_t id;
     char *campaign; /* for the event */
+    bool mark;      /* a flags-only update: not a change the answer counts */
 } bulk_op_t;
 
 static void bulk_closed_cb(uv_handle_t *h)
@@ -525,9 +526,12 @@ static void bulk_result_cb(int rc, int result, void *arg)
 
     if (rc != 0 && b->err == 0)
         b->err = rc;
-    if (b->to_state == QUEUE_STATE_CANCELLED)
+    if (!op->mark && b->to_state == QUEUE_STATE_CANCELLED)
         b->d->settling--; /* see bulk_add */
-    if (rc == 0 && result == 0) {
+    if (op->mark) {
+        /* Not counted; a job whose attempt ended before it committed
+         * (QUEUE_ESTATE) needs no mark. */
+    } else if (rc == 0 && result == 0) {
         b->changed++;
         daemon_event_job_in(b->d, op->id, b->to_state, op->campaign, NULL, NULL);
     } else if (b->to_state == QUEUE_STATE_CANCELLED) {
@@ -543,7 +547,8 @@ static void bulk_result_cb(int rc, int result, void *arg)
         bulk_step(b); /* the pages walked so far are durable: walk on */
 }
 
-/* Queues one conditional update of `b`. */
+/* Queues one conditional update of `b`; a flags-only one (`u->flags_only`)
+ * is waited for but not counted. */
 static int bulk_add(bulk_t *b, const queue_update_t *u, const char *campaign)
 {
     bulk_op_t *op = calloc(1, sizeof(*op));
@@ -553,6 +558,7 @@ static int bulk_add(bulk_t *b, const queue_update_t *u, const char *campaign)
         return -ENOMEM;
     op->b = b;
     op->id = u->id;
+    op->mark = u->flags_only;
     if (campaign != NULL && (op->campaign = strdup(campaign)) == NULL) {
         free(op);
         return -ENOMEM;
@@ -566,7 +572,7 @@ static int bulk_add(bulk_t *b, const queue_update_t *u, const char *campaign)
     b->pending++;
     /* A cancelled job left the active set but stays in the due index until
      * this commits: no refill until then (dispatch.c). */
-    if (b->to_state == QUEUE_STATE_CANCELLED)
+    if (b->to_state == QUEUE_STATE_CANCELLED && !op->mark)
         b->d->settling++;
     return 0;
 }
@@ -620,8 +626,19 @@ static int cancel_one(bulk_t *b, uint64_t id, int state, const char *campaign, u
          * that left may have been delivered), then the job is cancelled
          * instead of retried, and one still waiting for a request slot
          * never leaves (dispatch.c: post, cancel_instead). */
+        if (sj->marks & DAEMON_JOB_CANCEL)
+            return 0; /* marked by an earlier cancel */
         sj->marks |= DAEMON_JOB_CANCEL;
-        return 0;
+        /* The mark is stored too, in the job's `sending` record (committed
+         * before this: the commit queue keeps its order), so that a restart
+         * before the attempt ends cancels the job instead of sending it
+         * again (main.c: open_store). The answer waits for it. */
+        memset(&u, 0, sizeof(u));
+        u.id = id;
+        u.flags_only = true;
+        u.set_flags = DAEMON_JOB_CANCEL;
+        u.only_from = QUEUE_STATE_BIT(QUEUE_STATE_SENDING);
+        return bulk_add(b, &u, NULL);
     }
     if (sj == NULL && state == QUEUE_STATE_SENDING)
         return 0;
@@ -662,6 +679,7 @@ static int retry_one(bulk_t *b, const queue_job_t *job)
     u.updated_at = now;
     u.next_attempt_at = job->not_before > now ? job->not_before : now;
     u.only_from = QUEUE_STATE_BIT(job->state);
+    u.clear_flags = DAEMON_JOB_CANCEL; /* a cancel of an attempt that ended */
     if (job->expires_at > 0 && job->expires_at <= u.next_attempt_at + 1)
         u.expires_at = u.next_attempt_at + (double)d->cfg.job_ttl_s;
     return bulk_add(b, &u, job->campaign);

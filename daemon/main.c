@@ -459,6 +459,8 @@ static int load_config(daemon_t *d, int argc, char **argv, bool *exit_now)
 static int open_store(daemon_t *d)
 {
     queue_options_t qo;
+    queue_recover_options_t ro;
+    queue_error_info_t cancel_err;
     size_t n = 0;
     int rc;
 
@@ -499,7 +501,20 @@ static int open_store(daemon_t *d)
                 queue_strerror(rc));
         return rc;
     }
-    rc = queue_recover(d->q, d->cfg.at_most_once, daemon_now(), DAEMON_JOB_MAYBE_SENT, &n);
+    memset(&ro, 0, sizeof(ro));
+    ro.at_most_once = d->cfg.at_most_once;
+    ro.now = daemon_now();
+    ro.requeue_flags = DAEMON_JOB_MAYBE_SENT;
+    /* Cancelled while its request was on the wire (handlers.c: cancel_one):
+     * a retry is what the cancel stopped. */
+    ro.cancel_flags = DAEMON_JOB_CANCEL;
+    memset(&cancel_err, 0, sizeof(cancel_err));
+    snprintf(cancel_err.code, sizeof(cancel_err.code), "CANCELLED");
+    snprintf(cancel_err.message, sizeof(cancel_err.message),
+             "cancelled while its request was in flight or about to leave; a restart found it "
+             "so: it may have been delivered");
+    ro.cancel_error = &cancel_err;
+    rc = queue_recover(d->q, &ro, &n);
     if (rc != 0) {
         fprintf(stderr, "<3>avenpingd: recovering the store: %s\n", queue_strerror(rc));
         return rc;

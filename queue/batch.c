@@ -22,7 +22,7 @@
 #define ARENA_MIN ((size_t)64 << 10)
 
 enum { OP_JOB = 1, OP_UPDATE = 2, OP_PAUSE = 3 };
-enum { OPF_WAMID = 1, OPF_ERR = 2 };
+enum { OPF_WAMID = 1, OPF_ERR = 2, OPF_FLAGS_ONLY = 4 };
 
 typedef struct batch_op {
     uint64_t id;
@@ -39,6 +39,7 @@ typedef struct batch_op {
     double expires_at;  /* updates: > 0 replaces the expiry */
     uint16_t only_from; /* updates: QUEUE_STATE_BIT mask, 0: any */
     uint8_t set_flags;  /* updates: OR-ed into the job's flags */
+    uint8_t clear_flags; /* updates: cleared from them first */
     /* Arena slices. Job: record, body, idempotency key (c_len 0: none).
      * Update: wamid, error code, error message. Pause: name, reason (state
      * holds the kind, flags 1 when paused). */
@@ -198,7 +199,9 @@ int queue_batch_add_update(queue_batch_t *b, const queue_update_t *u)
     batch_op_t *op;
     int rc;
 
-    if (b == NULL || u == NULL || u->id == 0 || u->state < 1 || u->state > QUEUE_STATE_MAX)
+    if (b == NULL || u == NULL || u->id == 0)
+        return QUEUE_EINVAL;
+    if (!u->flags_only && (u->state < 1 || u->state > QUEUE_STATE_MAX))
         return QUEUE_EINVAL;
     if (u->wamid != NULL) {
         wlen = strnlen(u->wamid, QUEUE_MAX_WAMID_LEN + 1);
@@ -224,6 +227,9 @@ int queue_batch_add_update(queue_batch_t *b, const queue_update_t *u)
     op->next_attempt_at = u->next_attempt_at;
     op->only_from = u->only_from;
     op->set_flags = u->set_flags;
+    op->clear_flags = u->clear_flags;
+    if (u->flags_only)
+        op->flags |= OPF_FLAGS_ONLY;
     op->expires_at = u->expires_at;
     if (u->wamid != NULL) {
         op->flags |= OPF_WAMID;
@@ -368,6 +374,8 @@ static int commit_update(queue__wtxn_t *w, queue_batch_t *b, batch_op_t *op)
     p.only_from = op->only_from;
     p.expires_at = op->expires_at;
     p.set_flags = op->set_flags;
+    p.clear_flags = op->clear_flags;
+    p.flags_only = (op->flags & OPF_FLAGS_ONLY) != 0;
     if (op->flags & OPF_WAMID) {
         /* A non-NULL pointer even for "": present-and-empty, not "keep". */
         p.wamid.p = (const char *)b->arena + op->a_off;

@@ -434,9 +434,20 @@ int queue__job_update(queue__wtxn_t *w, uint64_t id, const queue__patch_t *p, in
         *result = QUEUE_ESTATE;
         return 0;
     }
+    if (p->flags_only) {
+        r.flags = (uint8_t)((r.flags & ~p->clear_flags) | p->set_flags);
+        rc = queue__record_encode(&r, buf, sizeof buf, &len);
+        if (rc != 0)
+            return rc;
+        v.mv_data = buf;
+        v.mv_size = len;
+        k.mv_data = kb;
+        k.mv_size = sizeof kb;
+        return mdb_cursor_put(w->jobs_cur, &k, &v, MDB_CURRENT);
+    }
     if (p->expires_at > 0)
         r.expires_at = p->expires_at;
-    r.flags |= p->set_flags;
+    r.flags = (uint8_t)((r.flags & ~p->clear_flags) | p->set_flags);
     old_state = r.state;
     old_updated = r.updated_at;
     old_ms = queue__due_ms(r.next_attempt_at);
@@ -897,15 +908,14 @@ uint64_t queue_id_next(queue_t *q)
 /* --- Recovery ------------------------------------------------------------ */
 
 typedef struct recover_ctx {
-    bool at_most_once;
-    double now;
+    const queue_recover_options_t *opt;
     size_t n;
-    uint8_t requeue_flags;
 } recover_ctx_t;
 
 typedef struct sending_job {
     uint64_t id;
     uint16_t attempts;
+    uint8_t flags;
 } sending_job_t;
 
 static int recover_fn(queue__wtxn_t *w, void *arg)
@@ -966,20 +976,38 @@ static int recover_fn(queue__wtxn_t *w, void *arg)
         }
         list[n].id = queue__be64_get(idb);
         list[n].attempts = r.attempts;
+        list[n].flags = r.flags;
         n++;
     }
     mdb_cursor_close(cur);
     cur = NULL;
     for (size_t i = 0; i < n; i++) {
+        const queue_recover_options_t *o = ctx->opt;
         queue__patch_t p;
         int res;
 
         memset(&p, 0, sizeof p);
-        p.state = ctx->at_most_once ? QUEUE_STATE_UNCERTAIN : QUEUE_STATE_QUEUED;
         p.attempts = list[i].attempts;
-        p.updated_at = ctx->now;
-        p.next_attempt_at = ctx->now;
-        p.set_flags = ctx->at_most_once ? 0 : ctx->requeue_flags;
+        p.updated_at = o->now;
+        p.next_attempt_at = o->now;
+        if (o->at_most_once) {
+            p.state = QUEUE_STATE_UNCERTAIN;
+        } else if (list[i].flags & o->cancel_flags) {
+            p.state = QUEUE_STATE_CANCELLED;
+            if (o->cancel_error != NULL) {
+                const queue_error_info_t *e = o->cancel_error;
+                p.has_err = true;
+                p.err_status = e->status;
+                p.err_meta_code = queue__meta_enc(e);
+                p.err_code.p = e->code;
+                p.err_code.len = strnlen(e->code, QUEUE_ERR_CODE_LEN - 1);
+                p.err_msg.p = e->message;
+                p.err_msg.len = strnlen(e->message, QUEUE_ERR_MSG_LEN - 1);
+            }
+        } else {
+            p.state = QUEUE_STATE_QUEUED;
+            p.set_flags = o->requeue_flags;
+        }
         rc = queue__job_update(w, list[i].id, &p, &res);
         if (rc != 0)
             goto out;
@@ -993,15 +1021,14 @@ out:
     return rc;
 }
 
-int queue_recover(queue_t *q, bool at_most_once, double now, uint8_t requeue_flags,
-                  size_t *n_recovered)
+int queue_recover(queue_t *q, const queue_recover_options_t *opt, size_t *n_recovered)
 {
-    recover_ctx_t ctx = {at_most_once, now, 0, requeue_flags};
+    recover_ctx_t ctx = {opt, 0};
     int rc;
 
     if (n_recovered != NULL)
         *n_recovered = 0;
-    if (q == NULL)
+    if (q == NULL || opt == NULL)
         return QUEUE_EINVAL;
     rc = queue__write_run(q, recover_fn, &ctx);
     if (rc == 0 && n_recovered != NULL)

@@ -145,7 +145,11 @@ typedef struct queue_update {
      * is left alone. 0: unconditional. */
     uint16_t only_from;
     double expires_at; /* > 0: replaces the job's expiry (a retry of an expired job) */
-    uint8_t set_flags; /* OR-ed into the job's flags (queue_job_t.flags) */
+    uint8_t set_flags;   /* OR-ed into the job's flags (queue_job_t.flags) */
+    uint8_t clear_flags; /* cleared from them first */
+    /* true: only the flags change (set_flags, clear_flags; only_from still
+     * applies); state, attempts, times, wamid and last error are kept. */
+    bool flags_only;
 } queue_update_t;
 
 /* Batches that add jobs get QUEUE_EFULL already at map_size_max less a
@@ -212,16 +216,25 @@ void queue_close(queue_t *q);
  * it. */
 uint64_t queue_id_next(queue_t *q);
 
+/* What queue_recover does with the jobs it finds in state `sending`. */
+typedef struct queue_recover_options {
+    bool at_most_once; /* true: they become `uncertain` (off the due index) */
+    double now;        /* at-least-once: they become `queued`, due now */
+    uint8_t requeue_flags; /* OR-ed into the requeued ones' flags: the caller's
+                            * mark for "may have been delivered" */
+    /* At-least-once: one with any of these flags (the caller's mark for "its
+     * attempt was cancelled") becomes `cancelled` instead, with
+     * cancel_error as its last error (NULL: the stored one is kept). */
+    uint8_t cancel_flags;
+    const queue_error_info_t *cancel_error; /* the caller's; copied */
+} queue_recover_options_t;
+
 /*
- * Crash recovery, called once after queue_open and before anything else.
- * Jobs found in state `sending` become `queued` (due at `now`, with
- * `requeue_flags` OR-ed into their flags: the caller's mark for "may have
- * been delivered") when at_most_once is false, or `uncertain` (off the due
- * index) when it is true. *n_recovered (may be NULL) receives how many were
- * changed. One synced txn.
+ * Crash recovery, called once after queue_open and before anything else:
+ * moves every job in state `sending` on as `opt` says. *n_recovered (may be
+ * NULL) receives how many were changed. One synced txn.
  */
-int queue_recover(queue_t *q, bool at_most_once, double now, uint8_t requeue_flags,
-                  size_t *n_recovered);
+int queue_recover(queue_t *q, const queue_recover_options_t *opt, size_t *n_recovered);
 
 /* --- Write batches (group commit) ------------------------------------- */
 

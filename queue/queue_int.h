@@ -340,6 +340,8 @@ typedef struct queue__patch {
     uint16_t only_from;    /* QUEUE_STATE_BIT mask; 0: from any state */
     double expires_at;     /* > 0: replaces the job's expiry */
     uint8_t set_flags;     /* OR-ed into the record's flags */
+    uint8_t clear_flags;   /* cleared from them first */
+    bool flags_only;       /* only the flags change (queue_update_t.flags_only) */
 } queue__patch_t;
 
 /* Read-modify-write of job `id` in w's txn, rewriting the record in the

@@ -953,6 +953,44 @@ def cancel_inflight(wd):
     api.stop()
 
 
+def cancel_inflight_restart(wd):
+    """A cancel of jobs whose requests are on the wire, then kill -9 before
+    they end: the restart (at-least-once) cancels them instead of sending
+    them again, saying they may have been delivered. Before, the cancel was
+    in memory only and the restart sent them a second time."""
+    api = avp.FakeAPI(wd, "--latency-ms", "20000")
+    d = avp.Daemon(wd, api.base, {"max_inflight": 4}).start()
+    cl = d.client()
+    n = 12
+    ids = submit_all(d, [avp.text_job(i, sender=avp.SENDERS[i % 4], campaign="cr")
+                         for i in range(n)])
+    wait_for(lambda: cl.stats()["httpInflight"] == 4, 10, "requests in flight")
+    r = cl.request({"op": "cancel", "campaign": "cr"})
+    # The in-flight ones and those picked for a request slot are marked.
+    check(r["ok"] and r["cancelled"] <= n - 4, "the cancel's count: %s" % r)
+    marks = n - r["cancelled"]
+    cl.close()
+    d.kill9()
+    api.control(latency_ms=0)
+    before = api.stats()["requests"]
+    d2 = avp.Daemon(wd, api.base, {"max_inflight": 4}, state_dir=d.state_dir,
+                    name="daemon2").start()
+    cl = d2.client()
+    st = wait_all_final(cl, 20)
+    check(st["counts"]["cancelled"] == n and st["counts"]["sent"] == 0,
+          "all cancelled, none sent again: %s" % st["counts"])
+    marked = [j for j in (cl.request({"op": "get", "job": i})["job"] for i in ids)
+              if (j.get("lastError") or {}).get("code") == "CANCELLED"]
+    check(len(marked) == marks and all("may have been delivered" in j["lastError"]["message"]
+                                       for j in marked),
+          "the %d marked ones say they may have been delivered: %s" % (marks, marked))
+    check(api.stats()["requests"] == before, "no request after the restart: %d -> %d"
+          % (before, api.stats()["requests"]))
+    cl.close()
+    check(d2.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def account_needs_operator(wd):
     """Meta 190 (and 0) pause all sending until an operator resumes it: GET
     /v2/me still answers 200, so probing would resend into the same error.
@@ -1158,7 +1196,7 @@ def retry_past_expiry(wd):
 
 
 CASES = {f.__name__: f for f in (rate_multi_sender, connection_limit, retry_past_expiry,
-                                   cancel_inflight, adaptive_converges, ordered_with_failures,
+                                   cancel_inflight, cancel_inflight_restart, adaptive_converges, ordered_with_failures,
                                  token_revoked, pair_pacing, expired_and_scheduled, pauses,
                                  cancel_after_answer, at_most_once_maybe_sent,
                                  maintenance_holds_sender, pair_limit_hold, odd_success_answers,

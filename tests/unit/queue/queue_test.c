@@ -104,6 +104,19 @@ static int get_state(queue_t *q, uint64_t id)
     return st;
 }
 
+/* queue_recover with the daemon's usual options: `flags` marks requeued
+ * jobs, no cancel marks. */
+static int recover(queue_t *q, bool amo, double now, uint8_t flags, size_t *n)
+{
+    queue_recover_options_t o;
+
+    memset(&o, 0, sizeof o);
+    o.at_most_once = amo;
+    o.now = now;
+    o.requeue_flags = flags;
+    return queue_recover(q, &o, n);
+}
+
 /* Collects due entries (ids, dues) for checks. */
 typedef struct collect {
     size_t n, stop_after;
@@ -580,7 +593,7 @@ static void t_counts(void)
     CHECK(c[QUEUE_STATE_FAILED] == 1 && c[QUEUE_STATE_CANCELLED] == 1);
     {
         size_t n;
-        CHECK_OK(queue_recover(q, true, 50.0, 0x80, &n));
+        CHECK_OK(recover(q, true, 50.0, 0x80, &n));
         CHECK(n == 1);
     }
     counts_of(q, c);
@@ -613,7 +626,7 @@ static void recover_case(bool amo)
     queue_close(q); /* "crash" */
 
     q = open_q(NULL);
-    CHECK_OK(queue_recover(q, amo, 500.0, 0x80, &n));
+    CHECK_OK(recover(q, amo, 500.0, 0x80, &n));
     CHECK(n == 3);
     counts_of(q, c);
     CHECK(c[QUEUE_STATE_SENDING] == 0 && c[QUEUE_STATE_SENT] == 1);
@@ -638,9 +651,99 @@ static void recover_case(bool amo)
         CHECK(g.flags == 0); /* was not in flight */
         queue_job_clear(&g);
     }
-    CHECK_OK(queue_recover(q, amo, 600.0, 0x80, &n));
+    CHECK_OK(recover(q, amo, 600.0, 0x80, &n));
     CHECK(n == 0);
-    CHECK_OK(queue_recover(q, amo, 600.0, 0x80, NULL));
+    CHECK_OK(recover(q, amo, 600.0, 0x80, NULL));
+    queue_batch_free(b);
+    queue_close(q);
+}
+
+/* A flags-only update changes the flags and nothing else, from the states
+ * it names; recovery cancels a `sending` job with a cancel flag instead of
+ * requeueing it (at-least-once), with the given last error; clear_flags
+ * takes a flag away. */
+static void t_recover_cancel_mark(void)
+{
+    queue_t *q = open_q(NULL);
+    queue_batch_t *b = queue_batch_new();
+    uint64_t ids[3], c[QUEUE_STATE_MAX + 1];
+    queue_recover_options_t o;
+    queue_error_info_t e;
+    queue_update_t u;
+    queue_job_t g;
+    size_t n = 0;
+
+    CHECK(b != NULL);
+    for (int i = 0; i < 3; i++) {
+        queue_job_t j = job_make(queue_id_next(q), 100.0 + i);
+        ids[i] = j.id;
+        CHECK(queue_batch_add_job(b, &j, "{}", 2) == i);
+    }
+    CHECK_OK(queue_batch_commit(q, b));
+    queue_batch_reset(b);
+    CHECK_RC(update_one(q, ids[0], QUEUE_STATE_SENDING, 100, NULL, NULL), 0);
+    CHECK_RC(update_one(q, ids[1], QUEUE_STATE_SENDING, 101, NULL, NULL), 0);
+    memset(&u, 0, sizeof u);
+    u.id = ids[0];
+    u.flags_only = true;
+    u.set_flags = 0x40;
+    u.only_from = QUEUE_STATE_BIT(QUEUE_STATE_SENDING);
+    CHECK(queue_batch_add_update(b, &u) == 0);
+    u.id = ids[2]; /* queued: not from there */
+    CHECK(queue_batch_add_update(b, &u) == 1);
+    CHECK_OK(queue_batch_commit(q, b));
+    CHECK_RC(queue_batch_result(b, 0, NULL), 0);
+    CHECK_RC(queue_batch_result(b, 1, NULL), QUEUE_ESTATE);
+    CHECK_OK(queue_job_get(q, ids[0], &g));
+    CHECK(g.state == QUEUE_STATE_SENDING && g.flags == 0x40 && g.attempts == 1);
+    CHECK(g.next_attempt_at == 100.0);
+    queue_job_clear(&g);
+    CHECK_OK(queue_job_get(q, ids[2], &g));
+    CHECK(g.flags == 0);
+    queue_job_clear(&g);
+    queue_close(q); /* "crash" */
+
+    q = open_q(NULL);
+    memset(&o, 0, sizeof o);
+    memset(&e, 0, sizeof e);
+    snprintf(e.code, sizeof e.code, "CANCELLED");
+    snprintf(e.message, sizeof e.message, "was in flight");
+    o.now = 500.0;
+    o.requeue_flags = 0x02;
+    o.cancel_flags = 0x40;
+    o.cancel_error = &e;
+    CHECK_OK(queue_recover(q, &o, &n));
+    CHECK(n == 2);
+    counts_of(q, c);
+    CHECK(c[QUEUE_STATE_SENDING] == 0 && c[QUEUE_STATE_CANCELLED] == 1);
+    CHECK(c[QUEUE_STATE_QUEUED] == 2);
+    CHECK_OK(queue_job_get(q, ids[0], &g));
+    CHECK(g.state == QUEUE_STATE_CANCELLED && g.updated_at == 500.0);
+    CHECK(strcmp(g.last_error.code, "CANCELLED") == 0);
+    CHECK(strcmp(g.last_error.message, "was in flight") == 0);
+    queue_job_clear(&g);
+    CHECK_OK(queue_job_get(q, ids[1], &g));
+    CHECK(g.state == QUEUE_STATE_QUEUED && g.flags == 0x02);
+    queue_job_clear(&g);
+    /* Off the due index: only the two queued ones are due. */
+    {
+        collect_t col;
+        CHECK(scan(q, 0, 0, INFINITY, 100, &col) == 2);
+    }
+    /* clear_flags with a state change */
+    queue_batch_reset(b);
+    memset(&u, 0, sizeof u);
+    u.id = ids[1];
+    u.state = QUEUE_STATE_QUEUED;
+    u.updated_at = 501.0;
+    u.next_attempt_at = 501.0;
+    u.clear_flags = 0x02;
+    u.set_flags = 0x01;
+    CHECK(queue_batch_add_update(b, &u) == 0);
+    CHECK_OK(queue_batch_commit(q, b));
+    CHECK_OK(queue_job_get(q, ids[1], &g));
+    CHECK(g.flags == 0x01);
+    queue_job_clear(&g);
     queue_batch_free(b);
     queue_close(q);
 }
@@ -1565,7 +1668,7 @@ static void t_campaign(void)
     CHECK(update_one(q, ids[3], QUEUE_STATE_SENDING, 10.0, NULL, NULL) == 0);
     queue_close(q);
     q = open_q(NULL);
-    CHECK_OK(queue_recover(q, true, 100.0, 0x80, NULL));
+    CHECK_OK(recover(q, true, 100.0, 0x80, NULL));
     CHECK_OK(queue_campaign_counts(q, "spring", c));
     CHECK(c[QUEUE_STATE_UNCERTAIN] == 1 && c[QUEUE_STATE_QUEUED] == 2 && c[0] == 6);
     CHECK(camp_list(q, "spring", QUEUE_STATE_UNCERTAIN, 0, 100, &x, &more) == 1);
@@ -1942,6 +2045,7 @@ static const qtest_case_t cases[] = {
     {"due", t_due},
     {"counts", t_counts},
     {"recover_requeue", t_recover_requeue},
+    {"recover_cancel_mark", t_recover_cancel_mark},
     {"recover_uncertain", t_recover_uncertain},
     {"locked", t_locked},
     {"dir_sync", t_dir_sync},
