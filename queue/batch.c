@@ -36,9 +36,9 @@ typedef struct batch_op {
     int64_t err_meta_code;
     double updated_at;
     double next_attempt_at;
-    double expires_at;  /* updates: > 0 replaces the expiry */
-    uint16_t only_from; /* updates: QUEUE_STATE_BIT mask, 0: any */
-    uint8_t set_flags;  /* updates: OR-ed into the job's flags */
+    double expires_at;   /* updates: > 0 replaces the expiry */
+    uint16_t only_from;  /* updates: QUEUE_STATE_BIT mask, 0: any */
+    uint8_t set_flags;   /* updates: OR-ed into the job's flags */
     uint8_t clear_flags; /* updates: cleared from them first */
     /* Arena slices. Job: record, body, idempotency key (c_len 0: none).
      * Update: wamid, error code, error message. Pause: name, reason (state

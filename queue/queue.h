@@ -144,7 +144,7 @@ typedef struct queue_update {
      * the batch) is one of them, else its result is QUEUE_ESTATE and the job
      * is left alone. 0: unconditional. */
     uint16_t only_from;
-    double expires_at; /* > 0: replaces the job's expiry (a retry of an expired job) */
+    double expires_at;   /* > 0: replaces the job's expiry (a retry of an expired job) */
     uint8_t set_flags;   /* OR-ed into the job's flags (queue_job_t.flags) */
     uint8_t clear_flags; /* cleared from them first */
     /* true: only the flags change (set_flags, clear_flags; only_from still
@@ -218,8 +218,8 @@ uint64_t queue_id_next(queue_t *q);
 
 /* What queue_recover does with the jobs it finds in state `sending`. */
 typedef struct queue_recover_options {
-    bool at_most_once; /* true: they become `uncertain` (off the due index) */
-    double now;        /* at-least-once: they become `queued`, due now */
+    bool at_most_once;     /* true: they become `uncertain` (off the due index) */
+    double now;            /* at-least-once: they become `queued`, due now */
     uint8_t requeue_flags; /* OR-ed into the requeued ones' flags: the caller's
                             * mark for "may have been delivered" */
     /* At-least-once: one with any of these flags (the caller's mark for "its
