@@ -531,6 +531,26 @@ static void pause_sender(daemon_t *d, sched_job_t *job, const classify_result_t 
          reason);
 }
 
+typedef struct release_ctx {
+    daemon_t *d;
+    double now;
+} release_ctx_t;
+
+/* A job whose due time was its sender's hold's end (DAEMON_JOB_HELD) is
+ * due now that an operator's resume lifted the hold. Its notBefore is past
+ * (it was sent or picked). */
+static void release_held(sched_job_t *job, void *arg)
+{
+    const release_ctx_t *r = arg;
+
+    job->marks &= (uint8_t)~DAEMON_JOB_HELD;
+    if (job->due <= r->now)
+        return;
+    record(r->d, job->id, job->attempts > 0 ? QUEUE_STATE_RETRYING : QUEUE_STATE_QUEUED,
+           job->attempts, r->now, NULL, NULL);
+    sched_job_retry(r->d->sched, job, r->now);
+}
+
 int dispatch_set_pause(daemon_t *d, int kind, const char *name, bool paused, commit_update_cb done,
                        void *arg)
 {
@@ -555,6 +575,12 @@ int dispatch_set_pause(daemon_t *d, int kind, const char *name, bool paused, com
         rc = sched_sender_pause(d->sched, name, paused, reason);
         if (rc != 0)
             return rc;
+        if (!paused) {
+            /* The resume lifted the sender's hold: the jobs whose due time
+             * is that hold's end go now too. */
+            release_ctx_t r = {d, daemon_now()};
+            (void)sched_sender_waiting_each(d->sched, name, DAEMON_JOB_HELD, release_held, &r);
+        }
         break;
     case QUEUE_PAUSE_CAMPAIGN:
         rc = sched_campaign_pause(d->sched, name, paused);
@@ -737,6 +763,7 @@ static void on_http_done(const http_result_t *res, void *arg)
         break;
     case CLASSIFY_THROTTLE_SENDER:
         sched_sender_throttled(d->sched, job, now, c.min_delay);
+        job->marks |= DAEMON_JOB_HELD;
         retry_job(d, job, &c, now + fmax(c.min_delay, 0.001), false);
         break;
     case CLASSIFY_THROTTLE_ACCOUNT:
@@ -800,7 +827,11 @@ static void on_http_done(const http_result_t *res, void *arg)
             sched_job_finish(d->sched, job);
             break;
         }
-        delay = fmax(backoff(d, job->attempts), c.min_delay);
+        delay = backoff(d, job->attempts);
+        if (c.hold_sender && c.min_delay > delay) {
+            delay = c.min_delay;
+            job->marks |= DAEMON_JOB_HELD;
+        }
         retry_job(d, job, &c, now + delay, true);
         break;
     }
@@ -874,6 +905,7 @@ static void post(daemon_t *d, attempt_t *a, sched_job_t *job)
         /* Likewise held since (a 429 of its sender, Graph throttling, its
          * pair's limit): it waits for the hold's end instead of adding a
          * request to the overload. */
+        job->marks |= DAEMON_JOB_HELD;
         attempt_unsent(a, job, held);
         dispatch_pump_soon(d);
         return;
@@ -894,6 +926,7 @@ static void post(daemon_t *d, attempt_t *a, sched_job_t *job)
         dispatch_pump_soon(d);
         return;
     }
+    job->marks &= (uint8_t)~DAEMON_JOB_HELD;
     sched_job_posted(d->sched, job, daemon_now());
     d->stats.sends++;
 }

@@ -2483,6 +2483,26 @@ const char *sched_sender_id(const sched_sender_t *sd)
     return sd->phone_number_id;
 }
 
+size_t sched_sender_waiting_each(sched_t *s, const char *phone_number_id, uint8_t marks,
+                                 void (*fn)(sched_job_t *job, void *arg), void *arg)
+{
+    const sched_sender_t *sd = sender_find(s, phone_number_id);
+    size_t n = 0;
+
+    if (sd == NULL || sd->n_jobs == 0)
+        return 0;
+    for (size_t i = 0; i < s->jobs_cap; i++) {
+        sched_job_t *j = s->jobs[i].job;
+
+        if (j == NULL || j == TOMBSTONE || j->sender != sd || j->where_ != W_WAITING ||
+            !(j->marks & marks))
+            continue;
+        fn(j, arg);
+        n++;
+    }
+    return n;
+}
+
 size_t sched_jobs(const sched_t *s)
 {
     return s->jobs_n;

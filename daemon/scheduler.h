@@ -204,6 +204,13 @@ void sched_job_retry(sched_t *s, sched_job_t *job, double due);
  * key may go. */
 void sched_job_finish(sched_t *s, sched_job_t *job);
 
+/* Calls fn(job, arg) for each job of sender `phone_number_id` that waits
+ * for its due time (not ready, not in flight) and has any of `marks`. fn
+ * may move the job's due time (sched_job_retry), nothing else. Returns the
+ * number of calls. O(active set): for operator actions. */
+size_t sched_sender_waiting_each(sched_t *s, const char *phone_number_id, uint8_t marks,
+                                 void (*fn)(sched_job_t *job, void *arg), void *arg);
+
 /* Looks up a job of the active set. */
 sched_job_t *sched_job_find(const sched_t *s, uint64_t id);
 

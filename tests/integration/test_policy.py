@@ -784,6 +784,41 @@ def hold_stops_picked(wd):
     api.stop()
 
 
+def resume_lifts_throttle(wd):
+    """An operator's `resume` of a sender held by a 429's Retry-After lifts
+    the hold for the jobs the 429 answered too: they are sent now, not when
+    the Retry-After ends. Before, the resume lifted the sender's hold but
+    the answered jobs (and their order keys) waited out the hour. A job of
+    the sender whose own notBefore is later still waits for it."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"max_inflight": 4}).start()
+    cl = d.client()
+    sender = "1000001"
+    api.control(rules=[{"to": "1672000%04d" % i, "status": 429, "retry_after": 3600, "times": 1}
+                       for i in range(2)])
+    later = time.time() + 60
+    ids = submit_all(d, [avp.text_job(i, sender=sender, to="+1672000%04d" % i) for i in range(2)])
+    late = avp.text_job(9, sender=sender, to="+16720009999")
+    late["notBefore"] = later
+    ids += submit_all(d, [late])
+    wait_for(lambda: api.stats()["by_status"].get("429", 0) >= 2, 10, "the 429s")
+    wait_for(lambda: all(j["state"] == "retrying" for j in
+                         (cl.request({"op": "get", "job": i})["job"] for i in ids[:2])),
+             10, "both retrying")
+    held = [cl.request({"op": "get", "job": i})["job"] for i in ids[:2]]
+    check(all(j["nextAttemptAt"] > time.time() + 3000 for j in held),
+          "due at the Retry-After's end: %s" % [j["nextAttemptAt"] for j in held])
+    check(cl.request({"op": "resume", "phoneNumberId": sender})["ok"], "resume the sender")
+    wait_for(lambda: all(cl.request({"op": "get", "job": i})["job"]["state"] == "sent"
+                         for i in ids[:2]), 10, "the answered jobs sent after the resume")
+    j = cl.request({"op": "get", "job": ids[2]})["job"]
+    check(j["state"] == "queued" and abs(j["nextAttemptAt"] - later) < 1,
+          "the job with a later notBefore still waits for it: %s" % j)
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def api_unreachable(wd):
     """Nothing listens at api_base: after a run of connections that fail, the
     account pauses as unreachable (no job fails, no connect storm: before,
@@ -1196,7 +1231,8 @@ def retry_past_expiry(wd):
 
 
 CASES = {f.__name__: f for f in (rate_multi_sender, connection_limit, retry_past_expiry,
-                                   cancel_inflight, cancel_inflight_restart, adaptive_converges, ordered_with_failures,
+                                   cancel_inflight, cancel_inflight_restart, resume_lifts_throttle,
+                                   adaptive_converges, ordered_with_failures,
                                  token_revoked, pair_pacing, expired_and_scheduled, pauses,
                                  cancel_after_answer, at_most_once_maybe_sent,
                                  maintenance_holds_sender, pair_limit_hold, odd_success_answers,

@@ -1026,6 +1026,40 @@ static void test_senders_forgotten(void)
     sched_free(s);
 }
 
+static void count_each(sched_job_t *job, void *arg)
+{
+    (void)job;
+    ++*(int *)arg;
+}
+
+/* sched_sender_waiting_each visits the sender's waiting jobs with the mark,
+ * not its other jobs, not another sender's, not one in flight. */
+static void test_sender_waiting_each(void)
+{
+    sched_t *s = make(0, 100, 100, 100);
+    double wake;
+    sched_job_t *j;
+    int n = 0;
+
+    add(s, 1, 10.0, 1, "a");
+    add(s, 2, 10.0, 1, "a");
+    add(s, 3, 10.0, 1, "b");
+    add(s, 4, 50.0, 1, "a");
+    j = sched_next(s, 10.0, &wake);
+    CHECK(j && j->id == 1);
+    j->marks |= 0x04;
+    sched_job_find(s, 2)->marks |= 0x04; /* ready, not waiting */
+    sched_job_find(s, 3)->marks |= 0x04;
+    CHECK_EQ(sched_sender_waiting_each(s, "a", 0x04, count_each, &n), 0); /* 1 in flight */
+    sched_job_retry(s, j, 100.0);
+    sched_job_find(s, 4)->marks |= 0x04;
+    CHECK_EQ(sched_sender_waiting_each(s, "a", 0x04, count_each, &n), 2); /* 1 and 4 */
+    CHECK_EQ(n, 2);
+    CHECK_EQ(sched_sender_waiting_each(s, "a", 0x01, count_each, &n), 0);
+    CHECK_EQ(sched_sender_waiting_each(s, "nobody", 0x04, count_each, &n), 0);
+    sched_free(s);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
@@ -1054,6 +1088,7 @@ int main(int argc, char **argv)
         {"expiry_order", test_expiry_order},
         {"campaign_rate", test_campaign_rate},
         {"memory_released", test_memory_released},
+        {"sender_waiting_each", test_sender_waiting_each},
     };
     return test_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
 }
