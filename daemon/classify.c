@@ -42,6 +42,40 @@ static void copy_str(char *dst, size_t size, const char *src)
     snprintf(dst, size, "%s", src ? src : "");
 }
 
+/* Meta's code: a whole number in 0..INT32_MAX, as a JSON number or as a
+ * string of digits. Anything else is no code (a huge or fractional number
+ * must not read as some code - (long)1e30 is undefined - least of all as
+ * Meta's 0). */
+static bool meta_code_of(const cJSON *code, long *out)
+{
+    if (cJSON_IsNumber(code)) {
+        double v = code->valuedouble;
+
+        if (!(v >= 0 && v <= (double)INT32_MAX) || (double)(long)v != v)
+            return false;
+        *out = (long)v;
+        return true;
+    }
+    if (cJSON_IsString(code)) {
+        const char *p = code->valuestring;
+        size_t n = strlen(p);
+        long v = 0;
+
+        if (n == 0 || n > 10)
+            return false;
+        for (size_t i = 0; i < n; i++) {
+            if (p[i] < '0' || p[i] > '9')
+                return false;
+            v = v * 10 + (p[i] - '0'); /* at most 10 digits: fits a 64-bit long */
+        }
+        if (v > INT32_MAX)
+            return false;
+        *out = v;
+        return true;
+    }
+    return false;
+}
+
 /* Fills the error code/message and Meta's code from an error envelope. */
 static void parse_error(const cJSON *root, classify_result_t *out, bool *has_meta)
 {
@@ -60,8 +94,7 @@ static void parse_error(const cJSON *root, classify_result_t *out, bool *has_met
     if (!cJSON_IsObject(me))
         me = d;
     code = cJSON_GetObjectItemCaseSensitive(me, "code");
-    if (cJSON_IsNumber(code)) {
-        out->error.meta_code = (long)code->valuedouble;
+    if (meta_code_of(code, &out->error.meta_code)) {
         out->error.has_meta = true;
         *has_meta = true;
         mmsg = cJSON_GetObjectItemCaseSensitive(me, "message");
@@ -103,15 +136,31 @@ static int classify_meta(long code, classify_result_t *out)
 #define THROTTLE_MIN_S 1.0       /* least wait after a 429 / 130429 */
 #define RETRY_AFTER_MAX_S 3600.0 /* longest Retry-After honoured */
 
-static int classify_status(int status, const char *code, const char *message)
+/* AvenPing's error codes that name a scope (avenping-v2.md), whatever
+ * status they come with (a 200 or a 500 carrying the envelope): 0 for the
+ * others, which the status decides. */
+static int classify_code(const char *code, const char *message)
+{
+    if (strcmp(code, "UNAUTHORIZED") == 0 || strcmp(code, "PLAN_EXPIRED") == 0 ||
+        strcmp(code, "DEVELOPER_PLAN_REQUIRED") == 0)
+        return CLASSIFY_PAUSE_ACCOUNT;
+    if (strcmp(code, "FORBIDDEN") == 0)
+        return CLASSIFY_PAUSE_SENDER;
+    if (strcmp(code, "VALIDATION_ERROR") == 0)
+        return CLASSIFY_FAIL;
+    if (strcmp(code, "NOT_FOUND") == 0)
+        return strstr(message, "WhatsApp account not found") != NULL ? CLASSIFY_PAUSE_ACCOUNT
+                                                                     : CLASSIFY_FAIL;
+    return 0;
+}
+
+/* The status, when neither Meta's code nor AvenPing's decided. */
+static int classify_status(int status, const char *message)
 {
     if (status == 401)
         return CLASSIFY_PAUSE_ACCOUNT;
-    if (status == 403) {
-        if (strcmp(code, "PLAN_EXPIRED") == 0 || strcmp(code, "DEVELOPER_PLAN_REQUIRED") == 0)
-            return CLASSIFY_PAUSE_ACCOUNT;
-        return CLASSIFY_PAUSE_SENDER; /* FORBIDDEN: number not owned */
-    }
+    if (status == 403)
+        return CLASSIFY_PAUSE_SENDER; /* as FORBIDDEN: the number is not the account's */
     if (status == 404 && strstr(message, "WhatsApp account not found") != NULL)
         return CLASSIFY_PAUSE_ACCOUNT;
     if (status == 429)
@@ -432,6 +481,16 @@ void classify_answer(const http_result_t *res, classify_result_t *out)
         }
     } else if (res->body != NULL && res->body_len > 0) {
         root = cJSON_ParseWithLength(res->body, res->body_len);
+        /* A success envelope with a wamid under another status (a proxy
+         * rewriting it, an API bug): the message was taken, and sending it
+         * again would deliver it twice. */
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "success"))) {
+            parse_wamid(root, out);
+            if (out->wamid[0] != '\0') {
+                out->action = CLASSIFY_SENT;
+                goto out;
+            }
+        }
     }
     out->error.status = res->status;
     if (root)
@@ -441,7 +500,9 @@ void classify_answer(const http_result_t *res, classify_result_t *out)
     if (has_meta)
         action = classify_meta(out->error.meta_code, out);
     if (action == 0)
-        action = classify_status(res->status, out->error.code, out->error.message);
+        action = classify_code(out->error.code, out->error.message);
+    if (action == 0)
+        action = classify_status(res->status, out->error.message);
     out->action = action;
     /* A 5xx that is not the API's own error envelope came from something in
      * front of it (a gateway's 502/504, a load balancer's 503), which may

@@ -229,6 +229,88 @@ static void test_meta_codes(void)
     CHECK(!answer(500, "{\"success\":false,\"error\":\"INTERNAL_ERROR\"}", -1).error.has_meta);
 }
 
+/* The AvenPing error code decides when the status does not pair with it
+ * (a 200 or a 500 carrying the envelope); the status only when there is no
+ * code it knows. */
+static void test_code_over_status(void)
+{
+    static const struct {
+        int status;
+        const char *error, *message;
+        int action;
+    } cases[] = {
+        {200, "UNAUTHORIZED", "x", CLASSIFY_PAUSE_ACCOUNT},
+        {500, "UNAUTHORIZED", "x", CLASSIFY_PAUSE_ACCOUNT},
+        {200, "PLAN_EXPIRED", "x", CLASSIFY_PAUSE_ACCOUNT},
+        {500, "DEVELOPER_PLAN_REQUIRED", "x", CLASSIFY_PAUSE_ACCOUNT},
+        {200, "NOT_FOUND", "WhatsApp account not found", CLASSIFY_PAUSE_ACCOUNT},
+        {200, "FORBIDDEN", "x", CLASSIFY_PAUSE_SENDER},
+        {500, "FORBIDDEN", "x", CLASSIFY_PAUSE_SENDER},
+        {200, "VALIDATION_ERROR", "x", CLASSIFY_FAIL},
+        {500, "VALIDATION_ERROR", "x", CLASSIFY_FAIL},
+        {200, "NOT_FOUND", "template", CLASSIFY_FAIL},
+        {200, "INTERNAL_ERROR", "x", CLASSIFY_RETRY},
+        {401, "INTERNAL_ERROR", "x", CLASSIFY_PAUSE_ACCOUNT}, /* not a scoped code: status */
+        {429, "SOMETHING_NEW", "x", CLASSIFY_THROTTLE_SENDER},
+        {400, "SOMETHING_NEW", "x", CLASSIFY_FAIL},
+    };
+    char body[256];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(body, sizeof(body), "{\"success\":false,\"error\":\"%s\",\"message\":\"%s\"}",
+                 cases[i].error, cases[i].message);
+        classify_result_t c = answer(cases[i].status, body, -1);
+        if (c.action != cases[i].action)
+            fprintf(stderr, "case %zu: %d %s: action %d, want %d\n", i, cases[i].status,
+                    cases[i].error, c.action, cases[i].action);
+        CHECK_EQ(c.action, cases[i].action);
+        CHECK_EQ(c.error.status, cases[i].status);
+    }
+}
+
+/* Meta's code as a string of digits is that code; a code that is not a
+ * whole number in 0..2^31-1 is no code (it read as Meta's 0 before). */
+static void test_meta_code_forms(void)
+{
+#define META_CODE_BODY                                                                             \
+    "{\"success\":false,\"error\":\"INTERNAL_ERROR\",\"details\":{\"error\":{\"code\":%s}}}"
+    char body[256];
+    classify_result_t c;
+
+    snprintf(body, sizeof(body), META_CODE_BODY, "\"131056\"");
+    c = answer(500, body, -1);
+    CHECK(c.action == CLASSIFY_RETRY_PAIR && c.error.has_meta && c.error.meta_code == 131056);
+    snprintf(body, sizeof(body), META_CODE_BODY, "\"131048\"");
+    CHECK_EQ(answer(400, body, -1).action, CLASSIFY_PAUSE_SENDER);
+    static const char *bad[] = {"1e30",    "-1e30", "9.3e18",          "-5",     "131056.5",
+                                "\"12x\"", "\"\"",  "\"99999999999\"", "\"-1\"", "true"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(body, sizeof(body), META_CODE_BODY, bad[i]);
+        c = answer(500, body, -1);
+        if (c.error.has_meta)
+            fprintf(stderr, "code %s read as Meta %ld\n", bad[i], c.error.meta_code);
+        CHECK(!c.error.has_meta);
+        CHECK_EQ(c.action, CLASSIFY_RETRY);
+    }
+}
+
+/* A success envelope with a wamid proves the message was taken, whatever
+ * the status: never sent again. */
+static void test_success_any_status(void)
+{
+    static const char *ok = "{\"success\":true,\"data\":{\"messages\":[{\"id\":\"wamid.X\"}]}}";
+    classify_result_t c;
+
+    c = answer(500, ok, -1);
+    CHECK_EQ(c.action, CLASSIFY_SENT);
+    CHECK_STR(c.wamid, "wamid.X");
+    c = answer(400, ok, -1);
+    CHECK_EQ(c.action, CLASSIFY_SENT);
+    /* success:true without a wamid under an error status proves less. */
+    c = answer(500, "{\"success\":true}", -1);
+    CHECK(c.action == CLASSIFY_RETRY && c.maybe_sent);
+}
+
 static void test_transport(void)
 {
     http_result_t r;
@@ -288,6 +370,9 @@ int main(int argc, char **argv)
         {"status_classes", test_status_classes},
         {"meta_codes", test_meta_codes},
         {"transport", test_transport},
+        {"code_over_status", test_code_over_status},
+        {"meta_code_forms", test_meta_code_forms},
+        {"success_any_status", test_success_any_status},
         {"redact", test_redact},
     };
     return test_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
