@@ -775,7 +775,8 @@ static void on_http_done(const http_result_t *res, void *arg)
         retry_job(d, job, &c, now + c.min_delay, false);
         break;
     case CLASSIFY_RETRY_PAIR:
-        retry_job(d, job, &c, sched_pair_limited(d->sched, job, now), false);
+        /* 4^X s, or the answer's Retry-After when that is longer. */
+        retry_job(d, job, &c, sched_pair_limited(d->sched, job, now, c.min_delay), false);
         break;
     case CLASSIFY_RESCHEDULE_DAY:
         if (rescheduled_before(d, job) || job->attempts >= max_attempts) {

@@ -2245,14 +2245,14 @@ void sched_sender_hold(sched_t *s, sched_job_t *j, double until, const char *rea
     }
 }
 
-double sched_pair_limited(sched_t *s, sched_job_t *j, double now)
+double sched_pair_limited(sched_t *s, sched_job_t *j, double now, double at_least)
 {
     sched_pair_t *p = j->pair_;
     double until;
 
     if (p == NULL)
-        return now + 1;
-    until = now + pow(4.0, p->strikes < 8 ? p->strikes : 8);
+        return now + fmax(1, at_least);
+    until = now + fmax(pow(4.0, p->strikes < 8 ? p->strikes : 8), at_least);
     if (p->strikes < 16)
         p->strikes++;
     if (until > p->hold_until)

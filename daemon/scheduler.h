@@ -235,9 +235,10 @@ void sched_sender_throttled(sched_t *s, sched_job_t *job, double now, double hol
 void sched_sender_hold(sched_t *s, sched_job_t *job, double until, const char *reason);
 
 /* The pair of `job` hit Meta's pair limit (131056): the pair sends nothing
- * for 4^X seconds (X = 0, 1, 2 ... for consecutive hits). Returns the time
+ * for 4^X seconds (X = 0, 1, 2 ... for consecutive hits), or `at_least`
+ * seconds when that is longer (the answer's Retry-After). Returns the time
  * the hold ends (the job's next due time). */
-double sched_pair_limited(sched_t *s, sched_job_t *job, double now);
+double sched_pair_limited(sched_t *s, sched_job_t *job, double now, double at_least);
 
 /* Timed hold of everything (Graph app/account throttling). */
 void sched_hold_all(sched_t *s, double until);

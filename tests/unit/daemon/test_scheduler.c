@@ -642,20 +642,27 @@ static void test_pair_limited(void)
     addk(s, 2, 0, 1, "a", NULL, NULL, "222");
     j = sched_next(s, 0, NULL);
     CHECK_EQ(j->id, 1);
-    until = sched_pair_limited(s, j, 0);
+    until = sched_pair_limited(s, j, 0, 0);
     CHECK(fabs(until - 1) < 1e-9);
     sched_job_retry(s, j, until);
     o = sched_next(s, 0, NULL);
     CHECK(o && o->id == 2); /* the other recipient goes on */
     j = sched_next(s, 1, NULL);
     CHECK(j && j->id == 1);
-    until = sched_pair_limited(s, j, 1);
+    until = sched_pair_limited(s, j, 1, 0);
     CHECK(fabs(until - 5) < 1e-9); /* 4^1 */
     sched_job_retry(s, j, until);
     CHECK(sched_next(s, 4.9, NULL) == NULL);
     j = sched_next(s, 5, NULL);
     CHECK(j && j->id == 1);
-    sched_job_sent(s, j, 5);
+    /* A Retry-After longer than 4^X holds the pair for it. */
+    until = sched_pair_limited(s, j, 5, 30);
+    CHECK(fabs(until - 35) < 1e-9);
+    sched_job_retry(s, j, until);
+    CHECK(sched_next(s, 34.9, NULL) == NULL);
+    j = sched_next(s, 35, NULL);
+    CHECK(j && j->id == 1);
+    sched_job_sent(s, j, 35);
     sched_job_finish(s, j);
     sched_free(s);
 }
@@ -683,8 +690,8 @@ static void test_pair_limited_drains(void)
     }
     j = sched_next(s, 0, &wake);
     CHECK(j && j->id == 1);
-    sched_job_retry(s, j, sched_pair_limited(s, j, 0)); /* held until 1 */
-    CHECK(sched_next(s, 0, &wake) == NULL);             /* the burst left is gone */
+    sched_job_retry(s, j, sched_pair_limited(s, j, 0, 0)); /* held until 1 */
+    CHECK(sched_next(s, 0, &wake) == NULL);                /* the burst left is gone */
     CHECK(sched_next(s, 0.99, &wake) == NULL);
     for (n = 0; (j = sched_next(s, 1.0, &wake)) != NULL; n++)
         sched_job_finish(s, j);
