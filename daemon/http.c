@@ -71,10 +71,10 @@
 #define HTTP_DNS_CACHE_S 3600L               /* one API host: resolve it rarely */
 #define HTTP_RETRY_AFTER_MAX (86400.0 * 365) /* clamp for absurd delta-seconds */
 #define HTTP_ROUTES_MAX 16                   /* paths parsed once; more go by string */
-/* Answer bytes read at most (kept: HTTP_MAX_RESPONSE). A big error page
- * past the cap still gives its status; an answer that goes on and on (no
- * length, a broken proxy) is abandoned here instead of being read - a
- * core's worth of CPU - until request_timeout_ms. */
+/* Answer bytes read at most (kept: HTTP_MAX_RESPONSE). An answer that goes
+ * on and on (no length, a broken proxy) is abandoned here instead of being
+ * read - a core's worth of CPU - until request_timeout_ms; it still counts
+ * as an answer with its status (req_complete). */
 #define HTTP_READ_MAX ((size_t)8 * HTTP_MAX_RESPONSE)
 
 /* A header list shared by the engine (current token) and running requests. */
@@ -419,6 +419,10 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
     http_done_cb cb = r->cb;
 
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+    /* An answer abandoned past HTTP_READ_MAX is still an answer: its status
+     * came, and its first HTTP_MAX_RESPONSE bytes are kept. */
+    if (rc == CURLE_WRITE_ERROR && r->read > HTTP_READ_MAX && status >= 100)
+        rc = CURLE_OK;
     curl_easy_getinfo(r->easy, CURLINFO_NUM_CONNECTS, &connects);
     if (rc != CURLE_OK) /* only a failure needs to know whether bytes left */
         curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &reqsize);
@@ -467,7 +471,7 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
                          "(GOAWAY, REFUSED_STREAM): not processed";
         }
         if (rc == CURLE_WRITE_ERROR && r->read > HTTP_READ_MAX)
-            res.detail = "an answer longer than 8 MiB: not read further";
+            res.detail = "an answer longer than 8 MiB without a status line: not read further";
         if (rc == CURLE_ABORTED_BY_CALLBACK && r->resend_cut)
             res.detail = res.error == HTTP_EMAYBESENT
                              ? "the reused connection closed without an answer after the "
