@@ -122,7 +122,12 @@ typedef struct sched_pair {
     hnode_t h;
     sched_sender_t *sender;
     uint64_t rcpt;
-    double tokens, last;
+    /* Pair pacing (pair_allowance): both refill one per interval, `tokens`
+     * up to pair_burst, `rest` up to 1 (rested; below 0 as a burst borrows
+     * from the future). */
+    double tokens, rest, last;
+    double burst_start; /* the first send of the current burst */
+    unsigned burst_n;   /* sends of the burst so far */
     double hold_until;
     unsigned strikes; /* consecutive pair-limit answers */
     size_t refs;      /* jobs in the active set */
@@ -1296,7 +1301,9 @@ static sched_pair_t *pair_get(sched_t *s, sched_sender_t *sd, uint64_t rcpt)
     sd->n_pairs++;
     p->rcpt = rcpt;
     p->tokens = s->opt.pair_burst;
+    p->rest = 1; /* rested */
     p->last = -1;
+    p->burst_start = -INFINITY;
     p->heap_idx = IDX_NONE;
     ht_insert(&s->pairs, &p->h);
     return p;
@@ -1347,16 +1354,76 @@ static bool pacing(const sched_t *s)
 
 static void pair_refill(const sched_t *s, sched_pair_t *p, double now)
 {
+    double add;
+
     if (!pacing(s))
         return;
     if (p->last < 0 || now < p->last) {
         p->last = now;
         return;
     }
-    p->tokens += (now - p->last) / s->opt.pair_interval;
-    if (p->tokens > s->opt.pair_burst)
-        p->tokens = s->opt.pair_burst;
+    add = (now - p->last) / s->opt.pair_interval;
+    p->tokens = fmin(p->tokens + add, s->opt.pair_burst);
+    p->rest = fmin(p->rest + add, 1);
     p->last = now;
+}
+
+/* How long a burst may go on after its first send: Meta allows a burst
+ * within one interval; half of it leaves the requests' delays between here
+ * and Meta (which counts when they arrive) room to vary. */
+static double pair_burst_span(const sched_t *s)
+{
+    return s->opt.pair_interval / 2;
+}
+
+/* Whether `now` is within the current burst's span. */
+static bool pair_in_burst(const sched_t *s, const sched_pair_t *p, double now)
+{
+    return now >= p->burst_start && now < p->burst_start + pair_burst_span(s);
+}
+
+/*
+ * Meta's pair limit (whatsapp-limits.md): one message per interval on
+ * average; a burst of up to pair_burst within one interval is allowed but
+ * borrows from the future - a burst of n leaves the pair rested again n
+ * intervals after it began (a burst of 20 at 6 s: two minutes). So a send
+ * may go when the pair is rested (`rest`, one per interval up to one, a
+ * whole one: it starts a burst), or within the current burst's span while
+ * the burst has room; each send takes one of `rest`, which goes as far
+ * below zero as the burst borrowed (a plain bucket as deep as the burst
+ * allowed a second burst right after the first, which Meta answers with
+ * 131056). And each takes one of `tokens`, a bucket pair_burst deep, which
+ * a pair-limit hold empties (sched_pair_limited): after a hold the pair
+ * goes one per interval while it fills, not in a burst. How many may go at
+ * `now`, after pair_refill; unlimited without pacing.
+ */
+static double pair_allowance(const sched_t *s, const sched_pair_t *p, double now)
+{
+    double by_rest, by_bucket;
+
+    if (!pacing(s))
+        return INFINITY;
+    if (pair_in_burst(s, p, now))
+        by_rest = p->burst_n < s->opt.pair_burst ? (double)(s->opt.pair_burst - p->burst_n) : 0;
+    else
+        by_rest = p->rest >= 1 ? (double)s->opt.pair_burst : 0;
+    by_bucket = floor(p->tokens);
+    return by_bucket < by_rest ? by_bucket : by_rest;
+}
+
+/* A send of the pair at `now` (its allowance was > 0). */
+static void pair_take(const sched_t *s, sched_pair_t *p, double now)
+{
+    if (!pacing(s))
+        return;
+    if (pair_in_burst(s, p, now)) {
+        p->burst_n++;
+    } else {
+        p->burst_start = now;
+        p->burst_n = 1;
+    }
+    p->tokens -= 1;
+    p->rest -= 1;
 }
 
 /* When the pair may send one more (now if it may). */
@@ -1364,8 +1431,16 @@ static double pair_ready_at(const sched_t *s, const sched_pair_t *p, double now)
 {
     double t = now;
 
-    if (pacing(s) && p->tokens < 1)
-        t = now + (1 - p->tokens) * s->opt.pair_interval;
+    if (pacing(s) && pair_allowance(s, p, now) < 1) {
+        double rested = now + fmax(0, 1 - p->rest) * s->opt.pair_interval;
+        double filled = now + fmax(0, 1 - p->tokens) * s->opt.pair_interval;
+
+        /* A burst's span that lies ahead (a pair-limit hold's end) opens
+         * before the pair is rested. */
+        if (p->burst_start > now && p->burst_start < rested)
+            rested = p->burst_start;
+        t = fmax(rested, filled);
+    }
     return p->hold_until > t ? p->hold_until : t;
 }
 
@@ -1379,8 +1454,11 @@ static void pair_maybe_idle(sched_t *s, sched_pair_t *p)
     if (p->refs > 0 || p->park_head != NULL)
         return;
     pair_refill(s, p, s->now);
-    if (pacing(s) && p->tokens < s->opt.pair_burst)
-        full_at = s->now + (s->opt.pair_burst - p->tokens) * s->opt.pair_interval;
+    if (pacing(s)) {
+        full_at = fmax(full_at, s->now + (s->opt.pair_burst - p->tokens) * s->opt.pair_interval);
+        full_at = fmax(full_at, s->now + (1 - p->rest) * s->opt.pair_interval);
+        full_at = fmax(full_at, p->burst_start + pair_burst_span(s));
+    }
     keep = full_at;
     if (p->strikes > 0) {
         double strike_memory = p->hold_until + pow(4.0, p->strikes);
@@ -1577,7 +1655,7 @@ static void pair_release(sched_t *s, sched_pair_t *p, double now)
 
     pair_heap_del(s, p);
     pair_refill(s, p, now);
-    n = pacing(s) ? floor(p->tokens) : INFINITY;
+    n = pair_allowance(s, p, now);
     if (n < 1)
         n = 1;
     while (p->park_head != NULL && n >= 1) {
@@ -1728,6 +1806,8 @@ void sched_reconfigure(sched_t *s, const sched_options_t *opt)
             sched_pair_t *p = (sched_pair_t *)x;
             if (p->tokens > s->opt.pair_burst)
                 p->tokens = s->opt.pair_burst;
+            if (p->burst_n > s->opt.pair_burst)
+                p->burst_n = s->opt.pair_burst;
         }
     }
     global_apply(s);
@@ -1986,8 +2066,8 @@ static void take_flight(sched_t *s, sched_job_t *j, double now)
         s->global.tokens -= 1;
         gwin_pick(&s->gwin, j->id);
     }
-    if (j->pair_ != NULL && pacing(s))
-        j->pair_->tokens -= 1;
+    if (j->pair_ != NULL)
+        pair_take(s, j->pair_, now);
     if (j->okey_ != NULL)
         j->okey_->inflight++;
     if (j->exp_idx_ != IDX_NONE)
@@ -2060,7 +2140,7 @@ sched_job_t *sched_next(sched_t *s, double now, double *wake)
         if (j->pair_ != NULL) {
             sched_pair_t *p = j->pair_;
             pair_refill(s, p, now);
-            if (p->hold_until > now || (pacing(s) && p->tokens < 1)) {
+            if (p->hold_until > now || pair_allowance(s, p, now) < 1) {
                 /* This recipient must wait; the sender tries its next job. */
                 pair_park(s, p, j, now);
                 ring_push_front(s, sd);
@@ -2257,17 +2337,19 @@ double sched_pair_limited(sched_t *s, sched_job_t *j, double now, double at_leas
         p->strikes++;
     if (until > p->hold_until)
         p->hold_until = until;
-    /* Meta says the pair's budget is spent: what the bucket still held is
-     * not there, and the hold does not fill it either. The bucket goes as
-     * far below empty as the hold refills, so at the hold's end it holds
-     * the one send the retry takes and the pair goes on one per interval
-     * instead of releasing what the hold refilled at once. */
+    /* Meta says the pair's budget is spent, and the hold does not fill it
+     * either: both counts go as far below one as the hold refills, and the
+     * hold's end opens a burst with room for one, so the retry goes then
+     * and the pair goes on one per interval while its bucket fills, not in
+     * a burst. */
     if (pacing(s)) {
         double at_end = 1.0 - (p->hold_until - now) / s->opt.pair_interval;
 
         pair_refill(s, p, now);
-        if (p->tokens > at_end)
-            p->tokens = at_end;
+        p->tokens = fmin(p->tokens, at_end);
+        p->rest = fmin(p->rest, at_end);
+        p->burst_start = p->hold_until;
+        p->burst_n = s->opt.pair_burst - 1;
     }
     return p->hold_until;
 }

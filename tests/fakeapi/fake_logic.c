@@ -58,7 +58,9 @@ typedef struct fake_sender {
 typedef struct fake_pair {
     struct fake_pair *next;
     uint64_t hash;
-    double tokens;
+    double rest;             /* pair_take: 1 rested, below 0 in debt */
+    uint64_t burst_start_ns; /* the current burst's first request */
+    unsigned burst_n;        /* requests of that burst */
     uint64_t last_ns;
     size_t sender;
     char to[FAKE_MAX_DIGITS + 1];
@@ -247,14 +249,15 @@ static void pairs_clear(fake_server_t *s)
     s->npairs = 0;
 }
 
-/* Drops pairs whose bucket has refilled completely: a fresh entry would behave the same. */
-static void pairs_sweep(fake_server_t *s, double rate, double burst, uint64_t now)
+/* Drops pairs that are rested, their last burst over: a fresh entry would behave the same. */
+static void pairs_sweep(fake_server_t *s, double rate, uint64_t interval_ns, uint64_t now)
 {
     for (size_t i = 0; i < PAIR_HEADS; i++) {
         fake_pair_t **pp = &s->pairs[i];
         while (*pp) {
             fake_pair_t *p = *pp;
-            if (p->tokens + (double)(now - p->last_ns) * 1e-9 * rate >= burst) {
+            if (p->rest + (double)(now - p->last_ns) * 1e-9 * rate >= 1.0 &&
+                now - p->burst_start_ns >= interval_ns) {
                 *pp = p->next;
                 free(p);
                 s->npairs--;
@@ -265,23 +268,53 @@ static void pairs_sweep(fake_server_t *s, double rate, double burst, uint64_t no
     }
 }
 
+/* How far short of rested a pair may be when a request starts a burst: requests count when
+ * they arrive, and a client's one-per-interval arrives with jitter. */
+#define PAIR_REST_SLACK 0.5
+
+/*
+ * Meta's pair limit as whatsapp-limits.md tells it: one message per interval on average; a burst
+ * of up to pair_burst within one interval of a rested pair's first request is allowed but
+ * borrows from the future (a burst of n: rested again n intervals after it began). A refused
+ * request takes nothing.
+ */
+static bool pair_debt_take(fake_pair_t *p, double rate, uint64_t interval_ns, unsigned burst,
+                           uint64_t now)
+{
+    p->rest = fmin(1.0, p->rest + (double)(now - p->last_ns) * 1e-9 * rate);
+    p->last_ns = now;
+    if (p->burst_n > 0 && now >= p->burst_start_ns && now - p->burst_start_ns < interval_ns) {
+        if (p->burst_n >= burst)
+            return false;
+        p->burst_n++;
+    } else {
+        if (p->rest < 1.0 - PAIR_REST_SLACK)
+            return false;
+        p->burst_start_ns = now;
+        p->burst_n = 1;
+    }
+    p->rest -= 1.0;
+    return true;
+}
+
 /* Pair limit for (sender, to); caller holds s->lock. A pair that cannot be tracked (table full
  * even after a sweep, or no memory) is let through. */
 static bool pair_take(fake_server_t *s, size_t sender, const char *to, uint64_t now)
 {
     double rate = 1000.0 / (double)s->cfg.pair_interval_ms;
-    double burst = (double)s->cfg.pair_burst;
+    uint64_t interval_ns = (uint64_t)s->cfg.pair_interval_ms * 1000000u;
+    unsigned burst = (unsigned)s->cfg.pair_burst;
     uint64_t h = fnv1a(0xcbf29ce484222325ull ^ sender, to);
     fake_pair_t *p = s->pairs[h & (PAIR_HEADS - 1)];
     for (; p; p = p->next)
         if (p->hash == h && p->sender == sender && strcmp(p->to, to) == 0)
-            return bucket_take(&p->tokens, &p->last_ns, rate, burst, now);
+            return pair_debt_take(p, rate, interval_ns, burst, now);
 
     if (s->npairs >= FAKE_PAIR_MAX) {
         if (now - s->pair_sweep_ns < PAIR_SWEEP_GAP_NS)
             return true;
         s->pair_sweep_ns = now;
-        pairs_sweep(s, rate, burst, now);
+        pairs_sweep(s, rate, interval_ns, now);
         if (s->npairs >= FAKE_PAIR_MAX)
             return true;
     }
@@ -290,13 +323,13 @@ static bool pair_take(fake_server_t *s, size_t sender, const char *to, uint64_t 
         return true;
     p->hash = h;
     p->sender = sender;
-    p->tokens = burst;
+    p->rest = 1.0;
     p->last_ns = now;
     snprintf(p->to, sizeof(p->to), "%s", to);
     p->next = s->pairs[h & (PAIR_HEADS - 1)];
     s->pairs[h & (PAIR_HEADS - 1)] = p;
     s->npairs++;
-    return bucket_take(&p->tokens, &p->last_ns, rate, burst, now);
+    return pair_debt_take(p, rate, interval_ns, burst, now);
 }
 
 /* Refills every sender's rate bucket; caller holds s->lock. */
