@@ -47,6 +47,11 @@
 #define WRITE_PAUSE_BYTES (8u * 1024u * 1024u)
 #define WRITE_BUDGET (128u * 1024u * 1024u)
 #define WRITE_PAUSE_FLOOR (64u * 1024u)
+/* The part of WRITE_BUDGET that the shares leave to large answers
+ * (BIG_ANSWER_ROOM): with the shares cut from all of it, twenty clients
+ * that pipelined and never read filled the budget, and `stats` and `list`
+ * waited for every other client until they left. */
+#define WRITE_BIG_RESERVE (16u * 1024u * 1024u)
 #define FIFO_PAUSE_BYTES (32u * 1024u * 1024u)
 #define FIFO_BUDGET (256u * 1024u * 1024u)
 #define FIFO_PAUSE_FLOOR (256u * 1024u)
@@ -389,7 +394,8 @@ static bool conn_saturated(const struct ipc_conn *c)
         return true;
     return c->n_fifo >= c->max_pending ||
            c->fifo_bytes >= conn_share(c, FIFO_BUDGET, FIFO_PAUSE_FLOOR, FIFO_PAUSE_BYTES) ||
-           unsent_bytes(c) > conn_share(c, WRITE_BUDGET, WRITE_PAUSE_FLOOR, WRITE_PAUSE_BYTES);
+           unsent_bytes(c) > conn_share(c, WRITE_BUDGET - WRITE_BIG_RESERVE, WRITE_PAUSE_FLOOR,
+                                        WRITE_PAUSE_BYTES);
 }
 
 static bool stream_put_gap(struct ipc_conn *c, ipc__buf_t *b);

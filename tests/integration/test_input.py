@@ -19,6 +19,8 @@ import json
 import os
 import re
 import resource
+import select
+import socket
 import sys
 import threading
 import time
@@ -423,8 +425,54 @@ def pipelined_effects(wd):
     api.stop()
 
 
+def stats_beside_nonreaders(wd):
+    """24 clients pipeline pings and never read their answers, until the
+    daemon stops reading them (their answer shares are full): a client that
+    reads still gets `stats` and `list` at once. Before, the shares of the
+    non-readers added up to the whole answer budget, and every large answer
+    waited for room that never came."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {}).start()
+    chunk = b'{"op":"ping","id":1}\n' * 3000
+    hogs = []
+    for _ in range(24):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(d.socket)
+        s.setblocking(False)
+        hogs.append(s)
+    # Write until every one is blocked: the daemon has stopped reading them
+    # (the kernel's buffers are full too).
+    blocked = set()
+    deadline = time.monotonic() + 60
+    while len(blocked) < len(hogs) and time.monotonic() < deadline:
+        _, w, _ = select.select([], [h for h in hogs if h not in blocked], [], 1.0)
+        if not w:
+            blocked.update(h for h in hogs if h not in blocked)
+        for h in w:
+            try:
+                h.send(chunk)
+            except BlockingIOError:
+                pass
+    check(len(blocked) == len(hogs), "every non-reader blocked")
+    cl = d.client()
+    t0 = time.monotonic()
+    cl.send_raw(b'{"op":"stats","id":1}\n')
+    st = cl.read_line(10)
+    check(st.get("ok") is True, "stats answered: %s" % str(st)[:200])
+    cl.send_raw(b'{"op":"list","id":2,"campaign":"none","limit":1}\n')
+    r = cl.read_line(10)
+    check(r.get("ok") is not None, "list answered: %s" % r)
+    print("stats and list answered in %.2f s beside 24 non-readers" % (time.monotonic() - t0))
+    for h in hogs:
+        h.close()
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (nul_refused, body_as_given, utf8_refused, refused_peers,
-                                         fd_limit, idle_watchers, pipelined_effects)}
+                                         fd_limit, idle_watchers, pipelined_effects,
+                                         stats_beside_nonreaders)}
 
 if __name__ == "__main__":
     case = CASES.get(sys.argv[1]) if len(sys.argv) == 2 else None
