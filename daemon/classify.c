@@ -11,6 +11,7 @@
 #include <cjson/cJSON.h>
 
 #include "json_scan.h"
+#include "utf8.h"
 
 static const long meta_fail[] = {
     130472, 131050, 130403, 131026, 131021, /* experiment, opted out, blocked, ... */
@@ -37,9 +38,12 @@ static bool in(long code, const long *set, size_t n)
 
 #define IN(code, set) in((code), (set), sizeof(set) / sizeof((set)[0]))
 
+/* Text from the API goes to clients as JSON and into logs: it is copied as
+ * UTF-8, whatever bytes came (U+FFFD for the others), and cut between
+ * characters. */
 static void copy_str(char *dst, size_t size, const char *src)
 {
-    snprintf(dst, size, "%s", src ? src : "");
+    (void)utf8_copy_valid(dst, size, src ? src : "", src ? strlen(src) : 0);
 }
 
 /* Meta's code: a whole number in 0..INT32_MAX, as a JSON number or as a
@@ -409,11 +413,8 @@ static bool scan_wamid(const char *body, size_t len, classify_result_t *out)
         return false;
     if (!ok)
         return true; /* not JSON: no wamid, as cJSON finds none (it also ignores what follows) */
-    if (s.id != NULL) {
-        size_t n = s.id_len < sizeof(out->wamid) - 1 ? s.id_len : sizeof(out->wamid) - 1;
-        memcpy(out->wamid, s.id, n);
-        out->wamid[n] = '\0';
-    }
+    if (s.id != NULL)
+        (void)utf8_copy_valid(out->wamid, sizeof(out->wamid), s.id, s.id_len);
     return true;
 }
 
@@ -553,8 +554,8 @@ static void redact(char *s, size_t cap, const char *token, size_t tlen)
     }
     if (!changed)
         return;
-    out[o] = '\0';
-    memcpy(s, out, o + 1);
+    /* A cut at the end may have split a character. */
+    (void)utf8_copy_valid(s, cap, out, o);
     explicit_bzero(out, sizeof(out));
 }
 

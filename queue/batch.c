@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "prefault.h"
+#include "utf8.h"
 
 /* On reset, an arena grown past this is released rather than kept, so one
  * burst of large bodies does not pin memory for the life of the batch. */
@@ -262,7 +263,10 @@ int queue_batch_add_pause(queue_batch_t *b, int kind, const char *name, const ch
     nlen = strnlen(name, QUEUE_MAX_KEY_LEN + 1);
     if (nlen > QUEUE_MAX_KEY_LEN)
         return QUEUE_EINVAL;
-    rlen = reason ? strnlen(reason, QUEUE_PAUSE_REASON_MAX) : 0;
+    /* Cut between characters: the reason is the API's text, shown as JSON. */
+    rlen = reason ? utf8_cut(reason, strnlen(reason, QUEUE_PAUSE_REASON_MAX + 1),
+                             QUEUE_PAUSE_REASON_MAX)
+                  : 0;
     rc = batch_reserve(b, nlen + rlen);
     if (rc != 0)
         return rc;

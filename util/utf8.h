@@ -2,8 +2,9 @@
  * utf8.h - UTF-8 validation for the request parsers: the cJSON path
  * (ipc/request.c) checks a whole line, the submit fast path
  * (ipc/fastreq.c) each non-ASCII sequence its string scan stops at. One
- * definition, so that both paths accept exactly the same bytes. Header
- * only.
+ * definition, so that both paths accept exactly the same bytes. Also the
+ * repair of text from the API (daemon/classify.c) and cuts that keep text
+ * well-formed. Header only.
  *
  * Well-formed means RFC 3629 (Unicode's table 3-7): no stray continuation
  * byte, no overlong form (C0, C1, E0 80..9F, F0 80..8F), no surrogate
@@ -91,6 +92,51 @@ static inline size_t utf8_check(const char *s, size_t n)
         i += k;
     }
     return n;
+}
+
+/*
+ * The longest prefix of UTF-8 text s[0..n) that is at most `max` bytes and
+ * ends between characters: a cut that keeps the text well-formed.
+ */
+static inline size_t utf8_cut(const char *s, size_t n, size_t max)
+{
+    if (n <= max)
+        return n;
+    while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+        max--;
+    return max;
+}
+
+/*
+ * Copies s[0..n) - text from outside, any bytes - into dst (`cap` bytes,
+ * cap >= 1) as UTF-8: each byte that does not begin a well-formed sequence
+ * becomes U+FFFD, a NUL ends the text, and the copy ends between
+ * characters when it is cut. Returns its length; dst is NUL-terminated.
+ */
+static inline size_t utf8_copy_valid(char *dst, size_t cap, const char *s, size_t n)
+{
+    static const char repl[] = "\xEF\xBF\xBD";
+    const char *end = s + n;
+    size_t o = 0;
+
+    while (s < end && *s != '\0') {
+        const char *from = s;
+        size_t k = (unsigned char)*s < 0x80 ? 1 : utf8_seq_len(s, end);
+
+        if (k == 0) {
+            from = repl;
+            k = 3;
+            s++;
+        } else {
+            s += k;
+        }
+        if (o + k + 1 > cap)
+            break;
+        memcpy(dst + o, from, k);
+        o += k;
+    }
+    dst[o] = '\0';
+    return o;
 }
 
 #endif

@@ -311,6 +311,43 @@ static void test_success_any_status(void)
     CHECK(c.action == CLASSIFY_RETRY && c.maybe_sent);
 }
 
+/* Text from the API reaches clients as UTF-8: bytes that are not become
+ * U+FFFD, and a cut falls between characters (a message of 300 "é" was cut
+ * inside one; invalid JSON lines then broke the clients' parsers). */
+static void test_text_utf8(void)
+{
+    char body[1024], msg[700];
+    size_t o = 0;
+    classify_result_t c;
+
+    c = answer(403, "{\"success\":false,\"error\":\"FORBIDDEN\",\"message\":\"a\xff\xfe b\"}", -1);
+    CHECK_STR(c.error.message, "a\xEF\xBF\xBD\xEF\xBF\xBD b");
+    for (int i = 0; i < 300; i++) {
+        msg[o++] = '\xC3';
+        msg[o++] = '\xA9';
+    }
+    msg[o] = '\0';
+    snprintf(body, sizeof(body),
+             "{\"success\":false,\"error\":\"VALIDATION_ERROR\",\"message\":\"%s\"}", msg);
+    c = answer(400, body, -1);
+    CHECK_EQ(strlen(c.error.message) % 2, 0); /* whole characters only */
+    CHECK(strlen(c.error.message) >= sizeof(c.error.message) - 2);
+    c = answer(200, "{\"success\":true,\"data\":{\"messages\":[{\"id\":\"wamid.\xc3\"}]}}", -1);
+    CHECK_EQ(c.action, CLASSIFY_SENT);
+    CHECK_STR(c.wamid, "wamid.\xEF\xBF\xBD");
+    /* A redaction that cuts at the end keeps the text well-formed too. */
+    c = answer(400, body, -1);
+    memcpy(c.error.message, "secret-token ", 13);
+    classify_result_redact(&c, "secret-token");
+    CHECK(strncmp(c.error.message, "[token] ", 8) == 0);
+    {
+        size_t n = strlen(c.error.message);
+        const unsigned char *u = (const unsigned char *)c.error.message;
+        CHECK(n > 0 && (u[n - 1] < 0x80 || (u[n - 2] == 0xC3 && u[n - 1] == 0xA9) ||
+                        (n >= 3 && u[n - 3] == 0xEF)));
+    }
+}
+
 static void test_transport(void)
 {
     http_result_t r;
@@ -373,6 +410,7 @@ int main(int argc, char **argv)
         {"code_over_status", test_code_over_status},
         {"meta_code_forms", test_meta_code_forms},
         {"success_any_status", test_success_any_status},
+        {"text_utf8", test_text_utf8},
         {"redact", test_redact},
     };
     return test_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));

@@ -748,6 +748,57 @@ static void t_recover_cancel_mark(void)
     queue_close(q);
 }
 
+typedef struct pauses_seen {
+    int n;
+    char reason[QUEUE_PAUSE_REASON_MAX + 1];
+    int kind;
+} pauses_seen_t;
+
+static int pause_cb(int kind, const char *name, const char *reason, void *user)
+{
+    pauses_seen_t *p = user;
+
+    (void)name;
+    p->n++;
+    p->kind = kind;
+    snprintf(p->reason, sizeof p->reason, "%s", reason);
+    return 0;
+}
+
+/* Pauses are stored and ended; a long reason (the API's text) is cut to
+ * QUEUE_PAUSE_REASON_MAX between characters, so it stays UTF-8. */
+static void t_pauses(void)
+{
+    queue_t *q = open_q(NULL);
+    queue_batch_t *b = queue_batch_new();
+    char reason[400];
+    pauses_seen_t seen;
+    size_t o = 0;
+
+    CHECK(b != NULL);
+    reason[o++] = 'x'; /* an odd start: a byte cut at 200 splits a character */
+    while (o + 2 < sizeof reason) {
+        reason[o++] = '\xC3';
+        reason[o++] = '\xA9';
+    }
+    reason[o] = '\0';
+    CHECK(queue_batch_add_pause(b, QUEUE_PAUSE_SENDER, "15550001", reason, true) == 0);
+    CHECK(queue_batch_add_pause(b, QUEUE_PAUSE_CAMPAIGN, "c1", NULL, true) == 1);
+    CHECK_OK(queue_batch_commit(q, b));
+    queue_batch_reset(b);
+    CHECK(queue_batch_add_pause(b, QUEUE_PAUSE_CAMPAIGN, "c1", NULL, false) == 0);
+    CHECK_OK(queue_batch_commit(q, b));
+    queue_close(q);
+    q = open_q(NULL);
+    memset(&seen, 0, sizeof seen);
+    CHECK_OK(queue_pauses_each(q, pause_cb, &seen));
+    CHECK(seen.n == 1 && seen.kind == QUEUE_PAUSE_SENDER);
+    CHECK(strlen(seen.reason) == QUEUE_PAUSE_REASON_MAX - 1); /* 'x' + 99 whole characters */
+    CHECK(strncmp(seen.reason, reason, QUEUE_PAUSE_REASON_MAX - 1) == 0);
+    queue_batch_free(b);
+    queue_close(q);
+}
+
 static void t_recover_requeue(void)
 {
     recover_case(false);
@@ -2046,6 +2097,7 @@ static const qtest_case_t cases[] = {
     {"counts", t_counts},
     {"recover_requeue", t_recover_requeue},
     {"recover_cancel_mark", t_recover_cancel_mark},
+    {"pauses", t_pauses},
     {"recover_uncertain", t_recover_uncertain},
     {"locked", t_locked},
     {"dir_sync", t_dir_sync},
