@@ -30,6 +30,9 @@
 #define MAX_OPTS 128
 #define MAX_POS 8
 #define KEY_MAX 200 /* idempotency keys, campaigns (protocol limit) */
+/* The daemon's longest request line (protocol.md): a longer JSON Lines row
+ * or request is refused here, without reading it whole into memory. */
+#define LINE_MAX_BYTES ((size_t)4 * 1024 * 1024)
 
 /* --- options ---------------------------------------------------------- */
 
@@ -796,6 +799,42 @@ static int import_setup_csv(import_src_t *s, const opts_t *o)
 }
 
 /*
+ * Reads the next line of f into *buf (NUL-terminated, without its '\n'),
+ * keeping at most `max` bytes: the rest of a longer line is read and
+ * dropped, and *too_long set. Returns the bytes kept, or -1 at the end of
+ * the file.
+ */
+static ssize_t read_line_max(FILE *f, char **buf, size_t *cap, size_t max, bool *too_long)
+{
+    size_t n = 0;
+    int ch = EOF;
+
+    *too_long = false;
+    while ((ch = getc_unlocked(f)) != EOF && ch != '\n') {
+        if (n == max) {
+            *too_long = true;
+            continue;
+        }
+        if (n + 2 > *cap) {
+            size_t ncap = *cap ? *cap * 2 : 4096;
+            char *nb = realloc(*buf, ncap);
+            if (nb == NULL) {
+                *too_long = true; /* treated as too long for the memory there is */
+                continue;
+            }
+            *buf = nb;
+            *cap = ncap;
+        }
+        (*buf)[n++] = (char)ch;
+    }
+    if (ch == EOF && n == 0 && !*too_long)
+        return -1;
+    if (*buf != NULL)
+        (*buf)[n] = '\0';
+    return (ssize_t)n;
+}
+
+/*
  * The next request of the import, or NULL at the end. A row that cannot
  * become a request yields *err (a message) and NULL with *eof false.
  * *row gets the row (CSV: data row number; JSON Lines: line number).
@@ -811,19 +850,25 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
     if (s->jsonl) {
         ssize_t n;
         cJSON *o;
+        bool too_long;
         for (;;) {
-            n = getline(&s->line, &s->line_cap, s->f);
+            n = read_line_max(s->f, &s->line, &s->line_cap, LINE_MAX_BYTES, &too_long);
             if (n < 0) {
                 *eof = true;
                 return NULL;
             }
             s->lineno++;
-            while (n > 0 && (s->line[n - 1] == '\n' || s->line[n - 1] == '\r'))
+            while (n > 0 && s->line[n - 1] == '\r')
                 s->line[--n] = '\0';
-            if (n > 0)
+            if (n > 0 || too_long)
                 break;
         }
         *row = s->lineno;
+        if (too_long) {
+            snprintf(err, errn, "longer than %zu bytes (the daemon's line limit); not sent",
+                     LINE_MAX_BYTES);
+            return NULL;
+        }
         o = cJSON_ParseWithLength(s->line, (size_t)n);
         if (!cJSON_IsObject(o)) {
             cJSON_Delete(o);
@@ -954,10 +999,11 @@ static size_t count_rows(const char *path, bool jsonl)
         char *line = NULL;
         size_t cap = 0;
         ssize_t len;
-        while ((len = getline(&line, &cap, f)) >= 0) {
-            while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+        bool too_long;
+        while ((len = read_line_max(f, &line, &cap, LINE_MAX_BYTES, &too_long)) >= 0) {
+            while (len > 0 && line[len - 1] == '\r')
                 len--;
-            if (len > 0)
+            if (len > 0 || too_long)
                 n++;
         }
         free(line);
@@ -1028,7 +1074,8 @@ static int cmd_import(ctx_t *c, const opts_t *o)
     size_t *ring = NULL, head = 0, out = 0, created = 0, dups = 0, failed = 0, row = 0;
     size_t stopped = 0; /* SHUTTING_DOWN answers: the daemon stops, no more rows */
     long window;
-    bool eof = false, broken = false;
+    bool eof = false, broken = false, write_failed = false;
+    int wrc = 0;
     char err[512];
     int rc = 0;
 
@@ -1085,8 +1132,8 @@ static int cmd_import(ctx_t *c, const opts_t *o)
      * The window is refilled once half of it is answered, not after each
      * answer: one write then carries many requests (one per answer cost a
      * send(2) and a poll(2) per row, most of the import's time). */
-    while (!broken && (out > 0 || (!eof && stopped == 0))) {
-        bool refill = out <= (size_t)window / 2 && stopped == 0;
+    while (!broken && (out > 0 || (!eof && stopped == 0 && !write_failed))) {
+        bool refill = out <= (size_t)window / 2 && stopped == 0 && !write_failed;
         while (refill && !eof && out < (size_t)window) {
             cJSON *req = import_next(&s, &row, &eof, err, sizeof(err));
             if (req == NULL) {
@@ -1116,10 +1163,29 @@ static int cmd_import(ctx_t *c, const opts_t *o)
                     continue;
                 }
             }
-            rc = ipc_client_send_json(c->cl, req);
-            cJSON_Delete(req);
+            {
+                char *js = cJSON_PrintUnformatted(req);
+                size_t jl = js != NULL ? strlen(js) : 0;
+
+                cJSON_Delete(req);
+                if (js == NULL || jl > LINE_MAX_BYTES) {
+                    failed++;
+                    pr.done++;
+                    fprintf(stderr, "%s %zu: %s; not sent\n", s.jsonl ? "line" : "row", row,
+                            js == NULL ? "out of memory"
+                                       : "the request is longer than the daemon's line limit");
+                    cJSON_free(js);
+                    continue;
+                }
+                rc = ipc_client_send(c->cl, js, jl);
+                cJSON_free(js);
+            }
             if (rc != 0) {
-                broken = true;
+                /* No more rows; the answers to those written may still
+                 * be there to read (a daemon that refused a line answers,
+                 * then closes). */
+                write_failed = true;
+                wrc = rc;
                 break;
             }
             ring[(head + out) % (size_t)window] = row;
@@ -1168,6 +1234,12 @@ static int cmd_import(ctx_t *c, const opts_t *o)
                 stopped + (broken ? out : 0), eof ? "" : "; the rest of the file was not read");
     if (broken && stopped > 0) {
         failed += out; /* the daemon went before answering them: said above */
+    } else if (write_failed && !broken) {
+        fprintf(stderr,
+                "avenpingctl: import interrupted: %s while writing (the rows answered are "
+                "counted; running the same import again sends nothing twice)\n",
+                ipc_client_strerror(wrc));
+        broken = true;
     } else if (broken) {
         fprintf(stderr,
                 "avenpingctl: import interrupted: %s (%zu requests unanswered; running the "

@@ -11,13 +11,14 @@ import json
 import os
 import re
 import signal
+import resource
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import avp  # noqa: E402
-from avp import check, unfinished, wait_for  # noqa: E402
+from avp import check, unfinished, wait_all_final, wait_for  # noqa: E402
 
 CTL = os.environ.get("AVP_CTL", os.path.join(avp.BUILD, "ctl", "avenpingctl"))
 WATCHED = 1500  # events the campaign watcher reads (ctl_campaign)
@@ -566,7 +567,46 @@ def ctl_import_edges(wd):
     api.stop()
 
 
-CASES = {f.__name__: f for f in (ctl_campaign, ctl_metrics, ctl_usage, ctl_import_edges)}
+def ctl_import_long_lines(wd):
+    """JSON Lines rows longer than the daemon's line limit are refused by
+    avenpingctl one by one, without reading them whole into memory, and
+    the import goes on: a 40 MiB line made it hold gigabytes, and a 5 MiB
+    one (refused by the daemon, which then closed the connection) ended the
+    import with the rows after it never sent and the rows before counted
+    failed though stored."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {}).start()
+    path = wd.file("long.jsonl")
+    with open(path, "w") as f:
+        for i in range(7):
+            job = avp.text_job(i, to="+1674000%04d" % i)
+            del job["op"]
+            job["op"] = "send"
+            if i == 2:
+                job["message"]["text"] = "x" * (40 << 20)
+            f.write(json.dumps(job) + "\n")
+    p = subprocess.Popen([CTL, "--socket", d.socket, "--json", "import", path, "--campaign",
+                          "long"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=120)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    summary = json.loads(out)
+    print("import: %s; %s" % (summary, err.strip()))
+    check(p.returncode == 1, "exit 1 (a row failed): %d" % p.returncode)
+    check(summary["created"] == 6 and summary["failed"] == 1, "6 rows stored, 1 refused: %s"
+          % summary)
+    check("line 3: longer than" in err, "the long line named: %s" % err)
+    check(usage.ru_maxrss < 200 * 1024, "avenpingctl's memory stayed small: %d KiB"
+          % usage.ru_maxrss)
+    cl = d.client()
+    st = wait_all_final(cl, 30)
+    check(st["counts"]["sent"] == 6, "the 6 sent: %s" % st["counts"])
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+CASES = {f.__name__: f for f in (ctl_campaign, ctl_metrics, ctl_usage, ctl_import_edges,
+                                 ctl_import_long_lines)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
