@@ -567,6 +567,7 @@ void classify_result_redact(classify_result_t *c, const char *token)
         return;
     redact(c->error.code, sizeof(c->error.code), token, tlen);
     redact(c->error.message, sizeof(c->error.message), token, tlen);
+    redact(c->wamid, sizeof(c->wamid), token, tlen); /* an API echoing it anywhere */
 }
 
 const char *classify_action_name(int action)

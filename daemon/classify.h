@@ -41,9 +41,9 @@ typedef struct classify_result {
 void classify_answer(const http_result_t *res, classify_result_t *out);
 
 /*
- * Replaces the API token wherever the answer's error text repeats it (an API
- * or a proxy that echoes the Authorization header it got): every whole
- * occurrence in error.code and error.message, and a tail of either that is
+ * Replaces the API token wherever the answer's text repeats it (an API or a
+ * proxy that echoes the Authorization header it got): every whole
+ * occurrence in error.code, error.message and wamid, and a tail of one that is
  * the token's start (the text was cut at its buffer's end), become
  * "[token]". Done before anything is logged, stored or answered. `token`
  * is not kept; NULL or shorter than 4 bytes: nothing to do.

@@ -486,6 +486,41 @@ static void seen_free(seen_keys_t *sk)
     free(sk->k);
 }
 
+/* Why the file open on fd cannot be read as a file: the fstat error, -EISDIR
+ * for a directory, -ENOTSUP for anything else that is not a regular file. */
+static int file_kind_error(int fd, struct stat *st)
+{
+    if (fstat(fd, st) != 0)
+        return -errno;
+    return S_ISDIR(st->st_mode) ? -EISDIR : -ENOTSUP;
+}
+
+/* Opens a config file for reading; NULL with *rc = -errno, or -ENOTSUP for
+ * anything but a regular file (a FIFO with no writer would block the
+ * daemon: at start with no word, at a reload the whole loop). */
+static FILE *open_regular(const char *path, int *rc)
+{
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    FILE *f;
+
+    if (fd < 0) {
+        *rc = -errno;
+        return NULL;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        *rc = file_kind_error(fd, &st);
+        close(fd);
+        return NULL;
+    }
+    f = fdopen(fd, "r");
+    if (f == NULL) {
+        *rc = -errno;
+        close(fd);
+    }
+    return f;
+}
+
 int config_load_file(config_t *c, const char *path, char *err, size_t err_size)
 {
     char line[CONFIG_MAX_LINE + 2];
@@ -494,15 +529,15 @@ int config_load_file(config_t *c, const char *path, char *err, size_t err_size)
     seen_keys_t seen = {0};
     int rc = 0;
 
-    f = fopen(path, "re");
+    f = open_regular(path, &rc);
     if (f == NULL) {
-        rc = -errno;
+        const char *why = rc == -ENOTSUP ? "not a regular file" : strerror(-rc);
         if (path_hidden(path))
             set_err(err, err_size,
                     "the file given (%zu characters, not shown: is it the token itself?): %s",
-                    strlen(path), strerror(-rc));
+                    strlen(path), why);
         else
-            set_err(err, err_size, "%s: %s", path, strerror(-rc));
+            set_err(err, err_size, "%s: %s", path, why);
         return rc;
     }
     errno = 0;
@@ -703,9 +738,18 @@ static int read_token_file(const char *path, char **out)
     int fd, rc = 0;
     char *start, *end;
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* Non-blocking, and a regular file only: a FIFO with no writer would
+     * block here - at start with no word, at a reload the whole loop. */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return -errno;
+    {
+        struct stat st;
+        if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+            rc = file_kind_error(fd, &st);
+            goto out;
+        }
+    }
     for (;;) {
         n = read(fd, buf + len, sizeof(buf) - 1 - len);
         if (n < 0) {
@@ -755,6 +799,8 @@ static const char *token_problem(int rc)
         return "larger than 4096 bytes";
     case -EINVAL:
         return "contains whitespace or control characters";
+    case -ENOTSUP:
+        return "not a regular file";
     default:
         return strerror(-rc);
     }

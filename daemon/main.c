@@ -636,6 +636,14 @@ int main(int argc, char **argv)
      * keep it out of core dumps and away from ptrace by other users, from
      * before it is read. */
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    /* Non-dumpable still dumps, readable by root, where fs.suid_dumpable
+     * is 2 (apport's systems); libcurl's copies of the Authorization header
+     * cannot be kept out of such a core. A core size limit of 0 stops the
+     * kernel's core files, and systemd-coredump and apport honour it. */
+    {
+        const struct rlimit no_core = {0, 0};
+        (void)setrlimit(RLIMIT_CORE, &no_core);
+    }
     if (load_config(&d, argc, argv, &exit_now) != 0)
         goto out;
     if (exit_now) {

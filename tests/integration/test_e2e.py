@@ -7,6 +7,7 @@ Usage: test_e2e.py CASE   (see CASES at the bottom)
 import collections
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -254,6 +255,10 @@ def startup_errors(wd):
     wait_for(lambda: cl.stats()["counts"]["sent"] == 1, 30, "the job sent")
     cmdline = open("/proc/%d/cmdline" % d1.proc.pid, "rb").read()
     check(avp.TOKEN.encode() not in cmdline, "token not in argv")
+    limits = open("/proc/%d/limits" % d1.proc.pid).read()
+    check(re.search(r"Max core file size\s+0\s+0\s", limits) is not None,
+          "no core dumps (the token would be in one): %s"
+          % [l for l in limits.splitlines() if "core" in l])
     # Second daemon, same state dir, other socket: refused.
     d2 = avp.Daemon(wd, api.base, {"socket": wd.file("other.sock")}, state_dir=d1.state_dir,
                     name="second")

@@ -396,6 +396,13 @@ static void test_redact(void)
     CHECK_STR(c.error.message, "avp_ plain");
     classify_result_redact(&c, NULL);
     CHECK_STR(c.error.message, "avp_ plain");
+    /* In a wamid too. */
+    {
+        classify_result_t w = answer(
+            200, "{\"success\":true,\"data\":{\"messages\":[{\"id\":\"wamid.tok-123456\"}]}}", -1);
+        classify_result_redact(&w, "tok-123456");
+        CHECK_STR(w.wamid, "wamid.[token]");
+    }
 }
 
 int main(int argc, char **argv)

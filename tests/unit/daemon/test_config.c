@@ -1,6 +1,7 @@
 /* test_config.c - config file, flags and token loading. */
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -320,6 +321,24 @@ static void test_token_sources(void)
     write_file("tok", "two words");
     CHECK(config_token_load(&c, &tok, err, sizeof(err)) != 0);
     CHECK(strstr(err, "two") == NULL); /* never echo the token */
+    /* A FIFO (no writer) is refused at once instead of blocking the
+     * daemon; so is a config file that is one. */
+    {
+        char fifo[400];
+        config_t c2;
+
+        snprintf(fifo, sizeof(fifo), "%s/fifo", dir);
+        CHECK_EQ(mkfifo(fifo, 0600), 0);
+        free(c.token_file);
+        c.token_file = strdup(fifo);
+        CHECK_EQ(config_token_load(&c, &tok, err, sizeof(err)), -ENOTSUP);
+        CHECK(strstr(err, "not a regular file") != NULL);
+        CHECK_EQ(config_init(&c2), 0);
+        CHECK_EQ(config_load_file(&c2, fifo, err, sizeof(err)), -ENOTSUP);
+        CHECK(strstr(err, "not a regular file") != NULL);
+        config_free(&c2);
+        unlink(fifo);
+    }
     config_free(&c);
 }
 
