@@ -119,9 +119,11 @@ def run(args, avp, check, wait_for, rng, wd):
     api = avp.FakeAPI(wd, "--fail-rate", str(args.fail_rate), "--fail-meta-code", "131000",
                       "--reset-before", str(args.reset_rate), "--reset-after", str(args.reset_rate),
                       "--rate-limit", str(args.api_rate_limit), "--latency-ms", "2")
+    # Each order key is one recipient with 50 jobs: at Meta's 6 s pair pace
+    # a burst of 45 would leave the other 5 four and a half minutes behind.
     cfg = {"max_attempts": 1000, "rate_per_number": args.rate, "max_inflight": 64,
            "backoff_base_ms": 50, "backoff_max_ms": 1000, "request_timeout_ms": 10000,
-           "shutdown_timeout_ms": 2000}
+           "shutdown_timeout_ms": 2000, "pair_rate_interval_ms": 20}
     order_groups = max(1, n // 50) if args.order else 0
     jobs = [job(avp, i, order_groups) for i in range(n)]
     acked = {}  # i -> job id
