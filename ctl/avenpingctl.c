@@ -815,7 +815,7 @@ static ssize_t read_line_max(FILE *f, char **buf, size_t *cap, size_t max, bool 
             *too_long = true;
             continue;
         }
-        if (n + 2 > *cap) {
+        if (*buf == NULL || n + 2 > *cap) {
             size_t ncap = *cap ? *cap * 2 : 4096;
             char *nb = realloc(*buf, ncap);
             if (nb == NULL) {

@@ -554,6 +554,7 @@ static void redact(char *s, size_t cap, const char *token, size_t tlen)
     }
     if (!changed)
         return;
+    out[o] = '\0';
     /* A cut at the end may have split a character. */
     (void)utf8_copy_valid(s, cap, out, o);
     explicit_bzero(out, sizeof(out));

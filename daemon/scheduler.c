@@ -1807,7 +1807,7 @@ void sched_reconfigure(sched_t *s, const sched_options_t *opt)
             if (p->tokens > s->opt.pair_burst)
                 p->tokens = s->opt.pair_burst;
             if (p->burst_n > s->opt.pair_burst)
-                p->burst_n = s->opt.pair_burst;
+                p->burst_n = (unsigned)s->opt.pair_burst;
         }
     }
     global_apply(s);
@@ -2349,7 +2349,7 @@ double sched_pair_limited(sched_t *s, sched_job_t *j, double now, double at_leas
         p->tokens = fmin(p->tokens, at_end);
         p->rest = fmin(p->rest, at_end);
         p->burst_start = p->hold_until;
-        p->burst_n = s->opt.pair_burst - 1;
+        p->burst_n = (unsigned)s->opt.pair_burst - 1;
     }
     return p->hold_until;
 }

@@ -235,24 +235,24 @@ static void test_meta_codes(void)
 static void test_code_over_status(void)
 {
     static const struct {
-        int status;
         const char *error, *message;
+        int status;
         int action;
     } cases[] = {
-        {200, "UNAUTHORIZED", "x", CLASSIFY_PAUSE_ACCOUNT},
-        {500, "UNAUTHORIZED", "x", CLASSIFY_PAUSE_ACCOUNT},
-        {200, "PLAN_EXPIRED", "x", CLASSIFY_PAUSE_ACCOUNT},
-        {500, "DEVELOPER_PLAN_REQUIRED", "x", CLASSIFY_PAUSE_ACCOUNT},
-        {200, "NOT_FOUND", "WhatsApp account not found", CLASSIFY_PAUSE_ACCOUNT},
-        {200, "FORBIDDEN", "x", CLASSIFY_PAUSE_SENDER},
-        {500, "FORBIDDEN", "x", CLASSIFY_PAUSE_SENDER},
-        {200, "VALIDATION_ERROR", "x", CLASSIFY_FAIL},
-        {500, "VALIDATION_ERROR", "x", CLASSIFY_FAIL},
-        {200, "NOT_FOUND", "template", CLASSIFY_FAIL},
-        {200, "INTERNAL_ERROR", "x", CLASSIFY_RETRY},
-        {401, "INTERNAL_ERROR", "x", CLASSIFY_PAUSE_ACCOUNT}, /* not a scoped code: status */
-        {429, "SOMETHING_NEW", "x", CLASSIFY_THROTTLE_SENDER},
-        {400, "SOMETHING_NEW", "x", CLASSIFY_FAIL},
+        {"UNAUTHORIZED", "x", 200, CLASSIFY_PAUSE_ACCOUNT},
+        {"UNAUTHORIZED", "x", 500, CLASSIFY_PAUSE_ACCOUNT},
+        {"PLAN_EXPIRED", "x", 200, CLASSIFY_PAUSE_ACCOUNT},
+        {"DEVELOPER_PLAN_REQUIRED", "x", 500, CLASSIFY_PAUSE_ACCOUNT},
+        {"NOT_FOUND", "WhatsApp account not found", 200, CLASSIFY_PAUSE_ACCOUNT},
+        {"FORBIDDEN", "x", 200, CLASSIFY_PAUSE_SENDER},
+        {"FORBIDDEN", "x", 500, CLASSIFY_PAUSE_SENDER},
+        {"VALIDATION_ERROR", "x", 200, CLASSIFY_FAIL},
+        {"VALIDATION_ERROR", "x", 500, CLASSIFY_FAIL},
+        {"NOT_FOUND", "template", 200, CLASSIFY_FAIL},
+        {"INTERNAL_ERROR", "x", 200, CLASSIFY_RETRY},
+        {"INTERNAL_ERROR", "x", 401, CLASSIFY_PAUSE_ACCOUNT}, /* not a scoped code: status */
+        {"SOMETHING_NEW", "x", 429, CLASSIFY_THROTTLE_SENDER},
+        {"SOMETHING_NEW", "x", 400, CLASSIFY_FAIL},
     };
     char body[256];
 
