@@ -32,6 +32,9 @@
 
 /* Nesting this scanner follows before it gives up (below IPC_MAX_DEPTH). */
 #define FAST_MAX_DEPTH 32
+/* Longest line it takes: a longer one goes to the slow path, which bounds
+ * its structure (IPC_MAX_STRUCTURE; this many bytes hold less of it). */
+#define FAST_MAX_LINE (64u * 1024u)
 /* Longest number it converts (cJSON reads at most 63 characters). */
 #define FAST_MAX_NUM 48
 
@@ -511,6 +514,8 @@ struct ipc_req *ipc__parse_fast(const char *line, size_t len)
     const fobj_t msg_obj = {msg_keys, M_COUNT, msg, M_MEDIA, &media_obj, false, true};
     const fobj_t top_obj = {top_keys, K_COUNT, top, K_MESSAGE, &msg_obj, true, false};
 
+    if (len > FAST_MAX_LINE)
+        return NULL;
     /* Only the kinds: a slot's text is read only once its kind is set. */
     for (int i = 0; i < K_COUNT; i++)
         top[i].kind = FK_NONE;

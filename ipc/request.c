@@ -172,7 +172,7 @@ static int fail(struct vctx *v, const char *code, const char *fmt, ...)
  * the first "\u0000" (noting where it is: the path of members and array
  * indexes) and notes the text of the first top-level member named
  * "message", the one cJSON_GetObjectItemCaseSensitive returns. Recursion
- * is bounded by IPC_MAX_DEPTH (too_deep has checked the line before).
+ * is bounded by IPC_MAX_DEPTH (shape_problem has checked the line before).
  */
 enum strict_err { ST_OK, ST_SYNTAX, ST_NUL, ST_NUL_NAME };
 
@@ -921,11 +921,14 @@ static int v_op(struct vctx *v, const cJSON *root)
     return fail(v, IPC_ERR_VALIDATION, "unknown op \"%.*s\"", (int)n, op->valuestring);
 }
 
-/* Nesting depth of [ and { outside strings: a cheap linear scan that keeps
- * cJSON's recursion bounded. Returns true when deeper than IPC_MAX_DEPTH. */
-static bool too_deep(const char *p, size_t n)
+/* A cheap linear scan of the structure outside strings, before cJSON builds
+ * a tree: 1 when the nesting of [ and { is deeper than IPC_MAX_DEPTH (it
+ * bounds cJSON's recursion), 2 when there is more structure than
+ * IPC_MAX_STRUCTURE (it bounds the tree's size), else 0. */
+static int shape_problem(const char *p, size_t n)
 {
     int depth = 0;
+    size_t structure = 0;
     bool in_str = false;
     for (size_t i = 0; i < n; i++) {
         char ch = p[i];
@@ -938,12 +941,17 @@ static bool too_deep(const char *p, size_t n)
             in_str = true;
         } else if (ch == '[' || ch == '{') {
             if (++depth > IPC_MAX_DEPTH)
-                return true;
+                return 1;
+            if (++structure > IPC_MAX_STRUCTURE)
+                return 2;
         } else if (ch == ']' || ch == '}') {
             depth--;
+        } else if (ch == ',' || ch == ':') {
+            if (++structure > IPC_MAX_STRUCTURE)
+                return 2;
         }
     }
-    return false;
+    return 0;
 }
 
 static bool is_ws(char ch)
@@ -1152,9 +1160,16 @@ int ipc__parse_slow(const char *line, size_t len, bool nul_terminated, struct ip
         rc = fail(&v, IPC_ERR_BAD_REQUEST, "not valid UTF-8 at byte %zu", bad);
         goto done;
     }
-    if (too_deep(line, len)) {
+    switch (shape_problem(line, len)) {
+    case 1:
         rc = fail(&v, IPC_ERR_BAD_REQUEST, "nesting deeper than %d", IPC_MAX_DEPTH);
         goto done;
+    case 2:
+        rc = fail(&v, IPC_ERR_BAD_REQUEST,
+                  "more than %d JSON values, keys and containers in one line", IPC_MAX_STRUCTURE);
+        goto done;
+    default:
+        break;
     }
     /* cJSON reads up to a terminating NUL; give it one, copying only when
      * the caller's buffer has none. */

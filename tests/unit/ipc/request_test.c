@@ -741,11 +741,56 @@ static void test_utf8_edges(void)
     ipc_request_free(r);
 }
 
+/* A line's structure is bounded before a tree is built: 200,000 of ',',
+ * ':', '[' and '{' pass (a send whose message holds a wide array is a
+ * submit like any other, taken by the slow path), one more is refused. */
+static void test_structure(void)
+{
+    for (int extra = 0; extra <= 1; extra++) {
+        /* {"op":"send","type":"text","message":{"phoneNumberId":"1",
+         * "to":"+1","text":"t","x":[0,0,...]}} */
+        static const char head[] = "{\"op\":\"send\",\"type\":\"text\",\"message\":{"
+                                   "\"phoneNumberId\":\"1000001\",\"to\":\"+15550001\","
+                                   "\"text\":\"t\",\"x\":[0";
+        /* head: 1 '{' + 3 ':' ... counted below */
+        size_t cap = sizeof head + 2 * 200000 + 16, n = 0;
+        char *line = malloc(cap);
+        size_t structure = 0;
+        CHECK(line != NULL, "malloc");
+        memcpy(line, head, sizeof head - 1);
+        n = sizeof head - 1;
+        for (size_t i = 0; i < n; i++)
+            structure += line[i] == ',' || line[i] == ':' || line[i] == '[' || line[i] == '{';
+        while (structure < 200000 + (size_t)extra) {
+            line[n++] = ',';
+            line[n++] = '0';
+            structure++;
+        }
+        line[n++] = ']';
+        line[n++] = '}';
+        line[n++] = '}';
+        line[n] = '\0';
+        ipc_request_t *req = NULL;
+        const char *code = NULL;
+        char msg[128];
+        int rc = ipc_request_parse(line, n, &req, NULL, &code, msg, sizeof msg);
+        if (extra == 0)
+            CHECK(rc == 0, "200000 refused: %s", msg);
+        else
+            CHECK(rc == IPC_EINVAL && streq(code, IPC_ERR_BAD_REQUEST) &&
+                      strstr(msg, "more than 200000") != NULL,
+                  "200001: rc %d %s", rc, msg);
+        ipc_request_free(req);
+        free(line);
+    }
+}
+
 int main(void)
 {
     test_bad_table();
     test_long_fields();
     test_depth();
+    test_structure();
     test_body_size();
     test_valid_send();
     test_body_as_given();
