@@ -667,6 +667,12 @@ int main(int argc, char **argv)
 
     d.loop = uv_default_loop();
     init_handles(&d);
+    /* Caught from here on: a SIGTERM while the store recovers (clients
+     * can connect from the bind on) stops the daemon cleanly once it is up,
+     * instead of killing it. */
+    uv_signal_start(&d.sig_int, signal_cb, SIGINT);
+    uv_signal_start(&d.sig_term, signal_cb, SIGTERM);
+    uv_signal_start(&d.sig_hup, signal_cb, SIGHUP);
     if (start_ipc(&d, n_passed) != 0 || open_store(&d) != 0)
         goto out_loop;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
@@ -675,9 +681,6 @@ int main(int argc, char **argv)
     }
     if (start_modules(&d) != 0)
         goto out_loop;
-    uv_signal_start(&d.sig_int, signal_cb, SIGINT);
-    uv_signal_start(&d.sig_term, signal_cb, SIGTERM);
-    uv_signal_start(&d.sig_hup, signal_cb, SIGHUP);
     if ((rc = dispatch_load_pauses(&d)) != 0) {
         fprintf(stderr, "<3>avenpingd: reading stored pauses: %s\n", queue_strerror(rc));
         rc = 1;

@@ -182,12 +182,16 @@ class Daemon:
         return self
 
     def _connectable(self):
+        """Ready: a ping is answered. (The socket accepts from the bind on,
+        before the store is open: connecting alone proves nothing.)"""
         if self.proc.poll() is not None:
             raise TestFailure("daemon exited with %s: %s" % (self.proc.returncode, self.stderr()))
         s = socket.socket(socket.AF_UNIX)
         try:
             s.connect(self.socket)
-            return True
+            s.settimeout(2)
+            s.sendall(b'{"op":"ping"}\n')
+            return s.recv(1) != b""
         except OSError:
             return False
         finally:

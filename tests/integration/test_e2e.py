@@ -298,6 +298,25 @@ def startup_errors(wd):
     api.stop()
 
 
+def sigterm_at_start(wd):
+    """A SIGTERM as soon as the socket exists (the store may still be
+    recovering): the daemon stops cleanly, exit 0, and leaves no socket.
+    The signals were caught only once everything had started, and the
+    socket is bound before the store is opened."""
+    api = avp.FakeAPI(wd)
+    for i in range(10):
+        d = avp.Daemon(wd, api.base, {}, name="d%d" % i).start(wait=False)
+        deadline = time.monotonic() + 15
+        while not os.path.exists(d.socket):  # polled tightly: the window is short
+            check(time.monotonic() < deadline and d.proc.poll() is None, "the socket")
+            time.sleep(0.0002)
+        d.proc.send_signal(signal.SIGTERM)
+        rc = d.proc.wait(15)
+        check(rc == 0, "exit 0 after a SIGTERM at start, got %s: %s" % (rc, d.stderr()))
+        check(not os.path.exists(d.socket), "socket removed")
+    api.stop()
+
+
 def sigterm_inflight(wd):
     """SIGTERM with requests in flight: they finish, the daemon exits 0, and
     nothing acknowledged is lost across the restart."""
@@ -475,7 +494,7 @@ def pause_bound(wd):
 
 
 CASES = {f.__name__: f for f in (e2e_10k, faults_500, kill9, protocol_errors, startup_errors,
-                                 sigterm_inflight, sigterm_twice, permanent_errors,
+                                 sigterm_at_start, sigterm_inflight, sigterm_twice, permanent_errors,
                                  resets_and_429, queue_bound,
                                  concurrent_requests, pause_bound)}
 
