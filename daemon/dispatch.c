@@ -828,10 +828,14 @@ static void on_http_done(const http_result_t *res, void *arg)
             sched_job_finish(d->sched, job);
             break;
         }
+        /* The answer's Retry-After (min_delay) counts for every retry; a
+         * job whose wait is its sender's maintenance hold is marked, so a
+         * resume of the sender lets it go. */
         delay = backoff(d, job->attempts);
-        if (c.hold_sender && c.min_delay > delay) {
+        if (c.min_delay > delay) {
             delay = c.min_delay;
-            job->marks |= DAEMON_JOB_HELD;
+            if (c.hold_sender)
+                job->marks |= DAEMON_JOB_HELD;
         }
         retry_job(d, job, &c, now + delay, true);
         break;

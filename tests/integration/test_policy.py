@@ -788,6 +788,30 @@ def hold_stops_picked(wd):
     api.stop()
 
 
+def retry_after_on_5xx(wd):
+    """A 503 with Retry-After: the job's retry waits for it (not the short
+    backoff): an API in maintenance that asks for an hour must not get the
+    job's attempts within minutes. A resume of the sender does not shorten
+    it (not a sender hold)."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"backoff_base_ms": 20, "backoff_max_ms": 50}).start()
+    cl = d.client()
+    api.control(rules=[{"to": "16750000000", "status": 503, "retry_after": 120, "times": 1}])
+    t0 = time.time()
+    ids = submit_all(d, [avp.text_job(0, sender="1000001", to="+16750000000")])
+    j = wait_for(lambda: (lambda j: j if j["state"] == "retrying" else None)(
+        cl.request({"op": "get", "job": ids[0]})["job"]), 10, "retrying")
+    check(j["nextAttemptAt"] >= t0 + 110, "due at the Retry-After: %.1f s after the submit"
+          % (j["nextAttemptAt"] - t0))
+    check(cl.request({"op": "resume", "phoneNumberId": "1000001"})["ok"], "resume")
+    j = cl.request({"op": "get", "job": ids[0]})["job"]
+    check(j["state"] == "retrying" and j["nextAttemptAt"] >= t0 + 110, "still waits: %s" % j)
+    check(api.stats()["requests"] == 1, "one request: %s" % api.stats()["requests"])
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def resume_lifts_throttle(wd):
     """An operator's `resume` of a sender held by a 429's Retry-After lifts
     the hold for the jobs the 429 answered too: they are sent now, not when
@@ -1236,6 +1260,7 @@ def retry_past_expiry(wd):
 
 CASES = {f.__name__: f for f in (rate_multi_sender, connection_limit, retry_past_expiry,
                                    cancel_inflight, cancel_inflight_restart, resume_lifts_throttle,
+                                   retry_after_on_5xx,
                                    adaptive_converges, ordered_with_failures,
                                  token_revoked, pair_pacing, expired_and_scheduled, pauses,
                                  cancel_after_answer, at_most_once_maybe_sent,
