@@ -1397,17 +1397,21 @@ static bool pair_in_burst(const sched_t *s, const sched_pair_t *p, double now)
  * goes one per interval while it fills, not in a burst. How many may go at
  * `now`, after pair_refill; unlimited without pacing.
  */
+#define PAIR_EPS 1e-9
+
 static double pair_allowance(const sched_t *s, const sched_pair_t *p, double now)
 {
     double by_rest, by_bucket;
 
     if (!pacing(s))
         return INFINITY;
+    /* PAIR_EPS: a wake computed for the time a count reaches one must
+     * find it there, float rounding notwithstanding. */
     if (pair_in_burst(s, p, now))
         by_rest = p->burst_n < s->opt.pair_burst ? (double)(s->opt.pair_burst - p->burst_n) : 0;
     else
-        by_rest = p->rest >= 1 ? (double)s->opt.pair_burst : 0;
-    by_bucket = floor(p->tokens);
+        by_rest = p->rest >= 1 - PAIR_EPS ? (double)s->opt.pair_burst : 0;
+    by_bucket = floor(p->tokens + PAIR_EPS);
     return by_bucket < by_rest ? by_bucket : by_rest;
 }
 
@@ -1633,42 +1637,60 @@ static void job_unready(sched_t *s, sched_job_t *j)
     j->where_ = W_KEYWAIT;
 }
 
+/* Parks j in id order (submission order): a job released and parked again
+ * (its pick came after the allowance it was released for) goes back before
+ * the later ones instead of behind them all. New jobs have the largest ids:
+ * the walk from the tail is short. */
 static void pair_park(sched_t *s, sched_pair_t *p, sched_job_t *j, double now)
 {
+    sched_job_t *after = p->park_tail;
+
+    while (after != NULL && after->id > j->id)
+        after = after->prev_;
     j->where_ = W_PAIRWAIT;
-    j->next_ = NULL;
-    j->prev_ = p->park_tail;
-    if (p->park_tail)
-        p->park_tail->next_ = j;
+    j->prev_ = after;
+    j->next_ = after != NULL ? after->next_ : p->park_head;
+    if (j->next_ != NULL)
+        j->next_->prev_ = j;
+    else
+        p->park_tail = j;
+    if (after != NULL)
+        after->next_ = j;
     else
         p->park_head = j;
-    p->park_tail = j;
     if (p->heap != PH_WAKE)
         pair_heap_put(s, p, PH_WAKE, pair_ready_at(s, p, now));
 }
 
-/* The pair's wake time came: release as many parked jobs as it has tokens
- * (at least one) back to their lanes; the rest wait for the next token. */
+/* When the pair may send again once `n` more sends are taken at `now`. */
+static double pair_ready_after(const sched_t *s, const sched_pair_t *p, double now, double n)
+{
+    double short_of = fmax(fmax(0, 1 - (p->rest - n)), fmax(0, 1 - (p->tokens - n)));
+
+    return fmax(now + short_of * s->opt.pair_interval, p->hold_until);
+}
+
+/* The pair's wake time came: release as many parked jobs as it may send
+ * now back to their lanes, in order; the others wait until it may send
+ * again after those (a burst leaves it in debt for as many intervals). */
 static void pair_release(sched_t *s, sched_pair_t *p, double now)
 {
-    double n;
+    double n, released = 0;
 
     pair_heap_del(s, p);
     pair_refill(s, p, now);
-    n = pair_allowance(s, p, now);
-    if (n < 1)
-        n = 1;
-    while (p->park_head != NULL && n >= 1) {
+    n = p->hold_until > now ? 0 : pair_allowance(s, p, now);
+    while (p->park_head != NULL && released < n) {
         sched_job_t *j = p->park_head;
         pair_unpark(p, j);
         j->where_ = W_KEYWAIT;
         job_try_ready(s, j);
-        n -= 1;
+        released += 1;
     }
-    if (p->park_head != NULL) {
-        double t = now + s->opt.pair_interval;
-        pair_heap_put(s, p, PH_WAKE, t > p->hold_until ? t : p->hold_until);
-    }
+    if (p->park_head != NULL)
+        pair_heap_put(s, p, PH_WAKE,
+                      released > 0 ? pair_ready_after(s, p, now, released)
+                                   : pair_ready_at(s, p, now));
 }
 
 /* --- public: life cycle ----------------------------------------------------- */
@@ -1808,6 +1830,12 @@ void sched_reconfigure(sched_t *s, const sched_options_t *opt)
                 p->tokens = s->opt.pair_burst;
             if (p->burst_n > s->opt.pair_burst)
                 p->burst_n = (unsigned)s->opt.pair_burst;
+            /* A parked pair's wake was set by the old pace (up to
+             * pair_burst of its intervals ahead). */
+            if (p->heap == PH_WAKE) {
+                pair_refill(s, p, s->now);
+                pair_heap_put(s, p, PH_WAKE, pair_ready_at(s, p, s->now));
+            }
         }
     }
     global_apply(s);
@@ -2332,9 +2360,16 @@ double sched_pair_limited(sched_t *s, sched_job_t *j, double now, double at_leas
 
     if (p == NULL)
         return now + fmax(1, at_least);
-    until = now + fmax(pow(4.0, p->strikes < 8 ? p->strikes : 8), at_least);
-    if (p->strikes < 16)
-        p->strikes++;
+    if (now < p->hold_until) {
+        /* Another answer of the same hit (requests that were on the wire
+         * with it): one strike per hit, not per answer - a burst answered
+         * 131056 together held the pair 4^k for k answers. */
+        until = now + at_least;
+    } else {
+        until = now + fmax(pow(4.0, p->strikes < 8 ? p->strikes : 8), at_least);
+        if (p->strikes < 16)
+            p->strikes++;
+    }
     if (until > p->hold_until)
         p->hold_until = until;
     /* Meta says the pair's budget is spent, and the hold does not fill it

@@ -1124,6 +1124,97 @@ static void test_sender_waiting_each(void)
     sched_free(s);
 }
 
+/* After a burst the pair's parked jobs keep their order (ids ascending:
+ * submission order, also across distinct order keys) and the pair wakes
+ * when it may send, not once per interval to park a job at the back. A
+ * reload of the pair settings re-times a parked pair. Several 131056
+ * answers of one hit count one strike. */
+static void test_pair_order_and_reload(void)
+{
+    sched_options_t o;
+    sched_t *s;
+    sched_job_t *j;
+    double now, wake;
+    uint64_t last = 0;
+    int sent = 0, wakes_empty = 0;
+
+    memset(&o, 0, sizeof(o));
+    o.max_inflight = 1000;
+    o.max_inflight_per_number = 1000;
+    o.pair_interval = 1.0;
+    o.pair_burst = 3;
+    CHECK_EQ(sched_new(&o, &s), 0);
+    for (int i = 0; i < 12; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "o%d", i);
+        addk(s, (uint64_t)i + 1, 0, 1, "a", NULL, key, "15550500");
+    }
+    for (int step = 0; step < 800 && sent < 12; step++) {
+        int here = 0;
+        now = step / 20.0;
+        while ((j = sched_next(s, now, &wake)) != NULL) {
+            CHECK(j->id > last); /* in order */
+            last = j->id;
+            sent++;
+            here++;
+            sched_job_finish(s, j);
+        }
+        if (here == 0 && fabs(wake - now) < 1e-9)
+            wakes_empty++;
+    }
+    CHECK_EQ(sent, 12);
+    CHECK(now < 13.0); /* bursts of 3 at 0, 3, 6, 9 */
+    CHECK_EQ(wakes_empty, 0);
+    sched_free(s);
+
+    /* Reload: 46 jobs at 6 s / 45; after the burst the pair wakes at 270;
+     * turning pacing off releases the last one at once. */
+    memset(&o, 0, sizeof(o));
+    o.max_inflight = 1000;
+    o.max_inflight_per_number = 1000;
+    o.pair_interval = 6.0;
+    o.pair_burst = 45;
+    CHECK_EQ(sched_new(&o, &s), 0);
+    for (int i = 0; i < 46; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "p%d", i);
+        addk(s, (uint64_t)i + 1, 0, 1, "a", NULL, key, "15550600");
+    }
+    for (sent = 0; (j = sched_next(s, 0, &wake)) != NULL; sent++)
+        sched_job_finish(s, j);
+    CHECK_EQ(sent, 45);
+    CHECK(fabs(wake - 270.0) < 1e-6);
+    o.pair_interval = 0;
+    sched_reconfigure(s, &o);
+    j = sched_next(s, 1, &wake);
+    CHECK(j != NULL && j->id == 46);
+    if (j != NULL)
+        sched_job_finish(s, j);
+    sched_free(s);
+
+    /* Three 131056 answers of one hit: one strike (1 s), not 1 + 4 + 16. */
+    s = make(0, 100, 100, 100);
+    addk(s, 1, 0, 1, "a", NULL, "q1", "15550700");
+    addk(s, 2, 0, 1, "a", NULL, "q2", "15550700");
+    addk(s, 3, 0, 1, "a", NULL, "q3", "15550700");
+    {
+        sched_job_t *js[3];
+        double until = 0;
+        for (int i = 0; i < 3; i++) {
+            js[i] = sched_next(s, 0, &wake);
+            CHECK(js[i] != NULL);
+        }
+        for (int i = 0; i < 3; i++)
+            if (js[i] != NULL)
+                until = sched_pair_limited(s, js[i], 0.1, 0);
+        CHECK(fabs(until - 1.1) < 1e-9);
+        for (int i = 0; i < 3; i++)
+            if (js[i] != NULL)
+                sched_job_finish(s, js[i]);
+    }
+    sched_free(s);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
@@ -1154,6 +1245,7 @@ int main(int argc, char **argv)
         {"memory_released", test_memory_released},
         {"sender_waiting_each", test_sender_waiting_each},
         {"pair_burst_debt", test_pair_burst_debt},
+        {"pair_order_and_reload", test_pair_order_and_reload},
     };
     return test_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
 }
