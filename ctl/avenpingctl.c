@@ -852,7 +852,9 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
         cJSON *o;
         bool too_long;
         for (;;) {
-            n = read_line_max(s->f, &s->line, &s->line_cap, LINE_MAX_BYTES, &too_long);
+            /* One byte more than the limit: a '\r' before the '\n' does
+             * not count. */
+            n = read_line_max(s->f, &s->line, &s->line_cap, LINE_MAX_BYTES + 1, &too_long);
             if (n < 0) {
                 *eof = true;
                 return NULL;
@@ -860,6 +862,7 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
             s->lineno++;
             while (n > 0 && s->line[n - 1] == '\r')
                 s->line[--n] = '\0';
+            too_long = too_long || (size_t)n > LINE_MAX_BYTES;
             if (n > 0 || too_long)
                 break;
         }
@@ -1000,7 +1003,7 @@ static size_t count_rows(const char *path, bool jsonl)
         size_t cap = 0;
         ssize_t len;
         bool too_long;
-        while ((len = read_line_max(f, &line, &cap, LINE_MAX_BYTES, &too_long)) >= 0) {
+        while ((len = read_line_max(f, &line, &cap, LINE_MAX_BYTES + 1, &too_long)) >= 0) {
             while (len > 0 && line[len - 1] == '\r')
                 len--;
             if (len > 0 || too_long)

@@ -188,6 +188,14 @@ int ipc_client_flush(ipc_client_t *c, int timeout_ms)
             off += (size_t)n;
         }
     }
+    if (rc == IPC_CLIENT_ECLOSED) {
+        /* The daemon is gone for writing: what is left unsent never goes,
+         * and the answers it wrote before it closed must still be
+         * readable (a refused line is answered, then the connection
+         * closes): the next ipc_client_recv has nothing to flush. */
+        c->wlen = 0;
+        return rc;
+    }
     if (off > 0) {
         memmove(c->w, c->w + off, c->wlen - off);
         c->wlen -= off;

@@ -52,7 +52,9 @@ int ipc_client_send(ipc_client_t *c, const char *json, size_t len);
 int ipc_client_send_json(ipc_client_t *c, const cJSON *req);
 
 /* Writes everything queued, reading incoming lines into the buffer while
- * the socket is not writable. timeout_ms < 0 waits without limit. */
+ * the socket is not writable. timeout_ms < 0 waits without limit. On
+ * IPC_CLIENT_ECLOSED what was not written is dropped, and the lines already
+ * received stay readable with ipc_client_recv. */
 int ipc_client_flush(ipc_client_t *c, int timeout_ms);
 
 /*

@@ -270,16 +270,59 @@ static void t_timeout(void)
     CHECK(strcmp(ipc_client_strerror(IPC_CLIENT_ECLOSED), "the daemon closed the connection") == 0);
 }
 
+/* --- answers, then close: the answers stay readable --------------------- */
+
+static void five_then_close(int fd)
+{
+    char line[4096], out[64];
+    for (int k = 1; k <= 5 && read_line(fd, line, sizeof line); k++) {
+        int n = snprintf(out, sizeof out, "{\"ok\":true,\"n\":%d}\n", k);
+        write_all(fd, out, (size_t)n);
+    }
+    shutdown(fd, SHUT_WR);
+}
+
+static void t_answers_then_close(void)
+{
+    peer_t p;
+    ipc_client_t *c;
+    const char *line;
+    size_t len;
+    static char big[1000];
+    int rc = 0;
+
+    memset(big, 'x', sizeof big);
+    big[0] = '{';
+    big[sizeof big - 1] = '}';
+    peer_start(&p, five_then_close);
+    CHECK(ipc_client_connect(g_path, &c) == 0);
+    for (int i = 0; i < 5; i++)
+        CHECK(ipc_client_send(c, "{\"op\":\"ping\"}", 13) == 0);
+    CHECK(ipc_client_flush(c, 5000) == 0);
+    peer_join(&p); /* answered and closed */
+    for (int i = 0; i < 3000 && rc == 0; i++)
+        rc = ipc_client_send(c, big, sizeof big);
+    for (int k = 1; k <= 5; k++) {
+        char want[32];
+        snprintf(want, sizeof want, "{\"ok\":true,\"n\":%d}", k);
+        rc = ipc_client_recv(c, 5000, &line, &len);
+        if (rc != 0)
+            fprintf(stderr, "answer %d: %s\n", k, ipc_client_strerror(rc));
+        CHECK(rc == 0 && strcmp(line, want) == 0);
+    }
+    rc = ipc_client_recv(c, 5000, &line, &len);
+    CHECK(rc != 0 && rc != -ETIMEDOUT);
+    ipc_client_close(c);
+}
+
 int main(int argc, char **argv)
 {
     static const struct {
         const char *name;
         void (*fn)(void);
-    } cases[] = {{"call", t_call},
-                 {"no_deadlock", t_no_deadlock},
-                 {"framing", t_framing},
-                 {"long_line", t_long_line},
-                 {"timeout", t_timeout}};
+    } cases[] = {{"call", t_call},       {"no_deadlock", t_no_deadlock},
+                 {"framing", t_framing}, {"long_line", t_long_line},
+                 {"timeout", t_timeout}, {"answers_then_close", t_answers_then_close}};
     int ran = 0;
 
     signal(SIGPIPE, SIG_IGN);
