@@ -531,8 +531,11 @@ out:
 /* See classify_result_redact: `s` is NUL-terminated within `cap`. */
 static void redact(char *s, size_t cap, const char *token, size_t tlen)
 {
-    char out[QUEUE_ERR_MSG_LEN > QUEUE_ERR_CODE_LEN ? QUEUE_ERR_MSG_LEN : QUEUE_ERR_CODE_LEN];
+    char out[QUEUE_MAX_WAMID_LEN > QUEUE_ERR_MSG_LEN ? QUEUE_MAX_WAMID_LEN : QUEUE_ERR_MSG_LEN];
     size_t n = strlen(s), o = 0, i = 0;
+    /* A tail that is the token's start counts only in text that filled its
+     * buffer (cut there); elsewhere it is just text. */
+    const bool cut = n + 1 >= cap;
     bool changed = false;
 
     if (cap > sizeof(out))
@@ -540,7 +543,7 @@ static void redact(char *s, size_t cap, const char *token, size_t tlen)
     while (i < n && o + 1 < cap) {
         size_t left = n - i;
         if (left >= tlen ? memcmp(s + i, token, tlen) == 0
-                         : left >= REDACT_MIN && memcmp(s + i, token, left) == 0) {
+                         : cut && left >= REDACT_MIN && memcmp(s + i, token, left) == 0) {
             size_t k = strlen(REDACTED);
             if (k > cap - 1 - o)
                 k = cap - 1 - o;

@@ -57,9 +57,11 @@ struct attempt;
  * flags-only update), so that a restart that finds the job `sending`
  * cancels it instead of sending it again; `retry` clears it. */
 #define DAEMON_JOB_CANCEL 0x80
-/* In memory only: its due time is the end of its sender's hold (a 429's
- * Retry-After, maintenance), so an operator's resume of the sender makes it
- * due at once (dispatch.c: release_held). Cleared when its request leaves. */
+/* In memory only: its due time is the end of a hold (a 429's Retry-After
+ * or maintenance of its sender; also set when a hold of any kind sends a
+ * picked job back), so an operator's resume of the sender makes it due at
+ * once unless another hold still binds (dispatch.c: release_held). Cleared
+ * when its request leaves. */
 #define DAEMON_JOB_HELD 0x04
 
 typedef struct daemon_stats {

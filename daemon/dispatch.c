@@ -544,7 +544,9 @@ static void release_held(sched_job_t *job, void *arg)
     const release_ctx_t *r = arg;
 
     job->marks &= (uint8_t)~DAEMON_JOB_HELD;
-    if (job->due <= r->now)
+    /* Still held by what the resume does not lift (its pair's 131056,
+     * Graph throttling of the account): it keeps its time. */
+    if (job->due <= r->now || sched_job_held_until(r->d->sched, job) > r->now)
         return;
     record(r->d, job->id, job->attempts > 0 ? QUEUE_STATE_RETRYING : QUEUE_STATE_QUEUED,
            job->attempts, r->now, NULL, NULL);

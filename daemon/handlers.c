@@ -519,6 +519,8 @@ static bool bulk_finish_if_done(bulk_t *b)
     return true;
 }
 
+static int bulk_add(bulk_t *b, const queue_update_t *u, const char *campaign);
+
 static void bulk_result_cb(int rc, int result, void *arg)
 {
     bulk_op_t *op = arg;
@@ -529,8 +531,23 @@ static void bulk_result_cb(int rc, int result, void *arg)
     if (!op->mark && b->to_state == QUEUE_STATE_CANCELLED)
         b->d->settling--; /* see bulk_add */
     if (op->mark) {
-        /* Not counted; a job whose attempt ended before it committed
-         * (QUEUE_ESTATE) needs no mark. */
+        /* Not counted. QUEUE_ESTATE: the job's attempt ended before the
+         * mark committed (it needs none) - or its `sending` was carried
+         * behind the mark (a failed commit is redone after what was queued
+         * meanwhile, commit.c): while the attempt lasts, mark it again. */
+        sched_job_t *sj = result == QUEUE_ESTATE ? sched_job_find(b->d->sched, op->id) : NULL;
+        if (rc == 0 && sj != NULL && (sj->marks & DAEMON_JOB_CANCEL) &&
+            (sj->inflight || sj->user != NULL)) {
+            queue_update_t u;
+
+            memset(&u, 0, sizeof(u));
+            u.id = op->id;
+            u.flags_only = true;
+            u.set_flags = DAEMON_JOB_CANCEL;
+            u.only_from = QUEUE_STATE_BIT(QUEUE_STATE_SENDING);
+            if (bulk_add(b, &u, NULL) != 0 && b->err == 0)
+                b->err = -ENOMEM;
+        }
     } else if (rc == 0 && result == 0) {
         b->changed++;
         daemon_event_job_in(b->d, op->id, b->to_state, op->campaign, NULL, NULL);

@@ -471,7 +471,7 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
                          "(GOAWAY, REFUSED_STREAM): not processed";
         }
         if (rc == CURLE_WRITE_ERROR && r->read > HTTP_READ_MAX)
-            res.detail = "an answer longer than 8 MiB without a status line: not read further";
+            res.detail = "an answer longer than 8 MiB: not read further";
         if (rc == CURLE_ABORTED_BY_CALLBACK && r->resend_cut)
             res.detail = res.error == HTTP_EMAYBESENT
                              ? "the reused connection closed without an answer after the "

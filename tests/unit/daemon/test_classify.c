@@ -1,6 +1,7 @@
 /* test_classify.c - answer classification tables. */
 #include "check.h"
 #include "classify.h"
+#include "utf8.h"
 
 static classify_result_t answer(int status, const char *body, double retry_after)
 {
@@ -335,16 +336,26 @@ static void test_text_utf8(void)
     c = answer(200, "{\"success\":true,\"data\":{\"messages\":[{\"id\":\"wamid.\xc3\"}]}}", -1);
     CHECK_EQ(c.action, CLASSIFY_SENT);
     CHECK_STR(c.wamid, "wamid.\xEF\xBF\xBD");
-    /* A redaction that cuts at the end keeps the text well-formed too. */
-    c = answer(400, body, -1);
-    memcpy(c.error.message, "secret-token ", 13);
-    classify_result_redact(&c, "secret-token");
-    CHECK(strncmp(c.error.message, "[token] ", 8) == 0);
+    /* A redaction that lengthens the text (a 5-byte token becomes the
+     * 7-byte "[token]") cuts it at the buffer's end: between characters.
+     * The message is "tok12x" and 124 "é" (254 bytes); redacted it would
+     * be 256, one more than the buffer holds: a byte cut splits the last
+     * "é", so the whole "é" goes. */
     {
-        size_t n = strlen(c.error.message);
-        const unsigned char *u = (const unsigned char *)c.error.message;
-        CHECK(n > 0 && (u[n - 1] < 0x80 || (u[n - 2] == 0xC3 && u[n - 1] == 0xA9) ||
-                        (n >= 3 && u[n - 3] == 0xEF)));
+        size_t n;
+        memcpy(msg, "tok12x", 6);
+        for (o = 6; o + 2 <= 254; o += 2)
+            memcpy(msg + o, "\xC3\xA9", 2);
+        msg[o] = '\0';
+        snprintf(body, sizeof(body),
+                 "{\"success\":false,\"error\":\"VALIDATION_ERROR\",\"message\":\"%s\"}", msg);
+        c = answer(400, body, -1);
+        CHECK_EQ(strlen(c.error.message), 254);
+        classify_result_redact(&c, "tok12");
+        n = strlen(c.error.message);
+        CHECK(strncmp(c.error.message, "[token]x\xC3\xA9", 10) == 0);
+        CHECK_EQ(n, 254); /* 8 + 123 whole characters */
+        CHECK(utf8_check(c.error.message, n) == n);
     }
 }
 
@@ -396,6 +407,11 @@ static void test_redact(void)
     CHECK_STR(c.error.message, "avp_ plain");
     classify_result_redact(&c, NULL);
     CHECK_STR(c.error.message, "avp_ plain");
+    /* A tail that is the token's start is redacted only where the text
+     * filled its buffer (was cut); elsewhere it is just text. */
+    c = answer(400, "{\"success\":false,\"error\":\"E\",\"message\":\"ends in avp_S\"}", -1);
+    classify_result_redact(&c, tok);
+    CHECK_STR(c.error.message, "ends in avp_S");
     /* In a wamid too. */
     {
         classify_result_t w = answer(
