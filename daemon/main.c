@@ -456,12 +456,10 @@ static int load_config(daemon_t *d, int argc, char **argv, bool *exit_now)
     return 0;
 }
 
-static int open_store(daemon_t *d)
+/* Creates the state dir if it is missing (mode 0700), syncing its entry
+ * in its parent. */
+static int make_state_dir(daemon_t *d)
 {
-    queue_options_t qo;
-    queue_recover_options_t ro;
-    queue_error_info_t cancel_err;
-    size_t n = 0;
     int rc;
 
     if (mkdir(d->cfg.state_dir, 0700) == 0) {
@@ -479,6 +477,19 @@ static int open_store(daemon_t *d)
         fprintf(stderr, "<3>avenpingd: state dir %s: %s\n", d->cfg.state_dir, strerror(errno));
         return -errno;
     }
+    return 0;
+}
+
+static int open_store(daemon_t *d)
+{
+    queue_options_t qo;
+    queue_recover_options_t ro;
+    queue_error_info_t cancel_err;
+    size_t n = 0;
+    int rc;
+
+    if ((rc = make_state_dir(d)) != 0)
+        return rc;
     memset(&qo, 0, sizeof(qo));
     qo.map_size_max = d->cfg.map_size_max;
     qo.disk_min_free = d->cfg.disk_min_free;
@@ -565,7 +576,13 @@ static int start_listening(daemon_t *d, int n_passed)
 static int start_ipc(daemon_t *d, int n_passed)
 {
     ipc_server_options_t io;
+    size_t sl = strlen(d->cfg.state_dir);
     int rc;
+
+    /* A socket in the state dir needs the dir first. */
+    if (n_passed == 0 && strncmp(d->cfg.socket, d->cfg.state_dir, sl) == 0 &&
+        d->cfg.socket[sl] == '/' && (rc = make_state_dir(d)) != 0)
+        return rc;
 
     memset(&io, 0, sizeof(io));
     io.max_connections = fd_fit(d, true);

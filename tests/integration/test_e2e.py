@@ -277,6 +277,17 @@ def startup_errors(wd):
     check(not os.path.exists(fresh), "no state dir left behind: %s"
           % (os.listdir(fresh) if os.path.isdir(fresh) else fresh))
     check(cl.request({"op": "ping"})["ok"], "first daemon still answers on its socket")
+    # A socket inside a state dir that does not exist yet: the dir is made
+    # first (the socket is bound before the store is opened).
+    inner = wd.file("inner-state")
+    d5 = avp.Daemon(wd, api.base, {"socket": os.path.join(inner, "s.sock")}, state_dir=inner,
+                    name="fifth")
+    d5.socket = os.path.join(inner, "s.sock")
+    d5.start()
+    c5 = d5.client()
+    check(c5.request({"op": "ping"})["ok"], "a daemon with its socket in its new state dir")
+    c5.close()
+    check(d5.stop() == 0, "SIGTERM exits 0")
     cl.close()
     check(d1.stop() == 0, "SIGTERM exits 0")
     check(avp.TOKEN not in d1.stderr(), "token never logged")
