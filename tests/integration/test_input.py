@@ -441,19 +441,24 @@ def stats_beside_nonreaders(wd):
         s.setblocking(False)
         hogs.append(s)
     # Write until every one is blocked: the daemon has stopped reading them
-    # (the kernel's buffers are full too).
+    # (the kernel's buffers are full too). Each must have sent enough pings
+    # for its answers to fill its share (112 MiB / 25 connections, ~40
+    # bytes of answer per 21-byte ping: 2.3 MiB of pings), so that a slow
+    # daemon is not taken for a paused one.
+    sent = {h: 0 for h in hogs}
     blocked = set()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while len(blocked) < len(hogs) and time.monotonic() < deadline:
         _, w, _ = select.select([], [h for h in hogs if h not in blocked], [], 1.0)
         if not w:
-            blocked.update(h for h in hogs if h not in blocked)
+            blocked.update(h for h in hogs if h not in blocked and sent[h] >= 2 << 20)
         for h in w:
             try:
-                h.send(chunk)
+                sent[h] += h.send(chunk)
             except BlockingIOError:
                 pass
-    check(len(blocked) == len(hogs), "every non-reader blocked")
+    check(len(blocked) == len(hogs), "every non-reader blocked after its share: %s MiB sent"
+          % sorted(round(v / 2**20, 1) for v in sent.values()))
     cl = d.client()
     t0 = time.monotonic()
     cl.send_raw(b'{"op":"stats","id":1}\n')
