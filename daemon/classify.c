@@ -526,12 +526,16 @@ out:
 }
 
 #define REDACTED "[token]"
-#define REDACT_MIN 4 /* shortest token, and token start at a cut end, replaced */
+#define REDACT_MIN 4   /* shortest token, and token start at a cut end, replaced */
+#define REDACT_BUF 256 /* the longest text redacted: error message, wamid */
+_Static_assert(REDACT_BUF >= QUEUE_ERR_MSG_LEN && REDACT_BUF >= QUEUE_MAX_WAMID_LEN &&
+                   REDACT_BUF >= QUEUE_ERR_CODE_LEN,
+               "redact's buffer holds every text it redacts");
 
 /* See classify_result_redact: `s` is NUL-terminated within `cap`. */
 static void redact(char *s, size_t cap, const char *token, size_t tlen)
 {
-    char out[QUEUE_MAX_WAMID_LEN > QUEUE_ERR_MSG_LEN ? QUEUE_MAX_WAMID_LEN : QUEUE_ERR_MSG_LEN];
+    char out[REDACT_BUF];
     size_t n = strlen(s), o = 0, i = 0;
     /* A tail that is the token's start counts only in text that filled its
      * buffer (cut there); elsewhere it is just text. */
