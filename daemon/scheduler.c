@@ -1397,7 +1397,8 @@ static bool pair_in_burst(const sched_t *s, const sched_pair_t *p, double now)
  * goes one per interval while it fills, not in a burst. How many may go at
  * `now`, after pair_refill; unlimited without pacing.
  */
-#define PAIR_EPS 1e-9
+#define PAIR_EPS 1e-4      /* of a count: unix-time rounding of a wake, at small intervals */
+#define PAIR_MIN_STEP 1e-5 /* s: a wake is at least this far ahead */
 
 static double pair_allowance(const sched_t *s, const sched_pair_t *p, double now)
 {
@@ -1443,7 +1444,10 @@ static double pair_ready_at(const sched_t *s, const sched_pair_t *p, double now)
          * before the pair is rested. */
         if (p->burst_start > now && p->burst_start < rested)
             rested = p->burst_start;
-        t = fmax(rested, filled);
+        /* Never `now` itself: a count a hair short of one (0.9999999)
+         * gives a wake that rounds to now (unix seconds hold 0.24 µs at
+         * best), and the wake loop would find the pair unready for ever. */
+        t = fmax(fmax(rested, filled), now + PAIR_MIN_STEP);
     }
     return p->hold_until > t ? p->hold_until : t;
 }

@@ -74,7 +74,10 @@ def main():
     try:
         summary = run(args, avp, check, wait_for, rng, wd)
     except Exception as e:  # noqa: BLE001 - report every failure the same way
+        import traceback
         print("FAIL torture (seed %d): %s: %s" % (seed, type(e).__name__, e))
+        if not isinstance(e, avp.TestFailure):  # where an unexpected error came from
+            traceback.print_exc(limit=-4, file=sys.stdout)
         print("work dir kept: %s" % wd.path)
         wd.kill_all()
         return 1

@@ -1,6 +1,9 @@
 /* test_scheduler.c - the scheduler driven by a fake clock. */
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "scheduler.h"
@@ -1215,6 +1218,57 @@ static void test_pair_order_and_reload(void)
     sched_free(s);
 }
 
+/* At unix times (1.8e9 s: a double holds 0.24 µs there) a wake computed
+ * for when a pair's count reaches one could round to `now` with the count
+ * a hair short, and the wake loop spun for ever (torture hung). The daemon
+ * calls again at the wake it was given: so does this, over 300 random
+ * paces; an alarm turns a spin into a failure. */
+static void on_spin(int sig)
+{
+    (void)sig;
+    fprintf(stderr, "sched_next spun\n");
+    _exit(3);
+}
+
+static void test_pair_wake_rounding(void)
+{
+    unsigned seed = 1;
+
+    signal(SIGALRM, on_spin);
+    for (int c = 0; c < 300; c++) {
+        sched_options_t o;
+        sched_t *s;
+        sched_job_t *j;
+        double wake, now, t0;
+        int sent = 0;
+
+        memset(&o, 0, sizeof(o));
+        o.max_inflight = 1000;
+        o.max_inflight_per_number = 1000;
+        o.pair_interval = 0.005 + (rand_r(&seed) % 100) * 0.001;
+        o.pair_burst = 1 + rand_r(&seed) % 5;
+        CHECK_EQ(sched_new(&o, &s), 0);
+        t0 = 1796566950.0 + (rand_r(&seed) % 100000) * 0.0137;
+        for (int i = 0; i < 40; i++) {
+            char key[16];
+            snprintf(key, sizeof(key), "w%d", i);
+            addk(s, (uint64_t)i + 1, t0, 1, "a", NULL, key, "15550800");
+        }
+        alarm(5);
+        now = t0;
+        for (int step = 0; step < 100000 && sent < 40; step++) {
+            while ((j = sched_next(s, now, &wake)) != NULL) {
+                sent++;
+                sched_job_finish(s, j);
+            }
+            now = wake > now && wake < now + 1 ? wake : now + 0.0003;
+        }
+        alarm(0);
+        CHECK_EQ(sent, 40);
+        sched_free(s);
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
@@ -1246,6 +1300,7 @@ int main(int argc, char **argv)
         {"sender_waiting_each", test_sender_waiting_each},
         {"pair_burst_debt", test_pair_burst_debt},
         {"pair_order_and_reload", test_pair_order_and_reload},
+        {"pair_wake_rounding", test_pair_wake_rounding},
     };
     return test_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
 }
