@@ -521,6 +521,20 @@ static bool bulk_finish_if_done(bulk_t *b)
 
 static int bulk_add(bulk_t *b, const queue_update_t *u, const char *campaign);
 
+/* Queues the stored cancel mark of job `id`, whose `sending` is committed
+ * or queued before it (cancel_one). */
+static int bulk_add_cancel_mark(bulk_t *b, uint64_t id)
+{
+    queue_update_t u;
+
+    memset(&u, 0, sizeof(u));
+    u.id = id;
+    u.flags_only = true;
+    u.set_flags = DAEMON_JOB_CANCEL;
+    u.only_from = QUEUE_STATE_BIT(QUEUE_STATE_SENDING);
+    return bulk_add(b, &u, NULL);
+}
+
 static void bulk_result_cb(int rc, int result, void *arg)
 {
     bulk_op_t *op = arg;
@@ -537,17 +551,9 @@ static void bulk_result_cb(int rc, int result, void *arg)
          * meanwhile, commit.c): while the attempt lasts, mark it again. */
         sched_job_t *sj = result == QUEUE_ESTATE ? sched_job_find(b->d->sched, op->id) : NULL;
         if (rc == 0 && sj != NULL && (sj->marks & DAEMON_JOB_CANCEL) &&
-            (sj->inflight || sj->user != NULL)) {
-            queue_update_t u;
-
-            memset(&u, 0, sizeof(u));
-            u.id = op->id;
-            u.flags_only = true;
-            u.set_flags = DAEMON_JOB_CANCEL;
-            u.only_from = QUEUE_STATE_BIT(QUEUE_STATE_SENDING);
-            if (bulk_add(b, &u, NULL) != 0 && b->err == 0)
-                b->err = -ENOMEM;
-        }
+            (sj->inflight || sj->user != NULL) && bulk_add_cancel_mark(b, op->id) != 0 &&
+            b->err == 0)
+            b->err = -ENOMEM;
     } else if (rc == 0 && result == 0) {
         b->changed++;
         daemon_event_job_in(b->d, op->id, b->to_state, op->campaign, NULL, NULL);
@@ -650,12 +656,7 @@ static int cancel_one(bulk_t *b, uint64_t id, int state, const char *campaign, u
          * before this: the commit queue keeps its order), so that a restart
          * before the attempt ends cancels the job instead of sending it
          * again (main.c: open_store). The answer waits for it. */
-        memset(&u, 0, sizeof(u));
-        u.id = id;
-        u.flags_only = true;
-        u.set_flags = DAEMON_JOB_CANCEL;
-        u.only_from = QUEUE_STATE_BIT(QUEUE_STATE_SENDING);
-        return bulk_add(b, &u, NULL);
+        return bulk_add_cancel_mark(b, id);
     }
     if (sj == NULL && state == QUEUE_STATE_SENDING)
         return 0;
