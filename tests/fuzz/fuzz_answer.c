@@ -17,6 +17,7 @@
 #include <cjson/cJSON.h>
 
 #include "classify.h"
+#include "utf8.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -28,13 +29,8 @@ static void reference(const char *body, size_t len, char *out, size_t size)
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(m, 0), "id");
 
     out[0] = '\0';
-    if (cJSON_IsString(id)) {
-        size_t n = strlen(id->valuestring);
-        if (n > size - 1)
-            n = size - 1;
-        memcpy(out, id->valuestring, n);
-        out[n] = '\0';
-    }
+    if (cJSON_IsString(id)) /* copied as the daemon copies text from the API: as UTF-8 */
+        (void)utf8_copy_valid(out, size, id->valuestring, strlen(id->valuestring));
     cJSON_Delete(root);
 }
 
