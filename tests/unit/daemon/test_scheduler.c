@@ -22,6 +22,21 @@ static sched_t *make(double rate, unsigned inflight, unsigned per_number, size_t
     return s;
 }
 
+/* A scheduler with pair pacing (interval s, burst) and room for the test;
+ * *o gets its options (for sched_reconfigure). */
+static sched_t *make_paced(sched_options_t *o, double interval, double burst)
+{
+    sched_t *s;
+
+    memset(o, 0, sizeof(*o));
+    o->max_inflight = 1000;
+    o->max_inflight_per_number = 1000;
+    o->pair_interval = interval;
+    o->pair_burst = burst;
+    CHECK_EQ(sched_new(o, &s), 0);
+    return s;
+}
+
 /* Adds a job with every key given (NULL: none). */
 static void addk(sched_t *s, uint64_t id, double due, int prio, const char *sender,
                  const char *campaign, const char *okey, const char *to)
@@ -596,12 +611,7 @@ static void test_pair_pacing(void)
     double now, wake;
     int sent = 0, other = 0, i;
 
-    memset(&o, 0, sizeof(o));
-    o.max_inflight = 1000;
-    o.max_inflight_per_number = 1000;
-    o.pair_interval = 1.0;
-    o.pair_burst = 3;
-    CHECK_EQ(sched_new(&o, &s), 0);
+    s = make_paced(&o, 1.0, 3);
     for (i = 0; i < 20; i++) {
         char key[16];
         snprintf(key, sizeof(key), "k%d", i);
@@ -648,12 +658,7 @@ static void test_pair_burst_debt(void)
     uint64_t id = 1;
     int n;
 
-    memset(&o, 0, sizeof(o));
-    o.max_inflight = 1000;
-    o.max_inflight_per_number = 1000;
-    o.pair_interval = 6.0;
-    o.pair_burst = 45;
-    CHECK_EQ(sched_new(&o, &s), 0);
+    s = make_paced(&o, 6.0, 45);
 #define ADD_PAIR_JOBS(count)                                                                       \
     for (int k_ = 0; k_ < (count); k_++, id++) {                                                   \
         char key[16];                                                                              \
@@ -733,12 +738,7 @@ static void test_pair_limited_drains(void)
     double wake;
     int i, n;
 
-    memset(&o, 0, sizeof(o));
-    o.max_inflight = 1000;
-    o.max_inflight_per_number = 1000;
-    o.pair_interval = 1.0;
-    o.pair_burst = 5;
-    CHECK_EQ(sched_new(&o, &s), 0);
+    s = make_paced(&o, 1.0, 5);
     for (i = 0; i < 5; i++) {
         char key[16];
         snprintf(key, sizeof(key), "k%d", i);
@@ -1141,12 +1141,7 @@ static void test_pair_order_and_reload(void)
     uint64_t last = 0;
     int sent = 0, wakes_empty = 0;
 
-    memset(&o, 0, sizeof(o));
-    o.max_inflight = 1000;
-    o.max_inflight_per_number = 1000;
-    o.pair_interval = 1.0;
-    o.pair_burst = 3;
-    CHECK_EQ(sched_new(&o, &s), 0);
+    s = make_paced(&o, 1.0, 3);
     for (int i = 0; i < 12; i++) {
         char key[16];
         snprintf(key, sizeof(key), "o%d", i);
@@ -1172,12 +1167,7 @@ static void test_pair_order_and_reload(void)
 
     /* Reload: 46 jobs at 6 s / 45; after the burst the pair wakes at 270;
      * turning pacing off releases the last one at once. */
-    memset(&o, 0, sizeof(o));
-    o.max_inflight = 1000;
-    o.max_inflight_per_number = 1000;
-    o.pair_interval = 6.0;
-    o.pair_burst = 45;
-    CHECK_EQ(sched_new(&o, &s), 0);
+    s = make_paced(&o, 6.0, 45);
     for (int i = 0; i < 46; i++) {
         char key[16];
         snprintf(key, sizeof(key), "p%d", i);
