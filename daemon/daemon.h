@@ -63,6 +63,10 @@ struct attempt;
  * once unless another hold still binds (dispatch.c: release_held). Cleared
  * when its request leaves. */
 #define DAEMON_JOB_HELD 0x04
+/* In memory only, with DAEMON_JOB_HELD: the hold sent the job back before
+ * its request left, so its record says `queued` (a held answer's retry says
+ * `retrying`); the release records the state the job already shows. */
+#define DAEMON_JOB_HELD_QUEUED 0x08
 
 typedef struct daemon_stats {
     unsigned long long submitted;

@@ -543,13 +543,15 @@ static void release_held(sched_job_t *job, void *arg)
 {
     const release_ctx_t *r = arg;
 
-    job->marks &= (uint8_t)~DAEMON_JOB_HELD;
+    bool queued = (job->marks & DAEMON_JOB_HELD_QUEUED) != 0;
+
+    job->marks &= (uint8_t) ~(DAEMON_JOB_HELD | DAEMON_JOB_HELD_QUEUED);
     /* Still held by what the resume does not lift (its pair's 131056,
      * Graph throttling of the account): it keeps its time. */
     if (job->due <= r->now || sched_job_held_until(r->d->sched, job) > r->now)
         return;
-    record(r->d, job->id, job->attempts > 0 ? QUEUE_STATE_RETRYING : QUEUE_STATE_QUEUED,
-           job->attempts, r->now, NULL, NULL);
+    record(r->d, job->id, queued ? QUEUE_STATE_QUEUED : QUEUE_STATE_RETRYING, job->attempts, r->now,
+           NULL, NULL);
     sched_job_retry(r->d->sched, job, r->now);
 }
 
@@ -912,7 +914,7 @@ static void post(daemon_t *d, attempt_t *a, sched_job_t *job)
         /* Likewise held since (a 429 of its sender, Graph throttling, its
          * pair's limit): it waits for the hold's end instead of adding a
          * request to the overload. */
-        job->marks |= DAEMON_JOB_HELD;
+        job->marks |= DAEMON_JOB_HELD | DAEMON_JOB_HELD_QUEUED;
         attempt_unsent(a, job, held);
         dispatch_pump_soon(d);
         return;
@@ -933,7 +935,7 @@ static void post(daemon_t *d, attempt_t *a, sched_job_t *job)
         dispatch_pump_soon(d);
         return;
     }
-    job->marks &= (uint8_t)~DAEMON_JOB_HELD;
+    job->marks &= (uint8_t) ~(DAEMON_JOB_HELD | DAEMON_JOB_HELD_QUEUED);
     sched_job_posted(d->sched, job, daemon_now());
     d->stats.sends++;
 }

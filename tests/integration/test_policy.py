@@ -817,10 +817,14 @@ def resume_lifts_throttle(wd):
     the hold for the jobs the 429 answered too: they are sent now, not when
     the Retry-After ends. Before, the resume lifted the sender's hold but
     the answered jobs (and their order keys) waited out the hour. A job of
-    the sender whose own notBefore is later still waits for it."""
+    the sender whose own notBefore is later still waits for it. The
+    released jobs stay `retrying` until they leave (the release recorded a
+    throttled job with no counted attempt as `queued`)."""
     api = avp.FakeAPI(wd)
     d = avp.Daemon(wd, api.base, {"max_inflight": 4}).start()
     cl = d.client()
+    watcher = d.client()
+    check(watcher.request({"op": "watch"})["ok"], "watch")
     sender = "1000001"
     api.control(rules=[{"to": "1672000%04d" % i, "status": 429, "retry_after": 3600, "times": 1}
                        for i in range(2)])
@@ -842,6 +846,14 @@ def resume_lifts_throttle(wd):
     j = cl.request({"op": "get", "job": ids[2]})["job"]
     check(j["state"] == "queued" and abs(j["nextAttemptAt"] - later) < 1,
           "the job with a later notBefore still waits for it: %s" % j)
+    states = {i: [] for i in ids[:2]}
+    while any(not s or s[-1] != "sent" for s in states.values()):
+        e = watcher.read_line(10)
+        if e.get("event") == "job" and e["job"] in states:
+            states[e["job"]].append(e["state"])
+    check(all(s[-3:] == ["retrying", "sending", "sent"] and "queued" not in s[1:]
+              for s in states.values()), "retrying until sent after the release: %s" % states)
+    watcher.close()
     cl.close()
     check(d.stop() == 0, "SIGTERM exits 0")
     api.stop()
