@@ -51,6 +51,12 @@ enum {
 #define IPC_ERR_QUEUE_FULL "QUEUE_FULL"
 #define IPC_ERR_SHUTTING_DOWN "SHUTTING_DOWN"
 #define IPC_ERR_INTERNAL "INTERNAL_ERROR"
+/* The message of NOT_FOUND for a job id that names no job. The request
+ * layer answers it itself for a string that cannot be one of the daemon's
+ * ids ("abc": a job id is a string, opaque to clients); the daemon answers
+ * an unknown id of its form (daemon/handlers.c) in the same words: one
+ * answer for an id that names no job, whatever its form. */
+#define IPC_MSG_NO_SUCH_JOB "no such job"
 
 #define IPC_MAX_LINE_DEFAULT (4u * 1024u * 1024u)
 #define IPC_MAX_BODY (2u * 1000u * 1000u) /* serialized `message`, bytes */
@@ -121,11 +127,11 @@ typedef struct ipc_submit {
 typedef struct ipc_request {
     ipc_op_t op;
     ipc_submit_t submit;         /* send, template_send */
-    const char *job;             /* get, cancel, retry: job id, decimal digits */
+    const char *job;             /* get, cancel, retry: job id, 1..20 digits, <= UINT64_MAX */
     const char *idempotency_key; /* get */
     const char *campaign;        /* list, campaign, cancel, pause, resume, retry, watch */
     const char *state;           /* list, retry: a state name (validated) */
-    const char *after;           /* list: cursor */
+    const char *after;           /* list: cursor, a job id as `job` */
     int limit;                   /* list: 1..1000, default 100 */
     const char *phone_number_id; /* pause, resume */
     bool all;                    /* pause, resume */

@@ -12,6 +12,8 @@
  *   optional fields as null), for "id" too (then no id is echoed);
  * - unknown top-level fields are ignored, for forward compatibility;
  * - the first problem found is reported, with the field named;
+ * - a job id that cannot be one of ours is NOT_FOUND, as an unknown one of
+ *   ours is: a job id is a string, opaque to clients (job_field);
  * - the body is the text of `message` as given, only the whitespace
  *   between tokens dropped: numbers keep their spelling (cJSON would print
  *   9007199254740993 as 9.00719925474099e+15 and 1e400 as null), strings
@@ -143,6 +145,7 @@ struct vctx {
     size_t msg_size;
     char job_num[32]; /* job given as a JSON number, as a string */
     char after_num[32];
+    bool no_such_job;    /* `job` is a string that cannot be one of our ids */
     struct strict *text; /* the strict reading of the line: `message` */
     const char *body;    /* a submit's body: the text of `message` in the line */
     size_t body_len;     /* the body's length once compact */
@@ -599,36 +602,91 @@ static int enum_field(struct vctx *v, const cJSON *obj, const char *name, bool r
     return fail(v, IPC_ERR_VALIDATION, "%s must be one of %s", name, list);
 }
 
-/* A job id: a string of 1..20 digits that fits uint64, or a non-negative
- * integral JSON number (converted into numbuf). */
-static int job_field(struct vctx *v, const cJSON *obj, const char *name, char *numbuf,
-                     size_t numbuf_size, const char **out)
+/* Whether s is a job id of the form the daemon gives out (ipc_request_t.job):
+ * 1..20 digits, at most UINT64_MAX. */
+static bool is_our_job_id(const char *s)
 {
-    const cJSON *it = member(obj, name);
+    size_t n = strlen(s);
+    if (n == 0 || n > JOB_MAX_DIGITS)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    /* 20 digits may overflow uint64: compare with its largest value. */
+    return n < JOB_MAX_DIGITS || strcmp(s, "18446744073709551615") <= 0;
+}
+
+/* A job id given as a JSON number (clients that parsed "17" as a number):
+ * a non-negative integer a double holds exactly, printed into numbuf.
+ * Returns false for any other number. */
+static bool job_number(const cJSON *it, char *numbuf, size_t numbuf_size)
+{
+    double d = it->valuedouble;
+    if (!(d >= 0 && d <= JOB_MAX_NUMBER) || floor(d) != d)
+        return false;
+    snprintf(numbuf, numbuf_size, "%llu", (unsigned long long)d);
+    return true;
+}
+
+/*
+ * `job` of get, cancel and retry. The job id is a string, opaque to clients
+ * (socket-protocol.md): a string that cannot be one of ours ("abc", 21
+ * digits) is a job id that names no job, answered NOT_FOUND as the daemon
+ * answers an unknown id of our form, not a malformed field. It is noted in
+ * v->no_such_job, *out set (so that "exactly one of" counts it), and
+ * answered once the rest of the request is valid: a request with another
+ * fault gets that fault's error, whatever its job id. So the daemon only
+ * ever sees ids of our form (ipc.h). VALIDATION_ERROR, naming the field but
+ * never echoing its value: not a string (nor a number as job_number takes),
+ * empty, or longer than IPC_MAX_KEY_LEN (no id is that long; the bound
+ * keeps garbage out of the request block).
+ */
+static int job_field(struct vctx *v, const cJSON *obj, char *numbuf, size_t numbuf_size,
+                     const char **out)
+{
+    const cJSON *it = member(obj, "job");
     *out = NULL;
     if (!it)
         return 0;
     if (cJSON_IsNumber(it)) {
-        double d = it->valuedouble;
-        if (!(d >= 0 && d <= JOB_MAX_NUMBER) || floor(d) != d)
-            return fail(v, IPC_ERR_VALIDATION, "%s must be a job id (a string of digits)", name);
-        snprintf(numbuf, numbuf_size, "%llu", (unsigned long long)d);
+        if (!job_number(it, numbuf, numbuf_size))
+            return fail(v, IPC_ERR_VALIDATION, "job must be a job id (a string)");
         *out = numbuf;
         return 0;
     }
     if (!cJSON_IsString(it) || !it->valuestring)
-        return fail(v, IPC_ERR_VALIDATION, "%s must be a job id (a string of digits)", name);
-    const char *s = it->valuestring;
-    size_t n = strlen(s);
-    bool digits = n > 0 && n <= JOB_MAX_DIGITS;
-    for (size_t i = 0; digits && i < n; i++)
-        digits = s[i] >= '0' && s[i] <= '9';
-    /* 20 digits may overflow uint64: compare with its largest value. */
-    if (digits && n == JOB_MAX_DIGITS && strcmp(s, "18446744073709551615") > 0)
-        digits = false;
-    if (!digits)
-        return fail(v, IPC_ERR_VALIDATION, "%s must be a job id (a string of digits)", name);
-    *out = s;
+        return fail(v, IPC_ERR_VALIDATION, "job must be a job id (a string)");
+    size_t n = strlen(it->valuestring);
+    if (n == 0)
+        return fail(v, IPC_ERR_VALIDATION, "job must not be empty");
+    if (n > IPC_MAX_KEY_LEN)
+        return fail(v, IPC_ERR_VALIDATION, "job longer than %u bytes", IPC_MAX_KEY_LEN);
+    if (!is_our_job_id(it->valuestring))
+        v->no_such_job = true;
+    *out = it->valuestring;
+    return 0;
+}
+
+/*
+ * `after` of list: a cursor, the `next` of an earlier page. Any id of our
+ * form is a position (the page starts past it, whether or not that job
+ * still exists), so there is no "not found" for a cursor; a string that is
+ * not of our form has no position at all: VALIDATION_ERROR naming `after`.
+ */
+static int cursor_field(struct vctx *v, const cJSON *obj, char *numbuf, size_t numbuf_size,
+                        const char **out)
+{
+    const cJSON *it = member(obj, "after");
+    *out = NULL;
+    if (!it)
+        return 0;
+    if (cJSON_IsNumber(it) && job_number(it, numbuf, numbuf_size)) {
+        *out = numbuf;
+        return 0;
+    }
+    if (!cJSON_IsString(it) || !it->valuestring || !is_our_job_id(it->valuestring))
+        return fail(v, IPC_ERR_VALIDATION, "after must be a job id (a string of digits)");
+    *out = it->valuestring;
     return 0;
 }
 
@@ -792,7 +850,7 @@ static int campaign_field(struct vctx *v, const cJSON *root, bool required)
 static int v_get(struct vctx *v, const cJSON *root)
 {
     int rc;
-    if ((rc = job_field(v, root, "job", v->job_num, sizeof v->job_num, &v->r.job)) ||
+    if ((rc = job_field(v, root, v->job_num, sizeof v->job_num, &v->r.job)) ||
         (rc = str_field(v, root, "idempotencyKey", "idempotencyKey", false, IPC_MAX_KEY_LEN,
                         &v->r.idempotency_key)))
         return rc;
@@ -811,7 +869,7 @@ static int v_list(struct vctx *v, const cJSON *root)
                          &idx)))
         return rc;
     v->r.state = idx < 0 ? NULL : states[idx];
-    if ((rc = job_field(v, root, "after", v->after_num, sizeof v->after_num, &v->r.after)))
+    if ((rc = cursor_field(v, root, v->after_num, sizeof v->after_num, &v->r.after)))
         return rc;
     return int_field(v, root, "limit", 1, 1000, 100, &v->r.limit);
 }
@@ -819,7 +877,7 @@ static int v_list(struct vctx *v, const cJSON *root)
 static int v_cancel(struct vctx *v, const cJSON *root)
 {
     int rc;
-    if ((rc = job_field(v, root, "job", v->job_num, sizeof v->job_num, &v->r.job)) ||
+    if ((rc = job_field(v, root, v->job_num, sizeof v->job_num, &v->r.job)) ||
         (rc = campaign_field(v, root, false)))
         return rc;
     if (!v->r.job == !v->r.campaign)
@@ -847,7 +905,7 @@ static int v_pause(struct vctx *v, const cJSON *root)
 static int v_retry(struct vctx *v, const cJSON *root)
 {
     int rc, idx = 0;
-    if ((rc = job_field(v, root, "job", v->job_num, sizeof v->job_num, &v->r.job)) ||
+    if ((rc = job_field(v, root, v->job_num, sizeof v->job_num, &v->r.job)) ||
         (rc = campaign_field(v, root, false)))
         return rc;
     if (!v->r.job == !v->r.campaign)
@@ -1214,6 +1272,8 @@ int ipc__parse_slow(const char *line, size_t len, bool nul_terminated, struct ip
     }
     v.text = &text;
     rc = v_op(&v, root);
+    if (rc == 0 && v.no_such_job) /* see job_field */
+        rc = fail(&v, IPC_ERR_NOT_FOUND, IPC_MSG_NO_SUCH_JOB);
     if (rc)
         goto done;
     *out = build_block(&v, id, line, len);

@@ -11,6 +11,10 @@
   with its request's id instead of meeting a closed connection.
 - utf8_refused: bytes that are not UTF-8 are BAD_REQUEST with their offset, the connection stays
   usable, valid UTF-8 reaches the API byte for byte.
+- job_ids: the job id is a string, opaque to clients: one that cannot be ours ("abc",
+  "nonexistent", 21 digits) is NOT_FOUND for get, cancel and retry, in the words "999999" gets;
+  a `job` that is not a string, empty or over 200 bytes is VALIDATION_ERROR naming it, and so
+  is a list cursor (`after`) that is no id of ours.
 
 Usage: test_input.py CASE   (see CASES at the bottom)
 """
@@ -250,6 +254,49 @@ def utf8_refused(wd):
     api.stop()
 
 
+def job_ids(wd):
+    """A job id that cannot be ours names no job: NOT_FOUND (it was VALIDATION_ERROR "job must be
+    a job id (a string of digits)", while a made-up id of digits was NOT_FOUND)."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    cl = d.client()
+    later = time.time() + 3600  # not sent: cancel and retry have a job to find
+    job = cl.request(avp.text_job(1, campaign="ids", notBefore=later))["job"]
+    unknown = cl.request({"op": "get", "id": 52, "job": "999999"})
+    check(unknown.get("error") == "NOT_FOUND", "an unknown id of digits: %s" % unknown)
+    for op in ("get", "cancel", "retry"):
+        for made_up in ("abc", "nonexistent", "12a", job + "x", " " + job, "-" + job, "1" * 21,
+                        "18446744073709551616", "j" * 200):
+            a = cl.request({"op": op, "id": 53, "job": made_up})
+            check(a == {"id": 53, "ok": False, "error": "NOT_FOUND",
+                        "message": unknown["message"]},
+                  "%s %r: NOT_FOUND as for 999999 (%r), got %s" % (op, made_up[:30],
+                                                                  unknown["message"], a))
+        for bad in ("", True, ["1"], {}, -1, 1.5, "7" * 201):
+            a = cl.request({"op": op, "id": 54, "job": bad})
+            check(a.get("id") == 54 and a.get("error") == "VALIDATION_ERROR"
+                  and a.get("message", "").startswith("job "),
+                  "%s %r: VALIDATION_ERROR naming job, got %s" % (op, str(bad)[:30], a))
+            check(len(a.get("message", "")) < 100, "the message is bounded: %s" % a)
+    # The real id still finds its job, as a string or a number.
+    g = cl.request({"op": "get", "job": job})
+    check(g.get("ok") is True and g["job"]["id"] == job, "the job found: %s" % g)
+    g = cl.request({"op": "get", "job": int(job)})
+    check(g.get("ok") is True and g["job"]["id"] == job, "found by number: %s" % g)
+    # `after` is a position in the listing: no id of ours has none.
+    for bad in ("abc", "1" * 21, ""):
+        a = cl.request({"op": "list", "id": 55, "campaign": "ids", "after": bad})
+        check(a.get("error") == "VALIDATION_ERROR" and "after" in a.get("message", ""),
+              "list after %r: VALIDATION_ERROR naming after, got %s" % (bad, a))
+    a = cl.request({"op": "list", "campaign": "ids", "after": "0"})
+    check(a.get("ok") is True and [j["id"] for j in a["jobs"]] == [job], "after 0: %s" % a)
+    c = cl.request({"op": "cancel", "job": job})
+    check(c.get("cancelled") == 1, "the connection still works: %s" % c)
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def refused_peers(wd):
     """A client the daemon refuses (a uid not in allowed_uids, a connection past
     max_connections) is answered FORBIDDEN / QUEUE_FULL with its request's id, as
@@ -480,7 +527,7 @@ def stats_beside_nonreaders(wd):
 
 CASES = {f.__name__: f for f in (nul_refused, body_as_given, utf8_refused, refused_peers,
                                          fd_limit, idle_watchers, pipelined_effects,
-                                         stats_beside_nonreaders)}
+                                         stats_beside_nonreaders, job_ids)}
 
 if __name__ == "__main__":
     case = CASES.get(sys.argv[1]) if len(sys.argv) == 2 else None

@@ -630,6 +630,13 @@ static bool refused_cases(void)
          "1\",\"to\":"
          "\"2\",\"text\":\"t\"}}",
          IPC_ERR_VALIDATION, "message.phoneNumberId contains a control character"},
+        /* A job id that cannot be ours: NOT_FOUND from the slow path, which
+         * ipc__parse reaches (the fast one takes submits only). */
+        {"{\"op\":\"get\",\"id\":53,\"job\":\"abc\"}", IPC_ERR_NOT_FOUND, "no such job"},
+        {"{\"op\":\"cancel\",\"job\":\"nonexistent\"}", IPC_ERR_NOT_FOUND, "no such job"},
+        {"{\"op\":\"retry\",\"job\":\"123456789012345678901\"}", IPC_ERR_NOT_FOUND, "no such job"},
+        {"{\"op\":\"list\",\"campaign\":\"c\",\"after\":\"abc\"}", IPC_ERR_VALIDATION,
+         "after must be a job id (a string of digits)"},
     };
     for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
         const char *line = lines[i][0];

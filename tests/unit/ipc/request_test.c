@@ -162,16 +162,35 @@ static const struct bad_case bad_cases[] = {
      NULL},
     {"{\"op\":\"get\",\"job\":\"1\",\"idempotencyKey\":\"k\"}", IPC_ERR_VALIDATION,
      "exactly one of job, idempotencyKey is required", NULL},
-    {"{\"op\":\"get\",\"job\":\"12a\"}", IPC_ERR_VALIDATION,
-     "job must be a job id (a string of digits)", NULL},
-    {"{\"op\":\"get\",\"job\":\"\"}", IPC_ERR_VALIDATION,
-     "job must be a job id (a string of digits)", NULL},
-    {"{\"op\":\"get\",\"job\":\"18446744073709551616\"}", IPC_ERR_VALIDATION,
-     "job must be a job id (a string of digits)", NULL},
-    {"{\"op\":\"get\",\"job\":-1}", IPC_ERR_VALIDATION, "job must be a job id (a string of digits)",
+    /* A job id is a string, opaque to clients (socket-protocol.md): one
+     * that cannot be ours names no job, NOT_FOUND in the daemon's words for
+     * an unknown id, with the request's id; once the rest is valid. */
+    {"{\"op\":\"get\",\"id\":53,\"job\":\"abc\"}", IPC_ERR_NOT_FOUND, "no such job", "53"},
+    {"{\"op\":\"get\",\"id\":\"n\",\"job\":\"nonexistent\"}", IPC_ERR_NOT_FOUND, "no such job",
+     "\"n\""},
+    {"{\"op\":\"get\",\"job\":\"12a\"}", IPC_ERR_NOT_FOUND, "no such job", NULL},
+    {"{\"op\":\"get\",\"job\":\" 12\"}", IPC_ERR_NOT_FOUND, "no such job", NULL},
+    {"{\"op\":\"get\",\"job\":\"-1\"}", IPC_ERR_NOT_FOUND, "no such job", NULL},
+    {"{\"op\":\"get\",\"job\":\"18446744073709551616\"}", IPC_ERR_NOT_FOUND, "no such job", NULL},
+    {"{\"op\":\"get\",\"job\":\"123456789012345678901\"}", IPC_ERR_NOT_FOUND, "no such job", NULL},
+    {"{\"op\":\"get\",\"job\":\"caf\u00e9\"}", IPC_ERR_NOT_FOUND, "no such job", NULL},
+    {"{\"op\":\"cancel\",\"id\":1,\"job\":\"abc\"}", IPC_ERR_NOT_FOUND, "no such job", "1"},
+    {"{\"op\":\"retry\",\"id\":2,\"job\":\"abc\"}", IPC_ERR_NOT_FOUND, "no such job", "2"},
+    /* ... but a fault of the request comes first. */
+    {"{\"op\":\"get\",\"job\":\"abc\",\"idempotencyKey\":\"k\"}", IPC_ERR_VALIDATION,
+     "exactly one of job, idempotencyKey is required", NULL},
+    {"{\"op\":\"cancel\",\"job\":\"abc\",\"campaign\":\"c\"}", IPC_ERR_VALIDATION,
+     "exactly one of job, campaign is required", NULL},
+    {"{\"op\":\"retry\",\"job\":\"abc\",\"campaign\":\"\"}", IPC_ERR_VALIDATION,
+     "campaign must not be empty", NULL},
+    /* Not a string (nor a whole number a double holds), or empty: no id. */
+    {"{\"op\":\"get\",\"job\":\"\"}", IPC_ERR_VALIDATION, "job must not be empty", NULL},
+    {"{\"op\":\"get\",\"job\":-1}", IPC_ERR_VALIDATION, "job must be a job id (a string)", NULL},
+    {"{\"op\":\"get\",\"job\":1.5}", IPC_ERR_VALIDATION, "job must be a job id (a string)", NULL},
+    {"{\"op\":\"get\",\"job\":true}", IPC_ERR_VALIDATION, "job must be a job id (a string)", NULL},
+    {"{\"op\":\"cancel\",\"job\":[\"1\"]}", IPC_ERR_VALIDATION, "job must be a job id (a string)",
      NULL},
-    {"{\"op\":\"get\",\"job\":1.5}", IPC_ERR_VALIDATION,
-     "job must be a job id (a string of digits)", NULL},
+    {"{\"op\":\"retry\",\"job\":{}}", IPC_ERR_VALIDATION, "job must be a job id (a string)", NULL},
     /* list */
     {"{\"op\":\"list\"}", IPC_ERR_VALIDATION, "campaign is required", NULL},
     {"{\"op\":\"list\",\"campaign\":\"c\",\"state\":\"done\"}", IPC_ERR_VALIDATION,
@@ -179,6 +198,14 @@ static const struct bad_case bad_cases[] = {
      "uncertain",
      NULL},
     {"{\"op\":\"list\",\"campaign\":\"c\",\"after\":\"x\"}", IPC_ERR_VALIDATION,
+     "after must be a job id (a string of digits)", NULL},
+    /* `after` is a position (the `next` of a page): a string that is no id
+     * of ours has none, a field error rather than a missing job. */
+    {"{\"op\":\"list\",\"campaign\":\"c\",\"after\":\"nonexistent\"}", IPC_ERR_VALIDATION,
+     "after must be a job id (a string of digits)", NULL},
+    {"{\"op\":\"list\",\"campaign\":\"c\",\"after\":\"123456789012345678901\"}", IPC_ERR_VALIDATION,
+     "after must be a job id (a string of digits)", NULL},
+    {"{\"op\":\"list\",\"campaign\":\"c\",\"after\":\"\"}", IPC_ERR_VALIDATION,
      "after must be a job id (a string of digits)", NULL},
     {"{\"op\":\"list\",\"campaign\":\"c\",\"limit\":0}", IPC_ERR_VALIDATION,
      "limit must be an integer from 1 to 1000", NULL},
@@ -383,6 +410,29 @@ static void test_long_fields(void)
         CHECK(rc == IPC_EINVAL && streq(code, IPC_ERR_VALIDATION) && streq(msg, want),
               "%s: rc %d msg %s", keys[i], rc, msg);
     }
+}
+
+/* A job id of any length up to 200 bytes names a job (NOT_FOUND when it
+ * cannot be ours); a longer one is refused as a field error, and neither
+ * message echoes it. */
+static void test_long_job(void)
+{
+    char j200[201], j201[202], line[512], msg[256];
+    const char *code;
+    ipc_request_t *req;
+    memset(j200, 'j', 200);
+    j200[200] = '\0';
+    memset(j201, '7', 201);
+    j201[201] = '\0';
+    snprintf(line, sizeof line, "{\"op\":\"get\",\"job\":\"%s\"}", j200);
+    int rc = ipc_request_parse(line, strlen(line), &req, NULL, &code, msg, sizeof msg);
+    CHECK(rc == IPC_EINVAL && streq(code, IPC_ERR_NOT_FOUND) && streq(msg, "no such job"),
+          "200 bytes: rc %d %s %s", rc, code ? code : "-", msg);
+    snprintf(line, sizeof line, "{\"op\":\"cancel\",\"job\":\"%s\"}", j201);
+    rc = ipc_request_parse(line, strlen(line), &req, NULL, &code, msg, sizeof msg);
+    CHECK(rc == IPC_EINVAL && streq(code, IPC_ERR_VALIDATION) &&
+              streq(msg, "job longer than 200 bytes"),
+          "201 bytes: rc %d %s %s", rc, code ? code : "-", msg);
 }
 
 static void test_depth(void)
@@ -789,6 +839,7 @@ int main(void)
 {
     test_bad_table();
     test_long_fields();
+    test_long_job();
     test_depth();
     test_structure();
     test_body_size();
