@@ -68,6 +68,8 @@ struct attempt;
  * `retrying`); the release records the state the job already shows. */
 #define DAEMON_JOB_HELD_QUEUED 0x08
 
+#define DAEMON_UNREADABLE_RING 64
+
 typedef struct daemon_stats {
     unsigned long long submitted;
     unsigned long long duplicates;
@@ -79,6 +81,13 @@ typedef struct daemon_stats {
     unsigned long long commit_failures; /* failed batches (each retried) */
     metrics_hist_t http_latency;        /* every send request that got an answer or failed */
     unsigned long long purged;          /* finished jobs deleted after retention_s */
+    /* Jobs the due index names whose stored record cannot be read
+     * (damage): left in the store, never sent, each logged once. The ring
+     * remembers the last DAEMON_UNREADABLE_RING reported, so more than that
+     * many can be counted and logged again on a later pass. */
+    unsigned long long unreadable;
+    uint64_t unreadable_ids[DAEMON_UNREADABLE_RING];
+    unsigned unreadable_next;
 } daemon_stats_t;
 
 /* A `watch` stream and its filter (NULL: every campaign). */

@@ -1150,6 +1150,25 @@ static int refill_pred_cb(const queue_due_entry_t *e, void *arg)
     return refill_add(arg, e, &k);
 }
 
+/* A job the due index names but whose record cannot be read: it cannot be
+ * sent (its body, sender and recipient are in that record), and the jobs
+ * due after it must not wait for it. Said once per job, not per pass. */
+static void unreadable_job(daemon_t *d, const queue_due_entry_t *e)
+{
+    daemon_stats_t *st = &d->stats;
+
+    for (unsigned i = 0; i < DAEMON_UNREADABLE_RING; i++)
+        if (st->unreadable_ids[i] == e->id)
+            return;
+    st->unreadable_ids[st->unreadable_next] = e->id;
+    st->unreadable_next = (st->unreadable_next + 1) % DAEMON_UNREADABLE_RING;
+    st->unreadable++;
+    dlog(d, CONFIG_LOG_ERROR,
+         "job %llu: its stored record cannot be read (%s; damaged, or written by a newer "
+         "avenpingd); it stays in the store and is not sent, the jobs after it go on",
+         (unsigned long long)e->id, queue_strerror(e->problem));
+}
+
 static int refill_entry_cb(const queue_due_entry_t *e, void *arg)
 {
     refill_ctx_t *r = arg;
@@ -1159,6 +1178,10 @@ static int refill_entry_cb(const queue_due_entry_t *e, void *arg)
     uint64_t last;
     int rc;
 
+    if (e->problem != 0) {
+        unreadable_job(d, e);
+        goto consumed;
+    }
     if (sched_contains(d->sched, e->id))
         goto consumed;
     if (e->state == QUEUE_STATE_SENDING) {

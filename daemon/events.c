@@ -198,7 +198,7 @@ static int oldest_cb(const queue_due_entry_t *e, void *arg)
 {
     oldest_ctx_t *o = arg;
 
-    if (e->state == QUEUE_STATE_SENDING)
+    if (e->state == QUEUE_STATE_SENDING || e->problem != 0)
         return 0;
     o->due = e->due;
     return 1;

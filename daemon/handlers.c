@@ -323,6 +323,7 @@ static void handle_stats(daemon_t *d, ipc_req_t *req)
     jsonnum_add(st, "commits", (double)d->stats.commits);
     jsonnum_add(st, "commitFailures", (double)d->stats.commit_failures);
     jsonnum_add(st, "purged", (double)d->stats.purged);
+    jsonnum_add(st, "unreadableJobs", (double)d->stats.unreadable);
     jsonnum_add(st, "connections", ipc_server_connections(d->ipc));
     http_pool_stats(d->http, &hs);
     jsonnum_add(st, "httpConnects", (double)hs.connects);

@@ -360,13 +360,15 @@ int queue_campaign_jobs(queue_t *q, const char *name, int state, uint64_t after_
         }
         memcpy(jb, (const unsigned char *)k.mv_data + plen, 8);
         rc = mdb_get(txn, q->db_jobs, &jk, &jv);
-        if (rc == MDB_NOTFOUND) {
-            rc = QUEUE_ECORRUPT; /* an index entry without its job */
-            break;
+        if (rc == 0)
+            rc = queue__record_decode(jv.mv_data, jv.mv_size, &job);
+        if (rc == MDB_NOTFOUND || rc == QUEUE_ECORRUPT) {
+            /* Damage (an index entry without its job, a record this build
+             * cannot read): left out, so the campaign's other jobs can
+             * still be listed, cancelled and retried. */
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+            continue;
         }
-        if (rc != 0)
-            break;
-        rc = queue__record_decode(jv.mv_data, jv.mv_size, &job);
         if (rc != 0)
             break;
         job.id = queue__be64_get(jb);

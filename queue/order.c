@@ -180,8 +180,10 @@ int queue_order_scan(queue_t *q, const char *key, uint64_t after_id, uint64_t be
         if (jcur == NULL && (rc = mdb_cursor_open(r.txn, q->db_jobs, &jcur)) != 0)
             break;
         rc = queue__due_entry_read(jcur, id, sbuf, &e);
-        if (rc == QUEUE_ENOTFOUND) {
-            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT); /* stale entry: skip it */
+        if (rc == QUEUE_ENOTFOUND || rc == QUEUE_ECORRUPT) {
+            /* A stale entry, or a job that can never be read, let alone
+             * sent: it holds nothing back (queue_due_scan reports it). */
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
             continue;
         }
         if (rc != 0)

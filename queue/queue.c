@@ -1230,6 +1230,7 @@ int queue__due_entry_read(MDB_cursor *jobs, uint64_t id, char *sbuf, queue_due_e
     }
     e->id = id;
     e->due = rec.next_attempt_at;
+    e->problem = 0;
     e->state = rec.state;
     e->type = rec.type;
     e->priority = rec.priority;
@@ -1284,8 +1285,15 @@ int queue_due_scan(queue_t *q, double after_due, uint64_t after_id, double until
             break;
         rc = queue__due_entry_read(jcur, queue__be64_get((const unsigned char *)k.mv_data + 8),
                                    sbuf, &e);
-        if (rc == QUEUE_ENOTFOUND)
-            rc = QUEUE_ECORRUPT; /* an index entry without its job */
+        if (rc == QUEUE_ENOTFOUND || rc == QUEUE_ECORRUPT) {
+            /* Damage (an index entry without its job, a record this build
+             * cannot read): reported, and the jobs after it still go. */
+            memset(&e, 0, sizeof(e));
+            e.id = queue__be64_get((const unsigned char *)k.mv_data + 8);
+            e.due = (double)queue__be64_get(k.mv_data) / 1000.0;
+            e.problem = QUEUE_ECORRUPT;
+            rc = 0;
+        }
         if (rc != 0)
             break;
         seen++;

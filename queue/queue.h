@@ -177,6 +177,11 @@ typedef struct queue_batch queue_batch_t;
 typedef struct queue_due_entry {
     uint64_t id;
     double due; /* next_attempt_at */
+    /* 0, or QUEUE_ECORRUPT: the index names a job whose record cannot be
+     * read (missing, cut short, of a record version this build does not
+     * know). Only id and due (the index's) are set then, the rest is zero;
+     * the record is left as it is and the scan goes on past it. */
+    int problem;
     uint8_t state;
     uint8_t type;
     uint8_t priority;
@@ -356,8 +361,10 @@ void queue_reader_close(queue_reader_t *rd);
  * (0, 0) to start at the beginning - and stops after `limit` entries, when
  * the callback returns non-zero, or at the first entry due after `until`.
  * The walk uses one read transaction; keep `limit` modest (a few thousand).
- * The callback may call this store's read functions; it must not wait for a
- * commit to finish (a map growth in that commit waits for this walk).
+ * An entry whose job cannot be read is handed over with `problem` set (one
+ * damaged record must not hide the jobs due after it). The callback may call
+ * this store's read functions; it must not wait for a commit to finish (a map
+ * growth in that commit waits for this walk).
  */
 int queue_due_scan(queue_t *q, double after_due, uint64_t after_id, double until, size_t limit,
                    queue_due_cb cb, void *user);
@@ -393,7 +400,8 @@ typedef int (*queue_job_cb)(const queue_job_t *job, void *user);
  * `cb` for at most `limit` jobs. *more (may be NULL) is set when jobs remain
  * after the last one given (the caller's next cursor is that job's id).
  * One read transaction per call: keep `limit` to a page (the protocol's is
- * at most 1000). An unknown campaign walks nothing and returns 0.
+ * at most 1000). An unknown campaign walks nothing and returns 0. A job
+ * whose record is missing or cannot be read (damage) is left out.
  */
 int queue_campaign_jobs(queue_t *q, const char *name, int state, uint64_t after_id, size_t limit,
                         queue_job_cb cb, void *user, bool *more);
@@ -423,7 +431,9 @@ size_t queue_order_key(const char *order_key, const char *phone_number_id, const
  * Calls cb, in id order, for the unfinished jobs of order key `key` whose
  * id is in (after_id, before_id), at most `limit` of them, in one read
  * transaction; stops when cb returns non-zero. Entries are as in
- * queue_due_scan. The callback may call this store's read functions.
+ * queue_due_scan, except that a job whose record is missing or cannot be
+ * read is left out (it holds nothing back: it can never be sent; the due
+ * scan reports it). The callback may call this store's read functions.
  */
 int queue_order_scan(queue_t *q, const char *key, uint64_t after_id, uint64_t before_id,
                      size_t limit, queue_due_cb cb, void *user);

@@ -369,6 +369,49 @@ def schema(wd):
     api.stop()
 
 
+def damaged_records(wd):
+    """A store in which some jobs cannot be read (a record of a newer record
+    version, a record gone while the due index still names it): every other
+    stored job is still sent, in order behind its key, and each damaged job
+    is named once in the log and counted in stats. Before, the first damaged
+    entry stopped the due scan: the jobs after it were never sent, and the
+    log said "corrupt record or database" 20 times a second without an id."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    later = time.time() + 2
+    jobs = [avp.text_job(i, notBefore=later, campaign="dmg") for i in range(10)]
+    # After the damaged job 3 in its order key: it must not wait for it.
+    jobs.append(avp.text_job(10, to=jobs[3]["message"]["to"], notBefore=later, campaign="dmg"))
+    ids = avp.submit_all(d, jobs)
+    check(d.stop() == 0, "exit 0")
+    subprocess.check_call([avp.STORETOOL, "record-version", d.state_dir, ids[3], "9"])
+    subprocess.check_call([avp.STORETOOL, "drop-record", d.state_dir, ids[6]])
+    d2 = avp.Daemon(wd, api.base, state_dir=d.state_dir, name="damaged").start()
+    cl = d2.client()
+    want = {"job-%d" % i for i in range(11) if i not in (3, 6)}
+    wait_for(lambda: set(markers(api)) >= want, 20, "every readable job sent")
+    # The campaign's other jobs can still be listed (and so cancelled,
+    # retried, reported); before, one damaged entry failed the whole list.
+    page = cl.request({"op": "list", "campaign": "dmg"})
+    check(page["ok"] and [j["id"] for j in page["jobs"]] ==
+          [i for n, i in enumerate(ids) if n not in (3, 6)], "the readable jobs listed: %s" % page)
+    check(cl.request({"op": "cancel", "campaign": "dmg"}) == {"id": 2, "ok": True, "cancelled": 0},
+          "a campaign cancel walks past them")
+    seen = markers(api)
+    check(set(seen) == want and max(seen.values()) == 1, "each readable job once: %s" % seen)
+    st = cl.stats()
+    check(st["unreadableJobs"] == 2, "two unreadable jobs counted: %s" % st["unreadableJobs"])
+    time.sleep(0.5)  # a negative check: the log does not repeat them
+    err = d2.stderr().splitlines()
+    for i in (3, 6):
+        named = [l for l in err if "job %s:" % ids[i] in l and "cannot be read" in l]
+        check(len(named) == 1, "job %s named once: %s" % (ids[i], named))
+    check(not any("reading due jobs" in l for l in err), "no scan failure: %s" % err[-5:])
+    cl.close()
+    check(d2.stop() == 0, "exit 0")
+    api.stop()
+
+
 # --- failed writes and syncs ---------------------------------------------
 
 class Faults:
@@ -617,7 +660,8 @@ def disk_full(wd):
 
 CASES = {f.__name__: f for f in (idempotency, at_most_once_kill9, retention, churn, storage_full,
                                   storage_full_small_jobs, disk_full,
-                                 schema, sync_failures, maybe_sent_marked)}
+                                 schema, sync_failures, maybe_sent_marked,
+                                 damaged_records)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
