@@ -614,12 +614,16 @@ static void line_too_long(struct ipc_conn *c)
     c->rpos = c->rscan = c->rlen;
 }
 
+/* Every line is answered, an empty one ("\n", "\r\n") too: a client that
+ * waits for the answer to each line it sent must get one, and a line that
+ * holds no request is a bad line like a line of blanks (socket-protocol.md:
+ * "any other bad line is answered"). */
+#define EMPTY_LINE_MSG "empty line: a request is one JSON object on one line"
+
 static void handle_line(struct ipc_conn *c, char *line, size_t len)
 {
     if (len > 0 && line[len - 1] == '\r')
         len--;
-    if (len == 0)
-        return;
     line[len] = '\0'; /* the '\n', the '\r' or the spare byte after the data */
 
     struct ipc_req *r;
@@ -627,6 +631,13 @@ static void handle_line(struct ipc_conn *c, char *line, size_t len)
     size_t eid_len;
     const char *code;
     char msg[256];
+    if (len == 0) {
+        if (c->rejecting)
+            reject_answer(c, NULL, 0);
+        else
+            push_error(c, NULL, 0, IPC_ERR_BAD_REQUEST, EMPTY_LINE_MSG);
+        return;
+    }
     if (ipc__parse(line, len, true, &r, &eid, &eid_len, &code, msg, sizeof msg)) {
         if (c->rejecting)
             reject_answer(c, eid, eid_len);

@@ -20,10 +20,10 @@
  * negative errnos) or IPC_E* below; ipc_strerror() names them.
  * Threads: everything here runs on the loop thread.
  *
- * Input: a trailing '\r' is stripped and empty lines are ignored. A JSON
- * null counts as an absent field (also for "id": then none is echoed);
- * unknown top-level fields are ignored. A numeric "id" is echoed exactly as
- * written. A peer that shuts down its sending side still gets every answer
+ * Input: a trailing '\r' is stripped; an empty line is answered
+ * BAD_REQUEST like any other bad line. A JSON null counts as an absent
+ * field (also for "id": then none is echoed); unknown top-level fields are
+ * ignored. A numeric "id" is echoed exactly as written. A peer that shuts down its sending side still gets every answer
  * (a last line without '\n' counts), then the connection is closed.
  * The process must ignore SIGPIPE: answers may be written to a peer that
  * has gone.

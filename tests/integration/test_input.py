@@ -15,6 +15,9 @@
   "nonexistent", 21 digits) is NOT_FOUND for get, cancel and retry, in the words "999999" gets;
   a `job` that is not a string, empty or over 200 bytes is VALIDATION_ERROR naming it, and so
   is a list cursor (`after`) that is no id of ours.
+- empty_lines: an empty line ("\\n", "\\r\\n") is a bad line like any other: answered
+  BAD_REQUEST in its place among the answers (it used to get no answer: a client waiting for
+  one hung), the connection stays usable.
 
 Usage: test_input.py CASE   (see CASES at the bottom)
 """
@@ -297,6 +300,45 @@ def job_ids(wd):
     api.stop()
 
 
+def empty_lines(wd):
+    """Empty lines are answered BAD_REQUEST, in order; the connection goes on."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    cl = d.client()
+    empty = {"ok": False, "error": "BAD_REQUEST",
+             "message": "empty line: a request is one JSON object on one line"}
+    # Alone: the answer comes (the timeout only bounds a test that would hang).
+    for raw in (b"\n", b"\r\n"):
+        cl.send_raw(raw)
+        try:
+            a = cl.read_line(5)
+        except socket.timeout:
+            raise avp.TestFailure("no answer to the empty line %r" % raw)
+        check(a == empty, "%r: %s" % (raw, a))
+    # Pipelined among requests that wait for the ones before them: in order.
+    later = time.time() + 3600
+    cl.send_raw(b"".join([
+        json.dumps(avp.text_job(1, id=1, campaign="e", notBefore=later)).encode(), b"\n",
+        b"\n",
+        b'{"op":"campaign","id":2,"campaign":"e"}\r\n',
+        b"\r\n",
+        b" \t \n",
+        b'{"op":"ping","id":3}\n']))
+    a = [cl.read_line(10) for _ in range(6)]
+    check(a[0].get("id") == 1 and a[0].get("ok") is True, "the send: %s" % a[0])
+    check(a[1] == empty, "then the empty line: %s" % a[1])
+    check(a[2].get("id") == 2 and a[2]["campaign"]["total"] == 1, "then the campaign: %s" % a[2])
+    check(a[3] == empty, "then the CRLF one: %s" % a[3])
+    check(a[4].get("error") == "BAD_REQUEST" and "id" not in a[4],
+          "a line of blanks: BAD_REQUEST too: %s" % a[4])
+    check(a[5].get("id") == 3 and a[5].get("ok") is True, "then the ping: %s" % a[5])
+    p = cl.request({"op": "ping", "id": "after"})
+    check(p.get("ok") is True, "the connection goes on: %s" % p)
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def refused_peers(wd):
     """A client the daemon refuses (a uid not in allowed_uids, a connection past
     max_connections) is answered FORBIDDEN / QUEUE_FULL with its request's id, as
@@ -527,7 +569,7 @@ def stats_beside_nonreaders(wd):
 
 CASES = {f.__name__: f for f in (nul_refused, body_as_given, utf8_refused, refused_peers,
                                          fd_limit, idle_watchers, pipelined_effects,
-                                         stats_beside_nonreaders, job_ids)}
+                                         stats_beside_nonreaders, job_ids, empty_lines)}
 
 if __name__ == "__main__":
     case = CASES.get(sys.argv[1]) if len(sys.argv) == 2 else None

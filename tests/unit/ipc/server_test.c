@@ -423,6 +423,11 @@ static void client_split_lines(struct h *h)
     cl_close(&c);
 }
 
+/* The answer to an empty line ("\n" or "\r\n"). */
+#define EMPTY_LINE_ANSWER                                                                          \
+    "{\"ok\":false,\"error\":\"BAD_REQUEST\",\"message\":\"empty line: a request is one JSON "     \
+    "object on one line\"}"
+
 static void client_many_lines(struct h *h)
 {
     struct cl c;
@@ -433,7 +438,7 @@ static void client_many_lines(struct h *h)
         n += (size_t)snprintf(all + n, cap - n, "{\"op\":\"ping\",\"id\":\"r%d\"}%s", i,
                               i % 3 == 0 ? "\r\n" : "\n");
         if (i % 100 == 0)
-            n += (size_t)snprintf(all + n, cap - n, "\n\r\n"); /* empty lines: ignored */
+            n += (size_t)snprintf(all + n, cap - n, "\n\r\n"); /* empty lines: answered */
     }
     cl_send(&c, all, n);
     free(all);
@@ -443,6 +448,8 @@ static void client_many_lines(struct h *h)
         snprintf(want, sizeof want, "r%d", i);
         REQUIRE(strcmp(str(j, "id"), want) == 0, "answer %d: %s", i, str(j, "id"));
         cJSON_Delete(j);
+        for (int k = 0; i % 100 == 0 && k < 2; k++)
+            expect_line(&c, EMPTY_LINE_ANSWER);
     }
     cl_close(&c);
 }
@@ -487,6 +494,45 @@ static void client_bad_lines(struct h *h)
     REQUIRE(num(j, "id") == 7, "7");
     cJSON_Delete(j);
     ping(&c, 8); /* still usable */
+    cl_close(&c);
+}
+
+/* Empty lines are bad lines like any other: answered BAD_REQUEST in their
+ * place among the answers (the first request is held), and the connection
+ * goes on. A client that waits for the answer to each line it sends would
+ * otherwise wait forever. */
+static void client_empty_lines(struct h *h)
+{
+    struct cl c;
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    cl_sends(&c, "{\"op\":\"ping\",\"id\":1}\n"
+                 "\n"
+                 "\r\n"
+                 " \t\n"
+                 "{\"op\":\"ping\",\"id\":2}\n");
+    cJSON *j = cl_json(&c);
+    REQUIRE(num(j, "id") == 1, "the held request's answer first");
+    cJSON_Delete(j);
+    expect_line(&c, EMPTY_LINE_ANSWER);
+    expect_line(&c, EMPTY_LINE_ANSWER);
+    expect_line(&c, "{\"ok\":false,\"error\":\"BAD_REQUEST\",\"message\":\"invalid JSON at byte "
+                    "2\"}");
+    j = cl_json(&c);
+    REQUIRE(num(j, "id") == 2, "2");
+    cJSON_Delete(j);
+    /* One empty line alone is answered as it comes. */
+    cl_sends(&c, "\n");
+    expect_line(&c, EMPTY_LINE_ANSWER);
+    ping(&c, 3); /* still usable */
+    /* The last line of a half-closed connection needs no '\n': a lone
+     * '\r' there is an empty line too. */
+    cl_sends(&c, "{\"op\":\"ping\",\"id\":4}\n\r");
+    shutdown(c.fd, SHUT_WR);
+    j = cl_json(&c);
+    REQUIRE(num(j, "id") == 4, "4");
+    cJSON_Delete(j);
+    expect_line(&c, EMPTY_LINE_ANSWER);
+    expect_eof(&c);
     cl_close(&c);
 }
 
@@ -1185,6 +1231,9 @@ int main(int argc, char **argv)
     } else if (!strcmp(name, "bad_lines")) {
         h->on_req = req_first_later;
         h->client = client_bad_lines;
+    } else if (!strcmp(name, "empty_lines")) {
+        h->on_req = req_first_later;
+        h->client = client_empty_lines;
     } else if (!strcmp(name, "long_line")) {
         opt.max_line = 1024;
         h->on_req = req_hold_first_only;
