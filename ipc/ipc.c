@@ -614,6 +614,18 @@ static void line_too_long(struct ipc_conn *c)
     c->rpos = c->rscan = c->rlen;
 }
 
+/* Whether a line of n bytes, its '\n' not counted, is over the limit. The
+ * limit counts the line without its ending: a '\r' before the '\n' is
+ * stripped (handle_line) and counts no more than the '\n' does, so
+ * max_line + 1 bytes pass when the last is a '\r'. That holds for an
+ * unfinished line too, whose '\n' may come with the next read; any other
+ * byte after that '\r' makes it max_line + 2, too long. So the read buffer
+ * holds at most max_line + 1 bytes of an unfinished line (on_alloc). */
+static bool line_over_limit(const struct ipc_conn *c, const char *line, size_t n)
+{
+    return n > c->max_line && !(n == c->max_line + 1 && line[n - 1] == '\r');
+}
+
 /* Every line is answered, an empty one ("\n", "\r\n") too: a client that
  * waits for the answer to each line it sent must get one, and a line that
  * holds no request is a bad line like a line of blanks (socket-protocol.md:
@@ -689,7 +701,7 @@ static void conn_process(struct ipc_conn *c)
         size_t len;
         if (!nl) {
             c->rscan = c->rlen;
-            if (c->rlen - c->rpos > c->max_line) {
+            if (line_over_limit(c, line, c->rlen - c->rpos)) {
                 line_too_long(c);
                 break;
             }
@@ -701,7 +713,7 @@ static void conn_process(struct ipc_conn *c)
             c->rpos = c->rscan = c->rlen;
         } else {
             len = (size_t)(nl - line);
-            if (len > c->max_line) {
+            if (line_over_limit(c, line, len)) {
                 line_too_long(c);
                 break;
             }
@@ -741,16 +753,18 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         }
     }
     if (c->rcap - c->rlen < READ_MIN_FREE + 1 && c->rpos > 0) {
-        /* Moves only the unfinished line, which is at most max_line. */
+        /* Moves only the unfinished line, which is at most max_line + 1
+         * (line_over_limit). */
         memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
         c->rlen -= c->rpos;
         c->rscan -= c->rpos;
         c->rpos = 0;
     }
     if (c->rcap - c->rlen < READ_MIN_FREE + 1) {
-        /* Unparsed data never exceeds max_line here (a longer line ended
-         * parsing), so this bound always leaves room for one read. */
-        size_t limit = c->max_line + READ_MIN_FREE + 1;
+        /* Unparsed data never exceeds max_line + 1 here (a longer line
+         * ended parsing; the one more is a '\r' whose '\n' has not come),
+         * so this bound always leaves room for one read. */
+        size_t limit = c->max_line + 1 + READ_MIN_FREE + 1;
         size_t ncap = c->rcap ? c->rcap * 2 : READ_INITIAL;
         if (ncap < c->rlen + READ_MIN_FREE + 1)
             ncap = c->rlen + READ_MIN_FREE + 1;

@@ -10,11 +10,12 @@
  * request order whatever order the daemon answers them in (ipc holds early
  * answers until the ones before them are given).
  *
- * Bounds: line length (default 4 MiB: an over-long line is answered
- * BAD_REQUEST and the connection is closed), JSON nesting depth, message
- * body size (2 MB), connections, and unanswered requests per connection (the
- * server stops reading a connection while it has too many in flight, so a
- * fast client cannot grow memory without bound).
+ * Bounds: line length (default 4 MiB, counted without the line's "\n" or
+ * "\r\n": an over-long line is answered BAD_REQUEST and the connection is
+ * closed), JSON nesting depth, message body size (2 MB), connections, and
+ * unanswered requests per connection (the server stops reading a
+ * connection while it has too many in flight, so a fast client cannot grow
+ * memory without bound).
  *
  * Errors: int, 0 or a negative errno-style code (libuv's UV_E* values are
  * negative errnos) or IPC_E* below; ipc_strerror() names them.
@@ -23,10 +24,10 @@
  * Input: a trailing '\r' is stripped; an empty line is answered
  * BAD_REQUEST like any other bad line. A JSON null counts as an absent
  * field (also for "id": then none is echoed); unknown top-level fields are
- * ignored. A numeric "id" is echoed exactly as written. A peer that shuts down its sending side still gets every answer
- * (a last line without '\n' counts), then the connection is closed.
- * The process must ignore SIGPIPE: answers may be written to a peer that
- * has gone.
+ * ignored. A numeric "id" is echoed exactly as written. A peer that shuts
+ * down its sending side still gets every answer (a last line without '\n'
+ * counts), then the connection is closed. The process must ignore SIGPIPE:
+ * answers may be written to a peer that has gone.
  */
 #ifndef AVP_IPC_H
 #define AVP_IPC_H

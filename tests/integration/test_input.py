@@ -18,6 +18,9 @@
 - empty_lines: an empty line ("\\n", "\\r\\n") is a bad line like any other: answered
   BAD_REQUEST in its place among the answers (it used to get no answer: a client waiting for
   one hung), the connection stays usable.
+- crlf_limit: the 4 MiB limit counts a line without its ending: a line of exactly 4 MiB is
+  taken whether it ends in "\\n" or "\\r\\n" (the CRLF one was refused and its connection
+  closed); one byte more is refused either way.
 
 Usage: test_input.py CASE   (see CASES at the bottom)
 """
@@ -339,6 +342,56 @@ def empty_lines(wd):
     api.stop()
 
 
+def crlf_limit(wd):
+    """A line of 4 MiB exactly, ended by "\\n" or by "\\r\\n", is taken; 4 MiB + 1 is not."""
+    limit = 4 << 20
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+
+    def line(n, id):
+        head = b'{"op":"ping","id":%d,"pad":"' % id
+        return head + b"x" * (n - len(head) - 2) + b'"}'
+
+    cl = d.client()
+    for i, end in enumerate((b"\n", b"\r\n"), 1):
+        ln = line(limit, i)
+        check(len(ln) == limit, "setup")
+        cl.send_raw(ln + end)
+        a = cl.read_line(30)
+        check(a.get("id") == i and a.get("ok") is True, "4 MiB + %r: answered %s" % (end, a))
+    # The '\r' and the '\n' in different reads.
+    cl.send_raw(line(limit, 3) + b"\r")
+    time.sleep(0.2)
+    cl.send_raw(b"\n")
+    a = cl.read_line(30)
+    check(a.get("id") == 3 and a.get("ok") is True, "4 MiB + '\\r', then '\\n': %s" % a)
+    p = cl.request({"op": "ping", "id": "after"})
+    check(p.get("ok") is True, "the connection goes on: %s" % p)
+    cl.close()
+    for end in (b"\n", b"\r\n"):
+        cl = d.client()
+        try:
+            cl.send_raw(line(limit + 1, 4) + end)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the answer was written, the connection closed before the rest went
+        a = cl.read_line(30)
+        check(a == {"ok": False, "error": "BAD_REQUEST",
+                    "message": "line longer than %d bytes" % limit},
+              "4 MiB + 1 + %r: refused: %s" % (end, a))
+        try:
+            cl.read_line(30)
+            raise avp.TestFailure("the connection stays open after an over-long line")
+        except (EOFError, ConnectionResetError):
+            pass
+        cl.close()
+    cl = d.client()
+    p = cl.request({"op": "ping"})
+    check(p.get("ok") is True, "a new client is served: %s" % p)
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def refused_peers(wd):
     """A client the daemon refuses (a uid not in allowed_uids, a connection past
     max_connections) is answered FORBIDDEN / QUEUE_FULL with its request's id, as
@@ -569,7 +622,8 @@ def stats_beside_nonreaders(wd):
 
 CASES = {f.__name__: f for f in (nul_refused, body_as_given, utf8_refused, refused_peers,
                                          fd_limit, idle_watchers, pipelined_effects,
-                                         stats_beside_nonreaders, job_ids, empty_lines)}
+                                         stats_beside_nonreaders, job_ids, empty_lines,
+                                         crlf_limit)}
 
 if __name__ == "__main__":
     case = CASES.get(sys.argv[1]) if len(sys.argv) == 2 else None

@@ -587,6 +587,78 @@ static void client_read_budget(struct h *h)
     cl_close(&c);
 }
 
+/* The bytes the server has read since it started. */
+static void loop_bytes_read(struct h *h, void *arg)
+{
+    ipc__counters_t k;
+    ipc__server_counters(h->srv, &k);
+    ((struct bytes_arg *)arg)->n = k.bytes_read;
+}
+
+static void expect_too_long(struct cl *c)
+{
+    expect_line(c, "{\"ok\":false,\"error\":\"BAD_REQUEST\",\"message\":\"line longer than 1024 "
+                   "bytes\"}");
+    expect_eof(c);
+    cl_close(c);
+}
+
+/* The limit (max_line 1024) counts the line without its ending: a '\r'
+ * before the '\n' is no more counted than the '\n' (protocol.md: it is
+ * ignored), whether both come in one read or the '\r' ends a read; one
+ * byte more, or anything after that '\r' but the '\n', is too long. */
+static void client_long_crlf(struct h *h)
+{
+    char line[1100];
+    int n = snprintf(line, sizeof line, "{\"op\":\"ping\",\"id\":5,\"pad\":\"");
+    char *id = strchr(line, '5');
+    memset(line + n, 'x', (size_t)(1024 - n - 2));
+    memcpy(line + 1024 - 2, "\"}\r\n", 5); /* 1024 bytes, then CRLF */
+    struct cl c;
+    struct bytes_arg b;
+
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    cl_send(&c, line, 1026);
+    expect_line(&c, "{\"id\":5,\"ok\":true,\"pong\":\"yes\"}"); /* CRLF in one read */
+    /* The '\r' read on its own first: the unfinished line is then 1025
+     * bytes, and may still end with its '\n'. */
+    run_on_loop(h, loop_bytes_read, &b);
+    *id = '6';
+    cl_send(&c, line, 1025);
+    b.n += 1025;
+    wait_until(h, pred_bytes, &b, "the line up to its \\r read");
+    cl_send(&c, "\n", 1);
+    expect_line(&c, "{\"id\":6,\"ok\":true,\"pong\":\"yes\"}");
+    ping(&c, 7); /* still open */
+    /* The last line of a half-closed connection: 1024 bytes and a '\r'. */
+    *id = '8';
+    cl_send(&c, line, 1025);
+    shutdown(c.fd, SHUT_WR);
+    expect_line(&c, "{\"id\":8,\"ok\":true,\"pong\":\"yes\"}");
+    expect_eof(&c);
+    cl_close(&c);
+
+    /* After the 1025th byte, a '\r', anything but '\n' is too long: at
+     * once, and after a read that ended at the '\r'. */
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    memcpy(line + 1024, "\rx\n", 3);
+    cl_send(&c, line, 1027);
+    expect_too_long(&c);
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    run_on_loop(h, loop_bytes_read, &b);
+    cl_send(&c, line, 1025);
+    b.n += 1025;
+    wait_until(h, pred_bytes, &b, "the line up to its \\r read");
+    cl_send(&c, "\r\n", 2);
+    expect_too_long(&c);
+    /* 1025 bytes and CRLF: one byte too many. */
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    memset(line, 'z', 1025);
+    memcpy(line + 1025, "\r\n", 2);
+    cl_send(&c, line, 1027);
+    expect_too_long(&c);
+}
+
 static void client_long_line(struct h *h)
 {
     struct cl c;
@@ -626,6 +698,8 @@ static void client_long_line(struct h *h)
                     "bytes\"}");
     expect_eof(&c);
     cl_close(&c);
+
+    client_long_crlf(h);
 }
 
 static void req_hold_first_only(struct h *h, ipc_req_t *r)
