@@ -485,7 +485,7 @@ static int open_store(daemon_t *d)
     queue_options_t qo;
     queue_recover_options_t ro;
     queue_error_info_t cancel_err;
-    size_t n = 0;
+    size_t n = 0, map = 0, used = 0;
     int rc;
 
     if ((rc = make_state_dir(d)) != 0)
@@ -512,6 +512,11 @@ static int open_store(daemon_t *d)
                 queue_strerror(rc));
         return rc;
     }
+    if (queue_space(d->q, &map, &used) == 0 && used > d->cfg.map_size_max)
+        dlog(d, CONFIG_LOG_WARN,
+             "the store holds %zu MiB, more than map_size_max_mb = %zu: its jobs finish and are "
+             "purged, and new jobs do not make it grow until it is below that",
+             used >> 20, d->cfg.map_size_max >> 20);
     memset(&ro, 0, sizeof(ro));
     ro.at_most_once = d->cfg.at_most_once;
     ro.now = daemon_now();

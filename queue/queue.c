@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -37,12 +38,13 @@ int queue__err_map(int rc)
     case MDB_MAP_FULL:
         return QUEUE_EFULL;
     case MDB_CORRUPTED:
-    case MDB_INVALID:
     case MDB_PAGE_NOTFOUND:
     case MDB_INCOMPATIBLE:
         return QUEUE_ECORRUPT;
+    case MDB_INVALID:
     case MDB_VERSION_MISMATCH:
-        return QUEUE_ESCHEMA;
+        /* The file, not our schema: LMDB's own format or byte order. */
+        return QUEUE_EFORMAT;
     case MDB_TXN_FULL:
     case MDB_CURSOR_FULL:
         return -E2BIG;
@@ -195,20 +197,21 @@ static int map_grow(queue_t *q, size_t limit)
 static size_t job_limit(const queue_t *q)
 {
     const size_t mib = (size_t)1 << 20;
-    size_t r = q->map_max / 32;
+    size_t max = q->map_cfg < q->map_max ? q->map_cfg : q->map_max;
+    size_t r = max / 32;
     uint64_t finish = q->unfinished * FINISH_BYTES;
 
     if (r < mib)
         r = mib;
     if (r > 256 * mib)
         r = 256 * mib;
-    if (finish > q->map_max / 2)
-        finish = q->map_max / 2;
+    if (finish > max / 2)
+        finish = max / 2;
     r += (size_t)finish;
     r = (r + mib - 1) / mib * mib;
-    if (r > q->map_max / 2)
-        r = q->map_max / 2;
-    return page_round(q->map_max - r);
+    if (r > max / 2)
+        r = max / 2;
+    return page_round(max - r);
 }
 
 static void unfinished_set(queue_t *q, const uint64_t *counts)
@@ -700,11 +703,26 @@ static int env_setup(queue_t *q)
     if (rc != 0)
         return rc;
     q->map_size = info.me_mapsize;
-    if (q->map_max < q->map_size)
-        q->map_max = q->map_size;
     {
         uint64_t used = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
         size_t want = page_round(used * 2);
+        mdb_filehandle_t fd;
+        struct stat fst;
+
+        /* LMDB maps the file and trusts its meta page: pages past the end
+         * of a cut file fault with SIGBUS at the first read. */
+        if (mdb_env_get_fd(q->env, &fd) == 0 && fstat(fd, &fst) == 0 &&
+            (uint64_t)fst.st_size < used)
+            return QUEUE_ETRUNCATED;
+
+        /* A store bigger than the configured maximum (it was lowered):
+         * room by half again for its state changes and purges - at exactly
+         * the pages in use not one job could move on; new jobs are refused
+         * by job_limit until purges bring it below map_cfg. */
+        if (used > q->map_cfg && q->map_max < page_round(used + used / 2))
+            q->map_max = page_round(used + used / 2);
+        if (q->map_max < q->map_size)
+            q->map_max = q->map_size;
         if (want > q->map_max)
             want = q->map_max;
         if (want > q->map_size) {
@@ -834,6 +852,7 @@ int queue_open(const char *dir, const queue_options_t *opt, queue_t **out)
         map_size = map_max;
     q->map_size = page_round(map_size);
     q->map_max = page_round(map_max);
+    q->map_cfg = q->map_max;
     q->disk_min_free = opt != NULL ? opt->disk_min_free : 0;
     q->readers = readers;
     q->dir = strdup(dir);

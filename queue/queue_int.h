@@ -262,7 +262,11 @@ struct queue {
     _Atomic pthread_t rtxn_owner;
     /* Writer-thread state. */
     size_t map_size;
+    /* The map's growth limit: map_cfg, or above it for a store found
+     * bigger than that at open (a lowered map_size_max_mb), so that its
+     * jobs can still finish and be purged. New jobs keep to map_cfg. */
     size_t map_max;
+    size_t map_cfg;       /* queue_options_t.map_size_max, page-rounded */
     uint64_t unfinished;  /* queued + sending + retrying after the last commit (job_limit) */
     size_t disk_min_free; /* queue_options_t.disk_min_free */
     /* Loop-thread state. */

@@ -157,8 +157,14 @@ int queue__purge_txn(queue__wtxn_t *w, uint64_t before_ms, size_t limit, size_t 
         if (rc != 0)
             goto out;
         if (k.mv_size != 16) {
-            rc = QUEUE_ECORRUPT;
-            goto out;
+            /* Damage: no build writes such an entry, and it would end every
+             * purge here (retention off for good, the store only growing,
+             * and each purge failing the batch it rides in). Dropped; the
+             * cursor then stands on the next entry (MDB_NEXT gives it). */
+            rc = mdb_cursor_del(cur, 0);
+            if (rc != 0)
+                goto out;
+            continue;
         }
         ms = queue__be64_get(k.mv_data);
         if (ms > before_ms)
