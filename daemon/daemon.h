@@ -204,6 +204,11 @@ void daemon_log(const daemon_t *d, int level, const char *fmt, ...)
 /* Wall-clock time in unix seconds (due times are stored as wall time). */
 double daemon_now(void);
 
+/* handlers.c: adds `name` to `o`: {status, code, message, metaCode (null
+ * without one)}, or null when `err` is NULL or holds no error. The same
+ * shape in `get`'s lastError and in `watch` events. */
+void daemon_error_json(cJSON *o, const char *name, const queue_error_info_t *err);
+
 /* handlers.c: the ipc request callback. */
 void daemon_request_cb(ipc_req_t *req, void *user);
 /* Recomputes d->unfinished from the store's counters. */

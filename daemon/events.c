@@ -109,16 +109,7 @@ void daemon_event_job_in(daemon_t *d, uint64_t id, int state, const char *campai
         cJSON_AddStringToObject(o, "wamid", wamid);
     else
         cJSON_AddNullToObject(o, "wamid");
-    if (err != NULL && (err->status != 0 || err->code[0] != '\0')) {
-        cJSON *e = cJSON_AddObjectToObject(o, "error");
-        jsonnum_add(e, "status", err->status);
-        cJSON_AddStringToObject(e, "code", err->code);
-        cJSON_AddStringToObject(e, "message", err->message);
-        if (err->has_meta)
-            jsonnum_add(e, "metaCode", (double)err->meta_code);
-    } else {
-        cJSON_AddNullToObject(o, "error");
-    }
+    daemon_error_json(o, "error", err);
     jsonnum_add(o, "time", daemon_now());
     line = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);

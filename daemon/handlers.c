@@ -207,19 +207,26 @@ static cJSON *job_to_json(const queue_job_t *j)
         cJSON_AddStringToObject(o, "wamid", j->wamid);
     else
         cJSON_AddNullToObject(o, "wamid");
-    if (j->last_error.status != 0 || j->last_error.code[0] != '\0') {
-        cJSON *e = cJSON_AddObjectToObject(o, "lastError");
-        jsonnum_add(e, "status", j->last_error.status);
-        cJSON_AddStringToObject(e, "code", j->last_error.code);
-        cJSON_AddStringToObject(e, "message", j->last_error.message);
-        if (j->last_error.has_meta)
-            jsonnum_add(e, "metaCode", (double)j->last_error.meta_code);
-        else
-            cJSON_AddNullToObject(e, "metaCode");
-    } else {
-        cJSON_AddNullToObject(o, "lastError");
-    }
+    daemon_error_json(o, "lastError", &j->last_error);
     return o;
+}
+
+void daemon_error_json(cJSON *o, const char *name, const queue_error_info_t *err)
+{
+    cJSON *e;
+
+    if (err == NULL || (err->status == 0 && err->code[0] == '\0')) {
+        cJSON_AddNullToObject(o, name);
+        return;
+    }
+    e = cJSON_AddObjectToObject(o, name);
+    jsonnum_add(e, "status", err->status);
+    cJSON_AddStringToObject(e, "code", err->code);
+    cJSON_AddStringToObject(e, "message", err->message);
+    if (err->has_meta)
+        jsonnum_add(e, "metaCode", (double)err->meta_code);
+    else
+        cJSON_AddNullToObject(e, "metaCode");
 }
 
 static void handle_get(daemon_t *d, ipc_req_t *req, const ipc_request_t *r)
@@ -237,7 +244,7 @@ static void handle_get(daemon_t *d, ipc_req_t *req, const ipc_request_t *r)
         rc = queue_job_get_by_key(d->q, r->idempotency_key, &job);
     }
     if (rc == QUEUE_ENOTFOUND) {
-        ipc_req_reply_error(req, IPC_ERR_NOT_FOUND, "no such job");
+        ipc_req_reply_error(req, IPC_ERR_NOT_FOUND, IPC_MSG_NO_SUCH_JOB);
         return;
     }
     if (rc != 0) {
@@ -803,7 +810,8 @@ static void handle_cancel_retry(daemon_t *d, ipc_req_t *req, const ipc_request_t
         rc = queue_campaign_counts(d->q, r->campaign, counts);
     }
     if (rc == QUEUE_ENOTFOUND) {
-        ipc_req_reply_error(req, IPC_ERR_NOT_FOUND, r->job ? "no such job" : "no such campaign");
+        ipc_req_reply_error(req, IPC_ERR_NOT_FOUND,
+                            r->job ? IPC_MSG_NO_SUCH_JOB : "no such campaign");
         return;
     }
     if (rc != 0) {

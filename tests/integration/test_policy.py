@@ -847,10 +847,16 @@ def resume_lifts_throttle(wd):
     check(j["state"] == "queued" and abs(j["nextAttemptAt"] - later) < 1,
           "the job with a later notBefore still waits for it: %s" % j)
     states = {i: [] for i in ids[:2]}
+    errors = []
     while any(not s or s[-1] != "sent" for s in states.values()):
         e = watcher.read_line(10)
         if e.get("event") == "job" and e["job"] in states:
             states[e["job"]].append(e["state"])
+            if e["state"] == "retrying" and e["error"] is not None:  # the release has none
+                errors.append(e["error"])
+    # An event's error has get's lastError shape: metaCode null without one.
+    check(errors and all(set(x) == {"status", "code", "message", "metaCode"} for x in errors),
+          "the 429's error in the events: %s" % errors)
     check(all(s[-3:] == ["retrying", "sending", "sent"] and "queued" not in s[1:]
               for s in states.values()), "retrying until sent after the release: %s" % states)
     watcher.close()
