@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,6 +34,9 @@
 /* The daemon's longest request line (protocol.md): a longer JSON Lines row
  * or request is refused here, without reading it whole into memory. */
 #define LINE_MAX_BYTES ((size_t)4 * 1024 * 1024)
+/* How far into an import of no known format (import_sniff) the first byte
+ * that is not whitespace is looked for: past it, the input is CSV. */
+#define SNIFF_MAX_BYTES ((size_t)64 * 1024)
 
 /* --- options ---------------------------------------------------------- */
 
@@ -799,6 +803,20 @@ static int import_setup_csv(import_src_t *s, const opts_t *o)
 }
 
 /*
+ * Drops a UTF-8 byte order mark from the start of line 1 of a JSON Lines
+ * file, as the CSV reader does for CSV: editors write one, and line 1
+ * would not parse with it (or, alone on its line, not be blank). Returns
+ * the line's new length.
+ */
+static size_t jsonl_drop_bom(char *line, size_t n)
+{
+    if (n < 3 || memcmp(line, "\xEF\xBB\xBF", 3) != 0)
+        return n;
+    memmove(line, line + 3, n - 3 + 1); /* with the NUL */
+    return n - 3;
+}
+
+/*
  * Reads the next line of f into *buf (NUL-terminated, without its '\n'),
  * keeping at most `max` bytes: the rest of a longer line is read and
  * dropped, and *too_long set. Returns the bytes kept, or -1 at the end of
@@ -859,7 +877,8 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
                 *eof = true;
                 return NULL;
             }
-            s->lineno++;
+            if (s->lineno++ == 0)
+                n = (ssize_t)jsonl_drop_bom(s->line, (size_t)n);
             while (n > 0 && s->line[n - 1] == '\r')
                 s->line[--n] = '\0';
             too_long = too_long || (size_t)n > LINE_MAX_BYTES;
@@ -1002,8 +1021,11 @@ static size_t count_rows(const char *path, bool jsonl)
         char *line = NULL;
         size_t cap = 0;
         ssize_t len;
-        bool too_long;
+        bool too_long, first = true;
         while ((len = read_line_max(f, &line, &cap, LINE_MAX_BYTES + 1, &too_long)) >= 0) {
+            if (first)
+                len = (ssize_t)jsonl_drop_bom(line, (size_t)len);
+            first = false;
             while (len > 0 && line[len - 1] == '\r')
                 len--;
             if (len > 0 || too_long)
@@ -1025,6 +1047,146 @@ static size_t count_rows(const char *path, bool jsonl)
     }
     fclose(f);
     return n;
+}
+
+/* path ends in suffix, in any case. */
+static bool ends_with_ci(const char *path, const char *suffix)
+{
+    size_t l = strlen(path), k = strlen(suffix);
+
+    return l > k && strcasecmp(path + l - k, suffix) == 0;
+}
+
+/*
+ * The format an import's file name says, in any case: 1 JSON Lines
+ * (.jsonl, .ndjson, .json), 0 CSV (.csv), -1 none (stdin, other names):
+ * the content decides then (import_sniff).
+ */
+static int format_of_name(const char *path)
+{
+    if (ends_with_ci(path, ".jsonl") || ends_with_ci(path, ".ndjson") ||
+        ends_with_ci(path, ".json"))
+        return 1;
+    if (ends_with_ci(path, ".csv"))
+        return 0;
+    return -1;
+}
+
+/*
+ * The input of an import whose format was sniffed: the bytes the sniff
+ * read, then the rest of the file. The file may be a pipe (stdin, a
+ * shell's <(...)), which cannot seek back: the sniff reads with read(2)
+ * into `buf`, past the FILE's own buffer, and the stream made of this
+ * (fopencookie) gives those bytes first, then reads the same descriptor
+ * on: as much as one read(2) gives, as stdio does for a plain stream
+ * (fread would wait on a pipe for a full buffer).
+ */
+typedef struct replay {
+    char *buf;
+    size_t len, off;
+    FILE *src; /* the file opened; closed with the stream, unless stdin */
+} replay_t;
+
+static ssize_t replay_read(void *cookie, char *out, size_t size)
+{
+    replay_t *r = cookie;
+    ssize_t n;
+
+    if (r->off < r->len) {
+        size_t k = r->len - r->off < size ? r->len - r->off : size;
+        memcpy(out, r->buf + r->off, k);
+        r->off += k;
+        return (ssize_t)k;
+    }
+    while ((n = read(fileno(r->src), out, size)) < 0 && errno == EINTR)
+        ;
+    return n;
+}
+
+static int replay_close(void *cookie)
+{
+    replay_t *r = cookie;
+    int rc = r->src != stdin ? fclose(r->src) : 0;
+
+    free(r->buf);
+    free(r);
+    return rc;
+}
+
+/*
+ * Decides the format of an import whose name does not (format_of_name):
+ * JSON Lines if the first byte after an optional UTF-8 byte order mark and
+ * any whitespace (blank lines too) is '{', CSV otherwise (an empty input
+ * too: the CSV reader then says the header is missing; so does input with
+ * nothing but whitespace in its first SNIFF_MAX_BYTES, which bounds the
+ * memory the sniff holds).
+ *
+ * *f must not have been read from (its buffer is bypassed). On success *f
+ * is replaced by a stream that gives every byte of the input, those read
+ * here included (replay_t), and closes the old *f unless it is stdin.
+ * Returns 0 with *jsonl set, or a negative errno with *f unchanged.
+ */
+static int import_sniff(FILE **f, bool *jsonl)
+{
+    static const unsigned char bom[3] = {0xEF, 0xBB, 0xBF};
+    replay_t *r = calloc(1, sizeof(*r));
+    size_t i = 0; /* bytes of buf looked at */
+    bool bom_known = false, eof = false;
+    FILE *nf;
+    int rc;
+
+    if (r == NULL || (r->buf = malloc(SNIFF_MAX_BYTES)) == NULL) {
+        free(r);
+        return -ENOMEM;
+    }
+    r->src = *f;
+    for (;;) {
+        const unsigned char *b = (const unsigned char *)r->buf;
+        ssize_t n;
+        /* Whether the input starts with a byte order mark is known once
+         * its first 3 bytes are, or one of them differs from the mark's. */
+        if (!bom_known) {
+            size_t k = 0;
+            while (k < r->len && k < 3 && b[k] == bom[k])
+                k++;
+            if (k == 3 || k < r->len || eof) {
+                i = k == 3 ? 3 : 0;
+                bom_known = true;
+            }
+        }
+        if (bom_known) {
+            while (i < r->len && (b[i] == ' ' || b[i] == '\t' || b[i] == '\r' || b[i] == '\n'))
+                i++;
+            if (i < r->len) {
+                *jsonl = b[i] == '{';
+                break;
+            }
+        }
+        if (eof || r->len == SNIFF_MAX_BYTES) {
+            *jsonl = false;
+            break;
+        }
+        n = read(fileno(*f), r->buf + r->len, SNIFF_MAX_BYTES - r->len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            free(r->buf);
+            free(r);
+            return rc;
+        }
+        eof = n == 0;
+        r->len += (size_t)n;
+    }
+    nf = fopencookie(r, "r", (cookie_io_functions_t){.read = replay_read, .close = replay_close});
+    if (nf == NULL) {
+        rc = -errno;
+        free(r->buf);
+        free(r);
+        return rc;
+    }
+    *f = nf;
+    return 0;
 }
 
 typedef struct progress {
@@ -1078,6 +1240,9 @@ static int cmd_import(ctx_t *c, const opts_t *o)
     size_t stopped = 0; /* SHUTTING_DOWN answers: the daemon stops, no more rows */
     long window;
     bool eof = false, broken = false, write_failed = false;
+    bool from_stdin = strcmp(path, "-") == 0, regular;
+    struct stat st;
+    int format; /* 1 JSON Lines, 0 CSV, -1 not known yet */
     int wrc = 0;
     char err[512];
     int rc = 0;
@@ -1099,20 +1264,27 @@ static int cmd_import(ctx_t *c, const opts_t *o)
         usage_err("--priority must be high, normal or bulk");
         return EXIT_USAGE;
     }
-    if (fmt == NULL) {
-        size_t l = strlen(path);
-        s.jsonl = (l > 6 && strcmp(path + l - 6, ".jsonl") == 0) ||
-                  (l > 7 && strcmp(path + l - 7, ".ndjson") == 0);
-    } else if (strcmp(fmt, "jsonl") == 0 || strcmp(fmt, "csv") == 0) {
-        s.jsonl = strcmp(fmt, "jsonl") == 0;
-    } else {
+    /* --format, else the name, else the content (import_sniff). */
+    if (fmt != NULL && strcmp(fmt, "jsonl") != 0 && strcmp(fmt, "csv") != 0) {
         usage_err("--format must be csv or jsonl");
         return EXIT_USAGE;
     }
-    s.f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
+    format = fmt != NULL ? strcmp(fmt, "jsonl") == 0 : from_stdin ? -1 : format_of_name(path);
+    s.f = from_stdin ? stdin : fopen(path, "r");
     if (s.f == NULL) {
         fprintf(stderr, "avenpingctl: %s: %s\n", path, strerror(errno));
         return EXIT_FAIL;
+    }
+    /* Only a regular file is counted ahead (count_rows opens it again):
+     * another read of a pipe named by a path (/dev/fd/N) would take the
+     * rows from the import. */
+    regular = !from_stdin && fstat(fileno(s.f), &st) == 0 && S_ISREG(st.st_mode);
+    if (format >= 0) {
+        s.jsonl = format == 1;
+    } else if ((rc = import_sniff(&s.f, &s.jsonl)) != 0) {
+        fprintf(stderr, "avenpingctl: %s: %s\n", from_stdin ? "stdin" : path, strerror(-rc));
+        rc = EXIT_FAIL;
+        goto out;
     }
     if (!s.jsonl && (rc = import_setup_csv(&s, o)) != 0)
         goto out;
@@ -1127,7 +1299,7 @@ static int cmd_import(ctx_t *c, const opts_t *o)
     }
     pr.tty = isatty(STDERR_FILENO) && !c->json;
     pr.quiet = opt_has(o, "quiet");
-    pr.total = s.f != stdin ? count_rows(path, s.jsonl) : 0;
+    pr.total = regular ? count_rows(path, s.jsonl) : 0;
     pr.t0 = pr.last = now_mono();
 
     /* Pipelined: up to `window` requests outstanding; answers come back in
@@ -1937,10 +2109,13 @@ static const command_t commands[] = {
      "requests outstanding, default 4000). CSV needs a header row: the recipient is column\n"
      "\"to\" (or \"phone\"; --to-column), the sender --from or column \"phoneNumberId\"\n"
      "(--from-column); the message is --text with {column} placeholders, a \"text\" column,\n"
-     "or --template with --param columns as body parameters. JSON Lines (.jsonl, .ndjson):\n"
-     "each line is a send or template_send request as on the socket; campaign and key are\n"
-     "added where missing. Each row's idempotency key is \"<campaign>:<row number>\" (or the\n"
-     "--key-column value), so running the same import again creates nothing twice.\n"
+     "or --template with --param columns as body parameters. JSON Lines: each line is a\n"
+     "send or template_send request as on the socket; campaign and key are added where\n"
+     "missing. The format is --format, else the name (.jsonl, .ndjson, .json: JSON Lines;\n"
+     ".csv: CSV; in any case), else the content (stdin too): '{' first, after blank lines\n"
+     "and a byte order mark, is JSON Lines, anything else CSV. Each row's idempotency\n"
+     "key is \"<campaign>:<row number>\" (or the --key-column value), so running the\n"
+     "same import again creates nothing twice.\n"
      "Progress goes to stderr: a bar on a terminal, plain lines otherwise."},
     {"status", cmd_status, "key:", 0, 1, "status JOB | status --key IDEMPOTENCY-KEY",
      "Shows one job."},

@@ -14,6 +14,7 @@ import signal
 import resource
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -605,8 +606,115 @@ def ctl_import_long_lines(wd):
     api.stop()
 
 
+def ctl_import_formats(wd):
+    """An import's format: --format wins; else a .jsonl, .ndjson or .json
+    name (in any case) is JSON Lines and .csv is CSV; else (other names,
+    stdin, a pipe) the content decides: '{' first, after a byte order mark
+    and blank lines, is JSON Lines. JSON Lines in jobs.json, in a file
+    without an extension and in jobs.JSONL was read as CSV and failed on
+    its "header"; the bytes looked at on a pipe are not lost."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, config={"rate_per_number": 1000}).start()
+    sender = avp.SENDERS[0]
+    expected = {}  # recipient digits -> text the API must have received
+
+    def jobs(base, n):
+        lines = []
+        for i in range(n):
+            to = "+1666%03d%04d" % (base, i)
+            job = avp.text_job(i, sender=sender, to=to)
+            job["message"]["text"] = "fmt-%d-%d" % (base, i)
+            expected[to.lstrip("+")] = job["message"]["text"]
+            lines.append(json.dumps(job) + "\n")
+        return "".join(lines)
+
+    def csv_rows(base, n):
+        out = "to,phoneNumberId,text\n"
+        for i in range(n):
+            to = "+1666%03d%04d" % (base, i)
+            expected[to.lstrip("+")] = "fmt-%d-%d" % (base, i)
+            out += "%s,%s,fmt-%d-%d\n" % (to, sender, base, i)
+        return out
+
+    def imported(p, name, n):
+        check(p.returncode == 0, "%s: exit %d: %s" % (name, p.returncode, p.stderr[-1000:]))
+        summary = json.loads(p.stdout)
+        check(summary["created"] == n and summary["failed"] == 0, "%s: %s" % (name, summary))
+
+    # JSON Lines under names that do not say .jsonl: by name, or by content.
+    for base, fname in ((1, "jobs.json"), (2, "jobs"), (3, "jobs.JSONL"), (4, "Jobs.NDJSON")):
+        path = wd.file(fname)
+        with open(path, "w") as f:
+            f.write(jobs(base, 5))
+        imported(ctl(d, "--json", "import", path, "--campaign", "fmt%d" % base), fname, 5)
+    # Content sniffed past a byte order mark, blank lines (CRLF too) and
+    # indentation; the line numbers, and so the keys, count those lines.
+    path = wd.file("jobs-bom")
+    with open(path, "wb") as f:
+        f.write(b"\xef\xbb\xbf\n\r\n  " + jobs(5, 3).encode())
+    imported(ctl(d, "--json", "import", path, "--campaign", "fmt5"), "BOM and blank lines", 3)
+    check(ctl_json(d, "status", "--key", "fmt5:3")["job"]["to"].lstrip("+") == "16660050000",
+          "the first job is line 3's")
+    # Standard input (a pipe): the bytes the sniff read are read again.
+    imported(ctl(d, "--json", "import", "-", "--campaign", "fmt6", stdin="\n" + jobs(6, 4)),
+             "JSON Lines on stdin", 4)
+    check(ctl_json(d, "status", "--key", "fmt6:2")["job"]["to"].lstrip("+") == "16660060000",
+          "stdin: the first job is line 2's")
+    # CSV without an extension, on stdin, and on a pipe named /dev/fd/N
+    # (a shell's <(...)), whose rows must not be counted ahead: a second
+    # open of the pipe took all but the first buffer's rows from the import.
+    path = wd.file("contacts")
+    with open(path, "w") as f:
+        f.write(csv_rows(7, 4))
+    imported(ctl(d, "--json", "import", path, "--campaign", "fmt7"), "CSV without extension", 4)
+    imported(ctl(d, "--json", "import", "-", "--campaign", "fmt8", stdin=csv_rows(8, 3)),
+             "CSV on stdin", 3)
+    rfd, wfd = os.pipe()
+    rows = csv_rows(9, 3000)
+
+    def write_rows():
+        with open(wfd, "w") as w:
+            w.write(rows)
+    writer = threading.Thread(target=write_rows)
+    writer.start()
+    try:
+        p = subprocess.run([CTL, "--socket", d.socket, "--json", "import", "/dev/fd/%d" % rfd,
+                            "--campaign", "fmt9"], capture_output=True, text=True, timeout=120,
+                           pass_fds=(rfd,))
+    finally:
+        os.close(rfd)
+        writer.join()
+    imported(p, "CSV on a pipe", 3000)
+    # --format wins over the name; .CSV is CSV whatever the content.
+    path = wd.file("rows.json")
+    with open(path, "w") as f:
+        f.write(csv_rows(10, 2))
+    imported(ctl(d, "--json", "import", path, "--campaign", "fmt10", "--format", "csv"),
+             "--format csv on a .json name", 2)
+    path = wd.file("ROWS.CSV")
+    with open(path, "w") as f:
+        f.write(csv_rows(11, 2))
+    imported(ctl(d, "--json", "import", path, "--campaign", "fmt11"), ".CSV", 2)
+    path = wd.file("odd.csv")
+    with open(path, "w") as f:
+        f.write(json.dumps(avp.text_job(1, sender=sender, to="+16660120000")) + "\n")
+    p = ctl(d, "import", path, "--campaign", "fmt12")
+    check(p.returncode == 1 and "line 1 (the header): malformed CSV" in p.stderr,
+          "a .csv name is CSV, not sniffed: %d %s" % (p.returncode, p.stderr))
+
+    # At the API: every job arrived, with its text.
+    def got():
+        return {s["to"].lstrip("+"): s["body"]["text"] for s in api.sends()
+                if s["to"].lstrip("+").startswith("1666")}
+    wait_for(lambda: len(got()) >= len(expected), 60, "the imported jobs sent")
+    check(got() == expected, "the API got exactly the imported jobs: %s"
+          % sorted(set(got().items()) ^ set(expected.items()))[:10])
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (ctl_campaign, ctl_metrics, ctl_usage, ctl_import_edges,
-                                 ctl_import_long_lines)}
+                                 ctl_import_long_lines, ctl_import_formats)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
