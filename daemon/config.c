@@ -525,7 +525,7 @@ int config_load_file(config_t *c, const char *path, char *err, size_t err_size)
 {
     char line[CONFIG_MAX_LINE + 2];
     FILE *f;
-    unsigned lineno = 0, first;
+    unsigned lineno = 0, first, backoff_line = 0;
     seen_keys_t seen = {0};
     int rc = 0;
 
@@ -598,6 +598,8 @@ int config_load_file(config_t *c, const char *path, char *err, size_t err_size)
             goto out;
         }
         r = apply_key(c, key, val, &why);
+        if (r == 0 && (strcmp(key, "backoff_base_ms") == 0 || strcmp(key, "backoff_max_ms") == 0))
+            backoff_line = lineno; /* the later of the two names the pair's conflict */
         if (r == -ENOENT) {
             set_err(err, err_size, "%s:%u: %s: unknown key", path, lineno, key);
             rc = -EINVAL;
@@ -616,8 +618,8 @@ int config_load_file(config_t *c, const char *path, char *err, size_t err_size)
         goto out;
     }
     if (c->backoff_base_ms > c->backoff_max_ms) {
-        set_err(err, err_size, "%s: backoff_base_ms (%ld) is above backoff_max_ms (%ld)", path,
-                c->backoff_base_ms, c->backoff_max_ms);
+        set_err(err, err_size, "%s:%u: backoff_base_ms (%ld) is above backoff_max_ms (%ld)", path,
+                backoff_line, c->backoff_base_ms, c->backoff_max_ms);
         rc = -EINVAL;
         goto out;
     }
