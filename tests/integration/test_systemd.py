@@ -303,6 +303,28 @@ def _units_for_test(wd):
     return out
 
 
+def unit_settings(path):
+    """{section: {key: [values]}} of a unit file (comments dropped; a key
+    given on several lines keeps each line's value)."""
+    sections = {}
+    cur = None
+    for ln in open(path):
+        ln = ln.strip()
+        if not ln or ln[0] in "#;":
+            continue
+        if ln.startswith("[") and ln.endswith("]"):
+            cur = sections.setdefault(ln[1:-1], {})
+            continue
+        k, _, v = ln.partition("=")
+        cur.setdefault(k.strip(), []).append(v.strip())
+    return sections
+
+
+def unit_names(settings, section, key):
+    """The unit names a dependency key lists (space-separated, any line)."""
+    return {n for v in settings.get(section, {}).get(key, []) for n in v.split()}
+
+
 def units(wd):
     """systemd-analyze verify and security; sysusers.d and tmpfiles.d."""
     sa = shutil.which("systemd-analyze")
@@ -328,6 +350,17 @@ def units(wd):
                  "RuntimeDirectory=avenpingd", "LoadCredential=avenping-token:",
                  "User=avenpingd", "ExecReload=", "TimeoutStopSec="):
         check(line in svc, "the service has %s" % line)
+    # The daemon always gets its socket from avenpingd.socket: started alone
+    # it would bind the path itself, and a later start of the socket unit
+    # would replace the file under it (the daemon then listens on an inode
+    # no client reaches).
+    conf = unit_settings(files[0])
+    check("avenpingd.socket" in unit_names(conf, "Unit", "Requires"),
+          "the service Requires= avenpingd.socket: %s" % conf.get("Unit"))
+    check("avenpingd.socket" in unit_names(conf, "Unit", "After"),
+          "the service is ordered After= avenpingd.socket: %s" % conf.get("Unit"))
+    check("avenpingd.socket" in unit_names(conf, "Install", "Also"),
+          "enabling the service enables the socket (Also=): %s" % conf.get("Install"))
     stop_s = int(re.search(r"TimeoutStopSec=(\d+)", svc).group(1))
     check(10 < stop_s, "the default shutdown_timeout_ms (10 s) is below TimeoutStopSec")
     sock = open(files[1]).read()
