@@ -641,7 +641,9 @@ static void client_long_crlf(struct h *h)
     /* After the 1025th byte, a '\r', anything but '\n' is too long: at
      * once, and after a read that ended at the '\r'. */
     REQUIRE(cl_open(&c, h->path) == 0, "connect");
-    memcpy(line + 1024, "\rx\n", 3);
+    line[1024] = '\r';
+    line[1025] = 'x';
+    line[1026] = '\n';
     cl_send(&c, line, 1027);
     expect_too_long(&c);
     REQUIRE(cl_open(&c, h->path) == 0, "connect");
@@ -654,7 +656,8 @@ static void client_long_crlf(struct h *h)
     /* 1025 bytes and CRLF: one byte too many. */
     REQUIRE(cl_open(&c, h->path) == 0, "connect");
     memset(line, 'z', 1025);
-    memcpy(line + 1025, "\r\n", 2);
+    line[1025] = '\r';
+    line[1026] = '\n';
     cl_send(&c, line, 1027);
     expect_too_long(&c);
 }
