@@ -347,8 +347,8 @@ def units(wd):
     # The service the notify protocol and the hardening need.
     svc = open(files[0]).read()
     for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "StateDirectory=avenpingd",
-                 "RuntimeDirectory=avenpingd", "LoadCredential=avenping-token:",
-                 "User=avenpingd", "ExecReload=", "TimeoutStopSec="):
+                 "RuntimeDirectory=avenpingd", "User=avenpingd", "ExecReload=",
+                 "TimeoutStopSec="):
         check(line in svc, "the service has %s" % line)
     # The daemon always gets its socket from avenpingd.socket: started alone
     # it would bind the path itself, and a later start of the socket unit
@@ -361,6 +361,31 @@ def units(wd):
           "the service is ordered After= avenpingd.socket: %s" % conf.get("Unit"))
     check("avenpingd.socket" in unit_names(conf, "Install", "Also"),
           "enabling the service enables the socket (Also=): %s" % conf.get("Install"))
+    # The credential by name only: systemd searches /etc/credstore/ and the
+    # like, and a missing one is not fatal. With a path, a missing file
+    # fails the start (243/CREDENTIALS) even when the operator gives the
+    # token as token_file or AVENPING_TOKEN.
+    creds = conf["Service"].get("LoadCredential", [])
+    check(creds == ["avenping-token"],
+          "LoadCredential=avenping-token, without a path: %s" % creds)
+    # What the daemon then gets without a credstore file: an empty
+    # $CREDENTIALS_DIRECTORY; it goes on to the token it is given otherwise.
+    api = avp.FakeAPI(wd)
+    empty = wd.file("credentials")
+    os.makedirs(empty)
+    d = avp.Daemon(wd, api.base, name="nocred",
+                   env={"CREDENTIALS_DIRECTORY": empty, "AVENPING_TOKEN": avp.TOKEN})
+    with open(d.config) as f:
+        cfg = [ln for ln in f if not ln.startswith("token_file")]
+    with open(d.config, "w") as f:
+        f.writelines(cfg)
+    d.start()
+    cl = d.client()
+    check(cl.request(avp.text_job(1)).get("ok"), "a job accepted")
+    wait_for(lambda: len(api.sends()) == 1, 10, "the send")
+    cl.close()
+    check(d.stop() == 0, "exit 0")
+    api.stop()
     stop_s = int(re.search(r"TimeoutStopSec=(\d+)", svc).group(1))
     check(10 < stop_s, "the default shutdown_timeout_ms (10 s) is below TimeoutStopSec")
     sock = open(files[1]).read()
