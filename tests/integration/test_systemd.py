@@ -482,6 +482,13 @@ def deb(wd):
                        capture_output=True, text=True, timeout=10, env=env)
     check(r.returncode != 0 and "no API token" in r.stderr,
           "every key of the example uncommented loads: %s" % r.stderr)
+    # Its metrics_file is one a scraper can read: a *.prom file (all that
+    # node_exporter's textfile collector reads), not in the 0700 state dir.
+    metrics = [ln.split("=", 1)[1].split("#")[0].strip() for ln in lines
+               if ln.startswith("metrics_file =")]
+    check(len(metrics) == 1, "the example shows metrics_file: %s" % metrics)
+    check(metrics[0].endswith(".prom") and not metrics[0].startswith("/var/lib/avenpingd/"),
+          "the example's metrics_file is outside the state dir (0700): %s" % metrics[0])
 
     if os.environ.get("AVP_DEB_INSTALL") != "1":
         print("dpkg -i skipped (set AVP_DEB_INSTALL=1 on a disposable root machine)")
