@@ -114,9 +114,6 @@ const char *queue_strerror(int err)
     case QUEUE_EFORMAT:
         return "data.mdb is not an LMDB file this build can read (another LMDB data format or "
                "byte order, or not LMDB at all)";
-    case QUEUE_ETRUNCATED:
-        return "data.mdb is shorter than the data its last commit holds: the file was cut "
-               "(copied or restored incompletely?); refusing to read past its end";
     default:
         break;
     }

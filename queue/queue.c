@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <sys/file.h>
-#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -706,14 +705,6 @@ static int env_setup(queue_t *q)
     {
         uint64_t used = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
         size_t want = page_round(used * 2);
-        mdb_filehandle_t fd;
-        struct stat fst;
-
-        /* LMDB maps the file and trusts its meta page: pages past the end
-         * of a cut file fault with SIGBUS at the first read. */
-        if (mdb_env_get_fd(q->env, &fd) == 0 && fstat(fd, &fst) == 0 &&
-            (uint64_t)fst.st_size < used)
-            return QUEUE_ETRUNCATED;
 
         /* A store bigger than the configured maximum (it was lowered):
          * room by half again for its state changes and purges - at exactly

@@ -50,7 +50,6 @@ enum {
     QUEUE_ESTATE = -30008,     /* transition not allowed from the job's state */
     QUEUE_ELOWDISK = -30009,   /* new jobs refused: the disk is below disk_min_free */
     QUEUE_EFORMAT = -30010,    /* data.mdb is no LMDB file this build's LMDB can read */
-    QUEUE_ETRUNCATED = -30011, /* data.mdb is shorter than the data it says it holds */
 };
 
 /* Job states of the contract (socket-protocol.md). Values are on disk. */
