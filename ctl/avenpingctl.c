@@ -873,6 +873,16 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
             /* One byte more than the limit: a '\r' before the '\n' does
              * not count. */
             n = read_line_max(s->f, &s->line, &s->line_cap, LINE_MAX_BYTES + 1, &too_long);
+            if (n < 0 && ferror(s->f)) {
+                /* Not the end: the rows after it were never read. */
+                *row = s->lineno + 1;
+                snprintf(err, errn,
+                         "%s; this line and the rest of the file were not imported (run the "
+                         "same import again: rows already sent are not sent twice)",
+                         strerror(errno != 0 ? errno : EIO));
+                *eof = true;
+                return NULL;
+            }
             if (n < 0) {
                 *eof = true;
                 return NULL;

@@ -439,6 +439,13 @@ def ctl_import_edges(wd):
           "only the send line made a job: %s" % summary)
     check(p.stderr.count('op must be "send" or "template_send"') == 2, "named: %s" % p.stderr)
     check(campaign(d, "victim")["counts"].get("cancelled", 0) == 0, "nothing was cancelled")
+    # A read error is not the end of the file: named, exit 1 (JSON Lines
+    # took it for the end and exited 0 with nothing imported).
+    dj = wd.file("dir.jsonl")
+    os.mkdir(dj)
+    p = ctl(d, "--json", "import", dj, "--campaign", "readerr")
+    check(p.returncode == 1 and "Is a directory" in p.stderr and "not imported" in p.stderr,
+          "a read error named: %d %s" % (p.returncode, p.stderr))
 
     # Blank lines are not rows: no failure, and keys do not move with them.
     rows = ["+15550000011,%s,a" % avp.SENDERS[0], "+15550000012,%s,b" % avp.SENDERS[0]]
