@@ -13,10 +13,11 @@
 - units: `systemd-analyze verify` on the units, `systemd-analyze security
   --offline=true` rates the service at 2.0 or lower, and the sysusers.d /
   tmpfiles.d entries create the user and /run/avenpingd in a scratch root;
-- deb: CPack builds the .deb; its Depends are the Debian runtime packages;
-  the packaged binary runs --version. With AVP_DEB_INSTALL=1 (CI, a
-  disposable root machine) the .deb is also installed with dpkg -i, run and
-  purged.
+- deb: CPack builds the .deb; its Depends are the Debian runtime packages
+  and adduser | systemd-sysusers; the packaged binary runs --version. With
+  AVP_DEB_INSTALL=1 (CI, a disposable root machine) the .deb is also
+  installed with dpkg -i, run, enabled by hand, upgraded, removed and
+  purged: the purge removes the enable links.
 
 Usage: test_systemd.py CASE
 """
@@ -442,6 +443,11 @@ def deb(wd):
     for lib in ("libc6", "libuv1", "libcurl4", "libcjson1", "liblmdb0"):
         check(lib in names, "Depends has %s: %s" % (lib, depends))
     check(not any(n.endswith("-dev") for n in names), "no -dev package in Depends")
+    # The postinst creates the user with systemd-sysusers, or adduser
+    # without it: one of them must be installed.
+    groups = [{a.strip().split(" ")[0] for a in g.split("|")} for g in depends.split(",")]
+    check({"adduser", "systemd-sysusers"} in groups,
+          "Depends has adduser | systemd-sysusers: %s" % depends)
     files = subprocess.run(["dpkg-deb", "-c", pkg], capture_output=True, text=True,
                            check=True).stdout
     for f in ("./usr/sbin/avenpingd", "./usr/lib/systemd/system/avenpingd.service",
@@ -494,6 +500,10 @@ def deb(wd):
         print("dpkg -i skipped (set AVP_DEB_INSTALL=1 on a disposable root machine)")
         return
     check(os.geteuid() == 0, "AVP_DEB_INSTALL=1 needs root")
+    # What `systemctl enable avenpingd.service` makes (Also=: the socket too).
+    links = ["/etc/systemd/system/multi-user.target.wants/avenpingd.service",
+             "/etc/systemd/system/sockets.target.wants/avenpingd.socket"]
+    masks = ["/etc/systemd/system/avenpingd.service", "/etc/systemd/system/avenpingd.socket"]
     try:
         p = dpkg(["-i", pkg])
         check(p.returncode == 0, "dpkg -i: %s%s" % (p.stdout, p.stderr))
@@ -504,9 +514,28 @@ def deb(wd):
         check(subprocess.run(["getent", "passwd", "avenpingd"],
                              capture_output=True).returncode == 0, "postinst created the user")
         check(os.path.isdir("/run/avenpingd"), "postinst created /run/avenpingd")
+        check(not any(os.path.lexists(ln) for ln in links), "dpkg -i enables nothing")
+        # The operator enables the service (systemctl works on the unit
+        # files without a running systemd too).
+        p = subprocess.run(["systemctl", "enable", "avenpingd.service"], capture_output=True,
+                           text=True, timeout=60)
+        check(p.returncode == 0, "systemctl enable: %s%s" % (p.stdout, p.stderr))
+        check(all(os.path.islink(ln) for ln in links), "enabled, with the socket (Also=)")
+        p = dpkg(["-i", pkg])  # an upgrade (same version) keeps them
+        check(p.returncode == 0, "dpkg -i again: %s%s" % (p.stdout, p.stderr))
+        check(all(os.path.islink(ln) for ln in links), "an upgrade keeps the units enabled")
+        p = dpkg(["--remove", "avenpingd"])
+        check(p.returncode == 0, "dpkg --remove: %s%s" % (p.stdout, p.stderr))
+        check(all(os.path.islink(ln) for ln in links),
+              "remove (not purge) keeps the operator's enable links")
     finally:
-        dpkg(["--purge", "avenpingd"])
+        p = dpkg(["--purge", "avenpingd"])
+        left = [ln for ln in links + masks if os.path.lexists(ln)]
+        for ln in left:  # leave the machine as it was, also when purge fails
+            os.unlink(ln)
+    check(p.returncode == 0, "dpkg --purge: %s%s" % (p.stdout, p.stderr))
     check(not os.path.exists("/usr/sbin/avenpingd"), "dpkg --purge removed the binary")
+    check(not left, "dpkg --purge disables the units (no link or mask left): %s" % left)
 
 
 CASES = {f.__name__: f for f in (notify, socket_activation, reload, units, deb)}
