@@ -14,10 +14,11 @@
   --offline=true` rates the service at 2.0 or lower, and the sysusers.d /
   tmpfiles.d entries create the user and /run/avenpingd in a scratch root;
 - deb: CPack builds the .deb; its Depends are the Debian runtime packages
-  and adduser | systemd-sysusers; the packaged binary runs --version. With
-  AVP_DEB_INSTALL=1 (CI, a disposable root machine) the .deb is also
-  installed with dpkg -i, run, enabled by hand, upgraded, removed and
-  purged: the purge removes the enable links.
+  and adduser | systemd-sysusers; the binaries carry Debian's hardening
+  (RELRO, BIND_NOW, stack protector, fortified calls); the packaged binary
+  runs --version. With AVP_DEB_INSTALL=1 (CI, a disposable root machine) the
+  .deb is also installed with dpkg -i, run, enabled by hand, upgraded,
+  removed and purged: the purge removes the enable links.
 
 Usage: test_systemd.py CASE
 """
@@ -464,6 +465,26 @@ def deb(wd):
     unit = open(os.path.join(x, "usr/lib/systemd/system/avenpingd.service")).read()
     check("ExecStart=/usr/sbin/avenpingd --config /etc/avenpingd/avenpingd.conf" in unit,
           "the packaged unit names the packaged paths")
+    # Debian's hardening flags (lintian: hardening-no-bindnow,
+    # hardening-no-fortify-functions): full RELRO, immediate binding, the
+    # stack protector and, in an optimised build, fortified libc calls.
+    cache = open(os.path.join(build, "CMakeCache.txt")).read()
+    build_type = re.search(r"^CMAKE_BUILD_TYPE:\w+=(.*)$", cache, re.M).group(1)
+    for b in ("usr/sbin/avenpingd", "usr/bin/avenpingctl"):
+        path = os.path.join(x, b)
+        dyn = subprocess.run(["readelf", "-dW", path], capture_output=True, text=True,
+                             check=True).stdout
+        check(re.search(r"\(FLAGS\)\s+.*BIND_NOW", dyn) or re.search(r"FLAGS_1.*\bNOW\b", dyn),
+              "%s is linked with -z now: %s" % (b, dyn))
+        segs = subprocess.run(["readelf", "-lW", path], capture_output=True, text=True,
+                              check=True).stdout
+        check("GNU_RELRO" in segs, "%s has a RELRO segment" % b)
+        syms = subprocess.run(["readelf", "--dyn-syms", "-W", path], capture_output=True,
+                              text=True, check=True).stdout
+        check("__stack_chk_fail" in syms, "%s is built with the stack protector" % b)
+        if build_type in ("Release", "RelWithDebInfo", "MinSizeRel"):
+            chk = sorted(set(re.findall(r"__\w+_chk\b", syms)) - {"__stack_chk_fail"})
+            check(chk, "%s calls fortified functions (_FORTIFY_SOURCE)" % b)
     v = subprocess.run([os.path.join(x, "usr/sbin/avenpingd"), "--version"],
                        capture_output=True, text=True, timeout=10)
     check(v.returncode == 0 and v.stdout.startswith("avenpingd "), "--version: %s" % v.stdout)
