@@ -3,8 +3,8 @@
 
 - notify: a datagram listener on $NOTIFY_SOCKET gets READY=1 (only once the
   socket accepts), STATUS= lines with the queue depth and the send rate,
-  WATCHDOG=1 at half $WATCHDOG_USEC, RELOADING=1/READY=1 around a SIGHUP and
-  STOPPING=1 at SIGTERM;
+  WATCHDOG=1 every second with STATUS= (every half $WATCHDOG_USEC when that
+  is shorter), RELOADING=1/READY=1 around a SIGHUP and STOPPING=1 at SIGTERM;
 - socket_activation: systemd-socket-activate holds the socket and starts the
   daemon at the first connection; the daemon adopts it (sd_listen_fds);
 - reload: SIGHUP changes the send rate the fake API observes, applies the
@@ -89,7 +89,8 @@ def status_numbers(status):
 
 def notify(wd):
     """READY=1 after the socket listens; STATUS= with depth and rate;
-    WATCHDOG=1 every half WATCHDOG_USEC; RELOADING/READY; STOPPING."""
+    WATCHDOG=1 every second, or every half WATCHDOG_USEC when shorter;
+    RELOADING/READY; STOPPING."""
     api = avp.FakeAPI(wd)
     lst = NotifyListener(wd.file("notify.sock"))
     d = avp.Daemon(wd, api.base, {"rate_per_number": 20, "burst_per_number": 1},
@@ -149,6 +150,22 @@ def notify(wd):
     lst.wait(lambda m: "STATUS" in m and "READY" not in m, 5, "a periodic STATUS=")
     check(not any("WATCHDOG" in m for _, m in lst.messages), "no WATCHDOG=1 when not asked")
     check(d2.stop() == 0, "exit 0")
+
+    # The unit's WatchdogSec=30: WATCHDOG=1 every second, with STATUS=
+    # (operations.md), not every 15 s.
+    lst.drain()
+    lst.messages.clear()
+    d3 = avp.Daemon(wd, api.base, state_dir=d.state_dir, name="daemon3",
+                    env={"NOTIFY_SOCKET": lst.path, "WATCHDOG_USEC": "30000000"})
+    d3.start(wait=False)
+    lst.wait(lambda m: m.get("READY") == "1", 15, "READY=1")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 4.0:
+        lst.poll(0.1)
+    pings = [t for t, m in lst.messages if m.get("WATCHDOG") == "1" and t >= t0]
+    check(3 <= len(pings) <= 6, "WATCHDOG=1 every second under WatchdogSec=30: %d in 4 s"
+          % len(pings))
+    check(d3.stop() == 0, "exit 0")
     check(avp.TOKEN not in d.stderr() + d2.stderr(), "token never logged")
     lst.close()
     api.stop()
