@@ -852,6 +852,16 @@ static ssize_t read_line_max(FILE *f, char **buf, size_t *cap, size_t max, bool 
     return (ssize_t)n;
 }
 
+/* A JSON Lines line of nothing but blanks: not a row (as an empty one),
+ * neither sent nor failed; it still takes its line number. */
+static bool jsonl_blank(const char *line, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (line[i] != ' ' && line[i] != '\t')
+            return false;
+    return true;
+}
+
 /*
  * The next request of the import, or NULL at the end. A row that cannot
  * become a request yields *err (a message) and NULL with *eof false.
@@ -892,7 +902,7 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
             while (n > 0 && s->line[n - 1] == '\r')
                 s->line[--n] = '\0';
             too_long = too_long || (size_t)n > LINE_MAX_BYTES;
-            if (n > 0 || too_long)
+            if (too_long || !jsonl_blank(s->line, (size_t)n))
                 break;
         }
         *row = s->lineno;

@@ -658,7 +658,8 @@ def ctl_import_formats(wd):
     # indentation; the line numbers, and so the keys, count those lines.
     path = wd.file("jobs-bom")
     with open(path, "wb") as f:
-        f.write(b"\xef\xbb\xbf\n\r\n  " + jobs(5, 3).encode())
+        # A line of blanks at the end is no row either (it was "not a JSON object").
+        f.write(b"\xef\xbb\xbf\n\r\n  " + jobs(5, 3).encode() + b" \t \r\n")
     imported(ctl(d, "--json", "import", path, "--campaign", "fmt5"), "BOM and blank lines", 3)
     check(ctl_json(d, "status", "--key", "fmt5:3")["job"]["to"].lstrip("+") == "16660050000",
           "the first job is line 3's")
