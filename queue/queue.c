@@ -1322,6 +1322,34 @@ out:
     return queue__err_map(rc);
 }
 
+int queue_due_check(queue_t *q, uint64_t *due_entries, uint64_t *unfinished)
+{
+    MDB_val k = {sizeof QUEUE__META_COUNTS - 1, QUEUE__META_COUNTS}, v;
+    MDB_stat st;
+    queue__rd_t r;
+    int rc;
+
+    if (q == NULL || due_entries == NULL || unfinished == NULL)
+        return QUEUE_EINVAL;
+    rc = queue__rd_begin(q, &r);
+    if (rc != 0)
+        return rc;
+    rc = mdb_stat(r.txn, q->db_due, &st);
+    if (rc == 0)
+        rc = mdb_get(r.txn, q->db_meta, &k, &v);
+    if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size < 8 * QUEUE_STATE_MAX))
+        rc = QUEUE_ECORRUPT;
+    if (rc == 0) {
+        *due_entries = st.ms_entries;
+        *unfinished = 0;
+        for (int i = 1; i <= QUEUE_STATE_MAX; i++)
+            if (queue__state_is_due(i))
+                *unfinished += queue__be64_get((const unsigned char *)v.mv_data + 8 * (i - 1));
+    }
+    queue__rd_end(q, &r);
+    return queue__err_map(rc);
+}
+
 int queue_counts(queue_t *q, uint64_t counts[QUEUE_STATE_MAX + 1])
 {
     MDB_val k = {sizeof QUEUE__META_COUNTS - 1, QUEUE__META_COUNTS}, v;

@@ -374,6 +374,12 @@ int queue_due_scan(queue_t *q, double after_due, uint64_t after_id, double until
  * (counts[0] unused). Kept as counters in the store: O(1). */
 int queue_counts(queue_t *q, uint64_t counts[QUEUE_STATE_MAX + 1]);
 
+/* In one snapshot, O(1): the due index's entries and the unfinished jobs
+ * (queued, sending, retrying) the counters hold. Every unfinished job has
+ * exactly one due entry, so a difference means the store was damaged (a
+ * job the index lost is never sent). For a check at start. */
+int queue_due_check(queue_t *q, uint64_t *due_entries, uint64_t *unfinished);
+
 /* Current map size and bytes in use (for stats and tests). */
 int queue_space(queue_t *q, size_t *map_size, size_t *used);
 

@@ -9,6 +9,7 @@
  *   avp-storetool drop-record DIR ID      delete job ID's record, leaving the
  *                                         index entries that name it
  *   avp-storetool bad-done-key DIR        add a 15-byte key to the retention index
+ *   avp-storetool drop-due DIR ID         delete job ID's due index entry
  *
  * Run it only while no daemon has DIR open.
  */
@@ -72,6 +73,18 @@ static int run(const char *cmd, const char *dir, const char *db, char **args)
         k = (MDB_val){15, kb};
         v = (MDB_val){0, kb};
         rc = mdb_put(txn, dbi, &k, &v, 0);
+    } else if (strcmp(cmd, "drop-due") == 0) {
+        MDB_cursor *cur;
+        be64_put(kb, strtoull(args[0], NULL, 10));
+        if ((rc = mdb_cursor_open(txn, dbi, &cur)) != 0)
+            return fail("cursor", rc);
+        for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+            if (k.mv_size == 16 && memcmp((const unsigned char *)k.mv_data + 8, kb, 8) == 0)
+                break;
+        if (rc == 0)
+            rc = mdb_cursor_del(cur, 0);
+        mdb_cursor_close(cur);
     } else {
         be64_put(kb, strtoull(args[0], NULL, 10));
         k = (MDB_val){8, kb};
@@ -103,16 +116,14 @@ int main(int argc, char **argv)
     static const struct {
         const char *cmd, *db;
         int nargs;
-    } cmds[] = {{"set-schema", "meta", 1},
-                {"schema", "meta", 0},
-                {"record-version", "jobs", 2},
-                {"drop-record", "jobs", 1},
-                {"bad-done-key", "done", 0}};
+    } cmds[] = {{"set-schema", "meta", 1},     {"schema", "meta", 0},
+                {"record-version", "jobs", 2}, {"drop-record", "jobs", 1},
+                {"bad-done-key", "done", 0},   {"drop-due", "due", 1}};
 
     for (size_t i = 0; argc >= 3 && i < sizeof(cmds) / sizeof(cmds[0]); i++)
         if (strcmp(argv[1], cmds[i].cmd) == 0 && argc == 3 + cmds[i].nargs)
             return run(cmds[i].cmd, argv[2], cmds[i].db, argv + 3);
     fprintf(stderr, "usage: avp-storetool set-schema DIR N | schema DIR | record-version DIR ID N"
-                    " | drop-record DIR ID | bad-done-key DIR\n");
+                    " | drop-record DIR ID | bad-done-key DIR | drop-due DIR ID\n");
     return 2;
 }

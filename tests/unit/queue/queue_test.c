@@ -2181,6 +2181,18 @@ static void t_damaged(void)
     memset(&o, 0, sizeof o);
     CHECK_OK(queue_campaign_jobs(q, "c", 0, 0, 10, campaign_ids_cb, &o, NULL));
     CHECK(o.n == 4 && o.ids[0] == 1 && o.ids[1] == 3 && o.ids[2] == 5 && o.ids[3] == 6);
+    /* The records' damage leaves index and counters agreeing; a state
+     * change keeps them so. */
+    {
+        uint64_t due = 0, unfinished = 0;
+        CHECK_OK(queue_due_check(q, &due, &unfinished));
+        CHECK(due == 6 && unfinished == 6);
+        CHECK_OK(update_one(q, 5, QUEUE_STATE_SENDING, 0, NULL, NULL));
+        CHECK_OK(update_one(q, 1, QUEUE_STATE_SENDING, 0, NULL, NULL));
+        CHECK_OK(update_one(q, 1, QUEUE_STATE_SENT, 0, "w", NULL));
+        CHECK_OK(queue_due_check(q, &due, &unfinished));
+        CHECK(due == 5 && unfinished == 5);
+    }
     queue_close(q);
 }
 
