@@ -731,6 +731,12 @@ static void on_http_done(const http_result_t *res, void *arg)
     d->stats.by_action[c.action]++;
     if (c.maybe_sent)
         d->stats.maybe_duplicates++;
+    /* Meta's pair limit counts what reaches Meta: a request that never
+     * left, or one AvenPing answered itself (a 4xx without Meta's code:
+     * its auth, plan, validation or own rate limit), took nothing there. */
+    if (c.not_sent || (c.action != CLASSIFY_SENT && !c.error.has_meta && c.error.status >= 400 &&
+                       c.error.status < 500))
+        sched_pair_refund(d->sched, job, now);
     max_attempts = job->max_attempts ? job->max_attempts : (unsigned)d->cfg.max_attempts;
 
     switch (c.action) {

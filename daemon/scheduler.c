@@ -2357,6 +2357,19 @@ void sched_sender_hold(sched_t *s, sched_job_t *j, double until, const char *rea
     }
 }
 
+void sched_pair_refund(sched_t *s, sched_job_t *j, double now)
+{
+    sched_pair_t *p = j->pair_;
+
+    if (p == NULL || !pacing(s))
+        return;
+    pair_refill(s, p, now);
+    p->tokens = fmin(p->tokens + 1, s->opt.pair_burst);
+    p->rest = fmin(p->rest + 1, 1);
+    if (p->burst_n > 0 && pair_in_burst(s, p, now))
+        p->burst_n--;
+}
+
 double sched_pair_limited(sched_t *s, sched_job_t *j, double now, double at_least)
 {
     sched_pair_t *p = j->pair_;

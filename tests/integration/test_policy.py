@@ -865,6 +865,31 @@ def resume_lifts_throttle(wd):
     api.stop()
 
 
+def pair_refund(wd):
+    """A request AvenPing refused itself (a 400 without Meta's code) never
+    reached Meta, so it does not count toward the recipient's pair limit:
+    the next job to that recipient goes at once. Before, it waited the
+    pair's interval (3 s here) as if the refused one had been delivered."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"pair_rate_interval_ms": 3000, "pair_burst": 1}).start()
+    cl = d.client()
+    to = "+16760000001"
+    api.control(rules=[{"to": to.lstrip("+"), "status": 400, "times": 1}])
+    ids = submit_all(d, [avp.text_job(1, sender="1000001", to=to)])
+    j = wait_for(lambda: (lambda j: j if j["state"] == "failed" else None)(
+        cl.request({"op": "get", "job": ids[0]})["job"]), 10, "the 400 failed the job")
+    t_refused = j["updatedAt"]
+    ids += submit_all(d, [avp.text_job(2, sender="1000001", to=to)])
+    wait_for(lambda: any(avp.marker(s) == "job-2" for s in api.sends()), 10, "the next job sent")
+    t_sent = [s["t"] for s in api.sends() if avp.marker(s) == "job-2"][0]
+    print("the next job %.2f s after the refused one" % (t_sent - t_refused))
+    check(t_sent - t_refused < 1.5, "sent at once, not an interval later: %.2f s"
+          % (t_sent - t_refused))
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def api_unreachable(wd):
     """Nothing listens at api_base: after a run of connections that fail, the
     account pauses as unreachable (no job fails, no connect storm: before,
@@ -1278,7 +1303,7 @@ def retry_past_expiry(wd):
 
 CASES = {f.__name__: f for f in (rate_multi_sender, connection_limit, retry_past_expiry,
                                    cancel_inflight, cancel_inflight_restart, resume_lifts_throttle,
-                                   retry_after_on_5xx,
+                                   pair_refund, retry_after_on_5xx,
                                    adaptive_converges, ordered_with_failures,
                                  token_revoked, pair_pacing, expired_and_scheduled, pauses,
                                  cancel_after_answer, at_most_once_maybe_sent,

@@ -645,6 +645,41 @@ static void test_pair_pacing(void)
     sched_free(s);
 }
 
+/* An attempt AvenPing refused before Meta gives its pair back the send it
+ * took: the next job to that recipient may go within the burst at once
+ * (before, it waited for the pair to rest, as if the refused one had
+ * reached Meta); a send after it still borrows as usual. */
+static void test_pair_refund(void)
+{
+    sched_options_t o;
+    sched_t *s = make_paced(&o, 1.0, 2);
+    sched_job_t *a, *b, *c;
+    double wake;
+
+    addk(s, 1, 0, 1, "a", NULL, "k1", "15550300");
+    addk(s, 2, 0, 1, "a", NULL, "k2", "15550300");
+    a = sched_next(s, 10, &wake);
+    b = sched_next(s, 10, &wake);
+    CHECK(a != NULL && b != NULL && sched_next(s, 10, &wake) == NULL);
+    sched_pair_refund(s, a, 10.001);
+    sched_job_finish(s, a);
+    sched_job_finish(s, b);
+    addk(s, 3, 0, 1, "a", NULL, "k3", "15550300");
+    addk(s, 4, 0, 1, "a", NULL, "k4", "15550300");
+    c = sched_next(s, 10.01, &wake);
+    CHECK(c != NULL && c->id == 3);
+    sched_job_finish(s, c);
+    CHECK(sched_next(s, 10.02, &wake) == NULL); /* the burst of two is spent */
+    CHECK(wake > 11.9);
+    /* A pair that is not paced, or a job without a recipient: nothing. */
+    add(s, 5, 0, 1, "b");
+    c = sched_next(s, 10.03, &wake);
+    CHECK(c != NULL && c->id == 5);
+    sched_pair_refund(s, c, 10.03);
+    sched_job_finish(s, c);
+    sched_free(s);
+}
+
 /* Meta's pair limit: up to pair_burst sends within one interval of a
  * rested pair's first (the scheduler keeps to half of it), each borrowed
  * from the future - after a burst of n the pair is rested again n intervals
@@ -1291,6 +1326,7 @@ int main(int argc, char **argv)
         {"memory_released", test_memory_released},
         {"sender_waiting_each", test_sender_waiting_each},
         {"pair_burst_debt", test_pair_burst_debt},
+        {"pair_refund", test_pair_refund},
         {"pair_order_and_reload", test_pair_order_and_reload},
         {"pair_wake_rounding", test_pair_wake_rounding},
     };
