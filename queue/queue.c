@@ -219,21 +219,32 @@ static void unfinished_set(queue_t *q, const uint64_t *counts)
         counts[QUEUE_STATE_QUEUED] + counts[QUEUE_STATE_SENDING] + counts[QUEUE_STATE_RETRYING];
 }
 
-static int counts_load(queue__wtxn_t *w)
+/* The per-state counters in `txn`'s snapshot into counts[1..QUEUE_STATE_MAX]
+ * (counts[0] = 0). 0, QUEUE_ECORRUPT when missing or short, or an LMDB code. */
+static int counts_read(const queue_t *q, MDB_txn *txn, uint64_t counts[QUEUE_STATE_MAX + 1])
 {
     MDB_val k = {sizeof QUEUE__META_COUNTS - 1, QUEUE__META_COUNTS}, v;
-    int rc;
+    int rc = mdb_get(txn, q->db_meta, &k, &v);
 
-    if (w->counts_loaded)
-        return 0;
-    rc = mdb_get(w->txn, w->q->db_meta, &k, &v);
     if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size < 8 * QUEUE_STATE_MAX))
         return QUEUE_ECORRUPT;
     if (rc != 0)
         return rc;
-    w->counts[0] = 0;
+    counts[0] = 0;
     for (int i = 1; i <= QUEUE_STATE_MAX; i++)
-        w->counts[i] = queue__be64_get((const unsigned char *)v.mv_data + 8 * (i - 1));
+        counts[i] = queue__be64_get((const unsigned char *)v.mv_data + 8 * (i - 1));
+    return 0;
+}
+
+static int counts_load(queue__wtxn_t *w)
+{
+    int rc;
+
+    if (w->counts_loaded)
+        return 0;
+    rc = counts_read(w->q, w->txn, w->counts);
+    if (rc != 0)
+        return rc;
     w->counts_loaded = true;
     return 0;
 }
@@ -1324,7 +1335,7 @@ out:
 
 int queue_due_check(queue_t *q, uint64_t *due_entries, uint64_t *unfinished)
 {
-    MDB_val k = {sizeof QUEUE__META_COUNTS - 1, QUEUE__META_COUNTS}, v;
+    uint64_t counts[QUEUE_STATE_MAX + 1];
     MDB_stat st;
     queue__rd_t r;
     int rc;
@@ -1336,15 +1347,13 @@ int queue_due_check(queue_t *q, uint64_t *due_entries, uint64_t *unfinished)
         return rc;
     rc = mdb_stat(r.txn, q->db_due, &st);
     if (rc == 0)
-        rc = mdb_get(r.txn, q->db_meta, &k, &v);
-    if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size < 8 * QUEUE_STATE_MAX))
-        rc = QUEUE_ECORRUPT;
+        rc = counts_read(q, r.txn, counts);
     if (rc == 0) {
         *due_entries = st.ms_entries;
         *unfinished = 0;
         for (int i = 1; i <= QUEUE_STATE_MAX; i++)
             if (queue__state_is_due(i))
-                *unfinished += queue__be64_get((const unsigned char *)v.mv_data + 8 * (i - 1));
+                *unfinished += counts[i];
     }
     queue__rd_end(q, &r);
     return queue__err_map(rc);
@@ -1352,7 +1361,6 @@ int queue_due_check(queue_t *q, uint64_t *due_entries, uint64_t *unfinished)
 
 int queue_counts(queue_t *q, uint64_t counts[QUEUE_STATE_MAX + 1])
 {
-    MDB_val k = {sizeof QUEUE__META_COUNTS - 1, QUEUE__META_COUNTS}, v;
     queue__rd_t r;
     int rc;
 
@@ -1362,12 +1370,9 @@ int queue_counts(queue_t *q, uint64_t counts[QUEUE_STATE_MAX + 1])
     rc = queue__rd_begin(q, &r);
     if (rc != 0)
         return rc;
-    rc = mdb_get(r.txn, q->db_meta, &k, &v);
-    if (rc == MDB_NOTFOUND || (rc == 0 && v.mv_size < 8 * QUEUE_STATE_MAX))
-        rc = QUEUE_ECORRUPT;
-    if (rc == 0)
-        for (int i = 1; i <= QUEUE_STATE_MAX; i++)
-            counts[i] = queue__be64_get((const unsigned char *)v.mv_data + 8 * (i - 1));
+    rc = counts_read(q, r.txn, counts);
+    if (rc != 0)
+        memset(counts, 0, sizeof(uint64_t) * (QUEUE_STATE_MAX + 1));
     queue__rd_end(q, &r);
     return queue__err_map(rc);
 }
