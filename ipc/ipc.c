@@ -77,6 +77,7 @@
  * tens of MiB, not a quarter of a GiB. */
 #define STREAM_BUDGET (32u * 1024u * 1024u)
 #define STREAM_FLOOR (16u * 1024u)
+#define GAP_MAX 64       /* longest gap event, its newline included */
 #define MAX_REJECTING 64 /* refused connections still being told why */
 /* A refused connection (conn_reject) answers the peer's first request with
  * the error and its id; a peer that sends nothing within REJECT_WAIT_MS is
@@ -162,6 +163,10 @@ struct ipc_server {
     unsigned n_gated;   /* connections with a gated list/stats (may wait for room) */
     unsigned n_streams; /* open connections that are event streams */
     size_t rbuf_total;  /* read buffer bytes of all open connections */
+    /* What event streams read lands here and is dropped: a watcher keeps
+     * no read buffer of its own (800 idle watchers held 16 KiB each). The
+     * loop reads one connection at a time, so one buffer serves all. */
+    char discard[4096];
     size_t read_budget; /* most rbuf_total may grow to past READ_KEEP_MAX buffers */
     unsigned handles;   /* initialised handles whose close callback has not run */
     bool closing;
@@ -399,6 +404,7 @@ static bool conn_saturated(const struct ipc_conn *c)
 }
 
 static bool stream_put_gap(struct ipc_conn *c, ipc__buf_t *b);
+static bool stream_reserve(struct ipc_conn *c, ipc__buf_t *b, size_t need);
 
 static void on_write(uv_write_t *w, int status)
 {
@@ -414,7 +420,7 @@ static void on_write(uv_write_t *w, int status)
     /* A stream that dropped events tells its reader as soon as there is
      * room again, not only with the next event (which may never come). */
     if (c->streaming && c->stream_refs > 0 && c->stream.dropped > 0 && c->head == NULL &&
-        unsent_bytes(c) + 64 <= stream_bound(&c->stream) && stream_put_gap(c, &c->obuf))
+        stream_reserve(c, &c->obuf, GAP_MAX) && stream_put_gap(c, &c->obuf))
         c->stream.dropped = 0;
     if (c->srv->n_gated > 0)
         wake_gated(c->srv);
@@ -743,6 +749,10 @@ static void line_over_budget(struct ipc_conn *c)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct ipc_conn *c = h->data;
+    if (c->streaming) {
+        *buf = uv_buf_init(c->srv->discard, sizeof c->srv->discard);
+        return;
+    }
     if (c->rpos == c->rlen) {
         c->rpos = c->rlen = c->rscan = 0;
         if (c->rcap > READ_KEEP_MAX) {
@@ -880,6 +890,12 @@ static void conn_kick(struct ipc_conn *c)
     c->in_kick = false;
     if (c->state != CONN_OPEN)
         return;
+    if (c->streaming && c->rbuf != NULL) {
+        c->srv->rbuf_total -= c->rcap;
+        free(c->rbuf);
+        c->rbuf = NULL;
+        c->rcap = c->rlen = c->rpos = c->rscan = 0;
+    }
     conn_update_reading(c);
     conn_maybe_finish(c);
 }
@@ -1242,6 +1258,9 @@ void ipc__server_counters(const ipc_server_t *s, ipc__counters_t *out)
 {
     *out = s->ctr;
     out->unsent = server_unsent(s);
+    out->buffered = 0;
+    for (const struct ipc_conn *c = s->conns; c; c = c->next)
+        out->buffered += c->rcap + c->obuf.cap + c->wbuf.cap + c->held.cap;
 }
 
 /* ---- answers ---- */
@@ -1383,7 +1402,7 @@ ipc_stream_t *ipc_req_reply_stream(ipc_req_t *r, size_t max_buffered)
  * without memory. */
 static bool stream_put_gap(struct ipc_conn *c, ipc__buf_t *b)
 {
-    char gap[64];
+    char gap[GAP_MAX];
     int n = snprintf(gap, sizeof gap, "{\"event\":\"gap\",\"dropped\":%" PRIu64 "}\n",
                      c->stream.dropped);
     return ipc__buf_put(b, gap, (size_t)n) == 0;
@@ -1401,16 +1420,31 @@ static size_t stream_bound(const struct ipc_stream *st)
     return share < st->max_buffered ? share : st->max_buffered;
 }
 
+/* Makes room for `need` more bytes in b, one of c's buffers, within the
+ * stream's bound; false when that would take the buffers past it. */
+static bool stream_reserve(struct ipc_conn *c, ipc__buf_t *b, size_t need)
+{
+    size_t bound = stream_bound(&c->stream);
+    size_t others = c->obuf.cap + c->wbuf.cap + c->held.cap - b->cap;
+
+    return others < bound && ipc__buf_reserve_max(b, need, bound - others) == 0;
+}
+
 int ipc_stream_send(ipc_stream_t *st, const char *json, size_t len)
 {
     struct ipc_conn *c = st->conn;
     if (c->state != CONN_OPEN)
         return IPC_ECLOSED;
-    if (unsent_bytes(c) + len + 1 > stream_bound(st)) {
+    /* The bound is on what the connection's buffers take from the
+     * allocator, not on their content: doubling buffers (one being
+     * written, one filling) held twice the content, and 800 watchers took
+     * 53 MiB, not the 32 MiB of STREAM_BUDGET. The buffer written to may
+     * grow only into what the other two leave. */
+    ipc__buf_t *b = c->head ? &c->held : &c->obuf;
+    if (!stream_reserve(c, b, len + 1 + (st->dropped ? GAP_MAX : 0))) {
         st->dropped++;
         return 0;
     }
-    ipc__buf_t *b = c->head ? &c->held : &c->obuf;
     size_t mark = b->len;
     int rc = 0;
     if (st->dropped && !stream_put_gap(c, b))

@@ -16,6 +16,11 @@ typedef struct ipc__buf {
 
 /* Makes room for `extra` more bytes. 0 or UV_ENOMEM (buffer unchanged). */
 int ipc__buf_reserve(ipc__buf_t *b, size_t extra);
+/* Like ipc__buf_reserve, but the capacity stays at most max_cap (growth
+ * stops there instead of doubling past it): UV_ENOBUFS when len + extra
+ * exceeds max_cap. For buffers whose allocation, not only their content,
+ * is bounded. */
+int ipc__buf_reserve_max(ipc__buf_t *b, size_t extra, size_t max_cap);
 /* Appends n bytes. 0 or UV_ENOMEM (buffer unchanged). */
 int ipc__buf_put(ipc__buf_t *b, const void *d, size_t n);
 /* Frees the storage; the buffer is empty afterwards. */
@@ -88,6 +93,7 @@ typedef struct ipc__counters {
     unsigned long gated;           /* list/stats requests that waited for answer room */
     unsigned long long bytes_read; /* request bytes read, all connections */
     size_t unsent;                 /* answer bytes not yet written, all connections (now) */
+    size_t buffered;               /* bytes allocated for the buffers of all connections (now) */
 } ipc__counters_t;
 
 void ipc__server_counters(const ipc_server_t *s, ipc__counters_t *out);

@@ -41,13 +41,22 @@
 
 int ipc__buf_reserve(ipc__buf_t *b, size_t extra)
 {
+    return ipc__buf_reserve_max(b, extra, SIZE_MAX);
+}
+
+int ipc__buf_reserve_max(ipc__buf_t *b, size_t extra, size_t max_cap)
+{
     if (b->cap - b->len >= extra)
         return 0;
     if (extra > SIZE_MAX / 2 - b->len)
         return UV_ENOMEM;
+    if (b->len + extra > max_cap)
+        return UV_ENOBUFS;
     size_t ncap = b->cap ? b->cap : 256;
     while (ncap - b->len < extra)
         ncap *= 2;
+    if (ncap > max_cap)
+        ncap = max_cap;
     char *np = realloc(b->p, ncap);
     if (!np)
         return UV_ENOMEM;

@@ -491,8 +491,9 @@ def rss_anon_kb(pid):
 def idle_watchers(wd):
     """800 `watch` clients that never read, while 6,000 jobs go: the events
     they cannot take are dropped and counted (a gap event), all of them
-    together buffer within the streams' budget (32 MiB: 40 KiB each here,
-    not 256 KiB each: ~390 MB with 1,000 such watchers in an audit), and
+    together allocate within the streams' budget (32 MiB: 40 KiB each
+    here, not 256 KiB each: ~390 MB with 1,000 such watchers in an audit,
+    and not twice 40 KiB in two buffers plus an unused read buffer), and
     their memory goes back once they close (it was kept until the next
     event each of them matched). Reading one gives its events and the gap."""
     api = avp.FakeAPI(wd)
@@ -514,9 +515,21 @@ def idle_watchers(wd):
     # shadow), and so does valgrind (AVP_WRAPPER): the figures are checked
     # on plain builds run directly only.
     measured = os.environ.get("AVP_SANITIZED", "0") != "1" and not avp.WRAPPER
-    grown = (rss_anon_kb(d.proc.pid) - base) / 1024.0
-    print("anonymous memory grew %.1f MiB with 800 idle watchers" % grown)
-    check(grown < 100 or not measured, "idle watchers hold %.1f MiB" % grown)
+
+    def grown():
+        return (rss_anon_kb(d.proc.pid) - base) / 1024.0
+    print("anonymous memory grew %.1f MiB with 800 idle watchers" % grown())
+    # What they hold, not what the allocator has yet to give back: freed
+    # pages return within about a second (daemon/jemalloc_conf.c), and a
+    # snapshot right after the last send read 106 MiB on busy CI cores.
+    # Held: the streams' 32 MiB (buffers counted as allocated), the jobs'
+    # ~10 MiB, the connections' own ~10 MiB: ~53 MiB (it was ~65 MiB when
+    # the bound counted buffer content only; unit ipc_server_stream_memory
+    # checks the allocation bound itself).
+    if measured:
+        wait_for(lambda: grown() < 64, 10, "idle watchers' memory under 64 MiB (now %.1f MiB)"
+                 % grown())
+    print("settled at %.1f MiB" % grown())
     events, gap = 0, None
     w = watchers[0]
     while gap is None:

@@ -69,6 +69,9 @@ struct h {
     unsigned long n_req;
     ipc_stream_t *st;
     int stream_total;
+    ipc_stream_t *sts[64];
+    size_t n_sts;
+    size_t max_buffered;
     void (*client)(struct h *h);
 };
 
@@ -966,6 +969,82 @@ static void client_stream_gap(struct h *h)
     run_on_loop(h, loop_send_after_close, NULL);
 }
 
+/* Streams that never read: what their connections allocate stays within
+ * each stream's bound (its max_buffered, or its share of the 32 MiB over
+ * all streams), whatever the events and however the buffers swap. It was
+ * bounded on content only: doubling buffers, one being written and one
+ * filling, held up to twice the bound, and each watcher kept a read
+ * buffer it never used again. */
+#define MEM_STREAMS 24
+#define MEM_BOUND (256u * 1024u)
+
+static void req_watch_keep(struct h *h, ipc_req_t *r)
+{
+    REQUIRE(ipc_req_request(r)->op == IPC_OP_WATCH, "watch expected");
+    REQUIRE(h->n_sts < MEM_STREAMS, "too many streams");
+    h->sts[h->n_sts] = ipc_req_reply_stream(r, MEM_BOUND);
+    REQUIRE(h->sts[h->n_sts], "stream");
+    h->n_sts++;
+}
+
+static bool pred_streams(struct h *h, void *arg)
+{
+    return h->n_sts == (size_t)(uintptr_t)arg;
+}
+
+/* One round: events of every size from 40 to ~4,000 bytes to each stream. */
+static void loop_events_round(struct h *h, void *arg)
+{
+    static char pad[4096];
+    unsigned round = (unsigned)(uintptr_t)arg;
+
+    memset(pad, 'x', sizeof pad - 1);
+    for (unsigned i = 0; i < 200; i++) {
+        char ev[4200];
+        size_t padlen = ((round * 200 + i) * 397) % 4000;
+        int n = snprintf(ev, sizeof ev, "{\"event\":\"job\",\"pad\":\"%.*s\"}", (int)padlen, pad);
+        for (size_t s = 0; s < h->n_sts; s++)
+            REQUIRE(ipc_stream_send(h->sts[s], ev, (size_t)n) == 0, "send");
+    }
+    ipc__counters_t k;
+    ipc__server_counters(h->srv, &k);
+    if (k.buffered > h->max_buffered)
+        h->max_buffered = k.buffered;
+}
+
+static void loop_release_streams(struct h *h, void *arg)
+{
+    while (h->n_sts > 0)
+        ipc_stream_release(h->sts[--h->n_sts]);
+}
+
+static void client_stream_memory(struct h *h)
+{
+    struct cl c[MEM_STREAMS];
+    for (int i = 0; i < MEM_STREAMS; i++) {
+        REQUIRE(cl_open(&c[i], h->path) == 0, "connect %d", i);
+        cl_sends(&c[i], "{\"op\":\"watch\",\"id\":1}\n");
+    }
+    wait_until(h, pred_streams, (void *)(uintptr_t)MEM_STREAMS, "streams");
+    /* Each round is a loop turn of its own: writes complete, buffers
+     * swap and grow between them. */
+    for (unsigned round = 0; round < 40; round++)
+        run_on_loop(h, loop_events_round, (void *)(uintptr_t)round);
+    size_t bound = (size_t)MEM_STREAMS * MEM_BOUND;
+    REQUIRE(h->max_buffered <= bound, "%zu streams of %u bytes allocated %zu bytes",
+            (size_t)MEM_STREAMS, MEM_BOUND, h->max_buffered);
+    REQUIRE(h->max_buffered > bound / 2, "the streams filled: %zu", h->max_buffered);
+    /* Still a stream that works: the first events come, in order. */
+    expect_line(&c[0], "{\"id\":1,\"ok\":true}");
+    cJSON *j = cl_json(&c[0]);
+    REQUIRE(strcmp(str(j, "event"), "job") == 0, "an event");
+    cJSON_Delete(j);
+    run_on_loop(h, loop_release_streams, NULL);
+    for (int i = 0; i < MEM_STREAMS; i++)
+        cl_close(&c[i]);
+    wait_until(h, pred_conns, (void *)0, "peers gone");
+}
+
 /* Backpressure on requests in flight: with max_pending 4, the callback
  * never has more than 4 unanswered requests, and reading pauses. */
 static bool pred_held_and_paused(struct h *h, void *arg)
@@ -1343,6 +1422,9 @@ int main(int argc, char **argv)
     } else if (!strcmp(name, "stream_gap")) {
         h->on_req = req_watch_burst;
         h->client = client_stream_gap;
+    } else if (!strcmp(name, "stream_memory")) {
+        h->on_req = req_watch_keep;
+        h->client = client_stream_memory;
     } else if (!strcmp(name, "backpressure")) {
         opt.max_pending = 4;
         h->on_req = req_backpressure;
