@@ -411,7 +411,13 @@ static void on_write(uv_write_t *w, int status)
     struct ipc_conn *c = w->data;
     c->writing = false;
     c->wbuf.len = 0;
-    if (c->wbuf.cap > WRITE_KEEP_MAX || (c->streaming && c->wbuf.cap > stream_bound(&c->stream)))
+    /* A stream's buffers together stay within its bound (stream_reserve),
+     * and a written buffer kept for reuse counts against it while empty:
+     * one kept at the whole bound (the bound shrinks as watchers join)
+     * would leave the other no room and drop every later event for good.
+     * Kept only while it takes at most half. */
+    if (c->wbuf.cap > WRITE_KEEP_MAX ||
+        (c->streaming && c->wbuf.cap > stream_bound(&c->stream) / 2))
         ipc__buf_free(&c->wbuf);
     if (status < 0) {
         conn_close(c); /* a no-op when the write was cancelled by a close */

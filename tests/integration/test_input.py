@@ -523,7 +523,7 @@ def idle_watchers(wd):
     # pages return within about a second (daemon/jemalloc_conf.c), and a
     # snapshot right after the last send read 106 MiB on busy CI cores.
     # Held: the streams' 32 MiB (buffers counted as allocated), the jobs'
-    # ~10 MiB, the connections' own ~10 MiB: ~53 MiB (it was ~65 MiB when
+    # ~10 MiB, the connections' own few MiB: ~50 MiB (it was ~65 MiB when
     # the bound counted buffer content only; unit ipc_server_stream_memory
     # checks the allocation bound itself).
     if measured:
