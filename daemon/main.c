@@ -539,13 +539,13 @@ static int open_store(daemon_t *d)
         dlog(d, CONFIG_LOG_WARN, "%zu jobs were in flight at the last stop; now %s", n,
              d->cfg.at_most_once ? "uncertain (delivery = at-most-once)" : "due again");
     {
-        uint64_t due = 0, unfinished = 0;
+        queue_due_count_t c;
 
-        if (queue_due_check(d->q, &due, &unfinished) == 0 && due != unfinished)
+        if (queue_due_check(d->q, &c) == 0 && !c.agree)
             dlog(d, CONFIG_LOG_ERROR,
                  "the store is damaged: its due index holds %llu entries for %llu unfinished "
                  "jobs; jobs missing from it are not sent (docs/operations.md)",
-                 (unsigned long long)due, (unsigned long long)unfinished);
+                 (unsigned long long)c.due_entries, (unsigned long long)c.unfinished);
     }
     return 0;
 }

@@ -221,8 +221,9 @@ int queue__campaign_open(queue__wtxn_t *w)
     return 0;
 }
 
-static int rebuild_one(queue__wtxn_t *w, uint64_t id, const queue__record_t *r)
+static int rebuild_one(queue__wtxn_t *w, uint64_t id, const queue__record_t *r, void *user)
 {
+    (void)user;
     return queue__campaign_move(w, r->s[QUEUE__REC_CAMPAIGN], id, 0, r->state);
 }
 
@@ -236,7 +237,7 @@ int queue__campaign_rebuild(queue__wtxn_t *w)
         (rc = mdb_drop(w->txn, w->q->db_cjobs, 0)) != 0 ||
         (rc = mdb_drop(w->txn, w->q->db_cstate, 0)) != 0)
         return rc;
-    return queue__jobs_each(w, rebuild_one);
+    return queue__jobs_each(w, rebuild_one, NULL);
 }
 
 /* --- reads --------------------------------------------------------------- */

@@ -138,6 +138,37 @@ int queue__order_build(queue__wtxn_t *w)
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
+int queue__order_add(queue__wtxn_t *w, const queue__record_t *r, uint64_t id, bool *added)
+{
+    char key[QUEUE_ORDER_KEY_MAX + 1];
+    unsigned char kb[OKEY_BUF];
+    size_t len = queue__record_order_key(r, key, sizeof key);
+    MDB_val k;
+
+    *added = false;
+    if (len == 0)
+        return 0; /* as queue__order_put: no key, no order to keep */
+    k.mv_size = okey_entry(kb, key, len, id);
+    k.mv_data = kb;
+    return queue__idx_add(w, &w->order_cur, w->q->db_order, &k, added);
+}
+
+bool queue__order_fits(const MDB_val *k, const queue__record_t *r)
+{
+    const unsigned char *p = k->mv_data;
+    char key[QUEUE_ORDER_KEY_MAX + 1];
+    size_t len;
+
+    /* Well-formed: 1..QUEUE_ORDER_KEY_MAX key bytes, 0x00, the id. */
+    if (k->mv_size < 10 || k->mv_size - 9 > QUEUE_ORDER_KEY_MAX || p[k->mv_size - 9] != 0)
+        return false;
+    if (r == NULL)
+        return true;
+    len = k->mv_size - 9;
+    return queue__state_is_due(r->state) && queue__record_order_key(r, key, sizeof key) == len &&
+           memcmp(key, p, len) == 0;
+}
+
 int queue_order_scan(queue_t *q, const char *key, uint64_t after_id, uint64_t before_id,
                      size_t limit, queue_due_cb cb, void *user)
 {

@@ -236,7 +236,7 @@ static int counts_read(const queue_t *q, MDB_txn *txn, uint64_t counts[QUEUE_STA
     return 0;
 }
 
-static int counts_load(queue__wtxn_t *w)
+int queue__counts_load(queue__wtxn_t *w)
 {
     int rc;
 
@@ -261,7 +261,7 @@ static int counts_store(queue__wtxn_t *w)
 
 int queue__counts_move(queue__wtxn_t *w, int from, int to)
 {
-    int rc = counts_load(w);
+    int rc = queue__counts_load(w);
     if (rc != 0)
         return rc;
     if (from >= 1 && from <= QUEUE_STATE_MAX && w->counts[from] > 0)
@@ -367,12 +367,6 @@ int queue__write_run(queue_t *q, queue__write_fn fn, void *arg)
 
 /* --- Due index and job updates ------------------------------------------ */
 
-static void due_key(unsigned char key[16], uint64_t due_ms, uint64_t id)
-{
-    queue__be64_put(key, due_ms);
-    queue__be64_put(key + 8, id);
-}
-
 int queue__idx_put(queue__wtxn_t *w, MDB_cursor **cur, MDB_dbi dbi, MDB_val *k, MDB_val *v)
 {
     int rc;
@@ -380,6 +374,23 @@ int queue__idx_put(queue__wtxn_t *w, MDB_cursor **cur, MDB_dbi dbi, MDB_val *k, 
     if (*cur == NULL && (rc = mdb_cursor_open(w->txn, dbi, cur)) != 0)
         return rc;
     return mdb_cursor_put(*cur, k, v, 0);
+}
+
+int queue__idx_add(queue__wtxn_t *w, MDB_cursor **cur, MDB_dbi dbi, MDB_val *k, bool *added)
+{
+    MDB_val v = {0, NULL};
+    int rc;
+
+    *added = false;
+    if (*cur == NULL && (rc = mdb_cursor_open(w->txn, dbi, cur)) != 0)
+        return rc;
+    /* LMDB answers MDB_KEYEXIST from its search, before it makes the page
+     * dirty: a key that is already there costs no write. */
+    rc = mdb_cursor_put(*cur, k, &v, MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST)
+        return 0;
+    *added = rc == 0;
+    return rc;
 }
 
 int queue__idx_del(queue__wtxn_t *w, MDB_cursor **cur, MDB_dbi dbi, MDB_val *k)
@@ -400,7 +411,7 @@ int queue__due_put(queue__wtxn_t *w, uint64_t due_ms, uint64_t id)
     unsigned char kb[16];
     MDB_val k = {sizeof kb, kb}, v = {0, NULL};
 
-    due_key(kb, due_ms, id);
+    queue__due_key(kb, due_ms, id);
     return queue__idx_put(w, &w->due_cur, w->q->db_due, &k, &v);
 }
 
@@ -409,7 +420,7 @@ int queue__due_del(queue__wtxn_t *w, uint64_t due_ms, uint64_t id)
     unsigned char kb[16];
     MDB_val k = {sizeof kb, kb};
 
-    due_key(kb, due_ms, id);
+    queue__due_key(kb, due_ms, id);
     return queue__idx_del(w, &w->due_cur, w->q->db_due, &k);
 }
 
@@ -538,7 +549,7 @@ typedef struct open_ctx {
     uint64_t last_id; /* out: largest key of jobs */
 } open_ctx_t;
 
-int queue__jobs_each(queue__wtxn_t *w, queue__job_fn fn)
+int queue__jobs_each(queue__wtxn_t *w, queue__job_fn fn, void *user)
 {
     MDB_cursor *cur = NULL;
     MDB_val k, v;
@@ -559,7 +570,7 @@ int queue__jobs_each(queue__wtxn_t *w, queue__job_fn fn)
             break;
         if (k.mv_size != 8 || queue__record_parse(v.mv_data, v.mv_size, &r) != 0)
             continue;
-        rc = fn(w, queue__be64_get(k.mv_data), &r);
+        rc = fn(w, queue__be64_get(k.mv_data), &r, user);
         if (rc != 0)
             break;
     }
@@ -648,7 +659,7 @@ static int open_dbs_fn(queue__wtxn_t *w, void *arg)
     oc->schema = queue__be32_get(v.mv_data);
     if (oc->schema > QUEUE_SCHEMA_VERSION)
         return QUEUE_ESCHEMA;
-    rc = counts_load(w); /* present and well-formed, or ECORRUPT now */
+    rc = queue__counts_load(w); /* present and well-formed, or ECORRUPT now */
     if (rc != 0)
         return rc;
     if (oc->schema < QUEUE_SCHEMA_VERSION) {
@@ -950,7 +961,7 @@ static int recover_fn(queue__wtxn_t *w, void *arg)
     int rc, op;
 
     ctx->n = 0;
-    rc = counts_load(w);
+    rc = queue__counts_load(w);
     if (rc != 0)
         return rc;
     want = w->counts[QUEUE_STATE_SENDING];
@@ -1281,7 +1292,7 @@ int queue_due_scan(queue_t *q, double after_due, uint64_t after_id, double until
         return QUEUE_EINVAL;
     if (limit == 0)
         return 0;
-    due_key(start, queue__due_ms(after_due), after_id);
+    queue__due_key(start, queue__due_ms(after_due), after_id);
     rc = queue__rd_begin(q, &r);
     if (rc != 0)
         return rc;
@@ -1333,27 +1344,47 @@ out:
     return queue__err_map(rc);
 }
 
-int queue_due_check(queue_t *q, uint64_t *due_entries, uint64_t *unfinished)
+/* The due entries the last repair kept for undecodable records, in txn's
+ * snapshot (0 when no repair kept any). */
+static int due_unreadable_read(const queue_t *q, MDB_txn *txn, uint64_t *n)
+{
+    MDB_val k = {sizeof QUEUE__META_UNREADABLE - 1, QUEUE__META_UNREADABLE}, v;
+    int rc = mdb_get(txn, q->db_meta, &k, &v);
+
+    *n = 0;
+    if (rc == MDB_NOTFOUND)
+        return 0;
+    if (rc == 0 && v.mv_size != 8)
+        return QUEUE_ECORRUPT;
+    if (rc == 0)
+        *n = queue__be64_get(v.mv_data);
+    return rc;
+}
+
+int queue_due_check(queue_t *q, queue_due_count_t *out)
 {
     uint64_t counts[QUEUE_STATE_MAX + 1];
     MDB_stat st;
     queue__rd_t r;
     int rc;
 
-    if (q == NULL || due_entries == NULL || unfinished == NULL)
+    if (q == NULL || out == NULL)
         return QUEUE_EINVAL;
+    memset(out, 0, sizeof *out);
     rc = queue__rd_begin(q, &r);
     if (rc != 0)
         return rc;
     rc = mdb_stat(r.txn, q->db_due, &st);
     if (rc == 0)
         rc = counts_read(q, r.txn, counts);
+    if (rc == 0)
+        rc = due_unreadable_read(q, r.txn, &out->unreadable);
     if (rc == 0) {
-        *due_entries = st.ms_entries;
-        *unfinished = 0;
+        out->due_entries = st.ms_entries;
         for (int i = 1; i <= QUEUE_STATE_MAX; i++)
             if (queue__state_is_due(i))
-                *unfinished += counts[i];
+                out->unfinished += counts[i];
+        out->agree = out->due_entries == out->unfinished + out->unreadable;
     }
     queue__rd_end(q, &r);
     return queue__err_map(rc);

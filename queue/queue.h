@@ -374,11 +374,58 @@ int queue_due_scan(queue_t *q, double after_due, uint64_t after_id, double until
  * (counts[0] unused). Kept as counters in the store: O(1). */
 int queue_counts(queue_t *q, uint64_t counts[QUEUE_STATE_MAX + 1]);
 
-/* In one snapshot, O(1): the due index's entries and the unfinished jobs
- * (queued, sending, retrying) the counters hold. Every unfinished job has
- * exactly one due entry, so a difference means the store was damaged (a
- * job the index lost is never sent). For a check at start. */
-int queue_due_check(queue_t *q, uint64_t *due_entries, uint64_t *unfinished);
+/* What queue_due_check found. */
+typedef struct queue_due_count {
+    uint64_t due_entries; /* entries of the due index */
+    uint64_t unfinished;  /* queued + sending + retrying, by the counters */
+    uint64_t unreadable;  /* due entries the last queue_store_repair kept for
+                           * records it could not decode (not in the counters) */
+    bool agree;           /* due_entries == unfinished + unreadable */
+} queue_due_count_t;
+
+/* In one snapshot, O(1): the due index's entries against the unfinished
+ * jobs the counters hold. Every unfinished job has exactly one due entry,
+ * and the only other entries are those a repair kept for records it could
+ * not read, so !out->agree means the store was damaged (a job the index
+ * lost is never sent): queue_store_repair rebuilds it. For a check at
+ * start. *out is zeroed on error. */
+int queue_due_check(queue_t *q, queue_due_count_t *out);
+
+/* What queue_store_repair found and did (index entries in number of keys). */
+typedef struct queue_repair_report {
+    uint64_t records;        /* job records walked */
+    uint64_t unreadable;     /* of them, records that could not be decoded */
+    uint64_t due_before;     /* due index entries before the repair */
+    uint64_t due_after;      /* and after it */
+    uint64_t due_added;      /* written for due jobs the index had lost */
+    uint64_t due_removed;    /* of a missing record, a job not due, a stale due time,
+                              * or malformed */
+    uint64_t due_unreadable; /* kept: their record exists but cannot be decoded */
+    uint64_t order_added;    /* the same for the order index */
+    uint64_t order_removed;
+    bool counts_changed; /* the per-state counters were not those of the records */
+} queue_repair_report_t;
+
+/*
+ * Rebuilds what the store derives from its job records, in one synced
+ * write transaction (the map grows on MDB_MAP_FULL as for a batch):
+ * - the per-state counters, recounted from the decodable records;
+ * - the due index: an entry for every decodable job in a due state (at its
+ *   next_attempt_at), none for a missing record, a finished job or a stale
+ *   due time; an entry whose record exists but cannot be decoded (damage, a
+ *   record version of a newer build) is kept as it is, so queue_due_scan
+ *   still reports that job (queue_due_entry_t.problem), and counted for
+ *   queue_due_check;
+ * - the order index likewise (an unreadable record's entries kept);
+ * - the done index and the campaign index and counters, rebuilt from the
+ *   decodable records (an unreadable record leaves its campaign).
+ * Records themselves, bodies and idempotency keys are not changed. The
+ * transaction touches every job record's indexes: its time and size grow
+ * with the store (a start-up repair, not a routine). `rep` (may be NULL)
+ * gets what was found; a second repair reports nothing added, removed or
+ * changed. Writer thread (or before the writer starts); never with a commit.
+ */
+int queue_store_repair(queue_t *q, queue_repair_report_t *rep);
 
 /* Current map size and bytes in use (for stats and tests). */
 int queue_space(queue_t *q, size_t *map_size, size_t *used);

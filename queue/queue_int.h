@@ -62,6 +62,11 @@
 #define QUEUE__META_CAMPSEQ "campseq"
 /* retention.c: u64 BE ms of the purge that last wrote it (see purge_fn). */
 #define QUEUE__META_PURGE "purge"
+/* repair.c: u64 BE, the due entries the last queue_store_repair kept
+ * because their record could not be decoded (the counters cannot count
+ * those jobs). queue_due_check adds it to the unfinished jobs; absent: 0.
+ * Written only by a repair: the write path never changes such a job. */
+#define QUEUE__META_UNREADABLE "unreadable"
 
 /* Store-level bound on one body; the daemon's own limit is far below. */
 #define QUEUE__MAX_BODY_LEN ((size_t)64 << 20)
@@ -108,6 +113,14 @@ static inline uint64_t queue__due_ms(double t)
     if (ms >= 18446744073709549568.0) /* largest double below 2^64 */
         return UINT64_MAX;
     return (uint64_t)ms;
+}
+
+/* The due-index key of (due_ms, id): both big-endian, so keys sort by due
+ * time, then id. */
+static inline void queue__due_key(unsigned char key[16], uint64_t due_ms, uint64_t id)
+{
+    queue__be64_put(key, due_ms);
+    queue__be64_put(key + 8, id);
 }
 
 static inline bool queue__state_is_due(int state)
@@ -305,6 +318,10 @@ typedef struct queue__wtxn {
  * error for the delete. */
 int queue__idx_put(queue__wtxn_t *w, MDB_cursor **cur, MDB_dbi dbi, MDB_val *k, MDB_val *v);
 int queue__idx_del(queue__wtxn_t *w, MDB_cursor **cur, MDB_dbi dbi, MDB_val *k);
+/* As queue__idx_put with an empty value, but a key already present is left
+ * as it is (its page is not touched): returns 0 and sets *added, or an
+ * error. For rebuilds that mostly meet keys that are already right. */
+int queue__idx_add(queue__wtxn_t *w, MDB_cursor **cur, MDB_dbi dbi, MDB_val *k, bool *added);
 
 /* A write step: returns 0, a raw LMDB code, or a negative queue/errno code.
  * It may run more than once (after map growth) and must start from scratch
@@ -319,6 +336,11 @@ int queue__write_run(queue_t *q, queue__write_fn fn, void *arg);
 /* The same; with adds_jobs the map is kept below map_max by a reserve for
  * state changes and purges (queue.c job_limit): QUEUE_EFULL there. */
 int queue__write_run_ex(queue_t *q, queue__write_fn fn, void *arg, bool adds_jobs);
+
+/* Loads the stored per-state counters into w->counts once per txn (a
+ * no-op when loaded). 0, QUEUE_ECORRUPT when missing or short, or an LMDB
+ * code. */
+int queue__counts_load(queue__wtxn_t *w);
 
 /* Adjusts the counters of w: one job leaves `from` (0: none) for `to`
  * (0: none). Returns 0 or an error code of the write path. */
@@ -354,13 +376,14 @@ typedef struct queue__patch {
  * The return value is non-zero only for errors that must abort the txn. */
 int queue__job_update(queue__wtxn_t *w, uint64_t id, const queue__patch_t *p, int *result);
 
-/* Calls cb for every decodable job record in w's txn, by id (schema
- * upgrades build their indexes with it). Undecodable records are skipped,
- * left for the readers to report. The record's strings are views into the
- * page: cb may write to other databases, never to `jobs`. A non-zero return
- * of cb stops the walk and is returned. */
-typedef int (*queue__job_fn)(queue__wtxn_t *w, uint64_t id, const queue__record_t *r);
-int queue__jobs_each(queue__wtxn_t *w, queue__job_fn fn);
+/* Calls cb for every decodable job record in w's txn, by id, with `user`
+ * (schema upgrades and queue_store_repair build indexes with it).
+ * Undecodable records are skipped, left for the readers to report. The
+ * record's strings are views into the page: cb may write to other
+ * databases, never to `jobs`. A non-zero return of cb stops the walk and
+ * is returned. */
+typedef int (*queue__job_fn)(queue__wtxn_t *w, uint64_t id, const queue__record_t *r, void *user);
+int queue__jobs_each(queue__wtxn_t *w, queue__job_fn fn, void *user);
 
 /* --- Campaign index (campaign.c) --------------------------------------- */
 
@@ -412,6 +435,15 @@ int queue__order_del(queue__wtxn_t *w, const char *key, size_t len, uint64_t id)
 /* Fills the order index from the due index if the index is empty and the
  * due index is not (a store from before the index). */
 int queue__order_build(queue__wtxn_t *w);
+
+/* queue_store_repair's part of the order index. _fits: whether entry k,
+ * which names a job whose record is r, is that job's entry (well-formed,
+ * the job unfinished, under its order key); r == NULL for a record that
+ * cannot be decoded: whether k is well-formed (its key cannot be checked).
+ * _add puts record r's entry in w's txn if it is missing and sets *added
+ * (a record without an order key: nothing). */
+bool queue__order_fits(const MDB_val *k, const queue__record_t *r);
+int queue__order_add(queue__wtxn_t *w, const queue__record_t *r, uint64_t id, bool *added);
 
 /* Fills *e from job `id`'s record, read through `jobs` (a cursor on the
  * jobs DB, which it moves: a scan keeps one, so ids read in order find

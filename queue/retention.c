@@ -210,8 +210,9 @@ out:
     return rc;
 }
 
-static int done_build_one(queue__wtxn_t *w, uint64_t id, const queue__record_t *r)
+static int done_build_one(queue__wtxn_t *w, uint64_t id, const queue__record_t *r, void *user)
 {
+    (void)user;
     if (!queue_state_is_final(r->state))
         return 0;
     return done_put(w, queue__due_ms(r->updated_at), id);
@@ -219,7 +220,7 @@ static int done_build_one(queue__wtxn_t *w, uint64_t id, const queue__record_t *
 
 int queue__done_build(queue__wtxn_t *w)
 {
-    return queue__jobs_each(w, done_build_one);
+    return queue__jobs_each(w, done_build_one, NULL);
 }
 
 /* --- Public entry points --------------------------------------------- */
