@@ -480,6 +480,47 @@ static int make_state_dir(daemon_t *d)
     return 0;
 }
 
+/* At start, before anything reads the due index: the O(1) check of the
+ * index against the counters, and on a mismatch the rebuild of both from
+ * the job records (queue_store_repair), so that a job the index lost is
+ * sent instead of never. A failed repair leaves the store as it was: the
+ * start goes on with the damage logged, as without a repair. */
+static void store_check(daemon_t *d)
+{
+    queue_repair_report_t rep;
+    queue_due_count_t c;
+    int rc;
+
+    if (queue_due_check(d->q, &c) != 0 || c.agree)
+        return;
+    dlog(d, CONFIG_LOG_WARN,
+         "the store's indexes disagree with its counters (due index: %llu entries for %llu "
+         "unfinished jobs); rebuilding them from the job records",
+         (unsigned long long)c.due_entries, (unsigned long long)c.unfinished);
+    rc = queue_store_repair(d->q, &rep);
+    if (rc != 0) {
+        dlog(d, CONFIG_LOG_ERROR, "rebuilding the store's indexes failed: %s", queue_strerror(rc));
+    } else {
+        dlog(d, CONFIG_LOG_WARN,
+             "the store's indexes were rebuilt: %llu job records (%llu unreadable); due index "
+             "%llu -> %llu entries (%llu added, %llu removed, %llu of unreadable records kept); "
+             "order index %llu added, %llu removed; counters %s",
+             (unsigned long long)rep.records, (unsigned long long)rep.unreadable,
+             (unsigned long long)rep.due_before, (unsigned long long)rep.due_after,
+             (unsigned long long)rep.due_added, (unsigned long long)rep.due_removed,
+             (unsigned long long)rep.due_unreadable, (unsigned long long)rep.order_added,
+             (unsigned long long)rep.order_removed,
+             rep.counts_changed ? "corrected" : "were right");
+    }
+    if (queue_due_check(d->q, &c) == 0 && !c.agree)
+        dlog(d, CONFIG_LOG_ERROR,
+             "the store is damaged: its due index holds %llu entries for %llu unfinished jobs "
+             "and %llu kept for unreadable records; jobs missing from it are not sent "
+             "(docs/operations.md)",
+             (unsigned long long)c.due_entries, (unsigned long long)c.unfinished,
+             (unsigned long long)c.unreadable);
+}
+
 static int open_store(daemon_t *d)
 {
     queue_options_t qo;
@@ -530,6 +571,9 @@ static int open_store(daemon_t *d)
              "cancelled while its request was in flight or about to leave; a restart found it "
              "so: it may have been delivered");
     ro.cancel_error = &cancel_err;
+    /* Before the recovery: it finds the jobs to recover through the due
+     * index and the `sending` counter, so both must be right first. */
+    store_check(d);
     rc = queue_recover(d->q, &ro, &n);
     if (rc != 0) {
         fprintf(stderr, "<3>avenpingd: recovering the store: %s\n", queue_strerror(rc));
@@ -538,15 +582,6 @@ static int open_store(daemon_t *d)
     if (n > 0)
         dlog(d, CONFIG_LOG_WARN, "%zu jobs were in flight at the last stop; now %s", n,
              d->cfg.at_most_once ? "uncertain (delivery = at-most-once)" : "due again");
-    {
-        queue_due_count_t c;
-
-        if (queue_due_check(d->q, &c) == 0 && !c.agree)
-            dlog(d, CONFIG_LOG_ERROR,
-                 "the store is damaged: its due index holds %llu entries for %llu unfinished "
-                 "jobs; jobs missing from it are not sent (docs/operations.md)",
-                 (unsigned long long)c.due_entries, (unsigned long long)c.unfinished);
-    }
     return 0;
 }
 
