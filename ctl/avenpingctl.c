@@ -1105,6 +1105,10 @@ typedef struct replay {
     char *buf;
     size_t len, off;
     FILE *src; /* the file opened; closed with the stream, unless stdin */
+    /* The input ended: read(2) is not asked again. On a terminal each
+     * read after an end waits for another Ctrl-D (an empty import needed
+     * two: one for the sniff, one for the reader). */
+    bool eof;
 } replay_t;
 
 static ssize_t replay_read(void *cookie, char *out, size_t size)
@@ -1118,8 +1122,11 @@ static ssize_t replay_read(void *cookie, char *out, size_t size)
         r->off += k;
         return (ssize_t)k;
     }
+    if (r->eof)
+        return 0;
     while ((n = read(fileno(r->src), out, size)) < 0 && errno == EINTR)
         ;
+    r->eof = n == 0;
     return n;
 }
 
@@ -1198,6 +1205,7 @@ static int import_sniff(FILE **f, bool *jsonl)
         eof = n == 0;
         r->len += (size_t)n;
     }
+    r->eof = eof;
     nf = fopencookie(r, "r", (cookie_io_functions_t){.read = replay_read, .close = replay_close});
     if (nf == NULL) {
         rc = -errno;

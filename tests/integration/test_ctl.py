@@ -710,6 +710,31 @@ def ctl_import_formats(wd):
     check(p.returncode == 1 and "line 1 (the header): malformed CSV" in p.stderr,
           "a .csv name is CSV, not sniffed: %d %s" % (p.returncode, p.stderr))
 
+    # A terminal: one Ctrl-D (at a line's start) ends the input. An empty
+    # one needed a second (the sniff's read saw the end, the reader read
+    # the terminal again).
+    def on_terminal(typed, campaign):
+        master, slave = os.openpty()
+        try:
+            p = subprocess.Popen([CTL, "--socket", d.socket, "--json", "import", "-",
+                                  "--campaign", campaign], stdin=slave,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            os.close(slave)
+            os.write(master, typed.encode() + b"\x04")
+            try:
+                out, err = p.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+                raise avp.TestFailure("%s: import still waiting after one Ctrl-D" % campaign)
+        finally:
+            os.close(master)
+        return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+    p = on_terminal("", "fmt13")
+    check(p.returncode == 1 and "header" in p.stderr, "empty terminal input: %d %s"
+          % (p.returncode, p.stderr))
+    imported(on_terminal(csv_rows(14, 2), "fmt14"), "CSV typed on a terminal", 2)
+
     # At the API: every job arrived, with its text.
     def got():
         return {s["to"].lstrip("+"): s["body"]["text"] for s in api.sends()
