@@ -403,12 +403,19 @@ static bool scan_value(scan_t *s, int at, int depth)
 }
 
 /* Fills out->wamid from a success answer. Returns false when cJSON must
- * decide (the caller then parses it). */
-static bool scan_wamid(const char *body, size_t len, classify_result_t *out)
+ * decide (the caller then parses it). A `cut` body is the start of a longer
+ * answer (http_result_t.cut): the id, when its string came whole, is the
+ * one the whole answer holds (like cJSON, the scan takes the first `data`,
+ * `messages` and `id`, and nothing after them changes which). */
+static bool scan_wamid(const char *body, size_t len, bool cut, classify_result_t *out)
 {
     scan_t s = {body, body + len, NULL, 0, false};
     bool ok = scan_value(&s, AT_ROOT, 0);
 
+    if (cut && !ok && s.id != NULL) {
+        (void)utf8_copy_valid(out->wamid, sizeof(out->wamid), s.id, s.id_len);
+        return true;
+    }
     if (s.unusual)
         return false;
     if (!ok)
@@ -435,6 +442,16 @@ void classify_answer(const http_result_t *res, classify_result_t *out)
     int action = 0;
 
     memset(out, 0, sizeof(*out));
+    /* A success answer whose connection broke before its end (a wrong
+     * Content-Length, no last chunk) names the message id: the API took the
+     * message, and sending it again would deliver it twice. */
+    if (res->error == HTTP_EMAYBESENT && res->cut && res->status >= 200 && res->status < 300 &&
+        res->body != NULL && res->body_len > 0 && scan_wamid(res->body, res->body_len, true, out) &&
+        out->wamid[0] != '\0') {
+        out->action = CLASSIFY_SENT;
+        return;
+    }
+    memset(out, 0, sizeof(*out));
     if (res->error != 0) {
         out->action = CLASSIFY_RETRY;
         out->maybe_sent =
@@ -451,8 +468,8 @@ void classify_answer(const http_result_t *res, classify_result_t *out)
         const cJSON *ok;
 
         out->action = CLASSIFY_SENT;
-        if (res->body != NULL && res->body_len > 0 && scan_wamid(res->body, res->body_len, out) &&
-            out->wamid[0] != '\0')
+        if (res->body != NULL && res->body_len > 0 &&
+            scan_wamid(res->body, res->body_len, res->cut, out) && out->wamid[0] != '\0')
             return; /* the usual answer: data.messages[0].id */
         /* No wamid: the answer decides. {"success":true} without one is
          * still the API's word that it took the message (sent, no wamid);

@@ -452,8 +452,17 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
             res.body = r->buf;
             res.body_len = r->len;
         }
+        res.cut = r->read > r->len;
     } else {
         res.error = (curl_code_not_sent(rc) || reqsize == 0) ? HTTP_ENOTSENT : HTTP_EMAYBESENT;
+        if (res.error == HTTP_EMAYBESENT && status >= 200 && status < 300 && r->buf != NULL &&
+            r->len > 0) {
+            r->buf[r->len] = '\0';
+            res.status = (int)status;
+            res.body = r->buf;
+            res.body_len = r->len;
+            res.cut = true;
+        }
         /* libcurl's error buffer names hosts and reasons, never headers. */
         res.detail = r->errbuf[0] != '\0' ? r->errbuf : curl_easy_strerror(rc);
         /* Over HTTP/2 libcurl sends a request again only for a stream the

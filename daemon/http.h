@@ -62,7 +62,7 @@ typedef struct http_options {
 typedef struct http_result {
     int error;        /* 0: an HTTP answer arrived; else HTTP_ENOTSENT, HTTP_EMAYBESENT,
                          HTTP_ECANCELLED */
-    int status;       /* HTTP status, 0 when error != 0 */
+    int status;       /* HTTP status, 0 when error != 0 (but see `cut`) */
     const char *body; /* response body (NUL-terminated), valid during the callback only */
     size_t body_len;
     double retry_after; /* seconds from a Retry-After header, -1 when absent */
@@ -74,6 +74,11 @@ typedef struct http_result {
     bool left;          /* error == HTTP_ECANCELLED: some of the request had been written to
                            its connection, so the server may have it (for the other errors,
                            HTTP_ENOTSENT and HTTP_EMAYBESENT say it) */
+    bool cut;           /* body is only the start of the answer: it was longer than
+                           HTTP_MAX_RESPONSE (error 0), or the transfer failed after a 2xx
+                           status and some of the body came (error HTTP_EMAYBESENT, with
+                           status and body set: a success answer whose connection broke
+                           before its end, by its framing, still names the message id) */
 } http_result_t;
 
 typedef void (*http_done_cb)(const http_result_t *res, void *user);

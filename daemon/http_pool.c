@@ -236,6 +236,7 @@ static void pool_deliver_one(http_pool_t *p, preq_t *q)
         r.status = r.error != 0 ? 0 : r.status;
         r.body = empty;
         r.body_len = 0;
+        r.cut = false;
         r.detail = "out of memory copying the answer";
     }
     q->w->inflight--;

@@ -86,6 +86,7 @@ typedef struct fake_answer {
     size_t body_len;
     int retry_after; /* seconds for a Retry-After header, -1: none */
     long delay_ms;   /* answer (or drop) only after this long */
+    bool cut; /* declare 64 more body bytes than `body` and close after it (a broken framing) */
 } fake_answer_t;
 
 typedef struct fake_server fake_server_t;

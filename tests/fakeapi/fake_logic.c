@@ -31,7 +31,8 @@
 #define PAIR_SWEEP_GAP_NS 1000000000ull /* at most one sweep of a full table per second */
 #define NSTATUS 600
 
-enum { RULE_RESET_NONE = 0, RULE_RESET_BEFORE, RULE_RESET_AFTER };
+enum { RULE_RESET_NONE = 0, RULE_RESET_BEFORE, RULE_RESET_AFTER, RULE_RESET_CUT };
+#define RULE_PAD_MAX (16L << 20)
 
 /* A scripted answer for sends to one recipient (see POST /_fake/control "rules"). */
 typedef struct fake_rule {
@@ -46,6 +47,7 @@ typedef struct fake_rule {
     long times; /* -1 = always; counts down to 0 = spent */
     int reset;  /* RULE_RESET_* */
     int retry_after;
+    long pad; /* > 0: accept, and pad the success answer's data with this many bytes */
 } fake_rule_t;
 
 typedef struct fake_sender {
@@ -617,10 +619,11 @@ static send_outcome_t decide(fake_server_t *s, size_t sender, const char *to, fa
             if (r->times > 0)
                 r->times--;
             *rule = *r;
-            out = r->reset == RULE_RESET_BEFORE  ? OUT_RESET_BEFORE
-                  : r->reset == RULE_RESET_AFTER ? OUT_ACCEPTED
-                                                 : OUT_SCRIPTED;
-            *reset_after = r->reset == RULE_RESET_AFTER;
+            out = r->reset == RULE_RESET_BEFORE ? OUT_RESET_BEFORE
+                  : r->reset == RULE_RESET_AFTER || r->reset == RULE_RESET_CUT || r->pad > 0
+                      ? OUT_ACCEPTED
+                      : OUT_SCRIPTED;
+            *reset_after = r->reset == RULE_RESET_AFTER || r->reset == RULE_RESET_CUT;
             break;
         }
         if (out == OUT_ACCEPTED && !*reset_after)
@@ -659,7 +662,7 @@ static send_outcome_t decide(fake_server_t *s, size_t sender, const char *to, fa
 
 /* The 200 answer of a send route, Meta's reply inside data. */
 static int answer_accepted(fake_answer_t *ans, const char *input, const char *wa_id,
-                           const char *wamid)
+                           const char *wamid, long pad)
 {
     cJSON *data = cJSON_CreateObject();
     cJSON *contact = cJSON_CreateObject();
@@ -681,6 +684,17 @@ static int answer_accepted(fake_answer_t *ans, const char *input, const char *wa
     cJSON_AddStringToObject(message, "id", wamid);
     cJSON_AddStringToObject(message, "message_status", "accepted");
     cJSON_AddItemToArray(messages, message);
+    if (pad > 0) {
+        char *p = malloc((size_t)pad + 1);
+        if (p == NULL) {
+            cJSON_Delete(data);
+            return -ENOMEM;
+        }
+        memset(p, 'x', (size_t)pad);
+        p[pad] = '\0';
+        cJSON_AddStringToObject(data, "pad", p);
+        free(p);
+    }
     return answer_data(ans, data);
 }
 
@@ -732,7 +746,7 @@ static int handle_send(fake_server_t *s, const fake_request_t *rq, const char *r
         goto out;
     }
 
-    fake_rule_t rule;
+    fake_rule_t rule = {.pad = 0};
     bool reset_after;
     long fail_code;
     switch (decide(s, sender, digits, &rule, &reset_after, &fail_code)) {
@@ -771,10 +785,12 @@ static int handle_send(fake_server_t *s, const fake_request_t *rq, const char *r
             break;
         }
         log_send(s, route, s->senders[sender].id, digits, wamid, body_json);
-        if (reset_after)
+        if (reset_after && rule.reset != RULE_RESET_CUT) {
             ans->drop = true;
-        else
-            rc = answer_accepted(ans, to->valuestring, digits, wamid);
+        } else {
+            rc = answer_accepted(ans, to->valuestring, digits, wamid, rule.pad);
+            ans->cut = reset_after;
+        }
         break;
     }
     }
@@ -929,16 +945,24 @@ static const char *rule_parse(const cJSON *o, fake_rule_t *r)
                 r->reset = RULE_RESET_BEFORE;
             else if (cJSON_IsString(f) && strcmp(f->valuestring, "after") == 0)
                 r->reset = RULE_RESET_AFTER;
+            else if (cJSON_IsString(f) && strcmp(f->valuestring, "cut") == 0)
+                r->reset = RULE_RESET_CUT;
             else
-                return "rule.reset must be \"before\" or \"after\"";
+                return "rule.reset must be \"before\", \"after\" or \"cut\"";
+        } else if (strcmp(k, "pad") == 0) {
+            if (!num_in(f, 0, (double)RULE_PAD_MAX, true, &v))
+                return "rule.pad must be a byte count (0..16 MiB)";
+            r->pad = (long)v;
         } else {
             return "unknown rule field";
         }
     }
     if (!have_to)
         return "rule.to is required";
-    if (!have_status && r->reset == RULE_RESET_NONE)
-        return "rule.status is required (or rule.reset)";
+    if (!have_status && r->reset == RULE_RESET_NONE && r->pad == 0)
+        return "rule.status is required (or rule.reset, rule.pad)";
+    if (have_status && r->pad > 0)
+        return "rule.pad is for accepted sends: no rule.status with it";
     if (r->status < 400 && !r->has_body)
         return "rule.status must be an integer in 200..599 (below 400 only with body)";
     if (r->error[0] == '\0')

@@ -265,6 +265,45 @@ static int body_append(struct MHD_Connection *conn, req_t *rq, const char *data,
     return 0;
 }
 
+/* A body that ends early (fake_answer_t.cut): its bytes, then an error,
+ * on which libmicrohttpd closes the connection short of the length it
+ * declared. */
+typedef struct cut_body {
+    char *p;
+    size_t len;
+} cut_body_t;
+
+static ssize_t cut_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    cut_body_t *b = cls;
+    if (pos >= b->len)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    size_t n = b->len - (size_t)pos < max ? b->len - (size_t)pos : max;
+    memcpy(buf, b->p + pos, n);
+    return (ssize_t)n;
+}
+
+static void cut_free(void *cls)
+{
+    cut_body_t *b = cls;
+    free(b->p);
+    free(b);
+}
+
+static struct MHD_Response *cut_response(fake_answer_t *a)
+{
+    cut_body_t *b = malloc(sizeof(*b));
+    if (!b)
+        return NULL;
+    b->p = a->body;
+    b->len = a->body_len;
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(a->body_len + 64, 4096, cut_read, b, cut_free);
+    if (!resp)
+        free(b);
+    return resp;
+}
+
 /* Sends the decided answer, or drops the connection. */
 static enum MHD_Result deliver(struct MHD_Connection *conn, req_t *rq)
 {
@@ -272,7 +311,8 @@ static enum MHD_Result deliver(struct MHD_Connection *conn, req_t *rq)
     if (a->drop)
         return MHD_NO;
     struct MHD_Response *resp =
-        MHD_create_response_from_buffer(a->body_len, a->body, MHD_RESPMEM_MUST_FREE);
+        a->cut ? cut_response(a)
+               : MHD_create_response_from_buffer(a->body_len, a->body, MHD_RESPMEM_MUST_FREE);
     if (!resp)
         return MHD_NO; /* a->body is still ours: completed_cb frees it */
     a->body = NULL;

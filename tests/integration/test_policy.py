@@ -1301,7 +1301,40 @@ def retry_past_expiry(wd):
     api.stop()
 
 
-CASES = {f.__name__: f for f in (rate_multi_sender, connection_limit, retry_past_expiry,
+def cut_success_answers(wd):
+    """Success answers the daemon does not get whole still name the message
+    id, and the job is sent once: one whose connection closes short of its
+    Content-Length (the fake API's "cut"), one longer than the 1 MiB the
+    engine keeps (a 1.5 MiB pad after `messages`). Both were taken for
+    failures that may have been delivered: sent again, and under
+    at-most-once left `uncertain`; the API had the message each time."""
+    api = avp.FakeAPI(wd)
+    cfg = {"max_attempts": 3, "backoff_base_ms": 50, "backoff_max_ms": 200}
+    S = avp.SENDERS[0]
+    api.control(rules=[{"to": "16750000001", "reset": "cut"},
+                       {"to": "16750000002", "pad": 1536 * 1024}])
+    for delivery in ("at-least-once", "at-most-once"):
+        d = avp.Daemon(wd, api.base, dict(cfg, delivery=delivery), name="d-" + delivery).start()
+        cl = d.client()
+        before = len(api.sends())
+        ids = submit_all(d, [avp.text_job(i, sender=S, to="+1675000000%d" % i) for i in (1, 2)])
+        wait_all_final(cl, 30)
+        jobs = [cl.request({"op": "get", "job": i})["job"] for i in ids]
+        sends = api.sends()[before:]
+        for job, to in zip(jobs, ("16750000001", "16750000002")):
+            mine = [x for x in sends if x["to"] == to]
+            check(len(mine) == 1, "%s, %s: the API took it once, got %d" % (delivery, to, len(mine)))
+            check(job["state"] == "sent" and job["attempts"] == 1
+                  and job["wamid"] == mine[0]["wamid"],
+                  "%s, %s: sent with the API's wamid %s: %s"
+                  % (delivery, to, mine[0]["wamid"], job))
+        check(cl.stats()["possibleDuplicates"] == 0, "no possible duplicates")
+        cl.close()
+        check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connection_limit, retry_past_expiry,
                                    cancel_inflight, cancel_inflight_restart, resume_lifts_throttle,
                                    pair_refund, retry_after_on_5xx,
                                    adaptive_converges, ordered_with_failures,

@@ -377,6 +377,66 @@ static void test_transport(void)
     CHECK(c.maybe_sent);
 }
 
+/* A success answer known to be cut (http_result_t.cut): longer than the
+ * engine keeps, or its connection broke before its end after a 2xx. The
+ * message id, once its string came whole, says the API took the message;
+ * an answer that merely does not parse does not (it was sent again and
+ * ended `failed` with "not the v2 success envelope"). */
+static void test_cut_success(void)
+{
+    static const char head[] = "{\"success\":true,\"data\":{\"messages\":[{\"id\":\"wamid.CUT\"}],"
+                               "\"pad\":\"xxxxxxxx";
+    static const char whole[] = "{\"success\":true,\"data\":{\"messages\":[{\"id\":\"wamid.W\"}]}}";
+    http_result_t r;
+    classify_result_t c;
+
+    memset(&r, 0, sizeof(r));
+    r.detail = "";
+    r.retry_after = -1;
+    /* Longer than kept: an answer (error 0) whose body is its start. */
+    r.status = 200;
+    r.body = head;
+    r.body_len = strlen(head);
+    r.cut = true;
+    classify_answer(&r, &c);
+    CHECK_EQ(c.action, CLASSIFY_SENT);
+    CHECK_STR(c.wamid, "wamid.CUT");
+    /* The same bytes not known to be cut: not the envelope, maybe sent. */
+    r.cut = false;
+    classify_answer(&r, &c);
+    CHECK_EQ(c.action, CLASSIFY_RETRY);
+    CHECK(c.maybe_sent);
+    /* The id's own string cut: no id. */
+    r.cut = true;
+    r.body_len = strlen("{\"success\":true,\"data\":{\"messages\":[{\"id\":\"wamid.C");
+    classify_answer(&r, &c);
+    CHECK_EQ(c.action, CLASSIFY_RETRY);
+    CHECK(c.maybe_sent);
+    /* A transfer that failed after a 2xx and the whole envelope (a wrong
+     * Content-Length, no last chunk): sent. */
+    r.error = HTTP_EMAYBESENT;
+    r.detail = "transfer closed with 100 bytes remaining to read";
+    r.body = whole;
+    r.body_len = strlen(whole);
+    classify_answer(&r, &c);
+    CHECK_EQ(c.action, CLASSIFY_SENT);
+    CHECK_STR(c.wamid, "wamid.W");
+    CHECK(!c.maybe_sent);
+    /* ... with only part of it: a transport error, maybe sent. */
+    r.body_len = 20;
+    classify_answer(&r, &c);
+    CHECK_EQ(c.action, CLASSIFY_RETRY);
+    CHECK(c.maybe_sent);
+    CHECK_STR(c.error.code, "TRANSPORT_ERROR");
+    CHECK_STR(c.wamid, "");
+    /* Not after a 2xx: the id proves nothing here. */
+    r.status = 500;
+    r.body_len = strlen(whole);
+    classify_answer(&r, &c);
+    CHECK_EQ(c.action, CLASSIFY_RETRY);
+    CHECK_STR(c.error.code, "TRANSPORT_ERROR");
+}
+
 /* The token never leaves in an error an API echoed: whole, cut at the end
  * of the message, in the code; other text untouched. */
 static void test_redact(void)
@@ -435,6 +495,7 @@ int main(int argc, char **argv)
         {"success_any_status", test_success_any_status},
         {"text_utf8", test_text_utf8},
         {"redact", test_redact},
+        {"cut_success", test_cut_success},
     };
     return test_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
 }
