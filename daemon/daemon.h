@@ -111,8 +111,9 @@ typedef struct daemon {
     uv_timer_t stop_timer; /* bound on in-flight requests at shutdown */
     uv_timer_t probe;      /* account breaker: next GET /v2/me while the account is paused */
     unsigned probe_failures;
-    /* Requests in a row that never left (connect, DNS, TLS handshake), no
-     * HTTP answer between: DISPATCH_UNREACHABLE_AFTER of them pause the
+    /* Requests in a row that got no HTTP answer (never left: connect, DNS,
+     * TLS handshake; or a reset or timeout after they left), no answer
+     * between: DISPATCH_UNREACHABLE_AFTER of them pause the
      * account as unreachable (dispatch.c). A request counts only when no
      * answer arrived since it started (last_answer, uv_hrtime(): the
      * monotonic clock, so that a step of the wall clock changes nothing). */

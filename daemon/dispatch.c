@@ -473,11 +473,12 @@ static void pause_account(daemon_t *d, const classify_result_t *c)
     pause_account_for(d, reason, c->needs_operator);
 }
 
-/* Requests in a row that did not leave before the API counts as down. One
- * refused connection is a blip; this many, with no answer between, is an
- * outage (API down, DNS, network, a TLS setup that cannot work): retrying
- * each job on its own would hammer the API with connects and rewrite every
- * job's record each second while nothing can be sent. */
+/* Requests in a row that got no HTTP answer (never left, or left and met
+ * a reset or a timeout) before the API counts as down. One refused
+ * connection is a blip; this many, with no answer between, is an outage
+ * (API down, DNS, network, a TLS setup that cannot work, an API that
+ * accepts and answers nothing): retrying each job on its own would hammer
+ * the API and use up the jobs' attempts while nothing can be sent. */
 #define DISPATCH_UNREACHABLE_AFTER 16
 
 /* Such an outage pauses the account like an account-level answer: no job
@@ -489,9 +490,8 @@ static void pause_unreachable(daemon_t *d, const classify_result_t *c)
 
     if (sched_account_reason(d->sched) != NULL)
         return;
-    snprintf(reason, sizeof(reason),
-             "API unreachable: %u requests in a row could not be sent (%s: %s)", d->not_sent_run,
-             c->error.code, c->error.message);
+    snprintf(reason, sizeof(reason), "API unreachable: %u requests in a row got no answer (%s: %s)",
+             d->not_sent_run, c->error.code, c->error.message);
     pause_account_for(d, reason, false);
 }
 
@@ -798,6 +798,15 @@ static void on_http_done(const http_result_t *res, void *arg)
         }
         break;
     default: /* CLASSIFY_RETRY */
+        /* No answer at all (a reset, a timeout: the request may have
+         * arrived) counts towards the outage like a request that never
+         * left: an API that takes connections and answers nothing (a
+         * balancer without backends, a server crash-looping) failed every
+         * job after its attempts, one minute apart at last, while the
+         * account stayed `ok` (black-box audit). */
+        if (res->error == HTTP_EMAYBESENT && d->last_answer < posted &&
+            ++d->not_sent_run >= DISPATCH_UNREACHABLE_AFTER)
+            pause_unreachable(d, &c);
         if (c.maybe_sent && d->cfg.at_most_once) {
             /* The request may have arrived (a timeout, a reset or a cancel
              * after it was written): under at-most-once it is not sent

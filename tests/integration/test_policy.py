@@ -925,6 +925,33 @@ def api_unreachable(wd):
     api2.stop()
 
 
+def api_not_answering(wd):
+    """An API that takes every request and answers none (it resets each
+    connection once it has read the request: a balancer without backends, a
+    server crash-looping): after a run of such failures with no answer
+    between, the account pauses as unreachable, as when nothing listens.
+    Before, nothing paused: every job used up its attempts and failed while
+    `stats.account` said ok."""
+    api = avp.FakeAPI(wd, "--reset-after", "1")
+    cfg = {"max_attempts": 3, "backoff_base_ms": 100, "backoff_max_ms": 400}
+    d = avp.Daemon(wd, api.base, cfg).start()
+    cl = d.client()
+    n = 100
+    submit_all(d, [avp.text_job(i, sender=avp.SENDERS[i % 5]) for i in range(n)])
+    st = wait_for(lambda: (lambda s: s if s["account"]["state"] == "paused" else None)(cl.stats()),
+                  20, "the account paused as unreachable")
+    reason = st["account"]["reason"] or ""
+    check("API unreachable" in reason and "got no answer" in reason, "the reason: %s" % reason)
+    check(st["counts"]["failed"] == 0, "no job failed: %s" % st["counts"])
+    api.control(reset_after=0)
+    st = wait_all_final(cl, 60)
+    check(st["counts"]["sent"] == n and st["account"]["state"] == "ok",
+          "all sent once it answers: %s %s" % (st["counts"], st["account"]))
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 class ConnLimitProxy:
     """A TCP front for the fake API that serves at most `k` connections at
     once, like a server at its connection limit: it stops accepting, its
@@ -1343,6 +1370,7 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  maintenance_holds_sender, pair_limit_hold, odd_success_answers,
                                  echoed_token, throttle_without_retry_after,
                                  global_rate_cap, account_needs_operator, api_unreachable,
+                                 api_not_answering,
                                  expired_while_waiting, pause_stops_picked, hold_stops_picked,
                                  order_behind_paused,
                                  reschedule_day_once)}
