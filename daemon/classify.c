@@ -521,6 +521,18 @@ void classify_answer(const http_result_t *res, classify_result_t *out)
         action = classify_code(out->error.code, out->error.message);
     if (action == 0)
         action = classify_status(res->status, out->error.message);
+    /* A redirect is no answer of the API's (it has none): api_base names
+     * something else (http:// for https://, a moved host, a portal). It is
+     * never followed (the token would go along), and every job would meet
+     * it: the account pauses, GET /v2/me is probed, and the reason says
+     * where it pointed. */
+    if (res->status >= 300 && res->status < 400 && !has_meta) {
+        action = CLASSIFY_PAUSE_ACCOUNT;
+        snprintf(out->error.message, sizeof(out->error.message),
+                 "a redirect%s%s, not followed: api_base must name the v2 API itself",
+                 res->detail != NULL && res->detail[0] != '\0' ? " to " : "",
+                 res->detail != NULL ? res->detail : "");
+    }
     out->action = action;
     /* A 5xx that is not the API's own error envelope came from something in
      * front of it (a gateway's 502/504, a load balancer's 503), which may

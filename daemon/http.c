@@ -410,6 +410,24 @@ static bool engine_h2(const http_engine_t *e)
     return e->http2 && e->https && !e->h1_seen;
 }
 
+/* Where a 3xx answer points (libcurl's CURLINFO_REDIRECT_URL: redirects
+ * are never followed), cut before its query, in r's error buffer (free once
+ * the transfer is done); "" when it names none. */
+static const char *redirect_target(http_req_t *r)
+{
+    char *url = NULL;
+    size_t n;
+
+    if (curl_easy_getinfo(r->easy, CURLINFO_REDIRECT_URL, &url) != CURLE_OK || url == NULL)
+        return "";
+    n = strcspn(url, "?#");
+    if (n >= sizeof(r->errbuf))
+        n = sizeof(r->errbuf) - 1;
+    memcpy(r->errbuf, url, n);
+    r->errbuf[n] = '\0';
+    return r->errbuf;
+}
+
 /* Runs the callback of a request libcurl reported done. */
 static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
 {
@@ -453,6 +471,8 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
             res.body_len = r->len;
         }
         res.cut = r->read > r->len;
+        if (status >= 300 && status < 400)
+            res.detail = redirect_target(r);
     } else {
         res.error = (curl_code_not_sent(rc) || reqsize == 0) ? HTTP_ENOTSENT : HTTP_EMAYBESENT;
         if (res.error == HTTP_EMAYBESENT && status >= 200 && status < 300 && r->buf != NULL &&

@@ -70,7 +70,9 @@ typedef struct http_result {
     double sent_at;     /* wall-clock seconds (gettimeofday) at which the request was about to
                            leave: its start plus libcurl's pretransfer time; 0 when unknown
                            (error != 0) */
-    const char *detail; /* libcurl's error text or "", for logs; never holds the token */
+    const char *detail; /* libcurl's error text or "", for logs; for a 3xx answer the URL it
+                           redirects to without its query, "" when none (never followed);
+                           never holds the token */
     bool left;          /* error == HTTP_ECANCELLED: some of the request had been written to
                            its connection, so the server may have it (for the other errors,
                            HTTP_ENOTSENT and HTTP_EMAYBESENT say it) */

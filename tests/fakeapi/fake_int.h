@@ -87,6 +87,7 @@ typedef struct fake_answer {
     int retry_after; /* seconds for a Retry-After header, -1: none */
     long delay_ms;   /* answer (or drop) only after this long */
     bool cut; /* declare 64 more body bytes than `body` and close after it (a broken framing) */
+    char location[256]; /* a Location header when not empty */
 } fake_answer_t;
 
 typedef struct fake_server fake_server_t;

@@ -47,7 +47,8 @@ typedef struct fake_rule {
     long times; /* -1 = always; counts down to 0 = spent */
     int reset;  /* RULE_RESET_* */
     int retry_after;
-    long pad; /* > 0: accept, and pad the success answer's data with this many bytes */
+    long pad;           /* > 0: accept, and pad the success answer's data with this many bytes */
+    char location[256]; /* a Location header for the scripted answer, "" = none */
 } fake_rule_t;
 
 typedef struct fake_sender {
@@ -774,6 +775,7 @@ static int handle_send(fake_server_t *s, const fake_request_t *rq, const char *r
             rc = answer_error(s, ans, rule.status, rule.error, rule.message, rule.meta);
         }
         ans->retry_after = rule.retry_after;
+        snprintf(ans->location, sizeof(ans->location), "%s", rule.location);
         break;
     case OUT_ACCEPTED: {
         char wamid[64];
@@ -949,6 +951,10 @@ static const char *rule_parse(const cJSON *o, fake_rule_t *r)
                 r->reset = RULE_RESET_CUT;
             else
                 return "rule.reset must be \"before\", \"after\" or \"cut\"";
+        } else if (strcmp(k, "location") == 0) {
+            if (!cJSON_IsString(f) || strlen(f->valuestring) >= sizeof(r->location))
+                return "rule.location must be a string under 256 bytes";
+            snprintf(r->location, sizeof(r->location), "%s", f->valuestring);
         } else if (strcmp(k, "pad") == 0) {
             if (!num_in(f, 0, (double)RULE_PAD_MAX, true, &v))
                 return "rule.pad must be a byte count (0..16 MiB)";

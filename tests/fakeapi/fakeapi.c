@@ -317,6 +317,8 @@ static enum MHD_Result deliver(struct MHD_Connection *conn, req_t *rq)
         return MHD_NO; /* a->body is still ours: completed_cb frees it */
     a->body = NULL;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    if (a->location[0] != '\0')
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_LOCATION, a->location);
     if (a->retry_after >= 0) {
         char v[16];
         snprintf(v, sizeof(v), "%d", a->retry_after);

@@ -952,6 +952,34 @@ def api_not_answering(wd):
     api.stop()
 
 
+def redirect_pauses(wd):
+    """A redirect is no answer of the API's: api_base names something else.
+    It is not followed (the token would go along), the account pauses with
+    where it pointed (its query left out), no job fails, and the probe of
+    GET /v2/me resumes sending. Before, each job used up its attempts and
+    failed with HTTP_301 and an empty message, nothing logged."""
+    api = avp.FakeAPI(wd)
+    api.control(rules=[{"to": "16760000001", "status": 301, "body": "<html>Moved</html>",
+                        "location": "https://elsewhere.example/v2/send?sig=abc", "times": 1}])
+    d = avp.Daemon(wd, api.base, {"max_attempts": 2, "backoff_base_ms": 1000,
+                                     "backoff_max_ms": 2000}).start()
+    cl = d.client()
+    ids = submit_all(d, [avp.text_job(1, to="+16760000001")])
+    st = wait_for(lambda: (lambda s: s if s["account"]["state"] == "paused" else None)(cl.stats()),
+                  20, "the account paused by the redirect")
+    reason = st["account"]["reason"] or ""
+    check("a redirect to https://elsewhere.example/v2/send, not followed" in reason
+          and "sig=" not in reason, "the reason names where it pointed: %s" % reason)
+    st = wait_all_final(cl, 30)
+    job = cl.request({"op": "get", "job": ids[0]})["job"]
+    check(job["state"] == "sent" and st["account"]["state"] == "ok",
+          "sent once the probe resumed: %s %s" % (job, st["account"]))
+    check(len([x for x in api.sends() if x["to"] == "16760000001"]) == 1, "taken once")
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 class ConnLimitProxy:
     """A TCP front for the fake API that serves at most `k` connections at
     once, like a server at its connection limit: it stops accepting, its
@@ -1370,7 +1398,7 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  maintenance_holds_sender, pair_limit_hold, odd_success_answers,
                                  echoed_token, throttle_without_retry_after,
                                  global_rate_cap, account_needs_operator, api_unreachable,
-                                 api_not_answering,
+                                 api_not_answering, redirect_pauses,
                                  expired_while_waiting, pause_stops_picked, hold_stops_picked,
                                  order_behind_paused,
                                  reschedule_day_once)}

@@ -437,6 +437,34 @@ static void test_cut_success(void)
     CHECK_STR(c.error.code, "TRANSPORT_ERROR");
 }
 
+/* A redirect pauses the account, naming where it pointed: api_base is
+ * wrong, and every job would meet it (each used up its attempts, with an
+ * empty message). */
+static void test_redirect(void)
+{
+    http_result_t r;
+    classify_result_t c;
+
+    memset(&r, 0, sizeof(r));
+    r.retry_after = -1;
+    r.status = 301;
+    r.body = "<html>Moved</html>";
+    r.body_len = strlen(r.body);
+    r.detail = "https://api.example.com/v2/messages/send/text";
+    classify_answer(&r, &c);
+    CHECK_EQ(c.action, CLASSIFY_PAUSE_ACCOUNT);
+    CHECK_STR(c.error.code, "HTTP_301");
+    CHECK_STR(c.error.message, "a redirect to https://api.example.com/v2/messages/send/text, not "
+                               "followed: api_base must name the v2 API itself");
+    r.status = 307;
+    r.body = "";
+    r.body_len = 0;
+    r.detail = "";
+    classify_answer(&r, &c);
+    CHECK_EQ(c.action, CLASSIFY_PAUSE_ACCOUNT);
+    CHECK_STR(c.error.message, "a redirect, not followed: api_base must name the v2 API itself");
+}
+
 /* The token never leaves in an error an API echoed: whole, cut at the end
  * of the message, in the code; other text untouched. */
 static void test_redact(void)
@@ -496,6 +524,7 @@ int main(int argc, char **argv)
         {"text_utf8", test_text_utf8},
         {"redact", test_redact},
         {"cut_success", test_cut_success},
+        {"redirect", test_redirect},
     };
     return test_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
 }
