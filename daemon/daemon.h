@@ -244,6 +244,12 @@ int dispatch_load_pauses(daemon_t *d);
  * and records it in the store; `done(arg)` runs once it is durable. */
 int dispatch_set_pause(daemon_t *d, int kind, const char *name, bool paused, commit_update_cb done,
                        void *arg);
+/* Whether the attempt of `job`, which is picked (job->user set), has
+ * started its request: false while its `sending` record is being committed
+ * or it waits for a request slot (then it has not left and, once the job
+ * leaves the scheduler, never will: the attempt is dropped when its turn
+ * comes). */
+bool dispatch_attempt_started(const sched_job_t *job);
 /* Stopping: the attempts waiting for a request slot never left; they are
  * recorded as due again and leave the in-flight count. */
 void dispatch_release_waiting(daemon_t *d);

@@ -955,6 +955,13 @@ static void post(daemon_t *d, attempt_t *a, sched_job_t *job)
     d->stats.sends++;
 }
 
+bool dispatch_attempt_started(const sched_job_t *job)
+{
+    const attempt_t *a = job->user;
+
+    return a != NULL && a->posted != 0;
+}
+
 /* Posts waiting attempts while request slots are free. */
 static void post_waiting(daemon_t *d)
 {

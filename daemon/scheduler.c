@@ -93,9 +93,10 @@ typedef struct sched_okey {
 
 typedef struct sched_campaign {
     hnode_t h;
-    char *name;  /* NULL: the "no campaign" lane group */
-    size_t refs; /* jobs in the active set */
-    bool paused;
+    char *name;                           /* NULL: the "no campaign" lane group */
+    size_t refs;                          /* jobs in the active set */
+    bool paused;                          /* by the operator */
+    unsigned holds;                       /* campaign cancels walking it (sched_campaign_hold) */
     struct sched_lane *lanes;             /* its lanes (list by cnext/cprev) */
     struct sched_campaign *inext, *iprev; /* idle list */
     bool idle;
@@ -105,6 +106,13 @@ typedef struct sched_campaign {
     double run_start; /* first send after a gap of a window or more */
     double last_send;
 } sched_campaign_t;
+
+/* Whether c's jobs may not be picked: paused by the operator, or held by a
+ * cancel walking it. */
+static bool camp_stopped(const sched_campaign_t *c)
+{
+    return c->paused || c->holds > 0;
+}
 
 typedef struct sched_lane {
     hnode_t h;
@@ -1161,7 +1169,7 @@ static void camp_free(sched_t *s, sched_campaign_t *c)
  * rate window has passed it waits on the idle list. */
 static void camp_maybe_idle(sched_t *s, sched_campaign_t *c)
 {
-    if (c == &s->none || c->refs > 0 || c->paused || c->idle)
+    if (c == &s->none || c->refs > 0 || c->paused || c->holds > 0 || c->idle)
         return;
     c->idle = true;
     c->idle_since = s->now;
@@ -1574,7 +1582,7 @@ static void lane_append(sched_t *s, sched_lane_t *l, sched_job_t *j)
     j->lane_ = l;
     if (l->in_ring) {
         l->sender->n_ready++;
-    } else if (!l->camp->paused) {
+    } else if (!camp_stopped(l->camp)) {
         lane_ring_add(l);
     }
 }
@@ -2441,28 +2449,53 @@ int sched_sender_pause(sched_t *s, const char *phone_number_id, bool paused, con
     return 0;
 }
 
-int sched_campaign_pause(sched_t *s, const char *campaign, bool paused)
+/* Takes c's lanes out of their senders' rings while it is stopped (paused
+ * or held), puts them back when neither is left. */
+static void camp_apply_stop(sched_t *s, sched_campaign_t *c)
 {
-    sched_campaign_t *c = paused ? camp_get(s, campaign) : camp_find(s, campaign);
+    bool stop = camp_stopped(c);
     sched_lane_t *l;
 
-    if (c == NULL)
-        return paused ? -ENOMEM : 0;
-    if (c == &s->none)
-        return 0;
-    c->paused = paused;
-    if (paused)
+    if (stop)
         camp_idle_unlink(s, c);
     for (l = c->lanes; l; l = l->cnext) {
-        if (paused) {
+        if (stop) {
             lane_ring_del(l);
         } else if (!l->in_ring && l->n > 0) {
             lane_ring_add(l);
             sender_wake_if_idle(s, l->sender);
         }
     }
-    if (!paused)
+    if (!stop)
         camp_maybe_idle(s, c);
+}
+
+int sched_campaign_pause(sched_t *s, const char *campaign, bool paused)
+{
+    sched_campaign_t *c = paused ? camp_get(s, campaign) : camp_find(s, campaign);
+
+    if (c == NULL)
+        return paused ? -ENOMEM : 0;
+    if (c == &s->none)
+        return 0;
+    c->paused = paused;
+    camp_apply_stop(s, c);
+    return 0;
+}
+
+int sched_campaign_hold(sched_t *s, const char *campaign, bool hold)
+{
+    sched_campaign_t *c = hold ? camp_get(s, campaign) : camp_find(s, campaign);
+
+    if (c == NULL)
+        return hold ? -ENOMEM : 0;
+    if (c == &s->none || (!hold && c->holds == 0))
+        return 0;
+    if (hold)
+        c->holds++;
+    else
+        c->holds--;
+    camp_apply_stop(s, c);
     return 0;
 }
 
@@ -2501,13 +2534,15 @@ const char *sched_account_reason(const sched_t *s)
 
 bool sched_keys_paused(const sched_t *s, const char *phone_number_id, const char *campaign)
 {
+    const sched_campaign_t *c = campaign ? camp_find(s, campaign) : NULL;
+
     return s->all_paused || s->account_paused || sched_sender_paused(s, phone_number_id) ||
-           sched_campaign_paused(s, campaign);
+           (c != NULL && camp_stopped(c));
 }
 
 static bool job_paused(const sched_job_t *j)
 {
-    return j->sender->paused || j->camp_->paused;
+    return j->sender->paused || camp_stopped(j->camp_);
 }
 
 double sched_job_held_until(const sched_t *s, const sched_job_t *j)

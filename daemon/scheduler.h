@@ -263,12 +263,20 @@ int sched_sender_pause(sched_t *s, const char *phone_number_id, bool paused, con
 /* Pauses or resumes a campaign (may be unknown yet). Returns -ENOMEM. */
 int sched_campaign_pause(sched_t *s, const char *campaign, bool paused);
 
+/* Takes (hold true) or releases a hold on a campaign: while one is held,
+ * none of its jobs is picked, as when it is paused, but the operator's
+ * pause (sched_campaign_paused) is not changed. Holds count: each take is
+ * released once. For a cancel that walks the campaign page by page, so
+ * that no job of a page not walked yet leaves meanwhile. -ENOMEM. */
+int sched_campaign_hold(sched_t *s, const char *campaign, bool hold);
+
 /* Pauses or resumes everything (operator `all`). */
 void sched_pause_all(sched_t *s, bool paused);
 
 /* Pauses or resumes the account (automatic, with a reason). */
 void sched_account_pause(sched_t *s, bool paused, const char *reason);
 
+/* Paused by the operator (sched_campaign_pause); a hold is not a pause. */
 bool sched_campaign_paused(const sched_t *s, const char *campaign);
 bool sched_sender_paused(const sched_t *s, const char *phone_number_id);
 bool sched_all_paused(const sched_t *s);

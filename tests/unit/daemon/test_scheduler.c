@@ -913,6 +913,47 @@ static void test_pauses(void)
     sched_free(s);
 }
 
+/* A cancel's hold stops a campaign's picks like a pause without being
+ * one: the operator's pause and resume leave it, holds count, and the
+ * campaign goes on once the last is released. */
+static void test_campaign_hold(void)
+{
+    sched_t *s = make(0, 100, 100, 100);
+    sched_job_t *j;
+
+    addk(s, 1, 0, 1, "a", "c1", NULL, NULL);
+    addk(s, 2, 0, 1, "b", "c1", NULL, NULL);
+    addk(s, 3, 0, 1, "c", "c2", NULL, NULL);
+    CHECK_EQ(sched_campaign_hold(s, "c1", true), 0);
+    CHECK(!sched_campaign_paused(s, "c1"));
+    CHECK(sched_keys_paused(s, "a", "c1") && !sched_keys_paused(s, "a", "c2"));
+    CHECK_EQ(sched_campaign_hold(s, "c1", true), 0);
+    /* An operator's pause and resume meanwhile do not lift the holds. */
+    CHECK_EQ(sched_campaign_pause(s, "c1", true), 0);
+    CHECK_EQ(sched_campaign_pause(s, "c1", false), 0);
+    j = sched_next(s, 1, NULL);
+    CHECK(j && j->id == 3);
+    CHECK(sched_next(s, 1, NULL) == NULL);
+    CHECK_EQ(sched_campaign_hold(s, "c1", false), 0);
+    CHECK(sched_next(s, 1, NULL) == NULL); /* one hold left */
+    CHECK_EQ(sched_campaign_hold(s, "c1", false), 0);
+    CHECK_EQ(sched_campaign_hold(s, "c1", false), 0); /* none left: no-op */
+    j = sched_next(s, 1, NULL);
+    CHECK(j && (j->id == 1 || j->id == 2));
+    /* A hold released under the operator's pause leaves the pause. */
+    CHECK_EQ(sched_campaign_pause(s, "c1", true), 0);
+    CHECK_EQ(sched_campaign_hold(s, "c1", true), 0);
+    CHECK_EQ(sched_campaign_hold(s, "c1", false), 0);
+    CHECK(sched_campaign_paused(s, "c1"));
+    CHECK(sched_next(s, 1, NULL) == NULL);
+    /* A hold on a campaign with no job in memory. */
+    CHECK_EQ(sched_campaign_hold(s, "later", true), 0);
+    CHECK(sched_keys_paused(s, "a", "later"));
+    CHECK_EQ(sched_campaign_hold(s, "later", false), 0);
+    CHECK(!sched_keys_paused(s, "a", "later"));
+    sched_free(s);
+}
+
 /* Expiry reaches jobs whatever blocks them (a key, a pause). */
 static void test_expiry(void)
 {
@@ -1320,6 +1361,7 @@ int main(int argc, char **argv)
         {"pair_limited", test_pair_limited},
         {"adaptive_rate", test_adaptive_rate},
         {"pauses", test_pauses},
+        {"campaign_hold", test_campaign_hold},
         {"expiry", test_expiry},
         {"expiry_order", test_expiry_order},
         {"campaign_rate", test_campaign_rate},
