@@ -1266,6 +1266,9 @@ static int cmd_import(ctx_t *c, const opts_t *o)
     progress_t pr;
     size_t *ring = NULL, head = 0, out = 0, created = 0, dups = 0, failed = 0, row = 0;
     size_t stopped = 0; /* SHUTTING_DOWN answers: the daemon stops, no more rows */
+    /* QUEUE_FULL answers: no more rows either (each refused row was printed,
+     * a million of them for a full queue, and the rest sent in vain) */
+    size_t full = 0;
     long window;
     bool eof = false, broken = false, write_failed = false;
     bool from_stdin = strcmp(path, "-") == 0, regular;
@@ -1335,8 +1338,8 @@ static int cmd_import(ctx_t *c, const opts_t *o)
      * The window is refilled once half of it is answered, not after each
      * answer: one write then carries many requests (one per answer cost a
      * send(2) and a poll(2) per row, most of the import's time). */
-    while (!broken && (out > 0 || (!eof && stopped == 0 && !write_failed))) {
-        bool refill = out <= (size_t)window / 2 && stopped == 0 && !write_failed;
+    while (!broken && (out > 0 || (!eof && stopped == 0 && full == 0 && !write_failed))) {
+        bool refill = out <= (size_t)window / 2 && stopped == 0 && full == 0 && !write_failed;
         while (refill && !eof && out < (size_t)window) {
             cJSON *req = import_next(&s, &row, &eof, err, sizeof(err));
             if (req == NULL) {
@@ -1415,6 +1418,14 @@ static int cmd_import(ctx_t *c, const opts_t *o)
                  * already written are counted, not printed one by one. */
                 failed++;
                 stopped++;
+            } else if (jstr(ans, "error") != NULL &&
+                       strcmp(jstr(ans, "error"), "QUEUE_FULL") == 0) {
+                /* The first is shown (its message names the bound), the
+                 * rest of the window counted. */
+                if (full++ == 0)
+                    fprintf(stderr, "%s %zu: QUEUE_FULL: %s\n", s.jsonl ? "line" : "row",
+                            ring[head], jstr(ans, "message") ? jstr(ans, "message") : "?");
+                failed++;
             } else {
                 failed++;
                 fprintf(stderr, "%s %zu: %s: %s\n", s.jsonl ? "line" : "row", ring[head],
@@ -1435,6 +1446,12 @@ static int cmd_import(ctx_t *c, const opts_t *o)
                 "rows%s). Run the same import again once it is back: rows already taken are not "
                 "sent twice\n",
                 stopped + (broken ? out : 0), eof ? "" : "; the rest of the file was not read");
+    if (full > 0)
+        fprintf(stderr,
+                "avenpingctl: import stopped: the daemon's queue is full (QUEUE_FULL for %zu "
+                "rows%s). Run the same import again once jobs have gone out: rows already taken "
+                "are not sent twice\n",
+                full, eof ? "" : "; the rest of the file was not sent");
     if (broken && stopped > 0) {
         failed += out; /* the daemon went before answering them: said above */
     } else if (write_failed && !broken) {

@@ -746,7 +746,43 @@ def ctl_import_formats(wd):
     api.stop()
 
 
-CASES = {f.__name__: f for f in (ctl_campaign, ctl_metrics, ctl_usage, ctl_import_edges,
+def ctl_import_queue_full(wd):
+    """An import that meets max_queued stops there with one message naming
+    the bound and what to do, instead of printing every refused row (15,001
+    lines for a 20,000-row file in an audit) and sending the rest of the
+    file in vain. Run again once jobs went out, it goes on where it
+    stopped: rows already taken are duplicates."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, config={"max_queued": 500, "rate_per_number": 1000}).start()
+    cl = d.client()
+    check(cl.request({"op": "pause", "campaign": "full"}).get("ok") is True, "paused")
+    path = wd.file("full.csv")
+    with open(path, "w") as f:
+        f.write("to,phoneNumberId,text\n")
+        for i in range(20000):
+            f.write("+1678%07d,%s,full-%d\n" % (i, avp.SENDERS[i % 5], i))
+    p = ctl(d, "--json", "import", path, "--campaign", "full")
+    summary = json.loads(p.stdout)
+    lines = p.stderr.strip().split("\n")
+    print("import: %s; %d lines on stderr" % (summary, len(lines)))
+    check(p.returncode == 1, "exit 1: %d" % p.returncode)
+    check(summary["created"] == 500, "500 taken: %s" % summary)
+    check(summary["rows"] < 20000, "the rest of the file not sent: %s" % summary)
+    check(len(lines) <= 3, "a few lines, not one per row: %s" % lines[:5])
+    check("max_queued" in p.stderr and "import stopped: the daemon's queue is full" in p.stderr
+          and "the rest of the file was not sent" in p.stderr, "said once: %s" % p.stderr)
+    check(cl.request({"op": "resume", "campaign": "full"}).get("ok") is True, "resumed")
+    wait_for(lambda: cl.stats()["counts"]["sent"] >= 500, 60, "the 500 sent")
+    p = ctl(d, "--json", "import", path, "--campaign", "full")
+    summary = json.loads(p.stdout)
+    check(summary["duplicates"] == 500 and summary["created"] >= 500,
+          "run again: the 500 are duplicates, the next ones taken: %s" % summary)
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metrics, ctl_usage, ctl_import_edges,
                                  ctl_import_long_lines, ctl_import_formats)}
 
 if __name__ == "__main__":
