@@ -761,21 +761,23 @@ def ctl_import_queue_full(wd):
         f.write("to,phoneNumberId,text\n")
         for i in range(20000):
             f.write("+1678%07d,%s,full-%d\n" % (i, avp.SENDERS[i % 5], i))
-    p = ctl(d, "--json", "import", path, "--campaign", "full")
+    p = ctl(d, "--json", "import", path, "--campaign", "full", "--quiet")
     summary = json.loads(p.stdout)
     lines = p.stderr.strip().split("\n")
     print("import: %s; %d lines on stderr" % (summary, len(lines)))
     check(p.returncode == 1, "exit 1: %d" % p.returncode)
     check(summary["created"] == 500, "500 taken: %s" % summary)
     check(summary["rows"] < 20000, "the rest of the file not sent: %s" % summary)
-    check(len(lines) <= 3, "a few lines, not one per row: %s" % lines[:5])
+    check(len(lines) == 2, "two lines, not one per row: %s" % lines[:5])
     check("max_queued" in p.stderr and "import stopped: the daemon's queue is full" in p.stderr
           and "the rest of the file was not sent" in p.stderr, "said once: %s" % p.stderr)
     check(cl.request({"op": "resume", "campaign": "full"}).get("ok") is True, "resumed")
     wait_for(lambda: cl.stats()["counts"]["sent"] >= 500, 60, "the 500 sent")
-    p = ctl(d, "--json", "import", path, "--campaign", "full")
+    # A window of submits counts against max_queued until committed, the
+    # duplicates among them too: a small one leaves room for new rows.
+    p = ctl(d, "--json", "import", path, "--campaign", "full", "--quiet", "--window", "50")
     summary = json.loads(p.stdout)
-    check(summary["duplicates"] == 500 and summary["created"] >= 500,
+    check(summary["duplicates"] == 500 and summary["created"] >= 100,
           "run again: the 500 are duplicates, the next ones taken: %s" % summary)
     cl.close()
     check(d.stop() == 0, "SIGTERM exits 0")
