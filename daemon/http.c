@@ -148,6 +148,11 @@ struct http_engine {
     size_t nsocks;
     size_t open_handles; /* uv handles whose close callback has not run yet */
     http_stats_t stats;
+    /* The socket's own error (SO_ERROR) while the action for an error
+     * libuv reported runs, 0 otherwise: libcurl, told CURL_CSELECT_ERR,
+     * fails the transfer as "select/poll returned error", which says
+     * nothing; req_complete names this instead. */
+    int poll_errno;
 };
 
 /* ---------------------------------------------------------------- headers */
@@ -485,6 +490,11 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
         }
         /* libcurl's error buffer names hosts and reasons, never headers. */
         res.detail = r->errbuf[0] != '\0' ? r->errbuf : curl_easy_strerror(rc);
+        if (e->poll_errno != 0 && strcmp(r->errbuf, "select/poll returned error") == 0) {
+            snprintf(r->errbuf, sizeof(r->errbuf), "the connection failed: %s",
+                     strerror(e->poll_errno));
+            res.detail = r->errbuf;
+        }
         /* Over HTTP/2 libcurl sends a request again only for a stream the
          * server refused, unprocessed (REFUSED_STREAM, GOAWAY); when it gives
          * up after several ("Connection died, tried 5 times", as
@@ -574,8 +584,13 @@ static void sock_poll_cb(uv_poll_t *p, int status, int events)
     }
     /* `s` may be released during the action: read what we need first. */
     if (status < 0) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+
         s->events = 0; /* libuv stopped the handle on the error */
         flags = CURL_CSELECT_ERR;
+        if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0)
+            e->poll_errno = err;
     } else {
         if (events & UV_READABLE)
             flags |= CURL_CSELECT_IN;
@@ -584,6 +599,7 @@ static void sock_poll_cb(uv_poll_t *p, int status, int events)
     }
     curl_multi_socket_action(e->multi, s->fd, flags, &running);
     engine_drain(e);
+    e->poll_errno = 0;
 }
 
 /* ------------------------------------------------------- libcurl -> libuv */
