@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cjson/cJSON.h>
 
@@ -575,8 +576,10 @@ static void redact(char *s, size_t cap, const char *token, size_t tlen)
         cap = sizeof(out);
     while (i < n && o + 1 < cap) {
         size_t left = n - i;
-        if (left >= tlen ? memcmp(s + i, token, tlen) == 0
-                         : cut && left >= REDACT_MIN && memcmp(s + i, token, left) == 0) {
+        /* In any case of its letters: an API that upper-cases what it
+         * echoes (HTTP's header names, say) still shows the secret. */
+        if (left >= tlen ? strncasecmp(s + i, token, tlen) == 0
+                         : cut && left >= REDACT_MIN && strncasecmp(s + i, token, left) == 0) {
             size_t k = strlen(REDACTED);
             if (k > cap - 1 - o)
                 k = cap - 1 - o;

@@ -480,6 +480,13 @@ static void test_redact(void)
     classify_result_redact(&c, tok);
     CHECK_STR(c.error.message, "bad token [token]; Bearer [token].");
     CHECK_STR(c.error.code, "X[token]");
+    /* Echoed in another case (it was kept as it came). */
+    c = answer(401,
+               "{\"success\":false,\"error\":\"E\",\"message\":\"AUTHORIZATION: BEARER "
+               "AVP_SECRET_7F3A9C2E1B5D4E\"}",
+               -1);
+    classify_result_redact(&c, tok);
+    CHECK_STR(c.error.message, "AUTHORIZATION: BEARER [token]");
     /* Cut by the 255-byte message buffer in the middle of the token. */
     memset(body, 0, sizeof(body));
     snprintf(body, sizeof(body), "{\"success\":false,\"error\":\"E\",\"message\":\"%0*d%s\"}", 240,
