@@ -1258,6 +1258,34 @@ static void progress_show(progress_t *p, bool final)
     fflush(stderr);
 }
 
+/*
+ * After an import that met duplicates: when the campaign holds cancelled
+ * jobs, says that their rows stay cancelled. A re-import after a cancel
+ * reported them as plain duplicates, and nothing said that they would
+ * never be sent (campaign audit). Best effort: a failed query says nothing.
+ */
+static void import_note_cancelled(ctx_t *c, const char *campaign)
+{
+    cJSON *req = request("campaign"), *ans = NULL;
+    const cJSON *counts;
+    double n;
+
+    cJSON_AddStringToObject(req, "campaign", campaign);
+    if (ipc_client_call(c->cl, req, c->timeout_ms, &ans) == 0 && answer_ok(ans)) {
+        counts = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(ans, "campaign"),
+                                                  "counts");
+        n = jnum(counts, "cancelled");
+        if (n > 0)
+            fprintf(stderr,
+                    "avenpingctl: note: campaign %s holds %.0f cancelled jobs; rows that were "
+                    "cancelled are duplicates now and are not sent again (import under another "
+                    "campaign name, or with --key-column, to send them)\n",
+                    campaign, n);
+    }
+    cJSON_Delete(req);
+    cJSON_Delete(ans);
+}
+
 static int cmd_import(ctx_t *c, const opts_t *o)
 {
     const char *path = o->pos[0], *fmt = opt_get(o, "format");
@@ -1487,6 +1515,8 @@ static int cmd_import(ctx_t *c, const opts_t *o)
                    s.campaign, created + dups + failed, created, dups, failed, el);
         }
     }
+    if (dups > 0 && !broken && !write_failed)
+        import_note_cancelled(c, s.campaign);
     rc = failed > 0 || broken ? EXIT_FAIL : 0;
 out:
     free(ring);

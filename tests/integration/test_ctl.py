@@ -779,6 +779,14 @@ def ctl_import_queue_full(wd):
     summary = json.loads(p.stdout)
     check(summary["duplicates"] == 500 and summary["created"] >= 100,
           "run again: the 500 are duplicates, the next ones taken: %s" % summary)
+    check("cancelled" not in p.stderr, "no note without cancelled jobs: %s" % p.stderr)
+    # Cancelled, then imported again: the rows stay cancelled, and the
+    # import says so (it reported plain duplicates).
+    check(cl.request({"op": "pause", "campaign": "full"}).get("ok") is True, "paused again")
+    cancelled = cl.request({"op": "cancel", "campaign": "full"})["cancelled"]
+    p = ctl(d, "--json", "import", path, "--campaign", "full", "--quiet", "--window", "50")
+    check(("holds %d cancelled jobs" % cancelled) in p.stderr and cancelled > 0,
+          "the note: %d cancelled, %s" % (cancelled, p.stderr))
     cl.close()
     check(d.stop() == 0, "SIGTERM exits 0")
     api.stop()
