@@ -527,13 +527,14 @@ static int open_store(daemon_t *d)
     queue_recover_options_t ro;
     queue_error_info_t cancel_err;
     size_t n = 0, map = 0, used = 0;
-    int rc;
+    int rc, found;
 
     if ((rc = make_state_dir(d)) != 0)
         return rc;
     memset(&qo, 0, sizeof(qo));
     qo.map_size_max = d->cfg.map_size_max;
     qo.disk_min_free = d->cfg.disk_min_free;
+    found = queue_store_found(d->cfg.state_dir);
     rc = queue_open(d->cfg.state_dir, &qo, &d->q);
     if (rc == QUEUE_ELOCKED) {
         fprintf(stderr, "<3>avenpingd: state dir %s is in use by another avenpingd\n",
@@ -553,6 +554,17 @@ static int open_store(daemon_t *d)
                 queue_strerror(rc));
         return rc;
     }
+    /* A store created now is said once; one found empty loudly: a data
+     * file cut to nothing (a failed restore, a disk that lost it) held
+     * jobs that are gone, and LMDB starts a new store in it silently. */
+    if (found == QUEUE_FOUND_NONE)
+        dlog(d, CONFIG_LOG_INFO, "a new store was created in %s", d->cfg.state_dir);
+    else if (found == QUEUE_FOUND_EMPTY)
+        dlog(d, CONFIG_LOG_ERROR,
+             "the store's data file in %s was empty: a new store was started in it. If it held "
+             "jobs they are gone; restore data.mdb from a copy (mdb_copy) with the daemon "
+             "stopped (docs/operations.md)",
+             d->cfg.state_dir);
     if (queue_space(d->q, &map, &used) == 0 && used > d->cfg.map_size_max)
         dlog(d, CONFIG_LOG_WARN,
              "the store holds %zu MiB, more than map_size_max_mb = %zu: its jobs finish and are "

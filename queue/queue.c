@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -901,6 +902,23 @@ fail_mdb:
 fail:
     queue_close(q);
     return rc;
+}
+
+int queue_store_found(const char *dir)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    int n;
+
+    if (dir == NULL)
+        return QUEUE_EINVAL;
+    /* LMDB's data file, as mdb_env_open names it in a directory. */
+    n = snprintf(path, sizeof path, "%s/data.mdb", dir);
+    if (n < 0 || (size_t)n >= sizeof path)
+        return -ENAMETOOLONG;
+    if (stat(path, &st) != 0)
+        return errno == ENOENT ? QUEUE_FOUND_NONE : -errno;
+    return st.st_size == 0 ? QUEUE_FOUND_EMPTY : QUEUE_FOUND_STORE;
 }
 
 int queue_dir_sync(const char *dir)

@@ -208,6 +208,19 @@ typedef int (*queue_due_cb)(const queue_due_entry_t *e, void *user);
  */
 int queue_open(const char *dir, const queue_options_t *opt, queue_t **out);
 
+/* What a store directory holds, for the caller to report before
+ * queue_open creates or opens it: */
+enum {
+    QUEUE_FOUND_NONE = 0, /* no data file: queue_open creates a new store */
+    QUEUE_FOUND_EMPTY,    /* a data file of zero bytes: queue_open starts a new
+                             store in it, whatever the file held before (a
+                             file cut to nothing, a failed restore) */
+    QUEUE_FOUND_STORE,    /* a data file with contents */
+};
+/* One of QUEUE_FOUND_* for directory `dir`, or -errno when the data file
+ * cannot be looked at (other than not being there). Opens nothing. */
+int queue_store_found(const char *dir);
+
 /* fsyncs directory `dir`, so that entries created or renamed in it survive
  * a power cut (queue_open does it for the store's own directory; a caller
  * that creates the state directory syncs its parent). 0 or -errno. */

@@ -691,7 +691,35 @@ def disk_full(wd):
         subprocess.run(["umount", "-l", disk], capture_output=True)
 
 
-CASES = {f.__name__: f for f in (idempotency, at_most_once_kill9, retention, churn, storage_full,
+def empty_data_file(wd):
+    """A data file found empty is said loudly: LMDB starts a new store in
+    it, and whatever jobs the file held (cut to nothing, a failed restore)
+    are gone. It started silently. A new store is said once, a reopened one
+    not at all."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    check("a new store was created" in d.stderr(), "a new store said: %s" % d.stderr())
+    avp.submit_all(d, [avp.text_job(1, notBefore=time.time() + 3600)])
+    check(d.stop() == 0, "SIGTERM exits 0")
+    d2 = avp.Daemon(wd, api.base, name="daemon2").start()
+    check("new store" not in d2.stderr() and "was empty" not in d2.stderr(),
+          "a reopened store is not new: %s" % d2.stderr())
+    check(d2.stop() == 0, "SIGTERM exits 0")
+    os.truncate(os.path.join(d.state_dir, "data.mdb"), 0)
+    d3 = avp.Daemon(wd, api.base, name="daemon3").start()
+    check("data file in %s was empty: a new store was started" % d.state_dir in d3.stderr(),
+          "an emptied data file is said: %s" % d3.stderr())
+    cl = d3.client()
+    check(cl.stats()["counts"]["queued"] == 0, "the job is gone (said)")
+    ids = avp.submit_all(d3, [avp.text_job(2)])
+    wait_all_final(cl, 30)
+    check(cl.request({"op": "get", "job": ids[0]})["job"]["state"] == "sent", "works on")
+    cl.close()
+    check(d3.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+CASES = {f.__name__: f for f in (idempotency, empty_data_file, at_most_once_kill9, retention, churn, storage_full,
                                   storage_full_small_jobs, disk_full,
                                  schema, sync_failures, maybe_sent_marked,
                                  damaged_records)}
