@@ -204,6 +204,23 @@ static void on_server_handle_closed(uv_handle_t *h)
     server_maybe_free(s);
 }
 
+/* Gives back c's read buffer, counted in the server's read budget; the
+ * unparsed bytes it held are dropped (the caller knows there are none, or
+ * wants none). */
+static void conn_rbuf_release(struct ipc_conn *c)
+{
+    c->srv->rbuf_total -= c->rcap;
+    free(c->rbuf);
+    c->rbuf = NULL;
+    c->rcap = c->rlen = c->rpos = c->rscan = 0;
+}
+
+/* What c's output buffers take from the allocator. */
+static size_t conn_out_cap(const struct ipc_conn *c)
+{
+    return c->obuf.cap + c->wbuf.cap + c->held.cap;
+}
+
 static void conn_unref(struct ipc_conn *c)
 {
     if (--c->refs > 0)
@@ -295,9 +312,7 @@ static void on_conn_closed(uv_handle_t *h)
         s->n_conns--;
     if (c->rejecting)
         s->n_rejecting--;
-    s->rbuf_total -= c->rcap;
-    free(c->rbuf);
-    c->rbuf = NULL;
+    conn_rbuf_release(c);
     /* Nothing more is written: the output buffers go now, not when the
      * last reference does (an event stream's holder may keep the struct
      * until it next looks). */
@@ -761,12 +776,8 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     }
     if (c->rpos == c->rlen) {
         c->rpos = c->rlen = c->rscan = 0;
-        if (c->rcap > READ_KEEP_MAX) {
-            c->srv->rbuf_total -= c->rcap;
-            free(c->rbuf);
-            c->rbuf = NULL;
-            c->rcap = 0;
-        }
+        if (c->rcap > READ_KEEP_MAX)
+            conn_rbuf_release(c);
     }
     if (c->rcap - c->rlen < READ_MIN_FREE + 1 && c->rpos > 0) {
         /* Moves only the unfinished line, which is at most max_line + 1
@@ -896,12 +907,8 @@ static void conn_kick(struct ipc_conn *c)
     c->in_kick = false;
     if (c->state != CONN_OPEN)
         return;
-    if (c->streaming && c->rbuf != NULL) {
-        c->srv->rbuf_total -= c->rcap;
-        free(c->rbuf);
-        c->rbuf = NULL;
-        c->rcap = c->rlen = c->rpos = c->rscan = 0;
-    }
+    if (c->streaming && c->rbuf != NULL)
+        conn_rbuf_release(c);
     conn_update_reading(c);
     conn_maybe_finish(c);
 }
@@ -1266,7 +1273,7 @@ void ipc__server_counters(const ipc_server_t *s, ipc__counters_t *out)
     out->unsent = server_unsent(s);
     out->buffered = 0;
     for (const struct ipc_conn *c = s->conns; c; c = c->next)
-        out->buffered += c->rcap + c->obuf.cap + c->wbuf.cap + c->held.cap;
+        out->buffered += c->rcap + conn_out_cap(c);
 }
 
 /* ---- answers ---- */
@@ -1431,7 +1438,7 @@ static size_t stream_bound(const struct ipc_stream *st)
 static bool stream_reserve(struct ipc_conn *c, ipc__buf_t *b, size_t need)
 {
     size_t bound = stream_bound(&c->stream);
-    size_t others = c->obuf.cap + c->wbuf.cap + c->held.cap - b->cap;
+    size_t others = conn_out_cap(c) - b->cap;
 
     return others < bound && ipc__buf_reserve_max(b, need, bound - others) == 0;
 }
