@@ -3,6 +3,7 @@
  */
 #include "classify.h"
 
+#include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -562,6 +563,45 @@ _Static_assert(REDACT_BUF >= QUEUE_ERR_MSG_LEN && REDACT_BUF >= QUEUE_MAX_WAMID_
                    REDACT_BUF >= QUEUE_ERR_CODE_LEN,
                "redact's buffer holds every text it redacts");
 
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)tolower((unsigned char)c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* How many bytes of `s` (`left` of them) spell the token at its start: each
+ * token byte as itself in any case of its letters (an API that upper-cases
+ * what it echoes, HTTP's header names say) or percent-encoded (an API that
+ * echoes it from a URL or a form: "+" as "%2B", "/" as "%2f"). A text that
+ * ends after at least REDACT_MIN of the token's bytes matches when `cut`
+ * (the token's start at the end of a text cut there). 0: no match. */
+static size_t token_at(const char *s, size_t left, const char *token, size_t tlen, bool cut)
+{
+    size_t p = 0, j = 0;
+
+    while (j < tlen) {
+        const int want = tolower((unsigned char)token[j]);
+        int hi, lo;
+
+        if (p >= left)
+            return cut && j >= REDACT_MIN ? p : 0;
+        if (tolower((unsigned char)s[p]) == want) {
+            p++;
+        } else if (s[p] == '%' && p + 2 < left && (hi = hex_value(s[p + 1])) >= 0 &&
+                   (lo = hex_value(s[p + 2])) >= 0 && tolower(hi * 16 + lo) == want) {
+            p += 3;
+        } else if (s[p] == '%' && p + 2 >= left) {
+            return cut && j >= REDACT_MIN ? left : 0; /* an escape cut short */
+        } else {
+            return 0;
+        }
+        j++;
+    }
+    return p;
+}
+
 /* See classify_result_redact: `s` is NUL-terminated within `cap`. */
 static void redact(char *s, size_t cap, const char *token, size_t tlen)
 {
@@ -575,17 +615,15 @@ static void redact(char *s, size_t cap, const char *token, size_t tlen)
     if (cap > sizeof(out))
         cap = sizeof(out);
     while (i < n && o + 1 < cap) {
-        size_t left = n - i;
-        /* In any case of its letters: an API that upper-cases what it
-         * echoes (HTTP's header names, say) still shows the secret. */
-        if (left >= tlen ? strncasecmp(s + i, token, tlen) == 0
-                         : cut && left >= REDACT_MIN && strncasecmp(s + i, token, left) == 0) {
+        size_t used = token_at(s + i, n - i, token, tlen, cut);
+
+        if (used > 0) {
             size_t k = strlen(REDACTED);
             if (k > cap - 1 - o)
                 k = cap - 1 - o;
             memcpy(out + o, REDACTED, k);
             o += k;
-            i += left >= tlen ? tlen : left;
+            i += used;
             changed = true;
             continue;
         }

@@ -507,6 +507,40 @@ static void test_redact(void)
     c = answer(400, "{\"success\":false,\"error\":\"E\",\"message\":\"ends in avp_S\"}", -1);
     classify_result_redact(&c, tok);
     CHECK_STR(c.error.message, "ends in avp_S");
+    /* Percent-encoded, as an API echoing it from a URL or a form would:
+     * "+", "/" and "=" escaped, hex in either case, plain bytes between. */
+    {
+        const char *b64 = "Ab+cD/ef=9";
+        c = answer(401,
+                   "{\"success\":false,\"error\":\"E\",\"message\":\"url "
+                   "?access_token=Ab%2BcD%2fEF%3d9&x=1 and Ab%2BcD\"}",
+                   -1);
+        classify_result_redact(&c, b64);
+        CHECK_STR(c.error.message, "url ?access_token=[token]&x=1 and Ab%2BcD");
+        /* Every byte escaped. */
+        c = answer(401,
+                   "{\"success\":false,\"error\":\"E\",\"message\":\"t="
+                   "%41%62%2B%63%44%2F%65%66%3D%39.\"}",
+                   -1);
+        classify_result_redact(&c, b64);
+        CHECK_STR(c.error.message, "t=[token].");
+        /* Not an escape of the token's byte: left alone. */
+        c = answer(401,
+                   "{\"success\":false,\"error\":\"E\",\"message\":\"Ab%2CcD/ef=9 "
+                   "Ab%2\"}",
+                   -1);
+        classify_result_redact(&c, b64);
+        CHECK_STR(c.error.message, "Ab%2CcD/ef=9 Ab%2");
+        /* Cut by the message buffer inside an escape of the token. */
+        memset(body, 0, sizeof(body));
+        snprintf(body, sizeof(body), "{\"success\":false,\"error\":\"E\",\"message\":\"%0*d%s\"}",
+                 247, 0, "Ab%2BcD%2Fef");
+        c = answer(400, body, -1);
+        CHECK(strlen(c.error.message) == QUEUE_ERR_MSG_LEN - 1);
+        classify_result_redact(&c, b64);
+        CHECK(strstr(c.error.message, "Ab%2") == NULL);
+        CHECK(strstr(c.error.message, "[token]") != NULL);
+    }
     /* In a wamid too. */
     {
         classify_result_t w = answer(
