@@ -119,6 +119,11 @@ size_t http_engine_inflight(const http_engine_t *e);
  * open again), and over HTTP/2 one connection may carry that many streams
  * (the server's SETTINGS_MAX_CONCURRENT_STREAMS still caps it; beyond it
  * libcurl opens another connection). 0 or negative: libcurl's defaults.
+ * Over HTTP/1.x (no HTTP/2 offered, no max_host_connections) the connections
+ * are split over ceil(n / 32) multi handles, at most 16 ("lanes"; added,
+ * never removed): libcurl walks a handle's whole connection cache on every
+ * request, so one handle's cost per request grows with n. Errors:
+ * HTTP_EINVAL (NULL or closing engine), -ENOMEM, HTTP_ECURL.
  */
 int http_engine_set_concurrency(http_engine_t *e, long n);
 
@@ -137,6 +142,7 @@ typedef struct http_stats {
     unsigned long long requests;   /* started */
     unsigned long long connects;   /* new connections made (CURLINFO_NUM_CONNECTS summed) */
     unsigned long long handshakes; /* TLS handshakes (new connections over https) */
+    unsigned long long lanes;      /* multi handles the connections are split over */
 } http_stats_t;
 void http_engine_stats(const http_engine_t *e, http_stats_t *out);
 

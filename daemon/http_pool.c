@@ -433,6 +433,7 @@ void http_pool_stats(const http_pool_t *p, http_stats_t *out)
         out->requests += w->published.requests;
         out->connects += w->published.connects;
         out->handshakes += w->published.handshakes;
+        out->lanes += w->published.lanes;
         uv_mutex_unlock(&w->mu);
     }
 }

@@ -95,6 +95,7 @@ struct fx_many {
     size_t n, next;
     const char *answer;
     unsigned long completed, bad;
+    unsigned long server_before; /* stub_total() at the start */
     unsigned char *hits;
     fx_many_slot_t *slots;
 };

@@ -481,6 +481,104 @@ static void t_max_conn(void)
     fx_fini(&f);
 }
 
+/* Over HTTP/1.x a concurrency of n splits the connections over
+ * ceil(n / 32) lanes (multi handles) that each keep theirs: 100 in flight
+ * run on 4 lanes and, round after round, on the same connections; a smaller
+ * concurrency keeps the lanes and still sends everything. */
+static void t_lanes(void)
+{
+    fx_t f;
+    fx_many_t m;
+    http_stats_t st;
+    unsigned long long first;
+
+    fx_init(&f, 0, "tok", 0);
+    http_engine_stats(f.eng, &st);
+    CHECK(st.lanes == 1);
+    CHECK(http_engine_set_concurrency(f.eng, 100) == 0);
+    http_engine_stats(f.eng, &st);
+    CHECK(st.lanes == 4);
+    route(&f, "/v2/messages/send/text", 200, "{\"success\":true,\"data\":{}}", NULL, 2, false);
+    fx_many_start(&m, &f, 1000, 100, NULL);
+    run_until(&f, &m.completed, m.n);
+    fx_many_check(&m);
+    http_engine_stats(f.eng, &st);
+    first = st.connects;
+    /* 100 in flight: at most 25 per lane, one connection each. */
+    CHECK(first >= 90 && first <= 100);
+    CHECK(http_engine_inflight(f.eng) == 0);
+    fx_many_start(&m, &f, 1000, 100, NULL);
+    run_until(&f, &m.completed, m.n);
+    fx_many_check(&m);
+    http_engine_stats(f.eng, &st);
+    CHECK(st.connects == first); /* no lane closed one it needs again */
+    CHECK(st.requests == 2000);
+    /* Lanes stay; each caches ceil(8 / 4) + 1 = 3 connections now. */
+    CHECK(http_engine_set_concurrency(f.eng, 8) == 0);
+    fx_many_start(&m, &f, 200, 8, NULL);
+    run_until(&f, &m.completed, m.n);
+    fx_many_check(&m);
+    http_engine_stats(f.eng, &st);
+    CHECK(st.lanes == 4);
+    CHECK(st.connects == first); /* 8 in flight fit in what stayed open */
+    fx_fini(&f);
+}
+
+/* Requests on several lanes: cancel_all, a timeout and a close reach every
+ * lane's transfers (each lane has its own multi handle and timer). */
+static void t_lanes_cancel_close(void)
+{
+    fx_t f;
+    rec_t r[40];
+    unsigned long done = 0;
+    http_stats_t st;
+
+    fx_init(&f, 0, "tok", 300);
+    CHECK(http_engine_set_concurrency(f.eng, 64) == 0);
+    http_engine_stats(f.eng, &st);
+    CHECK(st.lanes == 2);
+    fx_check_cancel_all(&f);
+    /* 40 requests over both lanes, each timing out on its lane's timer. */
+    memset(r, 0, sizeof(r));
+    route(&f, "/hang", 200, "{}", NULL, 10000, false);
+    for (size_t i = 0; i < 40; i++)
+        CHECK(fx_rec_post(&f, "/hang", "{}", &r[i]) == 0);
+    for (size_t i = 0; i < 40; i++) {
+        run_until(&f, &r[i].done, 1);
+        CHECK(r[i].error == HTTP_EMAYBESENT);
+        done += r[i].done;
+    }
+    CHECK(done == 40);
+    fx_check_close(&f, 40, true);
+    fx_fini(&f);
+}
+
+/* HTTP/2 offered (https) or a cap on connections: one lane whatever n. */
+static void t_lanes_one(void)
+{
+    fx_t f;
+    http_engine_t *e = NULL;
+    http_options_t o = {.token = "tok", .max_host_connections = 2};
+    http_stats_t st;
+
+    fx_init(&f, 1, NULL, 0);
+    o.api_base = f.base;
+    CHECK(http_engine_new(&f.loop, &o, &e) == 0);
+    CHECK(http_engine_set_concurrency(e, 256) == 0);
+    http_engine_stats(e, &st);
+    CHECK(st.lanes == 1);
+    http_engine_close(e);
+    o.max_host_connections = 0;
+    o.api_base = "https://127.0.0.1:1";
+    o.http2 = true;
+    CHECK(http_engine_new(&f.loop, &o, &e) == 0);
+    CHECK(http_engine_set_concurrency(e, 256) == 0);
+    http_engine_stats(e, &st);
+    CHECK(st.lanes == 1);
+    http_engine_close(e);
+    fx_fini(&f);
+}
+
 /* A host name goes through libcurl's threaded resolver, whose wake-up
  * socket is not opened through our open-socket callback ("foreign").
  * ("localhost" would not do: libcurl resolves it without the resolver.)
@@ -758,6 +856,9 @@ static const fx_case_t cases[] = {
     {"invalid", t_invalid},
     {"resolve", t_resolve},
     {"max_conn", t_max_conn},
+    {"lanes", t_lanes},
+    {"lanes_cancel_close", t_lanes_cancel_close},
+    {"lanes_one", t_lanes_one},
     {"routes", t_routes},
     {"proxy_env", t_proxy_env},
     {"no_proxy_env", t_no_proxy_env},
