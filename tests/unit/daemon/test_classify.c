@@ -550,6 +550,62 @@ static void test_redact(void)
     }
 }
 
+/* utf8_copy_valid's eight-byte ASCII path against the byte-at-a-time
+ * definition: same output for ASCII runs with a NUL anywhere in a block,
+ * bytes >= 0x80 (good and bad sequences) and every capacity. */
+static size_t copy_valid_ref(char *dst, size_t cap, const char *s, size_t n)
+{
+    const char *end = s + n;
+    size_t o = 0;
+
+    while (s < end && *s != '\0') {
+        const char *from = s;
+        size_t k = (unsigned char)*s < 0x80 ? 1 : utf8_seq_len(s, end);
+
+        if (k == 0) {
+            from = "\xEF\xBF\xBD";
+            k = 3;
+            s++;
+        } else {
+            s += k;
+        }
+        if (o + k + 1 > cap)
+            break;
+        memcpy(dst + o, from, k);
+        o += k;
+    }
+    dst[o] = '\0';
+    return o;
+}
+
+static void test_copy_valid(void)
+{
+    static const char alphabet[] = {'a',    'Z',    '0',    '.',    '\0',   '\x80', '\xC3', '\xA9',
+                                    '\xE2', '\x82', '\xAC', '\xF0', '\x9F', '\x98', '\x80', '\xFF'};
+    unsigned long long x = 88172645463325252ULL;
+    char src[64], a[80], b[80];
+
+    for (int round = 0; round < 20000; round++) {
+        size_t n, cap;
+
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        n = (size_t)(x % sizeof(src));
+        cap = 1 + (size_t)((x >> 8) % sizeof(a));
+        for (size_t i = 0; i < n; i++) {
+            unsigned long long r = x >> (i % 40);
+            /* mostly plain ASCII, as a wamid is */
+            src[i] = (r & 7) != 0 ? (char)('A' + (int)(r >> 3) % 26)
+                                  : alphabet[(r >> 3) % sizeof(alphabet)];
+        }
+        memset(a, 0x55, sizeof(a));
+        memset(b, 0x55, sizeof(b));
+        CHECK(utf8_copy_valid(a, cap, src, n) == copy_valid_ref(b, cap, src, n));
+        CHECK(memcmp(a, b, sizeof(a)) == 0);
+    }
+}
+
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
@@ -564,6 +620,7 @@ int main(int argc, char **argv)
         {"success_any_status", test_success_any_status},
         {"text_utf8", test_text_utf8},
         {"redact", test_redact},
+        {"copy_valid", test_copy_valid},
         {"cut_success", test_cut_success},
         {"redirect", test_redirect},
     };
