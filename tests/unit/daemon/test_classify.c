@@ -596,8 +596,11 @@ static void test_copy_valid(void)
         for (size_t i = 0; i < n; i++) {
             unsigned long long r = x >> (i % 40);
             /* mostly plain ASCII, as a wamid is */
-            src[i] = (r & 7) != 0 ? (char)('A' + (int)(r >> 3) % 26)
-                                  : alphabet[(r >> 3) % sizeof(alphabet)];
+            static const char letters[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+            if ((r & 7) != 0)
+                src[i] = letters[(r >> 3) % 26];
+            else
+                src[i] = alphabet[(r >> 3) % sizeof(alphabet)];
         }
         memset(a, 0x55, sizeof(a));
         memset(b, 0x55, sizeof(b));
