@@ -521,6 +521,33 @@ static FILE *open_regular(const char *path, int *rc)
     return f;
 }
 
+/* Whether `k` in lower case is one of the fixed keys (a line
+ * "Max_Inflight = 64"); then `low` holds that key. Tried on a scratch
+ * config with an empty value, so that apply_key stays the one list of keys.
+ * "rate.<id>" is not a fixed key: its tail is what was typed (it could be
+ * the token in the wrong place), never shown. */
+static bool key_known_lowercased(const char *k, char *low, size_t cap)
+{
+    size_t n = strlen(k);
+    config_t scratch;
+    const char *why;
+    bool known;
+
+    if (n == 0 || n >= cap)
+        return false;
+    for (size_t i = 0; i <= n; i++)
+        low[i] = (char)tolower((unsigned char)k[i]);
+    if (strncmp(low, "rate.", 5) == 0 || !key_like(low, n) || config_init(&scratch) != 0) {
+        explicit_bzero(low, cap);
+        return false;
+    }
+    known = apply_key(&scratch, low, "", &why) != -ENOENT;
+    config_free(&scratch);
+    if (!known)
+        explicit_bzero(low, cap);
+    return known;
+}
+
 int config_load_file(config_t *c, const char *path, char *err, size_t err_size)
 {
     char line[CONFIG_MAX_LINE + 2];
@@ -579,9 +606,15 @@ int config_load_file(config_t *c, const char *path, char *err, size_t err_size)
         key = trim(s);
         val = trim(eq + 1);
         if (!key_like(key, strlen(key))) {
-            set_err(err, err_size,
-                    "%s:%u: unknown key (%zu characters, not shown: a value in a key's place?)",
-                    path, lineno, strlen(key));
+            char low[41];
+            if (key_known_lowercased(key, low, sizeof(low)))
+                set_err(err, err_size, "%s:%u: unknown key: keys are spelt in lower case (%s)",
+                        path, lineno, low);
+            else
+                set_err(err, err_size,
+                        "%s:%u: unknown key (%zu characters, not shown: a value in a key's "
+                        "place?)",
+                        path, lineno, strlen(key));
             rc = -EINVAL;
             goto out;
         }

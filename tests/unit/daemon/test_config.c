@@ -257,6 +257,20 @@ static void test_no_echo(void)
     CHECK_EQ(config_init(&c), 0);
     CHECK(config_load_file(&c, write_file("e.conf", "max_inflihgt = 5\n"), err, sizeof(err)) != 0);
     CHECK(strstr(err, "max_inflihgt: unknown key") != NULL); /* a typo is named */
+    /* A key in the wrong case: the key it means is named, not what was typed
+     * (a "rate.<id>" with capitals stays unnamed: its tail could be the token). */
+    CHECK(config_load_file(&c, write_file("e.conf", "Max_Inflight = 5\n"), err, sizeof(err)) != 0);
+    CHECK(strstr(err, "e.conf:1: unknown key: keys are spelt in lower case (max_inflight)") !=
+          NULL);
+    CHECK(config_load_file(&c, write_file("e.conf", "API_BASE = http://x\n"), err, sizeof(err)) !=
+          0);
+    CHECK(strstr(err, "(api_base)") != NULL);
+    CHECK(config_load_file(&c, write_file("e.conf", "Rate.AVP_SECRET = 5\n"), err, sizeof(err)) !=
+          0);
+    CHECK(strstr(err, "SECRET") == NULL && strstr(err, "secret") == NULL);
+    CHECK(strstr(err, "e.conf:1: unknown key (") != NULL);
+    CHECK(config_load_file(&c, write_file("e.conf", "Max_Whatever = 5\n"), err, sizeof(err)) != 0);
+    CHECK(strstr(err, "e.conf:1: unknown key (12 characters") != NULL);
     CHECK(config_load_file(&c, tok, err, sizeof(err)) == -ENOENT);
     CHECK(strstr(err, "SECRET") == NULL && strstr(err, "not shown") != NULL);
     CHECK(config_load_file(&c, "/nonexistent/avenpingd.conf", err, sizeof(err)) == -ENOENT);
