@@ -1178,10 +1178,8 @@ static int lane_add(http_engine_t *e)
         return -ENOMEM;
     lane->e = e;
     lane->multi = curl_multi_init();
-    if (lane->multi == NULL) {
-        free(lane);
-        return HTTP_ECURL;
-    }
+    if (lane->multi == NULL)
+        goto fail;
     mc = curl_multi_setopt(lane->multi, CURLMOPT_SOCKETFUNCTION, engine_socket_cb);
     if (mc == CURLM_OK)
         mc = curl_multi_setopt(lane->multi, CURLMOPT_SOCKETDATA, (void *)lane);
@@ -1194,17 +1192,18 @@ static int lane_add(http_engine_t *e)
                                e->http2 ? (long)CURLPIPE_MULTIPLEX : (long)CURLPIPE_NOTHING);
     if (mc == CURLM_OK && e->max_host_connections > 0)
         mc = curl_multi_setopt(lane->multi, CURLMOPT_MAX_HOST_CONNECTIONS, e->max_host_connections);
-    if (mc != CURLM_OK) {
-        curl_multi_cleanup(lane->multi);
-        free(lane);
-        return HTTP_ECURL;
-    }
+    if (mc != CURLM_OK)
+        goto fail;
     /* Cannot fail; from here the lane is the engine's, closed with it. */
     uv_timer_init(e->loop, &lane->timer);
     lane->timer.data = lane;
     e->lanes[e->nlanes++] = lane;
     e->open_handles++;
     return 0;
+fail:
+    curl_multi_cleanup(lane->multi); /* accepts NULL */
+    free(lane);
+    return HTTP_ECURL;
 }
 
 static int base_check(const char *base, size_t n)
