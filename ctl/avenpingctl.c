@@ -635,6 +635,7 @@ typedef struct import_src {
     char *line;
     size_t line_cap;
     size_t lineno;
+    size_t other_campaign; /* rows naming a campaign other than the import's */
 } import_src_t;
 
 static int col_index(const import_src_t *s, const char *name)
@@ -931,8 +932,16 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
         /* A "campaign": null is no campaign given: the import's. */
         if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, "campaign")))
             cJSON_DeleteItemFromObjectCaseSensitive(o, "campaign");
-        if (!cJSON_HasObjectItem(o, "campaign"))
+        if (!cJSON_HasObjectItem(o, "campaign")) {
             cJSON_AddStringToObject(o, "campaign", s->campaign);
+        } else {
+            const cJSON *own = cJSON_GetObjectItemCaseSensitive(o, "campaign");
+            /* Its job counts in that campaign, not in the import's: the
+             * summary says how many did (a wrong type is the daemon's to
+             * refuse). */
+            if (cJSON_IsString(own) && strcmp(own->valuestring, s->campaign) != 0)
+                s->other_campaign++;
+        }
         if (!cJSON_HasObjectItem(o, "idempotencyKey")) {
             snprintf(num, sizeof(num), "%zu", s->lineno);
             row_key(s->campaign, num, key, sizeof(key));
@@ -1505,6 +1514,7 @@ static int cmd_import(ctx_t *c, const opts_t *o)
             cJSON_AddNumberToObject(sum, "created", (double)created);
             cJSON_AddNumberToObject(sum, "duplicates", (double)dups);
             cJSON_AddNumberToObject(sum, "failed", (double)failed);
+            cJSON_AddNumberToObject(sum, "otherCampaignRows", (double)s.other_campaign);
             cJSON_AddNumberToObject(sum, "seconds", el);
             js = cJSON_PrintUnformatted(sum);
             puts(js ? js : "{}");
@@ -1513,6 +1523,10 @@ static int cmd_import(ctx_t *c, const opts_t *o)
         } else {
             printf("campaign %s: %zu rows, %zu new jobs, %zu duplicates, %zu failed in %.1fs\n",
                    s.campaign, created + dups + failed, created, dups, failed, el);
+            if (s.other_campaign > 0)
+                printf("  %zu of the rows name another campaign: their jobs count there, not in "
+                       "%s\n",
+                       s.other_campaign, s.campaign);
         }
     }
     if (dups > 0 && !broken && !write_failed)

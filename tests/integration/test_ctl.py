@@ -654,6 +654,24 @@ def ctl_import_formats(wd):
         with open(path, "w") as f:
             f.write(jobs(base, 5))
         imported(ctl(d, "--json", "import", path, "--campaign", "fmt%d" % base), fname, 5)
+    # Rows that name their own campaign: counted apart in the summary (their
+    # jobs count there, not in --campaign's); "campaign": null is the import's.
+    path = wd.file("mixed.jsonl")
+    with open(path, "w") as f:
+        for i, own in enumerate(("fmt-other", None, "fmt-mixed", "fmt-other")):
+            job = avp.text_job(i, sender=sender, to="+1666099%04d" % i)
+            job["message"]["text"] = "fmt-99-%d" % i
+            expected[job["message"]["to"].lstrip("+")] = job["message"]["text"]
+            if own is not None or i == 1:
+                job["campaign"] = own
+            f.write(json.dumps(job) + "\n")
+    p = ctl(d, "--json", "import", path, "--campaign", "fmt-mixed")
+    imported(p, "rows naming campaigns", 4)
+    check(json.loads(p.stdout)["otherCampaignRows"] == 2, "other campaigns: %s" % p.stdout)
+    check(ctl_json(d, "campaign", "fmt-other")["campaign"]["total"] == 2, "fmt-other's jobs")
+    p = ctl(d, "import", path, "--campaign", "fmt-mixed")
+    check(p.returncode == 0 and "2 of the rows name another campaign" in p.stdout,
+          "text summary: %r" % p.stdout)
     # Content sniffed past a byte order mark, blank lines (CRLF too) and
     # indentation; the line numbers, and so the keys, count those lines.
     path = wd.file("jobs-bom")
