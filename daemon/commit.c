@@ -212,14 +212,14 @@ int commit_add_job(commit_t *c, const queue_job_t *job, const void *body, size_t
     return 0;
 }
 
-static int add_update(commit_t *c, const queue_update_t *u, commit_update_cb ucb,
+/* Adds a state change to batch `s` (NULL: the open one). */
+static int add_update(commit_t *c, side_t *s, const queue_update_t *u, commit_update_cb ucb,
                       commit_result_cb rcb, void *arg)
 {
-    side_t *s;
     op_t *op;
     int rc;
 
-    if ((s = open_side(c)) == NULL)
+    if (s == NULL && (s = open_side(c)) == NULL)
         return -ENOMEM;
     if ((rc = side_push(s, &op)) != 0)
         return rc;
@@ -253,15 +253,15 @@ static int add_update(commit_t *c, const queue_update_t *u, commit_update_cb ucb
     return 0;
 }
 
-static int add_pause(commit_t *c, int kind, const char *name, const char *reason, bool paused,
-                     commit_update_cb ucb, void *arg)
+/* Adds a pause or its end to batch `s` (NULL: the open one). */
+static int add_pause(commit_t *c, side_t *s, int kind, const char *name, const char *reason,
+                     bool paused, commit_update_cb ucb, void *arg)
 {
     pause_copy_t *pc;
-    side_t *s;
     op_t *op;
     int rc;
 
-    if ((s = open_side(c)) == NULL)
+    if (s == NULL && (s = open_side(c)) == NULL)
         return -ENOMEM;
     if ((rc = side_push(s, &op)) != 0)
         return rc;
@@ -293,7 +293,7 @@ static int add_pause(commit_t *c, int kind, const char *name, const char *reason
 int commit_add_pause(commit_t *c, int kind, const char *name, const char *reason, bool paused,
                      commit_update_cb cb, void *arg)
 {
-    int rc = add_pause(c, kind, name, reason, paused, cb, arg);
+    int rc = add_pause(c, NULL, kind, name, reason, paused, cb, arg);
 
     if (rc == 0)
         start_soon(c);
@@ -307,7 +307,7 @@ int commit_add_update(commit_t *c, const queue_update_t *u)
 
 int commit_add_update_cb(commit_t *c, const queue_update_t *u, commit_update_cb cb, void *arg)
 {
-    int rc = add_update(c, u, cb, NULL, arg);
+    int rc = add_update(c, NULL, u, cb, NULL, arg);
 
     if (rc == 0)
         start_soon(c);
@@ -316,7 +316,7 @@ int commit_add_update_cb(commit_t *c, const queue_update_t *u, commit_update_cb 
 
 int commit_add_update_res(commit_t *c, const queue_update_t *u, commit_result_cb cb, void *arg)
 {
-    int rc = add_update(c, u, NULL, cb, arg);
+    int rc = add_update(c, NULL, u, NULL, cb, arg);
 
     if (rc == 0)
         start_soon(c);
@@ -441,10 +441,74 @@ static void fail_all(commit_t *c, int rc)
     }
 }
 
+/* The batch a failed batch's state changes and pauses are carried into
+ * (created on first use). NULL when there is no memory for it: the carry
+ * then goes to the open batch, at the end, as the lesser of two losses. */
+static side_t *carry_side(commit_t *c, side_t **carry)
+{
+    if (*carry == NULL)
+        *carry = side_get(c);
+    return *carry;
+}
+
+/* Moves src's operations (and purge) behind dst's; src is left empty. */
+static int side_merge(side_t *dst, side_t *src)
+{
+    int rc;
+
+    if (dst->n + src->n > dst->cap) {
+        size_t cap = dst->n + src->n;
+        op_t *ops = realloc(dst->ops, cap * sizeof(*ops));
+        if (ops == NULL)
+            return -ENOMEM;
+        dst->ops = ops;
+        dst->cap = cap;
+    }
+    if ((rc = queue_batch_append(dst->batch, src->batch)) != 0)
+        return rc;
+    if (src->n > 0)
+        memcpy(dst->ops + dst->n, src->ops, src->n * sizeof(*src->ops));
+    dst->n += src->n;
+    dst->bytes += src->bytes;
+    if (src->has_purge) {
+        dst->has_purge = true;
+        dst->pcb = src->pcb;
+        dst->parg = src->parg;
+    }
+    src->n = 0; /* the copies moved with the operations: not freed here */
+    side_reset(src);
+    return 0;
+}
+
+/* Puts what a failed batch carries over ahead of everything queued while it
+ * was being committed, so a later change of the same job (a cancel after
+ * its `sending` record) or a later resume is applied after it, not
+ * overwritten by it. The next batch's operations are moved in behind it:
+ * when the store keeps failing, they fail together (the submitters of new
+ * jobs are told) instead of waiting behind a batch that never commits. */
+static void carry_link(commit_t *c, side_t *carry)
+{
+    side_t *next = c->head;
+
+    if (next != NULL && side_merge(carry, next) == 0) {
+        carry->next = next->next;
+        if (c->tail == next)
+            c->tail = carry;
+        next->next = c->spare;
+        c->spare = next;
+    } else {
+        carry->next = next;
+    }
+    c->head = carry;
+    if (c->tail == NULL)
+        c->tail = carry;
+}
+
 static void after_work_cb(uv_work_t *w, int status)
 {
     commit_t *c = w->data;
     side_t *done = c->head;
+    side_t *carry = NULL;
     int rc = status != 0 ? -ECANCELED : c->rc;
     bool had_jobs = false;
     size_t i;
@@ -463,8 +527,8 @@ static void after_work_cb(uv_work_t *w, int status)
         had_jobs = had_jobs || op->cb != NULL;
         if (op->pause) {
             if (rc != 0) /* carried into a later batch, like an update */
-                (void)add_pause(c, op->pause->kind, op->pause->name, op->pause->reason,
-                                op->pause->paused, op->ucb, op->arg);
+                (void)add_pause(c, carry_side(c, &carry), op->pause->kind, op->pause->name,
+                                op->pause->reason, op->pause->paused, op->ucb, op->arg);
             else if (op->ucb)
                 op->ucb(op->arg);
         } else if (op->cb) {
@@ -475,7 +539,8 @@ static void after_work_cb(uv_work_t *w, int status)
             /* The state change is not in the store: carry it into a later
              * batch. Failing to queue it (no memory) loses only a state
              * change; the job stays due in the store and is sent again. */
-            if (add_update(c, &op->u, op->ucb, op->rcb, op->arg) != 0 && op->rcb)
+            if (add_update(c, carry_side(c, &carry), &op->u, op->ucb, op->rcb, op->arg) != 0 &&
+                op->rcb)
                 op->rcb(-ENOMEM, 0, op->arg);
         } else if (op->ucb) {
             op->ucb(op->arg);
@@ -483,6 +548,8 @@ static void after_work_cb(uv_work_t *w, int status)
             op->rcb(0, queue_batch_result(done->batch, i, NULL), op->arg);
         }
     }
+    if (carry != NULL)
+        carry_link(c, carry);
     purge_done(c, done, rc);
     side_reset(done);
     done->next = c->spare;
@@ -497,12 +564,11 @@ static void after_work_cb(uv_work_t *w, int status)
             c->fail_cb(0, (unsigned)c->failures, c->fail_arg);
         c->failures = 0;
         start_soon(c);
-    } else if (c->draining && ++c->failures >= 3) {
+    } else if (++c->failures >= 3 && c->draining) {
         if (c->fail_cb)
             c->fail_cb(rc, (unsigned)c->failures, c->fail_arg);
         fail_all(c, rc);
     } else {
-        c->failures++;
         /* A full batch with new jobs is the store refusing them (their
          * submitters are told); one with only state changes and purges
          * failing full means sending stands still: reported. */

@@ -493,10 +493,16 @@ static void store_check(daemon_t *d)
 
     if (queue_due_check(d->q, &c) != 0 || c.agree)
         return;
-    dlog(d, CONFIG_LOG_WARN,
-         "the store's indexes disagree with its counters (due index: %llu entries for %llu "
-         "unfinished jobs); rebuilding them from the job records",
-         (unsigned long long)c.due_entries, (unsigned long long)c.unfinished);
+    if (c.camp_unreadable > 0)
+        dlog(d, CONFIG_LOG_WARN,
+             "the store has %llu unreadable campaign records (no job of theirs could change "
+             "state); rebuilding the indexes from the job records",
+             (unsigned long long)c.camp_unreadable);
+    else
+        dlog(d, CONFIG_LOG_WARN,
+             "the store's indexes disagree with its counters (due index: %llu entries for %llu "
+             "unfinished jobs); rebuilding them from the job records",
+             (unsigned long long)c.due_entries, (unsigned long long)c.unfinished);
     rc = queue_store_repair(d->q, &rep);
     if (rc != 0) {
         dlog(d, CONFIG_LOG_ERROR, "rebuilding the store's indexes failed: %s", queue_strerror(rc));
@@ -515,10 +521,10 @@ static void store_check(daemon_t *d)
     if (queue_due_check(d->q, &c) == 0 && !c.agree)
         dlog(d, CONFIG_LOG_ERROR,
              "the store is damaged: its due index holds %llu entries for %llu unfinished jobs "
-             "and %llu kept for unreadable records; jobs missing from it are not sent "
-             "(docs/operations.md)",
+             "and %llu kept for unreadable records, and %llu campaign records are unreadable; "
+             "jobs missing from the index are not sent (docs/operations.md)",
              (unsigned long long)c.due_entries, (unsigned long long)c.unfinished,
-             (unsigned long long)c.unreadable);
+             (unsigned long long)c.unreadable, (unsigned long long)c.camp_unreadable);
 }
 
 static int open_store(daemon_t *d)

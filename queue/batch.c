@@ -194,6 +194,58 @@ int queue_batch_add_job(queue_batch_t *b, const queue_job_t *job, const void *bo
     return (int)b->n++;
 }
 
+int queue_batch_append(queue_batch_t *dst, queue_batch_t *src)
+{
+    size_t base;
+
+    if (dst == NULL || src == NULL || dst == src)
+        return QUEUE_EINVAL;
+    if (src->n > (size_t)INT_MAX - dst->n || src->used > SIZE_MAX / 2 - dst->used)
+        return -E2BIG;
+    if (dst->n + src->n > dst->cap) {
+        size_t ncap = dst->cap ? dst->cap : 256;
+        batch_op_t *nops;
+        while (ncap < dst->n + src->n)
+            ncap *= 2;
+        nops = realloc(dst->ops, ncap * sizeof *nops);
+        if (nops == NULL)
+            return -ENOMEM;
+        dst->ops = nops;
+        dst->cap = ncap;
+    }
+    if (dst->used + src->used > dst->size) {
+        size_t nsize = dst->size ? dst->size : ARENA_MIN;
+        unsigned char *na;
+        while (nsize < dst->used + src->used)
+            nsize *= 2;
+        na = realloc(dst->arena, nsize);
+        if (na == NULL)
+            return -ENOMEM;
+        dst->arena = na;
+        dst->size = nsize;
+    }
+    /* Offsets are into the arena, which src's bytes join at `base`. */
+    base = arena_copy(dst, src->arena, src->used);
+    for (size_t i = 0; i < src->n; i++) {
+        batch_op_t *op = &dst->ops[dst->n + i];
+        *op = src->ops[i];
+        op->a_off += base;
+        op->b_off += base;
+        op->c_off += base;
+    }
+    dst->n += src->n;
+    if (src->max_job_id > dst->max_job_id)
+        dst->max_job_id = src->max_job_id;
+    if (src->purge) {
+        dst->purge = true;
+        dst->purge_before_ms = src->purge_before_ms;
+        dst->purge_limit = src->purge_limit;
+    }
+    dst->committed = false;
+    queue_batch_reset(src);
+    return 0;
+}
+
 int queue_batch_add_update(queue_batch_t *b, const queue_update_t *u)
 {
     size_t wlen = 0, clen = 0, mlen = 0;

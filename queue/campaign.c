@@ -242,6 +242,24 @@ int queue__campaign_rebuild(queue__wtxn_t *w)
 
 /* --- reads --------------------------------------------------------------- */
 
+int queue__campaign_unreadable(queue_t *q, MDB_txn *txn, uint64_t *n)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    int rc;
+
+    *n = 0;
+    if ((rc = mdb_cursor_open(txn, q->db_camp, &cur)) != 0)
+        return rc;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (v.mv_size < CAMP_REC_LEN)
+            (*n)++;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 static int name_check(const char *name, size_t *len)
 {
     if (name == NULL)

@@ -1397,12 +1397,15 @@ int queue_due_check(queue_t *q, queue_due_count_t *out)
         rc = counts_read(q, r.txn, counts);
     if (rc == 0)
         rc = due_unreadable_read(q, r.txn, &out->unreadable);
+    if (rc == 0)
+        rc = queue__campaign_unreadable(q, r.txn, &out->camp_unreadable);
     if (rc == 0) {
         out->due_entries = st.ms_entries;
         for (int i = 1; i <= QUEUE_STATE_MAX; i++)
             if (queue__state_is_due(i))
                 out->unfinished += counts[i];
-        out->agree = out->due_entries == out->unfinished + out->unreadable;
+        out->agree =
+            out->due_entries == out->unfinished + out->unreadable && out->camp_unreadable == 0;
     }
     queue__rd_end(q, &r);
     return queue__err_map(rc);

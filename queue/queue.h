@@ -284,6 +284,13 @@ int queue_batch_add_job(queue_batch_t *b, const queue_job_t *job, const void *bo
  * longer exists has result QUEUE_ENOTFOUND and does not fail the batch. */
 int queue_batch_add_update(queue_batch_t *b, const queue_update_t *u);
 
+/* Moves src's operations, and its purge if it has one, behind dst's, in
+ * their order: src's operation i becomes dst's operation (count before) + i,
+ * and its result is read there. src is left empty, as after
+ * queue_batch_reset; neither may be committed meanwhile. Returns 0, or
+ * -ENOMEM / -E2BIG with both batches unchanged. */
+int queue_batch_append(queue_batch_t *dst, queue_batch_t *src);
+
 /*
  * Writes the whole batch in one write transaction and commits it with sync
  * (fdatasync of data, then meta). Keeps the due index (queued, retrying and
@@ -389,19 +396,23 @@ int queue_counts(queue_t *q, uint64_t counts[QUEUE_STATE_MAX + 1]);
 
 /* What queue_due_check found. */
 typedef struct queue_due_count {
-    uint64_t due_entries; /* entries of the due index */
-    uint64_t unfinished;  /* queued + sending + retrying, by the counters */
-    uint64_t unreadable;  /* due entries the last queue_store_repair kept for
-                           * records it could not decode (not in the counters) */
-    bool agree;           /* due_entries == unfinished + unreadable */
+    uint64_t due_entries;     /* entries of the due index */
+    uint64_t unfinished;      /* queued + sending + retrying, by the counters */
+    uint64_t unreadable;      /* due entries the last queue_store_repair kept for
+                               * records it could not decode (not in the counters) */
+    uint64_t camp_unreadable; /* campaign records too short to read */
+    bool agree;               /* due_entries == unfinished + unreadable, camp_unreadable == 0 */
 } queue_due_count_t;
 
-/* In one snapshot, O(1): the due index's entries against the unfinished
- * jobs the counters hold. Every unfinished job has exactly one due entry,
- * and the only other entries are those a repair kept for records it could
- * not read, so !out->agree means the store was damaged (a job the index
- * lost is never sent): queue_store_repair rebuilds it. For a check at
- * start. *out is zeroed on error. */
+/* In one snapshot: the due index's entries against the unfinished jobs the
+ * counters hold (O(1)), and the campaign records (a walk of one entry per
+ * campaign). Every unfinished job has exactly one due entry, and the only
+ * other entries are those a repair kept for records it could not read; a
+ * campaign record that cannot be read fails the batch of every state change
+ * of its jobs. So !out->agree means the store was damaged (a job the index
+ * lost is never sent; a job of that campaign never changes state):
+ * queue_store_repair rebuilds both. For a check at start. *out is zeroed on
+ * error. */
 int queue_due_check(queue_t *q, queue_due_count_t *out);
 
 /* What queue_store_repair found and did (index entries in number of keys). */

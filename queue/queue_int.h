@@ -407,6 +407,9 @@ void queue__campaign_cache_free(queue__wtxn_t *w);
 /* Opens (creating) the campaign databases in w's txn. */
 int queue__campaign_open(queue__wtxn_t *w);
 
+/* Counts, in *n, the campaign records of txn too short to read. */
+int queue__campaign_unreadable(queue_t *q, MDB_txn *txn, uint64_t *n);
+
 /* Schema 1 -> 2: builds the campaign index and counters from every job
  * record, in w's txn. */
 int queue__campaign_rebuild(queue__wtxn_t *w);

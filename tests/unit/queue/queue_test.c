@@ -1429,6 +1429,65 @@ static void t_batch_api(void)
     CHECK(q == NULL);
 }
 
+/* queue_batch_append: src's operations run after dst's, with their bodies,
+ * keys, results and purge; src is left empty. */
+static void t_batch_append(void)
+{
+    queue_t *q = open_q(NULL);
+    queue_batch_t *a = queue_batch_new(), *b = queue_batch_new();
+    queue_job_t j1 = job_make(queue_id_next(q), 1.0), j2, j3;
+    queue_update_t u;
+    uint64_t orig = 0;
+    char *body = NULL;
+    size_t len = 0;
+
+    CHECK(a != NULL && b != NULL);
+    CHECK_RC(queue_batch_append(a, a), QUEUE_EINVAL);
+    CHECK_RC(queue_batch_append(NULL, b), QUEUE_EINVAL);
+    CHECK_OK(queue_batch_append(a, b)); /* both empty */
+    CHECK(queue_batch_count(a) == 0);
+    j1.idempotency_key = "key-1";
+    CHECK(queue_batch_add_job(a, &j1, "{\"a\":1}", 7) == 0);
+    j2 = job_make(queue_id_next(q), 2.0);
+    j2.idempotency_key = "key-2";
+    CHECK(queue_batch_add_job(b, &j2, "{\"bb\":22}", 9) == 0);
+    /* In b: j1 (added by a, before it) to sent, then a duplicate of key-1. */
+    memset(&u, 0, sizeof u);
+    u.id = j1.id;
+    u.state = QUEUE_STATE_SENT;
+    u.updated_at = 1700000001.0;
+    u.wamid = "wamid.X";
+    CHECK(queue_batch_add_update(b, &u) == 1);
+    j3 = job_make(queue_id_next(q), 3.0);
+    j3.idempotency_key = "key-1";
+    CHECK(queue_batch_add_job(b, &j3, "{}", 2) == 2);
+    CHECK_OK(queue_batch_set_purge(b, 1.0, 10));
+    CHECK_OK(queue_batch_append(a, b));
+    CHECK(queue_batch_count(a) == 4);
+    CHECK(queue_batch_count(b) == 0);
+    CHECK_OK(queue_batch_commit(q, a));
+    CHECK_RC(queue_batch_result(a, 0, NULL), 0);
+    CHECK_RC(queue_batch_result(a, 1, NULL), 0);
+    CHECK_RC(queue_batch_result(a, 2, NULL), 0);
+    CHECK_RC(queue_batch_result(a, 3, &orig), QUEUE_EDUPLICATE);
+    CHECK(orig == j1.id);
+    CHECK_OK(queue_batch_purge_result(a, NULL, NULL));
+    CHECK(get_state(q, j1.id) == QUEUE_STATE_SENT);
+    CHECK(get_state(q, j2.id) == QUEUE_STATE_QUEUED);
+    CHECK_RC(get_state(q, j3.id), QUEUE_ENOTFOUND);
+    CHECK_OK(queue_job_body(q, j2.id, &body, &len));
+    CHECK(len == 9 && memcmp(body, "{\"bb\":22}", 9) == 0);
+    free(body);
+    CHECK_OK(queue_job_body(q, j1.id, &body, &len));
+    CHECK(len == 7 && memcmp(body, "{\"a\":1}", 7) == 0);
+    free(body);
+    /* b is usable as new. */
+    CHECK_OK(queue_batch_commit(q, b));
+    queue_batch_free(a);
+    queue_batch_free(b);
+    queue_close(q);
+}
+
 static void t_names(void)
 {
     static const int codes[] = {QUEUE_ENOTFOUND,
@@ -2353,6 +2412,54 @@ static void t_repair(void)
     queue_close(q);
 }
 
+/* A campaign record too short to read fails every batch that changes a job
+ * of that campaign; the start-up check finds it (before, it agreed: nothing
+ * repaired it and those jobs could never change state) and the repair
+ * rebuilds it from the job records. */
+static void t_camp_damaged(void)
+{
+    queue_due_count_t dc;
+    queue_update_t u;
+    queue_batch_t *b;
+    uint64_t c[QUEUE_STATE_MAX + 1];
+    queue_t *q = open_q(NULL);
+    raw_t r;
+
+    for (uint64_t id = 1; id <= 3; id++) {
+        queue_job_t j = job_make(id, 1700000100.0);
+        j.campaign = id == 3 ? "other" : "c";
+        CHECK_RC(put_one(q, &j, NULL), 0);
+    }
+    CHECK_OK(queue_due_check(q, &dc));
+    CHECK(dc.agree && dc.camp_unreadable == 0);
+    queue_close(q);
+    raw_begin(&r);
+    {
+        MDB_val k = {1, "c"}, v = {3, "abc"};
+        CHECK(mdb_put(r.txn, raw_db(&r, QUEUE__DB_CAMP), &k, &v, 0) == 0);
+    }
+    raw_commit(&r);
+
+    q = open_q(NULL);
+    CHECK_OK(queue_due_check(q, &dc));
+    CHECK(dc.camp_unreadable == 1 && dc.due_entries == 3 && dc.unfinished == 3 && !dc.agree);
+    u = update_make(1, QUEUE_STATE_SENDING, 0, NULL, NULL);
+    b = queue_batch_new();
+    CHECK(b != NULL);
+    CHECK_RC(queue_batch_add_update(b, &u), 0);
+    CHECK_RC(queue_batch_commit(q, b), QUEUE_ECORRUPT);
+    queue_batch_free(b);
+    CHECK_OK(queue_store_repair(q, NULL));
+    CHECK_OK(queue_due_check(q, &dc));
+    CHECK(dc.camp_unreadable == 0 && dc.agree);
+    CHECK_OK(update_one(q, 1, QUEUE_STATE_SENDING, 0, NULL, NULL));
+    CHECK_OK(queue_campaign_counts(q, "c", c));
+    CHECK(c[0] == 2 && c[QUEUE_STATE_QUEUED] == 1 && c[QUEUE_STATE_SENDING] == 1);
+    CHECK_OK(queue_campaign_counts(q, "other", c));
+    CHECK(c[0] == 1 && c[QUEUE_STATE_QUEUED] == 1);
+    queue_close(q);
+}
+
 /* A store that was lowered below its size by map_size_max still lets its
  * jobs finish: the map may grow above the configured maximum for state
  * changes (new jobs keep to it). Before, it was held at exactly the pages
@@ -2426,6 +2533,7 @@ static const qtest_case_t cases[] = {
     {"schema", t_schema},
     {"updates", t_updates},
     {"batch_api", t_batch_api},
+    {"batch_append", t_batch_append},
     {"names", t_names},
     {"nested_read", t_nested_read},
     {"concurrent", t_concurrent},
@@ -2438,6 +2546,7 @@ static const qtest_case_t cases[] = {
     {"damaged", t_damaged},
     {"map_lowered", t_map_lowered},
     {"repair", t_repair},
+    {"camp_damaged", t_camp_damaged},
 };
 
 int main(int argc, char **argv)
