@@ -10,9 +10,10 @@
  *
  * A new job's callback runs once its batch committed (then, and only then,
  * may the submit be acknowledged) or failed (then nothing of the batch is in
- * the store and the submit must get an error). State changes have no
- * callback; a failed batch puts them into the next one, retried after a
- * pause.
+ * the store and the submit must get an error). A failed batch puts its
+ * state changes and pauses at the front of the next one, ahead of what was
+ * queued meanwhile (so they apply in the order they were made), retried
+ * after a pause.
  *
  * Errors: 0 or negative errno. Threads: the loop thread, except the commit
  * itself.
