@@ -61,6 +61,7 @@
  *   holds a reference, so set_token never frees a list a transfer uses.
  */
 #include "http.h"
+#include "http_int.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -146,6 +147,7 @@ typedef struct http_req {
     unsigned sends;  /* times libcurl was about to write the request */
     size_t read;     /* answer body bytes seen, kept or not */
     bool resend_cut; /* the prereq callback refused a second write */
+    int watch_err;   /* a socket of its transfer could not be watched (uv error) */
     char errbuf[CURL_ERROR_SIZE];
 } http_req_t;
 
@@ -174,6 +176,7 @@ struct http_engine {
     http_sock_t **socks; /* indexed by fd */
     size_t nsocks;
     size_t open_handles; /* uv handles whose close callback has not run yet */
+    uv_timer_t reap;     /* fails requests whose socket could not be watched */
     http_stats_t stats;
     /* The socket's own error (SO_ERROR) while the action for an error
      * libuv reported runs, 0 otherwise: libcurl, told CURL_CSELECT_ERR,
@@ -465,6 +468,26 @@ static const char *redirect_target(http_req_t *r)
     return r->errbuf;
 }
 
+int http__failure_class(bool h2, CURLcode rc, const char *errbuf, unsigned sends, long reqsize)
+{
+    /* Nothing written: the prereq callback runs before every write, and the
+     * request size of a reused easy handle is the previous transfer's until
+     * this one reaches its first write. */
+    if (curl_code_not_sent(rc) || sends == 0 || reqsize == 0)
+        return HTTP_ENOTSENT;
+    /* Over HTTP/2 libcurl sends a request again only for a stream the
+     * server refused, unprocessed (REFUSED_STREAM, GOAWAY), and gives up
+     * after several with "Connection died, tried 5 times before giving up"
+     * (CURLE_SEND_ERROR, or CURLE_RECV_ERROR): then every copy was refused.
+     * libcurl counts those tries per easy handle, not per request (handles
+     * are reused here): a request refused once can meet the limit. Any other
+     * failure after a resend may follow a copy the server processed. */
+    if (h2 && (rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR) && errbuf != NULL &&
+        strncmp(errbuf, "Connection died, tried", 22) == 0)
+        return HTTP_ENOTSENT;
+    return HTTP_EMAYBESENT;
+}
+
 /* Runs the callback of a request libcurl reported done. */
 static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
 {
@@ -511,7 +534,7 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
         if (status >= 300 && status < 400)
             res.detail = redirect_target(r);
     } else {
-        res.error = (curl_code_not_sent(rc) || reqsize == 0) ? HTTP_ENOTSENT : HTTP_EMAYBESENT;
+        res.error = http__failure_class(engine_h2(e), rc, r->errbuf, r->sends, reqsize);
         if (res.error == HTTP_EMAYBESENT && status >= 200 && status < 300 && r->buf != NULL &&
             r->len > 0) {
             r->buf[r->len] = '\0';
@@ -527,20 +550,9 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
                      strerror(e->poll_errno));
             res.detail = r->errbuf;
         }
-        /* Over HTTP/2 libcurl sends a request again only for a stream the
-         * server refused, unprocessed (REFUSED_STREAM, GOAWAY); when it gives
-         * up after several ("Connection died, tried 5 times", as
-         * CURLE_SEND_ERROR or CURLE_RECV_ERROR), every copy was refused: not
-         * sent. libcurl counts those tries per easy handle and, as handles
-         * are reused here, not per request: a request refused once can meet
-         * the limit (seen under load, sends == 1), hence the message. */
-        if (engine_h2(e) && ((rc == CURLE_SEND_ERROR && r->sends > 1) ||
-                             ((rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR) &&
-                              strncmp(r->errbuf, "Connection died, tried", 22) == 0))) {
-            res.error = HTTP_ENOTSENT;
+        if (res.error == HTTP_ENOTSENT && engine_h2(e) && r->sends > 0 && reqsize > 0)
             res.detail = "HTTP/2 stream refused by the server each time it was sent "
                          "(GOAWAY, REFUSED_STREAM): not processed";
-        }
         if (rc == CURLE_WRITE_ERROR && r->read > HTTP_READ_MAX)
             res.detail = "an answer longer than 8 MiB: not read further";
         if (rc == CURLE_ABORTED_BY_CALLBACK && r->resend_cut)
@@ -561,13 +573,46 @@ static void req_cancel(http_engine_t *e, http_req_t *r)
     http_done_cb cb = r->cb;
     long reqsize = 0;
 
-    /* Bytes libcurl has written for this transfer so far (headers, body). */
+    /* Bytes libcurl has written for this transfer so far (headers, body);
+     * before its first write, the size is still the previous transfer's of
+     * this (reused) handle. */
     curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &reqsize);
-    res.left = reqsize > 0;
+    res.left = r->sends > 0 && reqsize > 0;
     req_detach(e, r);
     if (cb != NULL) /* always set while the request is on the active list */
         cb(&res, r->user);
     req_recycle(e, r);
+}
+
+/* Fails the requests whose socket could not be watched (see
+ * engine_watch_failed), one at a time from the head: a callback may start
+ * requests or close the engine. */
+static void engine_reap_cb(uv_timer_t *t)
+{
+    http_engine_t *e = t->data;
+
+    while (!e->closing) {
+        http_result_t res = {.retry_after = -1, .body = ""};
+        http_req_t *r = e->active_head;
+        http_done_cb cb;
+        long reqsize = 0;
+
+        /* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): recycled requests are unlinked first */
+        while (r != NULL && r->watch_err == 0)
+            r = r->next;
+        if (r == NULL)
+            break;
+        curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &reqsize);
+        res.error = r->sends > 0 && reqsize > 0 ? HTTP_EMAYBESENT : HTTP_ENOTSENT;
+        snprintf(r->errbuf, sizeof(r->errbuf), "cannot watch the connection's socket: %s",
+                 uv_strerror(r->watch_err));
+        res.detail = r->errbuf;
+        cb = r->cb;
+        req_detach(e, r);
+        if (cb != NULL)
+            cb(&res, r->user);
+        req_recycle(e, r);
+    }
 }
 
 /* Runs the callbacks of every finished transfer of the lane. A callback may
@@ -651,14 +696,34 @@ static int engine_timer_cb(CURLM *multi, long timeout_ms, void *userp)
     return uv_timer_start(&lane->timer, engine_timeout_cb, (uint64_t)timeout_ms, 0) == 0 ? 0 : -1;
 }
 
+static void engine_reap_cb(uv_timer_t *t);
+
+/* A socket libcurl asked to watch could not be (no memory, no room left in
+ * epoll): the transfer that asked fails on the next loop turn, outside
+ * libcurl's callbacks, instead of waiting for events that never come.
+ * (Returning -1 from the socket callback would make libcurl 7.88 mark the
+ * whole multi handle dead: its running transfers never finish, not even by
+ * their timeout, and it refuses new ones.) */
+static void engine_watch_failed(http_engine_t *e, CURL *easy, int err)
+{
+    for (http_req_t *r = e->active_head; r != NULL; r = r->next) {
+        if (r->easy == easy) {
+            if (r->watch_err == 0)
+                r->watch_err = err;
+            break;
+        }
+    }
+    if (!uv_is_active((uv_handle_t *)&e->reap))
+        uv_timer_start(&e->reap, engine_reap_cb, 0, 0);
+}
+
 static int engine_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     http_lane_t *lane = userp;
     http_engine_t *e = lane->e;
     http_sock_t *s = sock_get(e, fd);
-    int events = 0;
+    int events = 0, rc;
 
-    (void)easy;
     (void)socketp;
     if (what == CURL_POLL_REMOVE) {
         if (s == NULL)
@@ -671,13 +736,17 @@ static int engine_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
     }
     if (s == NULL) {
         s = sock_new(e, fd, false);
-        if (s == NULL)
-            return -1;
+        if (s == NULL) {
+            engine_watch_failed(e, easy, UV_ENOMEM);
+            return 0;
+        }
     }
     s->lane = lane;
     if (!s->has_poll) {
-        if (uv_poll_init_socket(e->loop, &s->poll, fd) != 0)
-            return -1;
+        if ((rc = uv_poll_init_socket(e->loop, &s->poll, fd)) != 0) {
+            engine_watch_failed(e, easy, rc);
+            return 0;
+        }
         s->poll.data = s;
         s->has_poll = true;
         e->open_handles++;
@@ -689,10 +758,11 @@ static int engine_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
     s->removed = false;
     if (events == s->events)
         return 0; /* already watching exactly this */
-    if (uv_poll_start(&s->poll, events, sock_poll_cb) != 0) {
+    if ((rc = uv_poll_start(&s->poll, events, sock_poll_cb)) != 0) {
         uv_poll_stop(&s->poll);
         s->events = 0;
-        return -1;
+        engine_watch_failed(e, easy, rc);
+        return 0;
     }
     s->events = events;
     return 0;
@@ -737,7 +807,6 @@ static double parse_retry_after(const char *v, size_t n)
 {
     char tmp[64];
     time_t when, now;
-    char *end;
 
     while (n > 0 && (*v == ' ' || *v == '\t'))
         v++, n--;
@@ -748,11 +817,15 @@ static double parse_retry_after(const char *v, size_t n)
     memcpy(tmp, v, n);
     tmp[n] = '\0';
     if (tmp[0] >= '0' && tmp[0] <= '9') {
-        double d;
-        errno = 0;
-        d = strtod(tmp, &end);
-        if (*end != '\0' || errno != 0)
-            return -1;
+        /* delta-seconds = 1*DIGIT (RFC 9110, 10.2.3): no sign, fraction,
+         * exponent or hex; a huge value is clamped, not dropped. */
+        double d = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (tmp[i] < '0' || tmp[i] > '9')
+                return -1;
+            if (d < HTTP_RETRY_AFTER_MAX)
+                d = d * 10 + (tmp[i] - '0');
+        }
         return d > HTTP_RETRY_AFTER_MAX ? HTTP_RETRY_AFTER_MAX : d;
     }
     when = curl_getdate(tmp, NULL);
@@ -986,6 +1059,7 @@ static int engine_start(http_engine_t *e, const char *path, const char *body, si
     r->sends = 0;
     r->read = 0;
     r->resend_cut = false;
+    r->watch_err = 0;
     r->started = wall_now();
 
     /* Adding makes libcurl ask for a 0 ms timeout; the transfer starts from
@@ -1138,6 +1212,11 @@ static void engine_timer_close_cb(uv_handle_t *h)
     engine_handle_closed(lane->e);
 }
 
+static void engine_reap_close_cb(uv_handle_t *h)
+{
+    engine_handle_closed(h->data);
+}
+
 void http_engine_close(http_engine_t *e)
 {
     if (e == NULL || e->closing)
@@ -1163,6 +1242,7 @@ void http_engine_close(http_engine_t *e)
     /* The last close callback frees the engine: count them all first. */
     for (size_t i = 0; i < e->nlanes; i++)
         uv_close((uv_handle_t *)&e->lanes[i]->timer, engine_timer_close_cb);
+    uv_close((uv_handle_t *)&e->reap, engine_reap_close_cb);
 }
 
 /* Adds a lane: a multi handle set up like the others, and its timer. */
@@ -1310,6 +1390,9 @@ int http_engine_new(uv_loop_t *loop, const http_options_t *opt, http_engine_t **
     rc = lane_add(e);
     if (rc != 0)
         goto fail;
+    uv_timer_init(loop, &e->reap); /* cannot fail; closed with the engine */
+    e->reap.data = e;
+    e->open_handles++;
     *out = e;
     return 0;
 fail:

@@ -183,7 +183,7 @@ static void t_chain(void)
 static void t_retry_after(void)
 {
     fx_t f;
-    rec_t r1 = {0}, r2 = {0}, r3 = {0}, r4 = {0};
+    rec_t r1 = {0}, r2 = {0}, r3 = {0}, r4 = {0}, r5 = {0}, r6 = {0}, r7 = {0};
     char date[64];
     time_t when = time(NULL) + 30;
     struct tm tm;
@@ -195,6 +195,12 @@ static void t_retry_after(void)
     route(&f, "/r2", 503, NULL, date, 0, false);
     route(&f, "/r3", 429, NULL, "soon", 0, false);
     route(&f, "/r4", 429, NULL, NULL, 0, false);
+    route(&f, "/r5", 429, NULL, "0x10", 0, false);
+    route(&f, "/r6", 429, NULL, "99999999999999999999999", 0, false);
+    route(&f, "/r7", 429, NULL, "1e3", 0, false);
+    CHECK(fx_rec_post(&f, "/r5", "{}", &r5) == 0);
+    CHECK(fx_rec_post(&f, "/r6", "{}", &r6) == 0);
+    CHECK(fx_rec_post(&f, "/r7", "{}", &r7) == 0);
     CHECK(fx_rec_post(&f, "/r1", "{}", &r1) == 0);
     CHECK(fx_rec_post(&f, "/r2", "{}", &r2) == 0);
     CHECK(fx_rec_post(&f, "/r3", "{}", &r3) == 0);
@@ -209,6 +215,13 @@ static void t_retry_after(void)
     CHECK(r2.retry_after >= 27 && r2.retry_after <= 31);
     CHECK(r3.status == 429 && r3.retry_after == -1);
     CHECK(r4.status == 429 && r4.retry_after == -1);
+    /* delta-seconds are digits only; too many of them are a year. */
+    run_until(&f, &r5.done, 1);
+    run_until(&f, &r6.done, 1);
+    run_until(&f, &r7.done, 1);
+    CHECK(r5.status == 429 && r5.retry_after == -1);
+    CHECK(r6.status == 429 && r6.retry_after == 86400.0 * 365);
+    CHECK(r7.status == 429 && r7.retry_after == -1);
     CHECK(r2.body_len == 0 && strcmp(r2.body, "") == 0);
     fx_fini(&f);
 }
@@ -389,6 +402,46 @@ static void t_cancel_all(void)
 
     fx_init(&f, 0, "tok", 0);
     fx_check_cancel_all(&f);
+    fx_fini(&f);
+}
+
+typedef struct left_rec {
+    unsigned long done;
+    int error;
+    bool left;
+} left_rec_t;
+
+static void left_cb(const http_result_t *r, void *user)
+{
+    left_rec_t *l = user;
+
+    l->done++;
+    l->error = r->error;
+    l->left = r->left;
+}
+
+/* A request cancelled or closed before it reached its first write says
+ * nothing of it left, also on a reused handle whose previous request did
+ * (libcurl's request size is that request's until this one starts). */
+static void t_cancel_fresh(void)
+{
+    fx_t f;
+    left_rec_t a = {0}, b = {0}, c = {0};
+    stub_seen_t seen;
+
+    fx_init(&f, 1, "tok", 0);
+    route(&f, "/a", 200, "{}", NULL, 0, false);
+    CHECK(http_engine_post(f.eng, "/a", "{\"x\":1}", 7, left_cb, &a) == 0);
+    run_until(&f, &a.done, 1);
+    CHECK(a.error == 0);
+    CHECK(http_engine_post(f.eng, "/a", "{\"x\":2}", 7, left_cb, &b) == 0);
+    http_engine_cancel_all(f.eng);
+    CHECK(b.done == 1 && b.error == HTTP_ECANCELLED && !b.left);
+    CHECK(http_engine_post(f.eng, "/a", "{\"x\":3}", 7, left_cb, &c) == 0);
+    fx_close(&f);
+    CHECK(c.done == 1 && c.error == HTTP_ECANCELLED && !c.left);
+    stub_seen_get(f.stub, "/a", &seen);
+    CHECK(seen.hits == 1);
     fx_fini(&f);
 }
 
@@ -850,6 +903,7 @@ static const fx_case_t cases[] = {
     {"drop", t_drop},
     {"set_token", t_set_token},
     {"cancel_all", t_cancel_all},
+    {"cancel_fresh", t_cancel_fresh},
     {"close_inflight", t_close_inflight},
     {"close_early", t_close_early},
     {"close_from_cb", t_close_from_cb},
