@@ -151,7 +151,10 @@ typedef struct sched_pair {
 typedef struct window {
     double *t;
     unsigned cap;
-    uint32_t next; /* sequence number of the next pick */
+    /* Sequence number of the next pick: 64 bits, so seq % cap runs on
+     * across 2^32 picks (a 32-bit one jumped there, cap rarely a power of
+     * two, and the window let up to half as many again through). */
+    uint64_t next;
 } window_t;
 
 /* Two cache lines per job in memory (memory per queued job, docs/performance.md):
@@ -169,7 +172,7 @@ typedef struct gwindow {
         double t; /* departure; INFINITY while not known */
     } * e;
     unsigned cap;
-    uint32_t next; /* sequence number of the next pick */
+    uint64_t next; /* sequence number of the next pick (as window_t's) */
 } gwindow_t;
 
 struct sched_sender {
@@ -766,7 +769,15 @@ static unsigned window_limit(double rate)
 /* Picks a window of `w` holds (at most cap). */
 static unsigned window_n(const window_t *w)
 {
-    return w->next < w->cap ? w->next : w->cap;
+    return w->next < w->cap ? (unsigned)w->next : w->cap;
+}
+
+/* Job j's pick number in full. The job keeps its low 32 bits (it has no
+ * room for more); its pick is among the window's last cap, far fewer than
+ * 2^32 picks back. */
+static uint64_t window_seq(const window_t *w, const sched_job_t *j)
+{
+    return w->next - (uint32_t)((uint32_t)w->next - j->win_seq_);
 }
 
 /* Makes room for the departures of `limit` sends, keeping the most recent
@@ -787,7 +798,7 @@ static void window_size(window_t *w, unsigned limit)
     for (i = 0; i < limit; i++)
         t[i] = -INFINITY;
     for (i = 0; i < keep; i++) {
-        uint32_t seq = w->next - keep + i;
+        uint64_t seq = w->next - keep + i;
         t[seq % limit] = w->t[seq % w->cap];
     }
     free(w->t);
@@ -820,24 +831,29 @@ static void window_pick(window_t *w, sched_job_t *j)
         return;
     j->win_slot_ = true;
     w->t[w->next % w->cap] = INFINITY;
-    j->win_seq_ = w->next++;
+    j->win_seq_ = (uint32_t)w->next++;
     j->win_pending_ = true;
 }
 
 /* Job j's departure (or the end of its attempt) at `when`. */
 static void window_depart(window_t *w, sched_job_t *j, double when)
 {
+    uint64_t seq;
+
     if (!j->win_pending_)
         return;
     j->win_pending_ = false;
-    if (w->cap > 0 && w->next - j->win_seq_ <= w->cap)
-        w->t[j->win_seq_ % w->cap] = when;
+    if (w->cap == 0)
+        return;
+    seq = window_seq(w, j);
+    if (w->next - seq <= w->cap)
+        w->t[seq % w->cap] = when;
 }
 
 /* The global window (gwindow_t); the rules are the sender window's. */
 static unsigned gwin_n(const gwindow_t *w)
 {
-    return w->next < w->cap ? w->next : w->cap;
+    return w->next < w->cap ? (unsigned)w->next : w->cap;
 }
 
 /* Sizes the window for `limit` sends (0: none), keeping the most recent
@@ -862,7 +878,7 @@ static void gwin_size(gwindow_t *w, unsigned limit)
     if (keep > limit)
         keep = limit;
     for (i = 0; i < keep; i++) {
-        uint32_t seq = w->next - keep + i;
+        uint64_t seq = w->next - keep + i;
         e[seq % limit] = w->e[seq % w->cap];
     }
     free(w->e);
@@ -2225,9 +2241,9 @@ void sched_job_departed(sched_t *s, sched_job_t *j, double when)
     if (j->inflight && s->gwin.cap > 0)
         gwin_depart(&s->gwin, j->id, when, true);
     if (!j->inflight || j->win_pending_ || !j->win_slot_ || w->cap == 0 ||
-        w->next - j->win_seq_ > w->cap)
+        w->next - window_seq(w, j) > w->cap)
         return;
-    t = &w->t[j->win_seq_ % w->cap];
+    t = &w->t[window_seq(w, j) % w->cap];
     if (when > *t)
         *t = when;
 }

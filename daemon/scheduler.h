@@ -107,7 +107,7 @@ typedef struct sched_job {
     uint8_t marks;                     /* the caller's (copied at add) */
     uint32_t wait_idx_;                /* in the waiting set (heap or FIFO) */
     uint32_t exp_idx_;                 /* in the expiry set (heap or FIFO) */
-    uint32_t win_seq_;                 /* its place in the sender's window */
+    uint32_t win_seq_;                 /* its place in the sender's window (low 32 bits) */
     struct sched_job *next_, *prev_;   /* lane ready list or pair park list */
     struct sched_job *knext_, *kprev_; /* order key list, by id */
     struct sched_okey *okey_;
