@@ -579,6 +579,15 @@ static void bulk_result_cb(int rc, int result, void *arg)
     } else if (rc == 0 && result == 0) {
         b->changed++;
         daemon_event_job_in(b->d, op->id, b->to_state, op->campaign, NULL, NULL);
+        if (b->to_state == QUEUE_STATE_QUEUED && !b->d->spill) {
+            /* Requeued: due again in the store, older than any job
+             * submitted from now on. With the store marked as holding
+             * jobs the active set does not, a new job of the same order
+             * key waits behind it (dispatch_activate) instead of going
+             * first while the walk goes on. */
+            b->d->spill = true;
+            dispatch_pump_soon(b->d);
+        }
     } else if (b->to_state == QUEUE_STATE_CANCELLED) {
         /* Not cancelled after all (or not recorded): if it left the active
          * set for the cancel and is still due, a refill brings it back. */

@@ -1015,6 +1015,44 @@ def cancel_campaign_counts(wd):
     api.stop()
 
 
+def retry_keeps_order(wd):
+    """A campaign `retry` requeues its failed jobs page by page; a job of the
+    same order key submitted while that walk goes on is sent after every one
+    of them (they were submitted first). Before, it went straight into
+    memory, ahead of the requeued jobs a refill had not loaded yet, and
+    reached the API among the first."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"rate_per_number": 0, "pair_rate_interval_ms": 0}).start()
+    cl = d.client()
+    n = 2500
+    to = "+15550007777"
+    api.control(rules=[{"to": "15550007777", "status": 400, "error": "VALIDATION_ERROR"}])
+    jobs = [avp.text_job(i, sender=avp.SENDERS[0], to=to, campaign="c", orderKey="k")
+            for i in range(n)]
+    check(all(a.get("ok") for a in cl.pipeline(jobs)), "acknowledged")
+    wait_for(lambda: cl.request({"op": "campaign", "campaign": "c"})["campaign"]["counts"]
+             ["failed"] == n, 120, "every job to fail")
+    api.control(rules=[])
+    before = len(api.sends())
+    # The retry's answer comes once the walk is done: the late job is
+    # submitted on another connection without waiting for it.
+    cl.send_raw((json.dumps({"op": "retry", "id": 1, "campaign": "c", "state": "failed"}) + "\n").encode())
+    cl2 = d.client()
+    late = cl2.request(avp.text_job(n, sender=avp.SENDERS[0], to=to, orderKey="k"))
+    check(late.get("ok") is True, "late job: %s" % late)
+    r = cl.read_line(60)
+    check(r.get("requeued") == n, "requeued: %s" % r)
+    wait_all_final(cl2, 120)
+    got = [avp.marker(s) for s in api.sends()[before:]]
+    check(len(got) == n + 1 and len(set(got)) == n + 1, "each sent once: %d sends" % len(got))
+    check(got[-1] == "job-%d" % n, "the late job is sent last, not at %d of %d"
+          % (got.index("job-%d" % n) + 1, len(got)))
+    cl.close()
+    cl2.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 class ConnLimitProxy:
     """A TCP front for the fake API that serves at most `k` connections at
     once, like a server at its connection limit: it stops accepting, its
@@ -1435,7 +1473,7 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  global_rate_cap, account_needs_operator, api_unreachable,
                                  api_not_answering, redirect_pauses, cancel_campaign_counts,
                                  expired_while_waiting, pause_stops_picked, hold_stops_picked,
-                                 order_behind_paused,
+                                 order_behind_paused, retry_keeps_order,
                                  reschedule_day_once)}
 
 if __name__ == "__main__":
