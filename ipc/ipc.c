@@ -85,6 +85,10 @@
 #define REJECT_WAIT_MS 1000
 #define REJECT_LINE_MAX (64u * 1024u)
 #define ERR_MSG_MAX 1024 /* longest error message sent */
+/* ipc_server_close writes the answers connections have before closing
+ * them, for at most this long (a client that does not read holds the exit
+ * no longer). */
+#define CLOSE_FLUSH_MS 2000
 
 enum conn_state { CONN_OPEN, CONN_CLOSING, CONN_CLOSED };
 
@@ -153,6 +157,8 @@ struct ipc_server {
     bool listener_closed;
     uv_idle_t idle;
     uv_timer_t reject_timer; /* runs while refused connections wait to be told */
+    uv_timer_t close_timer;  /* bounds the flush of ipc_server_close */
+    bool handles_closing;    /* idle and timers closed: the last connection went */
     char *path;              /* the socket file we created; unlinked when we stop */
     dev_t path_dev;          /* ... if it is still that file (st_dev, st_ino after bind) */
     ino_t path_ino;
@@ -202,6 +208,18 @@ static void on_server_handle_closed(uv_handle_t *h)
     ipc_server_t *s = h->data;
     s->handles--;
     server_maybe_free(s);
+}
+
+/* Once ipc_server_close has let every connection go: the server's own
+ * handles close (the idle handle flushes until then). */
+static void server_close_handles(ipc_server_t *s)
+{
+    if (!s->closing || s->handles_closing || s->conns != NULL)
+        return;
+    s->handles_closing = true;
+    uv_close((uv_handle_t *)&s->idle, on_server_handle_closed);
+    uv_close((uv_handle_t *)&s->reject_timer, on_server_handle_closed);
+    uv_close((uv_handle_t *)&s->close_timer, on_server_handle_closed);
 }
 
 /* Gives back c's read buffer, counted in the server's read budget; the
@@ -308,6 +326,7 @@ static void on_conn_closed(uv_handle_t *h)
         s->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    server_close_handles(s); /* when closing and this was the last */
     if (c->counted)
         s->n_conns--;
     if (c->rejecting)
@@ -707,6 +726,8 @@ static void handle_line(struct ipc_conn *c, char *line, size_t len)
 static void conn_process(struct ipc_conn *c)
 {
     c->backlog = false;
+    if (c->srv->closing)
+        return; /* closing: no request is taken any more (the rest is dropped) */
     while (c->state == CONN_OPEN && !c->stop_lines && !c->streaming &&
            (c->gated != NULL || c->rpos < c->rlen)) {
         if (conn_saturated(c)) {
@@ -844,7 +865,7 @@ static void conn_update_reading(struct ipc_conn *c)
 {
     ipc_server_t *s = c->srv;
     bool want;
-    if (c->eof)
+    if (c->eof || s->closing)
         want = false;
     else if (c->rejecting || c->streaming || c->stop_lines)
         want = true; /* discard input, notice the peer leaving */
@@ -1099,7 +1120,9 @@ int ipc_server_new(uv_loop_t *loop, const ipc_server_options_t *opt, ipc_request
     s->idle.data = s;
     uv_timer_init(loop, &s->reject_timer);
     s->reject_timer.data = s;
-    s->handles = 3;
+    uv_timer_init(loop, &s->close_timer);
+    s->close_timer.data = s;
+    s->handles = 4;
     *out = s;
     return 0;
 }
@@ -1254,17 +1277,36 @@ unsigned ipc_server_connections(const ipc_server_t *s)
     return s ? s->n_conns : 0;
 }
 
+static void on_close_timer(uv_timer_t *t)
+{
+    ipc_server_t *s = t->data;
+
+    /* conn_close keeps c in the list until its close callback. */
+    for (struct ipc_conn *c = s->conns; c; c = c->next)
+        conn_close(c);
+}
+
 void ipc_server_close(ipc_server_t *s)
 {
     if (!s || s->closing)
         return;
     s->closing = true;
     listener_close(s);
-    uv_close((uv_handle_t *)&s->idle, on_server_handle_closed);
-    uv_close((uv_handle_t *)&s->reject_timer, on_server_handle_closed);
-    /* conn_close keeps c in the list until its close callback. */
-    for (struct ipc_conn *c = s->conns; c; c = c->next)
-        conn_close(c);
+    /* Each connection stops reading and closes once what it has answered
+     * is written (a submit answered in the drain's last commit, say): its
+     * client must not be left without the answer to a job that is stored.
+     * Refused connections and event streams go at once. */
+    for (struct ipc_conn *c = s->conns; c; c = c->next) {
+        if (c->rejecting || c->streaming) {
+            conn_close(c);
+        } else {
+            c->close_after_flush = true;
+            mark_dirty(c);
+        }
+    }
+    if (s->conns != NULL)
+        (void)uv_timer_start(&s->close_timer, on_close_timer, CLOSE_FLUSH_MS, 0);
+    server_close_handles(s);
 }
 
 void ipc__server_counters(const ipc_server_t *s, ipc__counters_t *out)

@@ -190,10 +190,13 @@ void ipc_server_stop_accepting(ipc_server_t *s);
 unsigned ipc_server_connections(const ipc_server_t *s);
 
 /*
- * Closes the listener and every connection and frees the server once all
- * its handles are closed (the loop must keep running until then). Requests
- * not yet answered stay valid: answering them later is still required and
- * only frees them. Unlinks the socket file it created. Accepts NULL.
+ * Closes the listener at once, and each connection once the answers it has
+ * are written (within 2 s; event streams and refused connections at once):
+ * no request is read or taken any more. Frees the server once all its
+ * handles are closed (the loop must keep running until then). Requests
+ * not yet answered stay valid: an answer that comes while its connection
+ * is still open is written, and answering is still required (later ones
+ * only free them). Unlinks the socket file it created. Accepts NULL.
  */
 void ipc_server_close(ipc_server_t *s);
 

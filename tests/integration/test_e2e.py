@@ -382,6 +382,46 @@ def sigterm_twice(wd):
     api.stop()
 
 
+def sigterm_answers_submits(wd):
+    """SIGTERM with thousands of submits on their way to the store: every
+    submit is answered before the connection closes (acknowledged, or
+    SHUTTING_DOWN), and the store holds exactly the acknowledged jobs. Before,
+    the connections were closed as the last commit's answers were written
+    into their buffers: jobs stored, their clients told nothing (0 of 4,000
+    answered in two runs of three)."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    cl = d.client()
+    check(cl.request({"op": "pause", "all": True}).get("ok") is True, "paused")
+    n = 4000
+    cl.send_raw("".join(json.dumps(dict(avp.text_job(i), id=i)) + "\n" for i in range(n)).encode())
+    d.proc.send_signal(signal.SIGTERM)
+    answers = []
+    try:
+        while True:
+            answers.append(cl.read_line(30))
+    except EOFError:
+        pass
+    check(d.proc.wait(30) == 0, "exit 0")
+    acked = [a for a in answers if a.get("ok") is True]
+    refused = [a for a in answers if a.get("error") == "SHUTTING_DOWN"]
+    print("%d answers: %d acknowledged, %d SHUTTING_DOWN" % (len(answers), len(acked), len(refused)))
+    check(len(answers) == n and len(acked) + len(refused) == n,
+          "every submit answered: %d of %d (%d acknowledged, %d refused)"
+          % (len(answers), n, len(acked), len(refused)))
+    check([a["id"] for a in answers] == list(range(n)), "answers in request order")
+    d2 = avp.Daemon(wd, api.base, state_dir=d.state_dir, name="daemon2").start()
+    cl2 = d2.client()
+    counts = cl2.stats()["counts"]
+    check(sum(counts.values()) == len(acked), "the store holds the %d acknowledged jobs: %s"
+          % (len(acked), counts))
+    got = cl2.pipeline([{"op": "get", "job": a["job"]} for a in acked])
+    check(all(g.get("ok") for g in got), "each acknowledged job is stored")
+    cl2.close()
+    check(d2.stop() == 0, "exit 0")
+    api.stop()
+
+
 def permanent_errors(wd):
     """400/404 answers fail the job with the error stored; no retries."""
     api = avp.FakeAPI(wd)
@@ -505,7 +545,8 @@ def pause_bound(wd):
 
 
 CASES = {f.__name__: f for f in (e2e_10k, faults_500, kill9, protocol_errors, startup_errors,
-                                 sigterm_at_start, sigterm_inflight, sigterm_twice, permanent_errors,
+                                 sigterm_at_start, sigterm_inflight, sigterm_twice, sigterm_answers_submits,
+                                 permanent_errors,
                                  resets_and_429, queue_bound,
                                  concurrent_requests, pause_bound)}
 

@@ -834,7 +834,8 @@ static void client_answer_after_peer_close2(struct h *h)
 static void on_timer_late(uv_timer_t *t)
 {
     struct h *h = t->data;
-    /* The server is gone by now: these answers only free. */
+    /* The stream went at once; the connection that waits for these
+     * answers is still open: they are written, in request order. */
     REQUIRE(ipc_stream_send(h->st, "{\"event\":\"x\"}", 13) == IPC_ECLOSED, "stream closed");
     ipc_stream_release(h->st);
     h->st = NULL;
@@ -855,11 +856,12 @@ static void loop_close_and_answer(struct h *h, void *arg)
 {
     ipc_server_close(h->srv);
     h->srv = NULL;
-    /* Connections are closing: answer two now... */
+    /* Connections are closing: answer two now (out of order: they wait for
+     * the three before them)... */
     answer_ping(h->held[--h->n_held]);
     answer_ping(h->held[--h->n_held]);
     REQUIRE(ipc_stream_send(h->st, "{\"event\":\"y\"}", 13) == IPC_ECLOSED, "closing stream");
-    /* ...and the rest after the server is freed. */
+    /* ...and the rest a little later. */
     uv_timer_start(&h->timer, on_timer_late, 20, 0);
 }
 
@@ -871,6 +873,27 @@ static bool pred_stream(struct h *h, void *arg)
 static bool pred_all_done(struct h *h, void *arg)
 {
     return h->st == NULL && h->n_held == 0;
+}
+
+static void loop_close_only(struct h *h, void *arg)
+{
+    ipc_server_close(h->srv);
+    h->srv = NULL;
+}
+
+/* A closing server waits for answers it owes a bounded time only: a
+ * connection whose requests stay unanswered is closed after it (2 s), and
+ * the answers that come later only free. */
+static void client_close_flush_bound(struct h *h)
+{
+    struct cl c;
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    cl_sends(&c, "{\"op\":\"ping\",\"id\":1}\n{\"op\":\"ping\",\"id\":2}\n");
+    wait_until(h, pred_held, (void *)2, "2 held");
+    run_on_loop(h, loop_close_only, NULL);
+    expect_eof(&c);
+    cl_close(&c);
+    run_on_loop(h, loop_answer_held, NULL);
 }
 
 static void client_answer_after_server_close(struct h *h)
@@ -888,8 +911,14 @@ static void client_answer_after_server_close(struct h *h)
     }
     wait_until(h, pred_held, (void *)5, "5 held");
     run_on_loop(h, loop_close_and_answer, NULL);
-    expect_eof(&c);
+    /* Every answer the closing server was given, then the end. */
     expect_eof(&w);
+    for (int i = 0; i < 5; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "{\"id\":%d,\"ok\":true,\"pong\":\"yes\"}", i);
+        expect_line(&c, want);
+    }
+    expect_eof(&c);
     cl_close(&c);
     cl_close(&w);
     wait_until(h, pred_all_done, NULL, "late answers");
@@ -1416,6 +1445,9 @@ int main(int argc, char **argv)
     } else if (!strcmp(name, "answer_after_peer_close")) {
         h->on_req = req_hold;
         h->client = client_answer_after_peer_close2;
+    } else if (!strcmp(name, "close_flush_bound")) {
+        h->on_req = req_hold;
+        h->client = client_close_flush_bound;
     } else if (!strcmp(name, "answer_after_server_close")) {
         h->on_req = req_hold_or_watch;
         h->client = client_answer_after_server_close;
