@@ -942,6 +942,10 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
             if (cJSON_IsString(own) && strcmp(own->valuestring, s->campaign) != 0)
                 s->other_campaign++;
         }
+        /* Nor is an "idempotencyKey": null (the daemon stores no key for
+         * it): the row's own is derived, so a re-run sends nothing twice. */
+        if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, "idempotencyKey")))
+            cJSON_DeleteItemFromObjectCaseSensitive(o, "idempotencyKey");
         if (!cJSON_HasObjectItem(o, "idempotencyKey")) {
             snprintf(num, sizeof(num), "%zu", s->lineno);
             row_key(s->campaign, num, key, sizeof(key));

@@ -43,7 +43,8 @@ static void set_err(char *err, size_t size, const char *fmt, ...)
  * letters, digits, '_', '.', '-', at most 40 bytes, and at most 3 digits
  * unless it starts with "rate." (a lowercase hex token would pass
  * otherwise); anything else is shown by its length only. path_hidden: a path the daemon cannot open
- * that has no '/' and 20 bytes or more looks like a token, not a file name.
+ * that has no '/' and 20 bytes or more, or a part longer than a file name can be, looks like a
+ * token, not a file name.
  */
 static bool key_like(const char *s, size_t n)
 {
@@ -64,7 +65,15 @@ static bool key_like(const char *s, size_t n)
 
 static bool path_hidden(const char *path)
 {
-    return strchr(path, '/') == NULL && strlen(path) >= 20;
+    if (strchr(path, '/') == NULL && strlen(path) >= 20)
+        return true;
+    /* A part longer than any file name can be (NAME_MAX) is no path
+     * either: a long token with '/' in it (base64). */
+    for (const char *p = path; *p != '\0'; p += strcspn(p, "/") + (p[strcspn(p, "/")] == '/')) {
+        if (strcspn(p, "/") > NAME_MAX)
+            return true;
+    }
+    return false;
 }
 
 /* api_base: "http://" or "https://" (any case), a host, then optionally a
@@ -559,7 +568,7 @@ int config_load_file(config_t *c, const char *path, char *err, size_t err_size)
     f = open_regular(path, &rc);
     if (f == NULL) {
         const char *why = rc == -ENOTSUP ? "not a regular file" : strerror(-rc);
-        if (path_hidden(path))
+        if (path_hidden(path) || rc == -ENAMETOOLONG)
             set_err(err, err_size,
                     "the file given (%zu characters, not shown: is it the token itself?): %s",
                     strlen(path), why);
@@ -860,7 +869,9 @@ int config_token_load(const config_t *c, char **token, char *err, size_t err_siz
     if (src != NULL) {
         rc = read_token_file(src, token);
         if (rc != 0) {
-            if (rc == -ENOENT && path_hidden(src))
+            /* A name too long for a path (a long token: JWTs run to
+             * hundreds of bytes, with or without '/') is never shown. */
+            if ((rc == -ENOENT && path_hidden(src)) || rc == -ENAMETOOLONG)
                 set_err(err, err_size,
                         "token file (%zu characters, not shown: is it the token itself?): %s",
                         strlen(src), token_problem(rc));

@@ -672,6 +672,21 @@ def ctl_import_formats(wd):
     p = ctl(d, "import", path, "--campaign", "fmt-mixed")
     check(p.returncode == 0 and "2 of the rows name another campaign" in p.stdout,
           "text summary: %r" % p.stdout)
+    # "idempotencyKey": null is no key given: the row's is derived, and a
+    # second run creates nothing (it stored keyless jobs, sent twice).
+    path = wd.file("nullkey.jsonl")
+    with open(path, "w") as f:
+        for i in range(3):
+            job = avp.text_job(i, sender=sender, to="+1666098%04d" % i, idempotencyKey=None)
+            job["message"]["text"] = "fmt-98-%d" % i
+            expected[job["message"]["to"].lstrip("+")] = job["message"]["text"]
+            f.write(json.dumps(job) + "\n")
+    imported(ctl(d, "--json", "import", path, "--campaign", "fmt-nullkey"), "null keys", 3)
+    p = ctl(d, "--json", "import", path, "--campaign", "fmt-nullkey")
+    check(p.returncode == 0 and json.loads(p.stdout)["created"] == 0
+          and json.loads(p.stdout)["duplicates"] == 3, "null keys, again: %s" % p.stdout)
+    check(ctl_json(d, "status", "--key", "fmt-nullkey:2")["job"]["to"].lstrip("+") == "16660980001",
+          "the derived key of line 2")
     # Content sniffed past a byte order mark, blank lines (CRLF too) and
     # indentation; the line numbers, and so the keys, count those lines.
     path = wd.file("jobs-bom")

@@ -279,6 +279,29 @@ static void test_no_echo(void)
     CHECK_EQ(config_load_file(&c, write_file("e.conf", line), err, sizeof(err)), 0);
     CHECK(config_token_load(&c, &token, err, sizeof(err)) == -ENOENT && token == NULL);
     CHECK(strstr(err, "SECRET") == NULL && strstr(err, "token file (") != NULL);
+    /* A long token given as the file (a JWT): the name is too long for a
+     * path (ENAMETOOLONG), and is not shown; nor is one with '/' in it
+     * (base64), whose part after it is longer than any file name. */
+    {
+        char longtok[400];
+        memset(longtok, 'S', sizeof(longtok) - 1);
+        longtok[sizeof(longtok) - 1] = '\0';
+        memcpy(longtok, "eyJ.SECRET.", 11);
+        free(c.token_file);
+        c.token_file = strdup(longtok);
+        CHECK(config_token_load(&c, &token, err, sizeof(err)) == -ENAMETOOLONG && token == NULL);
+        CHECK(strstr(err, "SECRET") == NULL && strstr(err, "SSSS") == NULL);
+        CHECK(strstr(err, "not shown") != NULL);
+        CHECK(config_load_file(&c, longtok, err, sizeof(err)) == -ENAMETOOLONG);
+        CHECK(strstr(err, "SECRET") == NULL && strstr(err, "not shown") != NULL);
+        longtok[3] = '/';
+        free(c.token_file);
+        c.token_file = strdup(longtok);
+        CHECK(config_token_load(&c, &token, err, sizeof(err)) == -ENOENT && token == NULL);
+        CHECK(strstr(err, "SECRET") == NULL && strstr(err, "not shown") != NULL);
+        CHECK(config_load_file(&c, longtok, err, sizeof(err)) == -ENOENT);
+        CHECK(strstr(err, "SECRET") == NULL && strstr(err, "not shown") != NULL);
+    }
     config_free(&c);
     {
         char opt[64];
