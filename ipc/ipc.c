@@ -930,6 +930,11 @@ static void conn_kick(struct ipc_conn *c)
         return;
     if (c->streaming && c->rbuf != NULL)
         conn_rbuf_release(c);
+    /* A buffer grown for a long line goes back once the line is parsed,
+     * not at the next read: an idle connection kept it counted in the read
+     * budget, and enough of them refused every other long line. */
+    if (c->rpos == c->rlen && c->rcap > READ_KEEP_MAX)
+        conn_rbuf_release(c);
     conn_update_reading(c);
     conn_maybe_finish(c);
 }

@@ -581,6 +581,15 @@ static void client_read_budget(struct h *h)
     cJSON *j = cl_json(kept);
     REQUIRE(num(j, "id") == 7, "the other client's long line answered");
     cJSON_Delete(j);
+    /* Its big buffer went back with the line, though it stays connected and
+     * reads nothing more: another long line fits (it was refused while the
+     * idle connection held 1 MiB of the budget). */
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    send_some(&c, line, LINE);
+    j = cl_json(&c);
+    REQUIRE(num(j, "id") == 7, "a long line beside an idle connection answered");
+    cJSON_Delete(j);
+    cl_close(&c);
     cl_close(kept);
     REQUIRE(cl_open(&c, h->path) == 0, "connect");
     cl_sends(&c, "{\"op\":\"ping\",\"id\":8}\n");
