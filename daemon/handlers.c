@@ -568,9 +568,9 @@ static void bulk_result_cb(int rc, int result, void *arg)
         b->d->settling--; /* see bulk_add */
     if (op->mark) {
         /* Not counted. QUEUE_ESTATE: the job's attempt ended before the
-         * mark committed (it needs none) - or its `sending` was carried
-         * behind the mark (a failed commit is redone after what was queued
-         * meanwhile, commit.c): while the attempt lasts, mark it again. */
+         * mark committed (it needs none), or its `sending` record was not
+         * in the store yet: while the attempt lasts, mark it again (a
+         * failed commit's changes go ahead of the mark, commit.c). */
         sched_job_t *sj = result == QUEUE_ESTATE ? sched_job_find(b->d->sched, op->id) : NULL;
         if (rc == 0 && sj != NULL && (sj->marks & DAEMON_JOB_CANCEL) &&
             (sj->inflight || sj->user != NULL) && bulk_add_cancel_mark(b, op->id) != 0 &&
