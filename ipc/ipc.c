@@ -89,6 +89,9 @@
  * them, for at most this long (a client that does not read holds the exit
  * no longer). */
 #define CLOSE_FLUSH_MS 2000
+/* A connection that has taken none of a write for this long while a large
+ * answer waits for room is closed (ipc_server_options_t.stall_ms). */
+#define STALL_MS_DEFAULT 10000
 
 enum conn_state { CONN_OPEN, CONN_CLOSING, CONN_CLOSED };
 
@@ -136,6 +139,7 @@ struct ipc_conn {
     ipc__buf_t wbuf; /* the write in flight */
     ipc__buf_t held; /* stream events waiting for the FIFO to drain */
     uv_write_t wreq;
+    uint64_t write_at; /* loop time the write in flight started */
     struct ipc_stream stream;
     size_t max_line;
     unsigned max_pending;
@@ -158,9 +162,11 @@ struct ipc_server {
     uv_idle_t idle;
     uv_timer_t reject_timer; /* runs while refused connections wait to be told */
     uv_timer_t close_timer;  /* bounds the flush of ipc_server_close */
-    bool handles_closing;    /* idle and timers closed: the last connection went */
-    char *path;              /* the socket file we created; unlinked when we stop */
-    dev_t path_dev;          /* ... if it is still that file (st_dev, st_ino after bind) */
+    uv_timer_t stall_timer;  /* runs while a large answer waits for room */
+    uint64_t stall_ms;
+    bool handles_closing; /* idle and timers closed: the last connection went */
+    char *path;           /* the socket file we created; unlinked when we stop */
+    dev_t path_dev;       /* ... if it is still that file (st_dev, st_ino after bind) */
     ino_t path_ino;
     struct ipc_conn *conns;
     struct ipc_conn *dirty;
@@ -187,6 +193,7 @@ struct answer {
 
 static void conn_kick(struct ipc_conn *c);
 static void on_idle(uv_idle_t *h);
+static void stall_watch(ipc_server_t *s);
 static void wake_gated(ipc_server_t *s);
 static bool req_big_answer(const struct ipc_req *r);
 static size_t stream_bound(const struct ipc_stream *st);
@@ -220,6 +227,7 @@ static void server_close_handles(ipc_server_t *s)
     uv_close((uv_handle_t *)&s->idle, on_server_handle_closed);
     uv_close((uv_handle_t *)&s->reject_timer, on_server_handle_closed);
     uv_close((uv_handle_t *)&s->close_timer, on_server_handle_closed);
+    uv_close((uv_handle_t *)&s->stall_timer, on_server_handle_closed);
 }
 
 /* Gives back c's read buffer, counted in the server's read budget; the
@@ -485,6 +493,7 @@ static void conn_flush(struct ipc_conn *c)
         return;
     }
     c->writing = true;
+    c->write_at = uv_now(c->srv->loop);
 }
 
 /* Moves answered requests at the head of the FIFO into the output. */
@@ -714,8 +723,10 @@ static void handle_line(struct ipc_conn *c, char *line, size_t len)
         c->gated = r; /* conn_process takes it once the gate opens */
         if (req_big_answer(r))
             c->srv->n_gated++;
-        if (no_room)
+        if (no_room) {
             c->srv->ctr.gated++;
+            stall_watch(c->srv);
+        }
         return;
     }
     fifo_push(c, r);
@@ -950,6 +961,38 @@ static void on_idle(uv_idle_t *h)
     uv_idle_stop(h);
 }
 
+/* While a large answer waits for room, the answers that fill the budget
+ * may be held by clients that read nothing (pipelined `list`s, never
+ * read): each connection can pass its share by one large answer, and
+ * enough of them would make every other client's `list` and `stats` wait
+ * for as long as they stay. A connection whose write has not been taken for
+ * stall_ms then is closed: its answers go, and the waiting ones get room. */
+static void on_stall_timer(uv_timer_t *t)
+{
+    ipc_server_t *s = t->data;
+    uint64_t now = uv_now(s->loop);
+
+    if (s->n_gated == 0 || big_answer_room(s)) {
+        uv_timer_stop(t);
+        return;
+    }
+    /* conn_close keeps c in the list until its close callback. */
+    for (struct ipc_conn *c = s->conns; c != NULL; c = c->next) {
+        if (c->state == CONN_OPEN && c->writing && now - c->write_at >= s->stall_ms) {
+            s->ctr.stalled++;
+            conn_close(c);
+        }
+    }
+}
+
+static void stall_watch(ipc_server_t *s)
+{
+    uint64_t period = s->stall_ms / 4 > 0 ? s->stall_ms / 4 : 1;
+
+    if (!s->closing && !uv_is_active((uv_handle_t *)&s->stall_timer))
+        (void)uv_timer_start(&s->stall_timer, on_stall_timer, period, period);
+}
+
 /* ---- accepting ---- */
 
 static void on_reject_timer(uv_timer_t *t);
@@ -1127,7 +1170,10 @@ int ipc_server_new(uv_loop_t *loop, const ipc_server_options_t *opt, ipc_request
     s->reject_timer.data = s;
     uv_timer_init(loop, &s->close_timer);
     s->close_timer.data = s;
-    s->handles = 4;
+    uv_timer_init(loop, &s->stall_timer);
+    s->stall_timer.data = s;
+    s->stall_ms = o.stall_ms ? o.stall_ms : STALL_MS_DEFAULT;
+    s->handles = 5;
     *out = s;
     return 0;
 }

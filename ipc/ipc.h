@@ -163,6 +163,9 @@ typedef struct ipc_server_options {
     size_t read_budget; /* read buffers of all connections together (bytes); a line that
                            would grow them past it is refused with BAD_REQUEST and its
                            connection closed; 0: 256 MiB (tests set it small) */
+    uint64_t stall_ms;  /* while a `list`/`stats` answer waits for room in the answer
+                           budget, a connection whose client has taken none of a write for
+                           this long is closed (its answers dropped); 0: 10 s */
 } ipc_server_options_t;
 
 /* Creates a server on `loop`; nothing listens yet. `opt` may be NULL; it is

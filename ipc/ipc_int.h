@@ -91,6 +91,7 @@ typedef struct ipc__counters {
     unsigned long read_resumes;    /* times it started again */
     unsigned long rejected;        /* connections refused (uid, too many) */
     unsigned long gated;           /* list/stats requests that waited for answer room */
+    unsigned long stalled;         /* connections closed for taking no answers meanwhile */
     unsigned long long bytes_read; /* request bytes read, all connections */
     size_t unsent;                 /* answer bytes not yet written, all connections (now) */
     size_t buffered;               /* bytes allocated for the buffers of all connections (now) */

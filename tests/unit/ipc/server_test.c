@@ -1243,6 +1243,49 @@ static void client_answer_budget(struct h *h)
     }
 }
 
+static bool pred_stall_gated(struct h *h, void *arg)
+{
+    ipc__counters_t k;
+    (void)arg;
+    ipc__server_counters(h->srv, &k);
+    return k.gated > 0;
+}
+
+static void loop_stalled(struct h *h, void *arg)
+{
+    ipc__counters_t k;
+    ipc__server_counters(h->srv, &k);
+    *(unsigned long *)arg = k.stalled;
+}
+
+/* 200 connections ask for a 1 MiB answer each and read nothing: they fill
+ * the answer budget and the rest wait. A client that reads still gets its
+ * own large answer: the connections that took none of theirs for stall_ms
+ * (300 ms here) are closed. Before, it waited as long as they stayed. */
+static void client_stall_close(struct h *h)
+{
+    static struct cl c[200];
+    struct cl good;
+    unsigned long stalled = 0;
+
+    for (int i = 0; i < 200; i++) {
+        REQUIRE(cl_open(&c[i], h->path) == 0, "connect %d", i);
+        cl_sends(&c[i], "{\"op\":\"stats\"}\n");
+    }
+    wait_until(h, pred_stall_gated, NULL, "requests waiting for answer room");
+    REQUIRE(cl_open(&good, h->path) == 0, "connect");
+    cl_sends(&good, "{\"op\":\"stats\",\"id\":1}\n");
+    cJSON *j = cl_json(&good);
+    REQUIRE(strlen(str(j, "big")) == 1024 * 1024, "the reading client's answer");
+    cJSON_Delete(j);
+    ping(&good, 2);
+    cl_close(&good);
+    run_on_loop(h, loop_stalled, &stalled);
+    REQUIRE(stalled > 0, "stalled connections closed");
+    for (int i = 0; i < 200; i++)
+        cl_close(&c[i]);
+}
+
 static void client_half_close(struct h *h)
 {
     struct cl c;
@@ -1471,8 +1514,13 @@ int main(int argc, char **argv)
         h->on_req = req_backpressure;
         h->client = client_backpressure;
     } else if (!strcmp(name, "answer_budget")) {
+        opt.stall_ms = 600000; /* they read, late: none is closed */
         h->on_req = req_big_stats;
         h->client = client_answer_budget;
+    } else if (!strcmp(name, "stall_close")) {
+        opt.stall_ms = 300;
+        h->on_req = req_big_stats;
+        h->client = client_stall_close;
     } else if (!strcmp(name, "half_close")) {
         h->on_req = req_hold_timer;
         h->client = client_half_close;
