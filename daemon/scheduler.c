@@ -2236,14 +2236,17 @@ void sched_job_posted(sched_t *s, sched_job_t *j, double now)
 void sched_job_departed(sched_t *s, sched_job_t *j, double when)
 {
     window_t *w = &j->sender->win;
+    uint64_t seq;
     double *t;
 
     if (j->inflight && s->gwin.cap > 0)
         gwin_depart(&s->gwin, j->id, when, true);
-    if (!j->inflight || j->win_pending_ || !j->win_slot_ || w->cap == 0 ||
-        w->next - window_seq(w, j) > w->cap)
+    if (!j->inflight || j->win_pending_ || !j->win_slot_ || w->cap == 0)
         return;
-    t = &w->t[window_seq(w, j) % w->cap];
+    seq = window_seq(w, j);
+    if (w->next - seq > w->cap)
+        return;
+    t = &w->t[seq % w->cap];
     if (when > *t)
         *t = when;
 }

@@ -101,19 +101,26 @@ size_t queue_batch_count(const queue_batch_t *b)
     return b != NULL ? b->n : 0;
 }
 
-/* Makes room for `extra` more arena bytes and one more op. */
-static int batch_reserve(queue_batch_t *b, size_t extra)
+/* Makes room for `more` more ops. */
+static int ops_reserve(queue_batch_t *b, size_t more)
 {
-    if (b->n >= (size_t)INT_MAX)
-        return -E2BIG;
-    if (b->n == b->cap) {
+    if (b->n + more > b->cap) {
         size_t ncap = b->cap ? b->cap * 2 : 256;
-        batch_op_t *nops = realloc(b->ops, ncap * sizeof *nops);
+        batch_op_t *nops;
+        while (ncap < b->n + more)
+            ncap *= 2;
+        nops = realloc(b->ops, ncap * sizeof *nops);
         if (nops == NULL)
             return -ENOMEM;
         b->ops = nops;
         b->cap = ncap;
     }
+    return 0;
+}
+
+/* Makes room for `extra` more arena bytes. */
+static int arena_reserve(queue_batch_t *b, size_t extra)
+{
     if (extra > SIZE_MAX / 2 - b->used)
         return -ENOMEM;
     if (b->used + extra > b->size) {
@@ -136,6 +143,18 @@ static int batch_reserve(queue_batch_t *b, size_t extra)
         b->size = nsize;
     }
     return 0;
+}
+
+/* Makes room for `extra` more arena bytes and one more op. */
+static int batch_reserve(queue_batch_t *b, size_t extra)
+{
+    int rc;
+
+    if (b->n >= (size_t)INT_MAX)
+        return -E2BIG;
+    if ((rc = ops_reserve(b, 1)) != 0)
+        return rc;
+    return arena_reserve(b, extra);
 }
 
 /* Copies `len` bytes into reserved arena space; returns their offset. */
@@ -197,33 +216,14 @@ int queue_batch_add_job(queue_batch_t *b, const queue_job_t *job, const void *bo
 int queue_batch_append(queue_batch_t *dst, queue_batch_t *src)
 {
     size_t base;
+    int rc;
 
     if (dst == NULL || src == NULL || dst == src)
         return QUEUE_EINVAL;
     if (src->n > (size_t)INT_MAX - dst->n || src->used > SIZE_MAX / 2 - dst->used)
         return -E2BIG;
-    if (dst->n + src->n > dst->cap) {
-        size_t ncap = dst->cap ? dst->cap : 256;
-        batch_op_t *nops;
-        while (ncap < dst->n + src->n)
-            ncap *= 2;
-        nops = realloc(dst->ops, ncap * sizeof *nops);
-        if (nops == NULL)
-            return -ENOMEM;
-        dst->ops = nops;
-        dst->cap = ncap;
-    }
-    if (dst->used + src->used > dst->size) {
-        size_t nsize = dst->size ? dst->size : ARENA_MIN;
-        unsigned char *na;
-        while (nsize < dst->used + src->used)
-            nsize *= 2;
-        na = realloc(dst->arena, nsize);
-        if (na == NULL)
-            return -ENOMEM;
-        dst->arena = na;
-        dst->size = nsize;
-    }
+    if ((rc = ops_reserve(dst, src->n)) != 0 || (rc = arena_reserve(dst, src->used)) != 0)
+        return rc;
     /* Offsets are into the arena, which src's bytes join at `base`. */
     base = arena_copy(dst, src->arena, src->used);
     for (size_t i = 0; i < src->n; i++) {
