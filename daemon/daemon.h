@@ -127,7 +127,6 @@ typedef struct daemon {
      * instead of walking the active set's own entries again. `spill` asks
      * for a walk from the start. */
     bool spill_new;
-    bool fair_blocked; /* scratch of dispatch.c's older_left */
     /* Paused jobs were left in the store (at activation, by an eviction or
      * a refill) since the last full refill that found none: a new job then
      * goes into memory only if no older unfinished job of its order key is

@@ -41,37 +41,45 @@ static void note_paused_expiry(daemon_t *d, double expires_at)
         d->paused_expiry = expires_at;
 }
 
-static int older_in_memory_cb(const queue_due_entry_t *e, void *arg)
+static int older_found_cb(const queue_due_entry_t *e, void *arg)
 {
-    daemon_t *d = arg;
-
-    if (sched_contains(d->sched, e->id))
-        return 0;
-    d->fair_blocked = true;
+    (void)e;
+    *(bool *)arg = true;
     return 1;
 }
 
-/* Whether an older unfinished job of the key is out of memory (paused in
- * the store, say): then the new job must not go in before it. A read error
- * says yes (the refill decides). */
+/*
+ * Whether an older unfinished job of the key is out of memory (paused in
+ * the store, or left there while the active set was full): then the new job
+ * must not go in before it. The store holds no unfinished job of a key older
+ * than its newest in memory that is not in memory too (the order invariant
+ * of scheduler.h, kept by the refill and, for new jobs, by this), so only
+ * the ids after the key's newest in memory need a look, and any entry there
+ * is out of memory: one index entry, however many jobs the key has. (The
+ * key's first ACTIVE_FAIR_MIN jobs from id 0 were looked at instead: with
+ * 1,000 older jobs in memory, one more in the store was missed and the new
+ * job went before it.) A read error says yes (the refill decides).
+ */
 static bool older_left(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t *keys)
 {
+    bool found = false;
+
     if (keys->order_key == NULL)
         return false;
-    d->fair_blocked = false;
-    if (queue_order_scan(d->q, keys->order_key, 0, tmpl->id, ACTIVE_FAIR_MIN, older_in_memory_cb,
-                         d) != 0)
+    if (queue_order_scan(d->q, keys->order_key, sched_order_last_id(d->sched, keys->order_key),
+                         tmpl->id, 1, older_found_cb, &found) != 0)
         return true;
-    return d->fair_blocked;
+    return found;
 }
 
 /*
  * While the store holds jobs the active set does not, a new job may still
  * come in - within ACTIVE_SET_RESERVE, for a campaign with fewer than
  * ACTIVE_FAIR_MIN jobs in memory - if every older unfinished job of its
- * order key is in memory, so it cannot overtake one. An older job the store
- * still shows unfinished while its final state waits for a commit makes
- * this say no: safe, it only means the refill brings the job in.
+ * order key is in memory, so it cannot overtake one. The key's newest job
+ * that left memory while the store still shows it unfinished (its final
+ * state waits for a commit) makes this say no: safe, it only means the
+ * refill brings the job in.
  */
 static bool activate_fair(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t *keys)
 {

@@ -216,7 +216,8 @@ sched_job_t *sched_job_find(const sched_t *s, uint64_t id);
 
 /* Largest id of the active set's jobs of order key `order_key`, 0 if none
  * (the refill loads the store's unfinished jobs of the key between this and
- * the job it brings in, to keep the order invariant). */
+ * the job it brings in, and a new job stays in the store if there is one,
+ * to keep the order invariant). */
 uint64_t sched_order_last_id(const sched_t *s, const char *order_key);
 
 /* --- Outcomes that steer the policy ------------------------------------ */

@@ -1053,6 +1053,107 @@ def retry_keeps_order(wd):
     api.stop()
 
 
+def deep_key_setup(wd, n_mem):
+    """A daemon whose order key "k" has `n_mem` unfinished jobs in memory
+    (job-0 .. job-<n_mem - 1>, campaign "big"), all held behind job-0: the
+    fake API answers its recipient 500 until deep_key_release. Returns
+    (api, daemon, client)."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"rate_per_number": 0, "pair_rate_interval_ms": 0,
+                                  "backoff_base_ms": 50, "backoff_max_ms": 200}).start()
+    cl = d.client()
+    api.control(rules=[{"to": "16790000000", "status": 500}])
+    submit_all(d, [avp.text_job(i, sender=avp.SENDERS[0], to="+1679%07d" % i, campaign="big",
+                                orderKey="k", maxAttempts=1000) for i in range(n_mem)])
+    wait_for(lambda: api.stats()["senders"].get(avp.SENDERS[0], {}).get("scripted", 0) >= 1,
+             20, "job-0 at the API (answered 500: it waits for a retry)")
+    return api, d, cl
+
+
+def deep_key_release(api, n_mem):
+    """Lets job-0 go (its next retry succeeds) and waits until the key's
+    jobs in memory, job-0 .. job-<n_mem - 1>, have reached the API."""
+    api.control(rules=[])
+    last = "job-%d" % (n_mem - 1)
+    wait_for(lambda: any(avp.marker(x) == last for x in api.sends()), 120,
+             "the key's jobs in memory sent")
+
+
+def key_order(api):
+    """The markers of key "k"'s sends (recipients +1679...), in the order
+    the API accepted them."""
+    return [avp.marker(x) for x in sorted(api.sends(), key=lambda x: x["seq"])
+            if x["to"].startswith("1679")]
+
+
+def order_deep_key_paused(wd):
+    """An order key with more than 1,000 older unfinished jobs in memory and
+    one more in the store (its campaign paused): a new job of the key in
+    another campaign waits for the paused one. dispatch.c asked the order
+    index about the key's first 1,000 older jobs only; all in memory, it
+    let the new job into memory, and it went as soon as those were sent,
+    ahead of the paused job."""
+    n_mem = 1001
+    api, d, cl = deep_key_setup(wd, n_mem)
+    check(cl.request({"op": "pause", "campaign": "p"})["ok"], "pause p")
+    paused, later = submit_all(d, [
+        avp.text_job(n_mem, sender=avp.SENDERS[0], to="+1679%07d" % n_mem, campaign="p",
+                     orderKey="k"),
+        avp.text_job(n_mem + 1, sender=avp.SENDERS[0], to="+1679%07d" % (n_mem + 1),
+                     orderKey="k")])
+    deep_key_release(api, n_mem)
+    check(cl.request({"op": "resume", "campaign": "p"})["ok"], "resume p")
+    for job in (paused, later):
+        wait_for(lambda: cl.request({"op": "get", "job": job})["job"]["state"] == "sent", 30,
+                 "job %s sent after the resume" % job)
+    got = key_order(api)
+    want = ["job-%d" % i for i in range(n_mem + 2)]
+    check(got == want, "the key's jobs reach the API in submission order; the last three: %s"
+          % got[-3:])
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+def order_deep_key_full(wd):
+    """An order key with 2,000 older unfinished jobs in memory and 5 more in
+    the store (they did not fit: the active set is full, of scheduled jobs
+    of another campaign): a transactional job of the key (no campaign, so
+    it may take the reserve beyond the active set) still goes after all of
+    them. dispatch.c asked the order index about the key's first 1,000
+    older jobs only; all in memory, it let the new job in, and it went
+    right after the key's jobs in memory, before the 5 in the store."""
+    n_mem, n_store = 2000, 5
+    api, d, cl = deep_key_setup(wd, n_mem)
+    # Fill the active set (ACTIVE_SET_MAX, 100,000) with jobs due in an
+    # hour: no refill runs while they are there.
+    later = time.time() + 3600
+    fill = [avp.text_job(i, sender=avp.SENDERS[1], to="+16780000000", campaign="fill",
+                         notBefore=later) for i in range(100000 - n_mem)]
+    for k in range(0, len(fill), 10000):
+        check(all(a.get("ok") for a in cl.pipeline(fill[k:k + 10000])), "fill acknowledged")
+    wait_for(lambda: cl.stats()["active"] == 100000, 60, "the active set full")
+    ids = submit_all(d, [avp.text_job(i, sender=avp.SENDERS[0], to="+1679%07d" % i,
+                                      campaign="big", orderKey="k")
+                         for i in range(n_mem, n_mem + n_store)])
+    ids += submit_all(d, [avp.text_job(n_mem + n_store, sender=avp.SENDERS[0],
+                                       to="+1679%07d" % (n_mem + n_store), orderKey="k")])
+    deep_key_release(api, n_mem)
+    # Room again: the jobs in the store come in, in the key's order.
+    a = cl.request({"op": "cancel", "campaign": "fill"})
+    check(a.get("ok") is True, "cancel: %s" % a)
+    for job in ids:
+        wait_for(lambda: cl.request({"op": "get", "job": job})["job"]["state"] == "sent", 60,
+                 "job %s sent" % job)
+    got = key_order(api)
+    want = ["job-%d" % i for i in range(n_mem + n_store + 1)]
+    check(got == want, "the key's jobs reach the API in submission order; the last %d: %s"
+          % (n_store + 1, got[-(n_store + 1):]))
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 class ConnLimitProxy:
     """A TCP front for the fake API that serves at most `k` connections at
     once, like a server at its connection limit: it stops accepting, its
@@ -1474,6 +1575,7 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  api_not_answering, redirect_pauses, cancel_campaign_counts,
                                  expired_while_waiting, pause_stops_picked, hold_stops_picked,
                                  order_behind_paused, retry_keeps_order,
+                                 order_deep_key_paused, order_deep_key_full,
                                  reschedule_day_once)}
 
 if __name__ == "__main__":
