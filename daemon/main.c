@@ -611,11 +611,18 @@ static int start_listening(daemon_t *d, int n_passed)
     int rc;
 
     if (n_passed == 0) {
-        if ((rc = ipc_server_listen(d->ipc, d->cfg.socket)) != 0) {
+        if ((rc = ipc_server_listen(d->ipc, d->cfg.socket)) == UV_EADDRINUSE) {
+            /* A live socket there, or its lock file held: another daemon
+             * listens there or is about to (between its bind and listen). */
+            fprintf(stderr,
+                    "<3>avenpingd: socket %s: another process listens on it (or holds %s.lock)\n",
+                    d->cfg.socket, d->cfg.socket);
+            return rc;
+        }
+        if (rc != 0) {
             fprintf(stderr, "<3>avenpingd: socket %s: %s\n", d->cfg.socket,
-                    rc == UV_ENOTSOCK     ? "a file that is not a socket is in the way (left alone)"
-                    : rc == UV_EADDRINUSE ? "another process listens on it"
-                                          : ipc_strerror(rc));
+                    rc == UV_ENOTSOCK ? "a file that is not a socket is in the way (left alone)"
+                                      : ipc_strerror(rc));
             return rc;
         }
         return 0;

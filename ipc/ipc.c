@@ -23,12 +23,14 @@
 #include "ipc_int.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -84,6 +86,13 @@
  * told without an id. Its first line may be at most REJECT_LINE_MAX. */
 #define REJECT_WAIT_MS 1000
 #define REJECT_LINE_MAX (64u * 1024u)
+/* The lock file that makes a socket path ours: "<path>.lock" (lock_take). */
+#define LOCK_SUFFIX ".lock"
+/* Opens of the lock file whose flock succeeded on a file the path no
+ * longer named (its holder had stopped and unlinked it): each one means
+ * another process took and gave up the path meanwhile; after this many the
+ * path counts as in use. */
+#define LOCK_TRIES 8
 #define ERR_MSG_MAX 1024 /* longest error message sent */
 /* ipc_server_close writes the answers connections have before closing
  * them, for at most this long (a client that does not read holds the exit
@@ -168,6 +177,9 @@ struct ipc_server {
     char *path;           /* the socket file we created; unlinked when we stop */
     dev_t path_dev;       /* ... if it is still that file (st_dev, st_ino after bind) */
     ino_t path_ino;
+    int lock_fd; /* flock held on lock_path while the path is ours, or -1 */
+    /* "<path>.lock"; path is shorter than sun_path, which sockaddr_un holds */
+    char lock_path[sizeof(struct sockaddr_un) + sizeof LOCK_SUFFIX];
     struct ipc_conn *conns;
     struct ipc_conn *dirty;
     unsigned n_conns;
@@ -1173,12 +1185,15 @@ int ipc_server_new(uv_loop_t *loop, const ipc_server_options_t *opt, ipc_request
     uv_timer_init(loop, &s->stall_timer);
     s->stall_timer.data = s;
     s->stall_ms = o.stall_ms ? o.stall_ms : STALL_MS_DEFAULT;
+    s->lock_fd = -1;
     s->handles = 5;
     *out = s;
     return 0;
 }
 
-/* Removes a socket file nobody accepts on; a live one is UV_EADDRINUSE. */
+/* Removes a socket file nobody accepts on; a live one is UV_EADDRINUSE.
+ * Only with the path's lock held (lock_take): a socket bound by a server
+ * that has not called listen() yet refuses connections too. */
 static int clear_stale(const char *path, const struct sockaddr_un *sa)
 {
     struct stat st;
@@ -1203,6 +1218,72 @@ static int clear_stale(const char *path, const struct sockaddr_un *sa)
     return 0;
 }
 
+/*
+ * Makes the socket path ours: an exclusive flock on its lock file
+ * (s->lock_path, created 0600), taken before anything is done to the path
+ * and held as long as the listener. Only its holder removes, binds or
+ * unlinks the socket file, so a server never takes the socket of another
+ * that is between its bind() and listen() (it refuses connections like a
+ * stale one) for stale, and two servers never both replace a stale one. A
+ * held lock is UV_EADDRINUSE.
+ *
+ * The holder unlinks the lock file when it stops, before it releases the
+ * lock (lock_release), so that a clean stop leaves nothing behind. A file
+ * opened before that unlink can be locked after it, and that lock guards
+ * a file no path names while a third process creates and locks a new one:
+ * so once locked, the path must still name the file we hold (lstat against
+ * fstat), else we open the path again.
+ */
+static int lock_take(ipc_server_t *s)
+{
+    for (int i = 0; i < LOCK_TRIES; i++) {
+        /* umask as for the socket (ipc_server_listen): exactly 0600. */
+        mode_t old = umask(0177);
+        int fd = open(s->lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        int err = errno;
+        umask(old);
+        if (fd < 0)
+            return -err;
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            err = errno;
+            close(fd);
+            return err == EWOULDBLOCK ? UV_EADDRINUSE : -err;
+        }
+        struct stat held, named;
+        if (fstat(fd, &held) != 0) {
+            err = errno;
+            close(fd);
+            return -err;
+        }
+        if (lstat(s->lock_path, &named) == 0) {
+            if (named.st_dev == held.st_dev && named.st_ino == held.st_ino) {
+                s->lock_fd = fd;
+                return 0;
+            }
+        } else if (errno != ENOENT) {
+            err = errno;
+            close(fd);
+            return -err;
+        }
+        close(fd); /* its holder unlinked (or replaced) it: try the one there now */
+    }
+    return UV_EADDRINUSE;
+}
+
+/* Gives the path up: unlinks the lock file (only ours: see lock_take), then
+ * releases the lock. The socket file must be unlinked before. */
+static void lock_release(ipc_server_t *s)
+{
+    if (s->lock_fd < 0)
+        return;
+    struct stat held, named;
+    if (fstat(s->lock_fd, &held) == 0 && lstat(s->lock_path, &named) == 0 &&
+        named.st_dev == held.st_dev && named.st_ino == held.st_ino)
+        unlink(s->lock_path);
+    close(s->lock_fd);
+    s->lock_fd = -1;
+}
+
 static void listener_close(ipc_server_t *s)
 {
     if (s->listener_closed)
@@ -1211,12 +1292,14 @@ static void listener_close(ipc_server_t *s)
     s->listening = false;
     /* Unlink before closing the fd, so we never remove a socket someone
      * else bound after our close; and only our own file: when ours was
-     * removed and another daemon bound the path since, the file is its. */
+     * removed and another daemon bound the path since, the file is its.
+     * The lock goes last: until then, nobody else binds the path. */
     if (s->path) {
         struct stat st;
         if (lstat(s->path, &st) == 0 && st.st_dev == s->path_dev && st.st_ino == s->path_ino)
             unlink(s->path);
     }
+    lock_release(s);
     uv_close((uv_handle_t *)&s->listener, on_server_handle_closed);
 }
 
@@ -1249,16 +1332,23 @@ int ipc_server_listen(ipc_server_t *s, const char *path)
         return IPC_ECLOSED;
     if (s->listening)
         return IPC_EINVAL;
-    if (strlen(path) >= sizeof sa.sun_path)
+    size_t n = strlen(path);
+    if (n >= sizeof sa.sun_path)
         return UV_ENAMETOOLONG;
     memset(&sa, 0, sizeof sa);
     sa.sun_family = AF_UNIX;
-    memcpy(sa.sun_path, path, strlen(path) + 1);
+    memcpy(sa.sun_path, path, n + 1);
+    /* Fits: n < sizeof sa.sun_path (and a name of at most 107 + 5 bytes
+     * is within NAME_MAX). */
+    memcpy(s->lock_path, path, n);
+    memcpy(s->lock_path + n, LOCK_SUFFIX, sizeof LOCK_SUFFIX);
     copy = strdup(path);
     if (!copy)
         return UV_ENOMEM;
 
-    if ((rc = clear_stale(path, &sa)))
+    /* The path is ours from here (lock_take), so what clear_stale finds
+     * refusing connections is stale: no server is between bind and listen. */
+    if ((rc = lock_take(s)) != 0 || (rc = clear_stale(path, &sa)) != 0)
         goto fail;
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
@@ -1285,18 +1375,23 @@ int ipc_server_listen(ipc_server_t *s, const char *path)
     }
     s->path_dev = st.st_dev;
     s->path_ino = st.st_ino;
-    rc = listener_open(s, fd);
-    fd = -1;
-    if (rc) {
-        unlink(path);
-        goto fail;
-    }
     s->path = copy;
-    return 0;
+    /* A failed uv_listen closes the listener: listener_close unlinks the
+     * socket file, then releases the lock. A failed uv_pipe_open leaves
+     * both to us, in that order. */
+    rc = listener_open(s, fd);
+    if (rc && !s->listener_closed) {
+        unlink(path);
+        free(s->path);
+        s->path = NULL;
+        lock_release(s);
+    }
+    return rc;
 
 fail:
     if (fd >= 0)
         close(fd);
+    lock_release(s);
     free(copy);
     return rc;
 }

@@ -173,20 +173,45 @@ typedef struct ipc_server_options {
 int ipc_server_new(uv_loop_t *loop, const ipc_server_options_t *opt, ipc_request_cb cb, void *user,
                    ipc_server_t **out);
 
-/* Binds and listens on `path`. A stale socket file (nobody accepting on it)
- * is replaced; a live one gives UV_EADDRINUSE, a file that is not a
- * socket UV_ENOTSOCK (it is never removed). Sets the file's mode (bound under umask 0177 first, so
- * it is never wider; umask is process-wide: listen before starting threads that create files). */
+/*
+ * Binds and listens on `path` (shorter than sun_path: 107 bytes; else
+ * UV_ENAMETOOLONG), which the server owns from then until its listener
+ * closes (ipc_server_stop_accepting, ipc_server_close).
+ *
+ * Ownership is an exclusive flock on the lock file "<path>.lock" (created
+ * 0600 beside the socket, so its directory must be writable), taken before
+ * anything is done to `path` and held until the listener closes. While
+ * another process holds it - a server listening there, or one between its
+ * bind and its listen - this gives UV_EADDRINUSE and leaves `path` alone.
+ * Holding it, a stale socket file (nobody accepting on it) is replaced; a
+ * live one gives UV_EADDRINUSE (a listener that takes no lock, such as a
+ * systemd socket unit's), a file that is not a socket UV_ENOTSOCK (it is
+ * never removed). On any failure nothing is left of ours.
+ *
+ * When the listener closes, the socket file is unlinked (if it is still the
+ * one we bound), then the lock file (if still ours), then the lock is
+ * released: a clean stop leaves neither file; after a crash both stay,
+ * unlocked, and the next server takes them over. Other processes must not
+ * remove the lock file of a running server: a new one would then be
+ * created and locked beside it.
+ *
+ * Sets the socket's mode (bound under umask 0177 first, so it is never
+ * wider; the lock file is created under the same umask). umask is
+ * process-wide: listen before starting threads that create files. The
+ * lock file descriptor is O_CLOEXEC; a forked child would share the lock.
+ */
 int ipc_server_listen(ipc_server_t *s, const char *path);
 
 /* Listens on an already bound and listening socket `fd` (socket
  * activation). The server owns fd from the call on: it is closed on
  * failure too (IPC_EINVAL if fd is not a listening socket). The socket
- * file, if any, is not the server's and is never unlinked. */
+ * file, if any, is not the server's and is never unlinked; no lock file
+ * is taken (the service manager owns the path). */
 int ipc_server_adopt_fd(ipc_server_t *s, int fd);
 
-/* Stops accepting new connections (closes the listener and unlinks the
- * socket file it created); open connections keep working. */
+/* Stops accepting new connections (closes the listener, unlinks the
+ * socket file it created and gives up the path: see ipc_server_listen);
+ * open connections keep working. */
 void ipc_server_stop_accepting(ipc_server_t *s);
 
 /* Number of open connections. */
@@ -199,7 +224,8 @@ unsigned ipc_server_connections(const ipc_server_t *s);
  * handles are closed (the loop must keep running until then). Requests
  * not yet answered stay valid: an answer that comes while its connection
  * is still open is written, and answering is still required (later ones
- * only free them). Unlinks the socket file it created. Accepts NULL.
+ * only free them). Unlinks the socket file it created and gives up the
+ * path (ipc_server_listen). Accepts NULL.
  */
 void ipc_server_close(ipc_server_t *s);
 

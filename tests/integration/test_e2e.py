@@ -274,6 +274,7 @@ def startup_errors(wd):
     d4.start(wait=False)
     check(d4.proc.wait(15) != 0, "second daemon on a busy socket exits non-zero")
     check("another process listens on it" in d4.stderr(), "says why: %s" % d4.stderr())
+    check(os.path.exists(d1.socket + ".lock"), "the first daemon holds its socket's lock file")
     check(not os.path.exists(fresh), "no state dir left behind: %s"
           % (os.listdir(fresh) if os.path.isdir(fresh) else fresh))
     check(cl.request({"op": "ping"})["ok"], "first daemon still answers on its socket")
@@ -290,6 +291,8 @@ def startup_errors(wd):
     check(d5.stop() == 0, "SIGTERM exits 0")
     cl.close()
     check(d1.stop() == 0, "SIGTERM exits 0")
+    check(not os.path.exists(d1.socket) and not os.path.exists(d1.socket + ".lock"),
+          "a clean stop leaves neither the socket nor its lock file")
     check(avp.TOKEN not in d1.stderr(), "token never logged")
     # A regular file where the socket goes: named as such, and left alone.
     regular = wd.file("regular")
@@ -325,6 +328,7 @@ def sigterm_at_start(wd):
         rc = d.proc.wait(15)
         check(rc == 0, "exit 0 after a SIGTERM at start, got %s: %s" % (rc, d.stderr()))
         check(not os.path.exists(d.socket), "socket removed")
+        check(not os.path.exists(d.socket + ".lock"), "lock file removed")
     api.stop()
 
 

@@ -16,9 +16,11 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <poll.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -1426,6 +1428,227 @@ static void noop_req(ipc_req_t *r, void *user)
     ipc_req_reply_ok(r, NULL);
 }
 
+/* ---- the lock file of a socket path ---- */
+
+/* flock is wrapped at link time (-Wl,--wrap=flock): a hook set here runs
+ * once, just before the next flock call, i.e. between the server opening
+ * the lock file and locking it: what other processes do in that window. */
+int __real_flock(int fd, int op);
+int __wrap_flock(int fd, int op);
+static void (*flock_hook)(void);
+static int flock_calls;
+
+int __wrap_flock(int fd, int op)
+{
+    void (*f)(void) = flock_hook;
+    flock_hook = NULL;
+    flock_calls++;
+    if (f)
+        f();
+    return __real_flock(fd, op);
+}
+
+static void lock_path_of(char *buf, size_t n, const char *path)
+{
+    REQUIRE((size_t)snprintf(buf, n, "%s.lock", path) < n, "lock path");
+}
+
+/* Opens and locks `lock` as another holder would; returns its fd or -1
+ * when someone else holds it. */
+static int lock_hold(const char *lock)
+{
+    int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    REQUIRE(fd >= 0, "open %s: %s", lock, strerror(errno));
+    if (__real_flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        REQUIRE(errno == EWOULDBLOCK, "flock: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* True if someone holds `lock` (it must exist). */
+static bool lock_held(const char *lock)
+{
+    int fd = lock_hold(lock);
+    if (fd < 0)
+        return true;
+    close(fd);
+    return false;
+}
+
+/* A socket bound to `path` that does not listen yet: another server
+ * between its bind() and its listen(). Connecting to it is refused. */
+static int bound_fd(const char *path)
+{
+    struct sockaddr_un sa;
+    fill_sa(&sa, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0, "bound fd");
+    return fd;
+}
+
+static ino_t ino_of(const char *path)
+{
+    struct stat st;
+    REQUIRE(lstat(path, &st) == 0, "lstat %s: %s", path, strerror(errno));
+    return st.st_ino;
+}
+
+static bool gone(const char *path)
+{
+    struct stat st;
+    return lstat(path, &st) != 0 && errno == ENOENT;
+}
+
+/* The socket_lock case, before the loop runs: h->srv listens on h->path. */
+static void check_socket_lock(struct h *h)
+{
+    char lock[160], lock2[160];
+    ipc_server_t *s2, *s3;
+    struct stat st;
+
+    lock_path_of(lock, sizeof lock, h->path);
+    lock_path_of(lock2, sizeof lock2, h->path2);
+
+    /* Another server between its bind() and listen(): it holds the lock,
+     * and its socket file refuses connections like a stale one. A second
+     * server must leave it alone (without the lock it took that file for
+     * stale, removed it and bound its own; the first then listened on a
+     * socket no client could reach once the second had gone and unlinked
+     * its file). */
+    REQUIRE(ipc_server_new(&h->loop, NULL, noop_req, NULL, &s2) == 0, "s2");
+    int held = lock_hold(lock2);
+    REQUIRE(held >= 0, "lock taken by the test");
+    int bfd = bound_fd(h->path2);
+    ino_t first = ino_of(h->path2);
+    int rc = ipc_server_listen(s2, h->path2);
+    REQUIRE(rc == UV_EADDRINUSE, "path of a holder between bind and listen: %s",
+            rc ? ipc_strerror(rc) : "taken");
+    REQUIRE(!gone(h->path2) && ino_of(h->path2) == first, "the holder's socket file kept");
+    REQUIRE(listen(bfd, 4) == 0, "the holder listens after all");
+    /* The holder dies without cleaning up: its socket and lock file stay,
+     * nobody holds the lock. Both are stale and taken over. */
+    close(bfd);
+    close(held);
+    REQUIRE(!gone(lock2), "stale lock file");
+    rc = ipc_server_listen(s2, h->path2);
+    REQUIRE(rc == 0, "stale socket and lock file taken over: %s", ipc_strerror(rc));
+    struct cl c;
+    REQUIRE(cl_open(&c, h->path2) == 0, "s2 listens there");
+    cl_close(&c);
+    REQUIRE(lock_held(lock2), "s2 holds the lock");
+    /* The listening server holds its path's lock file, mode 0600. */
+    REQUIRE(lstat(lock, &st) == 0 && S_ISREG(st.st_mode), "lock file beside the socket");
+    REQUIRE((st.st_mode & 07777) == 0600, "lock file mode %o", (unsigned)(st.st_mode & 07777));
+    REQUIRE(lock_held(lock), "the listening server holds its lock");
+
+    /* A second server on a live server's path: refused, nothing removed. */
+    REQUIRE(ipc_server_new(&h->loop, NULL, noop_req, NULL, &s3) == 0, "s3");
+    first = ino_of(h->path2);
+    REQUIRE(ipc_server_listen(s3, h->path2) == UV_EADDRINUSE, "live server's path refused");
+    REQUIRE(ino_of(h->path2) == first, "live server's socket kept");
+    /* Its socket file removed by someone else: the path is still s2's. */
+    REQUIRE(unlink(h->path2) == 0, "s2's socket removed");
+    REQUIRE(ipc_server_listen(s3, h->path2) == UV_EADDRINUSE, "held path refused");
+    REQUIRE(gone(h->path2), "no socket bound while s2 holds the path");
+
+    /* Released when the listener closes: both files are gone and another
+     * server listens there. */
+    ipc_server_stop_accepting(s2);
+    REQUIRE(gone(h->path2) && gone(lock2), "socket and lock file removed on stop");
+    rc = ipc_server_listen(s3, h->path2);
+    REQUIRE(rc == 0, "listen after the holder stopped: %s", ipc_strerror(rc));
+    REQUIRE(lock_held(lock2), "s3 holds the lock");
+    ipc_server_close(s2);
+    ipc_server_close(s3);
+    REQUIRE(gone(h->path2) && gone(lock2), "s3's files removed on close");
+
+    /* The longest socket path there is (sun_path holds 107 bytes and the
+     * NUL): its lock file's path is 5 bytes longer. */
+    char longp[108], longl[160];
+    size_t dl = strlen(h->dir);
+    REQUIRE(dl + 2 < sizeof longp, "dir");
+    memcpy(longp, h->dir, dl);
+    longp[dl] = '/';
+    memset(longp + dl + 1, 'x', sizeof longp - dl - 2);
+    longp[sizeof longp - 1] = '\0';
+    lock_path_of(longl, sizeof longl, longp);
+    REQUIRE(ipc_server_new(&h->loop, NULL, noop_req, NULL, &s2) == 0, "s2 long");
+    rc = ipc_server_listen(s2, longp);
+    REQUIRE(rc == 0, "listen on a %zu-byte path: %s", strlen(longp), ipc_strerror(rc));
+    REQUIRE(lock_held(longl), "lock of the long path held");
+    ipc_server_close(s2);
+    REQUIRE(gone(longp) && gone(longl), "long path's files removed");
+}
+
+/* What races with a server that opened the lock file and has not locked it
+ * yet (flock_hook): its holder stops, unlinking the file, and a third
+ * process creates the file anew, locks it and binds its socket. */
+static const char *race_lock, *race_path;
+static int race_fd = -1, race_bfd = -1;
+static ino_t race_ino;
+
+static void race_holder_stops(void)
+{
+    REQUIRE(unlink(race_lock) == 0, "holder unlinks its lock file");
+    close(race_fd); /* releases the lock of a file no path names */
+    race_fd = -1;
+}
+
+static void race_holder_stops_other_takes(void)
+{
+    race_holder_stops();
+    race_fd = lock_hold(race_lock);
+    REQUIRE(race_fd >= 0, "the third process takes the new lock file");
+    race_bfd = bound_fd(race_path); /* and is between bind and listen */
+    race_ino = ino_of(race_path);
+}
+
+static void check_socket_lock_race(struct h *h)
+{
+    char lock2[160];
+    ipc_server_t *s2;
+    int rc;
+
+    lock_path_of(lock2, sizeof lock2, h->path2);
+    race_lock = lock2;
+    race_path = h->path2;
+
+    /* The holder stops between our open and our flock: the file we lock
+     * is unlinked; a lock on it guards nothing, so the server opens the
+     * path again and locks the file that is there. */
+    REQUIRE((race_fd = lock_hold(lock2)) >= 0, "holder");
+    REQUIRE(ipc_server_new(&h->loop, NULL, noop_req, NULL, &s2) == 0, "s2");
+    flock_calls = 0;
+    flock_hook = race_holder_stops;
+    rc = ipc_server_listen(s2, h->path2);
+    REQUIRE(rc == 0, "listen after the holder stopped: %s", ipc_strerror(rc));
+    REQUIRE(!gone(lock2) && lock_held(lock2), "the lock file at the path is held");
+    REQUIRE(flock_hook == NULL && flock_calls == 2, "the hook ran, then one retry: %d flock calls",
+            flock_calls);
+    ipc_server_close(s2);
+    REQUIRE(gone(h->path2) && gone(lock2), "files removed on close");
+
+    /* The same, and a third process takes the new file before our retry:
+     * it holds the path; its bound socket (not listening yet) is kept. */
+    REQUIRE((race_fd = lock_hold(lock2)) >= 0, "holder again");
+    REQUIRE(ipc_server_new(&h->loop, NULL, noop_req, NULL, &s2) == 0, "s2 again");
+    flock_hook = race_holder_stops_other_takes;
+    rc = ipc_server_listen(s2, h->path2);
+    REQUIRE(flock_hook == NULL, "the hook ran");
+    REQUIRE(rc == UV_EADDRINUSE, "the third process holds the path: %s",
+            rc ? ipc_strerror(rc) : "taken");
+    REQUIRE(race_bfd >= 0 && !gone(h->path2) && ino_of(h->path2) == race_ino,
+            "its socket file kept");
+    REQUIRE(lock_held(lock2), "and its lock");
+    close(race_bfd);
+    close(race_fd);
+    unlink(h->path2);
+    unlink(lock2);
+    ipc_server_close(s2);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -1488,8 +1711,15 @@ int main(int argc, char **argv)
         h->client = client_allowed_uids;
     } else if (!strcmp(name, "stale_socket")) {
         REQUIRE(make_stale_socket(h->path) == 0, "stale socket");
+        /* and the lock file its holder left when it died (nobody holds it) */
+        char lock[160];
+        lock_path_of(lock, sizeof lock, h->path);
+        int lfd = lock_hold(lock);
+        REQUIRE(lfd >= 0, "stale lock file");
+        close(lfd);
         h->client = client_simple_ping;
-    } else if (!strcmp(name, "live_socket") || !strcmp(name, "socket_mode")) {
+    } else if (!strcmp(name, "live_socket") || !strcmp(name, "socket_mode") ||
+               !strcmp(name, "socket_lock") || !strcmp(name, "socket_lock_race")) {
         h->client = client_simple_ping;
     } else if (!strcmp(name, "adopt_fd")) {
         use_fd = true;
@@ -1563,6 +1793,10 @@ int main(int argc, char **argv)
         unlink(h->path2);
         ipc_server_close(s2);
     }
+    if (!strcmp(name, "socket_lock"))
+        check_socket_lock(h);
+    if (!strcmp(name, "socket_lock_race"))
+        check_socket_lock_race(h);
     if (!strcmp(name, "socket_mode")) {
         struct stat st;
         REQUIRE(stat(h->path, &st) == 0 && S_ISSOCK(st.st_mode), "socket file");
@@ -1578,19 +1812,24 @@ int main(int argc, char **argv)
         ipc_server_stop_accepting(s2);
         REQUIRE(stat(h->path2, &st) != 0 && errno == ENOENT, "unlinked on stop");
         ipc_server_close(s2);
-        /* Its file removed and the path bound by another server since: a
-         * stop leaves the other's socket alone. */
+        /* Its files removed (socket and lock file: someone cleaned the
+         * dir) and the path bound by another server since: a stop leaves
+         * the other's files alone. */
         ipc_server_t *s3;
+        char lock2[160];
+        lock_path_of(lock2, sizeof lock2, h->path2);
         REQUIRE(ipc_server_new(&h->loop, NULL, noop_req, NULL, &s2) == 0, "s2 again");
         REQUIRE(ipc_server_new(&h->loop, NULL, noop_req, NULL, &s3) == 0, "s3");
         REQUIRE(ipc_server_listen(s2, h->path2) == 0, "listen s2 again");
-        REQUIRE(unlink(h->path2) == 0, "s2's file removed");
+        REQUIRE(unlink(h->path2) == 0 && unlink(lock2) == 0, "s2's files removed");
         REQUIRE(ipc_server_listen(s3, h->path2) == 0, "listen s3");
         ipc_server_stop_accepting(s2);
         REQUIRE(stat(h->path2, &st) == 0 && S_ISSOCK(st.st_mode), "s3's socket kept");
+        REQUIRE(stat(lock2, &st) == 0 && lock_held(lock2), "s3's lock file kept");
         ipc_server_close(s2);
         ipc_server_stop_accepting(s3);
         REQUIRE(stat(h->path2, &st) != 0 && errno == ENOENT, "s3's socket unlinked on its stop");
+        REQUIRE(gone(lock2), "s3's lock file unlinked on its stop");
         ipc_server_close(s3);
         o2.socket_mode = 01777;
         REQUIRE(ipc_server_new(&h->loop, &o2, noop_req, NULL, &s2) == IPC_EINVAL, "bad mode");
@@ -1610,6 +1849,9 @@ int main(int argc, char **argv)
         unlink(h->path); /* the adopted socket's file is not the server's */
     else
         REQUIRE(stat(h->path, &st) != 0 && errno == ENOENT, "socket file removed on close");
+    char lock[160];
+    lock_path_of(lock, sizeof lock, h->path);
+    REQUIRE(gone(lock), "no lock file left");
     unlink(h->path2);
     rmdir(h->dir);
     pthread_mutex_destroy(&h->mu);
