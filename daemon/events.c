@@ -203,7 +203,7 @@ void daemon_metrics_write(daemon_t *d)
     oldest_ctx_t old = {NAN};
     double now = daemon_now();
     char *text = NULL;
-    size_t len = 0;
+    size_t len = 0, scan;
     int rc;
 
     if (d->cfg.metrics_file == NULL)
@@ -221,8 +221,16 @@ void daemon_metrics_write(daemon_t *d)
         sched_senders_each(d->sched, now, sender_cb, &acc);
     s.senders = acc.v;
     s.n_senders = acc.n;
-    /* Entries due up to now, skipping at most a few hundred in flight. */
-    (void)queue_due_scan(d->q, 0, 0, now, 512, oldest_cb, &old);
+    s.inflight = d->sched ? sched_inflight(d->sched) : 0;
+    s.commit_backlog = d->commit ? commit_backlog(d->commit) : 0;
+    /* Entries due up to now. The jobs that are `sending` in the store come
+     * first in due order (they were picked first) and are skipped: the
+     * walk may pass over all of them - the jobs picked and not finished,
+     * those whose change out of `sending` waits for a commit, and the
+     * unreadable ones - and a few hundred more. A fixed 512 read 0 ("none
+     * due") exactly when more than 512 were in flight: under saturation. */
+    scan = 512 + (size_t)s.inflight + s.commit_backlog + (size_t)d->stats.unreadable;
+    (void)queue_due_scan(d->q, 0, 0, now, scan, oldest_cb, &old);
     s.oldest_due_age = isnan(old.due) || old.due > now ? 0 : now - old.due;
     s.submitted = d->stats.submitted;
     s.duplicates = d->stats.duplicates;
@@ -230,10 +238,8 @@ void daemon_metrics_write(daemon_t *d)
     s.possible_duplicates = d->stats.maybe_duplicates;
     s.commits = d->stats.commits;
     s.commit_failures = d->stats.commit_failures;
-    s.inflight = d->sched ? sched_inflight(d->sched) : 0;
     s.http_inflight = d->http ? (unsigned)http_pool_inflight(d->http) : 0;
     s.active = d->sched ? sched_jobs(d->sched) : 0;
-    s.commit_backlog = d->commit ? commit_backlog(d->commit) : 0;
     s.connections = d->ipc ? ipc_server_connections(d->ipc) : 0;
     s.watchers = d->n_watchers;
     (void)queue_space(d->q, &s.store_map_bytes, &s.store_used_bytes);

@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""What the daemon tells the outside without being asked (daemon/events.c):
+the metrics file, against real processes.
+
+- metrics_oldest_saturated: with more jobs in flight than the 512 due
+  entries the metrics walk used to look at (max_inflight 600, an API that
+  does not answer), the jobs waiting behind them are reported:
+  oldest_due_job_age_seconds grows instead of reading 0 ("none due") exactly
+  while the daemon is saturated.
+
+Usage: test_events.py CASE   (see CASES at the bottom)
+"""
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import avp  # noqa: E402
+from avp import check, wait_for  # noqa: E402
+
+
+def metric(path, name):
+    """The value of the unlabelled sample `name` in the metrics file, or
+    None while the file is missing."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    m = re.search(r"^%s (\S+)$" % re.escape(name), text, re.M)
+    check(m is not None, "sample %s in the metrics file" % name)
+    return float(m.group(1))
+
+
+def metrics_oldest_saturated(wd):
+    api = avp.FakeAPI(wd)
+    api.control(latency_ms=120000)  # no answer for the length of the test
+    mfile = wd.file("avenpingd.prom")
+    n, inflight = 2000, 600
+    d = avp.Daemon(wd, api.base, config={"metrics_file": mfile, "metrics_interval_ms": 100,
+                                         "max_inflight": inflight,
+                                         "max_inflight_per_number": inflight}).start()
+    cl = d.client()
+    avp.submit_all(d, [avp.text_job(i, sender="1000001") for i in range(n)])
+    wait_for(lambda: cl.stats()["httpInflight"] == inflight, 30, "%d requests on the wire"
+             % inflight)
+    st = cl.stats()
+    check(st["counts"]["queued"] == n - inflight, "the rest waits: %s" % st["counts"])
+    # Waiting since their submit: the age grows past a second.
+    wait_for(lambda: (metric(mfile, "avenping_oldest_due_job_age_seconds") or 0) >= 1.0, 20,
+             "oldest_due_job_age_seconds to show the %d waiting jobs (reads %s)"
+             % (n - inflight, metric(mfile, "avenping_oldest_due_job_age_seconds")))
+    cl.close()
+    api.stop()  # releases the delayed answers
+    d.kill9()
+
+
+CASES = {f.__name__: f for f in (metrics_oldest_saturated,)}
+
+if __name__ == "__main__":
+    case = CASES.get(sys.argv[1]) if len(sys.argv) == 2 else None
+    if case is None:
+        sys.exit("usage: test_events.py %s" % "|".join(CASES))
+    avp.run(case)
