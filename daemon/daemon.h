@@ -177,10 +177,13 @@ typedef struct daemon {
     unsigned long long status_sends; /* stats.sends at that sample */
     double status_rate;              /* sends per second over the last sample */
     /* events.c: watch streams (at most one per connection, so bounded by
-     * max_connections) and the metrics file's timer. */
+     * max_connections), the metrics file's timer, its write in progress on
+     * the thread pool (NULL: none) and whether to write again after it. */
     daemon_watcher_t *watchers;
     size_t n_watchers, cap_watchers;
     uv_timer_t metrics_timer;
+    struct metrics_job *metrics_job;
+    bool metrics_again;
 
     /* Durability: retention (retention.c) and failed commits (handlers.c). */
     uv_timer_t purge_timer;   /* periodic purge of finished jobs */
@@ -275,7 +278,10 @@ void daemon_watchers_close(daemon_t *d);
  * when no file is configured); the timer handle is initialised either way so
  * shutdown can close it. */
 void daemon_metrics_start(daemon_t *d);
-/* Writes the metrics file now (also the last time, at shutdown). */
+/* Renders the metrics now and replaces the file on the libuv thread pool
+ * (file system calls may wait for the disk; the loop does not). While a
+ * write is in progress, the next one is rendered when it ends. Also the
+ * last time, at shutdown: the loop runs until that write has ended. */
 void daemon_metrics_write(daemon_t *d);
 /* retention.c: purges finished jobs older than retention_s in small
  * batches on the committer's worker thread. retention_init once with the

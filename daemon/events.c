@@ -195,6 +195,82 @@ static int oldest_cb(const queue_due_entry_t *e, void *arg)
     return 1;
 }
 
+/* One replacement of the metrics file, on the thread pool: the path and
+ * text are the job's own (the loop may reload the configuration meanwhile),
+ * and nothing of the daemon is touched off the loop. */
+typedef struct metrics_job {
+    uv_work_t work;
+    daemon_t *d;
+    char *path;
+    char *text;
+    size_t len;
+    int rc;
+} metrics_job_t;
+
+/* One line when writing starts to fail and one when it works again, not one
+ * every interval. */
+static void metrics_report(daemon_t *d, int rc)
+{
+    if (rc != 0 && !d->metrics_failing)
+        dlog(d, CONFIG_LOG_WARN, "metrics file %s: %s", d->cfg.metrics_file, strerror(-rc));
+    else if (rc == 0 && d->metrics_failing)
+        dlog(d, CONFIG_LOG_INFO, "metrics file %s written again", d->cfg.metrics_file);
+    d->metrics_failing = rc != 0;
+}
+
+static void metrics_job_free(metrics_job_t *job)
+{
+    free(job->path);
+    free(job->text);
+    free(job);
+}
+
+static void metrics_work_cb(uv_work_t *w)
+{
+    metrics_job_t *job = w->data;
+
+    job->rc = metrics_write_file(job->path, job->text, job->len);
+}
+
+static void metrics_after_cb(uv_work_t *w, int status)
+{
+    metrics_job_t *job = w->data;
+    daemon_t *d = job->d;
+
+    d->metrics_job = NULL;
+    metrics_report(d, status != 0 ? status : job->rc);
+    metrics_job_free(job);
+    if (d->metrics_again) {
+        d->metrics_again = false;
+        daemon_metrics_write(d);
+    }
+}
+
+/* Hands the rendered text (taken over) to the thread pool. */
+static int metrics_write_start(daemon_t *d, char *text, size_t len)
+{
+    metrics_job_t *job = calloc(1, sizeof(*job));
+    int rc;
+
+    if (job == NULL) {
+        free(text);
+        return -ENOMEM;
+    }
+    job->text = text;
+    job->len = len;
+    job->d = d;
+    job->work.data = job;
+    job->path = strdup(d->cfg.metrics_file);
+    rc = job->path == NULL ? -ENOMEM
+                           : uv_queue_work(d->loop, &job->work, metrics_work_cb, metrics_after_cb);
+    if (rc != 0) {
+        metrics_job_free(job);
+        return rc;
+    }
+    d->metrics_job = job;
+    return 0;
+}
+
 void daemon_metrics_write(daemon_t *d)
 {
     metrics_outcome_t outcomes[CLASSIFY_RESCHEDULE_DAY];
@@ -208,6 +284,10 @@ void daemon_metrics_write(daemon_t *d)
 
     if (d->cfg.metrics_file == NULL)
         return;
+    if (d->metrics_job != NULL) { /* rendered when that write ends */
+        d->metrics_again = true;
+        return;
+    }
     memset(&s, 0, sizeof(s));
     (void)queue_counts(d->q, s.jobs);
     for (int a = CLASSIFY_SENT; a <= CLASSIFY_RESCHEDULE_DAY; a++) {
@@ -246,17 +326,11 @@ void daemon_metrics_write(daemon_t *d)
     s.version = AVP_VERSION;
 
     rc = metrics_render(&s, &text, &len);
-    if (rc == 0)
-        rc = metrics_write_file(d->cfg.metrics_file, text, len);
-    free(text);
     free(acc.v);
-    /* One line when writing starts to fail and one when it works again,
-     * not one every interval. */
-    if (rc != 0 && !d->metrics_failing)
-        dlog(d, CONFIG_LOG_WARN, "metrics file %s: %s", d->cfg.metrics_file, strerror(-rc));
-    else if (rc == 0 && d->metrics_failing)
-        dlog(d, CONFIG_LOG_INFO, "metrics file %s written again", d->cfg.metrics_file);
-    d->metrics_failing = rc != 0;
+    if (rc == 0)
+        rc = metrics_write_start(d, text, len);
+    if (rc != 0)
+        metrics_report(d, rc);
 }
 
 static void metrics_timer_cb(uv_timer_t *t)

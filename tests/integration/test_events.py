@@ -7,12 +7,18 @@ the metrics file, against real processes.
   does not answer), the jobs waiting behind them are reported:
   oldest_due_job_age_seconds grows instead of reading 0 ("none due") exactly
   while the daemon is saturated.
+- metrics_slow_write: the metrics file is written off the event loop. Its
+  temporary file is a FIFO that nobody reads, so opening it blocks (the
+  stand-in for a disk that does not answer): the daemon still starts and
+  answers, and once the FIFO is read the file is written as usual. Before,
+  the write ran on the loop and the daemon never answered a request.
 
 Usage: test_events.py CASE   (see CASES at the bottom)
 """
 import os
 import re
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
 import avp  # noqa: E402
@@ -55,7 +61,34 @@ def metrics_oldest_saturated(wd):
     d.kill9()
 
 
-CASES = {f.__name__: f for f in (metrics_oldest_saturated,)}
+def metrics_slow_write(wd):
+    api = avp.FakeAPI(wd)
+    mfile = wd.file("avenpingd.prom")
+    os.mkfifo(mfile + ".tmp")
+    d = avp.Daemon(wd, api.base, config={"metrics_file": mfile, "metrics_interval_ms": 100})
+    d.start()  # waits for a ping to be answered
+    cl = d.client()
+    check(cl.request({"op": "ping"}).get("ok") is True, "answers while the write hangs")
+    ids = avp.submit_all(d, [avp.text_job(0)])
+    wait_for(lambda: cl.request({"op": "get", "job": ids[0]})["job"]["state"] == "sent", 30,
+             "the job sent while the write hangs")
+    # The reader comes: the write that waited goes through, then the next
+    # ones replace the file as usual.
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(mfile + ".tmp", "rb").read()))
+    reader.start()
+    reader.join(30)
+    check(not reader.is_alive() and got and b"avenping_build_info" in got[0],
+          "the waiting write completed into the FIFO")
+    wait_for(lambda: os.path.isfile(mfile) and not os.path.exists(mfile + ".tmp")
+             and metric(mfile, "avenping_submitted_total") == 1, 20,
+             "the metrics file written again")
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+CASES = {f.__name__: f for f in (metrics_oldest_saturated, metrics_slow_write)}
 
 if __name__ == "__main__":
     case = CASES.get(sys.argv[1]) if len(sys.argv) == 2 else None
