@@ -466,6 +466,37 @@ static int hwm_raise(queue__wtxn_t *w, uint64_t id)
     return mdb_put(w->txn, w->q->db_meta, &k, &v, 0);
 }
 
+/* The purge runs after the operations, so a submit may have been found a
+ * duplicate of a job that the purge then deleted: its answer would name a
+ * job that is gone once the batch is durable, and the key would name
+ * nothing. Such a submit is committed again after the purge and takes the
+ * key over (commit_job), as it would have after the purge; a later submit
+ * of the same key in the batch is then a duplicate of that new job. */
+static int redo_purged_duplicates(queue__wtxn_t *w, queue_batch_t *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        batch_op_t *op = &b->ops[i];
+        unsigned char kb[8];
+        MDB_val k = {sizeof kb, kb}, v;
+        int rc;
+
+        if (op->kind != OP_JOB || op->result != QUEUE_EDUPLICATE)
+            continue;
+        queue__be64_put(kb, op->orig_id);
+        rc = mdb_get(w->txn, w->q->db_jobs, &k, &v);
+        if (rc == 0)
+            continue;
+        if (rc != MDB_NOTFOUND)
+            return rc;
+        op->result = 0;
+        op->orig_id = 0;
+        rc = commit_job(w, b, op);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 static int commit_fn(queue__wtxn_t *w, void *arg)
 {
     queue_batch_t *b = arg;
@@ -490,6 +521,8 @@ static int commit_fn(queue__wtxn_t *w, void *arg)
         rc = hwm_raise(w, b->max_job_id);
     if (rc == 0 && b->purge)
         rc = queue__purge_txn(w, b->purge_before_ms, b->purge_limit, &b->purged, &b->purge_more);
+    if (rc == 0 && b->purged > 0)
+        rc = redo_purged_duplicates(w, b);
     return rc;
 }
 

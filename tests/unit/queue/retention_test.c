@@ -79,6 +79,21 @@ static void set_state(queue_t *q, uint64_t id, int state, double t)
     queue_batch_free(b);
 }
 
+/* A queued job with a new id and idempotency key `key`, to submit. */
+static queue_job_t keyed_job(queue_t *q, char *key)
+{
+    queue_job_t j;
+
+    memset(&j, 0, sizeof j);
+    j.id = queue_id_next(q);
+    j.state = QUEUE_STATE_QUEUED;
+    j.type = QUEUE_TYPE_TEXT;
+    j.phone_number_id = "1";
+    j.to = "2";
+    j.idempotency_key = key;
+    return j;
+}
+
 static bool exists(queue_t *q, uint64_t id)
 {
     queue_job_t j;
@@ -165,17 +180,7 @@ static void t_purge(void)
      * still there) is a duplicate. */
     {
         queue_batch_t *b = queue_batch_new();
-        queue_job_t n1, n2;
-        memset(&n1, 0, sizeof n1);
-        n1.id = queue_id_next(q);
-        n1.state = QUEUE_STATE_QUEUED;
-        n1.type = QUEUE_TYPE_TEXT;
-        n1.phone_number_id = "1";
-        n1.to = "2";
-        n1.idempotency_key = "k-0";
-        n2 = n1;
-        n2.id = queue_id_next(q);
-        n2.idempotency_key = "k-5";
+        queue_job_t n1 = keyed_job(q, "k-0"), n2 = keyed_job(q, "k-5");
         CHECK(queue_batch_add_job(b, &n1, "{}", 2) == 0);
         CHECK(queue_batch_add_job(b, &n2, "{}", 2) == 1);
         CHECK_OK(queue_batch_commit(q, b));
@@ -225,6 +230,48 @@ static void t_purge_batch(void)
     CHECK_OK(queue_batch_commit(q, b));
     CHECK_OK(queue_batch_purge_result(b, &purged, &more));
     CHECK(purged == 1 && !exists(q, ids[1]));
+    queue_batch_free(b);
+    queue_close(q);
+}
+
+/* A submit whose key is held by a job that the same batch's purge deletes
+ * makes a new job: a duplicate answer must name a job that is still there
+ * once the batch is durable. A second submit of that key in the batch is
+ * a duplicate of the new job. Before, both were answered as duplicates of
+ * the purged job (the purge runs after the operations), so the key named
+ * nothing and `get` of the answered job was NOT_FOUND. */
+static void t_purge_key_same_batch(void)
+{
+    queue_t *q = open_q();
+    queue_batch_t *b = queue_batch_new();
+    uint64_t ids[2], orig = 0, nid[2];
+    size_t purged;
+    bool more;
+    queue_job_t j;
+
+    CHECK(b != NULL);
+    add_jobs(q, 2, "s", ids, 10);
+    set_state(q, ids[0], QUEUE_STATE_SENT, 100.0);
+    set_state(q, ids[1], QUEUE_STATE_SENT, 300.0); /* kept: finished after `before` */
+    for (int i = 0; i < 3; i++) {
+        queue_job_t n = keyed_job(q, i < 2 ? "s-0" : "s-1");
+        if (i < 2)
+            nid[i] = n.id;
+        CHECK(queue_batch_add_job(b, &n, "{}", 2) == i);
+    }
+    CHECK_OK(queue_batch_set_purge(b, 200.0, 10));
+    CHECK_OK(queue_batch_commit(q, b));
+    CHECK_OK(queue_batch_purge_result(b, &purged, &more));
+    CHECK(purged == 1 && !more && !exists(q, ids[0]));
+    CHECK_OK(queue_batch_result(b, 0, NULL));
+    CHECK(exists(q, nid[0]));
+    CHECK_RC(queue_batch_result(b, 1, &orig), QUEUE_EDUPLICATE);
+    CHECK(orig == nid[0] && !exists(q, nid[1]));
+    CHECK_RC(queue_batch_result(b, 2, &orig), QUEUE_EDUPLICATE);
+    CHECK(orig == ids[1]);
+    CHECK_OK(queue_job_get_by_key(q, "s-0", &j));
+    CHECK(j.id == nid[0]);
+    queue_job_clear(&j);
     queue_batch_free(b);
     queue_close(q);
 }
@@ -432,6 +479,7 @@ static const qtest_case_t cases[] = {
     {"purge", t_purge},
     {"purge_batch", t_purge_batch},
     {"purge_marker", t_purge_marker},
+    {"purge_key_same_batch", t_purge_key_same_batch},
     {"schema_upgrade", t_schema_upgrade},
     {"churn", t_churn},
     {"campaign_gone", t_campaign_gone},
