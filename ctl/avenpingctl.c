@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -344,6 +345,37 @@ static bool state_valid(const char *s)
         if (strcmp(states[i], s) == 0)
             return true;
     return false;
+}
+
+/*
+ * Whether standard output's reader has gone: a pipe whose reading end was
+ * closed (`avenpingctl watch | head -1`) polls POLLERR, a socket or
+ * terminal that hung up POLLHUP. A file, a terminal or a pipe still read
+ * has not gone.
+ */
+static bool output_gone(void)
+{
+    struct pollfd p = {STDOUT_FILENO, 0, 0};
+
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLERR | POLLHUP)) != 0;
+}
+
+/*
+ * For a command that prints until it is stopped (watch, campaign --follow):
+ * flushes standard output. 0 while it can be written; EXIT_FAIL when a write
+ * failed or its reader has gone (said on stderr unless the reader went away:
+ * EPIPE or output_gone), so that the command ends instead of running on with
+ * nobody reading (it ignores SIGPIPE and waited for ever behind `| head -1`).
+ */
+static int output_check(void)
+{
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        if (errno != EPIPE)
+            fprintf(stderr, "avenpingctl: writing the output: %s\n",
+                    strerror(errno != 0 ? errno : EIO));
+        return EXIT_FAIL;
+    }
+    return output_gone() ? EXIT_FAIL : 0;
 }
 
 static void fmt_time(double t, char *buf, size_t n)
@@ -1747,7 +1779,6 @@ static int cmd_campaign(ctx_t *c, const opts_t *o)
         prev_done = done;
         if (c->json) {
             print_json(ans);
-            fflush(stdout); /* --follow into a pipe: each answer as it comes */
         } else {
             fmt_duration(rate > 0 ? (double)unfinished / rate : (unfinished ? NAN : 0), eta,
                          sizeof(eta));
@@ -1763,9 +1794,11 @@ static int cmd_campaign(ctx_t *c, const opts_t *o)
                 printf(" | %.0f/s ETA %s", rate, eta);
             if (!(follow && tty))
                 putchar('\n');
-            fflush(stdout);
         }
         cJSON_Delete(ans);
+        /* --follow into a pipe: each answer as it comes, until nobody reads. */
+        if ((rc = output_check()) != 0)
+            return rc;
         if (!follow || unfinished == 0)
             break;
         sleep_s(interval);
@@ -2114,14 +2147,22 @@ static int cmd_watch(ctx_t *c, const opts_t *o)
         const char *line;
         size_t len;
         cJSON *ev;
-        rc = ipc_client_recv(c->cl, -1, &line, &len);
+        /* Waits a second at a time: a reader that went away while no event
+         * came (`watch | head -1` after its line) ends the watch too. */
+        rc = ipc_client_recv(c->cl, 1000, &line, &len);
+        if (rc == -ETIMEDOUT) {
+            if (output_gone())
+                return EXIT_FAIL;
+            continue;
+        }
         if (rc != 0) {
             fprintf(stderr, "avenpingctl: watch: %s\n", ipc_client_strerror(rc));
             return EXIT_FAIL;
         }
         if (c->json) {
             printf("%.*s\n", (int)len, line);
-            fflush(stdout);
+            if ((rc = output_check()) != 0)
+                return rc;
             seen++;
             continue;
         }
@@ -2144,8 +2185,9 @@ static int cmd_watch(ctx_t *c, const opts_t *o)
                        jstr(e, "message"));
             putchar('\n');
         }
-        fflush(stdout);
         cJSON_Delete(ev);
+        if ((rc = output_check()) != 0)
+            return rc;
         seen++;
     }
     return 0;

@@ -826,8 +826,78 @@ def ctl_import_queue_full(wd):
     api.stop()
 
 
+def ctl_output_gone(wd):
+    """`watch` and `campaign --follow` end when nobody reads their output
+    any more (`| head -1`): they ignore SIGPIPE and went on writing into the
+    closed pipe for ever, so the shell's pipeline never ended. Exit 1,
+    without a message (a reader that went away is no news)."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+
+    def watchers():
+        return ctl_json(d, "stats")["stats"]["connections"] - 1  # less the stats one
+
+    def ends_unread(p, what):
+        """Closes p's output after one line was read; p must end by itself."""
+        p.stdout.close()
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            raise avp.TestFailure("%s still running after its reader left" % what)
+        check(p.returncode == 1 and p.stderr.read() == "", "%s: exit 1, nothing said: %d"
+              % (what, p.returncode))
+
+    # The pipeline of the manual page's kind: head takes the first event and
+    # leaves; the events after it (sending, sent) go to a closed pipe.
+    sh = subprocess.Popen("%s --socket %s --json watch | head -1" % (CTL, d.socket), shell=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True)
+    wait_for(lambda: watchers() == 1, 10, "the watcher")
+    check(ctl(d, "send", "--from", avp.SENDERS[0], "--to", "+15550100001", "--text", "a")
+          .returncode == 0, "send")
+    try:
+        out, err = sh.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(sh.pid, signal.SIGKILL)  # the shell and the watcher
+        sh.wait()
+        raise avp.TestFailure("`watch | head -1` still running after head left")
+    check(json.loads(out)["event"] == "job" and err == "", "one event: %r %r" % (out, err))
+
+    # No event after the reader left: the watcher notices while it waits.
+    cl = d.client()
+    wait_all_final(cl, 30)
+    w = subprocess.Popen([CTL, "--socket", d.socket, "--json", "watch"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: watchers() == 2, 10, "the second watcher")  # cl is connected too
+    check(ctl(d, "send", "--from", avp.SENDERS[0], "--to", "+15550100002", "--text", "b")
+          .returncode == 0, "send")
+    wait_all_final(cl, 30)  # its events are in the pipe: no more will come
+    check(json.loads(w.stdout.readline())["event"] == "job", "an event read")
+    ends_unread(w, "an idle watcher")
+
+    # campaign --follow of a campaign that cannot finish (paused).
+    check(ctl(d, "pause", "--campaign", "held").returncode == 0, "pause")
+    check(ctl(d, "send", "--from", avp.SENDERS[0], "--to", "+15550100003", "--text", "c",
+              "--campaign", "held").returncode == 0, "send")
+    f = subprocess.Popen([CTL, "--socket", d.socket, "campaign", "held", "--follow",
+                          "--interval", "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    check("held: 0/1 done" in f.stdout.readline(), "a progress line")
+    ends_unread(f, "campaign --follow")
+    # A full disk is news: said, exit 1.
+    p = subprocess.run("%s --socket %s campaign held --follow --interval 0.1 > /dev/full"
+                       % (CTL, d.socket), shell=True, capture_output=True, text=True, timeout=20)
+    check(p.returncode == 1 and "writing the output: No space left" in p.stderr,
+          "follow into /dev/full: %d %s" % (p.returncode, p.stderr))
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metrics, ctl_usage, ctl_import_edges,
-                                 ctl_import_long_lines, ctl_import_formats)}
+                                 ctl_import_long_lines, ctl_import_formats,
+                                 ctl_output_gone)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
