@@ -439,6 +439,14 @@ static int add_job_fields(const opts_t *o, cJSON *req)
     return 0;
 }
 
+/* Sets obj[key] to the string v, in place of every member of that name. */
+static void json_set_string(cJSON *obj, const char *key, const char *v)
+{
+    while (cJSON_GetObjectItemCaseSensitive(obj, key) != NULL)
+        cJSON_DeleteItemFromObjectCaseSensitive(obj, key);
+    cJSON_AddStringToObject(obj, key, v);
+}
+
 static int submit_and_print(ctx_t *c, cJSON *req)
 {
     cJSON *ans;
@@ -479,12 +487,14 @@ static int cmd_send(ctx_t *c, const opts_t *o)
         }
         msg = cJSON_CreateObject();
     }
+    /* Merged into --message: a flag replaces the body's field (added beside
+     * it, the field appeared twice and the daemon refused the request). */
     if (from)
-        cJSON_AddStringToObject(msg, "phoneNumberId", from);
+        json_set_string(msg, "phoneNumberId", from);
     if (to)
-        cJSON_AddStringToObject(msg, "to", to);
+        json_set_string(msg, "to", to);
     if (text)
-        cJSON_AddStringToObject(msg, "text", text);
+        json_set_string(msg, "text", text);
     req = request("send");
     cJSON_AddStringToObject(req, "type", type);
     cJSON_AddItemToObject(req, "message", msg);
@@ -2222,7 +2232,7 @@ static const command_t commands[] = {
      "send --from ID --to NUMBER --text TEXT [JOB OPTIONS]\n"
      "       send --type TYPE --message JSON [--from ID] [--to NUMBER] [JOB OPTIONS]",
      "Submits one message. TYPE is text (default), media, location, interactive or smart;\n"
-     "--message gives the v2 request body as JSON (--from/--to/--text are merged into it).\n"
+     "--message gives the v2 request body as JSON (--from/--to/--text replace its fields).\n"
      "JOB OPTIONS: --campaign NAME --key IDEMPOTENCY-KEY --priority high|normal|bulk\n"
      "  --not-before UNIXTIME --expires-at UNIXTIME --order-key KEY --max-attempts N"},
     {"template", cmd_template,

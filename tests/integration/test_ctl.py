@@ -895,9 +895,41 @@ def ctl_output_gone(wd):
     api.stop()
 
 
+def ctl_send_message(wd):
+    """send --message JSON with --from, --to or --text: the flags replace
+    those fields of the body (the help says they are merged into it). They
+    were added beside them, and the daemon refused the body ("message.to
+    appears more than once")."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    body = {"phoneNumberId": avp.SENDERS[0], "to": "+15550200001", "text": "from --message"}
+    p = ctl(d, "--json", "send", "--message", json.dumps(body), "--from", avp.SENDERS[1],
+            "--to", "+15550200002", "--text", "from the flags", "--campaign", "merge")
+    check(p.returncode == 0, "send: exit %d: %s" % (p.returncode, p.stderr))
+    job = json.loads(p.stdout)["job"]
+    # Fields the flags do not name stay as the body has them.
+    media = {"phoneNumberId": avp.SENDERS[0], "to": "+15550200003",
+             "media": {"type": "image", "mediaId": "m-1"}, "caption": "kept"}
+    p = ctl(d, "send", "--type", "media", "--message", json.dumps(media), "--to", "+15550200004",
+            "--campaign", "merge")
+    check(p.returncode == 0, "media send: exit %d: %s" % (p.returncode, p.stderr))
+    wait_for(lambda: unfinished(campaign(d, "merge")) == 0, 30, "the two sends")
+    sent = {s["to"].lstrip("+"): s for s in api.sends()}
+    check(set(sent) == {"15550200002", "15550200004"}, "sent to the flags' numbers: %s"
+          % sorted(sent))
+    check(sent["15550200002"]["body"] == {"phoneNumberId": avp.SENDERS[1], "to": "+15550200002",
+                                          "text": "from the flags"},
+          "text body: %s" % sent["15550200002"]["body"])
+    check(sent["15550200004"]["body"] == dict(media, to="+15550200004"),
+          "media body: %s" % sent["15550200004"]["body"])
+    check(ctl_json(d, "status", job)["job"]["phoneNumberId"] == avp.SENDERS[1], "the job's sender")
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metrics, ctl_usage, ctl_import_edges,
                                  ctl_import_long_lines, ctl_import_formats,
-                                 ctl_output_gone)}
+                                 ctl_output_gone, ctl_send_message)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
