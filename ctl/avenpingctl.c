@@ -2409,8 +2409,14 @@ int main(int argc, char **argv)
     /* Global options after the command work too. */
     if (opt_has(&o, "json"))
         c.json = true;
-    if (opt_get(&o, "socket"))
+    if (opt_get(&o, "socket")) {
         c.socket = opt_get(&o, "socket");
+        if (*c.socket == '\0') { /* as before the command */
+            usage_err("--socket: empty path");
+            opts_free(&o);
+            return EXIT_USAGE;
+        }
+    }
     if (opt_has(&o, "timeout")) {
         if (opt_double(&o, "timeout", 0.1, 86400, 60, &timeout) != 0) {
             opts_free(&o);

@@ -927,9 +927,29 @@ def ctl_send_message(wd):
     api.stop()
 
 
+def ctl_options_after_command(wd):
+    """Global options after the command are checked as before it: an empty
+    --socket is a usage error (exit 2) in both places. After the command it
+    was taken as the path "" and failed to connect (exit 1)."""
+    for argv in (["--socket", "", "ping"], ["ping", "--socket", ""], ["ping", "--socket="],
+                 ["stats", "--json", "--socket", ""]):
+        p = subprocess.run([CTL] + argv, capture_output=True, text=True, timeout=30)
+        check(p.returncode == 2 and "--socket: empty path" in p.stderr and p.stdout == "",
+              "%s: usage error: %d %s" % (argv, p.returncode, p.stderr))
+    for argv in (["ping", "--timeout", "0"], ["ping", "--socket"], ["ping", "--json=yes"]):
+        p = subprocess.run([CTL] + argv, capture_output=True, text=True, timeout=30)
+        check(p.returncode == 2, "%s: usage error: %d %s" % (argv, p.returncode, p.stderr))
+    # The path after the command is the one used.
+    p = subprocess.run([CTL, "--socket", wd.file("a.sock"), "ping", "--socket", wd.file("b.sock")],
+                       capture_output=True, text=True, timeout=30)
+    check(p.returncode == 1 and "cannot connect to %s" % wd.file("b.sock") in p.stderr,
+          "the later --socket wins: %d %s" % (p.returncode, p.stderr))
+
+
 CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metrics, ctl_usage, ctl_import_edges,
                                  ctl_import_long_lines, ctl_import_formats,
-                                 ctl_output_gone, ctl_send_message)}
+                                 ctl_output_gone, ctl_send_message,
+                                 ctl_options_after_command)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
