@@ -1103,7 +1103,8 @@ static size_t count_rows(const char *path, bool jsonl)
             first = false;
             while (len > 0 && line[len - 1] == '\r')
                 len--;
-            if (len > 0 || too_long)
+            /* Lines of blanks are not rows (import_next skips them). */
+            if (too_long || !jsonl_blank(line, (size_t)len))
                 n++;
         }
         free(line);

@@ -946,10 +946,30 @@ def ctl_options_after_command(wd):
           "the later --socket wins: %d %s" % (p.returncode, p.stderr))
 
 
+def ctl_import_progress_total(wd):
+    """The progress of an import of a JSON Lines file with lines of blanks
+    in it ends at 100%: the rows counted ahead are the rows imported. Lines
+    of spaces and tabs were counted as rows, so the last line said, say,
+    "2/4 rows (50%)" of a complete import."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    path = wd.file("blanks.jsonl")
+    with open(path, "w") as f:
+        f.write(json.dumps(avp.text_job(1, to="+15550300001")) + "\n  \n\t\r\n\n")
+        f.write(json.dumps(avp.text_job(2, to="+15550300002")) + "\n \t \n")
+    p = ctl(d, "--json", "import", path, "--campaign", "blanks")
+    check(p.returncode == 0 and json.loads(p.stdout)["created"] == 2, "import: %d %s %s"
+          % (p.returncode, p.stdout, p.stderr))
+    last = p.stderr.strip().splitlines()[-1]
+    check(last.startswith("progress: 2/2 rows (100%)"), "the last progress line: %r" % last)
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metrics, ctl_usage, ctl_import_edges,
                                  ctl_import_long_lines, ctl_import_formats,
                                  ctl_output_gone, ctl_send_message,
-                                 ctl_options_after_command)}
+                                 ctl_options_after_command, ctl_import_progress_total)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
