@@ -91,6 +91,18 @@ typedef struct daemon_stats {
 } daemon_stats_t;
 
 /* A `watch` stream and its filter (NULL: every campaign). */
+/* events.c: a job's state change rendered for the watch streams when it
+ * is recorded and sent once the change is durable (daemon_event_job_new).
+ * `settle` is dispatch.c's (see daemon_t.settling). */
+typedef struct daemon_event {
+    struct daemon *d;
+    struct daemon_event *prev, *next; /* daemon_t.events_pending */
+    bool settle;
+    char *campaign; /* NULL: none; points into data */
+    size_t len;     /* of the line at data */
+    char data[];    /* the line, then the campaign's name with its NUL */
+} daemon_event_t;
+
 typedef struct daemon_watcher {
     ipc_stream_t *st;
     char *campaign;
@@ -184,6 +196,9 @@ typedef struct daemon {
     uv_timer_t metrics_timer;
     struct metrics_job *metrics_job;
     bool metrics_again;
+    /* Events waiting for their state change's commit (bounded by the
+     * commit backlog); freed by daemon_watchers_close if never sent. */
+    daemon_event_t *events_pending;
 
     /* Durability: retention (retention.c) and failed commits (handlers.c). */
     uv_timer_t purge_timer;   /* periodic purge of finished jobs */
@@ -264,12 +279,24 @@ void dispatch_on_commit_stat(size_t ops, double seconds, void *arg);
 void dispatch_on_commit_fail(int rc, unsigned in_row, void *arg);
 
 /* events.c: job state changes for `watch` streams. Each costs nothing when
- * nobody watches. daemon_event_job looks the job's campaign up in the store;
- * daemon_event_job_in is given it (NULL: none). `wamid`, `err` may be NULL. */
+ * nobody watches. For state changes already durable: daemon_event_job
+ * looks the job's campaign up in the store; daemon_event_job_in is given it
+ * (NULL: none). `wamid`, `err` may be NULL. */
 void daemon_event_job(daemon_t *d, uint64_t id, int state, const char *wamid,
                       const queue_error_info_t *err);
 void daemon_event_job_in(daemon_t *d, uint64_t id, int state, const char *campaign,
                          const char *wamid, const queue_error_info_t *err);
+/* The same event, rendered now (with the campaign read from the store) to
+ * be sent by daemon_event_send once the state change is durable, so that a
+ * watcher never hears of a state the store may still lose. NULL when
+ * nobody watches or out of memory (then there is no event). The event is
+ * d's until daemon_event_send or daemon_event_free (which accepts NULL);
+ * daemon_watchers_close frees those never sent. */
+daemon_event_t *daemon_event_job_new(daemon_t *d, uint64_t id, int state, const char *wamid,
+                                     const queue_error_info_t *err);
+/* Sends `ev` to the watch streams it concerns and frees it. NULL: nothing. */
+void daemon_event_send(daemon_t *d, daemon_event_t *ev);
+void daemon_event_free(daemon_t *d, daemon_event_t *ev);
 /* Answers a `watch` request: the connection becomes an event stream. */
 void daemon_watch_add(daemon_t *d, ipc_req_t *req, const char *campaign);
 /* Releases every watch stream (shutdown). */

@@ -285,13 +285,30 @@ static void settled_cb(void *arg)
         dispatch_pump_soon(d); /* a refill may have waited */
 }
 
+/* A recorded state change is durable: its watch event goes out, then a
+ * settle ends. */
+static void recorded_cb(void *arg)
+{
+    daemon_event_t *ev = arg;
+    daemon_t *d = ev->d;
+    bool settle = ev->settle;
+
+    daemon_event_send(d, ev);
+    if (settle)
+        settled_cb(d);
+}
+
 /* Records a state change. `settle`: the job left the active set while the
  * store shows it queued or retrying; no refill runs until this is durable
- * (see daemon_t.settling). */
+ * (see daemon_t.settling). Watchers hear of it once it is durable: a
+ * `sent` they saw is never lost by a crash (and so never sent again). */
 static void record_ex(daemon_t *d, uint64_t id, int state, uint16_t attempts, double due,
                       const char *wamid, const queue_error_info_t *err, bool settle,
                       uint8_t set_flags)
 {
+    /* A send's event carries no error. */
+    daemon_event_t *ev =
+        daemon_event_job_new(d, id, state, wamid, state == QUEUE_STATE_SENT ? NULL : err);
     queue_update_t u;
     int rc;
 
@@ -304,16 +321,20 @@ static void record_ex(daemon_t *d, uint64_t id, int state, uint16_t attempts, do
     u.next_attempt_at = due;
     u.wamid = wamid;
     u.last_error = err;
-    rc = settle ? commit_add_update_cb(d->commit, &u, settled_cb, d)
-                : commit_add_update(d->commit, &u);
+    if (ev != NULL) {
+        ev->settle = settle;
+        rc = commit_add_update_cb(d->commit, &u, recorded_cb, ev);
+    } else {
+        rc = settle ? commit_add_update_cb(d->commit, &u, settled_cb, d)
+                    : commit_add_update(d->commit, &u);
+    }
     if (rc == 0 && settle)
         d->settling++;
-    if (rc != 0)
+    if (rc != 0) {
+        daemon_event_free(d, ev);
         dlog(d, CONFIG_LOG_ERROR, "job %llu: state change to %s not recorded: %s",
              (unsigned long long)id, queue_state_name(state), queue_strerror(rc));
-    else
-        /* Watch streams (events.c); a send's event carries no error. */
-        daemon_event_job(d, id, state, wamid, state == QUEUE_STATE_SENT ? NULL : err);
+    }
 }
 
 static void record(daemon_t *d, uint64_t id, int state, uint16_t attempts, double due,
@@ -1016,7 +1037,10 @@ static void on_sending_durable(void *arg)
 {
     attempt_t *a = arg;
     daemon_t *d = a->d;
-    sched_job_t *job = attempt_job(a);
+    sched_job_t *job;
+
+    daemon_event_job(d, a->id, QUEUE_STATE_SENDING, NULL, NULL); /* durable now */
+    job = attempt_job(a);
 
     if (job == NULL) /* removed meanwhile */
         return;
@@ -1095,7 +1119,6 @@ static void dispatch(daemon_t *d, sched_job_t *job, double now, queue_reader_t *
         return;
     }
     job->user = a;
-    daemon_event_job(d, job->id, QUEUE_STATE_SENDING, NULL, NULL);
 }
 
 /* Entries a refill may read beyond the room it fills: paused jobs are read

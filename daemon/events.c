@@ -83,20 +83,24 @@ void daemon_watchers_close(daemon_t *d)
     free(d->watchers);
     d->watchers = NULL;
     d->cap_watchers = 0;
+    /* Events whose state change a failed drain gave up on: never sent. */
+    for (daemon_event_t *ev = d->events_pending, *next; ev != NULL; ev = next) {
+        next = ev->next;
+        free(ev);
+    }
+    d->events_pending = NULL;
 }
 
-void daemon_event_job_in(daemon_t *d, uint64_t id, int state, const char *campaign,
-                         const char *wamid, const queue_error_info_t *err)
+/* The event line of a job's state change (cJSON_free it), NULL when out
+ * of memory. */
+static char *event_render(uint64_t id, int state, const char *campaign, const char *wamid,
+                          const queue_error_info_t *err)
 {
-    char ids[24], *line = NULL;
-    cJSON *o;
-    size_t i;
+    char ids[24], *line;
+    cJSON *o = cJSON_CreateObject();
 
-    if (d->n_watchers == 0)
-        return;
-    o = cJSON_CreateObject();
     if (o == NULL)
-        return;
+        return NULL;
     snprintf(ids, sizeof(ids), "%llu", (unsigned long long)id);
     cJSON_AddStringToObject(o, "event", "job");
     cJSON_AddStringToObject(o, "job", ids);
@@ -113,20 +117,37 @@ void daemon_event_job_in(daemon_t *d, uint64_t id, int state, const char *campai
     jsonnum_add(o, "time", daemon_now());
     line = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
-    if (line == NULL)
-        return;
-    for (i = 0; i < d->n_watchers;) {
+    return line;
+}
+
+/* Sends an event line to the watchers it concerns. */
+static void event_fan_out(daemon_t *d, const char *campaign, const char *line, size_t len)
+{
+    for (size_t i = 0; i < d->n_watchers;) {
         daemon_watcher_t *w = &d->watchers[i];
         if (w->campaign != NULL && (campaign == NULL || strcmp(w->campaign, campaign) != 0)) {
             i++;
             continue;
         }
-        if (ipc_stream_send(w->st, line, strlen(line)) == IPC_ECLOSED) {
+        if (ipc_stream_send(w->st, line, len) == IPC_ECLOSED) {
             watcher_drop(d, i); /* moves the last one here: look at i again */
             continue;
         }
         i++;
     }
+}
+
+void daemon_event_job_in(daemon_t *d, uint64_t id, int state, const char *campaign,
+                         const char *wamid, const queue_error_info_t *err)
+{
+    char *line;
+
+    if (d->n_watchers == 0)
+        return;
+    line = event_render(id, state, campaign, wamid, err);
+    if (line == NULL)
+        return;
+    event_fan_out(d, campaign, line, strlen(line));
     cJSON_free(line);
 }
 
@@ -137,12 +158,72 @@ void daemon_event_job(daemon_t *d, uint64_t id, int state, const char *wamid,
 
     if (d->n_watchers == 0)
         return;
-    /* The campaign never changes, so the committed record has it even
-     * while this state change is still pending. */
     if (queue_job_get(d->q, id, &job) != 0)
         memset(&job, 0, sizeof(job));
     daemon_event_job_in(d, id, state, job.campaign, wamid, err);
     queue_job_clear(&job);
+}
+
+daemon_event_t *daemon_event_job_new(daemon_t *d, uint64_t id, int state, const char *wamid,
+                                     const queue_error_info_t *err)
+{
+    daemon_event_t *ev = NULL;
+    queue_job_t job;
+    char *line;
+    size_t len, clen;
+
+    if (d->n_watchers == 0)
+        return NULL;
+    /* The campaign never changes, so the committed record has it while
+     * this state change is still pending. */
+    if (queue_job_get(d->q, id, &job) != 0)
+        memset(&job, 0, sizeof(job));
+    line = event_render(id, state, job.campaign, wamid, err);
+    if (line == NULL)
+        goto out;
+    len = strlen(line);
+    clen = job.campaign != NULL ? strlen(job.campaign) + 1 : 0;
+    /* One block: the event, its line, its campaign. */
+    ev = malloc(sizeof(*ev) + len + clen);
+    if (ev == NULL)
+        goto out;
+    memset(ev, 0, sizeof(*ev));
+    ev->d = d;
+    ev->len = len;
+    memcpy(ev->data, line, len);
+    if (clen > 0) {
+        ev->campaign = ev->data + len;
+        memcpy(ev->campaign, job.campaign, clen);
+    }
+    ev->next = d->events_pending;
+    if (ev->next != NULL)
+        ev->next->prev = ev;
+    d->events_pending = ev;
+out:
+    cJSON_free(line);
+    queue_job_clear(&job);
+    return ev;
+}
+
+void daemon_event_free(daemon_t *d, daemon_event_t *ev)
+{
+    if (ev == NULL)
+        return;
+    if (ev->prev != NULL)
+        ev->prev->next = ev->next;
+    else
+        d->events_pending = ev->next;
+    if (ev->next != NULL)
+        ev->next->prev = ev->prev;
+    free(ev);
+}
+
+void daemon_event_send(daemon_t *d, daemon_event_t *ev)
+{
+    if (ev == NULL)
+        return;
+    event_fan_out(d, ev->campaign, ev->data, ev->len);
+    daemon_event_free(d, ev);
 }
 
 /* --- metrics ------------------------------------------------------------ */

@@ -13,6 +13,15 @@ the metrics file, against real processes.
   answers, and once the FIFO is read the file is written as usual. Before,
   the write ran on the loop and the daemon never answered a request.
 
+- watch_after_commit: a watch event says a state the store has: right after
+  each `sent` event, a `get` of the job (another connection) says `sent`.
+  Before, events went out when the change was queued for its commit, and
+  `get` still said `sending` for some.
+- watch_sent_survives_kill: a job whose `sent` event a watcher saw is never
+  sent again after a kill -9 and a restart (at-least-once resends only what
+  may have been in flight). Before, some came back `sending` and went to the
+  API a second time.
+
 Usage: test_events.py CASE   (see CASES at the bottom)
 """
 import os
@@ -88,7 +97,68 @@ def metrics_slow_write(wd):
     api.stop()
 
 
-CASES = {f.__name__: f for f in (metrics_oldest_saturated, metrics_slow_write)}
+def open_watch(d):
+    w = d.client()
+    w.send_raw(b'{"op":"watch","id":"w"}\n')
+    check(w.read_line().get("ok") is True, "watch answered ok")
+    return w
+
+
+def watch_after_commit(wd):
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    w = open_watch(d)
+    cl = d.client()
+    n = 400
+    avp.submit_all(d, [avp.text_job(i) for i in range(n)])
+    seen, early = 0, []
+    while seen < n:
+        ev = w.read_line()
+        if ev.get("event") != "job" or ev["state"] not in ("sending", "sent"):
+            continue
+        state = cl.request({"op": "get", "job": ev["job"]})["job"]["state"]
+        if ev["state"] == "sent":
+            seen += 1
+            if state != "sent":
+                early.append((ev["job"], state))
+        elif state not in ("sending", "sent"):
+            early.append((ev["job"], "sending event, stored " + state))
+    check(not early, "%d events ahead of their commit, first: %s" % (len(early), early[:3]))
+    w.close()
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+def watch_sent_survives_kill(wd):
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    w = open_watch(d)
+    n, watched = 600, 60
+    ids = avp.submit_all(d, [avp.text_job(i) for i in range(n)])
+    marker_of = {j: "job-%d" % i for i, j in enumerate(ids)}
+    sent = []
+    while len(sent) < watched:
+        ev = w.read_line()
+        if ev.get("event") == "job" and ev["state"] == "sent":
+            sent.append(ev["job"])
+    d.kill9()  # at once: the daemon keeps sending meanwhile
+    w.close()
+    d2 = avp.Daemon(wd, api.base, state_dir=d.state_dir, name="daemon2").start()
+    cl = d2.client()
+    avp.wait_all_final(cl, 60)
+    cl.close()
+    counts = avp.count_markers(api.sends())
+    twice = [j for j in sent if counts[marker_of[j]] != 1]
+    check(not twice, "%d of the %d jobs watched as sent reached the API again (first %s: %d)"
+          % (len(twice), watched, twice[:1], counts[marker_of[twice[0]]] if twice else 0))
+    check(all(counts["job-%d" % i] >= 1 for i in range(n)), "every job sent")
+    check(d2.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+CASES = {f.__name__: f for f in (metrics_oldest_saturated, metrics_slow_write,
+                                 watch_after_commit, watch_sent_survives_kill)}
 
 if __name__ == "__main__":
     case = CASES.get(sys.argv[1]) if len(sys.argv) == 2 else None
