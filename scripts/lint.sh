@@ -11,7 +11,7 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 command -v clang-format >/dev/null && command -v cppcheck >/dev/null &&
     command -v run-clang-tidy >/dev/null || scripts/deps.sh --extra
-mapfile -t files < <(git ls-files '*.c' '*.h' 2>/dev/null || find daemon queue ipc ctl tests bench -name '*.[ch]')
+mapfile -t files < <(git ls-files '*.c' '*.h' 2>/dev/null || find daemon queue ipc ctl util tests bench -name '*.[ch]')
 echo "clang-format: ${#files[@]} files"
 clang-format --dry-run --Werror "${files[@]}"
 echo "cppcheck: daemon queue ipc ctl tests/fakeapi bench"
