@@ -17,7 +17,7 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$top/build}
 regex=${2:-integration\.}
-exclude='fakeapi|torture|churn|resets_and_429|policy\.|storage_full|tls\.'
+exclude='fakeapi|torture|churn|resets_and_429|policy\.|storage_full|tls\.h2_goaway'
 command -v valgrind >/dev/null || { echo "valgrind.sh: valgrind not installed (scripts/deps.sh --extra)" >&2; exit 1; }
 
 logs=$(mktemp -d "${TMPDIR:-/tmp}/avp-valgrind-XXXXXX")
