@@ -137,12 +137,19 @@ static int opts_parse(int argc, char **argv, int i, const char *list, opts_t *o)
                 usage_err("too many options");
                 return -1;
             }
-            o->name[o->n] = strndup(name, len);
+            /* Counted at once, so that opts_free frees it on any error. */
+            size_t k = o->n;
+            o->value[k] = NULL;
+            if ((o->name[k] = strndup(name, len)) == NULL) {
+                fputs("avenpingctl: out of memory\n", stderr);
+                return -1;
+            }
+            o->n++;
             if (arg) {
                 if (eq) {
-                    o->value[o->n] = eq + 1;
+                    o->value[k] = eq + 1;
                 } else if (i + 1 < argc) {
-                    o->value[o->n] = argv[++i];
+                    o->value[k] = argv[++i];
                 } else {
                     usage_err("--%.*s needs a value", (int)len, name);
                     return -1;
@@ -151,7 +158,6 @@ static int opts_parse(int argc, char **argv, int i, const char *list, opts_t *o)
                 usage_err("--%.*s takes no value", (int)len, name);
                 return -1;
             }
-            o->n++;
             continue;
         }
         if (o->npos == MAX_POS) {
