@@ -36,7 +36,8 @@ echo "deps: installing ${missing[*]} (apt-get, quiet; a minute or two on a fresh
 sudo=()
 if [[ $(id -u) -ne 0 ]]; then
     command -v sudo >/dev/null || { echo "deps: need root or sudo to install ${missing[*]}" >&2; exit 1; }
-    sudo=(sudo)
+    # sudo clears the environment: pass the frontend through env.
+    sudo=(sudo env DEBIAN_FRONTEND=noninteractive)
 fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
