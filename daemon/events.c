@@ -154,14 +154,7 @@ void daemon_event_job_in(daemon_t *d, uint64_t id, int state, const char *campai
 void daemon_event_job(daemon_t *d, uint64_t id, int state, const char *wamid,
                       const queue_error_info_t *err)
 {
-    queue_job_t job;
-
-    if (d->n_watchers == 0)
-        return;
-    if (queue_job_get(d->q, id, &job) != 0)
-        memset(&job, 0, sizeof(job));
-    daemon_event_job_in(d, id, state, job.campaign, wamid, err);
-    queue_job_clear(&job);
+    daemon_event_send(d, daemon_event_job_new(d, id, state, wamid, err));
 }
 
 daemon_event_t *daemon_event_job_new(daemon_t *d, uint64_t id, int state, const char *wamid,
