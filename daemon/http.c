@@ -147,6 +147,7 @@ typedef struct http_req {
     unsigned sends;  /* times libcurl was about to write the request */
     size_t read;     /* answer body bytes seen, kept or not */
     bool resend_cut; /* the prereq callback refused a second write */
+    bool reconnect;  /* a connection was opened for it after its last write */
     int watch_err;   /* a socket of its transfer could not be watched (uv error) */
     char errbuf[CURL_ERROR_SIZE];
 } http_req_t;
@@ -435,12 +436,6 @@ static void req_detach(http_engine_t *e, http_req_t *r)
     r->hdrs = NULL;
 }
 
-static bool curl_code_not_sent(CURLcode rc)
-{
-    return rc == CURLE_COULDNT_RESOLVE_HOST || rc == CURLE_COULDNT_RESOLVE_PROXY ||
-           rc == CURLE_COULDNT_CONNECT;
-}
-
 /* Whether the engine's connections speak HTTP/2: what an https engine
  * that offers it gets (ALPN) unless an answer showed HTTP/1.x - decided
  * before the first answer too, when a GOAWAY can refuse streams of the
@@ -468,12 +463,22 @@ static const char *redirect_target(http_req_t *r)
     return r->errbuf;
 }
 
-int http__failure_class(bool h2, CURLcode rc, const char *errbuf, unsigned sends, long reqsize)
+int http__failure_class(bool h2, CURLcode rc, const char *errbuf, unsigned sends, long reqsize,
+                        bool reconnect)
 {
     /* Nothing written: the prereq callback runs before every write, and the
      * request size of a reused easy handle is the previous transfer's until
-     * this one reaches its first write. */
-    if (curl_code_not_sent(rc) || sends == 0 || reqsize == 0)
+     * this one reaches its first write. A connect or resolve failure after a
+     * write is libcurl's resend failing: the copy written before may have
+     * been processed (HTTP/1.x: the reused connection closed without an
+     * answer). */
+    if (sends == 0 || reqsize == 0)
+        return HTTP_ENOTSENT;
+    /* HTTP/2: libcurl opened a connection to send a refused stream again
+     * (see below) and failed before writing it there - while connecting,
+     * in the TLS handshake, or on that connection's first request being
+     * written: every copy so far was refused, unprocessed. */
+    if (h2 && reconnect)
         return HTTP_ENOTSENT;
     /* Over HTTP/2 libcurl sends a request again only for a stream the
      * server refused, unprocessed (REFUSED_STREAM, GOAWAY), and gives up
@@ -495,6 +500,7 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
     long status = 0, connects = 0, reqsize = 0;
     double total = 0, pretransfer = 0;
     http_done_cb cb = r->cb;
+    char detail[CURL_ERROR_SIZE + 128];
 
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
     /* An answer abandoned past HTTP_READ_MAX is still an answer: its status
@@ -534,7 +540,8 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
         if (status >= 300 && status < 400)
             res.detail = redirect_target(r);
     } else {
-        res.error = http__failure_class(engine_h2(e), rc, r->errbuf, r->sends, reqsize);
+        res.error =
+            http__failure_class(engine_h2(e), rc, r->errbuf, r->sends, reqsize, r->reconnect);
         if (res.error == HTTP_EMAYBESENT && status >= 200 && status < 300 && r->buf != NULL &&
             r->len > 0) {
             r->buf[r->len] = '\0';
@@ -550,7 +557,8 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
                      strerror(e->poll_errno));
             res.detail = r->errbuf;
         }
-        if (res.error == HTTP_ENOTSENT && engine_h2(e) && r->sends > 0 && reqsize > 0)
+        if (res.error == HTTP_ENOTSENT && engine_h2(e) && r->sends > 0 && reqsize > 0 &&
+            !r->reconnect)
             res.detail = "HTTP/2 stream refused by the server each time it was sent "
                          "(GOAWAY, REFUSED_STREAM): not processed";
         if (rc == CURLE_WRITE_ERROR && r->read > HTTP_READ_MAX)
@@ -560,6 +568,13 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
                              ? "the reused connection closed without an answer after the "
                                "request was written; not re-sent"
                              : "the reused connection was closed before the request was written";
+        else if (res.error == HTTP_EMAYBESENT && r->reconnect && !engine_h2(e)) {
+            snprintf(detail, sizeof(detail),
+                     "the reused connection closed without an answer after the request was "
+                     "written; sending it again failed: %s",
+                     res.detail);
+            res.detail = detail;
+        }
     }
     cb(&res, r->user);
     req_recycle(e, r);
@@ -577,7 +592,8 @@ static void req_cancel(http_engine_t *e, http_req_t *r)
      * before its first write, the size is still the previous transfer's of
      * this (reused) handle. */
     curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &reqsize);
-    res.left = r->sends > 0 && reqsize > 0;
+    res.left = http__failure_class(engine_h2(e), CURLE_ABORTED_BY_CALLBACK, NULL, r->sends, reqsize,
+                                   r->reconnect) == HTTP_EMAYBESENT;
     req_detach(e, r);
     if (cb != NULL) /* always set while the request is on the active list */
         cb(&res, r->user);
@@ -603,7 +619,8 @@ static void engine_reap_cb(uv_timer_t *t)
         if (r == NULL)
             break;
         curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &reqsize);
-        res.error = r->sends > 0 && reqsize > 0 ? HTTP_EMAYBESENT : HTTP_ENOTSENT;
+        res.error = http__failure_class(engine_h2(e), CURLE_ABORTED_BY_CALLBACK, NULL, r->sends,
+                                        reqsize, r->reconnect);
         snprintf(r->errbuf, sizeof(r->errbuf), "cannot watch the connection's socket: %s",
                  uv_strerror(r->watch_err));
         res.detail = r->errbuf;
@@ -859,11 +876,25 @@ static int req_prereq_cb(void *clientp, char *primary_ip, char *local_ip, int pr
     (void)local_ip;
     (void)primary_port;
     (void)local_port;
+    r->reconnect = false;
     if (++r->sends > 1 && !engine_h2(r->e)) {
         r->resend_cut = true;
         return CURL_PREREQFUNC_ABORT;
     }
     return CURL_PREREQFUNC_OK;
+}
+
+/* Runs for each socket libcurl opens for this request's transfer. After a
+ * write, that is libcurl sending the request again on a new connection:
+ * until the prereq callback runs there, nothing went over it. */
+static int req_sockopt_cb(void *clientp, curl_socket_t fd, curlsocktype purpose)
+{
+    http_req_t *r = clientp;
+
+    (void)fd;
+    if (purpose == CURLSOCKTYPE_IPCXN && r->sends > 0)
+        r->reconnect = true;
+    return CURL_SOCKOPT_OK;
 }
 
 /* Allocates a request with its easy handle and every option that does not
@@ -894,6 +925,8 @@ static http_req_t *req_new(http_engine_t *e)
     SET(CURLOPT_HEADERDATA, (void *)r);
     SET(CURLOPT_PREREQFUNCTION, req_prereq_cb);
     SET(CURLOPT_PREREQDATA, (void *)r);
+    SET(CURLOPT_SOCKOPTFUNCTION, req_sockopt_cb);
+    SET(CURLOPT_SOCKOPTDATA, (void *)r);
     SET(CURLOPT_OPENSOCKETFUNCTION, engine_opensocket_cb);
     SET(CURLOPT_OPENSOCKETDATA, (void *)e);
     SET(CURLOPT_CLOSESOCKETFUNCTION, engine_closesocket_cb);
@@ -1059,6 +1092,7 @@ static int engine_start(http_engine_t *e, const char *path, const char *body, si
     r->sends = 0;
     r->read = 0;
     r->resend_cut = false;
+    r->reconnect = false;
     r->watch_err = 0;
     r->started = wall_now();
 

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define STUB_ROUTES_MAX 32
 #define STUB_BODY_MAX (4 * 1024 * 1024) /* request bodies kept while reading */
@@ -25,6 +26,7 @@ typedef struct stub_path {
     char *retry_after;
     long delay_ms;
     bool drop;
+    bool unlisten;
     stub_seen_t seen;
 } stub_path_t;
 
@@ -97,7 +99,7 @@ static enum MHD_Result stub_handler(void *cls, struct MHD_Connection *c, const c
     char *body = NULL, *retry = NULL;
     size_t body_len = 0;
     long delay = 0;
-    bool drop = false;
+    bool drop = false, unlisten = false;
     void (*notify)(void *);
     void *notify_arg;
     struct MHD_Response *resp;
@@ -148,6 +150,7 @@ static enum MHD_Result stub_handler(void *cls, struct MHD_Connection *c, const c
         retry = p->retry_after ? strdup(p->retry_after) : NULL;
         delay = p->delay_ms;
         drop = p->drop;
+        unlisten = p->unlisten;
     } else {
         body = strdup("{}");
         body_len = body ? 2 : 0;
@@ -156,6 +159,14 @@ static enum MHD_Result stub_handler(void *cls, struct MHD_Connection *c, const c
     notify_arg = s->notify_arg;
     pthread_mutex_unlock(&s->mu);
 
+    if (unlisten) {
+        /* The listening socket is the caller's once quiesced: closing it
+         * makes the kernel refuse connects instead of queueing them. */
+        MHD_socket fd = MHD_quiesce_daemon(s->d);
+
+        if (fd != MHD_INVALID_SOCKET)
+            close(fd);
+    }
     if (notify != NULL)
         notify(notify_arg);
     if (delay > 0)
@@ -224,6 +235,7 @@ int stub_start_at(unsigned threads, uint32_t addr, stub_t **out)
         flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL;
     else
         flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL;
+    flags |= MHD_USE_ITC; /* MHD_quiesce_daemon needs it in these modes */
     s->d =
         MHD_start_daemon(flags, 0, NULL, NULL, stub_handler, s, MHD_OPTION_SOCK_ADDR, &sa,
                          MHD_OPTION_NOTIFY_COMPLETED, stub_completed, s,
@@ -277,6 +289,7 @@ int stub_route_set(stub_t *s, const char *path, const stub_route_t *r)
     p->retry_after = retry;
     p->delay_ms = r->delay_ms;
     p->drop = r->drop;
+    p->unlisten = r->unlisten;
     pthread_mutex_unlock(&s->mu);
     return 0;
 }

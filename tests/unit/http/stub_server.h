@@ -27,6 +27,7 @@ typedef struct stub_route {
     const char *retry_after; /* Retry-After header value, or NULL */
     long delay_ms;           /* wait before answering (interrupted by stub_stop) */
     bool drop;               /* close the connection instead of answering */
+    bool unlisten;           /* first stop listening: connects are refused from then on */
 } stub_route_t;
 
 /* What a path received. */

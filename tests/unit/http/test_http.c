@@ -357,6 +357,32 @@ static void t_drop(void)
     fx_fini(&f);
 }
 
+/* A reused keep-alive connection closes without an answer after the
+ * request reached the server, and libcurl's resend on a new connection is
+ * refused at connect: the first copy may have been processed, so the
+ * request counts as maybe sent (it counted as not sent, and a job under
+ * at-most-once went out a second time once the server listened again). */
+static void t_drop_reconnect_refused(void)
+{
+    fx_t f;
+    rec_t r = {0};
+    stub_seen_t seen;
+    stub_route_t gone = {.status = 200, .drop = true, .unlisten = true};
+
+    fx_init(&f, 0, "tok", 0);
+    CHECK(fx_rec_post(&f, "/first", "{}", &r) == 0);
+    run_until(&f, &r.done, 1);
+    CHECK(r.error == 0 && r.status == 200);
+    CHECK(stub_route_set(f.stub, "/gone", &gone) == 0);
+    CHECK(fx_rec_post(&f, "/gone", "{\"a\":2}", &r) == 0);
+    run_until(&f, &r.done, 2);
+    CHECK(r.error == HTTP_EMAYBESENT);
+    CHECK(strstr(r.detail, "sending it again failed") != NULL);
+    stub_seen_get(f.stub, "/gone", &seen);
+    CHECK(seen.hits == 1);
+    fx_fini(&f);
+}
+
 /* New requests carry the new token; a request started before keeps the
  * old one even though its headers are sent after the change. */
 static void t_set_token(void)
@@ -901,6 +927,7 @@ static const fx_case_t cases[] = {
     {"timeout", t_timeout},
     {"refused", t_refused},
     {"drop", t_drop},
+    {"drop_reconnect_refused", t_drop_reconnect_refused},
     {"set_token", t_set_token},
     {"cancel_all", t_cancel_all},
     {"cancel_fresh", t_cancel_fresh},

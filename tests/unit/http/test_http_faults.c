@@ -77,21 +77,37 @@ static void t_failure_class(void)
 {
     static const char died[] = "Connection died, tried 5 times before giving up";
 
-    CHECK(http__failure_class(false, CURLE_COULDNT_CONNECT, "", 1, 100) == HTTP_ENOTSENT);
-    CHECK(http__failure_class(false, CURLE_OPERATION_TIMEDOUT, "", 0, 0) == HTTP_ENOTSENT);
+    CHECK(http__failure_class(false, CURLE_COULDNT_CONNECT, "", 0, 0, false) == HTTP_ENOTSENT);
+    CHECK(http__failure_class(false, CURLE_COULDNT_CONNECT, "", 0, 180, false) == HTTP_ENOTSENT);
+    CHECK(http__failure_class(false, CURLE_OPERATION_TIMEDOUT, "", 0, 0, false) == HTTP_ENOTSENT);
     /* A reused handle's size is the last transfer's until this one writes. */
-    CHECK(http__failure_class(false, CURLE_OPERATION_TIMEDOUT, "", 0, 180) == HTTP_ENOTSENT);
-    CHECK(http__failure_class(false, CURLE_OPERATION_TIMEDOUT, "", 1, 180) == HTTP_EMAYBESENT);
-    CHECK(http__failure_class(false, CURLE_SEND_ERROR, died, 1, 180) == HTTP_EMAYBESENT);
+    CHECK(http__failure_class(false, CURLE_OPERATION_TIMEDOUT, "", 0, 180, false) == HTTP_ENOTSENT);
+    CHECK(http__failure_class(false, CURLE_OPERATION_TIMEDOUT, "", 1, 180, false) ==
+          HTTP_EMAYBESENT);
+    CHECK(http__failure_class(false, CURLE_SEND_ERROR, died, 1, 180, false) == HTTP_EMAYBESENT);
+    /* HTTP/1.x: written on a reused connection that closed without an
+     * answer, then libcurl's resend could not connect: the first copy may
+     * have been processed. */
+    CHECK(http__failure_class(false, CURLE_COULDNT_CONNECT, "", 1, 180, true) == HTTP_EMAYBESENT);
+    CHECK(http__failure_class(false, CURLE_COULDNT_RESOLVE_HOST, "", 1, 180, true) ==
+          HTTP_EMAYBESENT);
     /* HTTP/2: libcurl gave up on a stream refused each time. */
-    CHECK(http__failure_class(true, CURLE_SEND_ERROR, died, 6, 180) == HTTP_ENOTSENT);
-    CHECK(http__failure_class(true, CURLE_RECV_ERROR, died, 1, 180) == HTTP_ENOTSENT);
+    CHECK(http__failure_class(true, CURLE_SEND_ERROR, died, 6, 180, false) == HTTP_ENOTSENT);
+    CHECK(http__failure_class(true, CURLE_RECV_ERROR, died, 1, 180, false) == HTTP_ENOTSENT);
+    /* HTTP/2: a refused stream's resend failed on the new connection before
+     * it was written there (connect, TLS handshake timing out). */
+    CHECK(http__failure_class(true, CURLE_OPERATION_TIMEDOUT, "SSL connection timeout", 1, 180,
+                              true) == HTTP_ENOTSENT);
+    CHECK(http__failure_class(true, CURLE_COULDNT_CONNECT, "", 2, 180, true) == HTTP_ENOTSENT);
+    /* ... but once written there, a failure may follow its processing. */
+    CHECK(http__failure_class(true, CURLE_OPERATION_TIMEDOUT, "", 2, 180, false) ==
+          HTTP_EMAYBESENT);
     /* Sent again after a refusal, then the connection broke: the second
      * copy may have been processed (it was counted as not sent, and the job
      * sent a third time). */
     CHECK(http__failure_class(true, CURLE_SEND_ERROR, "Send failure: Connection reset by peer", 2,
-                              180) == HTTP_EMAYBESENT);
-    CHECK(http__failure_class(true, CURLE_RECV_ERROR, NULL, 2, 180) == HTTP_EMAYBESENT);
+                              180, false) == HTTP_EMAYBESENT);
+    CHECK(http__failure_class(true, CURLE_RECV_ERROR, NULL, 2, 180, false) == HTTP_EMAYBESENT);
 }
 
 static const fx_case_t cases[] = {
