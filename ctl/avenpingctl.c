@@ -999,6 +999,14 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
             row_key(s->campaign, num, key, sizeof(key));
             cJSON_AddStringToObject(o, "idempotencyKey", key);
         }
+        /* --priority and --from are the import's defaults: a line's own
+         * fields win (a "message" that is no object is the daemon's to
+         * refuse). */
+        if (s->priority != NULL && !cJSON_HasObjectItem(o, "priority"))
+            cJSON_AddStringToObject(o, "priority", s->priority);
+        msg = cJSON_GetObjectItemCaseSensitive(o, "message");
+        if (s->from != NULL && cJSON_IsObject(msg) && !cJSON_HasObjectItem(msg, "phoneNumberId"))
+            cJSON_AddStringToObject(msg, "phoneNumberId", s->from);
         return o;
     } else {
         char **f;
@@ -1348,6 +1356,27 @@ static void import_note_cancelled(ctx_t *c, const char *campaign)
     cJSON_Delete(ans);
 }
 
+/* JSON Lines: a line is a whole request, so the options that say where a
+ * CSV row's fields are have nothing to act on and are refused rather than
+ * ignored; --from (the message's phoneNumberId) and --priority fill in
+ * what a line leaves out. Returns 0 or EXIT_USAGE (said). */
+static int import_setup_jsonl(import_src_t *s, const opts_t *o)
+{
+    static const char *const csv_only[] = {"from-column", "to-column", "text",      "template",
+                                           "language",    "param",     "key-column"};
+
+    for (size_t i = 0; i < sizeof(csv_only) / sizeof(csv_only[0]); i++) {
+        if (opt_has(o, csv_only[i])) {
+            usage_err("--%s is for CSV imports; a JSON Lines line is a whole request with its "
+                      "own fields",
+                      csv_only[i]);
+            return EXIT_USAGE;
+        }
+    }
+    s->from = opt_get(o, "from");
+    return 0;
+}
+
 static int cmd_import(ctx_t *c, const opts_t *o)
 {
     const char *path = o->pos[0], *fmt = opt_get(o, "format");
@@ -1408,6 +1437,8 @@ static int cmd_import(ctx_t *c, const opts_t *o)
         goto out;
     }
     if (!s.jsonl && (rc = import_setup_csv(&s, o)) != 0)
+        goto out;
+    if (s.jsonl && (rc = import_setup_jsonl(&s, o)) != 0)
         goto out;
     if (connect_daemon(c) != 0) {
         rc = EXIT_FAIL;
@@ -1624,6 +1655,16 @@ static void print_job(const cJSON *j)
                jstr(e, "message"), "");
 }
 
+/* Whether `arg` can be a job id (digits); else says so for `cmd`, `hint`
+ * appended, and returns false (a usage error, exit 2, before any request). */
+static bool job_arg_ok(const char *cmd, const char *arg, const char *hint)
+{
+    if (arg[0] != '\0' && strspn(arg, "0123456789") == strlen(arg))
+        return true;
+    usage_err("%s: a JOB id is a number%s", cmd, hint);
+    return false;
+}
+
 static int cmd_status(ctx_t *c, const opts_t *o)
 {
     cJSON *req = request("get"), *ans;
@@ -1634,10 +1675,8 @@ static int cmd_status(ctx_t *c, const opts_t *o)
         usage_err("status needs a JOB id or --key KEY");
         return EXIT_USAGE;
     }
-    if (o->npos == 1 &&
-        (o->pos[0][0] == '\0' || strspn(o->pos[0], "0123456789") != strlen(o->pos[0]))) {
+    if (o->npos == 1 && !job_arg_ok("status", o->pos[0], " (a key: --key KEY)")) {
         cJSON_Delete(req);
-        usage_err("status: a JOB id is a number (a key: --key KEY)");
         return EXIT_USAGE;
     }
     if (o->npos == 1)
@@ -1977,6 +2016,8 @@ static int cmd_cancel_retry(ctx_t *c, const opts_t *o, const char *op)
         usage_err("cancel takes no --state");
         return EXIT_USAGE;
     }
+    if (o->npos == 1 && !job_arg_ok(op, o->pos[0], " (a campaign: --campaign NAME)"))
+        return EXIT_USAGE;
     req = request(op);
     if (o->npos == 1)
         cJSON_AddStringToObject(req, "job", o->pos[0]);
@@ -2260,14 +2301,14 @@ static const command_t commands[] = {
      "Submits every row of FILE (\"-\": stdin) as a job of campaign NAME, pipelined (--window\n"
      "requests outstanding, default 4000). CSV needs a header row: the recipient is column\n"
      "\"to\" (or \"phone\"; --to-column), the sender --from or column \"phoneNumberId\"\n"
-     "(--from-column); the message is --text with {column} placeholders, a \"text\" column,\n"
-     "or --template with --param columns as body parameters. JSON Lines: each line is a\n"
-     "send or template_send request as on the socket; campaign and key are added where\n"
-     "missing. The format is --format, else the name (.jsonl, .ndjson, .json: JSON Lines;\n"
-     ".csv: CSV; in any case), else the content (stdin too): '{' first, after blank lines\n"
-     "and a byte order mark, is JSON Lines, anything else CSV. Each row's idempotency\n"
-     "key is \"<campaign>:<row number>\" (or the --key-column value), so running the\n"
-     "same import again creates nothing twice.\n"
+     "(--from-column); the message is --text with {column} placeholders, a \"text\" column, or\n"
+     "--template with --param columns as body parameters. JSON Lines: each line is a send or\n"
+     "template_send request as on the socket; campaign and key are added where missing, and\n"
+     "--from and --priority (the column options are for CSV only). The format is --format,\n"
+     "else the name (.jsonl, .ndjson, .json: JSON Lines; .csv: CSV; in any case), else the\n"
+     "content (stdin too): '{' first, after blank lines and a byte order mark, is JSON\n"
+     "Lines, anything else CSV. Each row's idempotency key is \"<campaign>:<row number>\" (or\n"
+     "the --key-column value), so running the same import again creates nothing twice.\n"
      "Progress goes to stderr: a bar on a terminal, plain lines otherwise."},
     {"status", cmd_status, "key:", 0, 1, "status JOB | status --key IDEMPOTENCY-KEY",
      "Shows one job."},

@@ -317,6 +317,7 @@ def ctl_usage(wd):
     for args in (["bogus"], ["list"], ["status"], ["import", "x.csv"], ["retry", "--campaign", "c"],
                  ["list", "--campaign", "c", "--limit", "5000"], ["ping", "--nope"],
                  ["cancel", "1", "--campaign", "c"], ["pause"], ["status", "abc"],
+                 ["cancel", "abc"], ["retry", "abc"], ["cancel", ""], ["retry", "-1"],
                  ["campaign", "c", "--interval", "1"]):
         p = ctl(d, *args)
         check(p.returncode == 2, "usage error for %s: exit %d" % (args, p.returncode))
@@ -966,10 +967,49 @@ def ctl_import_progress_total(wd):
     api.stop()
 
 
+def ctl_import_jsonl_options(wd):
+    """JSON Lines imports take --from and --priority as defaults for what a
+    line leaves out (a line's own fields win), and refuse the options that
+    only say where a CSV row's fields are (exit 2, nothing submitted). All
+    of them were silently ignored: a file imported --priority bulk went at
+    normal priority, and a line without a sender was refused."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"rate_per_number": 0}).start()
+    cl = d.client()
+    S0, S1 = avp.SENDERS[0], avp.SENDERS[1]
+    bare = avp.text_job(1, to="+15550400001")
+    del bare["message"]["phoneNumberId"]
+    own_priority = avp.text_job(2, sender=S1, to="+15550400002", priority="high")
+    own_sender = avp.text_job(3, sender=S1, to="+15550400003")
+    path = wd.file("opts.jsonl")
+    with open(path, "w") as f:
+        for j in (bare, own_priority, own_sender):
+            f.write(json.dumps(j) + "\n")
+    for opt in (["--to-column", "phone"], ["--key-column", "k"], ["--text", "hi"],
+                ["--from-column", "s"], ["--template", "promo"], ["--param", "p"],
+                ["--language", "en"]):
+        p = ctl(d, "import", path, "--campaign", "opts", *opt)
+        check(p.returncode == 2 and opt[0] in p.stderr and "CSV" in p.stderr,
+              "%s with JSON Lines: usage error: %d %s" % (opt, p.returncode, p.stderr))
+    check(cl.stats()["counts"].get("queued", 0) + cl.stats()["counts"].get("sent", 0) == 0,
+          "nothing submitted by the refused imports")
+    p = ctl(d, "--json", "import", path, "--campaign", "opts", "--from", S0, "--priority", "bulk")
+    check(p.returncode == 0 and json.loads(p.stdout)["created"] == 3, "import: %d %s %s"
+          % (p.returncode, p.stdout, p.stderr))
+    jobs = cl.request({"op": "list", "campaign": "opts"})["jobs"]
+    got = sorted((j["to"], j["phoneNumberId"], j["priority"]) for j in jobs)
+    want = [("+15550400001", S0, "bulk"), ("+15550400002", S1, "high"),
+            ("+15550400003", S1, "bulk")]
+    check(got == want, "defaults where a line has none: %s" % got)
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metrics, ctl_usage, ctl_import_edges,
                                  ctl_import_long_lines, ctl_import_formats,
                                  ctl_output_gone, ctl_send_message,
-                                 ctl_options_after_command, ctl_import_progress_total)}
+                                 ctl_options_after_command, ctl_import_progress_total,
+                                 ctl_import_jsonl_options)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
