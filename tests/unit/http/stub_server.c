@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -160,12 +161,16 @@ static enum MHD_Result stub_handler(void *cls, struct MHD_Connection *c, const c
     pthread_mutex_unlock(&s->mu);
 
     if (unlisten) {
-        /* The listening socket is the caller's once quiesced: closing it
-         * makes the kernel refuse connects instead of queueing them. */
+        /* The listening socket is the caller's once quiesced. shutdown
+         * ends its listening at once (Linux); a close alone could leave it
+         * listening while MHD's thread still holds the file in its poll,
+         * and a connect in that window would be queued, not refused. */
         MHD_socket fd = MHD_quiesce_daemon(s->d);
 
-        if (fd != MHD_INVALID_SOCKET)
+        if (fd != MHD_INVALID_SOCKET) {
+            shutdown(fd, SHUT_RDWR);
             close(fd);
+        }
     }
     if (notify != NULL)
         notify(notify_arg);

@@ -377,6 +377,8 @@ static void t_drop_reconnect_refused(void)
     CHECK(fx_rec_post(&f, "/gone", "{\"a\":2}", &r) == 0);
     run_until(&f, &r.done, 2);
     CHECK(r.error == HTTP_EMAYBESENT);
+    if (strstr(r.detail, "sending it again failed") == NULL)
+        fprintf(stderr, "detail: %s\n", r.detail);
     CHECK(strstr(r.detail, "sending it again failed") != NULL);
     stub_seen_get(f.stub, "/gone", &seen);
     CHECK(seen.hits == 1);
