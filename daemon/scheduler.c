@@ -2370,8 +2370,12 @@ void sched_sender_throttled(sched_t *s, sched_job_t *j, double now, double hold)
         if (sd->bucket.tokens > 0)
             sd->bucket.tokens = 0;
     }
-    if (hold > 0 && now + hold > sd->hold_until)
+    /* The hold's end is the throttle's now: so is its reason ("throttled"
+     * in stats, not what an earlier hold, say maintenance, said). */
+    if (hold > 0 && now + hold > sd->hold_until) {
         sd->hold_until = now + hold;
+        set_reason(&sd->hold_reason, NULL);
+    }
 }
 
 void sched_sender_hold(sched_t *s, sched_job_t *j, double until, const char *reason)

@@ -869,6 +869,30 @@ static void test_adaptive_rate(void)
     sched_free(s);
 }
 
+/* The reason stats show for a hold is the one of the hold in force: a 429
+ * after a maintenance hold ended reads "throttled", not the old
+ * "sender in maintenance". */
+static void test_hold_reason(void)
+{
+    sched_t *s = make(0, 100, 100, 100);
+    sched_job_t *j;
+
+    add(s, 1, 0, 1, "a");
+    j = sched_next(s, 10, NULL);
+    CHECK(j != NULL);
+    sched_sender_hold(s, j, 70, "sender in maintenance");
+    sched_job_retry(s, j, 70);
+    CHECK(sender_info(s, "a", 20).paused);
+    CHECK_STR(sender_info(s, "a", 20).reason, "sender in maintenance");
+    j = sched_next(s, 80, NULL);
+    CHECK(j != NULL && !sender_info(s, "a", 80).paused);
+    sched_sender_throttled(s, j, 80, 5);
+    sched_job_retry(s, j, 85);
+    CHECK(sender_info(s, "a", 81).paused);
+    CHECK_STR(sender_info(s, "a", 81).reason, "throttled");
+    sched_free(s);
+}
+
 /* Pauses: campaign, sender, all, account; paused jobs stay; eviction. */
 static void test_pauses(void)
 {
@@ -1360,6 +1384,7 @@ int main(int argc, char **argv)
         {"pair_pacing", test_pair_pacing},
         {"pair_limited", test_pair_limited},
         {"adaptive_rate", test_adaptive_rate},
+        {"hold_reason", test_hold_reason},
         {"pauses", test_pauses},
         {"campaign_hold", test_campaign_hold},
         {"expiry", test_expiry},
