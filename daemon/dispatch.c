@@ -681,6 +681,14 @@ static void retry_job_flags(daemon_t *d, sched_job_t *job, const classify_result
 {
     if (!counts && job->attempts > 0)
         job->attempts--;
+    /* A cancel walking the job's campaign (handlers.c) may have passed
+     * the state the job would take now: it walks `retrying` before
+     * `sending`, so a job answered meanwhile would move from a state not
+     * walked yet into one walked already and stay outside the cancel. The
+     * attempt ended: the job ends cancelled, outside the cancel's count,
+     * as a job whose request was in flight at the cancel. */
+    if (sched_job_campaign_held(d->sched, job))
+        job->marks |= DAEMON_JOB_CANCEL;
     if (cancel_instead(d, job, &c->error))
         return;
     if (job->expires_at > 0 && due > job->expires_at && !d->stopping) {

@@ -2522,6 +2522,12 @@ int sched_campaign_hold(sched_t *s, const char *campaign, bool hold)
     return 0;
 }
 
+bool sched_job_campaign_held(const sched_t *s, const sched_job_t *job)
+{
+    (void)s;
+    return job->camp_->holds > 0;
+}
+
 void sched_pause_all(sched_t *s, bool paused)
 {
     s->all_paused = paused;

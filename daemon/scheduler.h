@@ -277,6 +277,9 @@ void sched_pause_all(sched_t *s, bool paused);
 /* Pauses or resumes the account (automatic, with a reason). */
 void sched_account_pause(sched_t *s, bool paused, const char *reason);
 
+/* Whether a cancel walks `job`'s campaign now (sched_campaign_hold). */
+bool sched_job_campaign_held(const sched_t *s, const sched_job_t *job);
+
 /* Paused by the operator (sched_campaign_pause); a hold is not a pause. */
 bool sched_campaign_paused(const sched_t *s, const char *campaign);
 bool sched_sender_paused(const sched_t *s, const char *phone_number_id);

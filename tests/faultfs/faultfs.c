@@ -20,6 +20,11 @@
  * many failures. A missing or empty file means off. Every failure injected
  * is appended as one line to "<control file>.log" ("fdatasync EIO").
  *
+ *     <what> SLOW <ms> [count]
+ *
+ * makes matching calls wait <ms> milliseconds and then succeed (a slow disk:
+ * every group commit takes at least that long); not logged.
+ *
  * A failed call does nothing: no byte is written, nothing is flushed.
  */
 #include <dlfcn.h>
@@ -34,6 +39,7 @@
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { W_SYNC = 1, W_DATA = 2, W_META = 4 };
@@ -49,7 +55,8 @@ static struct {
     int what;
     int err;
     double prob;
-    long count; /* -1: unlimited */
+    long count;   /* -1: unlimited */
+    long slow_ms; /* SLOW: matching calls wait this long, then succeed */
     unsigned seed;
 } g;
 
@@ -119,6 +126,13 @@ static void control_load(const char *path)
             g.err = parse_errno(err);
             g.prob = prob;
             g.count = count;
+            g.slow_ms = 0;
+            if (strcmp(err, "SLOW") == 0 && n >= 3 && prob > 0) {
+                /* The third field is the wait; the call always waits. */
+                g.slow_ms = (long)prob;
+                g.prob = 1.0;
+                g.err = -1;
+            }
             if (strcmp(what, "sync") == 0)
                 g.what = W_SYNC;
             else if (strcmp(what, "data") == 0)
@@ -169,6 +183,7 @@ static int should_fail(int fd, int kind, const char *call)
 {
     const char *path = getenv("AVP_FAULTFS");
     int err = 0;
+    long slow_ms = 0;
 
     if (path == NULL || *path == '\0')
         return 0;
@@ -177,11 +192,19 @@ static int should_fail(int fd, int kind, const char *call)
     if ((g.what & kind) != 0 && g.count != 0 && is_lmdb_data(fd)) {
         if (g.prob >= 1.0 || (double)rand_r(&g.seed) / RAND_MAX < g.prob) {
             err = g.err;
+            slow_ms = g.slow_ms;
             if (g.count > 0)
                 g.count--;
         }
     }
     pthread_mutex_unlock(&g_mu);
+    if (slow_ms > 0) {
+        struct timespec ts = {slow_ms / 1000, (slow_ms % 1000) * 1000000L};
+
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+        return 0;
+    }
     if (err != 0)
         note(path, call, err);
     return err;

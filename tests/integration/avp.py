@@ -360,3 +360,33 @@ def run(test_fn):
     wd.kill_all()
     print("PASS %s (%.1fs)" % (name, time.monotonic() - t0))
     wd.cleanup()
+
+
+class Faults:
+    """Drives the faultfs shim (tests/faultfs/faultfs.c) of one daemon through
+    its control file: pass env() to the Daemon, then set() lines such as
+    "sync EIO 1 1" or "sync SLOW 300"."""
+
+    def __init__(self, wd):
+        self.ctl = wd.file("faultfs.ctl")
+        self.set("off")
+
+    def env(self):
+        # An ASan build wants its runtime first in the library list; the
+        # shim only wraps libc calls, so the order does not matter here.
+        asan = os.environ.get("ASAN_OPTIONS", "")
+        asan = (asan + ":" if asan else "") + "verify_asan_link_order=0"
+        return {"LD_PRELOAD": FAULTFS, "AVP_FAULTFS": self.ctl, "ASAN_OPTIONS": asan}
+
+    def set(self, line):
+        tmp = self.ctl + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(line + "\n")
+        os.replace(tmp, self.ctl)  # a new inode: the shim sees the change
+
+    def injected(self):
+        try:
+            with open(self.ctl + ".log") as f:
+                return collections.Counter(line.split()[0] for line in f)
+        except FileNotFoundError:
+            return collections.Counter()

@@ -447,33 +447,7 @@ def damaged_records(wd):
 
 # --- failed writes and syncs ---------------------------------------------
 
-class Faults:
-    """Drives the faultfs shim of one daemon through its control file."""
-
-    def __init__(self, wd):
-        self.ctl = wd.file("faultfs.ctl")
-        self.set("off")
-
-    def env(self):
-        # An ASan build wants its runtime first in the library list; the
-        # shim only wraps libc calls, so the order does not matter here.
-        asan = os.environ.get("ASAN_OPTIONS", "")
-        asan = (asan + ":" if asan else "") + "verify_asan_link_order=0"
-        return {"LD_PRELOAD": avp.FAULTFS, "AVP_FAULTFS": self.ctl, "ASAN_OPTIONS": asan}
-
-    def set(self, line):
-        tmp = self.ctl + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(line + "\n")
-        os.replace(tmp, self.ctl)  # a new inode: the shim sees the change
-
-    def injected(self):
-        try:
-            with open(self.ctl + ".log") as f:
-                return collections.Counter(line.split()[0] for line in f)
-        except FileNotFoundError:
-            return collections.Counter()
-
+Faults = avp.Faults  # the shim's driver lives in avp.py (test_policy uses it too)
 
 def keyed(prefix, n, start=0):
     return [avp.text_job(start + i, idempotencyKey="%s-%d" % (prefix, i)) for i in range(n)]

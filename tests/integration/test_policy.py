@@ -1563,6 +1563,54 @@ def cut_success_answers(wd):
     api.stop()
 
 
+def cancel_answer_during_walk(wd):
+    """A campaign cancel walks the campaign's jobs by state (queued, then
+    retrying, then sending), a page per commit. A job in flight at the cancel
+    whose answer (a 500) came while the walk went through the `retrying`
+    jobs, after the job's id, became `retrying` behind the walk, and the
+    `sending` pass no longer found it: it stayed `retrying` outside the
+    cancel and went out again later. An attempt that ends while a cancel
+    walks its campaign now ends the job cancelled. A slow disk (faultfs:
+    each sync waits 250 ms) spreads the walk over seconds; the answer,
+    held 700 ms by the fake API, lands inside it."""
+    faults = avp.Faults(wd)
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"rate_per_number": 0, "pair_rate_interval_ms": 0,
+                                  "backoff_base_ms": 600000, "backoff_max_ms": 600000},
+                   env=faults.env()).start()
+    cl = d.client()
+    S = avp.SENDERS
+    check(cl.request({"op": "pause", "phoneNumberId": S[0]}).get("ok") is True, "pause")
+    # The job in flight later: the campaign's first id, so the retrying
+    # pass is past it from its first page on.
+    first = submit_all(d, [avp.text_job(0, sender=S[0], to="+15550500000", campaign="cw")])[0]
+    api.control(fail_rate=1)
+    n = 5000
+    submit_all(d, [avp.text_job(i, sender=S[1 + i % 4], to="+1678%07d" % i, campaign="cw")
+                   for i in range(1, n + 1)])
+    wait_for(lambda: cl.request({"op": "campaign", "campaign": "cw"})["campaign"]["counts"]
+             ["retrying"] == n, 120, "the campaign's jobs retrying")
+    api.control(latency_ms=700)
+    check(cl.request({"op": "resume", "phoneNumberId": S[0]}).get("ok") is True, "resume")
+    wait_for(lambda: cl.stats()["httpInflight"] == 1, 20, "the first job's request in flight")
+    faults.set("sync SLOW 250")
+    cl.send_raw((json.dumps({"op": "cancel", "id": 7, "campaign": "cw"}) + "\n").encode())
+    r = cl.read_line(120)
+    faults.set("off")
+    check(r.get("ok") is True and r.get("id") == 7, "cancel: %s" % r)
+    j = wait_for(lambda: (lambda x: x if x["state"] not in ("sending", "queued") else None)(
+        cl.request({"op": "get", "job": first})["job"]), 20, "the first job's attempt to end")
+    counts = cl.request({"op": "campaign", "campaign": "cw"})["campaign"]["counts"]
+    print("cancel answered %d; the in-flight job: %s; campaign %s"
+          % (r["cancelled"], j["state"], counts))
+    check(j["state"] == "cancelled", "the job answered during the walk is cancelled: %s" % j)
+    check(counts["cancelled"] == n + 1 and unfinished({"counts": counts}) == 0,
+          "every job of the campaign cancelled: %s" % counts)
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connection_limit, retry_past_expiry,
                                    cancel_inflight, cancel_inflight_restart, resume_lifts_throttle,
                                    pair_refund, retry_after_on_5xx,
@@ -1576,7 +1624,7 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  expired_while_waiting, pause_stops_picked, hold_stops_picked,
                                  order_behind_paused, retry_keeps_order,
                                  order_deep_key_paused, order_deep_key_full,
-                                 reschedule_day_once)}
+                                 reschedule_day_once, cancel_answer_during_walk)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
