@@ -927,9 +927,11 @@ static sched_job_t *attempt_job(attempt_t *a)
     return job;
 }
 
-/* The attempt never left: it does not count, and it is freed. */
+/* The attempt never left: it does not count, its pick's pair send is
+ * given back, and it is freed. */
 static void attempt_drop(attempt_t *a, sched_job_t *job)
 {
+    sched_pair_refund(a->d->sched, job, daemon_now());
     job->user = NULL;
     job->attempts--;
     free(a->body);

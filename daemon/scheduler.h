@@ -241,11 +241,13 @@ void sched_sender_hold(sched_t *s, sched_job_t *job, double until, const char *r
  * the hold ends (the job's next due time). */
 double sched_pair_limited(sched_t *s, sched_job_t *job, double now, double at_least);
 
-/* The last request of `job` (in flight) never reached Meta: AvenPing
- * refused it itself (401, its plan, its validation, its own 429). Meta's
- * pair limit counts what arrives there, so the pair gets back the send the
- * pick took (its average and, within the same burst, its burst); the wait
- * of jobs parked behind it is not shortened (they wake as planned). */
+/* The last attempt of `job` never reached Meta: it never left (picked,
+ * then paused, held, cancelled or without a request; a connect failure),
+ * or AvenPing refused it itself (401, its plan, its validation, its own
+ * 429). Meta's pair limit counts what arrives there, so the pair gets back
+ * the send the pick took (its average and, within the same burst, its
+ * burst); the wait of jobs parked behind it is not shortened (they wake as
+ * planned). */
 void sched_pair_refund(sched_t *s, sched_job_t *job, double now);
 
 /* Timed hold of everything (Graph app/account throttling). */

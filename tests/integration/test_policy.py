@@ -1611,6 +1611,38 @@ def cancel_answer_during_walk(wd):
     api.stop()
 
 
+def pair_refund_unposted(wd):
+    """A job picked, then paused before its request could start (the one
+    request slot busy), never reached Meta: it gives its recipient's pair
+    back the send its pick took, so after the resume it goes at once.
+    Before, it waited the pair's whole interval (60 s here) as if sent."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"max_inflight": 1, "pair_rate_interval_ms": 60000,
+                                  "pair_burst": 1}).start()
+    cl = d.client()
+    api.control(latency_ms=1500)
+    first = submit_all(d, [avp.text_job(0, sender="1000001", to="+16790000000",
+                                        campaign="busy")])
+    wait_for(lambda: api.stats()["requests"] >= 1, 10, "the first request at the API")
+    ids = submit_all(d, [avp.text_job(1, sender="1000001", to="+16790000001",
+                                      campaign="later")])
+    wait_for(lambda: cl.stats()["inflight"] >= 2, 10, "the second job picked, waiting for the slot")
+    check(cl.request({"op": "pause", "campaign": "later"})["ok"], "pause")
+    wait_for(lambda: cl.request({"op": "get", "job": first[0]})["job"]["state"] == "sent", 10,
+             "the first request answered")
+    api.control(latency_ms=0)
+    j = cl.request({"op": "get", "job": ids[0]})["job"]
+    check(j["state"] == "queued" and j["attempts"] == 0, "the paused job never left: %s" % j)
+    t_resume = time.time()
+    check(cl.request({"op": "resume", "campaign": "later"})["ok"], "resume")
+    wait_for(lambda: any(avp.marker(s) == "job-1" for s in api.sends()), 15,
+             "the paused job sent after the resume, not a pair interval later")
+    print("sent %.2f s after the resume" % (time.time() - t_resume))
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connection_limit, retry_past_expiry,
                                    cancel_inflight, cancel_inflight_restart, resume_lifts_throttle,
                                    pair_refund, retry_after_on_5xx,
@@ -1624,7 +1656,8 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  expired_while_waiting, pause_stops_picked, hold_stops_picked,
                                  order_behind_paused, retry_keeps_order,
                                  order_deep_key_paused, order_deep_key_full,
-                                 reschedule_day_once, cancel_answer_during_walk)}
+                                 reschedule_day_once, cancel_answer_during_walk,
+                                 pair_refund_unposted)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
