@@ -869,6 +869,11 @@ int queue_open(const char *dir, const queue_options_t *opt, queue_t **out)
     q->map_cfg = q->map_max;
     q->disk_min_free = opt != NULL ? opt->disk_min_free : 0;
     q->readers = readers;
+    /* Unknown: the last txn of the previous run may have been a purge that
+     * freed pages (stopped before its marker). Nothing else may write after
+     * this open - a full store whose jobs that purge took - so the first
+     * purge writes the marker. */
+    q->purge_freed = true;
     q->dir = strdup(dir);
     if (q->dir == NULL) {
         rc = -ENOMEM;

@@ -260,7 +260,9 @@ struct queue {
      * reopens it (queue.c env_reopen). */
     bool broken;
     /* Writer-thread state of retention.c: the last purge freed pages that
-     * the next write txn cannot reuse yet (see queue__purge_txn). */
+     * the next write txn cannot reuse yet (see queue__purge_txn). True at
+     * open: the last txn before it may have been such a purge (a stop
+     * between a purge and its marker). */
     bool purge_freed;
     char *dir;        /* the state dir, for reopening */
     unsigned readers; /* max readers, for reopening */

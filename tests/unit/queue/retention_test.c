@@ -343,13 +343,89 @@ static void t_purge_marker(void)
     set_state(q, ids[0], QUEUE_STATE_SENT, 100.0);
     t0 = last_txnid(q);
     CHECK_OK(queue_purge(q, 50.0, 10, &purged, NULL));
-    CHECK(purged == 0 && last_txnid(q) == t0); /* nothing freed before: no write */
+    /* The first after an open: the run before it may have ended with a
+     * purge (purge_marker_reopen). */
+    CHECK(purged == 0 && last_txnid(q) == ++t0);
+    CHECK_OK(queue_purge(q, 50.0, 10, &purged, NULL));
+    CHECK(purged == 0 && last_txnid(q) == t0); /* nothing freed since: no write */
     CHECK_OK(queue_purge(q, 100.0, 10, &purged, NULL));
     CHECK(purged == 1 && last_txnid(q) == t0 + 1);
     CHECK_OK(queue_purge(q, 100.0, 10, &purged, NULL));
     CHECK(purged == 0 && last_txnid(q) == t0 + 2); /* the marker */
     CHECK_OK(queue_purge(q, 100.0, 10, &purged, NULL));
     CHECK(purged == 0 && last_txnid(q) == t0 + 2); /* once */
+    queue_close(q);
+}
+
+/* A restart between a purge that freed pages and the marker after it: the
+ * first txn after the open cannot reuse those pages either, so the first
+ * purge after an open writes the marker too. A full store whose jobs were
+ * all purged by one purge otherwise refused every new job for good, across
+ * restarts (nothing else writes when no job is left). */
+static void t_purge_marker_reopen(void)
+{
+    /* A reserve of 1/32 of 40 MiB (1.25 MiB) plus the unfinished jobs'
+     * rounds up to 2 MiB with or without them: their purge leaves no room
+     * below the jobs' limit other than the pages it freed. */
+    queue_options_t opt = {1 << 20, 40 << 20, 0, 0};
+    queue_batch_t *b = queue_batch_new();
+    enum { PER = 4, BODY = 64 << 10 };
+    char *body = malloc(BODY);
+    uint64_t first = 0, next, again, c[QUEUE_STATE_MAX + 1];
+    size_t purged;
+    queue_t *q = NULL;
+    int rc = 0;
+
+    CHECK(b != NULL && body != NULL);
+    memset(body, 'b', BODY);
+    CHECK_OK(queue_open(g_dir, &opt, &q));
+    while (rc == 0) {
+        queue_batch_reset(b);
+        for (int k = 0; k < PER; k++) {
+            queue_job_t j = keyed_job(q, NULL);
+            if (first == 0)
+                first = j.id;
+            CHECK(queue_batch_add_job(b, &j, body, BODY) == k);
+        }
+        rc = queue_batch_commit(q, b);
+    }
+    CHECK_RC(rc, QUEUE_EFULL);
+    CHECK_OK(queue_counts(q, c));
+    next = first + c[QUEUE_STATE_QUEUED];
+    CHECK(c[QUEUE_STATE_QUEUED] > 400);
+    queue_batch_reset(b);
+    for (uint64_t id = first; id < next; id++) {
+        queue_update_t u;
+        memset(&u, 0, sizeof u);
+        u.id = id;
+        u.state = QUEUE_STATE_SENT;
+        u.attempts = 1;
+        u.updated_at = 100.0;
+        CHECK(queue_batch_add_update(b, &u) >= 0);
+    }
+    CHECK_OK(queue_batch_commit(q, b));
+    CHECK_OK(queue_purge(q, 100.0, 100000, &purged, NULL));
+    CHECK(purged == next - first);
+    /* Stopped (or killed) before the next purge. */
+    queue_close(q);
+    q = NULL;
+    CHECK_OK(queue_open(g_dir, &opt, &q));
+    CHECK_OK(queue_purge(q, 100.0, 1000, &purged, NULL));
+    CHECK(purged == 0);
+    /* The space of the purged jobs is there for new ones: about as many
+     * fit as before (not only what the smaller reserve left over). */
+    for (rc = 0, again = 0; rc == 0; again += PER) {
+        queue_batch_reset(b);
+        for (int k = 0; k < PER; k++) {
+            queue_job_t j = keyed_job(q, NULL);
+            CHECK(queue_batch_add_job(b, &j, body, BODY) == k);
+        }
+        rc = queue_batch_commit(q, b);
+    }
+    CHECK_RC(rc, QUEUE_EFULL);
+    CHECK(again >= (next - first) / 2);
+    queue_batch_free(b);
+    free(body);
     queue_close(q);
 }
 
@@ -479,6 +555,7 @@ static const qtest_case_t cases[] = {
     {"purge", t_purge},
     {"purge_batch", t_purge_batch},
     {"purge_marker", t_purge_marker},
+    {"purge_marker_reopen", t_purge_marker_reopen},
     {"purge_key_same_batch", t_purge_key_same_batch},
     {"schema_upgrade", t_schema_upgrade},
     {"churn", t_churn},
