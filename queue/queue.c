@@ -298,6 +298,8 @@ static int write_once(queue_t *q, queue__write_fn fn, void *arg)
     rc = mdb_txn_commit(w.txn);
     if (rc == 0 && w.counts_loaded)
         unfinished_set(q, w.counts);
+    if (rc == 0 && w.purge_freed_set)
+        q->purge_freed = w.purge_freed;
     return rc;
 }
 

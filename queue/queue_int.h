@@ -310,6 +310,11 @@ typedef struct queue__wtxn {
      * in another; one cursor per run stays on its pages. */
     MDB_cursor *cstate_cur[QUEUE_STATE_MAX + 1];
     MDB_cursor *cjobs_cur;
+    /* retention.c: the value q->purge_freed takes when this txn commits
+     * (purge_freed_set: its purge freed pages or wrote the marker); one
+     * that does not commit leaves it, so a failed marker is written again. */
+    bool purge_freed_set;
+    bool purge_freed;
 } queue__wtxn_t;
 
 /* Index writes through the txn's cursor on the index (*cur, opened at the

@@ -194,14 +194,17 @@ int queue__purge_txn(queue__wtxn_t *w, uint64_t before_ms, size_t limit, size_t 
      * becomes usable even when nothing else is written - a full store
      * whose jobs were all purged would otherwise refuse jobs for good. */
     if (*purged > 0) {
-        w->q->purge_freed = true;
+        w->purge_freed_set = true;
+        w->purge_freed = true;
     } else if (w->q->purge_freed) {
         unsigned char vb[8];
         MDB_val mk = {sizeof QUEUE__META_PURGE - 1, QUEUE__META_PURGE}, mv = {sizeof vb, vb};
         queue__be64_put(vb, before_ms);
         rc = mdb_put(w->txn, w->q->db_meta, &mk, &mv, 0);
-        if (rc == 0)
-            w->q->purge_freed = false;
+        if (rc == 0) {
+            w->purge_freed_set = true;
+            w->purge_freed = false;
+        }
     }
 out:
     if (cur != NULL)

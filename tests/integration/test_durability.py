@@ -553,6 +553,47 @@ def sync_failures(wd):
     api.stop()
 
 
+def purge_marker_failed(wd):
+    """A purge that finds nothing after one that freed pages writes a small
+    marker, so the freed pages become reusable (LMDB reuses a txn's pages
+    only after one more commit). When the marker's commit fails, the next
+    purge writes it again: a full store whose jobs one purge took keeps
+    taking big jobs after a failed write, without a restart."""
+    faults = Faults(wd)
+    api = avp.FakeAPI(wd)
+    # 1/32 of 40 MiB plus the unfinished jobs' share rounds up to 2 MiB
+    # with or without them: new jobs fit only in what the purge freed.
+    d = avp.Daemon(wd, api.base, {"map_size_max_mb": 40, "retention_s": 1},
+                   env=faults.env()).start()
+    cl = d.client()
+    check(cl.request({"op": "pause", "all": True})["ok"], "pause all")
+    big = "y" * 200000
+
+    def big_job(i, **extra):
+        j = avp.text_job(i, **extra)
+        j["message"]["text"] = "job-%d %s" % (i, big)
+        return j
+    answers = cl.pipeline([big_job(i, campaign="fill") for i in range(400)], window=4)
+    ok, _ = accepted_then_full(answers)
+    # All finish at once, so that one purge takes them all.
+    c = cl.request({"op": "cancel", "campaign": "fill"})
+    check(c["ok"] and c["cancelled"] == len(ok), "cancel: %s" % c)
+    wait_for(lambda: cl.stats()["purged"] == len(ok), 30, "all purged")
+    # The next write is the marker's: its sync fails once.
+    faults.set("sync EIO 1 1")
+    wait_for(lambda: faults.injected()["fdatasync"] == 1, 10, "the marker's sync failed")
+    faults.set("off")
+    check("purging finished jobs failed" in d.stderr(), "the failed purge is logged")
+
+    def accepted():
+        a = cl.request(big_job(500))
+        return a if a.get("ok") else None
+    wait_for(accepted, 10, "a big submit accepted after the failed marker", interval=0.2)
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def maybe_sent_marked(wd):
     """at-least-once: a job a restart finds in flight may have been delivered.
     If it expires before it can be sent again it ends `uncertain` (not
@@ -695,7 +736,7 @@ def empty_data_file(wd):
 
 CASES = {f.__name__: f for f in (idempotency, empty_data_file, at_most_once_kill9, retention, churn, storage_full,
                                   storage_full_small_jobs, disk_full,
-                                 schema, sync_failures, maybe_sent_marked,
+                                 schema, sync_failures, purge_marker_failed, maybe_sent_marked,
                                  damaged_records)}
 
 if __name__ == "__main__":
