@@ -1631,8 +1631,12 @@ def pair_refund_unposted(wd):
     wait_for(lambda: cl.request({"op": "get", "job": first[0]})["job"]["state"] == "sent", 10,
              "the first request answered")
     api.control(latency_ms=0)
-    j = cl.request({"op": "get", "job": ids[0]})["job"]
-    check(j["state"] == "queued" and j["attempts"] == 0, "the paused job never left: %s" % j)
+    # Its way back to `queued` is recorded when the slot frees, beside the
+    # first job's `sent`: awaited, not assumed.
+    j = wait_for(lambda: (lambda x: x if x["state"] == "queued" else None)(
+        cl.request({"op": "get", "job": ids[0]})["job"]), 10, "the paused job back to queued")
+    check(j["attempts"] == 0, "the paused job never left: %s" % j)
+    check(api.stats()["requests"] == 1, "one request reached the API")
     t_resume = time.time()
     check(cl.request({"op": "resume", "campaign": "later"})["ok"], "resume")
     wait_for(lambda: any(avp.marker(s) == "job-1" for s in api.sends()), 15,
