@@ -358,17 +358,28 @@ def bench_dispatch(a, out):
         r.close()
     if a.quick or a.main_only:
         return
-    # The same with half the connections (max_inflight = 128), and with
-    # the engine on the loop thread (http_threads = 0).
-    for name, cfg, label in (("dispatch128", dict(THREADS, max_inflight=128),
-                              "  the same with max_inflight = 128"),
-                             ("dispatch-loop", {"http_threads": 0},
-                              "  the engine on the loop thread (http_threads = 0), 64 conns")):
+    # The same with half the connections (max_inflight = 128), with the
+    # engine on the loop thread (http_threads = 0), and with an operator's
+    # `watch` of another campaign open (its events are not rendered).
+    for name, cfg, label, watch in (
+            ("dispatch128", dict(THREADS, max_inflight=128),
+             "  the same with max_inflight = 128", False),
+            ("dispatch-loop", {"http_threads": 0},
+             "  the engine on the loop thread (http_threads = 0), 64 conns", False),
+            ("dispatch-watch", THREADS, "  the same with a watch of another campaign open", True)):
         r = Run(name, a.keep)
         try:
             s = r.start_stub()
-            r.start_daemon(s.base, cfg)
+            d = r.start_daemon(s.base, cfg)
+            w = None
+            if watch:
+                w = d.client()
+                ans = w.request({"op": "watch", "campaign": "not-this-one"})
+                if not ans.get("ok"):
+                    raise RuntimeError("watch: %r" % ans)
             out.append(dispatch_run(r, a.dispatch_jobs, label, "dispatch"))
+            if w is not None:
+                w.close()
         finally:
             r.close()
 

@@ -120,6 +120,17 @@ static char *event_render(uint64_t id, int state, const char *campaign, const ch
     return line;
 }
 
+/* Whether a watcher wants the events of `campaign` (NULL: none). */
+static bool event_wanted(const daemon_t *d, const char *campaign)
+{
+    for (size_t i = 0; i < d->n_watchers; i++) {
+        const char *want = d->watchers[i].campaign;
+        if (want == NULL || (campaign != NULL && strcmp(want, campaign) == 0))
+            return true;
+    }
+    return false;
+}
+
 /* Sends an event line to the watchers it concerns. */
 static void event_fan_out(daemon_t *d, const char *campaign, const char *line, size_t len)
 {
@@ -142,7 +153,7 @@ void daemon_event_job_in(daemon_t *d, uint64_t id, int state, const char *campai
 {
     char *line;
 
-    if (d->n_watchers == 0)
+    if (!event_wanted(d, campaign))
         return;
     line = event_render(id, state, campaign, wamid, err);
     if (line == NULL)
@@ -161,21 +172,34 @@ daemon_event_t *daemon_event_job_new(daemon_t *d, uint64_t id, int state, const 
                                      const queue_error_info_t *err)
 {
     daemon_event_t *ev = NULL;
+    const sched_job_t *sj;
+    const char *campaign;
     queue_job_t job;
-    char *line;
+    char *line = NULL;
     size_t len, clen;
 
     if (d->n_watchers == 0)
         return NULL;
-    /* The campaign never changes, so the committed record has it while
-     * this state change is still pending. */
-    if (queue_job_get(d->q, id, &job) != 0)
-        memset(&job, 0, sizeof(job));
-    line = event_render(id, state, job.campaign, wamid, err);
+    memset(&job, 0, sizeof(job));
+    /* The campaign never changes: the active set's copy, else the committed
+     * record's (which has it while this state change is still pending).
+     * Events no watcher wants cost no store read - a watcher of a small
+     * campaign beside a bulk one read the store for each of the bulk one's
+     * state changes. */
+    if ((sj = sched_job_find(d->sched, id)) != NULL) {
+        campaign = sched_job_campaign(sj);
+    } else {
+        if (queue_job_get(d->q, id, &job) != 0)
+            memset(&job, 0, sizeof(job));
+        campaign = job.campaign;
+    }
+    if (!event_wanted(d, campaign))
+        goto out;
+    line = event_render(id, state, campaign, wamid, err);
     if (line == NULL)
         goto out;
     len = strlen(line);
-    clen = job.campaign != NULL ? strlen(job.campaign) + 1 : 0;
+    clen = campaign != NULL ? strlen(campaign) + 1 : 0;
     /* One block: the event, its line, its campaign. */
     ev = malloc(sizeof(*ev) + len + clen);
     if (ev == NULL)
@@ -186,7 +210,7 @@ daemon_event_t *daemon_event_job_new(daemon_t *d, uint64_t id, int state, const 
     memcpy(ev->data, line, len);
     if (clen > 0) {
         ev->campaign = ev->data + len;
-        memcpy(ev->campaign, job.campaign, clen);
+        memcpy(ev->campaign, campaign, clen);
     }
     ev->next = d->events_pending;
     if (ev->next != NULL)

@@ -2676,6 +2676,11 @@ void sched_senders_each(const sched_t *s, double now,
     }
 }
 
+const char *sched_job_campaign(const sched_job_t *job)
+{
+    return job->camp_->name;
+}
+
 const char *sched_sender_id(const sched_sender_t *sd)
 {
     return sd->phone_number_id;

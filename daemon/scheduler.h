@@ -336,6 +336,9 @@ void sched_senders_each(const sched_t *s, double now,
 /* The phoneNumberId of a sender (lives while the sender has a job in the
  * active set). */
 const char *sched_sender_id(const sched_sender_t *sd);
+/* The campaign `job` was added with (NULL: none); the string lives as long
+ * as the job is in the active set. */
+const char *sched_job_campaign(const sched_job_t *job);
 
 /* Totals. */
 size_t sched_jobs(const sched_t *s);

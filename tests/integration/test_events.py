@@ -28,6 +28,7 @@ import os
 import re
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import avp  # noqa: E402
@@ -157,8 +158,58 @@ def watch_sent_survives_kill(wd):
     api.stop()
 
 
+def watch_campaign_filter(wd):
+    """A watch of one campaign gets every state change of that campaign's
+    jobs, named with it, and nothing of other campaigns or of jobs without
+    one - whether the job is in memory when its state changes (sends) or
+    only in the store (a cancel of waiting jobs)."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"rate_per_number": 0, "pair_rate_interval_ms": 0}).start()
+    w = d.client()
+    w.send_raw(b'{"op":"watch","id":"w","campaign":"a"}\n')
+    check(w.read_line().get("ok") is True, "watch answered ok")
+    cl = d.client()
+    n = 200
+    jobs = []
+    for i in range(n):
+        c = ("a", "b", None)[i % 3]
+        j = avp.text_job(i, to="+1668%07d" % i)
+        if c is not None:
+            j["campaign"] = c
+        jobs.append(j)
+    ids = avp.submit_all(d, jobs)
+    in_a = {ids[i] for i in range(n) if i % 3 == 0}
+    later = avp.submit_all(d, [avp.text_job(n + i, to="+1669%07d" % i, campaign="a",
+                                            notBefore=time.time() + 3600) for i in range(20)])
+    wait_all_final_but(cl, len(later))
+    r = cl.request({"op": "cancel", "campaign": "a"})
+    check(r.get("cancelled") == len(later), "cancel: %s" % r)
+    sent, cancelled = set(), set()
+    while len(sent) < len(in_a) or len(cancelled) < len(later):
+        ev = w.read_line()
+        if ev.get("event") != "job":
+            continue
+        check(ev["campaign"] == "a" and (ev["job"] in in_a or ev["job"] in later),
+              "only campaign a's events: %s" % ev)
+        if ev["state"] == "sent":
+            sent.add(ev["job"])
+        elif ev["state"] == "cancelled":
+            cancelled.add(ev["job"])
+    check(sent == in_a and cancelled == set(later), "every sent and cancelled event of a")
+    w.close()
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+def wait_all_final_but(cl, waiting):
+    """Waits until every job is final except `waiting` scheduled ones."""
+    wait_for(lambda: avp.unfinished(cl.stats()) == waiting, 60, "the due jobs final")
+
+
 CASES = {f.__name__: f for f in (metrics_oldest_saturated, metrics_slow_write,
-                                 watch_after_commit, watch_sent_survives_kill)}
+                                 watch_after_commit, watch_sent_survives_kill,
+                                 watch_campaign_filter)}
 
 if __name__ == "__main__":
     case = CASES.get(sys.argv[1]) if len(sys.argv) == 2 else None
