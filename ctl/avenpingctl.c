@@ -1958,6 +1958,7 @@ static int cmd_report(ctx_t *c, const opts_t *o)
                 cJSON_Delete(r);
             } else {
                 char num[64];
+                bool has_meta;
                 csv_field(f, jstr(j, "id"), false);
                 csv_field(f, jstr(j, "idempotencyKey"), false);
                 csv_field(f, jstr(j, "to"), false);
@@ -1970,8 +1971,11 @@ static int cmd_report(ctx_t *c, const opts_t *o)
                 csv_field(f, has_e ? num : "", false);
                 csv_field(f, has_e ? jstr(e, "code") : "", false);
                 csv_field(f, has_e ? jstr(e, "message") : "", false);
-                snprintf(num, sizeof(num), "%.0f", has_e ? jnum(e, "metaCode") : 0);
-                csv_field(f, has_e && jnum(e, "metaCode") != 0 ? num : "", false);
+                /* Meta's code 0 (AuthException) is a code: only a null
+                 * one (none given) leaves the column empty. */
+                has_meta = has_e && cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(e, "metaCode"));
+                snprintf(num, sizeof(num), "%.0f", has_meta ? jnum(e, "metaCode") : 0);
+                csv_field(f, has_meta ? num : "", false);
                 snprintf(num, sizeof(num), "%.3f", jnum(j, "updatedAt"));
                 csv_field(f, num, true);
             }

@@ -1005,11 +1005,39 @@ def ctl_import_jsonl_options(wd):
     api.stop()
 
 
+def ctl_report_meta_code_zero(wd):
+    """A last error whose Meta code is 0 (Meta's AuthException, which pauses
+    the account) reads 0 in the CSV report's metaCode column, as it does in
+    `get` and the JSON Lines report: the column was left empty, as for an
+    error without a Meta code."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    cl = d.client()
+    to = "+15550500001"
+    api.control(rules=[{"to": to[1:], "status": 500, "meta": 0}])
+    job = cl.request(avp.text_job(1, to=to, campaign="meta0"))["job"]
+
+    def meta_code():
+        e = cl.request({"op": "get", "job": job})["job"]["lastError"]
+        return e is not None and e["metaCode"] == 0
+    wait_for(meta_code, 30, "the job's lastError with metaCode 0")
+    p = ctl(d, "report", "--campaign", "meta0")
+    check(p.returncode == 0, "report exit %d: %s" % (p.returncode, p.stderr))
+    rows = list(csv.DictReader(p.stdout.splitlines()))
+    check(len(rows) == 1 and rows[0]["metaCode"] == "0",
+          "the CSV report's metaCode: %r" % [r.get("metaCode") for r in rows])
+    p = ctl(d, "report", "--campaign", "meta0", "--format", "jsonl")
+    check(p.returncode == 0 and json.loads(p.stdout)["error"]["metaCode"] == 0,
+          "the JSON Lines report's metaCode: %s" % p.stdout)
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metrics, ctl_usage, ctl_import_edges,
                                  ctl_import_long_lines, ctl_import_formats,
                                  ctl_output_gone, ctl_send_message,
                                  ctl_options_after_command, ctl_import_progress_total,
-                                 ctl_import_jsonl_options)}
+                                 ctl_import_jsonl_options, ctl_report_meta_code_zero)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
