@@ -1002,9 +1002,15 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
         /* --priority and --from are the import's defaults: a line's own
          * fields win (a "message" that is no object is the daemon's to
          * refuse). */
+        if (s->priority != NULL && cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, "priority")))
+            cJSON_DeleteItemFromObjectCaseSensitive(o, "priority");
         if (s->priority != NULL && !cJSON_HasObjectItem(o, "priority"))
             cJSON_AddStringToObject(o, "priority", s->priority);
         msg = cJSON_GetObjectItemCaseSensitive(o, "message");
+        /* A null is no value given here too (the daemon reads it so). */
+        if (s->from != NULL && cJSON_IsObject(msg) &&
+            cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(msg, "phoneNumberId")))
+            cJSON_DeleteItemFromObjectCaseSensitive(msg, "phoneNumberId");
         if (s->from != NULL && cJSON_IsObject(msg) && !cJSON_HasObjectItem(msg, "phoneNumberId"))
             cJSON_AddStringToObject(msg, "phoneNumberId", s->from);
         return o;

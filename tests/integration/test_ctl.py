@@ -1001,6 +1001,20 @@ def ctl_import_jsonl_options(wd):
     want = [("+15550400001", S0, "bulk"), ("+15550400002", S1, "high"),
             ("+15550400003", S1, "bulk")]
     check(got == want, "defaults where a line has none: %s" % got)
+    # A null is no value given, as for "campaign" and "idempotencyKey": the
+    # defaults fill it (a null phoneNumberId failed the row, a null priority
+    # went at normal).
+    nulls = avp.text_job(4, to="+15550400004", priority=None)
+    nulls["message"]["phoneNumberId"] = None
+    path = wd.file("nulls.jsonl")
+    with open(path, "w") as f:
+        f.write(json.dumps(nulls) + "\n")
+    p = ctl(d, "--json", "import", path, "--campaign", "nulls", "--from", S0, "--priority", "bulk")
+    check(p.returncode == 0 and json.loads(p.stdout)["created"] == 1, "import of nulls: %d %s %s"
+          % (p.returncode, p.stdout, p.stderr))
+    jobs = cl.request({"op": "list", "campaign": "nulls"})["jobs"]
+    got = [(j["phoneNumberId"], j["priority"]) for j in jobs]
+    check(got == [(S0, "bulk")], "defaults where a line has null: %s" % got)
     check(d.stop() == 0, "SIGTERM exits 0")
     api.stop()
 
