@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
 #define CONFIG_MAX_LINE 4096
 #define TOKEN_MAX 4096
 
@@ -76,9 +78,29 @@ static bool path_hidden(const char *path)
     return false;
 }
 
+/* Whether libcurl's URL parser, which the HTTP engine uses for every
+ * request, takes `v` with a port in 1-65535 (or none): a bad port or host
+ * would otherwise pass the start, and every send fail to connect and be
+ * retried until its job expires. */
+static bool api_base_parses(const char *v)
+{
+    CURLU *u = curl_url();
+    char *port = NULL;
+    bool ok;
+
+    if (u == NULL)
+        return false;
+    ok = curl_url_set(u, CURLUPART_URL, v, 0) == CURLUE_OK;
+    if (ok && curl_url_get(u, CURLUPART_PORT, &port, 0) == CURLUE_OK)
+        ok = strtol(port, NULL, 10) > 0;
+    curl_free(port);
+    curl_url_cleanup(u);
+    return ok;
+}
+
 /* api_base: "http://" or "https://" (any case), a host, then optionally a
- * port and a path; no spaces or control characters. libcurl checks the
- * rest when the HTTP engine starts. */
+ * port and a path; no spaces or control characters; and a URL libcurl
+ * parses. */
 static bool api_base_ok(const char *v)
 {
     size_t n = strncasecmp(v, "https://", 8) == 0 ? 8 : strncasecmp(v, "http://", 7) == 0 ? 7 : 0;
@@ -100,11 +122,12 @@ static bool api_base_ok(const char *v)
         len--;
     if (len >= n + 3 && strncasecmp(v + len - 3, "/v2", 3) == 0)
         return false;
-    return true;
+    return api_base_parses(v);
 }
 
 #define API_BASE_WANTED                                                                            \
-    "expected an http:// or https:// URL with a host, without /v2 (the daemon adds the routes), "  \
+    "expected an http:// or https:// URL with a host (and a port in 1-65535), without /v2 (the "   \
+    "daemon adds the routes), "                                                                    \
     "a query, a fragment or user:password@ (the token goes in token_file)"
 
 static int set_str(char **dst, const char *src)

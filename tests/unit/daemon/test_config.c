@@ -122,6 +122,13 @@ static void test_file_errors(void)
         {"api_base = https://api.avenping.com/?x=1\n", "api_base: expected an http://"},
         {"api_base = https://user:secret@api.avenping.com\n", "or user:password@"},
         {"api_base = https://@api.avenping.com/x\n", "api_base: expected an http://"},
+        /* Bad ports and hosts: accepted, every send would fail to connect
+         * and the jobs retry until they expire. */
+        {"api_base = http://127.0.0.1:99999\n", ":1: api_base: expected an http://"},
+        {"api_base = https://api.avenping.com:44x3\n", "api_base: expected an http://"},
+        {"api_base = https://api.avenping.com:0\n", "api_base: expected an http://"},
+        {"api_base = http://[::1\n", "api_base: expected an http://"},
+        {"api_base = http://ho%20st\n", "api_base: expected an http://"},
         {"connect_timeout_ms = 50\n", "connect_timeout_ms: expected an integer"},
         {"backoff_base_ms = 5000\nbackoff_max_ms = 100\n",
          ":2: backoff_base_ms (5000) is above backoff_max_ms (100)"},
@@ -228,9 +235,21 @@ static void test_flags(void)
         CHECK_EQ(config_init(&c), 0);
         CHECK_EQ(config_flags_apply(&c, &f, err, sizeof(err)), -EINVAL);
         CHECK(strstr(err, "--api-base: expected an http:// or https:// URL") != NULL);
+        {
+            char *port[] = {"avenpingd", "--api-base=http://127.0.0.1:99999", NULL};
+            CHECK_EQ(config_flags_parse(2, port, &f, err, sizeof(err)), 0);
+            CHECK_EQ(config_flags_apply(&c, &f, err, sizeof(err)), -EINVAL);
+            CHECK(strstr(err, "--api-base: expected") != NULL);
+        }
         CHECK_EQ(config_flags_parse(3, good, &f, err, sizeof(err)), 0);
         CHECK_EQ(config_flags_apply(&c, &f, err, sizeof(err)), 0);
         CHECK_STR(c.api_base, "HTTPS://api.example.com:8443/base");
+        /* An IPv6 host with a port and a path prefix is fine. */
+        {
+            char *v6[] = {"avenpingd", "--api-base=http://[::1]:8080/x", NULL};
+            CHECK_EQ(config_flags_parse(2, v6, &f, err, sizeof(err)), 0);
+            CHECK_EQ(config_flags_apply(&c, &f, err, sizeof(err)), 0);
+        }
         config_free(&c);
     }
 }
