@@ -933,6 +933,23 @@ int config_token_load(const config_t *c, char **token, char *err, size_t err_siz
     return -ENOENT;
 }
 
+int config_ca_file_check(const config_t *c, char *err, size_t err_size)
+{
+    int rc = 0;
+    FILE *f;
+
+    if (c->ca_file == NULL)
+        return 0;
+    f = open_regular(c->ca_file, &rc);
+    if (f == NULL) {
+        set_err(err, err_size, "%s: ca_file %s: %s", c->config_file ? c->config_file : "config",
+                c->ca_file, rc == -ENOTSUP ? "not a regular file" : strerror(-rc));
+        return rc;
+    }
+    fclose(f);
+    return 0;
+}
+
 double config_rate_for(const config_t *c, const char *phone_number_id)
 {
     size_t i;

@@ -453,6 +453,10 @@ static int load_config(daemon_t *d, int argc, char **argv, bool *exit_now)
         fprintf(stderr, "<3>avenpingd: %s\n", err);
         return -EINVAL;
     }
+    if (config_ca_file_check(&d->cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "<3>avenpingd: config: %s\n", err);
+        return -EINVAL;
+    }
     return 0;
 }
 

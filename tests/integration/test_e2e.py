@@ -309,6 +309,15 @@ def startup_errors(wd):
     check(bad.proc.wait(15) != 0, "unknown key refused")
     check("badcfg.conf:" in bad.stderr() and "rate_per_numbr" in bad.stderr(),
           "names file, line, key: %s" % bad.stderr())
+    # A ca_file that cannot be read: refused at start, naming the key (it
+    # was accepted, and every TLS send failed and was retried until its job
+    # expired, with nothing logged).
+    noca = avp.Daemon(wd, api.base, {"ca_file": wd.file("missing-ca.pem")}, name="noca")
+    noca.start(wait=False)
+    check(noca.proc.wait(15) != 0, "a missing ca_file refused")
+    err = noca.stderr().strip().splitlines()
+    check(len(err) == 1 and "ca_file" in err[0] and "missing-ca.pem" in err[0]
+          and "noca.conf" in err[0], "one line naming the file and the key: %s" % err)
     api.stop()
 
 

@@ -524,6 +524,33 @@ static void test_apply_live(void)
     config_free(&b);
 }
 
+/* ca_file: missing or not a file is refused, naming file, key and path. */
+static void test_ca_file(void)
+{
+    config_t c;
+    char err[512];
+    char text[300];
+
+    CHECK_EQ(config_init(&c), 0);
+    CHECK_EQ(config_ca_file_check(&c, err, sizeof(err)), 0); /* unset: the system's CAs */
+    CHECK_EQ(config_load_file(&c, write_file("ca.conf", "ca_file = /nonexistent/ca.pem\n"), err,
+                              sizeof(err)),
+             0);
+    CHECK_EQ(config_ca_file_check(&c, err, sizeof(err)), -ENOENT);
+    CHECK(strstr(err, "ca.conf: ca_file /nonexistent/ca.pem: No such file or directory") != NULL);
+    config_free(&c);
+    CHECK_EQ(config_init(&c), 0);
+    CHECK_EQ(config_load_file(&c, write_file("ca.conf", "ca_file = /\n"), err, sizeof(err)), 0);
+    CHECK_EQ(config_ca_file_check(&c, err, sizeof(err)), -EISDIR);
+    CHECK(strstr(err, "ca_file /: Is a directory") != NULL);
+    config_free(&c);
+    snprintf(text, sizeof(text), "ca_file = %s\n", write_file("ca.pem", "pem\n"));
+    CHECK_EQ(config_init(&c), 0);
+    CHECK_EQ(config_load_file(&c, write_file("ca.conf", text), err, sizeof(err)), 0);
+    CHECK_EQ(config_ca_file_check(&c, err, sizeof(err)), 0);
+    config_free(&c);
+}
+
 int main(int argc, char **argv)
 {
     static const test_case_t cases[] = {
@@ -536,6 +563,7 @@ int main(int argc, char **argv)
         {"diff_classes", test_diff_classes},
         {"apply_live", test_apply_live},
         {"no_echo", test_no_echo},
+        {"ca_file", test_ca_file},
     };
     int rc;
 
