@@ -886,7 +886,10 @@ int config_token_load(const config_t *c, char **token, char *err, size_t err_siz
         src = c->token_file;
     } else if (cred != NULL && *cred != '\0') {
         snprintf(path, sizeof(path), "%s/avenping-token", cred);
-        if (access(path, F_OK) == 0)
+        /* Only a credential that is not there lets the environment's
+         * token in: one that cannot be looked at (a directory the user may
+         * not search) is reported, not passed over. */
+        if (access(path, F_OK) == 0 || errno != ENOENT)
             src = path;
     }
     if (src != NULL) {

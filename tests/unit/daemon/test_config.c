@@ -368,6 +368,15 @@ static void test_token_sources(void)
     CHECK_EQ(config_token_load(&c, &tok, err, sizeof(err)), 0);
     CHECK_STR(tok, "cred-token");
     free(tok);
+    /* A credential that cannot be looked at (here its directory is a
+     * file; for a service user, a directory it may not search) is an
+     * error, not skipped for the environment's token. */
+    snprintf(credpath, sizeof(credpath), "%s", write_file("notadir", "x\n"));
+    setenv("CREDENTIALS_DIRECTORY", credpath, 1);
+    CHECK_EQ(config_token_load(&c, &tok, err, sizeof(err)), -ENOTDIR);
+    CHECK(tok == NULL && strstr(err, "notadir/avenping-token: Not a directory") != NULL);
+    snprintf(credpath, sizeof(credpath), "%s", dir);
+    setenv("CREDENTIALS_DIRECTORY", credpath, 1);
     /* token_file wins over both; whitespace around it is stripped. */
     c.token_file = strdup(write_file("tok", "  file-token \n"));
     CHECK_EQ(config_token_load(&c, &tok, err, sizeof(err)), 0);
