@@ -19,7 +19,10 @@
 #include <curl/curl.h>
 
 #define CONFIG_MAX_LINE 4096
-#define TOKEN_MAX 4096
+#define TOKEN_MAX 4095 /* characters: the HTTP engine's limit (http.c, HTTP_TOKEN_MAX - 1) */
+/* Bytes read of a token file: the longest token with a CRLF after it, and
+ * one more to see that a file is longer. */
+#define TOKEN_FILE_READ (TOKEN_MAX + 3)
 
 static void set_err(char *err, size_t size, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -799,7 +802,7 @@ int config_flags_apply(config_t *c, const config_flags_t *f, char *err, size_t e
  * wiped from every intermediate buffer. */
 static int read_token_file(const char *path, char **out)
 {
-    char buf[TOKEN_MAX + 1];
+    char buf[TOKEN_FILE_READ + 1];
     ssize_t n;
     size_t len = 0;
     int fd, rc = 0;
@@ -840,6 +843,10 @@ static int read_token_file(const char *path, char **out)
         rc = -ENODATA;
         goto out;
     }
+    if (end - start > TOKEN_MAX) {
+        rc = -EFBIG;
+        goto out;
+    }
     /* A token is one line of printable characters; anything else would
      * break the Authorization header. */
     for (const char *p = start; p < end; p++) {
@@ -863,7 +870,7 @@ static const char *token_problem(int rc)
     case -ENODATA:
         return "empty";
     case -EFBIG:
-        return "larger than 4096 bytes";
+        return "longer than 4095 characters";
     case -EINVAL:
         return "contains whitespace or control characters";
     case -ENOTSUP:
@@ -920,6 +927,10 @@ int config_token_load(const config_t *c, char **token, char *err, size_t err_siz
         if (len == 0) {
             set_err(err, err_size, "AVENPING_TOKEN: %s", token_problem(-ENODATA));
             return -ENODATA;
+        }
+        if (len > TOKEN_MAX) {
+            set_err(err, err_size, "AVENPING_TOKEN: %s", token_problem(-EFBIG));
+            return -EFBIG;
         }
         for (size_t i = 0; i < len; i++) {
             if (!isgraph((unsigned char)env[i])) {

@@ -360,6 +360,38 @@ static void test_token_sources(void)
     CHECK(strstr(err, "env token") == NULL && strstr(err, "AVENPING_TOKEN") != NULL);
     setenv("AVENPING_TOKEN", " \n", 1);
     CHECK_EQ(config_token_load(&c, &tok, err, sizeof(err)), -ENODATA);
+    /* At most 4095 characters (what the HTTP engine takes), from the
+     * environment or a file, a line end after it allowed: a 4096-byte
+     * token was taken from the environment and refused by the engine,
+     * and a file of 4095 and a newline was refused. */
+    {
+        static char longtok[4100];
+        const char *tf;
+        memset(longtok, 'a', 4096);
+        longtok[4096] = '\0';
+        setenv("AVENPING_TOKEN", longtok, 1);
+        CHECK_EQ(config_token_load(&c, &tok, err, sizeof(err)), -EFBIG);
+        CHECK(strstr(err, "longer than 4095 characters") != NULL && strstr(err, "aaaa") == NULL);
+        longtok[4095] = '\0';
+        setenv("AVENPING_TOKEN", longtok, 1);
+        CHECK_EQ(config_token_load(&c, &tok, err, sizeof(err)), 0);
+        CHECK_EQ(strlen(tok), 4095);
+        free(tok);
+        unsetenv("AVENPING_TOKEN");
+        memcpy(longtok + 4095, "\r\n", 3);
+        tf = write_file("long-token", longtok);
+        c.token_file = strdup(tf);
+        CHECK_EQ(config_token_load(&c, &tok, err, sizeof(err)), 0);
+        CHECK_EQ(strlen(tok), 4095);
+        free(tok);
+        longtok[4095] = 'a';
+        memcpy(longtok + 4096, "\n", 2);
+        write_file("long-token", longtok);
+        CHECK_EQ(config_token_load(&c, &tok, err, sizeof(err)), -EFBIG);
+        CHECK(strstr(err, "longer than 4095 characters") != NULL);
+        free(c.token_file);
+        c.token_file = NULL;
+    }
     setenv("AVENPING_TOKEN", "env-token", 1);
     /* The systemd credential wins over the environment. */
     snprintf(credpath, sizeof(credpath), "%s", dir);
