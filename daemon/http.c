@@ -475,9 +475,9 @@ int http__failure_class(bool h2, CURLcode rc, const char *errbuf, unsigned sends
     if (sends == 0 || reqsize == 0)
         return HTTP_ENOTSENT;
     /* HTTP/2: libcurl opened a connection to send a refused stream again
-     * (see below) and failed before writing it there - while connecting,
-     * in the TLS handshake, or on that connection's first request being
-     * written: every copy so far was refused, unprocessed. */
+     * (see below) and failed before its prereq callback ran there - while
+     * connecting or in the TLS handshake: every copy so far was refused,
+     * unprocessed. */
     if (h2 && reconnect)
         return HTTP_ENOTSENT;
     /* Over HTTP/2 libcurl sends a request again only for a stream the
