@@ -33,6 +33,14 @@
  *   after every transfer and re-added for the next with the same events, and
  *   each uv_poll_stop/uv_poll_start pair costs epoll_ctl calls. If an event
  *   arrives while removed, the poll is stopped then and libcurl not called.
+ * - libcurl 7.88 closes a socket whose connect has not completed (a
+ *   request cancelled or timed out while connecting) with close(2) instead
+ *   of the close-socket callback (curl PR #11439, fixed in 8.2), and says
+ *   CURL_POLL_REMOVE afterwards. So a REMOVE of one of our sockets that
+ *   was not waiting to read checks that the number still names the socket
+ *   we opened (device and inode, recorded at open) and otherwise drops the
+ *   context without touching the number, which another thread may own by
+ *   now; the close of the engine checks the same before closing an fd.
  * - Sockets libcurl creates without the open callback (the threaded
  *   resolver's wake-up socketpair) get a "foreign" context whose fd we never
  *   close; it is dropped on CURL_POLL_REMOVE.
@@ -71,6 +79,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -112,6 +121,8 @@ typedef struct http_sock {
     http_lane_t *lane; /* the multi that watches it (set by its socket callback) */
     uv_poll_t poll;
     curl_socket_t fd;
+    dev_t dev; /* identity of our socket (close_fd): see sock_is_ours */
+    ino_t ino;
     int events;    /* UV_READABLE/UV_WRITABLE being watched, 0: poll stopped */
     bool has_poll; /* poll initialised: it must be uv_close'd, freed in close cb */
     bool close_fd; /* we close the fd once the poll handle is closed */
@@ -344,11 +355,32 @@ static http_sock_t *sock_new(http_engine_t *e, curl_socket_t fd, bool owned)
     return s;
 }
 
+/* Whether s->fd still names the socket we opened: false once libcurl
+ * closed it behind our back (see the top), whatever the number names now. */
+static bool sock_is_ours(const http_sock_t *s)
+{
+    struct stat st;
+
+    return fstat(s->fd, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino;
+}
+
+/* Drops the context of a socket libcurl closed behind our back. The number
+ * may name another thread's file by now: it is not closed, and the poll's
+ * epoll_ctl(DEL) on it finds nothing (the kernel removed the registration
+ * with the old file). tests/tsan.supp names this function and
+ * sock_is_ours: both look at a number that may have been reused. */
+static void sock_forget(http_engine_t *e, http_sock_t *s)
+{
+    s->close_fd = false;
+    sock_release(e, s);
+}
+
 static curl_socket_t engine_opensocket_cb(void *clientp, curlsocktype purpose,
                                           struct curl_sockaddr *addr)
 {
     http_engine_t *e = clientp;
-    http_sock_t *stale;
+    http_sock_t *stale, *s;
+    struct stat st;
     int fd;
 
     (void)purpose;
@@ -362,10 +394,12 @@ static curl_socket_t engine_opensocket_cb(void *clientp, curlsocktype purpose,
         stale->close_fd = false;
         sock_release(e, stale);
     }
-    if (sock_new(e, fd, true) == NULL) {
+    if (fstat(fd, &st) != 0 || (s = sock_new(e, fd, true)) == NULL) {
         close(fd);
         return CURL_SOCKET_BAD;
     }
+    s->dev = st.st_dev;
+    s->ino = st.st_ino;
     return fd;
 }
 
@@ -745,10 +779,12 @@ static int engine_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
     if (what == CURL_POLL_REMOVE) {
         if (s == NULL)
             return 0;
-        if (s->close_fd)
-            s->removed = s->events != 0; /* ours: stopped lazily, see top */
-        else
+        if (!s->close_fd)
             sock_release(e, s);
+        else if ((s->events & UV_READABLE) == 0 && !sock_is_ours(s))
+            sock_forget(e, s); /* closed by libcurl without our callback */
+        else
+            s->removed = s->events != 0; /* ours: stopped lazily, see top */
         return 0;
     }
     if (s == NULL) {
@@ -1270,8 +1306,14 @@ void http_engine_close(http_engine_t *e)
         e->lanes[i]->multi = NULL;
     }
     for (size_t i = 0; i < e->nsocks; i++) {
-        if (e->socks[i] != NULL)
-            sock_release(e, e->socks[i]);
+        http_sock_t *s = e->socks[i];
+
+        if (s == NULL)
+            continue;
+        if (s->close_fd && !sock_is_ours(s))
+            sock_forget(e, s); /* closed by libcurl without our callback */
+        else
+            sock_release(e, s);
     }
     /* The last close callback frees the engine: count them all first. */
     for (size_t i = 0; i < e->nlanes; i++)

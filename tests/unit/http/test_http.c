@@ -12,6 +12,7 @@
 #include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -336,6 +337,59 @@ static void t_refused(void)
     CHECK(st.requests == 1);
     fx_fini(&f);
     close(fd);
+}
+
+/*
+ * A connect that times out: libcurl 7.88 closes a socket whose connect never
+ * completed without calling the close-socket callback (curl PR #11439, fixed
+ * in 8.2), so the engine must notice by itself that the number is no longer
+ * its socket. Here the number is reused by a file of the test's own, which
+ * an engine closing it as its own would take away.
+ */
+static void t_connect_timeout_fd(void)
+{
+    fx_t f;
+    rec_t r = {0};
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t sl = sizeof(sa);
+    int lfd, fill[4], mine[8];
+
+    /* Listening with a full accept queue: the kernel drops further SYNs,
+     * so a new connect stays pending. */
+    fx_init(&f, 0, NULL, 0);
+    lfd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(lfd >= 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    CHECK(listen(lfd, 0) == 0);
+    CHECK(getsockname(lfd, (struct sockaddr *)&sa, &sl) == 0);
+    for (size_t i = 0; i < sizeof(fill) / sizeof(fill[0]); i++) {
+        fill[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        CHECK(fill[i] >= 0);
+        (void)connect(fill[i], (struct sockaddr *)&sa, sizeof(sa));
+    }
+    snprintf(f.base, sizeof(f.base), "http://127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+    fx_engine(&f, "tok", 300);
+    CHECK(fx_rec_post(&f, "/v2/x", "{}", &r) == 0);
+    run_until(&f, &r.done, 1);
+    CHECK(r.error == HTTP_ENOTSENT); /* timed out before the connect completed */
+    /* The lowest free numbers, the engine's old socket's among them. */
+    for (size_t i = 0; i < sizeof(mine) / sizeof(mine[0]); i++)
+        CHECK((mine[i] = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0);
+    http_engine_close(f.eng);
+    f.eng = NULL;
+    for (int i = 0; i < 4; i++) /* the engine's close callbacks */
+        uv_run(&f.loop, UV_RUN_NOWAIT);
+    for (size_t i = 0; i < sizeof(mine) / sizeof(mine[0]); i++) {
+        if (fcntl(mine[i], F_GETFD) < 0)
+            fprintf(stderr, "fd %d closed by the engine\n", mine[i]);
+        CHECK(fcntl(mine[i], F_GETFD) >= 0);
+        close(mine[i]);
+    }
+    for (size_t i = 0; i < sizeof(fill) / sizeof(fill[0]); i++)
+        close(fill[i]);
+    close(lfd);
+    fx_fini(&f);
 }
 
 /* The server reads the request and closes the connection: maybe sent. */
@@ -928,6 +982,7 @@ static const fx_case_t cases[] = {
     {"body_endless", t_body_endless},
     {"timeout", t_timeout},
     {"refused", t_refused},
+    {"connect_timeout_fd", t_connect_timeout_fd},
     {"drop", t_drop},
     {"drop_reconnect_refused", t_drop_reconnect_refused},
     {"set_token", t_set_token},
