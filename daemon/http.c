@@ -387,8 +387,10 @@ static curl_socket_t engine_opensocket_cb(void *clientp, curlsocktype purpose,
     fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
     if (fd < 0)
         return CURL_SOCKET_BAD;
-    /* A context can only be left on this number if a foreign fd was closed
-     * behind our back; its poll must go (its fd is not ours to close). */
+    /* A context can only be left on this number if its fd was closed
+     * behind our back (a foreign one, or ours closed by libcurl before any
+     * CURL_POLL_REMOVE: see the top); its poll must go, the number is the
+     * new socket's. */
     stale = sock_get(e, fd);
     if (stale != NULL) {
         stale->close_fd = false;
