@@ -208,8 +208,10 @@ typedef struct daemon {
     double commit_err_logged; /* last log line about a failed commit (one a second) */
 
     /* The account (dispatch.c): when a probe last resumed it (0: never),
-     * and the last Graph throttling, shown in stats while its hold lasts. */
+     * whether its pause waits for an operator (Meta 0, 190: no probe), and
+     * the last Graph throttling, shown in stats while its hold lasts. */
     double account_resumed_at;
+    bool account_operator;
     char throttle_reason[160];
 } daemon_t;
 

@@ -420,7 +420,7 @@ static void probe_done(const http_result_t *res, void *arg)
         d->not_sent_run = 0;
         d->last_answer = uv_hrtime();
     }
-    if (d->stopping || d->closing || sched_account_reason(d->sched) == NULL)
+    if (d->stopping || d->closing || sched_account_reason(d->sched) == NULL || d->account_operator)
         return;
     classify_answer(res, &c);
     classify_result_redact(&c, d->token);
@@ -468,6 +468,10 @@ static void pause_account_for(daemon_t *d, const char *reason, bool needs_operat
 
     sched_account_pause(d->sched, true, reason);
     if (needs_operator) {
+        /* It may replace a probed pause (unreachable, 401): no more probes,
+         * a 200 of GET /v2/me says nothing about Meta's side. */
+        d->account_operator = true;
+        uv_timer_stop(&d->probe);
         sched_pause_all(d->sched, true);
         rc = commit_add_pause(d->commit, QUEUE_PAUSE_ALL, "", reason, true, NULL, NULL);
         if (rc != 0)
@@ -491,7 +495,9 @@ static void pause_account(daemon_t *d, const classify_result_t *c)
 {
     char reason[512]; /* cut to QUEUE_PAUSE_REASON_MAX when stored */
 
-    if (sched_account_reason(d->sched) != NULL)
+    /* Paused already: only a cause that needs an operator replaces one a
+     * probe would lift (else the probe's 200 resumes into Meta 190). */
+    if (sched_account_reason(d->sched) != NULL && (!c->needs_operator || d->account_operator))
         return;
     if (c->error.has_meta)
         snprintf(reason, sizeof(reason), "%d %s (Meta %ld): %s", c->error.status, c->error.code,
@@ -603,6 +609,8 @@ int dispatch_set_pause(daemon_t *d, int kind, const char *name, bool paused, com
             sched_account_pause(d->sched, false, NULL);
             uv_timer_stop(&d->probe);
         }
+        if (!paused)
+            d->account_operator = false;
         break;
     case QUEUE_PAUSE_SENDER:
         rc = sched_sender_pause(d->sched, name, paused, reason);
@@ -647,8 +655,10 @@ static int load_pause_cb(int kind, const char *name, const char *reason, void *a
         sched_pause_all(d->sched, true);
         /* An account pause that waits for an operator (Meta 0, 190)
          * keeps its reason; the operator's own has none worth showing. */
-        if (reason[0] != '\0' && strcmp(reason, "paused by the operator") != 0)
+        if (reason[0] != '\0' && strcmp(reason, "paused by the operator") != 0) {
             sched_account_pause(d->sched, true, reason);
+            d->account_operator = true;
+        }
     } else if ((kind == QUEUE_PAUSE_SENDER &&
                 sched_sender_pause(d->sched, name, true, reason[0] ? reason : NULL) == 0) ||
                (kind == QUEUE_PAUSE_CAMPAIGN && sched_campaign_pause(d->sched, name, true) == 0))

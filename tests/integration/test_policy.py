@@ -1375,8 +1375,10 @@ def account_needs_operator(wd):
     st = wait_for(lambda: (lambda s: s if s["account"]["state"] == "paused" else None)(cl.stats()),
                   20, "the account paused by Meta 0")
     check("(Meta 0)" in st["account"]["reason"], "the reason names Meta 0: %s" % st["account"])
-    err = cl.request({"op": "get", "job": j0})["job"]["lastError"]
-    check(err is not None and err["metaCode"] == 0, "lastError.metaCode 0: %s" % err)
+    # The pause shows before the job's record with its lastError is durable.
+    err = wait_for(lambda: cl.request({"op": "get", "job": j0})["job"]["lastError"], 10,
+                   "the job's lastError recorded")
+    check(err["metaCode"] == 0, "lastError.metaCode 0: %s" % err)
     api.control(rules=[])
     check(cl.request({"op": "resume", "all": True})["ok"], "resume all")
     wait_all_final(cl, 30)
@@ -1389,6 +1391,51 @@ def account_needs_operator(wd):
           "throttled with the Meta code and its end: %s" % st["account"])
     cl.close()
     check(d2.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+def operator_pause_over_unreachable(wd):
+    """An answer that needs an operator (Meta 190) arriving while the account
+    is paused as unreachable takes over that pause: all sending waits for the
+    operator, and GET /v2/me, which answers 200 whatever Meta's side says, is
+    not probed any more. Before, the first cause was kept: once a probe
+    answered 200, sending resumed and the job went into Meta 190 again."""
+    api = avp.FakeAPI(wd, "--latency-ms", "1000")
+    d = avp.Daemon(wd, api.base, {"backoff_base_ms": 50, "backoff_max_ms": 200}).start()
+    cl = d.client()
+    bad = "16670000011"
+    drops = [{"to": "1667100%04d" % i, "reset": "before", "times": 1} for i in range(20)]
+    api.control(rules=drops + [{"to": bad, "status": 500, "meta": 190, "times": -1,
+                                "message": "Error validating access token"}])
+    submit_all(d, [avp.text_job(i, sender=avp.SENDERS[i % 5], to="+1667100%04d" % i)
+                   for i in range(20)])
+    wait_for(lambda: api.stats()["requests"] >= 20, 20, "the 20 requests no answer will come for")
+    # The Meta 190 answer comes well after the 20 dropped connections...
+    api.control(latency_ms=2500)
+    job = submit_all(d, [avp.text_job(100, sender=avp.SENDERS[0], to="+" + bad)])[0]
+    wait_for(lambda: api.stats()["requests"] >= 21, 20, "the job's request taken")
+    # ... and the probes fail meanwhile, so the unreachable pause holds.
+    api.control(account="no_account")
+    st = wait_for(lambda: (lambda s: s if s["account"]["state"] == "paused" else None)(cl.stats()),
+                  20, "the account paused as unreachable")
+    check("API unreachable" in (st["account"]["reason"] or ""), "the reason: %s" % st["account"])
+    wait_for(lambda: (cl.request({"op": "get", "job": job})["job"]["lastError"] or {})
+             .get("metaCode") == 190, 20, "the Meta 190 answer handled")
+    api.control(account="ok")
+    st = cl.stats()
+    check(st["account"]["state"] == "paused" and "Meta 190" in (st["account"]["reason"] or ""),
+          "paused for the operator now: %s" % st["account"])
+    time.sleep(1.0)  # a negative check: 5 probe intervals in which nothing may be sent
+    answered = api.stats()["by_status"].get("500", 0)
+    check(answered == 1, "the job went into Meta 190 once, not again after a probe: %d" % answered)
+    check(cl.stats()["account"]["state"] == "paused", "still paused: %s" % cl.stats()["account"])
+    api.control(rules=[])
+    check(cl.request({"op": "resume", "all": True})["ok"], "resume all")
+    st = wait_all_final(cl, 30)
+    check(st["counts"]["sent"] == 21 and st["account"]["state"] == "ok",
+          "all sent after the resume: %s %s" % (st["counts"], st["account"]))
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
     api.stop()
 
 
@@ -1661,7 +1708,7 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  order_behind_paused, retry_keeps_order,
                                  order_deep_key_paused, order_deep_key_full,
                                  reschedule_day_once, cancel_answer_during_walk,
-                                 pair_refund_unposted)}
+                                 pair_refund_unposted, operator_pause_over_unreachable)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
