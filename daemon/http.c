@@ -83,13 +83,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#define HTTP_BASE_MAX 1024                   /* api_base length */
-#define HTTP_URL_MAX 4096                    /* api_base + path */
-#define HTTP_TOKEN_MAX 4096                  /* token length */
-#define HTTP_IDLE_MAX 1024                   /* idle request structs kept for reuse */
-#define HTTP_BUF_FIRST 4096                  /* first response buffer size */
-#define HTTP_BUF_KEEP (64 * 1024)            /* bigger response buffers are freed on reuse */
-#define HTTP_DNS_CACHE_S 3600L               /* one API host: resolve it rarely */
+#define HTTP_BASE_MAX 1024        /* api_base length */
+#define HTTP_URL_MAX 4096         /* api_base + path */
+#define HTTP_TOKEN_MAX 4096       /* token length */
+#define HTTP_IDLE_MAX 1024        /* idle request structs kept for reuse */
+#define HTTP_BUF_FIRST 4096       /* first response buffer size */
+#define HTTP_BUF_KEEP (64 * 1024) /* bigger response buffers are freed on reuse */
+/* How long a looked-up address of the API host is used for new
+ * connections. Kept short: the addresses of an API behind a load balancer
+ * change, and with a long cache the new connections and the probes of an
+ * "unreachable" pause kept going to an address that was gone (an hour's
+ * outage with 3600 s). Keep-alive makes lookups rare all the same. */
+#define HTTP_DNS_CACHE_S 60L
 #define HTTP_RETRY_AFTER_MAX (86400.0 * 365) /* clamp for absurd delta-seconds */
 #define HTTP_ROUTES_MAX 16                   /* paths parsed once; more go by string */
 /* Over HTTP/1.x an engine splits its connections over lanes of about this
