@@ -90,10 +90,13 @@
 #define HTTP_BUF_FIRST 4096       /* first response buffer size */
 #define HTTP_BUF_KEEP (64 * 1024) /* bigger response buffers are freed on reuse */
 /* How long a looked-up address of the API host is used for new
- * connections. Kept short: the addresses of an API behind a load balancer
- * change, and with a long cache the new connections and the probes of an
- * "unreachable" pause kept going to an address that was gone (an hour's
- * outage with 3600 s). Keep-alive makes lookups rare all the same. */
+ * connections: libcurl's default, about a load balancer's DNS TTL. The
+ * addresses of such an API change, and with a long cache the new
+ * connections and the probes of an "unreachable" pause kept going to an
+ * address that was gone (an hour's outage with 3600 s). A lookup happens
+ * only when a connection is opened after that, on an HTTP thread, so the
+ * stall of a handle removed during a stuck lookup (curl #8515) stays rare
+ * and off the event loop unless http_threads = 0. */
 #define HTTP_DNS_CACHE_S 60L
 #define HTTP_RETRY_AFTER_MAX (86400.0 * 365) /* clamp for absurd delta-seconds */
 #define HTTP_ROUTES_MAX 16                   /* paths parsed once; more go by string */
