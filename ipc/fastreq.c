@@ -548,7 +548,10 @@ struct ipc_req *ipc__parse_fast(const char *line, size_t len)
     const char **slots[5] = {&r.submit.phone_number_id, &r.submit.to, &r.submit.idempotency_key,
                              &r.submit.campaign, &r.submit.order_key};
     const struct fval *id = &top[K_ID];
-    size_t id_len = id->kind == FK_STR ? id->n + 2 : id->kind == FK_NUM ? id->n : 0;
+    size_t id_len = id->kind == FK_STR    ? id->n + 2
+                    : id->kind == FK_NUM  ? id->n
+                    : id->kind == FK_NULL ? 4
+                                          : 0;
     size_t total = sizeof(struct ipc_req) + body_len + 1;
     for (int i = 0; i < 5; i++)
         if (opt_str(strs[i]))
@@ -579,6 +582,9 @@ struct ipc_req *ipc__parse_fast(const char *line, size_t len)
         b->id_len = id_len;
     } else if (id->kind == FK_NUM) {
         b->id_json = put_cstr(&w, id->s, id_len);
+        b->id_len = id_len;
+    } else if (id->kind == FK_NULL) { /* echoed as null, as request.c does */
+        b->id_json = put_cstr(&w, "null", id_len);
         b->id_len = id_len;
     }
     b->request = r;

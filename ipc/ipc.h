@@ -23,8 +23,8 @@
  *
  * Input: a trailing '\r' is stripped; an empty line is answered
  * BAD_REQUEST like any other bad line. A JSON null counts as an absent
- * field (also for "id": then none is echoed); unknown top-level fields are
- * ignored. A numeric "id" is echoed exactly as written. A peer that shuts
+ * field, but for "id": a null id is echoed as null; unknown top-level
+ * fields are ignored. A numeric "id" is echoed exactly as written. A peer that shuts
  * down its sending side still gets every answer (a last line without '\n'
  * counts), then the connection is closed. The process must ignore SIGPIPE:
  * answers may be written to a peer that has gone.

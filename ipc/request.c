@@ -9,7 +9,8 @@
  *   are C strings and would end there (a key "k\u0000a" would read as "k");
  *   VALIDATION_ERROR names where it is;
  * - a JSON null counts as an absent field (clients often serialise unset
- *   optional fields as null), for "id" too (then no id is echoed);
+ *   optional fields as null), except for "id": a null id is echoed as
+ *   null, so that a client that reads the answer's "id" finds it;
  * - unknown top-level fields are ignored, for forward compatibility;
  * - the first problem found is reported, with the field named;
  * - a job id that cannot be one of ours is NOT_FOUND, as an unknown one of
@@ -1091,13 +1092,18 @@ static bool raw_number_id(const char *p, size_t n, double want, const char **out
     return false;
 }
 
-/* Writes the compact JSON of an id (a string or a number) into dst, or
- * measures it when dst is NULL. A number is echoed as written when found
+/* Writes the compact JSON of an id (a string, a number or null) into dst,
+ * or measures it when dst is NULL. A number is echoed as written when found
  * in line[0..len). */
 static size_t id_json(char *dst, const cJSON *id, const char *line, size_t len)
 {
     if (cJSON_IsString(id))
         return ipc__json_escape(dst, id->valuestring, strlen(id->valuestring));
+    if (cJSON_IsNull(id)) {
+        if (dst)                    /* the caller terminates it */
+            memcpy(dst, "null", 4); /* NOLINT(bugprone-not-null-terminated-result) */
+        return 4;
+    }
     const char *raw;
     size_t raw_len;
     if (raw_number_id(line, len, id->valuedouble, &raw, &raw_len)) {
@@ -1266,8 +1272,9 @@ int ipc__parse_slow(const char *line, size_t len, bool nul_terminated, struct ip
         rc = fail(&v, IPC_ERR_BAD_REQUEST, "request must be a JSON object");
         goto done;
     }
-    id = member(root, "id");
-    if (id && !cJSON_IsString(id) && !cJSON_IsNumber(id)) {
+    /* Not member(): a null id is echoed (as null), not taken for absent. */
+    id = cJSON_GetObjectItemCaseSensitive(root, "id");
+    if (id && !cJSON_IsString(id) && !cJSON_IsNumber(id) && !cJSON_IsNull(id)) {
         id = NULL;
         rc = fail(&v, IPC_ERR_VALIDATION, "id must be a string or a number");
         goto done;

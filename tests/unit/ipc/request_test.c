@@ -45,6 +45,9 @@ static const struct bad_case bad_cases[] = {
     {"{\"op\":\"ping\",\"id\":true}", IPC_ERR_VALIDATION, "id must be a string or a number", NULL},
     /* op */
     {"{\"id\":7}", IPC_ERR_VALIDATION, "op is required", "7"},
+    /* a null id is echoed as null: "id" is there, the client may read it */
+    {"{\"id\":null}", IPC_ERR_VALIDATION, "op is required", "null"},
+    {"{\"id\" : null,\"op\":\"nope\"}", IPC_ERR_VALIDATION, "unknown op \"nope\"", "null"},
     /* numeric ids are echoed as written, found at the top level only */
     {"{\"id\":12345678901234567890}", IPC_ERR_VALIDATION, "op is required", "12345678901234567890"},
     /* also past 64 characters (it was printed from its double: 1e+100) */
@@ -556,7 +559,8 @@ static void test_valid_send(void)
     free(id);
     ipc_request_free(r);
 
-    /* Defaults; null counts as absent; every send type. */
+    /* Defaults; null counts as absent (but a null id is echoed); every
+     * send type. */
     const char *types[] = {"text", "media", "location", "interactive", "smart"};
     for (int i = 0; i < 5; i++) {
         char line[512];
@@ -569,7 +573,7 @@ static void test_valid_send(void)
         r = ok(line, &id);
         if (!r)
             continue;
-        CHECK(id == NULL, "null id echoed");
+        CHECK(id != NULL && strcmp(id, "null") == 0, "null id echoed as %s", id ? id : "nothing");
         CHECK(r->submit.type == (ipc_type_t)(IPC_TYPE_TEXT + i), "type %s", types[i]);
         CHECK(r->submit.priority == IPC_PRIO_NORMAL && r->submit.max_attempts == 0 &&
                   r->submit.not_before == 0 && r->submit.campaign == NULL,

@@ -1374,6 +1374,16 @@ static void client_reply_shapes(struct h *h)
     cl_sends(&c, "{\"op\":\"cancel\",\"id\":12345678901234,\"job\":\"1\"}\n");
     expect_line(&c, "{\"id\":12345678901234,\"ok\":false,\"error\":\"SHUTTING_DOWN\",\"message\":"
                     "\"bye\"}");
+    /* A null id is echoed, by the fast path (a submit), the cJSON path and
+     * in ipc's own errors: a client that reads answer["id"] finds it. */
+    cl_sends(&c, "{\"op\":\"send\",\"id\":null,\"type\":\"text\",\"message\":{\"phoneNumberId\":"
+                 "\"1\",\"to\":\"2\",\"text\":\"t\"}}\n");
+    expect_line(&c, "{\"id\":null,\"ok\":true,\"job\":\"42\",\"duplicate\":false}");
+    cl_sends(&c, "{\"op\":\"stats\",\"id\":null}\n");
+    expect_line(&c, "{\"id\":null,\"ok\":true}");
+    cl_sends(&c, "{\"op\":\"nope\",\"id\":null}\n");
+    expect_line(&c, "{\"id\":null,\"ok\":false,\"error\":\"VALIDATION_ERROR\",\"message\":"
+                    "\"unknown op \\\"nope\\\"\"}");
     cl_close(&c);
 }
 
