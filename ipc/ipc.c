@@ -664,16 +664,24 @@ static void answer_end(struct ipc_req *r, struct answer *a, int rc)
 
 /* ---- input ---- */
 
-static void line_too_long(struct ipc_conn *c)
+/* Answers an over-long line (its first bytes at `line`, at least
+ * max_line of them) and ends the connection's input. Its id is echoed when
+ * it can be read within the first max_line bytes: only those, so that the
+ * answer does not depend on how much of the rest a read brought. */
+static void line_too_long(struct ipc_conn *c, const char *line)
 {
     char msg[80];
+    size_t eid_len = 0;
+    char *eid = ipc__recover_id(line, c->max_line, &eid_len);
     if (c->rejecting) {
-        reject_answer(c, NULL, 0);
+        reject_answer(c, eid, eid_len);
+        free(eid);
         c->rpos = c->rscan = c->rlen;
         return;
     }
     snprintf(msg, sizeof msg, "line longer than %zu bytes", c->max_line);
-    push_error(c, NULL, 0, IPC_ERR_BAD_REQUEST, msg);
+    push_error(c, eid, eid_len, IPC_ERR_BAD_REQUEST, msg);
+    free(eid);
     /* Keep reading (and discarding) until the answer is out, so that the
      * peer's unsent rest does not turn our close into a reset. */
     c->stop_lines = true;
@@ -773,7 +781,7 @@ static void conn_process(struct ipc_conn *c)
         if (!nl) {
             c->rscan = c->rlen;
             if (line_over_limit(c, line, c->rlen - c->rpos)) {
-                line_too_long(c);
+                line_too_long(c, line);
                 break;
             }
             if (!c->eof)
@@ -785,7 +793,7 @@ static void conn_process(struct ipc_conn *c)
         } else {
             len = (size_t)(nl - line);
             if (line_over_limit(c, line, len)) {
-                line_too_long(c);
+                line_too_long(c, line);
                 break;
             }
             c->rpos = c->rscan = (size_t)(nl - base) + 1;

@@ -70,6 +70,19 @@ struct ipc_req {
 int ipc__parse(const char *line, size_t len, bool nul_terminated, struct ipc_req **out,
                char **err_id, size_t *err_id_len, const char **code, char *msg, size_t msg_size);
 
+/*
+ * The "id" of a line refused before it is parsed - nested deeper than
+ * IPC_MAX_DEPTH, more structure than IPC_MAX_STRUCTURE, or longer than the
+ * line limit (then line[0..len) is its first max_line bytes) - so that its
+ * BAD_REQUEST answer carries it. One linear pass without recursion: the
+ * line must open as an object whose first top-level member named "id" (as
+ * cJSON picks it, the name compared decoded) is a string, number or null,
+ * valid and complete in line[0..len) with a ',' or '}' after it; strings
+ * before it must be valid too. Returns its compact JSON as a parsed id is
+ * echoed (malloc'ed, *out_len set), or NULL: none found, or no memory.
+ */
+char *ipc__recover_id(const char *line, size_t len, size_t *out_len);
+
 /* The general path of ipc__parse (cJSON), with the same contract. Every
  * error of ipc__parse comes from here. */
 int ipc__parse_slow(const char *line, size_t len, bool nul_terminated, struct ipc_req **out,

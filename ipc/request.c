@@ -1022,6 +1022,108 @@ static int shape_problem(const char *p, size_t n)
     return 0;
 }
 
+/* Skips one member value at the top level of a refused line, t->p at its
+ * first byte, up to the ',' or '}' after it. Not recursive (the line may
+ * nest without bound) and lax about all but strings, whose ends it must
+ * find; false at a bad string or the end of the text. */
+static bool skip_member_value(struct strict *t)
+{
+    size_t depth = 0;
+
+    while (t->p < t->end) {
+        char ch = *t->p;
+        if (ch == '"') {
+            if (!st_string(t, ST_NUL))
+                return false;
+            continue;
+        }
+        if ((ch == ',' || ch == '}' || ch == ']') && depth == 0)
+            return true;
+        if (ch == '[' || ch == '{')
+            depth++;
+        else if (ch == ']' || ch == '}')
+            depth--;
+        t->p++;
+    }
+    return false;
+}
+
+/* The value of a refused line's "id", t->p at it: a string, a number or
+ * null, complete (a ',' or '}' after it) and valid, as compact JSON the
+ * way id_json writes it (a string decoded and escaped again, a number as
+ * written); malloc'ed, or NULL. */
+static char *recovered_id(struct strict *t, size_t *out_len)
+{
+    const char *v = t->p;
+    bool ok;
+
+    if (v >= t->end)
+        return NULL;
+    if (*v == '"')
+        ok = st_string(t, ST_NUL);
+    else if (*v == '-' || (*v >= '0' && *v <= '9'))
+        ok = st_number(t);
+    else
+        ok = st_literal(t, "null", 4);
+    size_t n = (size_t)(t->p - v);
+    st_ws(t);
+    if (!ok || t->p >= t->end || (*t->p != ',' && *t->p != '}') || utf8_check(v, n) < n)
+        return NULL;
+    if (*v != '"') {
+        char *o = malloc(n + 1);
+        if (o != NULL) {
+            memcpy(o, v, n);
+            o[n] = '\0';
+            *out_len = n;
+        }
+        return o;
+    }
+    /* cJSON decodes it (and refuses a lone surrogate), as for a parsed id. */
+    cJSON *s = cJSON_ParseWithLength(v, n);
+    char *o = NULL;
+    if (cJSON_IsString(s)) {
+        size_t m = ipc__json_escape(NULL, s->valuestring, strlen(s->valuestring));
+        if ((o = malloc(m + 1)) != NULL) {
+            ipc__json_escape(o, s->valuestring, strlen(s->valuestring));
+            o[m] = '\0';
+            *out_len = m;
+        }
+    }
+    cJSON_Delete(s);
+    return o;
+}
+
+char *ipc__recover_id(const char *line, size_t len, size_t *out_len)
+{
+    struct strict t;
+
+    memset(&t, 0, sizeof t);
+    t.p = line;
+    t.end = line + len;
+    st_ws(&t);
+    if (t.p >= t.end || *t.p != '{')
+        return NULL;
+    t.p++;
+    for (;;) {
+        st_ws(&t);
+        const char *k = t.p;
+        if (k >= t.end || *k != '"' || !st_string(&t, ST_NUL_NAME))
+            return NULL;
+        /* The first member whose name reads "id", as cJSON would pick. */
+        bool is_id = name_is(k + 1, (size_t)(t.p - k - 2), "id");
+        st_ws(&t);
+        if (t.p >= t.end || *t.p != ':')
+            return NULL;
+        t.p++;
+        st_ws(&t);
+        if (is_id)
+            return recovered_id(&t, out_len);
+        if (!skip_member_value(&t) || *t.p != ',')
+            return NULL;
+        t.p++;
+    }
+}
+
 static bool is_ws(char ch)
 {
     return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n';
@@ -1236,10 +1338,12 @@ int ipc__parse_slow(const char *line, size_t len, bool nul_terminated, struct ip
     switch (shape_problem(line, len)) {
     case 1:
         rc = fail(&v, IPC_ERR_BAD_REQUEST, "nesting deeper than %d", IPC_MAX_DEPTH);
+        *err_id = ipc__recover_id(line, len, err_id_len);
         goto done;
     case 2:
         rc = fail(&v, IPC_ERR_BAD_REQUEST,
                   "more than %d JSON values, keys and containers in one line", IPC_MAX_STRUCTURE);
+        *err_id = ipc__recover_id(line, len, err_id_len);
         goto done;
     default:
         break;

@@ -375,7 +375,8 @@ def crlf_limit(wd):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the answer was written, the connection closed before the rest went
         a = cl.read_line(30)
-        check(a == {"ok": False, "error": "BAD_REQUEST",
+        # With its id, read within the first 4 MiB.
+        check(a == {"id": 4, "ok": False, "error": "BAD_REQUEST",
                     "message": "line longer than %d bytes" % limit},
               "4 MiB + 1 + %r: refused: %s" % (end, a))
         try:

@@ -496,6 +496,69 @@ static void test_depth(void)
     free(deep);
 }
 
+/* A line refused before it is parsed (too deep, too much structure) is
+ * answered with its top-level "id" when that can be read: the first member
+ * named "id", complete and valid; else without one. */
+static void test_refused_ids(void)
+{
+    static const struct {
+        const char *head; /* before the deep value */
+        const char *tail; /* after it, before the closing '}' */
+        const char *id;   /* expected id JSON, or NULL */
+    } cases[] = {
+        {"{\"id\":5,\"op\":\"ping\",\"x\":", "", "5"},
+        {"{\"op\":\"ping\",\"x\":", ",\"id\":\"a\\u0041\\\"\"", "\"aA\\\"\""},
+        {" { \"i\\u0064\" : -1.5e3 , \"x\":", "", "-1.5e3"},
+        {"{\"id\":null,\"x\":", "", "null"},
+        {"{\"id\":1,\"id\":2,\"x\":", "", "1"},
+        {"{\"s\":\"}],\\\"id\\\":9\",\"x\":", ",\"id\":\"\xc3\xa9\"", "\"\xc3\xa9\""},
+        {"{\"x\":{\"id\":3,\"y\":", "}", NULL},    /* not at the top level */
+        {"{\"id\":", "", NULL},                    /* the deep value itself */
+        {"{\"id\":01,\"x\":", "", NULL},           /* not strict JSON */
+        {"{\"id\":\"a\\u0000\",\"x\":", "", NULL}, /* NUL: never echoed */
+        {"{\"id\":\"\\ud800\",\"x\":", "", NULL},  /* a lone surrogate */
+        {"{\"id\":true,\"x\":", "", NULL},
+        {"[{\"id\":4},", "", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        for (int kind = 0; kind < 2; kind++) {
+            /* kind 0: 70 levels; kind 1: 200,001 elements of an array */
+            size_t cap = strlen(cases[i].head) + strlen(cases[i].tail) + 500000;
+            char *line = malloc(cap);
+            size_t n = (size_t)snprintf(line, cap, "%s", cases[i].head);
+            if (kind == 0) {
+                memset(line + n, '[', 70);
+                memset(line + n + 70, ']', 70);
+                n += 140;
+            } else {
+                line[n++] = '[';
+                for (int e = 0; e < 200001; e++) {
+                    line[n++] = '0';
+                    line[n++] = ',';
+                }
+                line[n - 1] = ']';
+            }
+            n += (size_t)snprintf(line + n, cap - n, "%s}", cases[i].tail);
+            ipc_request_t *req = NULL;
+            char *id = NULL;
+            const char *code = NULL;
+            char msg[128];
+            int rc = ipc_request_parse(line, n, &req, &id, &code, msg, sizeof msg);
+            CHECK(rc == IPC_EINVAL && streq(code, IPC_ERR_BAD_REQUEST) &&
+                      strstr(msg, kind == 0 ? "nesting" : "more than") != NULL,
+                  "refused case %zu/%d: rc %d %s", i, kind, rc, msg);
+            if (cases[i].id)
+                CHECK(id != NULL && streq(id, cases[i].id), "refused case %zu/%d: id %s, want %s",
+                      i, kind, id ? id : "none", cases[i].id);
+            else
+                CHECK(id == NULL, "refused case %zu/%d: id %s, want none", i, kind, id);
+            free(id);
+            ipc_request_free(req);
+            free(line);
+        }
+    }
+}
+
 static void test_body_size(void)
 {
     /* A text of exactly the limit minus the rest of the body passes; one
@@ -846,6 +909,7 @@ int main(void)
     test_long_job();
     test_depth();
     test_structure();
+    test_refused_ids();
     test_body_size();
     test_valid_send();
     test_body_as_given();

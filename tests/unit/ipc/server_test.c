@@ -609,10 +609,15 @@ static void loop_bytes_read(struct h *h, void *arg)
     ((struct bytes_arg *)arg)->n = k.bytes_read;
 }
 
-static void expect_too_long(struct cl *c)
+/* The answer to an over-long line, with `id` (its JSON) or none. */
+static void expect_too_long(struct cl *c, const char *id)
 {
-    expect_line(c, "{\"ok\":false,\"error\":\"BAD_REQUEST\",\"message\":\"line longer than 1024 "
-                   "bytes\"}");
+    char want[160];
+    snprintf(want, sizeof want,
+             "{%s%s%s\"ok\":false,\"error\":\"BAD_REQUEST\",\"message\":\"line longer than 1024 "
+             "bytes\"}",
+             id ? "\"id\":" : "", id ? id : "", id ? "," : "");
+    expect_line(c, want);
     expect_eof(c);
     cl_close(c);
 }
@@ -659,21 +664,21 @@ static void client_long_crlf(struct h *h)
     line[1025] = 'x';
     line[1026] = '\n';
     cl_send(&c, line, 1027);
-    expect_too_long(&c);
+    expect_too_long(&c, "8"); /* its id, read within the limit */
     REQUIRE(cl_open(&c, h->path) == 0, "connect");
     run_on_loop(h, loop_bytes_read, &b);
     cl_send(&c, line, 1025);
     b.n += 1025;
     wait_until(h, pred_bytes, &b, "the line up to its \\r read");
     cl_send(&c, "\r\n", 2);
-    expect_too_long(&c);
+    expect_too_long(&c, "8");
     /* 1025 bytes and CRLF: one byte too many. */
     REQUIRE(cl_open(&c, h->path) == 0, "connect");
     memset(line, 'z', 1025);
     line[1025] = '\r';
     line[1026] = '\n';
     cl_send(&c, line, 1027);
-    expect_too_long(&c);
+    expect_too_long(&c, NULL);
 }
 
 static void client_long_line(struct h *h)
@@ -705,6 +710,20 @@ static void client_long_line(struct h *h)
                     "bytes\"}");
     expect_eof(&c);
     cl_close(&c);
+
+    /* Its id is echoed when it is read within the limit (the first 1024
+     * bytes), whether or not the rest came with it; else none. */
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    n = snprintf(line, sizeof line, "{\"op\":\"ping\",\"id\":\"L\",\"pad\":\"");
+    memset(line + n, 'y', (size_t)(2000 - n));
+    cl_send(&c, line, 2000);
+    expect_too_long(&c, "\"L\"");
+    REQUIRE(cl_open(&c, h->path) == 0, "connect");
+    n = snprintf(line, sizeof line, "{\"op\":\"ping\",\"pad\":\"");
+    memset(line + n, 'y', (size_t)(1020 - n));
+    snprintf(line + 1020, sizeof line - 1020, "\",\"id\":2}\n"); /* ends past byte 1024 */
+    cl_send(&c, line, 1030);
+    expect_too_long(&c, NULL);
 
     /* 1025 bytes with its newline in the same read. */
     REQUIRE(cl_open(&c, h->path) == 0, "connect");
