@@ -613,11 +613,12 @@ static int enum_field(struct vctx *v, const cJSON *obj, const char *name, bool r
 }
 
 /* Whether s is a job id of the form the daemon gives out (ipc_request_t.job):
- * 1..20 digits, at most UINT64_MAX. */
+ * 1..20 digits without a leading zero ("0017" is not job "17"), at most
+ * UINT64_MAX. */
 static bool is_our_job_id(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > JOB_MAX_DIGITS)
+    if (n == 0 || n > JOB_MAX_DIGITS || (n > 1 && s[0] == '0'))
         return false;
     for (size_t i = 0; i < n; i++)
         if (s[i] < '0' || s[i] > '9')
