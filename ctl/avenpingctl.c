@@ -396,9 +396,13 @@ static void fmt_time(double t, char *buf, size_t n)
     strftime(buf, n, "%Y-%m-%d %H:%M:%S", &tm);
 }
 
+/* A duration as [h:]mm:ss; "--:--" when there is no estimate: not a
+ * number, negative, or over about three years (a rate that decayed
+ * towards 0 while nothing moved gives any size, and the hours of one
+ * past 2^31 hours do not fit the int they are printed as). */
 static void fmt_duration(double s, char *buf, size_t n)
 {
-    if (!isfinite(s) || s < 0) {
+    if (!isfinite(s) || s < 0 || s >= 1e8) {
         snprintf(buf, n, "--:--");
         return;
     }
@@ -1828,9 +1832,12 @@ static int cmd_campaign(ctx_t *c, const opts_t *o)
         total = (uint64_t)jnum(cp, "total");
         unfinished =
             count_of(counts, "queued") + count_of(counts, "sending") + count_of(counts, "retrying");
-        done = total - unfinished;
+        done = total > unfinished ? total - unfinished : 0;
         if (prev_t > 0 && t > prev_t) {
-            double r = (double)(done - prev_done) / (t - prev_t);
+            /* Fewer done than before (a retry requeued finished jobs, or
+             * finished ones were purged) is no progress; the unsigned
+             * difference wrapped to a rate of about 1e20/s. */
+            double r = done > prev_done ? (double)(done - prev_done) / (t - prev_t) : 0;
             rate = rate > 0 ? 0.5 * rate + 0.5 * r : r; /* smoothed */
         }
         /* The daemon's figure until two samples of our own exist (it is a

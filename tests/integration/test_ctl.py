@@ -1047,11 +1047,70 @@ def ctl_report_meta_code_zero(wd):
     api.stop()
 
 
+def ctl_follow_rate(wd):
+    """`campaign --follow` keeps its rate and ETA sane when the campaign
+    stops moving or goes back. Paused, the smoothed rate decays towards 0
+    and the ETA grew past what an int holds: it read "ETA
+    -2147483648:52:16". A retry that requeued finished jobs made the done
+    count go down, and the unsigned difference wrapped: a rate of about
+    1.8e20/s."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    cl = d.client()
+    name = "eta"
+    later = time.time() + 3600
+    check(cl.request({"op": "pause", "campaign": name}).get("ok") is True, "paused")
+    # 20 that fail (and can be retried), 30 that are sent, and 1000 held
+    # by notBefore, so that the campaign never finishes while followed.
+    api.control(rules=[{"to": "1555%07d" % i, "status": 400, "error": "VALIDATION_ERROR",
+                        "message": "bad"} for i in range(20)])
+    jobs = [avp.text_job(i, campaign=name) for i in range(50)]
+    jobs += [avp.text_job(1000 + i, campaign=name, notBefore=later) for i in range(1000)]
+    avp.submit_all(d, jobs)
+    f = subprocess.Popen([CTL, "--socket", d.socket, "campaign", name, "--follow", "--interval",
+                          "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sample = re.compile(r"eta: (\d+)/(\d+) done .*\| (\d+)/s ETA (--:--|\d+:\d\d(:\d\d)?)$")
+    bad = []
+
+    def next_sample():
+        line = f.stdout.readline()
+        if line == "":
+            raise avp.TestFailure("follow ended early: %s" % f.stderr.read())
+        m = sample.match(line.rstrip("\n"))
+        if m is None or int(m.group(3)) > 100000:
+            bad.append(line.rstrip("\n"))
+        return int(m.group(1)) if m else -1
+    try:
+        next_sample()
+        check(cl.request({"op": "resume", "campaign": name}).get("ok") is True, "resumed")
+        while next_sample() != 50:
+            pass
+        check(cl.request({"op": "pause", "campaign": name}).get("ok") is True, "paused again")
+        # Paused: nothing moves; the rate halves at each sample, and the
+        # ETA grows past 2^31 hours within about 50 of them.
+        for _ in range(80):
+            next_sample()
+        check(cl.request({"op": "retry", "campaign": name, "state": "failed"})["requeued"] == 20,
+              "the 20 failed jobs requeued")
+        while next_sample() != 30:
+            pass
+        for _ in range(5):
+            next_sample()
+    finally:
+        f.kill()
+        f.communicate()
+    check(not bad, "%d samples with a bad rate or ETA: %s" % (len(bad), bad[:2] + bad[-2:]))
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metrics, ctl_usage, ctl_import_edges,
                                  ctl_import_long_lines, ctl_import_formats,
                                  ctl_output_gone, ctl_send_message,
                                  ctl_options_after_command, ctl_import_progress_total,
-                                 ctl_import_jsonl_options, ctl_report_meta_code_zero)}
+                                 ctl_import_jsonl_options, ctl_report_meta_code_zero,
+                                 ctl_follow_rate)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
