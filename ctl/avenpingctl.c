@@ -375,13 +375,34 @@ static bool output_gone(void)
  */
 static int output_check(void)
 {
+    errno = 0; /* an earlier call's errno is no reason for this failure */
     if (fflush(stdout) != 0 || ferror(stdout)) {
-        if (errno != EPIPE)
-            fprintf(stderr, "avenpingctl: writing the output: %s\n",
-                    strerror(errno != 0 ? errno : EIO));
+        int e = errno != 0 ? errno : EIO;
+        if (e != EPIPE && !output_gone())
+            fprintf(stderr, "avenpingctl: writing the output: %s\n", strerror(e));
         return EXIT_FAIL;
     }
     return output_gone() ? EXIT_FAIL : 0;
+}
+
+/*
+ * After each page of a listing that pages on by itself (report, list
+ * --all): 0 while `f` (standard output, or the file `path`) takes what is
+ * written, else EXIT_FAIL (said, unless its reader went away), so that the
+ * rest of the campaign is not asked for with nowhere to write it: behind
+ * `| head` (SIGPIPE is ignored) or on a full disk every page was fetched
+ * and dropped.
+ */
+static int page_written(FILE *f, const char *path)
+{
+    if (f == stdout)
+        return output_check();
+    errno = 0;
+    if (fflush(f) != 0 || ferror(f)) {
+        fprintf(stderr, "avenpingctl: %s: %s\n", path, strerror(errno != 0 ? errno : EIO));
+        return EXIT_FAIL;
+    }
+    return 0;
 }
 
 static void fmt_time(double t, char *buf, size_t n)
@@ -1784,6 +1805,8 @@ static int cmd_list(ctx_t *c, const opts_t *o)
         if (!all && after && !c->json)
             printf("(more: --after %s)\n", after);
         cJSON_Delete(ans);
+        if (all && (rc = page_written(stdout, NULL)) != 0)
+            break;
     } while (all && after != NULL);
     free(after);
     return rc;
@@ -1998,6 +2021,8 @@ static int cmd_report(ctx_t *c, const opts_t *o)
         free(after);
         after = next ? strdup(next) : NULL;
         cJSON_Delete(ans);
+        if ((rc = page_written(f, path)) != 0)
+            break;
     } while (after != NULL);
     free(after);
     if (f != stdout && fclose(f) != 0 && rc == 0) {

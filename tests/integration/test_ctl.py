@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import resource
+import socket
 import subprocess
 import sys
 import threading
@@ -1105,12 +1106,97 @@ def ctl_follow_rate(wd):
     api.stop()
 
 
+class EndlessDaemon:
+    """A stand-in for avenpingd on a Unix socket whose campaign has no end:
+    every `list` answers a full page and a `next` cursor. It stands for a
+    campaign too large to page through in a test. `pages` counts the list
+    requests answered."""
+
+    def __init__(self, path):
+        self.path = path
+        self.pages = 0
+        self.ls = socket.socket(socket.AF_UNIX)
+        self.ls.bind(path)
+        self.ls.listen(8)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        with c, c.makefile("rb") as f:
+            for line in f:
+                req = json.loads(line)
+                ans = {"id": req.get("id"), "ok": True}
+                if req["op"] == "campaign":
+                    ans["campaign"] = {"name": req["campaign"], "total": 10 ** 9,
+                                       "counts": {"queued": 10 ** 9}, "paused": False}
+                elif req["op"] == "list":
+                    after, limit = int(req.get("after") or 0), req.get("limit", 100)
+                    ans["jobs"] = [{"id": str(after + i), "state": "queued", "to": "+15550000001",
+                                    "phoneNumberId": avp.SENDERS[0], "attempts": 0,
+                                    "wamid": None, "lastError": None}
+                                   for i in range(1, limit + 1)]
+                    ans["next"] = str(after + limit)
+                    self.pages += 1
+                try:
+                    c.sendall((json.dumps(ans) + "\n").encode())
+                except OSError:
+                    return
+
+    def close(self):
+        self.ls.close()
+
+
+def ctl_report_output_gone(wd):
+    """`report` and `list --all` stop paging once their output cannot be
+    written: behind `| head -2` (SIGPIPE is ignored) or into a full disk
+    they asked for every page of the campaign and wrote it nowhere, and a
+    report to a full disk was said to have failed only after the last page.
+    Exit 1; a reader that went away is not said, a full disk is."""
+    fake = EndlessDaemon(wd.file("endless.sock"))
+
+    def ends(cmd, what):
+        p = subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+        try:
+            out, err = p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+            raise avp.TestFailure("%s still paging after its output failed (%d pages)"
+                                  % (what, fake.pages))
+        return out, err
+
+    base = "%s --socket %s" % (CTL, fake.path)
+    for cmd in ("report --campaign big", "report --campaign big --format jsonl",
+                "list --campaign big --all", "--json list --campaign big --all"):
+        fake.pages = 0
+        out, err = ends("%s %s | head -2" % (base, cmd), cmd)
+        check(len(out.splitlines()) == 2 and err == "", "%s | head -2: %r %r" % (cmd, out, err))
+        # A pipe holds a page or so before a write fails.
+        check(fake.pages < 20, "%s: %d pages asked for after head left" % (cmd, fake.pages))
+    fake.pages = 0
+    out, err = ends("%s report --campaign big --output /dev/full" % base, "report to /dev/full")
+    check("/dev/full: No space left on device" in err and fake.pages < 5,
+          "report to /dev/full: %r after %d pages" % (err, fake.pages))
+    p = subprocess.run("%s report --campaign big --output /dev/full; echo rc=$?" % base, shell=True,
+                       capture_output=True, text=True, timeout=30)
+    check(p.stdout.strip() == "rc=1", "exit 1: %s" % p.stdout)
+    fake.close()
+
+
 CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metrics, ctl_usage, ctl_import_edges,
                                  ctl_import_long_lines, ctl_import_formats,
                                  ctl_output_gone, ctl_send_message,
                                  ctl_options_after_command, ctl_import_progress_total,
                                  ctl_import_jsonl_options, ctl_report_meta_code_zero,
-                                 ctl_follow_rate)}
+                                 ctl_follow_rate, ctl_report_output_gone)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
