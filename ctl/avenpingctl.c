@@ -505,7 +505,7 @@ static int cmd_send(ctx_t *c, const opts_t *o)
     if (type == NULL)
         type = "text";
     if (raw != NULL) {
-        msg = cJSON_Parse(raw);
+        msg = cJSON_ParseWithOpts(raw, NULL, true); /* nothing after it */
         if (!cJSON_IsObject(msg)) {
             cJSON_Delete(msg);
             usage_err("--message must be a JSON object");
@@ -573,7 +573,7 @@ static int cmd_template(ctx_t *c, const opts_t *o)
     cJSON_AddStringToObject(msg, "templateName", name);
     cJSON_AddStringToObject(msg, "language", lang ? lang : "en_US");
     if (comps != NULL) {
-        cJSON *arr = cJSON_Parse(comps);
+        cJSON *arr = cJSON_ParseWithOpts(comps, NULL, true);
         if (!cJSON_IsArray(arr) || np > 0) {
             cJSON_Delete(arr);
             cJSON_Delete(msg);
@@ -952,6 +952,7 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
     if (s->jsonl) {
         ssize_t n;
         cJSON *o;
+        const char *end = NULL;
         bool too_long;
         for (;;) {
             /* One byte more than the limit: a '\r' before the '\n' does
@@ -985,7 +986,16 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
                      LINE_MAX_BYTES);
             return NULL;
         }
-        o = cJSON_ParseWithLength(s->line, (size_t)n);
+        /* One object and nothing after it but blanks, as the daemon
+         * reads a line: parsed up to the first value only, two requests
+         * that lost the newline between them went out as the first alone
+         * (the line is NUL-terminated at n). */
+        o = cJSON_ParseWithLengthOpts(s->line, (size_t)n, &end, false);
+        if (cJSON_IsObject(o) && end + strspn(end, " \t\r") != s->line + n) {
+            cJSON_Delete(o);
+            snprintf(err, errn, "text after the JSON object (two requests on one line?); not sent");
+            return NULL;
+        }
         if (!cJSON_IsObject(o)) {
             cJSON_Delete(o);
             snprintf(err, errn, "not a JSON object");

@@ -1191,12 +1191,50 @@ def ctl_report_output_gone(wd):
     fake.close()
 
 
+def ctl_import_jsonl_trailing(wd):
+    """A JSON Lines line is one object and nothing after it but blanks. Two
+    requests that lost the newline between them were imported as the first
+    alone, the second dropped without a word (exit 0), and text after an
+    object was ignored; the daemon refuses both on its socket. Each such
+    line is now reported and not sent; blanks and a CR after the object are
+    fine. The same holds for send --message and template --components."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    path = wd.file("trailing.jsonl")
+    jobs = [json.dumps(avp.text_job(i, to="+1555040%04d" % i)) for i in range(5)]
+    with open(path, "w", newline="") as f:
+        f.write(jobs[0] + jobs[1] + "\n")           # line 1: two requests
+        f.write(jobs[2] + " trailing text\n")       # line 2: text after it
+        f.write(jobs[3] + " \t\r\n")                # line 3: blanks and CR: fine
+        f.write(jobs[4] + "\n")                     # line 4: fine
+    p = ctl(d, "--json", "import", path, "--campaign", "trailing")
+    summary = json.loads(p.stdout)
+    check(p.returncode == 1 and summary["created"] == 2 and summary["failed"] == 2,
+          "two lines refused, two sent: %d %s %s" % (p.returncode, summary, p.stderr))
+    check("line 1: text after the JSON object" in p.stderr
+          and "line 2: text after the JSON object" in p.stderr, "named: %s" % p.stderr)
+    to = {j["message"]["to"] for j in map(json.loads, jobs[3:])}
+    got = {j["to"] for j in ctl_json(d, "list", "--campaign", "trailing")["jobs"]}
+    check(got == to, "only lines 3 and 4 became jobs: %s" % got)
+    p = ctl(d, "send", "--type", "text", "--message",
+            '{"phoneNumberId":"%s","to":"+15550409999","text":"a"} {"x":1}' % avp.SENDERS[0])
+    check(p.returncode == 2 and "--message must be a JSON object" in p.stderr,
+          "send --message with text after it: %d %s" % (p.returncode, p.stderr))
+    p = ctl(d, "template", "--from", avp.SENDERS[0], "--to", "+15550409998", "--name", "promo",
+            "--components", "[] []")
+    check(p.returncode == 2 and "--components must be a JSON array" in p.stderr,
+          "template --components with text after it: %d %s" % (p.returncode, p.stderr))
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metrics, ctl_usage, ctl_import_edges,
                                  ctl_import_long_lines, ctl_import_formats,
                                  ctl_output_gone, ctl_send_message,
                                  ctl_options_after_command, ctl_import_progress_total,
                                  ctl_import_jsonl_options, ctl_report_meta_code_zero,
-                                 ctl_follow_rate, ctl_report_output_gone)}
+                                 ctl_follow_rate, ctl_report_output_gone,
+                                 ctl_import_jsonl_trailing)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
