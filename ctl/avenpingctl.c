@@ -1330,9 +1330,20 @@ static int import_sniff(FILE **f, bool *jsonl)
 
 typedef struct progress {
     bool tty, quiet;
+    bool drawn; /* a bar is on the terminal's line, without a line end */
     size_t total, done;
     double t0, last;
 } progress_t;
+
+/* Erases the bar before a row's message, which would otherwise be written
+ * on the bar's line, after it; the next progress_show draws it again. */
+static void progress_clear(progress_t *p)
+{
+    if (!p->drawn)
+        return;
+    fputs("\r\033[K", stderr);
+    p->drawn = false;
+}
 
 static void progress_show(progress_t *p, bool final)
 {
@@ -1360,6 +1371,7 @@ static void progress_show(progress_t *p, bool final)
             fprintf(stderr, "\r%zu rows %7.0f rows/s ", p->done, rate);
         if (final)
             fputc('\n', stderr);
+        p->drawn = !final;
     } else if (p->total) {
         fprintf(stderr, "progress: %zu/%zu rows (%.0f%%) %.0f rows/s ETA %s\n", p->done, p->total,
                 100.0 * (double)p->done / (double)p->total, rate, eta);
@@ -1508,6 +1520,7 @@ static int cmd_import(ctx_t *c, const opts_t *o)
                 if (err[0] != '\0') {
                     failed++;
                     pr.done++;
+                    progress_clear(&pr);
                     fprintf(stderr, "%s %zu: %s\n", s.jsonl ? "line" : "row", row, err);
                 }
                 continue;
@@ -1519,6 +1532,7 @@ static int cmd_import(ctx_t *c, const opts_t *o)
                 if (r != 0) {
                     failed++;
                     pr.done++;
+                    progress_clear(&pr);
                     if (r < 0)
                         fprintf(stderr, "%s %zu: out of memory; not sent\n",
                                 s.jsonl ? "line" : "row", row);
@@ -1539,6 +1553,7 @@ static int cmd_import(ctx_t *c, const opts_t *o)
                 if (js == NULL || jl > LINE_MAX_BYTES) {
                     failed++;
                     pr.done++;
+                    progress_clear(&pr);
                     fprintf(stderr, "%s %zu: %s; not sent\n", s.jsonl ? "line" : "row", row,
                             js == NULL ? "out of memory"
                                        : "the request is longer than the daemon's line limit");
@@ -1584,12 +1599,15 @@ static int cmd_import(ctx_t *c, const opts_t *o)
                        strcmp(jstr(ans, "error"), "QUEUE_FULL") == 0) {
                 /* The first is shown (its message names the bound), the
                  * rest of the window counted. */
-                if (full++ == 0)
+                if (full++ == 0) {
+                    progress_clear(&pr);
                     fprintf(stderr, "%s %zu: QUEUE_FULL: %s\n", s.jsonl ? "line" : "row",
                             ring[head], jstr(ans, "message") ? jstr(ans, "message") : "?");
+                }
                 failed++;
             } else {
                 failed++;
+                progress_clear(&pr);
                 fprintf(stderr, "%s %zu: %s: %s\n", s.jsonl ? "line" : "row", ring[head],
                         jstr(ans, "error") ? jstr(ans, "error") : "ERROR",
                         jstr(ans, "message") ? jstr(ans, "message") : "?");

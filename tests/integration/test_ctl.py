@@ -1191,6 +1191,49 @@ def ctl_report_output_gone(wd):
     fake.close()
 
 
+def ctl_import_progress_tty(wd):
+    """On a terminal, a row's message starts a line of its own: the
+    progress bar is drawn without a line end, and a refused row's message
+    was written after it on its line ("... ETA 0:00 line 25001:
+    VALIDATION_ERROR ..."). The bar is erased first, then drawn again."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    path = wd.file("rows.jsonl")
+    bad = {25000: "daemon", 28000: "client"}  # 0-based: lines 25001, 28001
+    with open(path, "w") as f:
+        for i in range(30000):
+            job = avp.text_job(i, to="+1557%07d" % i)
+            if bad.get(i) == "daemon":
+                del job["message"]["to"]  # refused by the daemon: VALIDATION_ERROR
+            f.write("not json\n" if bad.get(i) == "client" else json.dumps(job) + "\n")
+    master, slave = os.openpty()
+    p = subprocess.Popen([CTL, "--socket", d.socket, "import", path, "--campaign", "tty"],
+                         stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    err = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the last writer of the terminal has gone
+            break
+        if not chunk:
+            break
+        err += chunk
+    os.close(master)
+    out = p.communicate(timeout=60)[0]
+    check(p.returncode == 1 and b"30000 rows, 29998 new jobs" in out,
+          "import: %d %r" % (p.returncode, out))
+    check(b"\r[" in err, "a progress bar was drawn: %r" % err[-300:])
+    for msg in (b"line 25001: VALIDATION_ERROR", b"line 28001: not a JSON object"):
+        at = err.find(msg)
+        check(at >= 0, "%s said: %r" % (msg, err[-300:]))
+        before = err[err.rfind(b"\n", 0, at) + 1:at]
+        check(before == b"" or before.endswith(b"\r\x1b[K"),
+              "%s on a line of its own, got %r before it" % (msg, before[-80:]))
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def ctl_import_jsonl_trailing(wd):
     """A JSON Lines line is one object and nothing after it but blanks. Two
     requests that lost the newline between them were imported as the first
@@ -1234,7 +1277,7 @@ CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metric
                                  ctl_options_after_command, ctl_import_progress_total,
                                  ctl_import_jsonl_options, ctl_report_meta_code_zero,
                                  ctl_follow_rate, ctl_report_output_gone,
-                                 ctl_import_jsonl_trailing)}
+                                 ctl_import_progress_tty, ctl_import_jsonl_trailing)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
