@@ -504,6 +504,12 @@ static int cmd_send(ctx_t *c, const opts_t *o)
 
     if (type == NULL)
         type = "text";
+    /* The send types of the protocol: another is the caller's mistake. */
+    if (strcmp(type, "text") != 0 && strcmp(type, "media") != 0 && strcmp(type, "location") != 0 &&
+        strcmp(type, "interactive") != 0 && strcmp(type, "smart") != 0) {
+        usage_err("--type must be one of text, media, location, interactive, smart");
+        return EXIT_USAGE;
+    }
     if (raw != NULL) {
         msg = cJSON_ParseWithOpts(raw, NULL, true); /* nothing after it */
         if (!cJSON_IsObject(msg)) {

@@ -319,7 +319,8 @@ def ctl_usage(wd):
                  ["list", "--campaign", "c", "--limit", "5000"], ["ping", "--nope"],
                  ["cancel", "1", "--campaign", "c"], ["pause"], ["status", "abc"],
                  ["cancel", "abc"], ["retry", "abc"], ["cancel", ""], ["retry", "-1"],
-                 ["campaign", "c", "--interval", "1"]):
+                 ["campaign", "c", "--interval", "1"],
+                 ["send", "--type", "bogus", "--from", "1", "--to", "2", "--message", "{}"]):
         p = ctl(d, *args)
         check(p.returncode == 2, "usage error for %s: exit %d" % (args, p.returncode))
     check(ctl(d, "status", "999999").returncode == 1, "NOT_FOUND exits 1")
