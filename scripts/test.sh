@@ -5,7 +5,8 @@
 # second time under ASan+UBSan, the integration tests run with the daemon
 # under valgrind (scripts/valgrind.sh), the tests labelled tsan (the HTTP
 # engine threads) run under ThreadSanitizer, and each libFuzzer target runs
-# for AVP_FUZZ_SECONDS (scripts/fuzz.sh, clang). Outside CI the extra steps
+# for AVP_FUZZ_SECONDS (scripts/fuzz.sh, clang), and scripts/demo.sh runs
+# once. Outside CI the extra steps
 # run when asked: AVP_LINT=1, AVP_SANITIZE_TOO=1, AVP_VALGRIND=1, AVP_TSAN=1,
 # AVP_FUZZ=1.
 # Usage: scripts/test.sh [ctest args...]
@@ -42,6 +43,11 @@ if $ci || [[ "${AVP_LINT:-}" == "1" ]]; then
     scripts/lint.sh
 fi
 run_suite build
+if $ci; then
+    # The README's other command, so that CI sees it break too.
+    echo "== the demo (scripts/demo.sh) =="
+    scripts/demo.sh
+fi
 if [[ "${CI:-}" == "true" || "${AVP_SANITIZE_TOO:-}" == "1" ]]; then
     echo "== the same suite under ASan+UBSan =="
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
