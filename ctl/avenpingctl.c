@@ -1436,6 +1436,44 @@ static int import_setup_jsonl(import_src_t *s, const opts_t *o)
     return 0;
 }
 
+/* Refused rows listed in the --json summary of an import, at most: the
+ * count is in "failed", the rest on stderr as always. */
+#define IMPORT_ROWS_LISTED 100
+
+/*
+ * A row the import did not get a job for: the line on stderr ("row 7:
+ * CODE: message", the progress bar erased first), and, with --json, an
+ * entry {"row", "error" (the daemon's code, absent for the client's own
+ * refusals), "message"} in `listed` while it has fewer than
+ * IMPORT_ROWS_LISTED. `listed` may be NULL.
+ */
+static void __attribute__((format(printf, 6, 7)))
+row_refused(progress_t *pr, cJSON *listed, bool jsonl, size_t row, const char *code,
+            const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    progress_clear(pr);
+    if (code != NULL)
+        fprintf(stderr, "%s %zu: %s: %s\n", jsonl ? "line" : "row", row, code, msg);
+    else
+        fprintf(stderr, "%s %zu: %s\n", jsonl ? "line" : "row", row, msg);
+    if (listed != NULL && cJSON_GetArraySize(listed) < IMPORT_ROWS_LISTED) {
+        cJSON *e = cJSON_CreateObject();
+        if (e == NULL)
+            return;
+        cJSON_AddNumberToObject(e, "row", (double)row);
+        if (code != NULL)
+            cJSON_AddStringToObject(e, "error", code);
+        cJSON_AddStringToObject(e, "message", msg);
+        cJSON_AddItemToArray(listed, e);
+    }
+}
+
 static int cmd_import(ctx_t *c, const opts_t *o)
 {
     const char *path = o->pos[0], *fmt = opt_get(o, "format");
@@ -1443,7 +1481,8 @@ static int cmd_import(ctx_t *c, const opts_t *o)
     keyset_t keys = {0};
     progress_t pr;
     size_t *ring = NULL, head = 0, out = 0, created = 0, dups = 0, failed = 0, row = 0;
-    size_t stopped = 0; /* SHUTTING_DOWN answers: the daemon stops, no more rows */
+    cJSON *listed = NULL; /* --json: the first refused rows (row_refused) */
+    size_t stopped = 0;   /* SHUTTING_DOWN answers: the daemon stops, no more rows */
     /* QUEUE_FULL answers: no more rows either (each refused row was printed,
      * a million of them for a full queue, and the rest sent in vain) */
     size_t full = 0;
@@ -1504,7 +1543,7 @@ static int cmd_import(ctx_t *c, const opts_t *o)
         goto out;
     }
     ring = calloc((size_t)window, sizeof(*ring));
-    if (ring == NULL) {
+    if (ring == NULL || (c->json && (listed = cJSON_CreateArray()) == NULL)) {
         rc = EXIT_FAIL;
         goto out;
     }
@@ -1526,8 +1565,7 @@ static int cmd_import(ctx_t *c, const opts_t *o)
                 if (err[0] != '\0') {
                     failed++;
                     pr.done++;
-                    progress_clear(&pr);
-                    fprintf(stderr, "%s %zu: %s\n", s.jsonl ? "line" : "row", row, err);
+                    row_refused(&pr, listed, s.jsonl, row, NULL, "%s", err);
                 }
                 continue;
             }
@@ -1538,15 +1576,12 @@ static int cmd_import(ctx_t *c, const opts_t *o)
                 if (r != 0) {
                     failed++;
                     pr.done++;
-                    progress_clear(&pr);
                     if (r < 0)
-                        fprintf(stderr, "%s %zu: out of memory; not sent\n",
-                                s.jsonl ? "line" : "row", row);
+                        row_refused(&pr, listed, s.jsonl, row, NULL, "out of memory; not sent");
                     else
-                        fprintf(stderr,
-                                "%s %zu: idempotency key \"%s\" is %s %zu's too; not sent\n",
-                                s.jsonl ? "line" : "row", row, k->valuestring,
-                                s.jsonl ? "line" : "row", first);
+                        row_refused(&pr, listed, s.jsonl, row, NULL,
+                                    "idempotency key \"%s\" is %s %zu's too; not sent",
+                                    k->valuestring, s.jsonl ? "line" : "row", first);
                     cJSON_Delete(req);
                     continue;
                 }
@@ -1559,10 +1594,9 @@ static int cmd_import(ctx_t *c, const opts_t *o)
                 if (js == NULL || jl > LINE_MAX_BYTES) {
                     failed++;
                     pr.done++;
-                    progress_clear(&pr);
-                    fprintf(stderr, "%s %zu: %s; not sent\n", s.jsonl ? "line" : "row", row,
-                            js == NULL ? "out of memory"
-                                       : "the request is longer than the daemon's line limit");
+                    row_refused(&pr, listed, s.jsonl, row, NULL, "%s; not sent",
+                                js == NULL ? "out of memory"
+                                           : "the request is longer than the daemon's line limit");
                     cJSON_free(js);
                     continue;
                 }
@@ -1605,18 +1639,15 @@ static int cmd_import(ctx_t *c, const opts_t *o)
                        strcmp(jstr(ans, "error"), "QUEUE_FULL") == 0) {
                 /* The first is shown (its message names the bound), the
                  * rest of the window counted. */
-                if (full++ == 0) {
-                    progress_clear(&pr);
-                    fprintf(stderr, "%s %zu: QUEUE_FULL: %s\n", s.jsonl ? "line" : "row",
-                            ring[head], jstr(ans, "message") ? jstr(ans, "message") : "?");
-                }
+                if (full++ == 0)
+                    row_refused(&pr, listed, s.jsonl, ring[head], "QUEUE_FULL", "%s",
+                                jstr(ans, "message") ? jstr(ans, "message") : "?");
                 failed++;
             } else {
                 failed++;
-                progress_clear(&pr);
-                fprintf(stderr, "%s %zu: %s: %s\n", s.jsonl ? "line" : "row", ring[head],
-                        jstr(ans, "error") ? jstr(ans, "error") : "ERROR",
-                        jstr(ans, "message") ? jstr(ans, "message") : "?");
+                row_refused(&pr, listed, s.jsonl, ring[head],
+                            jstr(ans, "error") ? jstr(ans, "error") : "ERROR", "%s",
+                            jstr(ans, "message") ? jstr(ans, "message") : "?");
             }
             cJSON_Delete(ans);
             head = (head + 1) % (size_t)window;
@@ -1665,6 +1696,10 @@ static int cmd_import(ctx_t *c, const opts_t *o)
             cJSON_AddNumberToObject(sum, "failed", (double)failed);
             cJSON_AddNumberToObject(sum, "otherCampaignRows", (double)s.other_campaign);
             cJSON_AddNumberToObject(sum, "seconds", el);
+            if (listed != NULL) {
+                cJSON_AddItemToObject(sum, "refusedRows", listed);
+                listed = NULL;
+            }
             js = cJSON_PrintUnformatted(sum);
             puts(js ? js : "{}");
             cJSON_free(js);
@@ -1683,6 +1718,7 @@ static int cmd_import(ctx_t *c, const opts_t *o)
     rc = failed > 0 || broken ? EXIT_FAIL : 0;
 out:
     free(ring);
+    cJSON_Delete(listed);
     free(keys.slot);
     if (s.csv)
         csv_free(s.csv);

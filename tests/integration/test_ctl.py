@@ -441,6 +441,27 @@ def ctl_import_edges(wd):
     check(p.returncode == 1 and summary["created"] == 1 and summary["failed"] == 2,
           "only the send line made a job: %s" % summary)
     check(p.stderr.count('op must be "send" or "template_send"') == 2, "named: %s" % p.stderr)
+    # --json lists the refused rows too, for scripts: the client's own
+    # refusals without an error code, the daemon's with its code; at most
+    # 100 of them, "failed" counts all.
+    refused = summary.get("refusedRows")
+    check(refused is not None and [r["row"] for r in refused] == [2, 3] and
+          all("error" not in r and 'op must be "send"' in r["message"] for r in refused),
+          "the refused lines listed: %s" % refused)
+    many = wd.file("many.jsonl")
+    with open(many, "w") as f:
+        for i in range(150):
+            job = avp.text_job(i, to="+15550000%03d" % i)
+            job["message"]["phoneNumberId"] = ""  # the daemon's VALIDATION_ERROR
+            f.write(json.dumps(job) + "\n")
+    p = ctl(d, "--json", "import", many, "--campaign", "many")
+    summary = json.loads(p.stdout)
+    refused = summary.get("refusedRows") or []
+    check(p.returncode == 1 and summary["failed"] == 150 and len(refused) == 100 and
+          refused[0]["row"] == 1 and refused[99]["row"] == 100 and
+          all(r["error"] == "VALIDATION_ERROR" and "phoneNumberId" in r["message"]
+              for r in refused), "the first 100 of 150 refused rows: %d %s" %
+          (len(refused), refused[:2]))
     check(campaign(d, "victim")["counts"].get("cancelled", 0) == 0, "nothing was cancelled")
     # A read error is not the end of the file: named, exit 1 (JSON Lines
     # took it for the end and exited 0 with nothing imported).
