@@ -1449,9 +1449,12 @@ void ipc_server_close(ipc_server_t *s)
     /* Each connection stops reading and closes once what it has answered
      * is written (a submit answered in the drain's last commit, say): its
      * client must not be left without the answer to a job that is stored.
-     * Refused connections and event streams go at once. */
+     * So does an event stream its holder has released (the daemon's
+     * watchers at a stop): the events of the last commits are written
+     * before it closes. Refused connections, and streams still held (their
+     * holder could send on), go at once. */
     for (struct ipc_conn *c = s->conns; c; c = c->next) {
-        if (c->rejecting || c->streaming) {
+        if (c->rejecting || (c->streaming && c->stream_refs > 0)) {
             conn_close(c);
         } else {
             c->close_after_flush = true;

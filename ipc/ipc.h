@@ -219,7 +219,9 @@ unsigned ipc_server_connections(const ipc_server_t *s);
 
 /*
  * Closes the listener at once, and each connection once the answers it has
- * are written (within 2 s; event streams and refused connections at once):
+ * are written (within 2 s; an event stream whose every reference is
+ * released likewise, once its events are written; a stream still held and
+ * refused connections at once):
  * no request is read or taken any more. Frees the server once all its
  * handles are closed (the loop must keep running until then). Requests
  * not yet answered stay valid: an answer that comes while its connection

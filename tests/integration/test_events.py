@@ -21,11 +21,16 @@ the metrics file, against real processes.
   sent again after a kill -9 and a restart (at-least-once resends only what
   may have been in flight). Before, some came back `sending` and went to the
   API a second time.
+- watch_events_at_stop: requests that finish while a SIGTERM waits for them
+  reach the watchers: every `sent` of the stop's last commits is written
+  before the stream closes. Before, the streams were closed at once after
+  the drain, dropping what they had not written yet (2 of 20 seen).
 
 Usage: test_events.py CASE   (see CASES at the bottom)
 """
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -202,6 +207,30 @@ def watch_campaign_filter(wd):
     api.stop()
 
 
+def watch_events_at_stop(wd):
+    api = avp.FakeAPI(wd, "--latency-ms", "1500")
+    d = avp.Daemon(wd, api.base, {"max_inflight": 20}).start()
+    w = open_watch(d)
+    n = 20
+    ids = avp.submit_all(d, [avp.text_job(i) for i in range(n)])
+    wait_for(lambda: api.stats()["requests"] >= n, 30, "every request at the API")
+    d.proc.send_signal(signal.SIGTERM)
+    sent = set()
+    try:
+        while True:
+            ev = w.read_line(timeout=20)
+            if ev.get("event") == "job" and ev["state"] == "sent":
+                sent.add(ev["job"])
+    except EOFError:
+        pass  # the daemon closed the stream: all it had is read
+    w.close()
+    check(d.proc.wait(20) == 0, "SIGTERM exits 0")
+    check("store flushed;" in d.stderr(), "the stop flushed the store")
+    check(sent == set(ids), "the watcher saw %d of the %d jobs sent during the stop"
+          % (len(sent), n))
+    api.stop()
+
+
 def wait_all_final_but(cl, waiting):
     """Waits until every job is final except `waiting` scheduled ones."""
     wait_for(lambda: avp.unfinished(cl.stats()) == waiting, 60, "the due jobs final")
@@ -209,7 +238,7 @@ def wait_all_final_but(cl, waiting):
 
 CASES = {f.__name__: f for f in (metrics_oldest_saturated, metrics_slow_write,
                                  watch_after_commit, watch_sent_survives_kill,
-                                 watch_campaign_filter)}
+                                 watch_campaign_filter, watch_events_at_stop)}
 
 if __name__ == "__main__":
     case = CASES.get(sys.argv[1]) if len(sys.argv) == 2 else None
