@@ -103,13 +103,17 @@ static void drained_cb(void *arg)
 
     size_t lost = commit_lost(d->commit);
 
-    if (lost > 0)
+    /* A stop that gave up state changes is not a clean one: the exit
+     * status says so (systemd shows the unit failed, not stopped). */
+    if (lost > 0) {
         dlog(d, CONFIG_LOG_ERROR,
              "store NOT flushed: %zu operations could not be written (see the commit errors "
              "above); the jobs keep their last stored state and are picked up from it at the "
-             "next start (one in flight is sent again under at-least-once); exiting",
+             "next start (one in flight is sent again under at-least-once); exiting with "
+             "status 1",
              lost);
-    else
+        d->exit_code = 1;
+    } else
         dlog(d, CONFIG_LOG_INFO, "store flushed; exiting");
     d->closing = true;
     daemon_metrics_write(d); /* the final counts */
