@@ -27,6 +27,11 @@
 /* Longest gap between STATUS= updates, and the window of the sends/s
  * figure in them. */
 #define STATUS_PERIOD_MS 1000
+/* What a stop needs beyond shutdown_timeout_ms: the drain's last commits
+ * and the answers owed to clients (at most 2 s each). Asked of the service
+ * manager at SIGTERM (EXTEND_TIMEOUT_USEC), so that a shutdown_timeout_ms
+ * longer than TimeoutStopSec= is waited for, not cut by SIGKILL. */
+#define STOP_MARGIN_MS 20000
 
 /* --- service manager -------------------------------------------------- */
 
@@ -185,7 +190,10 @@ static void begin_stop(daemon_t *d, const char *why)
     d->stopping = true;
     dlog(d, CONFIG_LOG_INFO, "%s: stopping (%zu requests in flight)", why,
          http_pool_inflight(d->http));
-    snprintf(buf, sizeof(buf), "STOPPING=1\n");
+    /* EXTEND_TIMEOUT_USEC only ever lengthens TimeoutStopSec=, never
+     * shortens it. */
+    snprintf(buf, sizeof(buf), "STOPPING=1\nEXTEND_TIMEOUT_USEC=%llu\n",
+             ((unsigned long long)d->cfg.shutdown_timeout_ms + STOP_MARGIN_MS) * 1000ULL);
     format_status(d, "Stopping", buf + strlen(buf), sizeof(buf) - strlen(buf));
     notify(d, buf);
     ipc_server_stop_accepting(d->ipc);

@@ -90,7 +90,7 @@ def status_numbers(status):
 def notify(wd):
     """READY=1 after the socket listens; STATUS= with depth and rate;
     WATCHDOG=1 every second, or every half WATCHDOG_USEC when shorter;
-    RELOADING/READY; STOPPING."""
+    RELOADING/READY; STOPPING with EXTEND_TIMEOUT_USEC."""
     api = avp.FakeAPI(wd)
     lst = NotifyListener(wd.file("notify.sock"))
     d = avp.Daemon(wd, api.base, {"rate_per_number": 20, "burst_per_number": 1},
@@ -140,6 +140,11 @@ def notify(wd):
     stopping = [m for _, m in lst.messages if m.get("STOPPING") == "1"]
     check(stopping, "STOPPING=1 at SIGTERM")
     check(stopping[0]["STATUS"].startswith("Stopping:"), "STATUS= says Stopping")
+    # The stop asks for shutdown_timeout_ms (10 s) plus 20 s for the last
+    # commits and answers: a shutdown_timeout_ms beyond TimeoutStopSec= is
+    # honoured instead of ending in SIGKILL with requests in flight.
+    check(stopping[0].get("EXTEND_TIMEOUT_USEC") == str((10000 + 20000) * 1000),
+          "STOPPING=1 extends the stop timeout: %s" % stopping[0])
 
     # Without WATCHDOG_USEC: STATUS= still, no WATCHDOG=1.
     lst.messages.clear()
