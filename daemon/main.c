@@ -184,6 +184,14 @@ static void begin_stop(daemon_t *d, const char *why)
             dlog(d, CONFIG_LOG_WARN, "%s again: cancelling the %zu requests in flight", why,
                  http_pool_inflight(d->http));
             daemon_finish_stop(d);
+        } else if (!d->closing) {
+            /* Nothing is left to cut short: the last commits are what an
+             * acknowledged job's durability and its client's answer wait
+             * for. Said, so that the operator knows it is not ignored. */
+            dlog(d, CONFIG_LOG_WARN,
+                 "%s again: the store is being written (%zu operations left); exiting once it "
+                 "is",
+                 why, commit_backlog(d->commit));
         }
         return;
     }

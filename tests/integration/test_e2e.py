@@ -395,6 +395,30 @@ def sigterm_twice(wd):
     api.stop()
 
 
+def sigterm_during_flush(wd):
+    """A second SIGTERM while the stop writes its last commit (a slow disk)
+    is answered in the log: the store is still being written and the daemon
+    exits once it is. It was taken silently, so an operator pressing Ctrl-C
+    again saw nothing and reached for kill -9."""
+    api = avp.FakeAPI(wd)
+    faults = avp.Faults(wd)
+    d = avp.Daemon(wd, api.base, env=faults.env()).start()
+    cl, probe = d.client(), d.client()
+    check(cl.request({"op": "pause", "all": True}).get("ok") is True, "paused")
+    faults.set("sync SLOW 2000")  # every commit takes 2 s from here on
+    cl.send_raw((json.dumps(dict(avp.text_job(1), id=1)) + "\n").encode())
+    wait_for(lambda: probe.stats()["commitBacklog"] > 0, 10, "the submit's commit pending")
+    d.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "stopping (" in d.stderr(), 10, "the first SIGTERM taken")
+    d.proc.send_signal(signal.SIGTERM)
+    check(cl.read_line(10).get("ok") is True, "the submit acknowledged")
+    rc = d.proc.wait(30)
+    check(rc == 0, "exit 0, got %s" % rc)
+    check("SIGTERM again: the store is being written" in d.stderr(),
+          "the second signal during the flush is logged: %s" % d.stderr()[-400:])
+    api.stop()
+
+
 def sigterm_answers_submits(wd):
     """SIGTERM with thousands of submits on their way to the store: every
     submit is answered before the connection closes (acknowledged, or
@@ -558,7 +582,8 @@ def pause_bound(wd):
 
 
 CASES = {f.__name__: f for f in (e2e_10k, faults_500, kill9, protocol_errors, startup_errors,
-                                 sigterm_at_start, sigterm_inflight, sigterm_twice, sigterm_answers_submits,
+                                 sigterm_at_start, sigterm_inflight, sigterm_twice, sigterm_during_flush,
+                                 sigterm_answers_submits,
                                  permanent_errors,
                                  resets_and_429, queue_bound,
                                  concurrent_requests, pause_bound)}
