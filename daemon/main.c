@@ -32,6 +32,9 @@
  * manager at SIGTERM (EXTEND_TIMEOUT_USEC), so that a shutdown_timeout_ms
  * longer than TimeoutStopSec= is waited for, not cut by SIGKILL. */
 #define STOP_MARGIN_MS 20000
+/* Start time asked for before an index rebuild (store_check): ten minutes
+ * from then, where systemd's default start timeout is 90 s. */
+#define STORE_REPAIR_EXTEND_USEC "600000000"
 
 /* --- service manager -------------------------------------------------- */
 
@@ -527,6 +530,12 @@ static void store_check(daemon_t *d)
              "the store's indexes disagree with its counters (due index: %llu entries for %llu "
              "unfinished jobs); rebuilding them from the job records",
              (unsigned long long)c.due_entries, (unsigned long long)c.unfinished);
+    /* The rebuild reads every job record: ask for start time beyond a
+     * default TimeoutStartSec= (90 s), which a big store's could outlast -
+     * killed, and restarted by Restart=on-failure, it would start over for
+     * good. Only ever lengthens the timeout. */
+    notify(d, "STATUS=Rebuilding the store's indexes from the job records\n"
+              "EXTEND_TIMEOUT_USEC=" STORE_REPAIR_EXTEND_USEC);
     rc = queue_store_repair(d->q, &rep);
     if (rc != 0) {
         dlog(d, CONFIG_LOG_ERROR, "rebuilding the store's indexes failed: %s", queue_strerror(rc));

@@ -176,6 +176,46 @@ def notify(wd):
     api.stop()
 
 
+def repair_extends_start(wd):
+    """A start that rebuilds the store's indexes (they disagree with its
+    counters) asks the service manager for more start time first
+    (EXTEND_TIMEOUT_USEC, with a STATUS= saying why), before READY=1: the
+    rebuild reads every job record, and a big store's could outlast the
+    default TimeoutStartSec= of 90 s, be killed and, with Restart=on-failure,
+    start over for good. A start without a rebuild asks for nothing."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    later = time.time() + 3600
+    ids = avp.submit_all(d, [avp.text_job(i, notBefore=later) for i in range(5)])
+    check(d.stop() == 0, "exit 0")
+    lst = NotifyListener(wd.file("notify.sock"))
+    d2 = avp.Daemon(wd, api.base, state_dir=d.state_dir, name="plain",
+                    env={"NOTIFY_SOCKET": lst.path})
+    d2.start(wait=False)
+    lst.wait(lambda m: m.get("READY") == "1", 15, "READY=1")
+    check(not any("EXTEND_TIMEOUT_USEC" in m for _, m in lst.messages),
+          "no extension without a rebuild: %s" % [m for _, m in lst.messages][:3])
+    check(d2.stop() == 0, "exit 0")
+    subprocess.check_call([avp.STORETOOL, "drop-due", d.state_dir, ids[2]])
+    lst.drain()
+    lst.messages.clear()
+    d3 = avp.Daemon(wd, api.base, state_dir=d.state_dir, name="rebuild",
+                    env={"NOTIFY_SOCKET": lst.path})
+    d3.start(wait=False)
+    lst.wait(lambda m: m.get("READY") == "1", 15, "READY=1")
+    first = [m for _, m in lst.messages]
+    ext = [i for i, m in enumerate(first) if "EXTEND_TIMEOUT_USEC" in m]
+    check(ext and ext[0] < [i for i, m in enumerate(first) if m.get("READY") == "1"][0],
+          "EXTEND_TIMEOUT_USEC before READY=1: %s" % first[:3])
+    m = first[ext[0]]
+    check(int(m["EXTEND_TIMEOUT_USEC"]) >= 600 * 1000000 and
+          "ebuilding the store's indexes" in m.get("STATUS", ""),
+          "ten minutes more, and why: %s" % m)
+    check(d3.stop() == 0, "exit 0")
+    lst.close()
+    api.stop()
+
+
 def _connect_when_listening(path, timeout):
     """The socket file exists from bind(), before listen(): connect until
     the listener takes it (ECONNREFUSED meanwhile)."""
@@ -585,7 +625,8 @@ def deb(wd):
     check(not left, "dpkg --purge disables the units (no link or mask left): %s" % left)
 
 
-CASES = {f.__name__: f for f in (notify, socket_activation, reload, units, deb)}
+CASES = {f.__name__: f for f in (notify, socket_activation, reload, units, deb,
+                                   repair_extends_start)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
