@@ -648,6 +648,7 @@ static void test_valid_send(void)
                   r->submit.not_before == 0 && r->submit.campaign == NULL,
               "defaults");
         ipc_request_free(r);
+        free(id);
     }
 
     r = ok("{\"op\":\"template_send\",\"id\":12345678901,\"message\":{\"phoneNumberId\":\"1\","
