@@ -400,10 +400,8 @@ static curl_socket_t engine_opensocket_cb(void *clientp, curlsocktype purpose,
      * CURL_POLL_REMOVE: see the top); its poll must go, the number is the
      * new socket's. */
     stale = sock_get(e, fd);
-    if (stale != NULL) {
-        stale->close_fd = false;
-        sock_release(e, stale);
-    }
+    if (stale != NULL)
+        sock_forget(e, stale);
     if (fstat(fd, &st) != 0 || (s = sock_new(e, fd, true)) == NULL) {
         close(fd);
         return CURL_SOCKET_BAD;
