@@ -271,6 +271,7 @@ static void sender_cb(const sched_sender_info_t *s, void *arg)
      * outlasts this rendering (nothing runs on the loop meanwhile). */
     a->v[a->n].phone_number_id = s->phone_number_id;
     a->v[a->n].rate = s->rate;
+    a->v[a->n].max_rate = s->max_rate;
     a->v[a->n].queued = s->queued;
     a->v[a->n].inflight = s->inflight;
     a->v[a->n].paused = s->paused;

@@ -70,7 +70,8 @@ static void senders(FILE *f, const metrics_snapshot_t *s, const char *name, cons
         double v = which == 0   ? p->rate
                    : which == 1 ? (p->paused ? 1 : 0)
                    : which == 2 ? (double)p->queued
-                                : (double)p->inflight;
+                   : which == 3 ? (double)p->inflight
+                                : p->max_rate;
         fprintf(f, "avenping_%s{phone_number_id=\"", name);
         put_label(f, p->phone_number_id);
         fprintf(f, "\"} %.17g\n", v);
@@ -126,7 +127,15 @@ int metrics_render(const metrics_snapshot_t *s, char **out, size_t *len)
                 (unsigned long long)h->count);
     }
 
-    senders(f, s, "sender_rate", "Configured sends per second of a sender number.", 0);
+    /* The scheduler's rate, not the configured one: it is cut on every
+     * throttle and climbs back, which is what an operator watches; the
+     * configured one is beside it. */
+    senders(f, s, "sender_rate",
+            "Current send rate limit of a sender number, per second: lowered by throttles, back "
+            "up to sender_max_rate with successes (0: unlimited).",
+            0);
+    senders(f, s, "sender_max_rate",
+            "Configured send rate limit of a sender number, per second (0: unlimited).", 4);
     senders(f, s, "sender_paused", "1 when sending from this number is paused.", 1);
     senders(f, s, "sender_queued", "Jobs of this sender waiting in the active set.", 2);
     senders(f, s, "sender_inflight", "Jobs of this sender picked and not finished.", 3);

@@ -11,8 +11,8 @@
  * Series (all prefixed avenping_): jobs{state} (gauge, from the store's
  * counters), sends_total{outcome} (counter, one per HTTP answer by its
  * classification), http_request_duration_seconds (histogram),
- * sender_rate / sender_paused / sender_queued / sender_inflight
- * {phone_number_id} (gauges), oldest_due_job_age_seconds, and the totals of
+ * sender_rate / sender_max_rate / sender_paused / sender_queued /
+ * sender_inflight {phone_number_id} (gauges), oldest_due_job_age_seconds, and the totals of
  * the `stats` op.
  *
  * Errors: 0 or negative errno. Threads: any (no shared state).
@@ -45,7 +45,8 @@ double metrics_hist_bound(int i);
 
 typedef struct metrics_sender {
     const char *phone_number_id;
-    double rate; /* configured sends per second */
+    double rate;     /* current sends per second: lowered by throttles, 0: unlimited */
+    double max_rate; /* configured sends per second, 0: unlimited */
     size_t queued;
     unsigned inflight;
     bool paused;

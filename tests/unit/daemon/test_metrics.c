@@ -46,7 +46,9 @@ static double sample(const char *text, const char *prefix)
 static void test_render(void)
 {
     metrics_hist_t h;
-    metrics_sender_t senders[2] = {{"1000001", 80, 5, 2, false}, {"we\"ird\\id\n", 20, 0, 0, true}};
+    /* The first sender was slowed down by throttles: 40/s of its 80. */
+    metrics_sender_t senders[2] = {{"1000001", 40, 80, 5, 2, false},
+                                   {"we\"ird\\id\n", 20, 20, 0, 0, true}};
     metrics_outcome_t outcomes[2] = {{"sent", 7}, {"fail", 1}};
     metrics_snapshot_t s;
     char *text = NULL;
@@ -82,7 +84,12 @@ static void test_render(void)
     CHECK(sample(text, "avenping_http_request_duration_seconds_bucket{le=\"+Inf\"}") == 2);
     CHECK(sample(text, "avenping_http_request_duration_seconds_count") == 2);
     CHECK(fabs(sample(text, "avenping_http_request_duration_seconds_sum") - 0.22) < 1e-9);
-    CHECK(sample(text, "avenping_sender_rate{phone_number_id=\"1000001\"}") == 80);
+    /* The current (adapted) rate and the configured one, each under a HELP
+     * that says which it is. */
+    CHECK(sample(text, "avenping_sender_rate{phone_number_id=\"1000001\"}") == 40);
+    CHECK(sample(text, "avenping_sender_max_rate{phone_number_id=\"1000001\"}") == 80);
+    CHECK(strstr(text, "# HELP avenping_sender_rate Configured") == NULL);
+    CHECK(strstr(text, "# TYPE avenping_sender_max_rate gauge\n") != NULL);
     /* Label values are escaped: backslash, quote, newline. */
     CHECK(sample(text, "avenping_sender_paused{phone_number_id=\"we\\\"ird\\\\id\\n\"}") == 1);
     CHECK(sample(text, "avenping_oldest_due_job_age_seconds") == 12.5);
