@@ -101,7 +101,11 @@ int metrics_render(const metrics_snapshot_t *s, char **out, size_t *len)
         fprintf(f, "avenping_jobs{state=\"%s\"} %llu\n", queue_state_name(st),
                 (unsigned long long)s->jobs[st]);
 
-    head(f, "sends_total", "counter", "HTTP answers to send requests by their classification.");
+    /* classify_answer() turns a request without an answer (connect error,
+     * timeout, cut transfer) into a retry: counted here too. */
+    head(f, "sends_total", "counter",
+         "Finished send requests by the classification of their result (one that got no HTTP "
+         "answer, a connect error or timeout, counts as retry).");
     for (size_t i = 0; i < s->n_outcomes; i++) {
         fputs("avenping_sends_total{outcome=\"", f);
         put_label(f, s->outcomes[i].name);

@@ -76,6 +76,9 @@ static void test_render(void)
     CHECK(sample(text, "avenping_jobs{state=\"uncertain\"}") == 0);
     CHECK(strstr(text, "# TYPE avenping_sends_total counter\n") != NULL);
     CHECK(sample(text, "avenping_sends_total{outcome=\"fail\"}") == 1);
+    /* Requests that got no answer (connect error, timeout) are counted too,
+     * as retry: the HELP must not promise HTTP answers only. */
+    CHECK(strstr(text, "# HELP avenping_sends_total HTTP answers") == NULL);
     CHECK(strstr(text, "# TYPE avenping_http_request_duration_seconds histogram\n") != NULL);
     /* Buckets are cumulative. */
     CHECK(sample(text, "avenping_http_request_duration_seconds_bucket{le=\"0.01\"}") == 0);
