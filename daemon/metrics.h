@@ -9,11 +9,10 @@
  * after a crash a stale or missing file is harmless.
  *
  * Series (all prefixed avenping_): jobs{state} (gauge, from the store's
- * counters), sends_total{outcome} (counter, one per HTTP answer by its
- * classification), http_request_duration_seconds (histogram),
- * sender_rate / sender_max_rate / sender_paused / sender_queued /
- * sender_inflight {phone_number_id} (gauges), oldest_due_job_age_seconds, and the totals of
- * the `stats` op.
+ * counters), sends_total{outcome} (counter, one per finished send request by
+ * the classification of its result; no answer counts as retry), http_request_duration_seconds
+ * (histogram), sender_rate / sender_max_rate / sender_paused / sender_queued / sender_inflight
+ * {phone_number_id} (gauges), oldest_due_job_age_seconds, and the totals of the `stats` op.
  *
  * Errors: 0 or negative errno. Threads: any (no shared state).
  */
