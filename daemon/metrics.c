@@ -50,6 +50,18 @@ static void put_label(FILE *f, const char *v)
     }
 }
 
+/* A sample value and the line end: Prometheus spells NaN and the
+ * infinities its own way, where printf would write nan and inf. */
+static void put_value(FILE *f, double v)
+{
+    if (isnan(v))
+        fputs(" NaN\n", f);
+    else if (isinf(v))
+        fputs(v > 0 ? " +Inf\n" : " -Inf\n", f);
+    else
+        fprintf(f, " %.17g\n", v);
+}
+
 static void head(FILE *f, const char *name, const char *type, const char *help)
 {
     fprintf(f, "# HELP avenping_%s %s\n# TYPE avenping_%s %s\n", name, help, name, type);
@@ -58,7 +70,8 @@ static void head(FILE *f, const char *name, const char *type, const char *help)
 static void scalar(FILE *f, const char *name, const char *type, const char *help, double v)
 {
     head(f, name, type, help);
-    fprintf(f, "avenping_%s %.17g\n", name, v);
+    fprintf(f, "avenping_%s", name);
+    put_value(f, v);
 }
 
 static void senders(FILE *f, const metrics_snapshot_t *s, const char *name, const char *help,
@@ -74,7 +87,8 @@ static void senders(FILE *f, const metrics_snapshot_t *s, const char *name, cons
                                 : p->max_rate;
         fprintf(f, "avenping_%s{phone_number_id=\"", name);
         put_label(f, p->phone_number_id);
-        fprintf(f, "\"} %.17g\n", v);
+        fputs("\"}", f);
+        put_value(f, v);
     }
 }
 
@@ -126,7 +140,8 @@ int metrics_render(const metrics_snapshot_t *s, char **out, size_t *len)
                 fprintf(f, "avenping_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
                         (unsigned long long)cum);
         }
-        fprintf(f, "avenping_http_request_duration_seconds_sum %.17g\n", h->sum);
+        fputs("avenping_http_request_duration_seconds_sum", f);
+        put_value(f, h->sum);
         fprintf(f, "avenping_http_request_duration_seconds_count %llu\n",
                 (unsigned long long)h->count);
     }

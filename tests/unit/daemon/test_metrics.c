@@ -120,6 +120,28 @@ static void test_render(void)
     free(text);
 }
 
+/* Values Prometheus spells its own way: NaN, +Inf, -Inf (printf's nan
+ * and inf are not valid sample values). */
+static void test_render_special(void)
+{
+    metrics_sender_t senders[1] = {{"1000001", INFINITY, -INFINITY, 0, 0, false}};
+    metrics_snapshot_t s;
+    char *text = NULL;
+    size_t len = 0;
+
+    memset(&s, 0, sizeof(s));
+    s.senders = senders;
+    s.n_senders = 1;
+    s.oldest_due_age = NAN;
+    s.version = "1";
+    CHECK_EQ(metrics_render(&s, &text, &len), 0);
+    CHECK(strstr(text, "avenping_oldest_due_job_age_seconds NaN\n") != NULL);
+    CHECK(strstr(text, "avenping_sender_rate{phone_number_id=\"1000001\"} +Inf\n") != NULL);
+    CHECK(strstr(text, "avenping_sender_max_rate{phone_number_id=\"1000001\"} -Inf\n") != NULL);
+    CHECK(strstr(text, " nan\n") == NULL && strstr(text, " inf\n") == NULL);
+    free(text);
+}
+
 static void test_write_file(void)
 {
     char dir[] = "/tmp/avp-metrics-XXXXXX", path[64], tmp[80], buf[64];
@@ -160,6 +182,7 @@ int main(int argc, char **argv)
     static const test_case_t cases[] = {
         {"histogram", test_histogram},
         {"render", test_render},
+        {"render_special", test_render_special},
         {"write_file", test_write_file},
     };
     return test_main(argc, argv, cases, sizeof(cases) / sizeof(cases[0]));
