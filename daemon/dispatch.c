@@ -706,7 +706,11 @@ static void retry_job_flags(daemon_t *d, sched_job_t *job, const classify_result
         sched_job_finish(d->sched, job);
         return;
     }
-    if (d->stopping)
+    /* A request the stop cancelled is due at once after the restart. An
+     * answer that came while stopping keeps its wait (131049's day, a
+     * Retry-After, 4^X s for a pair): the stored due time is what the next
+     * start goes by. */
+    if (d->cancelling_all)
         due = daemon_now();
     record_ex(d, job->id, QUEUE_STATE_RETRYING, job->attempts, due, NULL, &c->error, false,
               set_flags);
