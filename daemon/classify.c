@@ -458,7 +458,11 @@ void classify_answer(const http_result_t *res, classify_result_t *out)
         out->action = CLASSIFY_RETRY;
         out->maybe_sent =
             res->error == HTTP_EMAYBESENT || (res->error == HTTP_ECANCELLED && res->left);
-        out->not_sent = res->error == HTTP_ENOTSENT;
+        /* A request the stop cancelled before any of it was written never
+         * left either: its attempt must not count (it used up the last
+         * attempt of a job, which then failed after the restart). */
+        out->not_sent =
+            res->error == HTTP_ENOTSENT || (res->error == HTTP_ECANCELLED && !res->left);
         copy_str(out->error.code, sizeof(out->error.code),
                  res->error == HTTP_ENOTSENT     ? "CONNECT_ERROR"
                  : res->error == HTTP_ECANCELLED ? "CANCELLED"

@@ -26,7 +26,8 @@ typedef enum classify_action {
 typedef struct classify_result {
     int action;               /* classify_action_t */
     bool maybe_sent;          /* a transport failure after the request may have left */
-    bool not_sent;            /* a transport failure before the request left: retry freely */
+    bool not_sent;            /* a transport failure (or a cancel) before the request left:
+                                 retry freely */
     bool hold_sender;         /* CLASSIFY_RETRY of a sender in maintenance (131057, 2494100):
                                  the sender waits min_delay, not only the job */
     bool needs_operator;      /* CLASSIFY_PAUSE_ACCOUNT that no probe can clear (Meta 0, 190:

@@ -881,7 +881,9 @@ static void on_http_done(const http_result_t *res, void *arg)
              * met a busy API (at its connection limit, its listen queue
              * full), not a down one; such failures come in bursts, a
              * pool's worth of connects timing out together. */
-            if (d->last_answer < posted && ++d->not_sent_run >= DISPATCH_UNREACHABLE_AFTER)
+            /* The stop's own cancels say nothing about the API. */
+            if (!d->cancelling_all && d->last_answer < posted &&
+                ++d->not_sent_run >= DISPATCH_UNREACHABLE_AFTER)
                 pause_unreachable(d, &c);
             retry_job(d, job, &c, now + backoff(d, 1), false);
             break;

@@ -375,6 +375,16 @@ static void test_transport(void)
     classify_answer(&r, &c);
     CHECK_EQ(c.action, CLASSIFY_RETRY);
     CHECK(c.maybe_sent);
+    /* Cancelled (the stop) before any of it was written: not sent, so the
+     * attempt does not count; once some of it left, maybe sent. */
+    r.error = HTTP_ECANCELLED;
+    r.left = false;
+    classify_answer(&r, &c);
+    CHECK(c.action == CLASSIFY_RETRY && c.not_sent && !c.maybe_sent);
+    CHECK_STR(c.error.code, "CANCELLED");
+    r.left = true;
+    classify_answer(&r, &c);
+    CHECK(c.action == CLASSIFY_RETRY && !c.not_sent && c.maybe_sent);
 }
 
 /* A success answer known to be cut (http_result_t.cut): longer than the
