@@ -892,7 +892,10 @@ static void on_http_done(const http_result_t *res, void *arg)
          * last attempt failing must not let the next job walk into it. */
         if (c.hold_sender)
             sched_sender_hold(d->sched, job, now + c.min_delay, "sender in maintenance");
-        if (job->attempts >= max_attempts && !d->stopping) {
+        /* Its last attempt fails the job also while stopping (the restart
+         * would send it once more than maxAttempts allow); only a request
+         * the stop cancelled is left for the restart. */
+        if (job->attempts >= max_attempts && !d->cancelling_all) {
             dlog(d, CONFIG_LOG_DEBUG, "job %llu failed after %u attempts: %d %s %s",
                  (unsigned long long)job->id, max_attempts, c.error.status, c.error.code,
                  c.error.message);

@@ -1540,6 +1540,31 @@ def reschedule_day_once(wd):
     api.stop()
 
 
+def answered_during_stop(wd, rules, jobs):
+    """Submits `jobs` to an API that answers them by `rules` after 1.5 s,
+    stops the daemon (SIGTERM) while their requests are on the wire, and
+    starts it again on the same store: (api, daemon, client, job ids), the
+    API's requests counted so far being exactly the jobs'."""
+    api = avp.FakeAPI(wd)
+    api.control(latency_ms=1500, rules=rules)
+    d = avp.Daemon(wd, api.base, {}).start()
+    ids = submit_all(d, jobs)
+    wait_for(lambda: api.stats()["requests"] >= len(jobs), 10, "the requests at the API")
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.control(latency_ms=0)
+    d2 = avp.Daemon(wd, api.base, {}, state_dir=d.state_dir, name="daemon2").start()
+    return api, d2, d2.client(), ids
+
+
+def no_request_after_restart(api, d, cl, n):
+    """Nothing due: a ping's round trip later, still only the `n` requests."""
+    cl.request({"op": "ping"})
+    check(api.stats()["requests"] == n, "no request after the restart: %s" % api.stats())
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def waits_kept_across_stop(wd):
     """An answer that asks for a wait, arriving while the daemon stops (its
     request was on the wire at SIGTERM), keeps that wait in the store: a
@@ -1547,33 +1572,34 @@ def waits_kept_across_stop(wd):
     stop used to store them due at once, so the restarted daemon sent the
     131049 job again right away (a second 131049 fails it: a day too
     early) and walked into the 429's hold."""
-    api = avp.FakeAPI(wd)
     day, thr = "16700000001", "16700000002"
-    api.control(latency_ms=1500,
-                rules=[{"to": day, "status": 500, "meta": 131049, "times": 1},
-                       {"to": thr, "status": 429, "retry_after": 600, "times": 1}])
-    d = avp.Daemon(wd, api.base, {}).start()
-    ids = submit_all(d, [avp.text_job(1, sender=avp.SENDERS[0], to="+" + day,
-                                      expiresAt=time.time() + 5 * 86400),
-                         avp.text_job(2, sender=avp.SENDERS[1], to="+" + thr)])
-    wait_for(lambda: api.stats()["requests"] >= 2, 10, "both requests at the API")
-    check(d.stop() == 0, "SIGTERM exits 0")
-    api.control(latency_ms=0)
-    d2 = avp.Daemon(wd, api.base, {}, state_dir=d.state_dir, name="daemon2").start()
-    cl = d2.client()
+    api, d, cl, ids = answered_during_stop(
+        wd, [{"to": day, "status": 500, "meta": 131049, "times": 1},
+             {"to": thr, "status": 429, "retry_after": 600, "times": 1}],
+        [avp.text_job(1, sender=avp.SENDERS[0], to="+" + day, expiresAt=time.time() + 5 * 86400),
+         avp.text_job(2, sender=avp.SENDERS[1], to="+" + thr)])
     j1 = cl.request({"op": "get", "job": ids[0]})["job"]
     j2 = cl.request({"op": "get", "job": ids[1]})["job"]
     check(j1["state"] == "retrying" and j1["nextAttemptAt"] - j1["updatedAt"] > 86000,
           "the 131049 job waits a day: %s" % j1)
     check(j2["state"] == "retrying" and j2["nextAttemptAt"] - j2["updatedAt"] > 590,
           "the 429 job waits for its Retry-After: %s" % j2)
-    # Nothing due: a ping's round trip later, still only the two requests.
-    cl.request({"op": "ping"})
-    check(api.stats()["requests"] == 2, "no request after the restart: %s" % api.stats())
-    cl.close()
-    check(d2.stop() == 0, "SIGTERM exits 0")
-    api.stop()
+    no_request_after_restart(api, d, cl, 2)
 
+
+def last_attempt_during_stop(wd):
+    """A transient error answered while the daemon stops, on the job's last
+    attempt, fails the job as at any other time. It used to be stored as
+    retrying, and the restarted daemon sent it once more than its
+    maxAttempts allow."""
+    to = "16700000003"
+    api, d, cl, ids = answered_during_stop(
+        wd, [{"to": to, "status": 500, "times": 1}],
+        [avp.text_job(1, sender=avp.SENDERS[0], to="+" + to, maxAttempts=1)])
+    j = cl.request({"op": "get", "job": ids[0]})["job"]
+    check(j["state"] == "failed" and j["attempts"] == 1 and j["lastError"]["status"] == 500,
+          "the job failed at its last attempt: %s" % j)
+    no_request_after_restart(api, d, cl, 1)
 
 def retry_past_expiry(wd):
     """A retry that would come after the job's expiresAt expires the job at
@@ -1742,7 +1768,8 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  expired_while_waiting, pause_stops_picked, hold_stops_picked,
                                  order_behind_paused, retry_keeps_order,
                                  order_deep_key_paused, order_deep_key_full,
-                                 reschedule_day_once, waits_kept_across_stop, cancel_answer_during_walk,
+                                 reschedule_day_once, waits_kept_across_stop, last_attempt_during_stop,
+                                 cancel_answer_during_walk,
                                  pair_refund_unposted, operator_pause_over_unreachable)}
 
 if __name__ == "__main__":
