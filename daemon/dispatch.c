@@ -701,7 +701,7 @@ static void retry_job_flags(daemon_t *d, sched_job_t *job, const classify_result
         job->marks |= DAEMON_JOB_CANCEL;
     if (cancel_instead(d, job, &c->error))
         return;
-    if (job->expires_at > 0 && due > job->expires_at && !d->stopping) {
+    if (job->expires_at > 0 && due > job->expires_at && !d->cancelling_all) {
         record_expiry(d, job->id, job->attempts, job->marks, &c->error, false);
         sched_job_finish(d->sched, job);
         return;

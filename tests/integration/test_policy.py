@@ -1601,6 +1601,22 @@ def last_attempt_during_stop(wd):
           "the job failed at its last attempt: %s" % j)
     no_request_after_restart(api, d, cl, 1)
 
+
+def expiry_during_stop(wd):
+    """An answer during a stop whose wait ends after the job's expiresAt (a
+    429's Retry-After of 600 s, 30 s before expiry) expires the job at once,
+    as at any other time; it used to be stored as retrying past its
+    expiry, holding its order key until the expiry sweep."""
+    to = "16700000004"
+    api, d, cl, ids = answered_during_stop(
+        wd, [{"to": to, "status": 429, "retry_after": 600, "times": 1}],
+        [avp.text_job(1, sender=avp.SENDERS[0], to="+" + to, expiresAt=time.time() + 30)])
+    j = cl.request({"op": "get", "job": ids[0]})["job"]
+    check(j["state"] == "expired" and j["lastError"]["status"] == 429,
+          "the job expired with the 429 as its lastError: %s" % j)
+    no_request_after_restart(api, d, cl, 1)
+
+
 def retry_past_expiry(wd):
     """A retry that would come after the job's expiresAt expires the job at
     once and lets the next job of its key go: a 131049 (24 h) against the
@@ -1768,7 +1784,7 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  expired_while_waiting, pause_stops_picked, hold_stops_picked,
                                  order_behind_paused, retry_keeps_order,
                                  order_deep_key_paused, order_deep_key_full,
-                                 reschedule_day_once, waits_kept_across_stop, last_attempt_during_stop,
+                                 reschedule_day_once, waits_kept_across_stop, last_attempt_during_stop, expiry_during_stop,
                                  cancel_answer_during_walk,
                                  pair_refund_unposted, operator_pause_over_unreachable)}
 
