@@ -539,6 +539,18 @@ void classify_answer(const http_result_t *res, classify_result_t *out)
                  res->detail != NULL && res->detail[0] != '\0' ? " to " : "",
                  res->detail != NULL ? res->detail : "");
     }
+    /* So is a 404 without the API's error envelope ("success": false): no
+     * v2 route answered - api_base names another server or path (a web
+     * server's or a proxy's page), and every job would fail for good on
+     * it. The v2 API's own 404 (NOT_FOUND: a missing template or media)
+     * stays its job's. */
+    if (res->status == 404 && !has_meta &&
+        !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(root, "success"))) {
+        action = CLASSIFY_PAUSE_ACCOUNT;
+        copy_str(out->error.message, sizeof(out->error.message),
+                 "a 404 that is not the v2 API's error envelope: no v2 route answered; api_base "
+                 "must name the v2 API itself");
+    }
     out->action = action;
     /* A 5xx that is not the API's own error envelope came from something in
      * front of it (a gateway's 502/504, a load balancer's 503), which may

@@ -980,6 +980,40 @@ def redirect_pauses(wd):
     api.stop()
 
 
+def bare_404_pauses(wd):
+    """A 404 that is not the API's error envelope (a web server's or a
+    proxy's page: api_base names another server or path) is no answer of a
+    v2 route: the account pauses with a reason naming api_base, no job
+    fails, GET /v2/me is probed and sending resumes once it answers. Before,
+    every job failed for good with HTTP_404 (the v2 API's own 404 NOT_FOUND,
+    a missing template, still fails its job)."""
+    api = avp.FakeAPI(wd)
+    api.control(rules=[{"to": "16760000011", "status": 404, "times": 3,
+                        "body": "<html><body>Not Found</body></html>"}])
+    d = avp.Daemon(wd, api.base, {"backoff_base_ms": 200, "backoff_max_ms": 400}).start()
+    cl = d.client()
+    ids = submit_all(d, [avp.text_job(1, to="+16760000011")])
+    st = wait_for(lambda: (lambda s: s if s["account"]["state"] == "paused" else None)(cl.stats()),
+                  20, "the account paused by the bare 404")
+    reason = st["account"]["reason"] or ""
+    check("404" in reason and "api_base" in reason, "the reason names api_base: %s" % reason)
+    check(st["counts"]["failed"] == 0, "no job failed: %s" % st["counts"])
+    st = wait_all_final(cl, 30)
+    job = cl.request({"op": "get", "job": ids[0]})["job"]
+    check(job["state"] == "sent" and st["account"]["state"] == "ok",
+          "sent once the route answers: %s %s" % (job, st["account"]))
+    # The API's own 404 (its envelope, NOT_FOUND) still fails its job.
+    bad = submit_all(d, [{"op": "template_send", "message": {
+        "phoneNumberId": avp.SENDERS[0], "to": "15550000077", "templateName": "missing_t",
+        "language": "en_US"}}])
+    wait_for(lambda: cl.request({"op": "get", "job": bad[0]})["job"]["state"] == "failed", 20,
+             "the missing template failed")
+    check(cl.stats()["account"]["state"] == "ok", "no pause for the API's own 404")
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def cancel_campaign_counts(wd):
     """A campaign cancel while the campaign sends: the answer counts every
     job it cancelled, and no job of the campaign is picked once the cancel
@@ -1786,7 +1820,8 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  order_deep_key_paused, order_deep_key_full,
                                  reschedule_day_once, waits_kept_across_stop, last_attempt_during_stop, expiry_during_stop,
                                  cancel_answer_during_walk,
-                                 pair_refund_unposted, operator_pause_over_unreachable)}
+                                 pair_refund_unposted, operator_pause_over_unreachable,
+                                 bare_404_pauses)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:

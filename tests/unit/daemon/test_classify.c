@@ -170,6 +170,15 @@ static void test_status_classes(void)
                "found\"}",
                -1);
     CHECK_EQ(c.action, CLASSIFY_PAUSE_ACCOUNT);
+    /* A 404 that is not the API's error envelope: no v2 route answered
+     * (api_base names another server or path). Every job would fail for
+     * good on it: the account pauses, and the reason says why. */
+    c = answer(404, "<html><body>Not Found</body></html>", -1);
+    CHECK_EQ(c.action, CLASSIFY_PAUSE_ACCOUNT);
+    CHECK_STR(c.error.code, "HTTP_404");
+    CHECK(strstr(c.error.message, "api_base") != NULL);
+    c = answer(404, "", -1);
+    CHECK_EQ(c.action, CLASSIFY_PAUSE_ACCOUNT);
     c = answer(401, "{\"success\":false,\"error\":\"UNAUTHORIZED\",\"message\":\"x\"}", -1);
     CHECK_EQ(c.action, CLASSIFY_PAUSE_ACCOUNT);
     c = answer(403, "{\"success\":false,\"error\":\"PLAN_EXPIRED\",\"message\":\"x\"}", -1);
