@@ -29,7 +29,8 @@ typedef struct classify_result {
     bool not_sent;            /* a transport failure (or a cancel) before the request left:
                                  retry freely */
     bool hold_sender;         /* CLASSIFY_RETRY of a sender in maintenance (131057, 2494100):
-                                 the sender waits min_delay, not only the job */
+                                 the sender waits min_delay (doubling while it stays in
+                                 maintenance), not only the job; no attempt counts */
     bool needs_operator;      /* CLASSIFY_PAUSE_ACCOUNT that no probe can clear (Meta 0, 190:
                                  Meta's side of the account; GET /v2/me still answers 200) */
     double min_delay;         /* seconds the retry must wait at least (Retry-After, ...); 0 */

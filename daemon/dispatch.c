@@ -888,10 +888,18 @@ static void on_http_done(const http_result_t *res, void *arg)
             retry_job(d, job, &c, now + backoff(d, 1), false);
             break;
         }
-        /* Maintenance holds the sender whatever becomes of this job: its
-         * last attempt failing must not let the next job walk into it. */
-        if (c.hold_sender)
-            sched_sender_hold(d->sched, job, now + c.min_delay, "sender in maintenance");
+        /* Maintenance is the sender's, not the job's: the sender waits
+         * (longer each time it is still in maintenance after a wait) and
+         * the attempt does not count - a maintenance longer than
+         * maxAttempts waits failed every job that walked into it. The
+         * job's wait is the hold, so a resume of the sender lets it go. */
+        if (c.hold_sender) {
+            double until =
+                sched_sender_hold(d->sched, job, now, c.min_delay, "sender in maintenance");
+            job->marks |= DAEMON_JOB_HELD;
+            retry_job(d, job, &c, until, false);
+            break;
+        }
         /* Its last attempt fails the job also while stopping (the restart
          * would send it once more than maxAttempts allow); only a request
          * the stop cancelled is left for the restart. */
@@ -903,15 +911,10 @@ static void on_http_done(const http_result_t *res, void *arg)
             sched_job_finish(d->sched, job);
             break;
         }
-        /* The answer's Retry-After (min_delay) counts for every retry; a
-         * job whose wait is its sender's maintenance hold is marked, so a
-         * resume of the sender lets it go. */
+        /* The answer's Retry-After (min_delay) counts for every retry. */
         delay = backoff(d, job->attempts);
-        if (c.min_delay > delay) {
+        if (c.min_delay > delay)
             delay = c.min_delay;
-            if (c.hold_sender)
-                job->marks |= DAEMON_JOB_HELD;
-        }
         retry_job(d, job, &c, now + delay, true);
         break;
     }

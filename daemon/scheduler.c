@@ -191,6 +191,7 @@ struct sched_sender {
     double last_cut;
     double hold_until;
     char *hold_reason;
+    unsigned hold_strikes; /* holds in a row with no success between */
     bool paused;
     char *reason;
     double wake;     /* while SENDER_SLEEP */
@@ -2339,6 +2340,7 @@ void sched_job_sent(sched_t *s, sched_job_t *j, double now)
         s->now = now;
     if (j->pair_ != NULL)
         j->pair_->strikes = 0;
+    sd->hold_strikes = 0;
     /* Additive increase: max/AIMD_STEP_FRACTION per second of successes at
      * the current rate, i.e. this much per success. */
     if (sd->max_rate > 0 && sd->bucket.rate < sd->max_rate) {
@@ -2378,14 +2380,24 @@ void sched_sender_throttled(sched_t *s, sched_job_t *j, double now, double hold)
     }
 }
 
-void sched_sender_hold(sched_t *s, sched_job_t *j, double until, const char *reason)
+double sched_sender_hold(sched_t *s, sched_job_t *j, double now, double base, const char *reason)
 {
     sched_sender_t *sd = j->sender;
+    double until;
 
+    if (now > s->now)
+        s->now = now;
+    /* Answers to requests sent before the hold began (a rate's worth in
+     * flight) belong to the same hold; one to a request sent after it
+     * ended says the cause is still there. */
+    if (now >= sd->hold_until && sd->hold_strikes < SCHED_HOLD_STRIKES_MAX)
+        sd->hold_strikes++;
+    until = now + ldexp(base, (int)(sd->hold_strikes > 0 ? sd->hold_strikes - 1 : 0));
     if (until > sd->hold_until) {
         sd->hold_until = until;
         set_reason(&sd->hold_reason, reason);
     }
+    return sd->hold_until;
 }
 
 void sched_pair_refund(sched_t *s, sched_job_t *j, double now)
@@ -2461,6 +2473,7 @@ int sched_sender_pause(sched_t *s, const char *phone_number_id, bool paused, con
     if (!paused) {
         /* An operator's resume also lifts a timed hold. */
         sd->hold_until = 0;
+        sd->hold_strikes = 0;
         set_reason(&sd->hold_reason, NULL);
         if (sd->state == SENDER_SLEEP && sd->heap_idx != (size_t)-1) {
             heap_remove(&s->sleeping, sd->heap_idx);

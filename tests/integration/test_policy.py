@@ -490,17 +490,22 @@ def at_most_once_maybe_sent(wd):
 
 
 def maintenance_holds_sender(wd):
-    """Meta 131057 (number in maintenance) holds its sender ~60 s even when
-    the job that got it has no attempt left and fails: the sender's next job
-    does not walk into the maintenance (it used to go at once), another
-    sender goes on, and a resume of the sender lifts the hold."""
+    """Meta 131057 (number in maintenance) holds its sender ~60 s and does
+    not use up an attempt (the cause is the number, not the job): a job with
+    maxAttempts 1 waits instead of failing (it used to fail, and a longer
+    maintenance failed every job that walked into it); the sender's next
+    job does not walk into the maintenance, another sender goes on, and a
+    resume of the sender lifts the hold."""
     api = avp.FakeAPI(wd)
     d = avp.Daemon(wd, api.base, {}).start()
     cl = d.client()
     api.control(rules=[{"to": "16720000001", "status": 500, "meta": 131057, "times": 1}])
     j1 = submit_all(d, [avp.text_job(1, sender="1000001", to="+16720000001", maxAttempts=1)])[0]
-    wait_for(lambda: cl.request({"op": "get", "job": j1})["job"]["state"] == "failed", 10,
-             "the job with no attempt left failed")
+    first = wait_for(lambda: (lambda j: j if (j.get("lastError") or {}).get("metaCode") == 131057
+                              else None)(cl.request({"op": "get", "job": j1})["job"]), 10,
+                     "the maintenance answer recorded")
+    check(first["state"] in ("retrying", "queued"),
+          "the job with one attempt waits, it does not fail: %s" % first)
     ids = submit_all(d, [avp.text_job(2, sender="1000001", to="+16720000002"),
                          avp.text_job(3, sender="1000002", to="+16720000003")])
     wait_for(lambda: cl.request({"op": "get", "job": ids[1]})["job"]["state"] == "sent", 10,
@@ -511,8 +516,13 @@ def maintenance_holds_sender(wd):
           "the sender in maintenance holds its next job: %s" % j2)
     check("maintenance" in (s1["reason"] or ""), "stats name the hold: %s" % s1)
     check(cl.request({"op": "resume", "phoneNumberId": "1000001"})["ok"], "resume sender")
-    wait_for(lambda: cl.request({"op": "get", "job": ids[0]})["job"]["state"] == "sent", 10,
-             "the held job sent after the resume")
+    for j in (j1, ids[0]):
+        wait_for(lambda: cl.request({"op": "get", "job": j})["job"]["state"] == "sent", 10,
+                 "job %s sent after the resume" % j)
+    got = cl.request({"op": "get", "job": j1})["job"]
+    check(got["attempts"] == 1, "the maintenance answer used no attempt: %s" % got)
+    seen = collections.Counter(avp.marker(s) for s in api.sends())
+    check(seen["job-1"] == 1 and seen["job-2"] == 1, "each delivered once: %s" % dict(seen))
     cl.close()
     check(d.stop() == 0, "SIGTERM exits 0")
     api.stop()

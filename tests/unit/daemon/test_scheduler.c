@@ -880,7 +880,7 @@ static void test_hold_reason(void)
     add(s, 1, 0, 1, "a");
     j = sched_next(s, 10, NULL);
     CHECK(j != NULL);
-    sched_sender_hold(s, j, 70, "sender in maintenance");
+    CHECK(fabs(sched_sender_hold(s, j, 10, 60, "sender in maintenance") - 70) < 1e-9);
     sched_job_retry(s, j, 70);
     CHECK(sender_info(s, "a", 20).paused);
     CHECK_STR(sender_info(s, "a", 20).reason, "sender in maintenance");
@@ -890,6 +890,55 @@ static void test_hold_reason(void)
     sched_job_retry(s, j, 85);
     CHECK(sender_info(s, "a", 81).paused);
     CHECK_STR(sender_info(s, "a", 81).reason, "throttled");
+    sched_free(s);
+}
+
+/* Takes the next job at `at`, answers it with a maintenance hold at `now`
+ * and checks the hold ends at `until`; the job waits for that end. */
+static void hold_next(sched_t *s, double at, double now, double until)
+{
+    sched_job_t *j = sched_next(s, at, NULL);
+
+    CHECK(j != NULL);
+    if (j == NULL)
+        return;
+    CHECK(fabs(sched_sender_hold(s, j, now, 60, "m") - until) < 1e-9);
+    sched_job_retry(s, j, until);
+}
+
+/* A sender still in maintenance after its hold waits twice as long each
+ * time, up to 8 times the base; answers to requests in flight when a hold
+ * began do not lengthen it; a success or a resume starts over. */
+static void test_hold_escalates(void)
+{
+    sched_t *s = make(0, 100, 100, 100);
+    sched_job_t *j, *k;
+
+    add(s, 1, 0, 1, "a");
+    add(s, 2, 0, 2, "a");
+    j = sched_next(s, 10, NULL);
+    k = sched_next(s, 10, NULL);
+    CHECK(j != NULL && k != NULL);
+    CHECK(fabs(sched_sender_hold(s, j, 10, 60, "m") - 70) < 1e-9);
+    /* k was in flight when the hold began: the same hold, not doubled. */
+    CHECK(fabs(sched_sender_hold(s, k, 10.5, 60, "m") - 70.5) < 1e-9);
+    sched_job_retry(s, j, 70.5);
+    sched_job_retry(s, k, 70.5);
+    CHECK(sched_next(s, 70.4, NULL) == NULL);
+    hold_next(s, 70.5, 70.5, 190.5);
+    hold_next(s, 190.5, 191, 431);
+    hold_next(s, 431, 431, 911);
+    hold_next(s, 911, 911, 1391); /* capped at 8 times */
+    /* A success starts over. */
+    j = sched_next(s, 1391, NULL);
+    CHECK(j != NULL);
+    sched_job_sent(s, j, 1391.1);
+    sched_job_finish(s, j);
+    hold_next(s, 1391.2, 1392, 1452);
+    /* So does a resume of the sender. */
+    hold_next(s, 1452, 1452, 1572);
+    CHECK_EQ(sched_sender_pause(s, "a", false, NULL), 0);
+    hold_next(s, 1572, 1572, 1632);
     sched_free(s);
 }
 
@@ -1385,6 +1434,7 @@ int main(int argc, char **argv)
         {"pair_limited", test_pair_limited},
         {"adaptive_rate", test_adaptive_rate},
         {"hold_reason", test_hold_reason},
+        {"hold_escalates", test_hold_escalates},
         {"pauses", test_pauses},
         {"campaign_hold", test_campaign_hold},
         {"expiry", test_expiry},
