@@ -417,6 +417,15 @@ void daemon_metrics_write(daemon_t *d)
     s.possible_duplicates = d->stats.maybe_duplicates;
     s.commits = d->stats.commits;
     s.commit_failures = d->stats.commit_failures;
+    s.purged = d->stats.purged;
+    s.unreadable_jobs = d->stats.unreadable;
+    if (d->http != NULL) {
+        http_stats_t hs;
+
+        http_pool_stats(d->http, &hs);
+        s.http_connects = hs.connects;
+        s.tls_handshakes = hs.handshakes;
+    }
     s.http_inflight = d->http ? (unsigned)http_pool_inflight(d->http) : 0;
     s.active = d->sched ? sched_jobs(d->sched) : 0;
     s.connections = d->ipc ? ipc_server_connections(d->ipc) : 0;

@@ -174,6 +174,19 @@ int metrics_render(const metrics_snapshot_t *s, char **out, size_t *len)
            "Store commits that failed since start (each retried; nothing is acknowledged or "
            "sent meanwhile).",
            (double)s->commit_failures);
+    scalar(f, "purged_total", "counter",
+           "Finished jobs deleted from the store after retention_s since start.",
+           (double)s->purged);
+    scalar(f, "unreadable_jobs", "gauge",
+           "Jobs the store's due index names whose record cannot be read (damage, or written by "
+           "a newer avenpingd): left in the store, never sent, each logged with its id.",
+           (double)s->unreadable_jobs);
+    scalar(f, "http_connects_total", "counter",
+           "Connections the HTTP engine opened since start (keep-alive reuses none).",
+           (double)s->http_connects);
+    scalar(f, "tls_handshakes_total", "counter",
+           "TLS handshakes the HTTP engine did since start (connections over https).",
+           (double)s->tls_handshakes);
     scalar(f, "inflight", "gauge",
            "Jobs picked and not finished: requests on the wire plus those whose sending record "
            "is being committed (so up to max_inflight plus a commit's worth).",

@@ -12,7 +12,8 @@
  * counters), sends_total{outcome} (counter, one per finished send request by
  * the classification of its result; no answer counts as retry), http_request_duration_seconds
  * (histogram), sender_rate / sender_max_rate / sender_paused / sender_queued / sender_inflight
- * {phone_number_id} (gauges), oldest_due_job_age_seconds, and the totals of the `stats` op.
+ * {phone_number_id} (gauges), oldest_due_job_age_seconds, and the totals of the `stats` op
+ * (throttled and pairLimited are sends_total's throttle_sender and retry_pair).
  *
  * Errors: 0 or negative errno. Threads: any (no shared state).
  */
@@ -66,6 +67,7 @@ typedef struct metrics_snapshot {
     size_t n_senders;
     double oldest_due_age; /* seconds the earliest due job has waited; 0: none */
     uint64_t submitted, duplicates, requests, possible_duplicates, commits, commit_failures;
+    uint64_t purged, unreadable_jobs, http_connects, tls_handshakes;
     unsigned inflight;      /* jobs picked and not finished */
     unsigned http_inflight; /* requests on the wire */
     size_t active;

@@ -295,6 +295,14 @@ def ctl_metrics(wd):
         check(get("avenping_sender_paused", phone_number_id=s) == 0, "sender %s not paused" % s)
     check(get("avenping_oldest_due_job_age_seconds") == 0, "nothing due is waiting")
     check(get("avenping_submitted_total") == n + 1, "submitted_total")
+    # The totals of `stats` that were missing from the file.
+    st = cl.stats()
+    check(1 <= get("avenping_http_connects_total") <= st["httpConnects"],
+          "http_connects_total (stats: %d)" % st["httpConnects"])
+    check(get("avenping_tls_handshakes_total") == 0, "no TLS over http://")
+    check(get("avenping_purged_total") == 0 and get("avenping_unreadable_jobs") == 0,
+          "purged_total and unreadable_jobs")
+    check(types["avenping_http_connects_total"] == "counter", "connects is a counter")
     # The daemon rewrites it: an old file is replaced, never appended to.
     os.unlink(mfile)
     wait_for(lambda: os.path.exists(mfile), 10, "the file to be rewritten")

@@ -67,6 +67,10 @@ static void test_render(void)
     s.n_senders = 2;
     s.oldest_due_age = 12.5;
     s.submitted = 11;
+    s.purged = 4;
+    s.unreadable_jobs = 2;
+    s.http_connects = 9;
+    s.tls_handshakes = 8;
     s.version = "1.2.3";
     CHECK_EQ(metrics_render(&s, &text, &len), 0);
     CHECK(text != NULL && len == strlen(text) && text[len - 1] == '\n');
@@ -97,6 +101,11 @@ static void test_render(void)
     CHECK(sample(text, "avenping_sender_paused{phone_number_id=\"we\\\"ird\\\\id\\n\"}") == 1);
     CHECK(sample(text, "avenping_oldest_due_job_age_seconds") == 12.5);
     CHECK(sample(text, "avenping_submitted_total") == 11);
+    /* Every total of the `stats` op has its series. */
+    CHECK(sample(text, "avenping_purged_total") == 4);
+    CHECK(sample(text, "avenping_unreadable_jobs") == 2);
+    CHECK(sample(text, "avenping_http_connects_total") == 9);
+    CHECK(sample(text, "avenping_tls_handshakes_total") == 8);
     CHECK(strstr(text, "avenping_build_info{version=\"1.2.3\"} 1\n") != NULL);
     /* Every sample line's family has a TYPE line before it. */
     for (char *line = text; *line;) {
