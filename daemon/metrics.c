@@ -159,48 +159,55 @@ int metrics_render(const metrics_snapshot_t *s, char **out, size_t *len)
     senders(f, s, "sender_queued", "Jobs of this sender waiting in the active set.", 2);
     senders(f, s, "sender_inflight", "Jobs of this sender picked and not finished.", 3);
 
-    scalar(f, "oldest_due_job_age_seconds", "gauge",
-           "How long the earliest due job has been waiting (0: none due).", s->oldest_due_age);
-    scalar(f, "submitted_total", "counter", "Jobs accepted since start.", (double)s->submitted);
-    scalar(f, "duplicates_total", "counter", "Submits answered as duplicates since start.",
-           (double)s->duplicates);
-    scalar(f, "http_requests_total", "counter", "Send requests started since start.",
-           (double)s->requests);
-    scalar(f, "possible_duplicates_total", "counter",
-           "Requests that failed after they may have reached the API.",
-           (double)s->possible_duplicates);
-    scalar(f, "commits_total", "counter", "Store commits since start.", (double)s->commits);
-    scalar(f, "commit_failures_total", "counter",
-           "Store commits that failed since start (each retried; nothing is acknowledged or "
-           "sent meanwhile).",
-           (double)s->commit_failures);
-    scalar(f, "purged_total", "counter",
-           "Finished jobs deleted from the store after retention_s since start.",
-           (double)s->purged);
-    scalar(f, "unreadable_jobs", "gauge",
-           "Jobs the store's due index names whose record cannot be read (damage, or written by "
-           "a newer avenpingd): left in the store, never sent, each logged with its id.",
-           (double)s->unreadable_jobs);
-    scalar(f, "http_connects_total", "counter",
-           "Connections the HTTP engine opened since start (keep-alive reuses none).",
-           (double)s->http_connects);
-    scalar(f, "tls_handshakes_total", "counter",
-           "TLS handshakes the HTTP engine did since start (connections over https).",
-           (double)s->tls_handshakes);
-    scalar(f, "inflight", "gauge",
-           "Jobs picked and not finished: requests on the wire plus those whose sending record "
-           "is being committed (so up to max_inflight plus a commit's worth).",
-           s->inflight);
-    scalar(f, "http_inflight", "gauge", "Requests on the wire (at most max_inflight).",
-           s->http_inflight);
-    scalar(f, "active_jobs", "gauge", "Jobs in the scheduler's active set.", (double)s->active);
-    scalar(f, "commit_backlog", "gauge", "Store operations waiting for a commit.",
-           (double)s->commit_backlog);
-    scalar(f, "connections", "gauge", "Open socket connections.", s->connections);
-    scalar(f, "watchers", "gauge", "Open watch streams.", (double)s->watchers);
-    scalar(f, "store_map_bytes", "gauge", "Size of the LMDB map.", (double)s->store_map_bytes);
-    scalar(f, "store_used_bytes", "gauge", "Bytes of the LMDB map in use.",
-           (double)s->store_used_bytes);
+    /* The totals and gauges of the `stats` op. */
+    const struct {
+        const char *name, *type, *help;
+        double v;
+    } scalars[] = {
+        {"oldest_due_job_age_seconds", "gauge",
+         "How long the earliest due job has been waiting (0: none due).", s->oldest_due_age},
+        {"submitted_total", "counter", "Jobs accepted since start.", (double)s->submitted},
+        {"duplicates_total", "counter", "Submits answered as duplicates since start.",
+         (double)s->duplicates},
+        {"http_requests_total", "counter", "Send requests started since start.",
+         (double)s->requests},
+        {"possible_duplicates_total", "counter",
+         "Requests that failed after they may have reached the API.",
+         (double)s->possible_duplicates},
+        {"commits_total", "counter", "Store commits since start.", (double)s->commits},
+        {"commit_failures_total", "counter",
+         "Store commits that failed since start (each retried; nothing is acknowledged or "
+         "sent meanwhile).",
+         (double)s->commit_failures},
+        {"purged_total", "counter",
+         "Finished jobs deleted from the store after retention_s since start.", (double)s->purged},
+        {"unreadable_jobs", "gauge",
+         "Jobs the store's due index names whose record cannot be read (damage, or written by "
+         "a newer avenpingd): left in the store, never sent, each logged with its id.",
+         (double)s->unreadable_jobs},
+        {"http_connects_total", "counter",
+         "Connections the HTTP engine opened since start (keep-alive reuses none).",
+         (double)s->http_connects},
+        {"tls_handshakes_total", "counter",
+         "TLS handshakes the HTTP engine did since start (connections over https).",
+         (double)s->tls_handshakes},
+        {"inflight", "gauge",
+         "Jobs picked and not finished: requests on the wire plus those whose sending record "
+         "is being committed (so up to max_inflight plus a commit's worth).",
+         s->inflight},
+        {"http_inflight", "gauge", "Requests on the wire (at most max_inflight).",
+         s->http_inflight},
+        {"active_jobs", "gauge", "Jobs in the scheduler's active set.", (double)s->active},
+        {"commit_backlog", "gauge", "Store operations waiting for a commit.",
+         (double)s->commit_backlog},
+        {"connections", "gauge", "Open socket connections.", s->connections},
+        {"watchers", "gauge", "Open watch streams.", (double)s->watchers},
+        {"store_map_bytes", "gauge", "Size of the LMDB map.", (double)s->store_map_bytes},
+        {"store_used_bytes", "gauge", "Bytes of the LMDB map in use.", (double)s->store_used_bytes},
+    };
+
+    for (size_t i = 0; i < sizeof(scalars) / sizeof(scalars[0]); i++)
+        scalar(f, scalars[i].name, scalars[i].type, scalars[i].help, scalars[i].v);
 
     if (ferror(f))
         rc = -EIO;
