@@ -804,15 +804,20 @@ static void conn_process(struct ipc_conn *c)
 
 /* A line refused because the read buffers of all connections hold
  * READ_BUDGET: answered like an over-long one (the connection closes after
- * the answer), its bytes so far dropped. */
+ * the answer, with the line's id when its bytes so far - more than
+ * READ_KEEP_MAX of them - show it), its bytes so far dropped. */
 static void line_over_budget(struct ipc_conn *c)
 {
     char msg[160];
+    size_t eid_len = 0;
+    char *eid = ipc__recover_id(c->rbuf + c->rpos, c->rlen - c->rpos, &eid_len);
+
     snprintf(msg, sizeof msg,
              "line refused: unfinished lines of all connections hold the daemon's input budget "
              "(%zu KiB); send it again later",
              c->srv->read_budget >> 10);
-    push_error(c, NULL, 0, IPC_ERR_BAD_REQUEST, msg);
+    push_error(c, eid, eid_len, IPC_ERR_BAD_REQUEST, msg);
+    free(eid);
     c->stop_lines = true;
     c->close_after_flush = true;
     c->rpos = c->rscan = c->rlen = 0;

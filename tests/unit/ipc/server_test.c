@@ -556,8 +556,9 @@ static void send_some(struct cl *c, const char *s, size_t n)
 
 /* Two clients each send most of a 600 KiB line and stop: with a read
  * budget of 1.5 MiB one buffer (1 MiB) fits, both do not: the one whose
- * buffer would grow second is refused (BAD_REQUEST naming the budget, then
- * EOF), the other still completes its line, and a new client is served. */
+ * buffer would grow second is refused (BAD_REQUEST naming the budget and
+ * echoing the line's id, then EOF), the other still completes its line, and a new client is served.
+ */
 static void client_read_budget(struct h *h)
 {
     enum { LINE = 600 * 1024 };
@@ -574,9 +575,10 @@ static void client_read_budget(struct h *h)
     struct pollfd p[2] = {{.fd = a.fd, .events = POLLIN}, {.fd = b.fd, .events = POLLIN}};
     REQUIRE(poll(p, 2, 10000) == 1, "exactly one client answered");
     struct cl *refused = (p[1].revents & POLLIN) ? &b : &a, *kept = refused == &a ? &b : &a;
-    expect_line(refused, "{\"ok\":false,\"error\":\"BAD_REQUEST\",\"message\":\"line refused: "
-                         "unfinished lines of all connections hold the daemon's input budget (1536 "
-                         "KiB); send it again later\"}");
+    expect_line(refused,
+                "{\"id\":7,\"ok\":false,\"error\":\"BAD_REQUEST\",\"message\":\"line refused: "
+                "unfinished lines of all connections hold the daemon's input budget (1536 "
+                "KiB); send it again later\"}");
     expect_eof(refused);
     cl_close(refused);
     cl_send(kept, line + LINE - 100, 100); /* its line completes */
