@@ -1069,6 +1069,13 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
             *eof = true;
             return NULL;
         }
+        if (rc == -E2BIG) {
+            /* Read to its end: a row (it takes its number) that is refused,
+             * and the rows after it go on. */
+            *row = ++s->lineno;
+            snprintf(err, errn, "line %zu: %s; not sent", csv_line(s->csv), csv_problem(rc));
+            return NULL;
+        }
         if (rc < 0) {
             *row = s->lineno + 1;
             snprintf(err, errn,

@@ -22,6 +22,7 @@ struct csv_reader {
     size_t line;       /* current line */
     size_t start_line; /* line of the last record */
     bool first;
+    bool over; /* the record passed a bound: read to its end, kept nowhere */
 };
 
 int csv_new(FILE *f, csv_reader_t **out)
@@ -55,8 +56,12 @@ size_t csv_line(const csv_reader_t *r)
 
 static int put(csv_reader_t *r, char ch, size_t field_start)
 {
-    if (r->len - field_start >= CSV_MAX_FIELD)
-        return -E2BIG;
+    if (r->over)
+        return 0;
+    if (r->len - field_start >= CSV_MAX_FIELD) {
+        r->over = true;
+        return 0;
+    }
     if (r->len == r->cap) {
         size_t cap = r->cap ? r->cap * 2 : 256;
         char *nb = realloc(r->buf, cap);
@@ -76,7 +81,9 @@ static int field_end(csv_reader_t *r, size_t *field_start)
     if (rc != 0)
         return rc;
     if (r->nf == CSV_MAX_FIELDS)
-        return -E2BIG;
+        r->over = true;
+    if (r->over)
+        return 0;
     if (r->nf == r->cap_f) {
         size_t cap = r->cap_f ? r->cap_f * 2 : 16;
         size_t *no = realloc(r->offs, cap * sizeof(*no));
@@ -100,6 +107,7 @@ int csv_next(csv_reader_t *r, char ***fields, size_t *n)
     *n = 0;
     r->len = 0;
     r->nf = 0;
+    r->over = false;
     if (r->first) {
         /* A UTF-8 byte order mark, as spreadsheet exports write. */
         int a = getc_unlocked(r->f);
@@ -182,6 +190,8 @@ int csv_next(csv_reader_t *r, char ***fields, size_t *n)
         }
     }
 done:
+    if (r->over)
+        return -E2BIG; /* the next call reads the record after it */
     if (r->nf > r->cap_ptrs || r->ptrs == NULL) {
         size_t cap = r->nf ? r->nf : 1;
         char **np = realloc(r->ptrs, cap * sizeof(char *));

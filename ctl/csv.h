@@ -7,7 +7,9 @@
  * CSV_MAX_FIELDS fields is an error, so a hostile file cannot grow memory
  * without limit. Errors: 0 or negative errno (-EINVAL for malformed input:
  * a quote inside an unquoted field, text after a closing quote, a quoted
- * field left open at the end of the file; -E2BIG for the bounds).
+ * field left open at the end of the file, after which the reader cannot
+ * find the next record; -E2BIG for the bounds: that record is read to its
+ * end and dropped, and the next call returns the record after it).
  */
 #ifndef AVP_CTL_CSV_H
 #define AVP_CTL_CSV_H

@@ -507,12 +507,22 @@ def ctl_import_edges(wd):
     # A field over the reader's bound, and a broken byte order mark: said
     # in words, with the line (were "Argument list too long", "Invalid
     # argument").
+    # The row with the big field is refused and the rows after it go on
+    # (the whole import used to stop there), keeping their row numbers.
     big = wd.file("big.csv")
     with open(big, "w") as f:
-        f.write("to,phoneNumberId,text\n+15550000060,%s,%s\n" % (avp.SENDERS[0], "x" * (1 << 20)))
-    p = ctl(d, "import", big, "--campaign", "big")
-    check(p.returncode == 1 and "line 2: a field over 1 MiB" in p.stderr, "big field: %s"
-          % p.stderr)
+        f.write("to,phoneNumberId,text\n+15550000060,%s,\"%s\nstill\"\n+15550000061,%s,after\n"
+                % (avp.SENDERS[0], "x" * (1 << 20), avp.SENDERS[0]))
+    p = ctl(d, "--json", "import", big, "--campaign", "big")
+    summary = json.loads(p.stdout)
+    check(p.returncode == 1 and "row 1: line 2: a field over 1 MiB" in p.stderr
+          and "not sent" in p.stderr and summary["created"] == 1 and summary["failed"] == 1,
+          "big field: %s %s" % (summary, p.stderr))
+    wait_for(lambda: campaign(d, "big")["counts"].get("sent", 0) == 1, 30, "the row after sent")
+    cl = d.client()
+    after = cl.request({"op": "get", "idempotencyKey": "big:2"})
+    cl.close()
+    check(after["ok"] and after["job"]["to"] == "+15550000061", "row 2 keeps its key: %s" % after)
     bom = wd.file("bom.csv")
     with open(bom, "wb") as f:
         f.write(b"\xef\xbbto,phoneNumberId,text\n")

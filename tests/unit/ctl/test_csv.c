@@ -113,7 +113,11 @@ static void test_bounds(void)
     memset(big, 'x', n);
     CHECK(flatten(big, n, out, sizeof out) == -E2BIG);
     big[0] = '"';
+    big[n - 1] = '"';
     CHECK(flatten(big, n, out, sizeof out) == -E2BIG);
+    /* Left open, it is malformed (the reader cannot tell where it ends). */
+    big[n - 1] = 'x';
+    CHECK(flatten(big, n, out, sizeof out) == -EINVAL);
     free(big);
     /* CSV_MAX_FIELDS + 1 fields. */
     memset(many, ',', CSV_MAX_FIELDS);
@@ -133,6 +137,48 @@ static void test_bounds(void)
     }
 }
 
+/* A record over a bound is read to its end and dropped: the records after
+ * it are read as if it were not there, line numbers included (quoted
+ * newlines in the dropped one counted). */
+static void test_bounds_resync(void)
+{
+    const char head[] = "to,text\n+1,a\n+2,\"";
+    const char tail[] = "\n\"\n+3,c\n";
+    size_t big = CSV_MAX_FIELD + 10, n = sizeof(head) - 1 + big + sizeof(tail) - 1;
+    char *s = malloc(n), many[CSV_MAX_FIELDS * 2 + 16];
+    FILE *f;
+    csv_reader_t *r;
+    char **fl;
+    size_t nf;
+
+    CHECK(s != NULL);
+    memcpy(s, head, sizeof(head) - 1);
+    memset(s + sizeof(head) - 1, 'x', big);
+    s[sizeof(head) - 1 + 5] = '\n'; /* a quoted newline in the big field */
+    memcpy(s + sizeof(head) - 1 + big, tail, sizeof(tail) - 1);
+    f = mem(s, n);
+    CHECK(csv_new(f, &r) == 0);
+    CHECK(csv_next(r, &fl, &nf) == 1 && nf == 2 && csv_line(r) == 1);
+    CHECK(csv_next(r, &fl, &nf) == 1 && strcmp(fl[1], "a") == 0);
+    CHECK(csv_next(r, &fl, &nf) == -E2BIG && csv_line(r) == 3);
+    CHECK(csv_next(r, &fl, &nf) == 1 && nf == 2 && strcmp(fl[0], "+3") == 0 &&
+          strcmp(fl[1], "c") == 0 && csv_line(r) == 6);
+    CHECK(csv_next(r, &fl, &nf) == 0);
+    csv_free(r);
+    fclose(f);
+    free(s);
+    /* Too many fields, then a good record. */
+    memset(many, ',', CSV_MAX_FIELDS + 1);
+    memcpy(many + CSV_MAX_FIELDS + 1, "\nx,y\n", 5);
+    f = mem(many, CSV_MAX_FIELDS + 6);
+    CHECK(csv_new(f, &r) == 0);
+    CHECK(csv_next(r, &fl, &nf) == -E2BIG);
+    CHECK(csv_next(r, &fl, &nf) == 1 && nf == 2 && strcmp(fl[1], "y") == 0);
+    CHECK(csv_next(r, &fl, &nf) == 0);
+    csv_free(r);
+    fclose(f);
+}
+
 int main(int argc, char **argv)
 {
     static const struct {
@@ -141,7 +187,8 @@ int main(int argc, char **argv)
     } cases[] = {{"basic", test_basic},
                  {"quoted", test_quoted},
                  {"malformed", test_malformed},
-                 {"bounds", test_bounds}};
+                 {"bounds", test_bounds},
+                 {"bounds_resync", test_bounds_resync}};
     int ran = 0;
 
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
