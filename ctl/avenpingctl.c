@@ -1613,9 +1613,12 @@ static int cmd_import(ctx_t *c, const opts_t *o)
             if (rc != 0) {
                 /* No more rows; the answers to those written may still
                  * be there to read (a daemon that refused a line answers,
-                 * then closes). */
+                 * then closes). This row is one the daemon did not take:
+                 * a line reaches it only whole. */
                 write_failed = true;
                 wrc = rc;
+                failed++;
+                pr.done++;
                 break;
             }
             ring[(head + out) % (size_t)window] = row;

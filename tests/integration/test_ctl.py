@@ -1311,13 +1311,48 @@ def ctl_import_jsonl_trailing(wd):
     api.stop()
 
 
+def ctl_import_write_failed(wd):
+    """A row whose request could not be written (the daemon stopped reading:
+    EPIPE) counts as failed in the summary; it was left out, so a file of
+    one such row read "0 rows, 0 failed". The row is long enough that
+    writing it is tried at once, not left in the client's buffer."""
+    path = wd.file("sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    done = threading.Event()
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.shutdown(socket.SHUT_RD)  # the client's writes fail from now on
+        done.wait(60)
+        conn.close()
+
+    t = threading.Thread(target=serve)
+    t.start()
+    rows = wd.file("rows.csv")
+    with open(rows, "w") as f:
+        f.write("to,phoneNumberId,text\n+15550600001,%s,%s\n" % (avp.SENDERS[0], "x" * 100000))
+    p = subprocess.run([CTL, "--socket", path, "--json", "import", rows, "--campaign", "wf"],
+                       capture_output=True, text=True, timeout=60)
+    done.set()
+    t.join(10)
+    srv.close()
+    summary = json.loads(p.stdout)
+    check(p.returncode == 1 and "import interrupted" in p.stderr, "interrupted: %d %s"
+          % (p.returncode, p.stderr))
+    check(summary["created"] == 0 and summary["failed"] == 1 and summary["rows"] == 1,
+          "the row not written counts as failed: %s" % summary)
+
+
 CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metrics, ctl_usage, ctl_import_edges,
                                  ctl_import_long_lines, ctl_import_formats,
                                  ctl_output_gone, ctl_send_message,
                                  ctl_options_after_command, ctl_import_progress_total,
                                  ctl_import_jsonl_options, ctl_report_meta_code_zero,
                                  ctl_follow_rate, ctl_report_output_gone,
-                                 ctl_import_progress_tty, ctl_import_jsonl_trailing)}
+                                 ctl_import_progress_tty, ctl_import_jsonl_trailing,
+                                 ctl_import_write_failed)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
