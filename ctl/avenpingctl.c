@@ -1766,13 +1766,16 @@ static void print_job(const cJSON *j)
                jstr(e, "message"), "");
 }
 
-/* Whether `arg` can be a job id (digits); else says so for `cmd`, `hint`
- * appended, and returns false (a usage error, exit 2, before any request). */
+/* Whether `arg` can be a job id: any non-empty string. Job ids are
+ * strings, opaque to clients (socket-protocol.md; protocol.md: "nothing
+ * should depend on" their being digits): one that names no job is the
+ * daemon's NOT_FOUND, a failed request (exit 1), not a usage error. An
+ * empty one is (exit 2, before any request). */
 static bool job_arg_ok(const char *cmd, const char *arg, const char *hint)
 {
-    if (arg[0] != '\0' && strspn(arg, "0123456789") == strlen(arg))
+    if (arg[0] != '\0')
         return true;
-    usage_err("%s: a JOB id is a number%s", cmd, hint);
+    usage_err("%s: an empty JOB id%s", cmd, hint);
     return false;
 }
 

@@ -325,13 +325,19 @@ def ctl_usage(wd):
     check(ctl(d, "--help").returncode == 0, "--help")
     for args in (["bogus"], ["list"], ["status"], ["import", "x.csv"], ["retry", "--campaign", "c"],
                  ["list", "--campaign", "c", "--limit", "5000"], ["ping", "--nope"],
-                 ["cancel", "1", "--campaign", "c"], ["pause"], ["status", "abc"],
-                 ["cancel", "abc"], ["retry", "abc"], ["cancel", ""], ["retry", "-1"],
+                 ["cancel", "1", "--campaign", "c"], ["pause"], ["cancel", ""], ["status", ""],
                  ["campaign", "c", "--interval", "1"],
                  ["send", "--type", "bogus", "--from", "1", "--to", "2", "--message", "{}"]):
         p = ctl(d, *args)
         check(p.returncode == 2, "usage error for %s: exit %d" % (args, p.returncode))
     check(ctl(d, "status", "999999").returncode == 1, "NOT_FOUND exits 1")
+    # Job ids are strings, opaque to clients: one that is not digits names
+    # no job (NOT_FOUND, a failed request: 1), it is no usage error (2).
+    for args in (["status", "abc"], ["status", "nonexistent"], ["cancel", "abc"],
+                 ["retry", "abc"], ["retry", "-1"], ["cancel", "0017"]):
+        p = ctl(d, *args)
+        check(p.returncode == 1 and "NOT_FOUND" in p.stderr,
+              "%s: exit %d %s" % (args, p.returncode, p.stderr))
     check(ctl(d, "campaign", "nope").returncode == 1, "unknown campaign exits 1")
     p = ctl(d, "list", "--campaign", "nope")
     check(p.returncode == 1 and p.stdout == "", "no table over an error: %r" % p.stdout)
