@@ -433,6 +433,193 @@ static void fmt_duration(double s, char *buf, size_t n)
         snprintf(buf, n, "%d:%02d", (int)(s / 60), (int)fmod(s, 60));
 }
 
+/* --- bodies as written ------------------------------------------------ */
+
+/*
+ * The daemon sends `message` on "as given" (socket-protocol.md): numbers
+ * keep their spelling (9007199254740993, 1.0, 1e400), strings their
+ * escapes, members their order, repeated names included. A body that
+ * avenpingctl parsed (send --message, template --components, a JSON Lines
+ * import line) must reach the daemon as written too, not as cJSON prints
+ * it again (9007199254740992, 1, null). These take the text cJSON has
+ * already accepted as JSON and keep it: whitespace between tokens is taken
+ * out (a pretty-printed body would break the request line), and a body
+ * gets members added or dropped by name without touching the others.
+ */
+
+/* The text [p, p+n) without whitespace between tokens; NULL (out of
+ * memory, or a raw control byte inside a string, which no JSON has and
+ * which could split the request line). *outlen: its length. */
+static char *json_compact(const char *p, size_t n, size_t *outlen)
+{
+    char *out = malloc(n + 1);
+    size_t k = 0;
+    bool in_str = false, esc = false;
+
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (in_str) {
+            if (ch < 0x20) {
+                free(out);
+                return NULL;
+            }
+            if (esc)
+                esc = false;
+            else if (ch == '\\')
+                esc = true;
+            else if (ch == '"')
+                in_str = false;
+        } else if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r') {
+            continue;
+        } else if (ch == '"') {
+            in_str = true;
+        }
+        out[k++] = (char)ch;
+    }
+    out[k] = '\0';
+    *outlen = k;
+    return out;
+}
+
+/* The end of the compact JSON value that starts at p (before e). */
+static const char *json_skip(const char *p, const char *e)
+{
+    int depth = 0;
+    bool in_str = false, esc = false;
+
+    for (; p < e; p++) {
+        char ch = *p;
+        if (in_str) {
+            if (esc)
+                esc = false;
+            else if (ch == '\\')
+                esc = true;
+            else if (ch == '"') {
+                in_str = false;
+                if (depth == 0)
+                    return p + 1;
+            }
+        } else if (ch == '"') {
+            in_str = true;
+        } else if (ch == '{' || ch == '[') {
+            depth++;
+        } else if (ch == '}' || ch == ']') {
+            if (depth == 0)
+                return p; /* the end of a scalar before its container's end */
+            if (--depth == 0)
+                return p + 1;
+        } else if (ch == ',' && depth == 0) {
+            return p;
+        }
+    }
+    return e;
+}
+
+/* One member of a compact JSON object: its name (quotes included) and
+ * value, both as written. */
+typedef struct jmember {
+    const char *name, *name_end, *val, *val_end;
+} jmember_t;
+
+/* The next member of the compact object whose text continues at *pos
+ * (just after its '{' at first); false after the last. */
+static bool jmember_next(const char **pos, const char *e, jmember_t *m)
+{
+    const char *p = *pos;
+
+    if (p < e && *p == ',')
+        p++;
+    if (p >= e || *p != '"')
+        return false;
+    m->name = p;
+    m->name_end = json_skip(p, e);
+    p = m->name_end;
+    if (p >= e || *p != ':')
+        return false;
+    m->val = p + 1;
+    m->val_end = json_skip(m->val, e);
+    *pos = m->val_end;
+    return true;
+}
+
+/* Whether the member's name, as JSON reads it (escapes decoded), is `name`. */
+static bool jmember_is(const jmember_t *m, const char *name)
+{
+    size_t len = (size_t)(m->name_end - m->name);
+    cJSON *s;
+    bool is;
+
+    if (memchr(m->name, '\\', len) == NULL)
+        return len == strlen(name) + 2 && memcmp(m->name + 1, name, len - 2) == 0;
+    s = cJSON_ParseWithLength(m->name, len);
+    is = cJSON_IsString(s) && strcmp(s->valuestring, name) == 0;
+    cJSON_Delete(s);
+    return is;
+}
+
+/*
+ * The compact object text `obj` with the members of `add` (printed by
+ * cJSON: avenpingctl's own values) first, then its own members as written,
+ * without those named in `drop` (NULL-terminated; with drop_null_only,
+ * only those whose value is null). NULL when out of memory.
+ */
+static char *json_splice(const char *obj, size_t len, const cJSON *add, const char *const *drop,
+                         bool drop_null_only)
+{
+    char *added = add != NULL ? cJSON_PrintUnformatted(add) : NULL;
+    size_t alen = added != NULL ? strlen(added) : 0;
+    char *out = malloc(len + alen + 3);
+    const char *pos = obj + 1, *e = obj + len;
+    size_t k = 0;
+    jmember_t m;
+
+    if (out == NULL || (add != NULL && added == NULL)) {
+        free(out);
+        cJSON_free(added);
+        return NULL;
+    }
+    out[k++] = '{';
+    if (alen > 2) { /* the members of "{...}" */
+        memcpy(out + k, added + 1, alen - 2);
+        k += alen - 2;
+    }
+    cJSON_free(added);
+    while (jmember_next(&pos, e, &m)) {
+        bool dropped = false;
+        for (size_t i = 0; drop != NULL && drop[i] != NULL && !dropped; i++)
+            dropped =
+                jmember_is(&m, drop[i]) &&
+                (!drop_null_only || (m.val_end - m.val == 4 && memcmp(m.val, "null", 4) == 0));
+        if (dropped)
+            continue;
+        if (k > 1)
+            out[k++] = ',';
+        memcpy(out + k, m.name, (size_t)(m.val_end - m.name));
+        k += (size_t)(m.val_end - m.name);
+    }
+    out[k++] = '}';
+    out[k] = '\0';
+    return out;
+}
+
+/* A cJSON item that prints as `raw` (taken), named as `item`, in its place
+ * in `parent`. False when out of memory (`raw` freed). */
+static bool json_put_raw(cJSON *parent, cJSON *item, char *raw)
+{
+    cJSON *r = raw != NULL ? cJSON_CreateRaw(raw) : NULL;
+
+    free(raw);
+    if (r == NULL)
+        return false;
+    if (item->string != NULL && (r->string = strdup(item->string)) == NULL) {
+        cJSON_Delete(r);
+        return false;
+    }
+    return cJSON_ReplaceItemViaPointer(parent, item, r) != 0;
+}
+
 /* --- send, template --------------------------------------------------- */
 
 /* Adds the optional job fields of the submit options to `req`. */
@@ -470,14 +657,6 @@ static int add_job_fields(const opts_t *o, cJSON *req)
     return 0;
 }
 
-/* Sets obj[key] to the string v, in place of every member of that name. */
-static void json_set_string(cJSON *obj, const char *key, const char *v)
-{
-    while (cJSON_GetObjectItemCaseSensitive(obj, key) != NULL)
-        cJSON_DeleteItemFromObjectCaseSensitive(obj, key);
-    cJSON_AddStringToObject(obj, key, v);
-}
-
 static int submit_and_print(ctx_t *c, cJSON *req)
 {
     cJSON *ans;
@@ -511,11 +690,43 @@ static int cmd_send(ctx_t *c, const opts_t *o)
         return EXIT_USAGE;
     }
     if (raw != NULL) {
+        const char *drop[4];
+        size_t nd = 0;
+        cJSON *add;
+        char *compact, *body;
+        size_t clen;
         msg = cJSON_ParseWithOpts(raw, NULL, true); /* nothing after it */
-        if (!cJSON_IsObject(msg)) {
-            cJSON_Delete(msg);
+        compact = cJSON_IsObject(msg) ? json_compact(raw, strlen(raw), &clen) : NULL;
+        cJSON_Delete(msg);
+        if (compact == NULL) {
             usage_err("--message must be a JSON object");
             return EXIT_USAGE;
+        }
+        /* Sent as written (the daemon sends it on so); --from, --to and
+         * --text replace those fields of it (added beside them, a field
+         * appeared twice and the daemon refused the request). */
+        add = cJSON_CreateObject();
+        if (from) {
+            cJSON_AddStringToObject(add, "phoneNumberId", from);
+            drop[nd++] = "phoneNumberId";
+        }
+        if (to) {
+            cJSON_AddStringToObject(add, "to", to);
+            drop[nd++] = "to";
+        }
+        if (text) {
+            cJSON_AddStringToObject(add, "text", text);
+            drop[nd++] = "text";
+        }
+        drop[nd] = NULL;
+        body = json_splice(compact, clen, add, drop, false);
+        cJSON_Delete(add);
+        free(compact);
+        msg = body != NULL ? cJSON_CreateRaw(body) : NULL;
+        free(body);
+        if (msg == NULL) {
+            fputs("avenpingctl: out of memory\n", stderr);
+            return EXIT_FAIL;
         }
     } else {
         if (from == NULL || to == NULL || (strcmp(type, "text") == 0 && text == NULL)) {
@@ -523,15 +734,11 @@ static int cmd_send(ctx_t *c, const opts_t *o)
             return EXIT_USAGE;
         }
         msg = cJSON_CreateObject();
+        cJSON_AddStringToObject(msg, "phoneNumberId", from);
+        cJSON_AddStringToObject(msg, "to", to);
+        if (text)
+            cJSON_AddStringToObject(msg, "text", text);
     }
-    /* Merged into --message: a flag replaces the body's field (added beside
-     * it, the field appeared twice and the daemon refused the request). */
-    if (from)
-        json_set_string(msg, "phoneNumberId", from);
-    if (to)
-        json_set_string(msg, "to", to);
-    if (text)
-        json_set_string(msg, "text", text);
     req = request("send");
     cJSON_AddStringToObject(req, "type", type);
     cJSON_AddItemToObject(req, "message", msg);
@@ -580,11 +787,22 @@ static int cmd_template(ctx_t *c, const opts_t *o)
     cJSON_AddStringToObject(msg, "language", lang ? lang : "en_US");
     if (comps != NULL) {
         cJSON *arr = cJSON_ParseWithOpts(comps, NULL, true);
-        if (!cJSON_IsArray(arr) || np > 0) {
-            cJSON_Delete(arr);
+        size_t clen;
+        /* Sent as written, as the daemon sends the body on. */
+        char *compact =
+            cJSON_IsArray(arr) && np == 0 ? json_compact(comps, strlen(comps), &clen) : NULL;
+        cJSON_Delete(arr);
+        if (compact == NULL) {
             cJSON_Delete(msg);
             usage_err("--components must be a JSON array (and excludes --param)");
             return EXIT_USAGE;
+        }
+        arr = cJSON_CreateRaw(compact);
+        free(compact);
+        if (arr == NULL) {
+            cJSON_Delete(msg);
+            fputs("avenpingctl: out of memory\n", stderr);
+            return EXIT_FAIL;
         }
         cJSON_AddItemToObject(msg, "components", arr);
     } else if (np > 0) {
@@ -715,6 +933,8 @@ typedef struct import_src {
     size_t line_cap;
     size_t lineno;
     size_t other_campaign; /* rows naming a campaign other than the import's */
+    char *compact;         /* the current line, compact (json_compact) */
+    size_t compact_len;
 } import_src_t;
 
 static int col_index(const import_src_t *s, const char *name)
@@ -943,6 +1163,48 @@ static bool jsonl_blank(const char *line, size_t n)
 }
 
 /*
+ * Puts the "message" members of the line (s->compact) into the request `o`
+ * parsed from it as written: the daemon sends `message` on as given, and
+ * cJSON printing it again changed its numbers (9007199254740993, 1.0 and
+ * 1e400 reached the API as 9007199254740992, 1 and null) and escapes.
+ * need_from: the first gets --from as its phoneNumberId (it had none, or
+ * null). False when out of memory.
+ */
+static bool import_raw_messages(import_src_t *s, cJSON *o, bool need_from)
+{
+    static const char *const pnid[] = {"phoneNumberId", NULL};
+    const char *pos = s->compact + 1, *e = s->compact + s->compact_len;
+    cJSON *item = o->child;
+    jmember_t m;
+
+    while (jmember_next(&pos, e, &m)) {
+        char *raw;
+        if (!jmember_is(&m, "message"))
+            continue;
+        while (item != NULL && (item->string == NULL || strcmp(item->string, "message") != 0))
+            item = item->next;
+        if (item == NULL)
+            break;
+        if (need_from && *m.val == '{') {
+            cJSON *add = cJSON_CreateObject();
+            cJSON_AddStringToObject(add, "phoneNumberId", s->from);
+            raw = json_splice(m.val, (size_t)(m.val_end - m.val), add, pnid, true);
+            cJSON_Delete(add);
+        } else {
+            raw = strndup(m.val, (size_t)(m.val_end - m.val));
+        }
+        need_from = false;
+        {
+            cJSON *next = item->next;
+            if (!json_put_raw(o, item, raw))
+                return false;
+            item = next;
+        }
+    }
+    return true;
+}
+
+/*
  * The next request of the import, or NULL at the end. A row that cannot
  * become a request yields *err (a message) and NULL with *eof false.
  * *row gets the row (CSV: data row number; JSON Lines: line number).
@@ -952,6 +1214,7 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
     char key[KEY_MAX + 1];
     char num[32];
     cJSON *req, *msg;
+    bool need_from;
 
     *eof = false;
     err[0] = '\0';
@@ -1007,6 +1270,14 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
             snprintf(err, errn, "not a JSON object");
             return NULL;
         }
+        /* The line as written, for its "message" (below). */
+        free(s->compact);
+        s->compact = json_compact(s->line, (size_t)(end - s->line), &s->compact_len);
+        if (s->compact == NULL) {
+            cJSON_Delete(o);
+            snprintf(err, errn, "not valid JSON (a control byte inside a string); not sent");
+            return NULL;
+        }
         /* Only jobs: an import must not cancel, pause or resume anything. */
         {
             const cJSON *op = cJSON_GetObjectItemCaseSensitive(o, "op");
@@ -1049,11 +1320,14 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
             cJSON_AddStringToObject(o, "priority", s->priority);
         msg = cJSON_GetObjectItemCaseSensitive(o, "message");
         /* A null is no value given here too (the daemon reads it so). */
-        if (s->from != NULL && cJSON_IsObject(msg) &&
-            cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(msg, "phoneNumberId")))
-            cJSON_DeleteItemFromObjectCaseSensitive(msg, "phoneNumberId");
-        if (s->from != NULL && cJSON_IsObject(msg) && !cJSON_HasObjectItem(msg, "phoneNumberId"))
-            cJSON_AddStringToObject(msg, "phoneNumberId", s->from);
+        need_from = s->from != NULL && cJSON_IsObject(msg) &&
+                    (!cJSON_HasObjectItem(msg, "phoneNumberId") ||
+                     cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(msg, "phoneNumberId")));
+        if (!import_raw_messages(s, o, need_from)) {
+            cJSON_Delete(o);
+            snprintf(err, errn, "out of memory; not sent");
+            return NULL;
+        }
         return o;
     } else {
         char **f;
@@ -1736,6 +2010,7 @@ out:
         free(s.header[i]);
     free(s.header);
     free(s.line);
+    free(s.compact);
     if (s.f != NULL && s.f != stdin)
         fclose(s.f);
     return rc;

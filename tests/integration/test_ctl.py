@@ -1351,6 +1351,67 @@ def ctl_import_write_failed(wd):
           "the row not written counts as failed: %s" % summary)
 
 
+def ctl_body_as_given(wd):
+    """The daemon sends `message` on as given (numbers as spelled, escapes,
+    member order, repeated names): so must avenpingctl, for a JSON Lines
+    import line ("a request object as on the socket"), send --message and
+    template --components. It printed them again with cJSON:
+    9007199254740993, 1.0 and 1e400 reached the API as 9.00719925474099e+15,
+    1 and null, "caf\\u00e9" as "caf\xc3\xa9"."""
+    from test_input import CaptureAPI
+    api = CaptureAPI()
+    d = avp.Daemon(wd, api.base).start()
+    odd = (b'"n":9007199254740993,"f":1.0,"e":1e400,"g":-0,"h":1E+5,'
+           b'"s":"caf\\u00e9 \\/","d":1,"d":2')
+    lines = [
+        # as written; pretty spacing is taken out
+        b'{"op":"send","type":"interactive","message":{"phoneNumberId":"1000001",'
+        b'"to":"15550700001",' + odd + b'}}',
+        b'{ "op" : "send", "type":"smart", "id": 7, "message" : { "phoneNumberId" : "1000001" ,'
+        b' "to":"15550700002", "text":"two  spaces" , "z":[ 1 , 2.50 ] } }',
+        # --from fills a missing (or null) phoneNumberId; the rest stays as written
+        b'{"op":"send","type":"interactive","message":{"to":"15550700003",' + odd + b'}}',
+        b'{"op":"send","type":"interactive","message":{"phoneNumberId":null,"to":"15550700004",'
+        + odd + b'}}',
+    ]
+    want = {
+        b"15550700001": b'{"phoneNumberId":"1000001","to":"15550700001",' + odd + b'}',
+        b"15550700002": b'{"phoneNumberId":"1000001","to":"15550700002","text":"two  spaces",'
+                        b'"z":[1,2.50]}',
+        b"15550700003": b'{"phoneNumberId":"1000002","to":"15550700003",' + odd + b'}',
+        b"15550700004": b'{"phoneNumberId":"1000002","to":"15550700004",' + odd + b'}',
+        # send --message: --to replaces the body's field, the rest as written
+        b"15550700005": b'{"to":"15550700005","phoneNumberId":"1000001",' + odd + b'}',
+        b"15550700006": b'{"phoneNumberId":"1000001","to":"15550700006","templateName":"promo",'
+                        b'"language":"en_US","components":[{"type":"body","parameters":'
+                        b'[{"type":"text","text":"caf\\u00e9"},{"type":"currency","amount_1000":'
+                        b'1.0e3}]}]}',
+    }
+    path = wd.file("asgiven.jsonl")
+    with open(path, "wb") as f:
+        f.write(b"\n".join(lines) + b"\n")
+    p = ctl(d, "--json", "import", path, "--campaign", "asgiven", "--from", "1000002")
+    check(p.returncode == 0, "import: %d %s" % (p.returncode, p.stderr))
+    msg = (b'{"phoneNumberId":"1000001",\n  "to": "15550799999",\n  ' + odd + b'}').decode()
+    p = ctl(d, "send", "--type", "interactive", "--to", "15550700005", "--message", msg)
+    check(p.returncode == 0, "send --message: %d %s" % (p.returncode, p.stderr))
+    p = ctl(d, "template", "--from", "1000001", "--to", "15550700006", "--name", "promo",
+            "--components", '[{"type":"body","parameters":[{"type":"text","text":"caf\\u00e9"},'
+            '{"type":"currency","amount_1000":1.0e3}]}]')
+    check(p.returncode == 0, "template --components: %d %s" % (p.returncode, p.stderr))
+    wait_for(lambda: len(api.bodies()) >= len(want), 30, "the bodies at the API")
+    got = {}
+    for body in api.bodies():
+        m = re.search(rb'"to":"(\d+)"', body)
+        check(m is not None and m.group(1) not in got, "one send per recipient: %r" % body)
+        got[m.group(1)] = body
+    check(set(got) == set(want), "every job reached the API: %s" % sorted(got))
+    for to in sorted(want):
+        check(got[to] == want[to], "body of %s:\n  got  %r\n  want %r" % (to, got[to], want[to]))
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metrics, ctl_usage, ctl_import_edges,
                                  ctl_import_long_lines, ctl_import_formats,
                                  ctl_output_gone, ctl_send_message,
@@ -1358,7 +1419,7 @@ CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metric
                                  ctl_import_jsonl_options, ctl_report_meta_code_zero,
                                  ctl_follow_rate, ctl_report_output_gone,
                                  ctl_import_progress_tty, ctl_import_jsonl_trailing,
-                                 ctl_import_write_failed)}
+                                 ctl_import_write_failed, ctl_body_as_given)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
