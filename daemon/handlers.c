@@ -138,11 +138,11 @@ static void handle_submit(daemon_t *d, ipc_req_t *req, const ipc_submit_t *s)
     job.updated_at = now;
     job.not_before = s->not_before;
     job.next_attempt_at = s->not_before > now ? s->not_before : now;
-    /* The default expiry counts from when the job may first go: a job
-     * scheduled beyond job_ttl_s would otherwise be accepted, never sent,
-     * and hold its order key until it expired. */
-    job.expires_at =
-        s->expires_at > 0 ? s->expires_at : job.next_attempt_at + (double)d->cfg.job_ttl_s;
+    /* The default expiry is now + job_ttl_s (socket-protocol.md), also for
+     * a job whose notBefore lies beyond it: such a job expires at that
+     * time, unsent (the scheduler expires it without waiting for its
+     * notBefore). A client that schedules further ahead gives expiresAt. */
+    job.expires_at = s->expires_at > 0 ? s->expires_at : now + (double)d->cfg.job_ttl_s;
     job.phone_number_id = (char *)s->phone_number_id;
     job.to = (char *)s->to;
     job.campaign = (char *)s->campaign;

@@ -1665,8 +1665,10 @@ def retry_past_expiry(wd):
     """A retry that would come after the job's expiresAt expires the job at
     once and lets the next job of its key go: a 131049 (24 h) against the
     default job_ttl_s (24 h) held the recipient's later messages for a day
-    and then expired them all. A notBefore beyond job_ttl_s moves the
-    default expiry with it (such a job was accepted and could never go)."""
+    and then expired them all. The default expiry is now + job_ttl_s
+    (socket-protocol.md: "expiresAt ... default now + job_ttl_s"), also for
+    a job whose notBefore lies beyond it: it expires then, unsent, and does
+    not hold its order key past that time."""
     api = avp.FakeAPI(wd)
     to = "16690000002"
     api.control(rules=[{"to": to, "status": 500, "meta": 131049, "times": 1}])
@@ -1682,17 +1684,26 @@ def retry_past_expiry(wd):
     check([avp.marker(s) for s in api.sends()] == ["job-2"], "only the second reached the API")
     cl.close()
     check(d.stop() == 0, "SIGTERM exits 0")
-    # notBefore 3 s ahead with job_ttl_s = 2: expires 2 s after it, sent.
+    # notBefore 4 s ahead with job_ttl_s = 2: the job expires 2 s after its
+    # submit, unsent; the next job of its order key goes then.
     d = avp.Daemon(wd, api.base, {"job_ttl_s": 2}, state_dir=d.state_dir, name="d2").start()
     cl = d.client()
-    nb = time.time() + 3
-    a = cl.request(avp.text_job(3, sender=avp.SENDERS[1], notBefore=nb))
-    check(a.get("ok"), "accepted: %s" % a)
+    t0 = time.time()
+    nb = t0 + 4
+    a = cl.request(avp.text_job(3, sender=avp.SENDERS[1], to="+16690000003", notBefore=nb))
+    b = cl.request(avp.text_job(4, sender=avp.SENDERS[1], to="+16690000003"))
+    t1 = time.time()
+    check(a.get("ok") and b.get("ok"), "accepted: %s %s" % (a, b))
     j = cl.request({"op": "get", "job": a["job"]})["job"]
-    check(abs(j["expiresAt"] - (nb + 2)) < 0.01, "expires job_ttl_s after notBefore: %s" % j)
+    check(t0 + 2 - 0.01 <= j["expiresAt"] <= t1 + 2 + 0.01,
+          "expires job_ttl_s after the submit, not after notBefore: %s" % j)
     j = wait_for(lambda: (lambda j: j if j["state"] not in ("queued", "sending") else None)(
         cl.request({"op": "get", "job": a["job"]})["job"]), 20, "the scheduled job final")
-    check(j["state"] == "sent", "the scheduled job sent, not expired: %s" % j)
+    check(j["state"] == "expired", "the scheduled job expired: %s" % j)
+    check(time.time() < nb, "expired at its expiresAt, before its notBefore")
+    wait_for(lambda: cl.request({"op": "get", "job": b["job"]})["job"]["state"] == "sent", 20,
+             "the key's next job sent once the first expired")
+    check("job-3" not in [avp.marker(s) for s in api.sends()], "the expired job never left")
     cl.close()
     check(d.stop() == 0, "SIGTERM exits 0")
     api.stop()
