@@ -520,8 +520,17 @@ static void after_work_cb(uv_work_t *w, int status)
     if (c->head == NULL)
         c->tail = NULL;
     c->backlog -= done->n;
-    if (rc == 0 && c->stat_cb)
-        c->stat_cb(done->n, c->seconds, c->stat_arg);
+    if (rc == 0 && c->stat_cb) {
+        /* A purge that found nothing (the retention timer's, each second
+         * on an idle daemon) wrote nothing: not a commit to report. */
+        size_t purged = 0;
+        bool more = false;
+
+        if (done->has_purge)
+            (void)queue_batch_purge_result(done->batch, &purged, &more);
+        if (done->n > 0 || purged > 0)
+            c->stat_cb(done->n, c->seconds, c->stat_arg);
+    }
     for (i = 0; i < done->n; i++) {
         op_t *op = &done->ops[i];
         had_jobs = had_jobs || op->cb != NULL;

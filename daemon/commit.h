@@ -37,7 +37,9 @@ typedef struct commit commit_t;
  */
 typedef void (*commit_job_cb)(int rc, int result, uint64_t orig_id, void *arg);
 
-/* Called after every successful commit, with the number of operations. */
+/* Called after every successful commit that changed the store, with the
+ * number of operations (0 for a purge alone that deleted jobs); a purge
+ * that found nothing to delete is not reported. */
 typedef void (*commit_stat_cb)(size_t ops, double seconds, void *arg);
 
 /* Creates a committer writing to `q` (which must outlive it). */

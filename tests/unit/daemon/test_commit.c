@@ -144,8 +144,17 @@ static void purge_cb(int rc, size_t purged, bool more, void *arg)
     p->more = more;
 }
 
+static void count_commit(size_t ops, double seconds, void *arg)
+{
+    (void)ops;
+    (void)seconds;
+    ++*(int *)arg;
+}
+
 /* A purge runs in a batch of its own or with others; one waits at a time;
- * `more` says when the limit left some due. */
+ * `more` says when the limit left some due. A purge alone that found
+ * nothing is no commit for the stats hook (an idle daemon's retention
+ * timer made the `commits` counter move each second). */
 static void t_purge(void)
 {
     env_t e = {0};
@@ -153,8 +162,10 @@ static void t_purge(void)
     job_res_t jr[5];
     purge_res_t p;
     queue_job_t g;
+    int commits = 0;
 
     env_open(&e, (size_t)64 << 20);
+    commit_set_stat_cb(e.c, count_commit, &commits);
     for (int i = 0; i < 5; i++)
         CHECK_EQ(add_job(&e, &ids[i], "{}", 2, &jr[i]), 0);
     run_until(&e, &jr[4].done);
@@ -163,6 +174,14 @@ static void t_purge(void)
     for (int i = 0; i < 4; i++)
         finish(&e, ids[i], 200.0 + i);
 
+    /* Nothing finished before 100: no commit reported. */
+    memset(&p, 0, sizeof(p));
+    commits = 0;
+    CHECK_EQ(commit_add_purge(e.c, 100.0, 2, purge_cb, &p), 0);
+    run_until(&e, &p.done);
+    CHECK(p.rc == 0 && p.purged == 0);
+    CHECK_EQ(commits, 0);
+
     memset(&p, 0, sizeof(p));
     CHECK_EQ(commit_add_purge(e.c, 202.0, 2, purge_cb, &p), 0);
     CHECK_EQ(commit_add_purge(e.c, 202.0, 2, purge_cb, &p), -EBUSY);
@@ -170,6 +189,7 @@ static void t_purge(void)
     CHECK_EQ(p.rc, 0);
     CHECK_EQ(p.purged, 2);
     CHECK(p.more);
+    CHECK_EQ(commits, 1);
     CHECK_EQ(queue_job_get(e.q, ids[0], &g), QUEUE_ENOTFOUND);
 
     /* This one shares its batch with a new job. */
