@@ -38,7 +38,18 @@
     } while (0)
 
 #define MAX_HELD 4096
-#define WAIT_SECONDS 20
+/* How long a client-side wait (a predicate on the loop, a call run on it,
+ * a blocking read or write) may take before the case fails as hung. Only a
+ * bound on a hang: it must stay below the case's ctest TIMEOUT, and above
+ * what the work takes on busy cores. main raises it for the cases that move
+ * the 128 MiB answer budget (see BIG_WAIT_SECONDS). */
+static int wait_seconds = 20;
+/* answer_budget and stall_close: filling the answer budget took over 20 s
+ * of the wait for the first gated request under ASan on two busy cores
+ * (about 6 s of CPU in 22 s of wall time), and the fixed 20 s failed them
+ * with "timed out waiting for requests waiting for answer room" before
+ * their ctest TIMEOUT (120 s) was near. */
+#define BIG_WAIT_SECONDS 100
 
 struct h;
 typedef void (*req_fn)(struct h *h, ipc_req_t *r);
@@ -149,7 +160,7 @@ static void on_timer_answer(uv_timer_t *t)
 static void deadline(struct timespec *ts)
 {
     clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_sec += WAIT_SECONDS;
+    ts->tv_sec += wait_seconds;
 }
 
 static void run_on_loop(struct h *h, loop_fn fn, void *arg)
@@ -204,7 +215,7 @@ static int cl_open(struct cl *c, const char *path)
     memset(c, 0, sizeof *c);
     c->fd = socket(AF_UNIX, SOCK_STREAM, 0);
     REQUIRE(c->fd >= 0, "socket");
-    struct timeval tv = {WAIT_SECONDS, 0};
+    struct timeval tv = {wait_seconds, 0};
     setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     if (connect(c->fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
@@ -1776,10 +1787,12 @@ int main(int argc, char **argv)
         h->client = client_backpressure;
     } else if (!strcmp(name, "answer_budget")) {
         opt.stall_ms = 600000; /* they read, late: none is closed */
+        wait_seconds = BIG_WAIT_SECONDS;
         h->on_req = req_big_stats;
         h->client = client_answer_budget;
     } else if (!strcmp(name, "stall_close")) {
         opt.stall_ms = 300;
+        wait_seconds = BIG_WAIT_SECONDS;
         h->on_req = req_big_stats;
         h->client = client_stall_close;
     } else if (!strcmp(name, "half_close")) {
