@@ -1321,32 +1321,45 @@ def ctl_import_write_failed(wd):
     """A row whose request could not be written (the daemon stopped reading:
     EPIPE) counts as failed in the summary; it was left out, so a file of
     one such row read "0 rows, 0 failed". The row is long enough that
-    writing it is tried at once, not left in the client's buffer."""
+    writing it is tried at once, not left in the client's buffer.
+
+    The row is written only once the server has shut its side: the rows
+    come through stdin, the header first (read before the client connects),
+    the row after the shutdown. With the rows in a file the client could
+    connect and write the row into the socket's buffer before the server
+    thread got to accept and shutdown; it then waited for an answer until
+    the test's 60 s timeout (once under load)."""
     path = wd.file("sock")
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)
     srv.listen(1)
+    shut = threading.Event()
     done = threading.Event()
 
     def serve():
         conn, _ = srv.accept()
         conn.shutdown(socket.SHUT_RD)  # the client's writes fail from now on
+        shut.set()
         done.wait(60)
         conn.close()
 
     t = threading.Thread(target=serve)
     t.start()
-    rows = wd.file("rows.csv")
-    with open(rows, "w") as f:
-        f.write("to,phoneNumberId,text\n+15550600001,%s,%s\n" % (avp.SENDERS[0], "x" * 100000))
-    p = subprocess.run([CTL, "--socket", path, "--json", "import", rows, "--campaign", "wf"],
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.Popen([CTL, "--socket", path, "--json", "import", "-", "--format", "csv",
+                          "--campaign", "wf"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    wd.procs.append(p)
+    p.stdin.write("to,phoneNumberId,text\n")
+    p.stdin.flush()
+    check(shut.wait(30), "the client connected after reading the header")
+    out, err = p.communicate("+15550600001,%s,%s\n" % (avp.SENDERS[0], "x" * 100000),
+                             timeout=60)
     done.set()
     t.join(10)
     srv.close()
-    summary = json.loads(p.stdout)
-    check(p.returncode == 1 and "import interrupted" in p.stderr, "interrupted: %d %s"
-          % (p.returncode, p.stderr))
+    summary = json.loads(out)
+    check(p.returncode == 1 and "import interrupted" in err, "interrupted: %d %s"
+          % (p.returncode, err))
     check(summary["created"] == 0 and summary["failed"] == 1 and summary["rows"] == 1,
           "the row not written counts as failed: %s" % summary)
 
