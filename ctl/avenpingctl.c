@@ -26,6 +26,7 @@
 
 #include "csv.h"
 #include "ipc_client.h"
+#include "json_scan.h"
 
 #define EXIT_FAIL 1
 #define EXIT_USAGE 2
@@ -447,36 +448,24 @@ static void fmt_duration(double s, char *buf, size_t n)
  * gets members added or dropped by name without touching the others.
  */
 
-/* The text [p, p+n) without whitespace between tokens; NULL (out of
- * memory, or a raw control byte inside a string, which no JSON has and
- * which could split the request line). *outlen: its length. */
-static char *json_compact(const char *p, size_t n, size_t *outlen)
+/* The text [p, p+n) without whitespace between tokens (util/json_scan.h,
+ * as the daemon compacts a body), in a new buffer; NULL when out of memory
+ * or when a raw control byte is left: outside strings the compaction took
+ * the whitespace out, so such a byte is inside a string, which no JSON has
+ * and which could split the request line. *outlen: its length. */
+static char *ctl_json_compact(const char *p, size_t n, size_t *outlen)
 {
     char *out = malloc(n + 1);
-    size_t k = 0;
-    bool in_str = false, esc = false;
+    size_t k;
 
     if (out == NULL)
         return NULL;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)p[i];
-        if (in_str) {
-            if (ch < 0x20) {
-                free(out);
-                return NULL;
-            }
-            if (esc)
-                esc = false;
-            else if (ch == '\\')
-                esc = true;
-            else if (ch == '"')
-                in_str = false;
-        } else if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r') {
-            continue;
-        } else if (ch == '"') {
-            in_str = true;
+    k = json_compact(out, p, n);
+    for (size_t i = 0; i < k; i++) {
+        if ((unsigned char)out[i] < 0x20) {
+            free(out);
+            return NULL;
         }
-        out[k++] = (char)ch;
     }
     out[k] = '\0';
     *outlen = k;
@@ -696,7 +685,7 @@ static int cmd_send(ctx_t *c, const opts_t *o)
         char *compact, *body;
         size_t clen;
         msg = cJSON_ParseWithOpts(raw, NULL, true); /* nothing after it */
-        compact = cJSON_IsObject(msg) ? json_compact(raw, strlen(raw), &clen) : NULL;
+        compact = cJSON_IsObject(msg) ? ctl_json_compact(raw, strlen(raw), &clen) : NULL;
         cJSON_Delete(msg);
         if (compact == NULL) {
             usage_err("--message must be a JSON object");
@@ -790,7 +779,7 @@ static int cmd_template(ctx_t *c, const opts_t *o)
         size_t clen;
         /* Sent as written, as the daemon sends the body on. */
         char *compact =
-            cJSON_IsArray(arr) && np == 0 ? json_compact(comps, strlen(comps), &clen) : NULL;
+            cJSON_IsArray(arr) && np == 0 ? ctl_json_compact(comps, strlen(comps), &clen) : NULL;
         cJSON_Delete(arr);
         if (compact == NULL) {
             cJSON_Delete(msg);
@@ -933,7 +922,7 @@ typedef struct import_src {
     size_t line_cap;
     size_t lineno;
     size_t other_campaign; /* rows naming a campaign other than the import's */
-    char *compact;         /* the current line, compact (json_compact) */
+    char *compact;         /* the current line, compact (ctl_json_compact) */
     size_t compact_len;
 } import_src_t;
 
@@ -1272,7 +1261,7 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
         }
         /* The line as written, for its "message" (below). */
         free(s->compact);
-        s->compact = json_compact(s->line, (size_t)(end - s->line), &s->compact_len);
+        s->compact = ctl_json_compact(s->line, (size_t)(end - s->line), &s->compact_len);
         if (s->compact == NULL) {
             cJSON_Delete(o);
             snprintf(err, errn, "not valid JSON (a control byte inside a string); not sent");

@@ -568,8 +568,8 @@ static void send_some(struct cl *c, const char *s, size_t n)
 /* Two clients each send most of a 600 KiB line and stop: with a read
  * budget of 1.5 MiB one buffer (1 MiB) fits, both do not: the one whose
  * buffer would grow second is refused (BAD_REQUEST naming the budget and
- * echoing the line's id, then EOF), the other still completes its line, and a new client is served.
- */
+ * echoing the line's id, then EOF), the other still completes its line,
+ * and a new client is served. */
 static void client_read_budget(struct h *h)
 {
     enum { LINE = 600 * 1024 };
