@@ -832,8 +832,9 @@ static const char *csv_problem(int rc)
 
 /*
  * The idempotency key of one row: "<campaign>:<suffix>", where the suffix
- * is the row number (or the --key-column value). Keys are at most 200
- * bytes: a part that does not fit is replaced by its 64-bit hash.
+ * is the --key-column value or the row's content hash (row_content_key).
+ * Keys are at most 200 bytes: a part that does not fit is replaced by its
+ * 64-bit hash.
  */
 static void row_key(const char *campaign, const char *suffix, char *out, size_t n)
 {
@@ -867,11 +868,10 @@ typedef struct keyset {
     size_t cap, n;
 } keyset_t;
 
-/* Records `key` for `row`. Returns 0 if new, 1 if an earlier row used it
- * (*first: that row), -ENOMEM. */
-static int keyset_add(keyset_t *ks, const char *key, size_t row, size_t *first)
+/* The slot of hash `h`, taken for it if new (*fresh set then, the slot's
+ * row 0). NULL: out of memory. */
+static struct keyslot *keyset_find(keyset_t *ks, uint64_t h, bool *fresh)
 {
-    uint64_t h = fnv1a(key);
     size_t i;
 
     if (h == 0)
@@ -880,7 +880,7 @@ static int keyset_add(keyset_t *ks, const char *key, size_t row, size_t *first)
         size_t cap = ks->cap ? ks->cap * 2 : 1024;
         struct keyslot *ns = calloc(cap, sizeof(*ns));
         if (ns == NULL)
-            return -ENOMEM;
+            return NULL;
         for (size_t k = 0; k < ks->cap; k++) {
             if (ks->slot[k].h == 0)
                 continue;
@@ -894,13 +894,57 @@ static int keyset_add(keyset_t *ks, const char *key, size_t row, size_t *first)
     }
     for (i = h & (ks->cap - 1); ks->slot[i].h != 0; i = (i + 1) & (ks->cap - 1)) {
         if (ks->slot[i].h == h) {
-            *first = ks->slot[i].row;
-            return 1;
+            *fresh = false;
+            return &ks->slot[i];
         }
     }
-    ks->slot[i] = (struct keyslot){.h = h, .row = row};
+    ks->slot[i] = (struct keyslot){.h = h, .row = 0};
     ks->n++;
+    *fresh = true;
+    return &ks->slot[i];
+}
+
+/* Records `key` for `row`. Returns 0 if new, 1 if an earlier row used it
+ * (*first: that row), -ENOMEM. */
+static int keyset_add(keyset_t *ks, const char *key, size_t row, size_t *first)
+{
+    bool fresh;
+    struct keyslot *k = keyset_find(ks, fnv1a(key), &fresh);
+
+    if (k == NULL)
+        return -ENOMEM;
+    if (!fresh) {
+        *first = k->row;
+        return 1;
+    }
+    k->row = row;
     return 0;
+}
+
+/*
+ * FNV-1a, 128 bits, over a row's content: the derived idempotency key of a
+ * row (row_content_key). 128 bits, because two different rows of one
+ * campaign that shared a key would drop the second as a duplicate: for a
+ * million rows the chance is about 2^-88.
+ */
+typedef struct {
+    unsigned __int128 h;
+} rowhash_t;
+
+static void rowhash_init(rowhash_t *r)
+{
+    r->h = ((unsigned __int128)0x6c62272e07bb0142ULL << 64) | 0x62b821756295c58dULL;
+}
+
+static void rowhash_add(rowhash_t *r, const void *p, size_t n)
+{
+    const unsigned __int128 prime = ((unsigned __int128)1 << 88) | 0x13b;
+    const unsigned char *b = p;
+
+    for (size_t i = 0; i < n; i++) {
+        r->h ^= b[i];
+        r->h *= prime;
+    }
 }
 
 typedef struct import_src {
@@ -924,7 +968,40 @@ typedef struct import_src {
     size_t other_campaign; /* rows naming a campaign other than the import's */
     char *compact;         /* the current line, compact (ctl_json_compact) */
     size_t compact_len;
+    /* Derived keys: how often each row content came so far (by the low 64
+     * bits of its hash; the row's slot .row is the count). */
+    keyset_t seen;
+    bool key_derived; /* the last request's key is row_content_key's */
 } import_src_t;
+
+/*
+ * The derived idempotency key of a row: "<campaign>:<hash of the row's
+ * content>", and "-<n>" after it for the n-th row of the file with the
+ * same content (n >= 2), so that a file's rows that are alike are all
+ * sent. A key made of the content, not the row's place: another file
+ * imported into the same campaign gets keys of its own (row numbers
+ * matched the first file's rows, which dropped the second file's rows as
+ * duplicates), and a row added, deleted or moved does not change the keys
+ * of the others (which sent them all again). Returns 0 or -ENOMEM.
+ */
+static int row_content_key(import_src_t *s, const rowhash_t *r, char *key, size_t n)
+{
+    char suffix[64];
+    bool fresh;
+    struct keyslot *k = keyset_find(&s->seen, (uint64_t)r->h, &fresh);
+    int len;
+
+    if (k == NULL)
+        return -ENOMEM;
+    k->row++;
+    len = snprintf(suffix, sizeof(suffix), "%016llx%016llx", (unsigned long long)(r->h >> 64),
+                   (unsigned long long)r->h);
+    if (k->row > 1)
+        snprintf(suffix + len, sizeof(suffix) - (size_t)len, "-%zu", k->row);
+    row_key(s->campaign, suffix, key, n);
+    s->key_derived = true;
+    return 0;
+}
 
 static int col_index(const import_src_t *s, const char *name)
 {
@@ -1201,12 +1278,12 @@ static bool import_raw_messages(import_src_t *s, cJSON *o, bool need_from)
 static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, size_t errn)
 {
     char key[KEY_MAX + 1];
-    char num[32];
     cJSON *req, *msg;
     bool need_from;
 
     *eof = false;
     err[0] = '\0';
+    s->key_derived = false;
     if (s->jsonl) {
         ssize_t n;
         cJSON *o;
@@ -1296,8 +1373,14 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
         if (cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, "idempotencyKey")))
             cJSON_DeleteItemFromObjectCaseSensitive(o, "idempotencyKey");
         if (!cJSON_HasObjectItem(o, "idempotencyKey")) {
-            snprintf(num, sizeof(num), "%zu", s->lineno);
-            row_key(s->campaign, num, key, sizeof(key));
+            rowhash_t rh;
+            rowhash_init(&rh);
+            rowhash_add(&rh, s->compact, s->compact_len);
+            if (row_content_key(s, &rh, key, sizeof(key)) != 0) {
+                cJSON_Delete(o);
+                snprintf(err, errn, "out of memory; not sent");
+                return NULL;
+            }
             cJSON_AddStringToObject(o, "idempotencyKey", key);
         }
         /* --priority and --from are the import's defaults: a line's own
@@ -1369,8 +1452,8 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
             return NULL;
         }
         /* With --key-column the key is the cell: an empty one has none, and
-         * the row number in its place could be another row's key value
-         * ("<campaign>:2"), which would drop that row as a duplicate. */
+         * a key of the other kind in its place would mix two schemes in one
+         * campaign (a re-run without --key-column would send it again). */
         if (s->col_key >= 0 && ((size_t)s->col_key >= n || f[s->col_key][0] == '\0')) {
             snprintf(err, errn, "empty key column (--key-column); not sent");
             return NULL;
@@ -1405,8 +1488,20 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
         if (s->col_key >= 0) {
             row_key(s->campaign, f[s->col_key], key, sizeof(key));
         } else {
-            snprintf(num, sizeof(num), "%zu", s->lineno);
-            row_key(s->campaign, num, key, sizeof(key));
+            rowhash_t rh;
+            rowhash_init(&rh);
+            for (size_t i = 0; i < n; i++) {
+                /* Each field's length first: ("a,", "b") and ("a", ",b")
+                 * are different rows. */
+                uint64_t fl = strlen(f[i]);
+                rowhash_add(&rh, &fl, sizeof(fl));
+                rowhash_add(&rh, f[i], (size_t)fl);
+            }
+            if (row_content_key(s, &rh, key, sizeof(key)) != 0) {
+                cJSON_Delete(req);
+                snprintf(err, errn, "out of memory; not sent");
+                return NULL;
+            }
         }
         cJSON_AddStringToObject(req, "idempotencyKey", key);
         if (s->priority)
@@ -1842,7 +1937,10 @@ static int cmd_import(ctx_t *c, const opts_t *o)
             {
                 const cJSON *k = cJSON_GetObjectItemCaseSensitive(req, "idempotencyKey");
                 size_t first = 0;
-                int r = cJSON_IsString(k) ? keyset_add(&keys, k->valuestring, row, &first) : 0;
+                /* Derived keys differ by construction (row_content_key). */
+                int r = cJSON_IsString(k) && !s.key_derived
+                            ? keyset_add(&keys, k->valuestring, row, &first)
+                            : 0;
                 if (r != 0) {
                     failed++;
                     pr.done++;
@@ -1993,6 +2091,7 @@ out:
     free(ring);
     cJSON_Delete(listed);
     free(keys.slot);
+    free(s.seen.slot);
     if (s.csv)
         csv_free(s.csv);
     for (size_t i = 0; i < s.n_header; i++)
@@ -2696,8 +2795,10 @@ static const command_t commands[] = {
      "--from and --priority (the column options are for CSV only). The format is --format,\n"
      "else the name (.jsonl, .ndjson, .json: JSON Lines; .csv: CSV; in any case), else the\n"
      "content (stdin too): '{' first, after blank lines and a byte order mark, is JSON\n"
-     "Lines, anything else CSV. Each row's idempotency key is \"<campaign>:<row number>\" (or\n"
-     "the --key-column value), so running the same import again creates nothing twice.\n"
+     "Lines, anything else CSV. Each row's idempotency key is \"<campaign>:<hash of the row's\n"
+     "content>\" (\"-2\", \"-3\"... after it for the second, third... row alike in the file),\n"
+     "or the --key-column value: running the same import again creates nothing twice, and\n"
+     "another file, or rows added, moved or deleted, change no other row's key.\n"
      "Progress goes to stderr: a bar on a terminal, plain lines otherwise."},
     {"status", cmd_status, "key:", 0, 1, "status JOB | status --key IDEMPOTENCY-KEY",
      "Shows one job."},

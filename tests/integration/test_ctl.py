@@ -53,6 +53,28 @@ def write_csv(path, n, senders):
             w.writerow(["+1555%07d" % i, senders[i % len(senders)], i, 'a, "quoted" note'])
 
 
+def fnv1a_128(data):
+    h = 0x6c62272e07bb014262b821756295c58d
+    prime = (1 << 88) | 0x13b
+    for byte in data:
+        h = ((h ^ byte) * prime) & ((1 << 128) - 1)
+    return h
+
+
+def content_key(campaign, fields):
+    """The idempotency key avenpingctl derives for a CSV row (row_content_key
+    in ctl/avenpingctl.c): FNV-1a 128 over each field's length (8 bytes,
+    little-endian) and bytes, in hex, after the campaign."""
+    data = b"".join(len(f.encode()).to_bytes(8, "little") + f.encode() for f in fields)
+    return "%s:%032x" % (campaign, fnv1a_128(data))
+
+
+def line_key(campaign, obj):
+    """The key derived for a JSON Lines line written as json.dumps(obj):
+    the hash of the line without its blanks outside strings."""
+    return "%s:%032x" % (campaign, fnv1a_128(json.dumps(obj, separators=(",", ":")).encode()))
+
+
 def row_of(send):
     m = re.fullmatch(r"row-(\d+)", send["body"]["text"])
     check(m is not None, "unexpected text in the API log: %r" % send["body"]["text"])
@@ -163,13 +185,14 @@ def ctl_campaign(wd):
     states = collections.Counter()
     seen_rows = set()
     for r in rows:
-        key = r["idempotencyKey"]
-        check(key.startswith(name + ":"), "key %r" % key)
-        i = int(key.split(":")[1])
+        i = int(r["recipient"][len("+1555"):])
         seen_rows.add(i)
         states[r["state"]] += 1
-        check(r["recipient"] == "+1555%07d" % i, "row %d recipient %r" % (i, r["recipient"]))
-        check(r["phoneNumberId"] == avp.SENDERS[i % len(avp.SENDERS)], "row %d sender" % i)
+        sender = avp.SENDERS[i % len(avp.SENDERS)]
+        check(r["idempotencyKey"] == content_key(name, [r["recipient"], sender, str(i),
+                                                        'a, "quoted" note']),
+              "row %d key %r" % (i, r["idempotencyKey"]))
+        check(r["phoneNumberId"] == sender, "row %d sender" % i)
         logged = by_row.get(i, [])
         if r["state"] == "sent":
             check(len(logged) == 1, "row %d sent once, API saw %d" % (i, len(logged)))
@@ -394,7 +417,8 @@ def ctl_usage(wd):
     s = json.loads(p.stdout)
     check(s["created"] == 51 and s["failed"] == 1, "jsonl summary %s" % s)
     check("line 51: not a JSON object" in p.stderr, "bad line named: %r" % p.stderr)
-    check(ctl_json(d, "status", "--key", "jl:7")["job"]["campaign"] == "jl", "derived key")
+    check(ctl_json(d, "status", "--key", line_key("jl", avp.text_job(7, id=7)))["job"]["campaign"]
+          == "jl", "derived key")
     check(ctl_json(d, "status", "--key", "own-key")["job"]["campaign"] == "jl",
           "own key kept, \"campaign\": null taken as none given")
     p = ctl(d, "--json", "import", jl, "--campaign", "jl")
@@ -526,9 +550,11 @@ def ctl_import_edges(wd):
           "big field: %s %s" % (summary, p.stderr))
     wait_for(lambda: campaign(d, "big")["counts"].get("sent", 0) == 1, 30, "the row after sent")
     cl = d.client()
-    after = cl.request({"op": "get", "idempotencyKey": "big:2"})
+    after = cl.request({"op": "get", "idempotencyKey":
+                        content_key("big", ["+15550000061", avp.SENDERS[0], "after"])})
     cl.close()
-    check(after["ok"] and after["job"]["to"] == "+15550000061", "row 2 keeps its key: %s" % after)
+    check(after["ok"] and after["job"]["to"] == "+15550000061", "row 2 keyed by its content: %s"
+          % after)
     bom = wd.file("bom.csv")
     with open(bom, "wb") as f:
         f.write(b"\xef\xbbto,phoneNumberId,text\n")
@@ -673,13 +699,16 @@ def ctl_import_formats(wd):
     sender = avp.SENDERS[0]
     expected = {}  # recipient digits -> text the API must have received
 
+    def job_of(base, i):
+        job = avp.text_job(i, sender=sender, to="+1666%03d%04d" % (base, i))
+        job["message"]["text"] = "fmt-%d-%d" % (base, i)
+        return job
+
     def jobs(base, n):
         lines = []
         for i in range(n):
-            to = "+1666%03d%04d" % (base, i)
-            job = avp.text_job(i, sender=sender, to=to)
-            job["message"]["text"] = "fmt-%d-%d" % (base, i)
-            expected[to.lstrip("+")] = job["message"]["text"]
+            job = job_of(base, i)
+            expected[job["message"]["to"].lstrip("+")] = job["message"]["text"]
             lines.append(json.dumps(job) + "\n")
         return "".join(lines)
 
@@ -733,22 +762,24 @@ def ctl_import_formats(wd):
     p = ctl(d, "--json", "import", path, "--campaign", "fmt-nullkey")
     check(p.returncode == 0 and json.loads(p.stdout)["created"] == 0
           and json.loads(p.stdout)["duplicates"] == 3, "null keys, again: %s" % p.stdout)
-    check(ctl_json(d, "status", "--key", "fmt-nullkey:2")["job"]["to"].lstrip("+") == "16660980001",
-          "the derived key of line 2")
+    job = avp.text_job(1, sender=sender, to="+16660980001", idempotencyKey=None)
+    job["message"]["text"] = "fmt-98-1"
+    check(ctl_json(d, "status", "--key", line_key("fmt-nullkey", job))["job"]["to"].lstrip("+")
+          == "16660980001", "the derived key of line 2")
     # Content sniffed past a byte order mark, blank lines (CRLF too) and
-    # indentation; the line numbers, and so the keys, count those lines.
+    # indentation; the keys are the lines' content without them.
     path = wd.file("jobs-bom")
     with open(path, "wb") as f:
         # A line of blanks at the end is no row either (it was "not a JSON object").
         f.write(b"\xef\xbb\xbf\n\r\n  " + jobs(5, 3).encode() + b" \t \r\n")
     imported(ctl(d, "--json", "import", path, "--campaign", "fmt5"), "BOM and blank lines", 3)
-    check(ctl_json(d, "status", "--key", "fmt5:3")["job"]["to"].lstrip("+") == "16660050000",
-          "the first job is line 3's")
+    check(ctl_json(d, "status", "--key", line_key("fmt5", job_of(5, 0)))["job"]["to"].lstrip("+")
+          == "16660050000", "the first job keyed by its content")
     # Standard input (a pipe): the bytes the sniff read are read again.
     imported(ctl(d, "--json", "import", "-", "--campaign", "fmt6", stdin="\n" + jobs(6, 4)),
              "JSON Lines on stdin", 4)
-    check(ctl_json(d, "status", "--key", "fmt6:2")["job"]["to"].lstrip("+") == "16660060000",
-          "stdin: the first job is line 2's")
+    check(ctl_json(d, "status", "--key", line_key("fmt6", job_of(6, 0)))["job"]["to"].lstrip("+")
+          == "16660060000", "stdin: the first job keyed by its content")
     # CSV without an extension, on stdin, and on a pipe named /dev/fd/N
     # (a shell's <(...)), whose rows must not be counted ahead: a second
     # open of the pipe took all but the first buffer's rows from the import.
@@ -1425,6 +1456,80 @@ def ctl_body_as_given(wd):
     api.stop()
 
 
+def ctl_import_content_keys(wd):
+    """Keys derived from a row's content, not its place: a second file
+    imported into the same campaign is sent (row-number keys answered its
+    rows as duplicates of the first file's and sent none of them, exit 0),
+    a row added at the top sends that row alone (it renumbered the others:
+    the first file's last row went out twice, the new row never), rows alike
+    in one file are all sent, and each import run again sends nothing."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+
+    def write(name, rows):
+        path = wd.file(name)
+        with open(path, "w") as f:
+            f.write("to,name\n")
+            for to, name_ in rows:
+                f.write("%s,%s\n" % (to, name_))
+        return path
+
+    def imp(path, camp="S"):
+        opts = [] if path.endswith(".jsonl") else ["--from", avp.SENDERS[0], "--text", "Hi {name}"]
+        p = ctl(d, "--json", "import", path, "--campaign", camp, *opts)
+        check(p.returncode == 0, "import %s: exit %d: %s" % (path, p.returncode, p.stderr))
+        return json.loads(p.stdout)
+
+    a = [("+15550000001", "A1"), ("+15550000002", "A2"), ("+15550000003", "A3")]
+    b = [("+15550000011", "B1"), ("+15550000012", "B2"), ("+15550000013", "B3")]
+    s = imp(write("a.csv", a))
+    check(s["created"] == 3, "a.csv: %s" % s)
+    s = imp(write("b.csv", b))
+    check(s["created"] == 3 and s["duplicates"] == 0, "another file, same campaign: %s" % s)
+    s = imp(write("a2.csv", [("+15550000020", "NEW")] + a))
+    check(s["created"] == 1 and s["duplicates"] == 3, "a row added at the top: %s" % s)
+    same = [("+15550000030", "Twice"), ("+15550000030", "Twice"), ("+15550000031", "Once")]
+    s = imp(write("same.csv", same))
+    check(s["created"] == 3, "rows alike are all sent: %s" % s)
+    for name in ("a.csv", "b.csv", "a2.csv", "same.csv"):
+        s = imp(wd.file(name))
+        check(s["created"] == 0, "%s again sends nothing: %s" % (name, s))
+    # The scheme as the man page states it: content hash, "-2" for the
+    # second row alike.
+    cl = d.client()
+    for key, to in ((content_key("S", ["+15550000030", "Twice"]), "+15550000030"),
+                    (content_key("S", ["+15550000030", "Twice"]) + "-2", "+15550000030"),
+                    (content_key("S", ["+15550000011", "B1"]), "+15550000011")):
+        got = cl.request({"op": "get", "idempotencyKey": key})
+        check(got["ok"] and got["job"]["to"] == to, "key %s: %s" % (key, got))
+    cl.close()
+
+    # JSON Lines: keyed by the line's content as well.
+    def jl(name, tos):
+        path = wd.file(name)
+        with open(path, "w") as f:
+            for i, to in enumerate(tos):
+                f.write(json.dumps(avp.text_job(i, to=to)) + "\n")
+        return path
+
+    s = imp(jl("a.jsonl", ["+15550000041", "+15550000042"]), "J")
+    check(s["created"] == 2, "a.jsonl: %s" % s)
+    s = imp(jl("b.jsonl", ["+15550000043", "+15550000044"]), "J")
+    check(s["created"] == 2, "another JSON Lines file, same campaign: %s" % s)
+    s = imp(wd.file("a.jsonl"), "J")
+    check(s["created"] == 0 and s["duplicates"] == 2, "a.jsonl again: %s" % s)
+
+    wait_for(lambda: campaign(d, "S")["counts"].get("sent", 0) == 10
+             and campaign(d, "J")["counts"].get("sent", 0) == 4, 60, "all sent")
+    texts = collections.Counter(x["body"]["text"] for x in api.sends()
+                                if x["body"]["text"].startswith("Hi "))
+    want = collections.Counter(["Hi A1", "Hi A2", "Hi A3", "Hi B1", "Hi B2", "Hi B3", "Hi NEW",
+                                "Hi Twice", "Hi Twice", "Hi Once"])
+    check(texts == want, "each row sent once (rows alike once each): %s" % texts)
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metrics, ctl_usage, ctl_import_edges,
                                  ctl_import_long_lines, ctl_import_formats,
                                  ctl_output_gone, ctl_send_message,
@@ -1432,7 +1537,8 @@ CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metric
                                  ctl_import_jsonl_options, ctl_report_meta_code_zero,
                                  ctl_follow_rate, ctl_report_output_gone,
                                  ctl_import_progress_tty, ctl_import_jsonl_trailing,
-                                 ctl_import_write_failed, ctl_body_as_given)}
+                                 ctl_import_write_failed, ctl_body_as_given,
+                                 ctl_import_content_keys)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
