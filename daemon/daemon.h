@@ -213,13 +213,28 @@ typedef struct daemon {
     double account_resumed_at;
     bool account_operator;
     char throttle_reason[160];
+
+    /* stderr is the journal's stream (daemon_log_init): lines carry an
+     * sd-daemon priority prefix instead of a level word. */
+    bool log_journal;
 } daemon_t;
 
-/* log.c: one line on stderr with an sd-daemon priority prefix, if `level`
- * is within the configured log level. */
+/* log.c: sets d->log_journal from $JOURNAL_STREAM, which the service
+ * manager sets to the device and inode of the stream it connected stdout
+ * and stderr to: true only when stderr is that stream (not a terminal, a
+ * file or a pipe that a child of the service redirected it to). */
+void daemon_log_init(daemon_t *d);
+
+/* log.c: one line on stderr, if `level` is within the configured log
+ * level: to the journal "<level>text" (journald keeps the level), else
+ * "error: text", "warning: text", "text" (info), "debug: text". */
 void daemon_log(const daemon_t *d, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 #define dlog daemon_log
+
+/* log.c: the line of a start that fails, whatever the log level:
+ * "avenpingd: text" (with the "<3>" prefix to the journal). */
+void daemon_fatal(const daemon_t *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Wall-clock time in unix seconds (due times are stored as wall time). */
 double daemon_now(void);

@@ -447,11 +447,11 @@ static int load_config(daemon_t *d, int argc, char **argv, bool *exit_now)
 
     *exit_now = false;
     if ((rc = config_init(&d->cfg)) != 0) {
-        fprintf(stderr, "<3>avenpingd: out of memory\n");
+        daemon_fatal(d, "out of memory");
         return rc;
     }
     if (config_flags_parse(argc, argv, f, err, sizeof(err)) != 0) {
-        fprintf(stderr, "<3>avenpingd: %s\n", err);
+        daemon_fatal(d, "%s", err);
         return -EINVAL;
     }
     if (f->help) {
@@ -465,19 +465,19 @@ static int load_config(daemon_t *d, int argc, char **argv, bool *exit_now)
         return 0;
     }
     if (f->config && config_load_file(&d->cfg, f->config, err, sizeof(err)) != 0) {
-        fprintf(stderr, "<3>avenpingd: config: %s\n", err);
+        daemon_fatal(d, "config: %s", err);
         return -EINVAL;
     }
     if (config_flags_apply(&d->cfg, f, err, sizeof(err)) != 0) {
-        fprintf(stderr, "<3>avenpingd: %s\n", err);
+        daemon_fatal(d, "%s", err);
         return -EINVAL;
     }
     if (config_token_load(&d->cfg, &d->token, err, sizeof(err)) != 0) {
-        fprintf(stderr, "<3>avenpingd: %s\n", err);
+        daemon_fatal(d, "%s", err);
         return -EINVAL;
     }
     if (config_ca_file_check(&d->cfg, err, sizeof(err)) != 0) {
-        fprintf(stderr, "<3>avenpingd: config: %s\n", err);
+        daemon_fatal(d, "config: %s", err);
         return -EINVAL;
     }
     return 0;
@@ -496,12 +496,12 @@ static int make_state_dir(daemon_t *d)
         snprintf(copy, sizeof(copy), "%s", d->cfg.state_dir);
         parent = dirname(copy);
         if ((rc = queue_dir_sync(parent)) != 0) {
-            fprintf(stderr, "<3>avenpingd: state dir %s: syncing %s: %s\n", d->cfg.state_dir,
-                    parent, strerror(-rc));
+            daemon_fatal(d, "state dir %s: syncing %s: %s", d->cfg.state_dir, parent,
+                         strerror(-rc));
             return rc;
         }
     } else if (errno != EEXIST) {
-        fprintf(stderr, "<3>avenpingd: state dir %s: %s\n", d->cfg.state_dir, strerror(errno));
+        daemon_fatal(d, "state dir %s: %s", d->cfg.state_dir, strerror(errno));
         return -errno;
     }
     return 0;
@@ -576,21 +576,19 @@ static int open_store(daemon_t *d)
     found = queue_store_found(d->cfg.state_dir);
     rc = queue_open(d->cfg.state_dir, &qo, &d->q);
     if (rc == QUEUE_ELOCKED) {
-        fprintf(stderr, "<3>avenpingd: state dir %s is in use by another avenpingd\n",
-                d->cfg.state_dir);
+        daemon_fatal(d, "state dir %s is in use by another avenpingd", d->cfg.state_dir);
         return rc;
     }
     if (rc == QUEUE_ESCHEMA) {
         /* Never touch a store this build does not understand. */
-        fprintf(stderr,
-                "<3>avenpingd: the store in %s was written by a newer, incompatible version of "
-                "avenpingd (this build reads store schema %d or older); refusing to open it\n",
-                d->cfg.state_dir, QUEUE_SCHEMA_VERSION);
+        daemon_fatal(d,
+                     "the store in %s was written by a newer, incompatible version of "
+                     "avenpingd (this build reads store schema %d or older); refusing to open it",
+                     d->cfg.state_dir, QUEUE_SCHEMA_VERSION);
         return rc;
     }
     if (rc != 0) {
-        fprintf(stderr, "<3>avenpingd: cannot open the store in %s: %s\n", d->cfg.state_dir,
-                queue_strerror(rc));
+        daemon_fatal(d, "cannot open the store in %s: %s", d->cfg.state_dir, queue_strerror(rc));
         return rc;
     }
     /* A store created now is said once; one found empty loudly: a data
@@ -627,7 +625,7 @@ static int open_store(daemon_t *d)
     store_check(d);
     rc = queue_recover(d->q, &ro, &n);
     if (rc != 0) {
-        fprintf(stderr, "<3>avenpingd: recovering the store: %s\n", queue_strerror(rc));
+        daemon_fatal(d, "recovering the store: %s", queue_strerror(rc));
         return rc;
     }
     if (n > 0)
@@ -647,30 +645,30 @@ static int start_listening(daemon_t *d, int n_passed)
         if ((rc = ipc_server_listen(d->ipc, d->cfg.socket)) == UV_EADDRINUSE) {
             /* A live socket there, or its lock file held: another daemon
              * listens there or is about to (between its bind and listen). */
-            fprintf(stderr,
-                    "<3>avenpingd: socket %s: another process listens on it (or holds %s.lock)\n",
-                    d->cfg.socket, d->cfg.socket);
+            daemon_fatal(d, "socket %s: another process listens on it (or holds %s.lock)",
+                         d->cfg.socket, d->cfg.socket);
             return rc;
         }
         if (rc != 0) {
-            fprintf(stderr, "<3>avenpingd: socket %s: %s\n", d->cfg.socket,
-                    rc == UV_ENOTSOCK ? "a file that is not a socket is in the way (left alone)"
-                                      : ipc_strerror(rc));
+            daemon_fatal(d, "socket %s: %s", d->cfg.socket,
+                         rc == UV_ENOTSOCK
+                             ? "a file that is not a socket is in the way (left alone)"
+                             : ipc_strerror(rc));
             return rc;
         }
         return 0;
     }
     if (n_passed != 1 || !sdnotify_is_unix_listener(fd)) {
-        fprintf(stderr,
-                "<3>avenpingd: socket activation: expected one listening Unix stream socket, "
-                "got %d descriptor(s)%s\n",
-                n_passed, n_passed == 1 ? " of another kind" : "");
+        daemon_fatal(d,
+                     "socket activation: expected one listening Unix stream socket, "
+                     "got %d descriptor(s)%s",
+                     n_passed, n_passed == 1 ? " of another kind" : "");
         for (int i = 0; i < n_passed; i++)
             close(fd + i);
         return -EINVAL;
     }
     if ((rc = ipc_server_adopt_fd(d->ipc, fd)) != 0) {
-        fprintf(stderr, "<3>avenpingd: socket activation: %s\n", ipc_strerror(rc));
+        daemon_fatal(d, "socket activation: %s", ipc_strerror(rc));
         return rc;
     }
     d->socket_activated = true;
@@ -716,7 +714,7 @@ static int start_modules(daemon_t *d)
     ho.ca_file = d->cfg.ca_file;
     ho.http2 = d->cfg.http2;
     if ((rc = http_pool_new(d->loop, &ho, http_threads(&d->cfg), &d->http)) != 0) {
-        fprintf(stderr, "<3>avenpingd: HTTP engine: %s\n", http_strerror(rc));
+        daemon_fatal(d, "HTTP engine: %s", http_strerror(rc));
         return rc;
     }
     (void)http_pool_set_concurrency(d->http, d->cfg.max_inflight);
@@ -768,6 +766,7 @@ int main(int argc, char **argv)
         const struct rlimit no_core = {0, 0};
         (void)setrlimit(RLIMIT_CORE, &no_core);
     }
+    daemon_log_init(&d);
     if (load_config(&d, argc, argv, &exit_now) != 0)
         goto out;
     if (exit_now) {
@@ -781,11 +780,11 @@ int main(int argc, char **argv)
     n_passed = sdnotify_listen_fds();
     if (n_passed < 0) {
         if (n_passed == -EBADF)
-            fprintf(stderr, "<3>avenpingd: socket activation: LISTEN_FDS names descriptors from 3 "
-                            "on that are not open in this process\n");
+            daemon_fatal(&d, "socket activation: LISTEN_FDS names descriptors from 3 "
+                             "on that are not open in this process");
         else
-            fprintf(stderr, "<3>avenpingd: socket activation: bad LISTEN_PID/LISTEN_FDS: %s\n",
-                    strerror(-n_passed));
+            daemon_fatal(&d, "socket activation: bad LISTEN_PID/LISTEN_FDS: %s",
+                         strerror(-n_passed));
         goto out;
     }
 
@@ -800,13 +799,13 @@ int main(int argc, char **argv)
     if (start_ipc(&d, n_passed) != 0 || open_store(&d) != 0)
         goto out_loop;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
-        fprintf(stderr, "<3>avenpingd: libcurl initialisation failed\n");
+        daemon_fatal(&d, "libcurl initialisation failed");
         goto out_loop;
     }
     if (start_modules(&d) != 0)
         goto out_loop;
     if ((rc = dispatch_load_pauses(&d)) != 0) {
-        fprintf(stderr, "<3>avenpingd: reading stored pauses: %s\n", queue_strerror(rc));
+        daemon_fatal(&d, "reading stored pauses: %s", queue_strerror(rc));
         rc = 1;
         goto out_loop;
     }

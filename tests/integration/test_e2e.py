@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -128,8 +129,9 @@ def kill9(wd):
     log = d2.stderr()
     recovered = 0
     for line in log.splitlines():
-        if "were in flight at the last stop" in line:
-            recovered = int(line.split(">", 1)[1].split()[0])
+        m = re.search(r"(\d+) jobs were in flight at the last stop", line)
+        if m:
+            recovered = int(m.group(1))
     check(dups <= recovered, "duplicates (%d) only among jobs in flight at the kill (%d)"
           % (dups, recovered))
     # The scheduler hands out up to max_inflight + DISPATCH_AHEAD (2048)
@@ -243,6 +245,24 @@ def startup_errors(wd):
     err = d.stderr().strip().splitlines()
     check(rc != 0, "exit non-zero without a token")
     check(len(err) == 1 and "token" in err[0], "one clear line: %s" % err)
+    # Plain text on a file or a terminal; the sd-daemon priority prefix only
+    # when stderr is the journal's stream ($JOURNAL_STREAM names its device
+    # and inode). It was "<3>avenpingd: ..." everywhere.
+    check(err[0].startswith("avenpingd: token file "), "no prefix off the journal: %s" % err)
+    for journal in (True, False):
+        path = wd.file("journal-%s.err" % journal)
+        with open(path, "w") as f:
+            st = os.fstat(f.fileno()) if journal else os.stat(d.config)
+            env = dict(os.environ, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
+            env.pop("AVENPING_TOKEN", None)
+            env.pop("CREDENTIALS_DIRECTORY", None)
+            rc = subprocess.run([avp.DAEMON, "--config", d.config], stderr=f, env=env,
+                                timeout=15).returncode
+        with open(path) as f:
+            line = f.read()
+        want = "<3>avenpingd: " if journal else "avenpingd: "
+        check(rc != 0 and line.startswith(want) and "token" in line,
+              "JOURNAL_STREAM %s stderr: %r" % ("is" if journal else "is not", line))
     # Token from the environment works; and it never shows in argv or logs.
     d1 = avp.Daemon(wd, api.base, name="first")
     cfg = open(d1.config).read().replace("token_file = %s\n" % d1.token_file, "")

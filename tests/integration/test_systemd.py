@@ -333,7 +333,8 @@ def reload(wd):
     d.proc.send_signal(signal.SIGHUP)
     wait_for(lambda: "only applied by a restart" in d.stderr(), 5, "the reload's report")
     err = d.stderr()
-    check(re.search(r"<4>SIGHUP: changed but only applied by a restart .*: max_connections", err),
+    check(re.search(r"warning: SIGHUP: changed but only applied by a restart .*: max_connections",
+                    err),
           "max_connections reported as needing a restart: %s" % err[-400:])
     # log_level = warn applied before the report: the info summary is gone.
     check("applied:" not in err.split("reload failed")[-1],

@@ -33,6 +33,7 @@ import collections
 import json
 import os
 import random
+import re
 import sys
 import threading
 import time
@@ -112,8 +113,9 @@ def job(avp, i, order_groups):
 def recovered_count(text):
     n = 0
     for line in text.splitlines():
-        if "were in flight at the last stop" in line:
-            n += int(line.split(">", 1)[1].split()[0])
+        m = re.search(r"(\d+) jobs were in flight at the last stop", line)
+        if m:
+            n += int(m.group(1))
     return n
 
 
