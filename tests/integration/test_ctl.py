@@ -445,7 +445,12 @@ def ctl_usage(wd):
     # Slow answers keep the stopping daemon up (it waits for them) while
     # the import's next rows are answered SHUTTING_DOWN.
     api.control(latency_ms=3000)
-    time.sleep(0.2)  # requests under the new latency in flight (a window, not an event)
+    # A request decided after the change is held 3 s: wait for one, so that
+    # the SIGTERM finds it in flight (a fixed 0.2 s found none under ASan on
+    # busy cores, where the daemon sends in bursts seconds apart: it stopped
+    # at once and closed the import's connection, no SHUTTING_DOWN).
+    held = api.stats()["requests"]
+    wait_for(lambda: api.stats()["requests"] > held, 60, "a request under the new latency")
     d.proc.send_signal(signal.SIGTERM)
     out, err = imp.communicate(timeout=60)
     check(imp.returncode == 1 and "the daemon is stopping" in err

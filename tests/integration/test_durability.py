@@ -590,7 +590,8 @@ def purge_marker_failed(wd):
     faults.set("sync EIO 1 1")
     wait_for(lambda: faults.injected()["fdatasync"] == 1, 10, "the marker's sync failed")
     faults.set("off")
-    check("purging finished jobs failed" in d.stderr(), "the failed purge is logged")
+    # The loop logs the failure after the sync returned it: wait for the line.
+    wait_for(lambda: "purging finished jobs failed" in d.stderr(), 10, "the failed purge logged")
 
     def accepted():
         a = cl.request(big_job(500))
