@@ -483,12 +483,56 @@ static int load_config(daemon_t *d, int argc, char **argv, bool *exit_now)
     return 0;
 }
 
-/* Creates the state dir if it is missing (mode 0700), syncing its entry
- * in its parent. */
+/* Creates the missing directories above `path` (mode 0755, as `mkdir -p`
+ * would under a umask of 022), each new one's entry synced in its parent.
+ * `what` names the path in the failure's line. */
+static int make_parents(daemon_t *d, const char *what, const char *path)
+{
+    char dir[PATH_MAX];
+    size_t n = strlen(path);
+    int rc;
+
+    if (n >= sizeof(dir))
+        return 0; /* the open or bind that follows names the problem */
+    memcpy(dir, path, n + 1);
+    while (n > 0 && dir[n - 1] == '/') /* "a/b/" is in "a" */
+        dir[--n] = '\0';
+    while (n > 0 && dir[n - 1] != '/')
+        n--;
+    if (n <= 1)
+        return 0; /* in "/" or the working directory */
+    dir[n - 1] = '\0';
+    for (char *p = dir + 1;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char c = *p;
+        *p = '\0';
+        if (mkdir(dir, 0755) == 0) {
+            char copy[PATH_MAX];
+            snprintf(copy, sizeof(copy), "%s", dir);
+            if ((rc = queue_dir_sync(dirname(copy))) != 0) {
+                daemon_fatal(d, "%s %s: syncing %s: %s", what, path, copy, strerror(-rc));
+                return rc;
+            }
+        } else if (errno != EEXIST) {
+            rc = -errno;
+            daemon_fatal(d, "%s %s: creating %s: %s", what, path, dir, strerror(-rc));
+            return rc;
+        }
+        *p = c;
+        if (c == '\0')
+            return 0;
+    }
+}
+
+/* Creates the state dir if it is missing (mode 0700; the directories
+ * above it 0755), syncing its entry in its parent. */
 static int make_state_dir(daemon_t *d)
 {
     int rc;
 
+    if ((rc = make_parents(d, "state dir", d->cfg.state_dir)) != 0)
+        return rc;
     if (mkdir(d->cfg.state_dir, 0700) == 0) {
         /* The new directory's own entry, in its parent. */
         char copy[PATH_MAX];
@@ -684,9 +728,13 @@ static int start_ipc(daemon_t *d, int n_passed)
     size_t sl = strlen(d->cfg.state_dir);
     int rc;
 
-    /* A socket in the state dir needs the dir first. */
+    /* A socket in the state dir needs the dir first; elsewhere its
+     * directory is made if missing (0755: socket_mode guards the socket),
+     * such as the default /run/avenpingd outside systemd. */
     if (n_passed == 0 && strncmp(d->cfg.socket, d->cfg.state_dir, sl) == 0 &&
         d->cfg.socket[sl] == '/' && (rc = make_state_dir(d)) != 0)
+        return rc;
+    if (n_passed == 0 && (rc = make_parents(d, "socket", d->cfg.socket)) != 0)
         return rc;
 
     memset(&io, 0, sizeof(io));

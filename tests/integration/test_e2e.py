@@ -309,6 +309,19 @@ def startup_errors(wd):
     check(c5.request({"op": "ping"})["ok"], "a daemon with its socket in its new state dir")
     c5.close()
     check(d5.stop() == 0, "SIGTERM exits 0")
+    # Directories missing above the socket and the state dir are made, as
+    # for the default /run/avenpingd outside systemd (both refused to start:
+    # "No such file or directory").
+    deep_sock = wd.file("run/avenpingd/s.sock")
+    deep_state = wd.file("var/lib/avenpingd")
+    d6 = avp.Daemon(wd, api.base, {"socket": deep_sock}, state_dir=deep_state, name="sixth")
+    d6.socket = deep_sock
+    d6.start()
+    c6 = d6.client()
+    check(c6.request({"op": "ping"})["ok"], "a daemon whose socket and state dirs were missing")
+    c6.close()
+    check(os.stat(deep_state).st_mode & 0o777 == 0o700, "the state dir is 0700")
+    check(d6.stop() == 0, "SIGTERM exits 0")
     cl.close()
     check(d1.stop() == 0, "SIGTERM exits 0")
     check(not os.path.exists(d1.socket) and not os.path.exists(d1.socket + ".lock"),
