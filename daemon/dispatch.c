@@ -701,6 +701,9 @@ static void retry_job_flags(daemon_t *d, sched_job_t *job, const classify_result
         job->marks |= DAEMON_JOB_CANCEL;
     if (cancel_instead(d, job, &c->error))
         return;
+    /* Its pair's pacing may hold it past the wait (each attempt is a
+     * message to the pair): the stored nextAttemptAt is when it can go. */
+    due = sched_pair_ready(d->sched, job, due);
     if (job->expires_at > 0 && due > job->expires_at && !d->cancelling_all) {
         record_expiry(d, job->id, job->attempts, job->marks, &c->error, false);
         sched_job_finish(d->sched, job);

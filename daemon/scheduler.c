@@ -2413,6 +2413,17 @@ void sched_pair_refund(sched_t *s, sched_job_t *j, double now)
         p->burst_n--;
 }
 
+double sched_pair_ready(const sched_t *s, const sched_job_t *j, double from)
+{
+    sched_pair_t p;
+
+    if (j->pair_ == NULL)
+        return from;
+    p = *j->pair_; /* a copy: the refill to `from` is a forecast */
+    pair_refill(s, &p, from);
+    return pair_ready_at(s, &p, from);
+}
+
 double sched_pair_limited(sched_t *s, sched_job_t *j, double now, double at_least)
 {
     sched_pair_t *p = j->pair_;

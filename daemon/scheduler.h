@@ -249,6 +249,13 @@ double sched_sender_hold(sched_t *s, sched_job_t *job, double now, double base, 
  * the hold ends (the job's next due time). */
 double sched_pair_limited(sched_t *s, sched_job_t *job, double now, double at_least);
 
+/* The earliest time at or after `from` at which the pair pacing and a
+ * pair-limit hold let `job`'s pair send one more, as things stand (the
+ * pair sending nothing else meanwhile); `from` when nothing holds it back.
+ * For the due time a retry is stored with: the backoff's end alone was a
+ * nextAttemptAt that could lie long before the attempt. */
+double sched_pair_ready(const sched_t *s, const sched_job_t *job, double from);
+
 /* The last attempt of `job` never reached Meta: it never left (picked,
  * then paused, held, cancelled or without a request; a connect failure),
  * or AvenPing refused it itself (401, its plan, its validation, its own

@@ -1833,6 +1833,34 @@ def pair_refund_unposted(wd):
     api.stop()
 
 
+def retry_waits_for_pair(wd):
+    """A retry's nextAttemptAt is when it can go: each attempt is a message
+    to the recipient, so the pair's pacing can hold a retry past its
+    backoff. With one send per 3 s to a pair, a 500 answered at once and a
+    backoff of 0.1-0.2 s, the retry goes 3 s after the first attempt; the
+    stored nextAttemptAt said 0.2 s, seconds in the past while the job was
+    still `retrying` (black-box audit)."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"pair_rate_interval_ms": 3000, "pair_burst": 1,
+                                  "backoff_base_ms": 200, "backoff_max_ms": 200}).start()
+    cl = d.client()
+    to = "+16770000001"
+    api.control(rules=[{"to": to.lstrip("+"), "status": 500, "times": 1}])
+    ids = submit_all(d, [avp.text_job(1, sender="1000001", to=to)])
+    j = wait_for(lambda: (lambda j: j if j["state"] == "retrying" else None)(
+        cl.request({"op": "get", "job": ids[0]})["job"]), 10, "the 500 answered")
+    wait = j["nextAttemptAt"] - j["updatedAt"]
+    print("nextAttemptAt %.2f s after the answer" % wait)
+    check(wait > 2.5, "nextAttemptAt waits for the pair: %.2f s after the answer" % wait)
+    wait_for(lambda: any(avp.marker(x) == "job-1" for x in api.sends()), 10, "the retry sent")
+    t_sent = [x["t"] for x in api.sends() if avp.marker(x) == "job-1"][0]
+    check(j["nextAttemptAt"] - 0.1 <= t_sent < j["nextAttemptAt"] + 1.0,
+          "sent at its nextAttemptAt (%.2f), at %.2f" % (j["nextAttemptAt"], t_sent))
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connection_limit, retry_past_expiry,
                                    cancel_inflight, cancel_inflight_restart, resume_lifts_throttle,
                                    pair_refund, retry_after_on_5xx,
@@ -1849,7 +1877,7 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  reschedule_day_once, waits_kept_across_stop, last_attempt_during_stop, expiry_during_stop,
                                  cancel_answer_during_walk,
                                  pair_refund_unposted, operator_pause_over_unreachable,
-                                 bare_404_pauses)}
+                                 bare_404_pauses, retry_waits_for_pair)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:

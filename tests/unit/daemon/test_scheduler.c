@@ -727,6 +727,35 @@ static void test_pair_burst_debt(void)
     sched_free(s);
 }
 
+/* When a retry of the pair can go: within the burst's span at once, past
+ * it when the burst's debt is paid (a burst of n: n intervals after it
+ * began), and a forecast only (the pair is not changed). */
+static void test_pair_ready(void)
+{
+    sched_options_t o;
+    sched_t *s = make_paced(&o, 6.0, 45);
+    sched_job_t *j, *k;
+    double wake;
+
+    addk(s, 1, 0, 1, "a", NULL, "k1", "15550401");
+    j = sched_next(s, 0, &wake);
+    CHECK(j != NULL);
+    CHECK(fabs(sched_pair_ready(s, j, 1.0) - 1.0) < 1e-6); /* in the burst's span */
+    CHECK(fabs(sched_pair_ready(s, j, 4.0) - 6.0) < 1e-6); /* one send: one interval */
+    CHECK(fabs(sched_pair_ready(s, j, 7.0) - 7.0) < 1e-6); /* rested by then */
+    addk(s, 2, 0, 1, "a", NULL, "k2", "15550401");
+    addk(s, 3, 0, 1, "a", NULL, "k3", "15550401");
+    for (double t = 1; t <= 2; t++) {
+        k = sched_next(s, t, &wake);
+        CHECK(k != NULL);
+        sched_job_finish(s, k);
+    }
+    CHECK(fabs(sched_pair_ready(s, j, 4.0) - 18.0) < 1e-6); /* a burst of 3 */
+    CHECK(fabs(sched_pair_ready(s, j, 4.0) - 18.0) < 1e-6); /* unchanged by asking */
+    sched_job_finish(s, j);
+    sched_free(s);
+}
+
 /* 131056: the pair waits 1, then 4 s; a success resets the count. */
 static void test_pair_limited(void)
 {
@@ -1443,6 +1472,7 @@ int main(int argc, char **argv)
         {"memory_released", test_memory_released},
         {"sender_waiting_each", test_sender_waiting_each},
         {"pair_burst_debt", test_pair_burst_debt},
+        {"pair_ready", test_pair_ready},
         {"pair_refund", test_pair_refund},
         {"pair_order_and_reload", test_pair_order_and_reload},
         {"pair_wake_rounding", test_pair_wake_rounding},
