@@ -21,6 +21,12 @@ from avp import (check, submit_all, unfinished, wait_all_final,  # noqa: E402
                  wait_for)
 
 
+def job_in_state(cl, job, state, timeout, what):
+    """Waits until `get` shows job in state; returns the job."""
+    return wait_for(lambda: (lambda j: j if j["state"] == state else None)(
+        cl.request({"op": "get", "job": job})["job"]), timeout, what)
+
+
 def sender_of(stats, pid):
     for s in stats["senders"]:
         if s["phoneNumberId"] == pid:
@@ -812,8 +818,7 @@ def retry_after_on_5xx(wd):
     api.control(rules=[{"to": "16750000000", "status": 503, "retry_after": 120, "times": 1}])
     t0 = time.time()
     ids = submit_all(d, [avp.text_job(0, sender="1000001", to="+16750000000")])
-    j = wait_for(lambda: (lambda j: j if j["state"] == "retrying" else None)(
-        cl.request({"op": "get", "job": ids[0]})["job"]), 10, "retrying")
+    j = job_in_state(cl, ids[0], "retrying", 10, "retrying")
     check(j["nextAttemptAt"] >= t0 + 110, "due at the Retry-After: %.1f s after the submit"
           % (j["nextAttemptAt"] - t0))
     check(cl.request({"op": "resume", "phoneNumberId": "1000001"})["ok"], "resume")
@@ -889,8 +894,7 @@ def pair_refund(wd):
     to = "+16760000001"
     api.control(rules=[{"to": to.lstrip("+"), "status": 400, "times": 1}])
     ids = submit_all(d, [avp.text_job(1, sender="1000001", to=to)])
-    j = wait_for(lambda: (lambda j: j if j["state"] == "failed" else None)(
-        cl.request({"op": "get", "job": ids[0]})["job"]), 10, "the 400 failed the job")
+    j = job_in_state(cl, ids[0], "failed", 10, "the 400 failed the job")
     t_refused = j["updatedAt"]
     ids += submit_all(d, [avp.text_job(2, sender="1000001", to=to)])
     wait_for(lambda: any(avp.marker(s) == "job-2" for s in api.sends()), 10, "the next job sent")
@@ -1559,8 +1563,7 @@ def reschedule_day_once(wd):
     cl = d.client()
     ids = submit_all(d, [avp.text_job(1, sender=avp.SENDERS[0], to="+" + to,
                                       expiresAt=time.time() + 5 * 86400)])
-    j = wait_for(lambda: (lambda j: j if j["state"] == "retrying" else None)(
-        cl.request({"op": "get", "job": ids[0]})["job"]), 20, "the job rescheduled")
+    j = job_in_state(cl, ids[0], "retrying", 20, "the job rescheduled")
     wait_s = j["nextAttemptAt"] - j["updatedAt"]
     check(86000 < wait_s < 86800, "rescheduled a day later: in %.0f s" % wait_s)
     check(j["lastError"]["metaCode"] == 131049, "lastError: %s" % j["lastError"])
@@ -1679,8 +1682,7 @@ def retry_past_expiry(wd):
     cl = d.client()
     ids = submit_all(d, [avp.text_job(1, sender=avp.SENDERS[0], to="+" + to),
                          avp.text_job(2, sender=avp.SENDERS[0], to="+" + to)])
-    j2 = wait_for(lambda: (lambda j: j if j["state"] == "sent" else None)(
-        cl.request({"op": "get", "job": ids[1]})["job"]), 20, "the key's second job sent")
+    j2 = job_in_state(cl, ids[1], "sent", 20, "the key's second job sent")
     j1 = cl.request({"op": "get", "job": ids[0]})["job"]
     check(j1["state"] == "expired" and j1["lastError"]["metaCode"] == 131049,
           "the first expired at once, with the 131049: %s" % j1)
@@ -1847,8 +1849,7 @@ def retry_waits_for_pair(wd):
     to = "+16770000001"
     api.control(rules=[{"to": to.lstrip("+"), "status": 500, "times": 1}])
     ids = submit_all(d, [avp.text_job(1, sender="1000001", to=to)])
-    j = wait_for(lambda: (lambda j: j if j["state"] == "retrying" else None)(
-        cl.request({"op": "get", "job": ids[0]})["job"]), 10, "the 500 answered")
+    j = job_in_state(cl, ids[0], "retrying", 10, "the 500 answered")
     wait = j["nextAttemptAt"] - j["updatedAt"]
     print("nextAttemptAt %.2f s after the answer" % wait)
     check(wait > 2.5, "nextAttemptAt waits for the pair: %.2f s after the answer" % wait)
