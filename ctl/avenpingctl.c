@@ -2640,9 +2640,10 @@ static int cmd_stats(ctx_t *c, const opts_t *o)
     printf("jobs:");
     for (int i = 0; i < N_STATES; i++)
         printf(" %s %llu", states[i], (unsigned long long)count_of(counts, states[i]));
-    printf("\nin flight %.0f, active set %.0f, commit backlog %.0f, connections %.0f\n",
-           jnum(st, "inflight"), jnum(st, "active"), jnum(st, "commitBacklog"),
-           jnum(st, "connections"));
+    printf("\nrequests in flight %.0f, jobs picked %.0f, active set %.0f, commit backlog %.0f, "
+           "connections %.0f\n",
+           jnum(st, "httpInflight"), jnum(st, "inflight"), jnum(st, "active"),
+           jnum(st, "commitBacklog"), jnum(st, "connections"));
     printf("since start: %.0f submitted, %.0f duplicates, %.0f requests, %.0f possible "
            "duplicates, %.0f commits\n",
            jnum(st, "submitted"), jnum(st, "duplicates"), jnum(st, "requests"),

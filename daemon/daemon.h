@@ -289,6 +289,11 @@ bool dispatch_attempt_started(const sched_job_t *job);
 void dispatch_release_waiting(daemon_t *d);
 /* Runs the scheduler once at the next loop turn. */
 void dispatch_pump_soon(daemon_t *d);
+/* After a reload: requests that wait for a slot start in the slots a
+ * larger max_inflight opened (they waited for a request in flight to
+ * end: up to request_timeout_ms against a hanging API), and the
+ * scheduler runs for new rates and caps. */
+void dispatch_reconfigured(daemon_t *d);
 /* Commit statistics hook (refreshes counters, resumes a waiting refill). */
 void dispatch_on_commit_stat(size_t ops, double seconds, void *arg);
 /* Commit failure hook: counts failed batches and logs them (the first of a

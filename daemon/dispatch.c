@@ -1426,6 +1426,12 @@ static void pump_idle_cb(uv_idle_t *h)
     pump(h->data);
 }
 
+void dispatch_reconfigured(daemon_t *d)
+{
+    post_waiting(d); /* a larger max_inflight has free request slots now */
+    dispatch_pump_soon(d);
+}
+
 void dispatch_pump_soon(daemon_t *d)
 {
     if (!d->closing)

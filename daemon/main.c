@@ -49,11 +49,13 @@ static void notify(daemon_t *d, const char *state)
         dlog(d, CONFIG_LOG_DEBUG, "notify: %s", strerror(-rc));
 }
 
-/* "STATUS=<what>: <queue depth>, <in flight>, <rate>, <connections>" */
+/* "STATUS=<what>: <queue depth>, <requests in flight>, <rate>, <connections>"
+ * (requests on the wire, at most max_inflight; not the jobs picked, whose
+ * `sending` commits run ahead of a free request slot). */
 static void format_status(const daemon_t *d, const char *what, char *buf, size_t size)
 {
-    snprintf(buf, size, "STATUS=%s: %llu unfinished, %u in flight, %.1f sends/s, %u connections",
-             what, (unsigned long long)d->unfinished, d->sched ? sched_inflight(d->sched) : 0,
+    snprintf(buf, size, "STATUS=%s: %llu unfinished, %zu in flight, %.1f sends/s, %u connections",
+             what, (unsigned long long)d->unfinished, d->http ? http_pool_inflight(d->http) : 0,
              d->status_rate, ipc_server_connections(d->ipc));
 }
 
@@ -361,7 +363,7 @@ static void reload(daemon_t *d)
         dlog(d, CONFIG_LOG_WARN,
              "SIGHUP: changed but only applied by a restart (running values kept): %s", restart);
     /* New rates or caps may let jobs go now that waited for a later wake. */
-    dispatch_pump_soon(d);
+    dispatch_reconfigured(d);
     goto out;
 fail:
     dlog(d, CONFIG_LOG_ERROR, "SIGHUP: reload failed, configuration unchanged: %s", err);
@@ -483,8 +485,8 @@ static int load_config(daemon_t *d, int argc, char **argv, bool *exit_now)
     return 0;
 }
 
-/* Creates the missing directories above `path` (mode 0755, as `mkdir -p`
- * would under a umask of 022), each new one's entry synced in its parent.
+/* Creates the missing directories above `path` (mode 0755), each new
+ * one's entry synced in its parent.
  * `what` names the path in the failure's line. */
 static int make_parents(daemon_t *d, const char *what, const char *path)
 {
@@ -509,6 +511,9 @@ static int make_parents(daemon_t *d, const char *what, const char *path)
         *p = '\0';
         if (mkdir(dir, 0755) == 0) {
             char copy[PATH_MAX];
+            /* 0755 whatever the umask (systemd's UMask=0077, say): the
+             * socket's own mode (socket_mode) decides who may connect. */
+            (void)chmod(dir, 0755);
             snprintf(copy, sizeof(copy), "%s", dir);
             if ((rc = queue_dir_sync(dirname(copy))) != 0) {
                 daemon_fatal(d, "%s %s: syncing %s: %s", what, path, copy, strerror(-rc));

@@ -316,11 +316,17 @@ def startup_errors(wd):
     deep_state = wd.file("var/lib/avenpingd")
     d6 = avp.Daemon(wd, api.base, {"socket": deep_sock}, state_dir=deep_state, name="sixth")
     d6.socket = deep_sock
-    d6.start()
+    old_umask = os.umask(0o077)  # the daemon inherits it (systemd's UMask=0077)
+    try:
+        d6.start()
+    finally:
+        os.umask(old_umask)
     c6 = d6.client()
     check(c6.request({"op": "ping"})["ok"], "a daemon whose socket and state dirs were missing")
     c6.close()
     check(os.stat(deep_state).st_mode & 0o777 == 0o700, "the state dir is 0700")
+    for made in (wd.file("run"), wd.file("run/avenpingd"), wd.file("var"), wd.file("var/lib")):
+        check(os.stat(made).st_mode & 0o777 == 0o755, "%s made 0755 under umask 077" % made)
     check(d6.stop() == 0, "SIGTERM exits 0")
     cl.close()
     check(d1.stop() == 0, "SIGTERM exits 0")

@@ -626,7 +626,57 @@ def deb(wd):
     check(not left, "dpkg --purge disables the units (no link or mask left): %s" % left)
 
 
-CASES = {f.__name__: f for f in (notify, socket_activation, reload, units, deb,
+def notify_inflight(wd):
+    """STATUS='s "in flight" is the requests on the wire, at most
+    max_inflight: it showed the jobs picked, whose `sending` is committed
+    ahead of a free request slot (here 40 of them with 4 requests held by a
+    slow API)."""
+    api = avp.FakeAPI(wd)
+    api.control(latency_ms=3000)
+    lst = NotifyListener(wd.file("notify.sock"))
+    d = avp.Daemon(wd, api.base, {"max_inflight": 4},
+                   env={"NOTIFY_SOCKET": lst.path})
+    d.start(wait=False)
+    lst.wait(lambda m: "READY" in m, 15, "READY=1")
+    cl = d.client()
+    answers = cl.pipeline([avp.text_job(i, to="+1677%07d" % i) for i in range(40)])
+    check(all(a.get("ok") for a in answers), "40 jobs accepted")
+    wait_for(lambda: cl.stats()["inflight"] > 4 and cl.stats()["httpInflight"] == 4, 15,
+             "more jobs picked than requests on the wire")
+    lst.drain()  # the STATUS= lines from before
+    m = lst.wait(lambda m: "STATUS" in m and status_numbers(m["STATUS"])["inflight"] > 0, 5,
+                 "STATUS= with requests in flight")
+    check(status_numbers(m["STATUS"])["inflight"] <= 4, "STATUS= counts requests, at most "
+          "max_inflight: %s (stats inflight %d)" % (m["STATUS"], cl.stats()["inflight"]))
+    cl.close()
+    d.stop()
+    api.stop()
+
+
+def reload_raises_inflight(wd):
+    """A reload that raises max_inflight starts requests in the new slots at
+    once: they waited for a request in flight to end, as long as the API
+    took to answer (20 s here)."""
+    api = avp.FakeAPI(wd)
+    api.control(latency_ms=20000)
+    cfg = {"max_inflight": 4, "shutdown_timeout_ms": 500}
+    d = avp.Daemon(wd, api.base, cfg).start()
+    cl = d.client()
+    answers = cl.pipeline([avp.text_job(i, to="+1678%07d" % i) for i in range(40)])
+    check(all(a.get("ok") for a in answers), "40 jobs accepted")
+    wait_for(lambda: cl.stats()["httpInflight"] == 4, 15, "4 requests in flight")
+    text = open(d.config).read().replace("max_inflight = 4", "max_inflight = 12")
+    check("max_inflight = 12" in text, "the config rewritten: %s" % text)
+    with open(d.config, "w") as f:
+        f.write(text)
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: cl.stats()["httpInflight"] == 12, 10, "12 requests in flight after the reload")
+    cl.close()
+    d.stop()
+    api.stop()
+
+
+CASES = {f.__name__: f for f in (notify, notify_inflight, reload_raises_inflight, socket_activation, reload, units, deb,
                                    repair_extends_start)}
 
 if __name__ == "__main__":
