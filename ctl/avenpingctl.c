@@ -2276,6 +2276,7 @@ static int cmd_campaign(ctx_t *c, const opts_t *o)
     bool follow = opt_has(o, "follow"), tty = isatty(STDOUT_FILENO) && !c->json;
     double interval, prev_t = 0, rate = 0;
     uint64_t prev_done = 0;
+    unsigned still = 0; /* samples in a row in which nothing finished */
     int rc;
 
     if (name == NULL) {
@@ -2293,6 +2294,7 @@ static int cmd_campaign(ctx_t *c, const opts_t *o)
         uint64_t total, unfinished, done;
         double t = now_mono();
         char eta[32];
+        bool paused;
 
         if ((rc = campaign_once(c, name, &ans)) != 0)
             return rc;
@@ -2302,17 +2304,25 @@ static int cmd_campaign(ctx_t *c, const opts_t *o)
         unfinished =
             count_of(counts, "queued") + count_of(counts, "sending") + count_of(counts, "retrying");
         done = total > unfinished ? total - unfinished : 0;
+        paused = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cp, "paused"));
         if (prev_t > 0 && t > prev_t) {
             /* Fewer done than before (a retry requeued finished jobs, or
              * finished ones were purged) is no progress; the unsigned
              * difference wrapped to a rate of about 1e20/s. */
             double r = done > prev_done ? (double)(done - prev_done) / (t - prev_t) : 0;
             rate = rate > 0 ? 0.5 * rate + 0.5 * r : r; /* smoothed */
+            still = r > 0 ? 0 : still + 1;
         }
         /* The daemon's figure until two samples of our own exist (it is a
          * trailing average: it lags behind changes of the rate). */
-        if (rate <= 0 && jnum(cp, "ratePerSecond") > 0)
+        if (rate <= 0 && jnum(cp, "ratePerSecond") > 0 && !paused)
             rate = jnum(cp, "ratePerSecond");
+        /* Paused, or nothing finished for three samples (a hold, an
+         * account pause): no rate and no ETA, where the smoothed rate only
+         * halved each sample (an ETA of minutes, then hours, for a campaign
+         * that was not moving). */
+        if (paused || still >= 3)
+            rate = 0;
         prev_t = t;
         prev_done = done;
         if (c->json) {
@@ -2324,7 +2334,7 @@ static int cmd_campaign(ctx_t *c, const opts_t *o)
                 fputs("\r\033[K", stdout);
             printf("%s: %llu/%llu done (%.1f%%)%s", jstr(cp, "name"), (unsigned long long)done,
                    (unsigned long long)total, total ? 100.0 * (double)done / (double)total : 100.0,
-                   cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cp, "paused")) ? " PAUSED" : "");
+                   paused ? " PAUSED" : "");
             for (int i = 0; i < N_STATES; i++)
                 if (count_of(counts, states[i]) > 0)
                     printf(" %s %llu", states[i], (unsigned long long)count_of(counts, states[i]));

@@ -1154,11 +1154,13 @@ def ctl_follow_rate(wd):
                           "0.1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sample = re.compile(r"eta: (\d+)/(\d+) done .*\| (\d+)/s ETA (--:--|\d+:\d\d(:\d\d)?)$")
     bad = []
+    lines = []
 
     def next_sample():
         line = f.stdout.readline()
         if line == "":
             raise avp.TestFailure("follow ended early: %s" % f.stderr.read())
+        lines.append(line.rstrip("\n"))
         m = sample.match(line.rstrip("\n"))
         if m is None or int(m.group(3)) > 100000:
             bad.append(line.rstrip("\n"))
@@ -1173,6 +1175,12 @@ def ctl_follow_rate(wd):
         # ETA grows past 2^31 hours within about 50 of them.
         for _ in range(80):
             next_sample()
+        # ... and says so: no rate and no ETA while PAUSED (it showed a
+        # finite ETA growing from seconds to hours for about 26 samples).
+        paused = [ln for ln in lines[-80:] if " PAUSED" in ln]
+        check(len(paused) >= 70 and all(ln.endswith("| 0/s ETA --:--") for ln in paused),
+              "paused samples show no rate and no ETA: %s" % [ln for ln in paused
+                                                              if not ln.endswith("--:--")][:3])
         check(cl.request({"op": "retry", "campaign": name, "state": "failed"})["requeued"] == 20,
               "the 20 failed jobs requeued")
         while next_sample() != 30:
