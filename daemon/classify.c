@@ -463,11 +463,19 @@ void classify_answer(const http_result_t *res, classify_result_t *out)
          * attempt of a job, which then failed after the restart). */
         out->not_sent =
             res->error == HTTP_ENOTSENT || (res->error == HTTP_ECANCELLED && !res->left);
+        /* The stop's cut of a request is INTERRUPTED, not CANCELLED: that
+         * is the operator's cancel (a report read these as cancels). */
         copy_str(out->error.code, sizeof(out->error.code),
                  res->error == HTTP_ENOTSENT     ? "CONNECT_ERROR"
-                 : res->error == HTTP_ECANCELLED ? "CANCELLED"
+                 : res->error == HTTP_ECANCELLED ? "INTERRUPTED"
                                                  : "TRANSPORT_ERROR");
-        copy_str(out->error.message, sizeof(out->error.message), res->detail);
+        if (res->error == HTTP_ECANCELLED)
+            copy_str(out->error.message, sizeof(out->error.message),
+                     res->left ? "the daemon stopped with the request in flight: it may have "
+                                 "been delivered"
+                               : "the daemon stopped before the request left");
+        else
+            copy_str(out->error.message, sizeof(out->error.message), res->detail);
         return;
     }
     if (res->status >= 200 && res->status < 300) {

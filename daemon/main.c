@@ -613,7 +613,7 @@ static int open_store(daemon_t *d)
 {
     queue_options_t qo;
     queue_recover_options_t ro;
-    queue_error_info_t cancel_err;
+    queue_error_info_t cancel_err, uncertain_err;
     size_t n = 0, map = 0, used = 0;
     int rc, found;
 
@@ -669,6 +669,12 @@ static int open_store(daemon_t *d)
              "cancelled while its request was in flight or about to leave; a restart found it "
              "so: it may have been delivered");
     ro.cancel_error = &cancel_err;
+    memset(&uncertain_err, 0, sizeof(uncertain_err));
+    snprintf(uncertain_err.code, sizeof(uncertain_err.code), "INTERRUPTED");
+    snprintf(uncertain_err.message, sizeof(uncertain_err.message),
+             "its request was in flight when the daemon stopped (a crash, a kill or a power "
+             "cut): it may have been delivered");
+    ro.uncertain_error = &uncertain_err;
     /* Before the recovery: it finds the jobs to recover through the due
      * index and the `sending` counter, so both must be right first. */
     store_check(d);

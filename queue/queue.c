@@ -1047,23 +1047,26 @@ static int recover_fn(queue__wtxn_t *w, void *arg)
         p.attempts = list[i].attempts;
         p.updated_at = o->now;
         p.next_attempt_at = o->now;
+        const queue_error_info_t *e = NULL;
+
         if (o->at_most_once) {
             p.state = QUEUE_STATE_UNCERTAIN;
+            e = o->uncertain_error;
         } else if (list[i].flags & o->cancel_flags) {
             p.state = QUEUE_STATE_CANCELLED;
-            if (o->cancel_error != NULL) {
-                const queue_error_info_t *e = o->cancel_error;
-                p.has_err = true;
-                p.err_status = e->status;
-                p.err_meta_code = queue__meta_enc(e);
-                p.err_code.p = e->code;
-                p.err_code.len = strnlen(e->code, QUEUE_ERR_CODE_LEN - 1);
-                p.err_msg.p = e->message;
-                p.err_msg.len = strnlen(e->message, QUEUE_ERR_MSG_LEN - 1);
-            }
+            e = o->cancel_error;
         } else {
             p.state = QUEUE_STATE_QUEUED;
             p.set_flags = o->requeue_flags;
+        }
+        if (e != NULL) {
+            p.has_err = true;
+            p.err_status = e->status;
+            p.err_meta_code = queue__meta_enc(e);
+            p.err_code.p = e->code;
+            p.err_code.len = strnlen(e->code, QUEUE_ERR_CODE_LEN - 1);
+            p.err_msg.p = e->message;
+            p.err_msg.len = strnlen(e->message, QUEUE_ERR_MSG_LEN - 1);
         }
         rc = queue__job_update(w, list[i].id, &p, &res);
         if (rc != 0)

@@ -246,6 +246,9 @@ typedef struct queue_recover_options {
      * cancel_error as its last error (NULL: the stored one is kept). */
     uint8_t cancel_flags;
     const queue_error_info_t *cancel_error; /* the caller's; copied */
+    /* At-most-once: the last error of the ones made `uncertain` (NULL: the
+     * stored one is kept). The caller's; copied. */
+    const queue_error_info_t *uncertain_error;
 } queue_recover_options_t;
 
 /*

@@ -169,6 +169,12 @@ def at_most_once_kill9(wd):
     check(uncertain <= set(logged), "the uncertain jobs are among those that reached the API")
     check(all(a["job"]["nextAttemptAt"] is None for a in got
               if a["job"]["state"] == "uncertain"), "uncertain jobs are not scheduled")
+    # And say why (they had no lastError: a report's error columns were
+    # empty for them).
+    bad = [a["job"]["lastError"] for a in got if a["job"]["state"] == "uncertain"
+           and ((a["job"]["lastError"] or {}).get("code") != "INTERRUPTED"
+                or "may have been delivered" not in a["job"]["lastError"]["message"])]
+    check(not bad, "uncertain jobs' lastError says INTERRUPTED: %s" % bad[:2])
     # The operator decides: `retry` one uncertain job by id, the rest by
     # state (they have no campaign here: by job, each).
     unc_ids = [a["job"]["id"] for a in got if a["job"]["state"] == "uncertain"]

@@ -390,10 +390,13 @@ static void test_transport(void)
     r.left = false;
     classify_answer(&r, &c);
     CHECK(c.action == CLASSIFY_RETRY && c.not_sent && !c.maybe_sent);
-    CHECK_STR(c.error.code, "CANCELLED");
+    CHECK_STR(c.error.code, "INTERRUPTED");
     r.left = true;
     classify_answer(&r, &c);
     CHECK(c.action == CLASSIFY_RETRY && !c.not_sent && c.maybe_sent);
+    /* The stop's, not the operator's cancel (CANCELLED): said apart. */
+    CHECK_STR(c.error.code, "INTERRUPTED");
+    CHECK(strstr(c.error.message, "may have been delivered") != NULL);
 }
 
 /* A success answer known to be cut (http_result_t.cut): longer than the
