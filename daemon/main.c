@@ -609,6 +609,16 @@ static void store_check(daemon_t *d)
              (unsigned long long)c.unreadable, (unsigned long long)c.camp_unreadable);
 }
 
+/* *e with `code` and `message` (no status, no Meta code); returns e. */
+static const queue_error_info_t *error_info(queue_error_info_t *e, const char *code,
+                                            const char *message)
+{
+    memset(e, 0, sizeof(*e));
+    snprintf(e->code, sizeof(e->code), "%s", code);
+    snprintf(e->message, sizeof(e->message), "%s", message);
+    return e;
+}
+
 static int open_store(daemon_t *d)
 {
     queue_options_t qo;
@@ -663,18 +673,12 @@ static int open_store(daemon_t *d)
     /* Cancelled while its request was on the wire (handlers.c: cancel_one):
      * a retry is what the cancel stopped. */
     ro.cancel_flags = DAEMON_JOB_CANCEL;
-    memset(&cancel_err, 0, sizeof(cancel_err));
-    snprintf(cancel_err.code, sizeof(cancel_err.code), "CANCELLED");
-    snprintf(cancel_err.message, sizeof(cancel_err.message),
-             "cancelled while its request was in flight or about to leave; a restart found it "
-             "so: it may have been delivered");
-    ro.cancel_error = &cancel_err;
-    memset(&uncertain_err, 0, sizeof(uncertain_err));
-    snprintf(uncertain_err.code, sizeof(uncertain_err.code), "INTERRUPTED");
-    snprintf(uncertain_err.message, sizeof(uncertain_err.message),
-             "its request was in flight when the daemon stopped (a crash, a kill or a power "
-             "cut): it may have been delivered");
-    ro.uncertain_error = &uncertain_err;
+    ro.cancel_error = error_info(&cancel_err, "CANCELLED",
+                                 "cancelled while its request was in flight or about to leave; a "
+                                 "restart found it so: it may have been delivered");
+    ro.uncertain_error = error_info(&uncertain_err, "INTERRUPTED",
+                                    "its request was in flight when the daemon stopped (a crash, "
+                                    "a kill or a power cut): it may have been delivered");
     /* Before the recovery: it finds the jobs to recover through the due
      * index and the `sending` counter, so both must be right first. */
     store_check(d);
