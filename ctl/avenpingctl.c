@@ -2550,11 +2550,13 @@ static int cmd_retry(ctx_t *c, const opts_t *o)
 /*
  * A campaign or sender may be paused before it has jobs (the protocol
  * allows it, so that an import can start paused); a name that matches
- * nothing may also be a typo. Says so on standard error, without changing
- * the exit status. A sender is known while the daemon holds jobs or state
- * of it (stats lists it).
+ * nothing may also be a typo, which the caller says on standard error,
+ * without changing the exit status. A sender is known while the daemon
+ * holds jobs or state of it (stats lists it): asked before the pause or
+ * resume, which itself makes a sender known (a pause) or forgets one
+ * without jobs (a resume, whose note then named a sender just resumed).
  */
-static void note_unknown(ctx_t *c, const char *campaign, const char *pn)
+static bool known_target(ctx_t *c, const char *campaign, const char *pn)
 {
     cJSON *req, *ans = NULL;
     bool known = true;
@@ -2581,23 +2583,24 @@ static void note_unknown(ctx_t *c, const char *campaign, const char *pn)
         cJSON_Delete(req);
     }
     cJSON_Delete(ans);
-    if (!known)
-        fprintf(stderr,
-                "avenpingctl: note: no jobs of %s \"%s\" are known (a typo?); the setting "
-                "applies to jobs submitted to it from now on\n",
-                campaign ? "campaign" : "sender", campaign ? campaign : pn);
+    return known;
 }
 
 static int cmd_pause_resume(ctx_t *c, const opts_t *o, const char *op)
 {
     const char *campaign = opt_get(o, "campaign"), *pn = opt_get(o, "phone-number-id");
-    bool all = opt_has(o, "all");
+    bool all = opt_has(o, "all"), known = true;
     cJSON *req, *ans;
     int rc;
 
     if ((campaign != NULL) + (pn != NULL) + all != 1) {
         usage_err("%s needs exactly one of --campaign NAME, --phone-number-id ID, --all", op);
         return EXIT_USAGE;
+    }
+    if (!all) {
+        if (connect_daemon(c) != 0)
+            return EXIT_FAIL;
+        known = known_target(c, campaign, pn);
     }
     req = request(op);
     if (campaign)
@@ -2613,8 +2616,11 @@ static int cmd_pause_resume(ctx_t *c, const opts_t *o, const char *op)
     else
         printf("%s\n", strcmp(op, "pause") == 0 ? "paused" : "resumed");
     cJSON_Delete(ans);
-    if (!all)
-        note_unknown(c, campaign, pn);
+    if (!known)
+        fprintf(stderr,
+                "avenpingctl: note: no jobs of %s \"%s\" are known (a typo?); the setting "
+                "applies to jobs submitted to it from now on\n",
+                campaign ? "campaign" : "sender", campaign ? campaign : pn);
     return 0;
 }
 

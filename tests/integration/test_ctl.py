@@ -641,7 +641,17 @@ def ctl_import_edges(wd):
           "an unknown sender: %d %s" % (p.returncode, p.stderr))
     p = ctl(d, "pause", "--phone-number-id", avp.SENDERS[0])
     check(p.returncode == 0 and p.stderr == "", "a known sender: no note: %s" % p.stderr)
-    ctl(d, "resume", "--phone-number-id", avp.SENDERS[0])
+    # Its resume neither: the resume forgets a sender without jobs, and the
+    # check after it called the sender just resumed unknown.
+    p = ctl(d, "resume", "--phone-number-id", avp.SENDERS[0])
+    check(p.returncode == 0 and p.stderr == "", "resume of a paused sender: no note: %s"
+          % p.stderr)
+    # A pause of an unknown sender is noted (the pause itself made it known
+    # when the check came after it).
+    p = ctl(d, "pause", "--phone-number-id", "888888")
+    check(p.returncode == 0 and 'no jobs of sender "888888" are known' in p.stderr,
+          "pause of an unknown sender: %d %s" % (p.returncode, p.stderr))
+    ctl(d, "resume", "--phone-number-id", "888888")
 
     out = wd.file("report.csv")
     with open(out, "w") as f:
