@@ -485,9 +485,35 @@ static int load_config(daemon_t *d, int argc, char **argv, bool *exit_now)
     return 0;
 }
 
-/* Creates the missing directories above `path` (mode 0755), each new
- * one's entry synced in its parent.
- * `what` names the path in the failure's line. */
+/* Creates directory `dir` (for `path`, named with `what` in a failure's
+ * line) with `mode` whatever the umask (systemd's UMask=0077, say: the
+ * socket's own mode, socket_mode, decides who may connect), its entry
+ * synced in its parent. An existing one is left as it is. */
+static int make_dir(daemon_t *d, const char *what, const char *path, const char *dir, mode_t mode)
+{
+    char parent[PATH_MAX];
+    int rc;
+
+    if (mkdir(dir, mode) != 0) {
+        if (errno == EEXIST)
+            return 0;
+        rc = -errno;
+        if (strcmp(dir, path) == 0)
+            daemon_fatal(d, "%s %s: %s", what, path, strerror(-rc));
+        else
+            daemon_fatal(d, "%s %s: creating %s: %s", what, path, dir, strerror(-rc));
+        return rc;
+    }
+    (void)chmod(dir, mode);
+    snprintf(parent, sizeof(parent), "%s", dir);
+    if ((rc = queue_dir_sync(dirname(parent))) != 0) {
+        daemon_fatal(d, "%s %s: syncing %s: %s", what, path, parent, strerror(-rc));
+        return rc;
+    }
+    return 0;
+}
+
+/* Creates the missing directories above `path` (mode 0755). */
 static int make_parents(daemon_t *d, const char *what, const char *path)
 {
     char dir[PATH_MAX];
@@ -509,21 +535,8 @@ static int make_parents(daemon_t *d, const char *what, const char *path)
             continue;
         char c = *p;
         *p = '\0';
-        if (mkdir(dir, 0755) == 0) {
-            char copy[PATH_MAX];
-            /* 0755 whatever the umask (systemd's UMask=0077, say): the
-             * socket's own mode (socket_mode) decides who may connect. */
-            (void)chmod(dir, 0755);
-            snprintf(copy, sizeof(copy), "%s", dir);
-            if ((rc = queue_dir_sync(dirname(copy))) != 0) {
-                daemon_fatal(d, "%s %s: syncing %s: %s", what, path, copy, strerror(-rc));
-                return rc;
-            }
-        } else if (errno != EEXIST) {
-            rc = -errno;
-            daemon_fatal(d, "%s %s: creating %s: %s", what, path, dir, strerror(-rc));
+        if ((rc = make_dir(d, what, path, dir, 0755)) != 0)
             return rc;
-        }
         *p = c;
         if (c == '\0')
             return 0;
@@ -531,29 +544,14 @@ static int make_parents(daemon_t *d, const char *what, const char *path)
 }
 
 /* Creates the state dir if it is missing (mode 0700; the directories
- * above it 0755), syncing its entry in its parent. */
+ * above it 0755). */
 static int make_state_dir(daemon_t *d)
 {
     int rc;
 
     if ((rc = make_parents(d, "state dir", d->cfg.state_dir)) != 0)
         return rc;
-    if (mkdir(d->cfg.state_dir, 0700) == 0) {
-        /* The new directory's own entry, in its parent. */
-        char copy[PATH_MAX];
-        const char *parent;
-        snprintf(copy, sizeof(copy), "%s", d->cfg.state_dir);
-        parent = dirname(copy);
-        if ((rc = queue_dir_sync(parent)) != 0) {
-            daemon_fatal(d, "state dir %s: syncing %s: %s", d->cfg.state_dir, parent,
-                         strerror(-rc));
-            return rc;
-        }
-    } else if (errno != EEXIST) {
-        daemon_fatal(d, "state dir %s: %s", d->cfg.state_dir, strerror(errno));
-        return -errno;
-    }
-    return 0;
+    return make_dir(d, "state dir", d->cfg.state_dir, d->cfg.state_dir, 0700);
 }
 
 /* At start, before anything reads the due index: the O(1) check of the
