@@ -67,6 +67,22 @@
  *   processed; a connection that dies under HTTP/2 fails its streams.
  * - The header list (with the token) is refcounted: each running request
  *   holds a reference, so set_token never frees a list a transfer uses.
+ * - Opening connections (HTTP/1.x, several lanes or one without a cap): a
+ *   server's listen backlog can be small (Python's http.server: 5). When
+ *   a burst of connects finds its accept queue full, the kernel drops the
+ *   SYN (a retry a second later) or the handshake's last ACK: the client
+ *   then counts the connection as open and writes the request, which the
+ *   server never reads - 30 s lost to request_timeout_ms and a "maybe
+ *   sent" for a request that never arrived (measured: 38 of 2,000 jobs
+ *   `uncertain` with 64 connects at once). So a request whose lane has no
+ *   idle connection (it will open one) is an "opener", and at most
+ *   open_burst openers run that have neither their answer nor open_age_ms
+ *   behind them; further requests wait in the engine's park list, in
+ *   order, and start as answers come or openers age. Against a server
+ *   that answers in a millisecond the connections still open at once; one
+ *   that answers slowly gets open_burst new connections per open_age_ms.
+ *   HTTP/2 opens one connection, and a connection cap is libcurl's own
+ *   queue: no gate there.
  */
 #include "http.h"
 #include "http_int.h"
@@ -122,6 +138,7 @@ typedef struct http_lane {
     CURLM *multi;
     uv_timer_t timer;
     size_t inflight; /* requests added to this multi and not yet detached */
+    size_t conns;    /* connections (our sockets) this multi watches */
 } http_lane_t;
 
 typedef struct http_sock {
@@ -135,6 +152,7 @@ typedef struct http_sock {
     bool has_poll; /* poll initialised: it must be uv_close'd, freed in close cb */
     bool close_fd; /* we close the fd once the poll handle is closed */
     bool removed;  /* libcurl said CURL_POLL_REMOVE; poll still running (lazy) */
+    bool conn;     /* opened by engine_opensocket_cb: a connection (counted in lane->conns) */
 } http_sock_t;
 
 /* One path of the API, parsed once: libcurl copies a CURLU per transfer
@@ -154,8 +172,12 @@ typedef struct http_req {
      * even if an old list was freed and its address reused. */
     const http_route_t *route; /* NULL: none yet, or a URL string was set */
     const struct curl_slist *headers;
-    struct http_req *prev, *next; /* active list, or idle list (next only) */
-    unsigned long long seq;       /* start order, for cancel_all */
+    struct http_req *prev, *next;   /* active list, or idle list (next only) */
+    struct http_req *gprev, *gnext; /* park list while parked, opener list while an opener */
+    uint64_t opened_ms;             /* loop time at which an opener was added */
+    bool parked;                    /* waiting for the gate: not added to a multi */
+    bool opener;                    /* added without an idle connection, still fresh */
+    unsigned long long seq;         /* start order, for cancel_all */
     http_done_cb cb;
     void *user;
     http_hdrs_t *hdrs; /* reference held while running */
@@ -192,6 +214,14 @@ struct http_engine {
     size_t inflight;
     http_req_t *idle;
     size_t nidle;
+    /* The gate for new connections (see "Opening connections"). */
+    bool gate;
+    size_t open_burst;
+    uint64_t open_age_ms;
+    http_req_t *park_head, *park_tail;
+    http_req_t *open_head, *open_tail; /* fresh openers, oldest first */
+    size_t nopen;
+    uv_timer_t unpark;
     unsigned long long seq;
     http_sock_t **socks; /* indexed by fd */
     size_t nsocks;
@@ -337,6 +367,9 @@ static void sock_release(http_engine_t *e, http_sock_t *s)
 {
     if (e->socks[s->fd] == s)
         e->socks[s->fd] = NULL;
+    if (s->conn && s->lane != NULL)
+        s->lane->conns--;
+    s->lane = NULL;
     if (s->has_poll) {
         uv_poll_stop(&s->poll);
         uv_close((uv_handle_t *)&s->poll, sock_close_cb);
@@ -408,6 +441,7 @@ static curl_socket_t engine_opensocket_cb(void *clientp, curlsocktype purpose,
     }
     s->dev = st.st_dev;
     s->ino = st.st_ino;
+    s->conn = true;
     return fd;
 }
 
@@ -420,6 +454,94 @@ static int engine_closesocket_cb(void *clientp, curl_socket_t fd)
         return close(fd);
     s->close_fd = true;
     sock_release(e, s);
+    return 0;
+}
+
+/* ---------------------------------------------------- opening connections */
+
+static void engine_unpark_cb(uv_timer_t *t);
+static double wall_now(void);
+
+static void glist_push(http_req_t **head, http_req_t **tail, http_req_t *r)
+{
+    r->gnext = NULL;
+    r->gprev = *tail;
+    if (*tail != NULL)
+        (*tail)->gnext = r;
+    else
+        *head = r;
+    *tail = r;
+}
+
+static void glist_unlink(http_req_t **head, http_req_t **tail, http_req_t *r)
+{
+    if (r->gprev != NULL)
+        r->gprev->gnext = r->gnext;
+    else
+        *head = r->gnext;
+    if (r->gnext != NULL)
+        r->gnext->gprev = r->gprev;
+    else
+        *tail = r->gprev;
+    r->gprev = r->gnext = NULL;
+}
+
+/* `r` no longer counts against the burst (its answer came, it ended, or it
+ * aged). */
+static void opener_end(http_engine_t *e, http_req_t *r)
+{
+    if (!r->opener)
+        return;
+    glist_unlink(&e->open_head, &e->open_tail, r);
+    r->opener = false;
+    e->nopen--;
+}
+
+/* Whether a request may be added to `lane` now; *opener says that it will
+ * open a connection (every connection of the lane is busy). */
+static bool gate_admits(http_engine_t *e, const http_lane_t *lane, bool *opener)
+{
+    uint64_t now;
+
+    *opener = false;
+    if (!e->gate || lane->inflight < lane->conns)
+        return true;
+    *opener = true;
+    now = uv_now(e->loop);
+    while (e->open_head != NULL && now - e->open_head->opened_ms >= e->open_age_ms)
+        opener_end(e, e->open_head);
+    return e->nopen < e->open_burst;
+}
+
+/* Runs engine_unpark_cb when the oldest opener ages (on the next loop turn
+ * when there is none, or with `now_too`), unless it is due sooner already. */
+static void unpark_arm(http_engine_t *e, bool now_too)
+{
+    uint64_t delay = 0, now = uv_now(e->loop);
+
+    if (!now_too && e->open_head != NULL && e->open_head->opened_ms + e->open_age_ms > now)
+        delay = e->open_head->opened_ms + e->open_age_ms - now;
+    if (uv_is_active((uv_handle_t *)&e->unpark) && uv_timer_get_due_in(&e->unpark) <= delay)
+        return;
+    uv_timer_start(&e->unpark, engine_unpark_cb, delay, 0);
+}
+
+/* Hands `r` to `lane`'s multi. 0 or HTTP_ECURL. Adding makes libcurl ask
+ * for a 0 ms timeout; the transfer starts from that timer, so no libcurl
+ * callback runs inside this call. */
+static int req_add(http_engine_t *e, http_req_t *r, http_lane_t *lane, bool opener)
+{
+    r->started = wall_now();
+    if (curl_multi_add_handle(lane->multi, r->easy) != CURLM_OK)
+        return HTTP_ECURL;
+    r->lane = lane;
+    lane->inflight++;
+    if (opener) {
+        r->opener = true;
+        r->opened_ms = uv_now(e->loop);
+        glist_push(&e->open_head, &e->open_tail, r);
+        e->nopen++;
+    }
     return 0;
 }
 
@@ -476,6 +598,14 @@ static void req_detach(http_engine_t *e, http_req_t *r)
     e->inflight--;
     hdrs_unref(r->hdrs);
     r->hdrs = NULL;
+    if (r->parked) {
+        glist_unlink(&e->park_head, &e->park_tail, r);
+        r->parked = false;
+    }
+    opener_end(e, r);
+    /* An answer frees a connection or a place in the burst. */
+    if (e->park_head != NULL && !e->closing)
+        unpark_arm(e, true);
 }
 
 /* Whether the engine's connections speak HTTP/2: what an https engine
@@ -802,6 +932,8 @@ static int engine_socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp,
             return 0;
         }
     }
+    if (s->conn && s->lane == NULL)
+        lane->conns++;
     s->lane = lane;
     if (!s->has_poll) {
         if ((rc = uv_poll_init_socket(e->loop, &s->poll, fd)) != 0) {
@@ -1088,6 +1220,7 @@ static int engine_start(http_engine_t *e, const char *path, const char *body, si
     http_lane_t *lane;
     http_req_t *r;
     CURLcode c;
+    bool opener;
 
     if (e == NULL || path == NULL || path[0] != '/' || cb == NULL)
         return HTTP_EINVAL;
@@ -1138,18 +1271,20 @@ static int engine_start(http_engine_t *e, const char *path, const char *body, si
     r->resend_cut = false;
     r->reconnect = false;
     r->watch_err = 0;
-    r->started = wall_now();
 
-    /* Adding makes libcurl ask for a 0 ms timeout; the transfer starts from
-     * that timer, so the callback can never run inside this call. */
+    /* Behind the ones waiting already, in order. */
     lane = engine_lane_pick(e);
-    if (curl_multi_add_handle(lane->multi, r->easy) != CURLM_OK) {
-        r->cb = NULL;
-        req_recycle(e, r);
-        return HTTP_ECURL;
+    if (e->park_head == NULL && gate_admits(e, lane, &opener)) {
+        if (req_add(e, r, lane, opener) != 0) {
+            r->cb = NULL;
+            req_recycle(e, r);
+            return HTTP_ECURL;
+        }
+    } else {
+        r->parked = true;
+        glist_push(&e->park_head, &e->park_tail, r);
+        unpark_arm(e, false);
     }
-    r->lane = lane;
-    lane->inflight++;
     r->hdrs = e->hdrs;
     r->hdrs->refs++;
     r->seq = ++e->seq;
@@ -1163,6 +1298,39 @@ static int engine_start(http_engine_t *e, const char *path, const char *body, si
     e->inflight++;
     e->stats.requests++;
     return 0;
+}
+
+/* Starts parked requests, oldest first, while the gate admits them. A
+ * request libcurl refuses ends as not sent; its callback may start
+ * requests (parked behind the others) or close the engine. */
+static void engine_unpark_cb(uv_timer_t *t)
+{
+    http_engine_t *e = t->data;
+
+    while (!e->closing && e->park_head != NULL) {
+        http_req_t *r = e->park_head;
+        http_lane_t *lane = engine_lane_pick(e);
+        http_result_t res = {.error = HTTP_ENOTSENT,
+                             .retry_after = -1,
+                             .body = "",
+                             .detail = "libcurl refused the transfer (curl_multi_add_handle)"};
+        http_done_cb cb;
+        bool opener;
+
+        if (!gate_admits(e, lane, &opener)) {
+            unpark_arm(e, false);
+            return;
+        }
+        glist_unlink(&e->park_head, &e->park_tail, r);
+        r->parked = false;
+        if (req_add(e, r, lane, opener) == 0)
+            continue;
+        cb = r->cb;
+        req_detach(e, r);
+        if (cb != NULL)
+            cb(&res, r->user);
+        req_recycle(e, r);
+    }
 }
 
 /* ----------------------------------------------------------------- public */
@@ -1290,6 +1458,7 @@ static void engine_timer_close_cb(uv_handle_t *h)
     engine_handle_closed(lane->e);
 }
 
+/* The close callback of the engine's own timers (reap, unpark). */
 static void engine_reap_close_cb(uv_handle_t *h)
 {
     engine_handle_closed(h->data);
@@ -1327,6 +1496,7 @@ void http_engine_close(http_engine_t *e)
     for (size_t i = 0; i < e->nlanes; i++)
         uv_close((uv_handle_t *)&e->lanes[i]->timer, engine_timer_close_cb);
     uv_close((uv_handle_t *)&e->reap, engine_reap_close_cb);
+    uv_close((uv_handle_t *)&e->unpark, engine_reap_close_cb);
 }
 
 /* Adds a lane: a multi handle set up like the others, and its timer. */
@@ -1432,7 +1602,8 @@ int http_engine_new(uv_loop_t *loop, const http_options_t *opt, http_engine_t **
     if (out != NULL)
         *out = NULL;
     if (loop == NULL || opt == NULL || out == NULL || opt->api_base == NULL ||
-        opt->timeout_ms < 0 || opt->connect_timeout_ms < 0 || opt->max_host_connections < 0)
+        opt->timeout_ms < 0 || opt->connect_timeout_ms < 0 || opt->max_host_connections < 0 ||
+        opt->open_burst < 0 || opt->open_age_ms < 0)
         return HTTP_EINVAL;
     if (opt->token != NULL && http_token_check(opt->token) != 0)
         return HTTP_EINVAL;
@@ -1470,12 +1641,18 @@ int http_engine_new(uv_loop_t *loop, const http_options_t *opt, http_engine_t **
      * one); a cap on connections is the whole engine's. */
     e->max_host_connections = opt->max_host_connections;
     e->one_lane = (e->http2 && e->https) || e->max_host_connections > 0;
+    e->gate = !e->one_lane;
+    e->open_burst = (size_t)(opt->open_burst > 0 ? opt->open_burst : HTTP_OPEN_BURST);
+    e->open_age_ms = (uint64_t)(opt->open_age_ms > 0 ? opt->open_age_ms : HTTP_OPEN_AGE_MS);
     /* Last: from here on the engine must be closed. */
     rc = lane_add(e);
     if (rc != 0)
         goto fail;
     uv_timer_init(loop, &e->reap); /* cannot fail; closed with the engine */
     e->reap.data = e;
+    e->open_handles++;
+    uv_timer_init(loop, &e->unpark);
+    e->unpark.data = e;
     e->open_handles++;
     *out = e;
     return 0;

@@ -4,7 +4,10 @@
  *
  * "Submit a request, get a completion callback": the scheduler decides what
  * may start now and hands it here; nothing waits inside libcurl for a
- * connection slot (connection caps are not rate limits).
+ * connection slot (connection caps are not rate limits). The one wait is
+ * the engine's own, while it opens connections a few at a time
+ * (http_options_t.open_burst): a request waiting there has not been
+ * written (a cancel or a close ends it as not sent).
  *
  * Integration follows libcurl's documented event-driven API:
  * CURLMOPT_SOCKETFUNCTION + CURLMOPT_TIMERFUNCTION, curl_multi_socket_action,
@@ -57,7 +60,18 @@ typedef struct http_options {
     const char *ca_file;       /* NULL: system CAs; copied */
     bool http2;                /* offer HTTP/2 (multiplexing, PIPEWAIT) */
     long max_host_connections; /* 0: no cap */
+    /* New connections over HTTP/1.x: at most open_burst requests that need
+     * one (no idle connection in their lane) run before an earlier such
+     * request has its answer or has run open_age_ms; the others wait in
+     * the engine, not on the wire (see "Opening connections" in http.c).
+     * 0: HTTP_OPEN_BURST and HTTP_OPEN_AGE_MS. Engines of one pool share
+     * the burst (http_pool_new divides it). */
+    long open_burst;
+    long open_age_ms;
 } http_options_t;
+
+#define HTTP_OPEN_BURST 4
+#define HTTP_OPEN_AGE_MS 10
 
 typedef struct http_result {
     int error;        /* 0: an HTTP answer arrived; else HTTP_ENOTSENT, HTTP_EMAYBESENT,

@@ -542,6 +542,7 @@ static int worker_init(http_pool_t *p, worker_t *w, int index, const http_option
 
 int http_pool_new(uv_loop_t *loop, const http_options_t *opt, int threads, http_pool_t **out)
 {
+    http_options_t wopt;
     http_pool_t *p;
     int rc;
 
@@ -575,8 +576,14 @@ int http_pool_new(uv_loop_t *loop, const http_options_t *opt, int threads, http_
         goto fail_free;
     p->done_async.data = p;
     p->nworkers = threads;
+    /* The threads' engines open connections to one server: they share the
+     * burst of new ones (http_options_t.open_burst). */
+    wopt = *opt;
+    wopt.open_burst = (opt->open_burst > 0 ? opt->open_burst : HTTP_OPEN_BURST) / threads;
+    if (wopt.open_burst < 1)
+        wopt.open_burst = 1;
     for (int i = 0; i < threads; i++) {
-        if ((rc = worker_init(p, &p->workers[i], i, opt)) != 0)
+        if ((rc = worker_init(p, &p->workers[i], i, &wopt)) != 0)
             goto fail_close;
     }
     for (int i = 0; i < threads; i++) {
