@@ -294,6 +294,13 @@ void dispatch_pump_soon(daemon_t *d);
  * end: up to request_timeout_ms against a hanging API), and the
  * scheduler runs for new rates and caps. */
 void dispatch_reconfigured(daemon_t *d);
+/* After a reload that changed the token: an account pause a probe would
+ * lift (401, plan, no account, unreachable; not one waiting for an
+ * operator) is probed now, and the probes' backoff starts over. The new
+ * token is what such a pause most often waits for (a token regenerated in
+ * the dashboard revokes the old one at once), and the next scheduled probe
+ * may be up to backoff_max_ms away. */
+void dispatch_token_changed(daemon_t *d);
 /* Commit statistics hook (refreshes counters, resumes a waiting refill). */
 void dispatch_on_commit_stat(size_t ops, double seconds, void *arg);
 /* Commit failure hook: counts failed batches and logs them (the first of a

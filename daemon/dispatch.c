@@ -456,6 +456,19 @@ static void probe_cb(uv_timer_t *t)
     d->probing = true;
 }
 
+void dispatch_token_changed(daemon_t *d)
+{
+    if (d->stopping || d->closing || sched_account_reason(d->sched) == NULL || d->account_operator)
+        return;
+    d->probe_failures = 0;
+    /* A probe in flight went with the old token: its answer schedules the
+     * next one a first backoff away. */
+    if (d->probing)
+        return;
+    dlog(d, CONFIG_LOG_INFO, "new token: probing GET /v2/me now");
+    uv_timer_start(&d->probe, probe_cb, 0, 0);
+}
+
 /* An account-level answer pauses all sending; no job fails. Errors GET
  * /v2/me shows (401, plan, no account) are probed until it answers 200.
  * Meta 0 and 190 are not visible there (the AvenPing token is fine, Meta's

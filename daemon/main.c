@@ -364,6 +364,8 @@ static void reload(daemon_t *d)
              "SIGHUP: changed but only applied by a restart (running values kept): %s", restart);
     /* New rates or caps may let jobs go now that waited for a later wake. */
     dispatch_reconfigured(d);
+    if (token_changed)
+        dispatch_token_changed(d);
     goto out;
 fail:
     dlog(d, CONFIG_LOG_ERROR, "SIGHUP: reload failed, configuration unchanged: %s", err);

@@ -12,6 +12,7 @@ Usage: test_policy.py CASE   (see CASES at the bottom)
 import collections
 import json
 import os
+import signal
 import sys
 import time
 
@@ -1445,6 +1446,36 @@ def account_needs_operator(wd):
     api.stop()
 
 
+def token_rotated_probes_now(wd):
+    """The token is regenerated in the dashboard (the old one is revoked at
+    once): the 401 pauses the account; the operator writes the new token
+    and sends SIGHUP. The reload probes GET /v2/me at once and sending
+    resumes, instead of waiting for the next backed-off probe (seconds
+    here; up to backoff_max_ms, ten minutes by default, after a long
+    outage)."""
+    api = avp.FakeAPI(wd)
+    # Probes after a pause: 2-4 s, then 4-8 s (equal jitter of 4 s, 8 s).
+    d = avp.Daemon(wd, api.base, {"backoff_base_ms": 4000, "backoff_max_ms": 600000}).start()
+    cl = d.client()
+    api.control(tokens=["new-token"])
+    j = submit_all(d, [avp.text_job(1, sender=avp.SENDERS[0])])[0]
+    wait_for(lambda: cl.stats()["account"]["state"] == "paused", 10, "the 401 paused the account")
+    wait_for(lambda: api.stats()["by_status"].get("401", 0) >= 2, 10, "the first probe's 401")
+    with open(d.token_file, "w") as f:
+        f.write("new-token\n")
+    t0 = time.monotonic()
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: cl.request({"op": "get", "job": j})["job"]["state"] == "sent", 20,
+             "the job sent with the new token")
+    took = time.monotonic() - t0
+    check(took < 2.5, "resumed at the reload, not at the next probe: %.1f s after SIGHUP" % took)
+    check(cl.stats()["account"]["state"] == "ok", "the account ok again")
+    check(len(api.sends()) == 1, "sent once: %d" % len(api.sends()))
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def operator_pause_over_unreachable(wd):
     """An answer that needs an operator (Meta 190) arriving while the account
     is paused as unreachable takes over that pause: all sending waits for the
@@ -1878,7 +1909,8 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  reschedule_day_once, waits_kept_across_stop, last_attempt_during_stop, expiry_during_stop,
                                  cancel_answer_during_walk,
                                  pair_refund_unposted, operator_pause_over_unreachable,
-                                 bare_404_pauses, retry_waits_for_pair)}
+                                 bare_404_pauses, retry_waits_for_pair,
+                                 token_rotated_probes_now)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
