@@ -535,6 +535,15 @@ void classify_answer(const http_result_t *res, classify_result_t *out)
         action = classify_code(out->error.code, out->error.message);
     if (action == 0)
         action = classify_status(res->status, out->error.message);
+    /* AvenPing checks its own token before anything reaches Meta
+     * (avenping-v2.md: token first), so a 401 or an UNAUTHORIZED is that
+     * token, whatever Meta object rides along (Graph answers its 190 with
+     * a 401 too): GET /v2/me sees it, so it is probed and resumes by
+     * itself. Should Meta's side be what fails, the probe's 200 resumes
+     * into Meta's answer again, and a 500 carrying it waits for the
+     * operator then. */
+    if (out->needs_operator && (res->status == 401 || strcmp(out->error.code, "UNAUTHORIZED") == 0))
+        out->needs_operator = false;
     /* A redirect is no answer of the API's (it has none): api_base names
      * something else (http:// for https://, a moved host, a portal). It is
      * never followed (the token would go along), and every job would meet

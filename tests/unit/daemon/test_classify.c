@@ -237,6 +237,39 @@ static void test_meta_codes(void)
     CHECK_EQ(meta(500, 0).action, CLASSIFY_PAUSE_ACCOUNT);
     CHECK(meta(500, 0).error.has_meta && meta(500, 0).error.meta_code == 0);
     CHECK(!answer(500, "{\"success\":false,\"error\":\"INTERNAL_ERROR\"}", -1).error.has_meta);
+    /* Meta 0 and 190 wait for an operator (GET /v2/me cannot see them)... */
+    CHECK(meta(500, 190).needs_operator && meta(500, 0).needs_operator);
+    CHECK(!meta(500, 131026).needs_operator);
+}
+
+/* ...but not on a 401: AvenPing checks its own token before anything
+ * reaches Meta, so a 401 is that token whatever Meta object rides along
+ * (Graph answers 190 with a 401 too). It is probed like any 401 and
+ * resumes by itself once the token works; the code is kept. */
+static void test_unauthorized_probed(void)
+{
+    static const char *codes[] = {"UNAUTHORIZED", "INTERNAL_ERROR"};
+    char body[512];
+
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        classify_result_t c;
+
+        snprintf(body, sizeof(body),
+                 "{\"success\":false,\"error\":\"%s\",\"message\":\"Invalid token\","
+                 "\"details\":{\"error\":{\"message\":\"m\",\"type\":\"OAuthException\","
+                 "\"code\":190}}}",
+                 codes[i]);
+        c = answer(401, body, -1);
+        CHECK_EQ(c.action, CLASSIFY_PAUSE_ACCOUNT);
+        CHECK(!c.needs_operator);
+        CHECK(c.error.has_meta && c.error.meta_code == 190);
+    }
+    /* The envelope's UNAUTHORIZED under another status is the token too. */
+    snprintf(body, sizeof(body),
+             "{\"success\":false,\"error\":\"UNAUTHORIZED\",\"details\":{\"error\":"
+             "{\"code\":0}}}");
+    CHECK(!answer(200, body, -1).needs_operator);
+    CHECK_EQ(answer(200, body, -1).action, CLASSIFY_PAUSE_ACCOUNT);
 }
 
 /* The AvenPing error code decides when the status does not pair with it
@@ -637,6 +670,7 @@ int main(int argc, char **argv)
         {"scanner_offsets", test_scanner_offsets},
         {"status_classes", test_status_classes},
         {"meta_codes", test_meta_codes},
+        {"unauthorized_probed", test_unauthorized_probed},
         {"transport", test_transport},
         {"code_over_status", test_code_over_status},
         {"meta_code_forms", test_meta_code_forms},
