@@ -530,7 +530,25 @@ static bool bulk_finish_if_done(bulk_t *b)
         dlog(d, CONFIG_LOG_INFO, "%s of a campaign: %llu jobs %s",
              b->to_state == QUEUE_STATE_CANCELLED ? "cancel" : "retry",
              (unsigned long long)b->changed, b->field);
-    if (b->err != 0 && b->changed == 0) {
+    if (b->campaign != NULL && b->si < b->nstates && b->err == 0) {
+        /* The stop ended the walk before the campaign's end (bulk_step):
+         * "ok" with the count so far read as the whole campaign done, and
+         * the jobs not walked were sent after the restart. Not done: the
+         * client sends it again once the daemon is back (both are
+         * idempotent). */
+        ipc_req_reply_error(b->req, IPC_ERR_SHUTTING_DOWN,
+                            "the daemon is stopping: the campaign was not walked to its end "
+                            "(%llu jobs %s so far, the rest unchanged); send the request again "
+                            "once the daemon is back",
+                            (unsigned long long)b->changed, b->field);
+    } else if (b->err != 0 && b->campaign != NULL && b->changed > 0) {
+        /* Likewise for a store error: not "ok", but what did change is
+         * said. */
+        ipc_req_reply_error(b->req, IPC_ERR_INTERNAL,
+                            "store: %s (%llu jobs %s before it; the rest of the campaign may be "
+                            "unchanged)",
+                            queue_strerror(b->err), (unsigned long long)b->changed, b->field);
+    } else if (b->err != 0 && b->changed == 0) {
         ipc_req_reply_error(b->req, IPC_ERR_INTERNAL, "store: %s", queue_strerror(b->err));
     } else {
         f = cJSON_CreateObject();
@@ -781,7 +799,8 @@ static void bulk_turn_cb(uv_timer_t *t)
 /* Walks a few pages of the campaign, then comes back: at the next loop turn
  * when nothing it queued awaits a result, else when the results are in
  * (bulk_result_cb). Seals the walk when every state is walked, on an error,
- * or when the daemon stops (the answer counts what changed). */
+ * or when the daemon stops; a walk sealed before the campaign's end is
+ * answered with an error saying what changed (bulk_finish_if_done). */
 static void bulk_step(bulk_t *b)
 {
     daemon_t *d = b->d;

@@ -1830,6 +1830,53 @@ def cancel_answer_during_walk(wd):
     api.stop()
 
 
+def cancel_walk_stop(wd):
+    """A SIGTERM that comes while a campaign's cancel walks it ends the walk
+    before the campaign's end. The answer said {"ok":true,"cancelled":n}
+    with the count so far, so the client took the campaign as cancelled
+    while the jobs not walked yet stayed queued and went out after the
+    restart. It is SHUTTING_DOWN now, naming the count; the rest of the
+    campaign is unchanged, and the same cancel after the restart finishes
+    it. A slow disk (faultfs: each sync waits 200 ms) spreads the walk, a
+    page per commit, over seconds; the stop comes once a watcher has seen
+    the first job cancelled (the walk has begun)."""
+    faults = avp.Faults(wd)
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, env=faults.env()).start()
+    n = 20000
+    later = time.time() + 3600  # nothing is sent: every job stays queued
+    submit_all(d, [avp.text_job(i, to="+1679%07d" % i, campaign="cs", notBefore=later)
+                   for i in range(n)])
+    w = d.client()
+    check(w.request({"op": "watch", "campaign": "cs"}).get("ok") is True, "watch")
+    cl = d.client()
+    faults.set("sync SLOW 200")
+    cl.send_raw((json.dumps({"op": "cancel", "id": 9, "campaign": "cs"}) + "\n").encode())
+    while w.read_line(60).get("state") != "cancelled":
+        pass
+    d.proc.send_signal(15)
+    r = cl.read_line(60)
+    faults.set("off")
+    check(d.proc.wait(60) == 0, "SIGTERM exits 0")
+    print("answer at the stop: %s" % r)
+    check(r.get("id") == 9 and r.get("ok") is False and r.get("error") == "SHUTTING_DOWN",
+          "a cancel the stop cut short is not answered as done: %s" % r)
+    d2 = avp.Daemon(wd, api.base, state_dir=d.state_dir, name="daemon2").start()
+    cl = d2.client()
+    counts = cl.request({"op": "campaign", "campaign": "cs"})["campaign"]["counts"]
+    done = counts["cancelled"]
+    check(0 < done < n and counts["queued"] == n - done,
+          "part of the campaign cancelled, the rest still queued: %s" % counts)
+    check("%d jobs cancelled" % done in r.get("message", ""),
+          "the message counts the jobs cancelled: %s" % r)
+    a = cl.request({"op": "cancel", "campaign": "cs"})
+    check(a.get("ok") is True and a.get("cancelled") == n - done, "the cancel again: %s" % a)
+    check(api.sends() == [], "nothing sent")
+    cl.close()
+    check(d2.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def pair_refund_unposted(wd):
     """A job picked, then paused before its request could start (the one
     request slot busy), never reached Meta: it gives its recipient's pair
@@ -1907,7 +1954,7 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  order_behind_paused, retry_keeps_order,
                                  order_deep_key_paused, order_deep_key_full,
                                  reschedule_day_once, waits_kept_across_stop, last_attempt_during_stop, expiry_during_stop,
-                                 cancel_answer_during_walk,
+                                 cancel_answer_during_walk, cancel_walk_stop,
                                  pair_refund_unposted, operator_pause_over_unreachable,
                                  bare_404_pauses, retry_waits_for_pair,
                                  token_rotated_probes_now)}
