@@ -308,6 +308,10 @@ static int parse_uids(config_t *c, const char *v)
     return 0;
 }
 
+/* A numeric bound as a string literal, for messages that name it. */
+#define BOUND_STR_(x) #x
+#define BOUND_STR(x) BOUND_STR_(x)
+
 static int set_rate_override(config_t *c, const char *id, double rate)
 {
     size_t i;
@@ -472,7 +476,10 @@ static int apply_key(config_t *c, const char *k, const char *v, const char **why
         if (d == 0)
             return -EINVAL;
         if (set_rate_override(c, k + 5, d) != 0) {
-            *why = "too many rate.<id> overrides";
+            /* The bound is named: "too many" alone left the operator to
+             * guess how many to drop. */
+            *why =
+                "too many rate.<id> overrides (at most " BOUND_STR(CONFIG_MAX_RATE_OVERRIDES) ")";
             return -EINVAL;
         }
         return 0;

@@ -184,6 +184,28 @@ static void test_file_errors(void)
         config_free(&c);
     }
     {
+        /* One rate.<id> more than CONFIG_MAX_RATE_OVERRIDES: the error
+         * names the bound. */
+        config_t c;
+        char err[256] = "", *text, *t;
+        const char *p;
+        int k;
+
+        text = malloc((CONFIG_MAX_RATE_OVERRIDES + 1) * 32);
+        CHECK(text != NULL);
+        t = text;
+        for (k = 0; k <= CONFIG_MAX_RATE_OVERRIDES; k++)
+            t += sprintf(t, "rate.%d = 5\n", 1000000 + k);
+        p = write_file("many.conf", text);
+        free(text);
+        CHECK_EQ(config_init(&c), 0);
+        CHECK_EQ(config_load_file(&c, p, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err,
+                     "many.conf:257: rate.1000256: too many rate.<id> overrides (at most 256)") !=
+              NULL);
+        config_free(&c);
+    }
+    {
         config_t c;
         char err[256] = "";
         const char *p = write_file_n("nul.conf", "max_attempts = 3\0\n", 18);
