@@ -43,8 +43,14 @@
 /* Operator pauses of distinct senders and campaigns at once: each is an
  * object in memory and a record in the store, and the names are the
  * client's, so their number is bounded; a pause beyond it is refused
- * (QUEUE_FULL). Automatic sender pauses are counted but never refused. */
+ * (QUEUE_FULL). Automatic sender pauses (the API refused the sender) are
+ * neither refused nor counted: counted, 10,000 jobs of numbers not in the
+ * account (a file whose columns were swapped) refused every operator
+ * pause from then on, a campaign's in an emergency too, restarts
+ * included. */
 #define DAEMON_MAX_PAUSES 10000
+/* The reason stored with an operator's sender or campaign pause. */
+#define OPERATOR_PAUSE_REASON "paused by the operator"
 
 struct attempt;
 

@@ -571,7 +571,6 @@ static void pause_sender(daemon_t *d, sched_job_t *job, const classify_result_t 
                  c->error.message);
     if (sched_sender_pause(d->sched, id, true, reason) != 0)
         return;
-    d->pauses++;
     rc = commit_add_pause(d->commit, QUEUE_PAUSE_SENDER, id, reason, true, NULL, NULL);
     if (rc != 0)
         dlog(d, CONFIG_LOG_ERROR, "sender %s: pause not recorded: %s", id, queue_strerror(rc));
@@ -603,13 +602,34 @@ static void release_held(sched_job_t *job, void *arg)
     sched_job_retry(r->d->sched, job, r->now);
 }
 
+/* Whether a sender pause with this reason (NULL: none stored) is the
+ * operator's: only those count against DAEMON_MAX_PAUSES. An automatic
+ * pause carries the API's answer as its reason (pause_sender). */
+static bool operator_reason(const char *reason)
+{
+    return reason == NULL || reason[0] == '\0' || strcmp(reason, OPERATOR_PAUSE_REASON) == 0;
+}
+
+/* Whether the operator paused this sender or campaign (campaign pauses are
+ * the operator's alone). */
+static bool operator_paused(const daemon_t *d, int kind, const char *name)
+{
+    const char *why;
+
+    if (kind == QUEUE_PAUSE_CAMPAIGN)
+        return sched_campaign_paused(d->sched, name);
+    return kind == QUEUE_PAUSE_SENDER && sched_sender_pause_reason(d->sched, name, &why) &&
+           operator_reason(why);
+}
+
 int dispatch_set_pause(daemon_t *d, int kind, const char *name, bool paused, commit_update_cb done,
                        void *arg)
 {
-    const char *reason = paused ? "paused by the operator" : NULL;
-    bool was = kind == QUEUE_PAUSE_SENDER     ? sched_sender_paused(d->sched, name)
-               : kind == QUEUE_PAUSE_CAMPAIGN ? sched_campaign_paused(d->sched, name)
-                                              : false;
+    const char *reason = paused ? OPERATOR_PAUSE_REASON : NULL;
+    /* Counted: operator pauses only. An operator's pause of a sender the
+     * API paused makes it the operator's (and counts); a resume of such a
+     * sender frees no place it did not take. */
+    bool was = operator_paused(d, kind, name);
     int rc;
 
     if (kind != QUEUE_PAUSE_ALL && paused && !was && d->pauses >= DAEMON_MAX_PAUSES)
@@ -668,14 +688,15 @@ static int load_pause_cb(int kind, const char *name, const char *reason, void *a
         sched_pause_all(d->sched, true);
         /* An account pause that waits for an operator (Meta 0, 190)
          * keeps its reason; the operator's own has none worth showing. */
-        if (reason[0] != '\0' && strcmp(reason, "paused by the operator") != 0) {
+        if (reason[0] != '\0' && strcmp(reason, OPERATOR_PAUSE_REASON) != 0) {
             sched_account_pause(d->sched, true, reason);
             d->account_operator = true;
         }
     } else if ((kind == QUEUE_PAUSE_SENDER &&
-                sched_sender_pause(d->sched, name, true, reason[0] ? reason : NULL) == 0) ||
+                sched_sender_pause(d->sched, name, true, reason[0] ? reason : NULL) == 0 &&
+                operator_reason(reason)) ||
                (kind == QUEUE_PAUSE_CAMPAIGN && sched_campaign_pause(d->sched, name, true) == 0))
-        d->pauses++;
+        d->pauses++; /* the operator's (operator_paused) */
     dlog(d, CONFIG_LOG_INFO, "stored pause: %s %s%s%s",
          kind == QUEUE_PAUSE_ALL      ? "all"
          : kind == QUEUE_PAUSE_SENDER ? "sender"

@@ -948,7 +948,8 @@ static void handle_pause(daemon_t *d, ipc_req_t *req, const ipc_request_t *r, bo
     rc = dispatch_set_pause(d, kind, name, paused, pause_durable_cb, req);
     if (rc == -ENOSPC)
         ipc_req_reply_error(req, IPC_ERR_QUEUE_FULL,
-                            "%d senders and campaigns are paused already; resume some first",
+                            "%d senders and campaigns are paused by the operator already; "
+                            "resume some first",
                             DAEMON_MAX_PAUSES);
     else if (rc != 0)
         ipc_req_reply_error(req, IPC_ERR_INTERNAL, "cannot record the %s: %s",

@@ -2575,6 +2575,14 @@ bool sched_sender_paused(const sched_t *s, const char *phone_number_id)
     return sd != NULL && sd->paused;
 }
 
+bool sched_sender_pause_reason(const sched_t *s, const char *phone_number_id, const char **reason)
+{
+    const sched_sender_t *sd = sender_find(s, phone_number_id);
+
+    *reason = sd != NULL && sd->paused ? sd->reason : NULL;
+    return sd != NULL && sd->paused;
+}
+
 bool sched_all_paused(const sched_t *s)
 {
     return s->all_paused;

@@ -300,6 +300,9 @@ bool sched_job_campaign_held(const sched_t *s, const sched_job_t *job);
 /* Paused by the operator (sched_campaign_pause); a hold is not a pause. */
 bool sched_campaign_paused(const sched_t *s, const char *campaign);
 bool sched_sender_paused(const sched_t *s, const char *phone_number_id);
+/* As sched_sender_paused; *reason gets the pause's reason as given to
+ * sched_sender_pause (NULL: none, or not paused). */
+bool sched_sender_pause_reason(const sched_t *s, const char *phone_number_id, const char **reason);
 bool sched_all_paused(const sched_t *s);
 /* The account's pause reason, NULL when it is not paused. */
 const char *sched_account_reason(const sched_t *s);

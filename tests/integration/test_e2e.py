@@ -620,12 +620,45 @@ def pause_bound(wd):
     api.stop()
 
 
+def pause_bound_automatic(wd):
+    """Automatic sender pauses do not count against the operator's bound:
+    10,000 jobs of numbers not in the account (a file whose columns were
+    swapped: each `to` taken as the sender) pause 10,000 senders, and the
+    operator can still pause a campaign or a sender, before and after a
+    restart. Counted, they refused every operator pause from then on
+    (QUEUE_FULL "10000 senders and campaigns are paused already"), the
+    jobs' cancel and restarts did not help."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    cl = d.client()
+    n = 10000
+    answers = cl.pipeline([avp.text_job(i, sender="1556%07d" % i, to="+1556%07d" % i,
+                                        campaign="swapped") for i in range(n)], window=1000)
+    check(len(answers) == n and all(a.get("ok") for a in answers), "acknowledged")
+    wait_for(lambda: sum(1 for s in cl.stats()["senders"] if s["paused"]) == n, 120,
+             "every unknown sender paused by its 403")
+    check(cl.request({"op": "cancel", "campaign": "swapped"}).get("cancelled") == n, "cancel")
+    a = cl.request({"op": "pause", "campaign": "urgent"})
+    check(a.get("ok") is True, "an operator pause beside 10,000 automatic ones: %s" % a)
+    a = cl.request({"op": "pause", "phoneNumberId": avp.SENDERS[0]})
+    check(a.get("ok") is True, "an operator pause of a sender: %s" % a)
+    cl.close()
+    check(d.stop() == 0, "exit 0")
+    d2 = avp.Daemon(wd, api.base, state_dir=d.state_dir, name="daemon2").start()
+    cl = d2.client()
+    a = cl.request({"op": "pause", "campaign": "another"})
+    check(a.get("ok") is True, "after a restart (the automatic pauses are stored): %s" % a)
+    cl.close()
+    check(d2.stop() == 0, "exit 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (e2e_10k, faults_500, kill9, protocol_errors, startup_errors,
                                  sigterm_at_start, sigterm_inflight, sigterm_twice, sigterm_during_flush,
                                  sigterm_answers_submits,
                                  permanent_errors,
                                  resets_and_429, queue_bound,
-                                 concurrent_requests, pause_bound)}
+                                 concurrent_requests, pause_bound, pause_bound_automatic)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
