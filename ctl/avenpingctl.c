@@ -1853,7 +1853,7 @@ static int cmd_import(ctx_t *c, const opts_t *o)
     size_t full = 0;
     long window;
     bool eof = false, broken = false, write_failed = false;
-    bool from_stdin = strcmp(path, "-") == 0, regular;
+    bool from_stdin = strcmp(path, "-") == 0, regular, have_st;
     struct stat st;
     int format; /* 1 JSON Lines, 0 CSV, -1 not known yet */
     int wrc = 0;
@@ -1891,7 +1891,17 @@ static int cmd_import(ctx_t *c, const opts_t *o)
     /* Only a regular file is counted ahead (count_rows opens it again):
      * another read of a pipe named by a path (/dev/fd/N) would take the
      * rows from the import. */
-    regular = !from_stdin && fstat(fileno(s.f), &st) == 0 && S_ISREG(st.st_mode);
+    have_st = !from_stdin && fstat(fileno(s.f), &st) == 0;
+    regular = have_st && S_ISREG(st.st_mode);
+    /* fopen opens a directory for reading; its first read fails with
+     * EISDIR, which the CSV reader reported as "Input/output error" on
+     * the header and JSON Lines as a refused line 1. Said before
+     * anything, as for a file that does not exist. */
+    if (have_st && S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "avenpingctl: %s: %s\n", path, strerror(EISDIR));
+        rc = EXIT_FAIL;
+        goto out;
+    }
     if (format >= 0) {
         s.jsonl = format == 1;
     } else if ((rc = import_sniff(&s.f, &s.jsonl)) != 0) {

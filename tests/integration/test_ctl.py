@@ -507,11 +507,11 @@ def ctl_import_edges(wd):
           (len(refused), refused[:2]))
     check(campaign(d, "victim")["counts"].get("cancelled", 0) == 0, "nothing was cancelled")
     # A read error is not the end of the file: named, exit 1 (JSON Lines
-    # took it for the end and exited 0 with nothing imported).
-    dj = wd.file("dir.jsonl")
-    os.mkdir(dj)
-    p = ctl(d, "--json", "import", dj, "--campaign", "readerr")
-    check(p.returncode == 1 and "Is a directory" in p.stderr and "not imported" in p.stderr,
+    # took it for the end and exited 0 with nothing imported). The first
+    # read of /proc/self/mem fails with EIO (a directory, the error used
+    # here before, is now refused before it is read: ctl_import_directory).
+    p = ctl(d, "--json", "import", "/proc/self/mem", "--format", "jsonl", "--campaign", "readerr")
+    check(p.returncode == 1 and "Input/output error" in p.stderr and "not imported" in p.stderr,
           "a read error named: %d %s" % (p.returncode, p.stderr))
 
     # Blank lines are not rows: no failure, and keys do not move with them.
@@ -1553,6 +1553,24 @@ def ctl_import_content_keys(wd):
     api.stop()
 
 
+def ctl_import_directory(wd):
+    """An import of a directory is refused before anything, with the
+    system's word for it, as a file that does not exist is: a directory
+    named *.csv was "line 1 (the header): Input/output error", and one
+    named *.jsonl a refused line 1 and a summary of one failed row."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    for name in ("dir.csv", "dir.jsonl", "dir"):
+        os.mkdir(wd.file(name))
+        p = ctl(d, "import", wd.file(name), "--campaign", "D", "--from", avp.SENDERS[0])
+        check(p.returncode == 1 and p.stdout == ""
+              and p.stderr == "avenpingctl: %s: Is a directory\n" % wd.file(name),
+              "import of directory %s: %d %r %r" % (name, p.returncode, p.stdout, p.stderr))
+    check(ctl(d, "campaign", "D").returncode == 1, "no job submitted")
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metrics, ctl_usage, ctl_import_edges,
                                  ctl_import_long_lines, ctl_import_formats,
                                  ctl_output_gone, ctl_send_message,
@@ -1561,7 +1579,7 @@ CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metric
                                  ctl_follow_rate, ctl_report_output_gone,
                                  ctl_import_progress_tty, ctl_import_jsonl_trailing,
                                  ctl_import_write_failed, ctl_body_as_given,
-                                 ctl_import_content_keys)}
+                                 ctl_import_content_keys, ctl_import_directory)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
