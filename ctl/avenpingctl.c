@@ -965,6 +965,10 @@ typedef struct import_src {
     char *line;
     size_t line_cap;
     size_t lineno;
+    /* CSV: the line of the file the current row starts on (a quoted field
+     * may hold line ends, and the header and blank lines take lines but no
+     * row number); 0 for JSON Lines, whose row number is its line. */
+    size_t row_line;
     size_t other_campaign; /* rows naming a campaign other than the import's */
     char *compact;         /* the current line, compact (ctl_json_compact) */
     size_t compact_len;
@@ -1415,20 +1419,20 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
             *eof = true;
             return NULL;
         }
+        s->row_line = csv_line(s->csv);
         if (rc == -E2BIG) {
             /* Read to its end: a row (it takes its number) that is refused,
              * and the rows after it go on. */
             *row = ++s->lineno;
-            snprintf(err, errn, "line %zu: %s; not sent", csv_line(s->csv), csv_problem(rc));
+            snprintf(err, errn, "%s; not sent", csv_problem(rc));
             return NULL;
         }
         if (rc < 0) {
             *row = s->lineno + 1;
             snprintf(err, errn,
-                     "line %zu: %s; this row and the rest of the file were not imported (fix "
-                     "the file and run the same import again: rows already sent are not sent "
-                     "twice)",
-                     csv_line(s->csv), csv_problem(rc));
+                     "%s; this row and the rest of the file were not imported (fix the file "
+                     "and run the same import again: rows already sent are not sent twice)",
+                     csv_problem(rc));
             *eof = true; /* the reader cannot resynchronise */
             return NULL;
         }
@@ -1439,9 +1443,9 @@ static cJSON *import_next(import_src_t *s, size_t *row, bool *eof, char *err, si
          * its values in the wrong fields. */
         if (n != s->n_header) {
             snprintf(err, errn,
-                     "line %zu: %zu fields where the header has %zu (quote fields "
-                     "that hold commas); not sent",
-                     csv_line(s->csv), n, s->n_header);
+                     "%zu fields where the header has %zu (quote fields that hold commas); "
+                     "not sent",
+                     n, s->n_header);
             return NULL;
         }
         to = f[s->col_to];
@@ -1805,33 +1809,53 @@ static int import_setup_jsonl(import_src_t *s, const opts_t *o)
  * count is in "failed", the rest on stderr as always. */
 #define IMPORT_ROWS_LISTED 100
 
+/* Where a row of an import is: its number, and for CSV the line of the
+ * file it starts on (0 for JSON Lines, whose row number is its line). */
+typedef struct row_at {
+    size_t row, line;
+} row_at_t;
+
+static row_at_t row_at(const import_src_t *s, size_t row)
+{
+    return (row_at_t){.row = row, .line = s->jsonl ? 0 : s->row_line};
+}
+
 /*
  * A row the import did not get a job for: the line on stderr ("row 7:
- * CODE: message", the progress bar erased first), and, with --json, an
- * entry {"row", "error" (the daemon's code, absent for the client's own
+ * line 9: CODE: message" for CSV, "line 7: CODE: message" for JSON Lines,
+ * the progress bar erased first), and, with --json, an entry {"row",
+ * "line" (CSV), "error" (the daemon's code, absent for the client's own
  * refusals), "message"} in `listed` while it has fewer than
- * IMPORT_ROWS_LISTED. `listed` may be NULL.
+ * IMPORT_ROWS_LISTED. `listed` may be NULL. The line as well as the row:
+ * the header and blank lines take lines but no row number, and a quoted
+ * field may hold line ends, so a CSV row's number alone (row 7 is line 8
+ * or later) sent a reader with an editor or sed to the wrong row.
  */
-static void __attribute__((format(printf, 6, 7)))
-row_refused(progress_t *pr, cJSON *listed, bool jsonl, size_t row, const char *code,
-            const char *fmt, ...)
+static void __attribute__((format(printf, 5, 6)))
+row_refused(progress_t *pr, cJSON *listed, row_at_t at, const char *code, const char *fmt, ...)
 {
-    char msg[1024];
+    char where[64], msg[1024];
     va_list ap;
 
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     progress_clear(pr);
-    if (code != NULL)
-        fprintf(stderr, "%s %zu: %s: %s\n", jsonl ? "line" : "row", row, code, msg);
+    if (at.line > 0)
+        snprintf(where, sizeof(where), "row %zu: line %zu", at.row, at.line);
     else
-        fprintf(stderr, "%s %zu: %s\n", jsonl ? "line" : "row", row, msg);
+        snprintf(where, sizeof(where), "line %zu", at.row);
+    if (code != NULL)
+        fprintf(stderr, "%s: %s: %s\n", where, code, msg);
+    else
+        fprintf(stderr, "%s: %s\n", where, msg);
     if (listed != NULL && cJSON_GetArraySize(listed) < IMPORT_ROWS_LISTED) {
         cJSON *e = cJSON_CreateObject();
         if (e == NULL)
             return;
-        cJSON_AddNumberToObject(e, "row", (double)row);
+        cJSON_AddNumberToObject(e, "row", (double)at.row);
+        if (at.line > 0)
+            cJSON_AddNumberToObject(e, "line", (double)at.line);
         if (code != NULL)
             cJSON_AddStringToObject(e, "error", code);
         cJSON_AddStringToObject(e, "message", msg);
@@ -1845,7 +1869,8 @@ static int cmd_import(ctx_t *c, const opts_t *o)
     import_src_t s;
     keyset_t keys = {0};
     progress_t pr;
-    size_t *ring = NULL, head = 0, out = 0, created = 0, dups = 0, failed = 0, row = 0;
+    row_at_t *ring = NULL; /* the rows of the requests awaiting answers */
+    size_t head = 0, out = 0, created = 0, dups = 0, failed = 0, row = 0;
     cJSON *listed = NULL; /* --json: the first refused rows (row_refused) */
     size_t stopped = 0;   /* SHUTTING_DOWN answers: the daemon stops, no more rows */
     /* QUEUE_FULL answers: no more rows either (each refused row was printed,
@@ -1940,7 +1965,7 @@ static int cmd_import(ctx_t *c, const opts_t *o)
                 if (err[0] != '\0') {
                     failed++;
                     pr.done++;
-                    row_refused(&pr, listed, s.jsonl, row, NULL, "%s", err);
+                    row_refused(&pr, listed, row_at(&s, row), NULL, "%s", err);
                 }
                 continue;
             }
@@ -1955,9 +1980,9 @@ static int cmd_import(ctx_t *c, const opts_t *o)
                     failed++;
                     pr.done++;
                     if (r < 0)
-                        row_refused(&pr, listed, s.jsonl, row, NULL, "out of memory; not sent");
+                        row_refused(&pr, listed, row_at(&s, row), NULL, "out of memory; not sent");
                     else
-                        row_refused(&pr, listed, s.jsonl, row, NULL,
+                        row_refused(&pr, listed, row_at(&s, row), NULL,
                                     "idempotency key \"%s\" is %s %zu's too; not sent",
                                     k->valuestring, s.jsonl ? "line" : "row", first);
                     cJSON_Delete(req);
@@ -1972,7 +1997,7 @@ static int cmd_import(ctx_t *c, const opts_t *o)
                 if (js == NULL || jl > LINE_MAX_BYTES) {
                     failed++;
                     pr.done++;
-                    row_refused(&pr, listed, s.jsonl, row, NULL, "%s; not sent",
+                    row_refused(&pr, listed, row_at(&s, row), NULL, "%s; not sent",
                                 js == NULL ? "out of memory"
                                            : "the request is longer than the daemon's line limit");
                     cJSON_free(js);
@@ -1992,7 +2017,7 @@ static int cmd_import(ctx_t *c, const opts_t *o)
                 pr.done++;
                 break;
             }
-            ring[(head + out) % (size_t)window] = row;
+            ring[(head + out) % (size_t)window] = row_at(&s, row);
             out++;
         }
         if (out > 0 && !broken) {
@@ -2021,12 +2046,12 @@ static int cmd_import(ctx_t *c, const opts_t *o)
                 /* The first is shown (its message names the bound), the
                  * rest of the window counted. */
                 if (full++ == 0)
-                    row_refused(&pr, listed, s.jsonl, ring[head], "QUEUE_FULL", "%s",
+                    row_refused(&pr, listed, ring[head], "QUEUE_FULL", "%s",
                                 jstr(ans, "message") ? jstr(ans, "message") : "?");
                 failed++;
             } else {
                 failed++;
-                row_refused(&pr, listed, s.jsonl, ring[head],
+                row_refused(&pr, listed, ring[head],
                             jstr(ans, "error") ? jstr(ans, "error") : "ERROR", "%s",
                             jstr(ans, "message") ? jstr(ans, "message") : "?");
             }

@@ -598,8 +598,8 @@ def ctl_import_edges(wd):
     summary = json.loads(p.stdout)
     check(p.returncode == 1 and summary["created"] == 3 and summary["failed"] == 2
           and summary["duplicates"] == 0, "repeated keys refused: %s %s" % (summary, p.stderr))
-    check('row 3: idempotency key "keys:A" is row 1\'s too' in p.stderr
-          and 'row 5: idempotency key "keys:B" is row 2\'s too' in p.stderr,
+    check('row 3: line 4: idempotency key "keys:A" is row 1\'s too' in p.stderr
+          and 'row 5: line 6: idempotency key "keys:B" is row 2\'s too' in p.stderr,
           "repeated keys named with their first row: %s" % p.stderr)
     # Run again: the three are duplicates now, the repeats still named.
     p = ctl(d, "--json", "import", kc, "--campaign", "keys", "--key-column", "ref")
@@ -616,7 +616,7 @@ def ctl_import_edges(wd):
     p = ctl(d, "--json", "import", kc2, "--campaign", "keys2", "--key-column", "ref")
     summary = json.loads(p.stdout)
     check(p.returncode == 1 and summary["created"] == 1 and summary["failed"] == 1
-          and "row 2: empty key column" in p.stderr, "empty key refused: %s %s"
+          and "row 2: line 3: empty key column" in p.stderr, "empty key refused: %s %s"
           % (summary, p.stderr))
     with open(kc2, "w") as f:
         f.write("to,phoneNumberId,text,ref\n+15550000052,%s,t,2\n" % avp.SENDERS[0])
@@ -1571,6 +1571,52 @@ def ctl_import_directory(wd):
     api.stop()
 
 
+def ctl_import_row_lines(wd):
+    """A refused CSV row is named with its line in the file as well as its
+    row number, whoever refused it: the header, blank lines and a quoted
+    field's line ends take lines but no row number, so "row 5" alone (the
+    daemon's refusals, and the client's own: no recipient, a repeated key)
+    sent a reader with an editor or sed to another row. --json lists the
+    line too; JSON Lines rows are their lines and are named so, as
+    before."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    path = wd.file("lines.csv")
+    with open(path, "w") as f:
+        f.write("to,text,ref\n"                 # line 1: the header
+                "\n"                            # line 2: blank, no row
+                "+15550000001,\"two\nlines\",k1\n"  # row 1, lines 3-4
+                "+15550000002,fine,k2\n"         # row 2, line 5
+                ",no recipient,k3\n"             # row 3, line 6
+                "+15550000004,again,k2\n"        # row 4, line 7: k2 repeated
+                "no digits,daemon says no,k5\n"  # row 5, line 8: VALIDATION_ERROR
+                "+15550000006,one,too,many\n")   # row 6, line 9: 4 fields
+    p = ctl(d, "--json", "import", path, "--campaign", "L", "--from", avp.SENDERS[0],
+            "--key-column", "ref")
+    summary = json.loads(p.stdout)
+    check(p.returncode == 1 and summary["created"] == 2 and summary["failed"] == 4,
+          "two rows sent, four refused: %s %s" % (summary, p.stderr))
+    for want in ("row 3: line 6: missing recipient",
+                 'row 4: line 7: idempotency key "L:k2" is row 2\'s too',
+                 "row 5: line 8: VALIDATION_ERROR: message.to",
+                 "row 6: line 9: 4 fields where the header has 3"):
+        check(want in p.stderr, "%r in: %s" % (want, p.stderr))
+    listed = sorted((r["row"], r.get("line"), r.get("error")) for r in summary["refusedRows"])
+    check(listed == [(3, 6, None), (4, 7, None), (5, 8, "VALIDATION_ERROR"), (6, 9, None)],
+          "refusedRows with their lines: %s" % summary["refusedRows"])
+    # JSON Lines: the row is the line; no "line" beside it.
+    jl = wd.file("lines.jsonl")
+    with open(jl, "w") as f:
+        f.write(json.dumps(avp.text_job(1, to="+15550000011")) + "\n\nnot json\n")
+    p = ctl(d, "--json", "import", jl, "--campaign", "LJ")
+    summary = json.loads(p.stdout)
+    check(p.returncode == 1 and "line 3: not a JSON object" in p.stderr and "row 3" not in p.stderr
+          and summary["refusedRows"] == [{"row": 3, "message": "not a JSON object"}],
+          "a JSON Lines row named by its line: %s %s" % (summary, p.stderr))
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metrics, ctl_usage, ctl_import_edges,
                                  ctl_import_long_lines, ctl_import_formats,
                                  ctl_output_gone, ctl_send_message,
@@ -1579,7 +1625,8 @@ CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metric
                                  ctl_follow_rate, ctl_report_output_gone,
                                  ctl_import_progress_tty, ctl_import_jsonl_trailing,
                                  ctl_import_write_failed, ctl_body_as_given,
-                                 ctl_import_content_keys, ctl_import_directory)}
+                                 ctl_import_content_keys, ctl_import_directory,
+                                 ctl_import_row_lines)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
