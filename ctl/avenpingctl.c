@@ -2141,10 +2141,30 @@ out:
 
 /* --- queries ---------------------------------------------------------- */
 
+/*
+ * A lastError object (a job's, or a watch event's "error") for people:
+ * "500 INTERNAL_ERROR: message (Meta 131056)". An error without an HTTP
+ * answer (status 0: CONNECT_ERROR, TRANSPORT_ERROR, INTERRUPTED, ...) has
+ * no status to show: it read "0 CONNECT_ERROR", an HTTP status that does
+ * not exist. Meta's code 0 is a code; a null one is none.
+ */
+static void fmt_error(const cJSON *e, char *buf, size_t n)
+{
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(e, "metaCode");
+    char st[24] = "", mc[40] = "";
+
+    if (jnum(e, "status") > 0)
+        snprintf(st, sizeof(st), "%.0f ", jnum(e, "status"));
+    if (cJSON_IsNumber(meta))
+        snprintf(mc, sizeof(mc), " (Meta %.0f)", meta->valuedouble);
+    snprintf(buf, n, "%s%s: %s%s", st, jstr(e, "code") ? jstr(e, "code") : "ERROR",
+             jstr(e, "message") ? jstr(e, "message") : "", mc);
+}
+
 static void print_job(const cJSON *j)
 {
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "lastError");
-    char t1[32], t2[32];
+    char t1[32], t2[32], err[400];
 
     fmt_time(jnum(j, "createdAt"), t1, sizeof(t1));
     fmt_time(jnum(j, "updatedAt"), t2, sizeof(t2));
@@ -2159,9 +2179,10 @@ static void print_job(const cJSON *j)
            jnum(j, "attempts"), t1, t2);
     if (jstr(j, "wamid"))
         printf("  wamid %s\n", jstr(j, "wamid"));
-    if (cJSON_IsObject(e))
-        printf("  last error: %.0f %s: %s%s\n", jnum(e, "status"), jstr(e, "code"),
-               jstr(e, "message"), "");
+    if (cJSON_IsObject(e)) {
+        fmt_error(e, err, sizeof(err));
+        printf("  last error: %s\n", err);
+    }
 }
 
 /* Whether `arg` can be a job id: any non-empty string. Job ids are
@@ -2224,11 +2245,10 @@ static void print_job_row(const cJSON *j)
 {
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "lastError");
     const char *detail = jstr(j, "wamid");
-    char buf[320];
+    char buf[400];
 
     if (detail == NULL && cJSON_IsObject(e)) {
-        snprintf(buf, sizeof(buf), "%.0f %s: %s", jnum(e, "status"), jstr(e, "code"),
-                 jstr(e, "message"));
+        fmt_error(e, buf, sizeof(buf));
         detail = buf;
     }
     printf("%-12s %-10s %-20s %3.0f  %s\n", jstr(j, "id"), jstr(j, "state"), jstr(j, "to"),
@@ -2778,9 +2798,11 @@ static int cmd_watch(ctx_t *c, const opts_t *o)
                    jstr(ev, "campaign") ? jstr(ev, "campaign") : "");
             if (jstr(ev, "wamid"))
                 printf(" wamid %s", jstr(ev, "wamid"));
-            if (cJSON_IsObject(e))
-                printf(" error %.0f %s: %s", jnum(e, "status"), jstr(e, "code"),
-                       jstr(e, "message"));
+            if (cJSON_IsObject(e)) {
+                char err[400];
+                fmt_error(e, err, sizeof(err));
+                printf(" error %s", err);
+            }
             putchar('\n');
         }
         cJSON_Delete(ev);

@@ -1617,6 +1617,44 @@ def ctl_import_row_lines(wd):
     api.stop()
 
 
+def ctl_error_text(wd):
+    """A job's last error as status, list and watch print it: with its HTTP
+    status and Meta's code when the API answered ("500 INTERNAL_ERROR: ...
+    (Meta 131000)"), without a status when no answer came: it read
+    "0 CONNECT_ERROR", an HTTP status that does not exist."""
+    api = avp.FakeAPI(wd, "--fail-rate", "1", "--fail-meta-code", "131000")
+    d = avp.Daemon(wd, api.base).start()
+    j = ctl_json(d, "send", "--from", avp.SENDERS[0], "--to", "+15550000001", "--text", "x",
+                 "--campaign", "E", "--max-attempts", "1")["job"]
+    wait_for(lambda: ctl_json(d, "status", j)["job"]["state"] == "failed", 30, "the job failed")
+    p = ctl(d, "status", j)
+    check(p.returncode == 0 and re.search(r"last error: 500 INTERNAL_ERROR: .*\(Meta 131000\)\n",
+                                          p.stdout), "an API error: %s" % p.stdout)
+    p = ctl(d, "list", "--campaign", "E")
+    check(p.returncode == 0 and "  500 INTERNAL_ERROR: " in p.stdout and "(Meta 131000)"
+          in p.stdout, "an API error listed: %s" % p.stdout)
+    # No API: nothing answers, no status.
+    api.stop()
+    watch = subprocess.Popen([CTL, "--socket", d.socket, "watch", "--campaign", "E2", "--count",
+                              "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: ctl_json(d, "stats")["stats"]["connections"] >= 2, 10, "the watcher")
+    j = ctl_json(d, "send", "--from", avp.SENDERS[0], "--to", "+15550000002", "--text", "y",
+                 "--campaign", "E2")["job"]
+    wait_for(lambda: ctl_json(d, "status", j)["job"]["lastError"], 30, "a failed attempt")
+    check(ctl_json(d, "status", j)["job"]["lastError"]["code"] == "CONNECT_ERROR",
+          "CONNECT_ERROR: %s" % ctl_json(d, "status", j))
+    p = ctl(d, "status", j)
+    check(p.returncode == 0 and "  last error: CONNECT_ERROR: " in p.stdout,
+          "no status without an answer: %s" % p.stdout)
+    p = ctl(d, "list", "--campaign", "E2")
+    check(p.returncode == 0 and "  CONNECT_ERROR: " in p.stdout and " 0 CONNECT_ERROR" not in
+          p.stdout, "listed without a status: %s" % p.stdout)
+    out, err = watch.communicate(timeout=30)
+    check(watch.returncode == 0 and " error CONNECT_ERROR: " in out and " error 0 " not in out,
+          "watched without a status: %d %s %s" % (watch.returncode, out, err))
+    check(d.stop() == 0, "SIGTERM exits 0")
+
+
 CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metrics, ctl_usage, ctl_import_edges,
                                  ctl_import_long_lines, ctl_import_formats,
                                  ctl_output_gone, ctl_send_message,
@@ -1626,7 +1664,7 @@ CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metric
                                  ctl_import_progress_tty, ctl_import_jsonl_trailing,
                                  ctl_import_write_failed, ctl_body_as_given,
                                  ctl_import_content_keys, ctl_import_directory,
-                                 ctl_import_row_lines)}
+                                 ctl_import_row_lines, ctl_error_text)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
