@@ -2177,6 +2177,15 @@ static void print_job(const cJSON *j)
         printf("  key %s\n", jstr(j, "idempotencyKey"));
     printf("  priority %s, attempts %.0f, created %s, updated %s\n", jstr(j, "priority"),
            jnum(j, "attempts"), t1, t2);
+    /* When a waiting job goes next (a --not-before, a retry's backoff)
+     * and until when it may: a scheduled or retrying job showed only that
+     * it waited. */
+    if (jstr(j, "state") &&
+        (strcmp(jstr(j, "state"), "queued") == 0 || strcmp(jstr(j, "state"), "retrying") == 0)) {
+        fmt_time(jnum(j, "nextAttemptAt"), t1, sizeof(t1));
+        fmt_time(jnum(j, "expiresAt"), t2, sizeof(t2));
+        printf("  next attempt %s, expires %s\n", t1, t2);
+    }
     if (jstr(j, "wamid"))
         printf("  wamid %s\n", jstr(j, "wamid"));
     if (cJSON_IsObject(e)) {

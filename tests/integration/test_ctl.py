@@ -1655,6 +1655,31 @@ def ctl_error_text(wd):
     check(d.stop() == 0, "SIGTERM exits 0")
 
 
+def ctl_status_times(wd):
+    """status shows when a waiting job goes next and when it expires (a
+    job held by --not-before read "queued" and nothing said until when);
+    a finished job shows neither."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    later = int(time.time()) + 3600
+    j = ctl_json(d, "send", "--from", avp.SENDERS[0], "--to", "+15550000001", "--text", "x",
+                 "--not-before", str(later), "--expires-at", str(later + 7200))["job"]
+
+    def local(t):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+    p = ctl(d, "status", j)
+    want = "  next attempt %s, expires %s\n" % (local(later), local(later + 7200))
+    check(p.returncode == 0 and "queued" in p.stdout and want in p.stdout,
+          "a scheduled job's times, %r in: %s" % (want, p.stdout))
+    j = ctl_json(d, "send", "--from", avp.SENDERS[0], "--to", "+15550000002", "--text", "y")["job"]
+    wait_for(lambda: ctl_json(d, "status", j)["job"]["state"] == "sent", 30, "the send")
+    p = ctl(d, "status", j)
+    check(p.returncode == 0 and "next attempt" not in p.stdout, "a sent job: %s" % p.stdout)
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metrics, ctl_usage, ctl_import_edges,
                                  ctl_import_long_lines, ctl_import_formats,
                                  ctl_output_gone, ctl_send_message,
@@ -1664,7 +1689,8 @@ CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metric
                                  ctl_import_progress_tty, ctl_import_jsonl_trailing,
                                  ctl_import_write_failed, ctl_body_as_given,
                                  ctl_import_content_keys, ctl_import_directory,
-                                 ctl_import_row_lines, ctl_error_text)}
+                                 ctl_import_row_lines, ctl_error_text,
+                                 ctl_status_times)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
