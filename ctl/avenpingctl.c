@@ -126,6 +126,10 @@ static int opts_parse(int argc, char **argv, int i, const char *list, opts_t *o)
             only_pos = true;
             continue;
         }
+        /* -h as before the command: "avenpingctl send -h" was a usage
+         * error (a positional argument send does not take). */
+        if (!only_pos && strcmp(a, "-h") == 0)
+            a = "--help";
         if (!only_pos && a[0] == '-' && a[1] == '-' && a[2] != '\0') {
             const char *name = a + 2, *eq = strchr(name, '=');
             size_t len = eq ? (size_t)(eq - name) : strlen(name);

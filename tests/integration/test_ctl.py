@@ -1024,7 +1024,8 @@ def ctl_send_message(wd):
 def ctl_options_after_command(wd):
     """Global options after the command are checked as before it: an empty
     --socket is a usage error (exit 2) in both places. After the command it
-    was taken as the path "" and failed to connect (exit 1)."""
+    was taken as the path "" and failed to connect (exit 1). -h is --help
+    after the command too."""
     for argv in (["--socket", "", "ping"], ["ping", "--socket", ""], ["ping", "--socket="],
                  ["stats", "--json", "--socket", ""]):
         p = subprocess.run([CTL] + argv, capture_output=True, text=True, timeout=30)
@@ -1038,6 +1039,18 @@ def ctl_options_after_command(wd):
                        capture_output=True, text=True, timeout=30)
     check(p.returncode == 1 and "cannot connect to %s" % wd.file("b.sock") in p.stderr,
           "the later --socket wins: %d %s" % (p.returncode, p.stderr))
+    # -h after the command is its --help, as -h before it is the usage (it
+    # was a positional argument: "wrong number of arguments", exit 2).
+    for c in ("send", "import", "status", "list", "watch", "ping"):
+        p = subprocess.run([CTL, c, "-h"], capture_output=True, text=True, timeout=30)
+        check(p.returncode == 0 and p.stdout.startswith("usage: avenpingctl [--socket PATH] "
+                                                        "[--json] %s" % c),
+              "%s -h: %d %r %s" % (c, p.returncode, p.stdout[:80], p.stderr))
+    # After "--" it is an argument: a job id, unknown.
+    p = subprocess.run([CTL, "--socket", wd.file("a.sock"), "status", "--", "-h"],
+                       capture_output=True, text=True, timeout=30)
+    check(p.returncode == 1 and "cannot connect" in p.stderr, "status -- -h: %d %s"
+          % (p.returncode, p.stderr))
 
 
 def ctl_import_progress_total(wd):
