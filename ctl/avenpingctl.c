@@ -2347,6 +2347,12 @@ static int cmd_campaign(ctx_t *c, const opts_t *o)
     unsigned still = 0; /* samples in a row in which nothing finished */
     int rc;
 
+    /* Given twice, one would be dropped without a word: which did the
+     * caller mean? (status and cancel refuse a JOB with --key/--campaign.) */
+    if (o->npos == 1 && opt_has(o, "campaign")) {
+        usage_err("campaign: give the NAME or --campaign NAME, not both");
+        return EXIT_USAGE;
+    }
     if (name == NULL) {
         usage_err("campaign needs a NAME");
         return EXIT_USAGE;
@@ -2453,6 +2459,10 @@ static int cmd_report(ctx_t *c, const opts_t *o)
     FILE *f = stdout;
     int rc = 0;
 
+    if (campaign != NULL && o->npos == 1) { /* as campaign's NAME */
+        usage_err("report: give --campaign NAME or NAME, not both");
+        return EXIT_USAGE;
+    }
     if (campaign == NULL && o->npos == 1)
         campaign = o->pos[0];
     if (campaign == NULL) {

@@ -1046,6 +1046,14 @@ def ctl_options_after_command(wd):
         check(p.returncode == 0 and p.stdout.startswith("usage: avenpingctl [--socket PATH] "
                                                         "[--json] %s" % c),
               "%s -h: %d %r %s" % (c, p.returncode, p.stdout[:80], p.stderr))
+    # The campaign of campaign and report given both ways: a usage error
+    # (the --campaign of "report spring --campaign summer" was dropped).
+    for argv in (["campaign", "a", "--campaign", "b"], ["report", "a", "--campaign", "b"],
+                 ["report", "--campaign", "a", "a"]):
+        p = subprocess.run([CTL, "--socket", wd.file("a.sock")] + argv, capture_output=True,
+                           text=True, timeout=30)
+        check(p.returncode == 2 and "not both" in p.stderr, "%s: usage error: %d %s"
+              % (argv, p.returncode, p.stderr))
     # After "--" it is an argument: a job id, unknown.
     p = subprocess.run([CTL, "--socket", wd.file("a.sock"), "status", "--", "-h"],
                        capture_output=True, text=True, timeout=30)
