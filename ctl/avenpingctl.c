@@ -2743,9 +2743,18 @@ static int cmd_stats(ctx_t *c, const opts_t *o)
            jnum(st, "submitted"), jnum(st, "duplicates"), jnum(st, "requests"),
            jnum(st, "possibleDuplicates"), jnum(st, "commits"));
     s = cJSON_GetObjectItemCaseSensitive(st, "account");
-    if (jstr(s, "state"))
-        printf("account: %s%s%s\n", jstr(s, "state"), jstr(s, "reason") ? " - " : "",
-               jstr(s, "reason") ? jstr(s, "reason") : "");
+    if (jstr(s, "state")) {
+        /* A throttled account waits until a time: "all sending waits"
+         * said how, not until when. */
+        char until[48] = "";
+        if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(s, "until"))) {
+            char t[32];
+            fmt_time(jnum(s, "until"), t, sizeof(t));
+            snprintf(until, sizeof(until), " (until %s)", t);
+        }
+        printf("account: %s%s%s%s\n", jstr(s, "state"), jstr(s, "reason") ? " - " : "",
+               jstr(s, "reason") ? jstr(s, "reason") : "", until);
+    }
     /* Everything waits while the account is paused or throttled: no
      * sender is "sending" then, whatever its own state. */
     account_paused = jstr(s, "state") != NULL && strcmp(jstr(s, "state"), "ok") != 0;

@@ -1701,6 +1701,22 @@ def ctl_status_times(wd):
     api.stop()
 
 
+def ctl_stats_account_until(wd):
+    """stats says until when a throttled account waits (Graph throttling:
+    all sending waits 5 minutes); it said only that it waited."""
+    api = avp.FakeAPI(wd, "--fail-rate", "1", "--fail-meta-code", "80007")
+    d = avp.Daemon(wd, api.base).start()
+    ctl_json(d, "send", "--from", avp.SENDERS[0], "--to", "+15550000001", "--text", "x")
+    acct = wait_for(lambda: (lambda a: a if a["state"] == "throttled" else None)(
+        ctl_json(d, "stats")["stats"]["account"]), 30, "the account throttled")
+    p = ctl(d, "stats")
+    want = "(until %s)\n" % time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(acct["until"])))
+    check(p.returncode == 0 and "account: throttled - " in p.stdout and want in p.stdout,
+          "%r in: %s" % (want, p.stdout))
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metrics, ctl_usage, ctl_import_edges,
                                  ctl_import_long_lines, ctl_import_formats,
                                  ctl_output_gone, ctl_send_message,
@@ -1711,7 +1727,7 @@ CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metric
                                  ctl_import_write_failed, ctl_body_as_given,
                                  ctl_import_content_keys, ctl_import_directory,
                                  ctl_import_row_lines, ctl_error_text,
-                                 ctl_status_times)}
+                                 ctl_status_times, ctl_stats_account_until)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
