@@ -1163,6 +1163,12 @@ static int import_setup_csv(import_src_t *s, const opts_t *o)
         usage_err("--param needs --template");
         return EXIT_USAGE;
     }
+    /* A text has no language: with --text or a text column it was
+     * dropped without a word (as --param is refused). */
+    if (s->tpl_name == NULL && s->language != NULL) {
+        usage_err("--language needs --template");
+        return EXIT_USAGE;
+    }
     s->col_text = -1;
     if (s->tpl_name == NULL && s->text_tpl == NULL) {
         s->col_text = col_index(s, "text");

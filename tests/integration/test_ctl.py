@@ -1046,6 +1046,17 @@ def ctl_options_after_command(wd):
         check(p.returncode == 0 and p.stdout.startswith("usage: avenpingctl [--socket PATH] "
                                                         "[--json] %s" % c),
               "%s -h: %d %r %s" % (c, p.returncode, p.stdout[:80], p.stderr))
+    # --language without --template (a text has none) was dropped without
+    # a word; --param is refused so already.
+    csvf = wd.file("t.csv")
+    with open(csvf, "w") as f:
+        f.write("to,text\n+15550000001,hi\n")
+    for extra in (["--language", "fr_FR"], ["--param", "text"]):
+        p = subprocess.run([CTL, "--socket", wd.file("a.sock"), "import", csvf, "--campaign", "c",
+                            "--from", "1000001"] + extra, capture_output=True, text=True,
+                           timeout=30)
+        check(p.returncode == 2 and "%s needs --template" % extra[0] in p.stderr,
+              "%s without --template: %d %s" % (extra, p.returncode, p.stderr))
     # The campaign of campaign and report given both ways: a usage error
     # (the --campaign of "report spring --campaign summer" was dropped).
     for argv in (["campaign", "a", "--campaign", "b"], ["report", "a", "--campaign", "b"],
