@@ -2598,6 +2598,13 @@ static int cmd_cancel_retry(ctx_t *c, const opts_t *o, const char *op)
         usage_err("cancel takes no --state");
         return EXIT_USAGE;
     }
+    /* A JOB is requeued from any final error state: a --state beside it
+     * was dropped without a word ("retry 17 --state failed" requeued an
+     * expired job 17 too). */
+    if (retry && campaign == NULL && state != NULL) {
+        usage_err("retry JOB takes no --state (it requeues a failed, expired or uncertain job)");
+        return EXIT_USAGE;
+    }
     if (o->npos == 1 && !job_arg_ok(op, o->pos[0], " (a campaign: --campaign NAME)"))
         return EXIT_USAGE;
     req = request(op);

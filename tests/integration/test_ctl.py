@@ -1057,6 +1057,12 @@ def ctl_options_after_command(wd):
                            timeout=30)
         check(p.returncode == 2 and "%s needs --template" % extra[0] in p.stderr,
               "%s without --template: %d %s" % (extra, p.returncode, p.stderr))
+    # retry JOB --state: the state was dropped (any final error state is
+    # requeued), as cancel's is refused.
+    p = subprocess.run([CTL, "--socket", wd.file("a.sock"), "retry", "17", "--state", "failed"],
+                       capture_output=True, text=True, timeout=30)
+    check(p.returncode == 2 and "retry JOB takes no --state" in p.stderr,
+          "retry JOB --state: %d %s" % (p.returncode, p.stderr))
     # The campaign of campaign and report given both ways: a usage error
     # (the --campaign of "report spring --campaign summer" was dropped).
     for argv in (["campaign", "a", "--campaign", "b"], ["report", "a", "--campaign", "b"],
