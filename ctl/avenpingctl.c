@@ -2902,22 +2902,23 @@ static const command_t commands[] = {
      "campaign:,format:,from:,from-column:,to-column:,text:,template:,"
      "language:,param:,key-column:,priority:,window:,quiet",
      1, 1,
-     "import FILE --campaign NAME [--format csv|jsonl] [--from ID | --from-column COL]\n"
+     "import FILE --campaign NAME [--format csv|jsonl] [--from ID] [--from-column COL]\n"
      "       [--to-column COL] [--text TEXT | --template NAME [--language L] [--param COL]...]\n"
      "       [--key-column COL] [--priority P] [--window N] [--quiet]",
      "Submits every row of FILE (\"-\": stdin) as a job of campaign NAME, pipelined (--window\n"
      "requests outstanding, default 4000). CSV needs a header row: the recipient is column\n"
-     "\"to\" (or \"phone\"; --to-column), the sender --from or column \"phoneNumberId\"\n"
-     "(--from-column); the message is --text with {column} placeholders, a \"text\" column, or\n"
-     "--template with --param columns as body parameters. JSON Lines: each line is a send or\n"
-     "template_send request as on the socket; campaign and key are added where missing, and\n"
-     "--from and --priority (the column options are for CSV only). The format is --format,\n"
-     "else the name (.jsonl, .ndjson, .json: JSON Lines; .csv: CSV; in any case), else the\n"
-     "content (stdin too): '{' first, after blank lines and a byte order mark, is JSON\n"
-     "Lines, anything else CSV. Each row's idempotency key is \"<campaign>:<hash of the row's\n"
-     "content>\" (\"-2\", \"-3\"... after it for the second, third... row alike in the file),\n"
-     "or the --key-column value: running the same import again creates nothing twice, and\n"
-     "another file, or rows added, moved or deleted, change no other row's key.\n"
+     "\"to\" (or \"phone\"; --to-column), the sender column \"phoneNumberId\" (--from-column),\n"
+     "--from where a row has none; the message is --text with {column} placeholders, a\n"
+     "\"text\" column, or --template with --param columns as body parameters. JSON Lines:\n"
+     "each line is a send or template_send request as on the socket; campaign and key are\n"
+     "added where missing, and --from and --priority (the column options are for CSV only).\n"
+     "The format is --format, else the name (.jsonl, .ndjson, .json: JSON Lines; .csv: CSV;\n"
+     "in any case), else the content (stdin too): '{' first, after blank lines and a byte\n"
+     "order mark, is JSON Lines, anything else CSV. Each row's idempotency key is\n"
+     "\"<campaign>:<hash of the row's content>\" (\"-2\", \"-3\"... after it for the second,\n"
+     "third... row alike in the file), or the --key-column value: running the same import\n"
+     "again creates nothing twice, and another file, or rows added, moved or deleted,\n"
+     "change no other row's key.\n"
      "Progress goes to stderr: a bar on a terminal, plain lines otherwise."},
     {"status", cmd_status, "key:", 0, 1, "status JOB | status --key IDEMPOTENCY-KEY",
      "Shows one job."},

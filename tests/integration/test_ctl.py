@@ -1734,6 +1734,29 @@ def ctl_stats_account_until(wd):
     api.stop()
 
 
+def ctl_import_from_default(wd):
+    """CSV: the sender is the row's phoneNumberId cell, and --from for the
+    rows without one (as --from is the default of a JSON Lines line), as
+    the man page and the usage say (the usage read "--from ID |
+    --from-column COL", as if they excluded each other)."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    path = wd.file("senders.csv")
+    with open(path, "w") as f:
+        f.write("to,phoneNumberId,text\n+15550000001,%s,own\n+15550000002,,default\n"
+                % avp.SENDERS[1])
+    p = ctl(d, "--json", "import", path, "--campaign", "F", "--from", avp.SENDERS[0])
+    check(p.returncode == 0 and json.loads(p.stdout)["created"] == 2, "import: %d %s %s"
+          % (p.returncode, p.stdout, p.stderr))
+    wait_for(lambda: campaign(d, "F")["counts"].get("sent", 0) == 2, 30, "both sent")
+    got = sorted((x["body"]["text"], x["phoneNumberId"]) for x in api.sends())
+    check(got == [("default", avp.SENDERS[0]), ("own", avp.SENDERS[1])], "senders: %s" % got)
+    p = ctl(d, "import", "--help")
+    check("[--from ID] [--from-column COL]" in p.stdout, "usage: %s" % p.stdout[:200])
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metrics, ctl_usage, ctl_import_edges,
                                  ctl_import_long_lines, ctl_import_formats,
                                  ctl_output_gone, ctl_send_message,
@@ -1744,7 +1767,8 @@ CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metric
                                  ctl_import_write_failed, ctl_body_as_given,
                                  ctl_import_content_keys, ctl_import_directory,
                                  ctl_import_row_lines, ctl_error_text,
-                                 ctl_status_times, ctl_stats_account_until)}
+                                 ctl_status_times, ctl_stats_account_until,
+                                 ctl_import_from_default)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
