@@ -374,15 +374,31 @@ static void campaign_live(const daemon_t *d, const char *campaign, bool *paused,
     *rate = sched_campaign_rate(d->sched, campaign, daemon_now());
 }
 
+/* The campaign's counts by state, [0] the total. A campaign without jobs
+ * that the operator paused (before its import: docs/protocol.md) is known,
+ * with zero counts and *empty set, instead of QUEUE_ENOTFOUND. */
+static int campaign_counts(const daemon_t *d, const char *campaign, uint64_t *counts, bool *empty)
+{
+    int rc = queue_campaign_counts(d->q, campaign, counts);
+
+    *empty = false;
+    if (rc == QUEUE_ENOTFOUND && sched_campaign_paused(d->sched, campaign)) {
+        memset(counts, 0, sizeof(uint64_t) * (QUEUE_STATE_MAX + 1));
+        *empty = true;
+        rc = 0;
+    }
+    return rc;
+}
+
 static void handle_campaign(daemon_t *d, ipc_req_t *req, const ipc_request_t *r)
 {
     uint64_t counts[QUEUE_STATE_MAX + 1];
     cJSON *fields, *c, *cnt;
-    bool paused;
+    bool paused, empty;
     double rate;
     int rc;
 
-    rc = queue_campaign_counts(d->q, r->campaign, counts);
+    rc = campaign_counts(d, r->campaign, counts, &empty);
     if (rc == QUEUE_ENOTFOUND) {
         ipc_req_reply_error(req, IPC_ERR_NOT_FOUND, "no such campaign");
         return;
@@ -425,10 +441,10 @@ static void handle_list(daemon_t *d, ipc_req_t *req, const ipc_request_t *r)
     uint64_t after = r->after ? job_id_parse(r->after) : 0;
     list_ctx_t l;
     cJSON *fields;
-    bool more = false;
+    bool more = false, empty;
     int rc;
 
-    rc = queue_campaign_counts(d->q, r->campaign, counts);
+    rc = campaign_counts(d, r->campaign, counts, &empty);
     if (rc == QUEUE_ENOTFOUND) {
         ipc_req_reply_error(req, IPC_ERR_NOT_FOUND, "no such campaign");
         return;
@@ -436,7 +452,7 @@ static void handle_list(daemon_t *d, ipc_req_t *req, const ipc_request_t *r)
     fields = cJSON_CreateObject();
     l.arr = cJSON_AddArrayToObject(fields, "jobs");
     l.last = 0;
-    if (rc == 0)
+    if (rc == 0 && !empty)
         rc = queue_campaign_jobs(d->q, r->campaign, state < 0 ? 0 : state, after, (size_t)r->limit,
                                  list_cb, &l, &more);
     if (rc != 0) {

@@ -634,6 +634,20 @@ def ctl_import_edges(wd):
     p = ctl(d, "pause", "--campaign", "blnak")
     check(p.returncode == 0 and 'no jobs of campaign "blnak" are known' in p.stderr,
           "pause of an unknown campaign: %d %s" % (p.returncode, p.stderr))
+    # Paused before its import, the campaign is known, with nothing in it
+    # (it was NOT_FOUND, so a script that paused, then checked, failed).
+    cl = d.client()
+    a = cl.request({"op": "campaign", "campaign": "blnak"})
+    check(a.get("ok") is True and a["campaign"]["total"] == 0
+          and a["campaign"]["paused"] is True
+          and set(a["campaign"]["counts"].values()) == {0}, "a paused empty campaign: %s" % a)
+    a = cl.request({"op": "list", "campaign": "blnak"})
+    check(a.get("ok") is True and a["jobs"] == [] and a["next"] is None,
+          "list of a paused empty campaign: %s" % a)
+    check(ctl(d, "resume", "--campaign", "blnak").returncode == 0, "resume blnak")
+    a = cl.request({"op": "campaign", "campaign": "blnak"})
+    check(a.get("error") == "NOT_FOUND", "resumed and empty: unknown again: %s" % a)
+    cl.close()
     p = ctl(d, "pause", "--campaign", "blank")
     check(p.returncode == 0 and p.stderr == "", "a known campaign: no note: %s" % p.stderr)
     p = ctl(d, "resume", "--phone-number-id", "999999")
