@@ -1011,10 +1011,28 @@ static int row_content_key(import_src_t *s, const rowhash_t *r, char *key, size_
     return 0;
 }
 
+/* Whether header cell `h` names `name` but for case and the blanks around
+ * it ("To", " phoneNumberId" after "to, "). */
+static bool col_loose_eq(const char *h, const char *name)
+{
+    size_t n = strlen(name);
+
+    h += strspn(h, " \t");
+    if (strncasecmp(h, name, n) != 0)
+        return false;
+    return h[n + strspn(h + n, " \t")] == '\0';
+}
+
+/* The column called `name` in the header: the exact name, else the first
+ * equal to it but for case and surrounding blanks (spreadsheets write
+ * "To", hand-written files "to, text"); -1 when none. */
 static int col_index(const import_src_t *s, const char *name)
 {
     for (size_t i = 0; i < s->n_header; i++)
         if (strcmp(s->header[i], name) == 0)
+            return (int)i;
+    for (size_t i = 0; i < s->n_header; i++)
+        if (col_loose_eq(s->header[i], name))
             return (int)i;
     return -1;
 }

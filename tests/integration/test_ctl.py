@@ -631,6 +631,21 @@ def ctl_import_edges(wd):
 
     # Pausing a name that matches nothing is allowed (a campaign may be
     # paused before its import) but said, in case it is a typo.
+    # Header names in another case and with blanks around them (a
+    # spreadsheet's "To", a hand-written "to, text") are found; the exact
+    # name goes first when both are there.
+    loose = wd.file("loose.csv")
+    with open(loose, "w") as f:
+        f.write("To, PhoneNumberId ,Text,text\n+15550007761,%s,wrong,right\n" % avp.SENDERS[0])
+    p = ctl(d, "--json", "import", loose, "--campaign", "loose")
+    check(p.returncode == 0 and json.loads(p.stdout)["created"] == 1,
+          "loose header names: %d %s %s" % (p.returncode, p.stdout, p.stderr))
+    wait_for(lambda: any(s["body"].get("to") == "+15550007761" for s in api.sends()), 10,
+             "the loose row sent")
+    sent = [s for s in api.sends() if s["body"].get("to") == "+15550007761"]
+    check(sent[0]["body"].get("text") == "right" and
+          sent[0]["phoneNumberId"] == avp.SENDERS[0], "the columns it took: %s" % sent[0])
+
     p = ctl(d, "pause", "--campaign", "blnak")
     check(p.returncode == 0 and 'no jobs of campaign "blnak" are known' in p.stderr,
           "pause of an unknown campaign: %d %s" % (p.returncode, p.stderr))
