@@ -2587,8 +2587,11 @@ static int cmd_report(ctx_t *c, const opts_t *o)
         fprintf(stderr, "avenpingctl: %s: %s\n", path, strerror(errno));
         rc = EXIT_FAIL;
     }
+    /* With --json too: a script gets the count without reading the file. */
     if (rc == 0 && f != stdout && !c->json)
         printf("%zu jobs written to %s\n", rows, path);
+    else if (rc == 0 && f != stdout)
+        printf("{\"written\":%zu}\n", rows);
     return rc;
 }
 

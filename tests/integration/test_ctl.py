@@ -178,6 +178,9 @@ def ctl_campaign(wd):
     with open(report, newline="") as f:
         rows = list(csv.DictReader(f))
     check(len(rows) == n, "report has %d rows, want %d" % (len(rows), n))
+    p = ctl(d, "--json", "report", "--campaign", name, "--output", wd.file("report2.csv"))
+    check(p.returncode == 0 and json.loads(p.stdout) == {"written": n},
+          "--json report --output says how many: %r" % p.stdout)
     sends = api.sends()
     by_row = collections.defaultdict(list)
     for s in sends:
