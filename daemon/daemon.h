@@ -218,6 +218,9 @@ typedef struct daemon {
      * the last Graph throttling, shown in stats while its hold lasts. */
     double account_resumed_at;
     bool account_operator;
+    /* A probe's answer could not tell (GET /v2/me not served): sending
+     * resumed one job at a time until a send's answer tells. */
+    bool account_trial;
     char throttle_reason[160];
 
     /* stderr is the journal's stream (daemon_log_init): lines carry an

@@ -410,6 +410,32 @@ static void probe_schedule(daemon_t *d)
     uv_timer_start(&d->probe, probe_cb, (uint64_t)ceil(delay * 1000.0), 0);
 }
 
+/*
+ * Whether an answer of GET /v2/me says nothing about the account. The v2
+ * API lists the route, but an API need not serve it to a dispatcher (a
+ * stand-in that serves the send routes only, a gateway in front of it): its
+ * 404 "Route not found", a web server's 404 page, a 405 or 501 for the
+ * method, a 400, a 403 FORBIDDEN. Only the account-level answers (401,
+ * PLAN_EXPIRED, DEVELOPER_PLAN_REQUIRED, "WhatsApp account not found", a
+ * redirect) say it still fails, and no answer, a 5xx or a throttle that
+ * the API is in trouble: the probes go on. Before, the other answers were
+ * probed for ever and a paused account never resumed, however well its
+ * sends would have gone.
+ */
+static bool probe_cannot_judge(const http_result_t *res, const classify_result_t *c)
+{
+    if (res->error != 0)
+        return false;
+    if (res->status == 405 || res->status == 501)
+        return true;
+    if (res->status >= 500 || res->status == 429 || res->status == 408 ||
+        (res->status >= 300 && res->status < 400))
+        return false;
+    if (res->status == 404)
+        return strstr(c->error.message, "WhatsApp account not found") == NULL;
+    return c->action != CLASSIFY_PAUSE_ACCOUNT;
+}
+
 static void probe_done(const http_result_t *res, void *arg)
 {
     daemon_t *d = arg;
@@ -429,9 +455,27 @@ static void probe_done(const http_result_t *res, void *arg)
         dlog(d, CONFIG_LOG_WARN, "account works again (GET /v2/me answered %d); sending resumes",
              res->status);
         sched_account_pause(d->sched, false, NULL);
+        d->account_trial = false;
         d->probe_failures++; /* kept if the account pauses again soon */
         d->account_resumed_at = daemon_now();
         d->spill = true; /* jobs left in the store while paused */
+        dispatch_pump_soon(d);
+        return;
+    }
+    if (probe_cannot_judge(res, &c)) {
+        /* Resumed, but one job at a time (dispatch_pump): a send into an
+         * account that still fails its checks pauses it again (nothing
+         * reaches Meta, no attempt counts), and the probes go on backing
+         * off as after any resume that did not last. */
+        dlog(d, CONFIG_LOG_WARN,
+             "GET /v2/me cannot tell whether the account works (it answered %d %s: %s); one "
+             "send goes as the probe",
+             c.error.status, c.error.code, c.error.message);
+        sched_account_pause(d->sched, false, NULL);
+        d->account_trial = true;
+        d->probe_failures++;
+        d->account_resumed_at = daemon_now();
+        d->spill = true;
         dispatch_pump_soon(d);
         return;
     }
@@ -480,6 +524,7 @@ static void pause_account_for(daemon_t *d, const char *reason, bool needs_operat
     int rc;
 
     sched_account_pause(d->sched, true, reason);
+    d->account_trial = false; /* the next probe decides again */
     if (needs_operator) {
         /* It may replace a probed pause (unreachable, 401): no more probes,
          * a 200 of GET /v2/me says nothing about Meta's side. */
@@ -642,6 +687,8 @@ int dispatch_set_pause(daemon_t *d, int kind, const char *name, bool paused, com
             sched_account_pause(d->sched, false, NULL);
             uv_timer_stop(&d->probe);
         }
+        if (!paused)
+            d->account_trial = false;
         if (!paused)
             d->account_operator = false;
         break;
@@ -815,6 +862,14 @@ static void on_http_done(const http_result_t *res, void *arg)
     if (res->error == 0) {
         d->not_sent_run = 0; /* the API answered */
         d->last_answer = uv_hrtime();
+        /* The send a probe could not judge got past the account's checks:
+         * all of the jobs may go again. */
+        if (d->account_trial && c.action != CLASSIFY_PAUSE_ACCOUNT) {
+            d->account_trial = false;
+            dlog(d, CONFIG_LOG_WARN, "account works again (a send answered %d); sending resumes",
+                 res->status);
+            dispatch_pump_soon(d);
+        }
     }
     d->stats.by_action[c.action]++;
     if (c.maybe_sent)
@@ -1439,7 +1494,9 @@ static void pump(daemon_t *d)
     /* When max_inflight durable attempts already wait for a request slot,
      * the API is the bottleneck: committing `sending` further ahead would
      * gain nothing and leave more jobs `sending` without a request. */
+    /* A send that probes the account (account_trial) goes alone. */
     while (d->post_waiting < (size_t)d->cfg.max_inflight &&
+           !(d->account_trial && sched_inflight(d->sched) > 0) &&
            (job = sched_next(d->sched, now, &wake)) != NULL)
         dispatch(d, job, now, &rd);
     queue_reader_close(rd); /* a read txn: not beyond this pump */

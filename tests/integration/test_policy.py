@@ -10,10 +10,12 @@ machine but narrow enough to catch a limiter that is off or broken.
 Usage: test_policy.py CASE   (see CASES at the bottom)
 """
 import collections
+import http.server
 import json
 import os
 import signal
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -1940,6 +1942,111 @@ def retry_waits_for_pair(wd):
     api.stop()
 
 
+class SendRoutesOnlyAPI:
+    """A v2 API stand-in that serves the send routes only, as an outside
+    team's fake may: every GET (GET /v2/me too) is answered as `me` says -
+    "envelope" (the API's 404 NOT_FOUND "Route not found"), "bare404" (a web
+    server's 404 page) or "501" (a server with no GET at all). While
+    `revoked`, every send is answered 401 UNAUTHORIZED."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.log = []  # (time, method, path, status)
+        self.revoked = False
+        self.me = "envelope"
+        self.n = 0
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _answer(self, status, obj):
+                with api.lock:
+                    api.log.append((time.time(), self.command, self.path, status))
+                b = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(b)))
+                self.end_headers()
+                self.wfile.write(b)
+
+            def do_GET(self):
+                if api.me == "envelope":
+                    self._answer(404, {"success": False, "error": "NOT_FOUND",
+                                       "message": "Route not found"})
+                    return
+                code = 404 if api.me == "bare404" else 501
+                with api.lock:
+                    api.log.append((time.time(), self.command, self.path, code))
+                self.send_error(code)
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if api.revoked:
+                    self._answer(401, {"success": False, "error": "UNAUTHORIZED",
+                                       "message": "Invalid token"})
+                    return
+                with api.lock:
+                    api.n += 1
+                    n = api.n
+                self._answer(200, {"success": True, "data": {
+                    "messaging_product": "whatsapp", "contacts": [],
+                    "messages": [{"id": "wamid.R%d" % n, "message_status": "accepted"}]}})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base = "http://127.0.0.1:%d" % self.server.server_address[1]
+
+    def requests(self, since=0, method=None):
+        with self.lock:
+            return [r for r in self.log if r[0] >= since and (method is None or r[1] == method)]
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def account_probe_without_me(wd):
+    """An API that does not serve GET /v2/me (its 404 "Route not found", a
+    web server's 404 page, a 501 for GET): after a 401 paused the account,
+    the probe's answer cannot tell, so one send goes as the probe - one at a
+    time while the token is still revoked, no job fails - and sending
+    resumes by itself once the sends work again. Before, such an answer
+    was probed for ever and the account never resumed."""
+    api = SendRoutesOnlyAPI()
+    d = avp.Daemon(wd, api.base, {"backoff_base_ms": 200, "backoff_max_ms": 400}).start()
+    cl = d.client()
+    for rnd, me in enumerate(("envelope", "bare404", "501")):
+        api.me = me
+        api.revoked = True
+        ids = submit_all(d, [avp.text_job(100 * rnd + i) for i in range(10)])
+        st = wait_for(lambda: (lambda s: s if s["account"]["state"] == "paused" else None)(
+            cl.stats()), 20, "the account paused by the 401 (%s)" % me)
+        check("401" in (st["account"]["reason"] or ""), "reason names the 401: %s" % st["account"])
+        # From the first probe on (the sends of the round before it may
+        # still have arrived after the pause).
+        t_paused = time.time()
+        t_probe = wait_for(lambda: (api.requests(since=t_paused, method="GET") or [None])[0],
+                           20, "a probe (%s)" % me)[0]
+        wait_for(lambda: len(api.requests(since=t_probe, method="GET")) >= 3, 20,
+                 "three probes (%s)" % me)
+        gets = len(api.requests(since=t_probe, method="GET"))
+        posts = len(api.requests(since=t_probe, method="POST"))
+        check(posts <= gets + 1, "one send per probe while revoked (%s): %d sends, %d probes"
+              % (me, posts, gets))
+        st = cl.stats()
+        check(st["counts"]["failed"] == 0, "no job failed: %s" % st["counts"])
+        api.revoked = False
+        st = wait_all_final(cl, 30)
+        states = [cl.request({"op": "get", "job": j})["job"]["state"] for j in ids]
+        check(states == ["sent"] * 10 and st["account"]["state"] == "ok",
+              "all sent once the sends work (%s): %s %s" % (me, states, st["account"]))
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connection_limit, retry_past_expiry,
                                    cancel_inflight, cancel_inflight_restart, resume_lifts_throttle,
                                    pair_refund, retry_after_on_5xx,
@@ -1957,7 +2064,7 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  cancel_answer_during_walk, cancel_walk_stop,
                                  pair_refund_unposted, operator_pause_over_unreachable,
                                  bare_404_pauses, retry_waits_for_pair,
-                                 token_rotated_probes_now)}
+                                 token_rotated_probes_now, account_probe_without_me)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
