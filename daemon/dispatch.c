@@ -384,10 +384,12 @@ static void record_expired(daemon_t *d, uint64_t id, uint16_t attempts, uint8_t 
     record_expiry(d, id, attempts, marks, NULL, true);
 }
 
-static double backoff(const daemon_t *d, unsigned attempts)
+/* The backoff before attempt `attempts` + 1, its nominal delay at most
+ * backoff_max_ms and `cap` seconds. */
+static double backoff_upto(const daemon_t *d, unsigned attempts, double cap)
 {
     double base = (double)d->cfg.backoff_base_ms / 1000.0;
-    double max = (double)d->cfg.backoff_max_ms / 1000.0;
+    double max = fmin((double)d->cfg.backoff_max_ms / 1000.0, cap);
     double delay = base * pow(2.0, attempts > 0 ? attempts - 1 : 0);
 
     if (delay > max)
@@ -397,13 +399,24 @@ static double backoff(const daemon_t *d, unsigned attempts)
     return delay / 2 + delay / 2 * ((double)rand() / RAND_MAX);
 }
 
+static double backoff(const daemon_t *d, unsigned attempts)
+{
+    return backoff_upto(d, attempts, INFINITY);
+}
+
 /* --- pauses and the account breaker --------------------------------------- */
 
 static void probe_cb(uv_timer_t *t);
 
+/* The longest wait between two probes of a paused account, whatever
+ * backoff_max_ms says (10 minutes by default): a probe is one GET, and an
+ * account that works again (a plan renewed, a token restored) should not
+ * wait up to backoff_max_ms more before its jobs go. */
+#define PROBE_MAX_S 30.0
+
 static void probe_schedule(daemon_t *d)
 {
-    double delay = backoff(d, d->probe_failures + 1);
+    double delay = backoff_upto(d, d->probe_failures + 1, PROBE_MAX_S);
 
     if (d->stopping || d->closing)
         return;

@@ -2047,6 +2047,30 @@ def account_probe_without_me(wd):
     api.stop()
 
 
+def account_probe_capped(wd):
+    """The probes of a paused account wait at most 30 s, whatever
+    backoff_max_ms says: with a backoff_base_ms of two minutes, an account
+    that works again right after its 401 resumes within 30 s. Before, the
+    probes paced themselves by backoff_base_ms/backoff_max_ms alone (up to
+    10 minutes by default): a plan renewed or a token restored after a long
+    pause waited up to that long more before the jobs went."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"backoff_base_ms": 120000, "backoff_max_ms": 600000}).start()
+    cl = d.client()
+    api.control(token_revoked=True)
+    ids = submit_all(d, [avp.text_job(1)])
+    wait_for(lambda: cl.stats()["account"]["state"] == "paused", 20, "the account paused")
+    t_paused = time.time()
+    api.control(token_revoked=False)
+    job_in_state(cl, ids[0], "sent", 60, "the job sent once a probe found the token working")
+    took = time.time() - t_paused
+    print("resumed %.1f s after the pause" % took)
+    check(took < 32, "the first probe came within 30 s: %.1f s" % took)
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connection_limit, retry_past_expiry,
                                    cancel_inflight, cancel_inflight_restart, resume_lifts_throttle,
                                    pair_refund, retry_after_on_5xx,
@@ -2064,7 +2088,8 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  cancel_answer_during_walk, cancel_walk_stop,
                                  pair_refund_unposted, operator_pause_over_unreachable,
                                  bare_404_pauses, retry_waits_for_pair,
-                                 token_rotated_probes_now, account_probe_without_me)}
+                                 token_rotated_probes_now, account_probe_without_me,
+                                 account_probe_capped)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
