@@ -465,10 +465,14 @@ static void probe_done(const http_result_t *res, void *arg)
     classify_result_redact(&c, d->token);
     /* Any 2xx of GET /v2/me: its body carries no wamid to judge by. */
     if (res->error == 0 && res->status >= 200 && res->status < 300) {
-        dlog(d, CONFIG_LOG_WARN, "account works again (GET /v2/me answered %d); sending resumes",
-             res->status);
+        dlog(d, CONFIG_LOG_WARN,
+             "GET /v2/me answered %d: sending resumes, one send first to confirm", res->status);
         sched_account_pause(d->sched, false, NULL);
-        d->account_trial = false;
+        /* One send first here too (dispatch_pump): an API whose GET /v2/me
+         * answers 200 while its sends still fail (a stand-in, a gateway)
+         * had every queued job, up to max_inflight, go out into the 401 at
+         * each probe. It costs a resume one round trip. */
+        d->account_trial = true;
         d->probe_failures++; /* kept if the account pauses again soon */
         d->account_resumed_at = daemon_now();
         d->spill = true; /* jobs left in the store while paused */

@@ -1946,7 +1946,8 @@ class SendRoutesOnlyAPI:
     """A v2 API stand-in that serves the send routes only, as an outside
     team's fake may: every GET (GET /v2/me too) is answered as `me` says -
     "envelope" (the API's 404 NOT_FOUND "Route not found"), "bare404" (a web
-    server's 404 page) or "501" (a server with no GET at all). While
+    server's 404 page), "501" (a server with no GET at all) or "200" (a
+    GET /v2/me that says the account is fine whatever the sends meet). While
     `revoked`, every send is answered 401 UNAUTHORIZED."""
 
     def __init__(self):
@@ -1972,6 +1973,9 @@ class SendRoutesOnlyAPI:
                 self.wfile.write(b)
 
             def do_GET(self):
+                if api.me == "200":  # GET /v2/me says fine, whatever the sends meet
+                    self._answer(200, {"success": True, "data": {"id": "u1"}})
+                    return
                 if api.me == "envelope":
                     self._answer(404, {"success": False, "error": "NOT_FOUND",
                                        "message": "Route not found"})
@@ -2013,11 +2017,14 @@ def account_probe_without_me(wd):
     the probe's answer cannot tell, so one send goes as the probe - one at a
     time while the token is still revoked, no job fails - and sending
     resumes by itself once the sends work again. Before, such an answer
-    was probed for ever and the account never resumed."""
+    was probed for ever and the account never resumed. A GET /v2/me that
+    answers 200 while the sends still meet the 401 resumes with one send
+    first as well (before, every queued job went into the 401 at each
+    probe)."""
     api = SendRoutesOnlyAPI()
     d = avp.Daemon(wd, api.base, {"backoff_base_ms": 200, "backoff_max_ms": 400}).start()
     cl = d.client()
-    for rnd, me in enumerate(("envelope", "bare404", "501")):
+    for rnd, me in enumerate(("envelope", "bare404", "501", "200")):
         api.me = me
         api.revoked = True
         ids = submit_all(d, [avp.text_job(100 * rnd + i) for i in range(10)])
