@@ -218,8 +218,9 @@ typedef struct daemon {
      * the last Graph throttling, shown in stats while its hold lasts. */
     double account_resumed_at;
     bool account_operator;
-    /* A probe's answer could not tell (GET /v2/me not served): sending
-     * resumed one job at a time until a send's answer tells. */
+    /* A probe resumed the account (GET /v2/me answered 2xx, or could not
+     * tell: not served): one job at a time goes until a send's answer
+     * shows the account's checks pass. */
     bool account_trial;
     char throttle_reason[160];
 

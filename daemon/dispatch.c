@@ -879,8 +879,8 @@ static void on_http_done(const http_result_t *res, void *arg)
     if (res->error == 0) {
         d->not_sent_run = 0; /* the API answered */
         d->last_answer = uv_hrtime();
-        /* The send a probe could not judge got past the account's checks:
-         * all of the jobs may go again. */
+        /* The first send after a probe's resume got past the account's
+         * checks: all of the jobs may go again. */
         if (d->account_trial && c.action != CLASSIFY_PAUSE_ACCOUNT) {
             d->account_trial = false;
             dlog(d, CONFIG_LOG_WARN, "account works again (a send answered %d); sending resumes",
