@@ -453,6 +453,7 @@ static void probe_done(const http_result_t *res, void *arg)
 {
     daemon_t *d = arg;
     classify_result_t c;
+    bool ok;
 
     d->probing = false;
     if (res->error == 0) {
@@ -463,42 +464,35 @@ static void probe_done(const http_result_t *res, void *arg)
         return;
     classify_answer(res, &c);
     classify_result_redact(&c, d->token);
-    /* Any 2xx of GET /v2/me: its body carries no wamid to judge by. */
-    if (res->error == 0 && res->status >= 200 && res->status < 300) {
-        dlog(d, CONFIG_LOG_WARN,
-             "GET /v2/me answered %d: sending resumes, one send first to confirm", res->status);
-        sched_account_pause(d->sched, false, NULL);
-        /* One send first here too (dispatch_pump): an API whose GET /v2/me
-         * answers 200 while its sends still fail (a stand-in, a gateway)
-         * had every queued job, up to max_inflight, go out into the 401 at
-         * each probe. It costs a resume one round trip. */
-        d->account_trial = true;
-        d->probe_failures++; /* kept if the account pauses again soon */
-        d->account_resumed_at = daemon_now();
-        d->spill = true; /* jobs left in the store while paused */
-        dispatch_pump_soon(d);
+    /* Any 2xx of GET /v2/me (its body carries no wamid to judge by), or an
+     * answer that cannot tell: resumed, but one send first (dispatch_pump).
+     * A send into an account that still fails its checks pauses it again
+     * (nothing reaches Meta, no attempt counts), and the probes go on
+     * backing off as after any resume that did not last; an API whose GET
+     * /v2/me answers 200 while its sends still fail (a stand-in, a
+     * gateway) had every queued job, up to max_inflight, go into the 401
+     * at each probe. It costs a resume one round trip. */
+    ok = res->error == 0 && res->status >= 200 && res->status < 300;
+    if (!ok && !probe_cannot_judge(res, &c)) {
+        d->probe_failures++;
+        dlog(d, CONFIG_LOG_DEBUG, "account probe: %d %s", c.error.status, c.error.code);
+        probe_schedule(d);
         return;
     }
-    if (probe_cannot_judge(res, &c)) {
-        /* Resumed, but one job at a time (dispatch_pump): a send into an
-         * account that still fails its checks pauses it again (nothing
-         * reaches Meta, no attempt counts), and the probes go on backing
-         * off as after any resume that did not last. */
+    if (ok)
+        dlog(d, CONFIG_LOG_WARN,
+             "GET /v2/me answered %d: sending resumes, one send first to confirm", res->status);
+    else
         dlog(d, CONFIG_LOG_WARN,
              "GET /v2/me cannot tell whether the account works (it answered %d %s: %s); one "
              "send goes as the probe",
              c.error.status, c.error.code, c.error.message);
-        sched_account_pause(d->sched, false, NULL);
-        d->account_trial = true;
-        d->probe_failures++;
-        d->account_resumed_at = daemon_now();
-        d->spill = true;
-        dispatch_pump_soon(d);
-        return;
-    }
-    d->probe_failures++;
-    dlog(d, CONFIG_LOG_DEBUG, "account probe: %d %s", c.error.status, c.error.code);
-    probe_schedule(d);
+    sched_account_pause(d->sched, false, NULL);
+    d->account_trial = true;
+    d->probe_failures++; /* kept if the account pauses again soon */
+    d->account_resumed_at = daemon_now();
+    d->spill = true; /* jobs left in the store while paused */
+    dispatch_pump_soon(d);
 }
 
 static void probe_cb(uv_timer_t *t)
@@ -704,10 +698,10 @@ int dispatch_set_pause(daemon_t *d, int kind, const char *name, bool paused, com
             sched_account_pause(d->sched, false, NULL);
             uv_timer_stop(&d->probe);
         }
-        if (!paused)
+        if (!paused) {
             d->account_trial = false;
-        if (!paused)
             d->account_operator = false;
+        }
         break;
     case QUEUE_PAUSE_SENDER:
         rc = sched_sender_pause(d->sched, name, paused, reason);
