@@ -735,6 +735,9 @@ static int cancel_one(bulk_t *b, uint64_t id, int state, const char *campaign, u
         return 0;
     if (sj != NULL) {
         attempts = (uint16_t)(unsent && sj->attempts > 0 ? sj->attempts - 1 : sj->attempts);
+        /* Its pick took a send from its pair that never reaches Meta. */
+        if (unsent)
+            sched_pair_refund(d->sched, sj, daemon_now());
         sched_job_finish(d->sched, sj);
     }
     memset(&u, 0, sizeof(u));

@@ -1915,6 +1915,39 @@ def pair_refund_unposted(wd):
     api.stop()
 
 
+def pair_refund_cancelled(wd):
+    """A job picked, then cancelled before its request could start (the one
+    request slot busy), never reached Meta: it gives its recipient's pair
+    back the send its pick took, so the next job to that recipient goes at
+    once. Before, the cancel took it out of the active set without the
+    refund, and the next job waited the pair's whole interval (60 s here)
+    as if the cancelled one had been sent."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"max_inflight": 1, "pair_rate_interval_ms": 60000,
+                                  "pair_burst": 1}).start()
+    cl = d.client()
+    api.control(latency_ms=1500)
+    first = submit_all(d, [avp.text_job(0, sender="1000001", to="+16790000000")])
+    wait_for(lambda: api.stats()["requests"] >= 1, 10, "the first request at the API")
+    to = "+16790000001"
+    ids = submit_all(d, [avp.text_job(1, sender="1000001", to=to)])
+    wait_for(lambda: cl.stats()["inflight"] >= 2, 10, "the second job picked, waiting for the slot")
+    r = cl.request({"op": "cancel", "job": ids[0]})
+    check(r.get("ok") is True and r.get("cancelled") == 1, "the picked job cancelled: %s" % r)
+    wait_for(lambda: cl.request({"op": "get", "job": first[0]})["job"]["state"] == "sent", 10,
+             "the first request answered")
+    api.control(latency_ms=0)
+    t_cancel = time.time()
+    submit_all(d, [avp.text_job(2, sender="1000001", to=to)])
+    wait_for(lambda: any(avp.marker(s) == "job-2" for s in api.sends()), 15,
+             "the next job to the recipient sent at once, not a pair interval later")
+    print("sent %.2f s after the cancel" % (time.time() - t_cancel))
+    check(not any(avp.marker(s) == "job-1" for s in api.sends()), "the cancelled job never sent")
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def retry_waits_for_pair(wd):
     """A retry's nextAttemptAt is when it can go: each attempt is a message
     to the recipient, so the pair's pacing can hold a retry past its
@@ -2093,7 +2126,8 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  order_deep_key_paused, order_deep_key_full,
                                  reschedule_day_once, waits_kept_across_stop, last_attempt_during_stop, expiry_during_stop,
                                  cancel_answer_during_walk, cancel_walk_stop,
-                                 pair_refund_unposted, operator_pause_over_unreachable,
+                                 pair_refund_unposted, pair_refund_cancelled,
+                                 operator_pause_over_unreachable,
                                  bare_404_pauses, retry_waits_for_pair,
                                  token_rotated_probes_now, account_probe_without_me,
                                  account_probe_capped)}
