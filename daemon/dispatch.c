@@ -1440,6 +1440,16 @@ static void refill(daemon_t *d)
     if (!(d->spill || d->spill_new) || d->stopping || d->settling != 0 ||
         jobs + REFILL_MIN > ACTIVE_SET_MAX)
         return;
+    /* Committed jobs on their way into memory (dispatch_activate_later)
+     * are in the store: the walk would load them, and the FIFO would then
+     * put them in again - a job sent or expired meanwhile went twice. */
+    if (d->act_first != NULL) {
+        dispatch_activate_pending(d);
+        jobs = sched_jobs(d->sched);
+        full = d->spill;
+        if (jobs + REFILL_MIN > ACTIVE_SET_MAX)
+            return;
+    }
     if (full) {
         d->paused_expiry = 0; /* this pass notes the paused jobs again */
         d->refill_due = 0;

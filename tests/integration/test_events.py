@@ -21,6 +21,13 @@ the metrics file, against real processes.
   sent again after a kill -9 and a restart (at-least-once resends only what
   may have been in flight). Before, some came back `sending` and went to the
   API a second time.
+- watch_expired_once: a job changes state once, so a watcher hears of it
+  once. Jobs of a large batch wait in a FIFO on their way into memory
+  (dispatch_activate_later); a refill that ran meanwhile (a resume asked
+  for one, a cancel's commit held it until that batch) loaded them from the
+  store, they expired there, and the FIFO then put them into memory again:
+  each expired a second time, two `expired` events (a job sent from there
+  was sent twice).
 - watch_events_at_stop: requests that finish while a SIGTERM waits for them
   reach the watchers: every `sent` of the stop's last commits is written
   before the stream closes. Before, the streams were closed at once after
@@ -28,6 +35,8 @@ the metrics file, against real processes.
 
 Usage: test_events.py CASE   (see CASES at the bottom)
 """
+import collections
+import json
 import os
 import re
 import signal
@@ -231,6 +240,60 @@ def watch_events_at_stop(wd):
     api.stop()
 
 
+def watch_expired_once(wd):
+    faults = avp.Faults(wd)
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, env=faults.env()).start()
+    w = open_watch(d)
+    cl, st = d.client(), d.client()
+    later = time.time() + 3600
+    held = avp.submit_all(d, [avp.text_job(0, notBefore=later),
+                              avp.text_job(1, notBefore=later)])
+    # While a slow commit runs, the next one gathers, each on a connection
+    # of its own (a request other than a submit waits for the answers
+    # before it on its connection): a cancel of a job in memory (no refill
+    # until it is durable), a resume (a refill is due once it is), and
+    # enough submits for the FIFO, all past their expiresAt.
+    faults.set("sync SLOW 300")
+    conns = [d.client() for _ in range(3)]
+    backlog = cl.stats()["commitBacklog"]
+    conns[0].send_raw(b'{"op":"pause","campaign":"trigger","id":"t"}\n')
+    wait_for(lambda: st.stats()["commitBacklog"] > backlog, 10, "the slow commit started")
+    conns[1].send_raw(('{"op":"cancel","job":"%s","id":"c"}\n' % held[0]).encode())
+    wait_for(lambda: st.stats()["commitBacklog"] > backlog + 1, 10, "the cancel queued")
+    conns[2].send_raw(b'{"op":"resume","campaign":"none-such","id":"r"}\n')
+    n = 400
+    jobs = [avp.text_job(10 + i, expiresAt=1, id=i) for i in range(n)]
+    cl.send_raw("".join(json.dumps(x) + "\n" for x in jobs).encode())
+    answers = [cl.read_line() for _ in jobs]
+    faults.set("off")
+    check(all(c.read_line().get("ok") is True for c in conns), "pause, cancel and resume")
+    check(all(a.get("ok") for a in answers), "all answered ok: %s"
+          % [a for a in answers if not a.get("ok")][:1])
+    ids = {a["job"] for a in answers}
+    wait_for(lambda: cl.stats()["counts"]["expired"] == n, 20, "every job expired")
+    # Events go out in commit order: once this cancel is heard, every event
+    # recorded before it was.
+    check(cl.request({"op": "cancel", "job": held[1]}).get("cancelled") == 1, "cancel")
+    expired = collections.Counter()
+    while True:
+        ev = w.read_line()
+        if ev.get("event") != "job":
+            continue
+        if ev["job"] == held[1] and ev["state"] == "cancelled":
+            break
+        if ev["state"] == "expired":
+            expired[ev["job"]] += 1
+    twice = sorted(j for j, c in expired.items() if c > 1)
+    check(not twice, "%d of %d jobs expired twice (first %s)" % (len(twice), n, twice[:1]))
+    check(set(expired) == ids, "every job's expiry heard: %d of %d" % (len(expired), n))
+    check(api.sends() == [], "nothing sent")
+    w.close()
+    for c in conns + [st, cl]:
+        c.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
 def wait_all_final_but(cl, waiting):
     """Waits until every job is final except `waiting` scheduled ones."""
     wait_for(lambda: avp.unfinished(cl.stats()) == waiting, 60, "the due jobs final")
@@ -238,7 +301,8 @@ def wait_all_final_but(cl, waiting):
 
 CASES = {f.__name__: f for f in (metrics_oldest_saturated, metrics_slow_write,
                                  watch_after_commit, watch_sent_survives_kill,
-                                 watch_campaign_filter, watch_events_at_stop)}
+                                 watch_campaign_filter, watch_events_at_stop,
+                                 watch_expired_once)}
 
 if __name__ == "__main__":
     case = CASES.get(sys.argv[1]) if len(sys.argv) == 2 else None
