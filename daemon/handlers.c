@@ -352,6 +352,8 @@ static void handle_stats(daemon_t *d, ipc_req_t *req)
  * millions does not put millions of changes in the commit backlog at once. */
 #define BULK_PAGE 1000
 #define BULK_PAGES_PER_TURN 8
+/* The index in bulk_t.states of a campaign cancel's second pass. */
+#define BULK_CANCEL_PASS 3
 
 /* A job id from the protocol's decimal string; 0 when it is not one. */
 static uint64_t job_id_parse(const char *s)
@@ -489,7 +491,7 @@ typedef struct bulk {
      * after id `last`. */
     uv_timer_t turn; /* the next step at the next loop turn */
     char *campaign;
-    int states[3];
+    int states[5];
     size_t nstates, si;
     uint64_t last;
     queue_job_cb cb;
@@ -831,6 +833,9 @@ static void bulk_step(bulk_t *b)
         walk_ctx_t w = {b, b->last, 0};
         bool more = false;
 
+        if (b->si >= BULK_CANCEL_PASS && b->pending > 0)
+            break; /* the second pass reads what the first one changed */
+
         rc = queue_campaign_jobs(d->q, b->campaign, b->states[b->si], b->last, BULK_PAGE, b->cb, &w,
                                  &more);
         if (rc == 0)
@@ -923,7 +928,14 @@ static void handle_cancel_retry(daemon_t *d, ipc_req_t *req, const ipc_request_t
         b->states[0] = QUEUE_STATE_QUEUED;
         b->states[1] = QUEUE_STATE_RETRYING;
         b->states[2] = QUEUE_STATE_SENDING;
-        b->nstates = 3;
+        /* A second pass, once the first one's changes are durable (and so
+         * every change recorded before the cancel): a job whose outcome was
+         * recorded but not durable when the walk read its new state's pages
+         * (a retry answered just before, an attempt that never left) moved
+         * behind the walk, and the `sending` pass no longer found it. */
+        b->states[3] = QUEUE_STATE_QUEUED;
+        b->states[4] = QUEUE_STATE_RETRYING;
+        b->nstates = 5;
         b->cb = cancel_walk_cb;
     } else {
         b->states[0] = queue_state_parse(r->state);

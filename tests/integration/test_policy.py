@@ -1784,6 +1784,28 @@ def cut_success_answers(wd):
     api.stop()
 
 
+def retrying_campaign(wd, n):
+    """A daemon on a slow-able disk (faultfs) whose campaign "cw" holds a
+    first job held back by its paused sender (the campaign's first id) and
+    n jobs `retrying` for 10 minutes after a 500 each; the fake API answers
+    every send 500. Returns (faults, api, daemon, client, first job, n)."""
+    faults = avp.Faults(wd)
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"rate_per_number": 0, "pair_rate_interval_ms": 0,
+                                  "backoff_base_ms": 600000, "backoff_max_ms": 600000},
+                   env=faults.env()).start()
+    cl = d.client()
+    S = avp.SENDERS
+    check(cl.request({"op": "pause", "phoneNumberId": S[0]}).get("ok") is True, "pause")
+    first = submit_all(d, [avp.text_job(0, sender=S[0], to="+15550500000", campaign="cw")])[0]
+    api.control(fail_rate=1)
+    submit_all(d, [avp.text_job(i, sender=S[1 + i % 4], to="+1678%07d" % i, campaign="cw")
+                   for i in range(1, n + 1)])
+    wait_for(lambda: cl.request({"op": "campaign", "campaign": "cw"})["campaign"]["counts"]
+             ["retrying"] == n, 120, "the campaign's jobs retrying")
+    return faults, api, d, cl, first, n
+
+
 def cancel_answer_during_walk(wd):
     """A campaign cancel walks the campaign's jobs by state (queued, then
     retrying, then sending), a page per commit. A job in flight at the cancel
@@ -1794,23 +1816,10 @@ def cancel_answer_during_walk(wd):
     walks its campaign now ends the job cancelled. A slow disk (faultfs:
     each sync waits 250 ms) spreads the walk over seconds; the answer,
     held 700 ms by the fake API, lands inside it."""
-    faults = avp.Faults(wd)
-    api = avp.FakeAPI(wd)
-    d = avp.Daemon(wd, api.base, {"rate_per_number": 0, "pair_rate_interval_ms": 0,
-                                  "backoff_base_ms": 600000, "backoff_max_ms": 600000},
-                   env=faults.env()).start()
-    cl = d.client()
-    S = avp.SENDERS
-    check(cl.request({"op": "pause", "phoneNumberId": S[0]}).get("ok") is True, "pause")
     # The job in flight later: the campaign's first id, so the retrying
     # pass is past it from its first page on.
-    first = submit_all(d, [avp.text_job(0, sender=S[0], to="+15550500000", campaign="cw")])[0]
-    api.control(fail_rate=1)
-    n = 5000
-    submit_all(d, [avp.text_job(i, sender=S[1 + i % 4], to="+1678%07d" % i, campaign="cw")
-                   for i in range(1, n + 1)])
-    wait_for(lambda: cl.request({"op": "campaign", "campaign": "cw"})["campaign"]["counts"]
-             ["retrying"] == n, 120, "the campaign's jobs retrying")
+    faults, api, d, cl, first, n = retrying_campaign(wd, 5000)
+    S = avp.SENDERS
     api.control(latency_ms=700)
     check(cl.request({"op": "resume", "phoneNumberId": S[0]}).get("ok") is True, "resume")
     wait_for(lambda: cl.stats()["httpInflight"] == 1, 20, "the first job's request in flight")
@@ -1943,6 +1952,41 @@ def pair_refund_cancelled(wd):
              "the next job to the recipient sent at once, not a pair interval later")
     print("sent %.2f s after the cancel" % (time.time() - t_cancel))
     check(not any(avp.marker(s) == "job-1" for s in api.sends()), "the cancelled job never sent")
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+def cancel_walk_retry_pending(wd):
+    """A campaign cancel walks queued, then retrying, then sending jobs, a
+    page per commit. A job answered (a 500) just before the cancel, whose
+    `retrying` was not durable yet when the walk read its first page of
+    retrying jobs, was still `sending` there; its record then committed
+    ahead of the cancel's first changes, and the `sending` pass no longer
+    found it: it stayed `retrying` outside the cancel and went out again
+    later. A slow disk (faultfs: each sync waits 400 ms) keeps the record
+    pending while the cancel starts."""
+    # The job answered before the cancel: the campaign's first id, so the
+    # walk's first page of retrying jobs is past it.
+    faults, api, d, cl, first, n = retrying_campaign(wd, 1200)
+    S = avp.SENDERS
+    faults.set("sync SLOW 400")
+    check(cl.request({"op": "resume", "phoneNumberId": S[0]}).get("ok") is True, "resume")
+    wait_for(lambda: api.stats()["requests"] > n and cl.stats()["httpInflight"] == 0, 20,
+             "the first job answered")
+    check(cl.request({"op": "get", "job": first})["job"]["state"] == "sending",
+          "its retry not durable yet")
+    cl.send_raw((json.dumps({"op": "cancel", "id": 7, "campaign": "cw"}) + "\n").encode())
+    r = cl.read_line(120)
+    faults.set("off")
+    check(r.get("ok") is True and r.get("id") == 7, "cancel: %s" % r)
+    j = cl.request({"op": "get", "job": first})["job"]
+    counts = cl.request({"op": "campaign", "campaign": "cw"})["campaign"]["counts"]
+    print("cancel answered %d; the answered job: %s; campaign %s"
+          % (r["cancelled"], j["state"], counts))
+    check(j["state"] == "cancelled", "the job answered before the walk is cancelled: %s" % j)
+    check(r["cancelled"] == n + 1 and counts["cancelled"] == n + 1, "every job of the campaign "
+          "cancelled and counted: %d, %s" % (r["cancelled"], counts))
     cl.close()
     check(d.stop() == 0, "SIGTERM exits 0")
     api.stop()
@@ -2126,7 +2170,7 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  order_deep_key_paused, order_deep_key_full,
                                  reschedule_day_once, waits_kept_across_stop, last_attempt_during_stop, expiry_during_stop,
                                  cancel_answer_during_walk, cancel_walk_stop,
-                                 pair_refund_unposted, pair_refund_cancelled,
+                                 pair_refund_unposted, pair_refund_cancelled, cancel_walk_retry_pending,
                                  operator_pause_over_unreachable,
                                  bare_404_pauses, retry_waits_for_pair,
                                  token_rotated_probes_now, account_probe_without_me,
