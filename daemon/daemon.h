@@ -152,6 +152,11 @@ typedef struct daemon {
     bool paused_left;
     double refill_due;
     uint64_t refill_id;
+    /* The newest job id dispatch_activate was given (at start: the store's
+     * newest). New jobs reach it in id order; a refill leaves newer ones to
+     * it: committed, they are in the store before their batch's callbacks
+     * run and while they wait in the FIFO (dispatch_activate_later). */
+    uint64_t activated_id;
     /* Store writes pending that take a job out of the due index after it
      * left the active set while the store still shows it queued or retrying
      * (expiry, cancel): a refill would load it again, so none runs meanwhile.

@@ -108,6 +108,9 @@ void dispatch_activate(daemon_t *d, const sched_job_t *tmpl, const sched_keys_t 
 {
     int rc;
 
+    if (tmpl->id > d->activated_id)
+        d->activated_id = tmpl->id;
+
     /* A paused job stays in the store; the resume brings it in, or a refill
      * records it expired when its time comes first. */
     if (sched_keys_paused(d->sched, keys->phone_number_id, keys->campaign)) {
@@ -1370,7 +1373,10 @@ static int refill_entry_cb(const queue_due_entry_t *e, void *arg)
         unreadable_job(d, e);
         goto consumed;
     }
-    if (sched_contains(d->sched, e->id))
+    /* A new job not activated yet (its batch's callbacks are to come, or
+     * it waits in the FIFO): its activation brings it in, a second load
+     * would put it in twice - sent or expired twice. */
+    if (e->id > d->activated_id || sched_contains(d->sched, e->id))
         goto consumed;
     if (e->state == QUEUE_STATE_SENDING) {
         /* Its request ended and its outcome is not durable yet (jobs in
@@ -1440,16 +1446,6 @@ static void refill(daemon_t *d)
     if (!(d->spill || d->spill_new) || d->stopping || d->settling != 0 ||
         jobs + REFILL_MIN > ACTIVE_SET_MAX)
         return;
-    /* Committed jobs on their way into memory (dispatch_activate_later)
-     * are in the store: the walk would load them, and the FIFO would then
-     * put them in again - a job sent or expired meanwhile went twice. */
-    if (d->act_first != NULL) {
-        dispatch_activate_pending(d);
-        jobs = sched_jobs(d->sched);
-        full = d->spill;
-        if (jobs + REFILL_MIN > ACTIVE_SET_MAX)
-            return;
-    }
     if (full) {
         d->paused_expiry = 0; /* this pass notes the paused jobs again */
         d->refill_due = 0;

@@ -873,6 +873,7 @@ int main(int argc, char **argv)
         goto out_loop;
     }
     d.spill = true; /* load what the store holds */
+    d.activated_id = queue_id_last(d.q);
     daemon_refresh_unfinished(&d);
     daemon_metrics_start(&d);
     dispatch_pump_soon(&d);

@@ -962,6 +962,11 @@ uint64_t queue_id_next(queue_t *q)
     return q->next_id++;
 }
 
+uint64_t queue_id_last(const queue_t *q)
+{
+    return q->next_id - 1;
+}
+
 /* --- Recovery ------------------------------------------------------------ */
 
 typedef struct recover_ctx {

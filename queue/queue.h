@@ -234,6 +234,8 @@ void queue_close(queue_t *q);
  * is only reserved in memory; it becomes durable with the batch that uses
  * it. */
 uint64_t queue_id_next(queue_t *q);
+/* The last id queue_id_next gave (at open: the largest the store knows). */
+uint64_t queue_id_last(const queue_t *q);
 
 /* What queue_recover does with the jobs it finds in state `sending`. */
 typedef struct queue_recover_options {
