@@ -276,6 +276,49 @@ static bool answer_ok(const cJSON *ans)
     return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ans, "ok"));
 }
 
+/*
+ * Gives every fractional number under `item` its shortest spelling that
+ * reads back as the same double, as a raw value. cJSON writes one that 15
+ * digits do not hold with 17, so a time the daemon sent as
+ * 4000003600.654321 came out as 4000003600.6543212: not the daemon's
+ * answer, and past the microsecond its times are given to.
+ */
+static void shortest_numbers(cJSON *item)
+{
+    cJSON *ch;
+
+    if (cJSON_IsNumber(item) && isfinite(item->valuedouble) &&
+        item->valuedouble != (double)item->valueint) {
+        char buf[32];
+        cJSON *raw;
+        for (int prec = 15; prec <= 17; prec++) {
+            snprintf(buf, sizeof(buf), "%.*g", prec, item->valuedouble);
+            if (strtod(buf, NULL) == item->valuedouble)
+                break;
+        }
+        raw = cJSON_CreateRaw(buf);
+        if (raw == NULL)
+            return; /* cJSON's own spelling then */
+        item->valuestring = raw->valuestring;
+        item->type = cJSON_Raw;
+        raw->valuestring = NULL;
+        cJSON_Delete(raw);
+        return;
+    }
+    cJSON_ArrayForEach(ch, item)
+    {
+        shortest_numbers(ch);
+    }
+}
+
+/* `item` as one compact JSON line (numbers as shortest_numbers spells
+ * them: `item` is changed); NULL without memory. Free with cJSON_free. */
+static char *json_line(cJSON *item)
+{
+    shortest_numbers(item);
+    return cJSON_PrintUnformatted(item);
+}
+
 /* Prints `ans` as one compact JSON line without its "id". */
 static void print_json(const cJSON *ans)
 {
@@ -285,7 +328,7 @@ static void print_json(const cJSON *ans)
     if (copy == NULL)
         return;
     cJSON_DeleteItemFromObjectCaseSensitive(copy, "id");
-    s = cJSON_PrintUnformatted(copy);
+    s = json_line(copy);
     if (s != NULL)
         puts(s);
     cJSON_free(s);
@@ -2329,7 +2372,7 @@ static int cmd_list(ctx_t *c, const opts_t *o)
             cJSON_ArrayForEach(j, jobs)
             {
                 if (c->json) {
-                    char *s = cJSON_PrintUnformatted(j);
+                    char *s = json_line(j);
                     puts(s ? s : "{}");
                     cJSON_free(s);
                 } else {
@@ -2546,7 +2589,7 @@ static int cmd_report(ctx_t *c, const opts_t *o)
                 cJSON_AddItemToObject(r, "error",
                                       has_e ? cJSON_Duplicate(e, 1) : cJSON_CreateNull());
                 cJSON_AddNumberToObject(r, "updatedAt", jnum(j, "updatedAt"));
-                s = cJSON_PrintUnformatted(r);
+                s = json_line(r);
                 fprintf(f, "%s\n", s ? s : "{}");
                 cJSON_free(s);
                 cJSON_Delete(r);

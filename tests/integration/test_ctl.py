@@ -1789,6 +1789,47 @@ def ctl_import_from_default(wd):
     api.stop()
 
 
+def ctl_json_numbers(wd):
+    """--json prints the daemon's numbers as it wrote them: a time of
+    fractional seconds came out with 17 digits (4000003600.654321 as
+    4000003600.6543212: cJSON's spelling when 15 digits do not hold it),
+    in status, list and report alike."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base).start()
+    cl = d.client()
+    a = cl.request({"op": "send", "type": "text", "campaign": "N", "notBefore": 4000000000.123456,
+                    "expiresAt": 4000003600.654321,
+                    "message": {"phoneNumberId": avp.SENDERS[0], "to": "+15550000001",
+                                "text": "x"}})
+    check(a["ok"], "submit: %s" % a)
+    job = a["job"]
+    raw = socket.socket(socket.AF_UNIX)
+    raw.connect(d.socket)
+    raw.sendall(b'{"op":"get","job":"%s"}\n' % job.encode())
+    answer = b""
+    while not answer.endswith(b"\n"):
+        chunk = raw.recv(1 << 16)
+        check(chunk, "the get was answered")
+        answer += chunk
+    raw.close()
+
+    def times(text, *keys):
+        return [re.search(r'"%s":([-0-9.eE+]+)' % k, text).group(1) for k in keys]
+
+    keys = ("createdAt", "updatedAt", "nextAttemptAt", "expiresAt")
+    want = times(answer.decode(), *keys)
+    check(want[2:] == ["4000000000.123456", "4000003600.654321"], "the daemon's get: %s" % answer)
+    for args in (("status", job), ("list", "--campaign", "N"), ("list", "--campaign", "N", "--all")):
+        p = ctl(d, "--json", *args)
+        check(p.returncode == 0 and times(p.stdout, *keys) == want,
+              "%s: %s, the daemon's %s" % (" ".join(args), p.stdout, want))
+    p = ctl(d, "report", "--campaign", "N", "--format", "jsonl")
+    check(p.returncode == 0 and times(p.stdout, "updatedAt") == want[1:2],
+          "report: %s, the daemon's %s" % (p.stdout, want[1]))
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metrics, ctl_usage, ctl_import_edges,
                                  ctl_import_long_lines, ctl_import_formats,
                                  ctl_output_gone, ctl_send_message,
@@ -1800,7 +1841,7 @@ CASES = {f.__name__: f for f in (ctl_campaign, ctl_import_queue_full, ctl_metric
                                  ctl_import_content_keys, ctl_import_directory,
                                  ctl_import_row_lines, ctl_error_text,
                                  ctl_status_times, ctl_stats_account_until,
-                                 ctl_import_from_default)}
+                                 ctl_import_from_default, ctl_json_numbers)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
