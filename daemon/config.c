@@ -287,7 +287,8 @@ static bool is_digits(const char *s)
 }
 
 /* A comma list of uids; an empty item ("0,,1", "0,") is an error, not
- * skipped: it is more likely a uid lost in editing. */
+ * skipped: it is more likely a uid lost in editing. -ENOSPC for more than
+ * CONFIG_MAX_UIDS. */
 static int parse_uids(config_t *c, const char *v)
 {
     char buf[CONFIG_MAX_LINE];
@@ -301,8 +302,10 @@ static int parse_uids(config_t *c, const char *v)
         if (next != NULL)
             *next++ = '\0';
         tok = trim(tok);
-        if (parse_long(tok, 0, (long)INT_MAX, &n) != 0 || c->n_allowed_uids == CONFIG_MAX_UIDS)
+        if (parse_long(tok, 0, (long)INT_MAX, &n) != 0)
             return -EINVAL;
+        if (c->n_allowed_uids == CONFIG_MAX_UIDS)
+            return -ENOSPC;
         c->allowed_uids[c->n_allowed_uids++] = (uid_t)n;
     }
     return 0;
@@ -448,8 +451,10 @@ static int apply_key(config_t *c, const char *k, const char *v, const char **why
         return 0;
     }
     if (strcmp(k, "allowed_uids") == 0) {
-        *why = "expected a comma list of numeric uids";
-        return parse_uids(c, v);
+        int r = parse_uids(c, v);
+        *why = r == -ENOSPC ? "too many uids (at most " BOUND_STR(CONFIG_MAX_UIDS) ")"
+                            : "expected a comma list of numeric uids";
+        return r == 0 ? 0 : -EINVAL;
     }
     if (strcmp(k, "disk_min_free_mb") == 0) {
         *why = "expected an integer in [0, 1048576]";

@@ -206,6 +206,31 @@ static void test_file_errors(void)
         config_free(&c);
     }
     {
+        /* One uid more than CONFIG_MAX_UIDS: the error names the bound
+         * (it said "expected a comma list of numeric uids" of a list that
+         * was one). */
+        config_t c;
+        char err[256] = "", text[CONFIG_MAX_UIDS * 8 + 32], *t = text;
+        const char *p;
+        int k;
+
+        t += sprintf(t, "allowed_uids = 0");
+        for (k = 1; k < CONFIG_MAX_UIDS; k++)
+            t += sprintf(t, ",%d", 1000 + k);
+        sprintf(t, "\n");
+        p = write_file("uids.conf", text);
+        CHECK_EQ(config_init(&c), 0);
+        CHECK_EQ(config_load_file(&c, p, err, sizeof(err)), 0);
+        CHECK_EQ(c.n_allowed_uids, CONFIG_MAX_UIDS);
+        config_free(&c);
+        sprintf(t, ",5\n");
+        p = write_file("uids.conf", text);
+        CHECK_EQ(config_init(&c), 0);
+        CHECK_EQ(config_load_file(&c, p, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "uids.conf:1: allowed_uids: too many uids (at most 64)") != NULL);
+        config_free(&c);
+    }
+    {
         config_t c;
         char err[256] = "";
         const char *p = write_file_n("nul.conf", "max_attempts = 3\0\n", 18);
