@@ -882,7 +882,17 @@ static void handle_cancel_retry(daemon_t *d, ipc_req_t *req, const ipc_request_t
         uint64_t id = job_id_parse(r->job);
         rc = id != 0 ? queue_job_get(d->q, id, &job) : QUEUE_ENOTFOUND;
     } else {
-        rc = queue_campaign_counts(d->q, r->campaign, counts);
+        bool empty;
+
+        rc = campaign_counts(d, r->campaign, counts, &empty);
+        if (rc == 0 && empty) {
+            /* Paused before its import: known, nothing to change. */
+            cJSON *f = cJSON_CreateObject();
+
+            jsonnum_add(f, cancel ? "cancelled" : "requeued", 0);
+            ipc_req_reply_ok(req, f);
+            return;
+        }
     }
     if (rc == QUEUE_ENOTFOUND) {
         ipc_req_reply_error(req, IPC_ERR_NOT_FOUND,

@@ -662,6 +662,16 @@ def ctl_import_edges(wd):
     a = cl.request({"op": "list", "campaign": "blnak"})
     check(a.get("ok") is True and a["jobs"] == [] and a["next"] is None,
           "list of a paused empty campaign: %s" % a)
+    # cancel and retry know it too: nothing to change (they said NOT_FOUND,
+    # so a script that paused, then cancelled before its import, failed).
+    a = cl.request({"op": "cancel", "campaign": "blnak"})
+    check(a.get("ok") is True and a.get("cancelled") == 0, "cancel of a paused empty campaign: %s"
+          % a)
+    a = cl.request({"op": "retry", "campaign": "blnak", "state": "failed"})
+    check(a.get("ok") is True and a.get("requeued") == 0, "retry of a paused empty campaign: %s"
+          % a)
+    p = ctl(d, "cancel", "--campaign", "blnak")
+    check(p.returncode == 0, "avenpingctl cancel of it: %d %s" % (p.returncode, p.stderr))
     check(ctl(d, "resume", "--campaign", "blnak").returncode == 0, "resume blnak")
     a = cl.request({"op": "campaign", "campaign": "blnak"})
     check(a.get("error") == "NOT_FOUND", "resumed and empty: unknown again: %s" % a)
