@@ -32,7 +32,9 @@
  *   socket. The poll is stopped lazily: a keep-alive connection is removed
  *   after every transfer and re-added for the next with the same events, and
  *   each uv_poll_stop/uv_poll_start pair costs epoll_ctl calls. If an event
- *   arrives while removed, the poll is stopped then and libcurl not called.
+ *   arrives while removed, the poll is stopped then and libcurl not called;
+ *   on an idle HTTP/1.x connection that is the server closing it, which
+ *   libcurl must see before it reuses it (sock_idle_readable).
  * - libcurl 7.88 closes a socket whose connect has not completed (a
  *   request cancelled or timed out while connecting) with close(2) instead
  *   of the close-socket callback (curl PR #11439, fixed in 8.2), and says
@@ -826,6 +828,40 @@ static void engine_drain(http_lane_t *lane)
 
 /* ------------------------------------------------------- libuv -> libcurl */
 
+/* Reads at most this much of what an idle connection's server sent
+ * (sock_idle_readable): a close is a few dozen bytes. */
+#define HTTP_IDLE_DRAIN_MAX (64 * 1024)
+
+/*
+ * An idle HTTP/1.x connection in libcurl's cache became readable. A server
+ * sends nothing before a request, so this is its close of the connection
+ * (its keep-alive timeout, a reload): over TLS a close_notify alert ahead
+ * of the FIN, or an answer to no request (a 408). libcurl 7.88 looks at a
+ * cached connection before it reuses it with a 1-byte MSG_PEEK, and bytes
+ * waiting read as "alive": over TLS it wrote the next request into the
+ * closed connection, which failed as maybe sent (`uncertain` under
+ * at-most-once) although the server never read it. What waits is read and
+ * dropped and the reading side shut, so that peek finds the end and
+ * libcurl closes the connection instead of reusing it.
+ */
+static void sock_idle_readable(http_sock_t *s)
+{
+    char buf[4096];
+    size_t total = 0;
+    ssize_t n;
+
+    if (!s->close_fd || !sock_is_ours(s))
+        return;
+    do {
+        n = recv(s->fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n > 0)
+            total += (size_t)n;
+    } while ((n > 0 && total < HTTP_IDLE_DRAIN_MAX) || (n < 0 && errno == EINTR));
+    if (n < 0 && total == 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return; /* nothing came after all */
+    shutdown(s->fd, SHUT_RD);
+}
+
 static void engine_timeout_cb(uv_timer_t *t)
 {
     http_lane_t *lane = t->data;
@@ -844,7 +880,11 @@ static void sock_poll_cb(uv_poll_t *p, int status, int events)
 
     if (s->removed) {
         /* libcurl is not interested (e.g. the peer closed an idle pooled
-         * connection): stop watching until it asks again. */
+         * connection): stop watching until it asks again. Over HTTP/2 a
+         * server may speak on an idle connection (PING, SETTINGS, GOAWAY),
+         * which libcurl reads itself when it next uses it. */
+        if (s->conn && (status < 0 || (events & UV_READABLE)) && !engine_h2(e))
+            sock_idle_readable(s);
         uv_poll_stop(p);
         s->events = 0;
         s->removed = false;
