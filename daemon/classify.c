@@ -560,13 +560,18 @@ void classify_answer(const http_result_t *res, classify_result_t *out)
      * v2 route answered - api_base names another server or path (a web
      * server's or a proxy's page), and every job would fail for good on
      * it. The v2 API's own 404 (NOT_FOUND: a missing template or media)
-     * stays its job's. */
-    if (res->status == 404 && !has_meta &&
+     * stays its job's. A 400 without it too: the API answers every 400
+     * with its envelope (VALIDATION_ERROR), a web server's 400 page is
+     * about the request line or the connection, not the job - above all
+     * an http:// api_base naming an https port ("The plain HTTP request
+     * was sent to HTTPS port"), which failed every job for good. */
+    if ((res->status == 404 || res->status == 400) && !has_meta &&
         !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(root, "success"))) {
         action = CLASSIFY_PAUSE_ACCOUNT;
-        copy_str(out->error.message, sizeof(out->error.message),
-                 "a 404 that is not the v2 API's error envelope: no v2 route answered; api_base "
-                 "must name the v2 API itself");
+        snprintf(out->error.message, sizeof(out->error.message),
+                 "a %d that is not the v2 API's error envelope: no v2 route answered%s; api_base "
+                 "must name the v2 API itself",
+                 res->status, res->status == 400 ? " (http:// for an https port?)" : "");
     }
     out->action = action;
     /* A 5xx that is not the API's own error envelope came from something in

@@ -179,6 +179,19 @@ static void test_status_classes(void)
     CHECK(strstr(c.error.message, "api_base") != NULL);
     c = answer(404, "", -1);
     CHECK_EQ(c.action, CLASSIFY_PAUSE_ACCOUNT);
+    /* So is a 400 without it: a web server's page (nginx's for http://
+     * sent to its https port), not a VALIDATION_ERROR of the job. */
+    c = answer(400,
+               "<html><head><title>400 The plain HTTP request was sent to HTTPS port</title>"
+               "</head></html>",
+               -1);
+    CHECK_EQ(c.action, CLASSIFY_PAUSE_ACCOUNT);
+    CHECK_STR(c.error.code, "HTTP_400");
+    CHECK(strstr(c.error.message, "https") != NULL && strstr(c.error.message, "api_base") != NULL);
+    c = answer(400, "", -1);
+    CHECK_EQ(c.action, CLASSIFY_PAUSE_ACCOUNT);
+    c = answer(400, "{\"success\":false,\"error\":\"SOMETHING_NEW\",\"message\":\"x\"}", -1);
+    CHECK_EQ(c.action, CLASSIFY_FAIL);
     c = answer(401, "{\"success\":false,\"error\":\"UNAUTHORIZED\",\"message\":\"x\"}", -1);
     CHECK_EQ(c.action, CLASSIFY_PAUSE_ACCOUNT);
     c = answer(403, "{\"success\":false,\"error\":\"PLAN_EXPIRED\",\"message\":\"x\"}", -1);
