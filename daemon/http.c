@@ -731,6 +731,21 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
                      strerror(e->poll_errno));
             res.detail = r->errbuf;
         }
+        /* libcurl says "Failed to resolve host 'H' with timeout after 0 ms"
+         * when the request's whole request_timeout_ms ran out before it
+         * came to the lookup: it waited for a connection (over HTTP/2
+         * behind one being set up, PIPEWAIT, whose connect or TLS handshake
+         * never completed). No lookup failed, so the text must not send an
+         * operator after DNS. */
+        if (rc == CURLE_OPERATION_TIMEDOUT && r->sends == 0 &&
+            strncmp(r->errbuf, "Failed to resolve ", 18) == 0 &&
+            strstr(r->errbuf, " with timeout after ") != NULL) {
+            snprintf(r->errbuf, sizeof(r->errbuf),
+                     "no connection within request_timeout_ms (%ld ms): connect or TLS "
+                     "handshake not completing",
+                     e->timeout_ms);
+            res.detail = r->errbuf;
+        }
         if (res.error == HTTP_ENOTSENT && engine_h2(e) && r->sends > 0 && reqsize > 0 &&
             !r->reconnect)
             res.detail = "HTTP/2 stream refused by the server each time it was sent "

@@ -19,6 +19,13 @@ Case:
               into those connections: under at-most-once none may become
               `uncertain` (7 to 15 of 100 did per burst: libcurl took the
               alert waiting in a cached connection for a live connection).
+  h2_connect_wait
+              http2 = yes against an address that takes TCP connections and
+              never accepts them (no TLS handshake): the requests waiting for
+              that connection (PIPEWAIT) run out of request_timeout_ms before
+              libcurl's lookup, which it reported as "Failed to resolve host
+              '127.0.0.1' with timeout after 0 ms" (the account's reason too):
+              no lookup failed. They count as not sent, none uncertain.
 """
 import collections
 import os
@@ -142,7 +149,32 @@ def h1_idle_close(wd):
     api.stop()
 
 
-CASES = {f.__name__: f for f in (h2_goaway, h1_idle_close)}
+def h2_connect_wait(wd):
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(64)  # never accepted: the TLS handshake never starts
+    d = avp.Daemon(wd, "https://127.0.0.1:%d" % ls.getsockname()[1],
+                   {"delivery": "at-most-once", "http2": "yes", "max_inflight": 8,
+                    "connect_timeout_ms": 300, "request_timeout_ms": 1000}).start()
+    cl = d.client()
+    ids = avp.submit_all(d, [avp.text_job(i) for i in range(20)])
+    st = avp.wait_for(lambda: (lambda s: s if s["account"]["state"] == "paused" else None)(
+        cl.stats()), 60, "the account paused as unreachable")
+    errors = [st["account"]["reason"]]
+    for job in ids:
+        j = cl.request({"op": "get", "job": job})["job"]
+        check(j["state"] in ("queued", "retrying", "sending"), "not sent, retried: %s" % j)
+        if j["lastError"]:
+            check(j["lastError"]["code"] == "CONNECT_ERROR", "not sent: %s" % j["lastError"])
+            errors.append(j["lastError"]["message"])
+    check(not [e for e in errors if "resolve" in e], "no lookup blamed: %s" % errors)
+    check("API unreachable" in errors[0], "paused as unreachable: %s" % errors[0])
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    ls.close()
+
+
+CASES = {f.__name__: f for f in (h2_goaway, h1_idle_close, h2_connect_wait)}
 
 if __name__ == "__main__":
     case = CASES.get(sys.argv[1]) if len(sys.argv) == 2 else None
