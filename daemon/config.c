@@ -959,8 +959,26 @@ int config_token_load(const config_t *c, char **token, char *err, size_t err_siz
     return -ENOENT;
 }
 
+/* Whether `f` holds a PEM certificate: a line that begins one, as
+ * OpenSSL's reader (libcurl's CAINFO) looks for. */
+static bool has_pem_certificate(FILE *f)
+{
+    static const char *const begins[] = {"-----BEGIN CERTIFICATE-----",
+                                         "-----BEGIN TRUSTED CERTIFICATE-----",
+                                         "-----BEGIN X509 CERTIFICATE-----"};
+    char line[256];
+
+    while (fgets(line, sizeof(line), f) != NULL) {
+        for (size_t i = 0; i < sizeof(begins) / sizeof(begins[0]); i++)
+            if (strncmp(line, begins[i], strlen(begins[i])) == 0)
+                return true;
+    }
+    return false;
+}
+
 int config_ca_file_check(const config_t *c, char *err, size_t err_size)
 {
+    const char *cfg = c->config_file ? c->config_file : "config";
     int rc = 0;
     FILE *f;
 
@@ -968,12 +986,20 @@ int config_ca_file_check(const config_t *c, char *err, size_t err_size)
         return 0;
     f = open_regular(c->ca_file, &rc);
     if (f == NULL) {
-        set_err(err, err_size, "%s: ca_file %s: %s", c->config_file ? c->config_file : "config",
-                c->ca_file, rc == -ENOTSUP ? "not a regular file" : strerror(-rc));
+        set_err(err, err_size, "%s: ca_file %s: %s", cfg, c->ca_file,
+                rc == -ENOTSUP ? "not a regular file" : strerror(-rc));
         return rc;
     }
+    /* An empty file or one of another kind (a key, DER) passed the start,
+     * and every connect failed with "error setting certificate file". */
+    if (!has_pem_certificate(f)) {
+        rc = ferror(f) ? -EIO : -EINVAL;
+        set_err(err, err_size, "%s: ca_file %s: %s", cfg, c->ca_file,
+                rc == -EIO ? strerror(EIO)
+                           : "no PEM certificate in it (a \"-----BEGIN CERTIFICATE-----\" line)");
+    }
     fclose(f);
-    return 0;
+    return rc;
 }
 
 double config_rate_for(const config_t *c, const char *phone_number_id)

@@ -121,8 +121,9 @@ int config_flags_apply(config_t *c, const config_flags_t *f, char *err, size_t e
 int config_token_load(const config_t *c, char **token, char *err, size_t err_size);
 
 /* Checks that ca_file, when set, is a regular file this process can read
- * (libcurl reads it at every TLS connect: a missing one fails every send).
- * Returns 0, or -errno / -ENOTSUP with "FILE: ca_file PATH: problem" in
+ * with a PEM certificate in it (libcurl reads it at every TLS connect: a
+ * missing or empty one fails every send). Returns 0, or -errno / -ENOTSUP
+ * / -EINVAL (no certificate) with "FILE: ca_file PATH: problem" in
  * err. Run at start, after the token: an example config with every key
  * uncommented still gets as far as the token. */
 int config_ca_file_check(const config_t *c, char *err, size_t err_size);

@@ -612,7 +612,8 @@ static void test_apply_live(void)
     config_free(&b);
 }
 
-/* ca_file: missing or not a file is refused, naming file, key and path. */
+/* ca_file: missing, not a file or without a PEM certificate is refused,
+ * naming file, key and path. */
 static void test_ca_file(void)
 {
     config_t c;
@@ -632,11 +633,23 @@ static void test_ca_file(void)
     CHECK_EQ(config_ca_file_check(&c, err, sizeof(err)), -EISDIR);
     CHECK(strstr(err, "ca_file /: Is a directory") != NULL);
     config_free(&c);
-    snprintf(text, sizeof(text), "ca_file = %s\n", write_file("ca.pem", "pem\n"));
+    snprintf(text, sizeof(text), "ca_file = %s\n",
+             write_file("ca.pem", "# bundle\n-----BEGIN CERTIFICATE-----\nMIIB\n"
+                                  "-----END CERTIFICATE-----\n"));
     CHECK_EQ(config_init(&c), 0);
     CHECK_EQ(config_load_file(&c, write_file("ca.conf", text), err, sizeof(err)), 0);
     CHECK_EQ(config_ca_file_check(&c, err, sizeof(err)), 0);
     config_free(&c);
+    /* Empty, or not a certificate: every TLS connect would fail. */
+    for (int i = 0; i < 2; i++) {
+        snprintf(text, sizeof(text), "ca_file = %s\n",
+                 write_file("ca.pem", i == 0 ? "" : "-----BEGIN PRIVATE KEY-----\nMIIB\n"));
+        CHECK_EQ(config_init(&c), 0);
+        CHECK_EQ(config_load_file(&c, write_file("ca.conf", text), err, sizeof(err)), 0);
+        CHECK_EQ(config_ca_file_check(&c, err, sizeof(err)), -EINVAL);
+        CHECK(strstr(err, "ca.pem: no PEM certificate in it") != NULL);
+        config_free(&c);
+    }
 }
 
 int main(int argc, char **argv)
