@@ -132,12 +132,12 @@ size_t http_engine_inflight(const http_engine_t *e);
  * with the load and closes keep-alive connections that the next burst must
  * open again), and over HTTP/2 one connection may carry that many streams
  * (the server's SETTINGS_MAX_CONCURRENT_STREAMS still caps it; beyond it
- * libcurl opens another connection). 0 or negative: libcurl's defaults.
- * Over HTTP/1.x (no HTTP/2 offered, no max_host_connections) the connections
- * are split over ceil(n / 32) multi handles, at most 16 ("lanes"; added,
- * never removed): libcurl walks a handle's whole connection cache on every
- * request, so one handle's cost per request grows with n. Errors:
- * HTTP_EINVAL (NULL or closing engine), -ENOMEM, HTTP_ECURL.
+ * libcurl 7.88 opens more connections, up to one per request over it while
+ * they are being set up, and keeps them: docs/config.md, http2). 0 or
+ * negative: libcurl's defaults. Over HTTP/1.x (no HTTP/2 offered, no max_host_connections) the
+ * connections are split over ceil(n / 32) multi handles, at most 16 ("lanes"; added, never
+ * removed): libcurl walks a handle's whole connection cache on every request, so one handle's cost
+ * per request grows with n. Errors: HTTP_EINVAL (NULL or closing engine), -ENOMEM, HTTP_ECURL.
  */
 int http_engine_set_concurrency(http_engine_t *e, long n);
 
