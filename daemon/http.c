@@ -746,6 +746,14 @@ static void req_complete(http_engine_t *e, http_req_t *r, CURLcode rc)
                      e->timeout_ms);
             res.detail = r->errbuf;
         }
+        /* OpenSSL's "wrong version number" in the handshake: what came back
+         * was no TLS record, most often a plain HTTP answer; OpenSSL's text
+         * alone does not say so. */
+        if (rc == CURLE_SSL_CONNECT_ERROR && r->sends == 0 &&
+            strstr(r->errbuf, "wrong version number") != NULL) {
+            res.detail = "TLS handshake: wrong version number, the server does not speak TLS "
+                         "there (an https:// api_base naming a plain http port?)";
+        }
         if (res.error == HTTP_ENOTSENT && engine_h2(e) && r->sends > 0 && reqsize > 0 &&
             !r->reconnect)
             res.detail = "HTTP/2 stream refused by the server each time it was sent "

@@ -26,13 +26,20 @@ Case:
               libcurl's lookup, which it reported as "Failed to resolve host
               '127.0.0.1' with timeout after 0 ms" (the account's reason too):
               no lookup failed. They count as not sent, none uncertain.
+  https_to_plain
+              an https:// api_base naming a plain HTTP server's port: the
+              account pauses as unreachable, and the reason says that the
+              server does not speak TLS there (OpenSSL's "wrong version
+              number" alone was all it said); no job fails or is uncertain.
 """
 import collections
 import os
 import shutil
 import socket
+import socketserver
 import subprocess
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
@@ -174,7 +181,40 @@ def h2_connect_wait(wd):
     ls.close()
 
 
-CASES = {f.__name__: f for f in (h2_goaway, h1_idle_close, h2_connect_wait)}
+class PlainHTTP(socketserver.BaseRequestHandler):
+    """What a plain HTTP server says to a TLS ClientHello (the fake API
+    sometimes closes without a word instead)."""
+
+    def handle(self):
+        self.request.recv(4096)
+        self.request.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+                             b"Connection: close\r\n\r\n")
+
+
+def https_to_plain(wd):
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), PlainHTTP)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    d = avp.Daemon(wd, "https://127.0.0.1:%d" % srv.server_address[1],
+                   {"delivery": "at-most-once"}).start()
+    cl = d.client()
+    ids = avp.submit_all(d, [avp.text_job(i) for i in range(20)])
+    st = avp.wait_for(lambda: (lambda s: s if s["account"]["state"] == "paused" else None)(
+        cl.stats()), 60, "the account paused as unreachable")
+    reason = st["account"]["reason"]
+    check("does not speak TLS" in reason and "plain http" in reason,
+          "the reason names the scheme: %s" % reason)
+    job = cl.request({"op": "get", "job": ids[0]})["job"]
+    check(job["lastError"]["code"] == "CONNECT_ERROR" and "does not speak TLS" in
+          job["lastError"]["message"], "the job's lastError too: %s" % job["lastError"])
+    check(st["counts"]["failed"] == 0 and st["counts"]["uncertain"] == 0, "%s" % st["counts"])
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    srv.shutdown()
+    srv.server_close()
+
+
+CASES = {f.__name__: f for f in (h2_goaway, h1_idle_close, h2_connect_wait, https_to_plain)}
 
 if __name__ == "__main__":
     case = CASES.get(sys.argv[1]) if len(sys.argv) == 2 else None
