@@ -568,6 +568,7 @@ void classify_answer(const http_result_t *res, classify_result_t *out)
     if ((res->status == 404 || res->status == 400) && !has_meta &&
         !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(root, "success"))) {
         action = CLASSIFY_PAUSE_ACCOUNT;
+        out->bare_page = true;
         snprintf(out->error.message, sizeof(out->error.message),
                  "a %d that is not the v2 API's error envelope: no v2 route answered%s; api_base "
                  "must name the v2 API itself",

@@ -33,6 +33,9 @@ typedef struct classify_result {
                                  maintenance), not only the job; no attempt counts */
     bool needs_operator;      /* CLASSIFY_PAUSE_ACCOUNT that no probe can clear (Meta 0, 190:
                                  Meta's side of the account; GET /v2/me still answers 200) */
+    bool bare_page;           /* CLASSIFY_PAUSE_ACCOUNT for a 400 or 404 without the v2 API's
+                                 error envelope (a web server's page: api_base names something
+                                 else) */
     double min_delay;         /* seconds the retry must wait at least (Retry-After, ...); 0 */
     queue_error_info_t error; /* filled for everything but CLASSIFY_SENT */
     char wamid[QUEUE_MAX_WAMID_LEN]; /* CLASSIFY_SENT: data.messages[0].id or "" */

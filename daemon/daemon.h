@@ -227,6 +227,9 @@ typedef struct daemon {
      * tell: not served): one job at a time goes until a send's answer
      * shows the account's checks pass. */
     bool account_trial;
+    /* The probe that started the trial got the v2 API's success envelope
+     * from GET /v2/me: api_base names the API itself. */
+    bool probe_envelope;
     char throttle_reason[160];
 
     /* stderr is the journal's stream (daemon_log_init): lines carry an

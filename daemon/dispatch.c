@@ -452,6 +452,20 @@ static bool probe_cannot_judge(const http_result_t *res, const classify_result_t
     return c->action != CLASSIFY_PAUSE_ACCOUNT;
 }
 
+/* The v2 API's success envelope ({"success": true, ...}) in a 2xx. */
+static bool answer_is_envelope(const http_result_t *res)
+{
+    cJSON *root;
+    bool yes;
+
+    if (res->error != 0 || res->status < 200 || res->status >= 300 || res->body == NULL)
+        return false;
+    root = cJSON_ParseWithLength(res->body, res->body_len);
+    yes = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "success"));
+    cJSON_Delete(root);
+    return yes;
+}
+
 static void probe_done(const http_result_t *res, void *arg)
 {
     daemon_t *d = arg;
@@ -492,6 +506,7 @@ static void probe_done(const http_result_t *res, void *arg)
              c.error.status, c.error.code, c.error.message);
     sched_account_pause(d->sched, false, NULL);
     d->account_trial = true;
+    d->probe_envelope = answer_is_envelope(res);
     d->probe_failures++; /* kept if the account pauses again soon */
     d->account_resumed_at = daemon_now();
     d->spill = true; /* jobs left in the store while paused */
@@ -876,6 +891,22 @@ static void on_http_done(const http_result_t *res, void *arg)
     if (res->error == 0) {
         d->not_sent_run = 0; /* the API answered */
         d->last_answer = uv_hrtime();
+        /* A web server's 400 or 404 page pauses the account (api_base names
+         * something else), but the trial's probe just got the v2 API's own
+         * envelope from GET /v2/me: api_base is right, and the page is about
+         * this request (a filter in front of the API refusing it, a route
+         * missing for a while). The job retries with its backoff, counting
+         * attempts, and the account resumes: paused again without an
+         * attempt, the job would be the next trial again, and the account
+         * would stay paused for ever. */
+        if (c.bare_page && d->account_trial && d->probe_envelope) {
+            c.action = CLASSIFY_RETRY;
+            c.bare_page = false;
+            snprintf(c.error.message, sizeof(c.error.message),
+                     "a %d that is not the v2 API's error envelope, for this request alone "
+                     "(GET /v2/me answered the v2 API's own): retried",
+                     res->status);
+        }
         /* The first send after a probe's resume got past the account's
          * checks: all of the jobs may go again. */
         if (d->account_trial && c.action != CLASSIFY_PAUSE_ACCOUNT) {

@@ -1034,6 +1034,33 @@ def bare_404_pauses(wd):
     api.stop()
 
 
+def bare_400_one_request(wd):
+    """A web server's 400 page for one request alone (a filter in front of
+    the API refusing its body) pauses the account like any bare page, but
+    the probe's GET /v2/me gets the v2 API's own envelope, so the page is
+    that request's: at its trial it is retried, attempts counted, and the
+    others go on; it fails once its attempts are used up. Before, it went
+    back as the trial's send at every probe, no attempt counted, and the
+    account stayed paused for ever."""
+    api = avp.FakeAPI(wd)
+    api.control(rules=[{"to": "16760000012", "status": 400, "times": 1000,
+                        "body": "<html><body>400 Bad Request</body></html>"}])
+    d = avp.Daemon(wd, api.base, {"backoff_base_ms": 200, "backoff_max_ms": 400}).start()
+    cl = d.client()
+    ids = submit_all(d, [avp.text_job(1, to="+16760000012", maxAttempts=3)] +
+                     [avp.text_job(i, to="+1676000010%d" % i) for i in range(2, 6)])
+    st = wait_all_final(cl, 30)
+    poison = cl.request({"op": "get", "job": ids[0]})["job"]
+    check(poison["state"] == "failed" and poison["lastError"]["status"] == 400
+          and "this request alone" in poison["lastError"]["message"],
+          "the refused request failed: %s" % poison)
+    check(st["counts"]["sent"] == 4 and st["account"]["state"] == "ok",
+          "the others sent, the account not paused: %s %s" % (st["counts"], st["account"]))
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def cancel_campaign_counts(wd):
     """A campaign cancel while the campaign sends: the answer counts every
     job it cancelled, and no job of the campaign is picked once the cancel
@@ -2172,7 +2199,7 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  cancel_answer_during_walk, cancel_walk_stop,
                                  pair_refund_unposted, pair_refund_cancelled, cancel_walk_retry_pending,
                                  operator_pause_over_unreachable,
-                                 bare_404_pauses, retry_waits_for_pair,
+                                 bare_404_pauses, bare_400_one_request, retry_waits_for_pair,
                                  token_rotated_probes_now, account_probe_without_me,
                                  account_probe_capped)}
 
