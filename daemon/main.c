@@ -186,7 +186,7 @@ static void begin_stop(daemon_t *d, const char *why)
         /* A second signal (Ctrl-C twice, systemctl kill) asks for now: the
          * requests still in flight are cancelled as at the timeout. */
         if (!d->stop_finishing) {
-            dlog(d, CONFIG_LOG_WARN, "%s again: cancelling the %zu requests in flight", why,
+            dlog(d, CONFIG_LOG_WARN, "%s again: cancelling the requests in flight (%zu)", why,
                  http_pool_inflight(d->http));
             daemon_finish_stop(d);
         } else if (!d->closing) {
@@ -201,7 +201,7 @@ static void begin_stop(daemon_t *d, const char *why)
         return;
     }
     d->stopping = true;
-    dlog(d, CONFIG_LOG_INFO, "%s: stopping (%zu requests in flight)", why,
+    dlog(d, CONFIG_LOG_INFO, "%s: stopping (requests in flight: %zu)", why,
          http_pool_inflight(d->http));
     /* EXTEND_TIMEOUT_USEC only ever lengthens TimeoutStopSec=, never
      * shortens it. */
