@@ -3027,7 +3027,8 @@ static void main_usage(FILE *f)
         fprintf(f, "  %s\n", commands[i].usage);
     fputs("\nThe socket defaults to $AVENPING_SOCKET, else " IPC_CLIENT_DEFAULT_SOCKET ".\n"
           "Exit status: 0 success, 1 a request failed, 2 usage error.\n"
-          "avenpingctl COMMAND --help describes one command; see also avenpingctl(1).\n",
+          "avenpingctl COMMAND --help describes one command, avenpingctl --version prints\n"
+          "this program's version; see also avenpingctl(1).\n",
           f);
 }
 
