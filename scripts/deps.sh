@@ -4,7 +4,7 @@
 # --extra adds the tools of the CI's lint/fuzz/valgrind steps (clang with
 # libclang-rt-14-dev, which holds libFuzzer; valgrind) and the servers of the
 # tests that skip without them (nginx with the echo module and openssl:
-# integration.tls.h2_goaway, bench.smoke). --bench adds the
+# integration.tls.*, bench.smoke). --bench adds the
 # benchmarks' tools: nginx with the echo module as the static v2 stub, wrk and
 # h2load for the HTTP ceilings, openssl for the stub's certificate, perf for
 # profiling. The plain test suite needs neither (those two tests skip).
