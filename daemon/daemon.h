@@ -99,14 +99,14 @@ typedef struct daemon_stats {
 /* A `watch` stream and its filter (NULL: every campaign). */
 /* events.c: a job's state change rendered for the watch streams when it
  * is recorded and sent once the change is durable (daemon_event_job_new).
- * `settle` is dispatch.c's (see daemon_t.settling). */
+ * `settle_id` is dispatch.c's (see daemon_t.settling). */
 typedef struct daemon_event {
     struct daemon *d;
     struct daemon_event *prev, *next; /* daemon_t.events_pending */
-    bool settle;
-    char *campaign; /* NULL: none; points into data */
-    size_t len;     /* of the line at data */
-    char data[];    /* the line, then the campaign's name with its NUL */
+    uint64_t settle_id;               /* 0: none */
+    char *campaign;                   /* NULL: none; points into data */
+    size_t len;                       /* of the line at data */
+    char data[];                      /* the line, then the campaign's name with its NUL */
 } daemon_event_t;
 
 typedef struct daemon_watcher {
@@ -157,12 +157,16 @@ typedef struct daemon {
      * it: committed, they are in the store before their batch's callbacks
      * run and while they wait in the FIFO (dispatch_activate_later). */
     uint64_t activated_id;
-    /* Store writes pending that take a job out of the due index after it
-     * left the active set while the store still shows it queued or retrying
-     * (expiry, cancel): a refill would load it again, so none runs meanwhile.
-     * Outcomes after a request need no such hold: the store shows those jobs
-     * `sending`, which a refill skips. */
-    size_t settling;
+    /* The jobs with store writes pending that take them out of the due
+     * index after they left the active set while the store still shows them
+     * queued or retrying (expiry, cancel): a refill would load them again,
+     * so it skips them (dispatch_settle_begin). An id counts once per write
+     * (open addressing, id 0: a free slot). Outcomes after a request need
+     * no such entry: the store shows those jobs `sending`, which a refill
+     * skips. `settling_untracked`: such writes whose id found no room in
+     * the set; no refill runs while there are any. */
+    struct daemon_settle_slot *settling;
+    size_t settling_cap, settling_n, settling_untracked;
     double paused_expiry; /* earliest expiresAt of a paused job left in the store; 0: none */
     /* dispatch.c: attempts whose `sending` is durable, waiting for one of
      * the max_inflight request slots, in FIFO order (at most
@@ -290,6 +294,14 @@ int dispatch_activate_later(daemon_t *d, const sched_job_t *tmpl, const sched_ke
 void dispatch_activate_pending(daemon_t *d);
 /* Drops the jobs dispatch_activate_later holds (they stay in the store). */
 void dispatch_pending_free(daemon_t *d);
+/* A store write that takes job `id` out of the due index (an expiry, a
+ * cancel) is queued for a job that left the active set (or never was
+ * there): until dispatch_settle_end with the same id, refills leave the
+ * job alone. Each begin is ended once, when the write has its result. */
+void dispatch_settle_begin(daemon_t *d, uint64_t id);
+void dispatch_settle_end(daemon_t *d, uint64_t id);
+/* Frees the set of dispatch_settle_begin. */
+void dispatch_settle_free(daemon_t *d);
 /* Loads the stored pauses into the scheduler (start-up). */
 int dispatch_load_pauses(daemon_t *d);
 /* Applies an operator's pause or resume (kind: queue_pause_kind_t) in memory

@@ -279,13 +279,118 @@ typedef struct attempt {
     struct attempt *next; /* in d->post_head's FIFO */
 } attempt_t;
 
+/* --- jobs settling ------------------------------------------------------- */
+
+struct daemon_settle_slot {
+    uint64_t id; /* 0: free */
+    uint32_t n;  /* writes pending */
+};
+
+#define SETTLE_CAP_MIN 64
+
+static size_t settle_slot(size_t cap, uint64_t id)
+{
+    return (size_t)((id * 0x9e3779b97f4a7c15ull) >> 20) & (cap - 1);
+}
+
+/* The slot of `id`, or the free slot where it would go. */
+static struct daemon_settle_slot *settle_find(const daemon_t *d, uint64_t id)
+{
+    size_t i = settle_slot(d->settling_cap, id);
+
+    while (d->settling[i].id != 0 && d->settling[i].id != id)
+        i = (i + 1) & (d->settling_cap - 1);
+    return &d->settling[i];
+}
+
+static bool settle_has(const daemon_t *d, uint64_t id)
+{
+    return d->settling_n > 0 && settle_find(d, id)->id == id;
+}
+
+static int settle_grow(daemon_t *d)
+{
+    struct daemon_settle_slot *old = d->settling;
+    size_t cap = d->settling_cap, ncap = cap ? cap * 2 : SETTLE_CAP_MIN;
+
+    d->settling = calloc(ncap, sizeof(*d->settling));
+    if (d->settling == NULL) {
+        d->settling = old;
+        return -ENOMEM;
+    }
+    d->settling_cap = ncap;
+    for (size_t i = 0; i < cap; i++)
+        if (old[i].id != 0)
+            *settle_find(d, old[i].id) = old[i];
+    free(old);
+    return 0;
+}
+
+void dispatch_settle_begin(daemon_t *d, uint64_t id)
+{
+    struct daemon_settle_slot *sl;
+
+    if ((d->settling_n + 1) * 2 > d->settling_cap && settle_grow(d) != 0) {
+        d->settling_untracked++; /* no refill until it ends */
+        return;
+    }
+    sl = settle_find(d, id);
+    if (sl->id == 0) {
+        sl->id = id;
+        d->settling_n++;
+    }
+    sl->n++;
+}
+
+void dispatch_settle_end(daemon_t *d, uint64_t id)
+{
+    struct daemon_settle_slot *sl;
+    size_t i, j, k;
+
+    if (!settle_has(d, id)) {
+        if (d->settling_untracked > 0)
+            d->settling_untracked--;
+        goto done;
+    }
+    sl = settle_find(d, id);
+    if (--sl->n > 0)
+        return;
+    /* Deleted by shifting back the entries of its probe run behind it. */
+    i = (size_t)(sl - d->settling);
+    d->settling[i].id = 0;
+    d->settling_n--;
+    for (j = (i + 1) & (d->settling_cap - 1); d->settling[j].id != 0;
+         j = (j + 1) & (d->settling_cap - 1)) {
+        k = settle_slot(d->settling_cap, d->settling[j].id);
+        if ((j > i && (k <= i || k > j)) || (j < i && k <= i && k > j)) {
+            d->settling[i] = d->settling[j];
+            d->settling[j].id = 0;
+            i = j;
+        }
+    }
+done:
+    if (d->spill || d->spill_new)
+        dispatch_pump_soon(d); /* a refill may have waited */
+}
+
+void dispatch_settle_free(daemon_t *d)
+{
+    free(d->settling);
+    d->settling = NULL;
+    d->settling_cap = d->settling_n = d->settling_untracked = 0;
+}
+
+typedef struct settle_arg {
+    daemon_t *d;
+    uint64_t id;
+} settle_arg_t;
+
 static void settled_cb(void *arg)
 {
-    daemon_t *d = arg;
+    settle_arg_t *s = arg;
 
-    d->settling--;
-    if (d->settling == 0 && (d->spill || d->spill_new))
-        dispatch_pump_soon(d); /* a refill may have waited */
+    dispatch_settle_end(s->d, s->id);
+    free(s);
 }
 
 /* A recorded state change is durable: its watch event goes out, then a
@@ -294,17 +399,17 @@ static void recorded_cb(void *arg)
 {
     daemon_event_t *ev = arg;
     daemon_t *d = ev->d;
-    bool settle = ev->settle;
+    uint64_t settle_id = ev->settle_id;
 
     daemon_event_send(d, ev);
-    if (settle)
-        settled_cb(d);
+    if (settle_id != 0)
+        dispatch_settle_end(d, settle_id);
 }
 
 /* Records a state change. `settle`: the job left the active set while the
- * store shows it queued or retrying; no refill runs until this is durable
- * (see daemon_t.settling). Watchers hear of it once it is durable: a
- * `sent` they saw is never lost by a crash (and so never sent again). */
+ * store shows it queued or retrying; refills leave it alone until this is
+ * durable (see daemon_t.settling). Watchers hear of it once it is durable:
+ * a `sent` they saw is never lost by a crash (and so never sent again). */
 static void record_ex(daemon_t *d, uint64_t id, int state, uint16_t attempts, double due,
                       const char *wamid, const queue_error_info_t *err, bool settle,
                       uint8_t set_flags)
@@ -312,6 +417,7 @@ static void record_ex(daemon_t *d, uint64_t id, int state, uint16_t attempts, do
     /* A send's event carries no error. */
     daemon_event_t *ev =
         daemon_event_job_new(d, id, state, wamid, state == QUEUE_STATE_SENT ? NULL : err);
+    settle_arg_t *sa = NULL;
     queue_update_t u;
     int rc;
 
@@ -325,15 +431,19 @@ static void record_ex(daemon_t *d, uint64_t id, int state, uint16_t attempts, do
     u.wamid = wamid;
     u.last_error = err;
     if (ev != NULL) {
-        ev->settle = settle;
+        ev->settle_id = settle ? id : 0;
         rc = commit_add_update_cb(d->commit, &u, recorded_cb, ev);
+    } else if (settle && (sa = malloc(sizeof(*sa))) != NULL) {
+        sa->d = d;
+        sa->id = id;
+        rc = commit_add_update_cb(d->commit, &u, settled_cb, sa);
     } else {
-        rc = settle ? commit_add_update_cb(d->commit, &u, settled_cb, d)
-                    : commit_add_update(d->commit, &u);
+        rc = settle ? -ENOMEM : commit_add_update(d->commit, &u);
     }
     if (rc == 0 && settle)
-        d->settling++;
+        dispatch_settle_begin(d, id);
     if (rc != 0) {
+        free(sa);
         daemon_event_free(d, ev);
         dlog(d, CONFIG_LOG_ERROR, "job %llu: state change to %s not recorded: %s",
              (unsigned long long)id, queue_state_name(state), queue_strerror(rc));
@@ -1364,7 +1474,10 @@ static int refill_pred_cb(const queue_due_entry_t *e, void *arg)
      * again. Its outcome may be a retry (its sender was paused and the job
      * evicted with the later ones of its key, say), so the job being
      * loaded waits for the next pass, when the store shows the outcome. */
-    if (e->state == QUEUE_STATE_SENDING) {
+    /* Likewise one whose expiry or cancel is not durable yet: it leaves
+     * the due index then, or, a cancel not applied after all, a refill
+     * brings it in first. */
+    if (e->state == QUEUE_STATE_SENDING || settle_has(r->d, e->id)) {
         r->pred_finishing = true;
         return 1;
     }
@@ -1408,6 +1521,11 @@ static int refill_entry_cb(const queue_due_entry_t *e, void *arg)
      * it waits in the FIFO): its activation brings it in, a second load
      * would put it in twice - sent or expired twice. */
     if (e->id > d->activated_id || sched_contains(d->sched, e->id))
+        goto consumed;
+    /* It left memory and its expiry or cancel is not durable yet: loaded
+     * again, it would be sent or expired twice. A cancel not applied after
+     * all asks for a full pass (handlers.c: bulk_result_cb). */
+    if (settle_has(d, e->id))
         goto consumed;
     if (e->state == QUEUE_STATE_SENDING) {
         /* Its request ended and its outcome is not durable yet (jobs in
@@ -1459,8 +1577,11 @@ consumed:
  * REFILL_CHUNK per call. A job the active set let go whose new state is not
  * durable yet is still in the due index and must not be loaded again: after
  * a request the store shows it `sending` (skipped here); after an expiry or
- * a cancel it does not, so no refill runs while one of those is pending
- * (d->settling). Paused jobs stay in the store.
+ * a cancel it does not, so its id is in d->settling until then (skipped
+ * here too, and a job of its key behind it waits for the next pass).
+ * Waiting for no write to be pending at all, as before, could wait for ever
+ * under a steady stream of expiries or cancels and slow commits. Paused
+ * jobs stay in the store.
  *
  * `spill` walks from the start of the due index; `spill_new` alone (new jobs
  * that did not fit, all due after the cursor) walks from the cursor, so a
@@ -1474,7 +1595,7 @@ static void refill(daemon_t *d)
     bool full = d->spill;
     int rc;
 
-    if (!(d->spill || d->spill_new) || d->stopping || d->settling != 0 ||
+    if (!(d->spill || d->spill_new) || d->stopping || d->settling_untracked != 0 ||
         jobs + REFILL_MIN > ACTIVE_SET_MAX)
         return;
     if (full) {

@@ -601,7 +601,7 @@ static void bulk_result_cb(int rc, int result, void *arg)
     if (rc != 0 && b->err == 0)
         b->err = rc;
     if (!op->mark && b->to_state == QUEUE_STATE_CANCELLED)
-        b->d->settling--; /* see bulk_add */
+        dispatch_settle_end(b->d, op->id); /* see bulk_add */
     if (op->mark) {
         /* Not counted. QUEUE_ESTATE: the job's attempt ended before the
          * mark committed (it needs none), or its `sending` record was not
@@ -661,9 +661,9 @@ static int bulk_add(bulk_t *b, const queue_update_t *u, const char *campaign)
     }
     b->pending++;
     /* A cancelled job left the active set but stays in the due index until
-     * this commits: no refill until then (dispatch.c). */
+     * this commits: refills leave it alone until then (dispatch.c). */
     if (b->to_state == QUEUE_STATE_CANCELLED && !op->mark)
-        b->d->settling++;
+        dispatch_settle_begin(b->d, u->id);
     return 0;
 }
 

@@ -904,6 +904,7 @@ out_loop:
     daemon_watchers_close(&d);
     sched_free(d.sched);
     dispatch_pending_free(&d);
+    dispatch_settle_free(&d);
     curl_global_cleanup();
 out:
     queue_close(d.q);

@@ -2182,6 +2182,54 @@ def account_probe_capped(wd):
     api.stop()
 
 
+def refill_during_expiries(wd):
+    """A store that holds jobs the active set does not (it is full) gets
+    them loaded once room frees up, also while jobs of the active set keep
+    expiring and the commits are slow: a refill waited until no expiry or
+    cancel was pending, which with a steady stream of them and commits
+    slower than the gap between two (here 400 expiries/s, 300 ms commits)
+    never happened, so the spilled jobs waited as long as the stream went
+    on."""
+    n_fill, n_exp, n_spill, spread = 100000, 12000, 100, 30.0
+    faults = avp.Faults(wd)
+    api = avp.FakeAPI(wd)
+    # The fill's sender has almost no rate: its jobs wait in memory until
+    # they expire (or for ever); the spilled jobs' sender has the default.
+    d = avp.Daemon(wd, api.base, {"rate.1000003": 0.001, "pair_rate_interval_ms": 0},
+                   env=faults.env()).start()
+    cl = d.client()
+
+    def fill(i, **extra):
+        return avp.text_job(i, sender="1000003", to="+1678%07d" % i, campaign="fill", **extra)
+
+    # 10 more than fit: the store holds jobs the active set does not.
+    jobs = [fill(i) for i in range(n_fill - n_exp + 10)]
+    start = time.time() + 8
+    jobs += [fill(i + 10, expiresAt=start + spread * (i - n_fill + n_exp) / n_exp)
+             for i in range(n_fill - n_exp, n_fill)]
+    for k in range(0, len(jobs), 10000):
+        check(all(a.get("ok") for a in cl.pipeline(jobs[k:k + 10000])), "fill acknowledged")
+    wait_for(lambda: cl.stats()["active"] >= n_fill - 1, 60, "the active set full")
+    # Same campaign (over 1,000 jobs in memory: no reserve), another sender.
+    ids = submit_all(d, [avp.text_job(n_fill + i, sender="1000001", to="+1679%07d" % i,
+                                      campaign="fill") for i in range(n_spill)])
+    check(cl.stats()["active"] <= n_fill, "the new jobs stay in the store")
+    check(time.time() < start, "set up before the first expiry (took too long)")
+    faults.set("sync SLOW 150")
+    # 5,000 places (REFILL_MIN) are free 12.5 s after the first expiry; the
+    # last expires at 30 s.
+    sent = wait_for(lambda: (lambda s: s if s.get("1000001", {}).get("accepted", 0) >= n_spill
+                             else None)(api.stats()["senders"]),
+                    start + spread - 5 - time.time(), "the spilled jobs sent while expiries go on")
+    check(cl.stats()["counts"]["expired"] < n_exp, "expiries still going on: %s" % sent)
+    faults.set("off")
+    for job in ids[:3] + ids[-3:]:
+        job_in_state(cl, job, "sent", 20, "spilled job %s sent" % job)
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connection_limit, retry_past_expiry,
                                    cancel_inflight, cancel_inflight_restart, resume_lifts_throttle,
                                    pair_refund, retry_after_on_5xx,
@@ -2201,7 +2249,7 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  operator_pause_over_unreachable,
                                  bare_404_pauses, bare_400_one_request, retry_waits_for_pair,
                                  token_rotated_probes_now, account_probe_without_me,
-                                 account_probe_capped)}
+                                 account_probe_capped, refill_during_expiries)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
