@@ -129,6 +129,10 @@ typedef struct daemon {
     uv_timer_t stop_timer; /* bound on in-flight requests at shutdown */
     uv_timer_t probe;      /* account breaker: next GET /v2/me while the account is paused */
     unsigned probe_failures;
+    /* Bumped by each token change, as the HTTP engines take it (main.c:
+     * swap_token): a send's answer is judged against the token it carried
+     * (dispatch.c). */
+    unsigned token_gen;
     /* Requests in a row that got no HTTP answer (never left: connect, DNS,
      * TLS handshake; or a reset or timeout after they left), no answer
      * between: DISPATCH_UNREACHABLE_AFTER of them pause the

@@ -276,6 +276,7 @@ typedef struct attempt {
     char *body;
     size_t len;
     uint64_t posted;      /* uv_hrtime() when its request started */
+    unsigned token_gen;   /* d->token_gen when its request started */
     struct attempt *next; /* in d->post_head's FIFO */
 } attempt_t;
 
@@ -982,6 +983,7 @@ static void on_http_done(const http_result_t *res, void *arg)
     unsigned max_attempts;
     double now = daemon_now(), delay;
     uint64_t posted = a->posted;
+    bool old_token = a->token_gen != d->token_gen;
 
     free(a->body);
     free(a);
@@ -1060,8 +1062,12 @@ static void on_http_done(const http_result_t *res, void *arg)
         sched_job_finish(d->sched, job);
         break;
     case CLASSIFY_PAUSE_ACCOUNT:
-        /* Never the job's fault: it waits, first of its key, for the resume. */
-        pause_account(d, &c);
+        /* Never the job's fault: it waits, first of its key, for the resume.
+         * A 401 to a token replaced since (SIGHUP) says nothing of the new
+         * one: the job goes again with it, the account is not paused (it
+         * was, until the next probe, also right after a probe's resume). */
+        if (!old_token || (c.error.status != 401 && strcmp(c.error.code, "UNAUTHORIZED") != 0))
+            pause_account(d, &c);
         retry_job(d, job, &c, now, false);
         break;
     case CLASSIFY_PAUSE_SENDER:
@@ -1250,6 +1256,7 @@ static void post(daemon_t *d, attempt_t *a, sched_job_t *job)
         return;
     }
     a->posted = uv_hrtime();
+    a->token_gen = d->token_gen;
     rc = http_pool_post(d->http, a->path, a->body, a->len, on_http_done, a);
 
     if (rc != 0) {

@@ -294,6 +294,7 @@ static bool swap_token(daemon_t *d, char *token)
         free(token);
         return false;
     }
+    d->token_gen++; /* requests posted from now on carry the new token */
     explicit_bzero(d->token, strlen(d->token));
     free(d->token);
     d->token = token;

@@ -1505,6 +1505,40 @@ def token_rotated_probes_now(wd):
     api.stop()
 
 
+def token_rotated_stale_401(wd):
+    """The token is regenerated (the old one revoked at once) while a send
+    is in flight with it; the operator writes the new token and sends
+    SIGHUP before its 401 comes back. That 401 is the old token's: the job
+    goes again with the new one and the account is not paused. It was: the
+    stale 401 paused the account until the next probe (2-4 s here; after a
+    probe's resume it paused it again and the probes backed off further)."""
+    api = avp.FakeAPI(wd)
+    # A pause would wait 2-4 s for its first probe.
+    d = avp.Daemon(wd, api.base, {"backoff_base_ms": 4000, "backoff_max_ms": 600000}).start()
+    cl = d.client()
+    # The 401 is decided when the request arrives and answered 3 s later.
+    api.control(tokens=["new-token"], latency_ms=3000)
+    j = submit_all(d, [avp.text_job(1, sender=avp.SENDERS[0])])[0]
+    wait_for(lambda: api.stats()["by_status"].get("401", 0) >= 1, 10,
+             "the send with the old token at the API")
+    with open(d.token_file, "w") as f:
+        f.write("new-token\n")
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "applied: token" in d.stderr(), 10, "the reload")
+    check(cl.request({"op": "get", "job": j})["job"]["attempts"] == 1,
+          "the old token's 401 not answered yet at the reload")
+    api.control(latency_ms=0)  # the retry's answer at once
+    sent = wait_for(lambda: (lambda x: x if x["state"] == "sent" else None)(
+        cl.request({"op": "get", "job": j})["job"]), 20, "the job sent with the new token")
+    check(sent["lastError"] is None, "sent: %s" % sent)
+    check("all sending paused" not in d.stderr(), "the stale 401 did not pause the account")
+    check(api.stats()["by_status"].get("401", 0) == 1, "no probe with the old token, no other 401")
+    check(len(api.sends()) == 1, "sent once: %d" % len(api.sends()))
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def operator_pause_over_unreachable(wd):
     """An answer that needs an operator (Meta 190) arriving while the account
     is paused as unreachable takes over that pause: all sending waits for the
@@ -2249,7 +2283,8 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  operator_pause_over_unreachable,
                                  bare_404_pauses, bare_400_one_request, retry_waits_for_pair,
                                  token_rotated_probes_now, account_probe_without_me,
-                                 account_probe_capped, refill_during_expiries)}
+                                 account_probe_capped, refill_during_expiries,
+                                 token_rotated_stale_401)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
