@@ -118,7 +118,7 @@ static int classify_meta(long code, classify_result_t *out)
     if (code == 131049)
         return CLASSIFY_RESCHEDULE_DAY;
     if (IN(code, meta_maintenance)) {
-        out->min_delay = 60;
+        out->min_delay = CLASSIFY_MAINTENANCE_S;
         out->hold_sender = true;
         return CLASSIFY_RETRY;
     }

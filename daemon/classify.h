@@ -23,14 +23,19 @@ typedef enum classify_action {
     CLASSIFY_RESCHEDULE_DAY,   /* 131049: once, not before 24 h, then fail */
 } classify_action_t;
 
+/* A sender's first wait in maintenance (131057, 2494100), seconds: the
+ * daemon's own, doubled while the maintenance lasts (sched_sender_hold). */
+#define CLASSIFY_MAINTENANCE_S 60.0
+
 typedef struct classify_result {
     int action;               /* classify_action_t */
     bool maybe_sent;          /* a transport failure after the request may have left */
     bool not_sent;            /* a transport failure (or a cancel) before the request left:
                                  retry freely */
     bool hold_sender;         /* CLASSIFY_RETRY of a sender in maintenance (131057, 2494100):
-                                 the sender waits min_delay (doubling while it stays in
-                                 maintenance), not only the job; no attempt counts */
+                                 the sender waits CLASSIFY_MAINTENANCE_S (doubling while
+                                 it stays in maintenance) or min_delay when longer, not
+                                 only the job; no attempt counts */
     bool needs_operator;      /* CLASSIFY_PAUSE_ACCOUNT that no probe can clear (Meta 0, 190:
                                  Meta's side of the account; GET /v2/me still answers 200) */
     bool bare_page;           /* CLASSIFY_PAUSE_ACCOUNT for a 400 or 404 without the v2 API's

@@ -1147,8 +1147,8 @@ static void on_http_done(const http_result_t *res, void *arg)
          * maxAttempts waits failed every job that walked into it. The
          * job's wait is the hold, so a resume of the sender lets it go. */
         if (c.hold_sender) {
-            double until =
-                sched_sender_hold(d->sched, job, now, c.min_delay, "sender in maintenance");
+            double until = sched_sender_hold(d->sched, job, now, CLASSIFY_MAINTENANCE_S,
+                                             c.min_delay, "sender in maintenance");
             job->marks |= DAEMON_JOB_HELD;
             retry_job(d, job, &c, until, false);
             break;

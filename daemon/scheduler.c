@@ -2380,7 +2380,8 @@ void sched_sender_throttled(sched_t *s, sched_job_t *j, double now, double hold)
     }
 }
 
-double sched_sender_hold(sched_t *s, sched_job_t *j, double now, double base, const char *reason)
+double sched_sender_hold(sched_t *s, sched_job_t *j, double now, double base, double at_least,
+                         const char *reason)
 {
     sched_sender_t *sd = j->sender;
     double until;
@@ -2392,7 +2393,8 @@ double sched_sender_hold(sched_t *s, sched_job_t *j, double now, double base, co
      * ended says the cause is still there. */
     if (now >= sd->hold_until && sd->hold_strikes < SCHED_HOLD_STRIKES_MAX)
         sd->hold_strikes++;
-    until = now + ldexp(base, (int)(sd->hold_strikes > 0 ? sd->hold_strikes - 1 : 0));
+    until =
+        now + fmax(ldexp(base, (int)(sd->hold_strikes > 0 ? sd->hold_strikes - 1 : 0)), at_least);
     if (until > sd->hold_until) {
         sd->hold_until = until;
         set_reason(&sd->hold_reason, reason);

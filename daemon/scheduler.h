@@ -237,11 +237,14 @@ void sched_sender_throttled(sched_t *s, sched_job_t *job, double now, double hol
 /* The sender of `job` is in maintenance (131057, 2494100): it sends nothing
  * for `base` seconds, doubled for each such hold in a row (an answer to a
  * request sent after the previous hold ended, with no success between; at
- * most 2^(SCHED_HOLD_STRIKES_MAX-1) times `base`). Answers to requests
- * already in flight when a hold began do not lengthen it. A success or an
- * operator's resume of the sender starts the count over. `reason` is shown
- * in stats while the hold lasts. Returns the hold's end. */
-double sched_sender_hold(sched_t *s, sched_job_t *job, double now, double base, const char *reason);
+ * most 2^(SCHED_HOLD_STRIKES_MAX-1) times `base`), or for `at_least`
+ * seconds when that is longer (the answer's Retry-After: honoured as given,
+ * never doubled). Answers to requests already in flight when a hold began
+ * do not lengthen it. A success or an operator's resume of the sender
+ * starts the count over. `reason` is shown in stats while the hold lasts.
+ * Returns the hold's end. */
+double sched_sender_hold(sched_t *s, sched_job_t *job, double now, double base, double at_least,
+                         const char *reason);
 
 /* The pair of `job` hit Meta's pair limit (131056): the pair sends nothing
  * for 4^X seconds (X = 0, 1, 2 ... for consecutive hits), or `at_least`

@@ -909,7 +909,7 @@ static void test_hold_reason(void)
     add(s, 1, 0, 1, "a");
     j = sched_next(s, 10, NULL);
     CHECK(j != NULL);
-    CHECK(fabs(sched_sender_hold(s, j, 10, 60, "sender in maintenance") - 70) < 1e-9);
+    CHECK(fabs(sched_sender_hold(s, j, 10, 60, 60, "sender in maintenance") - 70) < 1e-9);
     sched_job_retry(s, j, 70);
     CHECK(sender_info(s, "a", 20).paused);
     CHECK_STR(sender_info(s, "a", 20).reason, "sender in maintenance");
@@ -931,7 +931,7 @@ static void hold_next(sched_t *s, double at, double now, double until)
     CHECK(j != NULL);
     if (j == NULL)
         return;
-    CHECK(fabs(sched_sender_hold(s, j, now, 60, "m") - until) < 1e-9);
+    CHECK(fabs(sched_sender_hold(s, j, now, 60, 60, "m") - until) < 1e-9);
     sched_job_retry(s, j, until);
 }
 
@@ -948,9 +948,9 @@ static void test_hold_escalates(void)
     j = sched_next(s, 10, NULL);
     k = sched_next(s, 10, NULL);
     CHECK(j != NULL && k != NULL);
-    CHECK(fabs(sched_sender_hold(s, j, 10, 60, "m") - 70) < 1e-9);
+    CHECK(fabs(sched_sender_hold(s, j, 10, 60, 60, "m") - 70) < 1e-9);
     /* k was in flight when the hold began: the same hold, not doubled. */
-    CHECK(fabs(sched_sender_hold(s, k, 10.5, 60, "m") - 70.5) < 1e-9);
+    CHECK(fabs(sched_sender_hold(s, k, 10.5, 60, 60, "m") - 70.5) < 1e-9);
     sched_job_retry(s, j, 70.5);
     sched_job_retry(s, k, 70.5);
     CHECK(sched_next(s, 70.4, NULL) == NULL);
@@ -968,6 +968,36 @@ static void test_hold_escalates(void)
     hold_next(s, 1452, 1452, 1572);
     CHECK_EQ(sched_sender_pause(s, "a", false, NULL), 0);
     hold_next(s, 1572, 1572, 1632);
+    sched_free(s);
+}
+
+/* A Retry-After longer than the maintenance wait is honoured as given,
+ * hold after hold: only the daemon's own wait doubles (a Retry-After of an
+ * hour grew to 8 hours). */
+static void test_hold_retry_after(void)
+{
+    sched_t *s = make(0, 100, 100, 100);
+    sched_job_t *j;
+    double at = 10, until;
+
+    add(s, 1, 0, 1, "a");
+    for (int i = 0; i < SCHED_HOLD_STRIKES_MAX + 1; i++) {
+        j = sched_next(s, at, NULL);
+        CHECK(j != NULL);
+        if (j == NULL)
+            break;
+        until = sched_sender_hold(s, j, at, 60, 3600, "m");
+        CHECK(fabs(until - (at + 3600)) < 1e-9);
+        sched_job_retry(s, j, until);
+        at = until;
+    }
+    /* A shorter one: the doubled wait once that is longer. */
+    CHECK_EQ(sched_sender_pause(s, "a", false, NULL), 0); /* starts over */
+    j = sched_next(s, at, NULL);
+    CHECK(j != NULL);
+    CHECK(fabs(sched_sender_hold(s, j, at, 60, 90, "m") - (at + 90)) < 1e-9);
+    sched_job_retry(s, j, at + 90);
+    hold_next(s, at + 90, at + 90, at + 90 + 120);
     sched_free(s);
 }
 
@@ -1464,6 +1494,7 @@ int main(int argc, char **argv)
         {"adaptive_rate", test_adaptive_rate},
         {"hold_reason", test_hold_reason},
         {"hold_escalates", test_hold_escalates},
+        {"hold_retry_after", test_hold_retry_after},
         {"pauses", test_pauses},
         {"campaign_hold", test_campaign_hold},
         {"expiry", test_expiry},
