@@ -1349,6 +1349,14 @@ static void on_sending_durable(void *arg)
     post(d, a, job);
 }
 
+/* A job just picked cannot start its attempt now (out of memory, a read
+ * error): its pick's pair send goes back, and it is due again in a second. */
+static void unpicked_later(daemon_t *d, sched_job_t *job, double now)
+{
+    sched_pair_refund(d->sched, job, now);
+    retry_later(d, job, now + 1);
+}
+
 /* Starts one attempt of `job`: records it as `sending`, and sends once that
  * is durable. Jobs past their expiry or gone from the store leave the
  * active set instead. The body is read through *rd, the pump's reader,
@@ -1367,7 +1375,7 @@ static void dispatch(daemon_t *d, sched_job_t *job, double now, queue_reader_t *
     }
     a = calloc(1, sizeof(*a));
     if (a == NULL) {
-        retry_later(d, job, now + 1);
+        unpicked_later(d, job, now);
         return;
     }
     a->d = d;
@@ -1377,7 +1385,10 @@ static void dispatch(daemon_t *d, sched_job_t *job, double now, queue_reader_t *
     if (rc == 0)
         rc = queue_reader_body(*rd, job->id, &a->body, &a->len);
     if (rc == QUEUE_ENOTFOUND || path == NULL) {
-        /* Purged, or a type this version cannot route: nothing to send. */
+        /* Purged, or a type this version cannot route: nothing to send
+         * (its pick's pair send goes back). */
+        sched_pair_refund(d->sched, job, now);
+        free(a->body);
         free(a);
         sched_job_finish(d->sched, job);
         return;
@@ -1386,7 +1397,7 @@ static void dispatch(daemon_t *d, sched_job_t *job, double now, queue_reader_t *
         dlog(d, CONFIG_LOG_ERROR, "job %llu: reading its body: %s", (unsigned long long)job->id,
              queue_strerror(rc));
         free(a);
-        retry_later(d, job, now + 1);
+        unpicked_later(d, job, now);
         return;
     }
     job->attempts++;
@@ -1401,7 +1412,7 @@ static void dispatch(daemon_t *d, sched_job_t *job, double now, queue_reader_t *
         job->attempts--;
         free(a->body);
         free(a);
-        retry_later(d, job, now + 1);
+        unpicked_later(d, job, now);
         return;
     }
     job->user = a;

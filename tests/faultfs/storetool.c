@@ -10,6 +10,7 @@
  *                                         index entries that name it
  *   avp-storetool bad-done-key DIR        add a 15-byte key to the retention index
  *   avp-storetool drop-due DIR ID         delete job ID's due index entry
+ *   avp-storetool drop-body DIR ID        delete job ID's body, leaving its record
  *
  * Run it only while no daemon has DIR open.
  */
@@ -88,7 +89,7 @@ static int run(const char *cmd, const char *dir, const char *db, char **args)
     } else {
         be64_put(kb, strtoull(args[0], NULL, 10));
         k = (MDB_val){8, kb};
-        if (strcmp(cmd, "drop-record") == 0) {
+        if (strcmp(cmd, "drop-record") == 0 || strcmp(cmd, "drop-body") == 0) {
             rc = mdb_del(txn, dbi, &k, NULL);
         } else if ((rc = mdb_get(txn, dbi, &k, &v)) == 0) {
             unsigned char *copy = malloc(v.mv_size);
@@ -118,12 +119,14 @@ int main(int argc, char **argv)
         int nargs;
     } cmds[] = {{"set-schema", "meta", 1},     {"schema", "meta", 0},
                 {"record-version", "jobs", 2}, {"drop-record", "jobs", 1},
-                {"bad-done-key", "done", 0},   {"drop-due", "due", 1}};
+                {"bad-done-key", "done", 0},   {"drop-due", "due", 1},
+                {"drop-body", "bodies", 1}};
 
     for (size_t i = 0; argc >= 3 && i < sizeof(cmds) / sizeof(cmds[0]); i++)
         if (strcmp(argv[1], cmds[i].cmd) == 0 && argc == 3 + cmds[i].nargs)
             return run(cmds[i].cmd, argv[2], cmds[i].db, argv + 3);
     fprintf(stderr, "usage: avp-storetool set-schema DIR N | schema DIR | record-version DIR ID N"
-                    " | drop-record DIR ID | bad-done-key DIR | drop-due DIR ID\n");
+                    " | drop-record DIR ID | bad-done-key DIR | drop-due DIR ID"
+                    " | drop-body DIR ID\n");
     return 2;
 }

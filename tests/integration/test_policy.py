@@ -14,6 +14,7 @@ import http.server
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -2018,6 +2019,39 @@ def pair_refund_cancelled(wd):
     api.stop()
 
 
+def pair_refund_no_body(wd):
+    """A job picked whose body cannot be found in the store (damaged: its
+    record is there, its body is not) is not sent: it gives its
+    recipient's pair back the send its pick took, so a job of another
+    order key to that recipient goes at once. Before, it kept the send,
+    and that job waited the pair's whole interval (60 s here)."""
+    api = avp.FakeAPI(wd)
+    cfg = {"pair_rate_interval_ms": 60000, "pair_burst": 1}
+    d = avp.Daemon(wd, api.base, cfg).start()
+    cl = d.client()
+    to = "+16790000000"
+    check(cl.request({"op": "pause", "phoneNumberId": "1000001"}).get("ok") is True, "pause")
+    lost = submit_all(d, [avp.text_job(1, sender="1000001", to=to, orderKey="a")])[0]
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    r = subprocess.run([avp.STORETOOL, "drop-body", d.state_dir, lost], capture_output=True,
+                       text=True)
+    check(r.returncode == 0, "body dropped: %s" % r.stderr)
+    d = avp.Daemon(wd, api.base, cfg).start()
+    cl = d.client()
+    check(cl.request({"op": "resume", "phoneNumberId": "1000001"}).get("ok") is True, "resume")
+    wait_for(lambda: cl.stats()["active"] == 0, 10, "the job without a body picked and dropped")
+    t0 = time.time()
+    submit_all(d, [avp.text_job(2, sender="1000001", to=to, orderKey="b")])
+    wait_for(lambda: any(avp.marker(s) == "job-2" for s in api.sends()), 15,
+             "the next job to the recipient sent at once, not a pair interval later")
+    print("sent %.2f s after its submit" % (time.time() - t0))
+    check(len(api.sends()) == 1, "the job without a body never sent: %d" % len(api.sends()))
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def cancel_walk_retry_pending(wd):
     """A campaign cancel walks queued, then retrying, then sending jobs, a
     page per commit. A job answered (a 500) just before the cancel, whose
@@ -2284,7 +2318,7 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  bare_404_pauses, bare_400_one_request, retry_waits_for_pair,
                                  token_rotated_probes_now, account_probe_without_me,
                                  account_probe_capped, refill_during_expiries,
-                                 token_rotated_stale_401)}
+                                 token_rotated_stale_401, pair_refund_no_body)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
