@@ -2272,11 +2272,12 @@ def refill_during_expiries(wd):
 
     # 10 more than fit: the store holds jobs the active set does not.
     jobs = [fill(i) for i in range(n_fill - n_exp + 10)]
-    start = time.time() + 8
-    jobs += [fill(i + 10, expiresAt=start + spread * (i - n_fill + n_exp) / n_exp)
-             for i in range(n_fill - n_exp, n_fill)]
     for k in range(0, len(jobs), 10000):
         check(all(a.get("ok") for a in cl.pipeline(jobs[k:k + 10000])), "fill acknowledged")
+    start = time.time() + 5
+    jobs = [fill(i + 10, expiresAt=start + spread * (i - n_fill + n_exp) / n_exp)
+            for i in range(n_fill - n_exp, n_fill)]
+    check(all(a.get("ok") for a in cl.pipeline(jobs)), "expiring fill acknowledged")
     wait_for(lambda: cl.stats()["active"] >= n_fill - 1, 60, "the active set full")
     # Same campaign (over 1,000 jobs in memory: no reserve), another sender.
     ids = submit_all(d, [avp.text_job(n_fill + i, sender="1000001", to="+1679%07d" % i,
