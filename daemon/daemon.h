@@ -238,6 +238,7 @@ typedef struct daemon {
     /* The probe that started the trial got the v2 API's success envelope
      * from GET /v2/me: api_base names the API itself. */
     bool probe_envelope;
+    unsigned probe_token_gen; /* token_gen of the probe in flight */
     char throttle_reason[160];
 
     /* stderr is the journal's stream (daemon_log_init): lines carry an

@@ -602,6 +602,12 @@ static void probe_done(const http_result_t *res, void *arg)
      * at each probe. It costs a resume one round trip. */
     ok = res->error == 0 && res->status >= 200 && res->status < 300;
     if (!ok && !probe_cannot_judge(res, &c)) {
+        if (d->probe_token_gen != d->token_gen) {
+            /* It went with the token a reload replaced (which found it in
+             * flight): the new one is probed now, not a backoff later. */
+            uv_timer_start(&d->probe, probe_cb, 0, 0);
+            return;
+        }
         d->probe_failures++;
         dlog(d, CONFIG_LOG_DEBUG, "account probe: %d %s", c.error.status, c.error.code);
         probe_schedule(d);
@@ -638,6 +644,7 @@ static void probe_cb(uv_timer_t *t)
         return;
     }
     d->probing = true;
+    d->probe_token_gen = d->token_gen;
 }
 
 void dispatch_token_changed(daemon_t *d)
@@ -645,8 +652,8 @@ void dispatch_token_changed(daemon_t *d)
     if (d->stopping || d->closing || sched_account_reason(d->sched) == NULL || d->account_operator)
         return;
     d->probe_failures = 0;
-    /* A probe in flight went with the old token: its answer schedules the
-     * next one a first backoff away. */
+    /* A probe in flight went with the old token: a failure it answers
+     * probes the new one at once (probe_done). */
     if (d->probing)
         return;
     dlog(d, CONFIG_LOG_INFO, "new token: probing GET /v2/me now");

@@ -42,6 +42,7 @@ typedef enum fake_account {
 /* The runtime switches; each one also settable through POST /_fake/control. */
 typedef struct fake_config {
     long latency_ms;       /* delay of every answer to a send route */
+    long me_latency_ms;    /* delay of every answer to GET /v2/me (control only) */
     double fail_rate;      /* probability of a 500 with fail_meta_code */
     long fail_meta_code;   /* default 131000 */
     double rate_limit;     /* sends/s per phoneNumberId, burst the same; 0 = off */

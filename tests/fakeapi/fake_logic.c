@@ -813,9 +813,10 @@ static int handle_api(fake_server_t *s, const fake_request_t *rq, fake_answer_t 
             route = send_routes[i].path;
             kind = send_routes[i].kind;
         }
-    if (route) {
+    bool me = strcmp(rq->method, "GET") == 0 && strcmp(rq->path, "/v2/me") == 0;
+    if (route || me) {
         pthread_mutex_lock(&s->lock);
-        ans->delay_ms = s->cfg.latency_ms;
+        ans->delay_ms = route ? s->cfg.latency_ms : s->cfg.me_latency_ms;
         pthread_mutex_unlock(&s->lock);
     }
 
@@ -824,7 +825,7 @@ static int handle_api(fake_server_t *s, const fake_request_t *rq, fake_answer_t 
         return rc < 0 ? rc : 0;
     if (route)
         return handle_send(s, rq, route, kind, ans);
-    if (strcmp(rq->method, "GET") == 0 && strcmp(rq->path, "/v2/me") == 0)
+    if (me)
         return handle_me(s, ans);
     return answer_error(s, ans, 404, "NOT_FOUND", "Route not found", -1);
 }
@@ -844,6 +845,7 @@ enum {
     P_ACCOUNT = 1 << 9,
     P_RULES = 1 << 10,
     P_TOKENS = 1 << 11,
+    P_ME_LATENCY = 1 << 12,
 };
 
 /* A parsed POST /_fake/control body: the fields in `set`, applied at once under the lock. */
@@ -1000,6 +1002,11 @@ static const char *patch_parse(const cJSON *doc, patch_t *p)
                 return "latency_ms must be an integer in 0..600000";
             p->cfg.latency_ms = (long)v;
             p->set |= P_LATENCY;
+        } else if (strcmp(k, "me_latency_ms") == 0) {
+            if (!num_in(f, 0, FAKE_MAX_LATENCY_MS, true, &v))
+                return "me_latency_ms must be an integer in 0..600000";
+            p->cfg.me_latency_ms = (long)v;
+            p->set |= P_ME_LATENCY;
         } else if (strcmp(k, "fail_rate") == 0) {
             if (!num_in(f, 0, 1, false, &p->cfg.fail_rate))
                 return "fail_rate must be in 0..1";
@@ -1099,6 +1106,8 @@ static void patch_apply(fake_server_t *s, patch_t *p)
     fake_config_t *c = &s->cfg;
     if (p->set & P_LATENCY)
         c->latency_ms = p->cfg.latency_ms;
+    if (p->set & P_ME_LATENCY)
+        c->me_latency_ms = p->cfg.me_latency_ms;
     if (p->set & P_FAIL_RATE)
         c->fail_rate = p->cfg.fail_rate;
     if (p->set & P_FAIL_CODE)

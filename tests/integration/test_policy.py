@@ -1476,6 +1476,19 @@ def account_needs_operator(wd):
     api.stop()
 
 
+def token_revoked_paused(wd, backoff_base_ms):
+    """The API accepts only "new-token"; one job's send with the daemon's
+    token paused the account. Returns (api, daemon, client, job id)."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"backoff_base_ms": backoff_base_ms,
+                                  "backoff_max_ms": 600000}).start()
+    cl = d.client()
+    api.control(tokens=["new-token"])
+    j = submit_all(d, [avp.text_job(1, sender=avp.SENDERS[0])])[0]
+    wait_for(lambda: cl.stats()["account"]["state"] == "paused", 10, "the 401 paused the account")
+    return api, d, cl, j
+
+
 def token_rotated_probes_now(wd):
     """The token is regenerated in the dashboard (the old one is revoked at
     once): the 401 pauses the account; the operator writes the new token
@@ -1483,13 +1496,8 @@ def token_rotated_probes_now(wd):
     resumes, instead of waiting for the next backed-off probe (seconds
     here; up to backoff_max_ms, ten minutes by default, after a long
     outage)."""
-    api = avp.FakeAPI(wd)
     # Probes after a pause: 2-4 s, then 4-8 s (equal jitter of 4 s, 8 s).
-    d = avp.Daemon(wd, api.base, {"backoff_base_ms": 4000, "backoff_max_ms": 600000}).start()
-    cl = d.client()
-    api.control(tokens=["new-token"])
-    j = submit_all(d, [avp.text_job(1, sender=avp.SENDERS[0])])[0]
-    wait_for(lambda: cl.stats()["account"]["state"] == "paused", 10, "the 401 paused the account")
+    api, d, cl, j = token_revoked_paused(wd, 4000)
     wait_for(lambda: api.stats()["by_status"].get("401", 0) >= 2, 10, "the first probe's 401")
     with open(d.token_file, "w") as f:
         f.write("new-token\n")
@@ -1501,6 +1509,35 @@ def token_rotated_probes_now(wd):
     check(took < 2.5, "resumed at the reload, not at the next probe: %.1f s after SIGHUP" % took)
     check(cl.stats()["account"]["state"] == "ok", "the account ok again")
     check(len(api.sends()) == 1, "sent once: %d" % len(api.sends()))
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
+def token_rotated_probe_in_flight(wd):
+    """A reload brings the new token while a probe with the old one is in
+    flight: that probe's 401 is the old token's, and the new one is probed
+    at once. It waited a first backoff (10-20 s here), as after any failed
+    probe."""
+    api, d, cl, j = token_revoked_paused(wd, 20000)
+    # A token that is still wrong: the reload probes it at once, and the
+    # API holds that probe's 401 for 3 s.
+    api.control(me_latency_ms=3000)
+    with open(d.token_file, "w") as f:
+        f.write("still-wrong\n")
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: api.stats()["by_status"].get("401", 0) >= 2, 10, "the probe at the API")
+    with open(d.token_file, "w") as f:
+        f.write("new-token\n")
+    t0 = time.monotonic()
+    d.proc.send_signal(signal.SIGHUP)
+    api.control(me_latency_ms=0)
+    wait_for(lambda: cl.request({"op": "get", "job": j})["job"]["state"] == "sent", 40,
+             "the job sent with the new token")
+    took = time.monotonic() - t0
+    check(took < 8, "probed again at the stale 401, not a backoff later: %.1f s after SIGHUP"
+          % took)
+    check(cl.stats()["account"]["state"] == "ok", "the account ok again")
     cl.close()
     check(d.stop() == 0, "SIGTERM exits 0")
     api.stop()
@@ -2319,7 +2356,8 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  bare_404_pauses, bare_400_one_request, retry_waits_for_pair,
                                  token_rotated_probes_now, account_probe_without_me,
                                  account_probe_capped, refill_during_expiries,
-                                 token_rotated_stale_401, pair_refund_no_body)}
+                                 token_rotated_stale_401, pair_refund_no_body,
+                                 token_rotated_probe_in_flight)}
 
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in CASES:
