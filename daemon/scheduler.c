@@ -61,6 +61,10 @@ typedef struct bucket {
     double burst;
     double tokens;
     double last;
+    /* The departure window held the sender back until this time (0: it
+     * did not): the tokens the bucket gained meanwhile are not kept
+     * (bucket_window_held). */
+    double held;
 } bucket_t;
 
 /* A heap entry carries its ordering key, so that sifting compares entries
@@ -755,6 +759,32 @@ static double bucket_ready_at(const bucket_t *b, double now)
     if (b->rate <= 0 || b->tokens >= 1)
         return now;
     return now + (1 - b->tokens) / b->rate;
+}
+
+/* The window (not the bucket) holds a sender back until `until`. */
+static void bucket_window_hold(bucket_t *b, double until)
+{
+    b->held = until;
+}
+
+/* The window let a sender held back by it go: the bucket keeps at most the
+ * one token for this send of what it gained while the window held. Kept,
+ * they went at the window's edge all at once, and with a backlog that edge
+ * came back every window: a sender at `rate` with a full bucket sent its
+ * whole rate within a few ms each 1.01 s instead of one send per 1/rate
+ * (a transactional message queued behind a campaign waited up to a second
+ * for the next edge). The burst is for a sender that was idle: the tokens
+ * gained after the release (an idle spell since) are kept. The caller has
+ * refilled the bucket up to now. */
+static void bucket_window_release(bucket_t *b, double now)
+{
+    double at = b->held < now ? b->held : now;
+
+    if (b->held <= 0)
+        return;
+    b->held = 0;
+    if (b->rate > 0)
+        b->tokens = fmin(b->tokens, 1 + (now - at) * b->rate);
 }
 
 /* --- the departure window (scheduler.h: SCHED_RATE_WINDOW) ------------- */
@@ -2116,10 +2146,12 @@ static void take_flight(sched_t *s, sched_job_t *j, double now)
 
     j->win_slot_ = false; /* set again when the window counts this pick */
     if (sd->bucket.rate > 0) {
+        bucket_window_release(&sd->bucket, now);
         sd->bucket.tokens -= 1;
         window_pick(&sd->win, j);
     }
     if (s->global.rate > 0) {
+        bucket_window_release(&s->global, now);
         s->global.tokens -= 1;
         gwin_pick(&s->gwin, j->id);
     }
@@ -2154,7 +2186,10 @@ sched_job_t *sched_next(sched_t *s, double now, double *wake)
     }
     bucket_refill(&s->global, now);
     if (s->global.rate > 0) {
-        double at = fmax(bucket_ready_at(&s->global, now), gwin_ready_at(&s->gwin, now));
+        double by_bucket = bucket_ready_at(&s->global, now);
+        double at = fmax(by_bucket, gwin_ready_at(&s->gwin, now));
+        if (at > by_bucket)
+            bucket_window_hold(&s->global, at);
         if (at > now) {
             if (wake) {
                 double w = next_wake(s, now);
@@ -2181,8 +2216,11 @@ sched_job_t *sched_next(sched_t *s, double now, double *wake)
         }
         bucket_refill(&sd->bucket, now);
         if (sd->bucket.rate > 0) {
-            double at = fmax(bucket_ready_at(&sd->bucket, now),
-                             window_ready_at(&sd->win, window_limit(sd->bucket.rate), now));
+            double by_bucket = bucket_ready_at(&sd->bucket, now);
+            double at =
+                fmax(by_bucket, window_ready_at(&sd->win, window_limit(sd->bucket.rate), now));
+            if (at > by_bucket)
+                bucket_window_hold(&sd->bucket, at);
             if (at > now) {
                 sender_sleep(s, sd, at);
                 continue;

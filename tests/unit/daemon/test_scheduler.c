@@ -239,8 +239,8 @@ static void test_token_bucket(void)
     /* The bucket would give one more token at +0.1 s, but the burst already
      * filled the window: the next send waits for it. */
     CHECK(fabs(wake - (now + SCHED_RATE_WINDOW)) < 1e-9);
-    /* Over 2 simulated seconds: the window lets the full bucket go once
-     * more at +1.01 s, and never more. */
+    /* Over 2 simulated seconds: the window lets one send go at +1.01 s,
+     * then the bucket one per 0.1 s (window_no_lumps), and never more. */
     for (now = 100; now <= 102.0 + 1e-9; now += 0.01)
         while ((j = sched_next(s, now, &wake)) != NULL) {
             sched_job_posted(s, j, now);
@@ -342,6 +342,102 @@ static void test_rate_window(void)
         CHECK(jb != NULL);
         sched_job_finish(s, jb);
     }
+    sched_free(s);
+}
+
+/* The most of the sorted times t[0..n) within any `width` s from `from` on. */
+static int most_within(const double *t, int n, double from, double width)
+{
+    int i, j = 0, most = 0;
+
+    for (i = 0; i < n; i++) {
+        if (t[i] < from)
+            continue;
+        if (t[j] < from)
+            j = i;
+        while (t[j] <= t[i] - width + 1e-9)
+            j++;
+        if (i - j + 1 > most)
+            most = i - j + 1;
+    }
+    return most;
+}
+
+/* A scheduler with a per-sender rate (burst = rate) and a global rate. */
+static sched_t *make_rates(double rate, double global)
+{
+    sched_options_t o;
+    sched_t *s;
+
+    memset(&o, 0, sizeof(o));
+    o.rate_per_number = rate;
+    o.global_rate = global;
+    o.max_inflight = 100000;
+    o.max_inflight_per_number = 100000;
+    o.max_jobs = 100000;
+    CHECK_EQ(sched_new(&o, &s), 0);
+    return s;
+}
+
+/* Sends what s lets go from 100 to 105 s in 1 ms steps into t (at most
+ * 1000); a high-priority job for sender `high` (NULL: none) is added at
+ * 103.5 s and must go within `slot` s. Returns the number of sends. */
+static int drive_backlog(sched_t *s, double *t, const char *high, double slot)
+{
+    sched_job_t *jb;
+    double now, wake, high_at = -1;
+    int n = 0;
+
+    for (now = 100; now < 105; now += 0.001) {
+        if (high != NULL && high_at < 0 && now >= 103.5) {
+            add(s, 5000, 0, 0, high);
+            high_at = now;
+        }
+        while ((jb = sched_next(s, now, &wake)) != NULL) {
+            CHECK(n < 1000);
+            sched_job_posted(s, jb, now);
+            if (jb->id == 5000) {
+                CHECK(now - high_at <= slot);
+                high_at = INFINITY;
+            }
+            t[n++] = now;
+            sched_job_finish(s, jb);
+        }
+    }
+    CHECK(high == NULL || high_at == INFINITY);
+    return n;
+}
+
+/* A backlog behind a full window goes at the rate, one send per 1/rate,
+ * not as the whole rate at the window's edge once per window: the tokens
+ * the bucket gains while the window holds the sender are not kept. (With
+ * burst = rate, the default, a sender with a campaign queued sent 80 sends
+ * within a few ms each 1.01 s, and a high-priority job waited up to a
+ * second for the next edge instead of 1/80 s.) Likewise global_rate. */
+static void test_window_no_lumps(void)
+{
+    sched_t *s = make_rates(80, 0);
+    double t[1000];
+    int n, i;
+    const char *senders[] = {"a", "b", "c", "d"};
+
+    for (i = 0; i < 1000; i++)
+        add(s, (uint64_t)i + 1, 0, 2, "a"); /* bulk */
+    n = drive_backlog(s, t, "a", 2.0 / 80);
+    CHECK(most_within(t, n, 100, 0.1) == 80); /* the burst */
+    CHECK(most_within(t, n, 100, SCHED_RATE_WINDOW) <= 80);
+    /* After it, about 8 per 0.1 s (at most 10). */
+    CHECK(most_within(t, n, 100.5, 0.1) <= 10);
+    CHECK(n >= 390 && n <= 400); /* 80/s less the window's 1% */
+    sched_free(s);
+
+    s = make_rates(0, 40);
+    for (i = 0; i < 400; i++)
+        add(s, (uint64_t)i + 1, 0, 1, senders[i % 4]);
+    n = drive_backlog(s, t, NULL, 0);
+    CHECK(most_within(t, n, 100, SCHED_RATE_WINDOW) <= 40);
+    CHECK(most_within(t, n, 100.5, 0.1) <= 6);
+    CHECK(n >= 195 && n <= 200);
     sched_free(s);
 }
 
@@ -1481,6 +1577,7 @@ int main(int argc, char **argv)
         {"token_bucket", test_token_bucket},
         {"rate_window", test_rate_window},
         {"global_window", test_global_window},
+        {"window_no_lumps", test_window_no_lumps},
         {"pair_limited_drains", test_pair_limited_drains},
         {"departed_late", test_departed_late},
         {"retry_and_finish", test_retry_and_finish},
