@@ -124,6 +124,7 @@ typedef struct sched_lane {
     sched_campaign_t *camp;
     int prio;
     sched_job_t *head, *tail; /* ready jobs */
+    sched_job_t *late;        /* the last of the late ones, a prefix (lane_append) */
     size_t n;
     bool in_ring;
     struct sched_lane *rnext, *rprev; /* sender ring of its priority */
@@ -1616,15 +1617,41 @@ static bool job_is_first(const sched_job_t *j)
     return j->okey_ == NULL || (j->okey_->head == j && j->okey_->inflight == 0);
 }
 
+/* Links j into the list head..tail (by next_/prev_) after `after` (NULL:
+ * first). */
+static void list_insert_after(sched_job_t **head, sched_job_t **tail, sched_job_t *after,
+                              sched_job_t *j)
+{
+    j->prev_ = after;
+    j->next_ = after != NULL ? after->next_ : *head;
+    if (j->next_ != NULL)
+        j->next_->prev_ = j;
+    else
+        *tail = j;
+    if (after != NULL)
+        after->next_ = j;
+    else
+        *head = j;
+}
+
+/* Adds ready job j to its lane: at the end (the order jobs became due),
+ * or, for a late job (it had its turn already: a retry whose wait ended, a
+ * job picked and given back or parked by its pair after its pick; or it
+ * was due while an earlier job of its key held it) when a later job of the
+ * lane is ready, after the other late jobs, before the rest: its wait is
+ * the one its answer asked for, or its key's. At the end, a retry due after
+ * a 1 s hold went after every job of its lane that had become due
+ * meanwhile: behind a campaign of 1,200 jobs, 39 s later; and then each
+ * later job of its key after the whole lane again. */
 static void lane_append(sched_t *s, sched_lane_t *l, sched_job_t *j)
 {
-    j->next_ = NULL;
-    j->prev_ = l->tail;
-    if (l->tail)
-        l->tail->next_ = j;
-    else
-        l->head = j;
-    l->tail = j;
+    sched_job_t *after = l->tail;
+
+    if (j->late_ && after != NULL && after->id > j->id) {
+        after = l->late;
+        l->late = j;
+    }
+    list_insert_after(&l->head, &l->tail, after, j);
     l->n++;
     j->lane_ = l;
     if (l->in_ring) {
@@ -1639,6 +1666,8 @@ static void lane_unlink(sched_t *s, sched_job_t *j)
 {
     sched_lane_t *l = j->lane_;
 
+    if (l->late == j) /* NOLINT(clang-analyzer-core.NullDereference): in a lane */
+        l->late = j->prev_;
     if (j->prev_)
         j->prev_->next_ = j->next_;
     else
@@ -1674,8 +1703,12 @@ static void job_try_ready(sched_t *s, sched_job_t *j)
 {
     sched_lane_t *l;
 
-    if (j->where_ != W_KEYWAIT || !job_is_first(j))
+    if (j->where_ != W_KEYWAIT)
         return;
+    if (!job_is_first(j)) {
+        j->late_ = true; /* due, held by its key */
+        return;
+    }
     l = lane_get(s, j->sender, j->camp_, j->priority);
     if (l == NULL)
         return; /* no memory: it stays due and is retried at the next promote */
@@ -1706,17 +1739,9 @@ static void pair_park(sched_t *s, sched_pair_t *p, sched_job_t *j, double now)
 
     while (after != NULL && after->id > j->id)
         after = after->prev_;
+    j->late_ = true; /* it was picked: back before the jobs due after it */
     j->where_ = W_PAIRWAIT;
-    j->prev_ = after;
-    j->next_ = after != NULL ? after->next_ : p->park_head;
-    if (j->next_ != NULL)
-        j->next_->prev_ = j;
-    else
-        p->park_tail = j;
-    if (after != NULL)
-        after->next_ = j;
-    else
-        p->park_head = j;
+    list_insert_after(&p->park_head, &p->park_tail, after, j);
     if (p->heap != PH_WAKE)
         pair_heap_put(s, p, PH_WAKE, pair_ready_at(s, p, now));
 }
@@ -1984,6 +2009,7 @@ int sched_job_add(sched_t *s, const sched_job_t *tmpl, const sched_keys_t *keys)
     j->due = tmpl->due;
     j->expires_at = tmpl->expires_at;
     j->attempts = tmpl->attempts;
+    j->late_ = tmpl->attempts > 0;
     j->max_attempts = tmpl->max_attempts;
     j->marks = tmpl->marks;
     j->type = tmpl->type;
@@ -2145,6 +2171,7 @@ static void take_flight(sched_t *s, sched_job_t *j, double now)
     sched_sender_t *sd = j->sender;
 
     j->win_slot_ = false; /* set again when the window counts this pick */
+    j->late_ = true;
     if (sd->bucket.rate > 0) {
         bucket_window_release(&sd->bucket, now);
         sd->bucket.tokens -= 1;

@@ -98,6 +98,7 @@ typedef struct sched_job {
     uint8_t type;
     uint8_t priority;
     bool inflight;
+    bool late_; /* scheduler-private: it had its turn, or its key held it (lane_append) */
     sched_sender_t *sender;
     void *user; /* the daemon's per-attempt state while in flight */
     /* scheduler-private */

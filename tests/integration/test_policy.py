@@ -744,6 +744,46 @@ def transactional_overtakes_campaign(wd):
     api.stop()
 
 
+def throttled_retry_keeps_turn(wd):
+    """A 130429 for one job of a campaign queued on its sender: the job goes
+    again when the sender's hold ends (a second), not after the campaign,
+    and the later jobs of its key (the same recipient) go on after it.
+    Before, a job whose wait ended went behind every job of its lane that
+    had become due meanwhile: with 800 jobs queued at 40/s (20/s after the
+    cut), the retry and each later job of its key waited for the whole
+    backlog, 20-40 s (nextAttemptAt long past)."""
+    api = avp.FakeAPI(wd)
+    d = avp.Daemon(wd, api.base, {"rate_per_number": 40, "burst_per_number": 10}).start()
+    sender = avp.SENDERS[0]
+    rcpt = "15551230000"
+    api.control(rules=[{"to": rcpt, "phoneNumberId": sender, "status": 429, "meta": 130429,
+                        "times": 1}])
+    t0 = time.time()
+    submit_all(d, [avp.template_job(i, sender=sender, campaign="promo",
+                                    to=rcpt if i % 40 == 20 else None) for i in range(800)])
+    cl = d.client()
+
+    def arrivals():
+        return [(s["t"], num(s)) for s in api.sends() if s["to"] == rcpt]
+
+    got = wait_for(lambda: (lambda a: a if len(a) >= 3 else None)(arrivals()), 120,
+                   "three sends to the throttled recipient")
+    st = cl.stats()
+    print("throttled %d; the recipient's sends at %s s" % (
+        st["throttled"], ["%.2f" % (t - t0) for t, _ in got]))
+    check(st["throttled"] == 1, "one 130429: %d" % st["throttled"])
+    check([n for _, n in got] == [20, 60, 100], "its key in order: %s" % got)
+    # Its first attempt goes within the first second; then a 1 s hold. A
+    # loaded CI host gets a few seconds more; the backlog took 20 s or more.
+    check(got[0][0] - t0 < 8, "the retry goes after the hold: %.2f s" % (got[0][0] - t0))
+    check(got[2][0] - t0 < 10, "the later jobs of its key follow: %.2f s" % (got[2][0] - t0))
+    check(len(api.sends()) < 600, "before the campaign's end: %d sends" % len(api.sends()))
+    check(cl.request({"op": "cancel", "campaign": "promo"})["ok"], "cancelled")
+    cl.close()
+    check(d.stop() == 0, "SIGTERM exits 0")
+    api.stop()
+
+
 def global_rate_cap(wd):
     """global_rate = 20 over 5 senders with no per-sender limit: no second
     holds more than 20 departures (the first included: a full global bucket
@@ -2399,7 +2439,7 @@ CASES = {f.__name__: f for f in (rate_multi_sender, cut_success_answers, connect
                                  cancel_after_answer, at_most_once_maybe_sent,
                                  maintenance_holds_sender, pair_limit_hold, odd_success_answers,
                                  echoed_token, throttle_without_retry_after,
-                                 global_rate_cap, transactional_overtakes_campaign, account_needs_operator, api_unreachable,
+                                 global_rate_cap, transactional_overtakes_campaign, throttled_retry_keeps_turn, account_needs_operator, api_unreachable,
                                  api_not_answering, redirect_pauses, cancel_campaign_counts,
                                  expired_while_waiting, pause_stops_picked, hold_stops_picked,
                                  order_behind_paused, retry_keeps_order,

@@ -529,6 +529,44 @@ static void test_retry_and_finish(void)
     sched_free(s);
 }
 
+/* Picks the next job at `now`, checks its id and finishes it. */
+static void pick_finish(sched_t *s, double now, uint64_t id)
+{
+    sched_job_t *j = sched_next(s, now, NULL);
+
+    CHECK(j != NULL);
+    CHECK_EQ(j->id, id);
+    sched_job_finish(s, j);
+}
+
+/* A retry whose wait ended goes before the jobs of its lane that became due
+ * meanwhile, and so do the later jobs of its key. They went behind every
+ * job of the lane: a 429's one-second hold became the whole backlog's time. */
+static void test_retry_keeps_turn(void)
+{
+    sched_t *s = make(0, 1000, 1000, 1000);
+    sched_job_t *j1, *j5;
+    uint64_t id;
+
+    for (id = 1; id <= 50; id++)
+        addk(s, id, 0, 1, "a", "camp", id == 5 || id == 6 ? "k" : NULL, NULL);
+    j1 = sched_next(s, 100, NULL);
+    CHECK_EQ(j1->id, 1);
+    sched_job_retry(s, j1, 101);
+    pick_finish(s, 100, 2);
+    pick_finish(s, 100, 3);
+    pick_finish(s, 100, 4);
+    j5 = sched_next(s, 100, NULL);
+    CHECK_EQ(j5->id, 5);
+    sched_job_retry(s, j5, 101);
+    pick_finish(s, 100.5, 7); /* 6 waits for 5, its key's */
+    pick_finish(s, 101, 1);
+    pick_finish(s, 101, 5);
+    pick_finish(s, 101, 6);
+    pick_finish(s, 101, 8);
+    sched_free(s);
+}
+
 static void test_many_jobs(void)
 {
     /* The hash table grows and rehashes past tombstones. */
@@ -1578,6 +1616,7 @@ int main(int argc, char **argv)
         {"rate_window", test_rate_window},
         {"global_window", test_global_window},
         {"window_no_lumps", test_window_no_lumps},
+        {"retry_keeps_turn", test_retry_keeps_turn},
         {"pair_limited_drains", test_pair_limited_drains},
         {"departed_late", test_departed_late},
         {"retry_and_finish", test_retry_and_finish},
