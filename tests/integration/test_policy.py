@@ -139,8 +139,15 @@ def adaptive_converges(wd):
         times = sorted(s["t"] for s in sends if s["phoneNumberId"] == pid)
         half = times[len(times) // 2:]
         r = (len(half) - 1) / (half[-1] - half[0])
-        print("%s: %.1f sends/s in the second half (limit %d)" % (pid, r, limit))
-        check(r >= 0.4 * limit and r <= 1.1 * limit, "%s converged: %.1f/s" % (pid, r))
+        # The fake API's bucket holds `limit` tokens (burst = rate): over
+        # the half's span it accepts at most limit * span + limit, so a
+        # half that began with its bucket full (the daemon held back by a
+        # Retry-After meanwhile) runs above the limit by limit / span.
+        span = half[-1] - half[0]
+        most = limit + limit / span
+        print("%s: %.1f sends/s in the second half (limit %d, at most %.1f over %.1f s)"
+              % (pid, r, limit, most, span))
+        check(r >= 0.4 * limit and r <= most * 1.02, "%s converged: %.1f/s" % (pid, r))
     cl.close()
     check(d.stop() == 0, "SIGTERM exits 0")
     api.stop()
