@@ -563,20 +563,6 @@ static bool probe_cannot_judge(const http_result_t *res, const classify_result_t
     return c->action != CLASSIFY_PAUSE_ACCOUNT;
 }
 
-/* The v2 API's success envelope ({"success": true, ...}) in a 2xx. */
-static bool answer_is_envelope(const http_result_t *res)
-{
-    cJSON *root;
-    bool yes;
-
-    if (res->error != 0 || res->status < 200 || res->status >= 300 || res->body == NULL)
-        return false;
-    root = cJSON_ParseWithLength(res->body, res->body_len);
-    yes = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "success"));
-    cJSON_Delete(root);
-    return yes;
-}
-
 static void probe_done(const http_result_t *res, void *arg)
 {
     daemon_t *d = arg;
@@ -623,7 +609,8 @@ static void probe_done(const http_result_t *res, void *arg)
              c.error.status, c.error.code, c.error.message);
     sched_account_pause(d->sched, false, NULL);
     d->account_trial = true;
-    d->probe_envelope = answer_is_envelope(res);
+    /* A 2xx classified as sent: {"success": true} (classify_answer). */
+    d->probe_envelope = ok && c.action == CLASSIFY_SENT;
     d->probe_failures++; /* kept if the account pauses again soon */
     d->account_resumed_at = daemon_now();
     d->spill = true; /* jobs left in the store while paused */
